@@ -1,0 +1,56 @@
+"""laminar_jit — an embedded, vectorized stream-processing engine.
+
+Events arrive as Apache Arrow record batches; operators are Numba kernels
+over numpy views of the columns; a finalized DAG runs through one compiled
+step per source.
+"""
+
+from .dag import DagBuilder, RoutingTable, StreamingDag
+from .errors import (
+    CheckpointError,
+    CycleError,
+    DagError,
+    DataError,
+    DisconnectedNodeError,
+    DuplicateNodeError,
+    EmptyDagError,
+    FanOutError,
+    KernelError,
+    LaminarError,
+    PortError,
+    SchemaError,
+    UnknownNodeError,
+)
+from .executor import DagExecutor, Metrics
+from .ops import Filter, Kernel, Map, Project, kernel
+from .time import Ascending, BoundedOutOfOrderness
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ascending",
+    "BoundedOutOfOrderness",
+    "CheckpointError",
+    "CycleError",
+    "DagBuilder",
+    "DagError",
+    "DagExecutor",
+    "DataError",
+    "DisconnectedNodeError",
+    "DuplicateNodeError",
+    "EmptyDagError",
+    "FanOutError",
+    "Filter",
+    "Kernel",
+    "KernelError",
+    "LaminarError",
+    "Map",
+    "Metrics",
+    "PortError",
+    "Project",
+    "RoutingTable",
+    "SchemaError",
+    "StreamingDag",
+    "UnknownNodeError",
+    "kernel",
+]

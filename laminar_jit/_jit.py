@@ -1,0 +1,49 @@
+"""The one place where Numba options are decided.
+
+Every kernel in the package is compiled with :func:`njit` (or
+:func:`njit_nocache` for code that cannot be cached), so the policy is
+visible and changeable in one spot:
+
+* ``nogil=True`` so executors in threads do not serialize on the GIL;
+* ``cache=True`` so a second process loads machine code from disk instead of
+  recompiling (cold start matters);
+* ``error_model="numpy"``: a division by zero gives inf/NaN as in numpy,
+  Arrow and Polars, instead of raising inside a compiled loop;
+* an explicit fastmath flag set *without* ``nnan``/``ninf``: null handling and
+  NaN-aware aggregates compare against NaN and must keep doing so.
+"""
+
+from __future__ import annotations
+
+import numba
+from numba.core import config as _numba_config
+
+__all__ = ["FASTMATH", "JIT_DISABLED", "njit", "njit_nocache", "plain_njit"]
+
+#: Fast-math flags that are safe for null- and NaN-aware code: reassociation
+#: and contraction help reductions vectorize; nnan/ninf are deliberately absent.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+
+#: True when ``NUMBA_DISABLE_JIT=1`` — kernels then run as plain Python, which
+#: lets coverage see their bodies.
+JIT_DISABLED = bool(_numba_config.DISABLE_JIT)
+
+
+def njit(fn=None, **overrides):
+    """Compile ``fn`` with the package's policy (cached on disk)."""
+    options = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+    options.update(overrides)
+    if fn is None:
+        return lambda f: numba.njit(**options)(f)
+    return numba.njit(**options)(fn)
+
+
+def njit_nocache(fn=None, **overrides):
+    """Like :func:`njit` but without the on-disk cache (for code with no stable source)."""
+    overrides.setdefault("cache", False)
+    return njit(fn, **overrides)
+
+
+def plain_njit(fn):
+    """User kernels: same flags, no cache (they are inlined into a cached plan instead)."""
+    return numba.njit(nogil=True, cache=False, fastmath=FASTMATH, error_model="numpy")(fn)

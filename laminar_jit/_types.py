@@ -1,0 +1,49 @@
+"""Which Arrow types kernels can read, and how they look as numpy.
+
+Kernels see numeric columns as numpy views: integers and floats as
+themselves, booleans as ``np.bool_`` (Arrow packs bits, so booleans are the one
+numeric type that is copied), and temporal types (timestamp, date, duration,
+time) as their integer storage in the column's own unit. Everything else —
+strings, binary, nested, dictionary — is not readable by kernels; such columns
+ride along by selection and are materialized with Arrow ``take`` at sinks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["arrow_to_numpy_dtype", "is_kernel_type", "numpy_to_arrow_type", "type_label"]
+
+
+def arrow_to_numpy_dtype(arrow_type: pa.DataType) -> np.dtype | None:
+    """Return the numpy dtype kernels see for ``arrow_type``, or None if unreadable."""
+    t = arrow_type
+    if pa.types.is_boolean(t):
+        return np.dtype(np.bool_)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        if pa.types.is_float16(t):
+            return None
+        return np.dtype(t.to_pandas_dtype())
+    if pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_date64(t):
+        return np.dtype(np.int64)
+    if pa.types.is_date32(t) or pa.types.is_time32(t):
+        return np.dtype(np.int32)
+    if pa.types.is_time64(t):
+        return np.dtype(np.int64)
+    return None
+
+
+def is_kernel_type(arrow_type: pa.DataType) -> bool:
+    """True when kernels can read columns of ``arrow_type``."""
+    return arrow_to_numpy_dtype(arrow_type) is not None
+
+
+def numpy_to_arrow_type(dtype: np.dtype) -> pa.DataType:
+    """Arrow type for a numpy dtype produced by a kernel."""
+    return pa.from_numpy_dtype(np.dtype(dtype))
+
+
+def type_label(arrow_type: pa.DataType) -> str:
+    """Short human name of an Arrow type for error messages."""
+    return str(arrow_type)

@@ -1,0 +1,283 @@
+"""The two boundaries of the compiled step: Arrow in, Arrow out.
+
+Source boundary: accept anything Arrow-shaped, check it against the source
+schema (missing columns, unsafe casts, nulls where none are allowed, nulls in
+the event-time column) and expose numeric columns as read-only zero-copy numpy
+views plus validity masks. Nothing here mutates executor state, so a rejected
+batch changes nothing.
+
+Sink boundary: gather source columns with one Arrow ``take`` (identity
+selections are passed through without a copy) and wrap derived numpy arrays
+as Arrow arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import DataError
+
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "column_view", "conform", "to_batches"]
+
+#: Empty validity mask meaning "this column has no nulls".
+NO_NULLS = np.empty(0, dtype=np.bool_)
+NO_NULLS.setflags(write=False)
+
+#: Batches with at least this many rows have their sink outputs gathered by the
+#: compiled step and materialized at once; smaller ones are coalesced.
+EAGER_ROWS = 1024
+
+_EMPTY: dict[np.dtype, np.ndarray] = {}
+
+
+def empty_view(dtype: np.dtype) -> np.ndarray:
+    """A shared read-only empty array of ``dtype`` (placeholder for unneeded columns)."""
+    arr = _EMPTY.get(dtype)
+    if arr is None:
+        arr = _EMPTY[dtype] = np.empty(0, dtype)
+        arr.setflags(write=False)
+    return arr
+
+
+def to_batches(source: str, data) -> list[pa.RecordBatch]:
+    """Turn a batch-like object into record batches (no validation yet).
+
+    Accepts ``pa.RecordBatch``, ``pa.Table``, objects exposing
+    ``__arrow_c_array__`` or ``__arrow_c_stream__`` (Polars, DuckDB, pandas via
+    Arrow) and mappings of column name to array.
+
+    Raises
+    ------
+    TypeError
+        For objects that are not batches at all.
+    DataError
+        For a mapping whose columns cannot form a batch.
+    """
+    if isinstance(data, pa.RecordBatch):
+        return [data]
+    if isinstance(data, pa.Table):
+        batches = data.to_batches()
+        return batches if batches else [pa.RecordBatch.from_pylist([], schema=data.schema)]
+    if hasattr(data, "__arrow_c_array__"):
+        return [pa.record_batch(data)]
+    if hasattr(data, "__arrow_c_stream__"):
+        return to_batches(source, pa.table(data))
+    if isinstance(data, Mapping):
+        try:
+            return [pa.RecordBatch.from_pydict({str(k): _as_array(v) for k, v in data.items()})]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
+            raise DataError(f"source {source!r}: the mapping of arrays does not form a batch: {exc}") from exc
+    raise TypeError(
+        f"source {source!r}: expected a pyarrow RecordBatch/Table, an object with __arrow_c_stream__ "
+        f"(Polars, DuckDB) or a mapping of column name to array, got {type(data).__name__}"
+    )
+
+
+def _as_array(values):
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    return pa.array(np.asarray(values) if not isinstance(values, list) else values)
+
+
+def null_checked_columns(spec) -> list[tuple[int, str]]:
+    """Columns of a source that must not hold nulls: the event time and non-nullable fields."""
+    return [(i, "event-time column" if f.name == spec.event_time else "non-nullable column")
+            for i, f in enumerate(spec.schema) if not f.nullable or f.name == spec.event_time]
+
+
+def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, str]]) -> pa.RecordBatch:
+    """Check ``batch`` against the source spec and return it in schema order and types.
+
+    Extra columns are dropped; numeric columns of another numeric type are cast
+    when the cast is safe for every value. ``checked`` comes from
+    :func:`null_checked_columns`.
+    """
+    schema: pa.Schema = spec.schema
+    if batch.schema.equals(schema):
+        out = batch
+    else:
+        names = batch.schema.names
+        arrays = []
+        for f in schema:
+            if names.count(f.name) > 1:
+                raise DataError(f"source {source!r}: column {f.name!r} appears {names.count(f.name)} times in the batch")
+            idx = batch.schema.get_field_index(f.name)
+            if idx < 0:
+                raise DataError(
+                    f"source {source!r}: column {f.name!r} ({f.type}) is missing; the batch has "
+                    f"{', '.join(names) or 'no columns'} — add it or remove it from the source schema"
+                )
+            arrays.append(_cast(source, f, batch.column(idx)))
+        out = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    for i, what in checked:
+        nulls = out.column(i).null_count
+        if nulls:
+            raise DataError(
+                f"source {source!r}: {what} {schema.field(i).name!r} has {nulls} null(s); "
+                "drop or fill them before the batch reaches the engine (e.g. pyarrow.compute.fill_null)"
+            )
+    return out
+
+
+def _cast(source: str, f: pa.Field, col: pa.Array) -> pa.Array:
+    if col.type == f.type:
+        return col
+    numeric = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
+    same_family = (
+        (numeric(col.type) and numeric(f.type))
+        or (pa.types.is_string(col.type) and pa.types.is_large_string(f.type))
+        or (pa.types.is_large_string(col.type) and pa.types.is_string(f.type))
+        or (pa.types.is_timestamp(col.type) and pa.types.is_timestamp(f.type))
+        or (pa.types.is_dictionary(col.type) and col.type.value_type == f.type)
+    )
+    if not same_family:
+        raise DataError(
+            f"source {source!r}: column {f.name!r} is {col.type}, expected {f.type} — cast it with "
+            "pyarrow.compute.cast or declare it as such in the source schema"
+        )
+    try:
+        return col.cast(f.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(
+            f"source {source!r}: column {f.name!r} is {col.type} and cannot be cast safely to {f.type} "
+            f"({exc}) — fix the values or declare {col.type} in the source schema"
+        ) from exc
+
+
+def column_view(col: pa.Array, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only numpy values and validity of a kernel-readable Arrow array.
+
+    Values under nulls are whatever the buffer holds; kernels never see them.
+    Booleans are unpacked (a copy); every other type is a zero-copy view.
+    """
+    n = len(col)
+    if not col.null_count and dtype != np.bool_ and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        return col.to_numpy(zero_copy_only=True), NO_NULLS  # the common case: one cheap call
+    if col.null_count:
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        valid.setflags(write=False)
+    else:
+        valid = NO_NULLS
+    if dtype == np.bool_:
+        if col.null_count:
+            col = col.fill_null(False)
+        values = col.to_numpy(zero_copy_only=False)
+    else:
+        buf = col.buffers()[1]
+        if buf is None or n == 0:
+            values = np.empty(0, dtype=dtype)
+        else:
+            values = np.frombuffer(buf, dtype=dtype, count=col.offset + n)[col.offset:]
+    if values.flags.writeable:
+        values.setflags(write=False)
+    return values, valid
+
+
+class SinkBuffer:
+    """Rows a sink received, turned into Arrow lazily for small batches.
+
+    Large outputs are materialized at once (one Arrow ``take`` for non-numeric
+    columns, numpy arrays wrapped without copies). Outputs of small batches are
+    only *recorded* — the batch, the selected rows and the compiled step's
+    gathered arrays — and coalesced into one RecordBatch when enough rows are
+    pending or the sink is drained: the fixed cost of building Arrow objects is
+    paid per thousands of rows, not per batch.
+    """
+
+    #: Pending small outputs are coalesced once they hold this many rows.
+    PENDING_ROWS = 65536
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.batches: list[pa.RecordBatch] = []
+        self._pending: list[tuple[pa.RecordBatch, tuple]] = []
+        self._pending_rows = 0
+
+    def add(self, batch: pa.RecordBatch, result: tuple) -> None:
+        """Record this sink's share of one step ``result`` computed on ``batch``."""
+        rows = result[self.layout.offset]
+        if rows.size == 0:
+            return
+        if batch.num_rows >= EAGER_ROWS:
+            self.batches.append(self._materialize_gathered(batch, result))
+            return
+        self._pending.append((batch, result))
+        self._pending_rows += rows.size
+        if self._pending_rows >= self.PENDING_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Coalesce pending small outputs into one RecordBatch."""
+        if self._pending:
+            self.batches.append(self._materialize(self._pending))
+            self._pending, self._pending_rows = [], 0
+
+    def drain(self) -> pa.Table:
+        """Everything received so far as one table; empties the buffer."""
+        self.flush()
+        out, self.batches = self.batches, []
+        return pa.Table.from_batches(out, schema=self.layout.schema)
+
+    def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple) -> pa.RecordBatch:
+        # one large batch: the compiled step gathered every numeric column
+        layout, off = self.layout, self.layout.offset
+        identity = r[off + 1]
+        taken = None
+        if layout.take_columns:
+            base = batch.select(layout.take_columns)
+            taken = base if identity else base.take(pa.array(r[off]))
+        arrays = []
+        for f, col in zip(layout.schema, layout.columns):
+            if col[0] == "take":
+                arrays.append(taken.column(col[1]))
+            elif col[0] == "src" and identity:
+                arrays.append(batch.column(col[2]))
+            else:
+                arrays.append(_to_arrow(r[col[1]], r[col[1] + 1], f.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
+
+    def _materialize(self, parts: list[tuple[pa.RecordBatch, tuple]]) -> pa.RecordBatch:
+        # many small batches: source columns with one Arrow take over all of
+        # them, derived columns by concatenating the step's arrays
+        layout, off = self.layout, self.layout.offset
+        src = list(layout.take_columns) + [c[2] for c in layout.columns if c[0] == "src"]
+        taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts]) if src else None
+        arrays = []
+        for f, col in zip(layout.schema, layout.columns):
+            if col[0] != "der":
+                arrays.append(taken.column(col[1] if col[0] == "take" else src.index(col[2])))
+                continue
+            pos = col[1]
+            values, valid = _concat([r[pos] for _, r in parts], [r[pos + 1] for _, r in parts])
+            arrays.append(_to_arrow(values, valid, f.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
+
+
+def _concat(values: list[np.ndarray], valid: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if len(values) == 1:
+        return values[0], valid[0]
+    vals = np.concatenate(values)
+    if all(m.size == 0 for m in valid):
+        return vals, NO_NULLS
+    return vals, np.concatenate([m if m.size else np.ones(v.size, np.bool_) for v, m in zip(values, valid)])
+
+
+def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.RecordBatch | pa.Table:
+    if len(parts) == 1:
+        b, rows, identity = parts[0]
+        return b if identity else b.take(pa.array(rows))
+    starts = np.cumsum([0] + [b.num_rows for b, _, _ in parts[:-1]])
+    rows = np.concatenate([r + s for (_, r, _), s in zip(parts, starts)]).astype(np.int64)
+    return pa.Table.from_batches([b for b, _, _ in parts]).take(pa.array(rows)).combine_chunks()
+
+
+def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    mask = None if valid.size == 0 else ~valid
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
+        return pa.array(values, type=arrow_type, mask=mask)
+    # temporal types travel as their integer storage
+    storage = pa.array(values, mask=mask)
+    return storage.view(arrow_type) if storage.type.bit_width == arrow_type.bit_width else storage.cast(arrow_type)

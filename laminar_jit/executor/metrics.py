@@ -1,0 +1,84 @@
+"""Executor metrics: a numpy counter array the compiled step updates in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plan import METRIC_SLOTS
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Counters of a :class:`~laminar_jit.DagExecutor`.
+
+    Attributes
+    ----------
+    events_in : int
+        Rows accepted at sources.
+    events_processed : int
+        Rows entering operator nodes (summed over operators).
+    events_routed : int
+        Rows sent along edges (a multicast to k targets counts k times).
+    batches : int
+        Source batches processed.
+    multicast_publishes : int
+        Non-empty outputs of nodes with more than one target.
+    late_events : int
+        Rows dropped (or side-routed) as late by event-time operators.
+    nodes_skipped : int
+        Operator and sink invocations skipped because their input was empty.
+    """
+
+    def __init__(self, node_names: list[str]):
+        self._names = list(node_names)
+        self._base = 2 * len(self._names)
+        #: int64 counters: (rows_in, rows_out) per node id, then METRIC_SLOTS.
+        self.counters = np.zeros(self._base + len(METRIC_SLOTS), dtype=np.int64)
+        self.events_in = 0
+        self.batches = 0
+        self.late_events = 0
+
+    def _slot(self, name: str) -> int:
+        return int(self.counters[self._base + METRIC_SLOTS.index(name)])
+
+    @property
+    def events_processed(self) -> int:
+        return self._slot("events_processed")
+
+    @property
+    def events_routed(self) -> int:
+        return self._slot("events_routed")
+
+    @property
+    def multicast_publishes(self) -> int:
+        return self._slot("multicast_publishes")
+
+    @property
+    def nodes_skipped(self) -> int:
+        return self._slot("nodes_skipped")
+
+    def node(self, name: str) -> dict[str, int]:
+        """``{"rows_in": …, "rows_out": …}`` of one node."""
+        i = self._names.index(name)
+        return {"rows_in": int(self.counters[2 * i]), "rows_out": int(self.counters[2 * i + 1])}
+
+    @property
+    def per_node(self) -> dict[str, dict[str, int]]:
+        """Rows in/out of every node, by name."""
+        return {name: self.node(name) for name in self._names}
+
+    def as_dict(self) -> dict[str, int]:
+        """The global counters as a plain dict."""
+        return {
+            "events_in": self.events_in,
+            "events_processed": self.events_processed,
+            "events_routed": self.events_routed,
+            "batches": self.batches,
+            "multicast_publishes": self.multicast_publishes,
+            "late_events": self.late_events,
+            "nodes_skipped": self.nodes_skipped,
+        }
+
+    def __repr__(self) -> str:
+        return "Metrics(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"

@@ -1,0 +1,1 @@
+"""Pure ``@njit`` kernels grouped by family. No pyarrow here."""

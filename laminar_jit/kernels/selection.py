@@ -1,0 +1,61 @@
+"""Selection-vector kernels used by compiled plans.
+
+A selection vector is an int32 array of row indices into a column space (a
+source batch's columns plus the columns operators derive). Filters shrink it,
+multicast shares it, fan-in appends, and sinks gather through it.
+
+Validity masks are boolean arrays; an **empty** mask means "no nulls", so
+columns without nulls cost nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+
+__all__ = ["identity", "is_identity", "ones_or_gather", "take_valid"]
+
+
+@njit
+def identity(n):
+    """The selection of all ``n`` rows: ``0, 1, …, n-1`` as int32."""
+    out = np.empty(n, np.int32)
+    for i in range(n):
+        out[i] = i
+    return out
+
+
+@njit
+def is_identity(rows, n):
+    """True when ``rows`` selects every one of ``n`` rows in order."""
+    if rows.size != n:
+        return False
+    for i in range(n):
+        if rows[i] != i:
+            return False
+    return True
+
+
+@njit
+def take_valid(valid, sel):
+    """Gather a validity mask through ``sel``, keeping "empty means no nulls"."""
+    if valid.size == 0:
+        return np.empty(0, np.bool_)
+    out = np.empty(sel.size, np.bool_)
+    for j in range(sel.size):
+        out[j] = valid[sel[j]]
+    return out
+
+
+@njit
+def ones_or_gather(valid, sel):
+    """Gather a validity mask through ``sel``, materializing "no nulls" as all-true."""
+    out = np.empty(sel.size, np.bool_)
+    if valid.size == 0:
+        out[:] = True
+    else:
+        for j in range(sel.size):
+            out[j] = valid[sel[j]]
+    return out
+

@@ -1,0 +1,79 @@
+"""The operator protocol shared by every node type.
+
+An operator object is configuration only. At :meth:`DagBuilder.build` each
+node *binds* its operator to the node's input schema; the resulting
+:class:`Bound` records the columns the kernels read, their dtypes and the
+output schema. Binding is where schema errors surface, with the node and the
+column named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from .._types import arrow_to_numpy_dtype
+from ..errors import SchemaError
+
+__all__ = ["Bound", "Operator", "kernel_column"]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An operator bound to one node's input schema."""
+
+    node: str
+    op: "Operator"
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    #: Columns the kernel reads, in parameter order.
+    reads: tuple[str, ...] = ()
+    #: numpy dtypes of ``reads`` as kernels see them.
+    read_dtypes: tuple[np.dtype, ...] = ()
+    #: Columns the operator creates or replaces: (name, arrow type).
+    writes: tuple[tuple[str, pa.DataType], ...] = ()
+    #: Extra facts the plan compiler needs (e.g. a projection mapping).
+    extra: dict = field(default_factory=dict)
+
+
+class Operator:
+    """Base class of all operators.
+
+    Subclasses set :attr:`kind` (``"stateless"`` or ``"stateful"``) and
+    implement :meth:`bind`, :meth:`fingerprint` and :meth:`label`.
+    """
+
+    kind = "stateless"
+    #: Named input ports; ``None`` means one input that takes a union of upstreams.
+    ports: tuple[str, ...] | None = None
+
+    def bind(self, node: str, input_schema: pa.Schema) -> Bound:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fingerprint(self) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def label(self) -> str:
+        return type(self).__name__
+
+
+def kernel_column(node: str, schema: pa.Schema, column: str, role: str) -> np.dtype:
+    """Dtype of ``column`` as kernels see it, or a :class:`SchemaError` naming the problem."""
+    idx = schema.get_field_index(column)
+    if idx < 0:
+        raise SchemaError(
+            f"operator {node!r}: {role} {column!r} is not a column of its input; "
+            f"available columns: {', '.join(schema.names)} — rename the parameter or "
+            "add the column upstream"
+        )
+    arrow_type = schema.field(idx).type
+    dtype = arrow_to_numpy_dtype(arrow_type)
+    if dtype is None:
+        raise SchemaError(
+            f"operator {node!r}: {role} {column!r} is {arrow_type}, expected a numeric, boolean "
+            "or temporal column that kernels can read — strings ride along untouched; "
+            "dictionary-encode or cast them upstream to use them in a kernel"
+        )
+    return dtype

@@ -1,0 +1,5 @@
+"""Event time: watermark strategies."""
+
+from .watermarks import WATERMARK_MIN, Ascending, BoundedOutOfOrderness, WatermarkStrategy
+
+__all__ = ["WATERMARK_MIN", "Ascending", "BoundedOutOfOrderness", "WatermarkStrategy"]
