@@ -122,18 +122,28 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
     return out
 
 
+def _family(t: pa.DataType) -> str | None:
+    """Types that hold the same values in another layout (casts between them are lossless)."""
+    if pa.types.is_dictionary(t):
+        return _family(t.value_type)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "numeric"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return "list"
+    return None
+
+
 def _cast(source: str, f: pa.Field, col: pa.Array) -> pa.Array:
     if col.type == f.type:
         return col
-    numeric = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
-    same_family = (
-        (numeric(col.type) and numeric(f.type))
-        or (pa.types.is_string(col.type) and pa.types.is_large_string(f.type))
-        or (pa.types.is_large_string(col.type) and pa.types.is_string(f.type))
-        or (pa.types.is_timestamp(col.type) and pa.types.is_timestamp(f.type))
-        or (pa.types.is_dictionary(col.type) and col.type.value_type == f.type)
-    )
-    if not same_family:
+    family = _family(col.type)
+    if family is None or family != _family(f.type):
         raise DataError(
             f"source {source!r}: column {f.name!r} is {col.type}, expected {f.type} — cast it with "
             "pyarrow.compute.cast or declare it as such in the source schema"
@@ -202,6 +212,7 @@ class SinkBuffer:
         if rows.size == 0:
             return
         if batch.num_rows >= EAGER_ROWS:
+            self.flush()  # keep arrival order
             self.batches.append(self._materialize_gathered(batch, result))
             return
         self._pending.append((batch, result))
@@ -265,13 +276,13 @@ def _concat(values: list[np.ndarray], valid: list[np.ndarray]) -> tuple[np.ndarr
     return vals, np.concatenate([m if m.size else np.ones(v.size, np.bool_) for v, m in zip(values, valid)])
 
 
-def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.RecordBatch | pa.Table:
+def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.RecordBatch:
     if len(parts) == 1:
         b, rows, identity = parts[0]
         return b if identity else b.take(pa.array(rows))
     starts = np.cumsum([0] + [b.num_rows for b, _, _ in parts[:-1]])
     rows = np.concatenate([r + s for (_, r, _), s in zip(parts, starts)]).astype(np.int64)
-    return pa.Table.from_batches([b for b, _, _ in parts]).take(pa.array(rows)).combine_chunks()
+    return pa.concat_batches([b for b, _, _ in parts]).take(pa.array(rows))
 
 
 def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType) -> pa.Array:

@@ -19,8 +19,9 @@ over node ids was the alternative and buys nothing for a fixed DAG.
 
 The source is written to a file named by its hash (plus the kernels' bytecode
 fingerprints) in the plan cache directory, so Numba's ``cache=True`` serves
-the next process; plans are also memoized in-process per (DAG fingerprint,
-source).
+the next process. The generated text names nodes by id only (never by name),
+so structurally identical DAGs with the same kernels share one compiled step,
+in-process (memoized by the text's digest) and on disk.
 
 Column spaces. A binding maps each column name to either a *source* column
 (read straight from the batch, materialized at sinks by Arrow ``take``) or a
@@ -55,7 +56,7 @@ __all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "cache_dir", "compile_pla
 #: Global counters kept after the per-node (rows_in, rows_out) pairs.
 METRIC_SLOTS = ("events_processed", "events_routed", "multicast_publishes", "nodes_skipped")
 
-_PLAN_MEMO: dict[tuple[str, str], "SourcePlan"] = {}
+_STEP_MEMO: dict[str, object] = {}
 _MEMO_LOCK = threading.Lock()
 _NUMPY_NAMES = {"bool": "np.bool_"}
 
@@ -100,9 +101,10 @@ class SourcePlan:
     #: in order. Columns only sinks need may be passed empty for small batches.
     args: list[tuple[str, np.dtype, bool]]
     sinks: list[SinkLayout]
+    #: The generated source (for inspection: ``print(plan.text)``).
     text: str
-    path: str | None = None
-    cached: bool = False
+    #: Whether Numba caches the step on disk (False for unhashable kernels).
+    cacheable: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class _Gen:
     body: list[str] = field(default_factory=list)
     funcs: list[str] = field(default_factory=list)
     kernels: dict[str, object] = field(default_factory=dict)
+    fingerprints: list[str] = field(default_factory=list)
     src_args: dict[str, tuple[str, str]] = field(default_factory=dict)
     kernel_reads: set = field(default_factory=set)
     returns: list[str] = field(default_factory=list)
@@ -138,6 +141,10 @@ class _Gen:
     def fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
+
+    def use_kernel(self, global_name: str, op) -> None:
+        self.kernels[global_name] = op.kernel.dispatcher
+        self.fingerprints.append(f"{global_name}={op.fingerprint()}")
 
     def emit(self, line: str, indent: int = 1) -> None:
         self.body.append("    " * indent + line)
@@ -158,19 +165,21 @@ class _Gen:
 
 
 def compile_plan(dag, source: str) -> SourcePlan:
-    """Compile (or fetch from the memo/on-disk cache) the step of ``source``."""
-    key = (dag.fingerprint, source) if dag.fingerprint else None
-    if key is not None:
-        with _MEMO_LOCK:
-            plan = _PLAN_MEMO.get(key)
-        if plan is not None:
-            return plan
+    """Compile the step of ``source`` (or reuse it from the in-process memo / on-disk cache)."""
     gen = _generate(dag, source)
-    plan = _load(gen, dag, source)
-    if key is not None:
-        with _MEMO_LOCK:
-            _PLAN_MEMO.setdefault(key, plan)
-    return plan
+    cacheable = dag.fingerprint is not None and not JIT_DISABLED
+    text = _render(gen, source, cacheable)
+    schema = dag.node(source).schema
+    args = [(name, arrow_to_numpy_dtype(schema.field(name).type), name in gen.kernel_reads)
+            for name in gen.src_args]
+    digest = hashlib.sha256("|".join([text, numba.__version__, *gen.fingerprints]).encode()).hexdigest()[:32]
+    with _MEMO_LOCK:
+        step = _STEP_MEMO.get(digest) if cacheable else None
+        if step is None:
+            step, cacheable = _load(gen, text, digest, cacheable)
+            if cacheable:
+                _STEP_MEMO[digest] = step
+    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -195,7 +204,7 @@ def _generate(dag, source: str) -> _Gen:
 
         ups = [out[u] for u, _ in node.inputs if u in reach_set]
         b = _fan_in(gen, node, ups)
-        gen.emit(f"# --- node {nid} {node.name!r} ({node.kind})")
+        gen.emit(f"# --- node {nid} ({node.kind})")
         gen.emit(f"metrics[{2 * nid}] += {_size(b.sel)}")
         if node.kind == "sink":
             gen.emit(f"metrics[{2 * nid + 1}] += {_size(b.sel)}")
@@ -234,6 +243,13 @@ def _route(gen: _Gen, nid: int, sel: str, slot) -> None:
     gen.emit(f"metrics[{slot['multicast_publishes']}] += 1", 2)
 
 
+def _concat(parts: list[str]) -> str:
+    expr = parts[0]
+    for p in parts[1:]:
+        expr = f"concat({expr}, {p})"
+    return expr
+
+
 def _same_binding(a: _Binding, b: _Binding) -> bool:
     return a.origin == b.origin and a.n == b.n and a.cols == b.cols
 
@@ -241,17 +257,16 @@ def _same_binding(a: _Binding, b: _Binding) -> bool:
 def _fan_in(gen: _Gen, node, ups: list[_Binding]) -> _Binding:
     if len(ups) == 1:
         return ups[0]
-    sels = ", ".join(u.sel for u in ups)
     if all(_same_binding(ups[0], u) for u in ups[1:]):
         sel = gen.fresh("sel_union")
-        gen.emit(f"{sel} = np.concatenate(({sels},))")
+        gen.emit(f"{sel} = {_concat([u.sel for u in ups])}")
         return _Binding(ups[0].origin, ups[0].n, ups[0].cols, sel)
     # The upstreams bind some column to different arrays: gather into a new space.
     n, origin, sel = gen.fresh("n_space"), gen.fresh("origin"), gen.fresh("sel_space")
     rows = []
     for u in ups:
-        rows.append(f"{u.origin}[{u.sel}]" if u.origin else u.sel)
-    gen.emit(f"{origin} = np.concatenate(({', '.join(rows)},))")
+        rows.append(f"gather({u.origin}, {u.sel})" if u.origin else u.sel)
+    gen.emit(f"{origin} = {_concat(rows)}")
     gen.emit(f"{n} = {origin}.size")
     cols: dict[str, _Col] = {}
     for name, first in ups[0].cols.items():
@@ -269,12 +284,12 @@ def _fan_in(gen: _Gen, node, ups: list[_Binding]) -> _Binding:
         parts_v, parts_m, any_m = [], [], []
         for u, r in zip(ups, refs):
             v, m = gen.arrays(u, name)
-            parts_v.append(f"{v}[{u.sel}]")
+            parts_v.append(f"gather({v}, {u.sel})")
             parts_m.append(f"ones_or_gather({m}, {u.sel})")
             any_m.append(f"{m}.size > 0")
-        gen.emit(f"{vals} = np.concatenate(({', '.join(parts_v)},))")
+        gen.emit(f"{vals} = {_concat(parts_v)}")
         gen.emit(f"if {' or '.join(any_m)}:")
-        gen.emit(f"{valid} = np.concatenate(({', '.join(parts_m)},))", 2)
+        gen.emit(f"{valid} = {_concat(parts_m)}", 2)
         gen.emit("else:")
         gen.emit(f"{valid} = np.empty(0, np.bool_)", 2)
         cols[name] = _Col("der", name, first.arrow_type, vals, valid)
@@ -307,7 +322,7 @@ def _loop(dense: bool) -> tuple[str, str, str]:
 def _filter(gen: _Gen, node, b: _Binding, slot) -> _Binding:
     nid = node.id
     k = f"kernel_{nid}"
-    gen.kernels[k] = node.op.kernel.dispatcher
+    gen.use_kernel(k, node.op)
     vals, valids = _kernel_args(gen, node, b)
     pv = [f"v{i}" for i in range(len(vals))]
     pm = [f"m{i}" for i in range(len(vals))]
@@ -319,7 +334,7 @@ def _filter(gen: _Gen, node, b: _Binding, slot) -> _Binding:
     gen.funcs.append(f'''
 @njit
 def node_{nid}({params}):
-    """Filter {node.name!r}: keep rows where {node.op.kernel.name} is true (nulls: false)."""
+    """Filter node {nid}: keep rows where the kernel is true (null inputs: false)."""
     out = np.empty({"n" if dense else "sel.size"}, np.int32)
     count = 0
     if {no_nulls}:
@@ -353,7 +368,7 @@ def _np_dtype(arrow_type: pa.DataType) -> str:
 def _map(gen: _Gen, node, b: _Binding, slot) -> _Binding:
     nid = node.id
     k = f"kernel_{nid}"
-    gen.kernels[k] = node.op.kernel.dispatcher
+    gen.use_kernel(k, node.op)
     vals, valids = _kernel_args(gen, node, b)
     pv = [f"v{i}" for i in range(len(vals))]
     pm = [f"m{i}" for i in range(len(vals))]
@@ -374,7 +389,7 @@ def _map(gen: _Gen, node, b: _Binding, slot) -> _Binding:
     gen.funcs.append(f'''
 @njit
 def node_{nid}({params}):
-    """Map {node.name!r}: {node.op.kernel.name} -> {', '.join(n for n, _ in writes)} (null in -> null out)."""
+    """Map node {nid}: {len(writes)} output(s) of the kernel (null inputs: null outputs)."""
 {alloc}
     if {no_nulls}:
         valid = np.empty(0, np.bool_)
@@ -417,7 +432,7 @@ def _sink(gen: _Gen, node, b: _Binding) -> None:
     # them and gathers with one Arrow take. Non-numeric columns are always
     # gathered by Arrow at the boundary.
     rows, ident = gen.fresh("rows"), gen.fresh("ident")
-    gen.emit(f"{rows} = {b.origin}[{b.sel}]" if b.origin else f"{rows} = {b.sel}")
+    gen.emit(f"{rows} = gather({b.origin}, {b.sel})" if b.origin else f"{rows} = {b.sel}")
     gen.emit(f"{ident} = is_identity({rows}, n)")
     offset = len(gen.returns)
     gen.returns += [rows, ident]
@@ -436,7 +451,7 @@ def _sink(gen: _Gen, node, b: _Binding) -> None:
             gathers.append((vals, valid, src_vals, src_valid, _np_dtype(ref.arrow_type)))
         else:
             columns.append(("der", len(gen.returns)))
-            gen.emit(f"{vals} = {ref.vals}[{b.sel}]")
+            gen.emit(f"{vals} = gather({ref.vals}, {b.sel})")
             gen.emit(f"{valid} = take_valid({ref.valid}, {b.sel})")
         gen.returns += [vals, valid]
     if gathers:
@@ -446,34 +461,31 @@ def _sink(gen: _Gen, node, b: _Binding) -> None:
             gen.emit(f"{valid} = np.empty(0, np.bool_)", 2)
         gen.emit("else:")
         for vals, valid, src_vals, src_valid, _ in gathers:
-            gen.emit(f"{vals} = {src_vals}[{b.sel}]", 2)
+            gen.emit(f"{vals} = gather({src_vals}, {b.sel})", 2)
             gen.emit(f"{valid} = take_valid({src_valid}, {b.sel})", 2)
     gen.sinks.append(SinkLayout(node.name, node.id, node.schema, take, columns, offset))
 
 
 # ----------------------------------------------------------------------------- loading
 
-_HEADER = '''"""Generated by the laminar_jit plan compiler for source {source!r}. Do not edit.
-
-DAG fingerprint {fingerprint}
-"""
+_HEADER = '''"""Generated by the laminar_jit plan compiler for source node {source_id}. Do not edit."""
 import numpy as np
 
 from laminar_jit._jit import {decorator} as njit
-from laminar_jit.kernels.selection import identity, is_identity, ones_or_gather, take_valid
+from laminar_jit.kernels.selection import concat, gather, identity, is_identity, ones_or_gather, take_valid
 '''
 
 
-def _render(gen: _Gen, dag, source: str, cacheable: bool) -> str:
+def _render(gen: _Gen, source: str, cacheable: bool) -> str:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
     args += ["offsets", "metrics"]
-    parts = [_HEADER.format(source=source, fingerprint=dag.fingerprint,
+    parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
     parts.append(f"\n@njit\ndef step({', '.join(args)}):")
-    parts.append(f'    """Process one batch of {source!r} through every node it reaches."""')
+    parts.append('    """Process one batch of the source through every node it reaches."""')
     if any(_ALL_ROWS in line for line in gen.body + gen.returns):
         parts.append(f"    {_ALL_ROWS} = identity(n)")
     parts += gen.body
@@ -481,12 +493,8 @@ def _render(gen: _Gen, dag, source: str, cacheable: bool) -> str:
     return "\n".join(parts)
 
 
-def _load(gen: _Gen, dag, source: str) -> SourcePlan:
-    cacheable = dag.fingerprint is not None and not JIT_DISABLED
-    text = _render(gen, dag, source, cacheable)
-    digest = hashlib.sha256(
-        (text + numba.__version__ + "|" + (dag.fingerprint or "")).encode()
-    ).hexdigest()[:32]
+def _load(gen: _Gen, text: str, digest: str, cacheable: bool):
+    """Write ``text`` to the plan cache (once, atomically) and import it as a module."""
     module_name = f"laminar_jit_plans.p_{digest}"
     directory = os.path.join(cache_dir(), "plans")
     path = os.path.join(directory, f"p_{digest}.py")
@@ -498,12 +506,11 @@ def _load(gen: _Gen, dag, source: str) -> SourcePlan:
                 fh.write(text)
             os.replace(tmp, path)  # atomic: a concurrent process never sees half a file
     except OSError:
-        # Read-only home: fall back to a private temporary file, without disk caching.
+        # Read-only cache location: a private temporary file, compiled without disk caching.
         directory = tempfile.mkdtemp(prefix="laminar_jit_plan_")
         path = os.path.join(directory, f"p_{digest}.py")
-        text = _render(gen, dag, source, False)
         with open(path, "w") as fh:
-            fh.write(text)
+            fh.write(text.replace("import njit as njit", "import njit_nocache as njit"))
         cacheable = False
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -511,6 +518,4 @@ def _load(gen: _Gen, dag, source: str) -> SourcePlan:
     # Numba rebuilds cached functions' environments by importing their module by name.
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    schema = dag.node(source).schema
-    args = [(name, arrow_to_numpy_dtype(schema.field(name).type), name in gen.kernel_reads) for name in gen.src_args]
-    return SourcePlan(source, module.step, args, gen.sinks, text, path, cacheable)
+    return module.step, cacheable

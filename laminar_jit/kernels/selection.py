@@ -14,7 +14,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["identity", "is_identity", "ones_or_gather", "take_valid"]
+__all__ = ["concat", "gather", "identity", "is_identity", "ones_or_gather", "take_valid"]
 
 
 @njit
@@ -59,3 +59,21 @@ def ones_or_gather(valid, sel):
             out[j] = valid[sel[j]]
     return out
 
+
+
+@njit
+def gather(values, sel):
+    """``values[sel]`` as an explicit loop (compiles faster than fancy indexing, same speed)."""
+    out = np.empty(sel.size, values.dtype)
+    for j in range(sel.size):
+        out[j] = values[sel[j]]
+    return out
+
+
+@njit
+def concat(a, b):
+    """Concatenate two 1-d arrays of one dtype (fan-in appends selections)."""
+    out = np.empty(a.size + b.size, a.dtype)
+    out[: a.size] = a
+    out[a.size:] = b
+    return out
