@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import heapq
 
 import pyarrow as pa
@@ -268,7 +269,22 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
         _check_source(node.name, spec)
         node.schema = spec.schema
         return
-    input_schema = _union_schema(node, nodes)
+    ports = getattr(node.op, "ports", None)
+    if ports is not None:
+        # two-input operators: each port is its own union; bind gets {port: schema}
+        per_port = {}
+        for port in ports:
+            inputs = [(u, p) for u, p in node.inputs if p == port]
+            if not inputs:
+                raise DisconnectedNodeError(
+                    f"operator {node.name!r}: port {port!r} has no input; connect one with "
+                    f".connect(upstream, {node.name!r}, port={port!r})"
+                )
+            per_port[port] = _union_schema(node, nodes, inputs)
+        node.bound = node.op.bind(node.name, per_port)
+        node.schema = node.bound.output_schema
+        return
+    input_schema = _union_schema(node, nodes, node.inputs)
     if node.kind == "sink":
         node.schema = input_schema
         return
@@ -276,9 +292,9 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
     node.schema = node.bound.output_schema
 
 
-def _union_schema(node: Node, nodes: list[Node]) -> pa.Schema:
-    first = nodes[node.inputs[0][0]]
-    for u, _ in node.inputs[1:]:
+def _union_schema(node: Node, nodes: list[Node], inputs) -> pa.Schema:
+    first = nodes[inputs[0][0]]
+    for u, _ in inputs[1:]:
         other = nodes[u]
         if not other.schema.equals(first.schema):
             diff = _schema_difference(first.schema, other.schema)
@@ -321,6 +337,11 @@ def _check_source(name: str, spec: SourceSpec) -> None:
             raise SchemaError(
                 f"source {name!r}: watermark must be e.g. lj.BoundedOutOfOrderness(max_delay=...), "
                 f"got {type(spec.watermark).__name__}"
+            )
+        if isinstance(spec.watermark.delay, datetime.timedelta) and not pa.types.is_timestamp(t):
+            raise SchemaError(
+                f"source {name!r}: watermark delay {spec.watermark.delay} is a timedelta but event_time "
+                f"column {spec.event_time!r} is {t}; give the delay as an integer in the column's units"
             )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import UnknownNodeError
@@ -81,9 +82,9 @@ class StreamingDag:
     # ------------------------------------------------------------------ look-ups
     def node(self, name_or_id: str | int) -> Node:
         """The node with this name or id; :class:`UnknownNodeError` otherwise."""
-        if isinstance(name_or_id, (int,)) and not isinstance(name_or_id, bool):
+        if isinstance(name_or_id, (int, np.integer)) and not isinstance(name_or_id, (bool, np.bool_)):
             if 0 <= name_or_id < len(self.nodes):
-                return self.nodes[name_or_id]
+                return self.nodes[int(name_or_id)]
         elif name_or_id in self._by_name:
             return self._by_name[name_or_id]
         raise UnknownNodeError(
@@ -140,11 +141,12 @@ class StreamingDag:
         shapes = {"source": "invhouse", "stateless": "box", "stateful": "box3d", "sink": "house"}
         lines = ["digraph laminar {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=11];']
         for n in self.nodes:
-            label = n.name if n.kind in ("source", "sink") else f"{n.name}\\n{_dot_escape(n.op.label())}"
+            name = _dot_escape(n.name)
+            label = name if n.kind in ("source", "sink") else f"{name}\\n{_dot_escape(n.op.label())}"
             lines.append(f'  n{n.id} [label="{label}", shape={shapes[n.kind]}];')
         for n in self.nodes:
             for u, port in n.inputs:
-                attr = f' [label="{port}"]' if port else ""
+                attr = f' [label="{_dot_escape(port)}"]' if port else ""
                 lines.append(f"  n{u} -> n{n.id}{attr};")
         lines.append("}")
         return "\n".join(lines)

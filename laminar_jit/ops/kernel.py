@@ -45,7 +45,7 @@ class Kernel:
 
     def __init__(self, fn: Callable, name: str | None = None):
         if isinstance(fn, Kernel):
-            fn = fn.fn
+            name, fn = name or fn.name, fn.fn
         if hasattr(fn, "py_func"):  # already a Numba dispatcher
             fn = fn.py_func
         if not callable(fn) or not hasattr(fn, "__code__"):
@@ -66,7 +66,7 @@ class Kernel:
     def dispatcher(self):
         """The Numba dispatcher (compiled lazily, not cached on disk)."""
         if self._dispatcher is None:
-            self._dispatcher = plain_njit(self.fn)
+            self._dispatcher = plain_njit(_with_kernels_compiled(self.fn))
         return self._dispatcher
 
     def __call__(self, *args):
@@ -116,6 +116,8 @@ def kernel(fn: Callable | None = None, *, name: str | None = None):
     Returns
     -------
     Kernel
+        Callable on scalars (compiled), usable in ``lj.Filter``/``lj.Map``, and
+        callable from other kernels.
 
     Examples
     --------
@@ -129,6 +131,36 @@ def kernel(fn: Callable | None = None, *, name: str | None = None):
     if fn is None:
         return lambda f: Kernel(f, name=name)
     return Kernel(fn, name=name)
+
+
+def _with_kernels_compiled(fn):
+    """``fn`` with every :class:`Kernel` it references (globals, closure) swapped for its dispatcher.
+
+    Numba cannot type a Kernel object, but it can call a dispatcher; this is
+    what lets one kernel call another inside compiled code.
+    """
+    g = fn.__globals__
+    names = _all_names(fn.__code__)
+    swaps = {n: g[n].dispatcher for n in names if isinstance(g.get(n), Kernel)}
+    cells = fn.__closure__ or ()
+    if not swaps and not any(_cell_is_kernel(c) for c in cells):
+        return fn
+    new_globals = dict(g)
+    new_globals.update(swaps)
+    new_cells = tuple(
+        types.CellType(c.cell_contents.dispatcher) if _cell_is_kernel(c) else c for c in cells
+    ) or None
+    clone = types.FunctionType(fn.__code__, new_globals, fn.__name__, fn.__defaults__, new_cells)
+    clone.__qualname__ = fn.__qualname__
+    clone.__module__ = fn.__module__
+    return clone
+
+
+def _cell_is_kernel(cell) -> bool:
+    try:
+        return isinstance(cell.cell_contents, Kernel)
+    except ValueError:  # empty cell
+        return False
 
 
 def as_kernel(fn) -> Kernel:
@@ -189,7 +221,7 @@ def fingerprint_function(fn, _seen: set | None = None) -> str | None:
     names = _all_names(code)
     g = getattr(fn, "__globals__", {})
     for name in sorted(names):
-        if name in g and not _hash_value(g[name], h, seen, name):
+        if name in g and not _hash_value(g[name], h, seen, name, names):
             return None
     for cell in fn.__closure__ or ():
         try:
@@ -224,7 +256,7 @@ def _all_names(code) -> set[str]:
     return names
 
 
-def _hash_value(value, h, seen, label) -> bool:
+def _hash_value(value, h, seen, label, names=frozenset()) -> bool:
     h.update(label.encode())
     if isinstance(value, _SCALARS):
         h.update(f"{type(value).__name__}:{value!r}".encode())
@@ -235,6 +267,12 @@ def _hash_value(value, h, seen, label) -> bool:
         return True
     if isinstance(value, types.ModuleType):
         h.update(f"module:{value.__name__}".encode())
+        # Numba freezes ``module.CONSTANT`` into the machine code: hash the
+        # plain values among the attribute names the code uses.
+        for attr in sorted(names):
+            v = getattr(value, attr, None)
+            if isinstance(v, _SCALARS) or isinstance(v, np.ndarray):
+                _hash_value(v, h, seen, f"{value.__name__}.{attr}")
         return True
     if isinstance(value, Kernel):
         value = value.fn

@@ -100,6 +100,11 @@ class Map(Operator):
             self.outputs = tuple((str(k), None) for k in output)
         if not self.outputs:
             raise ValueError("Map needs at least one output column name")
+        for name, t in self.outputs:
+            if t is not None and not isinstance(t, pa.DataType):
+                raise TypeError(
+                    f"Map output {name!r}: type must be a pyarrow DataType such as pa.float64(), got {t!r}"
+                )
         names = [n for n, _ in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError(f"Map output names repeat: {names}")

@@ -1,0 +1,102 @@
+"""The plan compiler: generated steps, memoization, Numba's on-disk cache, and a no-JIT run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from numba import float64 as f64
+
+import laminar_jit as lj
+from laminar_jit.executor.plan import compile_plan
+
+TESTS = Path(__file__).parent
+
+SCRIPT = textwrap.dedent("""
+    import json, numpy as np, pyarrow as pa, laminar_jit as lj
+
+    def positive(x):
+        return x > 0
+
+    def square(x):
+        return x * x
+
+    schema = pa.schema([("x", pa.float64())])
+    dag = (lj.DagBuilder().source("s", schema)
+           .operator("f", lj.Filter(positive)).operator("m", lj.Map(square, output="y"))
+           .connect("s", "f").connect("f", "m").sink_for("m", "out").build())
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", {"x": np.array([-1.0, 2.0, 3.0])})
+    step = ex._plans["s"].step
+    print(json.dumps({"y": ex.take_sink_outputs("out").column("y").to_pylist(),
+                      "hits": len(step.stats.cache_hits), "misses": len(step.stats.cache_misses)}))
+""")
+
+
+def _run(cache_dir, extra_env=None):
+    env = dict(os.environ, LAMINAR_JIT_CACHE_DIR=str(cache_dir), **(extra_env or {}))
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_loads_step_from_disk_cache(tmp_path):
+    first = _run(tmp_path)
+    second = _run(tmp_path)
+    assert first["y"] == second["y"] == [4.0, 9.0]
+    assert first["misses"] >= 1 and first["hits"] == 0
+    assert second["hits"] >= 1 and second["misses"] == 0
+    plans = list((tmp_path / "plans").glob("p_*.py"))
+    assert len(plans) == 1
+    text = plans[0].read_text()
+    assert "def step(" in text and "offsets" in text
+
+
+def _tiny(name_suffix="", threshold=0.0):
+    schema = pa.schema([("x", pa.float64())])
+    return (lj.DagBuilder().source("s" + name_suffix, schema)
+            .operator("f" + name_suffix, lj.Filter(lambda x: x > threshold))
+            .connect("s" + name_suffix, "f" + name_suffix)
+            .sink_for("f" + name_suffix, "out" + name_suffix).build())
+
+
+def test_structurally_identical_dags_share_one_step():
+    a, b = _tiny(), _tiny("_renamed")
+    assert compile_plan(a, "s").step is compile_plan(b, "s_renamed").step
+    # a different constant in the kernel is a different plan
+    assert compile_plan(_tiny(threshold=1.0), "s").step is not compile_plan(a, "s").step
+
+
+def over(x):
+    # ``f64`` is a Numba type object: Numba compiles the call, the fingerprint cannot hash it
+    return f64(x) > 1.0
+
+
+def test_unhashable_kernel_global_is_compiled_without_disk_cache():
+    schema = pa.schema([("x", pa.float64())])
+    dag = (lj.DagBuilder().source("s", schema).operator("f", lj.Filter(over)).connect("s", "f")
+           .sink_for("f", "out").build())
+    assert dag.fingerprint is None
+    plan = compile_plan(dag, "s")
+    assert not plan.cacheable
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", {"x": np.array([0.5, 2.0])})
+    assert ex.take_sink_outputs("out").column("x").to_pylist() == [2.0]
+
+
+def test_executor_suite_without_jit():
+    """Run the executor tests with NUMBA_DISABLE_JIT=1 so kernel bodies run as Python (coverage)."""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "test_executor.py")],
+        capture_output=True, text=True, env=env, cwd=TESTS.parent, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout
