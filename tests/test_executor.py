@@ -413,3 +413,17 @@ def test_watermark_tracks_max_event_time():
     assert ex.watermark("bids") == 8_000  # never goes back
     ex.finish()
     assert ex.watermark("bids") == 2**63 - 1
+
+
+def test_threads_split_large_batches_without_changing_output():
+    table = make_bids(150_000, seed=13)
+    outs = []
+    for threads in (1, 2):
+        ex = lj.DagExecutor(multicast_dag(), threads=threads)
+        ex.process_batch("bids", table)
+        outs.append(ex.take_all_sink_outputs())
+        assert ex.metrics.events_in == 150_000
+    want = ref_multicast(table)
+    for sink in ("out", "scored"):
+        assert outs[0][sink].equals(outs[1][sink])
+        assert_frame(outs[1][sink], want[sink])

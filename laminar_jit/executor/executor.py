@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,6 +28,11 @@ class DagExecutor:
     ----------
     dag : StreamingDag
         The result of :meth:`DagBuilder.build`.
+    threads : int, optional
+        Threads a large batch may be split across when every node it reaches is
+        stateless (the compiled steps release the GIL). Default: up to 2
+        (``os.cpu_count()``). Output and results do not depend on it; the
+        ``multicast_publishes`` and ``nodes_skipped`` counters count per slice.
 
     Examples
     --------
@@ -38,8 +47,10 @@ class DagExecutor:
     [5.0, 7.5]
     """
 
-    def __init__(self, dag):
+    def __init__(self, dag, threads: int | None = None):
         self.dag = dag
+        self.threads = max(1, min(os.cpu_count() or 1, 2) if threads is None else int(threads))
+        self._pool: ThreadPoolExecutor | None = None
         self._plans = {name: compile_plan(dag, name) for name in dag.sources}
         self._outputs = {layout.sink: SinkBuffer(layout) for plan in self._plans.values() for layout in plan.sinks}
         self.metrics = Metrics([n.name for n in dag.nodes])
@@ -85,14 +96,10 @@ class DagExecutor:
         max_ts = self._max_event_time[source]
         for b in batches:
             n = b.num_rows
-            args = []
-            for name, dtype, kernel_read in plan.args:
-                if kernel_read or n >= EAGER_ROWS:
-                    args.extend(column_view(b.column(name), dtype))
-                else:  # only sinks want it, and small batches are gathered by Arrow
-                    args += (empty_view(dtype), NO_NULLS)
-            result = plan.step(n, *args, offsets, counters)
-            produced.append((b, result))
+            if self.threads > 1 and plan.parallel_safe and n >= PARALLEL_MIN_ROWS:
+                produced += self._run_parallel(plan, b, counters)
+            else:
+                produced.append((b, _run_step(plan, b, offsets, counters)))
             events += n
             if spec.event_time is not None and n:
                 max_ts = max(max_ts, _max_int(b.column(spec.event_time)))
@@ -104,6 +111,20 @@ class DagExecutor:
         for b, result in produced:
             for layout in plan.sinks:
                 self._outputs[layout.sink].add(b, result)
+
+    def _run_parallel(self, plan, b: pa.RecordBatch, counters) -> list[tuple[pa.RecordBatch, tuple]]:
+        # Stateless plans: each slice is an independent batch (outputs do not
+        # depend on batch boundaries), run concurrently; results keep slice order.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="laminar")
+        size = -(-b.num_rows // self.threads)
+        slices = [b.slice(i, size) for i in range(0, b.num_rows, size)]
+        deltas = [np.zeros_like(counters) for _ in slices]
+        offsets = self.dag.routing.offsets
+        futures = [self._pool.submit(_run_step, plan, s, offsets, d) for s, d in zip(slices, deltas)]
+        results = [f.result() for f in futures]
+        counters += np.sum(deltas, axis=0)
+        return list(zip(slices, results))
 
     def finish(self) -> None:
         """End of input: advance every watermark to +∞ and flush what is pending.
@@ -145,6 +166,22 @@ class DagExecutor:
 
     def __repr__(self) -> str:
         return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._outputs)}, {self.metrics!r})"
+
+
+#: Batches at least this large are split across threads (stateless plans only).
+PARALLEL_MIN_ROWS = 65_536
+
+
+def _run_step(plan, b: pa.RecordBatch, offsets, counters) -> tuple:
+    """Call the compiled step of ``plan`` on batch ``b`` (updates ``counters`` in place)."""
+    n = b.num_rows
+    args = []
+    for name, dtype, kernel_read in plan.args:
+        if kernel_read or n >= EAGER_ROWS:
+            args.extend(column_view(b.column(name), dtype))
+        else:  # only sinks want it, and small batches are gathered by Arrow
+            args += (empty_view(dtype), NO_NULLS)
+    return plan.step(n, *args, offsets, counters)
 
 
 def _max_int(col: pa.Array) -> int:

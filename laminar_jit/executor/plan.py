@@ -105,6 +105,9 @@ class SourcePlan:
     text: str
     #: Whether Numba caches the step on disk (False for unhashable kernels).
     cacheable: bool = False
+    #: True when every node the source reaches is stateless, so a batch may be
+    #: split into slices processed independently (and concurrently).
+    parallel_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
             step, cacheable = _load(gen, text, digest, cacheable)
             if cacheable:
                 _STEP_MEMO[digest] = step
-    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable)
+    parallel_safe = all(dag.nodes[i].kind != "stateful" for i in dag.reachable_from(source))
+    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe)
 
 
 # ----------------------------------------------------------------------------- generation
