@@ -34,8 +34,9 @@ class FilterMap:
     table. All three return Arrow-compatible results with every input column
     plus ``price_eur``.
 
-    Polars and DuckDB use every core by default; laminar runs the DAG on the
-    calling thread. That is what a user gets out of the box, so it is left so.
+    Every engine runs with its default parallelism (Polars and DuckDB use all
+    cores; ``DagExecutor`` its default ``threads``): what a user gets out of
+    the box. Pin threads here only alongside the peers, or the ratio lies.
     """
 
     batch_size = 65_536
@@ -74,8 +75,10 @@ class FilterMap:
         self.con.sql(_FILTER_MAP_SQL).to_arrow_table()
 
     def peakmem_laminar(self):
-        # asv reports the process's peak RSS, which includes what setup holds:
-        # the input table (~160 MB at 5M events) and the zero-copy Polars frame.
+        # asv reports the process's peak RSS, setup included: the imports, the
+        # input table (160 MB at 5M events), the Polars frame and DuckDB view.
+        # When this was written, setup alone peaked near 430 MB of ~550 MB;
+        # compare runs of this benchmark with each other, not with its size.
         common.run_dag(self.dag, self.batches)
 
 

@@ -100,3 +100,17 @@ def test_executor_suite_without_jit():
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout
+
+
+def test_unloadable_cache_entry_falls_back_to_a_fresh_compile(tmp_path):
+    # A kernel whose module cannot be imported in the loading process: Numba's
+    # cached code would import it by name; the executor must recompile instead.
+    script = SCRIPT.replace("def positive(x):\n    return x > 0\n",
+                            "def positive(x):\n    return x > 0\npositive.__module__ = 'gone_module_xyz'\n")
+    env = dict(os.environ, LAMINAR_JIT_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True, text=True,
+                           env=env, timeout=600) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+        assert '"y": [4.0, 9.0]' in done.stdout
+    assert "compiling it again without the disk cache" in runs[1].stderr

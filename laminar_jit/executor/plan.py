@@ -39,6 +39,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numba
@@ -147,7 +148,10 @@ class _Gen:
 
     def use_kernel(self, global_name: str, op) -> None:
         self.kernels[global_name] = op.kernel.dispatcher
-        self.fingerprints.append(f"{global_name}={op.fingerprint()}")
+        # Numba's cached code records the module of every inlined function and
+        # imports it on load, so equal bytecode from another module is another plan.
+        fn = op.kernel.fn
+        self.fingerprints.append(f"{global_name}={op.fingerprint()}@{fn.__module__}.{fn.__qualname__}")
 
     def emit(self, line: str, indent: int = 1) -> None:
         self.body.append("    " * indent + line)
@@ -176,10 +180,11 @@ def compile_plan(dag, source: str) -> SourcePlan:
     args = [(name, arrow_to_numpy_dtype(schema.field(name).type), name in gen.kernel_reads)
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, *gen.fingerprints]).encode()).hexdigest()[:32]
+    signature = _signature(gen, dag, source, args)
     with _MEMO_LOCK:
         step = _STEP_MEMO.get(digest) if cacheable else None
         if step is None:
-            step, cacheable = _load(gen, text, digest, cacheable)
+            step, cacheable = _load(gen, text, digest, cacheable, signature)
             if cacheable:
                 _STEP_MEMO[digest] = step
     parallel_safe = all(dag.nodes[i].kind != "stateful" for i in dag.reachable_from(source))
@@ -497,8 +502,46 @@ def _render(gen: _Gen, source: str, cacheable: bool) -> str:
     return "\n".join(parts)
 
 
-def _load(gen: _Gen, text: str, digest: str, cacheable: bool):
-    """Write ``text`` to the plan cache (once, atomically) and import it as a module."""
+def _signature(gen: _Gen, dag, source: str, args) -> tuple:
+    """Numba argument types of the step, as the executor calls it (read-only column views)."""
+    readonly = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
+    sig = [numba.types.int64]
+    for _, dtype, _ in args:
+        sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
+    sig += [readonly(np.dtype(np.int32)), numba.types.Array(numba.types.int64, 1, "C")]
+    return tuple(sig)
+
+
+def _load(gen: _Gen, text: str, digest: str, cacheable: bool, signature: tuple):
+    """Write ``text`` to the plan cache (once, atomically), import it, and compile the step.
+
+    Compiling eagerly (for the argument types the executor passes) puts the
+    cost in ``DagExecutor(...)`` rather than the first batch, and lets a cache
+    entry that cannot be loaded fall back to a fresh, uncached compile.
+    """
+    try:
+        step, cacheable = _import(gen, text, digest, cacheable)
+        if not JIT_DISABLED:
+            step.compile(signature)
+        return step, cacheable
+    except (ImportError, OSError, EOFError, AttributeError, ValueError) as exc:  # unloadable cache entry
+        if not cacheable:
+            raise
+        warnings.warn(f"laminar_jit: compiled plan p_{digest} could not be loaded from the cache ({exc}); "
+                      "compiling it again without the disk cache", RuntimeWarning, stacklevel=3)
+        step, _ = _import(gen, text.replace("import njit as njit", "import njit_nocache as njit"),
+                          digest + "_nocache", False)
+        if not JIT_DISABLED:
+            step.compile(signature)
+        return step, False
+
+
+def _import(gen: _Gen, text: str, digest: str, cacheable: bool):
+    """Write ``text`` to the plan cache (once, atomically) and import it as a module.
+
+    Returns the module's step and whether it is disk-cached (False when the
+    cache directory is not writable and a private temporary file was used).
+    """
     module_name = f"laminar_jit_plans.p_{digest}"
     directory = os.path.join(cache_dir(), "plans")
     path = os.path.join(directory, f"p_{digest}.py")
