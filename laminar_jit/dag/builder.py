@@ -130,6 +130,10 @@ class DagBuilder:
             raise EmptyDagError("the DAG has no source; declare one with .source(name, schema)")
         for upstream, sink_name in self._sinks:
             add(sink_name, "sink", None)
+        late_sinks = [(name, payload.late_sink) for name, kind, payload in self._decls
+                      if getattr(payload, "late_sink", None)]
+        for _, sink_name in late_sinks:
+            add(sink_name, "sink", None)
 
         def look(name, role):
             if name not in by_name:
@@ -157,6 +161,10 @@ class DagBuilder:
             s = by_name[sink_name]
             edges.append((u.id, s.id))
             s.inputs.append((u.id, None))
+        for upstream, sink_name in late_sinks:  # side outputs of late rows
+            u, s = by_name[upstream], by_name[sink_name]
+            edges.append((u.id, s.id))
+            s.inputs.append((u.id, "late"))
 
         routing = RoutingTable(len(nodes), edges)
         for n in nodes:
@@ -268,6 +276,12 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
         spec: SourceSpec = node.op
         _check_source(node.name, spec)
         node.schema = spec.schema
+        node.event_time = spec.event_time
+        return
+    if node.kind == "sink" and node.inputs[0][1] == "late":
+        upstream = nodes[node.inputs[0][0]]
+        node.schema = upstream.bound.input_schema  # late rows leave unchanged
+        node.event_time = _input_event_time(node, nodes)
         return
     ports = getattr(node.op, "ports", None)
     if ports is not None:
@@ -281,15 +295,37 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
                     f".connect(upstream, {node.name!r}, port={port!r})"
                 )
             per_port[port] = _union_schema(node, nodes, inputs)
-        node.bound = node.op.bind(node.name, per_port)
+        node.bound = node.op.bind(node.name, per_port, event_time=None)
         node.schema = node.bound.output_schema
         return
     input_schema = _union_schema(node, nodes, node.inputs)
+    event_time = _input_event_time(node, nodes)
     if node.kind == "sink":
         node.schema = input_schema
+        node.event_time = event_time
         return
-    node.bound = node.op.bind(node.name, input_schema)
+    node.bound = node.op.bind(node.name, input_schema, event_time=event_time)
     node.schema = node.bound.output_schema
+    node.event_time = _output_event_time(node, event_time)
+
+
+def _input_event_time(node: Node, nodes: list[Node]) -> str | None:
+    names = {nodes[u].event_time for u, _ in node.inputs}
+    return names.pop() if len(names) == 1 else None
+
+
+def _output_event_time(node: Node, event_time: str | None) -> str | None:
+    """Where the event time lives in a node's output (None once it is dropped or overwritten)."""
+    if node.kind == "stateful":
+        # window results carry their window's start as event time, so a window
+        # of aligned windows puts each result in the window that contains it
+        return "window_start" if "window_start" in node.schema.names else None
+    mapping = node.bound.extra.get("mapping")
+    if mapping is not None:
+        return next((new for new, old in mapping if old == event_time), None)
+    if event_time in {name for name, _ in node.bound.writes}:
+        return None
+    return event_time
 
 
 def _union_schema(node: Node, nodes: list[Node], inputs) -> pa.Schema:

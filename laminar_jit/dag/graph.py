@@ -51,6 +51,8 @@ class Node:
     inputs: list = field(default_factory=list)
     schema: pa.Schema | None = None
     bound: Bound | None = None
+    #: Name of the event-time column of this node's output, if it has one.
+    event_time: str | None = None
 
 
 class StreamingDag:

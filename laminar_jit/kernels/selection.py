@@ -14,7 +14,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["concat", "gather", "identity", "is_identity", "ones_or_gather", "take_valid"]
+__all__ = ["concat", "gather", "identity", "is_identity", "ones_or_gather", "scatter", "take_valid", "valid_or_ones"]
 
 
 @njit
@@ -76,4 +76,23 @@ def concat(a, b):
     out = np.empty(a.size + b.size, a.dtype)
     out[: a.size] = a
     out[a.size:] = b
+    return out
+
+
+@njit
+def valid_or_ones(valid, size):
+    """``valid``, or an all-true mask of ``size`` when it is empty ("no nulls")."""
+    if valid.size == 0:
+        return np.ones(size, np.bool_)
+    return valid
+
+
+@njit
+def scatter(compact, sel, n):
+    """An array of length ``n`` holding ``compact[j]`` at row ``sel[j]`` (empty stays empty)."""
+    if compact.size == 0:
+        return compact
+    out = np.empty(n, compact.dtype)
+    for j in range(sel.size):
+        out[sel[j]] = compact[j]
     return out

@@ -49,11 +49,12 @@ class Operator:
     #: Named input ports; ``None`` means one input that takes a union of upstreams.
     ports: tuple[str, ...] | None = None
 
-    def bind(self, node: str, input_schema) -> Bound:  # pragma: no cover - abstract
+    def bind(self, node: str, input_schema, event_time: str | None = None) -> Bound:  # pragma: no cover
         """Check the configuration against the input and derive the output schema.
 
         ``input_schema`` is a ``pa.Schema``, or for operators with :attr:`ports`
-        a dict of port name to schema.
+        a dict of port name to schema; ``event_time`` names the input's
+        event-time column, when it has one.
         """
         raise NotImplementedError
 

@@ -51,7 +51,7 @@ class Filter(Operator):
     def __init__(self, fn: Callable | Kernel):
         self.kernel = as_kernel(fn)
 
-    def bind(self, node: str, input_schema: pa.Schema) -> Bound:
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         reads, dtypes, result = _bind_kernel(node, "Filter", self.kernel, input_schema)
         if isinstance(result, tuple) or result.kind not in "biuf":
             raise KernelError(
@@ -109,7 +109,7 @@ class Map(Operator):
         if len(set(names)) != len(names):
             raise ValueError(f"Map output names repeat: {names}")
 
-    def bind(self, node: str, input_schema: pa.Schema) -> Bound:
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         reads, dtypes, result = _bind_kernel(node, "Map", self.kernel, input_schema)
         results = result if isinstance(result, tuple) else (result,)
         if len(results) != len(self.outputs) or (len(self.outputs) > 1) != isinstance(result, tuple):
@@ -145,7 +145,7 @@ class Map(Operator):
             else:
                 fields.append(pa.field(name, arrow_type))
         return Bound(node, self, input_schema, pa.schema(fields), reads, dtypes, tuple(writes),
-                     {"tuple_result": len(self.outputs) > 1})
+                     {"tuple_result": len(self.outputs) > 1, "returns": tuple(results)})
 
     def fingerprint(self) -> str | None:
         fp = self.kernel.fingerprint()
@@ -185,7 +185,7 @@ class Project(Operator):
         if len(set(names)) != len(names):
             raise ValueError(f"Project output names repeat: {names}")
 
-    def bind(self, node: str, input_schema: pa.Schema) -> Bound:
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         fields = []
         for new, old in self.mapping:
             idx = input_schema.get_field_index(old)

@@ -1,0 +1,180 @@
+"""Event-time windows: ``TumblingWindow`` (more kinds build on the same state).
+
+Semantics (Flink's, where the design is silent):
+
+* windows are epoch-aligned half-open intervals ``[start, end)`` shifted by
+  ``offset``; a row belongs to the window containing its event time;
+* a window is emitted **once**, when the node's watermark reaches
+  ``end + allowed_lateness``; output rows are ``window_start``,
+  ``window_end``, the key column(s), then the aggregates in the order given,
+  and the rows of one emission are ordered by ``window_end`` then key;
+* a row whose window has already been emitted is **late**: it never changes
+  an emitted result; it is dropped and counted (``metrics.late_events``), or
+  with ``late="side_output"`` routed unchanged to the sink ``late_sink``;
+* the watermark a row is judged against is the one in force when it arrives
+  — the source watermark advances row by row (a running maximum), so whether
+  a row is late does not depend on how the input was split into batches.
+
+Keys are any integer, boolean, temporal or string column (strings are
+dictionary-encoded at the source boundary and come back as strings); rows
+with a null key form their own group, as in SQL ``GROUP BY``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from .._types import arrow_to_numpy_dtype, numpy_to_arrow_type
+from ..errors import SchemaError
+from ..time.watermarks import to_units
+from .aggregates import Agg
+from .base import Bound, Operator, kernel_column
+
+__all__ = ["TumblingWindow", "WindowOperator"]
+
+
+def _units(node: str, what: str, value, et_type, positive=True) -> int:
+    try:
+        out = to_units(value, et_type)
+    except ValueError as exc:
+        raise SchemaError(f"operator {node!r}: {what}: {exc}") from None
+    if positive and out <= 0 or out < 0:
+        raise SchemaError(f"operator {node!r}: {what} must be {'positive' if positive else '>= 0'}, got {value}")
+    return out
+
+
+class WindowOperator(Operator):
+    """Shared configuration and schema binding of the window operators."""
+
+    kind = "stateful"
+
+    def __init__(self, key=None, aggs: Mapping[str, Agg] | None = None,
+                 allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None):
+        if key is None:
+            self.keys: tuple[str, ...] = ()
+        elif isinstance(key, str):
+            self.keys = (key,)
+        else:
+            self.keys = tuple(key)
+        self.aggs = dict(aggs or {})
+        if not self.aggs:
+            raise ValueError("a window needs at least one aggregate, e.g. aggs={'n': lj.count()}")
+        for name, agg in self.aggs.items():
+            if not isinstance(agg, Agg):
+                raise TypeError(f"aggregate {name!r}: expected lj.count()/lj.sum(col)/…, got {agg!r}")
+        if late not in ("drop", "side_output"):
+            raise ValueError(f"late must be 'drop' or 'side_output', got {late!r}")
+        if late == "side_output" and not late_sink:
+            raise ValueError("late='side_output' needs late_sink='<sink name>'")
+        if late == "drop" and late_sink:
+            raise ValueError("late_sink is only used with late='side_output'")
+        self.allowed_lateness = allowed_lateness
+        self.late = late
+        self.late_sink = late_sink
+
+    # -- binding ---------------------------------------------------------------
+    def _bind_common(self, node: str, schema: pa.Schema, event_time: str | None) -> dict:
+        if event_time is None or schema.get_field_index(event_time) < 0:
+            raise SchemaError(
+                f"operator {node!r}: windows need an event-time column; declare the source with "
+                "event_time='ts' (and keep that column through Projects/Maps upstream)"
+            )
+        et_type = schema.field(event_time).type
+        for k in self.keys:
+            idx = schema.get_field_index(k)
+            if idx < 0:
+                raise SchemaError(f"operator {node!r}: key column {k!r} is not in its input; "
+                                  f"available columns: {', '.join(schema.names)}")
+            t = schema.field(idx).type
+            if arrow_to_numpy_dtype(t) is None and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; keys must be integer, boolean, "
+                                  "temporal or string columns")
+            if arrow_to_numpy_dtype(t) is not None and arrow_to_numpy_dtype(t).kind == "f":
+                raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; floating-point keys are not "
+                                  "allowed (cast or bucket them first)")
+        reads, dtypes, out_fields = [], [], []
+        bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
+        out_fields += [pa.field("window_start", bound_time), pa.field("window_end", bound_time)]
+        for k in self.keys:
+            out_fields.append(schema.field(k))
+        for name, agg in self.aggs.items():
+            if name in ("window_start", "window_end") or name in self.keys:
+                raise SchemaError(f"operator {node!r}: aggregate name {name!r} clashes with an output column")
+            if agg.column is None:
+                out_fields.append(pa.field(name, pa.int64()))
+                continue
+            dtype = kernel_column(node, schema, agg.column, f"aggregate {name!r} column")
+            reads.append(agg.column)
+            dtypes.append(dtype)
+            result = agg.blueprint.result(dtype)
+            in_type = schema.field(agg.column).type
+            out_type = in_type if result == dtype and agg.kind in ("min", "max", "first", "last") \
+                else numpy_to_arrow_type(result)
+            out_fields.append(pa.field(name, out_type))
+        return {
+            "event_time": event_time,
+            "event_time_type": et_type,
+            "lateness": _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
+            "out_schema": pa.schema(out_fields),
+            "reads": tuple(reads),
+            "dtypes": tuple(dtypes),
+        }
+
+    def _fingerprint_parts(self) -> list[str]:
+        return [type(self).__name__, repr(self.keys), repr(list(self.aggs.items())),
+                repr(self.allowed_lateness), self.late, str(self.late_sink)]
+
+    def fingerprint(self) -> str:
+        return type(self).__name__ + ":" + hashlib.sha256(repr(self._fingerprint_parts()).encode()).hexdigest()
+
+
+class TumblingWindow(WindowOperator):
+    """Fixed-size, non-overlapping event-time windows, per key.
+
+    Parameters
+    ----------
+    size : int or datetime.timedelta
+        Window length in event-time units (a timedelta for timestamp columns).
+    key : str or list of str, optional
+        Key column(s); without a key, one group per window.
+    aggs : mapping of str to Agg
+        Output column name → aggregate, e.g. ``{"n": lj.count(), "hi": lj.max("price")}``.
+    allowed_lateness : int or datetime.timedelta
+        How long after its end a window waits before it is emitted.
+    late : {"drop", "side_output"}
+        What happens to late rows.
+    late_sink : str, optional
+        Sink receiving late rows (unchanged) with ``late="side_output"``.
+    offset : int or datetime.timedelta
+        Shift of the window grid from the epoch.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj
+    >>> w = lj.TumblingWindow(size=60_000, key="auction", aggs={"n": lj.count(), "max": lj.max("price")})
+    """
+
+    def __init__(self, size, key=None, aggs=None, allowed_lateness=0, late="drop", late_sink=None, offset=0):
+        super().__init__(key, aggs, allowed_lateness, late, late_sink)
+        self.size = size
+        self.offset = offset
+
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        info = self._bind_common(node, input_schema, event_time)
+        et_type = info["event_time_type"]
+        size = _units(node, "size", self.size, et_type)
+        offset = _units(node, "offset", self.offset, et_type, positive=False) % size
+        extra = dict(info, size=size, offset=offset, keys=self.keys, aggs=tuple(self.aggs.items()),
+                     late=self.late, late_sink=self.late_sink)
+        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+
+    def _fingerprint_parts(self) -> list[str]:
+        return super()._fingerprint_parts() + [repr(self.size), repr(self.offset)]
+
+    def label(self) -> str:
+        return f"TumblingWindow({self.size}, key={list(self.keys)}, {', '.join(self.aggs)})"
