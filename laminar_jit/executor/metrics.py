@@ -23,11 +23,13 @@ class Metrics:
     batches : int
         Source batches processed.
     multicast_publishes : int
-        Non-empty outputs of nodes with more than one target.
+        Non-empty outputs of nodes with more than one target, per compiled
+        dispatch (small batches are coalesced into one dispatch).
     late_events : int
         Rows dropped (or side-routed) as late by event-time operators.
     nodes_skipped : int
-        Operator and sink invocations skipped because their input was empty.
+        Operator invocations skipped because their input was empty, per
+        compiled dispatch.
     """
 
     def __init__(self, node_names: list[str]):
