@@ -23,12 +23,23 @@ from .errors import (
 )
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
+from .ops.aggregates import Agg, count, first, last, max, mean, min, sum
+from .ops.windows import TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agg",
     "Ascending",
+    "TumblingWindow",
+    "count",
+    "first",
+    "last",
+    "max",
+    "mean",
+    "min",
+    "sum",
     "BoundedOutOfOrderness",
     "CheckpointError",
     "CycleError",

@@ -61,7 +61,7 @@ class DagBuilder:
 
     # ------------------------------------------------------------------ description
     def source(self, name: str, schema: pa.Schema, event_time: str | None = None,
-               watermark: WatermarkStrategy | None = None) -> "DagBuilder":
+               watermark: WatermarkStrategy | None = None, idle_timeout: float | None = None) -> "DagBuilder":
         """Declare a source.
 
         Parameters
@@ -74,10 +74,15 @@ class DagBuilder:
             Column holding event time (int64 or an Arrow timestamp); must not be null.
         watermark : WatermarkStrategy, optional
             e.g. ``lj.BoundedOutOfOrderness(max_delay=5_000)``; needs ``event_time``.
+        idle_timeout : float, optional
+            Seconds (processing time) without input after which the source is
+            treated as idle, so it stops holding back downstream watermarks.
         """
         if not isinstance(schema, pa.Schema):
             raise TypeError(f"source {name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
-        self._decls.append((name, "source", SourceSpec(schema, event_time, watermark)))
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"source {name!r}: idle_timeout must be positive seconds, got {idle_timeout}")
+        self._decls.append((name, "source", SourceSpec(schema, event_time, watermark, idle_timeout)))
         return self
 
     def operator(self, name: str, op: Operator) -> "DagBuilder":

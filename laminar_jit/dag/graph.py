@@ -22,6 +22,7 @@ class SourceSpec:
     schema: pa.Schema
     event_time: str | None = None
     watermark: object | None = None
+    idle_timeout: float | None = None
 
 
 @dataclass

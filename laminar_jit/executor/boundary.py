@@ -200,8 +200,10 @@ class SinkBuffer:
     #: Pending small outputs are coalesced once they hold this many rows.
     PENDING_ROWS = 65536
 
-    def __init__(self, layout):
+    def __init__(self, layout, dictionaries=None):
         self.layout = layout
+        #: (source, column) -> StringDictionary, to decode key columns emitted as codes.
+        self.dictionaries = dictionaries or {}
         self.batches: list[pa.RecordBatch] = []
         self._pending: list[tuple[pa.RecordBatch, tuple]] = []
         self._pending_rows = 0
@@ -246,6 +248,8 @@ class SinkBuffer:
                 arrays.append(taken.column(col[1]))
             elif col[0] == "src" and identity:
                 arrays.append(batch.column(col[2]))
+            elif col[0] == "code":
+                arrays.append(self.dictionaries[col[2]].decode(r[col[1]], _or_none(r[col[1] + 1])))
             else:
                 arrays.append(_to_arrow(r[col[1]], r[col[1] + 1], f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
@@ -258,12 +262,15 @@ class SinkBuffer:
         taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts]) if src else None
         arrays = []
         for f, col in zip(layout.schema, layout.columns):
-            if col[0] != "der":
+            if col[0] in ("take", "src"):
                 arrays.append(taken.column(col[1] if col[0] == "take" else src.index(col[2])))
                 continue
             pos = col[1]
             values, valid = _concat([r[pos] for _, r in parts], [r[pos + 1] for _, r in parts])
-            arrays.append(_to_arrow(values, valid, f.type))
+            if col[0] == "code":
+                arrays.append(self.dictionaries[col[2]].decode(values, _or_none(valid)))
+            else:
+                arrays.append(_to_arrow(values, valid, f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
 
 
@@ -285,9 +292,16 @@ def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.Recor
     return pa.concat_batches([b for b, _, _ in parts]).take(pa.array(rows))
 
 
+def _or_none(valid: np.ndarray):
+    return None if valid.size == 0 else valid
+
+
 def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     mask = None if valid.size == 0 else ~valid
     if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
+        target = arrow_type.to_pandas_dtype()
+        if values.dtype != target:  # e.g. int32 or bool keys held as int64 in state
+            values = values.astype(target)
         return pa.array(values, type=arrow_type, mask=mask)
     # temporal types travel as their integer storage
     storage = pa.array(values, mask=mask)

@@ -25,7 +25,7 @@ and every loop has a no-null fast path chosen once per call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,7 @@ from ..ops.stateless import Filter, Map, Project
 __all__ = ["METRIC_SLOTS", "Binding", "Col", "Gen", "SinkLayout", "generate"]
 
 #: Global counters kept after the per-node (rows_in, rows_out) pairs.
-METRIC_SLOTS = ("events_processed", "events_routed", "multicast_publishes", "nodes_skipped")
+METRIC_SLOTS = ("events_processed", "events_routed", "multicast_publishes", "nodes_skipped", "late_events")
 
 #: An expression with more kernel calls than this is materialized into arrays.
 MAX_EXPR_CALLS = 8
@@ -62,19 +62,31 @@ class Col:
     args: tuple = ()  # expr: argument Cols
     index: int | None = None  # expr: element of a tuple result
     cast: str | None = None  # expr: numpy scalar type to cast the result to
+    dictionary: tuple | None = None  # der: int64 codes of this (source, column) string dictionary
 
     def calls(self) -> int:
         return 0 if self.kind != "expr" else 1 + sum(a.calls() for a in self.args)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Binding:
-    """A node's output: selection ``sel`` over a column space with ``n`` rows."""
+    """A node's output: selection ``sel`` over a column space with ``n`` rows.
 
-    origin: str | None  # None: the source batch's own rows; else int32 rows into it
+    ``wm_array``/``wm_scalar`` give the watermark in force when each row
+    arrived: a per-row array indexed like the space (source rows, whose
+    watermark advances row by row), or one value for all rows.
+    """
+
+    origin: str | None  # None: the source batch's own rows; EMITTED; else int32 rows into it
     n: str
-    cols: dict[str, Col]
+    cols: dict
     sel: str
+    wm_array: str | None = None
+    wm_scalar: str = "WM_MIN"
+
+
+#: ``Binding.origin`` of rows a stateful operator emitted (no source rows behind them).
+EMITTED = "EMITTED"
 
 
 @dataclass
@@ -109,6 +121,11 @@ class Gen:
     kernel_reads: set = field(default_factory=set)
     returns: list[str] = field(default_factory=list)
     sinks: list[SinkLayout] = field(default_factory=list)
+    #: Parameters of stateful nodes' state arrays, and those nodes' ids, in step order.
+    state_args: list[str] = field(default_factory=list)
+    stateful_ids: list[int] = field(default_factory=list)
+    #: Source string columns passed to the step as dictionary codes.
+    encoded: set = field(default_factory=set)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:
@@ -187,7 +204,8 @@ def _signature(leaves: list, names: dict, dense: bool) -> str:
 
 
 def np_dtype(arrow_type: pa.DataType) -> str:
-    name = arrow_to_numpy_dtype(arrow_type).name
+    dtype = arrow_to_numpy_dtype(arrow_type)
+    name = "int64" if dtype is None else dtype.name  # strings travel as int64 dictionary codes
     return _NUMPY_NAMES.get(name, f"np.{name}")
 
 
@@ -206,16 +224,17 @@ def generate(dag, source: str) -> Gen:
     g = 2 * len(dag.nodes)  # first global metric slot
     slot = {name: g + i for i, name in enumerate(METRIC_SLOTS)}
 
+    late: dict[int, Binding] = {}
     for nid in reach:
         node = dag.nodes[nid]
         if node.kind == "source":
-            b = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS)
+            b = _source(gen, node)
             gen.emit(f"metrics[{2 * nid}] += n")
             out[nid] = b
             _route(gen, nid, b.sel, slot)
             continue
 
-        ups = [out[u] for u, _ in node.inputs if u in reach_set]
+        ups = [late[u] if port == "late" else out[u] for u, port in node.inputs if u in reach_set]
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)
         gen.emit(f"metrics[{2 * nid}] += {size_of(b.sel)}")
@@ -227,17 +246,59 @@ def generate(dag, source: str) -> Gen:
         gen.emit(f"if {size_of(b.sel)} == 0:")
         gen.emit(f"metrics[{slot['nodes_skipped']}] += 1", 2)
         op = node.op
-        if isinstance(op, Filter):
+        if node.kind == "stateful":
+            from .stateful import generate_window
+
+            nb, late[nid] = generate_window(gen, node, b, slot, reach_set)
+        elif isinstance(op, Filter):
             nb = _filter(gen, node, b)
+            _propagate_watermark(gen, node)
         elif isinstance(op, Map):
             nb = _map(gen, node, b)
+            _propagate_watermark(gen, node)
         elif isinstance(op, Project):
-            nb = Binding(b.origin, b.n, {new: b.cols[old] for new, old in node.bound.extra["mapping"]}, b.sel)
+            nb = replace(b, cols={new: b.cols[old] for new, old in node.bound.extra["mapping"]})
+            _propagate_watermark(gen, node)
         else:  # pragma: no cover - every operator type has a branch above
             raise TypeError(f"operator {node.name!r}: no plan generator for {type(op).__name__}")
         out[nid] = nb
         _route(gen, nid, nb.sel, slot)
     return gen
+
+
+def _source(gen: Gen, node) -> Binding:
+    """The source's binding; with a watermark strategy, its per-row watermarks."""
+    nid = node.id
+    spec = node.op
+    b = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS)
+    gen.emit(f"wm_before_{nid} = wm[{nid}]")
+    gen.emit("if n > 0:")
+    gen.emit(f"idle[{nid}] = False", 2)
+    if spec.watermark is None:
+        return replace(b, wm_scalar=f"wm_before_{nid}")
+    from ..time.watermarks import to_units
+
+    delay = to_units(spec.watermark.delay, node.schema.field(spec.event_time).type)
+    ts, _ = gen.src_arrays(spec.event_time)
+    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {delay})")
+    gen.emit(f"if wm_after > wm[{nid}]:")
+    gen.emit(f"wm[{nid}] = wm_after", 2)
+    return replace(b, wm_array=f"wm_rows_{nid}", wm_scalar=f"wm_before_{nid}")
+
+
+def _propagate_watermark(gen: Gen, node) -> None:
+    """A node's watermark: the minimum over its non-idle inputs; it never goes back."""
+    nid = node.id
+    gen.emit("w = WM_MAX")
+    gen.emit("active = False")
+    for u, _ in node.inputs:
+        gen.emit(f"if not idle[{u}]:")
+        gen.emit("active = True", 2)
+        gen.emit(f"if wm[{u}] < w:", 2)
+        gen.emit(f"w = wm[{u}]", 3)
+    gen.emit(f"if active and w > wm[{nid}]:")
+    gen.emit(f"wm[{nid}] = w", 2)
+    gen.emit(f"idle[{nid}] = not active")
 
 
 def _route(gen: Gen, nid: int, sel: str, slot) -> None:
@@ -294,7 +355,7 @@ def node_{nid}({_signature(leaves, names, dense)}):
     gen.emit(f"{sel} = node_{nid}({_call_args(b.sel, leaves, dense, b.n)})", 2)
     gen.emit("else:")
     gen.emit(f"{sel} = np.empty(0, np.int32)", 2)
-    return Binding(b.origin, b.n, b.cols, sel)
+    return replace(b, sel=sel)
 
 
 def _map(gen: Gen, node, b: Binding) -> Binding:
@@ -310,7 +371,7 @@ def _map(gen: Gen, node, b: Binding) -> Binding:
         cast = None if np.dtype(got) == want else np_dtype(arrow_type)
         cols[name] = Col("expr", name, arrow_type, kernel=k, args=args,
                          index=j if len(writes) > 1 else None, cast=cast)
-    nb = Binding(b.origin, b.n, {f.name: cols[f.name] for f in node.schema}, b.sel)
+    nb = replace(b, cols={f.name: cols[f.name] for f in node.schema})
     if any(nb.cols[name].calls() > MAX_EXPR_CALLS for name, _ in writes):
         nb = _materialize_cols(gen, nb, [name for name, _ in writes], f"node_{nid}")
     return nb
@@ -387,7 +448,7 @@ def _materialize_cols(gen: Gen, b: Binding, names: list[str], fname_prefix: str)
         gen.emit(f"{v} = scatter({outs[2 * j]}, {sel}, {b.n})")
         gen.emit(f"{m} = scatter({outs[2 * j + 1]}, {sel}, {b.n})")
         new[c.name] = Col("der", c.name, c.arrow_type, v, m)
-    return Binding(b.origin, b.n, new, b.sel)
+    return replace(b, cols=new)
 
 
 def _same_binding(a: Binding, b: Binding) -> bool:
@@ -400,9 +461,14 @@ def _fan_in(gen: Gen, node, ups: list[Binding]) -> Binding:
     if all(_same_binding(ups[0], u) for u in ups[1:]):
         sel = gen.fresh("sel_union")
         gen.emit(f"{sel} = {_concat([u.sel for u in ups])}")
-        return Binding(ups[0].origin, ups[0].n, ups[0].cols, sel)
+        return replace(ups[0], sel=sel)
     # The upstreams bind some column differently: build a new space by
     # materializing every kernel-readable column of each branch and appending.
+    if any(u.origin == EMITTED for u in ups) or len({(u.wm_array, u.wm_scalar) for u in ups}) > 1:
+        raise SchemaError(
+            f"{node.kind} {node.name!r}: a union of window results with other rows that bind columns "
+            "differently is not supported yet; Project the branches to identical columns first"
+        )
     n, origin, sel = gen.fresh("n_space"), gen.fresh("origin"), gen.fresh("sel_space")
     gen.emit(f"{origin} = {_concat([f'gather({u.origin}, {u.sel})' if u.origin else u.sel for u in ups])}")
     gen.emit(f"{n} = {origin}.size")
@@ -433,7 +499,11 @@ def _fan_in(gen: Gen, node, ups: list[Binding]) -> Binding:
         gen.emit(f"{m} = np.empty(0, np.bool_)", 2)
         cols[c] = Col("der", c, ups[0].cols[c].arrow_type, v, m)
     gen.emit(f"{sel} = identity({n})")
-    return Binding(origin, n, cols, sel)
+    wm_array = None
+    if ups[0].wm_array:
+        wm_array = gen.fresh("wm_rows")
+        gen.emit(f"{wm_array} = gather({ups[0].wm_array}, {origin})")
+    return Binding(origin, n, cols, sel, wm_array, ups[0].wm_scalar)
 
 
 def _sink(gen: Gen, node, b: Binding) -> None:
@@ -445,8 +515,12 @@ def _sink(gen: Gen, node, b: Binding) -> None:
     from .boundary import EAGER_ROWS
 
     rows, ident = gen.fresh("rows"), gen.fresh("ident")
-    gen.emit(f"{rows} = gather({b.origin}, {b.sel})" if b.origin else f"{rows} = {b.sel}")
-    gen.emit(f"{ident} = is_identity({rows}, n)")
+    if b.origin == EMITTED:  # rows a stateful operator emitted: nothing to take from the batch
+        gen.emit(f"{rows} = {b.sel}")
+        gen.emit(f"{ident} = False")
+    else:
+        gen.emit(f"{rows} = gather({b.origin}, {b.sel})" if b.origin else f"{rows} = {b.sel}")
+        gen.emit(f"{ident} = is_identity({rows}, n)")
     offset = len(gen.returns)
     gen.returns += [rows, ident]
     take: list[str] = []
@@ -461,7 +535,12 @@ def _sink(gen: Gen, node, b: Binding) -> None:
             columns.append(("take", take.index(ref.name)))
         else:
             pos = first + 2 * len(gathered)
-            columns.append(("src", pos, ref.name) if ref.kind == "src" else ("der", pos))
+            if ref.kind == "src":
+                columns.append(("src", pos, ref.name))
+            elif ref.dictionary is not None:
+                columns.append(("code", pos, ref.dictionary))
+            else:
+                columns.append(("der", pos))
             gathered.append(ref)
     if gathered:
         fname = f"sink_{node.id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,9 +10,11 @@ import pyarrow as pa
 
 from .._memory import tune_allocator
 from ..errors import DataError, UnknownNodeError
-from ..time.watermarks import WATERMARK_MIN, to_units
+from ..time.watermarks import WATERMARK_MIN
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .metrics import Metrics
+from ..state.dictionary import StringDictionary
+from ..state.windows import WindowState
 from .plan import compile_plan
 
 __all__ = ["DagExecutor"]
@@ -58,8 +61,17 @@ class DagExecutor:
         self._queue: list[pa.RecordBatch] = []
         self._queue_rows = 0
         self._queue_source: str | None = None
-        self._max_event_time = {name: WATERMARK_MIN for name in dag.sources}
         self._specs = {name: dag.node(name).op for name in dag.sources}
+        # Event time: per-node watermarks and idle flags, updated by the compiled steps.
+        self._wm = np.full(len(dag.nodes), WATERMARK_MIN, np.int64)
+        self._idle = np.zeros(len(dag.nodes), np.bool_)
+        self._last_input = {name: time.monotonic() for name in dag.sources}
+        # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
+        self._states = {n.id: WindowState(n.bound) for n in dag.nodes if n.kind == "stateful"}
+        self._dicts = {(plan.source, name): StringDictionary(_dictionary_type(dag.node(plan.source).schema.field(name).type))
+                       for plan in self._plans.values() for name, _, _, encoded in plan.args if encoded}
+        for buffer in self._outputs.values():
+            buffer.dictionaries = self._dicts
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
         self._finished = False
 
@@ -92,11 +104,14 @@ class DagExecutor:
         checked = self._null_checked[source]
         batches = [conform(source, spec, b, checked) for b in to_batches(source, batch)]
         rows = sum(b.num_rows for b in batches)
-        max_ts = self._max_event_time[source]
-        if spec.event_time is not None:
-            for b in batches:
-                if b.num_rows:
-                    max_ts = max(max_ts, _max_int(b.column(spec.event_time)))
+        now = time.monotonic()
+        self._last_input[source] = now
+        for other, other_spec in self._specs.items():
+            timeout = other_spec.idle_timeout
+            if other != source and timeout is not None and now - self._last_input[other] > timeout \
+                    and not self._idle[self.dag.node(other).id]:
+                self._flush()
+                self._idle[self.dag.node(other).id] = True  # takes effect in the next compiled step
 
         if rows < COALESCE_ROWS and len(batches) == 1:
             # Small batches are validated now and queued; the compiled step runs
@@ -115,7 +130,6 @@ class DagExecutor:
             self._run(source, batches)
         self._metrics.events_in += rows
         self._metrics.batches += len(batches)
-        self._max_event_time[source] = max_ts
 
     def _flush(self) -> None:
         """Run the queued small batches through the step as one batch."""
@@ -131,11 +145,13 @@ class DagExecutor:
         counters = self._metrics.counters.copy()
         offsets = self.dag.routing.offsets
         produced: list[tuple[pa.RecordBatch, tuple]] = []
+        states = [self._states[nid] for nid in plan.stateful_ids]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
                 produced += self._run_parallel(plan, b, counters)
             else:
-                produced.append((b, _run_step(plan, b, offsets, counters)))
+                step_result = _run_step(plan, b, offsets, counters, (self._wm, self._idle), states, self._dicts)
+                produced.append((b, step_result))
         self._metrics.counters = counters
         for b, result in produced:
             for layout in plan.sinks:
@@ -164,27 +180,66 @@ class DagExecutor:
     def finish(self) -> None:
         """End of input: advance every watermark to +∞ and flush what is pending.
 
-        After ``finish`` the executor accepts no more input; sink outputs stay
-        available through :meth:`take_sink_outputs`.
+        Every open window is emitted. After ``finish`` the executor accepts no
+        more input; sink outputs stay available through :meth:`take_sink_outputs`.
         """
+        if self._finished:
+            return
         self._flush()
+        for source in self._plans:
+            self._wm[self.dag.node(source).id] = np.iinfo(np.int64).max
+            self._idle[self.dag.node(source).id] = False
+        for source in self._plans:
+            self._tick(source)
         self._finished = True
 
     # ------------------------------------------------------------------ time
     def watermark(self, source: str) -> int:
-        """Current watermark of ``source`` in its event-time units (int64 minimum before any event).
+        """Current watermark of a node (usually a source) in event-time units.
 
-        After :meth:`finish` every watermark is the int64 maximum.
+        Before any event it is the int64 minimum; after :meth:`finish`, the
+        int64 maximum. A source's watermark is the largest event time seen
+        minus its strategy's delay, or what :meth:`advance_watermark` set.
         """
-        if source not in self._max_event_time:
-            raise UnknownNodeError(f"no source {source!r}; sources: {', '.join(self._max_event_time)}")
+        node = self.dag.node(source)
+        self._flush()
+        return int(self._wm[node.id])
+
+    def advance_watermark(self, source: str, timestamp: int) -> None:
+        """Explicit punctuation: raise ``source``'s watermark to ``timestamp`` (never lowers it).
+
+        Windows whose end (plus lateness) the new watermark passes are emitted now.
+        """
+        self._check_source(source)
+        self._flush()
+        nid = self.dag.node(source).id
+        self._wm[nid] = max(int(self._wm[nid]), int(timestamp))
+        self._idle[nid] = False
+        self._tick(source)
+
+    def mark_idle(self, source: str) -> None:
+        """Declare ``source`` idle: it no longer holds back the watermark of fan-ins and joins.
+
+        The source becomes active again with its next non-empty batch. Sources
+        declared with ``idle_timeout=`` are marked idle automatically after that
+        many seconds (processing time) without input.
+        """
+        self._check_source(source)
+        self._flush()
+        self._idle[self.dag.node(source).id] = True
+        for other in self._plans:
+            self._tick(other)
+
+    def _tick(self, source: str) -> None:
+        """Run ``source``'s step on no rows: propagate watermarks, fire due windows."""
+        empty = pa.RecordBatch.from_pylist([], schema=self._specs[source].schema)
+        self._run(source, [empty])
+
+    def _check_source(self, source: str) -> None:
+        if source not in self._plans:
+            raise UnknownNodeError(f"no source {source!r}; this DAG's sources are {', '.join(self._plans)}")
         if self._finished:
-            return 2**63 - 1
-        spec = self.dag.node(source).op
-        if spec.watermark is None:
-            return WATERMARK_MIN
-        et_type = spec.schema.field(spec.event_time).type
-        return spec.watermark.watermark_for(self._max_event_time[source], to_units(spec.watermark.delay, et_type))
+            raise DataError(f"source {source!r}: the executor has finished (finish() was called)")
 
     # ------------------------------------------------------------------ output
     def take_sink_outputs(self, sink: str) -> pa.Table:
@@ -214,19 +269,29 @@ COALESCE_ROWS = 256
 COALESCE_FLUSH_ROWS = 4096
 
 
-def _run_step(plan, b: pa.RecordBatch, offsets, counters) -> tuple:
-    """Call the compiled step of ``plan`` on batch ``b`` (updates ``counters`` in place)."""
+def _dictionary_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None) -> tuple:
+    """Call the compiled step of ``plan`` on batch ``b``.
+
+    ``counters``, the watermark/idle arrays and the state arrays are updated in place.
+    """
     n = b.num_rows
     args = []
-    for name, dtype, kernel_read in plan.args:
-        if kernel_read or n >= EAGER_ROWS:
+    for name, dtype, kernel_read, encoded in plan.args:
+        if encoded:
+            args.extend(dicts[(plan.source, name)].encode(b.column(name)))
+        elif kernel_read or n >= EAGER_ROWS:
             args.extend(column_view(b.column(name), dtype))
         else:  # only sinks want it, and small batches are gathered by Arrow
             args += (empty_view(dtype), NO_NULLS)
-    return plan.step(n, *args, offsets, counters)
-
-
-def _max_int(col: pa.Array) -> int:
-    # int64 or a timestamp (int64 underneath; no nulls, checked at the boundary)
-    values, _ = column_view(col, np.dtype(np.int64))
-    return int(values.max()) if values.size > 8 else max(values.tolist())
+    if time_state is None:  # stateless slices in worker threads
+        time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
+    state_args = []
+    pending = sum(len(state) for state in states)  # rows stateful nodes upstream may emit
+    for state in states:
+        state.reserve(n * plan.max_paths + pending)
+        state_args.extend(state.arrays())
+    return plan.step(n, *args, offsets, counters, *time_state, *state_args)

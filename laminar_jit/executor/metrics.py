@@ -39,7 +39,6 @@ class Metrics:
         self.counters = np.zeros(self._base + len(METRIC_SLOTS), dtype=np.int64)
         self.events_in = 0
         self.batches = 0
-        self.late_events = 0
 
     def _slot(self, name: str) -> int:
         return int(self.counters[self._base + METRIC_SLOTS.index(name)])
@@ -59,6 +58,10 @@ class Metrics:
     @property
     def nodes_skipped(self) -> int:
         return self._slot("nodes_skipped")
+
+    @property
+    def late_events(self) -> int:
+        return self._slot("late_events")
 
     def node(self, name: str) -> dict[str, int]:
         """``{"rows_in": …, "rows_out": …}`` of one node."""

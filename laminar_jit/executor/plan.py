@@ -69,9 +69,10 @@ class SourcePlan:
 
     source: str
     step: object
-    #: Source columns passed to the step, (name, numpy dtype, read by a kernel),
-    #: in order. Columns only sinks need may be passed empty for small batches.
-    args: list[tuple[str, np.dtype, bool]]
+    #: Source columns passed to the step, (name, numpy dtype, read by a kernel,
+    #: dictionary-encoded), in order. Columns only sinks need may be passed
+    #: empty for small batches; encoded string columns are passed as int64 codes.
+    args: list[tuple[str, np.dtype, bool, bool]]
     sinks: list[SinkLayout]
     #: The generated source (for inspection: ``print(plan.text)``).
     text: str
@@ -80,6 +81,11 @@ class SourcePlan:
     #: True when every node the source reaches is stateless, so a batch may be
     #: split into slices processed independently (and concurrently).
     parallel_safe: bool = False
+    #: Stateful nodes whose state arrays follow ``wm, idle`` in the step's arguments.
+    stateful_ids: list = None
+    #: Most copies of one source row that can reach a node (paths through
+    #: multicasts that re-join); bounds the new keys a batch can create.
+    max_paths: int = 1
 
 
 def compile_plan(dag, source: str) -> SourcePlan:
@@ -88,7 +94,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
     cacheable = dag.fingerprint is not None and not JIT_DISABLED
     text = _render(gen, source, cacheable)
     schema = dag.node(source).schema
-    args = [(name, arrow_to_numpy_dtype(schema.field(name).type), name in gen.kernel_reads)
+    args = [(name, np.dtype(np.int64) if name in gen.encoded else arrow_to_numpy_dtype(schema.field(name).type),
+             name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, *gen.fingerprints]).encode()).hexdigest()[:32]
     signature = _signature(gen, dag, source, args)
@@ -98,8 +105,9 @@ def compile_plan(dag, source: str) -> SourcePlan:
             step, cacheable = _load(gen, text, digest, cacheable, signature)
             if cacheable:
                 _STEP_MEMO[digest] = step
-    parallel_safe = all(dag.nodes[i].kind != "stateful" for i in dag.reachable_from(source))
-    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe)
+    parallel_safe = not gen.stateful_ids
+    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
+                      stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -109,6 +117,11 @@ import numpy as np
 
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, ones_or_gather, scatter, valid_or_ones
+from laminar_jit.kernels.watermarks import running_watermark
+from laminar_jit.kernels.hashtable import ht_delete, ht_find_or_insert
+
+WM_MIN = -9223372036854775808
+WM_MAX = 9223372036854775807
 '''
 
 
@@ -116,7 +129,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    args += ["offsets", "metrics"]
+    args += ["offsets", "metrics", "wm", "idle"] + gen.state_args
     parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
@@ -129,13 +142,26 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     return "\n".join(parts)
 
 
+def _max_paths(dag, source: str) -> int:
+    paths = {}
+    for nid in dag.reachable_from(source):
+        node = dag.nodes[nid]
+        paths[nid] = 1 if node.kind == "source" else sum(paths.get(u, 0) for u, _ in node.inputs)
+    return max(paths.values())
+
+
 def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
     readonly = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     sig = [numba.types.int64]
-    for _, dtype, _ in args:
+    for _, dtype, _, _ in args:
         sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
-    sig += [readonly(np.dtype(np.int32)), numba.types.Array(numba.types.int64, 1, "C")]
+    sig += [readonly(np.dtype(np.int32)), numba.types.Array(numba.types.int64, 1, "C"),
+            numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
+    from ..state.windows import WindowState
+
+    for nid in gen.stateful_ids:
+        sig += [numba.typeof(a) for a in WindowState(dag.nodes[nid].bound, capacity=1).arrays()]
     return tuple(sig)
 
 

@@ -1,0 +1,234 @@
+"""Code generation for stateful operators (event-time windows).
+
+A window node becomes two compiled functions in the plan:
+
+* ``window_<id>_update`` folds the node's input rows into the aggregate
+  fields of their (key, window) slot, after checking each row against the
+  watermark in force when it arrived: a row whose window was already emitted
+  is late and is only recorded (for the side output / metrics);
+* ``window_<id>_fire`` emits, once the node's watermark reaches
+  ``end + allowed_lateness``, every such window, ordered by window end then
+  key, and frees its slots.
+
+Between the two the step advances the node's watermark (minimum over its
+non-idle inputs). The emitted rows start a new column space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+
+from .._types import arrow_to_numpy_dtype
+from ..errors import SchemaError
+from ..state.windows import WindowState
+from .codegen import (
+    ALL_ROWS,
+    EMITTED,
+    Binding,
+    Col,
+    Gen,
+    _params,
+    _propagate_watermark,
+    _row_ok,
+    _value,
+    size_of,
+)
+
+__all__ = ["generate_window"]
+
+_NULL_KEY = "WM_MIN"  # int64 minimum: the group of null keys
+
+
+def _dtype_name(dtype) -> str:
+    name = np.dtype(dtype).name
+    return "np.bool_" if name == "bool" else f"np.{name}"
+
+
+def _indent(code: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in code.splitlines())
+
+
+def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> tuple[Binding, Binding]:
+    """Emit the update/fire functions and step code of a window node.
+
+    Returns the binding of the emitted windows and the binding of late rows.
+    """
+    nid = node.id
+    x = node.bound.extra
+    size, offset, lateness = x["size"], x["offset"], x["lateness"]
+    aggs = x["aggs"]
+    state_names = WindowState.argument_names(nid, node.bound)
+    gen.state_args += state_names
+    gen.stateful_ids.append(nid)
+    fields_by_agg = []
+    pos = 5
+    for _, agg in aggs:
+        names = {}
+        for field, _, _ in agg.blueprint.fields:
+            names[f"f_{field}"] = state_names[pos]
+            pos += 1
+        fields_by_agg.append(names)
+
+    ts_col = b.cols[x["event_time"]]
+    key_cols = [b.cols[k] for k in x["keys"]]
+    for k, kc in zip(x["keys"], key_cols):
+        if kc.kind == "src" and arrow_to_numpy_dtype(kc.arrow_type) is None:
+            if b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string key {k!r} must come from a source column")
+            gen.encoded.add(kc.name)
+    agg_cols = [b.cols[a.column] if a.column else None for _, a in aggs]
+
+    leaves: list = []
+    for c in [ts_col, *key_cols, *[c for c in agg_cols if c is not None]]:
+        gen.leaves(b, c, leaves)
+    names = _params(leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+
+    # --- update -------------------------------------------------------------
+    if key_cols:
+        kc = key_cols[0]
+        key_leaves = gen.leaves(b, kc, [])
+        key_expr = f"np.int64({_value(kc, gen, b, names, 'i')}) if {_row_ok(names, key_leaves, 'i')} else {_NULL_KEY}"
+    else:
+        key_expr = "np.int64(0)"
+    agg_code = []
+    for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
+        update = agg.blueprint.update.format(**fnames)
+        if col is None:
+            agg_code.append(_indent(update, 8))
+            continue
+        ok = _row_ok(names, gen.leaves(b, col, []), "i")
+        agg_code.append(f"        if {ok}:\n            x = {_value(col, gen, b, names, 'i')}\n"
+                        + _indent(update, 12))
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor"] + state_names + ["late_out"])
+    gen.funcs.append(f'''
+@njit
+def window_{nid}_update({params}):
+    """Window node {nid}: fold rows into (key, window) slots; record late rows."""
+    n_late = 0
+    {loop}
+        t = {_value(ts_col, gen, b, names, "i")}
+        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:  # inputs from other sources hold the node's watermark back
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+        if ws + {size + lateness} <= rw:
+            late_out[n_late] = i
+            n_late += 1
+            continue
+        k = {key_expr}
+        s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
+        if ws < {state_names[4]}[1]:
+            {state_names[4]}[1] = ws
+        q = {state_names[4]}[0]
+        {state_names[4]}[0] = q + 1
+{chr(10).join(agg_code)}
+    return n_late
+''')
+
+    # --- fire ---------------------------------------------------------------
+    out_types = []
+    final = []
+    for j, ((name, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
+        field = node.schema.field(name)
+        storage = arrow_to_numpy_dtype(field.type) if arrow_to_numpy_dtype(field.type) is not None else np.int64
+        out_types.append(storage)
+        value = agg.blueprint.value.format(**fnames)
+        valid = agg.blueprint.valid.format(**fnames)
+        final.append(f"        r{j}[o] = {value}\n        rv{j}[o] = {valid}")
+    resets = []
+    for (_, agg), fnames in zip(aggs, fields_by_agg):
+        for field, _, init in agg.blueprint.fields:
+            resets.append(f"        {fnames['f_' + field]}[s] = {init!r}")
+    allocs = "\n".join(f"    r{j} = np.empty(cnt, {_dtype_name(t)})\n    rv{j} = np.empty(cnt, np.bool_)"
+                       for j, t in enumerate(out_types))
+    rets = ", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))
+    aux = state_names[4]
+    gen.funcs.append(f'''
+@njit
+def window_{nid}_fire(wm_now, {", ".join(state_names)}):
+    """Window node {nid}: emit windows with end + lateness <= watermark, ordered by end, key."""
+    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {size + lateness} <= wm_now
+    scan = {state_names[0]}.size if do_fire else 0
+    fired = np.empty({state_names[2]}[0] if do_fire else 0, np.int32)
+    cnt = 0
+    low = WM_MAX
+    for bkt in range(scan):
+        s = {state_names[0]}[bkt]
+        if s >= 0:
+            ws = {state_names[1]}[s, 1]
+            if ws + {size + lateness} <= wm_now:
+                fired[cnt] = s
+                cnt += 1
+            elif ws < low:
+                low = ws
+    if do_fire:
+        {aux}[1] = low
+    kk = np.empty(cnt, np.int64)
+    ww = np.empty(cnt, np.int64)
+    for j in range(cnt):
+        kk[j] = {state_names[1]}[fired[j], 0]
+        ww[j] = {state_names[1]}[fired[j], 1]
+    by_key = np.argsort(kk, kind="mergesort")
+    order = by_key[np.argsort(ww[by_key], kind="mergesort")]
+    win_start = np.empty(cnt, np.int64)
+    win_end = np.empty(cnt, np.int64)
+    key = np.empty(cnt, np.int64)
+    key_valid = np.empty(cnt, np.bool_)
+{allocs}
+    for o in range(cnt):
+        s = fired[order[o]]
+        win_start[o] = {state_names[1]}[s, 1]
+        win_end[o] = win_start[o] + {size}
+        key[o] = {state_names[1]}[s, 0]
+        key_valid[o] = key[o] != {_NULL_KEY}
+{chr(10).join(final)}
+    for o in range(cnt):
+        s = fired[o]
+{chr(10).join(resets)}
+        ht_delete({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, s)
+    return win_start, win_end, key, key_valid, {rets}
+''')
+
+    # --- the step -----------------------------------------------------------
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    late = f"late_{nid}"
+    gen.emit(f"wm_before_{nid} = wm[{nid}]")
+    gen.emit(f"cap_{nid} = WM_MAX")
+    for u, _ in node.inputs:
+        if u not in reach_set:
+            gen.emit(f"if not idle[{u}] and wm[{u}] < cap_{nid}:")
+            gen.emit(f"cap_{nid} = wm[{u}]", 2)
+    gen.emit(f"{late} = np.empty({size_of(b.sel)}, np.int32)")
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [late])
+    gen.emit(f"n_late = window_{nid}_update({args})")
+    gen.emit(f"metrics[{slot['late_events']}] += n_late")
+    gen.emit(f"late_sel_{nid} = {late}[:n_late]")
+    _propagate_watermark(gen, node)
+    outs = ["ws", "we", "key", "key_valid"] + [p for j in range(len(aggs)) for p in (f"r{j}", f"rv{j}")]
+    outs = [f"{o}_{nid}" for o in outs]
+    gen.emit(f"{', '.join(outs)} = window_{nid}_fire(wm[{nid}], {', '.join(state_names)})")
+    gen.emit(f"m_{nid} = ws_{nid}.size")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+
+    schema = node.schema
+    cols = {
+        "window_start": Col("der", "window_start", schema.field("window_start").type, f"ws_{nid}", f"no_nulls_{nid}"),
+        "window_end": Col("der", "window_end", schema.field("window_end").type, f"we_{nid}", f"no_nulls_{nid}"),
+    }
+    for k, kc in zip(x["keys"], key_cols):
+        dictionary = (gen.source, kc.name) if kc.name in gen.encoded and kc.kind == "src" else None
+        cols[k] = Col("der", k, schema.field(k).type, f"key_{nid}", f"key_valid_{nid}", dictionary=dictionary)
+    for j, (name, _) in enumerate(aggs):
+        cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
+    emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")
+    return emitted, replace(b, sel=f"late_sel_{nid}")

@@ -1,0 +1,67 @@
+"""State of a window operator: a key table over (key, window start) plus aggregate fields."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .keytable import KeyTable
+
+__all__ = ["AUX_MIN_START", "AUX_SEQ", "WindowState"]
+
+#: ``aux`` slots: arrival sequence counter, smallest open window start.
+AUX_SEQ = 0
+AUX_MIN_START = 1
+
+_WM_MAX = np.iinfo(np.int64).max
+
+
+class WindowState:
+    """Per-node window state, owned by the executor, passed to the compiled step.
+
+    Open windows live in a :class:`KeyTable` keyed by ``(key, window_start)``;
+    each aggregate keeps its blueprint's fields as per-slot arrays. Firing a
+    window deletes its slots, and slots are reused, so memory is bounded by
+    live keys × open windows, not by history.
+
+    Parameters
+    ----------
+    bound : Bound
+        The window operator bound to its input schema.
+    capacity : int
+        Initial number of (key, window) slots.
+    """
+
+    def __init__(self, bound, capacity: int = 1024):
+        self.table = KeyTable(width=2, capacity=capacity)
+        self.aux = np.array([0, _WM_MAX, 0, 0], np.int64)
+        self.fields: list[tuple[str, np.ndarray, object]] = []
+        dtypes = dict(zip(bound.reads, bound.read_dtypes))
+        for j, (name, agg) in enumerate(bound.extra["aggs"]):
+            in_dtype = dtypes.get(agg.column, np.dtype(np.int64))
+            for field, rule, init in agg.blueprint.fields:
+                dtype = rule(in_dtype)
+                self.fields.append((f"a{j}_{field}", np.full(self.table.slot_capacity, init, dtype), init))
+
+    def __len__(self) -> int:
+        """Open (key, window) entries."""
+        return len(self.table)
+
+    def reserve(self, extra: int) -> None:
+        """Guarantee room for ``extra`` new entries before a compiled call."""
+        if self.table.headroom >= extra:
+            return
+        self.table.reserve(extra)
+        self.fields = [(name, self.table.grow_slots(arr, init), init) for name, arr, init in self.fields]
+
+    def arrays(self) -> list[np.ndarray]:
+        """The arrays in the order the generated step takes them."""
+        t = self.table
+        return [t.buckets, t.keys, t.meta, t.free, self.aux] + [arr for _, arr, _ in self.fields]
+
+    @staticmethod
+    def argument_names(node_id: int, bound) -> list[str]:
+        """Parameter names of :meth:`arrays` in a generated step."""
+        names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux")]
+        for j, (_, agg) in enumerate(bound.extra["aggs"]):
+            names += [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
+        return names

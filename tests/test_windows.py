@@ -1,0 +1,247 @@
+"""Tumbling windows, watermarks and late data against DuckDB / numpy references."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import laminar_jit as lj
+from conftest import split_table
+
+SCHEMA = pa.schema([("ts", pa.int64()), ("auction", pa.int64()), ("price", pa.float64()), ("ch", pa.string())])
+SIZE = 1_000
+AGGS = {"n": lj.count(), "c": lj.count("price"), "s": lj.sum("price"), "lo": lj.min("price"),
+        "hi": lj.max("price"), "avg": lj.mean("price"), "f": lj.first("price"), "l": lj.last("price")}
+
+
+def events(n: int, seed: int, disorder: int = 300, null_fraction: float = 0.05) -> pa.Table:
+    """Bounded disorder, zipf-skewed keys, nulls (and a few NaN) in price, a string channel."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(n, dtype=np.int64) * 7 + rng.integers(0, disorder + 1, n)
+    auction = np.minimum(rng.zipf(1.4, n), 60).astype(np.int64)
+    price = np.round(rng.uniform(0, 100, n), 1)
+    price[rng.random(n) < 0.01] = np.nan
+    return pa.table({
+        "ts": ts,
+        "auction": pa.array(auction, mask=rng.random(n) < 0.02),
+        "price": pa.array(price, mask=rng.random(n) < null_fraction),
+        "ch": pa.array(rng.choice(["web", "app", "api"], n)),
+    }, schema=SCHEMA)
+
+
+def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0):
+    kw = dict(late="side_output", late_sink="late") if late == "side_output" else {}
+    return (lj.DagBuilder()
+            .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
+            .operator("w", lj.TumblingWindow(size=SIZE, key=key, aggs=AGGS, allowed_lateness=lateness, **kw))
+            .connect("bids", "w").sink_for("w", "out").build())
+
+
+def run(dag, batches):
+    ex = lj.DagExecutor(dag)
+    for b in batches:
+        ex.process_batch("bids", b)
+    ex.finish()
+    return ex, ex.take_all_sink_outputs()
+
+
+def late_mask(ts: np.ndarray, delay: int, lateness: int = 0) -> np.ndarray:
+    """Reference: a row is late when its window ended (plus lateness) at or before the watermark in force."""
+    wm_before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min + delay], ts[:-1]])) - delay
+    wm_before[0] = np.iinfo(np.int64).min
+    end = (ts // SIZE) * SIZE + SIZE
+    return end + lateness <= wm_before
+
+
+def reference(table: pa.Table, key="auction", keep=None) -> pl.DataFrame:
+    """DuckDB GROUP BY over the rows that are not late (and first/last by event time, then arrival)."""
+    t = table.append_column("arrival", pa.array(np.arange(table.num_rows)))
+    if keep is not None:
+        t = t.filter(pa.array(keep))
+    con = duckdb.connect()
+    con.register("t", t)
+    group = f", {key}" if key else ""
+    return con.sql(f"""
+        SELECT (ts // {SIZE}) * {SIZE} AS window_start, (ts // {SIZE}) * {SIZE} + {SIZE} AS window_end{group},
+               count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS lo, max(price) AS hi,
+               avg(price) AS avg,
+               arg_min(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS f,
+               arg_max(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS l
+        FROM t GROUP BY ALL ORDER BY window_end{group} NULLS FIRST
+    """).pl()
+
+
+def assert_windows(got: pa.Table, want: pl.DataFrame):
+    g = pl.from_arrow(got)
+    assert g.columns == want.columns
+    assert g.height == want.height
+    exact = [c for c in g.columns if c not in ("s", "avg")]
+    assert g.select(exact).equals(want.select(exact), null_equal=True)
+    for c in ("s", "avg"):
+        a, b = g[c].to_numpy(), want[c].to_numpy()
+        assert np.allclose(a, b, equal_nan=True, rtol=1e-12, atol=1e-9)
+
+
+def test_tumbling_every_aggregate_matches_duckdb():
+    table = events(20_000, seed=1)
+    ex, out = run(window_dag(delay=400), table.to_batches(max_chunksize=3_000))
+    assert ex.metrics.late_events == 0
+    assert out["out"].schema.names == ["window_start", "window_end", "auction", *AGGS]
+    assert_windows(out["out"], reference(table))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), n=st.integers(0, 3_000), cuts=st.lists(st.integers(0, 3_000), max_size=10),
+       delay=st.sampled_from([0, 50, 400]))
+def test_split_invariance_and_late_rows(seed, n, cuts, delay):
+    table = events(n, seed=seed)
+    ex, out = run(window_dag(delay=delay), split_table(table, cuts))
+    late = late_mask(table.column("ts").to_numpy(), delay)
+    assert ex.metrics.late_events == int(late.sum())
+    assert_windows(out["out"], reference(table, keep=~late))
+
+
+def test_late_rows_go_to_the_side_output_unchanged():
+    table = events(8_000, seed=2, disorder=900)
+    ex, out = run(window_dag(delay=100, late="side_output"), table.to_batches(max_chunksize=500))
+    late = late_mask(table.column("ts").to_numpy(), 100)
+    assert late.sum() > 0
+    # NaN prices make Arrow's equals() false; Polars compares NaN as equal
+    assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late))), null_equal=True)
+    assert_windows(out["out"], reference(table, keep=~late))
+    assert ex.metrics.late_events == late.sum()
+
+
+def test_allowed_lateness_keeps_windows_open():
+    table = events(8_000, seed=3, disorder=900)
+    _, out = run(window_dag(delay=100, lateness=1_000), table.to_batches(max_chunksize=500))
+    late = late_mask(table.column("ts").to_numpy(), 100, lateness=1_000)
+    assert late.sum() < late_mask(table.column("ts").to_numpy(), 100).sum()
+    assert_windows(out["out"], reference(table, keep=~late))
+
+
+def test_windows_are_emitted_when_the_watermark_passes_and_never_again():
+    ex = lj.DagExecutor(window_dag(delay=0))
+    ex.process_batch("bids", {"ts": [100, 900, 1_500], "auction": [1, 1, 2], "price": [1.0, 2.0, 3.0],
+                              "ch": ["a", "a", "b"]})
+    first = ex.take_sink_outputs("out")  # watermark 1500 closes [0, 1000)
+    assert first.column("window_start").to_pylist() == [0]
+    assert first.column("n").to_pylist() == [2]
+    ex.process_batch("bids", {"ts": [10], "auction": [1], "price": [50.0], "ch": ["x"]})  # late for [0, 1000)
+    assert ex.take_sink_outputs("out").num_rows == 0
+    assert ex.metrics.late_events == 1
+    ex.advance_watermark("bids", 2_000)  # punctuation closes [1000, 2000)
+    got = ex.take_sink_outputs("out")
+    assert got.column("window_start").to_pylist() == [1_000] and got.column("hi").to_pylist() == [3.0]
+    assert ex.watermark("bids") == 2_000
+    ex.finish()
+    assert ex.take_sink_outputs("out").num_rows == 0
+    assert ex.watermark("bids") == 2**63 - 1
+
+
+def test_string_keys_come_back_as_strings():
+    table = events(6_000, seed=4)
+    _, out = run(window_dag(delay=400, key="ch"), table.to_batches(max_chunksize=1_000))
+    got = pl.from_arrow(out["out"])
+    assert got.schema["ch"] == pl.String
+    want = reference(table, key="ch")
+    cols = ["window_start", "window_end", "ch", "n", "c", "lo", "hi"]
+    assert got.select(cols).sort(cols[:3]).equals(want.select(cols).sort(cols[:3]), null_equal=True)
+
+
+def test_global_window_without_key():
+    table = events(5_000, seed=5)
+    _, out = run(window_dag(delay=400, key=None), [table])
+    assert_windows(out["out"], reference(table, key=None))
+
+
+def test_timestamp_event_time_and_timedelta_sizes():
+    schema = pa.schema([("t", pa.timestamp("ms")), ("v", pa.int32())])
+    dag = (lj.DagBuilder()
+           .source("s", schema, event_time="t", watermark=lj.BoundedOutOfOrderness(dt.timedelta(seconds=5)))
+           .operator("w", lj.TumblingWindow(size=dt.timedelta(minutes=1), key="v",
+                                            aggs={"n": lj.count(), "last_t": lj.last("t")}))
+           .connect("s", "w").sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    ts = pa.array([0, 30_000, 61_000, 59_000, 125_000], pa.timestamp("ms"))
+    ex.process_batch("s", pa.record_batch({"t": ts, "v": pa.array([1, 1, 1, 2, 1], pa.int32())}, schema=schema))
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    assert got.schema.field("window_start").type == pa.timestamp("ms")
+    assert got.schema.field("v").type == pa.int32()
+    assert got.schema.field("last_t").type == pa.timestamp("ms")
+    rows = got.to_pylist()
+    assert [(r["window_start"].minute, r["v"], r["n"]) for r in rows] == [(0, 1, 2), (0, 2, 1), (1, 1, 1), (2, 1, 1)]
+
+
+def test_window_output_flows_into_stateless_operators():
+    dag = (lj.DagBuilder()
+           .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(400))
+           .operator("w", lj.TumblingWindow(size=SIZE, key="auction", aggs={"n": lj.count(), "hi": lj.max("price")}))
+           .operator("busy", lj.Filter(lambda n: n >= 5))
+           .operator("spread", lj.Map(lambda hi, n: hi / n, output="per_bid"))
+           .connect("bids", "w").connect("w", "busy").connect("busy", "spread").sink_for("spread", "out").build())
+    table = events(10_000, seed=6)
+    _, out = run(dag, table.to_batches(max_chunksize=2_000))
+    want = reference(table).filter(pl.col("n") >= 5).select("window_start", "window_end", "auction", "n", "hi") \
+        .with_columns(per_bid=pl.col("hi") / pl.col("n"))
+    assert pl.from_arrow(out["out"]).equals(want, null_equal=True)
+
+
+def test_state_stays_bounded_with_rotating_keys():
+    ex = lj.DagExecutor(window_dag(delay=0))
+    state = ex._states[ex.dag.node("w").id]
+    for i in range(60):
+        ts = np.arange(1_000, dtype=np.int64) + i * 1_000
+        ex.process_batch("bids", {"ts": ts, "auction": ts // 10 + i * 100_000, "price": np.ones(1_000),
+                                  "ch": ["a"] * 1_000})
+        ex.take_sink_outputs("out")
+    assert state.table.slot_capacity <= 4_096  # 100 live keys per window, not 6 000 over the run
+    assert len(state) <= 200
+
+
+def test_two_sources_fan_in_waits_for_the_slower_watermark_and_idleness():
+    dag = (lj.DagBuilder()
+           .source("a", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .source("b", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("w", lj.TumblingWindow(size=SIZE, aggs={"n": lj.count()}))
+           .connect("a", "w").connect("b", "w").sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    row = lambda t: {"ts": [t], "auction": [1], "price": [1.0], "ch": ["x"]}  # noqa: E731
+    ex.process_batch("a", row(100))
+    ex.process_batch("b", row(200))
+    ex.process_batch("a", row(5_000))  # a is far ahead; b still holds the window back
+    assert ex.take_sink_outputs("out").num_rows == 0
+    ex.mark_idle("b")  # b goes quiet: it no longer holds the watermark back
+    got = ex.take_sink_outputs("out")
+    assert got.column("n").to_pylist() == [2]
+    ex.process_batch("b", row(300))  # b is active again and its row is late for [0, 1000)
+    assert ex.metrics.late_events == 1
+
+
+def test_window_configuration_errors():
+    with pytest.raises(ValueError, match="at least one aggregate"):
+        lj.TumblingWindow(size=10)
+    with pytest.raises(ValueError, match="late_sink"):
+        lj.TumblingWindow(size=10, aggs={"n": lj.count()}, late="side_output")
+    with pytest.raises(TypeError, match="needs a column"):
+        lj.Agg("max")
+    builder = lambda op, et="ts": (lj.DagBuilder().source("s", SCHEMA, event_time=et)  # noqa: E731
+                                   .operator("w", op).connect("s", "w").sink_for("w", "o"))
+    with pytest.raises(lj.SchemaError, match="'w'.*key column 'nope'"):
+        builder(lj.TumblingWindow(size=10, key="nope", aggs={"n": lj.count()})).build()
+    with pytest.raises(lj.SchemaError, match="'w'.*'ch' is string"):
+        builder(lj.TumblingWindow(size=10, aggs={"s": lj.sum("ch")})).build()
+    with pytest.raises(lj.SchemaError, match="event-time column"):
+        builder(lj.TumblingWindow(size=10, aggs={"n": lj.count()}), et=None).build()
+    with pytest.raises(lj.SchemaError, match="floating-point keys"):
+        builder(lj.TumblingWindow(size=10, key="price", aggs={"n": lj.count()})).build()
+    with pytest.raises(lj.SchemaError, match="size must be positive"):
+        builder(lj.TumblingWindow(size=0, aggs={"n": lj.count()})).build()
