@@ -36,11 +36,13 @@ def events(n: int, seed: int, disorder: int = 300, null_fraction: float = 0.05) 
     }, schema=SCHEMA)
 
 
-def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0):
+def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0, slide: int = SIZE):
     kw = dict(late="side_output", late_sink="late") if late == "side_output" else {}
+    kw.update(key=key, aggs=AGGS, allowed_lateness=lateness)
+    op = lj.TumblingWindow(size=SIZE, **kw) if slide == SIZE else lj.SlidingWindow(size=SIZE, slide=slide, **kw)
     return (lj.DagBuilder()
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
-            .operator("w", lj.TumblingWindow(size=SIZE, key=key, aggs=AGGS, allowed_lateness=lateness, **kw))
+            .operator("w", op)
             .connect("bids", "w").sink_for("w", "out").build())
 
 
@@ -52,29 +54,40 @@ def run(dag, batches):
     return ex, ex.take_all_sink_outputs()
 
 
-def late_mask(ts: np.ndarray, delay: int, lateness: int = 0) -> np.ndarray:
-    """Reference: a row is late when its window ended (plus lateness) at or before the watermark in force."""
-    wm_before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min + delay], ts[:-1]])) - delay
-    wm_before[0] = np.iinfo(np.int64).min
-    end = (ts // SIZE) * SIZE + SIZE
-    return end + lateness <= wm_before
+def watermark_before(ts: np.ndarray, delay: int) -> np.ndarray:
+    """Reference: the source watermark in force when each row arrives (running max − delay)."""
+    wm = np.empty(ts.size, np.int64)
+    wm[:1] = np.iinfo(np.int64).min
+    wm[1:] = np.maximum.accumulate(ts[:-1]) - delay
+    return wm
 
 
-def reference(table: pa.Table, key="auction", keep=None) -> pl.DataFrame:
-    """DuckDB GROUP BY over the rows that are not late (and first/last by event time, then arrival)."""
-    t = table.append_column("arrival", pa.array(np.arange(table.num_rows)))
-    if keep is not None:
-        t = t.filter(pa.array(keep))
+def late_mask(ts: np.ndarray, delay: int, lateness: int = 0, slide: int = SIZE) -> np.ndarray:
+    """Reference: a row is late when the last window holding it ended (plus lateness) at the watermark."""
+    last_start = (ts // slide) * slide
+    return last_start + SIZE + lateness <= watermark_before(ts, delay)
+
+
+def reference(table: pa.Table, key="auction", delay=None, lateness: int = 0, slide: int = SIZE) -> pl.DataFrame:
+    """DuckDB: each row joins every window holding it that was still open when it arrived."""
+    ts = table.column("ts").to_numpy()
+    wm = watermark_before(ts, delay) if delay is not None else np.full(ts.size, np.iinfo(np.int64).min)
+    t = table.append_column("arrival", pa.array(np.arange(table.num_rows))).append_column("wm", pa.array(wm))
     con = duckdb.connect()
     con.register("t", t)
     group = f", {key}" if key else ""
     return con.sql(f"""
-        SELECT (ts // {SIZE}) * {SIZE} AS window_start, (ts // {SIZE}) * {SIZE} + {SIZE} AS window_end{group},
+        WITH w AS (
+            SELECT *, unnest(generate_series((floor((ts - {SIZE}) / {slide})::BIGINT + 1) * {slide}, (ts // {slide}) * {slide},
+                                             {slide})) AS window_start
+            FROM t)
+        SELECT window_start, window_start + {SIZE} AS window_end{group},
                count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS lo, max(price) AS hi,
                avg(price) AS avg,
                arg_min(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS f,
                arg_max(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS l
-        FROM t GROUP BY ALL ORDER BY window_end{group} NULLS FIRST
+        FROM w WHERE window_start + {SIZE + lateness} > wm
+        GROUP BY ALL ORDER BY window_end{group} NULLS FIRST
     """).pl()
 
 
@@ -97,15 +110,23 @@ def test_tumbling_every_aggregate_matches_duckdb():
     assert_windows(out["out"], reference(table))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), n=st.integers(0, 3_000), cuts=st.lists(st.integers(0, 3_000), max_size=10),
-       delay=st.sampled_from([0, 50, 400]))
-def test_split_invariance_and_late_rows(seed, n, cuts, delay):
+       delay=st.sampled_from([0, 50, 400]), slide=st.sampled_from([SIZE, 250, 400]))
+def test_split_invariance_and_late_rows(seed, n, cuts, delay, slide):
+    """Tumbling and sliding windows (panes of gcd(size, slide)) over random splits, with late rows."""
     table = events(n, seed=seed)
-    ex, out = run(window_dag(delay=delay), split_table(table, cuts))
-    late = late_mask(table.column("ts").to_numpy(), delay)
+    ex, out = run(window_dag(delay=delay, slide=slide), split_table(table, cuts))
+    late = late_mask(table.column("ts").to_numpy(), delay, slide=slide)
     assert ex.metrics.late_events == int(late.sum())
-    assert_windows(out["out"], reference(table, keep=~late))
+    assert_windows(out["out"], reference(table, delay=delay, slide=slide))
+
+
+def test_sliding_every_aggregate_matches_duckdb():
+    table = events(20_000, seed=11)
+    ex, out = run(window_dag(delay=400, slide=200), table.to_batches(max_chunksize=4_000))
+    assert ex.metrics.late_events == 0
+    assert_windows(out["out"], reference(table, slide=200))
 
 
 def test_late_rows_go_to_the_side_output_unchanged():
@@ -115,7 +136,7 @@ def test_late_rows_go_to_the_side_output_unchanged():
     assert late.sum() > 0
     # NaN prices make Arrow's equals() false; Polars compares NaN as equal
     assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late))), null_equal=True)
-    assert_windows(out["out"], reference(table, keep=~late))
+    assert_windows(out["out"], reference(table, delay=100))
     assert ex.metrics.late_events == late.sum()
 
 
@@ -124,7 +145,7 @@ def test_allowed_lateness_keeps_windows_open():
     _, out = run(window_dag(delay=100, lateness=1_000), table.to_batches(max_chunksize=500))
     late = late_mask(table.column("ts").to_numpy(), 100, lateness=1_000)
     assert late.sum() < late_mask(table.column("ts").to_numpy(), 100).sum()
-    assert_windows(out["out"], reference(table, keep=~late))
+    assert_windows(out["out"], reference(table, delay=100, lateness=1_000))
 
 
 def test_windows_are_emitted_when_the_watermark_passes_and_never_again():

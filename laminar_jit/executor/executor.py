@@ -146,6 +146,8 @@ class DagExecutor:
         offsets = self.dag.routing.offsets
         produced: list[tuple[pa.RecordBatch, tuple]] = []
         states = [self._states[nid] for nid in plan.stateful_ids]
+        if plan.due_grids:
+            batches = [piece for b in batches for piece in self._cut_at_due_windows(source, plan, b)]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
                 produced += self._run_parallel(plan, b, counters)
@@ -162,6 +164,36 @@ class DagExecutor:
         """Counters of this executor (see :class:`Metrics`)."""
         self._flush()
         return self._metrics
+
+    def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """Split ``b`` where its running watermark makes a sliding window due.
+
+        Rows are folded into panes shared by several windows; a window that
+        became due *before* a row arrived must not see it. Cutting the batch at
+        those points lets each compiled call fire due windows before the next
+        rows, exactly as row-at-a-time processing would, so the output still
+        does not depend on how the input was batched.
+        """
+        spec = self._specs[source]
+        if spec.watermark is None or b.num_rows < 2:
+            return [b]
+        from ..time.watermarks import to_units
+
+        ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
+        delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
+        before = np.empty(ts.size, np.int64)
+        before[0] = self._wm[self.dag.node(source).id]
+        np.maximum(np.maximum.accumulate(ts[:-1]) - delay, before[0], out=before[1:])
+        cuts = np.zeros(ts.size, np.bool_)
+        for slide, phase in plan.due_grids:
+            epoch = np.floor_divide(before - phase, slide, dtype=np.int64) if before[0] > np.iinfo(np.int64).min \
+                else np.concatenate([[np.iinfo(np.int64).min], np.floor_divide(before[1:] - phase, slide)])
+            cuts[1:] |= epoch[1:] != epoch[:-1]
+        starts = np.flatnonzero(cuts)
+        if starts.size == 0:
+            return [b]
+        bounds = [0, *starts.tolist(), b.num_rows]
+        return [b.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def _run_parallel(self, plan, b: pa.RecordBatch, counters) -> list[tuple[pa.RecordBatch, tuple]]:
         # Stateless plans: each slice is an independent batch (outputs do not

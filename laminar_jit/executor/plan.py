@@ -86,6 +86,10 @@ class SourcePlan:
     #: Most copies of one source row that can reach a node (paths through
     #: multicasts that re-join); bounds the new keys a batch can create.
     max_paths: int = 1
+    #: (slide, phase) of sliding windows the source feeds: a window becomes due
+    #: when the watermark reaches ``phase + k * slide``. A batch is cut where its
+    #: running watermark crosses one, so no window becomes due mid-call.
+    due_grids: list = None
 
 
 def compile_plan(dag, source: str) -> SourcePlan:
@@ -106,8 +110,14 @@ def compile_plan(dag, source: str) -> SourcePlan:
             if cacheable:
                 _STEP_MEMO[digest] = step
     parallel_safe = not gen.stateful_ids
+    grids = []
+    for nid in gen.stateful_ids:
+        x = dag.nodes[nid].bound.extra
+        if x.get("slide", x["size"]) != x["size"]:
+            grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"]))
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
-                      stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source))
+                      stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
+                      due_grids=sorted(set(grids)))
 
 
 # ----------------------------------------------------------------------------- loading

@@ -59,6 +59,8 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     nid = node.id
     x = node.bound.extra
     size, offset, lateness = x["size"], x["offset"], x["lateness"]
+    slide = x.get("slide", size)
+    pane = x.get("pane", size)
     aggs = x["aggs"]
     state_names = WindowState.argument_names(nid, node.bound)
     gen.state_args += state_names
@@ -113,13 +115,14 @@ def window_{nid}_update({params}):
     n_late = 0
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
-        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        ws = ((t - {offset}) // {pane}) * {pane} + {offset}  # the row's pane (= window when tumbling)
+        last = ((t - {offset}) // {slide}) * {slide} + {offset}  # start of the last window holding t
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back
             rw = rw_cap
         if rw < rw_floor:
             rw = rw_floor
-        if ws + {size + lateness} <= rw:
+        if last + {size + lateness} <= rw:  # every window holding the row was emitted
             late_out[n_late] = i
             n_late += 1
             continue
@@ -127,6 +130,8 @@ def window_{nid}_update({params}):
         s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
         if ws < {state_names[4]}[1]:
             {state_names[4]}[1] = ws
+        if ws > {state_names[4]}[2]:
+            {state_names[4]}[2] = ws
         q = {state_names[4]}[0]
         {state_names[4]}[0] = q + 1
 {chr(10).join(agg_code)}
@@ -134,6 +139,40 @@ def window_{nid}_update({params}):
 ''')
 
     # --- fire ---------------------------------------------------------------
+    if slide != size:
+        _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane, offset, lateness)
+    else:
+        _tumbling_fire(gen, node, aggs, fields_by_agg, state_names, size, lateness)
+
+    # --- the step -----------------------------------------------------------
+    return _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs)
+
+
+def _finalizers(node, aggs, fields_by_agg, slot_expr: str = "s"):
+    out_types, final = [], []
+    for j, ((name, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
+        field = node.schema.field(name)
+        storage = arrow_to_numpy_dtype(field.type) if arrow_to_numpy_dtype(field.type) is not None else np.int64
+        out_types.append(storage)
+        value = agg.blueprint.value.format(**fnames).replace("[s]", f"[{slot_expr}]")
+        valid = agg.blueprint.valid.format(**fnames).replace("[s]", f"[{slot_expr}]")
+        final.append(f"r{j}[o] = {value}\nrv{j}[o] = {valid}")
+    allocs = "\n".join(f"r{j} = np.empty(cnt, {_dtype_name(t)})\nrv{j} = np.empty(cnt, np.bool_)"
+                       for j, t in enumerate(out_types))
+    rets = ", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))
+    return allocs, final, rets
+
+
+def _resets(aggs, fields_by_agg, slot_expr: str = "s") -> list[str]:
+    out = []
+    for (_, agg), fnames in zip(aggs, fields_by_agg):
+        for field, _, init in agg.blueprint.fields:
+            out.append(f"{fnames['f_' + field]}[{slot_expr}] = {init!r}")
+    return out
+
+
+def _tumbling_fire(gen, node, aggs, fields_by_agg, state_names, size, lateness):
+    nid = node.id
     out_types = []
     final = []
     for j, ((name, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
@@ -197,7 +236,11 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     return win_start, win_end, key, key_valid, {rets}
 ''')
 
-    # --- the step -----------------------------------------------------------
+
+
+def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs):
+    nid = node.id
+    x = node.bound.extra
     rwm = b.wm_array or "np.empty(0, np.int64)"
     late = f"late_{nid}"
     gen.emit(f"wm_before_{nid} = wm[{nid}]")
@@ -232,3 +275,140 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
         cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")
     return emitted, replace(b, sel=f"late_sel_{nid}")
+
+
+def _merge_into_scratch(aggs, fields_by_agg) -> list[str]:
+    """Blueprint merge templates folding slot ``s`` into scratch arrays ``t<j>_<field>[0]``."""
+    lines = []
+    for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
+        tokens = {f"f_{field}": f"@{field}@" for field, _, _ in agg.blueprint.fields}
+        code = agg.blueprint.merge.format(**tokens)
+        for field, _, _ in agg.blueprint.fields:
+            code = code.replace(f"@{field}@[d]", f"t{j}_{field}[0]").replace(f"@{field}@[a]", f"{fnames['f_' + field]}[s]")
+        lines.append(code)
+    return lines
+
+
+def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane, offset, lateness):
+    """Emit due sliding windows by merging their panes per key (two pointers over sorted panes)."""
+    nid = node.id
+    buckets, keys, meta, free, aux = state_names[:5]
+    scratch_alloc, scratch_init = [], []
+    for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
+        for field, _, init in agg.blueprint.fields:
+            scratch_alloc.append(f"    t{j}_{field} = np.empty(1, {fnames['f_' + field]}.dtype)")
+            scratch_init.append(f"t{j}_{field}[0] = {init!r}")
+    scratch_fields = [{f"f_{field}": f"t{j}_{field}" for field, _, _ in agg.blueprint.fields}
+                      for j, (_, agg) in enumerate(aggs)]
+    allocs, final, rets = _finalizers(node, aggs, scratch_fields, slot_expr="0")
+    merges = _merge_into_scratch(aggs, fields_by_agg)
+    resets = _resets(aggs, fields_by_agg)
+    body_emit = "\n".join(_indent(x, 24) for x in scratch_init)
+    body_merge = "\n".join(_indent(x, 28) for x in merges)
+    body_final = "\n".join(_indent(x, 24) for x in final)
+    gen.funcs.append(f'''
+@njit
+def window_{nid}_fire(wm_now, {", ".join(state_names)}):
+    """Sliding window node {nid}: emit due windows (size {size}, slide {slide}) by merging panes of {pane}."""
+{chr(10).join(scratch_alloc)}
+    start = 1
+    last = 0
+    due = WM_MIN  # start of the last window the watermark has made due, data or not
+    if wm_now != WM_MIN:
+        due = ((wm_now - {size + lateness} - {offset}) // {slide}) * {slide} + {offset}
+    if {aux}[1] != WM_MAX:
+        first = (({aux}[1] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
+        start = first if ({aux}[3] == WM_MIN or {aux}[3] < first) else {aux}[3]
+        last = due
+        top = (({aux}[2] - {offset}) // {slide}) * {slide} + {offset}
+        if top < last:
+            last = top
+    do_fire = start <= last
+    c = 0
+    m = {meta}[0] if do_fire else 0
+    sl = np.empty(m, np.int32)
+    kk = np.empty(m, np.int64)
+    pp = np.empty(m, np.int64)
+    if do_fire:
+        for bkt in range({buckets}.size):
+            s = {buckets}[bkt]
+            if s >= 0:
+                sl[c] = s
+                kk[c] = {keys}[s, 0]
+                pp[c] = {keys}[s, 1]
+                c += 1
+    by_pane = np.argsort(pp[:c], kind="mergesort")
+    order = by_pane[np.argsort(kk[:c][by_pane], kind="mergesort")]
+    cnt = 0
+    win_start = np.empty(0, np.int64)
+    key = np.empty(0, np.int64)
+{_indent(allocs, 4)}
+    for phase in range(2):  # count, then fill
+        if phase == 1:
+            win_start = np.empty(cnt, np.int64)
+            key = np.empty(cnt, np.int64)
+{_indent(allocs, 12)}
+        cnt = 0
+        run0 = 0
+        while run0 < c:
+            k = kk[order[run0]]
+            run1 = run0
+            while run1 < c and kk[order[run1]] == k:
+                run1 += 1
+            ws = ((pp[order[run0]] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
+            if ws < start:
+                ws = start
+            lo = run0
+            hi = run0
+            while ws <= last:
+                while hi < run1 and pp[order[hi]] < ws + {size}:
+                    hi += 1
+                while lo < hi and pp[order[lo]] < ws:
+                    lo += 1
+                if lo < hi:
+                    if phase == 1:
+                        o = cnt
+{body_emit}
+                        for idx in range(lo, hi):
+                            s = sl[order[idx]]
+{body_merge}
+                        win_start[o] = ws
+                        key[o] = k
+{body_final}
+                    cnt += 1
+                    ws += {slide}
+                elif hi >= run1:
+                    break
+                else:  # no pane of this key in the window: jump to the next window holding one
+                    nxt = ((pp[order[hi]] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
+                    ws = nxt if nxt > ws else ws + {slide}
+            run0 = run1
+    by_key = np.argsort(key, kind="mergesort")
+    srt = by_key[np.argsort(win_start[by_key], kind="mergesort")]
+    win_start = win_start[srt]
+    key = key[srt]
+    win_end = win_start + {size}
+    key_valid = key != {_NULL_KEY}
+    {", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))} = {", ".join(f"r{j}[srt], rv{j}[srt]" for j in range(len(aggs)))}
+    if do_fire:  # free panes all of whose windows are now emitted
+        low = WM_MAX
+        high = WM_MIN
+        for idx in range(c):
+            s = sl[idx]
+            ps = pp[idx]
+            if ((ps - {offset}) // {slide}) * {slide} + {offset} <= last:
+{chr(10).join(_indent(x, 16) for x in resets)}
+                ht_delete({buckets}, {keys}, {meta}, {free}, s)
+            else:
+                if ps < low:
+                    low = ps
+                if ps > high:
+                    high = ps
+        {aux}[1] = low
+        {aux}[2] = high
+    # windows up to ``due`` are closed even if they were empty: rows arriving
+    # later never open them again
+    if due != WM_MIN and due <= WM_MAX - {slide} and due + {slide} > {aux}[3]:
+        {aux}[3] = due + {slide}
+    return win_start, win_end, key, key_valid, {rets}
+''')

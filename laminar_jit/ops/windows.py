@@ -1,4 +1,4 @@
-"""Event-time windows: ``TumblingWindow`` (more kinds build on the same state).
+"""Event-time windows: ``TumblingWindow`` and ``SlidingWindow`` (pane-based).
 
 Semantics (Flink's, where the design is silent):
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 from typing import Mapping
 
 import numpy as np
@@ -35,7 +36,7 @@ from ..time.watermarks import to_units
 from .aggregates import Agg
 from .base import Bound, Operator, kernel_column
 
-__all__ = ["TumblingWindow", "WindowOperator"]
+__all__ = ["SlidingWindow", "TumblingWindow", "WindowOperator"]
 
 
 def _units(node: str, what: str, value, et_type, positive=True) -> int:
@@ -183,3 +184,51 @@ class TumblingWindow(WindowOperator):
 
     def label(self) -> str:
         return f"TumblingWindow({self.size}, key={list(self.keys)}, {', '.join(self.aggs)})"
+
+
+class SlidingWindow(WindowOperator):
+    """Overlapping event-time windows of length ``size`` starting every ``slide``.
+
+    Rows are aggregated once, into panes of ``gcd(size, slide)``; a window is
+    the merge of its panes when it fires, so per-row work does not grow with
+    ``size / slide``. A row is late only when every window holding it was
+    already emitted; otherwise it still counts in the windows that are open.
+
+    Parameters
+    ----------
+    size, slide : int or datetime.timedelta
+        Window length and the distance between window starts (``slide <= size``).
+    key, aggs, allowed_lateness, late, late_sink, offset
+        As for :class:`TumblingWindow`.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj
+    >>> w = lj.SlidingWindow(size=10_000, slide=2_000, key="auction", aggs={"n": lj.count()})
+    """
+
+    def __init__(self, size, slide, key=None, aggs=None, allowed_lateness=0, late="drop", late_sink=None,
+                 offset=0):
+        super().__init__(key, aggs, allowed_lateness, late, late_sink)
+        self.size = size
+        self.slide = slide
+        self.offset = offset
+
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        info = self._bind_common(node, input_schema, event_time)
+        et_type = info["event_time_type"]
+        size = _units(node, "size", self.size, et_type)
+        slide = _units(node, "slide", self.slide, et_type)
+        if slide > size:
+            raise SchemaError(f"operator {node!r}: slide {self.slide} is longer than size {self.size}; "
+                              "use a TumblingWindow or a smaller slide")
+        offset = _units(node, "offset", self.offset, et_type, positive=False) % slide
+        extra = dict(info, size=size, slide=slide, pane=math.gcd(size, slide), offset=offset, keys=self.keys,
+                     aggs=tuple(self.aggs.items()), late=self.late, late_sink=self.late_sink)
+        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+
+    def _fingerprint_parts(self) -> list[str]:
+        return super()._fingerprint_parts() + [repr(self.size), repr(self.slide), repr(self.offset)]
+
+    def label(self) -> str:
+        return f"SlidingWindow({self.size}/{self.slide}, key={list(self.keys)}, {', '.join(self.aggs)})"

@@ -8,11 +8,15 @@ from .keytable import KeyTable
 
 __all__ = ["AUX_MIN_START", "AUX_SEQ", "WindowState"]
 
-#: ``aux`` slots: arrival sequence counter, smallest open window start.
+#: ``aux`` slots: arrival sequence counter, smallest and largest open pane
+#: start, next sliding window start to emit (int64 minimum: not yet known).
 AUX_SEQ = 0
 AUX_MIN_START = 1
+AUX_MAX_START = 2
+AUX_NEXT_WINDOW = 3
 
 _WM_MAX = np.iinfo(np.int64).max
+_WM_MIN = np.iinfo(np.int64).min
 
 
 class WindowState:
@@ -33,7 +37,7 @@ class WindowState:
 
     def __init__(self, bound, capacity: int = 1024):
         self.table = KeyTable(width=2, capacity=capacity)
-        self.aux = np.array([0, _WM_MAX, 0, 0], np.int64)
+        self.aux = np.array([0, _WM_MAX, _WM_MIN, _WM_MIN], np.int64)
         self.fields: list[tuple[str, np.ndarray, object]] = []
         dtypes = dict(zip(bound.reads, bound.read_dtypes))
         for j, (name, agg) in enumerate(bound.extra["aggs"]):
