@@ -180,8 +180,12 @@ def test_timeraw_runs(case, tmp_path):
 
 EXPECTED = {
     "bench_core.FilterMap.time_laminar",
-    "bench_core.FilterMap.time_polars",
-    "bench_core.FilterMap.time_duckdb",
+    "bench_core.FilterMapPeers.time_polars",
+    "bench_core.FilterMapPeers.time_duckdb",
+    "bench_windows.Tumbling.time_laminar",
+    "bench_windows.TumblingDuckDB.time_duckdb",
+    "bench_windows.Sliding.time_laminar",
+    "bench_windows.SlidingDuckDB.time_duckdb",
     "bench_core.FilterMap.peakmem_laminar",
     "bench_core.Shapes.time_process",
     "bench_core.Shapes.track_events_per_second",
@@ -228,6 +232,27 @@ def test_small_sizes_apply():
     assert common.event_table().num_rows == common.n_events()
 
 
+def test_window_benchmarks_agree_with_duckdb():
+    """The window benchmarks emit exactly DuckDB's groups (row counts; values are tested elsewhere)."""
+    from benchmarks import bench_windows
+
+    for keys in ("auction", "keys_1m"):
+        lam, duck = bench_windows.Tumbling(), bench_windows.TumblingDuckDB()
+        lam.setup(keys)
+        duck.setup(keys)
+        try:
+            assert lam.track_windows_emitted(keys) == duck.con.sql(duck.sql).to_arrow_table().num_rows
+        finally:
+            duck.teardown(keys)
+    lam, duck = bench_windows.Sliding(), bench_windows.SlidingDuckDB()
+    lam.setup()
+    duck.setup()
+    try:
+        assert lam.track_windows_emitted() == duck.con.sql(bench_windows._SLIDING_SQL).to_arrow_table().num_rows
+    finally:
+        duck.teardown()
+
+
 def test_filter_map_peers_compute_the_same_result():
     """The three engines of FilterMap answer the same query (same rows and price_eur)."""
     import polars as pl
@@ -235,17 +260,18 @@ def test_filter_map_peers_compute_the_same_result():
 
     from benchmarks import bench_core, common
 
-    bench = bench_core.FilterMap()
+    bench, peers = bench_core.FilterMap(), bench_core.FilterMapPeers()
     bench.setup()
+    peers.setup()
     try:
         laminar = common.run_dag(bench.dag, bench.batches)["out"]
         results = [
             pl.from_arrow(laminar),
-            bench_core._polars_filter_map(bench.frame),
-            pl.from_arrow(bench.con.sql(bench_core._FILTER_MAP_SQL).to_arrow_table()),
+            bench_core._polars_filter_map(peers.frame),
+            pl.from_arrow(peers.con.sql(bench_core._FILTER_MAP_SQL).to_arrow_table()),
         ]
     finally:
-        bench.teardown()
+        peers.teardown()
     keys = ["ts", "auction", "bidder", "price"]
     expected = results[1].sort(keys)
     assert expected.height > 0 and expected.columns == keys + ["price_eur"]

@@ -266,3 +266,21 @@ def test_window_configuration_errors():
         builder(lj.TumblingWindow(size=10, key="price", aggs={"n": lj.count()})).build()
     with pytest.raises(lj.SchemaError, match="size must be positive"):
         builder(lj.TumblingWindow(size=0, aggs={"n": lj.count()})).build()
+
+
+def test_composite_keys_of_integers_and_strings():
+    table = events(6_000, seed=12)
+    dag = (lj.DagBuilder()
+           .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(400))
+           .operator("w", lj.TumblingWindow(size=SIZE, key=["ch", "auction"],
+                                            aggs={"n": lj.count(), "hi": lj.max("price")}))
+           .connect("bids", "w").sink_for("w", "out").build())
+    _, out = run(dag, table.to_batches(max_chunksize=1_500))
+    got = pl.from_arrow(out["out"])
+    assert got.columns == ["window_start", "window_end", "ch", "auction", "n", "hi"]
+    con = duckdb.connect()
+    con.register("t", table)
+    want = con.sql(f"""SELECT (ts // {SIZE}) * {SIZE} AS window_start, (ts // {SIZE}) * {SIZE} + {SIZE} AS window_end,
+                              ch, auction, count(*) AS n, max(price) AS hi FROM t GROUP BY ALL""").pl()
+    cols = got.columns
+    assert got.sort(cols[:4], nulls_last=True).equals(want.sort(cols[:4], nulls_last=True), null_equal=True)

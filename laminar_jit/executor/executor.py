@@ -322,8 +322,11 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     if time_state is None:  # stateless slices in worker threads
         time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
     state_args = []
-    pending = sum(len(state) for state in states)  # rows stateful nodes upstream may emit
-    for state in states:
-        state.reserve(n * plan.max_paths + pending)
+    by_id = dict(zip(plan.stateful_ids, states))
+    for nid, state in by_id.items():
+        # new entries per call <= rows reaching the node: copies of source rows
+        # plus what stateful nodes upstream can emit (at most their open entries)
+        emitted = sum(len(by_id[u]) for u in plan.upstream_stateful[nid])
+        state.reserve(n * plan.max_paths + emitted)
         state_args.extend(state.arrays())
     return plan.step(n, *args, offsets, counters, *time_state, *state_args)

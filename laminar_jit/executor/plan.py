@@ -90,6 +90,27 @@ class SourcePlan:
     #: when the watermark reaches ``phase + k * slide``. A batch is cut where its
     #: running watermark crosses one, so no window becomes due mid-call.
     due_grids: list = None
+    #: For each stateful node, the stateful nodes upstream of it (their open
+    #: entries bound how many rows they can emit into it in one call).
+    upstream_stateful: dict = None
+
+
+def _kernels_stamp() -> str:
+    """Hash of the package's kernel sources: a cached step has them compiled in.
+
+    Numba's cache checks only the generated file, so a new version of a kernel
+    the step calls (or inlines) must change the plan's name.
+    """
+    h = hashlib.sha256()
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".py"):
+            with open(os.path.join(root, name), "rb") as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()
+
+
+_KERNELS_STAMP = _kernels_stamp()
 
 
 def compile_plan(dag, source: str) -> SourcePlan:
@@ -101,7 +122,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
     args = [(name, np.dtype(np.int64) if name in gen.encoded else arrow_to_numpy_dtype(schema.field(name).type),
              name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
-    digest = hashlib.sha256("|".join([text, numba.__version__, *gen.fingerprints]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
     signature = _signature(gen, dag, source, args)
     with _MEMO_LOCK:
         step = _STEP_MEMO.get(digest) if cacheable else None
@@ -115,9 +136,12 @@ def compile_plan(dag, source: str) -> SourcePlan:
         x = dag.nodes[nid].bound.extra
         if x.get("slide", x["size"]) != x["size"]:
             grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"]))
+    reach = set(dag.reachable_from(source))
+    upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
+                for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
                       stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
-                      due_grids=sorted(set(grids)))
+                      due_grids=sorted(set(grids)), upstream_stateful=upstream)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -150,6 +174,16 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
     return "\n".join(parts)
+
+
+def _ancestors(dag, nid: int) -> set[int]:
+    seen, stack = set(), [nid]
+    while stack:
+        for u, _ in dag.nodes[stack.pop()].inputs:
+            if u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return seen
 
 
 def _max_paths(dag, source: str) -> int:

@@ -91,12 +91,19 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
 
     # --- update -------------------------------------------------------------
-    if key_cols:
-        kc = key_cols[0]
+    # One int64 per key column (dictionary code for strings; null -> the null group);
+    # composite keys are chained through per-level (id, next code) -> id tables.
+    comp = []
+    for kc in key_cols:
         key_leaves = gen.leaves(b, kc, [])
-        key_expr = f"np.int64({_value(kc, gen, b, names, 'i')}) if {_row_ok(names, key_leaves, 'i')} else {_NULL_KEY}"
-    else:
-        key_expr = "np.int64(0)"
+        comp.append(f"np.int64({_value(kc, gen, b, names, 'i')}) if {_row_ok(names, key_leaves, 'i')} "
+                    f"else {_NULL_KEY}")
+    key_lines = [f"k = {comp[0]}" if comp else "k = np.int64(0)"]
+    level_tables = _key_table_names(state_names, len(key_cols))
+    for level, expr in enumerate(comp[1:]):
+        kt = level_tables[level]
+        key_lines.append(f"k = np.int64(ht_find_or_insert({', '.join(kt)}, k, {expr}))")
+    key_expr = "\n        ".join(key_lines)
     agg_code = []
     for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
         update = agg.blueprint.update.format(**fnames)
@@ -126,7 +133,7 @@ def window_{nid}_update({params}):
             late_out[n_late] = i
             n_late += 1
             continue
-        k = {key_expr}
+        {key_expr}
         s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
         if ws < {state_names[4]}[1]:
             {state_names[4]}[1] = ws
@@ -146,6 +153,33 @@ def window_{nid}_update({params}):
 
     # --- the step -----------------------------------------------------------
     return _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs)
+
+
+def _key_table_names(state_names: list[str], n_keys: int) -> list[list[str]]:
+    """State arguments of the composite-key tables (the last ``4 * (n_keys - 1)`` names)."""
+    levels = max(0, n_keys - 1)
+    tail = state_names[len(state_names) - 4 * levels:] if levels else []
+    return [tail[4 * i: 4 * i + 4] for i in range(levels)]
+
+
+def _key_decoder(gen, nid: int, state_names: list[str], n_keys: int) -> None:
+    """Emit ``window_<id>_keys``: composite key ids back to their column codes."""
+    tables = _key_table_names(state_names, n_keys)
+    lines = [f"\n@njit\ndef window_{nid}_keys(ids, {', '.join(x for t in tables for x in t)}):",
+             '    """Decode composite key ids into one int64 array (and validity) per key column."""',
+             "    m = ids.size"]
+    for c in range(n_keys):
+        lines.append(f"    c{c} = np.empty(m, np.int64)")
+    lines.append("    for o in range(m):")
+    lines.append("        k = ids[o]")
+    for level in range(n_keys - 2, -1, -1):
+        keys = tables[level][1]
+        lines.append(f"        c{level + 1}[o] = {keys}[k, 1]")
+        lines.append(f"        k = {keys}[k, 0]")
+    lines.append("        c0[o] = k")
+    rets = ", ".join(f"c{c}, c{c} != {_NULL_KEY}" for c in range(n_keys))
+    lines.append(f"    return {rets}")
+    gen.funcs.append("\n".join(lines) + "\n")
 
 
 def _finalizers(node, aggs, fields_by_agg, slot_expr: str = "s"):
@@ -268,9 +302,16 @@ def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_co
         "window_start": Col("der", "window_start", schema.field("window_start").type, f"ws_{nid}", f"no_nulls_{nid}"),
         "window_end": Col("der", "window_end", schema.field("window_end").type, f"we_{nid}", f"no_nulls_{nid}"),
     }
-    for k, kc in zip(x["keys"], key_cols):
+    key_arrays = [(f"key_{nid}", f"key_valid_{nid}")]
+    if len(key_cols) > 1:
+        _key_decoder(gen, nid, state_names, len(key_cols))
+        key_arrays = [(f"kc{c}_{nid}", f"kcv{c}_{nid}") for c in range(len(key_cols))]
+        tables = _key_table_names(state_names, len(key_cols))
+        gen.emit(f"{', '.join(x for pair in key_arrays for x in pair)} = "
+                 f"window_{nid}_keys(key_{nid}, {', '.join(x for t in tables for x in t)})")
+    for (k, kc), (vals, valid) in zip(zip(x["keys"], key_cols), key_arrays):
         dictionary = (gen.source, kc.name) if kc.name in gen.encoded and kc.kind == "src" else None
-        cols[k] = Col("der", k, schema.field(k).type, f"key_{nid}", f"key_valid_{nid}", dictionary=dictionary)
+        cols[k] = Col("der", k, schema.field(k).type, vals, valid, dictionary=dictionary)
     for j, (name, _) in enumerate(aggs):
         cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")

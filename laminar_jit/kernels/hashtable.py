@@ -68,7 +68,7 @@ _FNV_BASIS0 = np.uint64(0xCBF29CE484222325)
 _FNV_BASIS1 = np.uint64(0x84222325CBF29CE4)
 
 
-@njit
+@njit(inline="always")
 def _finalize(z):
     """The splitmix64 output function on a uint64 (a bijection with full avalanche)."""
     z = (z ^ (z >> _S30)) * _MUL1
@@ -76,19 +76,19 @@ def _finalize(z):
     return z ^ (z >> _S31)
 
 
-@njit
+@njit(inline="always")
 def mix64(x):
     """Hash one int64 to a well-mixed uint64 (splitmix64: add the golden gamma, finalize)."""
     return _finalize(np.uint64(np.int64(x)) + _GOLDEN)
 
 
-@njit
+@njit(inline="always")
 def hash2(k0, k1):
     """Hash a key of width 2 (a width-1 key is ``(k0, 0)``) to a uint64."""
     return _finalize(np.uint64(np.int64(k0)) ^ mix64(k1))
 
 
-@njit
+@njit(inline="always")
 def _home(k0, k1, mask):
     """The bucket where the probe for ``(k0, k1)`` starts."""
     return np.int64(hash2(k0, k1) & np.uint64(mask))
@@ -109,7 +109,7 @@ def ht_find(buckets, keys, k0, k1):
     return np.int64(-1)
 
 
-@njit
+@njit(inline="always")
 def _take_slot(meta, free, slot_cap):
     """Pop the free stack, else hand out ``high_water``; -1 when every slot is in use."""
     n_free = meta[2]
@@ -123,7 +123,10 @@ def _take_slot(meta, free, slot_cap):
     return high_water
 
 
-@njit
+# inline="always": inlined at Numba's IR level into the caller's loop. A plain
+# call passes four arrays by value (dozens of words) per row and measured
+# ~110 ns/row in a windowing loop against ~25 ns for the inlined probe.
+@njit(inline="always")
 def ht_upsert(buckets, keys, meta, free, k0, k1):
     """Find key ``(k0, k1)`` or insert it; returns ``(slot, inserted)``.
 
@@ -149,14 +152,14 @@ def ht_upsert(buckets, keys, meta, free, k0, k1):
     return np.int64(-1), False
 
 
-@njit
+@njit(inline="always")
 def ht_find_or_insert(buckets, keys, meta, free, k0, k1):
     """The slot of key ``(k0, k1)``, inserting it when absent (see :func:`ht_upsert`)."""
     slot, _inserted = ht_upsert(buckets, keys, meta, free, k0, k1)
     return slot
 
 
-@njit
+@njit(inline="always")
 def ht_delete(buckets, keys, meta, free, slot):
     """Remove the key held by ``slot`` and push the slot on the free stack.
 

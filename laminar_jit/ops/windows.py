@@ -80,11 +80,6 @@ class WindowOperator(Operator):
 
     # -- binding ---------------------------------------------------------------
     def _bind_common(self, node: str, schema: pa.Schema, event_time: str | None) -> dict:
-        if len(self.keys) > 1:
-            raise SchemaError(
-                f"operator {node!r}: composite keys {list(self.keys)} are not supported yet; combine them "
-                "into one integer key with an lj.Map upstream"
-            )
         if event_time is None or schema.get_field_index(event_time) < 0:
             raise SchemaError(
                 f"operator {node!r}: windows need an event-time column; declare the source with "

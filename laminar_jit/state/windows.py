@@ -37,6 +37,9 @@ class WindowState:
 
     def __init__(self, bound, capacity: int = 1024):
         self.table = KeyTable(width=2, capacity=capacity)
+        # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
+        # They map key combinations ever seen, like a dictionary, and are not pruned.
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
         self.aux = np.array([0, _WM_MAX, _WM_MIN, _WM_MIN], np.int64)
         self.fields: list[tuple[str, np.ndarray, object]] = []
         dtypes = dict(zip(bound.reads, bound.read_dtypes))
@@ -52,6 +55,9 @@ class WindowState:
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
+        for table in self.key_tables:
+            if table.headroom < extra:
+                table.reserve(extra)
         if self.table.headroom >= extra:
             return
         self.table.reserve(extra)
@@ -60,7 +66,10 @@ class WindowState:
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
         t = self.table
-        return [t.buckets, t.keys, t.meta, t.free, self.aux] + [arr for _, arr, _ in self.fields]
+        out = [t.buckets, t.keys, t.meta, t.free, self.aux] + [arr for _, arr, _ in self.fields]
+        for k in self.key_tables:
+            out += [k.buckets, k.keys, k.meta, k.free]
+        return out
 
     @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:
@@ -68,4 +77,6 @@ class WindowState:
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux")]
         for j, (_, agg) in enumerate(bound.extra["aggs"]):
             names += [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
+        for level in range(len(bound.extra["keys"]) - 1):
+            names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
