@@ -17,6 +17,15 @@ from . import common
 SIZE_MS = 10_000
 
 
+def stream(dag: lj.StreamingDag, batches) -> "pa.Table":
+    """Feed ``batches`` to a fresh executor, end the input, and return the windows."""
+    ex = lj.DagExecutor(dag)
+    for batch in batches:
+        ex.process_batch(common.SOURCE, batch)
+    ex.finish()
+    return ex.take_sink_outputs("out")
+
+
 def wide_key(bidder, auction):
     # ~1 M distinct keys: every bidder (100 K) times the last digit of the auction
     return bidder * 10 + auction % 10
@@ -62,11 +71,7 @@ class Tumbling:
         common.run_dag(self.dag, self.batches[:2])  # compile / load the plan
 
     def _run(self):
-        ex = lj.DagExecutor(self.dag)
-        for batch in self.batches:
-            ex.process_batch(common.SOURCE, batch)
-        ex.finish()
-        return ex.take_sink_outputs("out")
+        return stream(self.dag, self.batches)
 
     def time_laminar(self, keys):
         self._run()
@@ -134,11 +139,7 @@ class Sliding:
         common.run_dag(self.dag, self.batches[:2])
 
     def _run(self):
-        ex = lj.DagExecutor(self.dag)
-        for batch in self.batches:
-            ex.process_batch(common.SOURCE, batch)
-        ex.finish()
-        return ex.take_sink_outputs("out")
+        return stream(self.dag, self.batches)
 
     def time_laminar(self):
         self._run()

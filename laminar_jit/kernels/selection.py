@@ -14,7 +14,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["concat", "gather", "identity", "is_identity", "ones_or_gather", "scatter", "take_valid", "valid_or_ones"]
+__all__ = ["concat", "gather", "identity", "is_identity", "scatter", "valid_or_ones"]
 
 
 @njit
@@ -35,30 +35,6 @@ def is_identity(rows, n):
         if rows[i] != i:
             return False
     return True
-
-
-@njit
-def take_valid(valid, sel):
-    """Gather a validity mask through ``sel``, keeping "empty means no nulls"."""
-    if valid.size == 0:
-        return np.empty(0, np.bool_)
-    out = np.empty(sel.size, np.bool_)
-    for j in range(sel.size):
-        out[j] = valid[sel[j]]
-    return out
-
-
-@njit
-def ones_or_gather(valid, sel):
-    """Gather a validity mask through ``sel``, materializing "no nulls" as all-true."""
-    out = np.empty(sel.size, np.bool_)
-    if valid.size == 0:
-        out[:] = True
-    else:
-        for j in range(sel.size):
-            out[j] = valid[sel[j]]
-    return out
-
 
 
 @njit

@@ -126,6 +126,12 @@ class WindowOperator(Operator):
             "dtypes": tuple(dtypes),
         }
 
+    def _bound(self, node: str, input_schema: pa.Schema, info: dict, **geometry) -> Bound:
+        """The Bound of a window: schema facts from :meth:`_bind_common` plus its geometry (in units)."""
+        extra = dict(info, keys=self.keys, aggs=tuple(self.aggs.items()), late=self.late,
+                     late_sink=self.late_sink, **geometry)
+        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+
     def _fingerprint_parts(self) -> list[str]:
         return [type(self).__name__, repr(self.keys), repr(list(self.aggs.items())),
                 repr(self.allowed_lateness), self.late, str(self.late_sink)]
@@ -170,9 +176,7 @@ class TumblingWindow(WindowOperator):
         et_type = info["event_time_type"]
         size = _units(node, "size", self.size, et_type)
         offset = _units(node, "offset", self.offset, et_type, positive=False) % size
-        extra = dict(info, size=size, offset=offset, keys=self.keys, aggs=tuple(self.aggs.items()),
-                     late=self.late, late_sink=self.late_sink)
-        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+        return self._bound(node, input_schema, info, size=size, offset=offset)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.size), repr(self.offset)]
@@ -218,9 +222,8 @@ class SlidingWindow(WindowOperator):
             raise SchemaError(f"operator {node!r}: slide {self.slide} is longer than size {self.size}; "
                               "use a TumblingWindow or a smaller slide")
         offset = _units(node, "offset", self.offset, et_type, positive=False) % slide
-        extra = dict(info, size=size, slide=slide, pane=math.gcd(size, slide), offset=offset, keys=self.keys,
-                     aggs=tuple(self.aggs.items()), late=self.late, late_sink=self.late_sink)
-        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+        return self._bound(node, input_schema, info, size=size, slide=slide, pane=math.gcd(size, slide),
+                           offset=offset)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.size), repr(self.slide), repr(self.offset)]
