@@ -42,3 +42,16 @@ def test_contract_example():
     assert np.isclose(table.column("max_eur").to_numpy().max(), prices.max() * 0.908)
     m = ex.metrics
     assert m.events_in == n and m.batches == 1 and m.late_events == 0
+
+
+def test_cli_demo_and_bad_arguments():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "laminar_jit.cli", "demo", "--events", "20000", "--rows", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "eur_sink" in done.stdout and "M events/s" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "laminar_jit.cli", "demo", "--events", "-5"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "positive" in bad.stderr
