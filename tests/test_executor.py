@@ -450,3 +450,30 @@ def test_small_batches_from_two_sources_are_coalesced_in_order():
     expected += [x for x in range(600, 900) if x % 3]
     assert ex.take_sink_outputs("out").column("x").to_pylist() == expected
     assert ex.metrics.node("u")["rows_in"] == 900
+
+
+def add_one(x):
+    return x + 1.0
+
+
+def test_long_map_chains_are_materialized_and_stay_correct():
+    """More than MAX_EXPR_CALLS chained Maps: the lazy expression is materialized part-way."""
+    from laminar_jit.executor.codegen import MAX_EXPR_CALLS
+
+    schema = pa.schema([("x", pa.float64()), ("keep", pa.bool_())])
+    b = lj.DagBuilder().source("s", schema).operator("f", lj.Filter(lambda keep: keep)).connect("s", "f")
+    upstream = "f"
+    depth = MAX_EXPR_CALLS + 4
+    for i in range(depth):
+        b = b.operator(f"m{i}", lj.Map(add_one, output="x")).connect(upstream, f"m{i}")
+        upstream = f"m{i}"
+    dag = b.sink_for(upstream, "out").build()
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, 5_000)
+    keep = rng.random(5_000) < 0.5
+    mask = rng.random(5_000) < 0.1
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", {"x": pa.array(x, mask=mask), "keep": keep})
+    got = ex.take_sink_outputs("out").column("x").combine_chunks()
+    want = pa.array(x + depth, mask=mask)
+    assert got.equals(want.filter(pa.array(keep)))
