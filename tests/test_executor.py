@@ -475,5 +475,7 @@ def test_long_map_chains_are_materialized_and_stay_correct():
     ex = lj.DagExecutor(dag)
     ex.process_batch("s", {"x": pa.array(x, mask=mask), "keep": keep})
     got = ex.take_sink_outputs("out").column("x").combine_chunks()
-    want = pa.array(x + depth, mask=mask)
-    assert got.equals(want.filter(pa.array(keep)))
+    want = pa.array(x + depth, mask=mask).filter(pa.array(keep))
+    assert got.is_null().equals(want.is_null())
+    # reassociation (the fastmath set allows it) may fold the +1.0s: compare to rounding
+    assert np.allclose(got.fill_null(0).to_numpy(), want.fill_null(0).to_numpy(), rtol=0, atol=1e-12)
