@@ -120,6 +120,9 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
 def window_{nid}_update({params}):
     """Window node {nid}: fold rows into (key, window) slots; record late rows."""
     n_late = 0
+    seq = {state_names[4]}[0]  # kept in registers in the loop, written back at the end
+    low = {state_names[4]}[1]
+    high = {state_names[4]}[2]
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {pane}) * {pane} + {offset}  # the row's pane (= window when tumbling)
@@ -135,13 +138,16 @@ def window_{nid}_update({params}):
             continue
         {key_expr}
         s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
-        if ws < {state_names[4]}[1]:
-            {state_names[4]}[1] = ws
-        if ws > {state_names[4]}[2]:
-            {state_names[4]}[2] = ws
-        q = {state_names[4]}[0]
-        {state_names[4]}[0] = q + 1
+        if ws < low:
+            low = ws
+        if ws > high:
+            high = ws
+        q = seq
+        seq += 1
 {chr(10).join(agg_code)}
+    {state_names[4]}[0] = seq
+    {state_names[4]}[1] = low
+    {state_names[4]}[2] = high
     return n_late
 ''')
 
