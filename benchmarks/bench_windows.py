@@ -17,7 +17,7 @@ from . import common
 SIZE_MS = 10_000
 
 
-def stream(dag: lj.StreamingDag, batches) -> "pa.Table":
+def stream(dag: lj.StreamingDag, batches):
     """Feed ``batches`` to a fresh executor, end the input, and return the windows."""
     ex = lj.DagExecutor(dag)
     for batch in batches:

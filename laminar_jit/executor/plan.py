@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import pyarrow as pa
 
 from .._jit import JIT_DISABLED
 from .._types import arrow_to_numpy_dtype

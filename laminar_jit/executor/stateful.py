@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError

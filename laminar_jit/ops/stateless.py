@@ -145,7 +145,7 @@ class Map(Operator):
             else:
                 fields.append(pa.field(name, arrow_type))
         return Bound(node, self, input_schema, pa.schema(fields), reads, dtypes, tuple(writes),
-                     {"tuple_result": len(self.outputs) > 1, "returns": tuple(results)})
+                     {"returns": tuple(results)})
 
     def fingerprint(self) -> str | None:
         fp = self.kernel.fingerprint()

@@ -27,7 +27,6 @@ import hashlib
 import math
 from typing import Mapping
 
-import numpy as np
 import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, numpy_to_arrow_type

@@ -6,14 +6,8 @@ import numpy as np
 
 from .keytable import KeyTable
 
-__all__ = ["AUX_MIN_START", "AUX_SEQ", "WindowState"]
+__all__ = ["WindowState"]
 
-#: ``aux`` slots: arrival sequence counter, smallest and largest open pane
-#: start, next sliding window start to emit (int64 minimum: not yet known).
-AUX_SEQ = 0
-AUX_MIN_START = 1
-AUX_MAX_START = 2
-AUX_NEXT_WINDOW = 3
 
 _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
@@ -40,6 +34,8 @@ class WindowState:
         # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
         # They map key combinations ever seen, like a dictionary, and are not pruned.
         self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
+        # aux: arrival sequence counter, smallest and largest open pane start,
+        # next sliding window start to emit (int64 minimum: not yet known)
         self.aux = np.array([0, _WM_MAX, _WM_MIN, _WM_MIN], np.int64)
         self.fields: list[tuple[str, np.ndarray, object]] = []
         dtypes = dict(zip(bound.reads, bound.read_dtypes))

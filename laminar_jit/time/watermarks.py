@@ -15,15 +15,12 @@ WATERMARK_MIN = -(2**63)
 
 
 class WatermarkStrategy:
-    """Base class: turns the maximum event time seen so far into a watermark."""
+    """Base class: a source watermark is the largest event time seen minus :attr:`delay`.
+
+    The compiled step applies it row by row (``kernels/watermarks.py``).
+    """
 
     delay: int | _dt.timedelta = 0
-
-    def watermark_for(self, max_event_time: int, delay_units: int) -> int:
-        """Watermark given the largest event time seen (in column units)."""
-        if max_event_time == WATERMARK_MIN:
-            return WATERMARK_MIN
-        return max_event_time - delay_units
 
     def fingerprint(self) -> str:
         return f"{type(self).__name__}:{self.delay!r}"
