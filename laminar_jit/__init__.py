@@ -24,7 +24,7 @@ from .errors import (
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
 from .ops.aggregates import Agg, count, first, last, max, mean, min, sum
-from .ops.windows import SlidingWindow, TumblingWindow
+from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agg",
     "Ascending",
+    "SessionWindow",
     "SlidingWindow",
     "TumblingWindow",
     "count",

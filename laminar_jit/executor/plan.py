@@ -133,7 +133,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
     grids = []
     for nid in gen.stateful_ids:
         x = dag.nodes[nid].bound.extra
-        if x.get("slide", x["size"]) != x["size"]:
+        if "slide" in x and x["slide"] != x["size"]:
             grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"]))
     reach = set(dag.reachable_from(source))
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
@@ -151,7 +151,7 @@ import numpy as np
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark
-from laminar_jit.kernels.hashtable import ht_delete, ht_find_or_insert
+from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807

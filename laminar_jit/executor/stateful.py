@@ -57,15 +57,14 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     """
     nid = node.id
     x = node.bound.extra
-    size, offset, lateness = x["size"], x["offset"], x["lateness"]
-    slide = x.get("slide", size)
-    pane = x.get("pane", size)
+    lateness = x["lateness"]
     aggs = x["aggs"]
+    session = "gap" in x
     state_names = WindowState.argument_names(nid, node.bound)
     gen.state_args += state_names
     gen.stateful_ids.append(nid)
     fields_by_agg = []
-    pos = 5
+    pos = 13 if session else 5
     for _, agg in aggs:
         names = {}
         for field, _, _ in agg.blueprint.fields:
@@ -114,6 +113,14 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
                         + _indent(update, 12))
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor"] + state_names + ["late_out"])
+    if session:
+        _session_update(gen, nid, params, loop, _value(ts_col, gen, b, names, "i"), key_expr, agg_code,
+                        aggs, fields_by_agg, state_names, x["gap"], lateness)
+        _session_fire(gen, node, aggs, fields_by_agg, state_names, lateness)
+        return _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs)
+    size, offset = x["size"], x["offset"]
+    slide = x.get("slide", size)
+    pane = x.get("pane", size)
     gen.funcs.append(f'''
 @njit
 def window_{nid}_update({params}):
@@ -456,5 +463,156 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     # later never open them again
     if due != WM_MIN and due <= WM_MAX - {slide} and due + {slide} > {aux}[3]:
         {aux}[3] = due + {slide}
+    return win_start, win_end, key, key_valid, {rets}
+''')
+
+
+def _session_update(gen, nid, params, loop, ts_expr, key_expr, agg_code, aggs, fields_by_agg, state_names,
+                    gap, lateness):
+    """Fold rows into per-key sessions, extending and merging the open ones a row touches."""
+    buckets, keys, meta, free, aux, sstart, send, snext, kb, kk, km, kf, head = state_names[:13]
+    merges, resets = [], []
+    for (_, agg), fnames in zip(aggs, fields_by_agg):
+        merges.append(agg.blueprint.merge.format(**fnames))
+        resets += [f"{fnames['f_' + field]}[a] = {init!r}" for field, _, init in agg.blueprint.fields]
+    merge_code = "\n".join(_indent(m, 24) for m in merges + resets)
+    gen.funcs.append(f'''
+@njit
+def window_{nid}_update({params}):
+    """Session window node {nid} (gap {gap}): fold rows into sessions; record late rows."""
+    n_late = 0
+    seq = {aux}[0]
+    low = {aux}[1]  # lower bound of the open sessions' ends
+    serial = {aux}[3]
+    {loop}
+        t = {ts_expr}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+        {key_expr}
+        ks = ht_find({kb}, {kk}, k, np.int64(0))
+        hit = np.int64(-1)
+        if ks >= 0:
+            # every open session the row is closer than the gap to joins it
+            prev = np.int64(-1)
+            cur = {head}[ks]
+            while cur >= 0:
+                nxt = {snext}[cur]
+                if {send}[cur] + {lateness} > rw and {sstart}[cur] - {gap} < t and t < {send}[cur]:
+                    if hit < 0:
+                        hit = cur
+                        prev = cur
+                    else:  # the row bridges two sessions: fold ``cur`` into ``hit``
+                        d = hit
+                        a = cur
+{merge_code}
+                        if {sstart}[a] < {sstart}[d]:
+                            {sstart}[d] = {sstart}[a]
+                        if {send}[a] > {send}[d]:
+                            {send}[d] = {send}[a]
+                        if prev < 0:
+                            {head}[ks] = nxt
+                        else:
+                            {snext}[prev] = nxt
+                        {snext}[a] = -1
+                        ht_delete({buckets}, {keys}, {meta}, {free}, a)
+                else:
+                    prev = cur
+                cur = nxt
+        if hit < 0:
+            if t + {gap + lateness} <= rw:  # its own session would already have been emitted
+                late_out[n_late] = i
+                n_late += 1
+                continue
+            if ks < 0:
+                ks = ht_find_or_insert({kb}, {kk}, {km}, {kf}, k, np.int64(0))
+            hit = ht_find_or_insert({buckets}, {keys}, {meta}, {free}, k, serial)
+            serial += 1
+            {sstart}[hit] = t
+            {send}[hit] = t + {gap}
+            {snext}[hit] = {head}[ks]
+            {head}[ks] = hit
+        else:
+            if t < {sstart}[hit]:
+                {sstart}[hit] = t
+            if t + {gap} > {send}[hit]:
+                {send}[hit] = t + {gap}
+        if {send}[hit] < low:
+            low = {send}[hit]
+        s = hit
+        q = seq
+        seq += 1
+{chr(10).join(agg_code)}
+    {aux}[0] = seq
+    {aux}[1] = low
+    {aux}[3] = serial
+    return n_late
+''')
+
+
+def _session_fire(gen, node, aggs, fields_by_agg, state_names, lateness):
+    """Emit sessions whose end + lateness the watermark reached, ordered by end then key."""
+    nid = node.id
+    buckets, keys, meta, free, aux, sstart, send, snext, kb, kk, km, kf, head = state_names[:13]
+    allocs, final, rets = _finalizers(node, aggs, fields_by_agg)
+    resets = _resets(aggs, fields_by_agg)
+    gen.funcs.append(f'''
+@njit
+def window_{nid}_fire(wm_now, {", ".join(state_names)}):
+    """Session window node {nid}: emit due sessions and free their slots."""
+    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {lateness} <= wm_now
+    scan = {buckets}.size if do_fire else 0
+    fired = np.empty({meta}[0] if do_fire else 0, np.int32)
+    cnt = 0
+    low = WM_MAX
+    for bkt in range(scan):
+        s = {buckets}[bkt]
+        if s >= 0:
+            e = {send}[s]
+            if e + {lateness} <= wm_now:
+                fired[cnt] = s
+                cnt += 1
+            elif e < low:
+                low = e
+    if do_fire:
+        {aux}[1] = low
+    kk = np.empty(cnt, np.int64)
+    ee = np.empty(cnt, np.int64)
+    for j in range(cnt):
+        kk[j] = {keys}[fired[j], 0]
+        ee[j] = {send}[fired[j]]
+    by_key = np.argsort(kk, kind="mergesort")
+    order = by_key[np.argsort(ee[by_key], kind="mergesort")]
+    win_start = np.empty(cnt, np.int64)
+    win_end = np.empty(cnt, np.int64)
+    key = np.empty(cnt, np.int64)
+    key_valid = np.empty(cnt, np.bool_)
+{_indent(allocs, 4)}
+    for o in range(cnt):
+        s = fired[order[o]]
+        win_start[o] = {sstart}[s]
+        win_end[o] = {send}[s]
+        key[o] = {keys}[s, 0]
+        key_valid[o] = key[o] != {_NULL_KEY}
+{chr(10).join(_indent(f, 8) for f in final)}
+    for o in range(cnt):
+        s = fired[o]
+        ks = ht_find({kb}, {kk}, {keys}[s, 0], np.int64(0))
+        prev = np.int64(-1)
+        cur = {head}[ks]
+        while cur != s:
+            prev = cur
+            cur = {snext}[cur]
+        if prev < 0:
+            {head}[ks] = {snext}[s]
+        else:
+            {snext}[prev] = {snext}[s]
+        {snext}[s] = -1
+        if {head}[ks] < 0:
+            ht_delete({kb}, {kk}, {km}, {kf}, ks)
+{chr(10).join(_indent(r, 8) for r in resets)}
+        ht_delete({buckets}, {keys}, {meta}, {free}, s)
     return win_start, win_end, key, key_valid, {rets}
 ''')

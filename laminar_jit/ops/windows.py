@@ -1,4 +1,4 @@
-"""Event-time windows: ``TumblingWindow`` and ``SlidingWindow`` (pane-based).
+"""Event-time windows: ``TumblingWindow``, ``SlidingWindow`` (pane-based) and ``SessionWindow``.
 
 Semantics (Flink's, where the design is silent):
 
@@ -35,7 +35,7 @@ from ..time.watermarks import to_units
 from .aggregates import Agg
 from .base import Bound, Operator, kernel_column
 
-__all__ = ["SlidingWindow", "TumblingWindow", "WindowOperator"]
+__all__ = ["SessionWindow", "SlidingWindow", "TumblingWindow", "WindowOperator"]
 
 
 def _units(node: str, what: str, value, et_type, positive=True) -> int:
@@ -229,3 +229,43 @@ class SlidingWindow(WindowOperator):
 
     def label(self) -> str:
         return f"SlidingWindow({self.size}/{self.slide}, key={list(self.keys)}, {', '.join(self.aggs)})"
+
+
+class SessionWindow(WindowOperator):
+    """Per-key sessions: rows closer than ``gap`` (strictly) in event time share a session.
+
+    A session spans ``[first event time, last event time + gap)`` and is
+    emitted once the node's watermark reaches its end plus
+    ``allowed_lateness``. An out-of-order row may extend a session backwards,
+    or fall between two open sessions and merge them (their aggregates are
+    combined with the blueprints' merge step). A session the watermark has
+    closed takes no more rows: a row that only fits a closed session starts a
+    new one, or is late when its own session ``[t, t + gap)`` would already be
+    due — so emitted sessions never change.
+
+    Parameters
+    ----------
+    gap : int or datetime.timedelta
+        Inactivity that ends a session (event-time units; a timedelta for timestamp columns).
+    key, aggs, allowed_lateness, late, late_sink
+        As for :class:`TumblingWindow`.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj
+    >>> w = lj.SessionWindow(gap=30_000, key="user", aggs={"clicks": lj.count(), "spent": lj.sum("price")})
+    """
+
+    def __init__(self, gap, key=None, aggs=None, allowed_lateness=0, late="drop", late_sink=None):
+        super().__init__(key, aggs, allowed_lateness, late, late_sink)
+        self.gap = gap
+
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        info = self._bind_common(node, input_schema, event_time)
+        return self._bound(node, input_schema, info, gap=_units(node, "gap", self.gap, info["event_time_type"]))
+
+    def _fingerprint_parts(self) -> list[str]:
+        return super()._fingerprint_parts() + [repr(self.gap)]
+
+    def label(self) -> str:
+        return f"SessionWindow(gap={self.gap}, key={list(self.keys)}, {', '.join(self.aggs)})"

@@ -16,6 +16,9 @@ _WM_MIN = np.iinfo(np.int64).min
 class WindowState:
     """Per-node window state, owned by the executor, passed to the compiled step.
 
+    Session windows key the table by ``(key, session serial number)`` instead
+    and add per-slot bounds plus a per-key list of open sessions.
+
     Open windows live in a :class:`KeyTable` keyed by ``(key, window_start)``;
     each aggregate keeps its blueprint's fields as per-slot arrays. Firing a
     window deletes its slots, and slots are reused, so memory is bounded by
@@ -30,6 +33,7 @@ class WindowState:
     """
 
     def __init__(self, bound, capacity: int = 1024):
+        self.session = "gap" in bound.extra
         self.table = KeyTable(width=2, capacity=capacity)
         # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
         # They map key combinations ever seen, like a dictionary, and are not pruned.
@@ -38,6 +42,15 @@ class WindowState:
         # next sliding window start to emit (int64 minimum: not yet known)
         self.aux = np.array([0, _WM_MAX, _WM_MIN, _WM_MIN], np.int64)
         self.fields: list[tuple[str, np.ndarray, object]] = []
+        if self.session:
+            # Sessions: the table is keyed by (key, serial number) and each slot
+            # keeps its bounds and the next session of the same key; a second
+            # table maps a key to the head of its list of open sessions.
+            self.aux[3] = 0  # next serial number
+            for name, init in (("start", 0), ("end", 0), ("next", -1)):
+                self.fields.append((name, np.full(self.table.slot_capacity, init, np.int64), init))
+            self.heads = KeyTable(width=1, capacity=capacity)
+            self.head = np.full(self.heads.slot_capacity, -1, np.int64)
         dtypes = dict(zip(bound.reads, bound.read_dtypes))
         for j, (name, agg) in enumerate(bound.extra["aggs"]):
             in_dtype = dtypes.get(agg.column, np.dtype(np.int64))
@@ -54,6 +67,9 @@ class WindowState:
         for table in self.key_tables:
             if table.headroom < extra:
                 table.reserve(extra)
+        if self.session and self.heads.headroom < extra:
+            self.heads.reserve(extra)
+            self.head = self.heads.grow_slots(self.head, -1)
         if self.table.headroom >= extra:
             return
         self.table.reserve(extra)
@@ -62,7 +78,13 @@ class WindowState:
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
         t = self.table
-        out = [t.buckets, t.keys, t.meta, t.free, self.aux] + [arr for _, arr, _ in self.fields]
+        out = [t.buckets, t.keys, t.meta, t.free, self.aux]
+        if self.session:
+            h = self.heads
+            out += [arr for _, arr, _ in self.fields[:3]] + [h.buckets, h.keys, h.meta, h.free, self.head]
+            out += [arr for _, arr, _ in self.fields[3:]]
+        else:
+            out += [arr for _, arr, _ in self.fields]
         for k in self.key_tables:
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
@@ -71,6 +93,9 @@ class WindowState:
     def argument_names(node_id: int, bound) -> list[str]:
         """Parameter names of :meth:`arrays` in a generated step."""
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux")]
+        if "gap" in bound.extra:
+            names += [f"st{node_id}_{s}" for s in ("start", "end", "next", "kbuckets", "kkeys", "kmeta", "kfree",
+                                                   "head")]
         for j, (_, agg) in enumerate(bound.extra["aggs"]):
             names += [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
         for level in range(len(bound.extra["keys"]) - 1):

@@ -1,0 +1,246 @@
+"""Session windows against DuckDB (gaps-and-islands SQL) and a plain-Python sessionizer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import laminar_jit as lj
+from conftest import split_table
+from test_windows import AGGS, SCHEMA, assert_windows, watermark_before
+
+GAP = 60
+
+
+def bursts(n: int, seed: int, disorder: int = 40, null_fraction: float = 0.05) -> pa.Table:
+    """Bursty activity (pauses between bursts), zipf keys with nulls, nulls/NaN in price, disorder."""
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(0, 12, n) + np.where(rng.random(n) < 0.03, rng.integers(50, 400, n), 0)
+    ts = np.cumsum(steps).astype(np.int64) + rng.integers(0, disorder + 1, n)
+    auction = np.minimum(rng.zipf(1.6, n), 30).astype(np.int64)
+    price = np.round(rng.uniform(0, 100, n), 1)
+    price[rng.random(n) < 0.01] = np.nan
+    return pa.table({
+        "ts": ts,
+        "auction": pa.array(auction, mask=rng.random(n) < 0.03),
+        "price": pa.array(price, mask=rng.random(n) < null_fraction),
+        "ch": pa.array(rng.choice(["web", "app", "api"], n)),
+    }, schema=SCHEMA)
+
+
+def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop", aggs=AGGS):
+    kw = dict(late="side_output", late_sink="late") if late == "side_output" else {}
+    op = lj.SessionWindow(gap=GAP, key=key, aggs=aggs, allowed_lateness=lateness, **kw)
+    return (lj.DagBuilder()
+            .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
+            .operator("w", op).connect("bids", "w").sink_for("w", "out").build())
+
+
+def run(dag, batches):
+    ex = lj.DagExecutor(dag)
+    for b in batches:
+        ex.process_batch("bids", b)
+    ex.finish()
+    return ex, ex.take_all_sink_outputs()
+
+
+_AGG_SQL = """count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS lo, max(price) AS hi,
+              avg(price) AS avg,
+              arg_min(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS f,
+              arg_max(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS l"""
+
+
+def duckdb_sessions(table: pa.Table, key: str = "auction") -> pl.DataFrame:
+    """Gaps and islands in SQL: a new session where the previous event of the key is >= GAP behind."""
+    t = table.append_column("arrival", pa.array(np.arange(table.num_rows)))
+    con = duckdb.connect()
+    con.register("t", t)
+    return con.sql(f"""
+        WITH d AS (SELECT *, ts - lag(ts) OVER (PARTITION BY {key} ORDER BY ts, arrival) AS step FROM t),
+             s AS (SELECT *, sum(CASE WHEN step IS NULL OR step >= {GAP} THEN 1 ELSE 0 END)
+                             OVER (PARTITION BY {key} ORDER BY ts, arrival ROWS UNBOUNDED PRECEDING) AS sid FROM d)
+        SELECT min(ts) AS window_start, max(ts) + {GAP} AS window_end, {key}, {_AGG_SQL}
+        FROM s GROUP BY {key}, sid ORDER BY window_end, {key} NULLS FIRST
+    """).pl()
+
+
+def python_session_ids(ts, keys, wm, lateness: int) -> np.ndarray:
+    """Plain-Python sessionizer with the engine's lateness rules; -1 marks a late row.
+
+    A row joins (and so merges) every session of its key that is still open
+    at its watermark and that it is closer than GAP to; else it starts a new
+    session, unless that session would already be due (the row is late).
+    """
+    sid = np.full(ts.size, -1, np.int64)
+    alias: list[int] = []
+    bounds: list[list[int]] = []
+    open_by_key: dict = {}
+    for i, (t, k, rw) in enumerate(zip(ts.tolist(), keys, wm.tolist())):
+        live = [s for s in open_by_key.get(k, []) if bounds[s][1] + lateness > rw]
+        hits = [s for s in live if bounds[s][0] - GAP < t < bounds[s][1]]
+        if not hits:
+            if t + GAP + lateness <= rw:
+                open_by_key[k] = live
+                continue
+            bounds.append([t, t + GAP])
+            alias.append(len(alias))
+            live.append(len(bounds) - 1)
+            hits = [len(bounds) - 1]
+        keep = hits[0]
+        for other in hits[1:]:
+            bounds[keep] = [min(bounds[keep][0], bounds[other][0]), max(bounds[keep][1], bounds[other][1])]
+            alias[other] = keep
+            live.remove(other)
+        bounds[keep] = [min(bounds[keep][0], t), max(bounds[keep][1], t + GAP)]
+        open_by_key[k] = live
+        sid[i] = keep
+    resolve = np.array(alias, np.int64)
+    for _ in range(len(alias)):
+        nxt = resolve[resolve]
+        if np.array_equal(nxt, resolve):
+            break
+        resolve = nxt
+    return np.where(sid >= 0, resolve[np.maximum(sid, 0)], -1)
+
+
+def python_reference(table: pa.Table, delay: int, lateness: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
+    """Sessions of the Python sessionizer, aggregated by DuckDB; and the late-row mask."""
+    ts = table.column("ts").to_numpy()
+    sid = python_session_ids(ts, table.column("auction").to_pylist(), watermark_before(ts, delay), lateness)
+    t = table.append_column("arrival", pa.array(np.arange(table.num_rows))).append_column("sid", pa.array(sid))
+    con = duckdb.connect()
+    con.register("t", t)
+    want = con.sql(f"""
+        SELECT min(ts) AS window_start, max(ts) + {GAP} AS window_end, auction, {_AGG_SQL}
+        FROM t WHERE sid >= 0 GROUP BY auction, sid ORDER BY window_end, auction NULLS FIRST
+    """).pl()
+    return want, sid < 0
+
+
+def test_sessions_every_aggregate_match_duckdb_gaps_and_islands():
+    table = bursts(20_000, seed=1)
+    ex, out = run(session_dag(delay=40), table.to_batches(max_chunksize=3_000))
+    assert ex.metrics.late_events == 0
+    assert out["out"].schema.names == ["window_start", "window_end", "auction", *AGGS]
+    want = duckdb_sessions(table)
+    assert want.height > 1_000  # many sessions, many keys
+    assert_windows(out["out"], want)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), n=st.integers(0, 2_500), cuts=st.lists(st.integers(0, 2_500), max_size=10),
+       delay=st.sampled_from([0, 10, 40]), lateness=st.sampled_from([0, 30]))
+def test_split_invariance_late_rows_and_merges(seed, n, cuts, delay, lateness):
+    """Random splits (0- and 1-row batches too) with late rows: equal to the Python sessionizer."""
+    table = bursts(n, seed=seed)
+    ex, out = run(session_dag(delay=delay, lateness=lateness), split_table(table, cuts))
+    want, late = python_reference(table, delay, lateness)
+    assert ex.metrics.late_events == int(late.sum())
+    assert_windows(out["out"], want)
+
+
+def test_late_row_merges_two_open_sessions():
+    ex = lj.DagExecutor(session_dag(delay=100, aggs={"n": lj.count(), "s": lj.sum("price"), "f": lj.first("price")}))
+    row = lambda ts, p: {"ts": ts, "auction": [7] * len(ts), "price": p, "ch": ["x"] * len(ts)}  # noqa: E731
+    ex.process_batch("bids", row([0, 20, 100, 130], [1.0, 2.0, 3.0, 4.0]))  # sessions [0, 80) and [100, 190)
+    assert ex.take_sink_outputs("out").num_rows == 0
+    ex.process_batch("bids", row([50], [10.0]))  # 50 is closer than 60 to 20 and to 100: one session
+    ex.finish()
+    got = ex.take_sink_outputs("out").to_pylist()
+    assert got == [{"window_start": 0, "window_end": 190, "auction": 7, "n": 5, "s": 20.0, "f": 1.0}]
+
+
+def test_closed_sessions_never_change_and_late_rows_go_to_the_side_output():
+    table = bursts(6_000, seed=3, disorder=300)
+    ex, out = run(session_dag(delay=20, late="side_output"), table.to_batches(max_chunksize=400))
+    want, late = python_reference(table, 20)
+    assert late.sum() > 0
+    assert ex.metrics.late_events == late.sum()
+    assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late))), null_equal=True)
+    assert_windows(out["out"], want)
+
+
+def test_sessions_are_emitted_as_the_watermark_passes_their_end():
+    ex = lj.DagExecutor(session_dag(delay=0, aggs={"n": lj.count()}))
+    row = lambda ts, k: {"ts": ts, "auction": k, "price": [1.0] * len(ts), "ch": ["x"] * len(ts)}  # noqa: E731
+    ex.process_batch("bids", row([0, 30, 10], [1, 1, 2]))
+    assert ex.take_sink_outputs("out").num_rows == 0
+    ex.advance_watermark("bids", 90)  # [0, 90) of key 1 is due, [10, 70) of key 2 was due first
+    got = ex.take_sink_outputs("out").to_pylist()
+    assert [(r["window_start"], r["window_end"], r["auction"], r["n"]) for r in got] == [(10, 70, 2, 1), (0, 90, 1, 2)]
+    ex.process_batch("bids", row([20], [1]))  # its own session [20, 80) is behind the watermark: late
+    assert ex.metrics.late_events == 1
+    ex.process_batch("bids", row([40], [1]))  # [40, 100) is still open: a new session, the emitted one stays
+    assert ex.metrics.late_events == 1
+    ex.finish()
+    assert [(r["window_start"], r["window_end"], r["n"]) for r in ex.take_sink_outputs("out").to_pylist()] == [
+        (40, 100, 1)]
+
+
+def test_string_and_composite_keys():
+    table = bursts(6_000, seed=4)
+    for key in ("ch", ["ch", "auction"]):
+        _, out = run(session_dag(delay=40, key=key, aggs={"n": lj.count(), "hi": lj.max("price")}),
+                     table.to_batches(max_chunksize=700))
+        got = pl.from_arrow(out["out"])
+        keys = [key] if isinstance(key, str) else key
+        assert got.columns == ["window_start", "window_end", *keys, "n", "hi"]
+        assert got.schema["ch"] == pl.String
+        t = table.append_column("arrival", pa.array(np.arange(table.num_rows)))
+        con = duckdb.connect()
+        con.register("t", t)
+        part = ", ".join(keys)
+        want = con.sql(f"""
+            WITH d AS (SELECT *, ts - lag(ts) OVER (PARTITION BY {part} ORDER BY ts, arrival) AS step FROM t),
+                 s AS (SELECT *, sum(CASE WHEN step IS NULL OR step >= {GAP} THEN 1 ELSE 0 END)
+                       OVER (PARTITION BY {part} ORDER BY ts, arrival ROWS UNBOUNDED PRECEDING) AS sid FROM d)
+            SELECT min(ts) AS window_start, max(ts) + {GAP} AS window_end, {part}, count(*) AS n, max(price) AS hi
+            FROM s GROUP BY {part}, sid""").pl()
+        order = ["window_start", "window_end", *keys]
+        assert got.sort(order, nulls_last=True).equals(want.sort(order, nulls_last=True), null_equal=True)
+
+
+def test_timestamp_event_time_with_timedelta_gap():
+    schema = pa.schema([("t", pa.timestamp("us")), ("user", pa.string())])
+    dag = (lj.DagBuilder()
+           .source("s", schema, event_time="t", watermark=lj.BoundedOutOfOrderness(dt.timedelta(seconds=1)))
+           .operator("w", lj.SessionWindow(gap=dt.timedelta(minutes=5), key="user", aggs={"clicks": lj.count()}))
+           .connect("s", "w").sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    start = dt.datetime(2026, 1, 1, 12, 0)
+    times = [start, start + dt.timedelta(minutes=4), start + dt.timedelta(minutes=19), start + dt.timedelta(minutes=20)]
+    ex.process_batch("s", pa.record_batch({"t": pa.array(times, pa.timestamp("us")),
+                                           "user": ["ann", "ann", "bob", "ann"]}, schema=schema))
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    assert got.schema.field("window_end").type == pa.timestamp("us")
+    assert [(r["user"], r["window_start"], r["window_end"], r["clicks"]) for r in got.to_pylist()] == [
+        ("ann", start, start + dt.timedelta(minutes=9), 2),
+        ("bob", start + dt.timedelta(minutes=19), start + dt.timedelta(minutes=24), 1),
+        ("ann", start + dt.timedelta(minutes=20), start + dt.timedelta(minutes=25), 1),
+    ]
+
+
+def test_session_state_stays_bounded_with_rotating_keys():
+    ex = lj.DagExecutor(session_dag(delay=0, aggs={"n": lj.count()}))
+    state = ex._states[ex.dag.node("w").id]
+    for i in range(60):
+        ts = np.arange(1_000, dtype=np.int64) * 3 + i * 3_000
+        ex.process_batch("bids", {"ts": ts, "auction": ts // 300 + i * 100_000, "price": np.ones(1_000),
+                                  "ch": ["a"] * 1_000})
+        ex.take_sink_outputs("out")
+    assert len(state) <= 20 and len(state.heads) <= 20
+    assert state.table.slot_capacity <= 4_096 and state.heads.slot_capacity <= 4_096
+
+
+def test_session_configuration_errors():
+    with pytest.raises(lj.SchemaError, match="gap must be positive"):
+        (lj.DagBuilder().source("s", SCHEMA, event_time="ts")
+         .operator("w", lj.SessionWindow(gap=0, aggs={"n": lj.count()})).connect("s", "w").sink_for("w", "o").build())
