@@ -166,3 +166,76 @@ class SlidingDuckDB:
 
     def time_duckdb(self):
         self.con.sql(_SLIDING_SQL).to_arrow_table()
+
+
+GAP_MS = 1_000
+
+
+def session_dag() -> lj.StreamingDag:
+    """Sessions per auction with a 1 s gap: count, sum(price), max(price)."""
+    aggs = {"n": lj.count(), "total": lj.sum("price"), "top": lj.max("price")}
+    return (lj.DagBuilder()
+            .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                    watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("sessions", lj.SessionWindow(gap=GAP_MS, key="auction", aggs=aggs))
+            .connect(common.SOURCE, "sessions").sink_for("sessions", "out").build())
+
+
+# gaps and islands: a new session where the auction's previous event is >= GAP_MS behind
+_SESSION_SQL = f"""
+    WITH d AS (SELECT *, ts - lag(ts) OVER (PARTITION BY auction ORDER BY ts) AS step FROM events),
+         s AS (SELECT *, sum(CASE WHEN step IS NULL OR step >= {GAP_MS} THEN 1 ELSE 0 END)
+                         OVER (PARTITION BY auction ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM d)
+    SELECT min(ts) AS window_start, max(ts) + {GAP_MS} AS window_end, auction,
+           count(*) AS n, sum(price) AS total, max(price) AS top
+    FROM s GROUP BY auction, sid"""
+
+
+class Session:
+    """Per-auction sessions, 1 s gap (DuckDB: :class:`SessionDuckDB`)."""
+
+    timeout = 300
+
+    def setup(self):
+        n = common.n_events()
+        self.batches = common.event_batches(n, 65_536)
+        self.dag = session_dag()
+        common.run_dag(self.dag, self.batches[:2])
+
+    def _run(self):
+        return stream(self.dag, self.batches)
+
+    def time_laminar(self):
+        self._run()
+
+    def peakmem_laminar(self):
+        self._run()
+
+    def track_windows_emitted(self):
+        """Sessions emitted by laminar; equals DuckDB's group count (a correctness canary)."""
+        return self._run().num_rows
+
+    track_windows_emitted.unit = "rows"
+
+
+class SessionDuckDB:
+    """The :class:`Session` query in DuckDB: ``lag`` over each auction, running sum of gaps, GROUP BY."""
+
+    timeout = 300
+
+    def setup(self):
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.con.sql(_SESSION_SQL.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self):
+        self.con.close()
+
+    def time_duckdb(self):
+        self.con.sql(_SESSION_SQL).to_arrow_table()
+
+    def track_sessions(self):
+        """DuckDB's session count, to compare with ``Session.track_windows_emitted``."""
+        return self.con.sql(f"SELECT count(*) FROM ({_SESSION_SQL})").fetchall()[0][0]
+
+    track_sessions.unit = "rows"

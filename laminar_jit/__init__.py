@@ -23,9 +23,11 @@ from .errors import (
 )
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
-from .ops.aggregates import Agg, count, first, last, max, mean, min, sum
+from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
+from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness
+from . import recipes  # noqa: F401 - lj.recipes.zscore, lj.recipes.ewma
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "SessionWindow",
     "SlidingWindow",
     "TumblingWindow",
+    "UserAggregate",
     "count",
     "first",
     "last",
@@ -55,10 +58,12 @@ __all__ = [
     "FanOutError",
     "Filter",
     "Kernel",
+    "KeyedKernel",
     "KernelError",
     "LaminarError",
     "Map",
     "Metrics",
+    "NO_TIMER",
     "PortError",
     "Project",
     "RoutingTable",
@@ -66,4 +71,5 @@ __all__ = [
     "StreamingDag",
     "UnknownNodeError",
     "kernel",
+    "recipes",
 ]

@@ -163,6 +163,8 @@ def test_closed_sessions_never_change_and_late_rows_go_to_the_side_output():
     want, late = python_reference(table, 20)
     assert late.sum() > 0
     assert ex.metrics.late_events == late.sum()
+    assert ex.metrics.node("w") == {"rows_in": table.num_rows, "rows_out": len(out["out"]),
+                                    "late_events": late.sum()}
     assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late))), null_equal=True)
     assert_windows(out["out"], want)
 

@@ -321,6 +321,8 @@ def _input_event_time(node: Node, nodes: list[Node]) -> str | None:
 
 def _output_event_time(node: Node, event_time: str | None) -> str | None:
     """Where the event time lives in a node's output (None once it is dropped or overwritten)."""
+    if node.kind == "stateful" and "output_event_time" in node.bound.extra:
+        return node.bound.extra["output_event_time"]
     if node.kind == "stateful":
         # window results carry their window's start as event time, so a window
         # of aligned windows puts each result in the window that contains it

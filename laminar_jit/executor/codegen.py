@@ -36,7 +36,7 @@ from ..ops.stateless import Filter, Map, Project
 
 __all__ = ["METRIC_SLOTS", "Binding", "Col", "Gen", "SinkLayout", "generate"]
 
-#: Global counters kept after the per-node (rows_in, rows_out) pairs.
+#: Global counters kept after the per-node (rows_in, rows_out, late_events) triples.
 METRIC_SLOTS = ("events_processed", "events_routed", "multicast_publishes", "nodes_skipped", "late_events")
 
 #: An expression with more kernel calls than this is materialized into arrays.
@@ -221,7 +221,7 @@ def generate(dag, source: str) -> Gen:
     reach = dag.reachable_from(source)
     reach_set = set(reach)
     out: dict[int, Binding] = {}
-    g = 2 * len(dag.nodes)  # first global metric slot
+    g = 3 * len(dag.nodes)  # first global metric slot
     slot = {name: g + i for i, name in enumerate(METRIC_SLOTS)}
 
     late: dict[int, Binding] = {}
@@ -229,7 +229,7 @@ def generate(dag, source: str) -> Gen:
         node = dag.nodes[nid]
         if node.kind == "source":
             b = _source(gen, node)
-            gen.emit(f"metrics[{2 * nid}] += n")
+            gen.emit(f"metrics[{3 * nid}] += n")
             out[nid] = b
             _route(gen, nid, b.sel, slot)
             continue
@@ -237,9 +237,9 @@ def generate(dag, source: str) -> Gen:
         ups = [late[u] if port == "late" else out[u] for u, port in node.inputs if u in reach_set]
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)
-        gen.emit(f"metrics[{2 * nid}] += {size_of(b.sel)}")
+        gen.emit(f"metrics[{3 * nid}] += {size_of(b.sel)}")
         if node.kind == "sink":
-            gen.emit(f"metrics[{2 * nid + 1}] += {size_of(b.sel)}")
+            gen.emit(f"metrics[{3 * nid + 1}] += {size_of(b.sel)}")
             _sink(gen, node, b)
             continue
         gen.emit(f"metrics[{slot['events_processed']}] += {size_of(b.sel)}")
@@ -247,9 +247,13 @@ def generate(dag, source: str) -> Gen:
         gen.emit(f"metrics[{slot['nodes_skipped']}] += 1", 2)
         op = node.op
         if node.kind == "stateful":
-            from .stateful import generate_window
+            from ..ops.keyed import KeyedKernel
+            from .stateful import generate_keyed, generate_window
 
-            nb, late[nid] = generate_window(gen, node, b, slot, reach_set)
+            if isinstance(op, KeyedKernel):
+                nb = generate_keyed(gen, node, b, slot, reach_set)
+            else:
+                nb, late[nid] = generate_window(gen, node, b, slot, reach_set)
         elif isinstance(op, Filter):
             nb = _filter(gen, node, b)
             _propagate_watermark(gen, node)
@@ -303,7 +307,7 @@ def _propagate_watermark(gen: Gen, node) -> None:
 
 def _route(gen: Gen, nid: int, sel: str, slot) -> None:
     # The step follows the routing table: per-edge counts come from ``offsets``.
-    gen.emit(f"metrics[{2 * nid + 1}] += {size_of(sel)}")
+    gen.emit(f"metrics[{3 * nid + 1}] += {size_of(sel)}")
     gen.emit(f"deg = offsets[{nid + 1}] - offsets[{nid}]")
     gen.emit(f"metrics[{slot['events_routed']}] += {size_of(sel)} * deg")
     gen.emit(f"if deg > 1 and {size_of(sel)} > 0:")

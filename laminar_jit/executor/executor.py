@@ -14,7 +14,6 @@ from ..time.watermarks import WATERMARK_MIN
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .metrics import Metrics
 from ..state.dictionary import StringDictionary
-from ..state.windows import WindowState
 from .plan import compile_plan
 
 __all__ = ["DagExecutor"]
@@ -67,7 +66,7 @@ class DagExecutor:
         self._idle = np.zeros(len(dag.nodes), np.bool_)
         self._last_input = {name: time.monotonic() for name in dag.sources}
         # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
-        self._states = {n.id: WindowState(n.bound) for n in dag.nodes if n.kind == "stateful"}
+        self._states = {n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"}
         self._dicts = {(plan.source, name): StringDictionary(_dictionary_type(dag.node(plan.source).schema.field(name).type))
                        for plan in self._plans.values() for name, _, _, encoded in plan.args if encoded}
         for buffer in self._outputs.values():
@@ -326,7 +325,7 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     for nid, state in by_id.items():
         # new entries per call <= rows reaching the node: copies of source rows
         # plus what stateful nodes upstream can emit (at most their open entries)
-        emitted = sum(len(by_id[u]) for u in plan.upstream_stateful[nid])
+        emitted = sum(by_id[u].max_emit() for u in plan.upstream_stateful[nid])
         state.reserve(n * plan.max_paths + emitted)
         state_args.extend(state.arrays())
     return plan.step(n, *args, offsets, counters, *time_state, *state_args)

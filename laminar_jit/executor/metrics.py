@@ -26,7 +26,8 @@ class Metrics:
         Non-empty outputs of nodes with more than one target, per compiled
         dispatch (small batches are coalesced into one dispatch).
     late_events : int
-        Rows dropped (or side-routed) as late by event-time operators.
+        Rows dropped (or side-routed) as late by event-time operators (per
+        node in :meth:`node`).
     nodes_skipped : int
         Operator invocations skipped because their input was empty, per
         compiled dispatch.
@@ -34,8 +35,8 @@ class Metrics:
 
     def __init__(self, node_names: list[str]):
         self._names = list(node_names)
-        self._base = 2 * len(self._names)
-        #: int64 counters: (rows_in, rows_out) per node id, then METRIC_SLOTS.
+        self._base = 3 * len(self._names)
+        #: int64 counters: (rows_in, rows_out, late_events) per node id, then METRIC_SLOTS.
         self.counters = np.zeros(self._base + len(METRIC_SLOTS), dtype=np.int64)
         self.events_in = 0
         self.batches = 0
@@ -64,13 +65,18 @@ class Metrics:
         return self._slot("late_events")
 
     def node(self, name: str) -> dict[str, int]:
-        """``{"rows_in": …, "rows_out": …}`` of one node."""
+        """``{"rows_in": …, "rows_out": …, "late_events": …}`` of one node.
+
+        ``late_events`` counts the rows an event-time operator found late
+        (dropped, or sent to its side output); it is 0 for other nodes.
+        """
         i = self._names.index(name)
-        return {"rows_in": int(self.counters[2 * i]), "rows_out": int(self.counters[2 * i + 1])}
+        c = self.counters
+        return {"rows_in": int(c[3 * i]), "rows_out": int(c[3 * i + 1]), "late_events": int(c[3 * i + 2])}
 
     @property
     def per_node(self) -> dict[str, dict[str, int]]:
-        """Rows in/out of every node, by name."""
+        """Rows in/out and late rows of every node, by name."""
         return {name: self.node(name) for name in self._names}
 
     def as_dict(self) -> dict[str, int]:

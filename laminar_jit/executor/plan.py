@@ -152,6 +152,7 @@ from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark
 from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
+from laminar_jit.kernels.timers import grow, heap_pop, heap_push
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -201,10 +202,9 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
         sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
     sig += [readonly(np.dtype(np.int32)), numba.types.Array(numba.types.int64, 1, "C"),
             numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
-    from ..state.windows import WindowState
-
     for nid in gen.stateful_ids:
-        sig += [numba.typeof(a) for a in WindowState(dag.nodes[nid].bound, capacity=1).arrays()]
+        node = dag.nodes[nid]
+        sig += [numba.typeof(a) for a in node.op.new_state(node.bound, capacity=1).arrays()]
     return tuple(sig)
 
 

@@ -41,6 +41,13 @@ __all__ = ["generate_window"]
 _NULL_KEY = "WM_MIN"  # int64 minimum: the group of null keys
 
 
+def _literal(value) -> str:
+    """Python source of an initial state value (``inf``/``nan`` spelled through numpy)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "np.nan" if np.isnan(value) else ("np.inf" if value > 0 else "-np.inf")
+    return repr(value)
+
+
 def _dtype_name(dtype) -> str:
     name = np.dtype(dtype).name
     return "np.bool_" if name == "bool" else f"np.{name}"
@@ -66,6 +73,11 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     fields_by_agg = []
     pos = 13 if session else 5
     for _, agg in aggs:
+        if agg.user is not None:  # the user aggregate's functions, called from the templates
+            for role, k in agg.user.kernels.items():
+                global_name = agg.user.global_names[role]
+                gen.kernels[global_name] = k.dispatcher
+                gen.fingerprints.append(f"{global_name}={agg.fingerprint()}@{k.fn.__module__}.{k.fn.__qualname__}")
         names = {}
         for field, _, _ in agg.blueprint.fields:
             names[f"f_{field}"] = state_names[pos]
@@ -73,12 +85,7 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
         fields_by_agg.append(names)
 
     ts_col = b.cols[x["event_time"]]
-    key_cols = [b.cols[k] for k in x["keys"]]
-    for k, kc in zip(x["keys"], key_cols):
-        if kc.kind == "src" and arrow_to_numpy_dtype(kc.arrow_type) is None:
-            if b.origin is not None:
-                raise SchemaError(f"operator {node.name!r}: string key {k!r} must come from a source column")
-            gen.encoded.add(kc.name)
+    key_cols = _key_columns(gen, node, b)
     agg_cols = [b.cols[a.column] if a.column else None for _, a in aggs]
 
     leaves: list = []
@@ -89,19 +96,7 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
 
     # --- update -------------------------------------------------------------
-    # One int64 per key column (dictionary code for strings; null -> the null group);
-    # composite keys are chained through per-level (id, next code) -> id tables.
-    comp = []
-    for kc in key_cols:
-        key_leaves = gen.leaves(b, kc, [])
-        comp.append(f"np.int64({_value(kc, gen, b, names, 'i')}) if {_row_ok(names, key_leaves, 'i')} "
-                    f"else {_NULL_KEY}")
-    key_lines = [f"k = {comp[0]}" if comp else "k = np.int64(0)"]
-    level_tables = _key_table_names(state_names, len(key_cols))
-    for level, expr in enumerate(comp[1:]):
-        kt = level_tables[level]
-        key_lines.append(f"k = np.int64(ht_find_or_insert({', '.join(kt)}, k, {expr}))")
-    key_expr = "\n        ".join(key_lines)
+    key_expr = _key_code(gen, b, names, key_cols, state_names)
     agg_code = []
     for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
         update = agg.blueprint.update.format(**fnames)
@@ -167,6 +162,55 @@ def window_{nid}_update({params}):
     return _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs)
 
 
+def _key_columns(gen, node, b: Binding) -> list:
+    """The key columns of a keyed node; string keys are read as source dictionary codes."""
+    key_cols = [b.cols[k] for k in node.bound.extra["keys"]]
+    for k, kc in zip(node.bound.extra["keys"], key_cols):
+        if kc.kind == "src" and arrow_to_numpy_dtype(kc.arrow_type) is None:
+            if b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string key {k!r} must come from a source column")
+            gen.encoded.add(kc.name)
+    return key_cols
+
+
+def _key_code(gen, b: Binding, names: dict, key_cols: list, state_names: list[str]) -> str:
+    """Statements setting ``k``, the row's int64 key.
+
+    One int64 per key column (dictionary code for strings; null -> the null
+    group); composite keys are chained through per-level (id, next code) -> id
+    tables, the last state arguments.
+    """
+    comp = []
+    for kc in key_cols:
+        key_leaves = gen.leaves(b, kc, [])
+        comp.append(f"np.int64({_value(kc, gen, b, names, 'i')}) if {_row_ok(names, key_leaves, 'i')} "
+                    f"else {_NULL_KEY}")
+    key_lines = [f"k = {comp[0]}" if comp else "k = np.int64(0)"]
+    level_tables = _key_table_names(state_names, len(key_cols))
+    for level, expr in enumerate(comp[1:]):
+        kt = level_tables[level]
+        key_lines.append(f"k = np.int64(ht_find_or_insert({', '.join(kt)}, k, {expr}))")
+    return "\n        ".join(key_lines)
+
+
+def _emitted_key_cols(gen, node, key_cols: list, state_names: list[str], key: str, key_valid: str) -> dict:
+    """Output Cols of the key column(s) from emitted int64 keys (decoding composite ids)."""
+    nid = node.id
+    keys = node.bound.extra["keys"]
+    key_arrays = [(key, key_valid)]
+    if len(key_cols) > 1:
+        _key_decoder(gen, nid, state_names, len(key_cols))
+        key_arrays = [(f"kc{c}_{nid}", f"kcv{c}_{nid}") for c in range(len(key_cols))]
+        tables = _key_table_names(state_names, len(key_cols))
+        gen.emit(f"{', '.join(v for pair in key_arrays for v in pair)} = "
+                 f"window_{nid}_keys({key}, {', '.join(v for t in tables for v in t)})")
+    cols = {}
+    for (k, kc), (vals, valid) in zip(zip(keys, key_cols), key_arrays):
+        dictionary = (gen.source, kc.name) if kc.name in gen.encoded and kc.kind == "src" else None
+        cols[k] = Col("der", k, node.schema.field(k).type, vals, valid, dictionary=dictionary)
+    return cols
+
+
 def _key_table_names(state_names: list[str], n_keys: int) -> list[list[str]]:
     """State arguments of the composite-key tables (the last ``4 * (n_keys - 1)`` names)."""
     levels = max(0, n_keys - 1)
@@ -213,7 +257,7 @@ def _resets(aggs, fields_by_agg, slot_expr: str = "s") -> list[str]:
     out = []
     for (_, agg), fnames in zip(aggs, fields_by_agg):
         for field, _, init in agg.blueprint.fields:
-            out.append(f"{fnames['f_' + field]}[{slot_expr}] = {init!r}")
+            out.append(f"{fnames['f_' + field]}[{slot_expr}] = {_literal(init)}")
     return out
 
 
@@ -231,7 +275,7 @@ def _tumbling_fire(gen, node, aggs, fields_by_agg, state_names, size, lateness):
     resets = []
     for (_, agg), fnames in zip(aggs, fields_by_agg):
         for field, _, init in agg.blueprint.fields:
-            resets.append(f"        {fnames['f_' + field]}[s] = {init!r}")
+            resets.append(f"        {fnames['f_' + field]}[s] = {_literal(init)}")
     allocs = "\n".join(f"    r{j} = np.empty(cnt, {_dtype_name(t)})\n    rv{j} = np.empty(cnt, np.bool_)"
                        for j, t in enumerate(out_types))
     rets = ", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))
@@ -286,20 +330,15 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
 
 def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs):
     nid = node.id
-    x = node.bound.extra
     rwm = b.wm_array or "np.empty(0, np.int64)"
     late = f"late_{nid}"
-    gen.emit(f"wm_before_{nid} = wm[{nid}]")
-    gen.emit(f"cap_{nid} = WM_MAX")
-    for u, _ in node.inputs:
-        if u not in reach_set:
-            gen.emit(f"if not idle[{u}] and wm[{u}] < cap_{nid}:")
-            gen.emit(f"cap_{nid} = wm[{u}]", 2)
+    _watermark_bounds(gen, node, reach_set)
     gen.emit(f"{late} = np.empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [late])
     gen.emit(f"n_late = window_{nid}_update({args})")
     gen.emit(f"metrics[{slot['late_events']}] += n_late")
+    gen.emit(f"metrics[{3 * nid + 2}] += n_late")
     gen.emit(f"late_sel_{nid} = {late}[:n_late]")
     _propagate_watermark(gen, node)
     outs = ["ws", "we", "key", "key_valid"] + [p for j in range(len(aggs)) for p in (f"r{j}", f"rv{j}")]
@@ -314,20 +353,24 @@ def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_co
         "window_start": Col("der", "window_start", schema.field("window_start").type, f"ws_{nid}", f"no_nulls_{nid}"),
         "window_end": Col("der", "window_end", schema.field("window_end").type, f"we_{nid}", f"no_nulls_{nid}"),
     }
-    key_arrays = [(f"key_{nid}", f"key_valid_{nid}")]
-    if len(key_cols) > 1:
-        _key_decoder(gen, nid, state_names, len(key_cols))
-        key_arrays = [(f"kc{c}_{nid}", f"kcv{c}_{nid}") for c in range(len(key_cols))]
-        tables = _key_table_names(state_names, len(key_cols))
-        gen.emit(f"{', '.join(x for pair in key_arrays for x in pair)} = "
-                 f"window_{nid}_keys(key_{nid}, {', '.join(x for t in tables for x in t)})")
-    for (k, kc), (vals, valid) in zip(zip(x["keys"], key_cols), key_arrays):
-        dictionary = (gen.source, kc.name) if kc.name in gen.encoded and kc.kind == "src" else None
-        cols[k] = Col("der", k, schema.field(k).type, vals, valid, dictionary=dictionary)
+    cols.update(_emitted_key_cols(gen, node, key_cols, state_names, f"key_{nid}", f"key_valid_{nid}"))
     for j, (name, _) in enumerate(aggs):
         cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")
     return emitted, replace(b, sel=f"late_sel_{nid}")
+
+
+def _watermark_bounds(gen, node, reach_set) -> None:
+    """``wm_before_<id>`` (the node's watermark so far) and ``cap_<id>``, the least
+    watermark of its inputs this source does not feed: a row's own running
+    watermark is clamped between the two."""
+    nid = node.id
+    gen.emit(f"wm_before_{nid} = wm[{nid}]")
+    gen.emit(f"cap_{nid} = WM_MAX")
+    for u, _ in node.inputs:
+        if u not in reach_set:
+            gen.emit(f"if not idle[{u}] and wm[{u}] < cap_{nid}:")
+            gen.emit(f"cap_{nid} = wm[{u}]", 2)
 
 
 def _merge_into_scratch(aggs, fields_by_agg) -> list[str]:
@@ -350,7 +393,7 @@ def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         for field, _, init in agg.blueprint.fields:
             scratch_alloc.append(f"    t{j}_{field} = np.empty(1, {fnames['f_' + field]}.dtype)")
-            scratch_init.append(f"t{j}_{field}[0] = {init!r}")
+            scratch_init.append(f"t{j}_{field}[0] = {_literal(init)}")
     scratch_fields = [{f"f_{field}": f"t{j}_{field}" for field, _, _ in agg.blueprint.fields}
                       for j, (_, agg) in enumerate(aggs)]
     allocs, final, rets = _finalizers(node, aggs, scratch_fields, slot_expr="0")
@@ -474,7 +517,7 @@ def _session_update(gen, nid, params, loop, ts_expr, key_expr, agg_code, aggs, f
     merges, resets = [], []
     for (_, agg), fnames in zip(aggs, fields_by_agg):
         merges.append(agg.blueprint.merge.format(**fnames))
-        resets += [f"{fnames['f_' + field]}[a] = {init!r}" for field, _, init in agg.blueprint.fields]
+        resets += [f"{fnames['f_' + field]}[a] = {_literal(init)}" for field, _, init in agg.blueprint.fields]
     merge_code = "\n".join(_indent(m, 24) for m in merges + resets)
     gen.funcs.append(f'''
 @njit
@@ -616,3 +659,136 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
         ht_delete({buckets}, {keys}, {meta}, {free}, s)
     return win_start, win_end, key, key_valid, {rets}
 ''')
+
+
+# ----------------------------------------------------------------------------- keyed kernels
+
+def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Binding:
+    """Emit the compiled loop of a keyed kernel: per-row calls with the key's state record,
+    and its timers fired in (time, slot) order as the watermark passes them — before each
+    row whose watermark reaches them, and at the end of the batch."""
+    from ..state.keyed import KeyedState
+
+    nid = node.id
+    x = node.bound.extra
+    op = node.op
+    state_names = KeyedState.argument_names(nid, node.bound)
+    gen.state_args += state_names
+    gen.stateful_ids.append(nid)
+    buckets, keys, meta, free, aux, values, htimes, hslots = state_names[:8]
+    fn = f"keyed_{nid}_fn"
+    gen.kernels[fn] = op.kernel.dispatcher
+    origin = f"{op.kernel.fn.__module__}.{op.kernel.fn.__qualname__}"
+    gen.fingerprints.append(f"{fn}={op.fingerprint()}@{origin}")
+    timers = op.on_timer is not None
+    if timers:
+        gen.kernels[f"keyed_{nid}_timer"] = op.on_timer.dispatcher
+        gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
+
+    ts_col = b.cols[x["event_time"]]
+    key_cols = _key_columns(gen, node, b)
+    arg_cols = [b.cols[c] for c in node.bound.reads]
+    leaves: list = []
+    for c in [ts_col, *key_cols, *arg_cols]:
+        gen.leaves(b, c, leaves)
+    arg_leaves: list = []
+    for c in arg_cols:
+        gen.leaves(b, c, arg_leaves)
+    names = _params(leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    key_expr = _key_code(gen, b, names, key_cols, state_names)
+    n_out = x["n_outputs"]
+    out_names = [name for name, _ in op.outputs]
+    out_dtypes = [_dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
+    arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
+
+    def store(result: str, indent: int) -> str:
+        pad = " " * indent
+        if n_out == 1:
+            return f"{pad}o0[m] = {result}"
+        return "\n".join(f"{pad}o{j}[m] = {result}[{j}]" for j in range(n_out))
+
+    grow = "\n".join(f"{a} = grow({a})" for a in arrays)
+
+    def fire(bound: str, indent: int) -> str:
+        body = f'''while hc > 0 and {htimes}[0] <= {bound}:
+    tt = {htimes}[0]
+    st = {hslots}[0]
+    hc = heap_pop({htimes}, {hslots}, hc)
+    if {values}[st].timer == tt:  # else a stale entry: the key's timer moved
+        {values}[st].timer = WM_MIN
+        rt = keyed_{nid}_timer({values}[st], tt)
+        if m == okey.size:
+{_indent(grow, 12)}
+        okey[m] = {keys}[st, 0]
+        ots[m] = tt
+{store("rt", 8)}
+        m += 1
+        nt = {values}[st].timer
+        if nt > tt:
+            hc = heap_push({htimes}, {hslots}, hc, nt, st)
+        else:  # re-armed at or before the firing time: dropped, it could never end
+            {values}[st].timer = WM_MIN'''
+        return _indent(body, indent)
+
+    ok = _row_ok(names, arg_leaves, "i")
+    call = f"{fn}({', '.join([f'{values}[s]'] + [_value(c, gen, b, names, 'i') for c in arg_cols])})"
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
+    allocs = "\n".join(f"    {a} = np.empty(size, {t})" for a, t in
+                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes))
+    arm_before = f"before = {values}[s].timer" if timers else ""
+    arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
+                 f"            hc = heap_push({htimes}, {hslots}, hc, after, s)") if timers else ""
+    gen.funcs.append(f'''
+@njit
+def keyed_{nid}_update({params}):
+    """Keyed kernel node {nid}: call the kernel per row with its key's state; fire due timers."""
+    hc = {aux}[0]
+    size = {"n" if dense else "sel.size"} + hc + 16
+{allocs}
+    m = 0
+    {loop}
+        t = {_value(ts_col, gen, b, names, "i")}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+{fire("rw", 8) if timers else ""}
+        if not ({ok}):
+            continue
+        {key_expr}
+        s = ht_find_or_insert({buckets}, {keys}, {meta}, {free}, k, np.int64(0))
+        {arm_before}
+        r = {call}
+        if m == okey.size:
+{_indent(grow, 12)}
+        okey[m] = k
+        ots[m] = t
+{store("r", 8)}
+        m += 1
+        {arm_after}
+{fire("wm_end", 4) if timers else ""}
+    {aux}[0] = hc
+    return {", ".join(f"{a}[:m]" for a in arrays)}
+''')
+
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    _watermark_bounds(gen, node, reach_set)
+    _propagate_watermark(gen, node)
+    outs = [f"{a}_{nid}" for a in arrays]
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + state_names)
+    gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
+    gen.emit(f"m_{nid} = ots_{nid}.size")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"okey_valid_{nid} = okey_{nid} != {_NULL_KEY}")
+    cols = _emitted_key_cols(gen, node, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
+    et = x["event_time"]
+    cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")
+    for j, name in enumerate(out_names):
+        cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
+    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")

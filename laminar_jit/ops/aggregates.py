@@ -22,11 +22,14 @@ sequence number, ``a``/``d`` the source/destination slots of a merge.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BLUEPRINTS", "Agg", "Blueprint", "count", "first", "last", "max", "mean", "min", "sum"]
+from ..errors import KernelError
+
+__all__ = ["BLUEPRINTS", "Agg", "Blueprint", "UserAggregate", "count", "first", "last", "max", "mean", "min", "sum"]
 
 
 @dataclass(frozen=True)
@@ -122,26 +125,160 @@ class Agg:
     """One aggregate of a window: a blueprint kind applied to a column.
 
     Build with :func:`count`, :func:`sum`, :func:`min`, :func:`max`,
-    :func:`mean`, :func:`first` or :func:`last`.
+    :func:`mean`, :func:`first`, :func:`last`, or by calling a
+    :class:`UserAggregate`.
     """
 
-    def __init__(self, kind: str, column: str | None = None):
-        if kind not in BLUEPRINTS:
+    def __init__(self, kind: str, column: str | None = None, user: "UserAggregate | None" = None):
+        if user is None and kind not in BLUEPRINTS:
             raise ValueError(f"unknown aggregate {kind!r}; known: {', '.join(BLUEPRINTS)}")
         if kind != "count" and column is None:
             raise TypeError(f"lj.{kind}() needs a column name, e.g. lj.{kind}('price')")
         self.kind = kind
         self.column = column
-        self.blueprint = BLUEPRINTS[kind]
+        self.user = user
+        self.blueprint = user.blueprint if user is not None else BLUEPRINTS[kind]
+
+    def fingerprint(self) -> str | None:
+        """Identity for plan caching; None when a user aggregate's code cannot be hashed."""
+        if self.user is None:
+            return repr(self)
+        return None if self.user.fingerprint is None else f"{self.user.fingerprint}({self.column!r})"
 
     def __repr__(self) -> str:
+        if self.user is not None:
+            return f"{self.kind}({self.column!r})"
         return f"lj.{self.kind}({self.column!r})" if self.column else f"lj.{self.kind}()"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Agg) and (self.kind, self.column) == (other.kind, other.column)
+        return isinstance(other, Agg) and (self.kind, self.column, self.user) == (other.kind, other.column, other.user)
 
     def __hash__(self) -> int:
         return hash((self.kind, self.column))
+
+
+class UserAggregate:
+    """An aggregate defined by three Numba-compilable functions over a tuple of state fields.
+
+    The state of one group is a tuple with one value per field of ``state``
+    (in order). ``update(state, x)`` folds in one non-null value ``x`` and
+    returns the new state tuple; ``merge(a, b)`` combines two non-empty
+    states (panes of a sliding window, sessions joined by a row) and returns
+    the combined tuple; ``finalize(state)`` returns the result. The engine
+    applies the SQL null rules around them: null inputs are never passed to
+    ``update``, and a group without a non-null value is null without calling
+    ``finalize``. The functions are inlined into the compiled window loops,
+    exactly like the built-in aggregates, which share this blueprint
+    machinery.
+
+    Parameters
+    ----------
+    name : str
+        Display name (used in errors and ``repr``).
+    state : mapping of str to dtype or (dtype, initial value)
+        State fields; the initial value defaults to 0.
+    update, merge, finalize : callable
+        Plain Python functions (or ``@numba.njit`` dispatchers) as above.
+    result : numpy dtype, default float64
+        Type of the value ``finalize`` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import laminar_jit as lj
+    >>> rms = lj.UserAggregate(
+    ...     "rms", state={"ss": np.float64, "n": np.int64},
+    ...     update=lambda st, x: (st[0] + x * x, st[1] + 1),
+    ...     merge=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+    ...     finalize=lambda st: np.sqrt(st[0] / st[1]))
+    >>> agg = rms("price")  # use in aggs={"rms": rms("price")}
+    """
+
+    def __init__(self, name: str, state, update, merge, finalize, result=np.float64):
+        from .kernel import Kernel, fingerprint_function
+
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"UserAggregate: name must be an identifier, got {name!r}")
+        if not state:
+            raise ValueError(f"UserAggregate {name!r}: state needs at least one field, e.g. {{'acc': np.float64}}")
+        self.name = name
+        self.fields: list[tuple[str, np.dtype, object]] = []
+        for field, spec in dict(state).items():
+            if not isinstance(field, str) or not field.isidentifier():
+                raise ValueError(f"UserAggregate {name!r}: state field names must be identifiers, got {field!r}")
+            dtype, init = spec if isinstance(spec, tuple) else (spec, 0)
+            dtype = np.dtype(dtype)
+            if dtype.kind not in "biuf":
+                raise ValueError(f"UserAggregate {name!r}: state field {field!r} must be numeric, got {dtype}")
+            self.fields.append((field, dtype, dtype.type(init).item()))
+        self.result = np.dtype(result)
+        if self.result.kind not in "biuf":
+            raise ValueError(f"UserAggregate {name!r}: result must be a numeric dtype, got {self.result}")
+        self.kernels = {role: Kernel(fn, name=f"{name}.{role}")
+                        for role, fn in (("update", update), ("merge", merge), ("finalize", finalize))}
+        parts = [fingerprint_function(k.fn) for k in self.kernels.values()]
+        self.fingerprint = None if None in parts else "udaf:" + hashlib.sha256(
+            repr([name, [(f, str(d), i) for f, d, i in self.fields], str(self.result), parts]).encode()).hexdigest()
+        tag = (self.fingerprint or f"anon{id(self):x}").replace("udaf:", "")[:16]
+        self.global_names = {role: f"udaf_{name}_{tag}_{role}" for role in self.kernels}
+        self.blueprint = self._blueprint()
+
+    def _blueprint(self) -> Blueprint:
+        names = [f for f, _, _ in self.fields]
+        g = self.global_names
+
+        def tup(slot):
+            return "(" + "".join(f"{{f_{f}}}[{slot}], " for f in names) + ")"
+
+        def targets(slot):
+            return ", ".join(f"{{f_{f}}}[{slot}]" for f in names) + ("," if len(names) == 1 else "")
+
+        copy = "\n".join(f"        {{f_{f}}}[d] = {{f_{f}}}[a]" for f in names)
+        return Blueprint(
+            fields=tuple((f, (lambda d: lambda _dtype: d)(d), i) for f, d, i in self.fields)
+            + (("_n", _I64, 0),),
+            update=f"{targets('s')} = {g['update']}({tup('s')}, x)\n{{f__n}}[s] += 1",
+            merge=(f"if {{f__n}}[a] > 0:\n    if {{f__n}}[d] == 0:\n{copy}\n    else:\n"
+                   f"        {targets('d')} = {g['merge']}({tup('d')}, {tup('a')})\n    {{f__n}}[d] += {{f__n}}[a]"),
+            value=f"{g['finalize']}({tup('s')}) if {{f__n}}[s] > 0 else np.{self.result.name}(0)",
+            valid="{f__n}[s] > 0",
+            result=lambda _dtype: self.result,
+        )
+
+    def check(self, node: str, column: str, dtype) -> None:
+        """Compile the functions for this column's dtype; raise KernelError naming the node on failure."""
+        from .._jit import JIT_DISABLED
+        from .kernel import _first_line
+
+        if JIT_DISABLED:
+            return
+        import numba
+
+        state_t = numba.types.Tuple([numba.from_dtype(d) for _, d, _ in self.fields])
+        where = f"operator {node!r}: aggregate {self.name}({column!r})"
+        for role, args in (("update", (state_t, numba.from_dtype(np.dtype(dtype)))), ("merge", (state_t, state_t)),
+                           ("finalize", (state_t,))):
+            disp = self.kernels[role].dispatcher
+            try:
+                disp.compile(args)
+                ret = disp.overloads[tuple(args)].signature.return_type
+            except Exception as exc:  # numba raises many error types
+                raise KernelError(f"{where}: {role} does not compile for {args}: {_first_line(exc)}") from None
+            if role == "finalize":
+                ok = isinstance(ret, (numba.types.Number, numba.types.Boolean))
+                want = "a number"
+            else:
+                ok = isinstance(ret, numba.types.BaseTuple) and len(ret) == len(self.fields)
+                want = f"a tuple of {len(self.fields)} values (one per state field)"
+            if not ok:
+                raise KernelError(f"{where}: {role} returns {ret}; it must return {want}")
+
+    def __call__(self, column: str) -> Agg:
+        """This aggregate applied to ``column``."""
+        return Agg(self.name, column, user=self)
+
+    def __repr__(self) -> str:
+        return f"UserAggregate({self.name!r}, state={[f for f, _, _ in self.fields]})"
 
 
 def count(column: str | None = None) -> Agg:

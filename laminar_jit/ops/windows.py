@@ -48,6 +48,28 @@ def _units(node: str, what: str, value, et_type, positive=True) -> int:
     return out
 
 
+def check_key_columns(node: str, schema: pa.Schema, keys) -> None:
+    """Key columns must exist and be integer, boolean, temporal or string columns."""
+    for k in keys:
+        idx = schema.get_field_index(k)
+        if idx < 0:
+            raise SchemaError(f"operator {node!r}: key column {k!r} is not in its input; "
+                              f"available columns: {', '.join(schema.names)}")
+        t = schema.field(idx).type
+        if arrow_to_numpy_dtype(t) is None and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; keys must be integer, boolean, "
+                              "temporal or string columns")
+        if arrow_to_numpy_dtype(t) is not None and arrow_to_numpy_dtype(t).kind == "f":
+            raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; floating-point keys are not "
+                              "allowed (cast or bucket them first)")
+
+
+def _key_tuple(key) -> tuple[str, ...]:
+    if key is None:
+        return ()
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
 class WindowOperator(Operator):
     """Shared configuration and schema binding of the window operators."""
 
@@ -55,12 +77,7 @@ class WindowOperator(Operator):
 
     def __init__(self, key=None, aggs: Mapping[str, Agg] | None = None,
                  allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None):
-        if key is None:
-            self.keys: tuple[str, ...] = ()
-        elif isinstance(key, str):
-            self.keys = (key,)
-        else:
-            self.keys = tuple(key)
+        self.keys = _key_tuple(key)
         self.aggs = dict(aggs or {})
         if not self.aggs:
             raise ValueError("a window needs at least one aggregate, e.g. aggs={'n': lj.count()}")
@@ -85,18 +102,7 @@ class WindowOperator(Operator):
                 "event_time='ts' (and keep that column through Projects/Maps upstream)"
             )
         et_type = schema.field(event_time).type
-        for k in self.keys:
-            idx = schema.get_field_index(k)
-            if idx < 0:
-                raise SchemaError(f"operator {node!r}: key column {k!r} is not in its input; "
-                                  f"available columns: {', '.join(schema.names)}")
-            t = schema.field(idx).type
-            if arrow_to_numpy_dtype(t) is None and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-                raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; keys must be integer, boolean, "
-                                  "temporal or string columns")
-            if arrow_to_numpy_dtype(t) is not None and arrow_to_numpy_dtype(t).kind == "f":
-                raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; floating-point keys are not "
-                                  "allowed (cast or bucket them first)")
+        check_key_columns(node, schema, self.keys)
         reads, dtypes, out_fields = [], [], []
         bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
         out_fields += [pa.field("window_start", bound_time), pa.field("window_end", bound_time)]
@@ -109,11 +115,13 @@ class WindowOperator(Operator):
                 out_fields.append(pa.field(name, pa.int64()))
                 continue
             dtype = kernel_column(node, schema, agg.column, f"aggregate {name!r} column")
+            if agg.user is not None:
+                agg.user.check(node, agg.column, dtype)
             reads.append(agg.column)
             dtypes.append(dtype)
             result = agg.blueprint.result(dtype)
             in_type = schema.field(agg.column).type
-            out_type = in_type if result == dtype and agg.kind in ("min", "max", "first", "last") \
+            out_type = in_type if result == dtype and agg.user is None and agg.kind in ("min", "max", "first", "last") \
                 else numpy_to_arrow_type(result)
             out_fields.append(pa.field(name, out_type))
         return {
@@ -125,6 +133,12 @@ class WindowOperator(Operator):
             "dtypes": tuple(dtypes),
         }
 
+    def new_state(self, bound: Bound, capacity: int = 1024):
+        """The engine-owned state of a node running this operator."""
+        from ..state.windows import WindowState
+
+        return WindowState(bound, capacity)
+
     def _bound(self, node: str, input_schema: pa.Schema, info: dict, **geometry) -> Bound:
         """The Bound of a window: schema facts from :meth:`_bind_common` plus its geometry (in units)."""
         extra = dict(info, keys=self.keys, aggs=tuple(self.aggs.items()), late=self.late,
@@ -132,10 +146,12 @@ class WindowOperator(Operator):
         return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
 
     def _fingerprint_parts(self) -> list[str]:
-        return [type(self).__name__, repr(self.keys), repr(list(self.aggs.items())),
+        return [type(self).__name__, repr(self.keys), repr([(n, a.fingerprint()) for n, a in self.aggs.items()]),
                 repr(self.allowed_lateness), self.late, str(self.late_sink)]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> str | None:
+        if any(a.fingerprint() is None for a in self.aggs.values()):
+            return None  # a user aggregate whose code cannot be hashed: the plan is not cached on disk
         return type(self).__name__ + ":" + hashlib.sha256(repr(self._fingerprint_parts()).encode()).hexdigest()
 
 

@@ -8,6 +8,8 @@ source boundary. Both snapshot to plain arrays for checkpoints.
 """
 
 from .dictionary import StringDictionary
+from .keyed import KeyedState
 from .keytable import KeyTable
+from .windows import WindowState
 
-__all__ = ["KeyTable", "StringDictionary"]
+__all__ = ["KeyTable", "KeyedState", "StringDictionary", "WindowState"]

@@ -62,6 +62,10 @@ class WindowState:
         """Open (key, window) entries."""
         return len(self.table)
 
+    def max_emit(self) -> int:
+        """Rows one call can emit (each open entry at most once)."""
+        return len(self.table)
+
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
         for table in self.key_tables:

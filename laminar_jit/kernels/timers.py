@@ -1,0 +1,66 @@
+"""Timer heap kernels: a binary min-heap of (time, slot) pairs in two int64 arrays.
+
+Entries order by time, ties by slot, so timers due at the same time fire in
+a fixed order (slot order is first-arrival order of keys) however the input
+was batched. The heap holds ``count`` entries in ``times[:count]`` /
+``slots[:count]``; the caller keeps ``count`` and guarantees capacity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+
+__all__ = ["grow", "heap_pop", "heap_push"]
+
+
+@njit(inline="always")
+def _before(times, slots, i, j):
+    return times[i] < times[j] or (times[i] == times[j] and slots[i] < slots[j])
+
+
+@njit
+def heap_push(times, slots, count, t, s):
+    """Insert ``(t, s)``; returns the new count."""
+    i = count
+    times[i] = t
+    slots[i] = s
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _before(times, slots, i, parent):
+            break
+        times[i], times[parent] = times[parent], times[i]
+        slots[i], slots[parent] = slots[parent], slots[i]
+        i = parent
+    return count + 1
+
+
+@njit
+def heap_pop(times, slots, count):
+    """Remove the smallest entry (read it from index 0 first); returns the new count."""
+    count -= 1
+    times[0] = times[count]
+    slots[0] = slots[count]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= count:
+            break
+        child = left
+        if left + 1 < count and _before(times, slots, left + 1, left):
+            child = left + 1
+        if not _before(times, slots, child, i):
+            break
+        times[i], times[child] = times[child], times[i]
+        slots[i], slots[child] = slots[child], slots[i]
+        i = child
+    return count
+
+
+@njit
+def grow(a):
+    """``a`` copied into an array twice as long (output buffers of unknown final size)."""
+    out = np.empty(max(2 * a.size, 16), a.dtype)
+    out[: a.size] = a
+    return out

@@ -1,0 +1,109 @@
+"""State of a keyed kernel: a key table, one state record per key, and a timer heap."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .keytable import KeyTable
+
+__all__ = ["KeyedState"]
+
+
+class KeyedState:
+    """Per-node keyed-kernel state, owned by the executor, passed to the compiled step.
+
+    Keys map to dense slots of a :class:`KeyTable`; ``values[slot]`` is that
+    key's state record (a numpy structured array with the user's fields,
+    plus ``timer`` when the kernel has ``on_timer``). Pending timers are a
+    binary heap of (time, slot) in ``heap_times``/``heap_slots`` with
+    ``aux[0]`` entries; moving a key's timer leaves a stale entry that is
+    skipped when it surfaces, and :meth:`reserve` compacts the heap when stale
+    entries outnumber live keys.
+
+    Parameters
+    ----------
+    bound : Bound
+        The keyed kernel bound to its input schema.
+    capacity : int
+        Initial number of key slots.
+    """
+
+    def __init__(self, bound, capacity: int = 1024):
+        op = bound.op
+        self.table = KeyTable(width=2, capacity=capacity)
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
+        self.init = np.array(tuple(init for _, _, init in op.state_fields), dtype=op.state_dtype)
+        self.values = np.empty(self.table.slot_capacity, op.state_dtype)
+        self.values[:] = self.init
+        self.timers = op.on_timer is not None
+        self.heap_times = np.empty(max(capacity, 1) if self.timers else 0, np.int64)
+        self.heap_slots = np.empty(self.heap_times.size, np.int64)
+        self.aux = np.zeros(1, np.int64)  # timer heap entries
+
+    def __len__(self) -> int:
+        """Keys with state."""
+        return len(self.table)
+
+    @property
+    def pending_timers(self) -> int:
+        """Heap entries (an upper bound on the timers that can fire)."""
+        return int(self.aux[0])
+
+    def max_emit(self) -> int:
+        """Rows one call can emit beyond one per input row (timer firings)."""
+        return self.pending_timers
+
+    def reserve(self, extra: int) -> None:
+        """Guarantee room for ``extra`` new keys and timer entries before a compiled call."""
+        for table in self.key_tables:
+            if table.headroom < extra:
+                table.reserve(extra)
+        if self.table.headroom < extra:
+            self.table.reserve(extra)
+            if self.values.size < self.table.slot_capacity:
+                grown = np.empty(self.table.slot_capacity, self.values.dtype)
+                grown[: self.values.size] = self.values
+                grown[self.values.size:] = self.init
+                self.values = grown
+        if not self.timers:
+            return
+        count = int(self.aux[0])
+        if count > 2 * len(self.table) + 1024:
+            self._compact()
+            count = int(self.aux[0])
+        if self.heap_times.size < count + extra:
+            size = max(self.heap_times.size, 1)
+            while size < count + extra:
+                size *= 2
+            for name in ("heap_times", "heap_slots"):
+                old = getattr(self, name)
+                new = np.empty(size, np.int64)
+                new[:count] = old[:count]
+                setattr(self, name, new)
+
+    def _compact(self) -> None:
+        """Drop stale heap entries (the key's timer moved); a sorted array is a valid heap."""
+        count = int(self.aux[0])
+        t, s = self.heap_times[:count], self.heap_slots[:count]
+        live = self.values["timer"][s] == t
+        pairs = np.unique(np.stack([t[live], s[live]], axis=1), axis=0)  # sorted by (time, slot)
+        self.heap_times[: len(pairs)] = pairs[:, 0]
+        self.heap_slots[: len(pairs)] = pairs[:, 1]
+        self.aux[0] = len(pairs)
+
+    def arrays(self) -> list[np.ndarray]:
+        """The arrays in the order the generated step takes them."""
+        t = self.table
+        out = [t.buckets, t.keys, t.meta, t.free, self.aux, self.values, self.heap_times, self.heap_slots]
+        for k in self.key_tables:
+            out += [k.buckets, k.keys, k.meta, k.free]
+        return out
+
+    @staticmethod
+    def argument_names(node_id: int, bound) -> list[str]:
+        """Parameter names of :meth:`arrays` in a generated step."""
+        names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux", "values", "htimes",
+                                               "hslots")]
+        for level in range(len(bound.extra["keys"]) - 1):
+            names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
+        return names

@@ -1,0 +1,200 @@
+"""Keyed kernels and timers against Polars expressions and a plain-Python timer service."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import laminar_jit as lj
+from conftest import split_table
+
+SCHEMA = pa.schema([("ts", pa.int64()), ("sensor", pa.string()), ("unit", pa.int64()), ("temp", pa.float64())])
+
+
+def readings(n: int, seed: int, disorder: int = 50) -> pa.Table:
+    """Out-of-order readings, zipf-skewed string sensors, nulls in temp and in the sensor."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(n, dtype=np.int64) * 5 + rng.integers(0, disorder + 1, n)
+    sensor = np.array([f"s{k}" for k in np.minimum(rng.zipf(1.5, n), 40)])
+    return pa.table({
+        "ts": ts,
+        "sensor": pa.array(sensor, mask=rng.random(n) < 0.02),
+        "unit": rng.integers(0, 3, n),
+        "temp": pa.array(np.round(rng.normal(20, 5, n), 2), mask=rng.random(n) < 0.05),
+    }, schema=SCHEMA)
+
+
+def run(op, batches, delay: int = 100):
+    dag = (lj.DagBuilder()
+           .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
+           .operator("k", op).connect("s", "k").sink_for("k", "out").build())
+    ex = lj.DagExecutor(dag)
+    for b in batches:
+        ex.process_batch("s", b)
+    ex.finish()
+    return ex, pl.from_arrow(ex.take_sink_outputs("out"))
+
+
+def test_zscore_recipe_matches_polars_running_statistics():
+    table = readings(20_000, seed=1)
+    _, got = run(lj.recipes.zscore(key="sensor", value="temp"), table.to_batches(max_chunksize=3_000))
+    assert got.columns == ["sensor", "ts", "z"]
+    df = pl.from_arrow(table).filter(pl.col("temp").is_not_null())  # null readings are skipped
+    prev = pl.int_range(pl.len()).over("sensor")  # earlier values of the key, in arrival order
+    s1 = pl.col("temp").cum_sum().over("sensor") - pl.col("temp")
+    s2 = (pl.col("temp") ** 2).cum_sum().over("sensor") - pl.col("temp") ** 2
+    want = df.with_columns(n=prev, s1=s1, s2=s2).with_columns(mean=pl.col("s1") / pl.col("n")).with_columns(
+        sd=((pl.col("s2") - pl.col("n") * pl.col("mean") ** 2) / (pl.col("n") - 1)).sqrt()).with_columns(
+        z=pl.when(pl.col("n") >= 2).then((pl.col("temp") - pl.col("mean")) / pl.col("sd")).otherwise(float("nan")))
+    assert got.height == want.height
+    assert got["sensor"].to_list() == want["sensor"].to_list() and got["ts"].to_list() == want["ts"].to_list()
+    assert np.allclose(got["z"].to_numpy(), want["z"].to_numpy(), rtol=1e-7, atol=1e-7, equal_nan=True)
+
+
+def test_ewma_recipe_matches_polars_ewm_mean():
+    table = readings(20_000, seed=2)
+    _, got = run(lj.recipes.ewma(key=["sensor", "unit"], value="temp", alpha=0.2),
+                 table.to_batches(max_chunksize=2_500))
+    assert got.columns == ["sensor", "unit", "ts", "ewma"]
+    want = pl.from_arrow(table).filter(pl.col("temp").is_not_null()).with_columns(
+        ewma=pl.col("temp").ewm_mean(alpha=0.2, adjust=False).over("sensor", "unit"))
+    assert got.select("sensor", "unit", "ts").equals(want.select("sensor", "unit", "ts"))
+    assert np.allclose(got["ewma"].to_numpy(), want["ewma"].to_numpy(), rtol=1e-12)
+
+
+def _idle_alarm(st, ts, temp):
+    st.n += 1
+    st.total += temp
+    st.timer = ts + 200  # (re)arm: fires once the key has been quiet for 200 event-time units
+    return st.n, st.total, False
+
+
+def _on_quiet(st, t):
+    n, total = st.n, st.total
+    st.n = 0
+    st.total = 0.0
+    return n, total, True
+
+
+IDLE = dict(key="sensor", state={"n": np.int64, "total": np.float64},
+            output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()}, on_timer=_on_quiet)
+
+
+def python_timers(table: pa.Table, delay: int) -> list[tuple]:
+    """Plain-Python reference: dict state per key, heap of (time, first-seen order, key), lazy deletion."""
+    ts = table.column("ts").to_pylist()
+    keys = table.column("sensor").to_pylist()
+    temps = table.column("temp").to_pylist()
+    state: dict = {}
+    order: dict = {}
+    heap: list = []
+    out: list = []
+    wm = -(2**63)
+
+    def fire(upto):
+        while heap and heap[0][0] <= upto:
+            t, _, k = heapq.heappop(heap)
+            if state[k]["timer"] == t:
+                state[k]["timer"] = None
+                out.append((k, t, state[k]["n"], state[k]["total"], True))
+                state[k].update(n=0, total=0.0)
+
+    for t, k, temp in zip(ts, keys, temps):
+        fire(wm)
+        if temp is not None:
+            if k not in state:
+                order[k] = len(order)
+                state[k] = {"n": 0, "total": 0.0, "timer": None}
+            s = state[k]
+            s["n"] += 1
+            s["total"] += temp
+            out.append((k, t, s["n"], s["total"], False))
+            if s["timer"] != t + 200:
+                s["timer"] = t + 200
+                heapq.heappush(heap, (t + 200, order[k], k))
+        wm = max(wm, t - delay)
+    fire(2**63 - 1)
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), n=st.integers(0, 2_000), cuts=st.lists(st.integers(0, 2_000), max_size=8),
+       delay=st.sampled_from([0, 40]))
+def test_timers_fire_in_time_order_whatever_the_batching(seed, n, cuts, delay):
+    table = readings(n, seed=seed, disorder=30)
+    ex, got = run(lj.KeyedKernel(_idle_alarm, **IDLE), split_table(table, cuts), delay=delay)
+    want = python_timers(table, delay)
+    assert got.columns == ["sensor", "ts", "n", "total", "alarm"]
+    rows = list(zip(*[got[c].to_list() for c in got.columns]))
+    assert [r[:3] + (r[4],) for r in rows] == [w[:3] + (w[4],) for w in want]
+    assert np.allclose([r[3] for r in rows], [w[3] for w in want])
+    if n:
+        assert got["alarm"].sum() >= 1  # finish() fires the last timers
+    assert ex._states[ex.dag.node("k").id].pending_timers == 0
+
+
+def test_timer_moved_or_cancelled_fires_once_or_never():
+    def arm(st, ts, unit):
+        st.timer = ts + 100 if unit == 0 else lj.NO_TIMER  # unit 1 cancels the key's timer
+        return unit
+
+    op = lj.KeyedKernel(arm, key="sensor", state={"x": np.int64}, output={"u": pa.int64()},
+                        on_timer=lambda st, t: -1)
+    row = lambda ts, s, u: {"ts": [ts], "sensor": [s], "unit": [u], "temp": [0.0]}  # noqa: E731
+    ex, got = run(op, [row(0, "a", 0), row(10, "a", 0), row(20, "b", 0), row(30, "b", 1), row(500, "c", 2)],
+                  delay=0)
+    # a: armed at 100, moved to 110 -> fires once, when the row at 500 moves the watermark; b: cancelled
+    assert list(zip(got["sensor"].to_list(), got["ts"].to_list(), got["u"].to_list())) == [
+        ("a", 0, 0), ("a", 10, 0), ("b", 20, 0), ("b", 30, 1), ("c", 500, 2), ("a", 110, -1)]
+
+
+def test_state_lives_in_numpy_and_grows_with_keys():
+    ex, got = run(lj.recipes.zscore(key="unit", value="temp"), [readings(5_000, seed=3)])
+    state = ex._states[ex.dag.node("k").id]
+    assert isinstance(state.values, np.ndarray) and state.values.dtype.names == ("n", "mean", "m2")
+    assert len(state) == 3 and state.values["n"][:3].sum() == got.height
+
+
+def test_keyed_kernel_errors_name_the_operator():
+    def build(op, event_time="ts"):
+        return (lj.DagBuilder().source("s", SCHEMA, event_time=event_time)
+                .operator("k", op).connect("s", "k").sink_for("k", "o").build())
+
+    with pytest.raises(lj.KernelError, match="'k'.*does not compile"):
+        build(lj.KeyedKernel(lambda st, temp: st.nope + temp, key="sensor", state={"n": np.int64},
+                             output={"y": pa.float64()}))
+    with pytest.raises(lj.KernelError, match="'k'.*returns.*tuple of 2"):
+        build(lj.KeyedKernel(lambda st, temp: temp, key="sensor", state={"n": np.int64},
+                             output={"a": pa.float64(), "b": pa.float64()}))
+    with pytest.raises(lj.SchemaError, match="'k'.*'nope' is not a column"):
+        build(lj.KeyedKernel(lambda st, nope: nope, key="sensor", state={"n": np.int64}, output={"y": pa.int64()}))
+    with pytest.raises(lj.SchemaError, match="event time"):
+        build(lj.KeyedKernel(lambda st, temp: temp, key="sensor", state={"n": np.int64},
+                             output={"y": pa.float64()}), event_time=None)
+    with pytest.raises(ValueError, match="'timer'"):
+        lj.KeyedKernel(lambda st, temp: temp, key="sensor", state={"timer": np.int64}, output={"y": pa.float64()},
+                       on_timer=lambda st, t: 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        lj.recipes.ewma(key="sensor", value="temp", alpha=0)
+
+
+def idle_alarm(st, ts, temp):  # the README example, verbatim
+    st.n += 1
+    st.timer = ts + 60_000
+    return st.n, False
+
+
+def test_readme_idle_alarm_example():
+    op = lj.KeyedKernel(idle_alarm, key="sensor", state={"n": np.int64},
+                        output={"n": pa.int64(), "quiet": pa.bool_()},
+                        on_timer=lambda st, t: (st.n, True))
+    rows = {"ts": [0, 1_000, 90_000], "sensor": ["a", "a", "b"], "unit": [0, 0, 0], "temp": [1.0, 2.0, 3.0]}
+    _, got = run(op, [pa.record_batch(rows, schema=SCHEMA)], delay=0)
+    assert got.rows() == [("a", 0, 1, False), ("a", 1_000, 2, False), ("b", 90_000, 1, False),
+                          ("a", 61_000, 2, True), ("b", 150_000, 1, True)]
