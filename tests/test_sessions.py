@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-from test_windows import AGGS, SCHEMA, assert_windows, watermark_before
+from test_windows import AGGS, SCHEMA, assert_windows, event_table, watermark_before
 
 GAP = 60
 
@@ -24,15 +24,7 @@ def bursts(n: int, seed: int, disorder: int = 40, null_fraction: float = 0.05) -
     rng = np.random.default_rng(seed)
     steps = rng.integers(0, 12, n) + np.where(rng.random(n) < 0.03, rng.integers(50, 400, n), 0)
     ts = np.cumsum(steps).astype(np.int64) + rng.integers(0, disorder + 1, n)
-    auction = np.minimum(rng.zipf(1.6, n), 30).astype(np.int64)
-    price = np.round(rng.uniform(0, 100, n), 1)
-    price[rng.random(n) < 0.01] = np.nan
-    return pa.table({
-        "ts": ts,
-        "auction": pa.array(auction, mask=rng.random(n) < 0.03),
-        "price": pa.array(price, mask=rng.random(n) < null_fraction),
-        "ch": pa.array(rng.choice(["web", "app", "api"], n)),
-    }, schema=SCHEMA)
+    return event_table(rng, ts, 1.6, 30, 0.03, null_fraction)
 
 
 def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop", aggs=AGGS):

@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from laminar_jit.kernels import hashtable as ht
+from laminar_jit.kernels.sorting import argsort_pairs
+from laminar_jit.kernels.timers import heap_pop, heap_push
 from laminar_jit.state import KeyTable, StringDictionary
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -589,3 +591,32 @@ def test_large_batch_has_no_per_row_python(monkeypatch):
     # A second batch of known values appends nothing.
     codes2, _ = d.encode(array.slice(0, 10_000))
     assert len(d) == distinct + 1 and np.array_equal(codes2, codes[:10_000])
+
+
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(st.one_of(st.integers(-3, 3), _INT64), st.one_of(st.integers(0, 5000), _INT64)),
+                      max_size=300))
+def test_radix_argsort_pairs_matches_lexsort(pairs):
+    major = np.array([p[0] for p in pairs], np.int64)
+    minor = np.array([p[1] for p in pairs], np.int64)
+    assert np.array_equal(argsort_pairs(major, minor), np.lexsort((minor, major)))  # lexsort is stable too
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries=st.lists(st.tuples(st.integers(-1000, 1000), st.integers(0, 50)), max_size=200),
+       pops=st.integers(0, 200))
+def test_timer_heap_pops_in_time_then_slot_order(entries, pops):
+    times = np.empty(len(entries), np.int64)
+    slots = np.empty(len(entries), np.int64)
+    count = 0
+    for t, s in entries:
+        count = heap_push(times, slots, count, t, s)
+    got = []
+    for _ in range(min(pops, count)):
+        got.append((int(times[0]), int(slots[0])))
+        count = heap_pop(times, slots, count)
+    assert got == sorted(entries)[: len(got)]
+    assert count == len(entries) - len(got)

@@ -21,19 +21,25 @@ AGGS = {"n": lj.count(), "c": lj.count("price"), "s": lj.sum("price"), "lo": lj.
         "hi": lj.max("price"), "avg": lj.mean("price"), "f": lj.first("price"), "l": lj.last("price")}
 
 
-def events(n: int, seed: int, disorder: int = 300, null_fraction: float = 0.05) -> pa.Table:
-    """Bounded disorder, zipf-skewed keys, nulls (and a few NaN) in price, a string channel."""
-    rng = np.random.default_rng(seed)
-    ts = np.arange(n, dtype=np.int64) * 7 + rng.integers(0, disorder + 1, n)
-    auction = np.minimum(rng.zipf(1.4, n), 60).astype(np.int64)
+def event_table(rng, ts: np.ndarray, zipf: float, n_keys: int, key_nulls: float, null_fraction: float) -> pa.Table:
+    """Rows at times ``ts``: zipf-skewed auctions (some null), nulls and a few NaN in price, a string channel."""
+    n = ts.size
+    auction = np.minimum(rng.zipf(zipf, n), n_keys).astype(np.int64)
     price = np.round(rng.uniform(0, 100, n), 1)
     price[rng.random(n) < 0.01] = np.nan
     return pa.table({
         "ts": ts,
-        "auction": pa.array(auction, mask=rng.random(n) < 0.02),
+        "auction": pa.array(auction, mask=rng.random(n) < key_nulls),
         "price": pa.array(price, mask=rng.random(n) < null_fraction),
         "ch": pa.array(rng.choice(["web", "app", "api"], n)),
     }, schema=SCHEMA)
+
+
+def events(n: int, seed: int, disorder: int = 300, null_fraction: float = 0.05) -> pa.Table:
+    """Steady arrivals with bounded disorder (see :func:`event_table`)."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(n, dtype=np.int64) * 7 + rng.integers(0, disorder + 1, n)
+    return event_table(rng, ts, 1.4, 60, 0.02, null_fraction)
 
 
 def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0, slide: int = SIZE):

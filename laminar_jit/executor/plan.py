@@ -152,6 +152,7 @@ from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark
 from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
+from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
 
 WM_MIN = -9223372036854775808

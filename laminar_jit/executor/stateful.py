@@ -284,29 +284,7 @@ def _tumbling_fire(gen, node, aggs, fields_by_agg, state_names, size, lateness):
 @njit
 def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     """Window node {nid}: emit windows with end + lateness <= watermark, ordered by end, key."""
-    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {size + lateness} <= wm_now
-    scan = {state_names[0]}.size if do_fire else 0
-    fired = np.empty({state_names[2]}[0] if do_fire else 0, np.int32)
-    cnt = 0
-    low = WM_MAX
-    for bkt in range(scan):
-        s = {state_names[0]}[bkt]
-        if s >= 0:
-            ws = {state_names[1]}[s, 1]
-            if ws + {size + lateness} <= wm_now:
-                fired[cnt] = s
-                cnt += 1
-            elif ws < low:
-                low = ws
-    if do_fire:
-        {aux}[1] = low
-    kk = np.empty(cnt, np.int64)
-    ww = np.empty(cnt, np.int64)
-    for j in range(cnt):
-        kk[j] = {state_names[1]}[fired[j], 0]
-        ww[j] = {state_names[1]}[fired[j], 1]
-    by_key = np.argsort(kk, kind="mergesort")
-    order = by_key[np.argsort(ww[by_key], kind="mergesort")]
+{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
     win_start = np.empty(cnt, np.int64)
     win_end = np.empty(cnt, np.int64)
     key = np.empty(cnt, np.int64)
@@ -326,6 +304,40 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     return win_start, win_end, key, key_valid, {rets}
 ''')
 
+
+
+def _due_entries(state_names: list[str], bound: str, offset: int) -> str:
+    """Fire-function code collecting the due entries into ``fired[:cnt]``, in (bound, key) order as ``order``.
+
+    An entry is due when ``bound + offset <= wm_now``; ``bound`` is a template
+    over ``{keys}`` and the slot ``{s}`` (a window start, a session end), and
+    ``aux[1]`` keeps the least bound still open so most batches skip the scan.
+    """
+    buckets, keys, meta, aux = state_names[0], state_names[1], state_names[2], state_names[4]
+    value = bound.format(keys=keys, s="s")
+    value_fired = bound.format(keys=keys, s="fired[j]")
+    return f'''    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {offset} <= wm_now
+    scan = {buckets}.size if do_fire else 0
+    fired = np.empty({meta}[0] if do_fire else 0, np.int32)
+    cnt = 0
+    low = WM_MAX
+    for bkt in range(scan):
+        s = {buckets}[bkt]
+        if s >= 0:
+            v = {value}
+            if v + {offset} <= wm_now:
+                fired[cnt] = s
+                cnt += 1
+            elif v < low:
+                low = v
+    if do_fire:
+        {aux}[1] = low
+    kk = np.empty(cnt, np.int64)
+    vv = np.empty(cnt, np.int64)
+    for j in range(cnt):
+        kk[j] = {keys}[fired[j], 0]
+        vv[j] = {value_fired}
+    order = argsort_pairs(vv, kk)'''
 
 
 def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs):
@@ -433,8 +445,7 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
                 kk[c] = {keys}[s, 0]
                 pp[c] = {keys}[s, 1]
                 c += 1
-    by_pane = np.argsort(pp[:c], kind="mergesort")
-    order = by_pane[np.argsort(kk[:c][by_pane], kind="mergesort")]
+    order = argsort_pairs(kk[:c], pp[:c])
     cnt = 0
     win_start = np.empty(0, np.int64)
     key = np.empty(0, np.int64)
@@ -479,8 +490,7 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
                     nxt = ((pp[order[hi]] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
                     ws = nxt if nxt > ws else ws + {slide}
             run0 = run1
-    by_key = np.argsort(key, kind="mergesort")
-    srt = by_key[np.argsort(win_start[by_key], kind="mergesort")]
+    srt = argsort_pairs(win_start, key)
     win_start = win_start[srt]
     key = key[srt]
     win_end = win_start + {size}
@@ -605,29 +615,7 @@ def _session_fire(gen, node, aggs, fields_by_agg, state_names, lateness):
 @njit
 def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     """Session window node {nid}: emit due sessions and free their slots."""
-    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {lateness} <= wm_now
-    scan = {buckets}.size if do_fire else 0
-    fired = np.empty({meta}[0] if do_fire else 0, np.int32)
-    cnt = 0
-    low = WM_MAX
-    for bkt in range(scan):
-        s = {buckets}[bkt]
-        if s >= 0:
-            e = {send}[s]
-            if e + {lateness} <= wm_now:
-                fired[cnt] = s
-                cnt += 1
-            elif e < low:
-                low = e
-    if do_fire:
-        {aux}[1] = low
-    kk = np.empty(cnt, np.int64)
-    ee = np.empty(cnt, np.int64)
-    for j in range(cnt):
-        kk[j] = {keys}[fired[j], 0]
-        ee[j] = {send}[fired[j]]
-    by_key = np.argsort(kk, kind="mergesort")
-    order = by_key[np.argsort(ee[by_key], kind="mergesort")]
+{_due_entries(state_names, send + "[{s}]", lateness)}
     win_start = np.empty(cnt, np.int64)
     win_end = np.empty(cnt, np.int64)
     key = np.empty(cnt, np.int64)
