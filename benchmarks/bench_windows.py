@@ -239,3 +239,32 @@ class SessionDuckDB:
         return self.con.sql(f"SELECT count(*) FROM ({_SESSION_SQL})").fetchall()[0][0]
 
     track_sessions.unit = "rows"
+
+
+class WindowSmallBatches:
+    """Per-batch overhead of the tumbling window DAG fed 1-row batches.
+
+    ``time_one_row_batches`` pushes 2,000 single-row batches through one
+    executor and drains the sink once at the end (divide by 2,000 for the
+    cost per batch; small batches are coalesced into one compiled dispatch);
+    ``time_one_row_batch_drained`` drains after each batch, the worst case.
+    """
+
+    def setup(self):
+        self.dag = tumbling_dag("auction")
+        table = common.event_table(2_000)
+        self.rows = table.to_batches(max_chunksize=1)
+        common.run_dag(self.dag, self.rows[:10])
+        self.executor = lj.DagExecutor(self.dag)
+        self.position = 0
+
+    def time_one_row_batches(self):
+        ex = lj.DagExecutor(self.dag)
+        for row in self.rows:
+            ex.process_batch(common.SOURCE, row)
+        ex.take_sink_outputs("out")
+
+    def time_one_row_batch_drained(self):
+        self.executor.process_batch(common.SOURCE, self.rows[self.position % len(self.rows)])
+        self.position += 1
+        self.executor.take_sink_outputs("out")

@@ -198,3 +198,46 @@ def test_readme_idle_alarm_example():
     _, got = run(op, [pa.record_batch(rows, schema=SCHEMA)], delay=0)
     assert got.rows() == [("a", 0, 1, False), ("a", 1_000, 2, False), ("b", 90_000, 1, False),
                           ("a", 61_000, 2, True), ("b", 150_000, 1, True)]
+
+
+def test_keyed_output_feeds_a_window_and_a_window_feeds_a_keyed_kernel():
+    table = readings(8_000, seed=5)
+    dag = (lj.DagBuilder()
+           .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(100))
+           .operator("z", lj.recipes.zscore(key="sensor", value="temp"))
+           .operator("hot", lj.Filter(lambda z: z > 1.0))
+           .operator("w", lj.TumblingWindow(size=1_000, key="sensor", aggs={"n": lj.count(), "top": lj.max("z")}))
+           .operator("trend", lj.recipes.ewma(key="sensor", value="n", alpha=0.5))
+           .connect("s", "z").connect("z", "hot").connect("hot", "w").connect("w", "trend")
+           .sink_for("z", "scores").sink_for("w", "windows").sink_for("trend", "out").build())
+    ex = lj.DagExecutor(dag)
+    for b in split_table(table, [1, 1, 500, 3_000, 3_001]):
+        ex.process_batch("s", b)
+    ex.finish()
+    out = {k: pl.from_arrow(v) for k, v in ex.take_all_sink_outputs().items()}
+    assert ex.metrics.late_events == 0
+    hot = out["scores"].filter(pl.col("z").is_not_nan() & (pl.col("z") > 1.0))  # NaN > 1 is false in kernels
+    want = (hot.with_columns(window_start=pl.col("ts") // 1_000 * 1_000)
+            .group_by("window_start", "sensor").agg(n=pl.len(), top=pl.col("z").max()))
+    got = out["windows"].select("window_start", "sensor", "n", "top")
+    key = ["window_start", "sensor"]
+    assert got.sort(key, nulls_last=True).equals(want.sort(key, nulls_last=True).select(got.columns))
+    # the window's rows feed the EWMA in emission order, with window_start as event time
+    assert out["out"].columns == ["sensor", "window_start", "ewma"]
+    trend = out["windows"].with_columns(
+        ewma=pl.col("n").cast(pl.Float64).ewm_mean(alpha=0.5, adjust=False).over("sensor"))
+    assert out["out"]["ewma"].to_list() == trend["ewma"].to_list()
+
+
+def test_rejected_batch_leaves_keyed_state_unchanged():
+    op = lj.KeyedKernel(_idle_alarm, **IDLE)
+    dag = (lj.DagBuilder().source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("k", op).connect("s", "k").sink_for("k", "out").build())
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", readings(300, seed=6))
+    state = ex._states[ex.dag.node("k").id]
+    before = [a.copy() for a in state.arrays()]
+    with pytest.raises(lj.DataError, match="ts"):
+        ex.process_batch("s", pa.table({"ts": pa.array([1, None], pa.int64()), "sensor": ["a", "b"],
+                                        "unit": [0, 0], "temp": [1.0, 2.0]}))
+    assert all(np.array_equal(a, b) for a, b in zip(before, state.arrays()))

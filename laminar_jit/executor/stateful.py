@@ -206,7 +206,10 @@ def _emitted_key_cols(gen, node, key_cols: list, state_names: list[str], key: st
                  f"window_{nid}_keys({key}, {', '.join(v for t in tables for v in t)})")
     cols = {}
     for (k, kc), (vals, valid) in zip(zip(keys, key_cols), key_arrays):
-        dictionary = (gen.source, kc.name) if kc.name in gen.encoded and kc.kind == "src" else None
+        if kc.kind == "src":
+            dictionary = (gen.source, kc.name) if kc.name in gen.encoded else None
+        else:  # already codes of a source dictionary (the output of another keyed node)
+            dictionary = kc.dictionary
         cols[k] = Col("der", k, node.schema.field(k).type, vals, valid, dictionary=dictionary)
     return cols
 
