@@ -282,7 +282,6 @@ def _tumbling_fire(gen, node, aggs, fields_by_agg, state_names, size, lateness):
     allocs = "\n".join(f"    r{j} = np.empty(cnt, {_dtype_name(t)})\n    rv{j} = np.empty(cnt, np.bool_)"
                        for j, t in enumerate(out_types))
     rets = ", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))
-    aux = state_names[4]
     gen.funcs.append(f'''
 @njit
 def window_{nid}_fire(wm_now, {", ".join(state_names)}):
