@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-from test_windows import AGGS, SCHEMA, assert_windows, event_table, watermark_before
+from test_windows import AGGS, SCHEMA, assert_windows, event_table, run, watermark_before
 
 GAP = 60
 
@@ -33,14 +33,6 @@ def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop"
     return (lj.DagBuilder()
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
             .operator("w", op).connect("bids", "w").sink_for("w", "out").build())
-
-
-def run(dag, batches):
-    ex = lj.DagExecutor(dag)
-    for b in batches:
-        ex.process_batch("bids", b)
-    ex.finish()
-    return ex, ex.take_all_sink_outputs()
 
 
 _AGG_SQL = """count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS lo, max(price) AS hi,
