@@ -241,3 +241,47 @@ def test_rejected_batch_leaves_keyed_state_unchanged():
         ex.process_batch("s", pa.table({"ts": pa.array([1, None], pa.int64()), "sensor": ["a", "b"],
                                         "unit": [0, 0], "temp": [1.0, 2.0]}))
     assert all(np.array_equal(a, b) for a, b in zip(before, state.arrays()))
+
+
+NO_JIT_SCRIPT = '''
+import json, numpy as np, pyarrow as pa, laminar_jit as lj
+
+def step(st, ts, temp):
+    st.n += 1
+    st.timer = ts + 100
+    return float(st.n)
+
+rms = lj.UserAggregate("rms", state={"ss": np.float64, "n": np.int64},
+                       update=lambda st, x: (st[0] + x * x, st[1] + 1),
+                       merge=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+                       finalize=lambda st: np.sqrt(st[0] / st[1]))
+schema = pa.schema([("ts", pa.int64()), ("sensor", pa.string()), ("temp", pa.float64())])
+dag = (lj.DagBuilder().source("s", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+       .operator("k", lj.KeyedKernel(step, key="sensor", state={"n": np.int64}, output={"z": pa.float64()},
+                                     on_timer=lambda st, t: -1.0))
+       .operator("w", lj.SessionWindow(gap=50, key="sensor", aggs={"r": rms("temp")}))
+       .connect("s", "k").connect("s", "w").sink_for("k", "out").sink_for("w", "sessions").build())
+ex = lj.DagExecutor(dag)
+ex.process_batch("s", pa.record_batch({"ts": [0, 50, 120, 130, 400], "sensor": ["a", "b", "a", "a", "b"],
+                                       "temp": [1.0, 2.0, 3.0, 4.0, 5.0]}, schema=schema))
+ex.finish()
+print(json.dumps({k: v.to_pylist() for k, v in ex.take_all_sink_outputs().items()}))
+'''
+
+
+def test_keyed_kernels_and_sessions_run_without_the_jit():
+    """Under NUMBA_DISABLE_JIT the generated code runs as Python and must agree with the compiled run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for disable in ("0", "1"):
+        env = dict(os.environ, NUMBA_DISABLE_JIT=disable)
+        done = subprocess.run([sys.executable, "-W", "ignore", "-c", NO_JIT_SCRIPT], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0] == runs[1]
+    assert [r["z"] for r in runs[0]["out"]][-2:] == [-1.0, -1.0]  # both timers fired

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._jit import JIT_DISABLED
 from .keytable import KeyTable
 
 __all__ = ["KeyedState"]
+
+
+def _records(values: np.ndarray) -> np.ndarray:
+    """Under ``NUMBA_DISABLE_JIT`` kernels are plain Python: give them ``state.field`` access."""
+    return values.view(np.recarray) if JIT_DISABLED else values
 
 
 class KeyedState:
@@ -33,7 +39,7 @@ class KeyedState:
         self.table = KeyTable(width=2, capacity=capacity)
         self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
         self.init = np.array(tuple(init for _, _, init in op.state_fields), dtype=op.state_dtype)
-        self.values = np.empty(self.table.slot_capacity, op.state_dtype)
+        self.values = _records(np.empty(self.table.slot_capacity, op.state_dtype))
         self.values[:] = self.init
         self.timers = op.on_timer is not None
         self.heap_times = np.empty(max(capacity, 1) if self.timers else 0, np.int64)
@@ -61,7 +67,7 @@ class KeyedState:
         if self.table.headroom < extra:
             self.table.reserve(extra)
             if self.values.size < self.table.slot_capacity:
-                grown = np.empty(self.table.slot_capacity, self.values.dtype)
+                grown = _records(np.empty(self.table.slot_capacity, self.values.dtype))
                 grown[: self.values.size] = self.values
                 grown[self.values.size:] = self.init
                 self.values = grown
