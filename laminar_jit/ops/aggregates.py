@@ -204,8 +204,9 @@ class UserAggregate:
         self.name = name
         self.fields: list[tuple[str, np.dtype, object]] = []
         for field, spec in dict(state).items():
-            if not isinstance(field, str) or not field.isidentifier():
-                raise ValueError(f"UserAggregate {name!r}: state field names must be identifiers, got {field!r}")
+            if not isinstance(field, str) or not field.isidentifier() or field.startswith("_"):
+                raise ValueError(f"UserAggregate {name!r}: state field names must be identifiers not starting "
+                                 f"with '_' (the engine's own fields do), got {field!r}")
             dtype, init = spec if isinstance(spec, tuple) else (spec, 0)
             dtype = np.dtype(dtype)
             if dtype.kind not in "biuf":
