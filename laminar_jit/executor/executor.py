@@ -324,8 +324,9 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     by_id = dict(zip(plan.stateful_ids, states))
     for nid, state in by_id.items():
         # new entries per call <= rows reaching the node: copies of source rows
-        # plus what stateful nodes upstream can emit (at most their open entries)
-        emitted = sum(by_id[u].max_emit() for u in plan.upstream_stateful[nid])
+        # plus what stateful nodes upstream can emit (windows: their open
+        # entries; keyed kernels: their rows and capped timer firings)
+        emitted = sum(by_id[u].max_emit(n * plan.max_paths) for u in plan.upstream_stateful[nid])
         state.reserve(n * plan.max_paths + emitted)
         state_args.extend(state.arrays())
     return plan.step(n, *args, offsets, counters, *time_state, *state_args)

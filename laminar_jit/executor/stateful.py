@@ -702,7 +702,7 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
     grow = "\n".join(f"{a} = grow({a})" for a in arrays)
 
     def fire(bound: str, indent: int) -> str:
-        body = f'''while hc > 0 and {htimes}[0] <= {bound}:
+        body = f'''while hc > 0 and {htimes}[0] <= {bound} and fired < fire_cap:
     tt = {htimes}[0]
     st = {hslots}[0]
     hc = heap_pop({htimes}, {hslots}, hc)
@@ -715,10 +715,11 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
         ots[m] = tt
 {store("rt", 8)}
         m += 1
+        fired += 1
         nt = {values}[st].timer
-        if nt > tt:
+        if nt > tt and {bound} != WM_MAX:
             hc = heap_push({htimes}, {hslots}, hc, nt, st)
-        else:  # re-armed at or before the firing time: dropped, it could never end
+        else:  # re-armed at or before its firing time, or after the end of input: dropped
             {values}[st].timer = WM_MIN'''
         return _indent(body, indent)
 
@@ -737,6 +738,11 @@ def keyed_{nid}_update({params}):
     """Keyed kernel node {nid}: call the kernel per row with its key's state; fire due timers."""
     hc = {aux}[0]
     size = {"n" if dense else "sel.size"} + hc + 16
+    # Firings per call are capped at the heap entries it can see (those present
+    # plus one push per row), which bounds what downstream state must reserve;
+    # timers re-armed by on_timer beyond that fire in the next call.
+    fire_cap = hc + {"n" if dense else "sel.size"}
+    fired = 0
 {allocs}
     m = 0
     {loop}

@@ -55,9 +55,9 @@ class KeyedState:
         """Heap entries (an upper bound on the timers that can fire)."""
         return int(self.aux[0])
 
-    def max_emit(self) -> int:
-        """Rows one call can emit beyond one per input row (timer firings)."""
-        return self.pending_timers
+    def max_emit(self, rows: int) -> int:
+        """Rows one call given ``rows`` input rows can emit: one per row plus capped timer firings."""
+        return 2 * rows + self.pending_timers
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new keys and timer entries before a compiled call."""

@@ -62,8 +62,8 @@ class WindowState:
         """Open (key, window) entries."""
         return len(self.table)
 
-    def max_emit(self) -> int:
-        """Rows one call can emit (each open entry at most once)."""
+    def max_emit(self, rows: int) -> int:
+        """Rows one call can emit (each open entry at most once; ``rows`` does not matter)."""
         return len(self.table)
 
     def reserve(self, extra: int) -> None:
