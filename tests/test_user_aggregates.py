@@ -107,7 +107,7 @@ def test_user_aggregate_errors_name_the_operator():
                               update=lambda st, x: (st[0] + x.nope,), merge=lambda a, b: a, finalize=lambda st: st[0])
     with pytest.raises(lj.KernelError, match="'w'.*broken.*update does not compile"):
         build(broken("price"))
-    with pytest.raises(ValueError, match="not starting with '_'"):
+    with pytest.raises(ValueError, match="other than \\['_n'\\]"):
         lj.UserAggregate("s", state={"_n": np.int64}, update=None, merge=None, finalize=None)
     with pytest.raises(ValueError, match="numeric"):
         lj.UserAggregate("s", state={"a": np.str_}, update=None, merge=None, finalize=None)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import KernelError
+from .base import state_fields
 
 __all__ = ["BLUEPRINTS", "Agg", "Blueprint", "UserAggregate", "count", "first", "last", "max", "mean", "min", "sum"]
 
@@ -199,19 +200,9 @@ class UserAggregate:
 
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"UserAggregate: name must be an identifier, got {name!r}")
-        if not state:
-            raise ValueError(f"UserAggregate {name!r}: state needs at least one field, e.g. {{'acc': np.float64}}")
         self.name = name
-        self.fields: list[tuple[str, np.dtype, object]] = []
-        for field, spec in dict(state).items():
-            if not isinstance(field, str) or not field.isidentifier() or field.startswith("_"):
-                raise ValueError(f"UserAggregate {name!r}: state field names must be identifiers not starting "
-                                 f"with '_' (the engine's own fields do), got {field!r}")
-            dtype, init = spec if isinstance(spec, tuple) else (spec, 0)
-            dtype = np.dtype(dtype)
-            if dtype.kind not in "biuf":
-                raise ValueError(f"UserAggregate {name!r}: state field {field!r} must be numeric, got {dtype}")
-            self.fields.append((field, dtype, dtype.type(init).item()))
+        # "_n" is the engine's own count of non-null inputs (the null rule)
+        self.fields = state_fields(f"UserAggregate {name!r}", state, reserved=("_n",))
         self.result = np.dtype(result)
         if self.result.kind not in "biuf":
             raise ValueError(f"UserAggregate {name!r}: result must be a numeric dtype, got {self.result}")

@@ -17,7 +17,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
-__all__ = ["Bound", "Operator", "kernel_column"]
+__all__ = ["Bound", "Operator", "kernel_column", "state_fields"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,24 @@ def kernel_column(node: str, schema: pa.Schema, column: str, role: str) -> np.dt
             "dictionary-encode or cast them upstream to use them in a kernel"
         )
     return dtype
+
+
+def state_fields(owner: str, state, reserved=()) -> list[tuple[str, np.dtype, object]]:
+    """``(name, dtype, initial value)`` of user state fields given as ``{name: dtype | (dtype, init)}``.
+
+    Names must be identifiers outside ``reserved``; dtypes numeric or boolean;
+    the initial value defaults to 0. Raises ValueError naming ``owner``.
+    """
+    fields = []
+    for name, spec in dict(state or {}).items():
+        if not isinstance(name, str) or not name.isidentifier() or name in reserved:
+            raise ValueError(f"{owner}: state field names must be identifiers other than "
+                             f"{sorted(reserved)}, got {name!r}")
+        dtype, init = spec if isinstance(spec, tuple) else (spec, 0)
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "biuf":
+            raise ValueError(f"{owner}: state field {name!r} must be numeric or boolean, got {dtype}")
+        fields.append((name, dtype, dtype.type(init).item()))
+    if not fields:
+        raise ValueError(f"{owner}: state needs at least one field, e.g. state={{'n': np.int64}}")
+    return fields

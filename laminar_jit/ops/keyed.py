@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from .._jit import JIT_DISABLED
 from ..errors import KernelError, SchemaError
-from .base import Bound, Operator, kernel_column
+from .base import Bound, Operator, kernel_column, state_fields
 from .kernel import Kernel, _first_line
 from .windows import _key_tuple, check_key_columns
 
@@ -94,19 +94,8 @@ class KeyedKernel(Operator):
         self.on_timer = Kernel(on_timer, name=f"{self.kernel.name}.on_timer") if on_timer is not None else None
         if self.on_timer is not None and len(self.on_timer.params) != 2:
             raise KernelError(f"keyed kernel {self.kernel.name}: on_timer must take (state, timestamp)")
-        fields = []
-        for name, spec in dict(state).items():
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"KeyedKernel: state field names must be identifiers, got {name!r}")
-            if name == "timer" and self.on_timer is not None:
-                raise ValueError("KeyedKernel: 'timer' is the state field on_timer uses; pick another name")
-            dtype, init = spec if isinstance(spec, tuple) else (spec, 0)
-            dtype = np.dtype(dtype)
-            if dtype.kind not in "biuf":
-                raise ValueError(f"KeyedKernel: state field {name!r} must be numeric or boolean, got {dtype}")
-            fields.append((name, dtype, dtype.type(init).item()))
-        if not fields:
-            raise ValueError("KeyedKernel: state needs at least one field, e.g. state={'n': np.int64}")
+        # with on_timer, "timer" is the engine's field holding the key's timer
+        fields = state_fields("KeyedKernel", state, reserved=("timer",) if self.on_timer is not None else ())
         if self.on_timer is not None:
             fields.append(("timer", np.dtype(np.int64), int(NO_TIMER)))
         self.state_fields = tuple(fields)
