@@ -5,6 +5,7 @@ over numpy views of the columns; a finalized DAG runs through one compiled
 step per source.
 """
 
+from .checkpoint import Checkpoint
 from .dag import DagBuilder, RoutingTable, StreamingDag
 from .errors import (
     CheckpointError,
@@ -27,7 +28,8 @@ from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, m
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness
-from . import recipes  # noqa: F401 - lj.recipes.zscore, lj.recipes.ewma
+from . import io, recipes  # noqa: F401 - lj.io.ParquetSink, lj.recipes.zscore, ...
+from .runner import RunStats, run
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "min",
     "sum",
     "BoundedOutOfOrderness",
+    "Checkpoint",
     "CheckpointError",
     "CycleError",
     "DagBuilder",
@@ -65,11 +68,14 @@ __all__ = [
     "Metrics",
     "NO_TIMER",
     "PortError",
+    "RunStats",
     "Project",
     "RoutingTable",
     "SchemaError",
     "StreamingDag",
     "UnknownNodeError",
+    "io",
     "kernel",
     "recipes",
+    "run",
 ]

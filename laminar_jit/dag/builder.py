@@ -388,20 +388,29 @@ def _check_source(name: str, spec: SourceSpec) -> None:
             )
 
 
-def _fingerprint(nodes: list[Node], order: list[int]) -> str | None:
-    parts = []
+def node_fingerprints(nodes: list[Node], order: list[int]) -> dict[str, str | None]:
+    """Per node (in execution order): a digest of its kind, configuration, code and inputs.
+
+    ``None`` for an operator whose kernels cannot be fingerprinted (e.g. a
+    closure over an unhashable object); the DAG then has no fingerprint.
+    """
+    out: dict[str, str | None] = {}
     for i in order:
         n = nodes[i]
         if n.kind == "source":
             spec = n.op
             wm = spec.watermark.fingerprint() if spec.watermark is not None else "none"
-            parts.append(f"source:{n.name}:{spec.schema.to_string(show_schema_metadata=False)}:{spec.event_time}:{wm}")
+            part = f"source:{n.name}:{spec.schema.to_string(show_schema_metadata=False)}:{spec.event_time}:{wm}"
         elif n.kind == "sink":
-            parts.append(f"sink:{n.name}")
+            part = f"sink:{n.name}"
         else:
             fp = n.op.fingerprint()
-            if fp is None:
-                return None
-            parts.append(f"{n.kind}:{n.name}:{fp}")
-        parts.append("in:" + ",".join(f"{u}/{p}" for u, p in n.inputs))
-    return fingerprint_parts(parts)
+            part = None if fp is None else f"{n.kind}:{n.name}:{fp}"
+        inputs = "in:" + ",".join(f"{u}/{p}" for u, p in n.inputs)
+        out[n.name] = None if part is None else fingerprint_parts([part, inputs])
+    return out
+
+
+def _fingerprint(nodes: list[Node], order: list[int]) -> str | None:
+    parts = node_fingerprints(nodes, order)
+    return None if None in parts.values() else fingerprint_parts(list(parts.values()))

@@ -272,6 +272,40 @@ class DagExecutor:
         if self._finished:
             raise DataError(f"source {source!r}: the executor has finished (finish() was called)")
 
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self):
+        """Snapshot all state between two batches, as a :class:`~laminar_jit.Checkpoint`.
+
+        It holds copies of every operator's state arrays (hash tables, open
+        windows and panes, sessions, keyed records, timers), the string
+        dictionaries, watermarks, idle flags, metrics and sink outputs not yet
+        taken; the executor continues unaffected. Write it with
+        :meth:`Checkpoint.save`.
+        """
+        from ..checkpoint.capture import capture
+
+        self._flush()
+        return capture(self)
+
+    def restore(self, checkpoint) -> None:
+        """Continue from ``checkpoint``: replace all of this executor's state by it.
+
+        The executor must run the DAG the checkpoint was taken from. Fed the
+        input that followed the checkpoint, it then produces exactly what the
+        checkpointed executor would have. Sink outputs not taken at the
+        checkpoint are available again; anything this executor held before is
+        discarded.
+
+        Raises
+        ------
+        CheckpointError
+            The checkpoint comes from a different DAG (the message lists the
+            nodes that differ) or its state does not fit; nothing changes then.
+        """
+        from ..checkpoint.capture import restore
+
+        restore(self, checkpoint)
+
     # ------------------------------------------------------------------ output
     def take_sink_outputs(self, sink: str) -> pa.Table:
         """Everything ``sink`` received since the last call, as one table (drained).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import JIT_DISABLED
-from .keytable import KeyTable
+from .keytable import KeyTable, check_like, check_names, put_table, take_table
 
 __all__ = ["KeyedState"]
 
@@ -104,6 +104,53 @@ class KeyedState:
         for k in self.key_tables:
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every state array by name (for checkpoints; see :meth:`load_snapshot`).
+
+        The state records are stored one array per field (``values.<field>``);
+        only the live part of the timer heap is kept.
+        """
+        out: dict[str, np.ndarray] = {}
+        put_table(out, "table", self.table)
+        out["aux"] = self.aux.copy()
+        for name in self.values.dtype.names:
+            out[f"values.{name}"] = np.array(self.values[name], copy=True)
+        count = int(self.aux[0])
+        out["heap_times"] = self.heap_times[:count].copy()
+        out["heap_slots"] = self.heap_slots[:count].copy()
+        for level, table in enumerate(self.key_tables):
+            put_table(out, f"keys{level}", table)
+        return out
+
+    def load_snapshot(self, arrays) -> None:
+        """Replace this (fresh) state by :meth:`snapshot` output, validating all of it first.
+
+        Raises
+        ------
+        ValueError
+            When names, dtypes or lengths do not fit this kernel's state; the
+            state is then unchanged.
+        """
+        check_names(arrays, self.snapshot())
+        table = take_table(arrays, "table")
+        cap = table.slot_capacity
+        aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
+        count = int(aux[0])
+        if count < 0 or (count and not self.timers):
+            raise ValueError(f"aux holds {count} timer entries" + ("" if self.timers else " but the kernel has no timers"))
+        times = check_like("heap_times", arrays["heap_times"], self.heap_times, count)
+        slots = check_like("heap_slots", arrays["heap_slots"], self.heap_slots, count)
+        if count and (slots.min() < 0 or slots.max() >= table.high_water):
+            raise ValueError("heap_slots point outside the key table")
+        values = _records(np.empty(cap, self.values.dtype))
+        for name in self.values.dtype.names:
+            values[name] = check_like(f"values.{name}", arrays[f"values.{name}"], self.values[name], cap)
+        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
+        size = max(count, 1) if self.timers else 0
+        self.heap_times, self.heap_slots = np.empty(size, np.int64), np.empty(size, np.int64)
+        self.heap_times[:count], self.heap_slots[:count] = times, slots
+        self.table, self.aux, self.values, self.key_tables = table, aux, values, key_tables
 
     @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:

@@ -311,3 +311,45 @@ class KeyTable:
         table = cls.__new__(cls)
         table.buckets, table.keys, table.meta, table.free = buckets, keys, meta, free
         return table
+
+
+# -- helpers for the owners of key tables (window and keyed-kernel state) -------
+
+_TABLE_ARRAYS = ("buckets", "keys", "meta", "free")
+
+
+def put_table(out: dict[str, np.ndarray], prefix: str, table: KeyTable) -> None:
+    """Add ``table``'s snapshot to ``out`` under ``prefix.buckets`` etc."""
+    for name, arr in table.snapshot().items():
+        out[f"{prefix}.{name}"] = arr
+
+
+def take_table(arrays, prefix: str) -> KeyTable:
+    """The :class:`KeyTable` stored by :func:`put_table` (validated; raises ValueError)."""
+    try:
+        parts = {name: arrays[f"{prefix}.{name}"] for name in _TABLE_ARRAYS}
+    except KeyError as e:
+        raise ValueError(f"missing array {e.args[0]!r}") from None
+    try:
+        return KeyTable.from_snapshot(parts)
+    except ValueError as e:
+        raise ValueError(f"{prefix}: {e}") from None
+
+
+def check_like(name: str, arr: np.ndarray, template: np.ndarray, length: int | None = None) -> np.ndarray:
+    """A copy of ``arr`` after checking it has ``template``'s dtype and trailing shape (and ``length`` rows)."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != template.dtype or arr.shape[1:] != template.shape[1:]:
+        found = f"{arr.dtype}{list(arr.shape)}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{name} is {found}, expected {template.dtype} with trailing shape {list(template.shape[1:])}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} has {arr.shape[0]} rows, expected {length} (one per slot)")
+    return np.array(arr, copy=True)
+
+
+def check_names(arrays, expected) -> None:
+    """Raise ValueError unless ``arrays`` has exactly the ``expected`` names."""
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise ValueError("state arrays differ from this operator's: "
+                         + "; ".join(p for p in (f"missing {missing}" if missing else "",
+                                                  f"unexpected {extra}" if extra else "") if p))

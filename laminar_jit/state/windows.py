@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable
+from .keytable import KeyTable, check_like, check_names, put_table, take_table
 
 __all__ = ["WindowState"]
 
@@ -92,6 +92,42 @@ class WindowState:
         for k in self.key_tables:
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every state array by name (for checkpoints; see :meth:`load_snapshot`)."""
+        out: dict[str, np.ndarray] = {}
+        put_table(out, "table", self.table)
+        out["aux"] = self.aux.copy()
+        for name, arr, _ in self.fields:
+            out[f"field.{name}"] = arr.copy()
+        if self.session:
+            put_table(out, "heads", self.heads)
+            out["head"] = self.head.copy()
+        for level, table in enumerate(self.key_tables):
+            put_table(out, f"keys{level}", table)
+        return out
+
+    def load_snapshot(self, arrays) -> None:
+        """Replace this (fresh) state by :meth:`snapshot` output, validating all of it first.
+
+        Raises
+        ------
+        ValueError
+            When names, dtypes or lengths do not fit this operator's state;
+            the state is then unchanged.
+        """
+        check_names(arrays, self.snapshot())
+        table = take_table(arrays, "table")
+        cap = table.slot_capacity
+        aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
+        fields = [(name, check_like(f"field.{name}", arrays[f"field.{name}"], arr, cap), init)
+                  for name, arr, init in self.fields]
+        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
+        if self.session:
+            heads = take_table(arrays, "heads")
+            self.head = check_like("head", arrays["head"], self.head, heads.slot_capacity)
+            self.heads = heads
+        self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
 
     @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:

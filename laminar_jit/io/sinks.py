@@ -1,0 +1,284 @@
+"""Sinks: where :func:`laminar_jit.run` delivers a DAG's outputs.
+
+A run delivers rows in *epochs*: the rows emitted between two checkpoints
+form one epoch. At a checkpoint the runner calls :meth:`Sink.pre_commit`
+(make the epoch's rows durable but invisible), saves the checkpoint, then
+calls :meth:`Sink.commit` (make them visible). When a run resumes from
+checkpoint ``e`` it calls :meth:`Sink.open` with ``e``: epochs up to ``e``
+are committed (finishing a commit a crash interrupted), anything later is
+discarded, because the sources replay it. A sink that follows this protocol
+delivers every row exactly once across crashes and restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import DataError
+
+__all__ = ["CallbackSink", "MemorySink", "ParquetSink", "Sink"]
+
+
+class Sink:
+    """Base class of sinks. Subclasses override :meth:`write` and, for exactly-once, the commit hooks.
+
+    Attributes
+    ----------
+    schema : pyarrow.Schema or None
+        Schema of the rows, known once :meth:`open` was called.
+    """
+
+    #: Whether rows survive crashes exactly once (two-phase commit).
+    exactly_once = False
+
+    def __init__(self):
+        self.schema: pa.Schema | None = None
+
+    def open(self, schema: pa.Schema, restored_epoch: int | None) -> None:
+        """Called once before a run delivers rows.
+
+        Parameters
+        ----------
+        schema : pyarrow.Schema
+            Schema of the rows this sink receives.
+        restored_epoch : int or None
+            ``None``: the run keeps no checkpoints. ``0``: a checkpointed run
+            starting from scratch. ``e > 0``: the run resumes from checkpoint
+            epoch ``e``; rows of later epochs will be delivered again.
+        """
+        self.schema = schema
+
+    def write(self, table: pa.Table, epoch: int) -> None:
+        """Receive rows belonging to ``epoch`` (a non-empty table)."""
+        raise NotImplementedError
+
+    def pre_commit(self, epoch: int) -> None:
+        """Make every row of ``epoch`` durable, not yet visible (before the checkpoint is saved)."""
+
+    def commit(self, epoch: int) -> None:
+        """Make the rows of ``epoch`` visible (after the checkpoint is saved)."""
+
+    def close(self) -> None:
+        """The run ended (finished, interrupted or failed)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class MemorySink(Sink):
+    """Collect a run's output in memory.
+
+    Rows are kept per epoch, so a run resumed in the same process from an
+    earlier checkpoint drops the epochs it replays: exactly-once within one
+    process (nothing survives the process itself).
+
+    Examples
+    --------
+    >>> out = lj.io.MemorySink()                                         # doctest: +SKIP
+    >>> lj.run(dag, sources={"bids": table}, sinks={"out": out})         # doctest: +SKIP
+    >>> out.table()                                                      # doctest: +SKIP
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._parts: list[tuple[int, pa.Table]] = []
+
+    def open(self, schema, restored_epoch):
+        super().open(schema, restored_epoch)
+        if restored_epoch is not None:
+            self._parts = [(e, t) for e, t in self._parts if e <= restored_epoch]
+
+    def write(self, table, epoch):
+        self._parts.append((epoch, table))
+
+    def table(self) -> pa.Table:
+        """Everything received, in order, as one table (empty before any row)."""
+        tables = [t for _, t in self._parts]
+        if not tables:
+            return (self.schema or pa.schema([])).empty_table()
+        return pa.concat_tables(tables)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows received so far."""
+        return sum(t.num_rows for _, t in self._parts)
+
+    def __repr__(self) -> str:
+        return f"MemorySink(rows={self.num_rows:,})"
+
+
+class CallbackSink(Sink):
+    """Hand each output table to ``fn(table)`` as soon as it is produced.
+
+    **At-least-once**: after a crash the run resumes from its last
+    checkpoint and ``fn`` sees the rows emitted since then a second time.
+    Make ``fn`` idempotent (e.g. upsert by key and window) if that matters.
+
+    Parameters
+    ----------
+    fn : callable
+        Called with a non-empty :class:`pyarrow.Table`.
+    """
+
+    def __init__(self, fn):
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"CallbackSink: fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def write(self, table, epoch):
+        self.fn(table)
+
+    def __repr__(self) -> str:
+        return f"CallbackSink({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+_PART = re.compile(r"^part-(\d{8})-(\d{5})\.parquet$")
+_STAGING = "_staging"
+
+
+class ParquetSink(Sink):
+    """Write a run's output as Parquet files, exactly once across crashes.
+
+    Rows are staged per epoch under ``directory/_staging/`` and become
+    ``directory/part-<epoch>-<n>.parquet`` by an atomic rename only once the
+    checkpoint closing that epoch is saved. On restart, staged files of
+    epochs after the restored checkpoint are discarded (and committed ones,
+    should an older checkpoint be restored), so reading the directory as a
+    dataset — ``pyarrow.dataset``, Polars and DuckDB all skip names starting
+    with ``_`` — gives exactly the output: no duplicates, no gaps. Without a
+    checkpoint directory the run commits everything when it ends.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if missing. A run starting from scratch requires it to hold
+        no committed part files.
+    rows_per_file : int, default 1,000,000
+        Rows buffered in memory before a staged file is written.
+    compression : str, default "zstd"
+        Parquet compression codec.
+
+    Examples
+    --------
+    >>> sink = lj.io.ParquetSink("out/")                                 # doctest: +SKIP
+    >>> lj.run(dag, sources=..., sinks={"out": sink}, checkpoint_dir="chk/")  # doctest: +SKIP
+    >>> sink.read()                                                      # doctest: +SKIP
+    """
+
+    exactly_once = True
+
+    def __init__(self, directory, rows_per_file: int = 1_000_000, compression: str = "zstd"):
+        super().__init__()
+        if not isinstance(rows_per_file, int) or isinstance(rows_per_file, bool) or rows_per_file <= 0:
+            raise ValueError(f"ParquetSink: rows_per_file must be a positive int, got {rows_per_file!r}")
+        self.directory = Path(directory)
+        self.rows_per_file = rows_per_file
+        self.compression = compression
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._epoch: int | None = None
+        self._seq = 0
+
+    def __repr__(self) -> str:
+        return f"ParquetSink({str(self.directory)!r})"
+
+    # -- files ---------------------------------------------------------------
+    def _stage_dir(self, epoch: int) -> Path:
+        return self.directory / _STAGING / f"epoch-{epoch:08d}"
+
+    def committed_files(self) -> list[Path]:
+        """Committed part files, in output order (epoch, then sequence)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if _PART.match(p.name))
+
+    def read(self) -> pa.Table:
+        """The committed output as one table, in order (empty with the sink's schema if none)."""
+        files = self.committed_files()
+        if not files:
+            return (self.schema or pa.schema([])).empty_table()
+        return pa.concat_tables([pq.read_table(p) for p in files])
+
+    # -- protocol --------------------------------------------------------------
+    def open(self, schema, restored_epoch):
+        super().open(schema, restored_epoch)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._buffer, self._buffered, self._epoch, self._seq = [], 0, None, 0
+        staging = self.directory / _STAGING
+        staged = sorted(int(p.name[6:]) for p in staging.glob("epoch-*")) if staging.is_dir() else []
+        if restored_epoch is None or restored_epoch == 0:
+            committed = self.committed_files()
+            if committed:
+                raise DataError(
+                    f"ParquetSink: {str(self.directory)!r} already holds {len(committed)} committed part file(s) "
+                    "from another run; write to an empty directory, remove the files, or resume that run "
+                    "with its checkpoint_dir")
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        for epoch in staged:  # finish commits a crash interrupted; drop what will be replayed
+            if epoch <= restored_epoch:
+                self.commit(epoch)
+            else:
+                shutil.rmtree(self._stage_dir(epoch), ignore_errors=True)
+        for p in self.committed_files():
+            if int(_PART.match(p.name).group(1)) > restored_epoch:
+                p.unlink()
+        _fsync_dir(self.directory)
+
+    def write(self, table, epoch):
+        if self._epoch != epoch:
+            self._flush()
+            self._epoch, self._seq = epoch, 0
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= self.rows_per_file:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        stage = self._stage_dir(self._epoch)
+        stage.mkdir(parents=True, exist_ok=True)
+        path = stage / f"part-{self._epoch:08d}-{self._seq:05d}.parquet"
+        pq.write_table(pa.concat_tables(self._buffer), path, compression=self.compression)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        self._buffer, self._buffered = [], 0
+        self._seq += 1
+
+    def pre_commit(self, epoch):
+        if self._epoch == epoch:
+            self._flush()
+        stage = self._stage_dir(epoch)
+        if stage.is_dir():
+            _fsync_dir(stage)
+
+    def commit(self, epoch):
+        stage = self._stage_dir(epoch)
+        if not stage.is_dir():
+            return
+        for p in sorted(stage.iterdir()):
+            if _PART.match(p.name):
+                os.replace(p, self.directory / p.name)
+            else:
+                p.unlink()
+        _fsync_dir(self.directory)
+        stage.rmdir()
+
+    def close(self):
+        self._buffer, self._buffered = [], 0  # unstaged rows belong to an epoch that was not checkpointed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

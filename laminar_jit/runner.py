@@ -1,0 +1,381 @@
+"""``lj.run``: drive sources through a DAG into sinks, with checkpoints and recovery.
+
+One loop reads a batch from each source in turn (round robin), pushes it
+through the :class:`DagExecutor`, and hands the sinks their outputs. Every
+``checkpoint_every`` batches or ``checkpoint_interval`` seconds it takes a
+checkpoint in the order that makes output exactly-once:
+
+1. outputs produced so far go to the sinks (they close the current epoch);
+2. every sink pre-commits the epoch (durable, not yet visible);
+3. the checkpoint, holding each source's position, is saved atomically;
+4. every sink commits the epoch (visible).
+
+A crash before 3 replays the epoch from the previous checkpoint and the sinks
+discard what they had staged; a crash after 3 resumes from this checkpoint
+and the sinks finish the commit.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .dag.builder import DagBuilder
+from .dag.graph import StreamingDag
+from .errors import CheckpointError, UnknownNodeError
+from .executor import DagExecutor, Metrics
+from .io.sinks import Sink
+from .io.sources import as_source
+
+__all__ = ["RunStats", "run"]
+
+_CHECKPOINT = re.compile(r"^chk-(\d{8})$")
+#: Outputs are handed to sinks at least this often (rows read), besides checkpoints.
+_DRAIN_ROWS = 1 << 20
+#: Default checkpoint interval (seconds) when a checkpoint directory is given.
+DEFAULT_INTERVAL = 10.0
+_WM_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class RunStats:
+    """What a call of :func:`run` did.
+
+    Attributes
+    ----------
+    events : int
+        Rows read from the sources in this call.
+    batches : int
+        Batches read in this call.
+    elapsed : float
+        Seconds of this call (executor construction included).
+    checkpoints : int
+        Checkpoints saved in this call.
+    epoch : int
+        Epoch of the last completed checkpoint (0: none).
+    resumed_from : int or None
+        Epoch of the checkpoint this call resumed from.
+    finished : bool
+        The input was exhausted and the executor finished (all windows emitted).
+    interrupted : bool
+        Stopped by Ctrl-C (SIGINT) after taking a final checkpoint.
+    rows_out : dict of str to int
+        Rows delivered per sink in this call.
+    positions : dict of str to int
+        Rows consumed per source (over all calls of a resumed run).
+    metrics : Metrics
+        The executor's counters (restored ones included).
+    """
+
+    events: int = 0
+    batches: int = 0
+    elapsed: float = 0.0
+    checkpoints: int = 0
+    epoch: int = 0
+    resumed_from: int | None = None
+    finished: bool = False
+    interrupted: bool = False
+    rows_out: dict = field(default_factory=dict)
+    positions: dict = field(default_factory=dict)
+    metrics: Metrics | None = None
+
+    @property
+    def events_per_second(self) -> float:
+        """``events / elapsed``."""
+        return self.events / self.elapsed if self.elapsed > 0 else 0.0
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished else "interrupted" if self.interrupted else "stopped"
+        resumed = f", resumed from checkpoint {self.resumed_from}" if self.resumed_from else ""
+        return (f"{state}: {self.events:,} events in {self.batches:,} batches, {self.elapsed:.2f} s "
+                f"({self.events_per_second / 1e6:.2f} M events/s), {self.checkpoints} checkpoint(s){resumed}; "
+                f"rows out: {self.rows_out}")
+
+
+def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None, keep: int = 3, progress: bool = True) -> RunStats:
+    """Run ``dag`` over ``sources`` into ``sinks`` until the sources are exhausted.
+
+    With a ``checkpoint_dir`` the run is restartable and its exactly-once
+    sinks (:class:`~laminar_jit.io.ParquetSink`) hold every output row
+    exactly once across crashes: called again with the same directory (after
+    a crash, a kill or Ctrl-C) it resumes from the latest checkpoint, seeking
+    every source to its saved position. A run that already finished returns
+    at once.
+
+    Parameters
+    ----------
+    dag : StreamingDag or DagBuilder
+    sources : dict of str to source
+        One entry per source node: a :class:`~laminar_jit.io.Source`, a
+        ``pa.Table``, a list of record batches, a Parquet/Arrow file path, or
+        any object exporting ``__arrow_c_stream__`` (see
+        :func:`~laminar_jit.io.as_source`).
+    sinks : dict of str to Sink
+        One entry per sink of the DAG.
+    checkpoint_dir : str or os.PathLike, optional
+        Directory of this run's checkpoints (``chk-<epoch>/``). Without it
+        nothing is checkpointed and sinks commit when the run ends.
+    checkpoint_every : int, optional
+        Take a checkpoint every this many batches.
+    checkpoint_interval : float, optional
+        Take a checkpoint every this many seconds (default 10 when a
+        ``checkpoint_dir`` is given and ``checkpoint_every`` is not).
+    keep : int, default 3
+        Completed checkpoints kept; older ones are deleted.
+    progress : bool, default True
+        Show a progress bar with events/s (tqdm).
+
+    Returns
+    -------
+    RunStats
+
+    Raises
+    ------
+    UnknownNodeError
+        A key of ``sources``/``sinks`` is not a source/sink of the DAG.
+    ValueError
+        A source or sink of the DAG has no entry, or the options conflict.
+    CheckpointError
+        The latest checkpoint is damaged or was taken from another DAG.
+
+    Notes
+    -----
+    Sources are read one batch at a time in turn. A source that runs out
+    gets an infinite watermark (as a finished bounded source in Flink), so
+    joins and fan-ins stop waiting for it. Ctrl-C stops after the current
+    batch, takes a final checkpoint, and returns with ``interrupted=True``
+    (a second Ctrl-C aborts at once).
+    """
+    t0 = time.perf_counter()
+    if isinstance(dag, DagBuilder):
+        dag = dag.build()
+    if not isinstance(dag, StreamingDag):
+        raise TypeError(f"run: dag must be a StreamingDag (DagBuilder.build()), got {type(dag).__name__}")
+    sources = _match("source", dict(sources), dag.sources)
+    sinks = _match("sink", dict(sinks), dag.sinks)
+    sources = {name: as_source(s) for name, s in sources.items()}
+    for name, s in sinks.items():
+        if not isinstance(s, Sink):
+            raise TypeError(f"run: sink {name!r} is a {type(s).__name__}, expected a laminar_jit.io Sink "
+                            "(MemorySink(), ParquetSink(dir), CallbackSink(fn))")
+    if checkpoint_every is not None and checkpoint_interval is not None:
+        raise ValueError("run: give checkpoint_every (batches) or checkpoint_interval (seconds), not both")
+    if checkpoint_dir is None and (checkpoint_every is not None or checkpoint_interval is not None):
+        raise ValueError("run: checkpoint_every/checkpoint_interval need a checkpoint_dir to write to")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every <= 0):
+        raise ValueError(f"run: checkpoint_every must be a positive number of batches, got {checkpoint_every!r}")
+    if checkpoint_interval is not None and not checkpoint_interval > 0:
+        raise ValueError(f"run: checkpoint_interval must be positive seconds, got {checkpoint_interval!r}")
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"run: keep must be a positive number of checkpoints, got {keep!r}")
+    if checkpoint_dir is not None and checkpoint_every is None and checkpoint_interval is None:
+        checkpoint_interval = DEFAULT_INTERVAL
+
+    ex = DagExecutor(dag)
+    stats = RunStats(rows_out={name: 0 for name in sinks})
+    store = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    positions = {name: 0 for name in sources}
+    cp = store.latest() if store is not None else None
+    if cp is not None:
+        ex.restore(cp)
+        positions.update({k: v for k, v in cp.positions.items() if k in positions})
+        stats.resumed_from = stats.epoch = cp.epoch
+    restored_epoch = None if store is None else stats.epoch
+    for name, sink in sinks.items():
+        sink.open(dag.schema_of(name), restored_epoch)
+    stats.metrics = ex.metrics
+    stats.positions = positions
+    if cp is not None and cp.finished:
+        stats.finished = True
+        _close(sinks)
+        stats.elapsed = time.perf_counter() - t0
+        return stats
+
+    loop = _Loop(ex, sources, sinks, positions, stats, store, checkpoint_every, checkpoint_interval)
+    try:
+        with _StopOnSigint() as stop, _progress(progress, sources, positions) as bar:
+            loop.run(stop, bar)
+    finally:
+        _close(sinks)
+        stats.elapsed = time.perf_counter() - t0
+    stats.metrics = ex.metrics
+    return stats
+
+
+class _Loop:
+    def __init__(self, ex, sources, sinks, positions, stats, store, every, interval):
+        self.ex, self.sources, self.sinks, self.positions = ex, sources, sinks, positions
+        self.stats, self.store, self.every, self.interval = stats, store, every, interval
+        self.epoch = stats.epoch + 1  # the epoch rows go to now
+
+    def run(self, stop, bar) -> None:
+        ex = self.ex
+        iterators = {name: iter(src.batches(self.positions[name])) for name, src in self.sources.items()}
+        since_batches, since_rows, last = 0, 0, time.monotonic()
+        while iterators and not stop.requested:
+            for name in list(iterators):
+                batch = next(iterators[name], None)
+                if batch is None:
+                    del iterators[name]
+                    if iterators:  # a finished source must not hold back the others' windows
+                        ex.advance_watermark(name, _WM_MAX)
+                    continue
+                ex.process_batch(name, batch)
+                n = batch.num_rows
+                self.positions[name] += n
+                self.stats.events += n
+                self.stats.batches += 1
+                since_batches += 1
+                since_rows += n
+                bar.update(n)
+                if since_rows >= _DRAIN_ROWS:
+                    self.drain()
+                    since_rows = 0
+                if self.store is not None and (
+                        (self.every is not None and since_batches >= self.every)
+                        or (self.interval is not None and time.monotonic() - last >= self.interval)):
+                    self.checkpoint()
+                    bar.set_postfix(checkpoint=self.stats.epoch, refresh=False)
+                    since_batches, since_rows, last = 0, 0, time.monotonic()
+                if stop.requested:
+                    break
+        if stop.requested:
+            self.stats.interrupted = True
+        else:
+            ex.finish()
+            self.stats.finished = True
+        if self.store is not None:
+            self.checkpoint()
+        else:
+            self.drain()
+            for sink in self.sinks.values():
+                sink.pre_commit(self.epoch)
+            for sink in self.sinks.values():
+                sink.commit(self.epoch)
+
+    def drain(self) -> None:
+        for name, sink in self.sinks.items():
+            table = self.ex.take_sink_outputs(name)
+            if table.num_rows:
+                sink.write(table, self.epoch)
+                self.stats.rows_out[name] += table.num_rows
+
+    def checkpoint(self) -> None:
+        epoch = self.epoch
+        self.drain()
+        for sink in self.sinks.values():
+            sink.pre_commit(epoch)
+        cp = self.ex.checkpoint()
+        cp.positions, cp.epoch = dict(self.positions), epoch
+        self.store.save(cp)
+        for sink in self.sinks.values():
+            sink.commit(epoch)
+        self.stats.epoch, self.stats.checkpoints = epoch, self.stats.checkpoints + 1
+        self.epoch = epoch + 1
+
+
+class _CheckpointStore:
+    """``chk-<epoch>`` directories under one root; the newest complete one wins."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root, self.keep = root, keep
+        root.mkdir(parents=True, exist_ok=True)
+        for p in root.glob(".chk-*"):  # a save a crash interrupted
+            shutil.rmtree(p, ignore_errors=True)
+
+    def epochs(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name)))
+
+    def latest(self) -> Checkpoint | None:
+        epochs = self.epochs()
+        if not epochs:
+            return None
+        path = self.root / f"chk-{epochs[-1]:08d}"
+        try:
+            cp = Checkpoint.load(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}. To resume from the previous checkpoint instead, delete {str(path)!r} "
+                                  "(exactly-once sinks roll back to it)") from e
+        if cp.epoch != epochs[-1]:
+            raise CheckpointError(f"checkpoint {str(path)!r} says it is epoch {cp.epoch}, its name says "
+                                  f"{epochs[-1]}; it was moved or renamed — restore the original name")
+        return cp
+
+    def save(self, cp: Checkpoint) -> None:
+        cp.save(self.root / f"chk-{cp.epoch:08d}")
+        for old in self.epochs()[:-self.keep]:
+            shutil.rmtree(self.root / f"chk-{old:08d}", ignore_errors=True)
+
+
+def _match(kind: str, given: dict, expected: list[str]) -> dict:
+    unknown = sorted(set(given) - set(expected))
+    if unknown:
+        raise UnknownNodeError(f"run: {kind}s {unknown} are not {kind}s of this DAG; its {kind}s are {expected}")
+    missing = [name for name in expected if name not in given]
+    if missing:
+        example = "lj.io.MemorySink()" if kind == "sink" else "a table, file path or lj.io source"
+        raise ValueError(f"run: no {kind} given for {missing}; pass {kind}s={{{missing[0]!r}: {example}, ...}} "
+                         f"for every {kind} of the DAG")
+    return {name: given[name] for name in expected}
+
+
+def _close(sinks: dict) -> None:
+    for sink in sinks.values():
+        sink.close()
+
+
+class _StopOnSigint:
+    """Turn the first Ctrl-C into a stop request checked between batches; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool, sources: dict, positions: dict):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    totals = [s.total_rows for s in sources.values()]
+    total = sum(totals) if None not in totals else None
+    return tqdm(total=total, initial=sum(positions.values()), unit="ev", unit_scale=True, desc="laminar-jit run",
+                dynamic_ncols=True)
