@@ -43,7 +43,6 @@ __all__ = ["Checkpoint", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 _FORMAT = "laminar_jit.checkpoint"
 _MANIFEST = "manifest.json"
-_CHUNK = 1 << 24
 
 
 class Checkpoint:
@@ -228,15 +227,15 @@ class Checkpoint:
 # ---------------------------------------------------------------------- files
 def _write(path: Path, data: pa.RecordBatch | pa.Table) -> dict:
     """Write ``data`` as an Arrow IPC file, sync it, return its size and SHA-256."""
-    digest = hashlib.sha256()
-    with pa.OSFile(str(path), "wb") as sink:
-        with pa.ipc.new_file(sink, data.schema) as writer:
-            writer.write(data)
-    with open(path, "rb+") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    stream = pa.BufferOutputStream()
+    with pa.ipc.new_file(stream, data.schema) as writer:
+        writer.write(data)
+    buf = memoryview(stream.getvalue())
+    with open(path, "wb") as f:
+        f.write(buf)
+        f.flush()
         os.fsync(f.fileno())
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"bytes": buf.nbytes, "sha256": hashlib.sha256(buf).hexdigest()}
 
 
 def _fsync_dir(path: Path) -> None:

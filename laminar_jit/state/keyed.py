@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import JIT_DISABLED
-from .keytable import KeyTable, check_like, check_names, put_table, take_table
+from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
 
 __all__ = ["KeyedState"]
 
@@ -115,7 +115,7 @@ class KeyedState:
         put_table(out, "table", self.table)
         out["aux"] = self.aux.copy()
         for name in self.values.dtype.names:
-            out[f"values.{name}"] = np.array(self.values[name], copy=True)
+            out[f"values.{name}"] = np.array(self.values[name][: self.table.high_water], copy=True)
         count = int(self.aux[0])
         out["heap_times"] = self.heap_times[:count].copy()
         out["heap_slots"] = self.heap_slots[:count].copy()
@@ -145,7 +145,7 @@ class KeyedState:
             raise ValueError("heap_slots point outside the key table")
         values = _records(np.empty(cap, self.values.dtype))
         for name in self.values.dtype.names:
-            values[name] = check_like(f"values.{name}", arrays[f"values.{name}"], self.values[name], cap)
+            values[name] = take_slots(arrays, f"values.{name}", self.values[name], table, self.init[name])
         key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         size = max(count, 1) if self.timers else 0
         self.heap_times, self.heap_slots = np.empty(size, np.int64), np.empty(size, np.int64)

@@ -319,21 +319,53 @@ _TABLE_ARRAYS = ("buckets", "keys", "meta", "free")
 
 
 def put_table(out: dict[str, np.ndarray], prefix: str, table: KeyTable) -> None:
-    """Add ``table``'s snapshot to ``out`` under ``prefix.buckets`` etc."""
-    for name, arr in table.snapshot().items():
-        out[f"{prefix}.{name}"] = arr
+    """Add ``table``'s state to ``out`` under ``prefix.buckets`` etc., without unused slots.
+
+    Only the slots ever handed out (``keys[:high_water]``) and the live part
+    of the free stack are stored, plus the slot capacity to grow back to:
+    slots beyond the high-water mark hold nothing yet. Owners store their
+    per-slot arrays the same way (see :func:`take_slots`).
+    """
+    hw, n_free = table.high_water, int(table.meta[_N_FREE])
+    out[f"{prefix}.buckets"] = table.buckets.copy()
+    out[f"{prefix}.keys"] = table.keys[:hw].copy()
+    out[f"{prefix}.meta"] = table.meta.copy()
+    out[f"{prefix}.free"] = table.free[:n_free].copy()
+    out[f"{prefix}.capacity"] = np.array([table.slot_capacity], np.int64)
 
 
 def take_table(arrays, prefix: str) -> KeyTable:
     """The :class:`KeyTable` stored by :func:`put_table` (validated; raises ValueError)."""
     try:
-        parts = {name: arrays[f"{prefix}.{name}"] for name in _TABLE_ARRAYS}
+        parts = {name: np.asarray(arrays[f"{prefix}.{name}"]) for name in _TABLE_ARRAYS + ("capacity",)}
     except KeyError as e:
         raise ValueError(f"missing array {e.args[0]!r}") from None
+    capacity = parts.pop("capacity")
+    if capacity.shape != (1,) or capacity.dtype != np.int64 or not 0 <= capacity[0] < 2**31:
+        raise ValueError(f"{prefix}.capacity is not one int64 slot count")
+    cap, meta = int(capacity[0]), parts["meta"]
+    if meta.shape != (4,) or parts["keys"].ndim != 2 or parts["free"].ndim != 1:
+        raise ValueError(f"{prefix}: meta, keys or free has the wrong shape")
+    for name, rows in (("keys", int(meta[_HIGH_WATER])), ("free", int(meta[_N_FREE]))):
+        arr = parts[name]
+        if arr.shape[0] != rows or rows > cap:
+            raise ValueError(f"{prefix}.{name} has {arr.shape[0]} rows; meta says {rows} "
+                             f"(slot capacity {cap}) — the table state is inconsistent")
+        padded = np.zeros((cap,) + arr.shape[1:], arr.dtype)
+        padded[:rows] = arr
+        parts[name] = padded
     try:
         return KeyTable.from_snapshot(parts)
     except ValueError as e:
         raise ValueError(f"{prefix}: {e}") from None
+
+
+def take_slots(arrays, name: str, template: np.ndarray, table: KeyTable, fill) -> np.ndarray:
+    """A per-slot array stored as its first ``table.high_water`` rows, checked and grown back to the slot capacity."""
+    arr = check_like(name, arrays[name], template, table.high_water)
+    out = np.full((table.slot_capacity,) + template.shape[1:], fill, template.dtype)
+    out[: arr.shape[0]] = arr
+    return out
 
 
 def check_like(name: str, arr: np.ndarray, template: np.ndarray, length: int | None = None) -> np.ndarray:

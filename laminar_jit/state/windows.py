@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable, check_like, check_names, put_table, take_table
+from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
 
 __all__ = ["WindowState"]
 
@@ -99,10 +99,10 @@ class WindowState:
         put_table(out, "table", self.table)
         out["aux"] = self.aux.copy()
         for name, arr, _ in self.fields:
-            out[f"field.{name}"] = arr.copy()
+            out[f"field.{name}"] = arr[: self.table.high_water].copy()
         if self.session:
             put_table(out, "heads", self.heads)
-            out["head"] = self.head.copy()
+            out["head"] = self.head[: self.heads.high_water].copy()
         for level, table in enumerate(self.key_tables):
             put_table(out, f"keys{level}", table)
         return out
@@ -118,14 +118,12 @@ class WindowState:
         """
         check_names(arrays, self.snapshot())
         table = take_table(arrays, "table")
-        cap = table.slot_capacity
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
-        fields = [(name, check_like(f"field.{name}", arrays[f"field.{name}"], arr, cap), init)
-                  for name, arr, init in self.fields]
+        fields = [(name, take_slots(arrays, f"field.{name}", arr, table, init), init) for name, arr, init in self.fields]
         key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         if self.session:
             heads = take_table(arrays, "heads")
-            self.head = check_like("head", arrays["head"], self.head, heads.slot_capacity)
+            self.head = take_slots(arrays, "head", self.head, heads, -1)
             self.heads = heads
         self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
 
