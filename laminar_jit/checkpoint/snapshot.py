@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .._fs import fsync_dir
 from ..errors import CheckpointError
 
 __all__ = ["Checkpoint", "FORMAT_VERSION"]
@@ -166,9 +167,9 @@ class Checkpoint:
                 json.dump(manifest, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError):
@@ -236,14 +237,6 @@ def _write(path: Path, data: pa.RecordBatch | pa.Table) -> dict:
         f.flush()
         os.fsync(f.fileno())
     return {"bytes": buf.nbytes, "sha256": hashlib.sha256(buf).hexdigest()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_manifest(path: Path) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._fs import fsync_dir
 from ..errors import DataError
 
 __all__ = ["CallbackSink", "MemorySink", "ParquetSink", "Sink"]
@@ -230,7 +231,7 @@ class ParquetSink(Sink):
         for p in self.committed_files():
             if int(_PART.match(p.name).group(1)) > restored_epoch:
                 p.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def write(self, table, epoch):
         if self._epoch != epoch:
@@ -258,7 +259,7 @@ class ParquetSink(Sink):
             self._flush()
         stage = self._stage_dir(epoch)
         if stage.is_dir():
-            _fsync_dir(stage)
+            fsync_dir(stage)
 
     def commit(self, epoch):
         stage = self._stage_dir(epoch)
@@ -269,16 +270,8 @@ class ParquetSink(Sink):
                 os.replace(p, self.directory / p.name)
             else:
                 p.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         stage.rmdir()
 
     def close(self):
         self._buffer, self._buffered = [], 0  # unstaged rows belong to an epoch that was not checkpointed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -249,18 +249,6 @@ class MemorySource(Source):
         """Yield the held batches from row ``start_row`` on (see :meth:`Source.batches`).
 
         Whole batches before ``start_row`` are skipped; the one holding it is sliced.
-
-        Parameters
-        ----------
-        start_row : int, default 0
-            Number of rows already consumed.
-
-        Raises
-        ------
-        ValueError
-            If ``start_row`` is not an int >= 0.
-        CheckpointError
-            If ``start_row`` exceeds :attr:`total_rows`.
         """
         start_row = self._check_start_row(start_row, self.total_rows)
         index, skip = _seek(self._ends, start_row)
@@ -335,18 +323,6 @@ class ParquetSource(Source):
 
     def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
         """Yield the file's rows from row ``start_row`` on (see :meth:`Source.batches`).
-
-        Parameters
-        ----------
-        start_row : int, default 0
-            Number of rows already consumed.
-
-        Raises
-        ------
-        ValueError
-            If ``start_row`` is not an int >= 0.
-        CheckpointError
-            If ``start_row`` exceeds :attr:`total_rows`.
         """
         start_row = self._check_start_row(start_row, self.total_rows)
         group, skip = _seek(self._ends, start_row)
