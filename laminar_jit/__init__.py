@@ -24,6 +24,7 @@ from .errors import (
 )
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
+from .ops.dedup import Dedup
 from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
@@ -55,6 +56,7 @@ __all__ = [
     "DagError",
     "DagExecutor",
     "DataError",
+    "Dedup",
     "DisconnectedNodeError",
     "DuplicateNodeError",
     "EmptyDagError",

@@ -108,6 +108,9 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
                         + _indent(update, 12))
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor"] + state_names + ["late_out"])
+    if x.get("dedup"):
+        return _dedup(gen, node, b, slot, reach_set, dense, leaves, params, loop, _value(ts_col, gen, b, names, "i"),
+                      key_expr, state_names)
     if session:
         _session_update(gen, nid, params, loop, _value(ts_col, gen, b, names, "i"), key_expr, agg_code,
                         aggs, fields_by_agg, state_names, x["gap"], lateness)
@@ -160,6 +163,78 @@ def window_{nid}_update({params}):
 
     # --- the step -----------------------------------------------------------
     return _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_cols, aggs)
+
+
+def _dedup(gen, node, b, slot, reach_set, dense, leaves, params, loop, ts_expr, key_expr, state_names):
+    """A Dedup node: pass the first row of each (key, interval) on; forget intervals the watermark passed.
+
+    It is a tumbling window without aggregates whose "emission" is the row
+    that creates its (key, interval) slot; the fire step only frees slots.
+    Returns the bindings of the kept rows and of the late rows (both
+    selections over the input).
+    """
+    nid = node.id
+    x = node.bound.extra
+    size, offset, lateness = x["size"], x["offset"], x["lateness"]
+    table = ", ".join(state_names[:4])
+    meta, aux = state_names[2], state_names[4]
+    gen.funcs.append(f'''
+@njit
+def dedup_{nid}_update({params}, keep_out):
+    """Dedup node {nid}: keep rows that open a (key, interval) slot; record late rows."""
+    n_late = 0
+    n_keep = 0
+    low = {aux}[1]
+    high = {aux}[2]
+    {loop}
+        t = {ts_expr}
+        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+        if ws + {size + lateness} <= rw:  # the interval was already forgotten
+            late_out[n_late] = i
+            n_late += 1
+            continue
+        {key_expr}
+        live = {meta}[0]
+        ht_find_or_insert({table}, k, ws)
+        if {meta}[0] != live:  # a new slot: the first row of its (key, interval)
+            keep_out[n_keep] = i
+            n_keep += 1
+            if ws < low:
+                low = ws
+            if ws > high:
+                high = ws
+    {aux}[1] = low
+    {aux}[2] = high
+    return n_late, n_keep
+
+
+@njit
+def dedup_{nid}_forget(wm_now, {", ".join(state_names)}):
+    """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
+{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
+    for o in range(cnt):
+        ht_delete({table}, fired[o])
+    return cnt
+''')
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    _watermark_bounds(gen, node, reach_set)
+    gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"keep_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [f"late_{nid}", f"keep_{nid}"])
+    gen.emit(f"n_late_{nid}, n_keep_{nid} = dedup_{nid}_update({args})")
+    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
+    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"keep_sel_{nid} = keep_{nid}[:n_keep_{nid}]")
+    gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")
+    _propagate_watermark(gen, node)
+    gen.emit(f"dedup_{nid}_forget(wm[{nid}], {', '.join(state_names)})")
+    return replace(b, sel=f"keep_sel_{nid}"), replace(b, sel=f"late_sel_{nid}")
 
 
 def _key_columns(gen, node, b: Binding) -> list:

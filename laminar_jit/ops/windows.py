@@ -74,12 +74,13 @@ class WindowOperator(Operator):
     """Shared configuration and schema binding of the window operators."""
 
     kind = "stateful"
+    needs_aggs = True
 
     def __init__(self, key=None, aggs: Mapping[str, Agg] | None = None,
                  allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None):
         self.keys = _key_tuple(key)
         self.aggs = dict(aggs or {})
-        if not self.aggs:
+        if not self.aggs and self.needs_aggs:
             raise ValueError("a window needs at least one aggregate, e.g. aggs={'n': lj.count()}")
         for name, agg in self.aggs.items():
             if not isinstance(agg, Agg):

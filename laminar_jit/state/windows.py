@@ -34,6 +34,8 @@ class WindowState:
 
     def __init__(self, bound, capacity: int = 1024):
         self.session = "gap" in bound.extra
+        #: Windows emit their open entries; a Dedup passes input rows on and emits nothing of its own.
+        self.emits = not bound.extra.get("dedup", False)
         self.table = KeyTable(width=2, capacity=capacity)
         # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
         # They map key combinations ever seen, like a dictionary, and are not pruned.
@@ -64,7 +66,7 @@ class WindowState:
 
     def max_emit(self, rows: int) -> int:
         """Rows one call can emit (each open entry at most once; ``rows`` does not matter)."""
-        return len(self.table)
+        return len(self.table) if self.emits else 0
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
