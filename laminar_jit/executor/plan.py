@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
 import sys
 import tempfile
 import threading
@@ -221,7 +222,8 @@ def _load(gen: Gen, text: str, digest: str, cacheable: bool, signature: tuple):
         if not JIT_DISABLED:
             step.compile(signature)
         return step, cacheable
-    except (ImportError, OSError, EOFError, AttributeError, ValueError) as exc:  # unloadable cache entry
+    except (ImportError, OSError, EOFError, AttributeError, ValueError, pickle.UnpicklingError) as exc:
+        # an unloadable cache entry: truncated, corrupted, or referring to a module that is gone
         if not cacheable:
             raise
         warnings.warn(f"laminar_jit: compiled plan p_{digest} could not be loaded from the cache ({exc}); "
