@@ -25,6 +25,7 @@ from .errors import (
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
 from .ops.dedup import Dedup
+from .ops.topn import TopN
 from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
@@ -75,6 +76,7 @@ __all__ = [
     "RoutingTable",
     "SchemaError",
     "StreamingDag",
+    "TopN",
     "UnknownNodeError",
     "io",
     "kernel",

@@ -59,6 +59,15 @@ class WindowState:
             for field, rule, init in agg.blueprint.fields:
                 dtype = rule(in_dtype)
                 self.fields.append((f"a{j}_{field}", np.full(self.table.slot_capacity, init, dtype), init))
+        if "topn" in bound.extra:
+            # TopN: per (key, window) slot, how many rows it keeps, their arrival numbers and,
+            # per input column, values and validity of up to n rows
+            cap, n = self.table.slot_capacity, bound.extra["topn"]
+            self.fields.append(("t_count", np.zeros(cap, np.int64), 0))
+            self.fields.append(("t_seq", np.zeros((cap, n), np.int64), 0))
+            for j, (_, dtype) in enumerate(bound.extra["payload"]):
+                self.fields.append((f"t_c{j}", np.zeros((cap, n), np.int64 if dtype is None else dtype), 0))
+                self.fields.append((f"t_v{j}", np.zeros((cap, n), np.bool_), False))
 
     def __len__(self) -> int:
         """Open (key, window) entries."""
@@ -138,6 +147,9 @@ class WindowState:
                                                    "head")]
         for j, (_, agg) in enumerate(bound.extra["aggs"]):
             names += [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
+        if "topn" in bound.extra:
+            names += [f"st{node_id}_t_count", f"st{node_id}_t_seq"]
+            names += [f"st{node_id}_t_{kind}{j}" for j in range(len(bound.extra["payload"])) for kind in "cv"]
         for level in range(len(bound.extra["keys"]) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names

@@ -1,0 +1,106 @@
+"""``TopN``: the n best rows per key per tumbling event-time window, ranked."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+import pyarrow as pa
+
+from .._types import arrow_to_numpy_dtype
+from ..errors import SchemaError
+from .base import Bound, kernel_column
+from .windows import WindowOperator, _units, check_key_columns
+
+__all__ = ["TopN"]
+
+
+class TopN(WindowOperator):
+    """Keep the ``n`` rows with the largest (or smallest) ``by`` per key per tumbling window.
+
+    Rows are assigned to epoch-aligned windows of length ``window`` like
+    :class:`TumblingWindow`. Each (key, window) keeps its best ``n`` rows so
+    far (a row ties with an earlier one lose: ranking is by ``by``, then
+    arrival). When the watermark reaches the window's end plus
+    ``allowed_lateness`` the window emits its rows, best first: columns
+    ``window_start``, ``window_end``, ``rank`` (1 = best), then every input
+    column unchanged; emissions are ordered by window end, then key, then
+    rank. Rows whose ``by`` is null or NaN are never ranked. Late rows are
+    dropped and counted, or routed to ``late_sink``.
+
+    Equivalent SQL over the rows that are not late:
+    ``QUALIFY row_number() OVER (PARTITION BY key, window ORDER BY by DESC, arrival) <= n``.
+
+    Parameters
+    ----------
+    n : int
+        Rows kept per key and window (at most 1,024).
+    by : str
+        Numeric, boolean or temporal column to rank by.
+    key : str or list of str, optional
+        Key column(s); without a key, the top ``n`` of each window.
+    window : int or datetime.timedelta
+        Window length in event-time units (a timedelta for timestamp columns).
+    descending : bool, default True
+        True keeps the largest values, False the smallest.
+    allowed_lateness, late, late_sink, offset
+        As for :class:`TumblingWindow`.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj
+    >>> top3 = lj.TopN(3, by="price", key="auction", window=60_000)  # three highest bids per auction per minute
+    """
+
+    needs_aggs = False
+    #: Largest ``n``: every (key, window) keeps ``n`` rows of every column.
+    MAX_N = 1024
+
+    def __init__(self, n: int, by: str, key=None, window=None, descending: bool = True,
+                 allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None,
+                 offset: int | _dt.timedelta = 0):
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= self.MAX_N:
+            raise ValueError(f"TopN: n must be an int in [1, {self.MAX_N}], got {n!r}")
+        if not isinstance(by, str):
+            raise TypeError(f"TopN: by must name one column, got {by!r}")
+        if window is None:
+            raise ValueError("TopN needs window= (the tumbling window length), e.g. window=60_000")
+        super().__init__(key, None, allowed_lateness, late, late_sink)
+        self.n, self.by, self.window, self.descending, self.offset = int(n), by, window, bool(descending), offset
+
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        if event_time is None or input_schema.get_field_index(event_time) < 0:
+            raise SchemaError(f"operator {node!r}: TopN needs an event-time column; declare the source with "
+                              "event_time='ts' (and keep that column through Projects/Maps upstream)")
+        check_key_columns(node, input_schema, self.keys)
+        by_dtype = kernel_column(node, input_schema, self.by, "TopN by column")
+        payload = []
+        for f in input_schema:
+            if f.name in ("window_start", "window_end", "rank"):
+                raise SchemaError(f"operator {node!r}: input column {f.name!r} clashes with a TopN output column; "
+                                  "rename it upstream with lj.Project")
+            dtype = arrow_to_numpy_dtype(f.type)
+            if dtype is None and not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+                raise SchemaError(f"operator {node!r}: column {f.name!r} is {f.type}; TopN keeps numeric, boolean, "
+                                  "temporal and string columns — drop it upstream with lj.Project")
+            payload.append((f.name, dtype))
+        et_type = input_schema.field(event_time).type
+        size = _units(node, "window", self.window, et_type)
+        bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
+        out_schema = pa.schema([pa.field("window_start", bound_time), pa.field("window_end", bound_time),
+                                pa.field("rank", pa.int64()), *input_schema])
+        extra = {"event_time": event_time, "event_time_type": et_type,
+                 "lateness": _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
+                 "keys": self.keys, "aggs": (), "late": self.late, "late_sink": self.late_sink,
+                 "size": size, "offset": _units(node, "offset", self.offset, et_type, positive=False) % size,
+                 "topn": self.n, "by": self.by, "by_dtype": by_dtype, "descending": self.descending,
+                 "payload": tuple(payload)}
+        return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), extra=extra)
+
+    def _fingerprint_parts(self) -> list[str]:
+        return super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),
+                                               repr(self.offset)]
+
+    def label(self) -> str:
+        order = "largest" if self.descending else "smallest"
+        return f"TopN({self.n} {order} {self.by}, key={list(self.keys)}, window={self.window})"

@@ -1,0 +1,127 @@
+"""``lj.TopN`` against DuckDB's ``row_number()`` over the same out-of-order events."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import laminar_jit as lj
+from conftest import split_table
+from test_windows import SCHEMA, events, watermark_before
+
+WINDOW = 1_000
+
+
+def topn_dag(n: int, key=("auction",), descending=True, delay: int = 300, lateness: int = 0, late="drop",
+             offset: int = 0):
+    kw = dict(late="side_output", late_sink="late") if late == "side_output" else {}
+    op = lj.TopN(n, by="price", key=list(key) or None, window=WINDOW, descending=descending,
+                 allowed_lateness=lateness, offset=offset, **kw)
+    return (lj.DagBuilder()
+            .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
+            .operator("top", op).connect("bids", "top").sink_for("top", "out").build())
+
+
+def run(dag, batches):
+    ex = lj.DagExecutor(dag)
+    for b in batches:
+        ex.process_batch("bids", b)
+    ex.finish()
+    return ex, ex.take_all_sink_outputs()
+
+
+def reference(table: pa.Table, n: int, key=("auction",), descending=True, delay: int = 300, lateness: int = 0,
+              offset: int = 0) -> pa.Table:
+    """DuckDB: rows not late on arrival with a non-null, non-NaN price, ranked per (key, window)."""
+    ts = table.column("ts").to_numpy()
+    t = table.append_column("arrival", pa.array(np.arange(table.num_rows))) \
+             .append_column("wm", pa.array(watermark_before(ts, delay)))
+    con = duckdb.connect()
+    con.register("t", t)
+    partition = ", ".join([*key, "window_start"])
+    order = "DESC" if descending else "ASC"
+    return con.sql(f"""
+        WITH w AS (SELECT *, floor((ts - {offset}) / {WINDOW})::BIGINT * {WINDOW} + {offset} AS window_start FROM t),
+        r AS (SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY price {order}, arrival) AS rank
+              FROM w WHERE window_start + {WINDOW + lateness} > wm AND price IS NOT NULL AND NOT isnan(price))
+        SELECT window_start, window_start + {WINDOW} AS window_end, rank, {', '.join(SCHEMA.names)}
+        FROM r WHERE rank <= {n}""").to_arrow_table()
+
+
+def same(got: pa.Table, want: pa.Table, key=("auction",)) -> None:
+    """Equal rows; compared in (window, key, rank) order (string keys are emitted in first-seen order)."""
+    by = ["window_start", *key, "rank"]
+    g = pl.from_arrow(got).sort(by, nulls_last=False)
+    w = pl.from_arrow(want.cast(got.schema)).sort(by, nulls_last=False)
+    assert g.columns == w.columns
+    assert g.equals(w, null_equal=True)
+
+
+@pytest.mark.parametrize("n, key, descending", [(3, ("auction",), True), (1, ("ch",), False),
+                                                (2, ("ch", "auction"), True), (5, (), False)])
+def test_topn_matches_duckdb_row_number(n, key, descending):
+    table = events(30_000, seed=6, disorder=600)
+    ex, out = run(topn_dag(n, key, descending, late="side_output"), table.to_batches(max_chunksize=4_000))
+    want = reference(table, n, key, descending)
+    assert want.num_rows > 100
+    same(out["out"], want, key)
+    got = pl.from_arrow(out["out"])
+    assert got["window_end"].is_sorted()  # emitted window by window
+    assert out["late"].num_rows == ex.metrics.late_events > 0
+
+
+def test_integer_keys_are_emitted_in_window_key_rank_order():
+    table = events(10_000, seed=2)
+    _, out = run(topn_dag(3), table.to_batches(max_chunksize=2_500))
+    got = pl.from_arrow(out["out"])
+    assert got.equals(got.sort(["window_end", "auction", "rank"], nulls_last=False))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_rows=st.integers(0, 2_000), cuts=st.lists(st.integers(0, 2_000), max_size=8),
+       delay=st.sampled_from([0, 150, 2_000]), lateness=st.sampled_from([0, 400]), offset=st.sampled_from([0, 250]))
+def test_split_invariance_lateness_and_offset(seed, n_rows, cuts, delay, lateness, offset):
+    table = events(n_rows, seed=seed, disorder=800)
+    dag = topn_dag(2, delay=delay, lateness=lateness, offset=offset)
+    _, out = run(dag, split_table(table, cuts + [1, 1, 2]))  # with empty and 1-row batches
+    same(out["out"], reference(table, 2, delay=delay, lateness=lateness, offset=offset))
+
+
+def test_topn_state_is_checkpointed(tmp_path):
+    table = events(20_000, seed=9)
+    dag = topn_dag(4, key=("ch",))
+    batches = table.to_batches(max_chunksize=3_000)
+    _, whole = run(dag, batches)
+    ex = lj.DagExecutor(dag)
+    for b in batches[:3]:
+        ex.process_batch("bids", b)
+    first = ex.take_sink_outputs("out")
+    ex.checkpoint().save(tmp_path / "cp")
+    again = lj.DagExecutor(dag)
+    again.restore(lj.Checkpoint.load(tmp_path / "cp"))
+    for b in batches[3:]:
+        again.process_batch("bids", b)
+    again.finish()
+    both = pa.concat_tables([first, again.take_sink_outputs("out")])
+    assert pl.from_arrow(both).equals(pl.from_arrow(whole["out"]), null_equal=True)
+
+
+def test_topn_configuration_errors():
+    with pytest.raises(ValueError, match=r"n must be an int in \[1, 1024\]"):
+        lj.TopN(0, by="price", window=10)
+    with pytest.raises(ValueError, match="needs window="):
+        lj.TopN(3, by="price")
+    b = (lj.DagBuilder().source("bids", SCHEMA, event_time="ts").operator("t", lj.TopN(3, by="ch", window=10))
+         .connect("bids", "t").sink_for("t", "out"))
+    with pytest.raises(lj.SchemaError, match="TopN by column 'ch' is string"):
+        b.build()
+    clash = pa.schema([("ts", pa.int64()), ("rank", pa.int64())])
+    b = (lj.DagBuilder().source("s", clash, event_time="ts").operator("t", lj.TopN(3, by="rank", window=10))
+         .connect("s", "t").sink_for("t", "out"))
+    with pytest.raises(lj.SchemaError, match="'rank' clashes"):
+        b.build()
