@@ -92,6 +92,30 @@ def test_split_invariance_lateness_and_offset(seed, n_rows, cuts, delay, latenes
     same(out["out"], reference(table, 2, delay=delay, lateness=lateness, offset=offset))
 
 
+def test_topn_feeds_a_keyed_window_downstream():
+    """One fired (key, window) emits up to n rows: the state downstream must make room for all of them.
+
+    2,000 auctions x 50 kept rows fire in one call triggered by a single row,
+    creating about 100,000 new (auction, rank) keys downstream at once.
+    """
+    rng = np.random.default_rng(0)
+    m = 120_000
+    table = pa.table({"ts": np.sort(rng.integers(0, WINDOW, m)), "auction": rng.integers(0, 2_000, m),
+                      "price": rng.random(m), "ch": ["x"] * m}, schema=SCHEMA)
+    dag = (lj.DagBuilder()
+           .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("top", lj.TopN(50, by="price", key="auction", window=WINDOW))
+           .operator("per_rank", lj.TumblingWindow(size=WINDOW, key=["auction", "rank"], aggs={"n": lj.count()}))
+           .connect("bids", "top").connect("top", "per_rank").sink_for("per_rank", "out").build())
+    late = pa.table({"ts": [10 * WINDOW], "auction": [0], "price": [1.0], "ch": ["x"]}, schema=SCHEMA)
+    _, out = run(dag, table.to_batches(max_chunksize=1_000) + late.to_batches())
+    want = pl.from_arrow(reference(pa.concat_tables([table, late]), 50, delay=0))
+    got = pl.from_arrow(out["out"])
+    assert got.height == want.height > 99_000 and got["n"].to_list() == [1] * got.height
+    by = ["window_start", "auction", "rank"]
+    assert got.select(by).sort(by).equals(want.select(by).sort(by))
+
+
 def test_topn_state_is_checkpointed(tmp_path):
     table = events(20_000, seed=9)
     dag = topn_dag(4, key=("ch",))

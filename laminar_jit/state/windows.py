@@ -34,8 +34,9 @@ class WindowState:
 
     def __init__(self, bound, capacity: int = 1024):
         self.session = "gap" in bound.extra
-        #: Windows emit their open entries; a Dedup passes input rows on and emits nothing of its own.
-        self.emits = not bound.extra.get("dedup", False)
+        #: Rows an open entry emits when it fires: one per window, up to n for a TopN, and none for a
+        #: Dedup (it passes input rows on and emits nothing of its own).
+        self.rows_per_entry = 0 if bound.extra.get("dedup") else bound.extra.get("topn", 1)
         self.table = KeyTable(width=2, capacity=capacity)
         # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
         # They map key combinations ever seen, like a dictionary, and are not pruned.
@@ -74,8 +75,8 @@ class WindowState:
         return len(self.table)
 
     def max_emit(self, rows: int) -> int:
-        """Rows one call can emit (each open entry at most once; ``rows`` does not matter)."""
-        return len(self.table) if self.emits else 0
+        """Rows one call can emit (each open entry fires at most once; ``rows`` does not matter)."""
+        return len(self.table) * self.rows_per_entry
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
