@@ -247,11 +247,16 @@ def generate(dag, source: str) -> Gen:
         gen.emit(f"metrics[{slot['nodes_skipped']}] += 1", 2)
         op = node.op
         if node.kind == "stateful":
+            from ..ops.dedup import Dedup
             from ..ops.keyed import KeyedKernel
+            from ..ops.topn import TopN
+            from .ranking import generate_ranking
             from .stateful import generate_keyed, generate_window
 
             if isinstance(op, KeyedKernel):
                 nb = generate_keyed(gen, node, b, slot, reach_set)
+            elif isinstance(op, (Dedup, TopN)):
+                nb, late[nid] = generate_ranking(gen, node, b, slot, reach_set)
             else:
                 nb, late[nid] = generate_window(gen, node, b, slot, reach_set)
         elif isinstance(op, Filter):

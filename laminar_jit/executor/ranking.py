@@ -1,0 +1,276 @@
+"""Code generation for the ranking operators built on the window key table: ``Dedup`` and ``TopN``.
+
+Both key a :class:`~laminar_jit.state.WindowState` table by (key, tumbling
+interval) like a tumbling window. A Dedup keeps the row that creates a slot
+and only frees slots when the watermark passes them; a TopN keeps the best
+``n`` rows of every column per slot and emits them ranked when the window
+closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import SchemaError
+from ..ops.dedup import Dedup
+from ..state.windows import WindowState
+from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
+from .stateful import _due_entries, _key_code, _key_columns, _watermark_bounds
+
+__all__ = ["generate_ranking"]
+
+
+def generate_ranking(gen, node, b: Binding, slot: dict, reach_set: set) -> tuple[Binding, Binding]:
+    """Emit a Dedup or TopN node; returns the bindings of its output rows and of its late rows."""
+    return (_dedup if isinstance(node.op, Dedup) else _topn)(gen, node, b, slot, reach_set)
+
+
+def _prelude(gen, node, b: Binding, cols: list):
+    """What both update functions share: state names, the rows' key and event time, the leaves they read."""
+    x = node.bound.extra
+    state_names = WindowState.argument_names(node.id, node.bound)
+    gen.state_args += state_names
+    gen.stateful_ids.append(node.id)
+    ts_col = b.cols[x["event_time"]]
+    key_cols = _key_columns(gen, node, b)
+    leaves: list = []
+    for c in [ts_col, *key_cols, *cols]:
+        gen.leaves(b, c, leaves)
+    names = _params(leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    key_expr = _key_code(gen, b, names, key_cols, state_names)
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor"] + state_names + ["late_out"])
+    return state_names, ts_col, key_cols, leaves, names, dense, loop, key_expr, params
+
+
+def _dedup(gen, node, b, slot, reach_set):
+    """A Dedup node: pass the first row of each (key, interval) on; forget intervals the watermark passed.
+
+    It is a tumbling window without aggregates whose "emission" is the row
+    that creates its (key, interval) slot; the fire step only frees slots.
+    Returns the bindings of the kept rows and of the late rows (both
+    selections over the input).
+    """
+    nid = node.id
+    x = node.bound.extra
+    size, offset, lateness = x["size"], x["offset"], x["lateness"]
+    state_names, ts_col, _, leaves, names, dense, loop, key_expr, params = _prelude(gen, node, b, [])
+    ts_expr = _value(ts_col, gen, b, names, "i")
+    table = ", ".join(state_names[:4])
+    meta, aux = state_names[2], state_names[4]
+    gen.funcs.append(f'''
+@njit
+def dedup_{nid}_update({params}, keep_out):
+    """Dedup node {nid}: keep rows that open a (key, interval) slot; record late rows."""
+    n_late = 0
+    n_keep = 0
+    low = {aux}[1]
+    high = {aux}[2]
+    {loop}
+        t = {ts_expr}
+        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+        if ws + {size + lateness} <= rw:  # the interval was already forgotten
+            late_out[n_late] = i
+            n_late += 1
+            continue
+        {key_expr}
+        live = {meta}[0]
+        ht_find_or_insert({table}, k, ws)
+        if {meta}[0] != live:  # a new slot: the first row of its (key, interval)
+            keep_out[n_keep] = i
+            n_keep += 1
+            if ws < low:
+                low = ws
+            if ws > high:
+                high = ws
+    {aux}[1] = low
+    {aux}[2] = high
+    return n_late, n_keep
+
+
+@njit
+def dedup_{nid}_forget(wm_now, {", ".join(state_names)}):
+    """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
+{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
+    for o in range(cnt):
+        ht_delete({table}, fired[o])
+    return cnt
+''')
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    _watermark_bounds(gen, node, reach_set)
+    gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"keep_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [f"late_{nid}", f"keep_{nid}"])
+    gen.emit(f"n_late_{nid}, n_keep_{nid} = dedup_{nid}_update({args})")
+    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
+    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"keep_sel_{nid} = keep_{nid}[:n_keep_{nid}]")
+    gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")
+    _propagate_watermark(gen, node)
+    gen.emit(f"dedup_{nid}_forget(wm[{nid}], {', '.join(state_names)})")
+    return replace(b, sel=f"keep_sel_{nid}"), replace(b, sel=f"late_sel_{nid}")
+
+
+def _topn(gen, node, b, slot, reach_set):
+    """A TopN node: per (key, window) slot keep the best n rows of every column; emit them ranked when due.
+
+    Returns the bindings of the emitted rows and of the late rows.
+    """
+    nid = node.id
+    x = node.bound.extra
+    size, offset, lateness, top = x["size"], x["offset"], x["lateness"], x["topn"]
+    payload = x["payload"]
+    cols = [b.cols[name] for name, _ in payload]
+    for (name, dtype), col in zip(payload, cols):
+        if dtype is None and col.kind == "src":
+            if b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string column {name!r} must come straight from a "
+                                  "source (not through a fan-in) to be kept by TopN")
+            gen.encoded.add(name)
+        elif dtype is None and col.dictionary is None:
+            raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
+    by = next(j for j, (name, _) in enumerate(payload) if name == x["by"])
+    state_names, ts_col, _, leaves, names, dense, loop, key_expr, params = _prelude(gen, node, b, cols)
+    table = ", ".join(state_names[:4])
+    keys_arr, aux = state_names[1], state_names[4]
+    fields = state_names[5:5 + 2 + 2 * len(payload)]
+    count, seq = fields[0], fields[1]
+    vals, valids = fields[2::2], fields[3::2]
+
+    by_ok = _row_ok(names, gen.leaves(b, cols[by], []), "i")
+    better = ">" if x["descending"] else "<"   # a beats b: a.by {better} b.by, or equal and earlier
+    worse = "<" if x["descending"] else ">"
+    stores = []
+    for j, col in enumerate(cols):
+        ok = _row_ok(names, gen.leaves(b, col, []), "i")
+        stores.append(f"        if {ok}:\n            {vals[j]}[s, c] = {_value(col, gen, b, names, 'i')}\n"
+                      f"            {valids[j]}[s, c] = True\n        else:\n            {valids[j]}[s, c] = False")
+    by_vals = vals[by]
+    gen.funcs.append(f'''
+@njit
+def topn_{nid}_update({params}):
+    """TopN node {nid}: offer each row to its (key, window) slot's best {top}; record late rows."""
+    n_late = 0
+    seq = {aux}[0]
+    low = {aux}[1]
+    high = {aux}[2]
+    {loop}
+        t = {_value(ts_col, gen, b, names, "i")}
+        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor
+        if ws + {size + lateness} <= rw:  # the window was already emitted
+            late_out[n_late] = i
+            n_late += 1
+            continue
+        if not ({by_ok}):
+            continue
+        xb = {_value(cols[by], gen, b, names, "i")}
+        if xb != xb:  # NaN never ranks
+            continue
+        {key_expr}
+        s = ht_find_or_insert({table}, k, ws)
+        if ws < low:
+            low = ws
+        if ws > high:
+            high = ws
+        q = seq
+        seq += 1
+        m = {count}[s]
+        if m < {top}:
+            c = m
+            {count}[s] = m + 1
+        else:  # replace the worst kept row if this one beats it (ties go to the earlier row)
+            c = 0
+            for d in range(1, {top}):
+                if {by_vals}[s, d] {worse} {by_vals}[s, c] or ({by_vals}[s, d] == {by_vals}[s, c] and {seq}[s, d] > {seq}[s, c]):
+                    c = d
+            if not (xb {better} {by_vals}[s, c]):
+                continue
+        {seq}[s, c] = q
+{chr(10).join(stores)}
+    {aux}[0] = seq
+    {aux}[1] = low
+    {aux}[2] = high
+    return n_late
+''')
+    outs = ", ".join(f"r{j}, rv{j}" for j in range(len(payload)))
+    allocs = "\n".join(f"    r{j} = np.empty(total, {vals[j]}.dtype)\n    rv{j} = np.empty(total, np.bool_)"
+                       for j in range(len(payload)))
+    copies = "\n".join(f"            r{j}[w] = {vals[j]}[s, c]\n            rv{j}[w] = {valids[j]}[s, c]"
+                       for j in range(len(payload)))
+    gen.funcs.append(f'''
+@njit
+def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
+    """TopN node {nid}: emit due windows' rows ranked, ordered by window end, key, rank; free the slots."""
+{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
+    total = 0
+    for o in range(cnt):
+        total += {count}[fired[o]]
+    win_start = np.empty(total, np.int64)
+    win_end = np.empty(total, np.int64)
+    rank = np.empty(total, np.int64)
+{allocs}
+    idx = np.empty({top}, np.int64)
+    w = 0
+    for o in range(cnt):
+        s = fired[order[o]]
+        m = {count}[s]
+        for a in range(m):  # insertion sort of the kept rows: best first, ties by arrival
+            v = idx[a] = a
+            e = a - 1
+            while e >= 0 and ({by_vals}[s, v] {better} {by_vals}[s, idx[e]] or (
+                    {by_vals}[s, v] == {by_vals}[s, idx[e]] and {seq}[s, v] < {seq}[s, idx[e]])):
+                idx[e + 1] = idx[e]
+                e -= 1
+            idx[e + 1] = v
+        for a in range(m):
+            c = idx[a]
+            win_start[w] = {keys_arr}[s, 1]
+            win_end[w] = win_start[w] + {size}
+            rank[w] = a + 1
+{copies}
+            w += 1
+    for o in range(cnt):
+        s = fired[o]
+        {count}[s] = 0
+        ht_delete({table}, s)
+    return win_start, win_end, rank, {outs}
+''')
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    _watermark_bounds(gen, node, reach_set)
+    gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [f"late_{nid}"])
+    gen.emit(f"n_late_{nid} = topn_{nid}_update({args})")
+    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
+    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")
+    _propagate_watermark(gen, node)
+    out_vars = [f"ws_{nid}", f"we_{nid}", f"rank_{nid}"] + [f"{p}{j}_{nid}" for j in range(len(payload))
+                                                            for p in ("r", "rv")]
+    gen.emit(f"{', '.join(out_vars)} = topn_{nid}_fire(wm[{nid}], {', '.join(state_names)})")
+    gen.emit(f"m_{nid} = ws_{nid}.size")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    schema = node.schema
+    out = {name: Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
+           for name, var in (("window_start", "ws"), ("window_end", "we"), ("rank", "rank"))}
+    for j, ((name, dtype), col) in enumerate(zip(payload, cols)):
+        dictionary = None
+        if dtype is None:
+            dictionary = (gen.source, name) if col.kind == "src" else col.dictionary
+        out[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}", dictionary=dictionary)
+    emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}")
+    return emitted, replace(b, sel=f"late_sel_{nid}")
