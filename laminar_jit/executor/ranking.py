@@ -15,7 +15,7 @@ from ..errors import SchemaError
 from ..ops.dedup import Dedup
 from ..state.windows import WindowState
 from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
-from .stateful import _due_entries, _key_code, _key_columns, _watermark_bounds
+from .stateful import ROW_WATERMARK, _due_entries, _key_code, _key_columns, _watermark_bounds
 
 __all__ = ["generate_ranking"]
 
@@ -71,11 +71,7 @@ def dedup_{nid}_update({params}, keep_out):
     {loop}
         t = {ts_expr}
         ws = ((t - {offset}) // {size}) * {size} + {offset}
-        rw = rwm[i] if rwm.size else rw_scalar
-        if rw > rw_cap:
-            rw = rw_cap
-        if rw < rw_floor:
-            rw = rw_floor
+        {ROW_WATERMARK}
         if ws + {size + lateness} <= rw:  # the interval was already forgotten
             late_out[n_late] = i
             n_late += 1
@@ -165,11 +161,7 @@ def topn_{nid}_update({params}):
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {size}) * {size} + {offset}
-        rw = rwm[i] if rwm.size else rw_scalar
-        if rw > rw_cap:
-            rw = rw_cap
-        if rw < rw_floor:
-            rw = rw_floor
+        {ROW_WATERMARK}
         if ws + {size + lateness} <= rw:  # the window was already emitted
             late_out[n_late] = i
             n_late += 1

@@ -41,6 +41,16 @@ __all__ = ["generate_window"]
 _NULL_KEY = "WM_MIN"  # int64 minimum: the group of null keys
 
 
+#: Generated lines (in a row loop, 8 spaces deep) setting ``rw``: the watermark in force when
+#: row ``i`` arrived, clamped between the node's watermark so far and the least watermark of
+#: its inputs this source does not feed (see :func:`_watermark_bounds`).
+ROW_WATERMARK = """rw = rwm[i] if rwm.size else rw_scalar
+        if rw > rw_cap:  # inputs from other sources hold the node's watermark back
+            rw = rw_cap
+        if rw < rw_floor:
+            rw = rw_floor"""
+
+
 def _literal(value) -> str:
     """Python source of an initial state value (``inf``/``nan`` spelled through numpy)."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -128,11 +138,7 @@ def window_{nid}_update({params}):
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {pane}) * {pane} + {offset}  # the row's pane (= window when tumbling)
         last = ((t - {offset}) // {slide}) * {slide} + {offset}  # start of the last window holding t
-        rw = rwm[i] if rwm.size else rw_scalar
-        if rw > rw_cap:  # inputs from other sources hold the node's watermark back
-            rw = rw_cap
-        if rw < rw_floor:
-            rw = rw_floor
+        {ROW_WATERMARK}
         if last + {size + lateness} <= rw:  # every window holding the row was emitted
             late_out[n_late] = i
             n_late += 1
@@ -541,11 +547,7 @@ def window_{nid}_update({params}):
     serial = {aux}[3]
     {loop}
         t = {ts_expr}
-        rw = rwm[i] if rwm.size else rw_scalar
-        if rw > rw_cap:
-            rw = rw_cap
-        if rw < rw_floor:
-            rw = rw_floor
+        {ROW_WATERMARK}
         {key_expr}
         ks = ht_find({kb}, {kk}, k, np.int64(0))
         hit = np.int64(-1)
@@ -747,11 +749,7 @@ def keyed_{nid}_update({params}):
     m = 0
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
-        rw = rwm[i] if rwm.size else rw_scalar
-        if rw > rw_cap:
-            rw = rw_cap
-        if rw < rw_floor:
-            rw = rw_floor
+        {ROW_WATERMARK}
 {fire("rw", 8) if timers else ""}
         if not ({ok}):
             continue
