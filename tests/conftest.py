@@ -42,3 +42,21 @@ def split_table(table: pa.Table, cuts) -> list[pa.RecordBatch]:
         batches = piece.to_batches()
         out.append(batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema))
     return out
+
+
+def checkpointed_run(dag, batches, at: int, path, source: str = "bids", sink: str = "out") -> pa.Table:
+    """``sink``'s output when a run is checkpointed to ``path`` after ``at`` batches and a fresh executor,
+    restored from the saved checkpoint, processes the rest and finishes."""
+    import laminar_jit as lj
+
+    ex = lj.DagExecutor(dag)
+    for b in batches[:at]:
+        ex.process_batch(source, b)
+    first = ex.take_sink_outputs(sink)
+    ex.checkpoint().save(path)
+    again = lj.DagExecutor(dag)
+    again.restore(lj.Checkpoint.load(path))
+    for b in batches[at:]:
+        again.process_batch(source, b)
+    again.finish()
+    return pa.concat_tables([first, again.take_sink_outputs(sink)])

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import laminar_jit as lj
-from conftest import split_table
-from test_windows import SCHEMA, events, watermark_before
+from conftest import checkpointed_run, split_table
+from test_windows import SCHEMA, events, run, watermark_before
 
 WITHIN = 1_000
 
@@ -23,14 +23,6 @@ def dedup_dag(delay: int, key=("auction",), lateness: int = 0, late: str = "drop
     return (lj.DagBuilder()
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
             .operator("d", op).connect("bids", "d").sink_for("d", "out").build())
-
-
-def run(dag, batches):
-    ex = lj.DagExecutor(dag)
-    for b in batches:
-        ex.process_batch("bids", b)
-    ex.finish()
-    return ex, ex.take_all_sink_outputs()
 
 
 def reference(table: pa.Table, delay: int, key=("auction",), lateness: int = 0, offset: int = 0):
@@ -100,17 +92,7 @@ def test_dedup_feeds_a_window_and_checkpoints(tmp_path):
          .connect("bids", "d").connect("d", "w").sink_for("w", "out").build())
     batches = table.to_batches(max_chunksize=3_000)
     _, whole = run(b, batches)
-    ex = lj.DagExecutor(b)
-    for batch in batches[:3]:
-        ex.process_batch("bids", batch)
-    first = ex.take_sink_outputs("out")
-    ex.checkpoint().save(tmp_path / "cp")
-    again = lj.DagExecutor(b)
-    again.restore(lj.Checkpoint.load(tmp_path / "cp"))
-    for batch in batches[3:]:
-        again.process_batch("bids", batch)
-    again.finish()
-    assert pa.concat_tables([first, again.take_sink_outputs("out")]).equals(whole["out"])
+    assert checkpointed_run(b, batches, 3, tmp_path / "cp").equals(whole["out"])
     keep, _ = reference(table, delay=400)
     counts = (pl.from_arrow(keep).group_by((pl.col("ts") // 5_000 * 5_000).alias("window_start"), "ch")
               .agg(pl.len().cast(pl.Int64).alias("n")))

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import laminar_jit as lj
-from conftest import split_table
-from test_windows import SCHEMA, events, watermark_before
+from conftest import checkpointed_run, split_table
+from test_windows import SCHEMA, events, run, watermark_before
 
 WINDOW = 1_000
 
@@ -25,14 +25,6 @@ def topn_dag(n: int, key=("auction",), descending=True, delay: int = 300, latene
     return (lj.DagBuilder()
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
             .operator("top", op).connect("bids", "top").sink_for("top", "out").build())
-
-
-def run(dag, batches):
-    ex = lj.DagExecutor(dag)
-    for b in batches:
-        ex.process_batch("bids", b)
-    ex.finish()
-    return ex, ex.take_all_sink_outputs()
 
 
 def reference(table: pa.Table, n: int, key=("auction",), descending=True, delay: int = 300, lateness: int = 0,
@@ -121,17 +113,7 @@ def test_topn_state_is_checkpointed(tmp_path):
     dag = topn_dag(4, key=("ch",))
     batches = table.to_batches(max_chunksize=3_000)
     _, whole = run(dag, batches)
-    ex = lj.DagExecutor(dag)
-    for b in batches[:3]:
-        ex.process_batch("bids", b)
-    first = ex.take_sink_outputs("out")
-    ex.checkpoint().save(tmp_path / "cp")
-    again = lj.DagExecutor(dag)
-    again.restore(lj.Checkpoint.load(tmp_path / "cp"))
-    for b in batches[3:]:
-        again.process_batch("bids", b)
-    again.finish()
-    both = pa.concat_tables([first, again.take_sink_outputs("out")])
+    both = checkpointed_run(dag, batches, 3, tmp_path / "cp")
     assert pl.from_arrow(both).equals(pl.from_arrow(whole["out"]), null_equal=True)
 
 
