@@ -17,6 +17,7 @@ and the sinks finish the commit.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import signal
@@ -145,7 +146,9 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     ValueError
         A source or sink of the DAG has no entry, or the options conflict.
     CheckpointError
-        The latest checkpoint is damaged or was taken from another DAG.
+        The latest checkpoint is damaged or was taken from another DAG, or
+        another run is using ``checkpoint_dir`` (one run per directory, held
+        by a lock the OS releases if the process dies).
 
     Notes
     -----
@@ -181,8 +184,16 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         checkpoint_interval = DEFAULT_INTERVAL
 
     ex = DagExecutor(dag)
-    stats = RunStats(rows_out={name: 0 for name in sinks})
     store = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    try:
+        return _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0) -> RunStats:
+    stats = RunStats(rows_out={name: 0 for name in sinks})
     positions = {name: 0 for name in sources}
     cp = store.latest() if store is not None else None
     if cp is not None:
@@ -289,8 +300,19 @@ class _CheckpointStore:
     def __init__(self, root: Path, keep: int):
         self.root, self.keep = root, keep
         root.mkdir(parents=True, exist_ok=True)
+        # One run per directory: an exclusive lock held until close() (released by the OS on a crash).
+        self._lock = open(root / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise CheckpointError(f"checkpoint_dir {str(root)!r} is in use by another run; wait for it to end "
+                                  "or give this run its own directory") from None
         for p in root.glob(".chk-*"):  # a save a crash interrupted
             shutil.rmtree(p, ignore_errors=True)
+
+    def close(self) -> None:
+        self._lock.close()
 
     def epochs(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name)))

@@ -202,7 +202,7 @@ def test_damaged_latest_checkpoint_stops_the_run_and_deleting_it_rolls_back(refe
     with pytest.raises(RuntimeError):
         lj.run(window_dag(), {"bids": source}, {"out": sink}, **opts)
     latest = tmp_path / "chk" / "chk-00000011"
-    assert sorted(p.name for p in (tmp_path / "chk").iterdir()) == ["chk-00000010", "chk-00000011"]
+    assert sorted(p.name for p in (tmp_path / "chk").glob("chk-*")) == ["chk-00000010", "chk-00000011"]
     (latest / "manifest.json").write_text("{")
     with pytest.raises(lj.CheckpointError, match="delete .*chk-00000011"):
         lj.run(window_dag(), {"bids": source}, {"out": sink}, **opts)
@@ -253,6 +253,22 @@ def test_run_argument_errors(tmp_path):
     pq.write_table(table, tmp_path / "out" / "part-00000001-00000.parquet")
     with pytest.raises(lj.DataError, match="already holds 1 committed part file"):
         lj.run(dag, {"bids": table}, {"out": lj.io.ParquetSink(tmp_path / "out")}, progress=False)
+
+
+def test_one_run_per_checkpoint_dir(tmp_path):
+    import fcntl
+
+    (tmp_path / "chk").mkdir()
+    with open(tmp_path / "chk" / ".lock", "a+") as held:  # another run holds the directory
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(lj.CheckpointError, match="in use by another run"):
+            lj.run(window_dag(), {"bids": make_bids(10)}, {"out": lj.io.MemorySink()},
+                   checkpoint_dir=tmp_path / "chk", progress=False)
+    stats = lj.run(window_dag(), {"bids": make_bids(10)}, {"out": lj.io.MemorySink()},
+                   checkpoint_dir=tmp_path / "chk", progress=False)  # released: runs, and releases it again
+    assert stats.finished
+    lj.run(window_dag(), {"bids": make_bids(10)}, {"out": lj.io.MemorySink()}, checkpoint_dir=tmp_path / "chk",
+           progress=False)
 
 
 def test_cli_run_reports_bad_targets(tmp_path):
