@@ -25,6 +25,7 @@ from .errors import (
 from .executor import DagExecutor, Metrics
 from .ops import Filter, Kernel, Map, Project, kernel
 from .ops.dedup import Dedup
+from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from .ops.topn import TopN
 from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
 from .ops.keyed import NO_TIMER, KeyedKernel
@@ -38,6 +39,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Agg",
     "Ascending",
+    "AsofJoin",
+    "IntervalJoin",
+    "TemporalJoin",
+    "WindowJoin",
     "SessionWindow",
     "SlidingWindow",
     "TumblingWindow",

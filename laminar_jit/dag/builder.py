@@ -155,8 +155,8 @@ class DagBuilder:
             if u.kind == "sink" or d.kind == "sink":
                 raise DagError(f"connect({up!r}, {down!r}): sinks are attached with .sink_for(node, sink_name)")
             self._check_port(u, d, port)
-            if (u.id, d.id) in edges:
-                raise DagError(f"connect({up!r}, {down!r}) is given twice")
+            if (u.id, port) in d.inputs:  # one node into both ports of a join (a self-join) is fine
+                raise DagError(f"connect({up!r}, {down!r}{'' if port is None else f', port={port!r}'}) is given twice")
             edges.append((u.id, d.id))
             d.inputs.append((u.id, port))
         for upstream, sink_name in self._sinks:
@@ -182,6 +182,7 @@ class DagBuilder:
         _check_connected(nodes, routing)
         for i in order:
             _propagate_schema(nodes[i], nodes)
+        _check_join_outputs(nodes, routing)
         fingerprint = _fingerprint(nodes, order)
         return StreamingDag(nodes, routing, order, fingerprint)
 
@@ -276,6 +277,29 @@ def _check_connected(nodes: list[Node], routing: RoutingTable) -> None:
             )
 
 
+def _check_join_outputs(nodes: list[Node], routing: RoutingTable) -> None:
+    """Join output may feed stateless operators and sinks, not stateful operators.
+
+    A join can emit any number of rows in one call, and stateful operators
+    size their state before a call from the rows that can reach them.
+    """
+    for node in nodes:
+        if getattr(node.op, "ports", None) is None:
+            continue
+        stack, seen = [int(t) for t in routing.targets_of(node.id)], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if nodes[t].kind == "stateful":
+                raise SchemaError(
+                    f"operator {nodes[t].name!r} is stateful and downstream of join {node.name!r}; join output "
+                    "can feed Filter/Map/Project and sinks — write it to a sink and aggregate it in a second DAG"
+                )
+            stack += [int(x) for x in routing.targets_of(t)]
+
+
 def _propagate_schema(node: Node, nodes: list[Node]) -> None:
     if node.kind == "source":
         spec: SourceSpec = node.op
@@ -291,7 +315,7 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
     ports = getattr(node.op, "ports", None)
     if ports is not None:
         # two-input operators: each port is its own union; bind gets {port: schema}
-        per_port = {}
+        per_port, times = {}, {}
         for port in ports:
             inputs = [(u, p) for u, p in node.inputs if p == port]
             if not inputs:
@@ -300,8 +324,11 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
                     f".connect(upstream, {node.name!r}, port={port!r})"
                 )
             per_port[port] = _union_schema(node, nodes, inputs)
-        node.bound = node.op.bind(node.name, per_port, event_time=None)
+            names = {nodes[u].event_time for u, _ in inputs}
+            times[port] = names.pop() if len(names) == 1 else None
+        node.bound = node.op.bind(node.name, per_port, event_time=times)
         node.schema = node.bound.output_schema
+        node.event_time = node.bound.extra.get("output_event_time")
         return
     input_schema = _union_schema(node, nodes, node.inputs)
     event_time = _input_event_time(node, nodes)

@@ -234,6 +234,21 @@ def generate(dag, source: str) -> Gen:
             _route(gen, nid, b.sel, slot)
             continue
 
+        if getattr(node.op, "ports", None) is not None:  # a two-input operator (a join)
+            from .joins import generate_join
+
+            gen.emit(f"# --- node {nid} (join)")
+            bports = {}
+            for port in node.op.ports:
+                port_ups = [out[u] for u, p in node.inputs if p == port and u in reach_set]
+                if port_ups:
+                    bports[port] = _fan_in(gen, node, port_ups)
+            rows_in = " + ".join(size_of(pb.sel) for pb in bports.values())
+            gen.emit(f"metrics[{3 * nid}] += {rows_in}")
+            gen.emit(f"metrics[{slot['events_processed']}] += {rows_in}")
+            out[nid] = generate_join(gen, node, bports, slot, reach_set)
+            _route(gen, nid, out[nid].sel, slot)
+            continue
         ups = [late[u] if port == "late" else out[u] for u, port in node.inputs if u in reach_set]
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)

@@ -155,6 +155,7 @@ from laminar_jit.kernels.watermarks import running_watermark
 from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
+from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_side, reserve_pairs, row_alloc
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807

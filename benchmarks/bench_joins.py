@@ -1,0 +1,164 @@
+"""Joins against DuckDB on the same in-memory tables.
+
+* ``Asof``: 5 M trades joined with the prevailing quote among 5 M quotes over
+  1,000 symbols (backward, inner) — DuckDB's ``ASOF JOIN``.
+* ``Interval``: 2 M rows per side over 10,000 keys, ``right.ts - left.ts``
+  within ±1 s — DuckDB's ``BETWEEN`` join.
+
+laminar streams both tables in 65,536-row batches, alternating between the
+two inputs in event-time order (the way two live feeds arrive); DuckDB sees
+whole tables. ``track_rows_out`` is the join's row count, which DuckDB's
+query returns too (a correctness canary); ``track_input_rows_per_s`` is both
+inputs' rows over the laminar run's wall time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+import laminar_jit as lj
+
+from . import common
+
+BATCH = 65_536
+TRADES = pa.schema([("ts", pa.int64()), ("symbol", pa.int64()), ("price", pa.float64()), ("size", pa.int64())])
+QUOTES = pa.schema([("ts", pa.int64()), ("symbol", pa.int64()), ("bid", pa.float64()), ("ask", pa.float64())])
+LEFT = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("a", pa.float64())])
+RIGHT = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("b", pa.float64())])
+
+
+def asof_tables() -> tuple[pa.Table, pa.Table]:
+    """5 M trades and 5 M quotes (20 K each with ``LAMINAR_BENCH_SMALL=1``) over 1,000 symbols, in time order."""
+    n = 20_000 if common.small() else 5_000_000
+    rng = np.random.default_rng(common.SEED)
+    span = n * 2  # ms: 500 rows per second per side
+    trades = pa.table({"ts": np.sort(rng.integers(0, span, n)), "symbol": rng.integers(0, 1000, n),
+                       "price": rng.uniform(10, 500, n), "size": rng.integers(1, 1000, n)}, schema=TRADES)
+    mid = rng.uniform(10, 500, n)
+    quotes = pa.table({"ts": np.sort(rng.integers(0, span, n)), "symbol": rng.integers(0, 1000, n),
+                       "bid": mid - 0.01, "ask": mid + 0.01}, schema=QUOTES)
+    return trades, quotes
+
+
+def interval_tables() -> tuple[pa.Table, pa.Table]:
+    """2 M rows per side (20 K with ``LAMINAR_BENCH_SMALL=1``) over 10,000 keys, 1,000 rows per second per side."""
+    n = 20_000 if common.small() else 2_000_000
+    rng = np.random.default_rng(common.SEED + 1)
+    left = pa.table({"ts": np.sort(rng.integers(0, n, n)), "k": rng.integers(0, 10_000, n),
+                     "a": rng.uniform(0, 1, n)}, schema=LEFT)
+    right = pa.table({"ts": np.sort(rng.integers(0, n, n)), "k": rng.integers(0, 10_000, n),
+                      "b": rng.uniform(0, 1, n)}, schema=RIGHT)
+    return left, right
+
+
+def _feed(left: pa.Table, right: pa.Table) -> list[tuple[str, pa.RecordBatch]]:
+    """Both tables cut into batches, alternating left/right (both are in time order and span the same times)."""
+    lb, rb = left.to_batches(BATCH), right.to_batches(BATCH)
+    out = []
+    for i in range(max(len(lb), len(rb))):
+        out += [("left", b) for b in lb[i:i + 1]] + [("right", b) for b in rb[i:i + 1]]
+    return out
+
+
+def join_dag(left_schema, right_schema, op) -> lj.StreamingDag:
+    """``left`` and ``right`` sources (watermarks 100 ms behind) into one join and a sink."""
+    wm = lj.BoundedOutOfOrderness(max_delay=100)
+    return (lj.DagBuilder()
+            .source("left", left_schema, event_time="ts", watermark=wm)
+            .source("right", right_schema, event_time="ts", watermark=wm)
+            .operator("j", op).connect("left", "j", port="left").connect("right", "j", port="right")
+            .sink_for("j", "out").build())
+
+
+class _Join:
+    timeout = 600
+    make_tables = None
+    make_op = None
+
+    def setup(self):
+        left, right = type(self).make_tables()
+        self.feed = _feed(left, right)
+        self.rows_in = left.num_rows + right.num_rows
+        self.dag = join_dag(left.schema, right.schema, type(self).make_op())
+        self._run(self.feed[:2])  # compile / load the plans
+
+    def _run(self, feed=None):
+        ex = lj.DagExecutor(self.dag)
+        for source, batch in self.feed if feed is None else feed:
+            ex.process_batch(source, batch)
+        ex.finish()
+        return ex.take_sink_outputs("out")
+
+    def time_laminar(self):
+        self._run()
+
+    def peakmem_laminar(self):
+        self._run()
+
+    def track_rows_out(self):
+        return self._run().num_rows
+
+    track_rows_out.unit = "rows"
+
+    def track_input_rows_per_s(self):
+        start = time.perf_counter()
+        self._run()
+        return self.rows_in / (time.perf_counter() - start)
+
+    track_input_rows_per_s.unit = "rows/s"
+
+
+class _DuckDB:
+    timeout = 600
+    make_tables = None
+    sql = ""
+
+    def setup(self):
+        left, right = type(self).make_tables()
+        self.con = duckdb.connect()
+        self.con.register("l", left)
+        self.con.register("r", right)
+
+    def teardown(self):
+        self.con.close()
+
+    def time_duckdb(self):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_rows_out(self):
+        return self.con.sql(f"SELECT count(*) AS n FROM ({self.sql})").to_arrow_table()["n"][0].as_py()
+
+    track_rows_out.unit = "rows"
+
+
+class Asof(_Join):
+    """Trades with the prevailing quote of their symbol (DuckDB: :class:`AsofDuckDB`)."""
+
+    make_tables = staticmethod(asof_tables)
+    make_op = staticmethod(lambda: lj.AsofJoin("symbol", direction="backward"))
+
+
+class AsofDuckDB(_DuckDB):
+    """The :class:`Asof` workload as DuckDB's ``ASOF JOIN``."""
+
+    make_tables = staticmethod(asof_tables)
+    sql = ("SELECT l.*, r.ts AS ts_right, r.symbol AS symbol_right, r.bid, r.ask "
+           "FROM l ASOF JOIN r ON l.symbol = r.symbol AND l.ts >= r.ts")
+
+
+class Interval(_Join):
+    """Rows within ±1 s of each other with equal keys (DuckDB: :class:`IntervalDuckDB`)."""
+
+    make_tables = staticmethod(interval_tables)
+    make_op = staticmethod(lambda: lj.IntervalJoin("k", "k", lower=-1_000, upper=1_000))
+
+
+class IntervalDuckDB(_DuckDB):
+    """The :class:`Interval` workload as a DuckDB ``BETWEEN`` join."""
+
+    make_tables = staticmethod(interval_tables)
+    sql = "SELECT * FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 1000 AND l.ts + 1000"

@@ -1,0 +1,430 @@
+"""Code generation for the two-input join operators (see :mod:`laminar_jit.ops.joins`).
+
+A join node appears in the step of every source that feeds one of its ports;
+each step emits an update function per port it feeds (rows, keys and payload
+columns are node-specific), then calls the node's watermark-driven pass —
+expiry for interval and window joins, resolution for as-of joins, both
+shared kernels in :mod:`laminar_jit.kernels.joins` that compile once — then
+one gather that turns the collected ``(left row, right row)`` pairs (row
+numbers in the two row stores, -1 for "no row") into output columns. Both
+steps share the node's :class:`JoinState`.
+
+Rows are freed only after every insert of the call (a right row superseded
+in an as-of join is freed at once, but as-of pairs are only formed later,
+in the resolution pass), so the pairs always point at intact rows when the
+gather reads them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import SchemaError
+from ..ops.stateless import Filter, Map, Project
+from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
+                           SIDE_BASE, JoinState)
+from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _row_ok, _value, size_of
+from .stateful import ROW_WATERMARK, _key_table_names
+
+__all__ = ["generate_join"]
+
+_CHAIN = {"left": 0, "right": 2}
+_OTHER = {"left": "right", "right": "left"}
+
+
+def _names(nid: int, bound) -> dict:
+    """State argument names by role."""
+    names = JoinState.argument_names(nid, bound)
+    out = dict(zip(("tb", "tk", "tm", "tf", "heads", "active", "aux", "params"), names[:8]))
+    pos = 8
+    for side in ("left", "right"):
+        fields = ("ts", "seq", "nxt", "prv", "slot", "flag", "free")
+        out[side] = dict(zip(fields, names[pos:pos + len(fields)]))
+        pos += len(fields)
+        width = 2 * len(bound.extra["ports"][side]["payload"])
+        out[side]["c"] = names[pos:pos + width:2]
+        out[side]["v"] = names[pos + 1:pos + width:2]
+        pos += width
+    out["all"] = names
+    return out
+
+
+def _string_origin(dag, nid: int, port: str, column: str) -> tuple[str, str]:
+    """The (source, column) whose dictionary codes a string column of ``port`` carries."""
+    node = dag.nodes[nid]
+    ups = [u for u, p in node.inputs if p == port]
+    name = column
+    while True:
+        if len(ups) != 1:
+            break
+        up = dag.nodes[ups[0]]
+        if up.kind == "source":
+            return up.name, name
+        op = up.op
+        if isinstance(op, Project):
+            name = dict((new, old) for new, old in up.bound.extra["mapping"]).get(name, name)
+        elif not isinstance(op, (Filter, Map)):
+            break
+        ups = [u for u, _ in up.inputs]
+    raise SchemaError(f"operator {node.name!r}: string column {column!r} of port {port!r} must come from one source "
+                      "through Filters, Maps and Projects to be carried by a join; drop it with lj.Project or "
+                      "join on the source's rows directly")
+
+
+def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: set) -> Binding:
+    """Emit a join node fed by the ports in ``bports``; returns the binding of its output rows."""
+    nid = node.id
+    x = node.bound.extra
+    n = _names(nid, node.bound)
+    gen.state_args += n["all"]
+    gen.stateful_ids.append(nid)
+    aux, prm = n["aux"], n["params"]
+
+    gen.emit(f"cap_{nid} = WM_MAX")
+    for u, _ in node.inputs:
+        if u not in reach_set:
+            gen.emit(f"if not idle[{u}] and wm[{u}] < cap_{nid}:")
+            gen.emit(f"cap_{nid} = wm[{u}]", 2)
+    gen.emit(f"wm_before_{nid} = wm[{nid}]")
+    gen.emit(f"pl_{nid} = np.empty(64, np.int64)")
+    gen.emit(f"pr_{nid} = np.empty(64, np.int64)")
+    gen.emit(f"np_{nid} = 0")
+    for port in ("left", "right"):
+        if port in bports:
+            _update(gen, node, port, bports[port], n, slot)
+    # the join's input watermark: least over non-idle inputs, kept in aux[1]
+    gen.emit("w = WM_MAX")
+    gen.emit("active = False")
+    for u, _ in node.inputs:
+        gen.emit(f"if not idle[{u}]:")
+        gen.emit("active = True", 2)
+        gen.emit(f"if wm[{u}] < w:", 2)
+        gen.emit(f"w = wm[{u}]", 3)
+    gen.emit(f"if active and w > {aux}[1]:")
+    gen.emit(f"{aux}[1] = w", 2)
+    gen.emit(f"W_{nid} = {_horizon(f'{aux}[1]', f'{prm}[{P_LATENESS}]')}")
+    table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}, {n['heads']}"
+    pairs = f"pl_{nid}, pr_{nid}, np_{nid}"
+    if x["join"] == "asof":
+        lf, rt = n["left"], n["right"]
+        gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
+                 f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
+                 f"{lf['ts']}, {lf['nxt']}, {lf['prv']}, {lf['free']}, {lf['flag']}, "
+                 f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['free']}, {rt['flag']}, {pairs})")
+    else:
+        for j, port in enumerate(("left", "right")):
+            sd = n[port]
+            emits = f"{prm}[{P_EMIT_LEFT + j}] != 0"
+            if x["join"] == "window":
+                kind, a, b = 1, f"{prm}[{P_A}]", f"{prm}[{P_B}]"
+            else:  # a left row expires after t + upper, a right row after t - lower
+                kind, a, b = 0, (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), 0
+            gen.emit(f"{pairs} = expire_side(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
+                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, {sd['prv']}, "
+                     f"{sd['free']}, {pairs})")
+    # output watermark: held back to the oldest left row the join may still emit
+    lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
+    gen.emit(f"w = W_{nid} if W_{nid} < {lmin} else {lmin}")
+    gen.emit(f"if active and w > wm[{nid}]:")
+    gen.emit(f"wm[{nid}] = w", 2)
+    gen.emit(f"idle[{nid}] = not active")
+    return _gather(gen, node, n)
+
+
+def _add_function(gen, n: dict, text: str) -> list[str]:
+    """Add a generated function whose state parameters are ``@STATE@``: only the state arrays it uses.
+
+    Every argument costs Numba typing and lowering time, and a join's state
+    has dozens of arrays of which each function touches a few.
+    """
+    used = [a for a in n["all"] if re.search(rf"\b{a}\b", text)]
+    gen.funcs.append(text.replace("@STATE@", ", ".join(used)))
+    return used
+
+
+def _horizon(wm: str, lateness: str) -> str:
+    """``wm - lateness`` without wrapping at the int64 minimum (and +inf staying +inf)."""
+    return f"({wm} if ({wm} == WM_MAX or {wm} < WM_MIN + {lateness}) else {wm} - {lateness})"
+
+
+def _late_test(x: dict) -> str:
+    if x["join"] == "window":
+        return "ws + size <= W"
+    return "t < W"
+
+
+def _expiry(x: dict, side: str, t: str) -> str:
+    """Event time after which (strictly) a buffered row of ``side`` is useless, given its time ``t``."""
+    if x["join"] == "window":
+        return "ws + size - 1"
+    if x["join"] == "interval":
+        return f"{t} + upper" if side == "left" else f"{t} - lower"
+    raise AssertionError("as-of joins resolve rows instead of expiring them")
+
+
+def _locals(x: dict, n: dict, port: str) -> str:
+    """The operator's run-time parameters (``JoinState.params``) as locals of an update function."""
+    prm = n["params"]
+    a, b = ("size", "offset") if x["join"] == "window" else ("lower", "upper")
+    lines = [f"{a} = {prm}[{P_A}]", f"{b} = {prm}[{P_B}]", f"lateness = {prm}[{P_LATENESS}]",
+             f"keep_null = {prm}[{P_KEEP_NULL + (port == 'right')}] != 0", f"semi = {prm}[{P_SEMI}] != 0"]
+    if x["join"] == "asof":
+        lines += [f"direction = {prm}[{P_DIRECTION}]", f"tol = {prm}[{P_TOLERANCE}]"]
+    return "\n    ".join(lines)
+
+
+def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
+    """Emit ``join_<id>_<port>``: insert the port's rows and (eager joins) emit their matches."""
+    nid = node.id
+    x = node.bound.extra
+    spec = x["ports"][port]
+    side = n[port]
+    base = SIDE_BASE[port]
+    kind = x["join"]
+    payload_cols = [b.cols[name] for name, _ in spec["payload"]]
+    for (name, dtype), col in zip(spec["payload"], payload_cols):
+        if dtype is None and col.kind == "src":
+            if b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string column {name!r} of port {port!r} must come "
+                                  "straight from a source (not through a fan-in) to be carried by a join")
+            gen.encoded.add(col.name)
+        elif dtype is None and col.dictionary is None:
+            raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
+    ts_col = b.cols[spec["event_time"]]
+    key_cols = [b.cols[k] for k in spec["keys"]]
+    leaves: list = []
+    for c in [ts_col, *key_cols, *payload_cols]:
+        gen.leaves(b, c, leaves)
+    names = _params(leaves)
+    dense = b.sel == ALL_ROWS
+    # A row can add at most one pair per buffered row of the other side (plus itself, for semi
+    # joins): the loop stops before a row that might not fit, and the step grows the buffers.
+    other_live = f"{n['aux']}[{SIDE_BASE[_OTHER[port]] + 2}] + 1"
+    room = f"if n_out + {other_live} > out_l.size:\n            return n_late, n_out, p"
+    if dense:
+        loop = f"for i in range(start, n):\n        p = i\n        {room}"
+    else:
+        loop = f"for j in range(start, sel.size):\n        i = sel[j]\n        p = j\n        {room}"
+    params = ", ".join(["start"] + (["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "@STATE@", "late_out", "n_late", "out_l", "out_r",
+                          "n_out"])
+
+    # key: null if any key column is null (never matches); composite keys through the level tables
+    key_lines, null_parts = [], []
+    for kc in key_cols:
+        null_parts.append(f"not ({_row_ok(names, gen.leaves(b, kc, []), 'i')})")
+    key_lines.append(f"nullk = {' or '.join(null_parts)}")
+    key_lines.append("k = np.int64(0)")
+    key_lines.append("if not nullk:")
+    key_lines.append(f"    k = np.int64({_value(key_cols[0], gen, b, names, 'i')})")
+    level_tables = _key_table_names(n["all"], len(key_cols))
+    for level, kc in enumerate(key_cols[1:]):
+        kt = ", ".join(level_tables[level])
+        key_lines.append(f"    k = np.int64(ht_find_or_insert({kt}, k, np.int64({_value(kc, gen, b, names, 'i')})))")
+    key_code = "\n        ".join(key_lines)
+
+    stores = []
+    for j, col in enumerate(payload_cols):
+        ok = _row_ok(names, gen.leaves(b, col, []), "i")
+        stores.append(f"        if {ok}:\n            {side['c'][j]}[r] = {_value(col, gen, b, names, 'i')}\n"
+                      f"            {side['v'][j]}[r] = True\n        else:\n            {side['v'][j]}[r] = False")
+    table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}"
+    heads = n["heads"]
+    h_self, h_other = _CHAIN[port], _CHAIN[_OTHER[port]]
+    row_args = f"{side['ts']}, {side['seq']}, {side['nxt']}, {side['prv']}"
+
+    if kind == "asof":
+        body = _asof_insert(x, port, n, table, heads, chr(10).join(stores))
+    else:
+        ws = "ws" if kind == "window" else "0"
+        # rows that can end up unmatched in the output are kept even with a null key (never linked)
+        body = f'''
+        if nullk:
+            if not keep_null:
+                continue
+            s = np.int64(-1)
+        else:
+            s = ht_find_or_insert({table}, k, {ws})
+        r = row_alloc({aux(n)}, {base}, {side['free']})
+        {side['ts']}[r] = t
+        {side['seq']}[r] = seq
+        seq += 1
+        {side['slot']}[r] = s
+        {side['flag']}[r] = 1
+        exp = {_expiry(x, port, 't')}
+        if exp < {aux(n)}[{base + 3}]:
+            {aux(n)}[{base + 3}] = exp
+        if t < {aux(n)}[{base + 4}]:
+            {aux(n)}[{base + 4}] = t
+{chr(10).join(stores)}
+        if s < 0:
+            continue
+        chain_insert({heads}, {h_self}, s, {row_args}, r)
+{_probe(x, port, n, heads, h_other)}'''
+    window = "ws = ((t - offset) // size) * size + offset\n        " if kind == "window" else ""
+    used = _add_function(gen, n, f'''
+@njit
+def join_{nid}_{port}({params}):
+    """Join node {nid}, port {port!r}: buffer rows from ``start`` on, {"emit their matches" if kind != "asof" else "queue left rows"}; record late rows.
+
+    Returns the late count, the pair count and where it stopped (the row count when done).
+    """
+    seq = {aux(n)}[0]
+    {_locals(x, n, port)}
+    {loop}
+        t = {_value(ts_col, gen, b, names, "i")}
+        {ROW_WATERMARK}
+        W = {_horizon("rw", "lateness")}
+        {window}if {_late_test(x)}:
+            late_out[n_late] = i
+            n_late += 1
+            continue
+        {key_code}
+{body}
+    {aux(n)}[0] = seq
+    return n_late, n_out, {"n" if dense else "sel.size"}
+''')
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    gen.emit(f"late_{nid}_{port} = np.empty({size_of(b.sel)}, np.int32)")
+    args = ", ".join([f"at_{nid}"] + ([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"{n['aux']}[1]"] + used
+                     + [f"late_{nid}_{port}", f"n_late_{nid}", f"pl_{nid}", f"pr_{nid}", f"np_{nid}"])
+    gen.emit(f"at_{nid} = 0")
+    gen.emit(f"n_late_{nid} = 0")
+    gen.emit("while True:")
+    gen.emit(f"n_late_{nid}, np_{nid}, at_{nid} = join_{nid}_{port}({args})", 2)
+    gen.emit(f"if at_{nid} >= {size_of(b.sel)}:", 2)
+    gen.emit("break", 3)
+    gen.emit(f"pl_{nid}, pr_{nid} = reserve_pairs(pl_{nid}, pr_{nid}, np_{nid}, {other_live})", 2)
+    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
+    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+
+
+def aux(n: dict) -> str:
+    return n["aux"]
+
+
+def _pair(port: str, mine: str, theirs: str) -> str:
+    """Append a pair; the update loop reserved room for it (see :func:`_update`)."""
+    left, right = (mine, theirs) if port == "left" else (theirs, mine)
+    return f"out_l[n_out] = {left}; out_r[n_out] = {right}; n_out += 1"
+
+
+def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
+    """Walk the other side's chain of slot ``s`` from its newest row and emit the matches of row ``r``."""
+    other = n[_OTHER[port]]
+    side = n[port]
+    how = x["how"]
+    ots, oprv, oflag = other["ts"], other["prv"], other["flag"]
+    if x["join"] == "interval":
+        lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
+        skip = f"        while o != -1 and {ots}[o] > hi:\n            o = {oprv}[o]\n"
+        cond = f"o != -1 and {ots}[o] >= lo"
+        bounds = f"        lo = {lo}\n        hi = {hi}\n"
+    else:  # window join: the whole chain of the (key, window) slot matches
+        skip, cond, bounds = "", "o != -1", ""
+    if how in ("semi", "anti"):  # semi emits a left row at its first match (P_SEMI), anti only marks it
+        if port == "left":
+            act = (f"            if {side['flag']}[r] == 1:\n"
+                   f"                {side['flag']}[r] = 2\n"
+                   f"                if semi:\n"
+                   f"                    {_pair(port, 'r', 'np.int64(-1)')}\n"
+                   "            break")
+        else:
+            act = (f"            if {oflag}[o] == 1:\n"
+                   f"                {oflag}[o] = 2\n"
+                   f"                if semi:\n"
+                   f"                    {_pair('left', 'o', 'np.int64(-1)')}")
+    else:
+        act = (f"            {_pair(port, 'r', 'o')}\n"
+               f"            {side['flag']}[r] = 2\n"
+               f"            {oflag}[o] = 2")
+    return (f"        o = {heads}[s, {h_other} + 1]\n{bounds}{skip}"
+            f"        while {cond}:\n{act}\n            o = {oprv}[o]")
+
+
+def _asof_insert(x: dict, port: str, n: dict, table: str, heads: str, stores: str) -> str:
+    """Insert body of an as-of join: left rows queue in their key's chain, right rows join theirs (pruned)."""
+    side = n[port]
+    base = SIDE_BASE[port]
+    row_args = f"{side['ts']}, {side['seq']}, {side['nxt']}, {side['prv']}"
+    head = f'''
+        if nullk:  # a left row without key only ever comes out unmatched: queue it under its own slot
+            if not keep_null:
+                continue
+            s = ht_find_or_insert({table}, np.int64(WM_MIN), np.int64(1))
+        else:
+            s = ht_find_or_insert({table}, k, 0)
+        r = row_alloc({n['aux']}, {base}, {side['free']})
+        {side['ts']}[r] = t
+        {side['seq']}[r] = seq
+        seq += 1
+        {side['slot']}[r] = s
+        {side['flag']}[r] = 1'''
+    if port == "left":
+        return f'''{head}
+        if t < {n['aux']}[{base + 4}]:
+            {n['aux']}[{base + 4}] = t
+{stores}
+        if {heads}[s, 0] == -1:  # the key gets queued rows: remember it for the resolution pass
+            na = {n['active']}[0] + 1
+            {n['active']}[na] = s
+            {n['active']}[0] = na
+        chain_insert({heads}, 0, s, {row_args}, r)'''
+    return f'''{head}
+{stores}
+        chain_insert({heads}, 2, s, {row_args}, r)
+        h = W  # the oldest left row still to come or queued bounds what this key must keep
+        q = {heads}[s, 0]
+        if q != -1 and {n['left']['ts']}[q] < h:
+            h = {n['left']['ts']}[q]
+        asof_prune(direction, tol, s, h, {table}, {heads}, {n['aux']}, {base}, {side['ts']}, {side['nxt']}, {side['prv']}, {side['free']}, {side['flag']})'''
+
+
+def _gather(gen, node, n: dict) -> Binding:
+    """Emit the gather of the output columns from the collected pairs; the node's output binding."""
+    nid = node.id
+    x = node.bound.extra
+    schema = node.schema
+    outs, lines, cols = [], [], []
+    fields = iter(schema)
+    for port in x["out_sides"]:
+        side = n[port]
+        pairs = "pl" if port == "left" else "pr"
+        for j, (name, dtype) in enumerate(x["ports"][port]["payload"]):
+            field = next(fields)
+            o, q = f"o{len(cols)}", f"q{len(cols)}"
+            lines.append(f"    {o} = np.empty(m, {side['c'][j]}.dtype)\n    {q} = np.empty(m, np.bool_)\n"
+                         f"    for e in range(m):\n        i = {pairs}[e]\n"
+                         f"        if i >= 0:\n            {o}[e] = {side['c'][j]}[i]\n            {q}[e] = {side['v'][j]}[i]\n"
+                         f"        else:\n            {o}[e] = 0\n            {q}[e] = False")
+            outs += [o, q]
+            cols.append((field, port, name, dtype))
+    if x["join"] == "window":
+        size, off = x["size"], x["offset"]
+        lines.append(f"    ws = np.empty(m, np.int64)\n    we = np.empty(m, np.int64)\n"
+                     f"    for e in range(m):\n        t = {n['left']['ts']}[pl[e]]\n"
+                     f"        ws[e] = ((t - {off}) // {size}) * {size} + {off}\n        we[e] = ws[e] + {size}")
+        outs += ["ws", "we"]
+    used = _add_function(gen, n, f'''
+@njit
+def join_{nid}_gather(pl, pr, m, @STATE@):
+    """Join node {nid}: output columns of the pairs (row numbers into the two row stores, -1: none)."""
+{chr(10).join(lines)}
+    return ({", ".join(outs)},)
+''')
+    out_vars = [f"{v}_{nid}" for v in outs]
+    gen.emit(f"{', '.join(out_vars)}, = join_{nid}_gather(pl_{nid}, pr_{nid}, np_{nid}, {', '.join(used)})")
+    gen.emit(f"m_{nid} = np_{nid}")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    out = {}
+    for c, (field, port, name, dtype) in enumerate(cols):
+        dictionary = None
+        if dtype is None:
+            dictionary = _string_origin(gen.dag, nid, port, name)
+        out[field.name] = Col("der", field.name, field.type, f"o{c}_{nid}", f"q{c}_{nid}", dictionary=dictionary)
+    if x["join"] == "window":
+        gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+        for name, var in (("window_start", "ws"), ("window_end", "we")):
+            out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
+    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}")

@@ -1,0 +1,260 @@
+"""Row stores of the two-input join operators: per-key chains kept in event-time order.
+
+A join side keeps its buffered rows in parallel per-row arrays (event time,
+arrival number, chain links, owning key slot, flags, payload columns). Rows
+of one key form a doubly linked chain ordered by (event time, arrival):
+``heads[slot, 2 * side]`` is its oldest row, ``heads[slot, 2 * side + 1]``
+its newest. Inserting walks back from the newest row, so in-order input
+costs O(1) and out-of-order input costs its displacement within the key.
+Freed rows go on a stack and are reused; nothing is ever compacted.
+
+``aux[base:base + 5]`` of a side holds ``high_water, n_free, live,
+min_expiry, min_ts``; the owner guarantees free rows before a call (see
+:class:`laminar_jit.state.joins.JoinState`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+from .hashtable import ht_delete
+
+__all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
+           "chain_unlink", "expire_side", "reserve_pairs", "row_alloc", "row_release"]
+
+
+
+@njit(inline="always")
+def row_alloc(aux, base, rfree):
+    """A free row of the side whose counters start at ``aux[base]`` (reused rows first)."""
+    nf = aux[base + 1]
+    if nf > 0:
+        aux[base + 1] = nf - 1
+        i = rfree[nf - 1]
+    else:
+        i = aux[base]
+        aux[base] = i + 1
+    aux[base + 2] += 1
+    return i
+
+
+@njit
+def row_release(aux, base, rfree, flag, i):
+    """Return row ``i`` to the free stack (after :func:`chain_unlink`)."""
+    flag[i] = 0
+    rfree[aux[base + 1]] = i
+    aux[base + 1] += 1
+    aux[base + 2] -= 1
+
+
+@njit(inline="always")
+def chain_insert(heads, h, s, ts, seq, nxt, prv, i):
+    """Link row ``i`` into the chain of slot ``s`` (columns ``h``, ``h + 1`` of ``heads``) by (ts, seq)."""
+    t = ts[i]
+    q = seq[i]
+    p = heads[s, h + 1]
+    while p != -1 and (ts[p] > t or (ts[p] == t and seq[p] > q)):
+        p = prv[p]
+    if p == -1:  # new oldest row
+        nx = heads[s, h]
+        heads[s, h] = i
+    else:
+        nx = nxt[p]
+        nxt[p] = i
+    prv[i] = p
+    nxt[i] = nx
+    if nx == -1:
+        heads[s, h + 1] = i
+    else:
+        prv[nx] = i
+
+
+@njit
+def chain_unlink(heads, h, s, nxt, prv, i):
+    """Remove row ``i`` from the chain of slot ``s``."""
+    p = prv[i]
+    nx = nxt[i]
+    if p == -1:
+        heads[s, h] = nx
+    else:
+        nxt[p] = nx
+    if nx == -1:
+        heads[s, h + 1] = p
+    else:
+        prv[nx] = p
+
+
+@njit
+def reserve_pairs(out_l, out_r, n_out, more):
+    """Output buffers with room for ``more`` pairs after the first ``n_out`` (the same ones when they fit).
+
+    Loops write pairs straight into the buffers after reserving their worst
+    case once; growing inside a hot loop would make Numba count references
+    to the rebound arrays on every iteration.
+    """
+    if n_out + more <= out_l.size:
+        return out_l, out_r
+    size = max(2 * out_l.size, n_out + more)
+    grown_l = np.empty(size, np.int64)
+    grown_r = np.empty(size, np.int64)
+    grown_l[:n_out] = out_l[:n_out]
+    grown_r[:n_out] = out_r[:n_out]
+    return grown_l, grown_r
+
+
+# ----------------------------------------------------------------------------- watermark-driven passes
+# Shared by every join node (the operator's geometry is passed at run time), so
+# they compile once and come from Numba's disk cache in every later process.
+
+INTERVAL, WINDOW = 0, 1
+BACKWARD, FORWARD, NEAREST = 0, 1, 2
+_WM_MIN = np.iinfo(np.int64).min
+_WM_MAX = np.iinfo(np.int64).max
+
+
+@njit
+def _expiry(kind, t, a, b):
+    """Time after which (strictly) a buffered row with event time ``t`` is useless.
+
+    Interval joins pass ``a`` = upper (left rows) or -lower (right rows);
+    window joins ``a`` = size and ``b`` = offset.
+    """
+    if kind == WINDOW:
+        return ((t - b) // a) * a + b + a - 1
+    return t + a
+
+
+@njit
+def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux, base,
+                ts, slot, flag, nxt, prv, rfree, out_l, out_r, n_out):
+    """Free the rows of one side whose expiry the watermark ``W`` passed.
+
+    Rows never matched are emitted first when ``emit`` (outer and anti joins),
+    paired with -1 on the other side (``side`` 0 = left). Recomputes the side's
+    least expiry and event time.
+    """
+    if aux[base + 3] >= W:
+        return out_l, out_r, n_out
+    out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[base + 2])
+    h = 2 * side
+    low_exp = _WM_MAX
+    low_ts = _WM_MAX
+    for i in range(aux[base]):
+        if flag[i] == 0:
+            continue
+        t = ts[i]
+        exp = _expiry(kind, t, a, b)
+        if exp >= W:
+            low_exp = min(low_exp, exp)
+            low_ts = min(low_ts, t)
+            continue
+        if emit and flag[i] == 1:
+            out_l[n_out] = i if side == 0 else -1
+            out_r[n_out] = -1 if side == 0 else i
+            n_out += 1
+        s = slot[i]
+        if s >= 0:
+            chain_unlink(heads, h, s, nxt, prv, i)
+            if heads[s, 0] == -1 and heads[s, 2] == -1:
+                ht_delete(buckets, keys, meta, free, s)
+        row_release(aux, base, rfree, flag, i)
+    aux[base + 3] = low_exp
+    aux[base + 4] = low_ts
+    return out_l, out_r, n_out
+
+
+@njit(inline="always")
+def asof_prune(direction, tol, s, h, buckets, keys, meta, free, heads, aux, base, ts, nxt, prv, rfree, flag):
+    """Free right rows of slot ``s`` that no left row at or after ``h`` can match (``tol`` < 0: none)."""
+    q = heads[s, 2]
+    while q != -1:
+        if direction == FORWARD:
+            if ts[q] >= h:
+                break
+        elif nxt[q] == -1 or ts[nxt[q]] >= h:  # keep the last row before h: the next rows' backward match
+            break
+        chain_unlink(heads, 2, s, nxt, prv, q)
+        row_release(aux, base, rfree, flag, q)
+        q = heads[s, 2]
+    if tol >= 0 and direction != FORWARD and q != -1 and nxt[q] == -1 and h > _WM_MIN + tol and ts[q] < h - tol:
+        chain_unlink(heads, 2, s, nxt, prv, q)
+        row_release(aux, base, rfree, flag, q)
+
+
+@njit
+def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, heads, active, aux, lbase, rbase,
+              lts, lnxt, lprv, lfree, lflag, rts, rnxt, rprv, rfree, rflag, out_l, out_r, n_out):
+    """Emit the queued left rows whose as-of match the watermark ``W`` has settled; prune right rows.
+
+    Walks the keys with queued rows (``active[1:active[0] + 1]``), merging each
+    key's left chain with its right chain in time order. A left row at ``t <
+    W`` is decided when no right row still to come can beat its candidate:
+    backward always; forward once a row in ``[t, W)`` exists; nearest also
+    when the backward candidate is at least as close as ``W`` is. At ``W`` =
+    +inf every row is decided. ``tol`` < 0 means no tolerance.
+    """
+    out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[lbase + 2])
+    na = active[0]
+    a = 1
+    low_ts = _WM_MAX
+    while a <= na:
+        s = active[a]
+        li = heads[s, 0]
+        rb = np.int64(-1)
+        r = heads[s, 2]
+        while li != -1 and lts[li] < W:
+            t = lts[li]
+            while r != -1 and rts[r] <= t:
+                rb = r
+                r = rnxt[r]
+            # f: the forward candidate, the last-arrived row of the earliest time >= t
+            f = r
+            if rb != -1 and rts[rb] == t:
+                f = rb
+            else:
+                while f != -1 and rnxt[f] != -1 and rts[rnxt[f]] == rts[f]:
+                    f = rnxt[f]
+            settled = f != -1 and rts[f] < W
+            end = W == _WM_MAX or (tol >= 0 and t + tol < W)
+            if direction == BACKWARD:
+                due = True
+                best = rb
+            elif direction == FORWARD:
+                due = settled or end
+                best = f if settled else np.int64(-1)
+            else:
+                due = settled or end or (rb != -1 and W - t >= t - rts[rb])
+                if rb == -1:
+                    best = f if settled else np.int64(-1)
+                elif not settled or t - rts[rb] <= rts[f] - t:
+                    best = rb
+                else:
+                    best = f
+            if not due:
+                break
+            if best != -1 and tol >= 0 and (rts[best] - t > tol or t - rts[best] > tol):
+                best = np.int64(-1)
+            if best != -1 or emit_unmatched:
+                out_l[n_out] = li
+                out_r[n_out] = best
+                n_out += 1
+            nl = lnxt[li]
+            chain_unlink(heads, 0, s, lnxt, lprv, li)
+            row_release(aux, lbase, lfree, lflag, li)
+            li = nl
+        h = W
+        if li != -1:
+            h = min(h, lts[li])
+            low_ts = min(low_ts, lts[li])
+        asof_prune(direction, tol, s, h, buckets, keys, meta, free, heads, aux, rbase, rts, rnxt, rprv, rfree, rflag)
+        if heads[s, 0] == -1:
+            if heads[s, 2] == -1:
+                ht_delete(buckets, keys, meta, free, s)
+            active[a] = active[na]
+            na -= 1
+        else:
+            a += 1
+    active[0] = na
+    aux[lbase + 4] = low_ts
+    return out_l, out_r, n_out

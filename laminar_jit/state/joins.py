@@ -1,0 +1,199 @@
+"""State of a two-input join: a key table shared by both sides and one row store per side."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
+
+__all__ = ["JoinState", "join_params"]
+
+_WM_MAX = np.iinfo(np.int64).max
+_WM_MIN = np.iinfo(np.int64).min
+#: ``aux``: arrival counter, input watermark, then per side (left at 2, right at 7)
+#: high water, free rows, live rows, least expiry time, least event time.
+_AUX = 12
+SIDE_BASE = {"left": 2, "right": 7}
+#: Positions in ``JoinState.params``, the operator's configuration as run-time values (so joins
+#: that differ only in bounds, lateness, join type or direction share one compiled plan):
+#: lower/size, upper/offset, allowed lateness, keep null-key rows (left, right), emit unmatched
+#: rows (left, right), as-of direction, tolerance (-1: none), semi join.
+P_A, P_B, P_LATENESS, P_KEEP_NULL, _, P_EMIT_LEFT, P_EMIT_RIGHT, P_DIRECTION, P_TOLERANCE, P_SEMI = range(10)
+_DIRECTIONS = ("backward", "forward", "nearest")
+
+
+def join_params(extra: dict) -> np.ndarray:
+    """``JoinState.params`` of a bound join operator."""
+    how = extra["how"]
+    p = np.zeros(10, np.int64)
+    if extra["join"] == "window":
+        p[P_A], p[P_B] = extra["size"], extra["offset"]
+    elif extra["join"] == "interval":
+        p[P_A], p[P_B] = extra["lower"], extra["upper"]
+    p[P_LATENESS] = extra["lateness"]
+    emit_left = how in ("left", "full", "anti")
+    emit_right = how in ("right", "full")
+    # rows that can come out unmatched are kept even with a null key (they never match)
+    p[P_KEEP_NULL], p[P_KEEP_NULL + 1] = emit_left, emit_right
+    p[P_EMIT_LEFT], p[P_EMIT_RIGHT] = emit_left, emit_right
+    if extra["join"] == "asof":
+        p[P_DIRECTION] = _DIRECTIONS.index(extra["direction"])
+        p[P_TOLERANCE] = -1 if extra["tolerance"] is None else extra["tolerance"]
+    p[P_SEMI] = how == "semi"
+    return p
+
+
+#: Per-row arrays of a side before its payload: (name, dtype, fill).
+_ROW_FIELDS = (("ts", np.int64, 0), ("seq", np.int64, 0), ("nxt", np.int64, -1), ("prv", np.int64, -1),
+               ("slot", np.int64, -1), ("flag", np.uint8, 0))
+
+
+class JoinState:
+    """Buffered rows of both inputs of a join node, owned by the executor.
+
+    A :class:`KeyTable` maps ``(key, window)`` (window 0 for interval and
+    as-of joins) to a slot; ``heads[slot]`` holds the oldest and newest row of
+    that key's chain on each side (see :mod:`laminar_jit.kernels.joins`).
+    Each side stores, per buffered row, its event time, arrival number, chain
+    links, slot, a flag (0 free, 1 live, 2 live and matched) and every
+    payload column (values and validity). Rows are freed when the watermark
+    makes them useless and their slots when both chains are empty, so memory
+    follows the rows the join still needs, not the history.
+
+    Parameters
+    ----------
+    bound : Bound
+        The join operator bound to its two input schemas.
+    capacity : int
+        Initial rows per side (and keys).
+    """
+
+    def __init__(self, bound, capacity: int = 1024):
+        self.ports = bound.extra["ports"]
+        self.table = KeyTable(width=2, capacity=capacity)
+        self.heads = np.full((self.table.slot_capacity, 4), -1, np.int64)
+        # slots with buffered left rows waiting for a decision (as-of joins), and their count in aux
+        self.active = np.zeros(self.table.slot_capacity + 1, np.int64)
+        self.params = join_params(bound.extra)
+        self.aux = np.zeros(_AUX, np.int64)
+        self.aux[1] = _WM_MIN
+        for base in SIDE_BASE.values():
+            self.aux[base + 3] = _WM_MAX
+            self.aux[base + 4] = _WM_MAX
+        self.rows: dict[str, list[tuple[str, np.ndarray, object]]] = {}
+        for side in ("left", "right"):
+            fields = [(name, np.full(capacity, fill, dtype), fill) for name, dtype, fill in _ROW_FIELDS]
+            fields.append(("free", np.zeros(capacity, np.int64), 0))
+            for j, (_, dtype) in enumerate(self.ports[side]["payload"]):
+                fields.append((f"c{j}", np.zeros(capacity, np.int64 if dtype is None else dtype), 0))
+                fields.append((f"v{j}", np.zeros(capacity, np.bool_), False))
+            self.rows[side] = fields
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in self.ports["left"]["keys"][1:]]
+
+    def __len__(self) -> int:
+        """Buffered rows on both sides."""
+        return int(self.aux[SIDE_BASE["left"] + 2] + self.aux[SIDE_BASE["right"] + 2])
+
+    def max_emit(self, rows: int) -> int:
+        """Join output feeds no stateful node (the builder checks), so nothing downstream reserves for it."""
+        return 0
+
+    def _row_capacity(self, side: str) -> int:
+        return int(self.rows[side][0][1].size)
+
+    def reserve(self, extra: int) -> None:
+        """Guarantee room for ``extra`` new rows on each side, and as many new keys, before a compiled call."""
+        for table in self.key_tables:
+            if table.headroom < extra:
+                table.reserve(extra)
+        if self.table.headroom < extra:
+            self.table.reserve(extra)
+            self.heads = self.table.grow_slots(self.heads, -1)
+            active = np.zeros(self.table.slot_capacity + 1, np.int64)
+            active[: self.active.size] = self.active
+            self.active = active
+        for side, base in SIDE_BASE.items():
+            cap = self._row_capacity(side)
+            live = int(self.aux[base + 2])
+            if cap - live >= extra:
+                continue
+            new_cap = max(cap, 16)
+            while new_cap - live < extra:
+                new_cap *= 2
+            grown = []
+            for name, arr, fill in self.rows[side]:
+                out = np.full(new_cap, fill, arr.dtype)
+                out[: arr.size] = arr
+                grown.append((name, out, fill))
+            self.rows[side] = grown
+
+    def arrays(self) -> list[np.ndarray]:
+        """The arrays in the order the generated step takes them (see :meth:`argument_names`)."""
+        t = self.table
+        out = [t.buckets, t.keys, t.meta, t.free, self.heads, self.active, self.aux, self.params]
+        for side in ("left", "right"):
+            out += [arr for _, arr, _ in self.rows[side]]
+        for k in self.key_tables:
+            out += [k.buckets, k.keys, k.meta, k.free]
+        return out
+
+    @staticmethod
+    def argument_names(node_id: int, bound) -> list[str]:
+        """Parameter names of :meth:`arrays` in a generated step."""
+        names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "heads", "active", "aux", "params")]
+        for side in ("left", "right"):
+            p = f"st{node_id}_{side[0]}"
+            names += [f"{p}_{name}" for name, _, _ in _ROW_FIELDS] + [f"{p}_free"]
+            names += [f"{p}_{kind}{j}" for j in range(len(bound.extra["ports"][side]["payload"])) for kind in "cv"]
+        for level in range(len(bound.extra["ports"]["left"]["keys"]) - 1):
+            names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
+        return names
+
+    # -- checkpoints -----------------------------------------------------------
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every state array by name, rows only up to each side's high-water mark."""
+        out: dict[str, np.ndarray] = {}
+        put_table(out, "table", self.table)
+        out["heads"] = self.heads[: self.table.high_water].copy()
+        out["active"] = self.active.copy()[: self.table.high_water + 1]
+        out["aux"] = self.aux.copy()
+        for side, base in SIDE_BASE.items():
+            hw, n_free = int(self.aux[base]), int(self.aux[base + 1])
+            for name, arr, _ in self.rows[side]:
+                out[f"{side}.{name}"] = arr[: n_free if name == "free" else hw].copy()
+        for level, table in enumerate(self.key_tables):
+            put_table(out, f"keys{level}", table)
+        return out
+
+    def load_snapshot(self, arrays) -> None:
+        """Replace this (fresh) state by :meth:`snapshot` output, validating all of it first.
+
+        Raises
+        ------
+        ValueError
+            When names, dtypes or lengths do not fit this operator's state;
+            the state is then unchanged.
+        """
+        check_names(arrays, self.snapshot())
+        table = take_table(arrays, "table")
+        heads = take_slots(arrays, "heads", self.heads, table, -1)
+        active = np.zeros(table.slot_capacity + 1, np.int64)
+        got = check_like("active", arrays["active"], self.active, table.high_water + 1)
+        active[: got.size] = got
+        aux = check_like("aux", arrays["aux"], self.aux, _AUX)
+        rows = {}
+        for side, base in SIDE_BASE.items():
+            hw, n_free, live = int(aux[base]), int(aux[base + 1]), int(aux[base + 2])
+            if min(hw, n_free, live) < 0 or n_free + live != hw:
+                raise ValueError(f"{side} rows: counters {aux[base:base + 3].tolist()} are inconsistent")
+            cap = max(16, hw)
+            fields = []
+            for name, arr, fill in self.rows[side]:
+                got = check_like(f"{side}.{name}", arrays[f"{side}.{name}"], arr, n_free if name == "free" else hw)
+                out = np.full(cap, fill, arr.dtype)
+                out[: got.size] = got
+                fields.append((name, out, fill))
+            rows[side] = fields
+        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
+        self.table, self.heads, self.active, self.aux, self.rows, self.key_tables = (
+            table, heads, active, aux, rows, key_tables)
