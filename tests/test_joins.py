@@ -309,7 +309,7 @@ def test_port_names_are_checked():
 
 
 @pytest.mark.parametrize("op, match", [
-    (lambda: lj.IntervalJoin("tag", "k", 0, 10), "key column 'tag' of port 'left' is string"),
+    (lambda: lj.IntervalJoin("tag", "k", 0, 10), "key 'tag' \\(left\\) is string but 'k' \\(right\\) is int64"),
     (lambda: lj.IntervalJoin("nope", "k", 0, 10), "key column 'nope' is not in port 'left'"),
     (lambda: lj.IntervalJoin("k", "k", 10, 0), "lower .* must not exceed upper"),
     (lambda: lj.IntervalJoin("a", "k", 0, 10), "key column 'a' of port 'left' is double"),
@@ -366,3 +366,29 @@ def test_self_join_on_a_composite_key_computed_by_a_map():
                    "r.bucket AS bucket_right FROM m l LEFT JOIN m r ON l.k = r.k AND l.bucket = r.bucket "
                    "AND r.ts BETWEEN l.ts AND l.ts + 30").to_arrow_table()
     same_rows(got["out"], want)
+
+
+def test_string_keys_share_one_dictionary_across_sources_and_checkpoints(tmp_path):
+    """Trades and quotes keyed by a string symbol: codes from the two sources compare, also after a restore."""
+    trades = pa.schema([("ts", pa.int64()), ("sym", pa.string()), ("px", pa.float64())])
+    quotes = pa.schema([("ts", pa.int64()), ("sym", pa.string()), ("bid", pa.float64())])
+    wm = lj.BoundedOutOfOrderness(max_delay=DELAY)
+    dag = (lj.DagBuilder().source("T", trades, event_time="ts", watermark=wm)
+           .source("Q", quotes, event_time="ts", watermark=wm)
+           .operator("j", lj.AsofJoin("sym")).connect("T", "j", port="left").connect("Q", "j", port="right")
+           .sink_for("j", "out").build())
+    rng = np.random.default_rng(5)
+    syms = np.array([f"S{i}" for i in range(40)])
+    t = pa.table({"ts": np.sort(rng.choice(20_000, 2_000, replace=False)), "sym": syms[rng.integers(0, 40, 2_000)],
+                  "px": rng.random(2_000)}, schema=trades)
+    # quotes list the symbols in another order, so the two sources meet them in different orders
+    q = pa.table({"ts": np.sort(rng.choice(20_000, 2_000, replace=False)), "sym": syms[::-1][rng.integers(0, 40, 2_000)],
+                  "bid": rng.random(2_000)}, schema=quotes)
+    feed = [("T" if name == "L" else "Q", b) for name, b in interleaved(t, q, 5)]
+    got = checkpointed(dag, feed, len(feed) // 2, tmp_path / "cp")
+    con = duckdb.connect()
+    con.register("t", t)
+    con.register("q", q)
+    want = con.sql("SELECT t.*, q.ts AS ts_right, q.sym AS sym_right, q.bid FROM t ASOF JOIN q "
+                   "ON t.sym = q.sym AND t.ts >= q.ts").to_arrow_table()
+    same_rows(got, want)

@@ -87,6 +87,9 @@ def restore(ex, cp: Checkpoint) -> None:
     ex._states = states
     ex._dicts.clear()
     ex._dicts.update(dicts)  # sink buffers hold this same mapping
+    from ..executor.executor import link_dictionaries
+
+    link_dictionaries(ex._dicts, ex._dict_links)  # shared by both sides of string join keys
     for n in dag.nodes:
         ex._wm[n.id] = cp.watermarks[n.name]
         ex._idle[n.id] = n.name in cp.idle

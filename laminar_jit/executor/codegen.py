@@ -126,6 +126,8 @@ class Gen:
     stateful_ids: list[int] = field(default_factory=list)
     #: Source string columns passed to the step as dictionary codes.
     encoded: set = field(default_factory=set)
+    #: Groups of (source, column) string dictionaries that must be one dictionary (join keys).
+    shared_dictionaries: list = field(default_factory=list)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:

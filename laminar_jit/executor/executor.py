@@ -69,6 +69,9 @@ class DagExecutor:
         self._states = {n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"}
         self._dicts = {(plan.source, name): StringDictionary(_dictionary_type(dag.node(plan.source).schema.field(name).type))
                        for plan in self._plans.values() for name, _, _, encoded in plan.args if encoded}
+        # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
+        self._dict_links = [group for plan in self._plans.values() for group in plan.shared_dictionaries]
+        link_dictionaries(self._dicts, self._dict_links)
         for buffer in self._outputs.values():
             buffer.dictionaries = self._dicts
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
@@ -332,6 +335,15 @@ PARALLEL_MIN_ROWS = 65_536
 COALESCE_ROWS = 256
 #: The queue runs once it holds this many rows (or anything reads results).
 COALESCE_FLUSH_ROWS = 4096
+
+
+def link_dictionaries(dicts: dict, groups) -> None:
+    """Make every (source, column) of each group use the group's first dictionary."""
+    for group in groups:
+        first = tuple(group[0])
+        for member in group[1:]:
+            if tuple(member) in dicts and first in dicts:
+                dicts[tuple(member)] = dicts[first]
 
 
 def _dictionary_type(t: pa.DataType) -> pa.DataType:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+
 from ..errors import SchemaError
 from ..ops.stateless import Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
@@ -192,6 +194,16 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
     ts_col = b.cols[spec["event_time"]]
     key_cols = [b.cols[k] for k in spec["keys"]]
+    for j, (kname, kc) in enumerate(zip(spec["keys"], key_cols)):
+        if kc.arrow_type == pa.string() or pa.types.is_large_string(kc.arrow_type):
+            # string keys compare as codes of one dictionary shared by both sides' columns
+            if kc.kind != "src" or b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string key {kname!r} of port {port!r} must come "
+                                  "straight from a source column")
+            gen.encoded.add(kc.name)
+            pair = [_string_origin(gen.dag, nid, p, x["ports"][p]["keys"][j]) for p in ("left", "right")]
+            if pair not in gen.shared_dictionaries:
+                gen.shared_dictionaries.append(pair)
     leaves: list = []
     for c in [ts_col, *key_cols, *payload_cols]:
         gen.leaves(b, c, leaves)

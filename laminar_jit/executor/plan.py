@@ -93,6 +93,9 @@ class SourcePlan:
     #: For each stateful node, the stateful nodes upstream of it (their open
     #: entries bound how many rows they can emit into it in one call).
     upstream_stateful: dict = None
+    #: Groups of (source, column) whose string dictionaries must be one object
+    #: (the two sides of a string join key).
+    shared_dictionaries: list = None
 
 
 def _kernels_stamp() -> str:
@@ -141,7 +144,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
                 for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
                       stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
-                      due_grids=sorted(set(grids)), upstream_stateful=upstream)
+                      due_grids=sorted(set(grids)), upstream_stateful=upstream,
+                      shared_dictionaries=gen.shared_dictionaries)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -9,9 +9,9 @@ same type. Shared semantics (Flink's, where the contract is silent):
   column whose name is taken gets the suffix ``_right``. Semi and anti joins
   output the left columns only; a window join appends ``window_start`` and
   ``window_end``.
-* Keys are integer, boolean or temporal columns (the same type on both
-  sides). A null key never matches, as in SQL: such a row only appears in
-  outer and anti results.
+* Keys are integer, boolean, temporal or string columns (the same kind on
+  both sides; string keys of the two sides share one dictionary). A null key
+  never matches, as in SQL: such a row only appears in outer and anti results.
 * The join's watermark is the least watermark of its non-idle inputs. A row
   whose event time is below it minus ``allowed_lateness`` (for a window
   join: whose window has closed) is **late**: it is dropped and counted in
@@ -130,10 +130,9 @@ class JoinOperator(Operator):
                               f"columns: {', '.join(schema.names)}")
         t = schema.field(idx).type
         dtype = arrow_to_numpy_dtype(t)
-        if dtype is None or dtype.kind == "f":
+        if (dtype is None and not pa.types.is_string(t)) or (dtype is not None and dtype.kind == "f"):
             raise SchemaError(f"operator {node!r}: key column {key!r} of port {port!r} is {t}; join keys must be "
-                              "integer, boolean or temporal columns — map strings to integer ids upstream "
-                              "(e.g. with a dictionary-encoded column) and bucket floats")
+                              "integer, boolean, temporal or string columns — bucket or cast floats upstream")
         return t
 
     @staticmethod
@@ -177,7 +176,7 @@ class IntervalJoin(JoinOperator):
     Parameters
     ----------
     left_key, right_key : str or list of str
-        Key column(s) of each side (integer, boolean or temporal).
+        Key column(s) of each side (integer, boolean, temporal or string).
     lower, upper : int or datetime.timedelta
         Bounds of ``right.ts - left.ts``, inclusive, in event-time units;
         either may be negative, ``lower <= upper``.
@@ -286,7 +285,7 @@ class AsofJoin(JoinOperator):
     Parameters
     ----------
     by : str or list of str
-        Key column(s), named the same on both sides (integer, boolean or temporal).
+        Key column(s), named the same on both sides (integer, boolean, temporal or string).
     direction : {"backward", "forward", "nearest"}, default "backward"
     tolerance : int or datetime.timedelta, optional
         Largest ``|right.ts - left.ts|`` of a match.
