@@ -192,13 +192,26 @@ def test_existing_target_is_never_overwritten(saved, dag):
         lj.DagExecutor(dag).checkpoint().save(saved)
 
 
-def test_other_dag_is_refused_and_executor_unchanged(saved):
+def tumble_dag(size: int):
+    """One tumbling window; with size=1_000 the same plan as test_runner.window_dag (compiled once per run)."""
+    schema = make_bids(1).schema
+    b = lj.DagBuilder().source("bids", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(400))
+    b.operator("tumble", lj.TumblingWindow(size=size, key="auction", aggs={"n": lj.count(), "s": lj.sum("price")}))
+    return b.connect("bids", "tumble").sink_for("tumble", "out").build()
+
+
+def test_other_dag_is_refused_and_executor_unchanged(saved, tmp_path):
+    # A second variant of full_dag() would compile a plan as large as full_dag's own (over a
+    # minute cold); a one-window DAG whose window size changed makes the same point.
     table = make_bids(4_000, seed=5)
-    other = full_dag(size=2_000)  # the tumbling window changed
+    first = lj.DagExecutor(tumble_dag(1_000))
+    first.process_batch("bids", make_bids(3_000, seed=2))
+    theirs = first.checkpoint().save(tmp_path / "theirs")
+    other = tumble_dag(2_000)  # the tumbling window changed
     ex = lj.DagExecutor(other)
     ex.process_batch("bids", table.slice(0, 2_000))
     with pytest.raises(lj.CheckpointError, match=r"different DAG — nodes changed .*\['tumble'\]"):
-        ex.restore(lj.Checkpoint.load(saved))
+        ex.restore(lj.Checkpoint.load(theirs))
     ex.process_batch("bids", table.slice(2_000))
     ex.finish()
     want = run_through(lj.DagExecutor(other), [table], finish=True)
@@ -213,16 +226,23 @@ def test_other_dag_is_refused_and_executor_unchanged(saved):
         lj.DagExecutor(small).restore(str(saved))
 
 
-def test_state_that_does_not_fit_is_refused(saved, dag):
+def test_state_that_does_not_fit_is_refused_and_executor_unchanged(saved, dag):
+    table = make_bids(4_000, seed=5)
+    halves = [table.slice(0, 2_000), table.slice(2_000)]
+    ex = lj.DagExecutor(dag)  # every kind of state; each refused restore below must leave it as it was
+    ex.process_batch("bids", halves[0])
     cp = lj.Checkpoint.load(saved)
     cp.states["sess"]["field.a0_n"] = cp.states["sess"]["field.a0_n"].astype(np.float32)
     with pytest.raises(lj.CheckpointError, match=r"node 'sess'.*field.a0_n is float32"):
-        lj.DagExecutor(dag).restore(cp)
+        ex.restore(cp)
     cp = lj.Checkpoint.load(saved)
     cp.states["tumble"]["table.meta"][0] += 1  # live count disagrees with the buckets
     with pytest.raises(lj.CheckpointError, match=r"node 'tumble'.*inconsistent|node 'tumble'.*buckets"):
-        lj.DagExecutor(dag).restore(cp)
+        ex.restore(cp)
     cp = lj.Checkpoint.load(saved)
     del cp.states["quiet"]["heap_times"]
     with pytest.raises(lj.CheckpointError, match=r"node 'quiet'.*missing \['heap_times'\]"):
-        lj.DagExecutor(dag).restore(cp)
+        ex.restore(cp)
+    ex.process_batch("bids", halves[1])
+    ex.finish()
+    same_rows(ex.take_all_sink_outputs(), run_through(lj.DagExecutor(dag), halves, finish=True))

@@ -116,16 +116,28 @@ def test_tumbling_every_aggregate_matches_duckdb():
     assert_windows(out["out"], reference(table))
 
 
+#: (delay, allowed lateness, slide, late) of the split-invariance test. Every distinct configuration
+#: compiles its own plan (seconds each, cold), so the random data and splits vary per example while
+#: the operator configurations are a fixed few, most of them shared with the tests below:
+#: tumbling with many late rows, tumbling with lateness and a side output, sliding with panes of
+#: gcd(size, slide) < slide and late rows, sliding with slide dividing size and no late rows.
+WINDOW_CONFIGS = [(0, 0, SIZE, "drop"), (100, 500, SIZE, "side_output"), (50, 0, 400, "drop"),
+                  (400, 0, 200, "drop")]
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), n=st.integers(0, 3_000), cuts=st.lists(st.integers(0, 3_000), max_size=10),
-       delay=st.sampled_from([0, 50, 400]), slide=st.sampled_from([SIZE, 250, 400]))
-def test_split_invariance_and_late_rows(seed, n, cuts, delay, slide):
+       config=st.sampled_from(WINDOW_CONFIGS))
+def test_split_invariance_and_late_rows(seed, n, cuts, config):
     """Tumbling and sliding windows (panes of gcd(size, slide)) over random splits, with late rows."""
+    delay, lateness, slide, late = config
     table = events(n, seed=seed)
-    ex, out = run(window_dag(delay=delay, slide=slide), split_table(table, cuts))
-    late = late_mask(table.column("ts").to_numpy(), delay, slide=slide)
-    assert ex.metrics.late_events == int(late.sum())
-    assert_windows(out["out"], reference(table, delay=delay, slide=slide))
+    ex, out = run(window_dag(delay=delay, lateness=lateness, slide=slide, late=late), split_table(table, cuts))
+    late_rows = late_mask(table.column("ts").to_numpy(), delay, lateness=lateness, slide=slide)
+    assert ex.metrics.late_events == int(late_rows.sum())
+    assert_windows(out["out"], reference(table, delay=delay, lateness=lateness, slide=slide))
+    if late == "side_output":
+        assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late_rows))), null_equal=True)
 
 
 def test_sliding_every_aggregate_matches_duckdb():
@@ -135,23 +147,26 @@ def test_sliding_every_aggregate_matches_duckdb():
     assert_windows(out["out"], reference(table, slide=200))
 
 
+# These two tests share one operator configuration (one compiled plan), also drawn by the split test.
 def test_late_rows_go_to_the_side_output_unchanged():
     table = events(8_000, seed=2, disorder=900)
-    ex, out = run(window_dag(delay=100, late="side_output"), table.to_batches(max_chunksize=500))
-    late = late_mask(table.column("ts").to_numpy(), 100)
+    ex, out = run(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
+    late = late_mask(table.column("ts").to_numpy(), 100, lateness=500)
     assert late.sum() > 0
     # NaN prices make Arrow's equals() false; Polars compares NaN as equal
     assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late))), null_equal=True)
-    assert_windows(out["out"], reference(table, delay=100))
+    assert_windows(out["out"], reference(table, delay=100, lateness=500))
     assert ex.metrics.late_events == late.sum()
 
 
 def test_allowed_lateness_keeps_windows_open():
     table = events(8_000, seed=3, disorder=900)
-    _, out = run(window_dag(delay=100, lateness=1_000), table.to_batches(max_chunksize=500))
-    late = late_mask(table.column("ts").to_numpy(), 100, lateness=1_000)
-    assert late.sum() < late_mask(table.column("ts").to_numpy(), 100).sum()
-    assert_windows(out["out"], reference(table, delay=100, lateness=1_000))
+    _, out = run(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
+    ts = table.column("ts").to_numpy()
+    late = late_mask(ts, 100, lateness=500)
+    assert 0 < late.sum() < late_mask(ts, 100).sum()  # rows late without lateness are kept
+    assert pl.from_arrow(out["late"]).height == late.sum()
+    assert_windows(out["out"], reference(table, delay=100, lateness=500))
 
 
 def test_windows_are_emitted_when_the_watermark_passes_and_never_again():
