@@ -312,9 +312,15 @@ def _source(gen: Gen, node) -> Binding:
     return replace(b, wm_array=f"wm_rows_{nid}", wm_scalar=f"wm_before_{nid}")
 
 
-def _propagate_watermark(gen: Gen, node) -> None:
-    """A node's watermark: the minimum over its non-idle inputs; it never goes back."""
+def _propagate_watermark(gen: Gen, node, into: str | None = None) -> None:
+    """A node's watermark: the minimum over its non-idle inputs; it never goes back.
+
+    It goes to ``wm[node]`` and the node's idle flag, or only to ``into`` (a
+    join keeps its input watermark in its state and holds its output back);
+    the step's ``active`` then says whether any input is active.
+    """
     nid = node.id
+    target = into or f"wm[{nid}]"
     gen.emit("w = WM_MAX")
     gen.emit("active = False")
     for u, _ in node.inputs:
@@ -322,9 +328,10 @@ def _propagate_watermark(gen: Gen, node) -> None:
         gen.emit("active = True", 2)
         gen.emit(f"if wm[{u}] < w:", 2)
         gen.emit(f"w = wm[{u}]", 3)
-    gen.emit(f"if active and w > wm[{nid}]:")
-    gen.emit(f"wm[{nid}] = w", 2)
-    gen.emit(f"idle[{nid}] = not active")
+    gen.emit(f"if active and w > {target}:")
+    gen.emit(f"{target} = w", 2)
+    if into is None:
+        gen.emit(f"idle[{nid}] = not active")
 
 
 def _route(gen: Gen, nid: int, sel: str, slot) -> None:

@@ -25,7 +25,7 @@ from ..errors import SchemaError
 from ..ops.stateless import Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
                            SIDE_BASE, JoinState)
-from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _row_ok, _value, size_of
+from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
 from .stateful import ROW_WATERMARK, _key_table_names
 
 __all__ = ["generate_join"]
@@ -94,16 +94,7 @@ def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: 
     for port in ("left", "right"):
         if port in bports:
             _update(gen, node, port, bports[port], n, slot)
-    # the join's input watermark: least over non-idle inputs, kept in aux[1]
-    gen.emit("w = WM_MAX")
-    gen.emit("active = False")
-    for u, _ in node.inputs:
-        gen.emit(f"if not idle[{u}]:")
-        gen.emit("active = True", 2)
-        gen.emit(f"if wm[{u}] < w:", 2)
-        gen.emit(f"w = wm[{u}]", 3)
-    gen.emit(f"if active and w > {aux}[1]:")
-    gen.emit(f"{aux}[1] = w", 2)
+    _propagate_watermark(gen, node, into=f"{aux}[1]")  # the join's input watermark
     gen.emit(f"W_{nid} = {_horizon(f'{aux}[1]', f'{prm}[{P_LATENESS}]')}")
     table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}, {n['heads']}"
     pairs = f"pl_{nid}, pr_{nid}, np_{nid}"
