@@ -23,7 +23,7 @@ from .errors import (
     UnknownNodeError,
 )
 from .executor import DagExecutor, Metrics
-from .ops import Filter, Kernel, Map, Project, kernel
+from .ops import ArrowMap, Filter, Kernel, Map, Project, kernel
 from .ops.dedup import Dedup
 from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from .ops.topn import TopN
@@ -31,13 +31,14 @@ from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, m
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness
-from . import io, recipes  # noqa: F401 - lj.io.ParquetSink, lj.recipes.zscore, ...
+from . import io, nexmark, recipes  # noqa: F401 - lj.io.ParquetSink, lj.nexmark.query, lj.recipes.zscore, ...
 from .runner import RunStats, run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agg",
+    "ArrowMap",
     "Ascending",
     "AsofJoin",
     "IntervalJoin",
@@ -84,6 +85,7 @@ __all__ = [
     "TopN",
     "UnknownNodeError",
     "io",
+    "nexmark",
     "kernel",
     "recipes",
     "run",

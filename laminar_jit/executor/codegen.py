@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, is_kernel_type
 from ..errors import SchemaError
-from ..ops.stateless import Filter, Map, Project
+from ..ops.stateless import ArrowMap, Filter, Map, Project
 
 __all__ = ["METRIC_SLOTS", "Binding", "Col", "Gen", "SinkLayout", "generate"]
 
@@ -128,6 +128,8 @@ class Gen:
     encoded: set = field(default_factory=set)
     #: Groups of (source, column) string dictionaries that must be one dictionary (join keys).
     shared_dictionaries: list = field(default_factory=list)
+    #: Step arguments computed from the batch by an ArrowMap: name -> (node, source columns, output index, type).
+    arrow_args: dict = field(default_factory=dict)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:
@@ -282,6 +284,9 @@ def generate(dag, source: str) -> Gen:
         elif isinstance(op, Map):
             nb = _map(gen, node, b)
             _propagate_watermark(gen, node)
+        elif isinstance(op, ArrowMap):
+            nb = _arrow_map(gen, node, b)
+            _propagate_watermark(gen, node)
         elif isinstance(op, Project):
             nb = replace(b, cols={new: b.cols[old] for new, old in node.bound.extra["mapping"]})
             _propagate_watermark(gen, node)
@@ -408,6 +413,27 @@ def _map(gen: Gen, node, b: Binding) -> Binding:
     if any(nb.cols[name].calls() > MAX_EXPR_CALLS for name, _ in writes):
         nb = _materialize_cols(gen, nb, [name for name, _ in writes], f"node_{nid}")
     return nb
+
+
+def _arrow_map(gen: Gen, node, b: Binding) -> Binding:
+    """ArrowMap outputs are computed from the source batch before the step and passed in."""
+    sources = []
+    for c in node.bound.reads:
+        col = b.cols[c]
+        if b.origin is not None or col.kind != "src":
+            raise SchemaError(
+                f"operator {node.name!r} (ArrowMap) reads {c!r}, which the engine computes (a Map output, or "
+                "rows of a window, join or union); an ArrowMap reads source columns, directly or through "
+                "Filter and Project — move it up, next to the source"
+            )
+        sources.append(col.name)
+    cols = dict(b.cols)
+    for j, (name, arrow_type) in enumerate(node.bound.writes):
+        arg = f"@{node.id}.{j}"
+        gen.arrow_args[arg] = (node.id, tuple(sources), j, arrow_type)
+        vals, valid = gen.src_arrays(arg)
+        cols[name] = Col("der", name, arrow_type, vals=vals, valid=valid)
+    return replace(b, cols={f.name: cols[f.name] for f in node.schema})
 
 
 # ----------------------------------------------------------------------------- gathering

@@ -105,6 +105,8 @@ class DagExecutor:
         spec = self._specs[source]
         checked = self._null_checked[source]
         batches = [conform(source, spec, b, checked) for b in to_batches(source, batch)]
+        if plan.arrow_maps:
+            batches = [_with_arrow_maps(plan, b) for b in batches]
         rows = sum(b.num_rows for b in batches)
         now = time.monotonic()
         self._last_input[source] = now
@@ -267,6 +269,8 @@ class DagExecutor:
     def _tick(self, source: str) -> None:
         """Run ``source``'s step on no rows: propagate watermarks, fire due windows."""
         empty = pa.RecordBatch.from_pylist([], schema=self._specs[source].schema)
+        for name, (*_, arrow_type) in self._plans[source].arrow_maps.items():
+            empty = empty.append_column(name, pa.array([], arrow_type))
         self._run(source, [empty])
 
     def _check_source(self, source: str) -> None:
@@ -348,6 +352,27 @@ def link_dictionaries(dicts: dict, groups) -> None:
 
 def _dictionary_type(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
+    """``b`` plus the columns ArrowMaps compute from it (named like the step's arguments).
+
+    Computed while the batch is validated, so a function that fails rejects
+    the batch before any state changes.
+    """
+    computed = {}
+    for name, (node, op, columns, j, arrow_type) in plan.arrow_maps.items():
+        if node not in computed:
+            computed[node] = op.evaluate(node, [b.column(c) for c in columns])
+        col = computed[node][j]
+        if col.type != arrow_type:
+            try:
+                col = col.cast(arrow_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DataError(f"operator {node!r} (ArrowMap): output {op.outputs[j][0]!r} was {arrow_type} "
+                                f"when the DAG was built and is {col.type} for this batch: {exc}") from exc
+        b = b.append_column(name, col)
+    return b
 
 
 def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None) -> tuple:

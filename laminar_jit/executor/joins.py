@@ -22,7 +22,7 @@ import re
 import pyarrow as pa
 
 from ..errors import SchemaError
-from ..ops.stateless import Filter, Map, Project
+from ..ops.stateless import ArrowMap, Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
                            SIDE_BASE, JoinState)
 from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
@@ -65,11 +65,11 @@ def _string_origin(dag, nid: int, port: str, column: str) -> tuple[str, str]:
         op = up.op
         if isinstance(op, Project):
             name = dict((new, old) for new, old in up.bound.extra["mapping"]).get(name, name)
-        elif not isinstance(op, (Filter, Map)):
+        elif not isinstance(op, (Filter, Map, ArrowMap)):
             break
         ups = [u for u, _ in up.inputs]
     raise SchemaError(f"operator {node.name!r}: string column {column!r} of port {port!r} must come from one source "
-                      "through Filters, Maps and Projects to be carried by a join; drop it with lj.Project or "
+                      "through Filters, Maps, ArrowMaps and Projects to be carried by a join; drop it with lj.Project or "
                       "join on the source's rows directly")
 
 

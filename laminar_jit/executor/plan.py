@@ -96,6 +96,9 @@ class SourcePlan:
     #: Groups of (source, column) whose string dictionaries must be one object
     #: (the two sides of a string join key).
     shared_dictionaries: list = None
+    #: Step arguments an ArrowMap computes from the batch: name -> (node name, op, source columns,
+    #: output index, Arrow type).
+    arrow_maps: dict = None
 
 
 def _kernels_stamp() -> str:
@@ -122,8 +125,13 @@ def compile_plan(dag, source: str) -> SourcePlan:
     cacheable = dag.fingerprint is not None and not JIT_DISABLED
     text = _render(gen, source, cacheable)
     schema = dag.node(source).schema
-    args = [(name, np.dtype(np.int64) if name in gen.encoded else arrow_to_numpy_dtype(schema.field(name).type),
-             name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
+    def dtype(name):
+        if name in gen.encoded:
+            return np.dtype(np.int64)
+        arrow_type = gen.arrow_args[name][3] if name in gen.arrow_args else schema.field(name).type
+        return arrow_to_numpy_dtype(arrow_type)
+
+    args = [(name, dtype(name), name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
     signature = _signature(gen, dag, source, args)
@@ -145,7 +153,9 @@ def compile_plan(dag, source: str) -> SourcePlan:
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
                       stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
                       due_grids=sorted(set(grids)), upstream_stateful=upstream,
-                      shared_dictionaries=gen.shared_dictionaries)
+                      shared_dictionaries=gen.shared_dictionaries,
+                      arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
+                                  for name, (nid, cols, j, t) in gen.arrow_args.items()})
 
 
 # ----------------------------------------------------------------------------- loading

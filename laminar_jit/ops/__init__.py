@@ -2,6 +2,6 @@
 
 from .base import Bound, Operator
 from .kernel import Kernel, kernel
-from .stateless import Filter, Map, Project
+from .stateless import ArrowMap, Filter, Map, Project
 
-__all__ = ["Bound", "Filter", "Kernel", "Map", "Operator", "Project", "kernel"]
+__all__ = ["ArrowMap", "Bound", "Filter", "Kernel", "Map", "Operator", "Project", "kernel"]

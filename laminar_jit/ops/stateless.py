@@ -1,4 +1,4 @@
-"""Stateless operators: ``Filter``, ``Map`` and ``Project``.
+"""Stateless operators: ``Filter``, ``Map``, ``Project`` and ``ArrowMap``.
 
 Null model (the one rule for every stateless kernel, applied by the compiled
 loop around the user function, never by the function itself):
@@ -23,7 +23,7 @@ from ..errors import KernelError, SchemaError
 from .base import Bound, Operator, kernel_column
 from .kernel import Kernel, as_kernel
 
-__all__ = ["Filter", "Map", "Project"]
+__all__ = ["ArrowMap", "Filter", "Map", "Project"]
 
 
 def _bind_kernel(node: str, op_name: str, k: Kernel, schema: pa.Schema):
@@ -203,3 +203,124 @@ class Project(Operator):
 
     def label(self) -> str:
         return "Project(" + ", ".join(n if n == o else f"{n}={o}" for n, o in self.mapping) + ")"
+
+
+class ArrowMap(Operator):
+    """Compute numeric columns from any columns with a vectorized Arrow function.
+
+    Kernels read numbers; strings (and other Arrow types) reach them through
+    an ``ArrowMap``: ``fn`` is called once per batch with whole
+    :class:`pyarrow.Array` arguments — use :mod:`pyarrow.compute` — and
+    returns one array (a tuple for several outputs) of a type kernels can
+    read: boolean, integer, floating or temporal. Nulls in the result are
+    nulls for the kernels downstream.
+
+    The function runs on the source batch before the compiled step, so it may
+    only read columns of its source (directly or through ``Filter`` and
+    ``Project``), not the output of a ``Map``, window or join. It should be
+    row-wise (each result row depends on that row only), so the output does
+    not depend on how the input was batched.
+
+    Parameters
+    ----------
+    fn : callable
+        Function whose parameters name columns, e.g.
+        ``lambda state: pc.is_in(state, value_set=pa.array(["OR", "ID"]))``.
+    output : str, sequence of str, or mapping of str to pyarrow.DataType
+        Output column name(s); with a mapping, the type each result is cast to.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj
+    >>> import pyarrow as pa, pyarrow.compute as pc
+    >>> west = lj.ArrowMap(lambda state: pc.is_in(state, value_set=pa.array(["OR", "ID", "CA"])), output="west")
+    >>> then = lj.Filter(lambda west: west)
+    """
+
+    def __init__(self, fn: Callable, output: str | Sequence[str] | Mapping[str, pa.DataType]):
+        if not callable(fn):
+            raise TypeError(f"ArrowMap: fn must be a function of columns, got {type(fn).__name__}")
+        import inspect
+
+        self.fn = fn
+        self.params = tuple(inspect.signature(fn).parameters)
+        if not self.params:
+            raise ValueError("ArrowMap: fn needs at least one parameter (a column name)")
+        if isinstance(output, str):
+            self.outputs = ((output, None),)
+        elif isinstance(output, Mapping):
+            self.outputs = tuple((str(k), v) for k, v in output.items())
+        else:
+            self.outputs = tuple((str(k), None) for k in output)
+        names = [n for n, _ in self.outputs]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"ArrowMap needs distinct output names, got {names}")
+
+    def evaluate(self, node: str, arrays: list) -> list:
+        """Call ``fn`` on ``arrays`` and return one array per output, cast to the output types.
+
+        Raises :class:`~laminar_jit.DataError` naming ``node`` when the function
+        fails or returns something else than declared.
+        """
+        from ..errors import DataError
+
+        n = len(arrays[0]) if arrays else 0
+        try:
+            result = self.fn(*arrays)
+        except Exception as exc:  # the user's function: report it with the node
+            raise DataError(f"operator {node!r} (ArrowMap): {getattr(self.fn, '__name__', 'fn')} raised "
+                            f"{type(exc).__name__}: {exc}") from exc
+        results = result if isinstance(result, tuple) else (result,)
+        if len(results) != len(self.outputs):
+            raise DataError(f"operator {node!r} (ArrowMap): returned {len(results)} value(s) for "
+                            f"{len(self.outputs)} output(s) {[o for o, _ in self.outputs]}")
+        out = []
+        for (name, declared), r in zip(self.outputs, results):
+            if isinstance(r, pa.ChunkedArray):
+                r = r.combine_chunks()
+            if not isinstance(r, pa.Array) or len(r) != n:
+                raise DataError(f"operator {node!r} (ArrowMap): output {name!r} must be a pyarrow Array of "
+                                f"{n} rows (one per input row), got {type(r).__name__}"
+                                + (f" of {len(r)}" if hasattr(r, "__len__") else ""))
+            if declared is not None and r.type != declared:
+                try:
+                    r = r.cast(declared)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise DataError(f"operator {node!r} (ArrowMap): output {name!r} is {r.type} and does "
+                                    f"not cast to the declared {declared}: {exc}") from exc
+            out.append(r)
+        return out
+
+    def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        for c in self.params:
+            if input_schema.get_field_index(c) < 0:
+                raise SchemaError(f"operator {node!r} (ArrowMap): parameter {c!r} is not a column of its input; "
+                                  f"available columns: {', '.join(input_schema.names)}")
+        from ..errors import DataError
+
+        empty = [pa.array([], input_schema.field(c).type) for c in self.params]
+        try:
+            results = self.evaluate(node, empty)
+        except DataError as exc:
+            raise KernelError(f"{exc} — on empty input of the column types, at build time") from None
+        writes = []
+        for (name, _), r in zip(self.outputs, results):
+            if arrow_to_numpy_dtype(r.type) is None:
+                raise SchemaError(f"operator {node!r} (ArrowMap): output {name!r} is {r.type}; outputs must be "
+                                  "boolean, integer, floating or temporal so kernels can read them")
+            writes.append((name, r.type))
+        fields = list(input_schema)
+        for name, arrow_type in writes:
+            idx = input_schema.get_field_index(name)
+            if idx >= 0:
+                fields[idx] = pa.field(name, arrow_type)
+            else:
+                fields.append(pa.field(name, arrow_type))
+        return Bound(node, self, input_schema, pa.schema(fields), self.params, (), tuple(writes))
+
+    def fingerprint(self) -> str | None:
+        # the function runs before the compiled step: compiled code depends only on the output types
+        return "ArrowMap:" + repr(self.params) + repr(self.outputs)
+
+    def label(self) -> str:
+        return f"ArrowMap({getattr(self.fn, '__name__', 'fn')} → {', '.join(n for n, _ in self.outputs)})"

@@ -1,0 +1,12 @@
+"""Nexmark: the standard streaming benchmark's generator and queries.
+
+``lj.nexmark.generate(events)`` produces the person, auction and bid streams;
+``lj.nexmark.query("q5")`` builds a query's DAG; ``lj.nexmark.run`` feeds
+generated events through it.
+"""
+
+from .generator import AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, NexmarkEvents, generate
+from .queries import QUERIES, QueryRun, query, run, streams_of
+
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "NexmarkEvents", "QueryRun", "generate",
+           "query", "run", "streams_of"]
