@@ -2,11 +2,12 @@
 
 ``lj.nexmark.generate(events)`` produces the person, auction and bid streams;
 ``lj.nexmark.query("q5")`` builds a query's DAG; ``lj.nexmark.run`` feeds
-generated events through it.
+generated events through it; ``lj.nexmark.SQL`` has each query in DuckDB's SQL.
 """
 
 from .generator import AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, NexmarkEvents, generate
 from .queries import QUERIES, QueryRun, query, run, streams_of
+from .sql import SQL, duckdb_connection
 
-__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "NexmarkEvents", "QueryRun", "generate",
-           "query", "run", "streams_of"]
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "SQL", "NexmarkEvents", "QueryRun",
+           "duckdb_connection", "generate", "query", "run", "streams_of"]

@@ -99,15 +99,20 @@ def q3(max_delay: int = 100) -> StreamingDag:
     ``SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id
     WHERE A.category = 10 AND P.state IN ('OR', 'ID', 'CA')``. A regular join: a pair is
     emitted when its second row arrives, in either order, and both sides are kept.
+    Only the columns the result needs are carried into the join: string columns
+    a join keeps are interned in a dictionary for the life of the executor.
     """
     return (_builder(["person", "auction"], max_delay)
             .operator("category_10", Filter(_is_category_10))
+            .operator("auctions", Project(["id", "seller", "date_time"]))
             .operator("state_flag", ArrowMap(_in_q3_states, output="local"))
             .operator("local_people", Filter(_is_local))
+            .operator("people", Project(["id", "name", "city", "state", "date_time"]))
             .operator("joined", IntervalJoin("seller", "id", lower=-_FOREVER, upper=_FOREVER))
             .operator("q3", Project({"name": "name", "city": "city", "state": "state", "id": "id"}))
-            .connect("auction", "category_10").connect("person", "state_flag").connect("state_flag", "local_people")
-            .connect("category_10", "joined", port="left").connect("local_people", "joined", port="right")
+            .connect("auction", "category_10").connect("category_10", "auctions")
+            .connect("person", "state_flag").connect("state_flag", "local_people").connect("local_people", "people")
+            .connect("auctions", "joined", port="left").connect("people", "joined", port="right")
             .connect("joined", "q3").sink_for("q3", "out").build())
 
 

@@ -1,0 +1,68 @@
+"""Each Nexmark query in SQL, as DuckDB runs it over the same generated events.
+
+The tests compare every query's result with its SQL here, and the benchmarks
+time DuckDB on it as a yardstick. Tables ``person``, ``auction`` and ``bid``
+are the generated streams plus two columns: ``arrival`` (the row's position
+in its stream) and ``t`` (``date_time`` in epoch milliseconds), see
+:func:`duckdb_connection`. Timestamps in results are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["SQL", "duckdb_connection"]
+
+#: Query name -> DuckDB SQL giving the query's result (rows in any order, except
+#: q0-q2, whose rows come in arrival order).
+SQL = {
+    "q0": "SELECT auction, bidder, price, date_time, extra FROM bid ORDER BY arrival",
+    "q1": "SELECT auction, bidder, price * 0.908::DOUBLE AS price, date_time, extra FROM bid ORDER BY arrival",
+    "q2": "SELECT auction, price FROM bid WHERE auction % 123 = 0 ORDER BY arrival",
+    "q3": """
+        SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id
+        WHERE a.category = 10 AND p.state IN ('OR', 'ID', 'CA')""",
+    "q5": """
+        WITH w AS (SELECT auction, (t // 2000 - k) * 2000 AS starttime FROM bid, range(5) r(k)),
+             c AS (SELECT auction, starttime, count(*) AS num FROM w GROUP BY ALL)
+        SELECT auction, num, starttime, starttime + 10000 AS endtime FROM c
+        QUALIFY row_number() OVER (PARTITION BY starttime ORDER BY num DESC, auction) = 1""",
+    "q7": """
+        SELECT auction, price, bidder, t AS date_time, t // 10000 * 10000 AS window_start,
+               t // 10000 * 10000 + 10000 AS window_end FROM bid
+        QUALIFY row_number() OVER (PARTITION BY t // 10000 ORDER BY price DESC, arrival) = 1""",
+    "q8": """
+        SELECT p.id, p.name, p.t // 10000 * 10000 AS starttime FROM person p
+        JOIN (SELECT DISTINCT seller, t // 10000 AS w FROM auction) a ON p.id = a.seller AND p.t // 10000 = a.w""",
+    "q11": """
+        WITH s AS (SELECT bidder, t, sum(CASE WHEN t - prev >= 10000 THEN 1 ELSE 0 END)
+                       OVER (PARTITION BY bidder ORDER BY t ROWS UNBOUNDED PRECEDING) AS session
+                   FROM (SELECT bidder, t, lag(t) OVER (PARTITION BY bidder ORDER BY t) AS prev FROM bid))
+        SELECT bidder, count(*) AS bid_count, min(t) AS starttime, max(t) + 10000 AS endtime
+        FROM s GROUP BY bidder, session""",
+}
+
+
+def duckdb_connection(events):
+    """A DuckDB connection with ``events`` registered as ``person``, ``auction`` and ``bid``.
+
+    Parameters
+    ----------
+    events : NexmarkEvents
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+        Needs the ``duckdb`` package (in the test extra).
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    for stream in ("person", "auction", "bid"):
+        t = events.table(stream)
+        t = t.append_column("arrival", pa.array(np.arange(t.num_rows)))
+        t = t.append_column("t", pc.cast(t["date_time"], pa.int64()))
+        con.register(stream, t)
+    return con
