@@ -332,13 +332,72 @@ def test_bad_arguments_are_rejected_at_construction():
         lj.IntervalJoin(["k", "ts"], "k", 0, 1)
 
 
-def test_join_output_cannot_feed_a_stateful_operator():
-    b = _builder().operator("j", lj.IntervalJoin("k", "k", 0, 10)).connect("L", "j", port="left") \
-        .connect("R", "j", port="right") \
-        .operator("w", lj.TumblingWindow(100, key="k", aggs={"n": lj.count()})).connect("j", "w") \
-        .sink_for("w", "out")
-    with pytest.raises(lj.SchemaError, match="stateful and downstream of join 'j'"):
-        b.build()
+def _joined_windows_dag():
+    """Interval join -> Map -> tumbling window per key, plus a second join downstream of the first
+    (join -> join) whose rows feed a keyed running count; the joins' rows run through steps of their own."""
+    pair = lj.Map(lambda a, b: a + b, output="ab")
+    return (_sources(lj.DagBuilder())
+            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+            .operator("sum", pair)
+            .operator("w", lj.TumblingWindow(200, key="k", aggs={"n": lj.count(), "ab": lj.sum("ab")}))
+            # the window's rows carry window_start as event time and leave 200 later: allow that lateness
+            .operator("jj", lj.IntervalJoin("k", "k", lower=0, upper=199, allowed_lateness=300))
+            .operator("running", lj.KeyedKernel(_count_rows, key="k", state={"n": np.int64},
+                                                output={"n": pa.int64()}))
+            .connect("L", "j", port="left").connect("R", "j", port="right").connect("j", "sum")
+            .connect("sum", "w").connect("w", "jj", port="left").connect("R", "jj", port="right")
+            .connect("jj", "running")
+            .sink_for("w", "windows").sink_for("running", "counts").sink_for("sum", "pairs")
+            .build())
+
+
+def _count_rows(st, ts):
+    st.n += 1
+    return st.n
+
+
+def test_join_output_feeds_windows_joins_and_keyed_state():
+    left, right = make_side(1_500, 21, LEFT), make_side(1_500, 22, RIGHT)
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    pairs = con.sql("SELECT l.*, r.ts AS ts_right, r.k AS k_right, r.b, l.a + r.b AS ab FROM l JOIN r "
+                    "ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35").to_arrow_table()
+    windows = con.sql("""
+        SELECT ts // 200 * 200 AS window_start, ts // 200 * 200 + 200 AS window_end, k, count(*) AS n,
+               sum(a + b) AS ab
+        FROM (SELECT l.ts, l.k, l.a, r.b FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35)
+        GROUP BY ALL""").to_arrow_table()
+    con.register("w", windows)
+    # each window row pairs with the right rows of its key inside its window
+    jj = con.sql("SELECT w.k, count(*) AS rows FROM w JOIN r ON w.k = r.k "
+                 "AND r.ts BETWEEN w.window_start AND w.window_start + 199 GROUP BY w.k").to_arrow_table()
+    dag = _joined_windows_dag()
+    for seed in (1, 2):
+        ex, out = run(dag, interleaved(left, right, seed), ["windows", "counts", "pairs"])
+        assert ex.metrics.late_events == 0
+        same_rows(out["pairs"].drop_columns(["ab"]), pairs.drop_columns(["ab"]))
+        got = pl.from_arrow(out["windows"]).sort("window_start", "k")
+        want = pl.from_arrow(windows).sort("window_start", "k")
+        assert got.select("window_start", "window_end", "k", "n").equals(want.select(got.columns[:4]))
+        assert np.allclose(got["ab"].to_numpy(), want["ab"].to_numpy(), equal_nan=True)
+        # the keyed running count ends at each key's number of join-join pairs
+        final = pl.from_arrow(out["counts"]).group_by("k").agg(pl.col("n").max()).sort("k")
+        assert final.height > 5 and final.rows() == sorted(tuple(r.values()) for r in jj.to_pylist())
+    # a checkpoint between the joins' steps' batches restores everything they hold
+    feed = interleaved(left, right, 3)
+    ex = lj.DagExecutor(dag)
+    for source, batch in feed[: len(feed) // 2]:
+        ex.process_batch(source, batch)
+    first = {s: ex.take_sink_outputs(s) for s in ("windows", "counts")}
+    restored = lj.DagExecutor(dag)
+    restored.restore(ex.checkpoint())
+    for source, batch in feed[len(feed) // 2:]:
+        restored.process_batch(source, batch)
+    restored.finish()
+    _, whole = run(dag, feed, ["windows", "counts"])
+    for s in ("windows", "counts"):
+        assert pa.concat_tables([first[s], restored.take_sink_outputs(s)]).equals(whole[s])
 
 
 def test_event_time_is_required_on_both_ports():

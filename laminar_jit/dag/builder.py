@@ -182,7 +182,6 @@ class DagBuilder:
         _check_connected(nodes, routing)
         for i in order:
             _propagate_schema(nodes[i], nodes)
-        _check_join_outputs(nodes, routing)
         fingerprint = _fingerprint(nodes, order)
         return StreamingDag(nodes, routing, order, fingerprint)
 
@@ -275,29 +274,6 @@ def _check_connected(nodes: list[Node], routing: RoutingTable) -> None:
                 f"{'source' if n.kind == 'source' else 'operator'} {n.name!r} leads to no sink, so its "
                 f"output would be lost; connect it downstream or add .sink_for({n.name!r}, 'out')"
             )
-
-
-def _check_join_outputs(nodes: list[Node], routing: RoutingTable) -> None:
-    """Join output may feed stateless operators and sinks, not stateful operators.
-
-    A join can emit any number of rows in one call, and stateful operators
-    size their state before a call from the rows that can reach them.
-    """
-    for node in nodes:
-        if getattr(node.op, "ports", None) is None:
-            continue
-        stack, seen = [int(t) for t in routing.targets_of(node.id)], set()
-        while stack:
-            t = stack.pop()
-            if t in seen:
-                continue
-            seen.add(t)
-            if nodes[t].kind == "stateful":
-                raise SchemaError(
-                    f"operator {nodes[t].name!r} is stateful and downstream of join {node.name!r}; join output "
-                    "can feed Filter/Map/Project and sinks — write it to a sink and aggregate it in a second DAG"
-                )
-            stack += [int(x) for x in routing.targets_of(t)]
 
 
 def _propagate_schema(node: Node, nodes: list[Node]) -> None:

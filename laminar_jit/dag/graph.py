@@ -125,6 +125,11 @@ class StreamingDag:
         """True when the node routes nowhere (sinks)."""
         return self.routing.is_terminal(self.node(name).id)
 
+    @property
+    def execution_ids(self) -> list[int]:
+        """Node ids in execution order."""
+        return list(self._order_ids)
+
     def reachable_from(self, source: str) -> list[int]:
         """Ids reachable from ``source`` (itself included), in execution order."""
         start = self.node(source).id

@@ -234,6 +234,13 @@ class SinkBuffer:
         out, self.batches = self.batches, []
         return pa.Table.from_batches(out, schema=self.layout.schema)
 
+    def materialize(self, batch: pa.RecordBatch, result: tuple) -> pa.RecordBatch:
+        """This layout's rows of one step ``result`` as a RecordBatch, at once (possibly empty).
+
+        For rows a join emitted, whose columns the step always gathers.
+        """
+        return self._materialize_gathered(batch, result)
+
     def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple) -> pa.RecordBatch:
         # one large batch: the compiled step gathered every numeric column
         layout, off = self.layout, self.layout.offset

@@ -130,6 +130,10 @@ class Gen:
     shared_dictionaries: list = field(default_factory=list)
     #: Step arguments computed from the batch by an ArrowMap: name -> (node, source columns, output index, type).
     arrow_args: dict = field(default_factory=dict)
+    #: The step's input is a boundary join's output (it then takes ``wm_rows``, the watermark of its rows).
+    derived: bool = False
+    #: Layouts of boundary joins' rows, returned like sinks' and run through the joins' own steps.
+    boundaries: list = field(default_factory=list)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:
@@ -219,11 +223,59 @@ def size_of(sel: str) -> str:
 
 # ----------------------------------------------------------------------------- the walk
 
+def boundary_joins(dag) -> set[int]:
+    """Joins whose output reaches a stateful operator.
+
+    A join emits any number of rows per call, and stateful operators size
+    their state before a call from the rows that can reach them. So the rows
+    of such a join are materialized as a batch at the end of the step that
+    produced them, and run through a step of their own whose input is the
+    join (the join is that step's "source").
+    """
+    found = set()
+    for node in dag.nodes:
+        if getattr(node.op, "ports", None) is None:
+            continue
+        stack, seen = [int(t) for t in dag.routing.targets_of(node.id)], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if dag.nodes[t].kind == "stateful":
+                found.add(node.id)
+                break
+            stack += [int(x) for x in dag.routing.targets_of(t)]
+    return found
+
+
+def plan_nodes(dag, root: str) -> list[int]:
+    """Ids one step runs, in execution order: reachable from ``root`` (a source or
+    a boundary join) without passing through another boundary join (those are
+    included: their output leaves the step)."""
+    start = dag.node(root).id
+    stops = boundary_joins(dag) - {start}
+    seen, stack = {start}, [start]
+    while stack:
+        u = stack.pop()
+        if u in stops:
+            continue
+        for t in dag.routing.targets_of(u):
+            t = int(t)
+            if t not in seen:
+                seen.add(t)
+                stack.append(t)
+    return [i for i in dag.execution_ids if i in seen]
+
+
 def generate(dag, source: str) -> Gen:
-    """Generate the step of ``source``: node functions plus the step body."""
+    """Generate the step of ``source`` (a source, or a boundary join): node functions plus the step body."""
     gen = Gen(dag, source)
-    reach = dag.reachable_from(source)
+    reach = plan_nodes(dag, source)
     reach_set = set(reach)
+    boundaries = boundary_joins(dag)
+    root = dag.node(source).id
+    gen.derived = dag.nodes[root].kind != "source"
     out: dict[int, Binding] = {}
     g = 3 * len(dag.nodes)  # first global metric slot
     slot = {name: g + i for i, name in enumerate(METRIC_SLOTS)}
@@ -237,6 +289,11 @@ def generate(dag, source: str) -> Gen:
             out[nid] = b
             _route(gen, nid, b.sel, slot)
             continue
+        if nid == root:  # a boundary join's rows, materialized by the step that produced them
+            gen.emit(f"wm_before_{nid} = wm_rows")
+            out[nid] = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS,
+                               wm_scalar=f"wm_before_{nid}")
+            continue
 
         if getattr(node.op, "ports", None) is not None:  # a two-input operator (a join)
             from .joins import generate_join
@@ -244,16 +301,22 @@ def generate(dag, source: str) -> Gen:
             gen.emit(f"# --- node {nid} (join)")
             bports = {}
             for port in node.op.ports:
-                port_ups = [out[u] for u, p in node.inputs if p == port and u in reach_set]
+                port_ups = [out[u] for u, p in node.inputs if p == port and u in out]
                 if port_ups:
                     bports[port] = _fan_in(gen, node, port_ups)
             rows_in = " + ".join(size_of(pb.sel) for pb in bports.values())
             gen.emit(f"metrics[{3 * nid}] += {rows_in}")
             gen.emit(f"metrics[{slot['events_processed']}] += {rows_in}")
-            out[nid] = generate_join(gen, node, bports, slot, reach_set)
-            _route(gen, nid, out[nid].sel, slot)
+            joined = generate_join(gen, node, bports, slot, reach_set)
+            _route(gen, nid, joined.sel, slot)
+            if nid in boundaries:  # its rows leave this step as a batch (see boundary_joins)
+                _sink(gen, node, joined)
+                gen.boundaries.append(gen.sinks.pop())
+            else:
+                out[nid] = joined
             continue
-        ups = [late[u] if port == "late" else out[u] for u, port in node.inputs if u in reach_set]
+        ups = [late[u] if port == "late" else out[u] for u, port in node.inputs
+               if (late if port == "late" else out).get(u) is not None]
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)
         gen.emit(f"metrics[{3 * nid}] += {size_of(b.sel)}")

@@ -14,7 +14,7 @@ from ..time.watermarks import WATERMARK_MIN
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .metrics import Metrics
 from ..state.dictionary import StringDictionary
-from .plan import compile_plan
+from .plan import boundary_joins, compile_plan
 
 __all__ = ["DagExecutor"]
 
@@ -55,7 +55,11 @@ class DagExecutor:
         self.threads = max(1, int(threads or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._plans = {name: compile_plan(dag, name) for name in dag.sources}
-        self._outputs = {layout.sink: SinkBuffer(layout) for plan in self._plans.values() for layout in plan.sinks}
+        # Joins whose rows feed stateful nodes run those rows through a step of their own.
+        self._derived = {dag.nodes[nid].name: compile_plan(dag, dag.nodes[nid].name)
+                         for nid in sorted(boundary_joins(dag), key=dag.execution_ids.index)}
+        all_plans = [*self._plans.values(), *self._derived.values()]
+        self._outputs = {layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks}
         self._metrics = Metrics([n.name for n in dag.nodes])
         self._queue: list[pa.RecordBatch] = []
         self._queue_rows = 0
@@ -68,9 +72,9 @@ class DagExecutor:
         # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
         self._states = {n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"}
         self._dicts = {(plan.source, name): StringDictionary(_dictionary_type(dag.node(plan.source).schema.field(name).type))
-                       for plan in self._plans.values() for name, _, _, encoded in plan.args if encoded}
+                       for plan in all_plans for name, _, _, encoded in plan.args if encoded}
         # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
-        self._dict_links = [group for plan in self._plans.values() for group in plan.shared_dictionaries]
+        self._dict_links = [group for plan in all_plans for group in plan.shared_dictionaries]
         link_dictionaries(self._dicts, self._dict_links)
         for buffer in self._outputs.values():
             buffer.dictionaries = self._dicts
@@ -147,21 +151,36 @@ class DagExecutor:
         """Run validated batches; commit counters and outputs only if all succeed."""
         plan = self._plans[source]
         counters = self._metrics.counters.copy()
-        offsets = self.dag.routing.offsets
-        produced: list[tuple[pa.RecordBatch, tuple]] = []
+        produced: list[tuple] = []  # (plan, batch, step result)
         states = [self._states[nid] for nid in plan.stateful_ids]
         if plan.due_grids:
             batches = [piece for b in batches for piece in self._cut_at_due_windows(source, plan, b)]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
-                produced += self._run_parallel(plan, b, counters)
+                produced += [(plan, piece, result) for piece, result in self._run_parallel(plan, b, counters)]
             else:
-                step_result = _run_step(plan, b, offsets, counters, (self._wm, self._idle), states, self._dicts)
-                produced.append((b, step_result))
+                self._run_with_boundaries(plan, b, states, counters, produced)
         self._metrics.counters = counters
-        for b, result in produced:
-            for layout in plan.sinks:
+        for ran, b, result in produced:
+            for layout in ran.sinks:
                 self._outputs[layout.sink].add(b, result)
+
+    def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
+                             wm_rows: int | None = None) -> None:
+        """Run ``plan``'s step on ``b``, then the rows of its boundary joins through their own steps.
+
+        A boundary join's rows carry the join's watermark from before the step
+        that emitted them (``wm_rows``), as they would inside one step.
+        """
+        offsets = self.dag.routing.offsets
+        before = [int(self._wm[layout.node_id]) for layout in plan.boundaries]
+        result = _run_step(plan, b, offsets, counters, (self._wm, self._idle), states, self._dicts, wm_rows)
+        produced.append((plan, b, result))
+        for layout, wm_rows in zip(plan.boundaries, before):
+            joined = SinkBuffer(layout, self._dicts).materialize(b, result)
+            derived = self._derived[layout.sink]
+            self._run_with_boundaries(derived, joined, [self._states[nid] for nid in derived.stateful_ids],
+                                      counters, produced, wm_rows)
 
     @property
     def metrics(self) -> Metrics:
@@ -375,7 +394,8 @@ def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
     return b
 
 
-def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None) -> tuple:
+def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
+              wm_rows: int | None = None) -> tuple:
     """Call the compiled step of ``plan`` on batch ``b``.
 
     ``counters``, the watermark/idle arrays and the state arrays are updated in place.
@@ -400,4 +420,6 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
         emitted = sum(by_id[u].max_emit(n * plan.max_paths) for u in plan.upstream_stateful[nid])
         state.reserve(n * plan.max_paths + emitted)
         state_args.extend(state.arrays())
+    if plan.derived:
+        state_args.append(wm_rows)
     return plan.step(n, *args, offsets, counters, *time_state, *state_args)

@@ -42,9 +42,9 @@ import numpy as np
 
 from .._jit import JIT_DISABLED
 from .._types import arrow_to_numpy_dtype
-from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, generate
+from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, boundary_joins, generate, plan_nodes
 
-__all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "cache_dir", "compile_plan"]
+__all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
 
 _STEP_MEMO: dict[str, object] = {}
 _MEMO_LOCK = threading.Lock()
@@ -99,6 +99,10 @@ class SourcePlan:
     #: Step arguments an ArrowMap computes from the batch: name -> (node name, op, source columns,
     #: output index, Arrow type).
     arrow_maps: dict = None
+    #: Layouts of boundary joins' rows in the step's result; each is run through that join's plan.
+    boundaries: list = None
+    #: True for a boundary join's plan: its step takes ``wm_rows`` after the state arrays.
+    derived: bool = False
 
 
 def _kernels_stamp() -> str:
@@ -143,11 +147,12 @@ def compile_plan(dag, source: str) -> SourcePlan:
                 _STEP_MEMO[digest] = step
     parallel_safe = not gen.stateful_ids
     grids = []
-    for nid in gen.stateful_ids:
+    for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
         x = dag.nodes[nid].bound.extra
         if "slide" in x and x["slide"] != x["size"]:
             grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"]))
-    reach = set(dag.reachable_from(source))
+    # rows of boundary joins leave the step, so they never reach a stateful node in it
+    reach = set(plan_nodes(dag, source)) - boundary_joins(dag)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
                 for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
@@ -155,7 +160,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
                       due_grids=sorted(set(grids)), upstream_stateful=upstream,
                       shared_dictionaries=gen.shared_dictionaries,
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
-                                  for name, (nid, cols, j, t) in gen.arrow_args.items()})
+                                  for name, (nid, cols, j, t) in gen.arrow_args.items()},
+                      boundaries=gen.boundaries, derived=gen.derived)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -180,7 +186,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    args += ["offsets", "metrics", "wm", "idle"] + gen.state_args
+    args += ["offsets", "metrics", "wm", "idle"] + gen.state_args + (["wm_rows"] if gen.derived else [])
     parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
@@ -204,10 +210,10 @@ def _ancestors(dag, nid: int) -> set[int]:
 
 
 def _max_paths(dag, source: str) -> int:
-    paths = {}
-    for nid in dag.reachable_from(source):
+    paths, root = {}, dag.node(source).id
+    for nid in plan_nodes(dag, source):
         node = dag.nodes[nid]
-        paths[nid] = 1 if node.kind == "source" else sum(paths.get(u, 0) for u, _ in node.inputs)
+        paths[nid] = 1 if nid == root else sum(paths.get(u, 0) for u, _ in node.inputs)
     return max(paths.values())
 
 
@@ -222,6 +228,8 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     for nid in gen.stateful_ids:
         node = dag.nodes[nid]
         sig += [numba.typeof(a) for a in node.op.new_state(node.bound, capacity=1).arrays()]
+    if gen.derived:
+        sig.append(numba.types.int64)
     return tuple(sig)
 
 

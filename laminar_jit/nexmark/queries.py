@@ -14,6 +14,7 @@ import datetime as _dt
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,11 +23,12 @@ from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
 from ..ops.aggregates import count
 from ..ops.dedup import Dedup
+from ..ops.keyed import KeyedKernel
 from ..ops.joins import IntervalJoin, WindowJoin
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow
 from ..time import BoundedOutOfOrderness
-from .generator import SCHEMAS, NexmarkEvents
+from .generator import AUCTION_PROPORTION, NUM_IN_FLIGHT_AUCTIONS, PROPORTION, SCHEMAS, NexmarkEvents
 
 __all__ = ["QUERIES", "QueryRun", "query", "run", "streams_of"]
 
@@ -116,6 +118,68 @@ def q3(max_delay: int = 100) -> StreamingDag:
             .connect("joined", "q3").sink_for("q3", "out").build())
 
 
+def _bid_in_time(date_time_right, expires):
+    return date_time_right <= expires
+
+
+def _bid_for_auction(st, category, price, expires):
+    if price > st.final:
+        st.final = price
+    st.category = category
+    st.timer = expires + 1  # the watermark passing the auction's end closes it
+    return st.final, st.category, False
+
+
+def _auction_closed(st, timestamp):
+    return st.final, st.category, True
+
+
+def _closed(closed):
+    return closed
+
+
+def _running_average(st, final):
+    st.total += final
+    st.n += 1
+    return st.total / st.n
+
+
+#: Longest auction of the generator at its default rate: 1 + 2 * (time until 100 more auctions) ms.
+MAX_AUCTION_MS = 1 + 2 * (NUM_IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_PROPORTION * 1000 // 10_000)
+
+
+def q4(max_delay: int = 100, max_auction_ms: int = MAX_AUCTION_MS) -> StreamingDag:
+    """Average closing price per category.
+
+    ``SELECT category, AVG(final) FROM (SELECT MAX(B.price) AS final, A.category FROM auction A
+    JOIN bid B ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires GROUP BY
+    A.id, A.category) GROUP BY category``, as a stream of updates: when the watermark passes an
+    auction's end, its highest bid is final, and the category's running average is emitted
+    (``category``, ``date_time`` of the update, ``avg_final``). The last row per category is the
+    SQL answer. Bids meet auctions in an interval join bounded by the longest auction
+    (``max_auction_ms``; the generator's default rate gives :data:`MAX_AUCTION_MS`).
+    """
+    return (_builder(["auction", "bid"], max_delay)
+            .operator("auctions", Project(["id", "category", "date_time", "expires"]))
+            .operator("bids", Project(["auction", "price", "date_time"]))
+            .operator("joined", IntervalJoin("id", "auction", lower=0, upper=max_auction_ms))
+            .operator("in_time", Filter(_bid_in_time))
+            .operator("winning", KeyedKernel(_bid_for_auction, key="id",
+                                             state={"final": np.int64, "category": np.int64},
+                                             output={"final": pa.int64(), "category": pa.int64(),
+                                                     "closed": pa.bool_()},
+                                             on_timer=_auction_closed))
+            .operator("closed", Filter(_closed))
+            .operator("average", KeyedKernel(_running_average, key="category",
+                                             state={"total": np.float64, "n": np.int64},
+                                             output={"avg_final": pa.float64()}))
+            .operator("q4", Project(["category", "date_time", "avg_final"]))
+            .connect("auction", "auctions").connect("bid", "bids")
+            .connect("auctions", "joined", port="left").connect("bids", "joined", port="right")
+            .connect("joined", "in_time").connect("in_time", "winning").connect("winning", "closed")
+            .connect("closed", "average").connect("average", "q4").sink_for("q4", "out").build())
+
+
 def q5(max_delay: int = 100) -> StreamingDag:
     """Hot items: the auction with the most bids in each 10 s window sliding by 2 s.
 
@@ -185,7 +249,7 @@ def q11(max_delay: int = 100) -> StreamingDag:
 
 
 #: Query name -> DAG factory.
-QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q5": q5, "q7": q7, "q8": q8, "q11": q11}
+QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8, "q11": q11}
 
 
 def query(name: str, max_delay: int = 100) -> StreamingDag:

@@ -24,6 +24,11 @@ SQL = {
     "q3": """
         SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id
         WHERE a.category = 10 AND p.state IN ('OR', 'ID', 'CA')""",
+    "q4": """
+        SELECT category, avg(final) AS avg_final FROM (
+            SELECT a.id, a.category, max(b.price) AS final FROM auction a JOIN bid b
+            ON a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires GROUP BY a.id, a.category)
+        GROUP BY category""",
     "q5": """
         WITH w AS (SELECT auction, (t // 2000 - k) * 2000 AS starttime FROM bid, range(5) r(k)),
              c AS (SELECT auction, starttime, count(*) AS num FROM w GROUP BY ALL)

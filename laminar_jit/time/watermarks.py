@@ -1,7 +1,8 @@
 """Watermark generators, declared per source.
 
-A source's watermark is computed once per batch from the batch's event-time
-column (a vectorized max), never per row, and never goes back.
+A source's watermark is the largest event time seen so far minus a delay.
+The compiled step advances it row by row (``kernels/watermarks.py``), so
+whether a row is late does not depend on batching; it never goes back.
 """
 
 from __future__ import annotations
