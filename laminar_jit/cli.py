@@ -76,7 +76,7 @@ def _nexmark(args: argparse.Namespace) -> int:
         print(f"{r.name:<6} {r.result.num_rows:>12,} {r.events_per_second / 1e6:>11,.1f} {r.seconds * 1e3:>9,.1f} "
               f"{r.compile_seconds:>10.2f}")
     print("events/s counts all generated events (persons, auctions and bids), as Nexmark does; "
-          "compile = build + compile or load from the disk cache + one row per stream")
+          "compile = build + compile or load from the disk cache + the first chunk")
     if args.out is not None:
         import pyarrow.parquet as pq
 

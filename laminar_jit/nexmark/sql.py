@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 __all__ = ["SQL", "duckdb_connection"]
 
 #: Query name -> DuckDB SQL giving the query's result (rows in any order, except
-#: q0-q2, whose rows come in arrival order).
+#: q0-q2, whose rows come in arrival order: DuckDB preserves insertion order).
 SQL = {
-    "q0": "SELECT auction, bidder, price, date_time, extra FROM bid ORDER BY arrival",
-    "q1": "SELECT auction, bidder, price * 0.908::DOUBLE AS price, date_time, extra FROM bid ORDER BY arrival",
-    "q2": "SELECT auction, price FROM bid WHERE auction % 123 = 0 ORDER BY arrival",
+    "q0": "SELECT auction, bidder, price, date_time, extra FROM bid",
+    "q1": "SELECT auction, bidder, price * 0.908::DOUBLE AS price, date_time, extra FROM bid",
+    "q2": "SELECT auction, price FROM bid WHERE auction % 123 = 0",
     "q3": """
         SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id
         WHERE a.category = 10 AND p.state IN ('OR', 'ID', 'CA')""",
