@@ -134,6 +134,11 @@ def window_{nid}_update({params}):
     seq = {state_names[4]}[0]  # kept in registers in the loop, written back at the end
     low = {state_names[4]}[1]
     high = {state_names[4]}[2]
+    # the previous row's (key, pane) and slot: skewed streams repeat them, and no
+    # slot is freed during the loop, so a repeat skips the hash probe
+    prev_k = np.int64(0)
+    prev_ws = np.int64(0)
+    prev_s = np.int64(-1)
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {pane}) * {pane} + {offset}  # the row's pane (= window when tumbling)
@@ -144,7 +149,11 @@ def window_{nid}_update({params}):
             n_late += 1
             continue
         {key_expr}
-        s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
+        if prev_s >= 0 and k == prev_k and ws == prev_ws:
+            s = prev_s
+        else:
+            s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
+            prev_k, prev_ws, prev_s = k, ws, s
         if ws < low:
             low = ws
         if ws > high:
