@@ -452,6 +452,30 @@ def test_small_batches_from_two_sources_are_coalesced_in_order():
     assert ex.metrics.node("u")["rows_in"] == 900
 
 
+def test_a_sink_fed_by_two_sources_through_different_plans():
+    # the two sources' steps lay out their results differently (source a also feeds
+    # another sink, source b computes the column): each output is read with its own step's layout
+    schema = pa.schema([("ts", pa.int64()), ("x", pa.float64()), ("tag", pa.string())])
+    dag = (lj.DagBuilder().source("a", schema).source("b", schema)
+           .operator("positive", lj.Filter(lambda x: x > 0.0))
+           .operator("doubled", lj.Map(lambda x: x * 2.0, output="x"))
+           .operator("u", lj.Project(["ts", "x", "tag"]))
+           .connect("a", "positive").connect("positive", "u").connect("b", "doubled").connect("doubled", "u")
+           .sink_for("positive", "only_a").sink_for("u", "out").build())
+    rng = np.random.default_rng(4)
+    ex = lj.DagExecutor(dag)
+    want = []
+    for i in range(60):
+        n = int(rng.choice([1, 3, 2_000]))  # small (queued and coalesced) and large batches
+        x = rng.normal(size=n)
+        batch = pa.table({"ts": np.arange(n) + 10_000 * i, "x": x, "tag": [f"t{i}"] * n}, schema=schema)
+        src = "a" if rng.random() < 0.5 else "b"
+        ex.process_batch(src, batch)
+        want.append(pl.from_arrow(batch).filter(pl.col("x") > 0) if src == "a"
+                    else pl.from_arrow(batch).with_columns(pl.col("x") * 2.0))
+    assert pl.from_arrow(ex.take_sink_outputs("out")).equals(pl.concat(want))
+
+
 def add_one(x):
     return x + 1.0
 

@@ -201,32 +201,43 @@ class SinkBuffer:
     PENDING_ROWS = 65536
 
     def __init__(self, layout, dictionaries=None):
+        #: The layout of the first plan that feeds the sink; a sink fed from several
+        #: sources (or join steps) gets each step's own layout with its results.
         self.layout = layout
         #: (source, column) -> StringDictionary, to decode key columns emitted as codes.
         self.dictionaries = dictionaries or {}
         self.batches: list[pa.RecordBatch] = []
-        self._pending: list[tuple[pa.RecordBatch, tuple]] = []
+        self._pending: list[tuple[pa.RecordBatch, tuple, object]] = []
         self._pending_rows = 0
 
-    def add(self, batch: pa.RecordBatch, result: tuple) -> None:
-        """Record this sink's share of one step ``result`` computed on ``batch``."""
-        rows = result[self.layout.offset]
+    def add(self, batch: pa.RecordBatch, result: tuple, layout=None) -> None:
+        """Record this sink's share of one step ``result`` computed on ``batch``.
+
+        ``layout`` says where the sink's arrays are in ``result`` (the step's
+        plan's layout of this sink); by default the buffer's own.
+        """
+        layout = layout or self.layout
+        rows = result[layout.offset]
         if rows.size == 0:
             return
         if batch.num_rows >= EAGER_ROWS:
             self.flush()  # keep arrival order
-            self.batches.append(self._materialize_gathered(batch, result))
+            self.batches.append(self._materialize_gathered(batch, result, layout))
             return
-        self._pending.append((batch, result))
+        self._pending.append((batch, result, layout))
         self._pending_rows += rows.size
         if self._pending_rows >= self.PENDING_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        """Coalesce pending small outputs into one RecordBatch."""
-        if self._pending:
-            self.batches.append(self._materialize(self._pending))
-            self._pending, self._pending_rows = [], 0
+        """Coalesce pending small outputs into RecordBatches (one per run of outputs of one plan)."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        start = 0
+        for i in range(1, len(pending) + 1):
+            if i == len(pending) or pending[i][2] is not pending[start][2]:
+                layout = pending[start][2]
+                self.batches.append(self._materialize([(b, r) for b, r, _ in pending[start:i]], layout))
+                start = i
 
     def drain(self) -> pa.Table:
         """Everything received so far as one table; empties the buffer."""
@@ -239,11 +250,11 @@ class SinkBuffer:
 
         For rows a join emitted, whose columns the step always gathers.
         """
-        return self._materialize_gathered(batch, result)
+        return self._materialize_gathered(batch, result, self.layout)
 
-    def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple) -> pa.RecordBatch:
+    def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple, layout) -> pa.RecordBatch:
         # one large batch: the compiled step gathered every numeric column
-        layout, off = self.layout, self.layout.offset
+        off = layout.offset
         identity = r[off + 1]
         taken = None
         if layout.take_columns:
@@ -259,12 +270,12 @@ class SinkBuffer:
                 arrays.append(self.dictionaries[col[2]].decode(r[col[1]], _or_none(r[col[1] + 1])))
             else:
                 arrays.append(_to_arrow(r[col[1]], r[col[1] + 1], f.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 
-    def _materialize(self, parts: list[tuple[pa.RecordBatch, tuple]]) -> pa.RecordBatch:
+    def _materialize(self, parts: list[tuple[pa.RecordBatch, tuple]], layout) -> pa.RecordBatch:
         # many small batches: source columns with one Arrow take over all of
         # them, derived columns by concatenating the step's arrays
-        layout, off = self.layout, self.layout.offset
+        off = layout.offset
         src = list(layout.take_columns) + [c[2] for c in layout.columns if c[0] == "src"]
         taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts]) if src else None
         arrays = []
@@ -278,7 +289,7 @@ class SinkBuffer:
                 arrays.append(self.dictionaries[col[2]].decode(values, _or_none(valid)))
             else:
                 arrays.append(_to_arrow(values, valid, f.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 
 
 def _concat(values: list[np.ndarray], valid: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -163,7 +163,7 @@ class DagExecutor:
         self._metrics.counters = counters
         for ran, b, result in produced:
             for layout in ran.sinks:
-                self._outputs[layout.sink].add(b, result)
+                self._outputs[layout.sink].add(b, result, layout)
 
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
                              wm_rows: int | None = None) -> None:
