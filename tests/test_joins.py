@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import laminar_jit as lj
@@ -171,6 +172,48 @@ def test_late_rows_are_dropped_and_counted(interval_dags):
     assert inner.column("a").to_pylist() == [2.0] and inner.column("b").to_pylist() == [1.0]
     assert all(ex.metrics.late_events == 2 for ex, _ in got.values())
     assert got["anti"][1].num_rows == 0 and got["full"][1].num_rows == 1
+
+
+def test_late_rows_go_to_side_outputs_per_port():
+    """With a small watermark delay many rows are late; each port's late rows reach that port's sink,
+    and the join's output equals DuckDB's join of exactly the rows that were not late."""
+    rng = np.random.default_rng(8)
+    n = 3_000
+    sides = {}
+    for name, schema, col in (("L", LEFT, "a"), ("R", RIGHT, "b")):
+        ts = np.arange(n, dtype=np.int64) * 5 + rng.integers(-60, 61, n)  # disorder beyond the 10 delay
+        cols = {"ts": ts, "k": rng.integers(0, 20, n), col: np.arange(n, dtype=np.float64)}  # col: row id
+        if name == "L":
+            cols["tag"] = pa.array(rng.choice(["x", "yy"], n))
+        sides[name] = pa.table(cols, schema=schema)
+
+    def dag(late):
+        extra = {"late": "side_output", "late_sink": {"left": "late_l", "right": "late_r"}} if late else {}
+        return (lj.DagBuilder()
+                .source("L", LEFT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=10))
+                .source("R", RIGHT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=10))
+                .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, **extra))
+                .connect("L", "j", port="left").connect("R", "j", port="right").sink_for("j", "out").build())
+
+    feed = interleaved(sides["L"], sides["R"], 5)
+    ex, got = run(dag(True), feed, ["out", "late_l", "late_r"])
+    _, dropped = run(dag(False), feed, ["out"])
+    late_l, late_r = got["late_l"], got["late_r"]
+    assert late_l.schema == LEFT and late_r.schema == RIGHT
+    assert late_l.num_rows > 50 and late_r.num_rows > 50
+    assert ex.metrics.late_events == late_l.num_rows + late_r.num_rows
+    assert ex.metrics.node("j")["late_events"] == ex.metrics.late_events
+    assert got["out"].equals(dropped["out"])  # side outputs change nothing else
+    con = duckdb.connect()
+    con.register("l", sides["L"].filter(pc.invert(pc.is_in(sides["L"]["a"], late_l["a"]))))
+    con.register("r", sides["R"].filter(pc.invert(pc.is_in(sides["R"]["b"], late_r["b"]))))
+    want = con.sql("SELECT l.*, r.ts AS ts_right, r.k AS k_right, r.b FROM l JOIN r "
+                   "ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35").to_arrow_table()
+    same_rows(got["out"], want)
+    with pytest.raises(ValueError, match="late_sink=\\{'left'"):
+        lj.IntervalJoin("k", "k", 0, 1, late="side_output", late_sink="late")
+    with pytest.raises(ValueError, match="only used with late='side_output'"):
+        lj.IntervalJoin("k", "k", 0, 1, late_sink={"left": "x"})
 
 
 def checkpointed(dag, feed, at, path):
@@ -337,7 +380,8 @@ def _joined_windows_dag():
     (join -> join) whose rows feed a keyed running count; the joins' rows run through steps of their own."""
     pair = lj.Map(lambda a, b: a + b, output="ab")
     return (_sources(lj.DagBuilder())
-            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, late="side_output",
+                                            late_sink={"left": "late_left"}))
             .operator("sum", pair)
             .operator("w", lj.TumblingWindow(200, key="k", aggs={"n": lj.count(), "ab": lj.sum("ab")}))
             # the window's rows carry window_start as event time and leave 200 later: allow that lateness
@@ -374,8 +418,9 @@ def test_join_output_feeds_windows_joins_and_keyed_state():
                  "AND r.ts BETWEEN w.window_start AND w.window_start + 199 GROUP BY w.k").to_arrow_table()
     dag = _joined_windows_dag()
     for seed in (1, 2):
-        ex, out = run(dag, interleaved(left, right, seed), ["windows", "counts", "pairs"])
+        ex, out = run(dag, interleaved(left, right, seed), ["windows", "counts", "pairs", "late_left"])
         assert ex.metrics.late_events == 0
+        assert out["late_left"].num_rows == 0 and out["late_left"].schema == LEFT
         same_rows(out["pairs"].drop_columns(["ab"]), pairs.drop_columns(["ab"]))
         got = pl.from_arrow(out["windows"]).sort("window_start", "k")
         want = pl.from_arrow(windows).sort("window_start", "k")

@@ -135,9 +135,9 @@ class DagBuilder:
             raise EmptyDagError("the DAG has no source; declare one with .source(name, schema)")
         for upstream, sink_name in self._sinks:
             add(sink_name, "sink", None)
-        late_sinks = [(name, payload.late_sink) for name, kind, payload in self._decls
-                      if getattr(payload, "late_sink", None)]
-        for _, sink_name in late_sinks:
+        late_sinks = [(name, sink, port) for name, kind, payload in self._decls
+                      for sink, port in (payload.late_outputs() if hasattr(payload, "late_outputs") else ())]
+        for _, sink_name, _ in late_sinks:
             add(sink_name, "sink", None)
 
         def look(name, role):
@@ -166,10 +166,10 @@ class DagBuilder:
             s = by_name[sink_name]
             edges.append((u.id, s.id))
             s.inputs.append((u.id, None))
-        for upstream, sink_name in late_sinks:  # side outputs of late rows
+        for upstream, sink_name, port in late_sinks:  # side outputs of late rows
             u, s = by_name[upstream], by_name[sink_name]
             edges.append((u.id, s.id))
-            s.inputs.append((u.id, "late"))
+            s.inputs.append((u.id, port))
 
         routing = RoutingTable(len(nodes), edges)
         for n in nodes:
@@ -283,10 +283,14 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
         node.schema = spec.schema
         node.event_time = spec.event_time
         return
-    if node.kind == "sink" and node.inputs[0][1] == "late":
-        upstream = nodes[node.inputs[0][0]]
-        node.schema = upstream.bound.input_schema  # late rows leave unchanged
-        node.event_time = _input_event_time(node, nodes)
+    if node.kind == "sink" and (node.inputs[0][1] or "").startswith("late"):
+        upstream, port = nodes[node.inputs[0][0]], node.inputs[0][1]
+        if port == "late":
+            node.schema = upstream.bound.input_schema  # late rows leave unchanged
+            node.event_time = _input_event_time(node, nodes)
+        else:  # a join's late rows of one port ("late_left"): that port's rows, unchanged
+            side = upstream.bound.extra["ports"][port[len("late_"):]]
+            node.schema, node.event_time = side["schema"], side["event_time"]
         return
     ports = getattr(node.op, "ports", None)
     if ports is not None:

@@ -134,6 +134,8 @@ class Gen:
     derived: bool = False
     #: Layouts of boundary joins' rows, returned like sinks' and run through the joins' own steps.
     boundaries: list = field(default_factory=list)
+    #: Per join node: its late rows per port (bindings over the port's input), for late sinks.
+    join_late: dict = field(default_factory=dict)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:
@@ -252,16 +254,16 @@ def boundary_joins(dag) -> set[int]:
 def plan_nodes(dag, root: str) -> list[int]:
     """Ids one step runs, in execution order: reachable from ``root`` (a source or
     a boundary join) without passing through another boundary join (those are
-    included: their output leaves the step)."""
+    included, and their late sinks: their output leaves the step)."""
     start = dag.node(root).id
     stops = boundary_joins(dag) - {start}
     seen, stack = {start}, [start]
     while stack:
         u = stack.pop()
-        if u in stops:
-            continue
         for t in dag.routing.targets_of(u):
             t = int(t)
+            if u in stops and not any(v == u and (p or "").startswith("late") for v, p in dag.nodes[t].inputs):
+                continue  # past a boundary join only its late sinks (its late rows are this step's)
             if t not in seen:
                 seen.add(t)
                 stack.append(t)
@@ -308,6 +310,8 @@ def generate(dag, source: str) -> Gen:
             gen.emit(f"metrics[{3 * nid}] += {rows_in}")
             gen.emit(f"metrics[{slot['events_processed']}] += {rows_in}")
             joined = generate_join(gen, node, bports, slot, reach_set)
+            for port, late_rows in gen.join_late.pop(nid, {}).items():
+                late[(nid, f"late_{port}")] = late_rows
             _route(gen, nid, joined.sel, slot)
             if nid in boundaries:  # its rows leave this step as a batch (see boundary_joins)
                 _sink(gen, node, joined)
@@ -315,8 +319,10 @@ def generate(dag, source: str) -> Gen:
             else:
                 out[nid] = joined
             continue
-        ups = [late[u] if port == "late" else out[u] for u, port in node.inputs
-               if (late if port == "late" else out).get(u) is not None]
+        ups = [late[(u, port)] if (port or "").startswith("late") else out[u] for u, port in node.inputs
+               if (late.get((u, port)) if (port or "").startswith("late") else out.get(u)) is not None]
+        if not ups:  # a join's late sink of a port this step does not feed
+            continue
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)
         gen.emit(f"metrics[{3 * nid}] += {size_of(b.sel)}")
@@ -338,9 +344,9 @@ def generate(dag, source: str) -> Gen:
             if isinstance(op, KeyedKernel):
                 nb = generate_keyed(gen, node, b, slot, reach_set)
             elif isinstance(op, (Dedup, TopN)):
-                nb, late[nid] = generate_ranking(gen, node, b, slot, reach_set)
+                nb, late[(nid, "late")] = generate_ranking(gen, node, b, slot, reach_set)
             else:
-                nb, late[nid] = generate_window(gen, node, b, slot, reach_set)
+                nb, late[(nid, "late")] = generate_window(gen, node, b, slot, reach_set)
         elif isinstance(op, Filter):
             nb = _filter(gen, node, b)
             _propagate_watermark(gen, node)

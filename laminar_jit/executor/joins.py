@@ -17,6 +17,8 @@ gather reads them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 
 import pyarrow as pa
@@ -301,6 +303,8 @@ def join_{nid}_{port}({params}):
     gen.emit(f"pl_{nid}, pr_{nid} = reserve_pairs(pl_{nid}, pr_{nid}, np_{nid}, {other_live})", 2)
     gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
     gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"late_sel_{nid}_{port} = late_{nid}_{port}[:n_late_{nid}]")
+    gen.join_late.setdefault(nid, {})[port] = replace(b, sel=f"late_sel_{nid}_{port}")
 
 
 def aux(n: dict) -> str:

@@ -49,6 +49,11 @@ class Operator:
     #: Named input ports; ``None`` means one input that takes a union of upstreams.
     ports: tuple[str, ...] | None = None
 
+    def late_outputs(self) -> list[tuple[str, str]]:
+        """``(sink name, port)`` of each side output of late rows (port ``"late"``; a join's ``"late_left"`` etc.)."""
+        sink = getattr(self, "late_sink", None)
+        return [(sink, "late")] if isinstance(sink, str) and sink else []
+
     def bind(self, node: str, input_schema, event_time: str | None = None) -> Bound:  # pragma: no cover
         """Check the configuration against the input and derive the output schema.
 

@@ -15,7 +15,8 @@ same type. Shared semantics (Flink's, where the contract is silent):
 * The join's watermark is the least watermark of its non-idle inputs. A row
   whose event time is below it minus ``allowed_lateness`` (for a window
   join: whose window has closed) is **late**: it is dropped and counted in
-  ``metrics.late_events``. Buffered rows are freed once the watermark
+  ``metrics.late_events``, or with ``late="side_output"`` routed unchanged
+  to the sink of its port in ``late_sink={"left": ..., "right": ...}``. Buffered rows are freed once the watermark
   guarantees no later row can match them, and rows waiting for a decision
   (unmatched outer rows, as-of probes) are emitted at that moment.
 * The output's event time is the left event-time column (outer joins that
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from typing import Mapping
 
 import pyarrow as pa
 
@@ -57,7 +59,8 @@ class JoinOperator(Operator):
     #: ``how`` values the operator accepts.
     hows: tuple[str, ...] = ("inner",)
 
-    def __init__(self, left_key, right_key, how: str = "inner", allowed_lateness: int | _dt.timedelta = 0):
+    def __init__(self, left_key, right_key, how: str = "inner", allowed_lateness: int | _dt.timedelta = 0,
+                 late: str = "drop", late_sink: Mapping[str, str] | None = None):
         self.left_keys, self.right_keys = _key_tuple(left_key), _key_tuple(right_key)
         if not self.left_keys or len(self.left_keys) != len(self.right_keys):
             raise ValueError(f"{type(self).__name__}: left and right keys must name the same number (>= 1) of "
@@ -67,6 +70,21 @@ class JoinOperator(Operator):
                              f"got {how!r}")
         self.how = how
         self.allowed_lateness = allowed_lateness
+        name = type(self).__name__
+        if late not in ("drop", "side_output"):
+            raise ValueError(f"{name}: late must be 'drop' or 'side_output', got {late!r}")
+        if late == "drop" and late_sink:
+            raise ValueError(f"{name}: late_sink is only used with late='side_output'")
+        if late == "side_output":
+            if not isinstance(late_sink, Mapping) or not late_sink or set(late_sink) - set(self.ports) \
+                    or not all(isinstance(v, str) and v for v in late_sink.values()):
+                raise ValueError(f"{name}: late='side_output' needs late_sink={{'left': '<sink>', 'right': "
+                                 f"'<sink>'}} (one or both ports; the two sides' rows differ in schema), "
+                                 f"got {late_sink!r}")
+        self.late, self.late_sink = late, dict(late_sink or {})
+
+    def late_outputs(self) -> list[tuple[str, str]]:
+        return [(sink, f"late_{port}") for port, sink in self.late_sink.items()]
 
     def new_state(self, bound: Bound, capacity: int = 1024):
         """The engine-owned state of a node running this operator."""
@@ -103,7 +121,7 @@ class JoinOperator(Operator):
                                       "carry numeric, boolean, temporal and string columns — drop it upstream "
                                       "with lj.Project")
                 payload.append((f.name, dtype))
-            ports[port] = {"event_time": times[port], "keys": keys, "payload": tuple(payload)}
+            ports[port] = {"event_time": times[port], "keys": keys, "payload": tuple(payload), "schema": schemas[port]}
         fields, names = [], []
         nullable = {"left": self.how in ("right", "full"), "right": self.how in ("left", "full")}
         sides = ("left",) if self.how in ("semi", "anti") else ("left", "right")
@@ -151,7 +169,7 @@ class JoinOperator(Operator):
     # -- identity --------------------------------------------------------------
     def _fingerprint_parts(self) -> list[str]:
         return [type(self).__name__, repr(self.left_keys), repr(self.right_keys), self.how,
-                repr(self.allowed_lateness)]
+                repr(self.allowed_lateness), self.late, repr(sorted(self.late_sink.items()))]
 
     def fingerprint(self) -> str | None:
         return type(self).__name__ + ":" + hashlib.sha256(repr(self._fingerprint_parts()).encode()).hexdigest()
@@ -184,6 +202,11 @@ class IntervalJoin(JoinOperator):
         Which rows besides matches appear; semi and anti output the left columns.
     allowed_lateness : int or datetime.timedelta, default 0
         How far behind the watermark a row may be and still join.
+    late : {"drop", "side_output"}, default "drop"
+        What happens to late rows: dropped and counted, or sent to a sink.
+    late_sink : mapping of str to str, optional
+        With ``late="side_output"``: the sink of each port's late rows,
+        e.g. ``{"left": "late_trades", "right": "late_quotes"}`` (one or both).
 
     Examples
     --------
@@ -194,8 +217,8 @@ class IntervalJoin(JoinOperator):
     hows = _HOWS
 
     def __init__(self, left_key, right_key, lower, upper, how: str = "inner",
-                 allowed_lateness: int | _dt.timedelta = 0):
-        super().__init__(left_key, right_key, how, allowed_lateness)
+                 allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink=None):
+        super().__init__(left_key, right_key, how, allowed_lateness, late, late_sink)
         self.lower, self.upper = lower, upper
 
     def _geometry(self, node: str, et_type) -> dict:
@@ -234,6 +257,8 @@ class WindowJoin(JoinOperator):
         Key column(s) of each side.
     allowed_lateness, offset : int or datetime.timedelta, default 0
         As for :class:`TumblingWindow`.
+    late, late_sink
+        As for :class:`IntervalJoin`.
 
     Examples
     --------
@@ -242,8 +267,8 @@ class WindowJoin(JoinOperator):
     """
 
     def __init__(self, size, left_key, right_key, allowed_lateness: int | _dt.timedelta = 0,
-                 offset: int | _dt.timedelta = 0):
-        super().__init__(left_key, right_key, "inner", allowed_lateness)
+                 offset: int | _dt.timedelta = 0, late: str = "drop", late_sink=None):
+        super().__init__(left_key, right_key, "inner", allowed_lateness, late, late_sink)
         self.size, self.offset = size, offset
 
     def _geometry(self, node: str, et_type) -> dict:
@@ -292,6 +317,11 @@ class AsofJoin(JoinOperator):
     how : {"inner", "left"}, default "inner"
     allowed_lateness : int or datetime.timedelta, default 0
         How far behind the watermark a row may be and still join.
+    late : {"drop", "side_output"}, default "drop"
+        What happens to late rows: dropped and counted, or sent to a sink.
+    late_sink : mapping of str to str, optional
+        With ``late="side_output"``: the sink of each port's late rows,
+        e.g. ``{"left": "late_trades", "right": "late_quotes"}`` (one or both).
 
     Examples
     --------
@@ -303,8 +333,8 @@ class AsofJoin(JoinOperator):
     directions = ("backward", "forward", "nearest")
 
     def __init__(self, by, direction: str = "backward", tolerance=None, how: str = "inner",
-                 allowed_lateness: int | _dt.timedelta = 0):
-        super().__init__(by, by, how, allowed_lateness)
+                 allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink=None):
+        super().__init__(by, by, how, allowed_lateness, late, late_sink)
         if direction not in self.directions:
             raise ValueError(f"AsofJoin: direction must be one of {', '.join(map(repr, self.directions))}, "
                              f"got {direction!r}")
@@ -337,6 +367,11 @@ class TemporalJoin(AsofJoin):
         Key column(s) of each side.
     how : {"inner", "left"}, default "inner"
     allowed_lateness : int or datetime.timedelta, default 0
+    late : {"drop", "side_output"}, default "drop"
+        What happens to late rows: dropped and counted, or sent to a sink.
+    late_sink : mapping of str to str, optional
+        With ``late="side_output"``: the sink of each port's late rows,
+        e.g. ``{"left": "late_trades", "right": "late_quotes"}`` (one or both).
 
     Examples
     --------
@@ -344,8 +379,9 @@ class TemporalJoin(AsofJoin):
     >>> with_seller = lj.TemporalJoin(left_key="seller", right_key="id")  # auctions with persons (Nexmark q3)
     """
 
-    def __init__(self, left_key, right_key, how: str = "inner", allowed_lateness: int | _dt.timedelta = 0):
-        JoinOperator.__init__(self, left_key, right_key, how, allowed_lateness)
+    def __init__(self, left_key, right_key, how: str = "inner", allowed_lateness: int | _dt.timedelta = 0,
+                 late: str = "drop", late_sink=None):
+        JoinOperator.__init__(self, left_key, right_key, how, allowed_lateness, late, late_sink)
         self.direction, self.tolerance = "backward", None
 
     def label(self) -> str:
