@@ -167,3 +167,22 @@ def test_run_reports_throughput(events):
     assert r.events == EVENTS and r.seconds > 0 and r.events_per_second > 0
     assert r.result.equals(_run("q2", events))
     assert r.compile_seconds > 0
+
+
+def test_cli_runs_a_query_and_rejects_bad_arguments(tmp_path, capsys):
+    from laminar_jit.cli import main
+
+    out = tmp_path / "q2.parquet"
+    assert main(["nexmark", "--query", "q2", "--events", "30_000", "--batch-size", "8192", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "q2" in printed and "M events/s" in printed and "compile s" in printed
+    import pyarrow.parquet as pq
+
+    events = nexmark.generate(30_000, chunk_size=8_192)
+    assert pq.read_table(out).equals(_run("q2", events))
+    assert main(["nexmark", "--query", "all", "--out", str(out)]) == 2  # --out takes one query
+    for bad in (["--query", "q99"], ["--events", "lots"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["nexmark", *bad])
+        assert exit_info.value.code == 2
+    assert "unknown query 'q99'" in capsys.readouterr().err
