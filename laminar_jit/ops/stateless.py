@@ -33,6 +33,27 @@ def _bind_kernel(node: str, op_name: str, k: Kernel, schema: pa.Schema):
     return reads, dtypes, result
 
 
+def _with_columns(schema: pa.Schema, writes) -> pa.Schema:
+    """``schema`` with each ``(name, type)`` of ``writes`` replacing its column in place, or appended."""
+    fields = list(schema)
+    for name, arrow_type in writes:
+        idx = schema.get_field_index(name)
+        if idx >= 0:
+            fields[idx] = pa.field(name, arrow_type)
+        else:
+            fields.append(pa.field(name, arrow_type))
+    return pa.schema(fields)
+
+
+def _output_spec(output) -> tuple:
+    """``output=`` of Map and ArrowMap as ``((name, declared type or None), ...)``."""
+    if isinstance(output, str):
+        return ((output, None),)
+    if isinstance(output, Mapping):
+        return tuple((str(k), v) for k, v in output.items())
+    return tuple((str(k), None) for k in output)
+
+
 class Filter(Operator):
     """Keep the rows for which a kernel returns true.
 
@@ -92,12 +113,7 @@ class Map(Operator):
 
     def __init__(self, fn: Callable | Kernel, output: str | Sequence[str] | Mapping[str, pa.DataType]):
         self.kernel = as_kernel(fn)
-        if isinstance(output, str):
-            self.outputs: tuple[tuple[str, pa.DataType | None], ...] = ((output, None),)
-        elif isinstance(output, Mapping):
-            self.outputs = tuple((str(k), v) for k, v in output.items())
-        else:
-            self.outputs = tuple((str(k), None) for k in output)
+        self.outputs: tuple[tuple[str, pa.DataType | None], ...] = _output_spec(output)
         if not self.outputs:
             raise ValueError("Map needs at least one output column name")
         for name, t in self.outputs:
@@ -137,14 +153,7 @@ class Map(Operator):
                     "or convert inside the kernel"
                 )
             writes.append((name, declared))
-        fields = list(input_schema)
-        for name, arrow_type in writes:
-            idx = input_schema.get_field_index(name)
-            if idx >= 0:
-                fields[idx] = pa.field(name, arrow_type)
-            else:
-                fields.append(pa.field(name, arrow_type))
-        return Bound(node, self, input_schema, pa.schema(fields), reads, dtypes, tuple(writes),
+        return Bound(node, self, input_schema, _with_columns(input_schema, writes), reads, dtypes, tuple(writes),
                      {"returns": tuple(results)})
 
     def fingerprint(self) -> str | None:
@@ -246,12 +255,7 @@ class ArrowMap(Operator):
         self.params = tuple(inspect.signature(fn).parameters)
         if not self.params:
             raise ValueError("ArrowMap: fn needs at least one parameter (a column name)")
-        if isinstance(output, str):
-            self.outputs = ((output, None),)
-        elif isinstance(output, Mapping):
-            self.outputs = tuple((str(k), v) for k, v in output.items())
-        else:
-            self.outputs = tuple((str(k), None) for k in output)
+        self.outputs = _output_spec(output)
         names = [n for n, _ in self.outputs]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"ArrowMap needs distinct output names, got {names}")
@@ -309,14 +313,7 @@ class ArrowMap(Operator):
                 raise SchemaError(f"operator {node!r} (ArrowMap): output {name!r} is {r.type}; outputs must be "
                                   "boolean, integer, floating or temporal so kernels can read them")
             writes.append((name, r.type))
-        fields = list(input_schema)
-        for name, arrow_type in writes:
-            idx = input_schema.get_field_index(name)
-            if idx >= 0:
-                fields[idx] = pa.field(name, arrow_type)
-            else:
-                fields.append(pa.field(name, arrow_type))
-        return Bound(node, self, input_schema, pa.schema(fields), self.params, (), tuple(writes))
+        return Bound(node, self, input_schema, _with_columns(input_schema, writes), self.params, (), tuple(writes))
 
     def fingerprint(self) -> str | None:
         # the function runs before the compiled step: compiled code depends only on the output types
