@@ -68,6 +68,9 @@ def dedup_{nid}_update({params}, keep_out):
     n_keep = 0
     low = {aux}[1]
     high = {aux}[2]
+    seen = False  # the previous row's (key, interval) is in the table: a repeat is a duplicate
+    prev_k = np.int64(0)
+    prev_ws = np.int64(0)
     {loop}
         t = {ts_expr}
         ws = ((t - {offset}) // {size}) * {size} + {offset}
@@ -77,6 +80,9 @@ def dedup_{nid}_update({params}, keep_out):
             n_late += 1
             continue
         {key_expr}
+        if seen and k == prev_k and ws == prev_ws:
+            continue
+        seen, prev_k, prev_ws = True, k, ws
         live = {meta}[0]
         ht_find_or_insert({table}, k, ws)
         if {meta}[0] != live:  # a new slot: the first row of its (key, interval)
@@ -158,6 +164,9 @@ def topn_{nid}_update({params}):
     seq = {aux}[0]
     low = {aux}[1]
     high = {aux}[2]
+    prev_k = np.int64(0)  # the previous row's (key, window) and slot (no slot is freed in the loop)
+    prev_ws = np.int64(0)
+    prev_s = np.int64(-1)
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {size}) * {size} + {offset}
@@ -172,7 +181,11 @@ def topn_{nid}_update({params}):
         if xb != xb:  # NaN never ranks
             continue
         {key_expr}
-        s = ht_find_or_insert({table}, k, ws)
+        if prev_s >= 0 and k == prev_k and ws == prev_ws:  # skewed input repeats (key, window)
+            s = prev_s
+        else:
+            s = ht_find_or_insert({table}, k, ws)
+            prev_k, prev_ws, prev_s = k, ws, s
         if ws < low:
             low = ws
         if ws > high:
