@@ -49,18 +49,22 @@ __all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "NexmarkEvents", "ge
 
 _TS = pa.timestamp("ms")
 
+#: Schema of the person stream.
 PERSON_SCHEMA = pa.schema([
     ("id", pa.int64()), ("name", pa.string()), ("email_address", pa.string()), ("credit_card", pa.string()),
     ("city", pa.string()), ("state", pa.string()), ("date_time", _TS), ("extra", pa.string()),
 ])
+#: Schema of the auction stream.
 AUCTION_SCHEMA = pa.schema([
     ("id", pa.int64()), ("item_name", pa.string()), ("description", pa.string()), ("initial_bid", pa.int64()),
     ("reserve", pa.int64()), ("date_time", _TS), ("expires", _TS), ("seller", pa.int64()),
     ("category", pa.int64()), ("extra", pa.string()),
 ])
+#: Schema of the bid stream (``channel`` and ``url`` dictionary-encoded).
 BID_SCHEMA = pa.schema([
     ("auction", pa.int64()), ("bidder", pa.int64()), ("price", pa.int64()),
-    ("channel", pa.dictionary(pa.int32(), pa.string())), ("url", pa.dictionary(pa.int32(), pa.string())), ("date_time", _TS), ("extra", pa.string()),
+    ("channel", pa.dictionary(pa.int32(), pa.string())), ("url", pa.dictionary(pa.int32(), pa.string())),
+    ("date_time", _TS), ("extra", pa.string()),
 ])
 
 # The specification's constants.
@@ -112,6 +116,7 @@ class NexmarkEvents:
         return f"NexmarkEvents({self.events:,} events: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()) + ")"
 
 
+#: Stream name -> schema, in the order streams are fed.
 SCHEMAS = {"person": PERSON_SCHEMA, "auction": AUCTION_SCHEMA, "bid": BID_SCHEMA}
 
 
@@ -154,6 +159,15 @@ def generate(events: int, seed: int = 0, rate: int = 10_000, max_delay: int = 10
         return NexmarkEvents(list(pool.map(lambda b: gen.chunk(*b), bounds)), events)
 
 
+def auction_horizon_ms(rate: int = 10_000) -> int:
+    """Average auction length in ms at ``rate`` events/s: the time until 100 more auctions exist.
+
+    Lengths are ``1 + U[0, 2 * horizon)``, so no auction lasts more than
+    ``1 + 2 * auction_horizon_ms(rate)`` ms.
+    """
+    return max(NUM_IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_PROPORTION * 1000 // rate, 1)
+
+
 class _Generator:
     def __init__(self, seed: int, rate: int, max_delay: int, chunk_size: int):
         self.seed, self.rate, self.max_delay = seed, rate, max_delay
@@ -168,8 +182,7 @@ class _Generator:
         self.channels = pa.array(_HOT_CHANNELS + [f"channel-{i}" for i in range(NUM_CHANNELS)])
         self.urls = pa.array([f"https://www.nexmark.com/{c.lower()}/item.htm?query=1" for c in _HOT_CHANNELS]
                              + [f"https://www.nexmark.com/item.htm?query=1&channel_id={i}" for i in range(NUM_CHANNELS)])
-        # an auction lasts on average until NUM_IN_FLIGHT_AUCTIONS more auctions exist
-        self.horizon_ms = max(NUM_IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_PROPORTION * 1000 // rate, 1)
+        self.horizon_ms = auction_horizon_ms(rate)
 
     def chunk(self, lo: int, hi: int) -> dict:
         p, card, a, b = _columns(lo, hi, self.seed, self.rate, self.max_delay, self.horizon_ms)

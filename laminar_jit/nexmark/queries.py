@@ -28,7 +28,7 @@ from ..ops.joins import IntervalJoin, WindowJoin
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow
 from ..time import BoundedOutOfOrderness
-from .generator import AUCTION_PROPORTION, NUM_IN_FLIGHT_AUCTIONS, PROPORTION, SCHEMAS, NexmarkEvents
+from .generator import SCHEMAS, NexmarkEvents, auction_horizon_ms
 
 __all__ = ["QUERIES", "QueryRun", "query", "run", "streams_of"]
 
@@ -145,7 +145,7 @@ def _running_average(st, final):
 
 
 #: Longest auction of the generator at its default rate: 1 + 2 * (time until 100 more auctions) ms.
-MAX_AUCTION_MS = 1 + 2 * (NUM_IN_FLIGHT_AUCTIONS * PROPORTION // AUCTION_PROPORTION * 1000 // 10_000)
+MAX_AUCTION_MS = 1 + 2 * auction_horizon_ms()
 
 
 def q4(max_delay: int = 100, max_auction_ms: int = MAX_AUCTION_MS) -> StreamingDag:
