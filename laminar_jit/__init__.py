@@ -9,6 +9,7 @@ from .checkpoint import Checkpoint
 from .dag import DagBuilder, RoutingTable, StreamingDag
 from .errors import (
     CheckpointError,
+    ClusterError,
     CycleError,
     DagError,
     DataError,
@@ -18,6 +19,7 @@ from .errors import (
     FanOutError,
     KernelError,
     LaminarError,
+    PartitioningError,
     PortError,
     SchemaError,
     UnknownNodeError,
@@ -58,6 +60,7 @@ __all__ = [
     "BoundedOutOfOrderness",
     "Checkpoint",
     "CheckpointError",
+    "ClusterError",
     "CycleError",
     "DagBuilder",
     "DagError",
@@ -73,6 +76,7 @@ __all__ = [
     "KeyedKernel",
     "KernelError",
     "LaminarError",
+    "PartitioningError",
     "Map",
     "Metrics",
     "NO_TIMER",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ClusterError",
     "CycleError",
     "DagError",
     "DataError",
@@ -17,6 +18,7 @@ __all__ = [
     "FanOutError",
     "KernelError",
     "LaminarError",
+    "PartitioningError",
     "PortError",
     "SchemaError",
     "UnknownNodeError",
@@ -73,3 +75,11 @@ class DataError(LaminarError, ValueError):
 
 class CheckpointError(LaminarError):
     """A checkpoint is corrupt, truncated, or belongs to another DAG."""
+
+
+class PartitioningError(DagError):
+    """The DAG cannot be split by key across partitions (``parallelism > 1``)."""
+
+
+class ClusterError(LaminarError):
+    """The cluster cannot be reached, or a partition failed more often than allowed."""

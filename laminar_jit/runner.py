@@ -72,8 +72,14 @@ class RunStats:
         Rows delivered per sink in this call.
     positions : dict of str to int
         Rows consumed per source (over all calls of a resumed run).
-    metrics : Metrics
-        The executor's counters (restored ones included).
+    metrics : Metrics or None
+        The executor's counters (restored ones included); None for a
+        partitioned run (each partition has its own).
+    restarts : int
+        Partitioned runs: times the actors were restored after one died.
+    partition_seconds : list of float
+        Partitioned runs: seconds each partition spent processing rows (the
+        partitions' share of ``elapsed``, for judging balance and scaling).
     """
 
     events: int = 0
@@ -87,6 +93,8 @@ class RunStats:
     rows_out: dict = field(default_factory=dict)
     positions: dict = field(default_factory=dict)
     metrics: Metrics | None = None
+    restarts: int = 0
+    partition_seconds: list = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -102,7 +110,9 @@ class RunStats:
 
 
 def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: int | None = None,
-        checkpoint_interval: float | None = None, keep: int = 3, progress: bool = True) -> RunStats:
+        checkpoint_interval: float | None = None, keep: int = 3, progress: bool = True,
+        parallelism: int | None = None, cluster: str | None = None, address: str | None = None,
+        max_restarts: int = 3) -> RunStats:
     """Run ``dag`` over ``sources`` into ``sinks`` until the sources are exhausted.
 
     With a ``checkpoint_dir`` the run is restartable and its exactly-once
@@ -133,7 +143,26 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     keep : int, default 3
         Completed checkpoints kept; older ones are deleted.
     progress : bool, default True
-        Show a progress bar with events/s (tqdm).
+        Show a progress bar with events/s (tqdm); single-process runs only.
+    parallelism : int, optional
+        Run on ``parallelism`` partitions, each a Ray actor owning the state
+        of one key range, fed by as many readers of source shards
+        (:meth:`Source.split <laminar_jit.io.Source.split>`). Stateless
+        operators next to the sources run in the readers; rows cross to the
+        partitions hash-partitioned by the key of the first stateful
+        operator. Output is the same multiset as a single-process run's
+        when no row is late. ``checkpoint_every`` then counts batches per
+        reader. Needs the ``ray`` extra.
+    cluster : {"ray"}, optional
+        The cluster runtime of a partitioned run (the only one is Ray; the
+        default when ``parallelism`` is given).
+    address : str, optional
+        Address of a running Ray cluster (``"host:6379"``, ``"ray://host:10001"``
+        or ``"auto"``); None starts a local Ray unless one is already
+        initialized in this process.
+    max_restarts : int, default 3
+        Partitioned runs: how often to restore all actors from the last
+        complete checkpoint after one dies before giving up.
 
     Returns
     -------
@@ -149,6 +178,12 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         The latest checkpoint is damaged or was taken from another DAG, or
         another run is using ``checkpoint_dir`` (one run per directory, held
         by a lock the OS releases if the process dies).
+    PartitioningError
+        With ``parallelism > 1``: a stateful operator is not keyed by the
+        columns its input is partitioned by.
+    ClusterError
+        The Ray cluster cannot be reached, or actors died more than
+        ``max_restarts`` times.
 
     Notes
     -----
@@ -183,6 +218,9 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     if checkpoint_dir is not None and checkpoint_every is None and checkpoint_interval is None:
         checkpoint_interval = DEFAULT_INTERVAL
 
+    if parallelism is not None or cluster is not None:
+        return _run_partitioned(dag, sources, sinks, checkpoint_dir, checkpoint_every, checkpoint_interval, keep,
+                                parallelism, cluster, address, max_restarts, t0)
     ex = DagExecutor(dag)
     store = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
@@ -190,6 +228,29 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     finally:
         if store is not None:
             store.close()
+
+
+def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep, parallelism, cluster, address,
+                     max_restarts, t0) -> RunStats:
+    if cluster not in (None, "ray"):
+        raise ValueError(f"run: cluster must be 'ray' (the only cluster runtime), got {cluster!r}")
+    parallelism = 1 if parallelism is None else parallelism
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+        raise ValueError(f"run: parallelism must be a positive int, got {parallelism!r}")
+    if not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"run: max_restarts must be an int >= 0, got {max_restarts!r}")
+    from .distributed.coordinator import run_partitioned
+
+    stats = RunStats(rows_out={name: 0 for name in sinks})
+    lock = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    try:
+        run_partitioned(dag, sources, sinks, stats, parallelism, address, checkpoint_dir, every, interval, keep,
+                        max_restarts)
+    finally:
+        if lock is not None:
+            lock.close()
+        stats.elapsed = time.perf_counter() - t0
+    return stats
 
 
 def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0) -> RunStats:

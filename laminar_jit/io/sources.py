@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 from ..errors import CheckpointError, DataError
 
 __all__ = [
+    "ConcatSource",
     "CsvSource",
+    "EmptySource",
     "IpcSource",
     "MemorySource",
     "ParquetSource",
@@ -83,6 +85,28 @@ class Source(abc.ABC):
     def describe(self) -> str:
         """Short human label of the source, e.g. ``"ParquetSource('bids.parquet')"``."""
         return f"{type(self).__name__}()"
+
+    def split(self, shards: int) -> list["Source"]:
+        """Cut the source into ``shards`` disjoint sources for parallel readers.
+
+        Together the shards hold exactly this source's rows; each is
+        replayable on its own (positions count rows of the shard). Parts
+        that can be read independently (batches, row groups, files, chunks)
+        are dealt round robin, so the shards move through event time
+        together. This default, for sources that can only be read from the
+        start, puts everything in shard 0 and leaves the others empty.
+
+        Parameters
+        ----------
+        shards : int
+            Number of shards (>= 1).
+
+        Returns
+        -------
+        list of Source
+        """
+        shards = _positive_int(shards, "shards", self.describe())
+        return [self] + [EmptySource(self.schema) for _ in range(shards - 1)]
 
     def __repr__(self) -> str:
         return self.describe()
@@ -258,6 +282,11 @@ class MemorySource(Source):
         for i in range(index, len(self._batches)):
             yield self._batches[i].slice(skip) if i == index and skip else self._batches[i]
 
+    def split(self, shards: int) -> list[Source]:
+        """Deal the batches round robin into ``shards`` sources (see :meth:`Source.split`)."""
+        shards = _positive_int(shards, "shards", self.describe())
+        return [MemorySource(self._batches[i::shards], schema=self.schema) for i in range(shards)]
+
 
 # --------------------------------------------------------------------------- parquet
 
@@ -276,6 +305,9 @@ class ParquetSource(Source):
         Maximum number of rows per yielded batch.
     columns : sequence of str, optional
         Columns to read, in this order; all by default.
+    row_groups : sequence of int, optional
+        Read only these row groups, in this order (a shard of the file, see
+        :meth:`split`); all by default.
 
     Raises
     ------
@@ -295,6 +327,7 @@ class ParquetSource(Source):
         path: str | os.PathLike[str],
         batch_size: int = 65_536,
         columns: Iterable[str] | None = None,
+        row_groups: Iterable[int] | None = None,
     ) -> None:
         self.path = _path(path, "ParquetSource")
         self.batch_size = _positive_int(batch_size, "batch_size", self.describe())
@@ -310,12 +343,23 @@ class ParquetSource(Source):
         self.columns = columns
         self.schema = schema
         md = self._metadata
-        self._ends = np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
+        groups = list(range(md.num_row_groups)) if row_groups is None else [int(g) for g in row_groups]
+        bad = [g for g in groups if not 0 <= g < md.num_row_groups]
+        if bad:
+            raise ValueError(f"{self.describe()}: no row group(s) {bad}; the file has {md.num_row_groups}")
+        self.row_groups = groups
+        self._ends = np.cumsum([md.row_group(i).num_rows for i in groups], dtype=np.int64)
 
     @property
     def total_rows(self) -> int:
-        """Number of rows in the file, from its metadata."""
-        return int(self._metadata.num_rows)
+        """Number of rows in the file (or its row groups), from its metadata."""
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def split(self, shards: int) -> list[Source]:
+        """Deal the row groups round robin into ``shards`` sources (see :meth:`Source.split`)."""
+        shards = _positive_int(shards, "shards", self.describe())
+        return [ParquetSource(self.path, self.batch_size, self.columns, self.row_groups[i::shards])
+                for i in range(shards)]
 
     def describe(self) -> str:
         """``"ParquetSource('<path>')"``."""
@@ -335,7 +379,7 @@ class ParquetSource(Source):
         with pq.ParquetFile(self.path, metadata=self._metadata) as pf:
             it = pf.iter_batches(
                 batch_size=self.batch_size,
-                row_groups=list(range(group, len(self._ends))),
+                row_groups=self.row_groups[group:],
                 columns=self.columns,
             )
             for batch in _drop_rows(it, skip):
@@ -741,6 +785,96 @@ class StreamSource(Source):
             yield from _rechunk(_drop_rows(reader, start_row, at_end), self.batch_size)
 
 
+# --------------------------------------------------------------------------- several
+
+
+class EmptySource(Source):
+    """A source without rows (an empty shard).
+
+    Parameters
+    ----------
+    schema : pyarrow.Schema
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    @property
+    def total_rows(self) -> int:
+        """Always 0."""
+        return 0
+
+    def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
+        """Yield nothing (``start_row`` must be 0)."""
+        self._check_start_row(start_row, 0)
+        return iter(())
+
+
+class ConcatSource(Source):
+    """Several sources of one schema read one after another (e.g. one CSV or Parquet file per day).
+
+    :meth:`split` deals whole parts round robin, so parallel readers take
+    different files.
+
+    Parameters
+    ----------
+    parts : sequence of Source or path
+        The parts, in order; paths are wrapped with :func:`as_source`.
+
+    Raises
+    ------
+    ValueError
+        If there are no parts or their schemas differ.
+    """
+
+    def __init__(self, parts: Iterable[Any]) -> None:
+        self.parts = [as_source(p) for p in parts]
+        if not self.parts:
+            raise ValueError("ConcatSource: no parts given")
+        self.schema = self.parts[0].schema
+        for i, part in enumerate(self.parts[1:], 1):
+            if not part.schema.equals(self.schema):
+                raise ValueError(f"ConcatSource: part {i} ({part.describe()}) has a different schema than "
+                                 f"part 0.\nexpected:\n{self.schema}\npart {i}:\n{part.schema}")
+
+    @property
+    def total_rows(self) -> int | None:
+        """Sum of the parts' rows when every part knows its count, else ``None``."""
+        counts = [p.total_rows for p in self.parts]
+        return None if None in counts else sum(counts)
+
+    def describe(self) -> str:
+        """``"ConcatSource(<n> parts)"``."""
+        return f"ConcatSource({len(self.parts)} parts)"
+
+    def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
+        """Yield the parts' rows in order from row ``start_row`` on (see :meth:`Source.batches`)."""
+        start_row = self._check_start_row(start_row, self.total_rows)
+        return self._iter(start_row)
+
+    def _iter(self, skip: int) -> Iterator[pa.RecordBatch]:
+        for part in self.parts:
+            total = part.total_rows
+            if total is not None:
+                if skip >= total:
+                    skip -= total
+                    continue
+                yield from part.batches(skip)
+                skip = 0
+            else:
+                seen = []
+                yield from _drop_rows(part.batches(0), skip, seen.append)
+                skip = max(0, skip - seen[0]) if seen else 0
+        if skip:
+            self._beyond_end(skip, 0)
+
+    def split(self, shards: int) -> list[Source]:
+        """Deal the parts round robin into ``shards`` sources (see :meth:`Source.split`)."""
+        shards = _positive_int(shards, "shards", self.describe())
+        return [ConcatSource(self.parts[i::shards]) if self.parts[i::shards] else EmptySource(self.schema)
+                for i in range(shards)]
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -749,9 +883,9 @@ def as_source(obj: Any) -> Source:
 
     Parameters
     ----------
-    obj : Source, list/tuple of pyarrow.RecordBatch, pyarrow.Table, pyarrow.RecordBatch, path, or object with ``__arrow_c_stream__``
+    obj : Source, list/tuple of pyarrow.RecordBatch, pyarrow.Table, pyarrow.RecordBatch, path, list of paths or sources, or object with ``__arrow_c_stream__``
         A :class:`Source` is returned as is; in-memory Arrow data becomes a
-        :class:`MemorySource`; a path ending in ``.parquet``/``.pq`` a
+        :class:`MemorySource`; a list of paths or sources a :class:`ConcatSource`; a path ending in ``.parquet``/``.pq`` a
         :class:`ParquetSource`, in ``.arrow``/``.ipc``/``.feather``/``.arrows``
         an :class:`IpcSource`; any other object exporting an Arrow C stream
         (Polars DataFrame, DuckDB relation, RecordBatchReader) a
@@ -777,6 +911,8 @@ def as_source(obj: Any) -> Source:
         return obj
     if isinstance(obj, (pa.Table, pa.RecordBatch)):
         return MemorySource(obj)
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(o, (str, os.PathLike, Source)) for o in obj):
+        return ConcatSource(obj)
     if isinstance(obj, (list, tuple)):
         return MemorySource(obj)  # TypeError for items other than record batches
     if isinstance(obj, (str, os.PathLike)):

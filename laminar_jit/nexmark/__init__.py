@@ -5,9 +5,9 @@
 generated events through it; ``lj.nexmark.SQL`` has each query in DuckDB's SQL.
 """
 
-from .generator import AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, NexmarkEvents, generate
+from .generator import AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, NexmarkEvents, NexmarkSource, generate, sources
 from .queries import QUERIES, QueryRun, query, run, streams_of
 from .sql import SQL, duckdb_connection
 
-__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "SQL", "NexmarkEvents", "QueryRun",
-           "duckdb_connection", "generate", "query", "run", "streams_of"]
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "SQL", "NexmarkEvents", "NexmarkSource", "QueryRun",
+           "duckdb_connection", "generate", "query", "run", "sources", "streams_of"]

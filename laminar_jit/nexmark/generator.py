@@ -35,6 +35,7 @@ generating is much faster than any query over it.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._jit import njit
+from ..io.sources import Source
 
 __all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "NexmarkEvents", "generate"]
 
@@ -159,6 +161,95 @@ def generate(events: int, seed: int = 0, rate: int = 10_000, max_delay: int = 10
         return NexmarkEvents(list(pool.map(lambda b: gen.chunk(*b), bounds)), events)
 
 
+class NexmarkSource(Source):
+    """One Nexmark stream generated lazily, chunk by chunk, as a replayable source.
+
+    Build the three with :func:`sources`. Chunks are generated when read, so
+    a reader holds one chunk at a time; the sources of one generator share
+    it, so reading the three streams in turn generates each chunk once.
+    :meth:`split` deals chunks round robin: every shard generates only its
+    own chunks (the events do not depend on who generates them).
+
+    Parameters
+    ----------
+    stream : {"person", "auction", "bid"}
+    events, seed, rate, max_delay, chunk_size
+        As for :func:`generate`.
+    chunks : sequence of int, optional
+        Only these chunk numbers, in this order (a shard); all by default.
+    """
+
+    def __init__(self, stream: str, events: int, seed: int = 0, rate: int = 10_000, max_delay: int = 100,
+                 chunk_size: int = 65_536, chunks=None):
+        if stream not in SCHEMAS:
+            raise ValueError(f"NexmarkSource: stream must be one of {list(SCHEMAS)}, got {stream!r}")
+        if events < 0 or chunk_size <= 0 or rate <= 0 or max_delay < 0:
+            raise ValueError("NexmarkSource: events, max_delay >= 0 and chunk_size, rate > 0 are required")
+        self.stream, self.events, self.seed, self.rate = stream, int(events), int(seed), int(rate)
+        self.max_delay, self.chunk_size = int(max_delay), int(chunk_size)
+        n_chunks = -(-self.events // self.chunk_size)
+        self.chunks = list(range(n_chunks)) if chunks is None else [int(c) for c in chunks]
+        self.schema = SCHEMAS[stream]
+        lo = np.array(self.chunks, np.int64) * self.chunk_size
+        hi = np.minimum(lo + self.chunk_size, self.events)
+        self._ends = np.cumsum(_stream_count(self.stream, hi) - _stream_count(self.stream, lo))
+
+    @property
+    def total_rows(self) -> int:
+        """Rows of this stream in the source's chunks (known without generating them)."""
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def describe(self) -> str:
+        """``"NexmarkSource('bid', <events>, seed=<seed>)"``."""
+        return f"NexmarkSource({self.stream!r}, {self.events:,}, seed={self.seed}, chunks={len(self.chunks)})"
+
+    def batches(self, start_row: int = 0):
+        """Yield the stream's rows of each chunk from row ``start_row`` on (see :meth:`Source.batches`)."""
+        start_row = self._check_start_row(start_row, self.total_rows)
+        index = int(np.searchsorted(self._ends, start_row, side="right"))
+        skip = start_row - (int(self._ends[index - 1]) if index > 0 else 0)
+        return self._iter(index, skip)
+
+    def _iter(self, index: int, skip: int):
+        gen = _shared_generator(self.seed, self.rate, self.max_delay, self.chunk_size)
+        for c in self.chunks[index:]:
+            lo = c * self.chunk_size
+            batch = gen.cached_chunk(lo, min(lo + self.chunk_size, self.events))[self.stream]
+            if skip:
+                batch, skip = batch.slice(skip), 0
+            if batch.num_rows:
+                yield batch
+
+    def split(self, shards: int) -> list:
+        """Deal the chunks round robin into ``shards`` sources (see :meth:`Source.split`)."""
+        return [NexmarkSource(self.stream, self.events, self.seed, self.rate, self.max_delay, self.chunk_size,
+                              self.chunks[i::shards]) for i in range(int(shards))]
+
+
+def sources(events: int, seed: int = 0, rate: int = 10_000, max_delay: int = 100,
+            chunk_size: int = 65_536) -> dict:
+    """The three streams as lazily generated sources, ``{"person": …, "auction": …, "bid": …}``.
+
+    They produce exactly the events of :func:`generate` with the same
+    arguments, for :func:`laminar_jit.run` (``sources=lj.nexmark.sources(…)``)
+    and for partitioned runs, where each reader generates its own chunks.
+    """
+    return {s: NexmarkSource(s, events, seed, rate, max_delay, chunk_size) for s in SCHEMAS}
+
+
+def _stream_count(stream: str, n: np.ndarray) -> np.ndarray:
+    """Events of ``stream`` among event numbers ``0 .. n-1`` (the 1 : 3 : 46 pattern per 50)."""
+    lo, hi = {"person": (0, PERSON_PROPORTION),
+              "auction": (PERSON_PROPORTION, PERSON_PROPORTION + AUCTION_PROPORTION),
+              "bid": (PERSON_PROPORTION + AUCTION_PROPORTION, PROPORTION)}[stream]
+    return n // PROPORTION * (hi - lo) + np.clip(n % PROPORTION - lo, 0, hi - lo)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_generator(seed: int, rate: int, max_delay: int, chunk_size: int) -> "_Generator":
+    return _Generator(seed, rate, max_delay, chunk_size)
+
+
 def auction_horizon_ms(rate: int = 10_000) -> int:
     """Average auction length in ms at ``rate`` events/s: the time until 100 more auctions exist.
 
@@ -183,6 +274,13 @@ class _Generator:
         self.urls = pa.array([f"https://www.nexmark.com/{c.lower()}/item.htm?query=1" for c in _HOT_CHANNELS]
                              + [f"https://www.nexmark.com/item.htm?query=1&channel_id={i}" for i in range(NUM_CHANNELS)])
         self.horizon_ms = auction_horizon_ms(rate)
+        self._last = None
+
+    def cached_chunk(self, lo: int, hi: int) -> dict:
+        """:meth:`chunk`, remembering the last one (the three streams' sources read it in turn)."""
+        if self._last is None or self._last[0] != (lo, hi):
+            self._last = ((lo, hi), self.chunk(lo, hi))
+        return self._last[1]
 
     def chunk(self, lo: int, hi: int) -> dict:
         p, card, a, b = _columns(lo, hi, self.seed, self.rate, self.max_delay, self.horizon_ms)

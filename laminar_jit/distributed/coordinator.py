@@ -1,0 +1,297 @@
+"""The driver of a partitioned run: actors, rounds, aligned checkpoints, recovery.
+
+The coordinator starts ``parallelism`` readers (one shard of every source
+each) and ``parallelism`` partitions, then drives rounds: every unfinished
+reader reads up to ``batches_per_step`` batches and ships them. A
+checkpoint of epoch ``e`` goes:
+
+1. each reader, between two rounds, saves its shard positions and state and
+   passes barrier ``e`` to every partition behind the rows it sent before;
+2. each partition, once barrier ``e`` has arrived from every reader, hands
+   over the epoch's output rows and saves its state;
+3. the coordinator writes the rows to the sinks, pre-commits them, writes
+   the job manifest ``job.json`` (which makes ``job-<e>/`` complete) and then
+   commits the sinks.
+
+If an actor dies, every actor is replaced and restored from the last
+complete checkpoint (or started afresh when there is none); the rows of the
+unfinished epoch were never handed to a sink, so the output is the same as
+without the failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from .._fs import fsync_dir
+from ..errors import CheckpointError, ClusterError
+from .actors import Partition, Reader
+from .plan import split_dag
+
+__all__ = ["run_partitioned"]
+
+_CHECKPOINT = re.compile(r"^job-(\d{8})$")
+_JOB = "job.json"
+_JOB_FORMAT = "laminar_jit.job"
+_JOB_VERSION = 1
+#: Test hook: called as ``hook(driver, rounds)`` after every round (the failure tests kill an actor here).
+_round_hook = None
+
+
+def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, address=None,
+                    checkpoint_dir=None, checkpoint_every=None, checkpoint_interval=None, keep=3,
+                    max_restarts: int = 3, batches_per_step: int = 8):
+    """Run ``dag`` partitioned by key on Ray; see :func:`laminar_jit.run` (``parallelism=``)."""
+    plan = split_dag(dag, parallelism)  # PartitioningError before any cluster work
+    ray = _connect(address)
+    shards = {name: src.split(parallelism) for name, src in sources.items()}
+    temp = None
+    if checkpoint_dir is None:
+        temp = tempfile.mkdtemp(prefix="laminar-job-")
+    store = _JobStore(Path(checkpoint_dir if checkpoint_dir is not None else temp), keep, dag, parallelism)
+    try:
+        latest = store.latest() if checkpoint_dir is not None else None
+        stats.resumed_from = stats.epoch = latest[0] if latest else None
+        stats.epoch = stats.epoch or 0
+        for name, sink in sinks.items():
+            sink.open(dag.schema_of(name), None if checkpoint_dir is None else stats.epoch)
+        start_rows = sum(latest[1]["positions"].values()) if latest else 0
+        if latest is not None and latest[1]["finished"]:
+            stats.finished = True
+            return stats
+        driver = _Driver(ray, dag, plan, shards, sinks, stats, store, parallelism, batches_per_step,
+                         checkpoint_every, checkpoint_interval, durable=checkpoint_dir is not None,
+                         start_rows=start_rows)
+        restarts = 0
+        while True:
+            try:
+                driver.start(store.latest() if checkpoint_dir is not None else None)
+                driver.drive()
+                break
+            except Exception as exc:  # noqa: BLE001 - sorted below: actor deaths recover, the rest is raised
+                cause = _root_cause(ray, exc)
+                driver.stop()
+                if not _recoverable(ray, cause):
+                    raise cause from None
+                restarts += 1
+                stats.restarts = restarts
+                if restarts > max_restarts:
+                    raise ClusterError(f"a partitioned run lost an actor {restarts} times (max_restarts="
+                                       f"{max_restarts}); last failure: {cause}") from cause
+        driver.stop()
+        return stats
+    finally:
+        for sink in sinks.values():
+            sink.close()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+class _Driver:
+    def __init__(self, ray, dag, plan, shards, sinks, stats, store, parallelism, batches_per_step,
+                 every, interval, durable, start_rows):
+        self.start_rows = start_rows
+        self.ray, self.dag, self.plan, self.shards, self.sinks = ray, dag, plan, shards, sinks
+        self.stats, self.store, self.n, self.k = stats, store, parallelism, batches_per_step
+        self.every, self.interval, self.durable = every, interval, durable
+        self.readers: list = []
+        self.partitions: list = []
+        self._dag_ref = None
+
+    def start(self, latest) -> None:
+        """New actors, restored from ``latest`` = (epoch, manifest) or fresh."""
+        ray = self.ray
+        if self._dag_ref is None:
+            self._dag_ref = ray.put(self.dag)
+        restore = None if latest is None else str(self.store.path(latest[0]))
+        self.epoch = (latest[0] if latest else 0) + 1
+        # rows read in this call: what the restored checkpoint had read beyond this call's start
+        self.stats.events = (sum(latest[1]["positions"].values()) if latest else 0) - self.start_rows
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        part_cpus = min(1.0, cpus / self.n)
+        remote_part = ray.remote(num_cpus=part_cpus, max_restarts=0, max_task_retries=0)(Partition)
+        remote_reader = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Reader)
+        self.partitions = [remote_part.remote(p, self._dag_ref, self.n, self.n, restore) for p in range(self.n)]
+        self.readers = [remote_reader.remote(i, self._dag_ref, self.n,
+                                             {name: s[i] for name, s in self.shards.items()},
+                                             self.partitions, restore)
+                        for i in range(self.n)]
+
+    def stop(self) -> None:
+        for actor in self.readers + self.partitions:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.readers, self.partitions = [], []
+
+    def drive(self) -> None:
+        ray, stats = self.ray, self.stats
+        active = list(range(self.n))
+        since, last, rounds = 0, time.monotonic(), 0
+        while active:
+            results = ray.get([self.readers[i].step.remote(self.k) for i in active])
+            rounds += 1
+            for i, (done, rows, batches) in zip(list(active), results):
+                stats.events += rows
+                stats.batches += batches
+                if done:
+                    active.remove(i)
+            since += self.k
+            if _round_hook is not None:
+                _round_hook(self, rounds)
+            due = (self.every is not None and since >= self.every) or \
+                  (self.interval is not None and time.monotonic() - last >= self.interval)
+            if active and self.durable and due:
+                self.checkpoint(finished=False)
+                since, last = 0, time.monotonic()
+        self.checkpoint(finished=True)
+        stats.finished = True
+        busy = ray.get([p.stats.remote() for p in self.partitions])
+        stats.partition_seconds = [b["busy"] for b in busy]
+
+    def checkpoint(self, finished: bool) -> None:
+        ray, epoch = self.ray, self.epoch
+        root = self.store.path(epoch) if self.durable else None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+        reader_rows = ray.get([r.barrier.remote(epoch, None if root is None else str(root)) for r in self.readers])
+        part_rows = ray.get([p.collect.remote(epoch) for p in self.partitions])
+        positions = ray.get([r.stats.remote() for r in self.readers])
+        for name, sink in self.sinks.items():
+            tables = [t for rows in reader_rows for s, t in rows if s == name]
+            tables += [rows[name] for rows in part_rows if name in rows and rows[name].num_rows]
+            for table in tables:
+                sink.write(table, epoch)
+                self.stats.rows_out[name] += table.num_rows
+        for sink in self.sinks.values():
+            sink.pre_commit(epoch)
+        totals: dict = {}
+        for p in positions:
+            for name, n in p["positions"].items():
+                totals[name] = totals.get(name, 0) + n
+        if root is not None:
+            self.store.complete(epoch, {"positions": totals, "finished": finished})
+        for sink in self.sinks.values():
+            sink.commit(epoch)
+        self.stats.positions = totals
+        self.stats.epoch = epoch
+        self.stats.checkpoints += root is not None
+        self.epoch = epoch + 1
+
+
+class _JobStore:
+    """``job-<epoch>/`` checkpoints: per-reader and per-partition directories, then ``job.json``."""
+
+    def __init__(self, root: Path, keep: int, dag, parallelism: int):
+        self.root, self.keep, self.dag, self.parallelism = root, keep, dag, parallelism
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, epoch: int) -> Path:
+        return self.root / f"job-{epoch:08d}"
+
+    def latest(self):
+        """(epoch, manifest) of the newest complete checkpoint, or None; incomplete ones are removed."""
+        epochs = sorted((int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name))),
+                        reverse=True)
+        for epoch in epochs:
+            job = self.path(epoch) / _JOB
+            if not job.exists():
+                shutil.rmtree(self.path(epoch), ignore_errors=True)  # a checkpoint cut short
+                continue
+            try:
+                manifest = json.loads(job.read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"job checkpoint {job} is unreadable ({exc}); delete the directory "
+                                      "to start over from the previous checkpoint") from exc
+            if manifest.get("format") != _JOB_FORMAT or manifest.get("version") != _JOB_VERSION:
+                raise CheckpointError(f"{job} is not a laminar_jit job manifest of version {_JOB_VERSION}")
+            if manifest["dag_fingerprint"] != self.dag.fingerprint:
+                raise CheckpointError(f"{job} was written by a different DAG; use a new checkpoint directory "
+                                      "for a changed job")
+            if manifest["parallelism"] != self.parallelism:
+                raise CheckpointError(
+                    f"{job} was written with parallelism={manifest['parallelism']}, this run has "
+                    f"parallelism={self.parallelism}; state is partitioned by key, so resume with "
+                    f"parallelism={manifest['parallelism']}")
+            return epoch, manifest
+        return None
+
+    def complete(self, epoch: int, facts: dict) -> None:
+        """Write the job manifest, which marks ``job-<epoch>`` complete, then prune old checkpoints."""
+        path = self.path(epoch)
+        manifest = {"format": _JOB_FORMAT, "version": _JOB_VERSION, "epoch": epoch,
+                    "parallelism": self.parallelism, "dag_fingerprint": self.dag.fingerprint,
+                    "readers": [f"reader-{i:04d}" for i in range(self.parallelism)],
+                    "partitions": [f"part-{i:04d}" for i in range(self.parallelism)], **facts}
+        tmp = path / (_JOB + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path / _JOB)
+        fsync_dir(path)
+        done = sorted(int(m.group(1)) for p in self.root.iterdir()
+                      if (m := _CHECKPOINT.match(p.name)) and (p / _JOB).exists())
+        for old in done[:-self.keep]:
+            shutil.rmtree(self.path(old), ignore_errors=True)
+
+
+def _connect(address):
+    """``ray`` connected to the cluster at ``address`` (a local one when None and none is running)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ClusterError("parallel runs need Ray: pip install 'laminar-jit[ray]'") from exc
+    if ray.is_initialized():
+        return ray
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError or ValueError here
+        raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {exc}. Start one with "
+                           "`ray start --head` and pass its address (host:6379), or leave address=None "
+                           "for a local Ray on this machine") from exc
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when nothing listens at ``host:port``."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"cluster address {address!r} is not host:port (e.g. '10.0.0.5:6379' or "
+                           "'ray://10.0.0.5:10001'), 'auto', or None for a local Ray")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address!r} ({exc}); start one there with "
+                           "`ray start --head --port=6379`, check the host and port, or leave address=None "
+                           "for a local Ray") from exc
+
+
+def _root_cause(ray, exc: BaseException) -> BaseException:
+    """The user's or system's error inside Ray's task-error wrappers."""
+    while isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause
+    return exc
+
+
+def _recoverable(ray, exc: BaseException) -> bool:
+    """An actor or object was lost (a crash, a kill, a node going away), not a bug or bad input."""
+    x = ray.exceptions
+    kinds = tuple(getattr(x, name) for name in ("RayActorError", "ActorUnavailableError", "ObjectLostError",
+                                                "OwnerDiedError", "WorkerCrashedError", "NodeDiedError")
+                  if hasattr(x, name))
+    return isinstance(exc, kinds)
