@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,7 @@ import laminar_jit as lj
 
 __all__ = [
     "EVENT_SCHEMA",
+    "cache_dir",
     "SHAPES",
     "SOURCE",
     "event_batches",
@@ -91,6 +93,13 @@ def events_for_batch_size(batch_size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- data
+
+def cache_dir() -> Path:
+    """Directory for benchmark data files: ``$LAMINAR_BENCH_DATA`` or ``~/.cache/laminar_jit/bench``."""
+    path = Path(os.environ.get("LAMINAR_BENCH_DATA", Path.home() / ".cache" / "laminar_jit" / "bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def event_table(n: int | None = None) -> pa.Table:
     """The standard event table (one chunk, schema :data:`EVENT_SCHEMA`).

@@ -76,10 +76,19 @@ class RunStats:
         The executor's counters (restored ones included); None for a
         partitioned run (each partition has its own).
     restarts : int
-        Partitioned runs: times the actors were restored after one died.
+        Partitioned runs: times the workers were restored after one died.
+    recovered_from : list of int
+        Partitioned runs: per restart, the epoch of the checkpoint the
+        workers were restored from (0: started over).
     partition_seconds : list of float
         Partitioned runs: seconds each partition spent processing rows (the
         partitions' share of ``elapsed``, for judging balance and scaling).
+    read_seconds : list of float
+        Partitioned runs: seconds each worker spent reading its shards,
+        running the stateless operators and routing rows (the exchange).
+    startup_seconds : float
+        Partitioned runs: seconds spent starting workers (process start,
+        imports, plan loading, restores) — part of ``elapsed``.
     """
 
     events: int = 0
@@ -94,7 +103,10 @@ class RunStats:
     positions: dict = field(default_factory=dict)
     metrics: Metrics | None = None
     restarts: int = 0
+    recovered_from: list = field(default_factory=list)
     partition_seconds: list = field(default_factory=list)
+    read_seconds: list = field(default_factory=list)
+    startup_seconds: float = 0.0
 
     @property
     def events_per_second(self) -> float:

@@ -1,27 +1,35 @@
-"""The two kinds of Ray actor of a partitioned run: readers and partitions.
+"""The Ray actor of a partitioned run: one worker per partition.
 
-Both are plain classes (wrapped with ``ray.remote`` by the coordinator), so
-they can be read and tested without a cluster.
+Worker ``i`` is a plain class (wrapped with ``ray.remote`` by the
+coordinator) with two halves:
 
-A :class:`Reader` owns one shard of every source and a
-:class:`~laminar_jit.DagExecutor` of the DAG's reader part. Per source batch
-it runs the reader part, cuts each exchange stream by key hash
-(:func:`~.exchange.partition_batch`) and sends every partition its rows
-together with the reader's watermark of each stream. At most
-``max_inflight`` sends per partition are unacknowledged, so a slow partition
-slows its readers down instead of filling memory (backpressure).
+* a **reader** of shard ``i`` of every source, with a
+  :class:`~laminar_jit.DagExecutor` of the DAG's reader part (the stateless
+  operators next to the sources). Per source batch it runs the reader part,
+  cuts each exchange stream by key hash
+  (:func:`~.exchange.partition_batch`), keeps its own partition's rows and
+  queues the others' in an :class:`~.exchange.Outbox`, sent per partition
+  in messages of about 8 MiB or at the end of each step, together with the
+  reader's watermark of each stream after them;
+* a **partition** owning key range ``i``: a ``DagExecutor`` of the
+  partition part. Its watermark of an exchange stream is the minimum over
+  every reader's; a reader that has finished counts as +∞, so an empty or
+  exhausted shard does not hold the job back.
 
-A :class:`Partition` owns a ``DagExecutor`` of the partition part. Its
-watermark of an exchange stream is the minimum over every reader's; a reader
-that has finished counts as +∞, so an empty or exhausted shard does not hold
-the job back. Checkpoint barriers are *aligned*: once a reader's barrier has
-arrived, that reader's later sends wait in a queue until the barrier has
-arrived from every reader; then the partition drains its outputs (the
-epoch's rows), saves its checkpoint and replays the queue.
+Rows a worker keeps go straight into its own partition (no copy, no
+serialization), so with ``parallelism=1`` nothing crosses a process and with
+``N`` partitions ``(N-1)/N`` of the rows do.
 
-Calls from one reader to one partition run in the order they were sent
-(Ray's ordering for a synchronous actor and one submitter), which is what
-makes a barrier separate exactly the rows before it from those after it.
+No worker ever waits for another — sends are fire-and-forget and return
+their acknowledgement refs to the coordinator, which waits for them one
+round later (that is the backpressure) — so workers cannot deadlock on each
+other. Calls from one worker to another run in the order they were sent
+(Ray's ordering for a synchronous actor and one submitter): a checkpoint
+barrier therefore separates exactly the rows a reader sent before it from
+those after. Barriers are *aligned*: once a reader's barrier has reached a
+partition, that reader's later rows wait in a queue until every reader's
+barrier has arrived; then the partition hands over the epoch's output rows,
+saves its checkpoint and replays the queue.
 """
 
 from __future__ import annotations
@@ -33,10 +41,10 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..executor import DagExecutor
-from .exchange import partition_batch
+from .exchange import Outbox, partition_batch
 from .plan import split_dag
 
-__all__ = ["Partition", "Reader", "part_dir", "reader_dir"]
+__all__ = ["Worker", "part_dir", "reader_dir"]
 
 _WM_MIN = np.iinfo(np.int64).min
 _WM_MAX = np.iinfo(np.int64).max
@@ -52,192 +60,205 @@ def part_dir(root, index: int) -> Path:
     return Path(root) / f"part-{index:04d}"
 
 
-class Reader:
-    """Reads one shard of every source, runs the reader part and ships rows to partitions.
+class Worker:
+    """Reader of one source shard and owner of one key range (see the module docstring).
 
     Parameters
     ----------
     index : int
-        This reader's number (0-based), also its sender id at the partitions.
+        This worker's number (0-based): its shard, its key range and its
+        sender id.
     dag : StreamingDag
     parallelism : int
     sources : dict of str to Source
-        This reader's shard of each source.
-    partitions : list of ray.actor.ActorHandle
+        This worker's shard of each source.
     restore : str, optional
         Job checkpoint directory to resume from.
-    max_inflight : int
-        Unacknowledged sends allowed per partition.
     """
 
-    def __init__(self, index, dag, parallelism, sources, partitions, restore=None, max_inflight=4):
-        import ray
-
-        self._ray = ray
-        self.index = index
+    def __init__(self, index, dag, parallelism, sources, restore=None):
+        self.index, self.n = index, parallelism
         self.plan = split_dag(dag, parallelism)
-        self.ex = DagExecutor(self.plan.reader)
+        self.reader = DagExecutor(self.plan.reader)
+        self.part = DagExecutor(self.plan.partition)
         self.sources = sources
-        self.partitions = partitions
-        self.max_inflight = max_inflight
         self.positions = {name: 0 for name in sources}
         if restore is not None:
             cp = Checkpoint.load(reader_dir(restore, index))
-            self.ex.restore(cp)
+            self.reader.restore(cp)
             self.positions.update({k: v for k, v in cp.positions.items() if k in self.positions})
+            self.part.restore(Checkpoint.load(part_dir(restore, index)))
+        self.peers: list = []
         self.done = False
         self._iters = None
-        self._inflight = [[] for _ in partitions]
-        self._sent_wm = [None] * len(partitions)  # last watermarks sent to each partition
+        self.outbox = Outbox(parallelism)
+        self._wm = None  # the reader part's watermark per exchange stream after the last batch
+        self._sent_wm = [None] * parallelism  # watermarks last sent to each partition
+        self._refs: list = []  # acknowledgements of sends since the coordinator last asked
         self._outputs: list = []  # (sink, table) of the reader part's own sinks, this epoch
-        self.busy = 0.0
-
-    def step(self, max_batches: int) -> tuple[bool, int, int]:
-        """Read up to ``max_batches`` batches (one per source in turn) and ship them.
-
-        Returns ``(done, rows read, batches read)``; ``done`` once every shard
-        is exhausted, after the partitions have been told so.
-        """
-        t0 = time.perf_counter()
-        if self._iters is None:
-            self._iters = {name: iter(src.batches(self.positions[name])) for name, src in self.sources.items()}
-        rows = batches = 0
-        while self._iters and batches < max_batches:
-            for name in list(self._iters):
-                batch = next(self._iters[name], None)
-                if batch is None:
-                    del self._iters[name]
-                    if self._iters:  # as in lj.run: a finished source must not hold back the others
-                        self.ex.advance_watermark(name, _WM_MAX)
-                    continue
-                self.ex.process_batch(name, batch)
-                self.positions[name] += batch.num_rows
-                rows += batch.num_rows
-                batches += 1
-                self._ship(final=False)
-        if not self._iters and not self.done:
-            self.ex.finish()
-            self._ship(final=True)
-            self.done = True
-        self.busy += time.perf_counter() - t0
-        return self.done, rows, batches
-
-    def _ship(self, final: bool) -> None:
-        plan, ex = self.plan, self.ex
-        for sink in plan.reader_sinks:
-            table = ex.take_sink_outputs(sink)
-            if table.num_rows:
-                self._outputs.append((sink, table))
-        parts = [[] for _ in self.partitions]
-        for x in plan.exchanges:
-            table = ex.take_sink_outputs(x.sink)
-            for batch in table.to_batches():
-                for p, piece in enumerate(partition_batch(batch, x.keys, len(self.partitions))):
-                    if piece is not None:
-                        parts[p].append((x.node, piece))
-        wms = {x.node: int(ex.watermark(x.node)) for x in plan.exchanges}
-        for p, handle in enumerate(self.partitions):
-            if parts[p] or final or wms != self._sent_wm[p]:
-                self._send(p, handle.push.remote(self.index, parts[p], wms, final))
-                self._sent_wm[p] = wms
-
-    def _send(self, p: int, ref) -> None:
-        """Track an unacknowledged send; wait for the oldest when too many are out."""
-        pending = self._inflight[p]
-        pending.append(ref)
-        if len(pending) > self.max_inflight:
-            self._ray.get(pending[: len(pending) - self.max_inflight])  # raises if the partition died
-            del pending[: len(pending) - self.max_inflight]
-
-    def barrier(self, epoch: int, root: str | None) -> list:
-        """Checkpoint barrier: snapshot this reader, pass the barrier to every partition.
-
-        Returns this epoch's rows of the reader part's own sinks once every
-        partition has taken the barrier in (so the coordinator may collect
-        the partitions' snapshots next).
-        """
-        self._ship(final=False)
-        if root is not None:
-            cp = self.ex.checkpoint()
-            cp.positions, cp.epoch = dict(self.positions), epoch
-            cp.save(reader_dir(root, self.index))
-        acks = [h.barrier.remote(epoch, self.index, root) for h in self.partitions]
-        self._ray.get([ref for pending in self._inflight for ref in pending] + acks)
-        for pending in self._inflight:
-            pending.clear()
-        out, self._outputs = self._outputs, []
-        return out
-
-    def stats(self) -> dict:
-        """Seconds spent in :meth:`step` and rows read per source."""
-        return {"busy": self.busy, "positions": dict(self.positions)}
-
-
-class Partition:
-    """Owns one key range: a :class:`DagExecutor` of the DAG's partition part.
-
-    Parameters
-    ----------
-    index : int
-    dag : StreamingDag
-    parallelism : int
-    readers : int
-        Number of readers (senders) whose watermarks and barriers it waits for.
-    restore : str, optional
-        Job checkpoint directory to resume from.
-    """
-
-    def __init__(self, index, dag, parallelism, readers, restore=None):
-        self.index = index
-        self.plan = split_dag(dag, parallelism)
-        self.ex = DagExecutor(self.plan.partition)
-        if restore is not None:
-            self.ex.restore(Checkpoint.load(part_dir(restore, index)))
-        self.readers = readers
         streams = [x.node for x in self.plan.exchanges]
         # a restored partition waits for every reader to report its watermark again
-        self.wm = {s: np.full(readers, _WM_MIN, np.int64) for s in streams}
-        self.current = {s: int(self.ex.watermark(s)) for s in streams}
+        self.wm = {s: np.full(parallelism, _WM_MIN, np.int64) for s in streams}
+        self.current = {s: int(self.part.watermark(s)) for s in streams}
         self.finished_readers: set[int] = set()
         self.aligned: set[int] = set()
         self.queue: list = []
         self.outputs: dict = {}
-        self.busy = 0.0
+        self.read_seconds = self.part_seconds = 0.0
 
+    def connect(self, peers: list) -> None:
+        """Handles of all workers, in index order (this one's entry is not used)."""
+        self.peers = peers
+
+    # ------------------------------------------------------------------ reader half
+    def step(self, max_batches: int) -> tuple[bool, int, int, list]:
+        """Read up to ``max_batches`` batches (one per source in turn) and route their rows.
+
+        Returns ``(done, rows read, batches read, acknowledgement refs of the
+        sends)``; ``done`` once every shard is exhausted, after every
+        partition has been told so.
+        """
+        if self._iters is None:  # a reader restored after it had finished reads nothing more
+            self._iters = {} if self.reader._finished else {
+                name: iter(src.batches(self.positions[name])) for name, src in self.sources.items()}
+        rows = batches = 0
+        while self._iters and batches < max_batches:
+            for name in list(self._iters):
+                t0 = time.perf_counter()
+                batch = next(self._iters[name], None)
+                if batch is None:
+                    del self._iters[name]
+                    if self._iters:  # as in lj.run: a finished source must not hold back the others
+                        self.reader.advance_watermark(name, _WM_MAX)
+                    continue
+                self.reader.process_batch(name, batch)
+                self.positions[name] += batch.num_rows
+                rows += batch.num_rows
+                batches += 1
+                self.read_seconds += time.perf_counter() - t0
+                self._route(final=False)
+        if not self._iters and not self.done:
+            self.reader.finish()
+            self._route(final=True)
+            self.done = True
+        elif self._wm is not None:
+            self._send_all()
+        if not rows:  # nothing read: emit what the readers' watermarks made due without waiting for rows
+            t0 = time.perf_counter()
+            self._apply_watermarks()
+            self.part_seconds += time.perf_counter() - t0
+        refs, self._refs = self._refs, []
+        return self.done, rows, batches, refs
+
+    def _route(self, final: bool) -> None:
+        """Hand the reader part's output on: own key range now, other partitions through the outbox."""
+        t0 = time.perf_counter()
+        plan, ex = self.plan, self.reader
+        for sink in plan.reader_sinks:
+            table = ex.take_sink_outputs(sink)
+            if table.num_rows:
+                self._outputs.append((sink, table))
+        local, full = [], set()
+        for x in plan.exchanges:
+            for batch in ex.take_sink_outputs(x.sink).to_batches():
+                for p, piece in enumerate(partition_batch(batch, x.keys, self.n)):
+                    if piece is None:
+                        continue
+                    if p == self.index:
+                        local.append((x.node, piece))
+                    elif self.outbox.add(p, x.node, piece):
+                        full.add(p)
+        self._wm = {x.node: int(ex.watermark(x.node)) for x in plan.exchanges}
+        self.read_seconds += time.perf_counter() - t0
+        if local or final or self._wm != self._sent_wm[self.index]:
+            self.push(self.index, local, self._wm, final)
+            self._sent_wm[self.index] = self._wm
+        for p in full:
+            self._send(p, final)
+        if final:
+            self._send_all(final=True)
+
+    def _send(self, p: int, final: bool) -> None:
+        """Send partition ``p`` its queued rows with the watermarks after them."""
+        self._refs.append(self.peers[p].push.remote(self.index, self.outbox.take(p), self._wm, final))
+        self._sent_wm[p] = self._wm
+
+    def _send_all(self, final: bool = False) -> None:
+        """Send every other partition its queued rows, or the watermarks alone if they moved."""
+        for p in range(self.n):
+            if p != self.index and (self.outbox.items[p] or final or self._wm != self._sent_wm[p]):
+                self._send(p, final)
+
+    def barrier(self, epoch: int, root: str | None) -> list:
+        """Checkpoint barrier: snapshot the reader half, pass the barrier to every partition.
+
+        Returns the acknowledgement refs of the barriers sent to the other
+        workers; once they are all in, every partition has its snapshot of
+        ``epoch`` (collect it with :meth:`collect`).
+        """
+        if self._wm is not None:
+            self._send_all()  # rows before the barrier travel before it
+        if root is not None:
+            cp = self.reader.checkpoint()
+            cp.positions, cp.epoch = dict(self.positions), epoch
+            cp.save(reader_dir(root, self.index))
+        self.take_barrier(epoch, self.index, root)
+        refs = self._refs + [h.take_barrier.remote(epoch, self.index, root)
+                             for p, h in enumerate(self.peers) if p != self.index]
+        self._refs = []
+        return refs
+
+    # ------------------------------------------------------------------ partition half
     def push(self, sender: int, items: list, wms: dict, final: bool) -> None:
-        """Rows and watermarks from one reader (queued while that reader is aligned on a barrier)."""
+        """Rows and watermarks from one reader (queued while that reader is aligned on a barrier).
+
+        A stream's new watermark (the minimum over readers) is folded into
+        its next batch instead of costing a step of its own; a send without
+        rows, a reader finishing and the end of every :meth:`step` apply it
+        at once.
+        """
         if sender in self.aligned:
             self.queue.append(("push", sender, items, wms, final))
             return
         t0 = time.perf_counter()
-        ex = self.ex
+        ex = self.part
         for stream, batch in items:
+            low = int(self.wm[stream].min())
+            if low > self.current[stream]:
+                ex._raise_watermark(stream, low)
+                self.current[stream] = low
             ex.process_batch(stream, batch)
         for stream, wm in wms.items():
             self.wm[stream][sender] = _WM_MAX if final else wm
         if final:
             self.finished_readers.add(sender)
-        if len(self.finished_readers) == self.readers:
+        if len(self.finished_readers) == self.n:
             ex.finish()
-        else:
-            for stream, per_sender in self.wm.items():
-                low = int(per_sender.min())
-                if low > self.current[stream]:
-                    ex.advance_watermark(stream, low)
-                    self.current[stream] = low
-        self.busy += time.perf_counter() - t0
+        elif final or not items:
+            self._apply_watermarks()
+        self.part_seconds += time.perf_counter() - t0
 
-    def barrier(self, epoch: int, sender: int, root: str | None) -> None:
-        """One reader's barrier; the last one of an epoch triggers the snapshot."""
+    def _apply_watermarks(self) -> None:
+        """Punctuate every stream whose minimum over readers rose: emit what that made due."""
+        if self.part._finished:
+            return
+        for stream, per_sender in self.wm.items():
+            low = int(per_sender.min())
+            if low > self.current[stream]:
+                self.part.advance_watermark(stream, low)
+                self.current[stream] = low
+
+    def take_barrier(self, epoch: int, sender: int, root: str | None) -> None:
+        """One reader's barrier; the last one of an epoch triggers the partition's snapshot."""
         if sender in self.aligned:
             self.queue.append(("barrier", epoch, sender, root))
             return
         self.aligned.add(sender)
-        if len(self.aligned) < self.readers:
+        if len(self.aligned) < self.n:
             return
-        self.outputs[epoch] = self.ex.take_all_sink_outputs()
+        self.outputs[epoch] = self.part.take_all_sink_outputs()
         if root is not None:
-            cp = self.ex.checkpoint()
+            cp = self.part.checkpoint()
             cp.epoch = epoch
             cp.save(part_dir(root, self.index))
         self.aligned.clear()
@@ -246,13 +267,15 @@ class Partition:
             if call[0] == "push":
                 self.push(*call[1:])
             else:
-                self.barrier(*call[1:])
+                self.take_barrier(*call[1:])
 
-    def collect(self, epoch: int) -> dict:
-        """This partition's output rows of ``epoch`` (after its snapshot), per sink."""
-        return self.outputs.pop(epoch)
+    def collect(self, epoch: int) -> tuple[list, dict, dict]:
+        """Output rows of ``epoch`` after its snapshot: the reader half's, the partition's, and positions."""
+        reader_rows, self._outputs = self._outputs, []
+        return reader_rows, self.outputs.pop(epoch), dict(self.positions)
 
     def stats(self) -> dict:
-        """Seconds spent processing pushes, and the executor's counters."""
-        m = self.ex.metrics
-        return {"busy": self.busy, "events_in": m.events_in, "late_events": m.late_events}
+        """Seconds spent reading and routing, seconds spent in the partition, and its counters."""
+        m = self.part.metrics
+        return {"read": self.read_seconds, "partition": self.part_seconds, "events_in": m.events_in,
+                "late_events": m.late_events}

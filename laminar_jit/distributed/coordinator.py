@@ -1,19 +1,21 @@
 """The driver of a partitioned run: actors, rounds, aligned checkpoints, recovery.
 
-The coordinator starts ``parallelism`` readers (one shard of every source
-each) and ``parallelism`` partitions, then drives rounds: every unfinished
-reader reads up to ``batches_per_step`` batches and ships them. A
-checkpoint of epoch ``e`` goes:
+The coordinator starts ``parallelism`` workers (each reads one shard of
+every source and owns one key range, :mod:`.actors`), then drives rounds:
+every unfinished worker reads up to ``batches_per_step`` batches and routes
+their rows; the sends of a round must be acknowledged before the round after
+next starts. A checkpoint of epoch ``e`` goes:
 
-1. each reader, between two rounds, saves its shard positions and state and
-   passes barrier ``e`` to every partition behind the rows it sent before;
-2. each partition, once barrier ``e`` has arrived from every reader, hands
-   over the epoch's output rows and saves its state;
+1. each worker, between two rounds, saves its shard positions and reader
+   state and passes barrier ``e`` to every partition behind the rows it sent
+   before;
+2. each partition, once barrier ``e`` has arrived from every reader, saves
+   its state and keeps the epoch's output rows for the coordinator;
 3. the coordinator writes the rows to the sinks, pre-commits them, writes
    the job manifest ``job.json`` (which makes ``job-<e>/`` complete) and then
    commits the sinks.
 
-If an actor dies, every actor is replaced and restored from the last
+If a worker dies, every worker is replaced and restored from the last
 complete checkpoint (or started afresh when there is none); the rows of the
 unfinished epoch were never handed to a sink, so the output is the same as
 without the failure.
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from .._fs import fsync_dir
 from ..errors import CheckpointError, ClusterError
-from .actors import Partition, Reader
+from .actors import Worker
 from .plan import split_dag
 
 __all__ = ["run_partitioned"]
@@ -43,11 +45,13 @@ _JOB_FORMAT = "laminar_jit.job"
 _JOB_VERSION = 1
 #: Test hook: called as ``hook(driver, rounds)`` after every round (the failure tests kill an actor here).
 _round_hook = None
+#: How many steps a worker may run ahead of the slowest unfinished one.
+_SLACK = 1
 
 
 def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, address=None,
                     checkpoint_dir=None, checkpoint_every=None, checkpoint_interval=None, keep=3,
-                    max_restarts: int = 3, batches_per_step: int = 8):
+                    max_restarts: int = 3, batches_per_step: int = 4):
     """Run ``dag`` partitioned by key on Ray; see :func:`laminar_jit.run` (``parallelism=``)."""
     plan = split_dag(dag, parallelism)  # PartitioningError before any cluster work
     ray = _connect(address)
@@ -82,6 +86,7 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
                     raise cause from None
                 restarts += 1
                 stats.restarts = restarts
+                stats.recovered_from.append(stats.epoch)
                 if restarts > max_restarts:
                     raise ClusterError(f"a partitioned run lost an actor {restarts} times (max_restarts="
                                        f"{max_restarts}); last failure: {cause}") from cause
@@ -97,16 +102,14 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
 class _Driver:
     def __init__(self, ray, dag, plan, shards, sinks, stats, store, parallelism, batches_per_step,
                  every, interval, durable, start_rows):
-        self.start_rows = start_rows
         self.ray, self.dag, self.plan, self.shards, self.sinks = ray, dag, plan, shards, sinks
         self.stats, self.store, self.n, self.k = stats, store, parallelism, batches_per_step
-        self.every, self.interval, self.durable = every, interval, durable
-        self.readers: list = []
-        self.partitions: list = []
+        self.every, self.interval, self.durable, self.start_rows = every, interval, durable, start_rows
+        self.workers: list = []
         self._dag_ref = None
 
     def start(self, latest) -> None:
-        """New actors, restored from ``latest`` = (epoch, manifest) or fresh."""
+        """New workers, restored from ``latest`` = (epoch, manifest) or fresh."""
         ray = self.ray
         if self._dag_ref is None:
             self._dag_ref = ray.put(self.dag)
@@ -115,47 +118,73 @@ class _Driver:
         # rows read in this call: what the restored checkpoint had read beyond this call's start
         self.stats.events = (sum(latest[1]["positions"].values()) if latest else 0) - self.start_rows
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        part_cpus = min(1.0, cpus / self.n)
-        remote_part = ray.remote(num_cpus=part_cpus, max_restarts=0, max_task_retries=0)(Partition)
-        remote_reader = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Reader)
-        self.partitions = [remote_part.remote(p, self._dag_ref, self.n, self.n, restore) for p in range(self.n)]
-        self.readers = [remote_reader.remote(i, self._dag_ref, self.n,
-                                             {name: s[i] for name, s in self.shards.items()},
-                                             self.partitions, restore)
-                        for i in range(self.n)]
+        remote = ray.remote(num_cpus=min(1.0, cpus / self.n), max_restarts=0, max_task_retries=0,
+                            scheduling_strategy="SPREAD")(Worker)
+        self.workers = [remote.remote(i, self._dag_ref, self.n, {name: s[i] for name, s in self.shards.items()},
+                                      restore) for i in range(self.n)]
+        t0 = time.perf_counter()
+        ray.get([w.connect.remote(self.workers) for w in self.workers])  # constructed: plans loaded
+        self.stats.startup_seconds += time.perf_counter() - t0
 
     def stop(self) -> None:
-        for actor in self.readers + self.partitions:
+        for actor in self.workers:
             try:
                 self.ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.readers, self.partitions = [], []
+        self.workers = []
 
     def drive(self) -> None:
+        """Keep every worker reading; bound how far workers drift apart and how much is unacknowledged.
+
+        A worker starts its next step as soon as its previous one returns,
+        unless it is ``_SLACK`` steps ahead of the slowest unfinished worker
+        (its rows would wait in the other partitions, whose watermarks the
+        slow worker holds back). The sends of a worker's step must be
+        acknowledged before the step after next starts (backpressure). At a
+        checkpoint every worker finishes its step first.
+        """
         ray, stats = self.ray, self.stats
-        active = list(range(self.n))
-        since, last, rounds = 0, time.monotonic(), 0
-        while active:
-            results = ray.get([self.readers[i].step.remote(self.k) for i in active])
-            rounds += 1
-            for i, (done, rows, batches) in zip(list(active), results):
-                stats.events += rows
-                stats.batches += batches
-                if done:
-                    active.remove(i)
-            since += self.k
-            if _round_hook is not None:
-                _round_hook(self, rounds)
-            due = (self.every is not None and since >= self.every) or \
-                  (self.interval is not None and time.monotonic() - last >= self.interval)
-            if active and self.durable and due:
+        active = set(range(self.n))
+        steps = [0] * self.n
+        acks: list = [[] for _ in range(self.n)]  # per worker: ack refs of its last steps
+        inflight: dict = {}
+        base, last = list(steps), time.monotonic()  # steps and time at the last checkpoint
+        while active or inflight:
+            since = self.k * min((steps[j] - base[j] for j in active), default=0)  # batches per reader
+            checkpoint = (active and self.durable and (
+                (self.every is not None and since >= self.every)
+                or (self.interval is not None and time.monotonic() - last >= self.interval)))
+            if not checkpoint:
+                floor = min((steps[i] for i in active), default=0)
+                for i in sorted(active - set(inflight.values())):
+                    if steps[i] - floor < _SLACK:
+                        while len(acks[i]) >= 2:
+                            ray.get(acks[i].pop(0))
+                        inflight[self.workers[i].step.remote(self.k)] = i
+            if not inflight:
+                ray.get([ref for refs in acks for r in refs for ref in r])
+                acks = [[] for _ in range(self.n)]
                 self.checkpoint(finished=False)
-                since, last = 0, time.monotonic()
+                base, last = list(steps), time.monotonic()
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            i = inflight.pop(ready[0])
+            done, rows, batches, refs = ray.get(ready[0])
+            steps[i] += 1
+            acks[i].append(refs)
+            stats.events += rows
+            stats.batches += batches
+            if done:
+                active.discard(i)
+            if _round_hook is not None:
+                _round_hook(self, sum(steps))
+        ray.get([ref for refs in acks for r in refs for ref in r])
         self.checkpoint(finished=True)
         stats.finished = True
-        busy = ray.get([p.stats.remote() for p in self.partitions])
-        stats.partition_seconds = [b["busy"] for b in busy]
+        busy = ray.get([w.stats.remote() for w in self.workers])
+        stats.partition_seconds = [b["partition"] for b in busy]
+        stats.read_seconds = [b["read"] for b in busy]
 
     def checkpoint(self, finished: bool) -> None:
         ray, epoch = self.ray, self.epoch
@@ -163,20 +192,20 @@ class _Driver:
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-        reader_rows = ray.get([r.barrier.remote(epoch, None if root is None else str(root)) for r in self.readers])
-        part_rows = ray.get([p.collect.remote(epoch) for p in self.partitions])
-        positions = ray.get([r.stats.remote() for r in self.readers])
+        acks = ray.get([w.barrier.remote(epoch, None if root is None else str(root)) for w in self.workers])
+        ray.get([ref for refs in acks for ref in refs])  # every barrier has reached every partition
+        collected = ray.get([w.collect.remote(epoch) for w in self.workers])
         for name, sink in self.sinks.items():
-            tables = [t for rows in reader_rows for s, t in rows if s == name]
-            tables += [rows[name] for rows in part_rows if name in rows and rows[name].num_rows]
+            tables = [t for reader_rows, _, _ in collected for s, t in reader_rows if s == name]
+            tables += [rows[name] for _, rows, _ in collected if name in rows and rows[name].num_rows]
             for table in tables:
                 sink.write(table, epoch)
                 self.stats.rows_out[name] += table.num_rows
         for sink in self.sinks.values():
             sink.pre_commit(epoch)
         totals: dict = {}
-        for p in positions:
-            for name, n in p["positions"].items():
+        for _, _, positions in collected:
+            for name, n in positions.items():
                 totals[name] = totals.get(name, 0) + n
         if root is not None:
             self.store.complete(epoch, {"positions": totals, "finished": finished})

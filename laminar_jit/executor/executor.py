@@ -272,6 +272,20 @@ class DagExecutor:
         self._idle[nid] = False
         self._tick(source)
 
+    def _raise_watermark(self, source: str, timestamp: int) -> None:
+        """Raise ``source``'s watermark without running a step.
+
+        The next batch (or :meth:`advance_watermark`) of ``source`` runs with
+        it and emits whatever it made due — the same as punctuating first,
+        minus one step. The partitioned runner uses it to fold the watermark
+        that arrives with a batch into the following batch.
+        """
+        self._check_source(source)
+        self._flush()
+        nid = self.dag.node(source).id
+        self._wm[nid] = max(int(self._wm[nid]), int(timestamp))
+        self._idle[nid] = False
+
     def mark_idle(self, source: str) -> None:
         """Declare ``source`` idle: it no longer holds back the watermark of fan-ins and joins.
 

@@ -377,11 +377,11 @@ class ParquetSource(Source):
             return
         names = self.schema.names
         with pq.ParquetFile(self.path, metadata=self._metadata) as pf:
-            it = pf.iter_batches(
-                batch_size=self.batch_size,
-                row_groups=self.row_groups[group:],
-                columns=self.columns,
-            )
+            # One row group at a time on this thread: Arrow's decode threads cost more than they
+            # save here (the executor and, in a partitioned run, the other workers need the cores).
+            groups = (pf.read_row_group(g, columns=self.columns, use_threads=False)
+                      for g in self.row_groups[group:])
+            it = (b for t in groups for b in t.to_batches(max_chunksize=self.batch_size))
             for batch in _drop_rows(it, skip):
                 yield batch if batch.schema.names == names else batch.select(names)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["hash_bytes", "hash_int64", "mix_into", "split_by_partition"]
+__all__ = ["hash_bytes", "mix_gather", "mix_int64", "split_by_partition"]
 
 #: Seed of the row hash before the first key column.
 HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -32,21 +32,34 @@ def _mix(z):
 
 
 @njit
-def hash_int64(values, valid):
-    """Hash of each int64 value (``valid[i]`` False: the null hash)."""
-    out = np.empty(values.shape[0], np.uint64)
-    for i in range(values.shape[0]):
-        out[i] = _mix(np.uint64(values[i])) if valid[i] else NULL_HASH
-    return out
+def mix_int64(acc, values, valid):
+    """Fold one integer key column into the row hashes (in place).
+
+    ``valid`` is the column's validity as bools, or empty when it has no nulls.
+    """
+    has_nulls = valid.shape[0] > 0
+    for i in range(acc.shape[0]):
+        h = NULL_HASH if has_nulls and not valid[i] else _mix(np.uint64(values[i]))
+        acc[i] = _mix(acc[i] * np.uint64(31) + h)
+
+
+@njit
+def mix_gather(acc, value_hash, indices, valid):
+    """Fold a dictionary-encoded column in: ``value_hash[indices[i]]`` (nulls as in :func:`mix_int64`)."""
+    has_nulls = valid.shape[0] > 0
+    for i in range(acc.shape[0]):
+        h = NULL_HASH if has_nulls and not valid[i] else value_hash[indices[i]]
+        acc[i] = _mix(acc[i] * np.uint64(31) + h)
 
 
 @njit
 def hash_bytes(offsets, data, valid):
-    """Hash of each string ``data[offsets[i]:offsets[i + 1]]`` (FNV-1a, then mixed)."""
+    """Hash of each string ``data[offsets[i]:offsets[i + 1]]`` (FNV-1a, then mixed); nulls as above."""
     n = offsets.shape[0] - 1
+    has_nulls = valid.shape[0] > 0
     out = np.empty(n, np.uint64)
     for i in range(n):
-        if not valid[i]:
+        if has_nulls and not valid[i]:
             out[i] = NULL_HASH
             continue
         h = np.uint64(0xCBF29CE484222325)
@@ -57,15 +70,13 @@ def hash_bytes(offsets, data, valid):
 
 
 @njit
-def mix_into(acc, column_hash):
-    """Fold one key column's hashes into the running row hashes (in place)."""
-    for i in range(acc.shape[0]):
-        acc[i] = _mix(acc[i] * np.uint64(31) + column_hash[i])
-
-
-@njit
 def split_by_partition(row_hash, partitions):
-    """Stable counting sort of rows by ``row_hash % partitions``.
+    """Stable counting sort of rows by partition.
+
+    A row's partition is ``((row_hash >> 32) * partitions) >> 32``: the high
+    half of the hash scaled to ``[0, partitions)`` with a multiply instead of
+    a 64-bit division (the hash is already mixed, so its high bits are as
+    uniform as its remainder).
 
     Returns
     -------
@@ -79,7 +90,7 @@ def split_by_partition(row_hash, partitions):
     bounds = np.zeros(partitions + 1, np.int64)
     p_u = np.uint64(partitions)
     for i in range(n):
-        p = np.int64(row_hash[i] % p_u)
+        p = np.int64(((row_hash[i] >> np.uint64(32)) * p_u) >> np.uint64(32))
         part[i] = p
         bounds[p + 1] += 1
     for p in range(partitions):
