@@ -142,10 +142,12 @@ def _run(args: argparse.Namespace) -> int:
     import laminar_jit as lj
 
     dag, sources, sinks = _load_target(args.target)
+    cluster = {} if args.parallelism is None and args.address is None else {
+        "parallelism": args.parallelism or 1, "address": args.address}
     try:
         stats = lj.run(dag, sources=sources, sinks=sinks, checkpoint_dir=args.checkpoint_dir,
                        checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
-                       keep=args.keep, progress=not args.no_progress)
+                       keep=args.keep, progress=not args.no_progress, **cluster)
     except (lj.LaminarError, ValueError, TypeError) as e:
         print(f"laminar-jit run: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -194,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint every this many seconds (default 10 with --checkpoint-dir)")
     run.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--parallelism", type=_positive_int, default=None, metavar="N",
+                     help="run partitioned by key on N Ray workers (needs the ray extra)")
+    run.add_argument("--address", default=None,
+                     help="address of a running Ray cluster (host:6379 or auto; default: a local Ray)")
     run.set_defaults(func=_run)
     return parser
 

@@ -213,3 +213,40 @@ def test_bad_cluster_address_gives_a_clear_error():
     finally:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  object_store_memory=512 << 20)
+
+
+JOB = '''
+import pyarrow as pa
+import laminar_jit as lj
+
+def build():
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.int64())])
+    dag = (lj.DagBuilder()
+           .source("s", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(200))
+           .operator("w", lj.TumblingWindow(1_000, key="k", aggs={"n": lj.count(), "s": lj.sum("v")}))
+           .connect("s", "w").sink_for("w", "out").build())
+    return dag, {"s": "events.parquet"}, {"out": lj.io.ParquetSink("out")}
+'''
+
+
+def test_cli_runs_a_job_partitioned_and_names_a_bad_cluster(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    t = _events(30_000, 21)
+    pq.write_table(t, tmp_path / "events.parquet", row_group_size=4_000)
+    (tmp_path / "job.py").write_text(JOB)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "laminar_jit.cli", "run", "job.py:build", "--no-progress",
+                               *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    bad = cli("--parallelism", "2", "--address", "127.0.0.1:9")
+    assert bad.returncode == 1 and "ClusterError" in bad.stderr and "127.0.0.1:9" in bad.stderr
+    ok = cli("--parallelism", "2", "--checkpoint-dir", "chk")
+    assert ok.returncode == 0, ok.stderr
+    dag, _, _ = (lambda ns: (exec(JOB, ns), ns["build"]())[1])({})
+    ref = _single(dag, {"s": t})
+    _same_multiset(lj.io.ParquetSink(tmp_path / "out").read(), ref["out"])
