@@ -172,6 +172,15 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
         lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
                parallelism=3, checkpoint_dir=tmp_path / "chk")
 
+    # a damaged partition checkpoint stops the resumed run with the engine's error, not a retry loop
+    *earlier, last = sorted((tmp_path / "chk").glob("job-*"))
+    (last / "job.json").unlink()  # back to an unfinished checkpoint
+    state = next((earlier[-1] / "part-0000").glob("state-*.arrow"))
+    state.write_bytes(state.read_bytes()[:-7])
+    with pytest.raises(lj.CheckpointError, match="state-"):
+        lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
+               parallelism=2, checkpoint_dir=tmp_path / "chk")
+
 
 def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):
     dag = tumbling_dag()
@@ -229,7 +238,7 @@ def build():
 '''
 
 
-def test_cli_runs_a_job_partitioned_and_names_a_bad_cluster(tmp_path):
+def test_cli_runs_a_job_on_an_existing_cluster_by_address_and_names_a_bad_one(tmp_path):
     import subprocess
     import sys
 
@@ -245,7 +254,8 @@ def test_cli_runs_a_job_partitioned_and_names_a_bad_cluster(tmp_path):
 
     bad = cli("--parallelism", "2", "--address", "127.0.0.1:9")
     assert bad.returncode == 1 and "ClusterError" in bad.stderr and "127.0.0.1:9" in bad.stderr
-    ok = cli("--parallelism", "2", "--checkpoint-dir", "chk")
+    # this test process's Ray is an existing cluster to the CLI's driver
+    ok = cli("--parallelism", "2", "--checkpoint-dir", "chk", "--address", ray.get_runtime_context().gcs_address)
     assert ok.returncode == 0, ok.stderr
     dag, _, _ = (lambda ns: (exec(JOB, ns), ns["build"]())[1])({})
     ref = _single(dag, {"s": t})

@@ -72,22 +72,15 @@ class Worker:
     parallelism : int
     sources : dict of str to Source
         This worker's shard of each source.
-    restore : str, optional
-        Job checkpoint directory to resume from.
     """
 
-    def __init__(self, index, dag, parallelism, sources, restore=None):
+    def __init__(self, index, dag, parallelism, sources):
         self.index, self.n = index, parallelism
         self.plan = split_dag(dag, parallelism)
         self.reader = DagExecutor(self.plan.reader)
         self.part = DagExecutor(self.plan.partition)
         self.sources = sources
         self.positions = {name: 0 for name in sources}
-        if restore is not None:
-            cp = Checkpoint.load(reader_dir(restore, index))
-            self.reader.restore(cp)
-            self.positions.update({k: v for k, v in cp.positions.items() if k in self.positions})
-            self.part.restore(Checkpoint.load(part_dir(restore, index)))
         self.peers: list = []
         self.done = False
         self._iters = None
@@ -97,18 +90,29 @@ class Worker:
         self._refs: list = []  # acknowledgements of sends since the coordinator last asked
         self._outputs: list = []  # (sink, table) of the reader part's own sinks, this epoch
         streams = [x.node for x in self.plan.exchanges]
-        # a restored partition waits for every reader to report its watermark again
         self.wm = {s: np.full(parallelism, _WM_MIN, np.int64) for s in streams}
-        self.current = {s: int(self.part.watermark(s)) for s in streams}
+        self.current = {s: _WM_MIN for s in streams}
         self.finished_readers: set[int] = set()
         self.aligned: set[int] = set()
         self.queue: list = []
         self.outputs: dict = {}
         self.read_seconds = self.part_seconds = 0.0
 
-    def connect(self, peers: list) -> None:
-        """Handles of all workers, in index order (this one's entry is not used)."""
+    def open(self, peers: list, restore: str | None = None) -> None:
+        """Meet the other workers (handles in index order) and restore from a job checkpoint, if any.
+
+        Separate from construction so that a damaged checkpoint surfaces as
+        :class:`~laminar_jit.errors.CheckpointError`, not as a dead actor.
+        """
         self.peers = peers
+        if restore is None:
+            return
+        cp = Checkpoint.load(reader_dir(restore, self.index))
+        self.reader.restore(cp)
+        self.positions.update({k: v for k, v in cp.positions.items() if k in self.positions})
+        self.part.restore(Checkpoint.load(part_dir(restore, self.index)))
+        # a restored partition waits for every reader to report its watermark again
+        self.current = {s: int(self.part.watermark(s)) for s in self.current}
 
     # ------------------------------------------------------------------ reader half
     def step(self, max_batches: int) -> tuple[bool, int, int, list]:

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ _CHECKPOINT = re.compile(r"^job-(\d{8})$")
 _JOB = "job.json"
 _JOB_FORMAT = "laminar_jit.job"
 _JOB_VERSION = 1
-#: Test hook: called as ``hook(driver, rounds)`` after every round (the failure tests kill an actor here).
+#: Test hook: called as ``hook(driver, steps)`` after each worker step (the failure tests kill a worker here).
 _round_hook = None
 #: How many steps a worker may run ahead of the slowest unfinished one.
 _SLACK = 1
@@ -56,12 +55,9 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
     plan = split_dag(dag, parallelism)  # PartitioningError before any cluster work
     ray = _connect(address)
     shards = {name: src.split(parallelism) for name, src in sources.items()}
-    temp = None
-    if checkpoint_dir is None:
-        temp = tempfile.mkdtemp(prefix="laminar-job-")
-    store = _JobStore(Path(checkpoint_dir if checkpoint_dir is not None else temp), keep, dag, parallelism)
+    store = _JobStore(Path(checkpoint_dir), keep, dag, parallelism) if checkpoint_dir is not None else None
     try:
-        latest = store.latest() if checkpoint_dir is not None else None
+        latest = store.latest() if store is not None else None
         stats.resumed_from = stats.epoch = latest[0] if latest else None
         stats.epoch = stats.epoch or 0
         for name, sink in sinks.items():
@@ -76,7 +72,7 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
         restarts = 0
         while True:
             try:
-                driver.start(store.latest() if checkpoint_dir is not None else None)
+                driver.start(store.latest() if store is not None else None)
                 driver.drive()
                 break
             except Exception as exc:  # noqa: BLE001 - sorted below: actor deaths recover, the rest is raised
@@ -95,8 +91,6 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
     finally:
         for sink in sinks.values():
             sink.close()
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
 
 
 class _Driver:
@@ -120,10 +114,10 @@ class _Driver:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         remote = ray.remote(num_cpus=min(1.0, cpus / self.n), max_restarts=0, max_task_retries=0,
                             scheduling_strategy="SPREAD")(Worker)
-        self.workers = [remote.remote(i, self._dag_ref, self.n, {name: s[i] for name, s in self.shards.items()},
-                                      restore) for i in range(self.n)]
+        self.workers = [remote.remote(i, self._dag_ref, self.n, {name: s[i] for name, s in self.shards.items()})
+                        for i in range(self.n)]
         t0 = time.perf_counter()
-        ray.get([w.connect.remote(self.workers) for w in self.workers])  # constructed: plans loaded
+        ray.get([w.open.remote(self.workers, restore) for w in self.workers])  # plans loaded, state restored
         self.stats.startup_seconds += time.perf_counter() - t0
 
     def stop(self) -> None:

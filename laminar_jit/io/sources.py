@@ -136,11 +136,12 @@ class Source(abc.ABC):
 
 
 def _path(path: str | os.PathLike[str], kind: str) -> str:
-    """``path`` as a str, or FileNotFoundError if it is not an existing file."""
+    """``path`` as an absolute str (workers of a partitioned run have other working directories),
+    or FileNotFoundError if it is not an existing file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{kind}: no such file: {path!r}")
-    return path
+    return os.path.abspath(path)
 
 
 def _positive_int(value: Any, name: str, owner: str) -> int:
