@@ -95,8 +95,10 @@ def events_for_batch_size(batch_size: int) -> int:
 # ----------------------------------------------------------------------------- data
 
 def cache_dir() -> Path:
-    """Directory for benchmark data files: ``$LAMINAR_BENCH_DATA`` or ``~/.cache/laminar_jit/bench``."""
-    path = Path(os.environ.get("LAMINAR_BENCH_DATA", Path.home() / ".cache" / "laminar_jit" / "bench"))
+    """Directory for benchmark data files: ``$LAMINAR_BENCH_DATA``, else ``bench/`` in the engine's cache
+    (``$LAMINAR_JIT_CACHE_DIR`` or ``~/.cache/laminar_jit``)."""
+    engine = os.environ.get("LAMINAR_JIT_CACHE_DIR", Path.home() / ".cache" / "laminar_jit")
+    path = Path(os.environ.get("LAMINAR_BENCH_DATA", Path(engine) / "bench"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

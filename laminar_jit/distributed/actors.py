@@ -178,7 +178,7 @@ class Worker:
             self.push(self.index, local, self._wm, final)
             self._sent_wm[self.index] = self._wm
         for p in full:
-            self._send(p, final)
+            self._send(p, False)
         if final:
             self._send_all(final=True)
 

@@ -55,7 +55,8 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
     plan = split_dag(dag, parallelism)  # PartitioningError before any cluster work
     ray = _connect(address)
     shards = {name: src.split(parallelism) for name, src in sources.items()}
-    store = _JobStore(Path(checkpoint_dir), keep, dag, parallelism) if checkpoint_dir is not None else None
+    # workers have other working directories: they get the checkpoint directory as an absolute path
+    store = _JobStore(Path(checkpoint_dir).absolute(), keep, dag, parallelism) if checkpoint_dir is not None else None
     try:
         latest = store.latest() if store is not None else None
         stats.resumed_from = stats.epoch = latest[0] if latest else None
