@@ -10,6 +10,8 @@ row groups, which ``ParquetSource.split`` deals round robin to the workers.
   ``time_run`` is the whole call, worker start-up included.
 * ``SingleProcess.time_run``: ``lj.run`` in this process, no Ray, on the same
   file: the single-process per-event cost.
+* ``DuckDBParquet.time_query``: the same aggregation as one DuckDB ``GROUP BY``
+  reading the same file (all its threads): the yardstick.
 * ``Exchange.time_route``: what crossing the exchange costs for 65,536-row
   batches — key hash, counting sort, Arrow ``take`` of each partition's
   rows, and shipping the other partition's half to another process through
@@ -25,13 +27,14 @@ from __future__ import annotations
 
 import time
 
+import duckdb
 import pyarrow.parquet as pq
 
 import laminar_jit as lj
 from laminar_jit.distributed.exchange import Outbox, partition_batch
 
 from . import common
-from .bench_windows import tumbling_dag
+from .bench_windows import SIZE_MS, tumbling_dag
 
 _ROW_GROUP = 65_536
 
@@ -131,6 +134,32 @@ class SingleProcess:
 
     def track_windows_emitted(self):
         return _run(self.dag, self.path)[1].num_rows
+
+    track_windows_emitted.unit = "rows"
+
+
+class DuckDBParquet:
+    """The tumbling aggregation in DuckDB, reading the same Parquet file."""
+
+    timeout = 600
+    number = 1
+    repeat = 3
+    warmup_time = 0
+
+    def setup(self):
+        self.path = parquet_path()
+        self.con = duckdb.connect()
+        self.sql = (f"SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, auction, count(*) AS n, "
+                    f"sum(price) AS total, max(price) AS top FROM read_parquet('{self.path}') GROUP BY ALL")
+
+    def teardown(self):
+        self.con.close()
+
+    def time_query(self):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_windows_emitted(self):
+        return self.con.sql(self.sql).to_arrow_table().num_rows
 
     track_windows_emitted.unit = "rows"
 
