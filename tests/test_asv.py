@@ -49,6 +49,15 @@ def small_sizes(monkeypatch):
     monkeypatch.setenv(SMALL_ENV, "1")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_running():
+    """Shut down the local Ray the scale-out benchmarks start (asv gets a process per benchmark; we don't)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 # ----------------------------------------------------------------------------- discovery
 
 def _short(module) -> str:

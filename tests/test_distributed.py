@@ -21,10 +21,21 @@ from laminar_jit.distributed import coordinator
 DELAY = 200
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def _start_ray():
+    """A fresh two-CPU local Ray for this module.
+
+    Another test module in the same pytest worker (the asv smoke test runs the
+    scale-out benchmark) may have left a connection open; start from a clean one.
+    """
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              object_store_memory=512 << 20)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    _start_ray()
     yield
     ray.shutdown()
 
@@ -220,8 +231,7 @@ def test_bad_cluster_address_gives_a_clear_error():
         with pytest.raises(lj.ClusterError, match="not host:port"):
             lj.run(dag, {"s": _events(10, 0)}, sinks, parallelism=2, address="nowhere")
     finally:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 object_store_memory=512 << 20)
+        _start_ray()
 
 
 JOB = '''
