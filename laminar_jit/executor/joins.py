@@ -225,7 +225,7 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
     level_tables = _key_table_names(n["all"], len(key_cols))
     for level, kc in enumerate(key_cols[1:]):
         kt = ", ".join(level_tables[level])
-        key_lines.append(f"    k = np.int64(ht_find_or_insert({kt}, k, np.int64({_value(kc, gen, b, names, 'i')})))")
+        key_lines.append(f"    k = ht_find_or_insert({kt}, k, np.int64({_value(kc, gen, b, names, 'i')}))")
     key_code = "\n        ".join(key_lines)
 
     stores = []

@@ -42,6 +42,9 @@ import numpy as np
 
 from .._jit import JIT_DISABLED
 from .._types import arrow_to_numpy_dtype
+from ..kernels import hashtable as _ht
+from ..kernels import joins as _joins
+from .inlining import inline_calls
 from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, boundary_joins, generate, plan_nodes
 
 __all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
@@ -182,6 +185,12 @@ WM_MAX = 9223372036854775807
 '''
 
 
+#: Per-row kernels whose statement-level calls plans write out in place (see :mod:`.inlining`).
+_INLINED = {name: getattr(module, name) for module, names in (
+    (_ht, ("ht_find", "ht_find_or_insert", "ht_delete")),
+    (_joins, ("row_alloc", "chain_insert", "asof_prune"))) for name in names}
+
+
 def _render(gen: Gen, source: str, cacheable: bool) -> str:
     args = ["n"]
     for vals, valid in gen.src_args.values():
@@ -196,7 +205,10 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
         parts.append(f"    {ALL_ROWS} = identity(n)")
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
-    return "\n".join(parts)
+    text, imports = inline_calls("\n".join(parts), _INLINED)
+    extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
+    head, sep, rest = text.partition("\nWM_MIN = ")
+    return head + extra + sep + rest
 
 
 def _ancestors(dag, nid: int) -> set[int]:

@@ -204,7 +204,7 @@ def _key_code(gen, b: Binding, names: dict, key_cols: list, state_names: list[st
     level_tables = _key_table_names(state_names, len(key_cols))
     for level, expr in enumerate(comp[1:]):
         kt = level_tables[level]
-        key_lines.append(f"k = np.int64(ht_find_or_insert({', '.join(kt)}, k, {expr}))")
+        key_lines.append(f"k = ht_find_or_insert({', '.join(kt)}, k, {expr})")
     return "\n        ".join(key_lines)
 
 

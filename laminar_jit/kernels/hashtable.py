@@ -46,6 +46,7 @@ __all__ = [
     "ht_delete",
     "ht_find",
     "ht_find_or_insert",
+    "ht_insert_at",
     "ht_lookup_many",
     "ht_rehash",
     "ht_upsert",
@@ -110,14 +111,16 @@ def ht_find(buckets, keys, k0, k1):
     """The slot of key ``(k0, k1)``, or -1 when it is absent."""
     mask = buckets.size - 1
     i = _home(k0, k1, mask)
+    slot = np.int64(-1)
     for _ in range(buckets.size):
         s = buckets[i]
         if s == -1:
-            return np.int64(-1)
+            break
         if keys[s, 0] == k0 and keys[s, 1] == k1:
-            return np.int64(s)
+            slot = np.int64(s)
+            break
         i = (i + 1) & mask
-    return np.int64(-1)
+    return slot
 
 
 @njit(inline="always")
@@ -132,6 +135,21 @@ def _take_slot(meta, free, slot_cap):
         return np.int64(-1)
     meta[1] = high_water + 1
     return high_water
+
+
+@njit(inline="always")
+def ht_insert_at(buckets, keys, meta, free, bucket, k0, k1):
+    """Insert ``(k0, k1)`` into the empty ``bucket`` a probe stopped at; its slot, or -1 if none is free.
+
+    The rare half of :func:`ht_find_or_insert`, kept a call when plans write the probe out.
+    """
+    slot = _take_slot(meta, free, keys.shape[0])
+    if slot >= 0:
+        keys[slot, 0] = k0
+        keys[slot, 1] = k1
+        buckets[bucket] = slot
+        meta[0] += 1
+    return slot
 
 
 # inline="always": inlined at Numba's IR level into the caller's loop. A plain
@@ -170,22 +188,22 @@ def ht_find_or_insert(buckets, keys, meta, free, k0, k1):
     The hot path of every keyed loop, so it is :func:`ht_upsert` without the
     ``inserted`` flag and without a probe bound: the capacity contract (load
     at most 0.5, kept by :meth:`KeyTable.reserve`) guarantees an empty bucket.
+    Plans write its body out in their row loops (see
+    :mod:`laminar_jit.executor.inlining`), hence the single exit.
     """
     mask = buckets.size - 1
     i = _home(k0, k1, mask)
+    slot = np.int64(-1)
     while True:
         s = buckets[i]
         if s == -1:
             break
         if keys[s, 0] == k0 and keys[s, 1] == k1:
-            return np.int64(s)
+            slot = np.int64(s)
+            break
         i = (i + 1) & mask
-    slot = _take_slot(meta, free, keys.shape[0])
-    if slot >= 0:
-        keys[slot, 0] = k0
-        keys[slot, 1] = k1
-        buckets[i] = slot
-        meta[0] += 1
+    if slot < 0:
+        slot = ht_insert_at(buckets, keys, meta, free, i, k0, k1)
     return slot
 
 
@@ -196,42 +214,42 @@ def ht_delete(buckets, keys, meta, free, slot):
     The rest of the probe run is shifted back over the hole (an entry moves
     when the hole lies cyclically between its home bucket and its position),
     so lookups never need tombstones. Returns False, changing nothing, when
-    ``slot`` is not live (out of range or already deleted).
+    ``slot`` is not live (out of range or already deleted). Single exit, so
+    plans can write it out in place (see :mod:`laminar_jit.executor.inlining`).
     """
-    if slot < 0 or slot >= meta[1]:
-        return False
     mask = buckets.size - 1
-    hole = _home(keys[slot, 0], keys[slot, 1], mask)
     found = False
-    for _ in range(buckets.size):
-        s = buckets[hole]
-        if s == -1:
-            break
-        if s == slot:
-            found = True
-            break
-        hole = (hole + 1) & mask
-    if not found:
-        return False
-    j = hole
-    for _ in range(buckets.size):
-        j = (j + 1) & mask
-        s = buckets[j]
-        if s == -1:
-            break
-        home = _home(keys[s, 0], keys[s, 1], mask)
-        # Distance from home to j is at least the distance from the hole to j:
-        # the hole is on the entry's probe path, so the entry may fill it.
-        if ((j - home) & mask) >= ((j - hole) & mask):
-            buckets[hole] = s
-            hole = j
-    buckets[hole] = -1
-    keys[slot, 0] = 0
-    keys[slot, 1] = 0
-    free[meta[2]] = slot
-    meta[2] += 1
-    meta[0] -= 1
-    return True
+    hole = np.int64(0)
+    if slot >= 0 and slot < meta[1]:
+        hole = _home(keys[slot, 0], keys[slot, 1], mask)
+        for _ in range(buckets.size):
+            s = buckets[hole]
+            if s == -1:
+                break
+            if s == slot:
+                found = True
+                break
+            hole = (hole + 1) & mask
+    if found:
+        j = hole
+        for _ in range(buckets.size):
+            j = (j + 1) & mask
+            s = buckets[j]
+            if s == -1:
+                break
+            home = _home(keys[s, 0], keys[s, 1], mask)
+            # Distance from home to j is at least the distance from the hole to j:
+            # the hole is on the entry's probe path, so the entry may fill it.
+            if ((j - home) & mask) >= ((j - hole) & mask):
+                buckets[hole] = s
+                hole = j
+        buckets[hole] = -1
+        keys[slot, 0] = 0
+        keys[slot, 1] = 0
+        free[meta[2]] = slot
+        meta[2] += 1
+        meta[0] -= 1
+    return found
 
 
 @njit
@@ -372,3 +390,4 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
                 h1 = mix64(np.int64(h1))
         out_codes[i] = code
     return added
+
