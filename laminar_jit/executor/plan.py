@@ -44,8 +44,8 @@ from .._jit import JIT_DISABLED
 from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
-from .inlining import inline_calls
 from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, boundary_joins, generate, plan_nodes
+from .inlining import inline_calls
 
 __all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
 
