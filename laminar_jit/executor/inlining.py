@@ -30,6 +30,20 @@ from functools import lru_cache
 __all__ = ["inline_calls"]
 
 
+class _Substitute(ast.NodeTransformer):
+    def __init__(self, names: dict[str, ast.expr]):
+        self.names = names
+
+    def visit_Name(self, node: ast.Name):
+        new = self.names.get(node.id)
+        if new is None:
+            return node
+        new = copy.deepcopy(new)
+        if isinstance(new, ast.Name):
+            new.ctx = node.ctx
+        return ast.copy_location(new, node)
+
+
 class _Kernel:
     """A parsed kernel: parameters, body without docstring and final return, the returned expression."""
 
@@ -48,7 +62,6 @@ class _Kernel:
         self.module = fn.__module__
         self.globals = fn.__globals__
         self.params = [a.arg for a in tree.args.args]
-        self.body = body
         stored = {n.id for stmt in body for n in ast.walk(stmt)
                   if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         self.assigned_params = stored & set(self.params)
@@ -63,6 +76,19 @@ class _Kernel:
                           and not (isinstance(self.globals[name], int) and abs(self.globals[name]) >= 2**62)}
         self.imports = sorted((self.module, name) for name in free - set(self.constants)
                               if name in self.globals and name != "np")
+        # The body as text once, with a marker for each name an expansion fills in
+        # (a local gets the expansion's prefix, a parameter its argument).
+        self.marks = {f"__lj{j}__": name for j, name in enumerate(sorted(self.locals | set(self.params)))}
+        names: dict[str, ast.expr] = {name: ast.Name(mark) for mark, name in self.marks.items()}
+        names.update({name: ast.Constant(value) for name, value in self.constants.items()})
+        sub = _Substitute(names)
+        self.body_text = "\n".join(ast.unparse(sub.visit(stmt)) for stmt in body)
+        self.result_text = None if self.result is None else ast.unparse(sub.visit(self.result))
+        self.mark_pattern = re.compile("|".join(re.escape(mark) for mark in self.marks) or "(?!)")
+
+    def fill(self, text: str, names: dict[str, str]) -> str:
+        """``text`` (the body or result template) with every marker replaced by ``names[name]``."""
+        return self.mark_pattern.sub(lambda m: names[self.marks[m.group(0)]], text)
 
 
 @lru_cache(maxsize=None)
@@ -70,36 +96,20 @@ def _kernel(dispatcher) -> _Kernel:
     return _Kernel(dispatcher)
 
 
-class _Substitute(ast.NodeTransformer):
-    def __init__(self, names: dict[str, ast.expr]):
-        self.names = names
-
-    def visit_Name(self, node: ast.Name):
-        new = self.names.get(node.id)
-        if new is None:
-            return node
-        new = copy.deepcopy(new)
-        if isinstance(new, ast.Name):
-            new.ctx = node.ctx
-        return ast.copy_location(new, node)
-
-
 def _expand(kernel: _Kernel, args: list[ast.expr], out: str | None, prefix: str) -> list[str]:
-    names: dict[str, ast.expr] = {name: ast.Name(f"{prefix}{name}") for name in kernel.locals}
-    names.update({name: ast.Constant(value) for name, value in kernel.constants.items()})
+    names = {name: f"{prefix}{name}" for name in kernel.locals}
     lines = []
     for param, arg in zip(kernel.params, args):
         simple = isinstance(arg, ast.Constant) or (isinstance(arg, ast.Name) and arg.id != out)
         if simple and param not in kernel.assigned_params:
-            names[param] = arg
+            names[param] = ast.unparse(arg)
         else:  # evaluated once, into a local of the expansion
             lines.append(f"{prefix}{param} = {ast.unparse(arg)}")
-            names[param] = ast.Name(f"{prefix}{param}")
-    sub = _Substitute(names)
-    for stmt in kernel.body:
-        lines += ast.unparse(sub.visit(copy.deepcopy(stmt))).split("\n")
-    if kernel.result is not None and out is not None:
-        lines.append(f"{out} = {ast.unparse(sub.visit(copy.deepcopy(kernel.result)))}")
+            names[param] = f"{prefix}{param}"
+    if kernel.body_text:
+        lines += kernel.fill(kernel.body_text, names).split("\n")
+    if kernel.result_text is not None and out is not None:
+        lines.append(f"{out} = {kernel.fill(kernel.result_text, names)}")
     return lines
 
 
