@@ -71,7 +71,8 @@ def test_inlined_table_calls_behave_like_the_kernels():
 
 
 def test_other_calls_are_left_alone():
-    source = "x = ht_find(b, k, k0=1, k1=2)\ny = 1 + ht_find(b, k, 1, 2)\nz = other(1)\n"
+    source = ("x = ht_find(b, k, k0=1, k1=2)\ny = 1 + ht_find(b, k, 1, 2)\nz = other(1)\n"
+              "w = ht_find(b, k, 1, 2) + ht_find(b, k, 3, 4)\n")
     text, imports = inline_calls(source, plan_module._INLINED)
     assert text == source and not imports
 

@@ -140,7 +140,8 @@ def inline_calls(source: str, kernels: dict) -> tuple[str, set[tuple[str, str]]]
         m = _CALL.match(line)
         kernel = _kernel(kernels[m["fn"]]) if m and m["fn"] in kernels else None
         call = ast.parse(m["call"], mode="eval").body if kernel else None
-        if kernel is None or call.keywords or len(call.args) != len(kernel.params) \
+        if kernel is None or not isinstance(call, ast.Call) or call.keywords \
+                or len(call.args) != len(kernel.params) \
                 or any(isinstance(a, ast.Starred) for a in call.args):
             lines.append(line)
             continue
