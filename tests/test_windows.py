@@ -237,6 +237,39 @@ def test_window_output_flows_into_stateless_operators():
     assert pl.from_arrow(out["out"]).equals(want, null_equal=True)
 
 
+def test_sliding_windows_into_a_keyed_window_with_room_for_every_fan_out():
+    """Each (key, pane) entry falls in size/slide windows: when they all fire at once, the
+    downstream window gets that many rows per entry and must have room for their keys."""
+    keys = 3_000
+    dag = (lj.DagBuilder()
+           .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("w", lj.SlidingWindow(size=SIZE, slide=100, key="auction", aggs={"n": lj.count()}))
+           .operator("per_slide", lj.TumblingWindow(size=100, key="auction", aggs={"m": lj.sum("n")},
+                                                    allowed_lateness=SIZE))
+           .connect("bids", "w").connect("w", "per_slide").sink_for("per_slide", "out").build())
+    ts = np.arange(keys, dtype=np.int64) % 50
+    _, out = run(dag, [pa.table({"ts": ts, "auction": np.arange(keys), "price": np.ones(keys), "ch": ["a"] * keys},
+                                schema=SCHEMA)])
+    got = pl.from_arrow(out["out"])
+    assert got.height == keys * SIZE // 100  # ten windows per key, one row each in the downstream window
+    assert got["m"].to_list() == [1] * got.height
+    assert got.select("window_start", "auction").is_unique().all()
+
+
+def test_sliding_state_frees_panes_and_entries():
+    ex = lj.DagExecutor(window_dag(delay=0, slide=250))
+    state = ex._states[ex.dag.node("w").id]
+    for i in range(40):
+        ts = np.arange(1_000, dtype=np.int64) + i * 1_000
+        ex.process_batch("bids", {"ts": ts, "auction": ts // 10 + i * 100_000, "price": np.ones(1_000),
+                                  "ch": ["a"] * 1_000})
+        ex.take_sink_outputs("out")
+    assert len(state) <= 500 and len(state.panes) <= 6  # about a window's worth, not the run's
+    assert state.table.slot_capacity <= 4_096
+    free = state.table.meta[1] - state.table.meta[0]  # every freed entry left its pane's list
+    assert (state.fields[-1][1][state.table.free[:free]] == -1).all()
+
+
 def test_state_stays_bounded_with_rotating_keys():
     ex = lj.DagExecutor(window_dag(delay=0))
     state = ex._states[ex.dag.node("w").id]

@@ -136,6 +136,8 @@ class Gen:
     boundaries: list = field(default_factory=list)
     #: Per join node: its late rows per port (bindings over the port's input), for late sinks.
     join_late: dict = field(default_factory=dict)
+    #: Per sliding window node: the source column its event time is, or None when computed.
+    sliding_times: dict = field(default_factory=dict)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:

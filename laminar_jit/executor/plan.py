@@ -89,9 +89,11 @@ class SourcePlan:
     #: Most copies of one source row that can reach a node (paths through
     #: multicasts that re-join); bounds the new keys a batch can create.
     max_paths: int = 1
-    #: (slide, phase) of sliding windows the source feeds: a window becomes due
-    #: when the watermark reaches ``phase + k * slide``. A batch is cut where its
-    #: running watermark crosses one, so no window becomes due mid-call.
+    #: (slide, phase, lateness, event-time source column or None) of sliding
+    #: windows the source feeds: a window becomes due when the watermark
+    #: reaches ``phase + k * slide``. A batch is cut where its running
+    #: watermark crosses one and a later row may fall in the window made due,
+    #: so no window becomes due mid-call (see ``DagExecutor._cut_at_due_windows``).
     due_grids: list = None
     #: For each stateful node, the stateful nodes upstream of it (their open
     #: entries bound how many rows they can emit into it in one call).
@@ -153,7 +155,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
         x = dag.nodes[nid].bound.extra
         if "slide" in x and x["slide"] != x["size"]:
-            grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"]))
+            grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"], x["lateness"],
+                          gen.sliding_times[nid]))
     # rows of boundary joins leave the step, so they never reach a stateful node in it
     reach = set(plan_nodes(dag, source)) - boundary_joins(dag)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
@@ -175,7 +178,7 @@ import numpy as np
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark
-from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
+from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert, mix64
 from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_side, reserve_pairs, row_alloc

@@ -126,6 +126,11 @@ def generate_window(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> t
     size, offset = x["size"], x["offset"]
     slide = x.get("slide", size)
     pane = x.get("pane", size)
+    sliding = slide != size
+    if sliding:
+        gen.sliding_times[nid] = ts_col.name if ts_col.kind == "src" else None
+    live = f"live = {state_names[2]}[0]" if sliding else ""
+    link = _sliding_link(nid, state_names[2]) if sliding else ""
     gen.funcs.append(f'''
 @njit
 def window_{nid}_update({params}):
@@ -139,6 +144,8 @@ def window_{nid}_update({params}):
     prev_k = np.int64(0)
     prev_ws = np.int64(0)
     prev_s = np.int64(-1)
+    {"pslot = np.int64(-1)" if sliding else ""}
+    {"pane_ws = np.int64(0)" if sliding else ""}
     {loop}
         t = {_value(ts_col, gen, b, names, "i")}
         ws = ((t - {offset}) // {pane}) * {pane} + {offset}  # the row's pane (= window when tumbling)
@@ -152,7 +159,9 @@ def window_{nid}_update({params}):
         if prev_s >= 0 and k == prev_k and ws == prev_ws:
             s = prev_s
         else:
+            {live}
             s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
+            {link}
             prev_k, prev_ws, prev_s = k, ws, s
         if ws < low:
             low = ws
@@ -402,40 +411,91 @@ def _watermark_bounds(gen, node, reach_set) -> None:
             gen.emit(f"cap_{nid} = wm[{u}]", 2)
 
 
-def _merge_into_scratch(aggs, fields_by_agg) -> list[str]:
-    """Blueprint merge templates folding slot ``s`` into scratch arrays ``t<j>_<field>[0]``."""
+def _merge_into_scratch(aggs, fields_by_agg, dst: str = "0") -> list[str]:
+    """Blueprint merge templates folding slot ``s`` into scratch arrays ``t<j>_<field>[dst]``."""
     lines = []
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         tokens = {f"f_{field}": f"@{field}@" for field, _, _ in agg.blueprint.fields}
         code = agg.blueprint.merge.format(**tokens)
         for field, _, _ in agg.blueprint.fields:
-            code = code.replace(f"@{field}@[d]", f"t{j}_{field}[0]").replace(f"@{field}@[a]", f"{fnames['f_' + field]}[s]")
+            code = code.replace(f"@{field}@[d]", f"t{j}_{field}[{dst}]").replace(f"@{field}@[a]", f"{fnames['f_' + field]}[s]")
         lines.append(code)
     return lines
 
 
+def _sliding_names(nid: int) -> dict:
+    """Generated names of the arrays only sliding windows keep (see :class:`WindowState`)."""
+    return {name: f"st{nid}_{name}" for name in ("pnext", "pbuckets", "pkeys", "pmeta", "pfree", "phead", "pcount")}
+
+
+def _sliding_link(nid: int, meta: str) -> str:
+    """Update-loop code putting a new (key, pane) entry ``s`` on its pane's list.
+
+    ``live`` is the table's entry count before the probe that returned ``s``;
+    rows mostly arrive in time order, so the pane of the previous new entry is
+    usually this one's and its slot in the pane table is reused.
+    """
+    n = _sliding_names(nid)
+    return f"""if {meta}[0] != live:  # a new (key, pane) entry
+                if pslot < 0 or ws != pane_ws:
+                    pane_ws = ws
+                    pslot = ht_find_or_insert({n['pbuckets']}, {n['pkeys']}, {n['pmeta']}, {n['pfree']}, ws, 0)
+                {n['pnext']}[s] = {n['phead']}[pslot]
+                {n['phead']}[pslot] = s
+                {n['pcount']}[pslot] += 1"""
+
+
 def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane, offset, lateness):
-    """Emit due sliding windows by merging their panes per key (two pointers over sorted panes)."""
+    """Emit due sliding windows: walk the lists of each window's panes, merging entries per key group.
+
+    Only the panes of due windows are visited (no scan or sort of all open
+    entries); a key's panes are merged in pane order, as a row-at-a-time
+    evaluation would. Output is ordered by (window start, key).
+    """
     nid = node.id
     buckets, keys, meta, free, aux = state_names[:5]
+    n = _sliding_names(nid)
     scratch_alloc, scratch_init = [], []
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         for field, _, init in agg.blueprint.fields:
-            scratch_alloc.append(f"    t{j}_{field} = np.empty(1, {fnames['f_' + field]}.dtype)")
-            scratch_init.append(f"t{j}_{field}[0] = {_literal(init)}")
+            scratch_alloc.append(f"    t{j}_{field} = np.empty(cap, {fnames['f_' + field]}.dtype)")
+            scratch_init.append(f"t{j}_{field}[o] = {_literal(init)}")
     scratch_fields = [{f"f_{field}": f"t{j}_{field}" for field, _, _ in agg.blueprint.fields}
                       for j, (_, agg) in enumerate(aggs)]
-    allocs, final, rets = _finalizers(node, aggs, scratch_fields, slot_expr="0")
-    merges = _merge_into_scratch(aggs, fields_by_agg)
-    resets = _resets(aggs, fields_by_agg)
-    body_emit = "\n".join(_indent(x, 24) for x in scratch_init)
-    body_merge = "\n".join(_indent(x, 28) for x in merges)
-    body_final = "\n".join(_indent(x, 24) for x in final)
+    allocs, final, rets = _finalizers(node, aggs, scratch_fields, slot_expr="o")
+    allocs = allocs.replace("(cnt,", "(cap,")
+
+    def windows(body: str) -> str:
+        # every window in [start, last] holding an open pane: panes pst[lo:hi]
+        return f"""    lo = 0
+    hi = 0
+    ws = start
+    if c > 0:
+        w = ((pst[0] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
+        if w > ws:
+            ws = w
+    while c > 0 and ws <= last:
+        while hi < c and pst[hi] < ws + {size}:
+            hi += 1
+        while lo < hi and pst[lo] < ws:
+            lo += 1
+        if lo < hi:
+{body}
+            ws += {slide}
+        elif hi >= c:
+            break
+        else:  # no open pane in this window: jump to the first window holding the next one
+            w = ((pst[hi] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
+            ws = w if w > ws else ws + {slide}"""
+
+    merges = "\n".join(_indent(x, 20) for x in _merge_into_scratch(aggs, fields_by_agg, dst="o"))
+    inits = "\n".join(_indent(x, 24) for x in scratch_init)
+    finals = "\n".join(_indent(x, 16) for x in final)
+    resets = "\n".join(_indent(x, 20) for x in _resets(aggs, fields_by_agg))
     gen.funcs.append(f'''
 @njit
 def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     """Sliding window node {nid}: emit due windows (size {size}, slide {slide}) by merging panes of {pane}."""
-{chr(10).join(scratch_alloc)}
     start = 1
     last = 0
     due = WM_MIN  # start of the last window the watermark has made due, data or not
@@ -449,79 +509,87 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
         if top < last:
             last = top
     do_fire = start <= last
+    # the open panes by start (few: the span of open windows over the pane length)
+    m = {n['pmeta']}[0] if do_fire else 0
+    pst = np.empty(m, np.int64)
+    psl = np.empty(m, np.int64)
     c = 0
-    m = {meta}[0] if do_fire else 0
-    sl = np.empty(m, np.int32)
-    kk = np.empty(m, np.int64)
-    pp = np.empty(m, np.int64)
     if do_fire:
-        for bkt in range({buckets}.size):
-            s = {buckets}[bkt]
-            if s >= 0:
-                sl[c] = s
-                kk[c] = {keys}[s, 0]
-                pp[c] = {keys}[s, 1]
+        for bkt in range({n['pbuckets']}.size):
+            q = {n['pbuckets']}[bkt]
+            if q >= 0:
+                pst[c] = {n['pkeys']}[q, 0]
+                psl[c] = q
                 c += 1
-    order = argsort_pairs(kk[:c], pp[:c])
-    cnt = 0
-    win_start = np.empty(0, np.int64)
-    key = np.empty(0, np.int64)
+    po = np.argsort(pst)
+    pst = pst[po]
+    psl = psl[po]
+    cap = 0  # output rows are at most the entries of each due window's panes
+    widest = 0
+{windows(f"""            here = 0
+            for pi in range(lo, hi):
+                here += {n['pcount']}[psl[pi]]
+            cap += here
+            if here > widest:
+                widest = here""")}
+    win_start = np.empty(cap, np.int64)
+    key = np.empty(cap, np.int64)
+    bucket_of = np.empty(cap, np.int64)
+    # a window's keys -> their output rows: open addressing, at most half full
+    hmask = 15
+    while hmask + 1 < 2 * widest:
+        hmask = 2 * hmask + 1
+    hkey = np.empty(hmask + 1, np.int64)
+    hrow = np.full(hmask + 1, -1, np.int64)
+{chr(10).join(scratch_alloc)}
 {_indent(allocs, 4)}
-    for phase in range(2):  # count, then fill
-        if phase == 1:
-            win_start = np.empty(cnt, np.int64)
-            key = np.empty(cnt, np.int64)
-{_indent(allocs, 12)}
-        cnt = 0
-        run0 = 0
-        while run0 < c:
-            k = kk[order[run0]]
-            run1 = run0
-            while run1 < c and kk[order[run1]] == k:
-                run1 += 1
-            ws = ((pp[order[run0]] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
-            if ws < start:
-                ws = start
-            lo = run0
-            hi = run0
-            while ws <= last:
-                while hi < run1 and pp[order[hi]] < ws + {size}:
-                    hi += 1
-                while lo < hi and pp[order[lo]] < ws:
-                    lo += 1
-                if lo < hi:
-                    if phase == 1:
+    cnt = 0
+{windows(f"""            w0 = cnt
+            for pi in range(lo, hi):
+                s = {n['phead']}[psl[pi]]
+                while s >= 0:
+                    kv = {keys}[s, 0]
+                    h = np.int64(mix64(kv) & np.uint64(hmask))
+                    while hrow[h] >= 0 and hkey[h] != kv:
+                        h = (h + 1) & hmask
+                    o = hrow[h]
+                    if o < 0:  # the key's first pane in this window: its output row
                         o = cnt
-{body_emit}
-                        for idx in range(lo, hi):
-                            s = sl[order[idx]]
-{body_merge}
+                        cnt += 1
+                        hrow[h] = o
+                        hkey[h] = kv
+                        bucket_of[o] = h
                         win_start[o] = ws
-                        key[o] = k
-{body_final}
-                    cnt += 1
-                    ws += {slide}
-                elif hi >= run1:
-                    break
-                else:  # no pane of this key in the window: jump to the next window holding one
-                    nxt = ((pp[order[hi]] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
-                    ws = nxt if nxt > ws else ws + {slide}
-            run0 = run1
-    srt = argsort_pairs(win_start, key)
+                        key[o] = kv
+{inits}
+{merges}
+                    s = {n['pnext']}[s]
+            for o in range(w0, cnt):
+                hrow[bucket_of[o]] = -1
+{finals}""")}
+    srt = argsort_pairs(win_start[:cnt], key[:cnt])
     win_start = win_start[srt]
     key = key[srt]
     win_end = win_start + {size}
     key_valid = key != {_NULL_KEY}
     {", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))} = {", ".join(f"r{j}[srt], rv{j}[srt]" for j in range(len(aggs)))}
-    if do_fire:  # free panes all of whose windows are now emitted
+    if do_fire:  # free the panes all of whose windows are now emitted, with their entries
         low = WM_MAX
         high = WM_MIN
-        for idx in range(c):
-            s = sl[idx]
-            ps = pp[idx]
+        for pi in range(c):
+            ps = pst[pi]
+            q = psl[pi]
             if ((ps - {offset}) // {slide}) * {slide} + {offset} <= last:
-{chr(10).join(_indent(x, 16) for x in resets)}
-                ht_delete({buckets}, {keys}, {meta}, {free}, s)
+                s = {n['phead']}[q]
+                while s >= 0:
+                    nxt = {n['pnext']}[s]
+{resets}
+                    {n['pnext']}[s] = -1
+                    ht_delete({buckets}, {keys}, {meta}, {free}, s)
+                    s = nxt
+                {n['phead']}[q] = -1
+                {n['pcount']}[q] = 0
+                ht_delete({n['pbuckets']}, {n['pkeys']}, {n['pmeta']}, {n['pfree']}, q)
             else:
                 if ps < low:
                     low = ps

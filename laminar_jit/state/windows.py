@@ -13,11 +13,19 @@ _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
 
 
+def _is_sliding(extra: dict) -> bool:
+    """Whether a bound window operator's ``extra`` describes sliding windows (``slide < size``)."""
+    return "slide" in extra and extra["slide"] != extra["size"]
+
+
 class WindowState:
     """Per-node window state, owned by the executor, passed to the compiled step.
 
     Session windows key the table by ``(key, session serial number)`` instead
-    and add per-slot bounds plus a per-key list of open sessions.
+    and add per-slot bounds plus a per-key list of open sessions. Sliding
+    windows key it by ``(key, pane start)`` and add a list per open pane
+    (``pnext`` per slot; a small table of pane starts with each list's head
+    and length), which a fire walks for the panes of the windows it emits.
 
     Open windows live in a :class:`KeyTable` keyed by ``(key, window_start)``;
     each aggregate keeps its blueprint's fields as per-slot arrays. Firing a
@@ -34,6 +42,11 @@ class WindowState:
 
     def __init__(self, bound, capacity: int = 1024):
         self.session = "gap" in bound.extra
+        #: Sliding windows (``slide < size``) key the table by ``(key, pane start)`` and thread
+        #: each pane's entries on a list, so a fire visits only the panes of the due windows.
+        self.sliding = _is_sliding(bound.extra)
+        #: Windows one entry can fall in (the fan-out of a pane when windows fire).
+        self.windows_per_entry = -(-bound.extra["size"] // bound.extra["slide"]) if self.sliding else 1
         #: Rows an open entry emits when it fires: one per window, up to n for a TopN, and none for a
         #: Dedup (it passes input rows on and emits nothing of its own).
         self.rows_per_entry = 0 if bound.extra.get("dedup") else bound.extra.get("topn", 1)
@@ -69,6 +82,13 @@ class WindowState:
             for j, (_, dtype) in enumerate(bound.extra["payload"]):
                 self.fields.append((f"t_c{j}", np.zeros((cap, n), np.int64 if dtype is None else dtype), 0))
                 self.fields.append((f"t_v{j}", np.zeros((cap, n), np.bool_), False))
+        if self.sliding:
+            # per (key, pane) entry: the next entry of the same pane; per open pane (a width-1
+            # table by pane start): the head of its list of entries and their number
+            self.fields.append(("pnext", np.full(self.table.slot_capacity, -1, np.int64), -1))
+            self.panes = KeyTable(width=1, capacity=16)
+            self.pane_arrays = [("phead", np.full(self.panes.slot_capacity, -1, np.int64), -1),
+                                ("pcount", np.zeros(self.panes.slot_capacity, np.int64), 0)]
 
     def __len__(self) -> int:
         """Open (key, window) entries."""
@@ -76,7 +96,7 @@ class WindowState:
 
     def max_emit(self, rows: int) -> int:
         """Rows one call can emit (each open entry fires at most once; ``rows`` does not matter)."""
-        return len(self.table) * self.rows_per_entry
+        return len(self.table) * self.rows_per_entry * self.windows_per_entry
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
@@ -86,6 +106,9 @@ class WindowState:
         if self.session and self.heads.headroom < extra:
             self.heads.reserve(extra)
             self.head = self.heads.grow_slots(self.head, -1)
+        if self.sliding and self.panes.headroom < extra:
+            self.panes.reserve(extra)
+            self.pane_arrays = [(name, self.panes.grow_slots(arr, init), init) for name, arr, init in self.pane_arrays]
         if self.table.headroom >= extra:
             return
         self.table.reserve(extra)
@@ -101,7 +124,10 @@ class WindowState:
             out += [arr for _, arr, _ in self.fields[3:]]
         else:
             out += [arr for _, arr, _ in self.fields]
-        for k in self.key_tables:
+        if self.sliding:
+            p = self.panes
+            out += [p.buckets, p.keys, p.meta, p.free] + [arr for _, arr, _ in self.pane_arrays]
+        for k in self.key_tables:  # last: generated code finds them at the end
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
 
@@ -117,6 +143,10 @@ class WindowState:
             out["head"] = self.head[: self.heads.high_water].copy()
         for level, table in enumerate(self.key_tables):
             put_table(out, f"keys{level}", table)
+        if self.sliding:
+            put_table(out, "panes", self.panes)
+            for name, arr, _ in self.pane_arrays:
+                out[name] = arr[: self.panes.high_water].copy()
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -137,6 +167,10 @@ class WindowState:
             heads = take_table(arrays, "heads")
             self.head = take_slots(arrays, "head", self.head, heads, -1)
             self.heads = heads
+        if self.sliding:
+            panes = take_table(arrays, "panes")
+            pane_arrays = [(name, take_slots(arrays, name, arr, panes, init), init) for name, arr, init in self.pane_arrays]
+            self.panes, self.pane_arrays = panes, pane_arrays
         self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
 
     @staticmethod
@@ -151,6 +185,10 @@ class WindowState:
         if "topn" in bound.extra:
             names += [f"st{node_id}_t_count", f"st{node_id}_t_seq"]
             names += [f"st{node_id}_t_{kind}{j}" for j in range(len(bound.extra["payload"])) for kind in "cv"]
+        sliding = _is_sliding(bound.extra)
+        if sliding:
+            names.append(f"st{node_id}_pnext")
+            names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count")]
         for level in range(len(bound.extra["keys"]) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
