@@ -338,3 +338,39 @@ def test_composite_keys_of_integers_and_strings():
                               ch, auction, count(*) AS n, max(price) AS hi FROM t GROUP BY ALL""").pl()
     cols = got.columns
     assert got.sort(cols[:4], nulls_last=True).equals(want.sort(cols[:4], nulls_last=True), null_equal=True)
+
+
+def _due_cuts_reference(ts, wm0, delay, grids):
+    """numpy: rows where a grid's epoch changes and (when checked) a later row is before the made-due end."""
+    before = np.empty(ts.size, np.int64)
+    before[0] = wm0
+    before[1:] = np.maximum(np.maximum.accumulate(ts[:-1]) - delay, wm0)
+    later = np.minimum.accumulate(ts[::-1])[::-1]
+    cuts = np.zeros(ts.size, np.bool_)
+    for slide, phase, lateness, check in grids:
+        epoch = (before - phase) // slide
+        if wm0 == np.iinfo(np.int64).min:
+            epoch[0] = np.iinfo(np.int64).min
+        due = epoch[1:] != epoch[:-1]
+        if check:
+            due &= later[1:] < phase + epoch[1:] * slide - lateness
+        cuts[1:] |= due
+    return np.flatnonzero(cuts)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_due_cuts_kernel_matches_numpy(seed):
+    from laminar_jit.kernels.watermarks import due_cuts
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 3_000))
+    ts = np.arange(n, dtype=np.int64) * 3 + rng.integers(0, 400, n)
+    grids = np.array([(200, int(rng.integers(0, 200)), int(rng.integers(0, 300)), int(rng.integers(0, 2))),
+                      (150, 20, 0, 1)], np.int64)[: 1 + seed % 2]
+    wm0 = np.iinfo(np.int64).min if seed % 3 == 0 else int(ts[0]) - 500
+    delay = int(rng.integers(0, 500))
+    want = _due_cuts_reference(ts, wm0, delay, grids)
+    assert due_cuts(ts, wm0, delay, grids, n).tolist() == want.tolist()
+    # a piece length adds cuts so that no piece is longer
+    bounds = [0, *due_cuts(ts, wm0, delay, grids, 100).tolist(), n]
+    assert set(want.tolist()) <= set(bounds) and max(np.diff(bounds)) <= 100

@@ -189,12 +189,13 @@ def column_view(col: pa.Array, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]
 class SinkBuffer:
     """Rows a sink received, turned into Arrow lazily for small batches.
 
-    Large outputs are materialized at once (one Arrow ``take`` for non-numeric
-    columns, numpy arrays wrapped without copies). Outputs of small batches are
-    only *recorded* — the batch, the selected rows and the compiled step's
-    gathered arrays — and coalesced into one RecordBatch when enough rows are
-    pending or the sink is drained: the fixed cost of building Arrow objects is
-    paid per thousands of rows, not per batch.
+    Large outputs of large batches are materialized at once (one Arrow
+    ``take`` for non-numeric columns, numpy arrays wrapped without copies).
+    Small outputs (a filter that keeps few rows, the windows one fire emits)
+    are only *recorded* — the batch, the selected rows and the compiled step's
+    arrays — and coalesced into one RecordBatch when enough rows are pending or
+    the sink is drained: the fixed cost of building Arrow objects is paid per
+    thousands of rows, not per batch.
     """
 
     #: Pending small outputs are coalesced once they hold this many rows.
@@ -220,7 +221,7 @@ class SinkBuffer:
         rows = result[layout.offset]
         if rows.size == 0:
             return
-        if batch.num_rows >= EAGER_ROWS:
+        if batch.num_rows >= EAGER_ROWS and rows.size >= EAGER_ROWS:
             self.flush()  # keep arrival order
             self.batches.append(self._materialize_gathered(batch, result, layout))
             return

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from .._memory import tune_allocator
 from ..errors import DataError, UnknownNodeError
+from ..kernels.watermarks import due_cuts
 from ..time.watermarks import WATERMARK_MIN
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .metrics import Metrics
@@ -208,21 +209,9 @@ class DagExecutor:
 
         ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
         delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
-        before = np.empty(ts.size, np.int64)
-        before[0] = self._wm[self.dag.node(source).id]
-        np.maximum(np.maximum.accumulate(ts[:-1]) - delay, before[0], out=before[1:])
-        later_min = np.minimum.accumulate(ts[::-1])[::-1]  # least event time from each row on
-        cuts = np.zeros(ts.size, np.bool_)
-        for slide, phase, lateness, column in plan.due_grids:
-            epoch = np.floor_divide(before - phase, slide, dtype=np.int64) if before[0] > np.iinfo(np.int64).min \
-                else np.concatenate([[np.iinfo(np.int64).min], np.floor_divide(before[1:] - phase, slide)])
-            due = epoch[1:] != epoch[:-1]
-            if column == spec.event_time:
-                # the windows due at row j end at or before phase + epoch[j] * slide - lateness
-                due &= later_min[1:] < phase + epoch[1:] * slide - lateness
-            cuts[1:] |= due
-        cuts[SLIDING_PIECE_ROWS::SLIDING_PIECE_ROWS] = True
-        starts = np.flatnonzero(cuts)
+        grids = np.array([(slide, phase, lateness, column == spec.event_time)
+                          for slide, phase, lateness, column in plan.due_grids], np.int64).reshape(-1, 4)
+        starts = due_cuts(ts, int(self._wm[self.dag.node(source).id]), delay, grids, SLIDING_PIECE_ROWS)
         if starts.size == 0:
             return [b]
         bounds = [0, *starts.tolist(), b.num_rows]
