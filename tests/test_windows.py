@@ -140,6 +140,17 @@ def test_split_invariance_and_late_rows(seed, n, cuts, config):
         assert pl.from_arrow(out["late"]).equals(pl.from_arrow(table.filter(pa.array(late_rows))), null_equal=True)
 
 
+def test_batches_larger_than_a_piece_match_duckdb():
+    """Window plans run big batches in pieces (``WINDOW_PIECE_ROWS``); results stay the reference's."""
+    from laminar_jit.executor.executor import WINDOW_PIECE_ROWS
+
+    table = events(2 * WINDOW_PIECE_ROWS + 123, seed=12)
+    for slide in (SIZE, 200):
+        ex, out = run(window_dag(delay=400, slide=slide), [table])
+        assert ex.metrics.batches == 1 and ex.metrics.late_events == 0
+        assert_windows(out["out"], reference(table, slide=slide))
+
+
 def test_sliding_every_aggregate_matches_duckdb():
     table = events(20_000, seed=11)
     ex, out = run(window_dag(delay=400, slide=200), table.to_batches(max_chunksize=4_000))
