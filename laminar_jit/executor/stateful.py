@@ -338,17 +338,26 @@ def _due_entries(state_names: list[str], bound: str, offset: int) -> str:
     An entry is due when ``bound + offset <= wm_now``; ``bound`` is a template
     over ``{keys}`` and the slot ``{s}`` (a window start, a session end), and
     ``aux[1]`` keeps the least bound still open so most batches skip the scan.
+    A table reserved far beyond its live entries (room for what one call could
+    insert) is scanned by slot, each checked live with a probe, not by bucket.
     """
     buckets, keys, meta, aux = state_names[0], state_names[1], state_names[2], state_names[4]
     value = bound.format(keys=keys, s="s")
     value_fired = bound.format(keys=keys, s="fired[j]")
     return f'''    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {offset} <= wm_now
-    scan = {buckets}.size if do_fire else 0
+    by_slot = 4 * {meta}[1] < {buckets}.size
+    scan = ({meta}[1] if by_slot else {buckets}.size) if do_fire else 0
     fired = np.empty({meta}[0] if do_fire else 0, np.int32)
     cnt = 0
     low = WM_MAX
     for bkt in range(scan):
-        s = {buckets}[bkt]
+        if by_slot:
+            s = np.int64(bkt)
+            found = ht_find({buckets}, {keys}, {keys}[s, 0], {keys}[s, 1])
+            if found != s:  # a freed slot
+                s = -1
+        else:
+            s = np.int64({buckets}[bkt])
         if s >= 0:
             v = {value}
             if v + {offset} <= wm_now:
@@ -446,7 +455,7 @@ def _sliding_link(nid: int, meta: str) -> str:
 
 
 def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane, offset, lateness):
-    """Emit due sliding windows: walk the lists of each window's panes, merging entries per key group.
+    """Emit due sliding windows: walk the lists of each window's panes, merging entries per key.
 
     Only the panes of due windows are visited (no scan or sort of all open
     entries); a key's panes are merged in pane order, as a row-at-a-time
@@ -515,9 +524,8 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     psl = np.empty(m, np.int64)
     c = 0
     if do_fire:
-        for bkt in range({n['pbuckets']}.size):
-            q = {n['pbuckets']}[bkt]
-            if q >= 0:
+        for q in range({n['pmeta']}[1]):  # live panes hold entries; freed ones are reset to none
+            if {n['pcount']}[q] > 0:
                 pst[c] = {n['pkeys']}[q, 0]
                 psl[c] = q
                 c += 1
