@@ -267,14 +267,19 @@ def test_sliding_windows_into_a_keyed_window_with_room_for_every_fan_out():
     assert got.select("window_start", "auction").is_unique().all()
 
 
-def test_sliding_state_frees_panes_and_entries():
-    ex = lj.DagExecutor(window_dag(delay=0, slide=250))
-    state = ex._states[ex.dag.node("w").id]
-    for i in range(40):
+def rotate_keys(slide: int, batches: int):
+    """Window state after ``batches`` seconds of 100 new keys every 10 ms (none ever comes back)."""
+    ex = lj.DagExecutor(window_dag(delay=0, slide=slide))
+    for i in range(batches):
         ts = np.arange(1_000, dtype=np.int64) + i * 1_000
         ex.process_batch("bids", {"ts": ts, "auction": ts // 10 + i * 100_000, "price": np.ones(1_000),
                                   "ch": ["a"] * 1_000})
         ex.take_sink_outputs("out")
+    return ex._states[ex.dag.node("w").id]
+
+
+def test_sliding_state_frees_panes_and_entries():
+    state = rotate_keys(slide=250, batches=40)
     assert len(state) <= 500 and len(state.panes) <= 6  # about a window's worth, not the run's
     assert state.table.slot_capacity <= 4_096
     free = state.table.meta[1] - state.table.meta[0]  # every freed entry left its pane's list
@@ -282,13 +287,7 @@ def test_sliding_state_frees_panes_and_entries():
 
 
 def test_state_stays_bounded_with_rotating_keys():
-    ex = lj.DagExecutor(window_dag(delay=0))
-    state = ex._states[ex.dag.node("w").id]
-    for i in range(60):
-        ts = np.arange(1_000, dtype=np.int64) + i * 1_000
-        ex.process_batch("bids", {"ts": ts, "auction": ts // 10 + i * 100_000, "price": np.ones(1_000),
-                                  "ch": ["a"] * 1_000})
-        ex.take_sink_outputs("out")
+    state = rotate_keys(slide=SIZE, batches=60)
     assert state.table.slot_capacity <= 4_096  # 100 live keys per window, not 6 000 over the run
     assert len(state) <= 200
 
