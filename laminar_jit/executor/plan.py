@@ -44,6 +44,7 @@ from .._jit import JIT_DISABLED
 from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
+from ..state.windows import is_sliding
 from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, boundary_joins, generate, plan_nodes
 from .inlining import inline_calls
 
@@ -154,7 +155,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
     grids = []
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
         x = dag.nodes[nid].bound.extra
-        if "slide" in x and x["slide"] != x["size"]:
+        if is_sliding(x):
             grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"], x["lateness"],
                           gen.sliding_times[nid]))
     # rows of boundary joins leave the step, so they never reach a stateful node in it

@@ -13,7 +13,7 @@ _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
 
 
-def _is_sliding(extra: dict) -> bool:
+def is_sliding(extra: dict) -> bool:
     """Whether a bound window operator's ``extra`` describes sliding windows (``slide < size``)."""
     return "slide" in extra and extra["slide"] != extra["size"]
 
@@ -44,7 +44,7 @@ class WindowState:
         self.session = "gap" in bound.extra
         #: Sliding windows (``slide < size``) key the table by ``(key, pane start)`` and thread
         #: each pane's entries on a list, so a fire visits only the panes of the due windows.
-        self.sliding = _is_sliding(bound.extra)
+        self.sliding = is_sliding(bound.extra)
         #: Windows one entry can fall in (the fan-out of a pane when windows fire).
         self.windows_per_entry = -(-bound.extra["size"] // bound.extra["slide"]) if self.sliding else 1
         #: Rows an open entry emits when it fires: one per window, up to n for a TopN, and none for a
@@ -185,7 +185,7 @@ class WindowState:
         if "topn" in bound.extra:
             names += [f"st{node_id}_t_count", f"st{node_id}_t_seq"]
             names += [f"st{node_id}_t_{kind}{j}" for j in range(len(bound.extra["payload"])) for kind in "cv"]
-        sliding = _is_sliding(bound.extra)
+        sliding = is_sliding(bound.extra)
         if sliding:
             names.append(f"st{node_id}_pnext")
             names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count")]
