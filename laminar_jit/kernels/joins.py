@@ -140,6 +140,11 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
     h = 2 * side
     low_exp = _WM_MAX
     low_ts = _WM_MAX
+    # Expiry grows with event time and chains are in event-time order, so the
+    # expired rows of a chain are its oldest ones: free the rows in one pass,
+    # noting each chain whose oldest row goes, then cut those prefixes off.
+    cut = np.empty(aux[base + 2], np.int64)
+    n_cut = 0
     for i in range(aux[base]):
         if flag[i] == 0:
             continue
@@ -154,11 +159,22 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
             out_r[n_out] = -1 if side == 0 else i
             n_out += 1
         s = slot[i]
-        if s >= 0:
-            chain_unlink(heads, h, s, nxt, prv, i)
-            if heads[s, 0] == -1 and heads[s, 2] == -1:
-                ht_delete(buckets, keys, meta, free, s)
+        if s >= 0 and prv[i] == -1:
+            cut[n_cut] = s
+            n_cut += 1
         row_release(aux, base, rfree, flag, i)
+    for c in range(n_cut):
+        s = cut[c]
+        q = heads[s, h]
+        while q != -1 and flag[q] == 0:
+            q = nxt[q]
+        heads[s, h] = q
+        if q != -1:
+            prv[q] = -1
+            continue
+        heads[s, h + 1] = -1
+        if heads[s, 0] == -1 and heads[s, 2] == -1:
+            ht_delete(buckets, keys, meta, free, s)
     aux[base + 3] = low_exp
     aux[base + 4] = low_ts
     return out_l, out_r, n_out
