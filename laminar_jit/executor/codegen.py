@@ -83,6 +83,10 @@ class Binding:
     sel: str
     wm_array: str | None = None
     wm_scalar: str = "WM_MIN"
+    #: Rows a stateful operator emitted into arrays of its own: the identity
+    #: selection's name, then the arrays allocated for exactly those rows this
+    #: step. A sink reading only such arrays at that selection takes them as they are.
+    owned: tuple = ()
 
 
 #: ``Binding.origin`` of rows a stateful operator emitted (no source rows behind them).
@@ -636,6 +640,14 @@ def _fan_in(gen: Gen, node, ups: list[Binding]) -> Binding:
     return Binding(origin, n, cols, sel, wm_array, ups[0].wm_scalar)
 
 
+def _owned(b: Binding, cols: list[Col]) -> bool:
+    """Whether ``cols`` are all arrays emitted this step for exactly the rows ``b.sel`` selects."""
+    if not b.owned or b.sel != b.owned[0]:
+        return False
+    own = set(b.owned[1:])
+    return all(c.kind == "der" and c.vals in own and c.valid in own for c in cols)
+
+
 def _sink(gen: Gen, node, b: Binding) -> None:
     # Numeric columns are gathered (and lazy Maps computed) in one fused
     # compiled loop. Source columns are skipped when the selection is the
@@ -672,7 +684,9 @@ def _sink(gen: Gen, node, b: Binding) -> None:
             else:
                 columns.append(("der", pos))
             gathered.append(ref)
-    if gathered:
+    if gathered and _owned(b, gathered):  # a stateful operator's own output arrays: no copy
+        gen.returns += [a for ref in gathered for a in (ref.vals, ref.valid)]
+    elif gathered:
         fname = f"sink_{node.id}"
         leaves = _gather_function(gen, fname, b, gathered, src_skippable=True)
         outs = [gen.fresh("out") for _ in range(2 * len(gathered))]

@@ -434,4 +434,5 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
         gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
         for name, var in (("window_start", "ws"), ("window_end", "we")):
             out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
-    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}")
+    owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x["join"] == "window" else ())
+    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)

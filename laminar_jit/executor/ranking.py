@@ -277,5 +277,6 @@ def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
         if dtype is None:
             dictionary = (gen.source, name) if col.kind == "src" else col.dictionary
         out[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}", dictionary=dictionary)
-    emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}")
+    owned = (f"sel_{nid}", *out_vars, f"no_nulls_{nid}")
+    emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)
     return emitted, replace(b, sel=f"late_sel_{nid}")

@@ -403,7 +403,8 @@ def _step_code(gen, node, b, slot, reach_set, dense, leaves, state_names, key_co
     cols.update(_emitted_key_cols(gen, node, key_cols, state_names, f"key_{nid}", f"key_valid_{nid}"))
     for j, (name, _) in enumerate(aggs):
         cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
-    emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")
+    owned = (f"sel_{nid}", *outs, f"no_nulls_{nid}")
+    emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned)
     return emitted, replace(b, sel=f"late_sel_{nid}")
 
 
@@ -870,4 +871,5 @@ def keyed_{nid}_update({params}):
     cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")
     for j, name in enumerate(out_names):
         cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
-    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}")
+    owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
+    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned)
