@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import re
 import sys
 import tempfile
 import threading
@@ -178,7 +179,7 @@ import numpy as np
 
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
-from laminar_jit.kernels.watermarks import running_watermark
+from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert, mix64
 from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -209,10 +210,18 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
         parts.append(f"    {ALL_ROWS} = identity(n)")
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
-    text, imports = inline_calls("\n".join(parts), _INLINED)
+    text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
     head, sep, rest = text.partition("\nWM_MIN = ")
     return head + extra + sep + rest
+
+
+def _unread_row_watermarks(text: str) -> str:
+    """Compute only the batch's final watermark for sources whose per-row watermarks nothing reads."""
+    for name in re.findall(r"^ +(wm_rows_\d+), wm_after = running_watermark\(", text, flags=re.M):
+        if len(re.findall(rf"\b{name}\b", text)) == 1:
+            text = text.replace(f"{name}, wm_after = running_watermark(", "wm_after = source_watermark(")
+    return text
 
 
 def _ancestors(dag, nid: int) -> set[int]:

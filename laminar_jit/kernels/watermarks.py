@@ -6,7 +6,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["due_cuts", "running_watermark"]
+__all__ = ["due_cuts", "running_watermark", "source_watermark"]
 
 
 @njit
@@ -30,6 +30,20 @@ def running_watermark(event_time, n, watermark, delay):
         if candidate > current:
             current = candidate
     return before, current
+
+
+@njit
+def source_watermark(event_time, n, watermark, delay):
+    """The watermark after the last row: :func:`running_watermark` without the per-row values.
+
+    Plans call it when no operator reads a source row's own watermark.
+    """
+    current = watermark
+    for i in range(n):
+        candidate = event_time[i] - delay
+        if candidate > current:
+            current = candidate
+    return current
 
 
 _BLOCK = 256
