@@ -435,7 +435,8 @@ def _merge_into_scratch(aggs, fields_by_agg, dst: str = "0") -> list[str]:
 
 def _sliding_names(nid: int) -> dict:
     """Generated names of the arrays only sliding windows keep (see :class:`WindowState`)."""
-    return {name: f"st{nid}_{name}" for name in ("pnext", "pbuckets", "pkeys", "pmeta", "pfree", "phead", "pcount")}
+    return {name: f"st{nid}_{name}" for name in ("pnext", "pbuckets", "pkeys", "pmeta", "pfree", "phead", "pcount",
+                                                      "psorted")}
 
 
 def _sliding_link(nid: int, meta: str) -> str:
@@ -456,11 +457,14 @@ def _sliding_link(nid: int, meta: str) -> str:
 
 
 def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane, offset, lateness):
-    """Emit due sliding windows: walk the lists of each window's panes, merging entries per key.
+    """Emit due sliding windows: merge the key-sorted lists of each window's panes.
 
-    Only the panes of due windows are visited (no scan or sort of all open
-    entries); a key's panes are merged in pane order, as a row-at-a-time
-    evaluation would. Output is ordered by (window start, key).
+    Only the panes of due windows are visited (no scan of all open entries).
+    A pane's list is sorted by key when a fire first uses it (and again if
+    entries joined it since); a window is then a merge of its panes' lists,
+    which yields its rows in key order, so the output is ordered by (window
+    start, key) without a sort. A key's panes are merged in pane order, as a
+    row-at-a-time evaluation would.
     """
     nid = node.id
     buckets, keys, meta, free, aux = state_names[:5]
@@ -498,8 +502,8 @@ def _sliding_fire(gen, node, aggs, fields_by_agg, state_names, size, slide, pane
             w = ((pst[hi] - {size} - {offset}) // {slide} + 1) * {slide} + {offset}
             ws = w if w > ws else ws + {slide}"""
 
-    merges = "\n".join(_indent(x, 20) for x in _merge_into_scratch(aggs, fields_by_agg, dst="o"))
-    inits = "\n".join(_indent(x, 24) for x in scratch_init)
+    merges = "\n".join(_indent(x, 24) for x in _merge_into_scratch(aggs, fields_by_agg, dst="o"))
+    inits = "\n".join(_indent(x, 16) for x in scratch_init)
     finals = "\n".join(_indent(x, 16) for x in final)
     resets = "\n".join(_indent(x, 20) for x in _resets(aggs, fields_by_agg))
     gen.funcs.append(f'''
@@ -537,51 +541,59 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     widest = 0
 {windows(f"""            here = 0
             for pi in range(lo, hi):
-                here += {n['pcount']}[psl[pi]]
+                q = psl[pi]
+                here += {n['pcount']}[q]
+                if {n['psorted']}[q] != {n['pcount']}[q]:
+                    sort_list({n['phead']}, {n['pnext']}, {keys}, q, {n['pcount']}[q])
+                    {n['psorted']}[q] = {n['pcount']}[q]
             cap += here
-            if here > widest:
-                widest = here""")}
+            if hi - lo > widest:
+                widest = hi - lo""")}
     win_start = np.empty(cap, np.int64)
     key = np.empty(cap, np.int64)
-    bucket_of = np.empty(cap, np.int64)
-    # a window's keys -> their output rows: open addressing, at most half full
-    hmask = 15
-    while hmask + 1 < 2 * widest:
-        hmask = 2 * hmask + 1
-    hkey = np.empty(hmask + 1, np.int64)
-    hrow = np.full(hmask + 1, -1, np.int64)
+    # per pane of the window: its next entry (-1: done) and that entry's key
+    cur = np.empty(widest, np.int64)
+    ck = np.empty(widest, np.int64)
 {chr(10).join(scratch_alloc)}
 {_indent(allocs, 4)}
     cnt = 0
 {windows(f"""            w0 = cnt
-            for pi in range(lo, hi):
-                s = {n['phead']}[psl[pi]]
-                while s >= 0:
-                    kv = {keys}[s, 0]
-                    h = np.int64(mix64(kv) & np.uint64(hmask))
-                    while hrow[h] >= 0 and hkey[h] != kv:
-                        h = (h + 1) & hmask
-                    o = hrow[h]
-                    if o < 0:  # the key's first pane in this window: its output row
-                        o = cnt
-                        cnt += 1
-                        hrow[h] = o
-                        hkey[h] = kv
-                        bucket_of[o] = h
-                        win_start[o] = ws
-                        key[o] = kv
+            npn = hi - lo
+            for pi in range(npn):
+                s = {n['phead']}[psl[lo + pi]]
+                cur[pi] = s
+                if s >= 0:
+                    ck[pi] = {keys}[s, 0]
+            while True:  # the least key at the head of any pane, merged over the panes in order
+                found = False
+                kv = np.int64(0)
+                for pi in range(npn):
+                    if cur[pi] >= 0 and (not found or ck[pi] < kv):
+                        kv = ck[pi]
+                        found = True
+                if not found:
+                    break
+                o = cnt
+                cnt += 1
+                win_start[o] = ws
+                key[o] = kv
 {inits}
+                for pi in range(npn):
+                    s = cur[pi]
+                    if s >= 0 and ck[pi] == kv:
 {merges}
-                    s = {n['pnext']}[s]
+                        s = {n['pnext']}[s]
+                        cur[pi] = s
+                        if s >= 0:
+                            ck[pi] = {keys}[s, 0]
             for o in range(w0, cnt):
-                hrow[bucket_of[o]] = -1
 {finals}""")}
-    srt = argsort_pairs(win_start[:cnt], key[:cnt])
-    win_start = win_start[srt]
-    key = key[srt]
+    # exact-size copies: the output outlives this call, the buffers were sized for the worst case
+    win_start = win_start[:cnt].copy()
+    key = key[:cnt].copy()
     win_end = win_start + {size}
     key_valid = key != {_NULL_KEY}
-    {", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))} = {", ".join(f"r{j}[srt], rv{j}[srt]" for j in range(len(aggs)))}
+    {", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))} = {", ".join(f"r{j}[:cnt].copy(), rv{j}[:cnt].copy()" for j in range(len(aggs)))}
     if do_fire:  # free the panes all of whose windows are now emitted, with their entries
         low = WM_MAX
         high = WM_MIN
@@ -598,6 +610,7 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
                     s = nxt
                 {n['phead']}[q] = -1
                 {n['pcount']}[q] = 0
+                {n['psorted']}[q] = 0
                 ht_delete({n['pbuckets']}, {n['pkeys']}, {n['pmeta']}, {n['pfree']}, q)
             else:
                 if ps < low:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["argsort_pairs"]
+__all__ = ["argsort_pairs", "sort_list"]
 
 _DIGIT_BITS = 11
 _SIGN = np.uint64(1) << np.uint64(63)
@@ -78,11 +78,48 @@ def argsort_pairs(major, minor):
     if n < 2:
         return order
     tmp = np.empty(n, np.int64)
-    for values in (minor, major):
-        u, bits = _ordered(values)
-        shift = 0
-        while shift < bits:
-            _radix_pass(u, order, shift, tmp)
-            order, tmp = tmp, order
-            shift += _DIGIT_BITS
+    order, tmp = _radix_by(minor, order, tmp)
+    order, tmp = _radix_by(major, order, tmp)
     return order
+
+
+@njit
+def _radix_by(values, order, tmp):
+    """Stably reorder ``order`` by ``values``; returns the new order and the spare buffer."""
+    u, bits = _ordered(values)
+    shift = 0
+    while shift < bits:
+        _radix_pass(u, order, shift, tmp)
+        order, tmp = tmp, order
+        shift += _DIGIT_BITS
+    return order, tmp
+
+
+@njit
+def sort_list(head, nxt, keys, q, count):
+    """Relink the list at ``head[q]`` (``count`` entries chained by ``nxt``) in ascending ``keys[:, 0]`` order.
+
+    Sliding windows keep each pane's entries on such a list; sorted once,
+    a pane's entries merge with the other panes of a window in key order,
+    so the window's rows come out sorted without a hash or a sort per fire.
+    """
+    ent = np.empty(count, np.int64)
+    s = head[q]
+    i = 0
+    while s >= 0 and i < count:
+        ent[i] = s
+        i += 1
+        s = nxt[s]
+    kv = np.empty(i, np.int64)
+    for j in range(i):
+        kv[j] = keys[ent[j], 0]
+    if i > 64:
+        order, _ = _radix_by(kv, np.arange(i), np.empty(i, np.int64))
+    else:
+        order = np.argsort(kv, kind="mergesort")
+    after = np.int64(-1)
+    for j in range(i - 1, -1, -1):
+        e = ent[order[j]]
+        nxt[e] = after
+        after = e
+    head[q] = after

@@ -26,6 +26,9 @@ class WindowState:
     windows key it by ``(key, pane start)`` and add a list per open pane
     (``pnext`` per slot; a small table of pane starts with each list's head
     and length), which a fire walks for the panes of the windows it emits.
+    A fire sorts a pane's list by key the first time it uses it (and again
+    only if entries joined it since), then merges a window's panes in key
+    order.
 
     Open windows live in a :class:`KeyTable` keyed by ``(key, window_start)``;
     each aggregate keeps its blueprint's fields as per-slot arrays. Firing a
@@ -84,11 +87,13 @@ class WindowState:
                 self.fields.append((f"t_v{j}", np.zeros((cap, n), np.bool_), False))
         if self.sliding:
             # per (key, pane) entry: the next entry of the same pane; per open pane (a width-1
-            # table by pane start): the head of its list of entries and their number
+            # table by pane start): the head of its list of entries, their number, and their
+            # number when the list was last sorted by key (equal: the list is in key order)
             self.fields.append(("pnext", np.full(self.table.slot_capacity, -1, np.int64), -1))
             self.panes = KeyTable(width=1, capacity=16)
             self.pane_arrays = [("phead", np.full(self.panes.slot_capacity, -1, np.int64), -1),
-                                ("pcount", np.zeros(self.panes.slot_capacity, np.int64), 0)]
+                                ("pcount", np.zeros(self.panes.slot_capacity, np.int64), 0),
+                                ("psorted", np.zeros(self.panes.slot_capacity, np.int64), 0)]
 
     def __len__(self) -> int:
         """Open (key, window) entries."""
@@ -188,7 +193,7 @@ class WindowState:
         sliding = is_sliding(bound.extra)
         if sliding:
             names.append(f"st{node_id}_pnext")
-            names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count")]
+            names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count", "sorted")]
         for level in range(len(bound.extra["keys"]) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
