@@ -286,6 +286,33 @@ def test_sliding_state_frees_panes_and_entries():
     assert (state.fields[-1][1][state.table.free[:free]] == -1).all()
 
 
+def test_a_pane_that_gains_entries_after_a_fire_is_merged_in_key_order_again():
+    # windows of 4 every 2: pane [2, 4) is in [0, 4) and [2, 6). [0, 4) fires (and the pane's
+    # list is sorted by key); then a row of a new key lands in the pane (at the head of its
+    # list, out of order), on time for [2, 6): the window must count it and keep keys in order.
+    dag = (lj.DagBuilder()
+           .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("w", lj.SlidingWindow(size=4, slide=2, key="auction", aggs={"n": lj.count(), "s": lj.sum("price")}))
+           .connect("s", "w").sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    rows = lambda ts, keys: {"ts": ts, "auction": keys, "price": [1.0] * len(ts), "ch": ["x"] * len(ts)}  # noqa: E731
+    ex.process_batch("s", rows([0, 2, 3, 3], [7, 9, 5, 9]))
+    ex.advance_watermark("s", 4)
+    first = ex.take_sink_outputs("out")
+    assert first.select(["window_start", "auction", "n"]).to_pylist() == [
+        {"window_start": -2, "auction": 7, "n": 1},
+        {"window_start": 0, "auction": 5, "n": 1}, {"window_start": 0, "auction": 7, "n": 1},
+        {"window_start": 0, "auction": 9, "n": 2}]
+    ex.process_batch("s", rows([4, 3, 5], [6, 8, 9]))  # ts 3 is late for [0, 4) only
+    assert ex.metrics.late_events == 0
+    ex.finish()
+    got = ex.take_sink_outputs("out").select(["window_start", "auction", "n"]).to_pylist()
+    assert got == [
+        {"window_start": 2, "auction": 5, "n": 1}, {"window_start": 2, "auction": 6, "n": 1},
+        {"window_start": 2, "auction": 8, "n": 1}, {"window_start": 2, "auction": 9, "n": 3},
+        {"window_start": 4, "auction": 6, "n": 1}, {"window_start": 4, "auction": 9, "n": 1}]
+
+
 def test_state_stays_bounded_with_rotating_keys():
     state = rotate_keys(slide=SIZE, batches=60)
     assert state.table.slot_capacity <= 4_096  # 100 live keys per window, not 6 000 over the run
