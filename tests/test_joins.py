@@ -140,6 +140,22 @@ def test_interval_and_window_joins_match_duckdb(interval_dags, seed):
         assert len(ex._states[ex.dag.node("j").id]) == 0  # everything was freed once the inputs ended
 
 
+def test_join_output_shared_by_two_sinks_and_a_filter():
+    # sinks take a join's own output arrays without copying them: two sinks and a
+    # filter reading the same arrays must each still see the join's rows, batch after batch
+    dag = (_sources(lj.DagBuilder())
+           .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+           .connect("L", "j", port="left").connect("R", "j", port="right")
+           .operator("over_100", lj.Filter(lambda a, b: a + b > 100.0)).connect("j", "over_100")
+           .sink_for("j", "all").sink_for("j", "again").sink_for("over_100", "big").build())
+    left, right = make_side(1500, 11, LEFT), make_side(1200, 12, RIGHT)
+    _, got = run(dag, interleaved(left, right, 11), ["all", "again", "big"])
+    want = _interval_reference(left, right)["inner_out"]
+    same_rows(got["all"], want)
+    same_rows(got["again"], want)
+    same_rows(got["big"], want.filter(pc.greater(pc.add(want["a"], want["b"]), 100.0)))
+
+
 def test_interval_join_with_an_empty_side(interval_dags):
     left = make_side(500, 7, LEFT)
     right = make_side(0, 8, RIGHT)
