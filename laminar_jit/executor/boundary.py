@@ -316,7 +316,7 @@ def _or_none(valid: np.ndarray):
 
 
 def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    mask = None if valid.size == 0 else ~valid
+    mask = None if valid.size == 0 or valid.all() else ~valid
     if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
         target = arrow_type.to_pandas_dtype()
         if values.dtype != target:  # e.g. int32 or bool keys held as int64 in state
