@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -421,12 +422,16 @@ def test_watermark_tracks_max_event_time():
 
 def test_threads_split_large_batches_without_changing_output():
     table = make_bids(150_000, seed=13)
-    outs = []
+    outs, watermarks = [], []
     for threads in (1, 2):
         ex = lj.DagExecutor(multicast_dag(), threads=threads)
         ex.process_batch("bids", table)
         outs.append(ex.take_all_sink_outputs())
         assert ex.metrics.events_in == 150_000
+        # the slices run on copies of the watermarks: the batch's must still come out
+        watermarks.append([ex.watermark(node.name) for node in ex.dag.nodes])
+    assert watermarks[0] == watermarks[1]
+    assert watermarks[1][0] == pc.max(table["ts"]).as_py() - 1_000
     want = ref_multicast(table)
     for sink in ("out", "scored"):
         assert outs[0][sink].equals(outs[1][sink])

@@ -228,10 +228,16 @@ class DagExecutor:
         size = -(-b.num_rows // self.threads)
         slices = [b.slice(i, size) for i in range(0, b.num_rows, size)]
         deltas = [np.zeros_like(counters) for _ in slices]
+        # Each slice advances its own copy of the watermarks and idle flags from the
+        # same start. Watermarks are monotone in the rows seen, so the batch's are the
+        # largest of the slices'; every slice has rows, so their idle flags agree.
+        times = [(self._wm.copy(), self._idle.copy()) for _ in slices]
         offsets = self.dag.routing.offsets
-        futures = [self._pool.submit(_run_step, plan, s, offsets, d) for s, d in zip(slices, deltas)]
+        futures = [self._pool.submit(_run_step, plan, s, offsets, d, t) for s, d, t in zip(slices, deltas, times)]
         results = [f.result() for f in futures]
         counters += np.sum(deltas, axis=0)
+        self._wm[:] = np.max([wm for wm, _ in times], axis=0)
+        self._idle[:] = np.logical_and.reduce([idle for _, idle in times])
         return list(zip(slices, results))
 
     def finish(self) -> None:
