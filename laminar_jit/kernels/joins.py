@@ -256,9 +256,14 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
                 out_r[n_out] = best
                 n_out += 1
             nl = lnxt[li]
-            chain_unlink(heads, 0, s, lnxt, lprv, li)
             row_release(aux, lbase, lfree, lflag, li)
             li = nl
+        # the emitted rows were the oldest of the chain: cut them off at once
+        heads[s, 0] = li
+        if li == -1:
+            heads[s, 1] = -1
+        else:
+            lprv[li] = -1
         h = W
         if li != -1:
             h = min(h, lts[li])
