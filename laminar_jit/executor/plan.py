@@ -180,7 +180,7 @@ import numpy as np
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
-from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert, mix64
+from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_side, reserve_pairs, row_alloc

@@ -538,7 +538,7 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
     pst = pst[po]
     psl = psl[po]
     cap = 0  # output rows are at most the entries of each due window's panes
-    widest = 0
+    most_panes = 0  # the most panes one window spans
 {windows(f"""            here = 0
             for pi in range(lo, hi):
                 q = psl[pi]
@@ -547,13 +547,13 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
                     sort_list({n['phead']}, {n['pnext']}, {keys}, q, {n['pcount']}[q])
                     {n['psorted']}[q] = {n['pcount']}[q]
             cap += here
-            if hi - lo > widest:
-                widest = hi - lo""")}
+            if hi - lo > most_panes:
+                most_panes = hi - lo""")}
     win_start = np.empty(cap, np.int64)
     key = np.empty(cap, np.int64)
     # per pane of the window: its next entry (-1: done) and that entry's key
-    cur = np.empty(widest, np.int64)
-    ck = np.empty(widest, np.int64)
+    cur = np.empty(most_panes, np.int64)
+    ck = np.empty(most_panes, np.int64)
 {chr(10).join(scratch_alloc)}
 {_indent(allocs, 4)}
     cnt = 0
