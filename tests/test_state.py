@@ -247,6 +247,52 @@ def test_delete_of_dead_slot_changes_nothing():
         assert np.array_equal(getattr(table, name), arr), name
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 1.0])
+def test_delete_many_matches_one_by_one_deletes(fraction):
+    # a fire deletes most of a table (rebuild) or a little of it (backward shifts);
+    # both must leave the keys in the same slots with the same free stack
+    rng = np.random.default_rng(int(fraction * 10))
+    k0 = rng.zipf(1.3, 400) % 97
+    k1 = rng.integers(0, 9, 400) * 10_000
+    tables = []
+    for _ in range(2):
+        table = KeyTable(width=2, capacity=512)
+        table.upsert_many(k0, k1)
+        tables.append(table)
+    live = np.flatnonzero(tables[0].buckets >= 0)
+    slots = np.sort(tables[0].buckets[live]).astype(np.int32)
+    rng.shuffle(slots)
+    n_del = int(round(fraction * slots.size))
+    gone, kept = slots[:n_del], slots[n_del:]
+    gone_keys = [tuple(tables[0].keys[s]) for s in gone]
+    kept_keys = [tuple(tables[0].keys[s]) for s in kept]
+    one, many = tables
+    for s in gone:
+        assert ht.ht_delete(one.buckets, one.keys, one.meta, one.free, np.int64(s))
+    ht.ht_delete_many(many.buckets, many.keys, many.meta, many.free, gone, kept)
+    for table in (one, many):
+        check_structure(table)
+        assert len(table) == kept.size
+        for s, key in zip(kept, kept_keys):
+            assert table.find(*key) == s
+        for key in gone_keys:
+            assert table.find(*key) == -1
+        assert not table.keys[gone].any(), "freed slots hold the key (0, 0)"
+    np.testing.assert_array_equal(one.meta, many.meta)
+    np.testing.assert_array_equal(one.free[:one.meta[2]], many.free[:many.meta[2]])
+    np.testing.assert_array_equal(one.keys, many.keys)
+
+
+def test_delete_many_without_every_survivor_deletes_one_by_one():
+    # a caller that does not list every other live slot gets the safe path
+    table = KeyTable(width=1, capacity=64)
+    slots = table.upsert_many(np.arange(40) * 3).astype(np.int32)
+    ht.ht_delete_many(table.buckets, table.keys, table.meta, table.free, slots[:30], slots[30:35])
+    check_structure(table)
+    assert len(table) == 10
+    assert all(table.find(int(k)) == s for k, s in zip(np.arange(30, 40) * 3, slots[30:]))
+
+
 def test_growth_across_many_rehashes_keeps_slots():
     table = KeyTable(width=2, capacity=0)
     rng = np.random.default_rng(2)
@@ -389,6 +435,13 @@ def test_snapshot_is_a_copy_and_bad_snapshots_are_rejected():
         KeyTable.from_snapshot(bad)
     with pytest.raises(ValueError, match="missing"):
         KeyTable.from_snapshot({"keys": snap["keys"]})
+    table.delete(int(table.find(6)))
+    snap = table.snapshot()
+    KeyTable.from_snapshot(snap)
+    bad = {k: v.copy() for k, v in snap.items()}
+    bad["keys"][bad["free"][0], 0] = 9  # a freed slot that still looks live to a scan by slot
+    with pytest.raises(ValueError, match="free stack"):
+        KeyTable.from_snapshot(bad)
 
 
 # --------------------------------------------------------------------------------------

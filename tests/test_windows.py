@@ -8,6 +8,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -116,6 +117,19 @@ def test_tumbling_every_aggregate_matches_duckdb():
     assert_windows(out["out"], reference(table))
 
 
+@pytest.mark.parametrize("slide", [SIZE, 250])
+def test_key_zero_in_window_zero_is_told_from_freed_slots(slide):
+    # fires scan the table by slot and tell freed slots by their key (0, 0), which is
+    # also the live key of auction 0 in the window starting at 0: it must still fire
+    table = events(6_000, seed=5)
+    auction = pc.subtract(table.column("auction"), 1)  # auction 0 is the most frequent
+    table = table.set_column(1, "auction", auction)
+    ex, out = run(window_dag(delay=200, slide=slide), table.to_batches(max_chunksize=97))
+    got = pl.from_arrow(out["out"])
+    assert got.filter((pl.col("auction") == 0) & (pl.col("window_start") == 0)).height == 1
+    assert_windows(out["out"], reference(table, delay=200, slide=slide))
+
+
 #: (delay, allowed lateness, slide, late) of the split-invariance test. Every distinct configuration
 #: compiles its own plan (seconds each, cold), so the random data and splits vary per example while
 #: the operator configurations are a fixed few, most of them shared with the tests below:
@@ -151,8 +165,16 @@ def test_batches_larger_than_a_piece_match_duckdb():
         assert_windows(out["out"], reference(table, slide=slide))
 
 
-def test_sliding_every_aggregate_matches_duckdb():
+@pytest.mark.parametrize("keys", ["dense", "sparse", "with nulls"])
+def test_sliding_every_aggregate_matches_duckdb(keys):
+    # a fire accumulates windows of dense keys (a narrow range) by key offset and merges
+    # the key-sorted panes of sparse ones (the null group's key is the int64 minimum,
+    # so it makes any range wide): all must agree with the reference
     table = events(20_000, seed=11)
+    if keys != "with nulls":
+        table = table.set_column(1, "auction", pc.fill_null(table.column("auction"), 0))
+    if keys == "sparse":
+        table = table.set_column(1, "auction", pc.multiply(pc.subtract(table.column("auction"), 30), 10**15))
     ex, out = run(window_dag(delay=400, slide=200), table.to_batches(max_chunksize=4_000))
     assert ex.metrics.late_events == 0
     assert_windows(out["out"], reference(table, slide=200))

@@ -130,15 +130,24 @@ def inline_calls(source: str, kernels: dict) -> tuple[str, set[tuple[str, str]]]
     -------
     source : str
         The source with every line ``[out =] name(args)`` (``args`` positional)
-        replaced by the kernel's body; other uses are left as calls.
+        replaced by the kernel's body, and the same done to the calls of those
+        bodies (up to four levels); other uses are left as calls.
     imports : set of (module, name)
         Functions the inlined bodies call, which the plan must import.
     """
-    serial = itertools.count()
-    lines, imports = [], set()
-    for line in source.split("\n"):
+    imports: set[tuple[str, str]] = set()
+    lines = _inline_lines(source.split("\n"), kernels, itertools.count(), imports, depth=0)
+    return "\n".join(lines), imports
+
+
+_MAX_DEPTH = 4  # kernels inlined into kernels (a probe, its insert, the insert's slot allocation)
+
+
+def _inline_lines(source_lines, kernels, serial, imports, depth) -> list[str]:
+    lines = []
+    for line in source_lines:
         m = _CALL.match(line)
-        kernel = _kernel(kernels[m["fn"]]) if m and m["fn"] in kernels else None
+        kernel = _kernel(kernels[m["fn"]]) if m and m["fn"] in kernels and depth < _MAX_DEPTH else None
         call = ast.parse(m["call"], mode="eval").body if kernel else None
         if kernel is None or not isinstance(call, ast.Call) or call.keywords \
                 or len(call.args) != len(kernel.params) \
@@ -146,6 +155,7 @@ def inline_calls(source: str, kernels: dict) -> tuple[str, set[tuple[str, str]]]
             lines.append(line)
             continue
         prefix = f"_{kernel.name.strip('_')}{next(serial)}_"
-        lines += [m["indent"] + text for text in _expand(kernel, call.args, m["out"], prefix)]
+        body = [m["indent"] + text for text in _expand(kernel, call.args, m["out"], prefix)]
+        lines += _inline_lines(body, kernels, serial, imports, depth + 1)  # the calls the body makes
         imports.update(kernel.imports)
-    return "\n".join(lines), imports
+    return lines

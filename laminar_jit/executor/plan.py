@@ -180,7 +180,7 @@ import numpy as np
 from laminar_jit._jit import {decorator} as njit
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
-from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
+from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_side, reserve_pairs, row_alloc
@@ -192,7 +192,7 @@ WM_MAX = 9223372036854775807
 
 #: Per-row kernels whose statement-level calls plans write out in place (see :mod:`.inlining`).
 _INLINED = {name: getattr(module, name) for module, names in (
-    (_ht, ("ht_find", "ht_find_or_insert", "ht_delete")),
+    (_ht, ("ht_find", "ht_find_or_insert", "ht_insert_at", "_take_slot", "ht_delete")),
     (_joins, ("row_alloc", "chain_insert", "asof_prune"))) for name in names}
 
 

@@ -101,8 +101,7 @@ def dedup_{nid}_update({params}, keep_out):
 def dedup_{nid}_forget(wm_now, {", ".join(state_names)}):
     """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
 {_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
-    for o in range(cnt):
-        ht_delete({table}, fired[o])
+    ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return cnt
 ''')
     rwm = b.wm_array or "np.empty(0, np.int64)"
@@ -248,9 +247,8 @@ def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
 {copies}
             w += 1
     for o in range(cnt):
-        s = fired[o]
-        {count}[s] = 0
-        ht_delete({table}, s)
+        {count}[fired[o]] = 0
+    ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return win_start, win_end, rank, {outs}
 ''')
     rwm = b.wm_array or "np.empty(0, np.int64)"

@@ -306,6 +306,10 @@ class KeyTable:
         elif int((buckets >= 0).sum()) != n_live or buckets.min(initial=-1) < -1 \
                 or buckets.max(initial=-1) >= high_water:
             problems.append("buckets do not hold n_live slots below high_water")
+        elif n_free and ((free[:n_free] < 0).any() or (free[:n_free] >= high_water).any()
+                         or keys[free[:n_free].clip(0, max(high_water - 1, 0))].any()):
+            # fires tell freed slots by their key (0, 0)
+            problems.append("the free stack holds slots out of range or with a key")
         if problems:
             raise ValueError("KeyTable snapshot: " + "; ".join(problems))
         table = cls.__new__(cls)
