@@ -36,7 +36,7 @@ JOB = textwrap.dedent('''
 
     def build():
         out = os.environ["JOB_OUTPUT"]
-        return (dag(), {"bids": ParquetSource(os.environ["JOB_INPUT"], batch_size=1_500)},
+        return (dag(), {"bids": ParquetSource(os.environ["JOB_INPUT"], batch_size=500)},
                 {"windows": ParquetSink(out + "/windows"), "sessions": ParquetSink(out + "/sessions")})
 ''')
 
