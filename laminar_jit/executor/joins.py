@@ -325,20 +325,7 @@ def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
     ots, oprv, oflag = other["ts"], other["prv"], other["flag"]
     if x["join"] == "interval":
         lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
-        # the newest row <= hi, walked to from whichever end of the chain is nearer in time:
-        # from the newest row when the other side is behind, from the oldest when it is
-        # ahead (a batch of it already buffered; walking back over it cost ~80 ns a row)
-        onxt = other["nxt"]
-        skip = (f"        if o != -1 and {ots}[o] > hi:\n"
-                f"            fw = {heads}[s, {h_other}]\n"
-                f"            if hi - {ots}[fw] < {ots}[o] - hi:\n"
-                f"                while fw != -1 and {ots}[fw] <= hi:\n"
-                f"                    fw = {onxt}[fw]\n"
-                f"                if fw != -1:\n"
-                f"                    o = {oprv}[fw]\n"
-                f"            else:\n"
-                f"                while o != -1 and {ots}[o] > hi:\n"
-                f"                    o = {oprv}[o]\n")
+        skip = f"        while o != -1 and {ots}[o] > hi:\n            o = {oprv}[o]\n"
         cond = f"o != -1 and {ots}[o] >= lo"
         bounds = f"        lo = {lo}\n        hi = {hi}\n"
     else:  # window join: the whole chain of the (key, window) slot matches
