@@ -345,7 +345,8 @@ def generate(dag, source: str) -> Gen:
             from ..ops.keyed import KeyedKernel
             from ..ops.topn import TopN
             from .ranking import generate_ranking
-            from .stateful import generate_keyed, generate_window
+            from .keyed import generate_keyed
+            from .stateful import generate_window
 
             if isinstance(op, KeyedKernel):
                 nb = generate_keyed(gen, node, b, slot, reach_set)

@@ -1,0 +1,158 @@
+"""Code generation for keyed kernels (:class:`laminar_jit.KeyedKernel`).
+
+A keyed kernel becomes one compiled loop in the plan, ``keyed_<id>_update``:
+each row calls the user's scalar function with its key's state record (a row
+of engine-owned numpy arrays) and the row's columns, and the key's event-time
+timers fire in (time, slot) order as the watermark passes them.
+"""
+
+from __future__ import annotations
+
+from .._types import arrow_to_numpy_dtype
+from .codegen import ALL_ROWS, EMITTED, Binding, Col, Gen, _params, _propagate_watermark, _row_ok, _value
+from .stateful import (
+    _NULL_KEY,
+    ROW_WATERMARK,
+    _dtype_name,
+    _emitted_key_cols,
+    _indent,
+    _key_code,
+    _key_columns,
+    _watermark_bounds,
+)
+
+__all__ = ["generate_keyed"]
+
+
+def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Binding:
+    """Emit the compiled loop of a keyed kernel: per-row calls with the key's state record,
+    and its timers fired in (time, slot) order as the watermark passes them — before each
+    row whose watermark reaches them, and at the end of the batch."""
+    from ..state.keyed import KeyedState
+
+    nid = node.id
+    x = node.bound.extra
+    op = node.op
+    state_names = KeyedState.argument_names(nid, node.bound)
+    gen.state_args += state_names
+    gen.stateful_ids.append(nid)
+    buckets, keys, meta, free, aux, values, htimes, hslots = state_names[:8]
+    fn = f"keyed_{nid}_fn"
+    gen.kernels[fn] = op.kernel.dispatcher
+    origin = f"{op.kernel.fn.__module__}.{op.kernel.fn.__qualname__}"
+    gen.fingerprints.append(f"{fn}={op.fingerprint()}@{origin}")
+    timers = op.on_timer is not None
+    if timers:
+        gen.kernels[f"keyed_{nid}_timer"] = op.on_timer.dispatcher
+        gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
+
+    ts_col = b.cols[x["event_time"]]
+    key_cols = _key_columns(gen, node, b)
+    arg_cols = [b.cols[c] for c in node.bound.reads]
+    leaves: list = []
+    for c in [ts_col, *key_cols, *arg_cols]:
+        gen.leaves(b, c, leaves)
+    arg_leaves: list = []
+    for c in arg_cols:
+        gen.leaves(b, c, arg_leaves)
+    names = _params(leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    key_expr = _key_code(gen, b, names, key_cols, state_names)
+    n_out = x["n_outputs"]
+    out_names = [name for name, _ in op.outputs]
+    out_dtypes = [_dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
+    arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
+
+    def store(result: str, indent: int) -> str:
+        pad = " " * indent
+        if n_out == 1:
+            return f"{pad}o0[m] = {result}"
+        return "\n".join(f"{pad}o{j}[m] = {result}[{j}]" for j in range(n_out))
+
+    grow = "\n".join(f"{a} = grow({a})" for a in arrays)
+
+    def fire(bound: str, indent: int) -> str:
+        body = f'''while hc > 0 and {htimes}[0] <= {bound} and fired < fire_cap:
+    tt = {htimes}[0]
+    st = {hslots}[0]
+    hc = heap_pop({htimes}, {hslots}, hc)
+    if {values}[st].timer == tt:  # else a stale entry: the key's timer moved
+        {values}[st].timer = WM_MIN
+        rt = keyed_{nid}_timer({values}[st], tt)
+        if m == okey.size:
+{_indent(grow, 12)}
+        okey[m] = {keys}[st, 0]
+        ots[m] = tt
+{store("rt", 8)}
+        m += 1
+        fired += 1
+        nt = {values}[st].timer
+        if nt > tt and {bound} != WM_MAX:
+            hc = heap_push({htimes}, {hslots}, hc, nt, st)
+        else:  # re-armed at or before its firing time, or after the end of input: dropped
+            {values}[st].timer = WM_MIN'''
+        return _indent(body, indent)
+
+    ok = _row_ok(names, arg_leaves, "i")
+    call = f"{fn}({', '.join([f'{values}[s]'] + [_value(c, gen, b, names, 'i') for c in arg_cols])})"
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
+    allocs = "\n".join(f"    {a} = np.empty(size, {t})" for a, t in
+                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes))
+    arm_before = f"before = {values}[s].timer" if timers else ""
+    arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
+                 f"            hc = heap_push({htimes}, {hslots}, hc, after, s)") if timers else ""
+    gen.funcs.append(f'''
+@njit
+def keyed_{nid}_update({params}):
+    """Keyed kernel node {nid}: call the kernel per row with its key's state; fire due timers."""
+    hc = {aux}[0]
+    size = {"n" if dense else "sel.size"} + hc + 16
+    # Firings per call are capped at the heap entries it can see (those present
+    # plus one push per row), which bounds what downstream state must reserve;
+    # timers re-armed by on_timer beyond that fire in the next call.
+    fire_cap = hc + {"n" if dense else "sel.size"}
+    fired = 0
+{allocs}
+    m = 0
+    {loop}
+        t = {_value(ts_col, gen, b, names, "i")}
+        {ROW_WATERMARK}
+{fire("rw", 8) if timers else ""}
+        if not ({ok}):
+            continue
+        {key_expr}
+        s = ht_find_or_insert({buckets}, {keys}, {meta}, {free}, k, np.int64(0))
+        {arm_before}
+        r = {call}
+        if m == okey.size:
+{_indent(grow, 12)}
+        okey[m] = k
+        ots[m] = t
+{store("r", 8)}
+        m += 1
+        {arm_after}
+{fire("wm_end", 4) if timers else ""}
+    {aux}[0] = hc
+    return {", ".join(f"{a}[:m]" for a in arrays)}
+''')
+
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    _watermark_bounds(gen, node, reach_set)
+    _propagate_watermark(gen, node)
+    outs = [f"{a}_{nid}" for a in arrays]
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + state_names)
+    gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
+    gen.emit(f"m_{nid} = ots_{nid}.size")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"okey_valid_{nid} = okey_{nid} != {_NULL_KEY}")
+    cols = _emitted_key_cols(gen, node, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
+    et = x["event_time"]
+    cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")
+    for j, name in enumerate(out_names):
+        cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
+    owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
+    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned)
