@@ -601,19 +601,21 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
         for p in range(at[pi], at[pi + 1]):
             kv = {keys}[s, 0]
             ckey[p] = kv
-            if kv < kmin:
-                kmin = kv
-            if kv > kmax:
-                kmax = kv
+            if kv != {_NULL_KEY}:  # the null group's key, kept apart (slot 0) by the dense path
+                if kv < kmin:
+                    kmin = kv
+                if kv > kmax:
+                    kmax = kv
 {copies}
             s = {n['pnext']}[s]
     # Dense keys (codes, small ids) span a range not much wider than a window's entries:
-    # then a window accumulates into arrays indexed by key - kmin and is read out in key
-    # order by a scan of that range, with no sort and no merge. Otherwise each pane is
-    # sorted by key (once: the order is kept on its list) and the windows merge the runs.
-    span = np.uint64(kmax) - np.uint64(kmin) if total > 0 else np.uint64(0)
+    # then a window accumulates into arrays indexed by key - kmin + 1 (0: the null group,
+    # whose key sorts first) and is read out in key order by a scan of that range, with no
+    # sort and no merge. Otherwise each pane is sorted by key (once: the order is kept on
+    # its list) and the windows merge the runs.
+    span = np.uint64(kmax) - np.uint64(kmin) if kmin <= kmax else np.uint64(0)
     dense = total > 0 and span < np.uint64(8 * (cap // max(n_win, 1)) + 64)
-    width = np.int64(span) + 1 if dense else 0
+    width = np.int64(span) + 2 if dense else 0
     if not dense:
         for pi in range(used_lo, used_hi):
             q = psl[pi]
@@ -643,7 +645,8 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
 {_indent(windows(f"""            r_lo = width
             r_hi = np.int64(-1)
             for p in range(at[lo], at[hi]):  # the window's panes, in pane order (branch-free but the merges)
-                r = ckey[p] - kmin
+                kv = ckey[p]
+                r = kv - kmin + 1 if kv != {_NULL_KEY} else np.int64(0)
                 stamp[r] = wid
                 r_lo = min(r_lo, r)
                 r_hi = max(r_hi, r)
@@ -657,7 +660,7 @@ def window_{nid}_fire(wm_now, {", ".join(state_names)}):
                 o = cnt
                 cnt += 1
                 win_start[o] = ws
-                key[o] = kmin + r
+                key[o] = kmin + r - 1 if r > 0 else {_NULL_KEY}
 {dense_finals}
 {dense_resets}
             wid += 1"""), 4)}
