@@ -119,8 +119,9 @@ def test_tumbling_every_aggregate_matches_duckdb():
 
 @pytest.mark.parametrize("slide", [SIZE, 250])
 def test_key_zero_in_window_zero_is_told_from_freed_slots(slide):
-    # fires scan the table by slot and tell freed slots by their key (0, 0), which is
-    # also the live key of auction 0 in the window starting at 0: it must still fire
+    # tumbling fires scan the table by slot and tell freed slots by their key (0, 0),
+    # which is also the live key of auction 0 in the window starting at 0: it must still
+    # fire; sliding fires accumulate dense keys by offset from the least, here 0
     table = events(6_000, seed=5)
     auction = pc.subtract(table.column("auction"), 1)  # auction 0 is the most frequent
     table = table.set_column(1, "auction", auction)
