@@ -101,6 +101,25 @@ def test_split_puts_stateless_prefix_in_the_reader_and_keys_the_exchange():
     assert plan.partition.schema_of("f").equals(dag.schema_of("f"))
 
 
+def test_split_ships_only_the_columns_windows_read():
+    windows = (_builder()
+               .operator("w", lj.TumblingWindow(10, key="k", aggs={"n": lj.count(), "hi": lj.max("v")}))
+               .operator("g", lj.SessionWindow(5, key="k", aggs={"n": lj.count()}))
+               .connect("f", "w").connect("f", "g").sink_for("w", "out").sink_for("g", "sessions").build())
+    plan = split_dag(windows, 2)
+    (x,) = plan.exchanges
+    assert (x.node, x.keys, x.schema.names, x.event_time) == ("f@columns", ("k",), ["ts", "k", "v"], "ts")
+    assert set(plan.reader.execution_order) == {"s", "f", "f@columns", "f@columns@exchange"}
+    assert plan.partition.sources == ["f@columns"] and plan.partition.schema_of("f@columns").equals(x.schema)
+    assert plan.partition.schema_of("out").equals(windows.schema_of("out"))
+    # an operator that passes rows on, or a window sending late rows on unchanged, needs every column
+    for op in (lj.Dedup("k", within=10),
+               lj.TumblingWindow(10, key="k", aggs={"n": lj.count()}, late="side_output", late_sink="late")):
+        dag = _builder().operator("o", op).connect("f", "o").sink_for("o", "out").build()
+        (x,) = split_dag(dag, 2).exchanges
+        assert x.node == "f" and x.schema.equals(dag.schema_of("f"))
+
+
 def test_split_refuses_what_cannot_be_partitioned():
     unkeyed = _builder().operator("w", lj.TumblingWindow(10, aggs={"n": lj.count()})).connect("f", "w") \
         .sink_for("w", "out").build()

@@ -7,7 +7,10 @@ rest of the DAG are the *exchange streams*: each is hash-partitioned by a key
 and shipped to the partition that owns the key. The *partition part* is
 everything else; in it, each exchange stream becomes a source of the same
 name, schema and event-time column whose watermark comes from the readers
-(the minimum over all of them), not from the rows.
+(the minimum over all of them), not from the rows. Only the columns the
+partition part reads cross: when every consumer of a stream is a window
+(which reads its event time, keys and aggregated columns), the reader part
+projects the stream onto those first, as node ``<stream>@columns``.
 
 Key partitioning is only correct when every stateful operator after the
 exchange groups rows by (a superset of) the key the rows were partitioned
@@ -24,10 +27,14 @@ import pyarrow as pa
 from ..dag.builder import DagBuilder
 from ..dag.graph import StreamingDag
 from ..errors import PartitioningError
+from ..ops.stateless import Project
+from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 
 __all__ = ["Exchange", "SplitPlan", "split_dag"]
 
 EXCHANGE_SINK = "{}@exchange"
+#: Name of the reader-part projection that drops the columns no consumer after the exchange reads.
+COLUMNS_NODE = "{}@columns"
 
 
 @dataclass(frozen=True)
@@ -106,11 +113,17 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
                 consumers.setdefault(u, []).append((nodes[i], port))
     exchanges = []
     part_keys: dict[int, tuple[str, ...] | None] = {}
+    shipped: dict[int, str] = {}  # exchange stream -> the reader-part node whose rows cross
+    pruned: dict[int, list[str]] = {}
     for u in sorted(consumers, key=dag.execution_ids.index):
         keys = _exchange_keys(nodes[u].name, consumers[u], parallelism)
         part_keys[u] = keys
-        exchanges.append(Exchange(nodes[u].name, EXCHANGE_SINK.format(nodes[u].name), keys,
-                                  nodes[u].schema, nodes[u].event_time))
+        shipped[u], schema = nodes[u].name, nodes[u].schema
+        keep = _columns_read(consumers[u], schema)
+        if keep is not None and len(keep) < len(schema):
+            pruned[u] = keep
+            shipped[u], schema = COLUMNS_NODE.format(nodes[u].name), pa.schema([schema.field(c) for c in keep])
+        exchanges.append(Exchange(shipped[u], EXCHANGE_SINK.format(shipped[u]), keys, schema, nodes[u].event_time))
     if parallelism > 1:
         _check_lineage(dag, part_ids, part_keys)
 
@@ -126,6 +139,9 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
                 reader.operator(n.name, n.op)
                 for u, port in n.inputs:
                     reader.connect(nodes[u].name, n.name, port)
+    for u, keep in pruned.items():
+        reader.operator(shipped[u], Project(keep))
+        reader.connect(nodes[u].name, shipped[u])
     for x in exchanges:
         reader.sink_for(x.node, x.sink)
         part.source(x.node, x.schema, event_time=x.event_time)
@@ -133,7 +149,7 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
         n = nodes[i]
         part.operator(n.name, n.op)
         for u, port in n.inputs:
-            part.connect(nodes[u].name, n.name, port)
+            part.connect(shipped.get(u, nodes[u].name), n.name, port)
     reader_sinks, partition_sinks = [], []
     for n in nodes:
         if n.kind != "sink":
@@ -149,6 +165,25 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
             partition_sinks.append(n.name)
     return SplitPlan(dag, reader.build(), part.build(), tuple(exchanges), tuple(reader_sinks),
                      tuple(partition_sinks))
+
+
+#: Operators whose output holds only keys, window bounds and aggregates (not the rows they read).
+_AGGREGATING = (TumblingWindow, SlidingWindow, SessionWindow)
+
+
+def _columns_read(consumers: list, schema: pa.Schema) -> list[str] | None:
+    """The columns of an exchange stream its consumers read, in stream order; None when they need every one.
+
+    Windows (that drop their late rows) read the event time, the keys and
+    the aggregated columns; other operators pass rows on, so they get all.
+    """
+    read: set[str] = set()
+    for c, _ in consumers:
+        if type(c.op) not in _AGGREGATING or c.op.late != "drop":
+            return None
+        x = c.bound.extra
+        read.update((x["event_time"], *x["keys"], *c.bound.reads))
+    return [name for name in schema.names if name in read]
 
 
 def _exchange_keys(stream: str, consumers: list, parallelism: int) -> tuple[str, ...]:
