@@ -210,6 +210,7 @@ class SinkBuffer:
         self.batches: list[pa.RecordBatch] = []
         self._pending: list[tuple[pa.RecordBatch, tuple, object]] = []
         self._pending_rows = 0
+        self._recipes: dict[int, tuple] = {}  # id(layout) -> (layout, source columns, per-column recipe)
 
     def add(self, batch: pa.RecordBatch, result: tuple, layout=None) -> None:
         """Record this sink's share of one step ``result`` computed on ``batch``.
@@ -277,20 +278,65 @@ class SinkBuffer:
         # many small batches: source columns with one Arrow take over all of
         # them, derived columns by concatenating the step's arrays
         off = layout.offset
+        src, recipe, tail = self._recipe(layout)
+        taken = None
+        if src:
+            if len(parts) == 1:
+                b, r = parts[0]
+                base = b if b.schema.names == src else b.select(src)
+                taken = base if r[off + 1] else base.take(pa.array(r[off]))
+            else:
+                taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts])
+        derived = {}
+        for j, (kind, pos, arrow_type, target) in enumerate(recipe):
+            if kind == "col":
+                continue
+            if len(parts) == 1:
+                values, valid = parts[0][1][pos], parts[0][1][pos + 1]
+            else:
+                values, valid = _concat([r[pos] for _, r in parts], [r[pos + 1] for _, r in parts])
+            if kind == "code":
+                derived[j] = self.dictionaries[arrow_type].decode(values, _or_none(valid))
+            else:
+                derived[j] = _to_arrow(values, valid, arrow_type, target)
+        schema = self.layout.schema
+        if tail is not None and taken is not None:
+            # the taken columns lead in order: append the others (cheaper than
+            # rebuilding the batch, which costs ~1 µs per column for tiny outputs)
+            out = taken
+            for j in range(tail, len(recipe)):
+                out = out.append_column(schema.field(j), derived[j])
+            if out.schema.equals(schema):
+                return out
+        cols = taken.columns if taken is not None else []
+        return pa.RecordBatch.from_arrays([cols[pos] if kind == "col" else derived[j]
+                                           for j, (kind, pos, _, _) in enumerate(recipe)], schema=schema)
+
+    def _recipe(self, layout) -> tuple[list[str], list[tuple], int | None]:
+        """How :meth:`_materialize` builds ``layout``'s columns, worked out once per layout.
+
+        Returns the source columns to take; per output column
+        ``("col", index into them, None, None)``, ``("code", position, dictionary key, None)``
+        or ``("der", position, Arrow type, numpy dtype of a numeric type or None)``;
+        and, when the taken columns come first and in order, how many they are.
+        """
+        found = self._recipes.get(id(layout))
+        if found is not None and found[0] is layout:
+            return found[1:]
         src = list(layout.take_columns) + [c[2] for c in layout.columns if c[0] == "src"]
-        taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts]) if src else None
-        arrays = []
+        recipe = []
         for f, col in zip(layout.schema, layout.columns):
             if col[0] in ("take", "src"):
-                arrays.append(taken.column(col[1] if col[0] == "take" else src.index(col[2])))
-                continue
-            pos = col[1]
-            values, valid = _concat([r[pos] for _, r in parts], [r[pos + 1] for _, r in parts])
-            if col[0] == "code":
-                arrays.append(self.dictionaries[col[2]].decode(values, _or_none(valid)))
+                recipe.append(("col", col[1] if col[0] == "take" else src.index(col[2]), None, None))
+            elif col[0] == "code":
+                recipe.append(("code", col[1], col[2], None))
             else:
-                arrays.append(_to_arrow(values, valid, f.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
+                recipe.append(("der", col[1], f.type, _numeric_dtype(f.type)))
+        lead = [pos for kind, pos, _, _ in recipe[:len(src)] if kind == "col"]
+        tail = len(src) if lead == list(range(len(src))) and all(
+            kind != "col" for kind, _, _, _ in recipe[len(src):]) else None
+        self._recipes[id(layout)] = (layout, src, recipe, tail)
+        return src, recipe, tail
 
 
 def _concat(values: list[np.ndarray], valid: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -315,10 +361,22 @@ def _or_none(valid: np.ndarray):
     return None if valid.size == 0 else valid
 
 
-def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    mask = None if valid.size == 0 or valid.all() else ~valid
+def _numeric_dtype(arrow_type: pa.DataType) -> np.dtype | None:
+    """The numpy dtype of an integer, floating or boolean Arrow type; None for the others."""
     if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
-        target = arrow_type.to_pandas_dtype()
+        return np.dtype(arrow_type.to_pandas_dtype())
+    return None
+
+
+def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType, target=False) -> pa.Array:
+    """Values (and validity, empty when all valid) as an Arrow array of ``arrow_type``.
+
+    ``target`` is :func:`_numeric_dtype` of the type, when the caller knows it.
+    """
+    mask = None if valid.size == 0 or valid.all() else ~valid
+    if target is False:
+        target = _numeric_dtype(arrow_type)
+    if target is not None:
         if values.dtype != target:  # e.g. int32 or bool keys held as int64 in state
             values = values.astype(target)
         return pa.array(values, type=arrow_type, mask=mask)

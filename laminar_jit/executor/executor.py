@@ -113,7 +113,7 @@ class DagExecutor:
         batches = [conform(source, spec, b, checked) for b in to_batches(source, batch)]
         if plan.arrow_maps:
             batches = [_with_arrow_maps(plan, b) for b in batches]
-        rows = sum(b.num_rows for b in batches)
+        rows = batches[0].num_rows if len(batches) == 1 else sum(b.num_rows for b in batches)
         now = time.monotonic()
         self._last_input[source] = now
         for other, other_spec in self._specs.items():
@@ -154,10 +154,10 @@ class DagExecutor:
         plan = self._plans[source]
         counters = self._metrics.counters.copy()
         produced: list[tuple] = []  # (plan, batch, step result)
-        states = [self._states[nid] for nid in plan.stateful_ids]
+        states = [self._states[nid] for nid in plan.stateful_ids] if plan.stateful_ids else []
         if plan.due_grids:
             batches = [piece for b in batches for piece in self._cut_at_due_windows(source, plan, b)]
-        elif any(isinstance(state, WindowState) for state in states):
+        elif states and any(isinstance(state, WindowState) for state in states):
             batches = [b.slice(i, WINDOW_PIECE_ROWS) if b.num_rows > WINDOW_PIECE_ROWS else b
                        for b in batches for i in range(0, max(b.num_rows, 1), WINDOW_PIECE_ROWS)]
         for b in batches:
@@ -178,7 +178,7 @@ class DagExecutor:
         that emitted them (``wm_rows``), as they would inside one step.
         """
         offsets = self.dag.routing.offsets
-        before = [int(self._wm[layout.node_id]) for layout in plan.boundaries]
+        before = [int(self._wm[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
         result = _run_step(plan, b, offsets, counters, (self._wm, self._idle), states, self._dicts, wm_rows)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
@@ -423,6 +423,17 @@ def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
     return b
 
 
+def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
+    """Per step argument: ``plan.args``' fields, whether a null-free column is a plain numpy view, and
+    the empty placeholder passed for columns only sinks read (saves ~1 µs per column of a small batch)."""
+    out = []
+    for name, dtype, kernel_read, encoded in plan.args:
+        t = b.schema.field(name).type
+        plain = dtype != np.bool_ and (pa.types.is_integer(t) or pa.types.is_floating(t))
+        out.append((name, dtype, kernel_read, encoded, plain, empty_view(dtype)))
+    return tuple(out)
+
+
 def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
               wm_rows: int | None = None) -> tuple:
     """Call the compiled step of ``plan`` on batch ``b``.
@@ -430,18 +441,25 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     ``counters``, the watermark/idle arrays and the state arrays are updated in place.
     """
     n = b.num_rows
+    recipe = plan.__dict__.get("_arg_recipe")
+    if recipe is None:  # the batches of one plan always have the same schema
+        recipe = plan._arg_recipe = _arg_recipe(plan, b)
     args = []
-    for name, dtype, kernel_read, encoded in plan.args:
+    for name, dtype, kernel_read, encoded, plain, empty in recipe:
         if encoded:
             args.extend(dicts[(plan.source, name)].encode(b.column(name)))
         elif kernel_read or n >= EAGER_ROWS:
-            args.extend(column_view(b.column(name), dtype))
+            col = b.column(name)
+            if plain and not col.null_count:  # the common case: a zero-copy view, no mask
+                args += (col.to_numpy(zero_copy_only=True), NO_NULLS)
+            else:
+                args.extend(column_view(col, dtype))
         else:  # only sinks want it, and small batches are gathered by Arrow
-            args += (empty_view(dtype), NO_NULLS)
+            args += (empty, NO_NULLS)
     if time_state is None:  # stateless slices in worker threads
         time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
     state_args = []
-    by_id = dict(zip(plan.stateful_ids, states))
+    by_id = dict(zip(plan.stateful_ids, states)) if states else {}
     for nid, state in by_id.items():
         # new entries per call <= rows reaching the node: copies of source rows
         # plus what stateful nodes upstream can emit (windows: their open
