@@ -442,9 +442,9 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     ``counters``, the watermark/idle arrays and the state arrays are updated in place.
     """
     n = b.num_rows
-    recipe = plan.__dict__.get("_arg_recipe")
-    if recipe is None:  # the batches of one plan always have the same schema
-        recipe = plan._arg_recipe = _arg_recipe(plan, b)
+    recipe = plan.arg_recipe
+    if recipe is None:
+        recipe = plan.arg_recipe = _arg_recipe(plan, b)
     args = []
     for name, dtype, kernel_read, encoded, plain, empty in recipe:
         if encoded:

@@ -110,6 +110,9 @@ class SourcePlan:
     boundaries: list = None
     #: True for a boundary join's plan: its step takes ``wm_rows`` after the state arrays.
     derived: bool = False
+    #: ``args`` with how to view each column, filled by the executor from the first batch
+    #: (the batches of one plan always have the same schema).
+    arg_recipe: tuple = None
 
 
 def _kernels_stamp() -> str:
