@@ -280,13 +280,9 @@ class SinkBuffer:
         off = layout.offset
         src, recipe, tail = self._recipe(layout)
         taken = None
-        if src:
-            if len(parts) == 1:
-                b, r = parts[0]
-                base = b if b.schema.names == src else b.select(src)
-                taken = base if r[off + 1] else base.take(pa.array(r[off]))
-            else:
-                taken = _take_rows([(b.select(src), r[off], r[off + 1]) for b, r in parts])
+        if src:  # a batch that holds exactly these columns needs no select
+            taken = _take_rows([(b if b.schema.names == src else b.select(src), r[off], r[off + 1])
+                                for b, r in parts])
         derived = {}
         for j, (kind, pos, arrow_type, target) in enumerate(recipe):
             if kind == "col":
