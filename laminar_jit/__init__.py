@@ -5,6 +5,7 @@ over numpy views of the columns; a finalized DAG runs through one compiled
 step per source.
 """
 
+from ._progress import show_compile_progress
 from .checkpoint import Checkpoint
 from .dag import DagBuilder, RoutingTable, StreamingDag
 from .errors import (
@@ -93,4 +94,5 @@ __all__ = [
     "kernel",
     "recipes",
     "run",
+    "show_compile_progress",
 ]

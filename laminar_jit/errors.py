@@ -66,7 +66,29 @@ class PortError(DagError):
 
 
 class KernelError(LaminarError):
-    """A user kernel cannot be compiled by Numba or returns an unusable type."""
+    """A user kernel cannot be compiled, returns an unusable type, or raised while running.
+
+    Raised at :meth:`DagBuilder.build` for kernels Numba cannot compile, and by
+    the :class:`DagExecutor` call (``process_batch``, ``finish``,
+    ``advance_watermark``, ``mark_idle``) during which a kernel raised. That
+    call then had no effect at all, and the exception the kernel raised is
+    chained as ``__cause__``.
+
+    Attributes
+    ----------
+    node : str or None
+        The operator whose kernel raised (None for build-time errors).
+    source : str or None
+        The source whose call raised.
+    row : int or None
+        Position of the first failing row in the batch passed to
+        ``process_batch`` (over all its record batches), or None when no
+        single row is to blame (e.g. a kernel on a window's result at ``finish``).
+    """
+
+    node: str | None = None
+    source: str | None = None
+    row: int | None = None
 
 
 class DataError(LaminarError, ValueError):
@@ -74,7 +96,9 @@ class DataError(LaminarError, ValueError):
 
 
 class CheckpointError(LaminarError):
-    """A checkpoint is corrupt, truncated, or belongs to another DAG."""
+    """A checkpoint is corrupt, truncated, or belongs to another DAG, or a checkpoint or an
+    exactly-once sink's epoch cannot be written (full disk, no permission); the previous
+    checkpoint then stays intact."""
 
 
 class PartitioningError(DagError):

@@ -12,7 +12,10 @@ checkpoint in the order that makes output exactly-once:
 
 A crash before 3 replays the epoch from the previous checkpoint and the sinks
 discard what they had staged; a crash after 3 resumes from this checkpoint
-and the sinks finish the commit.
+and the sinks finish the commit. A write that fails in any of these steps (a
+full disk, say) stops the run with a ``CheckpointError`` in the same state as
+such a crash. A source whose data turns out damaged stops the run with a
+``DataError`` after a final checkpoint of everything read before it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _fs
 from .checkpoint import Checkpoint
 from .dag.builder import DagBuilder
 from .dag.graph import StreamingDag
-from .errors import CheckpointError, UnknownNodeError
+from .errors import CheckpointError, DataError, KernelError, UnknownNodeError
 from .executor import DagExecutor, Metrics
 from .io.sinks import Sink
 from .io.sources import as_source
@@ -89,6 +93,9 @@ class RunStats:
     startup_seconds : float
         Partitioned runs: seconds spent starting workers (process start,
         imports, plan loading, restores) — part of ``elapsed``.
+    compile_seconds : float
+        Single-process runs: seconds of ``elapsed`` spent compiling the plans
+        (or loading them from the on-disk cache).
     """
 
     events: int = 0
@@ -107,6 +114,7 @@ class RunStats:
     partition_seconds: list = field(default_factory=list)
     read_seconds: list = field(default_factory=list)
     startup_seconds: float = 0.0
+    compile_seconds: float = 0.0
 
     @property
     def events_per_second(self) -> float:
@@ -116,8 +124,11 @@ class RunStats:
     def __str__(self) -> str:
         state = "finished" if self.finished else "interrupted" if self.interrupted else "stopped"
         resumed = f", resumed from checkpoint {self.resumed_from}" if self.resumed_from else ""
-        return (f"{state}: {self.events:,} events in {self.batches:,} batches, {self.elapsed:.2f} s "
-                f"({self.events_per_second / 1e6:.2f} M events/s), {self.checkpoints} checkpoint(s){resumed}; "
+        batches = f"{self.batches:,} batch" + ("" if self.batches == 1 else "es")
+        checkpoints = f"{self.checkpoints} checkpoint" + ("" if self.checkpoints == 1 else "s")
+        compiled = f" (compiling {self.compile_seconds:.2f} s of it)" if self.compile_seconds >= 0.01 else ""
+        return (f"{state}: {self.events:,} events in {batches}, {self.elapsed:.2f} s{compiled} "
+                f"({self.events_per_second / 1e6:.2f} M events/s), {checkpoints}{resumed}; "
                 f"rows out: {self.rows_out}")
 
 
@@ -189,7 +200,17 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     CheckpointError
         The latest checkpoint is damaged or was taken from another DAG, or
         another run is using ``checkpoint_dir`` (one run per directory, held
-        by a lock the OS releases if the process dies).
+        by a lock the OS releases if the process dies); or a checkpoint or a
+        sink's files could not be written (a full disk, no permission, an I/O
+        error). Then the previous checkpoint is intact and no sink shows rows
+        it did not commit: calling ``run`` again with the same
+        ``checkpoint_dir`` once the cause is fixed loses and repeats nothing.
+    DataError
+        A source's data is damaged (a truncated or corrupt Parquet, IPC or
+        CSV file). The message names the source, the file and the row
+        reached; with a ``checkpoint_dir`` every row before that row was
+        processed and committed with a final checkpoint, so a run called
+        again once the file is repaired continues at that row.
     PartitioningError
         With ``parallelism > 1``: a stateful operator is not keyed by the
         columns its input is partitioned by.
@@ -266,7 +287,7 @@ def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep,
 
 
 def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0) -> RunStats:
-    stats = RunStats(rows_out={name: 0 for name in sinks})
+    stats = RunStats(rows_out={name: 0 for name in sinks}, compile_seconds=ex.compile_seconds)
     positions = {name: 0 for name in sources}
     cp = store.latest() if store is not None else None
     if cp is not None:
@@ -275,7 +296,14 @@ def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, 
         stats.resumed_from = stats.epoch = cp.epoch
     restored_epoch = None if store is None else stats.epoch
     for name, sink in sinks.items():
-        sink.open(dag.schema_of(name), restored_epoch)
+        try:
+            sink.open(dag.schema_of(name), restored_epoch)
+        except OSError as e:  # e.g. finishing a commit a crash interrupted, on a full disk
+            _close(sinks)
+            resuming = f" to resume from checkpoint {restored_epoch}" if restored_epoch else ""
+            raise CheckpointError(f"lj.run: sink {name!r} ({sink!r}) could not be opened{resuming}: "
+                                  f"{_fs.explain_os_error(e)}. Fix the cause and call lj.run again: opening can be "
+                                  "repeated, nothing is lost or written twice") from e
     stats.metrics = ex.metrics
     stats.positions = positions
     if cp is not None and cp.finished:
@@ -307,13 +335,20 @@ class _Loop:
         since_batches, since_rows, last = 0, 0, time.monotonic()
         while iterators and not stop.requested:
             for name in list(iterators):
-                batch = next(iterators[name], None)
+                try:
+                    batch = next(iterators[name], None)
+                except DataError as e:  # a damaged file: keep what was read before it, then stop
+                    self.stop_on_bad_input(name, e)
                 if batch is None:
                     del iterators[name]
                     if iterators:  # a finished source must not hold back the others' windows
                         ex.advance_watermark(name, _WM_MAX)
                     continue
-                ex.process_batch(name, batch)
+                try:
+                    ex.process_batch(name, batch)
+                except KernelError as exc:
+                    exc.add_note(self._stopped_note(name))
+                    raise
                 n = batch.num_rows
                 self.positions[name] += n
                 self.stats.events += n
@@ -341,30 +376,101 @@ class _Loop:
             self.checkpoint()
         else:
             self.drain()
-            for sink in self.sinks.values():
-                sink.pre_commit(self.epoch)
-            for sink in self.sinks.values():
-                sink.commit(self.epoch)
+            self.pre_commit(self.epoch)
+            self.commit(self.epoch, saved=False)
+
+    def _stopped_note(self, source: str) -> str:
+        """What a run stopped by a raising kernel keeps, and how to go on."""
+        where = f"lj.run stopped at source {source!r} after {self.positions[source]:,} of its rows"
+        if self.store is None:
+            return (f"{where}. Without a checkpoint_dir nothing was committed to the sinks; fix the data or the "
+                    "kernel and run again")
+        last = f"checkpoint epoch {self.stats.epoch}" if self.stats.epoch else "no checkpoint yet (it starts over)"
+        return (f"{where}. The last checkpoint is intact ({last}); rows after it were not committed. Fix the data "
+                "(or the kernel, which changes the DAG and needs a new checkpoint_dir) and run again with the same "
+                "checkpoint_dir: it resumes from there and every row reaches the sinks exactly once")
 
     def drain(self) -> None:
         for name, sink in self.sinks.items():
             table = self.ex.take_sink_outputs(name)
             if table.num_rows:
-                sink.write(table, self.epoch)
+                try:
+                    sink.write(table, self.epoch)
+                except OSError as e:
+                    raise self.storage_error(f"sink {name!r} ({sink!r}) could not write rows of epoch "
+                                             f"{self.epoch}", e) from e
                 self.stats.rows_out[name] += table.num_rows
 
     def checkpoint(self) -> None:
         epoch = self.epoch
         self.drain()
-        for sink in self.sinks.values():
-            sink.pre_commit(epoch)
+        self.pre_commit(epoch)
         cp = self.ex.checkpoint()
         cp.positions, cp.epoch = dict(self.positions), epoch
-        self.store.save(cp)
-        for sink in self.sinks.values():
-            sink.commit(epoch)
+        try:
+            self.store.save(cp)
+        except CheckpointError as e:
+            raise self.storage_error(f"checkpoint {epoch} could not be saved", e) from e
+        self.commit(epoch, saved=True)
+        for name, source in self.sources.items():  # e.g. a CDC source may now forget what precedes it
+            source.checkpoint_committed(cp.positions[name])
         self.stats.epoch, self.stats.checkpoints = epoch, self.stats.checkpoints + 1
         self.epoch = epoch + 1
+
+    def pre_commit(self, epoch: int) -> None:
+        for name, sink in self.sinks.items():
+            try:
+                sink.pre_commit(epoch)
+            except OSError as e:
+                raise self.storage_error(f"sink {name!r} ({sink!r}) could not stage the rows of epoch {epoch}",
+                                         e) from e
+
+    def commit(self, epoch: int, saved: bool) -> None:
+        for name, sink in self.sinks.items():
+            try:
+                sink.commit(epoch)
+            except OSError as e:
+                saved_note = f"checkpoint {epoch} is saved, but " if saved else ""
+                raise self.storage_error(f"{saved_note}sink {name!r} ({sink!r}) could not make its rows visible "
+                                         "(they stay staged, none of them visible)", e) from e
+
+    def storage_error(self, what: str, cause: Exception) -> CheckpointError:
+        """A :class:`CheckpointError` for a write that failed: what failed, why, what is intact, how to go on."""
+        detail = str(cause) if isinstance(cause, CheckpointError) else _fs.explain_os_error(cause)
+        if self.store is None:
+            return CheckpointError(
+                f"lj.run: {what}: {detail}. This run keeps no checkpoints, so nothing of it was committed; "
+                "fix the cause and run it again from the start")
+        epochs = self.store.epochs()
+        intact = (f"the latest complete checkpoint is {epochs[-1]} "
+                  f"({str(self.store.root / f'chk-{epochs[-1]:08d}')!r})" if epochs
+                  else "no checkpoint was completed yet")
+        return CheckpointError(
+            f"lj.run: {what}: {detail}. Nothing was lost: {intact}. Fix the cause, then call lj.run again with "
+            f"checkpoint_dir={str(self.store.root)!r}: it resumes from that checkpoint, replays the rows read "
+            "since, and exactly-once sinks (ParquetSink) drop or finish what they had staged, so no row is "
+            "lost or written twice")
+
+    def stop_on_bad_input(self, name: str, error: DataError):
+        """Checkpoint everything read before a source's damaged data, then raise a :class:`DataError`.
+
+        Sources raise :class:`DataError` only between batches, so ``positions[name]`` is the first row
+        not read: a rerun from this checkpoint, once the data is repaired, continues exactly there.
+        """
+        at = self.positions[name]
+        if self.store is None:
+            raise DataError(f"lj.run: source {name!r} stopped at row {at:,}: {error} — this run keeps no "
+                            "checkpoints, so nothing was committed; repair the data and run it again") from error
+        try:
+            self.checkpoint()
+        except CheckpointError as e:
+            raise DataError(f"lj.run: source {name!r} stopped at row {at:,}: {error} — and the checkpoint of "
+                            f"the rows before it failed too: {e}") from error
+        raise DataError(
+            f"lj.run: source {name!r} stopped at row {at:,}: {error} — every row before it was processed once "
+            f"and committed with checkpoint {self.stats.epoch} "
+            f"({str(self.store.root / f'chk-{self.stats.epoch:08d}')!r}). Repair or replace the data, then call "
+            f"lj.run again with checkpoint_dir={str(self.store.root)!r}: it continues from row {at:,}") from error
 
 
 class _CheckpointStore:
@@ -372,9 +478,13 @@ class _CheckpointStore:
 
     def __init__(self, root: Path, keep: int):
         self.root, self.keep = root, keep
-        root.mkdir(parents=True, exist_ok=True)
-        # One run per directory: an exclusive lock held until close() (released by the OS on a crash).
-        self._lock = open(root / ".lock", "a+")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            # One run per directory: an exclusive lock held until close() (released by the OS on a crash).
+            self._lock = open(root / ".lock", "a+")
+        except OSError as e:
+            raise CheckpointError(f"checkpoint_dir {str(root)!r} cannot be created or written: "
+                                  f"{_fs.explain_os_error(e)}") from e
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

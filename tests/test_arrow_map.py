@@ -108,7 +108,7 @@ def test_a_failing_function_rejects_the_batch_and_changes_nothing():
     ex.process_batch("s", table.slice(0, 300))
     before = ex.checkpoint()
     wm = ex.watermark("s")
-    with pytest.raises(lj.DataError, match="operator 'flag' \\(ArrowMap\\): picky raised ValueError"):
+    with pytest.raises(lj.KernelError, match="operator 'flag' \\(ArrowMap\\): picky raised ValueError"):
         ex.process_batch("s", table.slice(300, 2))
     assert ex.metrics.events_in == 300
     after = ex.checkpoint()

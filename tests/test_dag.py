@@ -628,10 +628,18 @@ def test_filter_returning_nothing():
         b.build()
 
 
-def test_filter_returning_a_number_is_allowed():
-    dag = (_builder().operator("nonzero", lj.Filter(lambda qty: qty % 2))
-           .connect("bids", "nonzero").sink_for("nonzero", "out").build())
-    assert dag.schema_of("nonzero") == BIDS
+@pytest.mark.parametrize("fn, returned", [(lambda price: price * 2, "float64"), (lambda qty: qty % 2, "int64")])
+def test_filter_returning_a_number_is_rejected(fn, returned):
+    """A number used as truthiness is a predicate missing its comparison: rejected at build()."""
+    b = _builder().operator("doubled", lj.Filter(fn)).connect("bids", "doubled").sink_for("doubled", "out")
+    with pytest.raises(lj.KernelError, match=rf"operator 'doubled' \(Filter\).* returns {returned}, expected a boolean"):
+        b.build()
+
+
+def test_filter_comparing_a_number_is_accepted():
+    dag = (_builder().operator("odd", lj.Filter(lambda qty: qty % 2 != 0))
+           .connect("bids", "odd").sink_for("odd", "out").build())
+    assert dag.schema_of("odd") == BIDS
 
 
 def test_map_returning_two_values_for_one_output():

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .._fs import fsync_dir
+from .. import _fs
 from ..errors import CheckpointError
 
 __all__ = ["Checkpoint", "FORMAT_VERSION"]
@@ -136,15 +136,18 @@ class Checkpoint:
         Raises
         ------
         CheckpointError
-            ``path`` exists, or writing failed (nothing is left behind then).
+            ``path`` exists, or writing failed — a full disk, no permission, an
+            I/O error; the message names the path, the cause and the fix, and
+            nothing is left behind (an existing checkpoint elsewhere is never
+            touched).
         """
         path = Path(path)
         if path.exists():
             raise CheckpointError(f"cannot save the checkpoint to {str(path)!r}: it already exists; "
                                   "save to a new directory (checkpoints are never overwritten)")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
             files = {}
             for i, (node, arrays) in enumerate(sorted(self.states.items())):
@@ -163,18 +166,21 @@ class Checkpoint:
                 "node_fingerprints": self.node_fingerprints, "watermarks": self.watermarks, "idle": self.idle,
                 "metrics": self.metrics, "finished": self.finished, "positions": self.positions, "files": files,
             }
-            with open(tmp / _MANIFEST, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(tmp)
-            os.rename(tmp, path)
-            fsync_dir(path.parent)
+            _fs.write_file(tmp / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+            _fs.fsync_dir(tmp)
+            _fs.replace(tmp, path)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError):
-                raise CheckpointError(f"could not write the checkpoint to {str(path)!r}: {e}") from e
+                raise CheckpointError(f"could not write the checkpoint to {str(path)!r}: "
+                                      f"{_fs.explain_os_error(e)}; nothing of it was left behind") from e
             raise
+        try:
+            _fs.fsync_dir(path.parent)
+        except OSError as e:  # the checkpoint is complete under its name; only the rename may not be durable
+            raise CheckpointError(f"the checkpoint {str(path)!r} was written but its directory entry could not be "
+                                  f"synced: {_fs.explain_os_error(e)}; it is complete, but may be lost if the "
+                                  "machine fails now") from e
         return path
 
     # ------------------------------------------------------------------ load
@@ -232,10 +238,7 @@ def _write(path: Path, data: pa.RecordBatch | pa.Table) -> dict:
     with pa.ipc.new_file(stream, data.schema) as writer:
         writer.write(data)
     buf = memoryview(stream.getvalue())
-    with open(path, "wb") as f:
-        f.write(buf)
-        f.flush()
-        os.fsync(f.fileno())
+    _fs.write_file(path, buf)
     return {"bytes": buf.nbytes, "sha256": hashlib.sha256(buf).hexdigest()}
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import DataError
 
@@ -60,7 +61,9 @@ def to_batches(source: str, data) -> list[pa.RecordBatch]:
         return [data]
     if isinstance(data, pa.Table):
         batches = data.to_batches()
-        return batches if batches else [pa.RecordBatch.from_pylist([], schema=data.schema)]
+        # (an empty batch built from arrays: from_pylist cannot build string_view dictionaries)
+        return batches if batches else [pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in data.schema],
+                                                                   schema=data.schema)]
     if hasattr(data, "__arrow_c_array__"):
         return [pa.record_batch(data)]
     if hasattr(data, "__arrow_c_stream__"):
@@ -112,6 +115,9 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
                 )
             arrays.append(_cast(source, f, batch.column(idx)))
         out = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    for i, f in enumerate(schema):
+        if pa.types.is_dictionary(f.type) and out.column(i).dictionary.null_count:
+            out = out.set_column(i, f, _without_null_entries(out.column(i)))
     for i, what in checked:
         nulls = out.column(i).null_count
         if nulls:
@@ -149,12 +155,34 @@ def _cast(source: str, f: pa.Field, col: pa.Array) -> pa.Array:
             "pyarrow.compute.cast or declare it as such in the source schema"
         )
     try:
+        if pa.types.is_dictionary(col.type) and not pa.types.is_dictionary(f.type):
+            # A dictionary-encoded batch (a Polars Categorical/Enum; each batch may bring a
+            # dictionary of its own) for a plain column: cast the batch's dictionary once,
+            # then gather it by the indices (Arrow has no direct cast from string_view
+            # dictionaries, and this casts each distinct value once, not each row).
+            return col.dictionary.cast(f.type, safe=True).take(col.indices)
         return col.cast(f.type, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise DataError(
             f"source {source!r}: column {f.name!r} is {col.type} and cannot be cast safely to {f.type} "
             f"({exc}) — fix the values or declare {col.type} in the source schema"
         ) from exc
+
+
+def _without_null_entries(col: pa.DictionaryArray) -> pa.DictionaryArray:
+    """``col`` with the null entries of its dictionary dropped and the rows using them made null.
+
+    Arrow cannot concatenate dictionary arrays whose dictionaries hold nulls
+    (the executor concatenates small batches, sinks concatenate outputs); a
+    null entry and a null index mean the same. Vectorized: the new position of
+    each entry is a running count of the valid entries.
+    """
+    valid = col.dictionary.is_valid().to_numpy(zero_copy_only=False)
+    position = np.cumsum(valid) - 1
+    entry_valid = pa.array(valid).take(col.indices)
+    indices = pa.array(position, pa.int64()).take(col.indices)
+    indices = pc.if_else(entry_valid, indices, None).cast(col.type.index_type)
+    return pa.DictionaryArray.from_arrays(indices, col.dictionary.drop_null(), ordered=col.type.ordered)
 
 
 def column_view(col: pa.Array, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,12 @@ from .._memory import tune_allocator
 from ..errors import DataError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..time.watermarks import WATERMARK_MIN
+from ..errors import KernelError
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .metrics import Metrics
 from ..state.dictionary import StringDictionary
 from ..state.windows import WindowState
+from .faults import FaultGuard, kernel_error, raising_kernels
 from .plan import boundary_joins, compile_plan
 
 __all__ = ["DagExecutor"]
@@ -83,6 +85,10 @@ class DagExecutor:
             buffer.dictionaries = self._dicts
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
         self._finished = False
+        # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
+        self._raising = raising_kernels(dag)
+        self._guard = FaultGuard(self, self._raising) if self._raising else None
+        self._broken: str | None = None
 
     # ------------------------------------------------------------------ input
     def process_batch(self, source: str, batch) -> None:
@@ -115,6 +121,11 @@ class DagExecutor:
         if plan.arrow_maps:
             batches = [_with_arrow_maps(plan, b) for b in batches]
         rows = batches[0].num_rows if len(batches) == 1 else sum(b.num_rows for b in batches)
+        self._guarded(self._apply, source, batches, rows, source=source, what="batch", batches=batches)
+        self._metrics.events_in += rows
+        self._metrics.batches += len(batches)
+
+    def _apply(self, source: str, batches: list, rows: int) -> None:
         now = time.monotonic()
         self._last_input[source] = now
         for other, other_spec in self._specs.items():
@@ -124,11 +135,12 @@ class DagExecutor:
                 self._flush()
                 self._idle[self.dag.node(other).id] = True  # takes effect in the next compiled step
 
-        if rows < COALESCE_ROWS and len(batches) == 1:
+        if rows < COALESCE_ROWS and len(batches) == 1 and self._guard is None:
             # Small batches are validated now and queued; the compiled step runs
             # once over many of them (see COALESCE_ROWS). Outputs, metrics and
             # watermarks flush the queue before they are read, so nothing can
-            # observe the delay — except a kernel raising, which surfaces later.
+            # observe the delay. DAGs with kernels that can raise do not queue:
+            # a raising row must fail the call that passed it.
             if self._queue and self._queue_source != source:
                 self._flush()
             self._queue.append(batches[0])
@@ -139,8 +151,48 @@ class DagExecutor:
         else:
             self._flush()
             self._run(source, batches)
-        self._metrics.events_in += rows
-        self._metrics.batches += len(batches)
+
+    def _guarded(self, fn, *args, source: str, what: str, batches=None) -> None:
+        """Call ``fn(*args)``; if a kernel raises, take the whole call back and raise :class:`KernelError`."""
+        if self._broken is not None:
+            raise KernelError(self._broken)
+        guard = self._guard
+        if guard is None:
+            try:
+                return fn(*args)
+            except (KernelError, DataError):
+                raise
+            except Exception as exc:  # a kernel that was not expected to raise: state is partly updated
+                self._broken = (f"a compiled step raised {type(exc).__name__}: {exc} (source {source!r}, {what}) though "
+                                "no kernel of this DAG has a raise statement, so the executor could not take the "
+                                "call back and its state is partly updated. Restore the last checkpoint (restore(), "
+                                "here or in a new DagExecutor)")
+                raise KernelError(self._broken) from exc
+        before = guard.begin()
+        try:
+            fn(*args)
+        except (KernelError, DataError):
+            guard.rollback(before)
+            raise
+        except Exception as exc:  # a user kernel raised inside a compiled step
+            guard.rollback(before)
+            row, first, batch = None, None, None
+            if batches and sum(b.num_rows for b in batches):
+                batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+                row, first = guard.first_failing_row(source, batch)
+            raise kernel_error(self, source, what, row, first or exc, self._raising, batch) from (first or exc)
+        guard.commit()
+
+    def _plan_node_names(self, source: str) -> list[str]:
+        """Names of the nodes downstream of ``source`` (the nodes its steps can run)."""
+        offsets, targets = self.dag.routing.offsets, self.dag.routing.targets
+        seen, todo = set(), [self.dag.node(source).id]
+        while todo:
+            nid = todo.pop()
+            if nid not in seen:
+                seen.add(nid)
+                todo.extend(int(t) for t in targets[offsets[nid]:offsets[nid + 1]])
+        return [self.dag.nodes[nid].name for nid in sorted(seen)]
 
     def _flush(self) -> None:
         """Run the queued small batches through the step as one batch."""
@@ -148,10 +200,24 @@ class DagExecutor:
             return
         queue, source = self._queue, self._queue_source
         self._queue, self._queue_rows, self._queue_source = [], 0, None
-        self._run(source, [queue[0] if len(queue) == 1 else pa.concat_batches(queue)])
+        self._guarded(self._run, source, [queue[0] if len(queue) == 1 else pa.concat_batches(queue)],
+                      source=source, what="queued batches")
 
     def _run(self, source: str, batches: list[pa.RecordBatch]) -> None:
         """Run validated batches; commit counters and outputs only if all succeed."""
+        if self._guard is not None:
+            self._guard.record(source, batches)
+        counters, produced = self._execute(source, batches)
+        self._metrics.counters = counters
+        for ran, b, result in produced:
+            for layout in ran.sinks:
+                self._outputs[layout.sink].add(b, result, layout)
+
+    def _execute(self, source: str, batches: list[pa.RecordBatch]) -> tuple:
+        """Run the compiled steps of ``source`` over ``batches``, updating state, watermarks and idle flags.
+
+        Returns the updated metric counters (a copy) and the step results, which :meth:`_run` commits.
+        """
         plan = self._plans[source]
         counters = self._metrics.counters.copy()
         produced: list[tuple] = []  # (plan, batch, step result)
@@ -166,10 +232,7 @@ class DagExecutor:
                 produced += [(plan, piece, result) for piece, result in self._run_parallel(plan, b, counters)]
             else:
                 self._run_with_boundaries(plan, b, states, counters, produced)
-        self._metrics.counters = counters
-        for ran, b, result in produced:
-            for layout in ran.sinks:
-                self._outputs[layout.sink].add(b, result, layout)
+        return counters, produced
 
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
                              wm_rows: int | None = None) -> None:
@@ -187,6 +250,14 @@ class DagExecutor:
             derived = self._derived[layout.sink]
             self._run_with_boundaries(derived, joined, [self._states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds this executor's construction spent compiling its plans or loading them from the disk cache.
+
+        Near zero when the plans were already in this process's memo.
+        """
+        return sum(p.compile_seconds for p in [*self._plans.values(), *self._derived.values()])
 
     @property
     def metrics(self) -> Metrics:
@@ -250,6 +321,9 @@ class DagExecutor:
         if self._finished:
             return
         self._flush()
+        self._guarded(self._finish, source=None, what="finish()")
+
+    def _finish(self) -> None:
         for source in self._plans:
             self._wm[self.dag.node(source).id] = np.iinfo(np.int64).max
             self._idle[self.dag.node(source).id] = False
@@ -276,8 +350,11 @@ class DagExecutor:
         """
         self._check_source(source)
         self._flush()
+        self._guarded(self._advance, source, int(timestamp), source=source, what="advance_watermark()")
+
+    def _advance(self, source: str, timestamp: int) -> None:
         nid = self.dag.node(source).id
-        self._wm[nid] = max(int(self._wm[nid]), int(timestamp))
+        self._wm[nid] = max(int(self._wm[nid]), timestamp)
         self._idle[nid] = False
         self._tick(source)
 
@@ -304,6 +381,9 @@ class DagExecutor:
         """
         self._check_source(source)
         self._flush()
+        self._guarded(self._mark_idle, source, source=source, what="mark_idle()")
+
+    def _mark_idle(self, source: str) -> None:
         self._idle[self.dag.node(source).id] = True
         for other in self._plans:
             self._tick(other)
@@ -354,6 +434,9 @@ class DagExecutor:
         from ..checkpoint.capture import restore
 
         restore(self, checkpoint)
+        self._broken = None  # the state is whole again
+        if self._guard is not None:
+            self._guard.reset()
 
     # ------------------------------------------------------------------ output
     def take_sink_outputs(self, sink: str) -> pa.Table:
@@ -412,7 +495,11 @@ def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
     computed = {}
     for name, (node, op, columns, j, arrow_type) in plan.arrow_maps.items():
         if node not in computed:
-            computed[node] = op.evaluate(node, [b.column(c) for c in columns])
+            try:
+                computed[node] = op.evaluate(node, [b.column(c) for c in columns])
+            except KernelError as exc:
+                exc.source = plan.source
+                raise
         col = computed[node][j]
         if col.type != arrow_type:
             try:

@@ -23,6 +23,7 @@ import re
 
 import pyarrow as pa
 
+from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
@@ -104,7 +105,7 @@ def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: 
         lf, rt = n["left"], n["right"]
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
                  f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
-                 f"{lf['ts']}, {lf['nxt']}, {lf['prv']}, {lf['free']}, {lf['flag']}, "
+                 f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['free']}, {lf['flag']}, "
                  f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['free']}, {rt['flag']}, {pairs})")
     else:
         for j, port in enumerate(("left", "right")):
@@ -115,7 +116,7 @@ def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: 
             else:  # a left row expires after t + upper, a right row after t - lower
                 kind, a, b = 0, (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), 0
             gen.emit(f"{pairs} = expire_side(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
-                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, {sd['prv']}, "
+                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, {sd['prv']}, "
                      f"{sd['free']}, {pairs})")
     # output watermark: held back to the oldest left row the join may still emit
     lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
@@ -188,7 +189,7 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
     ts_col = b.cols[spec["event_time"]]
     key_cols = [b.cols[k] for k in spec["keys"]]
     for j, (kname, kc) in enumerate(zip(spec["keys"], key_cols)):
-        if kc.arrow_type == pa.string() or pa.types.is_large_string(kc.arrow_type):
+        if arrow_to_numpy_dtype(kc.arrow_type) is None:  # string, large_string or a dictionary of them
             # string keys compare as codes of one dictionary shared by both sides' columns
             if kc.kind != "src" or b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string key {kname!r} of port {port!r} must come "
@@ -205,7 +206,9 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
     # A row can add at most one pair per buffered row of the other side (plus itself, for semi
     # joins): the loop stops before a row that might not fit, and the step grows the buffers.
     other_live = f"{n['aux']}[{SIDE_BASE[_OTHER[port]] + 2}] + 1"
-    room = f"if n_out + {other_live} > out_l.size:\n            return n_late, n_out, p"
+    # (the arrival counter is stored before an early return: the call that resumes reads it back)
+    room = (f"if n_out + {other_live} > out_l.size:\n            {n['aux']}[0] = seq\n"
+            "            return n_late, n_out, p")
     if dense:
         loop = f"for i in range(start, n):\n        p = i\n        {room}"
     else:

@@ -42,6 +42,7 @@ import numba
 import numpy as np
 
 from .._jit import JIT_DISABLED
+from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
@@ -113,6 +114,9 @@ class SourcePlan:
     #: ``args`` with how to view each column, filled by the executor from the first batch
     #: (the batches of one plan always have the same schema).
     arg_recipe: tuple = None
+    #: Seconds this process spent compiling the step (or loading it from the disk cache);
+    #: 0.0 when it came from the in-process memo.
+    compile_seconds: float = 0.0
 
 
 def _kernels_stamp() -> str:
@@ -149,10 +153,16 @@ def compile_plan(dag, source: str) -> SourcePlan:
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
     signature = _signature(gen, dag, source, args)
+    compile_seconds = 0.0
     with _MEMO_LOCK:
         step = _STEP_MEMO.get(digest) if cacheable else None
         if step is None:
-            step, cacheable = _load(gen, text, digest, cacheable, signature)
+            cached = cacheable and os.path.exists(os.path.join(cache_dir(), "plans", f"p_{digest}.py"))
+            what = (f"loading plan for source {source!r} from the disk cache" if cached else
+                    f"compiling plan for source {source!r}" + (" (first run; cached afterwards)" if cacheable else ""))
+            with compiling(what) as took:
+                step, cacheable = _load(gen, text, digest, cacheable, signature)
+            compile_seconds = took["seconds"]
             if cacheable:
                 _STEP_MEMO[digest] = step
     parallel_safe = not gen.stateful_ids
@@ -172,7 +182,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
                       shared_dictionaries=gen.shared_dictionaries,
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
-                      boundaries=gen.boundaries, derived=gen.derived)
+                      boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds)
 
 
 # ----------------------------------------------------------------------------- loading

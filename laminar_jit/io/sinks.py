@@ -12,7 +12,6 @@ delivers every row exactly once across crashes and restarts.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._fs import fsync_dir
+from .. import _fs
 from ..errors import DataError
 
 __all__ = ["CallbackSink", "MemorySink", "ParquetSink", "Sink"]
@@ -156,6 +155,11 @@ class ParquetSink(Sink):
     with ``_`` — gives exactly the output: no duplicates, no gaps. Without a
     checkpoint directory the run commits everything when it ends.
 
+    Storage failures (a full disk, a failing rename) never make rows visible
+    twice or in part: a staged file whose write fails is removed, and a commit
+    that fails halfway moves the files it had committed back to staging
+    before raising, so the epoch is all visible or not at all.
+
     Parameters
     ----------
     directory : str or os.PathLike
@@ -231,7 +235,7 @@ class ParquetSink(Sink):
         for p in self.committed_files():
             if int(_PART.match(p.name).group(1)) > restored_epoch:
                 p.unlink()
-        fsync_dir(self.directory)
+        _fs.fsync_dir(self.directory)
 
     def write(self, table, epoch):
         if self._epoch != epoch:
@@ -248,9 +252,8 @@ class ParquetSink(Sink):
         stage = self._stage_dir(self._epoch)
         stage.mkdir(parents=True, exist_ok=True)
         path = stage / f"part-{self._epoch:08d}-{self._seq:05d}.parquet"
-        pq.write_table(pa.concat_tables(self._buffer), path, compression=self.compression)
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
+        # a failed write removes its partial file, so a staged file is always complete
+        _fs.write_parquet(pa.concat_tables(self._buffer), path, self.compression)
         self._buffer, self._buffered = [], 0
         self._seq += 1
 
@@ -259,18 +262,40 @@ class ParquetSink(Sink):
             self._flush()
         stage = self._stage_dir(epoch)
         if stage.is_dir():
-            fsync_dir(stage)
+            _fs.fsync_dir(stage)
 
     def commit(self, epoch):
+        """Move the epoch's staged files into the directory, all or none.
+
+        Raises
+        ------
+        OSError
+            A rename or the directory sync failed. The files already moved are
+            moved back first, so readers see none of the epoch's rows; the
+            epoch stays staged and the next :meth:`open` resuming from its
+            checkpoint commits it again.
+        """
         stage = self._stage_dir(epoch)
         if not stage.is_dir():
             return
-        for p in sorted(stage.iterdir()):
-            if _PART.match(p.name):
-                os.replace(p, self.directory / p.name)
-            else:
-                p.unlink()
-        fsync_dir(self.directory)
+        parts = sorted(p for p in stage.iterdir() if _PART.match(p.name))
+        moved = []
+        try:
+            for p in parts:
+                _fs.replace(p, self.directory / p.name)
+                moved.append(p)
+            _fs.fsync_dir(self.directory)
+        except OSError:
+            # An epoch of several files must not show up half: undo the renames (renames within one
+            # file system need no free space, so this works on a full disk too).
+            for p in reversed(moved):
+                try:
+                    _fs.replace(self.directory / p.name, p)
+                except OSError:  # pragma: no cover - the file system refuses renames both ways
+                    pass
+            raise
+        for p in stage.iterdir():
+            p.unlink()
         stage.rmdir()
 
     def close(self):

@@ -111,6 +111,14 @@ class Source(abc.ABC):
     def __repr__(self) -> str:
         return self.describe()
 
+    def checkpoint_committed(self, position: int) -> None:
+        """A checkpoint holding ``position`` for this source is saved and its epoch committed.
+
+        A run will never again ask for rows before ``position``, so a source
+        that keeps them (a change log, a broker's offsets) may release them.
+        The default does nothing.
+        """
+
     # helpers for subclasses
 
     def _check_start_row(self, start_row: Any, total: int | None = None) -> int:
@@ -124,6 +132,14 @@ class Source(abc.ABC):
         if total is not None and start_row > total:
             self._beyond_end(start_row, total)
         return start_row
+
+    def _damaged(self, where: str, position: int, exc: BaseException) -> DataError:
+        """The :class:`DataError` of a read that failed at row ``position`` (``where``: the part read)."""
+        read = f"The rows before row {position:,} were read" if position else "No row was read"
+        return DataError(
+            f"{self.describe()}: cannot read {where}: {type(exc).__name__}: {exc}. {read}; the file is "
+            "truncated or damaged from there on — replace it with a complete copy (rewrite it if it was cut "
+            "off while being written)")
 
     def _beyond_end(self, start_row: int, total: int) -> None:
         raise CheckpointError(
@@ -168,6 +184,32 @@ def _drop_rows(
         seen += n
     if at_end is not None:
         at_end(seen)
+
+
+def _guarded(batches: Iterable[pa.RecordBatch], source: Source, position: int, unit: str,
+             before_read: Callable[[], None] | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield ``batches``; a read that fails becomes a :class:`DataError` naming ``source`` and the position.
+
+    ``position`` is the row of the whole source the first batch starts at;
+    ``unit`` names what each batch is (``"batch"`` of an IPC stream, ``"block"``
+    of a CSV file) in the message; ``before_read``, called before each read,
+    may raise ``OSError`` to stop it. Batches are checked, never rows: the
+    cost is one ``try`` per batch.
+    """
+    it = iter(batches)
+    index = 0
+    while True:
+        try:
+            if before_read is not None:
+                before_read()
+            batch = next(it)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:
+            raise source._damaged(f"{unit} {index} of this read (from row {position:,})", position, exc) from exc
+        index += 1
+        position += batch.num_rows
+        yield batch
 
 
 def _rechunk(batches: Iterable[pa.RecordBatch], max_rows: int | None) -> Iterator[pa.RecordBatch]:
@@ -314,6 +356,10 @@ class ParquetSource(Source):
     ------
     FileNotFoundError
         If ``path`` is not an existing file.
+    DataError
+        If the footer cannot be read (a truncated file); when iterating, if
+        a row group cannot be read — the message names the row group and the
+        first row not read.
     ValueError
         If ``batch_size`` is not a positive int or a column is not in the file.
 
@@ -332,9 +378,15 @@ class ParquetSource(Source):
     ) -> None:
         self.path = _path(path, "ParquetSource")
         self.batch_size = _positive_int(batch_size, "batch_size", self.describe())
-        with pq.ParquetFile(self.path) as pf:
-            self._metadata = pf.metadata
-            schema = pf.schema_arrow
+        try:
+            with pq.ParquetFile(self.path) as pf:
+                self._metadata = pf.metadata
+                schema = pf.schema_arrow
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"{self.describe()}: cannot read the file's footer (its schema and row groups): "
+                f"{type(exc).__name__}: {exc}. No row was read; the file is truncated, was not completely "
+                "written, or is not Parquet — replace it with a complete copy") from exc
         if columns is not None:
             columns = [columns] if isinstance(columns, str) else list(columns)
             missing = [c for c in columns if c not in schema.names]
@@ -378,13 +430,24 @@ class ParquetSource(Source):
             return
         names = self.schema.names
         with pq.ParquetFile(self.path, metadata=self._metadata) as pf:
-            # One row group at a time on this thread: Arrow's decode threads cost more than they
-            # save here (the executor and, in a partitioned run, the other workers need the cores).
-            groups = (pf.read_row_group(g, columns=self.columns, use_threads=False)
-                      for g in self.row_groups[group:])
-            it = (b for t in groups for b in t.to_batches(max_chunksize=self.batch_size))
+            it = (b for t in self._row_groups(pf, group, skip) for b in t.to_batches(max_chunksize=self.batch_size))
             for batch in _drop_rows(it, skip):
                 yield batch if batch.schema.names == names else batch.select(names)
+
+    def _row_groups(self, pf: pq.ParquetFile, first: int, skip: int) -> Iterator[pa.Table]:
+        """The source's row groups from ``first`` on; one that cannot be read raises :class:`DataError`."""
+        for i in range(first, len(self.row_groups)):
+            g = self.row_groups[i]
+            start = int(self._ends[i - 1]) if i else 0
+            try:
+                # One row group at a time on this thread: Arrow's decode threads cost more than they
+                # save here (the executor and, in a partitioned run, the other workers need the cores).
+                table = pf.read_row_group(g, columns=self.columns, use_threads=False)
+            except (OSError, pa.ArrowException) as exc:
+                reached = start + (skip if i == first else 0)
+                raise self._damaged(f"row group {g} (rows {start:,} to {int(self._ends[i]) - 1:,})", reached,
+                                    exc) from exc
+            yield table
 
 
 # --------------------------------------------------------------------------- csv
@@ -428,11 +491,20 @@ class CsvSource(Source):
         If ``batch_size`` or ``block_size`` is not a positive int.
     pyarrow.ArrowKeyError
         If a column of ``schema`` is missing from the header.
+    DataError
+        If a block of the file cannot be parsed or converted (a row cut off
+        by truncation, a value of the wrong type): the message names the
+        file, the row the damaged block starts at (every row before it was
+        yielded) and pyarrow's description of the bad row.
 
     Notes
     -----
     :attr:`total_rows` is unknown (``None``). Resuming past the end of the
     file costs a full parse to count its rows for the error message.
+    Rows are parsed in blocks of ``block_size`` bytes, so a damaged row stops
+    the source at the start of its block. A file cut exactly at the end of a
+    row, or inside the last field of its last row, is still a valid (shorter)
+    CSV file and cannot be told from a complete one.
 
     Examples
     --------
@@ -471,8 +543,11 @@ class CsvSource(Source):
             quoted_strings_can_be_null=quoted_strings_can_be_null,
             **extra,
         )
-        with self._open(0):  # fail early on a missing column or an unreadable header
-            pass
+        try:
+            with self._open(0):  # fail early on a missing column or an unreadable header
+                pass
+        except (OSError, pa.ArrowInvalid) as exc:  # a damaged first block (a missing column is ArrowKeyError)
+            raise self._damaged("the header and the first block", 0, exc) from exc
 
     def describe(self) -> str:
         """``"CsvSource('<path>')"``."""
@@ -507,8 +582,12 @@ class CsvSource(Source):
     def _iter(self, start_row: int) -> Iterator[pa.RecordBatch]:
         schema, names = self.schema, self.schema.names
         any_rows = False
-        with self._open(start_row) as reader:
-            for batch in _rechunk(reader, self.batch_size):
+        try:
+            reader = self._open(start_row)  # parses the first block
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise self._damaged(f"block 0 of this read (from row {start_row:,})", start_row, exc) from exc
+        with reader:
+            for batch in _rechunk(_guarded(reader, self, start_row, "block"), self.batch_size):
                 if batch.num_rows == 0:
                     continue
                 any_rows = True
@@ -551,8 +630,11 @@ class IpcSource(Source):
     ------
     FileNotFoundError
         If ``path`` is not an existing file.
-    ValueError
-        If the file is neither an Arrow IPC file nor an Arrow IPC stream.
+    DataError
+        If the file is neither an Arrow IPC file nor an Arrow IPC stream, or
+        is an IPC file whose footer is missing (a truncated file); when
+        iterating, if a batch cannot be read (a truncated stream) — the
+        message names the batch and the first row not read.
 
     Examples
     --------
@@ -572,10 +654,16 @@ class IpcSource(Source):
                 src.seek(0)
                 try:
                     reader = pa.ipc.open_stream(src)
-                except pa.ArrowInvalid as exc:
-                    raise ValueError(
-                        f"IpcSource: {self.path!r} is neither an Arrow IPC file nor an Arrow IPC stream: {exc}"
-                    ) from exc
+                except (OSError, pa.ArrowException) as exc:
+                    src.seek(0)
+                    if src.read(6) == b"ARROW1":
+                        raise DataError(
+                            f"{self.describe()}: the file starts as an Arrow IPC file but its footer (the index of "
+                            f"its batches) cannot be read: {exc}. No row was read; the file is truncated or was not "
+                            "completely written — replace it with a complete copy") from exc
+                    raise DataError(
+                        f"{self.describe()}: the file is neither an Arrow IPC file nor an Arrow IPC stream "
+                        f"({exc}); write it with pyarrow.ipc.new_file or new_stream") from exc
                 self.format = "stream"
             self.schema = reader.schema
 
@@ -618,12 +706,35 @@ class IpcSource(Source):
         start_row = self._check_start_row(start_row, self.total_rows)
         return self._iter_file(start_row) if self.format == "file" else self._iter_stream(start_row)
 
+    def _check_size(self, mapped: int) -> None:
+        """Raise ``OSError`` if the file is now shorter than its memory map.
+
+        Touching mapped pages past the end of a file that shrank kills the
+        process (SIGBUS) instead of raising, so each read checks first. A file
+        cut while a batch already yielded is still in use can crash all the
+        same: replace files, never rewrite them in place, while a run reads them.
+        """
+        size = os.stat(self.path).st_size
+        if size < mapped:
+            raise OSError(f"the file shrank from {mapped:,} to {size:,} bytes while being read (it is "
+                          "memory-mapped; reading on would crash the process)")
+
     def _iter_file(self, start_row: int) -> Iterator[pa.RecordBatch]:
         with pa.memory_map(self.path) as src:
-            reader = pa.ipc.open_file(src)
-            first, skip = _seek(self._batch_ends(reader), start_row)
+            try:
+                reader = pa.ipc.open_file(src)
+            except (OSError, pa.ArrowException) as exc:  # changed since construction
+                raise self._damaged(f"the footer (to resume at row {start_row:,})", start_row, exc) from exc
+            ends = self._batch_ends(reader)
+            first, skip = _seek(ends, start_row)
+            mapped = src.size()
             for i in range(first, reader.num_record_batches):
-                batch = reader.get_batch(i)
+                try:
+                    self._check_size(mapped)
+                    batch = reader.get_batch(i)
+                except (OSError, pa.ArrowException) as exc:
+                    reached = start_row if i == first else int(ends[i - 1])
+                    raise self._damaged(f"batch {i} of the file", reached, exc) from exc
                 if batch.num_rows:
                     yield batch.slice(skip) if i == first and skip else batch
 
@@ -633,7 +744,9 @@ class IpcSource(Source):
                 self._beyond_end(start_row, total)
 
         with pa.memory_map(self.path) as src, pa.ipc.open_stream(src) as reader:
-            yield from _drop_rows(reader, start_row, at_end)
+            mapped = src.size()
+            batches = _guarded(reader, self, 0, "batch", lambda: self._check_size(mapped))
+            yield from _drop_rows(batches, start_row, at_end)
 
 
 # --------------------------------------------------------------------------- arrow c stream

@@ -19,9 +19,10 @@ import numpy as np
 
 from .._jit import njit
 from .hashtable import ht_delete
+from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
-           "chain_unlink", "expire_side", "reserve_pairs", "row_alloc", "row_release"]
+           "chain_unlink", "expire_side", "order_settled", "reserve_pairs", "row_alloc", "row_release"]
 
 
 
@@ -98,8 +99,9 @@ def reserve_pairs(out_l, out_r, n_out, more):
     size = max(2 * out_l.size, n_out + more)
     grown_l = np.empty(size, np.int64)
     grown_r = np.empty(size, np.int64)
-    grown_l[:n_out] = out_l[:n_out]
-    grown_r[:n_out] = out_r[:n_out]
+    for i in range(n_out):  # a loop, not a slice assignment: see ``selection.concat``
+        grown_l[i] = out_l[i]
+        grown_r[i] = out_r[i]
     return grown_l, grown_r
 
 
@@ -127,12 +129,12 @@ def _expiry(kind, t, a, b):
 
 @njit
 def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux, base,
-                ts, slot, flag, nxt, prv, rfree, out_l, out_r, n_out):
+                ts, seq, slot, flag, nxt, prv, rfree, out_l, out_r, n_out):
     """Free the rows of one side whose expiry the watermark ``W`` passed.
 
     Rows never matched are emitted first when ``emit`` (outer and anti joins),
-    paired with -1 on the other side (``side`` 0 = left). Recomputes the side's
-    least expiry and event time.
+    paired with -1 on the other side (``side`` 0 = left), in (event time,
+    arrival) order. Recomputes the side's least expiry and event time.
     """
     if aux[base + 3] >= W:
         return out_l, out_r, n_out
@@ -145,6 +147,7 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
     # noting each chain whose oldest row goes, then cut those prefixes off.
     cut = np.empty(aux[base + 2], np.int64)
     n_cut = 0
+    first = n_out
     for i in range(aux[base]):
         if flag[i] == 0:
             continue
@@ -163,6 +166,7 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
             cut[n_cut] = s
             n_cut += 1
         row_release(aux, base, rfree, flag, i)
+    order_settled(out_l, out_r, first, n_out, side, ts, seq)  # released rows keep their values
     for c in range(n_cut):
         s = cut[c]
         q = heads[s, h]
@@ -178,6 +182,36 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
     aux[base + 3] = low_exp
     aux[base + 4] = low_ts
     return out_l, out_r, n_out
+
+
+@njit
+def order_settled(out_l, out_r, start, n_out, side, ts, seq):
+    """Reorder the pairs ``[start, n_out)`` by (event time, arrival) of their row on ``side`` (0 = left).
+
+    The watermark settles rows in row-store order (an expiry scan) or in the
+    order keys got queued rows (as-of resolution), both accidents of the
+    state's history; sorting makes the order of one call's settled rows a
+    property of the rows alone (README: "Order of output rows"). Only settled
+    rows are sorted, with the radix argsort windows use.
+    """
+    m = n_out - start
+    if m < 2:
+        return
+    rows = out_l if side == 0 else out_r
+    major = np.empty(m, np.int64)
+    minor = np.empty(m, np.int64)
+    old_l = np.empty(m, np.int64)
+    old_r = np.empty(m, np.int64)
+    for e in range(m):  # loops, not slice copies: see ``selection.concat``
+        i = rows[start + e]
+        major[e] = ts[i]
+        minor[e] = seq[i]
+        old_l[e] = out_l[start + e]
+        old_r[e] = out_r[start + e]
+    order = argsort_pairs(major, minor)
+    for e in range(m):
+        out_l[start + e] = old_l[order[e]]
+        out_r[start + e] = old_r[order[e]]
 
 
 @njit(inline="always")
@@ -200,7 +234,7 @@ def asof_prune(direction, tol, s, h, buckets, keys, meta, free, heads, aux, base
 
 @njit
 def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, heads, active, aux, lbase, rbase,
-              lts, lnxt, lprv, lfree, lflag, rts, rnxt, rprv, rfree, rflag, out_l, out_r, n_out):
+              lts, lseq, lnxt, lprv, lfree, lflag, rts, rnxt, rprv, rfree, rflag, out_l, out_r, n_out):
     """Emit the queued left rows whose as-of match the watermark ``W`` has settled; prune right rows.
 
     Walks the keys with queued rows (``active[1:active[0] + 1]``), merging each
@@ -208,9 +242,11 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
     W`` is decided when no right row still to come can beat its candidate:
     backward always; forward once a row in ``[t, W)`` exists; nearest also
     when the backward candidate is at least as close as ``W`` is. At ``W`` =
-    +inf every row is decided. ``tol`` < 0 means no tolerance.
+    +inf every row is decided. ``tol`` < 0 means no tolerance. The rows come
+    out in (left event time, arrival) order.
     """
     out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[lbase + 2])
+    first = n_out
     na = active[0]
     a = 1
     low_ts = _WM_MAX
@@ -278,4 +314,5 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
             a += 1
     active[0] = na
     aux[lbase + 4] = low_ts
+    order_settled(out_l, out_r, first, n_out, 0, lts, lseq)
     return out_l, out_r, n_out

@@ -62,5 +62,6 @@ def heap_pop(times, slots, count):
 def grow(a):
     """``a`` copied into an array twice as long (output buffers of unknown final size)."""
     out = np.empty(max(2 * a.size, 16), a.dtype)
-    out[: a.size] = a
+    for i in range(a.size):  # a loop, not a slice assignment: see ``selection.concat``
+        out[i] = a[i]
     return out

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._progress import compiling
 from ..dag import DagBuilder, StreamingDag
 from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
@@ -333,15 +334,15 @@ def run(name: str, events: NexmarkEvents, max_delay: int = 100) -> QueryRun:
     -------
     QueryRun
     """
-    t0 = time.perf_counter()
-    dag = query(name, max_delay)
-    streams = streams_of(dag)
-    warm = DagExecutor(dag)  # compiles the plans (or loads them from the disk cache) ...
-    if events.chunks:  # ... and the first chunk compiles what Python calls lazily (state growth, dictionaries)
-        for s in streams:
-            warm.process_batch(s, events.chunks[0][s])
-    warm.finish()
-    compile_seconds = time.perf_counter() - t0
+    with compiling(f"compiling plan for {name} (cached on disk after the first run)") as took:
+        dag = query(name, max_delay)
+        streams = streams_of(dag)
+        warm = DagExecutor(dag)  # compiles the plans (or loads them from the disk cache) ...
+        if events.chunks:  # ... and the first chunk compiles what Python calls lazily (state growth, dictionaries)
+            for s in streams:
+                warm.process_batch(s, events.chunks[0][s])
+        warm.finish()
+    compile_seconds = took["seconds"]
     ex = DagExecutor(dag)
     t0 = time.perf_counter()
     for chunk in events.chunks:

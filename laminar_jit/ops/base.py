@@ -17,7 +17,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
-__all__ = ["Bound", "Operator", "kernel_column", "state_fields"]
+__all__ = ["Bound", "Operator", "kept_field", "kernel_column", "state_fields", "string_type"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,30 @@ def kernel_column(node: str, schema: pa.Schema, column: str, role: str) -> np.dt
             "dictionary-encode or cast them upstream to use them in a kernel"
         )
     return dtype
+
+
+def string_type(arrow_type: pa.DataType) -> pa.DataType | None:
+    """The type a string column comes back as from operator state, or None when it is no string column.
+
+    Keyed operators and joins keep strings as int64 codes of a
+    :class:`~laminar_jit.state.dictionary.StringDictionary` filled at the
+    source boundary, and decode them when they emit rows. ``string`` and
+    ``large_string`` come back as themselves; a dictionary of them (Arrow
+    ``dictionary<int32, string>``, the schema of a Polars ``Categorical`` or
+    ``Enum``) as its value type: codes already are a dictionary, so the
+    batch's own dictionary is not rebuilt on output.
+    """
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return arrow_type
+    return None
+
+
+def kept_field(f: pa.Field) -> pa.Field:
+    """``f`` as an operator that keeps the column in its state emits it (see :func:`string_type`)."""
+    decoded = string_type(f.type)
+    return f.with_type(decoded) if decoded is not None and decoded != f.type else f
 
 
 def state_fields(owner: str, state, reserved=()) -> list[tuple[str, np.dtype, object]]:

@@ -36,7 +36,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from ..time.watermarks import to_units
-from .base import Bound, Operator
+from .base import Bound, Operator, kept_field, string_type
 from .windows import _key_tuple
 
 __all__ = ["AsofJoin", "IntervalJoin", "JoinOperator", "TemporalJoin", "WindowJoin"]
@@ -108,7 +108,9 @@ class JoinOperator(Operator):
         et_type = et_types["left"]
         for lk, rk in zip(self.left_keys, self.right_keys):
             types = [self._key_type(node, schemas[p], k, p) for p, k in (("left", lk), ("right", rk))]
-            if types[0] != types[1] and not (pa.types.is_integer(types[0]) and pa.types.is_integer(types[1])):
+            # a dictionary of strings and plain strings compare as codes of one shared dictionary
+            if types[0] != types[1] and not (pa.types.is_integer(types[0]) and pa.types.is_integer(types[1])) \
+                    and not (string_type(types[0]) and string_type(types[0]) == string_type(types[1])):
                 raise SchemaError(f"operator {node!r}: key {lk!r} (left) is {types[0]} but {rk!r} (right) is "
                                   f"{types[1]}; cast one side so the keys compare")
         ports = {}
@@ -116,7 +118,7 @@ class JoinOperator(Operator):
             payload = []
             for f in schemas[port]:
                 dtype = arrow_to_numpy_dtype(f.type)
-                if dtype is None and not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+                if dtype is None and string_type(f.type) is None:
                     raise SchemaError(f"operator {node!r}: column {f.name!r} of port {port!r} is {f.type}; joins "
                                       "carry numeric, boolean, temporal and string columns — drop it upstream "
                                       "with lj.Project")
@@ -131,7 +133,8 @@ class JoinOperator(Operator):
                 while name in names:
                     name += "_right"
                 names.append(name)
-                fields.append(pa.field(name, f.type, nullable=f.nullable or nullable[port]))
+                # every column is kept in the row store: dictionary strings come back as plain ones
+                fields.append(pa.field(name, kept_field(f).type, nullable=f.nullable or nullable[port]))
         extra = {"ports": ports, "how": self.how, "event_time_type": et_type,
                  "lateness": self._units(node, "allowed_lateness", self.allowed_lateness, et_type, 0),
                  "output_event_time": times["left"] if self.how not in ("right", "full") else None,
@@ -148,7 +151,7 @@ class JoinOperator(Operator):
                               f"columns: {', '.join(schema.names)}")
         t = schema.field(idx).type
         dtype = arrow_to_numpy_dtype(t)
-        if (dtype is None and not pa.types.is_string(t)) or (dtype is not None and dtype.kind == "f"):
+        if (dtype is None and string_type(t) is None) or (dtype is not None and dtype.kind == "f"):
             raise SchemaError(f"operator {node!r}: key column {key!r} of port {port!r} is {t}; join keys must be "
                               "integer, boolean, temporal or string columns — bucket or cast floats upstream")
         return t

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from .._jit import JIT_DISABLED
 from ..errors import KernelError, SchemaError
-from .base import Bound, Operator, kernel_column, state_fields
+from .base import Bound, Operator, kept_field, kernel_column, state_fields
 from .kernel import Kernel, _first_line
 from .windows import _key_tuple, check_key_columns
 
@@ -130,7 +130,7 @@ class KeyedKernel(Operator):
         self._check(node, self.kernel, [numba.from_dtype(d) for d in dtypes])
         if self.on_timer is not None:
             self._check(node, self.on_timer, [numba.int64])
-        fields = [input_schema.field(k) for k in self.keys] + [pa.field(event_time, et_type)]
+        fields = [kept_field(input_schema.field(k)) for k in self.keys] + [pa.field(event_time, et_type)]
         fields += [pa.field(n, t) for n, t in self.outputs]
         extra = {"keys": self.keys, "event_time": event_time, "output_event_time": event_time,
                  "n_outputs": len(self.outputs)}

@@ -61,7 +61,9 @@ class Filter(Operator):
     ----------
     fn : callable or Kernel
         Scalar predicate whose parameters name columns, e.g.
-        ``lambda price: price > 100.0``. Rows with a null input are dropped.
+        ``lambda price: price > 100.0``; it must return a boolean (a number is
+        rejected at ``build()`` with :class:`~laminar_jit.KernelError`). Rows
+        with a null input are dropped.
 
     Examples
     --------
@@ -74,10 +76,14 @@ class Filter(Operator):
 
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         reads, dtypes, result = _bind_kernel(node, "Filter", self.kernel, input_schema)
-        if isinstance(result, tuple) or result.kind not in "biuf":
+        # Only booleans: a number used as truthiness (``lambda price: price * 2``) is almost always a
+        # predicate missing its comparison, and silently keeping every nonzero row hides it.
+        if isinstance(result, tuple) or result.kind != "b":
+            got = "a tuple" if isinstance(result, tuple) else str(result)
             raise KernelError(
-                f"operator {node!r} (Filter): predicate {self.kernel.name} returns {result}, "
-                "expected a boolean (or a number, nonzero meaning true)"
+                f"operator {node!r} (Filter): predicate {self.kernel.name} returns {got}, expected a boolean "
+                f"— compare the value (e.g. `lambda {', '.join(reads) or 'x'}: ... > 0`) or, to keep nonzero "
+                "values, write `!= 0`"
             )
         return Bound(node, self, input_schema, input_schema, reads, dtypes)
 
@@ -263,8 +269,8 @@ class ArrowMap(Operator):
     def evaluate(self, node: str, arrays: list) -> list:
         """Call ``fn`` on ``arrays`` and return one array per output, cast to the output types.
 
-        Raises :class:`~laminar_jit.DataError` naming ``node`` when the function
-        fails or returns something else than declared.
+        Raises :class:`~laminar_jit.KernelError` naming ``node`` when the function
+        raises, and :class:`~laminar_jit.DataError` when it returns something else than declared.
         """
         from ..errors import DataError
 
@@ -272,8 +278,14 @@ class ArrowMap(Operator):
         try:
             result = self.fn(*arrays)
         except Exception as exc:  # the user's function: report it with the node
-            raise DataError(f"operator {node!r} (ArrowMap): {getattr(self.fn, '__name__', 'fn')} raised "
-                            f"{type(exc).__name__}: {exc}") from exc
+            from ..errors import KernelError
+
+            err = KernelError(f"operator {node!r} (ArrowMap): {getattr(self.fn, '__name__', 'fn')} raised "
+                              f"{type(exc).__name__}: {exc} — it runs on whole columns, so no single row is "
+                              "named; the batch was rejected before any state changed. Fix the function or the "
+                              "data and pass the batch again")
+            err.node, err.source, err.row = node, None, None
+            raise err from exc
         results = result if isinstance(result, tuple) else (result,)
         if len(results) != len(self.outputs):
             raise DataError(f"operator {node!r} (ArrowMap): returned {len(results)} value(s) for "
@@ -305,7 +317,7 @@ class ArrowMap(Operator):
         empty = [pa.array([], input_schema.field(c).type) for c in self.params]
         try:
             results = self.evaluate(node, empty)
-        except DataError as exc:
+        except (DataError, KernelError) as exc:
             raise KernelError(f"{exc} — on empty input of the column types, at build time") from None
         writes = []
         for (name, _), r in zip(self.outputs, results):

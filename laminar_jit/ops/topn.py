@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
-from .base import Bound, kernel_column
+from .base import Bound, kept_field, kernel_column, string_type
 from .windows import WindowOperator, _units, check_key_columns
 
 __all__ = ["TopN"]
@@ -24,8 +24,9 @@ class TopN(WindowOperator):
     arrival). When the watermark reaches the window's end plus
     ``allowed_lateness`` the window emits its rows, best first: columns
     ``window_start``, ``window_end``, ``rank`` (1 = best), then every input
-    column unchanged; emissions are ordered by window end, then key, then
-    rank. Rows whose ``by`` is null or NaN are never ranked. Late rows are
+    column unchanged (dictionary-encoded strings come back as plain strings of
+    the dictionary's value type); emissions are ordered by window end, then
+    key, then rank. Rows whose ``by`` is null or NaN are never ranked. Late rows are
     dropped and counted, or routed to ``late_sink``.
 
     Equivalent SQL over the rows that are not late:
@@ -80,7 +81,7 @@ class TopN(WindowOperator):
                 raise SchemaError(f"operator {node!r}: input column {f.name!r} clashes with a TopN output column; "
                                   "rename it upstream with lj.Project")
             dtype = arrow_to_numpy_dtype(f.type)
-            if dtype is None and not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            if dtype is None and string_type(f.type) is None:
                 raise SchemaError(f"operator {node!r}: column {f.name!r} is {f.type}; TopN keeps numeric, boolean, "
                                   "temporal and string columns — drop it upstream with lj.Project")
             payload.append((f.name, dtype))
@@ -88,7 +89,7 @@ class TopN(WindowOperator):
         size = _units(node, "window", self.window, et_type)
         bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
         out_schema = pa.schema([pa.field("window_start", bound_time), pa.field("window_end", bound_time),
-                                pa.field("rank", pa.int64()), *input_schema])
+                                pa.field("rank", pa.int64()), *map(kept_field, input_schema)])
         extra = {"event_time": event_time, "event_time_type": et_type,
                  "lateness": _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
                  "keys": self.keys, "aggs": (), "late": self.late, "late_sink": self.late_sink,

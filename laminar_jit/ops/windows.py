@@ -15,8 +15,9 @@ Semantics (Flink's, where the design is silent):
   — the source watermark advances row by row (a running maximum), so whether
   a row is late does not depend on how the input was split into batches.
 
-Keys are any integer, boolean, temporal or string column (strings are
-dictionary-encoded at the source boundary and come back as strings); rows
+Keys are any integer, boolean, temporal or string column (strings, also
+dictionary-encoded ones such as Polars categoricals, are encoded into codes
+at the source boundary and come back as plain strings); rows
 with a null key form their own group, as in SQL ``GROUP BY``.
 """
 
@@ -33,7 +34,7 @@ from .._types import arrow_to_numpy_dtype, numpy_to_arrow_type
 from ..errors import SchemaError
 from ..time.watermarks import to_units
 from .aggregates import Agg
-from .base import Bound, Operator, kernel_column
+from .base import Bound, Operator, kept_field, kernel_column, string_type
 
 __all__ = ["SessionWindow", "SlidingWindow", "TumblingWindow", "WindowOperator"]
 
@@ -56,9 +57,10 @@ def check_key_columns(node: str, schema: pa.Schema, keys) -> None:
             raise SchemaError(f"operator {node!r}: key column {k!r} is not in its input; "
                               f"available columns: {', '.join(schema.names)}")
         t = schema.field(idx).type
-        if arrow_to_numpy_dtype(t) is None and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        if arrow_to_numpy_dtype(t) is None and string_type(t) is None:
             raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; keys must be integer, boolean, "
-                              "temporal or string columns")
+                              "temporal or string columns (string, large_string or a dictionary of them) — "
+                              "cast it upstream or declare it as pa.string() in the source schema")
         if arrow_to_numpy_dtype(t) is not None and arrow_to_numpy_dtype(t).kind == "f":
             raise SchemaError(f"operator {node!r}: key column {k!r} is {t}; floating-point keys are not "
                               "allowed (cast or bucket them first)")
@@ -108,7 +110,7 @@ class WindowOperator(Operator):
         bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
         out_fields += [pa.field("window_start", bound_time), pa.field("window_end", bound_time)]
         for k in self.keys:
-            out_fields.append(schema.field(k))
+            out_fields.append(kept_field(schema.field(k)))  # dictionary keys come back as their values
         for name, agg in self.aggs.items():
             if name in ("window_start", "window_end") or name in self.keys:
                 raise SchemaError(f"operator {node!r}: aggregate name {name!r} clashes with an output column")

@@ -8,7 +8,11 @@ is part of a checkpoint (:meth:`StringDictionary.snapshot`).
 How a batch is encoded, with no Python per row and none per known value:
 
 1. Arrow's ``dictionary_encode`` does the per-row work, reducing the batch to
-   its distinct values (in order of first appearance) and int32 indices.
+   its distinct values (in order of first appearance) and int32 indices. A
+   batch that arrives dictionary-encoded (a Polars ``Categorical``/``Enum``,
+   Arrow ``dictionary<…, string>``, each batch with a dictionary of its own)
+   is reduced the same way through its integer indices: only the dictionary
+   entries the rows use are looked at, and row strings are never built.
 2. :func:`laminar_jit.kernels.hashtable.intern_bytes` maps those distinct
    values to codes in compiled code, through a :class:`KeyTable` keyed by a
    128-bit fingerprint of the bytes (every hit is confirmed by comparing
@@ -130,32 +134,67 @@ class StringDictionary:
             raise TypeError(
                 f"StringDictionary.encode: values are {array.type}, expected {self._family} values "
                 f"for a dictionary of {self._value_type} — cast them with pyarrow.compute.cast")
-        # Everything that can fail happens before the dictionary is touched.
+        # Everything that can fail (casts) happens before the dictionary is touched.
         if pa.types.is_dictionary(array.type):
-            array = array.cast(array.type.value_type)
+            chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+            parts = [self._distinct_of_dictionary(chunk) for chunk in chunks]
+        else:
+            parts = [self._distinct_of_values(array)]
+        out = [self._codes(distinct, rows) for distinct, rows in parts]
+        if len(out) == 1:
+            return out[0]
+        if not out:
+            return np.empty(0, np.int64), np.empty(0, np.bool_)
+        codes = np.concatenate([c for c, _ in out])
+        if not any(v.size for _, v in out):
+            return codes, np.empty(0, np.bool_)
+        return codes, codes >= 0
+
+    def _distinct_of_values(self, array: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+        """Distinct values of a plain string/binary array (first appearance) and each row's index into them."""
         encoded = pc.dictionary_encode(array)
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.unify_dictionaries()
             if encoded.num_chunks == 0:
-                distinct = pa.array([], array.type)
-                indices = pa.array([], pa.int32())
-            else:
-                distinct = encoded.chunk(0).dictionary
-                indices = pa.concat_arrays([chunk.indices for chunk in encoded.chunks])
+                return pa.array([], self._store_type), pa.array([], pa.int32())
+            return encoded.chunk(0).dictionary.cast(self._store_type), \
+                pa.concat_arrays([chunk.indices for chunk in encoded.chunks])
+        return encoded.dictionary.cast(self._store_type), encoded.indices
+
+    def _distinct_of_dictionary(self, chunk: pa.DictionaryArray) -> tuple[pa.Array, pa.Array]:
+        """The same for a dictionary-encoded array, working on its indices and its own dictionary.
+
+        Each array may bring a different dictionary (Polars categoricals, the
+        chunks of an Arrow table), possibly with values no row uses, repeated
+        values or nulls. Hashing the integer indices finds the entries the rows
+        use, in order of first appearance; only those values are cast and
+        interned, so codes follow first appearance exactly as for plain
+        strings and the row strings are never materialized.
+        """
+        used = pc.dictionary_encode(chunk.indices)  # distinct indices in order of first use
+        return chunk.dictionary.take(used.dictionary).cast(self._store_type), used.indices
+
+    def _codes(self, distinct: pa.Array, rows: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Codes per row from the batch's distinct values and the rows' indices into them.
+
+        A null index or a null distinct value is a null row (code -1).
+        """
+        if distinct.null_count:  # only from a dictionary with null entries
+            valid_distinct = distinct.is_valid().to_numpy(zero_copy_only=False)
+            interned = self._intern(distinct.filter(distinct.is_valid()))
         else:
-            distinct, indices = encoded.dictionary, encoded.indices
-        distinct = distinct.cast(self._store_type)
+            valid_distinct, interned = None, self._intern(distinct)
         # Null rows index one past the distinct values, where the code is -1.
-        if indices.null_count:
-            valid = indices.is_valid().to_numpy(zero_copy_only=False)
-            rows = pc.fill_null(indices, len(distinct)).to_numpy()
+        codes_of_distinct = np.full(len(distinct) + 1, -1, np.int64)
+        if valid_distinct is None:
+            codes_of_distinct[:-1] = interned
         else:
-            valid = np.empty(0, np.bool_)
-            rows = indices.to_numpy()
-        codes_of_distinct = np.empty(len(distinct) + 1, np.int64)
-        codes_of_distinct[-1] = -1
-        codes_of_distinct[:-1] = self._intern(distinct)
-        return codes_of_distinct[rows], valid
+            codes_of_distinct[:-1][valid_distinct] = interned
+        rows_np = (pc.fill_null(rows, len(distinct)) if rows.null_count else rows).to_numpy(zero_copy_only=False)
+        codes = codes_of_distinct[rows_np]
+        if rows.null_count or valid_distinct is not None:
+            return codes, codes >= 0
+        return codes, np.empty(0, np.bool_)
 
     def _intern(self, distinct: pa.Array) -> np.ndarray:
         """Codes of ``distinct`` (distinct, non-null, ``large_*`` values), appending new ones.
@@ -253,6 +292,17 @@ class StringDictionary:
     def snapshot(self) -> pa.Array:
         """The values in code order (an Arrow array of :attr:`value_type`) — the whole state."""
         return self.values()
+
+    def truncate(self, n: int) -> None:
+        """Forget every value whose code is ``n`` or more (the dictionary as it was at length ``n``).
+
+        Used to take back a rejected batch. Rebuilds the dictionary from its
+        first ``n`` values, in place so everything holding it sees the change.
+        """
+        if n >= len(self):
+            return
+        rebuilt = StringDictionary.from_snapshot(self._store().slice(0, n), self._value_type)
+        self.__dict__.update(rebuilt.__dict__)
 
     @classmethod
     def from_snapshot(cls, values: pa.Array | pa.ChunkedArray,
