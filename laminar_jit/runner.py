@@ -38,7 +38,7 @@ from .dag.graph import StreamingDag
 from .errors import CheckpointError, DataError, KernelError, UnknownNodeError
 from .executor import DagExecutor, Metrics
 from .io.sinks import Sink
-from .io.sources import as_source
+from .io.adapt import as_source
 
 __all__ = ["RunStats", "run"]
 

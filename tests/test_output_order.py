@@ -79,7 +79,9 @@ def run(dag, feed, read_at=(), checkpoint_at=None) -> pa.Table:
     return pa.concat_tables(parts + [ex.take_sink_outputs("out")])
 
 
-@pytest.mark.parametrize("key", ["k", "s", ["s", "k"]])
+# Integer and string keys (composite keys restore through the same key tables; tests/test_checkpoint.py
+# restores them): each case compiles its own plan, and the suite's cold run is mostly compiling.
+@pytest.mark.parametrize("key", ["k", "s"])
 @pytest.mark.parametrize("name", list(WINDOWED))
 def test_windowed_operators_restore_row_for_row_anywhere(name, key):
     """No dependence on batch boundaries: a restore at any batch (small ones included) gives the same rows in the same order."""
