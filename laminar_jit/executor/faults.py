@@ -192,7 +192,6 @@ class FaultGuard:
         ``(None, None)`` when no prefix fails on its own (the failure needs
         the whole call, e.g. a watermark it advances at the end).
         """
-        ex = self.ex
         lo, hi, error = 0, batch.num_rows, None  # prefix lo passes (0 rows: checked below), hi fails
         self.replaying = True
         try:

@@ -21,8 +21,6 @@ from dataclasses import replace
 
 import re
 
-import pyarrow as pa
-
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
