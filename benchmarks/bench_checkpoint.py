@@ -116,7 +116,7 @@ class WindowState1M:
         lj.DagExecutor(self.dag).restore(lj.Checkpoint.load(self.saved))
 
     def track_open_entries(self):
-        return len(self.ex._states[self.dag.node("per_key").id])
+        return len(self.ex.state.operator_states[self.dag.node("per_key").id])
 
     track_open_entries.unit = "entries"
 

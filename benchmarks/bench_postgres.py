@@ -5,11 +5,14 @@ unindexed table: ``lj_sink`` through :class:`~laminar_jit.io.PostgresSink`
 (binary encoding from Arrow, ``COPY``, prepared and committed as one epoch),
 ``psycopg_copy`` the same bytes, encoded beforehand, through psycopg's
 ``COPY`` alone — the ceiling the server and the driver allow, measured in the
-same run. ``SinkRun`` is :func:`laminar_jit.run` of the Filter/Map DAG into
+same run; the ``_2conn`` variants split the rows over two connections
+(``PostgresSink(connections=2)``: two prepared transactions; psycopg: two
+threads, each committing its half). ``SinkRun`` is :func:`laminar_jit.run` of the Filter/Map DAG into
 the sink without checkpoints and with one per second. ``CdcChanges`` reads
 changes committed after the slot was created (one ``INSERT`` of many rows, then
-an ``UPDATE`` of half of them: -U/+U pairs) through
-:class:`~laminar_jit.io.PostgresCdcSource`; ``CdcSnapshot`` the initial snapshot.
+an ``UPDATE`` of half of them: -U/+U pairs) streamed over the replication
+protocol through :class:`~laminar_jit.io.PostgresCdcSource`; ``CdcSnapshot``
+the initial snapshot.
 
 The server (``initdb`` + ``pg_ctl``, see ``tests/pg_server.py``) is started once
 per process and stopped at exit. Without PostgreSQL binaries the benchmarks
@@ -75,7 +78,7 @@ _COLUMNS = "ts bigint, auction bigint, bidder bigint, price double precision"
 class SinkCopy:
     """Bulk load of the event table into an unindexed table: the sink vs psycopg ``COPY`` of ready bytes."""
 
-    params = ["lj_sink", "psycopg_copy"]
+    params = ["lj_sink", "lj_sink_2conn", "psycopg_copy", "psycopg_copy_2conn"]
     param_names = ["writer"]
     timeout = 600
     number = 1
@@ -85,8 +88,9 @@ class SinkCopy:
     def setup(self, writer):
         self.dsn = _server().dsn
         self.table = common.event_table(sink_rows())
-        self.data = _binary.encode([("int8", self.table.column(c).chunk(0)) for c in ("ts", "auction", "bidder")]
-                                   + [("float8", self.table.column("price").chunk(0))], self.table.num_rows)
+        n = self.table.num_rows
+        self.data = _ready_bytes(self.table)
+        self.halves = [_ready_bytes(self.table.slice(0, n // 2)), _ready_bytes(self.table.slice(n // 2))]
         self.calls = 0
         _sql(f"DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy ({_COLUMNS})")
 
@@ -97,22 +101,20 @@ class SinkCopy:
 
     def _load(self, writer):
         self.calls += 1
-        if writer == "lj_sink":
-            sink = lj.io.PostgresSink(self.dsn, "bench_copy")
+        if writer.startswith("lj_sink"):
+            sink = lj.io.PostgresSink(self.dsn, "bench_copy", connections=2 if writer.endswith("2conn") else 1)
             sink.open(self.table.schema, 0)  # a checkpointed run's sink: the epoch is prepared, then committed
             sink.write(self.table, 1)
             sink.pre_commit(1)
             sink.commit(1)
             sink.close()
+        elif writer == "psycopg_copy":
+            _copy_ready(self.dsn, self.data)
         else:
-            import psycopg
+            from concurrent.futures import ThreadPoolExecutor
 
-            with psycopg.connect(self.dsn) as conn, conn.cursor() as cur:
-                with cur.copy("COPY bench_copy (ts, auction, bidder, price) FROM STDIN (FORMAT binary)") as copy:
-                    view = memoryview(self.data)
-                    for start in range(0, len(self.data), 1 << 22):
-                        copy.write(view[start:start + (1 << 22)])
-                conn.commit()
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda data: _copy_ready(self.dsn, data), self.halves))
 
     def time_load(self, writer):
         self._load(writer)
@@ -123,6 +125,24 @@ class SinkCopy:
         return self.table.num_rows / (time.perf_counter() - start)
 
     track_rows_per_second.unit = "rows/s"
+
+
+def _ready_bytes(table) -> bytes:
+    """The table's binary ``COPY`` data (header to trailer), encoded beforehand."""
+    columns = [("int8", table.column(c).combine_chunks()) for c in ("ts", "auction", "bidder")]
+    return _binary.encode(columns + [("float8", table.column("price").combine_chunks())], table.num_rows)
+
+
+def _copy_ready(dsn: str, data: bytes) -> None:
+    """psycopg's ``COPY`` of ready bytes in 4 MiB writes, then a commit: the driver's and server's ceiling."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy("COPY bench_copy (ts, auction, bidder, price) FROM STDIN (FORMAT binary)") as copy:
+            view = memoryview(data)
+            for start in range(0, len(data), 1 << 22):
+                copy.write(view[start:start + (1 << 22)])
+        conn.commit()
 
 
 class SinkRun:
@@ -168,14 +188,15 @@ class SinkRun:
 
 
 class CdcChanges:
-    """Changes committed after the slot was created, read through the CDC source (inserts, then -U/+U pairs).
+    """Changes committed after the slot was created, streamed through the CDC source (inserts, then -U/+U pairs).
 
-    One sample per set-up (``repeat = 1``): a second read would find the changes already in the log.
+    Each sample streams the same changes from the slot's start: without a checkpoint nothing is confirmed,
+    so the slot keeps them.
     """
 
     timeout = 600
     number = 1
-    repeat = 1
+    repeat = 3
     warmup_time = 0
 
     def setup(self):
@@ -186,6 +207,8 @@ class CdcChanges:
         self.source = lj.io.PostgresCdcSource(self.dsn, "bench_cdc_t", slot="bench_cdc", idle_timeout=0.0,
                                               poll_interval=0.01)
         assert not list(self.source.batches(0))  # creates the slot; the snapshot is empty
+        (lsn,), = _sql("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bench_cdc'")
+        self.start = self.source.position_at(lsn)
         n = cdc_rows()
         _sql(f"INSERT INTO bench_cdc_t SELECT g, 0, 'row ' || g, g * 0.5 FROM generate_series(1, {n}) g")
         _sql("UPDATE bench_cdc_t SET version = 1 WHERE id % 2 = 0")
@@ -196,7 +219,12 @@ class CdcChanges:
         _sql("DROP TABLE IF EXISTS bench_cdc_t")
 
     def _read(self) -> int:
-        rows = sum(b.num_rows for b in self.source.batches(0))
+        rows = 0
+        self.source.idle_timeout = 30.0  # a safety net: the stream is closed once every change arrived
+        for batch in self.source.batches(self.start):
+            rows += batch.num_rows
+            if rows >= self.expected:
+                break
         assert rows == self.expected, (rows, self.expected)
         return rows
 
@@ -212,7 +240,7 @@ class CdcChanges:
 
 
 class CdcSnapshot:
-    """The initial snapshot of a table (slot creation with an exported snapshot, copy to the log, read)."""
+    """The initial snapshot of a table (slot creation with an exported snapshot, ``COPY`` of the table in it)."""
 
     timeout = 600
     number = 1

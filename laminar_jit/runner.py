@@ -69,7 +69,9 @@ class RunStats:
     resumed_from : int or None
         Epoch of the checkpoint this call resumed from.
     finished : bool
-        The input was exhausted and the executor finished (all windows emitted).
+        The input was exhausted and the executor finished (all windows emitted). A run
+        whose unbounded source (a change stream) stopped does not finish: its windows
+        stay open and running again with the same ``checkpoint_dir`` continues it.
     interrupted : bool
         Stopped by Ctrl-C (SIGINT) after taking a final checkpoint.
     rows_out : dict of str to int
@@ -333,7 +335,8 @@ class _Loop:
         ex = self.ex
         iterators = {name: iter(src.batches(self.positions[name])) for name, src in self.sources.items()}
         since_batches, since_rows, last = 0, 0, time.monotonic()
-        while iterators and not stop.requested:
+        paused = False  # an unbounded source stopped: end resumably, as a stop with a checkpoint does
+        while iterators and not stop.requested and not paused:
             for name in list(iterators):
                 try:
                     batch = next(iterators[name], None)
@@ -341,6 +344,9 @@ class _Loop:
                     self.stop_on_bad_input(name, e)
                 if batch is None:
                     del iterators[name]
+                    if self.sources[name].unbounded:
+                        paused = True
+                        break
                     if iterators:  # a finished source must not hold back the others' windows
                         ex.advance_watermark(name, _WM_MAX)
                     continue
@@ -350,7 +356,7 @@ class _Loop:
                     exc.add_note(self._stopped_note(name))
                     raise
                 n = batch.num_rows
-                self.positions[name] += n
+                self.positions[name] = self.sources[name].position_after(self.positions[name], batch)
                 self.stats.events += n
                 self.stats.batches += 1
                 since_batches += 1
@@ -369,7 +375,7 @@ class _Loop:
                     break
         if stop.requested:
             self.stats.interrupted = True
-        else:
+        elif not paused:
             ex.finish()
             self.stats.finished = True
         if self.store is not None:

@@ -12,7 +12,7 @@ import pytest
 
 import laminar_jit as lj
 from conftest import make_bids, split_table
-from test_keyed import _idle_alarm, _on_quiet
+from helpers import arm_quiet_timer, on_quiet
 
 
 def full_dag(size: int = 1_000):
@@ -25,10 +25,10 @@ def full_dag(size: int = 1_000):
     b.operator("slide", lj.SlidingWindow(size=3_000, slide=1_000, key=["auction", "channel"],
                                          aggs={"n": lj.count(), "hi": lj.max("price")}))
     b.operator("sess", lj.SessionWindow(gap=60, key="auction", aggs={"n": lj.count(), "lo": lj.min("price")}))
-    b.operator("quiet", lj.KeyedKernel(_idle_alarm, key="channel",
+    b.operator("quiet", lj.KeyedKernel(arm_quiet_timer, key="channel",
                                        state={"n": np.int64, "total": np.float64},
                                        output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()},
-                                       on_timer=_on_quiet, columns={"temp": "price"}))
+                                       on_timer=on_quiet, columns={"temp": "price"}))
     b.operator("z", lj.recipes.zscore("auction", "price"))
     for op in ("tumble", "slide", "sess", "quiet", "z"):
         b.connect("bids", op).sink_for(op, "out_" + op)

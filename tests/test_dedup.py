@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import checkpointed_run, split_table
-from test_windows import SCHEMA, events, run, watermark_before
+from helpers import SCHEMA, events, run_bids, watermark_before
 
 WITHIN = 1_000
 
@@ -50,7 +50,7 @@ def same(got: pa.Table, want: pa.Table) -> None:
 @pytest.mark.parametrize("key", [("auction",), ("ch",), ("ch", "auction")])
 def test_dedup_matches_duckdb_row_number(key):
     table = events(30_000, seed=5, disorder=600)
-    ex, out = run(dedup_dag(delay=300, key=key, late="side_output"), table.to_batches(max_chunksize=4_000))
+    ex, out = run_bids(dedup_dag(delay=300, key=key, late="side_output"), table.to_batches(max_chunksize=4_000))
     keep, late = reference(table, delay=300, key=key)
     assert 0 < keep.num_rows < table.num_rows and late.num_rows > 0
     same(out["out"], keep)
@@ -71,7 +71,7 @@ def test_split_invariance_lateness_and_offset(seed, n, cuts, config):
     delay, lateness, offset = config
     table = events(n, seed=seed, disorder=800)
     dag = dedup_dag(delay=delay, lateness=lateness, offset=offset)
-    _, out = run(dag, split_table(table, cuts + [1, 1, 2]))  # with empty and 1-row batches
+    _, out = run_bids(dag, split_table(table, cuts + [1, 1, 2]))  # with empty and 1-row batches
     keep, _ = reference(table, delay=delay, lateness=lateness, offset=offset)
     same(out["out"], keep)
 
@@ -85,7 +85,7 @@ def test_state_is_forgotten_as_the_watermark_passes():
         ts = np.sort(rng.integers(step * 10_000, (step + 1) * 10_000, 2_000))
         auction = rng.integers(step * 10_000, step * 10_000 + 5_000, 2_000)  # new keys every step
         ex.process_batch("bids", {"ts": ts, "auction": auction, "price": np.ones(2_000), "ch": ["x"] * 2_000})
-        assert len(ex._states[node]) <= 2 * 2_000 * 2  # about one interval per key stays open
+        assert len(ex.state.operator_states[node]) <= 2 * 2_000 * 2  # about one interval per key stays open
     assert ex.take_sink_outputs("out").num_rows > 0
 
 
@@ -97,7 +97,7 @@ def test_dedup_feeds_a_window_and_checkpoints(tmp_path):
          .operator("w", lj.TumblingWindow(size=5_000, key="ch", aggs={"n": lj.count()}))
          .connect("bids", "d").connect("d", "w").sink_for("w", "out").build())
     batches = table.to_batches(max_chunksize=3_000)
-    _, whole = run(b, batches)
+    _, whole = run_bids(b, batches)
     assert checkpointed_run(b, batches, 3, tmp_path / "cp").equals(whole["out"])
     keep, _ = reference(table, delay=400)
     counts = (pl.from_arrow(keep).group_by((pl.col("ts") // 5_000 * 5_000).alias("window_start"), "ch")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 
 import laminar_jit as lj
 from conftest import make_bids
+from helpers import kill_at_random_moments
 
 deltalake = pytest.importorskip("deltalake") if not os.environ.get("CI") else __import__("deltalake")
 
@@ -69,31 +68,19 @@ def _spawn(root: Path, out: Path, checkpoints: bool = True) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _latest_epoch(chk: Path) -> int:
-    names = [p.name for p in chk.iterdir() if p.name.startswith("chk-")] if chk.is_dir() else []
-    return max((int(n[4:]) for n in names), default=0)
-
-
 def test_sigkill_at_random_moments_then_restart_commits_every_row_exactly_once(job, tmp_path):
     root, want = job
     rng = np.random.default_rng(7)
-    kills = 0
-    for attempt in range(5):
-        proc = _spawn(root, tmp_path)
-        target = _latest_epoch(tmp_path / "chk") + int(rng.integers(1, 5))
-        while proc.poll() is None and _latest_epoch(tmp_path / "chk") < target:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.02))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        # What readers see between crashes is always whole epochs: a prefix of the clean output.
+
+    def whole_epochs_only():
+        """What readers see between crashes is always whole epochs: a prefix of the clean output."""
         if deltalake.DeltaTable.is_deltatable(str(tmp_path / "cheap_bids")):
             seen = pl.read_delta(str(tmp_path / "cheap_bids"))
             assert seen.height <= want["cheap_bids"].height
             assert seen.join(want["cheap_bids"], on=seen.columns, how="anti", nulls_equal=True).height == 0
+
+    kills = kill_at_random_moments(lambda: _spawn(root, tmp_path), tmp_path / "chk", rng, attempts=5,
+                                   epochs=(1, 5), after_kill=whole_epochs_only)
     proc = _spawn(root, tmp_path)
     _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr

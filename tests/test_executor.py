@@ -487,7 +487,7 @@ def add_one(x):
 
 def test_long_map_chains_are_materialized_and_stay_correct():
     """More than MAX_EXPR_CALLS chained Maps: the lazy expression is materialized part-way."""
-    from laminar_jit.executor.codegen import MAX_EXPR_CALLS
+    from laminar_jit.executor.core import MAX_EXPR_CALLS
 
     schema = pa.schema([("x", pa.float64()), ("keep", pa.bool_())])
     b = lj.DagBuilder().source("s", schema).operator("f", lj.Filter(lambda keep: keep)).connect("s", "f")

@@ -21,45 +21,11 @@ import pytest
 import laminar_jit as lj
 
 from conftest import split_table
+from helpers import ASOF, DELAY, LEFT, RIGHT, interleaved, join_dag, join_sources, make_side
 
-LEFT = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("a", pa.float64()), ("tag", pa.string())])
-RIGHT = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("b", pa.float64())])
-DELAY = 100  # more than the data's disorder (±40), so no row is late whatever the interleaving
 HOWS = ("inner", "left", "right", "full", "semi", "anti")
 SQL_JOIN = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN",
             "semi": "SEMI JOIN", "anti": "ANTI JOIN"}
-# every direction, both join types, with and without a tolerance (plus the temporal join: backward, left, none)
-ASOF = (("backward", "inner", None), ("forward", "left", 25), ("nearest", "inner", 25), ("nearest", "left", None))
-
-
-def make_side(n: int, seed: int, schema: pa.Schema, keys: int = 30, unique_ts: bool = False) -> pa.Table:
-    """Out-of-order rows (±40 around a 7-unit grid), one hot key, 5% null keys and values."""
-    rng = np.random.default_rng(seed)
-    if unique_ts:  # distinct times: an as-of match is then unambiguous
-        ts = np.sort(rng.choice(n * 10, n, replace=False)).astype(np.int64)
-        ts = ts[np.argsort(np.arange(n) + rng.integers(0, 4, n), kind="stable")]  # a little disorder
-    else:
-        ts = np.arange(n, dtype=np.int64) * 7 + rng.integers(-40, 41, n)
-    k = np.where(rng.random(n) < 0.3, 0, rng.integers(1, keys, n))  # key 0 is hot
-    cols = {"ts": ts, "k": pa.array(k, mask=rng.random(n) < 0.05),
-            schema.names[2]: pa.array(np.round(rng.uniform(0, 100, n), 3), mask=rng.random(n) < 0.05)}
-    if "tag" in schema.names:
-        cols["tag"] = pa.array(rng.choice(["x", "yy", "", "zzz"], n))
-    return pa.table(cols, schema=schema)
-
-
-def interleaved(left: pa.Table, right: pa.Table, seed: int):
-    """(source, batch) pairs: each side cut at random points (empty and 1-row batches included), mixed at random."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for name, table in (("L", left), ("R", right)):
-        cuts = list(rng.integers(0, table.num_rows + 1, 12)) + [3, 3, 4]
-        parts.append([(name, b) for b in split_table(table, cuts)])
-    out, (a, b) = [], parts
-    while a or b:
-        take_a = bool(a) and (not b or rng.random() < 0.5)
-        out.append((a if take_a else b).pop(0))
-    return out
 
 
 def run(dag, feed, sinks):
@@ -77,18 +43,6 @@ def same_rows(got: pa.Table, want: pa.Table) -> None:
     a, b = a.sort(a.columns, nulls_last=True), b.sort(b.columns, nulls_last=True)
     assert a.height == b.height, (a.height, b.height)
     assert a.equals(b), (a, b)
-
-
-def _sources(builder):
-    return (builder
-            .source("L", LEFT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=DELAY))
-            .source("R", RIGHT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=DELAY)))
-
-
-def join_dag(op):
-    """``L`` and ``R`` into one join ``j`` and the sink ``out``."""
-    return (_sources(lj.DagBuilder()).operator("j", op)
-            .connect("L", "j", port="left").connect("R", "j", port="right").sink_for("j", "out").build())
 
 
 class Family:
@@ -137,13 +91,13 @@ def test_interval_and_window_joins_match_duckdb(interval_dags, seed):
     for name, (ex, out) in got.items():
         assert ex.metrics.late_events == 0
         same_rows(out, want[f"{name}_out"])
-        assert len(ex._states[ex.dag.node("j").id]) == 0  # everything was freed once the inputs ended
+        assert len(ex.state.operator_states[ex.dag.node("j").id]) == 0  # everything was freed once the inputs ended
 
 
 def test_join_output_shared_by_two_sinks_and_a_filter():
     # sinks take a join's own output arrays without copying them: two sinks and a
     # filter reading the same arrays must each still see the join's rows, batch after batch
-    dag = (_sources(lj.DagBuilder())
+    dag = (join_sources(lj.DagBuilder())
            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
            .connect("L", "j", port="left").connect("R", "j", port="right")
            .operator("over_100", lj.Filter(lambda a, b: a + b > 100.0)).connect("j", "over_100")
@@ -175,7 +129,7 @@ def test_interval_join_frees_rows_as_the_watermark_passes(interval_dags):
         ex.process_batch("L", {"ts": ts, "k": ts % 50, "a": np.ones(1000), "tag": ["x"] * 1000})
         ex.process_batch("R", {"ts": ts, "k": ts % 50, "b": np.ones(1000)})
     # buffered rows: those within upper/lower + delay of the watermark, not the 20,000 seen
-    assert len(ex._states[node]) < 2 * (DELAY + 35 + 1000)
+    assert len(ex.state.operator_states[node]) < 2 * (DELAY + 35 + 1000)
     assert ex.metrics.late_events == 0
 
 
@@ -323,7 +277,7 @@ def test_asof_join_keeps_only_the_versions_still_needed(asof_dags):
         ts = np.arange(1000) + i * 1000
         ex.process_batch("R", {"ts": ts, "k": ts % 10, "b": np.ones(1000)})
         ex.process_batch("L", {"ts": ts, "k": ts % 10, "a": np.ones(1000), "tag": ["q"] * 1000})
-    assert len(ex._states[node]) < 2 * (DELAY + 1000)
+    assert len(ex.state.operator_states[node]) < 2 * (DELAY + 1000)
     out = ex.take_sink_outputs("out")
     assert out.num_rows > 25_000
     np.testing.assert_array_equal(out["ts"].to_numpy(), out["ts_right"].to_numpy())
@@ -350,7 +304,7 @@ def test_asof_checkpoint_round_trip(asof_dags, tmp_path):
 # ----------------------------------------------------------------------------- contract errors
 
 def _builder():
-    return _sources(lj.DagBuilder())
+    return join_sources(lj.DagBuilder())
 
 
 def test_a_port_without_input_is_an_error():
@@ -395,7 +349,7 @@ def _joined_windows_dag():
     """Interval join -> Map -> tumbling window per key, plus a second join downstream of the first
     (join -> join) whose rows feed a keyed running count; the joins' rows run through steps of their own."""
     pair = lj.Map(lambda a, b: a + b, output="ab")
-    return (_sources(lj.DagBuilder())
+    return (join_sources(lj.DagBuilder())
             .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, late="side_output",
                                             late_sink={"left": "late_left"}))
             .operator("sum", pair)

@@ -91,7 +91,7 @@ def test_a_rejected_batch_has_no_effect_whatever_the_batching(n, cuts, bad_at, b
     for sink in ("out", "rows"):
         assert hit.take_sink_outputs(sink).equals(clean.take_sink_outputs(sink)), sink
     # The rejected batch's new strings were not added to the dictionary either.
-    assert len(hit._dicts[("bids", "channel")]) == len(clean._dicts[("bids", "channel")])
+    assert len(hit.state.dictionaries[("bids", "channel")]) == len(clean.state.dictionaries[("bids", "channel")])
 
 
 def test_queued_small_batches_keep_the_good_ones():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
+from helpers import arm_quiet_timer, on_quiet
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("sensor", pa.string()), ("unit", pa.int64()), ("temp", pa.float64())])
 
@@ -68,22 +69,8 @@ def test_ewma_recipe_matches_polars_ewm_mean():
     assert np.allclose(got["ewma"].to_numpy(), want["ewma"].to_numpy(), rtol=1e-12)
 
 
-def _idle_alarm(st, ts, temp):
-    st.n += 1
-    st.total += temp
-    st.timer = ts + 200  # (re)arm: fires once the key has been quiet for 200 event-time units
-    return st.n, st.total, False
-
-
-def _on_quiet(st, t):
-    n, total = st.n, st.total
-    st.n = 0
-    st.total = 0.0
-    return n, total, True
-
-
 IDLE = dict(key="sensor", state={"n": np.int64, "total": np.float64},
-            output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()}, on_timer=_on_quiet)
+            output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()}, on_timer=on_quiet)
 
 
 def python_timers(table: pa.Table, delay: int) -> list[tuple]:
@@ -128,7 +115,7 @@ def python_timers(table: pa.Table, delay: int) -> list[tuple]:
        delay=st.sampled_from([0, 40]))
 def test_timers_fire_in_time_order_whatever_the_batching(seed, n, cuts, delay):
     table = readings(n, seed=seed, disorder=30)
-    ex, got = run(lj.KeyedKernel(_idle_alarm, **IDLE), split_table(table, cuts), delay=delay)
+    ex, got = run(lj.KeyedKernel(arm_quiet_timer, **IDLE), split_table(table, cuts), delay=delay)
     want = python_timers(table, delay)
     assert got.columns == ["sensor", "ts", "n", "total", "alarm"]
     rows = list(zip(*[got[c].to_list() for c in got.columns]))
@@ -136,7 +123,7 @@ def test_timers_fire_in_time_order_whatever_the_batching(seed, n, cuts, delay):
     assert np.allclose([r[3] for r in rows], [w[3] for w in want])
     if n:
         assert got["alarm"].sum() >= 1  # finish() fires the last timers
-    assert ex._states[ex.dag.node("k").id].pending_timers == 0
+    assert ex.state.operator_states[ex.dag.node("k").id].pending_timers == 0
 
 
 def test_timer_moved_or_cancelled_fires_once_or_never():
@@ -156,7 +143,7 @@ def test_timer_moved_or_cancelled_fires_once_or_never():
 
 def test_state_lives_in_numpy_and_grows_with_keys():
     ex, got = run(lj.recipes.zscore(key="unit", value="temp"), [readings(5_000, seed=3)])
-    state = ex._states[ex.dag.node("k").id]
+    state = ex.state.operator_states[ex.dag.node("k").id]
     assert isinstance(state.values, np.ndarray) and state.values.dtype.names == ("n", "mean", "m2")
     assert len(state) == 3 and state.values["n"][:3].sum() == got.height
 
@@ -230,12 +217,12 @@ def test_keyed_output_feeds_a_window_and_a_window_feeds_a_keyed_kernel():
 
 
 def test_rejected_batch_leaves_keyed_state_unchanged():
-    op = lj.KeyedKernel(_idle_alarm, **IDLE)
+    op = lj.KeyedKernel(arm_quiet_timer, **IDLE)
     dag = (lj.DagBuilder().source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
            .operator("k", op).connect("s", "k").sink_for("k", "out").build())
     ex = lj.DagExecutor(dag)
     ex.process_batch("s", readings(300, seed=6))
-    state = ex._states[ex.dag.node("k").id]
+    state = ex.state.operator_states[ex.dag.node("k").id]
     before = [a.copy() for a in state.arrays()]
     with pytest.raises(lj.DataError, match="ts"):
         ex.process_batch("s", pa.table({"ts": pa.array([1, None], pa.int64()), "sensor": ["a", "b"],
@@ -318,7 +305,7 @@ def test_periodic_timers_feed_a_window_without_overrunning_its_state():
     out = {k: pl.from_arrow(v) for k, v in ex.take_all_sink_outputs().items()}
     ticks = out["ticks"]
     assert (ticks["ticks"] > 1).sum() > 100  # timers fired again after re-arming themselves
-    assert ex._states[ex.dag.node("tick").id].pending_timers == 0
+    assert ex.state.operator_states[ex.dag.node("tick").id].pending_timers == 0
     want = (ticks.with_columns(window_start=pl.col("ts") // 100 * 100)
             .group_by("window_start", "sensor").agg(n=pl.len(), top=pl.col("ticks").max()))
     key = ["window_start", "sensor"]

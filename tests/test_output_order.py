@@ -17,7 +17,7 @@ import pytest
 import laminar_jit as lj
 
 from conftest import split_table
-from test_joins import ASOF, LEFT, RIGHT, interleaved, join_dag, make_side
+from helpers import ASOF, LEFT, RIGHT, interleaved, join_dag, make_side
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("s", pa.string()), ("v", pa.float64()),
                     ("id", pa.int64())])

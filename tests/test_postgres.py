@@ -108,6 +108,48 @@ def test_binary_encoding_matches_postgres_on_random_data(pg):
     assert [r[3] for r in rows] == t.column("w").to_pylist()
 
 
+def test_sink_encodes_many_chunks_slices_and_string_layouts_exactly(pg, monkeypatch):
+    """Record batches of uneven sizes (small ones concatenated, large ones cut into several COPY chunks),
+    sliced arrays, 32- and 64-bit string offsets, string views and bytes all arrive as PostgreSQL reads them."""
+    from laminar_jit.io.postgres import sink as sink_module
+
+    monkeypatch.setattr(sink_module, "_RUN_ROWS", 300)
+    monkeypatch.setattr(sink_module, "_CHUNK", 4_000)
+    rng = np.random.default_rng(11)
+    n = 3_000
+    words = np.array(["", "a", "\u00fcml\u00e4ut", "x" * 1_000, "tab\tnl\n"])
+    pick = words[rng.integers(0, len(words), n + 5)]
+    t = pa.table({
+        "k": np.arange(n, dtype=np.int64),
+        "s": pa.array(pick[:n], mask=rng.random(n) < 0.2),
+        "ls": pa.array(pick[5:], pa.large_string()),
+        "sv": pa.array(pick[:n], pa.string_view(), mask=rng.random(n) < 0.2),
+        "b": pa.array([bytes(rng.integers(0, 256, int(k), dtype=np.uint8)) for k in rng.integers(0, 6, n)]),
+        "f": pa.array(rng.normal(size=n).astype(np.float32), mask=rng.random(n) < 0.5),
+        "ok": pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.3),
+        "h": pa.array(rng.integers(-2**15, 2**15, n).astype(np.int16)),
+    })
+    sizes = [1, 2, 250, 7, 1_200, 3, 537]
+    cuts = np.cumsum([0] + sizes + [n - sum(sizes)])
+    chunked = pa.concat_tables([t.slice(a, b - a) for a, b in zip(cuts[:-1], cuts[1:])])
+    assert chunked.column("s").num_chunks == len(sizes) + 1
+    sink = lj.io.PostgresSink(pg.dsn, "layouts")
+    sink.open(t.schema, None)
+    sink.write(chunked.slice(1), 1)  # every array starts at an offset
+    sink.write(chunked.slice(0, 1), 1)
+    sink.pre_commit(1)
+    sink.close()
+    rows = sql(pg, "SELECT k, s, ls, sv, b, f, ok, h FROM layouts ORDER BY k")
+    assert [r[0] for r in rows] == list(range(n))
+    for i, name in enumerate(["s", "ls", "sv"], start=1):
+        assert [r[i] for r in rows] == t.column(name).to_pylist(), name
+    assert [bytes(r[4]) for r in rows] == t.column("b").to_pylist()
+    as_real = lambda values: [None if v is None else np.float32(v) for v in values]  # noqa: E731
+    assert as_real(r[5] for r in rows) == as_real(t.column("f").to_pylist())
+    assert [r[6] for r in rows] == t.column("ok").to_pylist()
+    assert [r[7] for r in rows] == t.column("h").to_pylist()
+
+
 def test_upsert_replaces_rows_by_key_last_one_wins(pg, tmp_path):
     t = pa.table({"id": [1, 2, 1, 3, 2], "v": ["a", "b", "c", "d", "e"]})
     sink = lj.io.PostgresSink(pg.dsn, "ups", mode="upsert", key="id")
@@ -198,6 +240,75 @@ def test_prepared_epochs_are_committed_or_rolled_back_on_restore(pg):
     assert sql(pg, "SELECT sum(id) FROM two_phase") == [(106,)]
 
 
+def test_parallel_connections_prepare_one_transaction_each_and_recover_them_as_one_epoch(pg, monkeypatch):
+    from laminar_jit.io.postgres import sink as sink_module
+
+    monkeypatch.setattr(sink_module, "_PART_ROWS", 10)  # split writes of a few rows too
+    schema = pa.schema([("id", pa.int64()), ("s", pa.string())])
+
+    def rows(lo, hi):
+        ids = np.arange(lo, hi, dtype=np.int64)
+        return pa.table({"id": ids, "s": pa.array([f"r{i}" for i in ids])})
+
+    def gids():
+        return sorted(g for (g,) in sql(pg, "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'lj:public.par:%'"))
+
+    sink = lj.io.PostgresSink(pg.dsn, "par", connections=3)
+    assert "connections=3" in repr(sink)
+    sink.open(schema, 0)
+    sink.write(rows(0, 100), 1)
+    sink.write(rows(100, 105), 1)  # too few rows to split: the main connection only
+    sink.pre_commit(1)
+    assert gids() == ["lj:public.par:1", "lj:public.par:1.1", "lj:public.par:1.2"]
+    assert sql(pg, "SELECT count(*) FROM par") == [(0,)]  # prepared: invisible
+    sink.commit(1)
+    assert gids() == [] and sql(pg, "SELECT count(*), sum(id) FROM par") == [(105, 5460)]
+    sink.write(rows(1_000, 1_090), 2)
+    sink.pre_commit(2)
+    sink.close()  # checkpoint 2 saved, then a crash before the commit
+    assert len(gids()) == 3
+
+    again = lj.io.PostgresSink(pg.dsn, "par", connections=2)  # resuming with fewer connections is fine
+    again.open(schema, 2)  # every part of epoch 2 is committed
+    assert gids() == [] and sql(pg, "SELECT count(*) FROM par") == [(195,)]
+    again.write(rows(2_000, 2_100), 3)
+    again.pre_commit(3)
+    sql(pg, "COMMIT PREPARED 'lj:public.par:3'")  # the commit of epoch 3 got one part through, then a crash
+    again.close()
+    assert gids() == ["lj:public.par:3.1"]
+    third = lj.io.PostgresSink(pg.dsn, "par", connections=2)
+    third.open(schema, 3)  # checkpoint 3 was saved: its other part is committed too
+    assert gids() == [] and sql(pg, "SELECT count(*) FROM par") == [(295,)]
+    third.write(rows(3_000, 3_100), 4)
+    third.pre_commit(4)
+    third.close()  # crash before checkpoint 4 was saved
+    fourth = lj.io.PostgresSink(pg.dsn, "par")
+    fourth.open(schema, 3)  # every part of epoch 4 is rolled back, it will be replayed
+    fourth.close()
+    assert gids() == []
+    ids = [r[0] for r in sql(pg, "SELECT id FROM par ORDER BY id")]
+    assert ids == [*range(105), *range(1_000, 1_090), *range(2_000, 2_100)]
+    assert sql(pg, "SELECT count(*) FROM par WHERE s <> 'r' || id") == [(0,)]
+
+
+def test_parallel_connections_need_append_mode_and_enough_prepared_transactions(pg):
+    with pytest.raises(ValueError, match=r"mode='upsert' writes through one connection"):
+        lj.io.PostgresSink(pg.dsn, "t", mode="upsert", key="id", connections=2)
+    for bad in (0, 17, 1.5, True):
+        with pytest.raises(ValueError, match=r"connections must be an int from 1 to 16"):
+            lj.io.PostgresSink(pg.dsn, "t", connections=bad)
+    with pytest.raises(lj.CheckpointError, match=r"max_prepared_transactions = 16, and exactly-once needs 17"):
+        sink = lj.io.PostgresSink(pg.dsn, "t", connections=16)
+        sink.connections = 17  # more than the server allows
+        sink.open(pa.schema([("id", pa.int64())]), 0)
+    # without checkpoints each connection commits its own transaction at the end
+    t = pa.table({"id": np.arange(200_000, dtype=np.int64)})
+    lj.run(passthrough(t.schema), {"in": t.to_batches(max_chunksize=50_000)},
+           {"out": lj.io.PostgresSink(pg.dsn, "par_nochk", connections=2)}, progress=False)
+    assert sql(pg, "SELECT count(*), count(DISTINCT id), sum(id) FROM par_nochk") == [
+        (200_000, 200_000, int(np.arange(200_000).sum()))]
+
+
 SINK_JOB = textwrap.dedent('''
     import os
     import laminar_jit as lj
@@ -209,11 +320,16 @@ SINK_JOB = textwrap.dedent('''
         return value * 2
 
     def build():
+        from laminar_jit.io.postgres import sink as pg_sink
+
+        pg_sink._PART_ROWS = int(os.environ.get("JOB_PART_ROWS", pg_sink._PART_ROWS))
         src = lj.io.ParquetSource(os.environ["JOB_INPUT"], batch_size=2_000)
         dag = (lj.DagBuilder().source("rows", src.schema)
                .operator("keep", lj.Filter(keep)).operator("double", lj.Map(double, output="twice"))
                .connect("rows", "keep").connect("keep", "double").sink_for("double", "out").build())
-        return dag, {"rows": src}, {"out": lj.io.PostgresSink(os.environ["JOB_DSN"], "crash_out")}
+        sink = lj.io.PostgresSink(os.environ["JOB_DSN"], os.environ["JOB_TABLE"],
+                                  connections=int(os.environ["JOB_CONNECTIONS"]))
+        return dag, {"rows": src}, {"out": sink}
 ''')
 
 
@@ -228,13 +344,17 @@ def _epoch(chk: Path) -> int:
     return max((int(p.name[4:]) for p in chk.glob("chk-*")), default=0) if chk.is_dir() else 0
 
 
-def test_sink_sigkill_at_random_moments_counts_every_row_exactly_once(pg, tmp_path):
+@pytest.mark.parametrize("connections", [1, 3], ids=["one_connection", "three_connections"])
+def test_sink_sigkill_at_random_moments_counts_every_row_exactly_once(pg, tmp_path, connections):
     n = 200_000
     flag = np.arange(n) % 7
     pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64), "flag": flag, "value": np.arange(n) * 1.0}),
                    tmp_path / "in.parquet", row_group_size=10_000)
     (tmp_path / "job.py").write_text(SINK_JOB)
-    env = {"JOB_INPUT": str(tmp_path / "in.parquet"), "JOB_DSN": pg.dsn}
+    table = f"crash_out_{connections}"
+    # with three connections every epoch's rows (about 3,400) are split three ways
+    env = {"JOB_INPUT": str(tmp_path / "in.parquet"), "JOB_DSN": pg.dsn, "JOB_TABLE": table,
+           "JOB_CONNECTIONS": str(connections), "JOB_PART_ROWS": "500"}
     chk = tmp_path / "chk"
     rng = np.random.default_rng(25)
     kills = 0
@@ -255,7 +375,7 @@ def test_sink_sigkill_at_random_moments_counts_every_row_exactly_once(pg, tmp_pa
     assert kills >= 3, "the run ended before the test could kill it"
     want = np.arange(n)[flag != 3]
     count, distinct, total, twice = sql(
-        pg, "SELECT count(*), count(DISTINCT id), sum(id), sum(twice) FROM crash_out")[0]
+        pg, f"SELECT count(*), count(DISTINCT id), sum(id), sum(twice) FROM {table}")[0]
     assert (count, distinct, int(total), twice) == (len(want), len(want), int(want.sum()), float(want.sum() * 2))
     assert sql(pg, "SELECT count(*) FROM pg_prepared_xacts") == [(0,)]
 
@@ -376,7 +496,28 @@ CDC_JOB = textwrap.dedent('''
 ''')
 
 
+def _manifest_position(chk: Path, name: str = "cdc") -> int:
+    """The source position in the latest checkpoint of ``chk`` (0 without one)."""
+    import json
+
+    latest = sorted(chk.glob("chk-*")) if chk.is_dir() else []
+    for path in reversed(latest):
+        manifest = path / "manifest.json"
+        if manifest.exists():
+            return int(json.loads(manifest.read_text())["positions"][name])
+    return 0
+
+
+def _confirmed(pg, slot) -> int:
+    from laminar_jit.io.postgres.cdc import lsn_to_int
+
+    return lsn_to_int(sql(pg, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                          (slot,))[0][0])
+
+
 def test_cdc_changes_exactly_once_across_sigkill_and_restore(pg, tmp_path):
+    """Kills land while changes stream (the snapshot is read first: a kill inside it cannot resume, see
+    test_cdc_resume_position_checks); the slot is confirmed only up to committed checkpoints."""
     make_cdc_table(pg, "cdc_k", 3_000)
     (tmp_path / "job.py").write_text(CDC_JOB)
     env = {"JOB_DSN": pg.dsn, "JOB_OUTPUT": str(tmp_path / "out"), "JOB_IDLE": "30"}
@@ -386,57 +527,253 @@ def test_cdc_changes_exactly_once_across_sigkill_and_restore(pg, tmp_path):
     kills = 0
     for attempt in range(4):
         proc = _spawn(tmp_path / "job.py", env, chk, every=1)
+        if attempt == 0:  # wait for the end of the snapshot (10 batches of 300 rows, a checkpoint each)
+            while proc.poll() is None and _manifest_position(chk) < 2**40:
+                time.sleep(0.002)
+            writer.start()
         target = _epoch(chk) + int(rng.integers(1, 4))
         while proc.poll() is None and _epoch(chk) < target:
             time.sleep(0.002)
-        if attempt == 0:
-            writer.start()
         time.sleep(rng.uniform(0, 0.3))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
+        # nothing after the last committed checkpoint is confirmed: the slot still holds it
+        assert _confirmed(pg, "cdc_k_slot") <= _manifest_position(chk) >> 40
     writer.join()
     assert writer.error is None and kills >= 3
     proc = _spawn(tmp_path / "job.py", {**env, "JOB_IDLE": "2"}, chk, every=1)
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     got = lj.io.ParquetSink(tmp_path / "out").read()
     final = dict(sql(pg, "SELECT id, version FROM cdc_k"))
     check_changelog(got, final)
+    assert _confirmed(pg, "cdc_k_slot") == _manifest_position(chk) >> 40  # the last checkpoint confirmed it
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_k_slot")
+
+
+def _with_rows(batches):
+    """The non-empty batches of a CDC stream (an idle stream yields an empty one about once a second)."""
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                yield batch
+    finally:
+        batches.close()
+
+
+def _read_to(src, it, position, until):
+    """Consume ``it`` (batches of ``src`` from ``position``) while ``until(position)``; returns batches, position."""
+    got = []
+    while until(position):
+        batch = next(it)
+        position = src.position_after(position, batch)
+        got.append(batch)
+    return got, position
 
 
 def test_cdc_server_restart_mid_stream_reconnects_and_loses_nothing(pg):
     make_cdc_table(pg, "cdc_r", 500)
     src = lj.io.PostgresCdcSource(pg.dsn, "cdc_r", slot="cdc_r_slot", batch_size=200, idle_timeout=2.0,
                                   poll_interval=0.05)
-    it = src.batches(0)
-    rows = [next(it)]
+    it = _with_rows(src.batches(0))
+    rows, position = _read_to(src, it, 0, lambda p: p < 2**40)  # the snapshot
+    assert sum(b.num_rows for b in rows) == 500
     writer = Writer(pg.dsn, "cdc_r", np.arange(500), rounds=10, seed=4)
     writer.run()  # synchronously, before the restart
+    consistent = position >> 40
+    more, position = _read_to(src, it, position, lambda p: p >> 40 == consistent)  # one batch of changes
+    rows += more
     pg.restart("immediate")  # like a crash of the server: every connection drops
-    rows += list(it)
-    rows_after = list(src.batches(sum(b.num_rows for b in rows)))
-    assert rows_after == []  # nothing new yet
-    got = pa.Table.from_batches(rows)
+    rest = list(it)  # reconnects and goes on after the last batch yielded
+    assert rest
+    got = pa.Table.from_batches(rows + rest)
     check_changelog(got, dict(sql(pg, "SELECT id, version FROM cdc_r")))
+    for batch in rest:
+        position = src.position_after(position, batch)
+    assert list(_with_rows(src.batches(position))) == []  # nothing new
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_r_slot")
+
+
+def test_cdc_server_down_longer_than_reconnect_timeout_raises_clearly(pg):
+    make_cdc_table(pg, "cdc_d", 5)
+    src = lj.io.PostgresCdcSource(pg.dsn, "cdc_d", slot="cdc_d_slot", idle_timeout=30, poll_interval=0.05,
+                                  reconnect_timeout=1.0)
+    it = _with_rows(src.batches(0))
+    position = src.position_after(0, next(it))
+    sql(pg, "UPDATE cdc_d SET version = 1 WHERE id = 1")
+    position = src.position_after(position, next(it))
+    pg.stop("immediate")
+    try:
+        with pytest.raises(PostgresConnectionError, match=r"lost at LSN [0-9A-F]+/[0-9A-F]+ .* not back within 1 s") \
+                as err:
+            next(it)
+        assert PASSWORD not in str(err.value) and "the slot keeps every change" in str(err.value)
+    finally:
+        pg.start_again()
+    sql(pg, "UPDATE cdc_d SET version = 2 WHERE id = 1")
+    again = lj.io.PostgresCdcSource(pg.dsn, "cdc_d", slot="cdc_d_slot", idle_timeout=1.0, poll_interval=0.05)
+    got = pa.Table.from_batches(list(again.batches(position)))  # the run resumed from its position
+    assert got.column("op").to_pylist() == [1, 2] and got.column("version").to_pylist() == [None, 2]
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_d_slot")
 
 
 def test_cdc_resume_position_checks(pg):
     make_cdc_table(pg, "cdc_p", 10)
-    src = lj.io.PostgresCdcSource(pg.dsn, "cdc_p", slot="cdc_p_slot", idle_timeout=0.2, poll_interval=0.05)
-    assert sum(b.num_rows for b in src.batches(0)) == 10
-    with pytest.raises(lj.CheckpointError, match="change log has 10 rows"):
-        list(src.batches(11))
-    src.checkpoint_committed(6)
-    with pytest.raises(lj.CheckpointError, match="trimmed up to row 6"):
-        list(src.batches(3))
-    assert sum(b.num_rows for b in src.batches(6)) == 4
-    assert src.lsn_at(7) is not None
-    with pytest.raises(lj.DataError, match="streams table 'public.cdc_p'"):
-        make_cdc_table(pg, "cdc_other", 1)
-        list(lj.io.PostgresCdcSource(pg.dsn, "cdc_other", slot="cdc_p_slot", idle_timeout=0.1).batches(0))
+    src = lj.io.PostgresCdcSource(pg.dsn, "cdc_p", slot="cdc_p_slot", batch_size=4, idle_timeout=0.3,
+                                  poll_interval=0.05)
+    positions, position = [], 0
+    for batch in src.batches(0):
+        position = src.position_after(position, batch)
+        positions.append(position)
+    assert positions[:2] == [4, 8] and positions[2] >= 2**40  # the last snapshot batch ends at the slot's LSN
+    consistent = positions[2]
+    assert src.lsn_at(consistent) == sql(pg, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                             "WHERE slot_name = 'cdc_p_slot'")[0][0]
+    assert src.lsn_at(4) is None and src.position_at(src.lsn_at(consistent)) == consistent
+    # a run stopped inside the snapshot cannot resume: the exported snapshot is gone
+    with pytest.raises(lj.CheckpointError, match=r"cannot resume at row 4 of the initial snapshot.*"
+                                                 r"PostgresCdcSource.drop\(dsn, 'cdc_p_slot'\)"):
+        list(src.batches(4))
+    # changes: one transaction of 3 rows (+I, -U, +U) read in batches of 2 splits it; a resume inside it
+    # skips exactly the rows consumed
+    with psycopg.connect(pg.dsn) as conn:
+        conn.execute("INSERT INTO cdc_p VALUES (100, 0, 'w')")
+        conn.execute("UPDATE cdc_p SET version = 7 WHERE id = 3")
+    src2 = lj.io.PostgresCdcSource(pg.dsn, "cdc_p", slot="cdc_p_slot", batch_size=2, idle_timeout=0.5,
+                                   poll_interval=0.05)
+    it = _with_rows(src2.batches(consistent))
+    first = next(it)
+    inside = src2.position_after(consistent, first)
+    k = inside % 2**40
+    assert k in (1, 2) and first.column("op").to_pylist() == [0, 1, 2][:k]
+    it.close()
+    assert _confirmed(pg, "cdc_p_slot") == consistent >> 40  # nothing confirmed without a checkpoint
+    rest = pa.Table.from_batches(list(src2.batches(inside)))
+    assert rest.column("op").to_pylist() == [0, 1, 2][k:] and rest.column("version").to_pylist()[-1] == 7
+    src2.checkpoint_committed(inside)  # no stream open: confirmed with SQL, up to the transaction
+    assert _confirmed(pg, "cdc_p_slot") == inside >> 40 > consistent >> 40
+    again = pa.Table.from_batches(list(src2.batches(inside)))  # the slot still holds that transaction
+    assert again.column("op").to_pylist() == [0, 1, 2][k:]
+    # the slot dropped since the checkpoint: the changes since are lost
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_p_slot")
+    with pytest.raises(lj.CheckpointError, match="no longer exists"):
+        list(src2.batches(inside))
+    # a slot of another plugin is not taken over
+    sql(pg, "SELECT pg_create_logical_replication_slot('cdc_p_other', 'test_decoding')")
+    with pytest.raises(lj.DataError, match="exists for plugin 'test_decoding'"):
+        list(lj.io.PostgresCdcSource(pg.dsn, "cdc_p", slot="cdc_p_other", idle_timeout=0.1).batches(0))
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_p_other")
+
+
+def test_cdc_confirms_the_slot_only_when_a_checkpoint_commits(pg, tmp_path):
+    make_cdc_table(pg, "cdc_c", 100)
+    src = lj.io.PostgresCdcSource(pg.dsn, "cdc_c", slot="cdc_c_slot", batch_size=3, idle_timeout=5,
+                                  poll_interval=0.05, confirm_interval=0)
+    it = _with_rows(src.batches(0))
+    _, position = _read_to(src, it, 0, lambda p: p < 2**40)
+    consistent = position >> 40
+    sql(pg, "UPDATE cdc_c SET version = version + 1 WHERE id < 5")  # one transaction of 10 rows
+    first = next(it)  # ends inside the transaction (batch_size 3)
+    position = src.position_after(position, first)
+    assert position % 2**40 == 3 and first.column("op").to_pylist() == [1, 2, 1]
+    time.sleep(0.3)
+    assert _confirmed(pg, "cdc_c_slot") == consistent  # read, but no checkpoint holds it yet
+    src.checkpoint_committed(position)  # the stream confirms it when next read from
+    rest = []
+    while sum(b.num_rows for b in rest) < 7:
+        batch = next(it)  # the stream is reopened; the transaction is re-sent and its first 3 rows skipped
+        position = src.position_after(position, batch)
+        rest.append(batch)
+    assert _confirmed(pg, "cdc_c_slot") == position >> 40
+    assert pa.Table.from_batches(rest).column("op").to_pylist() == [2, 1, 2, 1, 2, 1, 2]
+    assert pa.Table.from_pylist(pa.Table.from_batches([first, *rest]).select(["id"]).to_pylist()) \
+        .column("id").to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    it.close()
+    # a checkpointed run: every checkpoint confirms its position, the last one the end
+    out = lj.io.MemorySink()
+    again = lj.io.PostgresCdcSource(pg.dsn, "cdc_c", slot="cdc_c_slot", batch_size=50, idle_timeout=0.5,
+                                    poll_interval=0.05)
+    chk = tmp_path / "chk"
+    stats = lj.run(passthrough(again.schema, "cdc"), {"cdc": again}, {"out": out}, checkpoint_dir=chk,
+                   progress=False)
+    assert stats.positions["cdc"] >= position and _confirmed(pg, "cdc_c_slot") == stats.positions["cdc"] >> 40
+    # the stream stopped (idle), it did not end: the run is resumable and the next one continues it
+    assert not stats.finished and str(stats).startswith("stopped")
+    sql(pg, "INSERT INTO cdc_c VALUES (1000, 0, 'late')")
+    more = lj.io.MemorySink()
+    again = lj.io.PostgresCdcSource(pg.dsn, "cdc_c", slot="cdc_c_slot", batch_size=50, idle_timeout=0.5,
+                                    poll_interval=0.05)
+    lj.run(passthrough(again.schema, "cdc"), {"cdc": again}, {"out": more}, checkpoint_dir=chk, progress=False)
+    assert more.table().column("id").to_pylist() == [1000]
+    # an idle stream yields empty batches, so a checkpoint commits what it gave without a next change
+    sql(pg, "INSERT INTO cdc_c VALUES (1001, 0, 'idle')")
+    idle = lj.io.PostgresCdcSource(pg.dsn, "cdc_c", slot="cdc_c_slot", batch_size=50, idle_timeout=3.5,
+                                   poll_interval=0.05)
+    seen = []
+    stats = lj.run(passthrough(idle.schema, "cdc"), {"cdc": idle},
+                   {"out": lj.io.CallbackSink(lambda t: seen.append((time.monotonic(), t.num_rows)))},
+                   checkpoint_dir=chk, checkpoint_interval=0.2, progress=False)
+    assert sum(n for _, n in seen) == 1 and stats.checkpoints >= 3
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_c_slot")
+
+
+def test_cdc_bad_credentials_permissions_and_table_are_named_without_the_password(pg):
+    bad_pw = pg.dsn_with(password="not-the-password-xyz")
+    with pytest.raises(PostgresConnectionError, match="password authentication failed") as err:
+        lj.io.PostgresCdcSource(bad_pw, "t")
+    assert "not-the-password-xyz" not in str(err.value) and PASSWORD not in str(err.value)
+    make_cdc_table(pg, "cdc_perm", 3)
+    sql(pg, "DROP ROLE IF EXISTS lj_norepl; CREATE ROLE lj_norepl LOGIN PASSWORD 'norepl-secret-77'; "
+            "GRANT SELECT ON cdc_perm TO lj_norepl")
+    src = lj.io.PostgresCdcSource(pg.dsn_with(user="lj_norepl", password="norepl-secret-77"), "cdc_perm",
+                                  slot="cdc_perm_slot", idle_timeout=0.1)
+    with pytest.raises(PostgresConnectionError, match="replication role.*ALTER ROLE <user> REPLICATION") as err:
+        list(src.batches(0))
+    assert "norepl-secret-77" not in str(err.value)
+    with pytest.raises(lj.DataError, match=r"no table 'other\.cdc_perm'"):
+        lj.io.PostgresCdcSource(pg.dsn, "other.cdc_perm")
+    with pytest.raises(lj.DataError, match=r"column\(s\) \['op'\]"):
+        sql(pg, "DROP TABLE IF EXISTS cdc_op; CREATE TABLE cdc_op (id int, op int)")
+        lj.io.PostgresCdcSource(pg.dsn, "cdc_op")
+
+
+def test_cdc_changes_decode_every_type_like_the_snapshot(pg):
+    """Rows inserted after the slot, read from the change stream, equal the same rows read by a snapshot."""
+    sql(pg, "DROP TABLE IF EXISTS cdc_types; CREATE TABLE cdc_types (id bigint PRIMARY KEY, i4 int, i2 smallint, "
+            "f8 float8, f4 float4, b bool, t text, vc varchar(20), ts timestamp, tz timestamptz, d date, "
+            "raw bytea, u uuid, \"Mixed Case\" text)")
+    stream = lj.io.PostgresCdcSource(pg.dsn, "cdc_types", slot="cdc_types_a", idle_timeout=0.0)
+    assert list(stream.batches(0)) == []  # creates the slot; the table is empty
+    (lsn,), = sql(pg, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc_types_a'")
+    sql(pg, """INSERT INTO cdc_types SELECT g, g * 1000 - 5, (g % 300)::smallint, g / 7.0 - 3, (g / 3.0)::float4,
+               g % 2 = 0, 'tëxt "' || g || E'"\\n\\\\ {}] ,' || repeat('x', g % 5), 'v' || g,
+               timestamp '2001-02-03 04:05:06.789' + g * interval '1 hour 1 second',
+               timestamptz '1999-12-31 23:59:59.5+02' + g * interval '37 minutes', date '1970-01-01' + g * 40,
+               ('\\x' || lpad(to_hex(g), 6, '0'))::bytea, md5(g::text)::uuid, 'm' || g
+               FROM generate_series(1, 500) g""")
+    sql(pg, "INSERT INTO cdc_types (id) VALUES (0)")  # every other column null
+    stream.idle_timeout = 1.0
+    changes = pa.Table.from_batches(list(stream.batches(stream.position_at(lsn))))
+    snapshot_src = lj.io.PostgresCdcSource(pg.dsn, "cdc_types", slot="cdc_types_b", idle_timeout=0.0)
+    snapshot = pa.Table.from_batches(list(snapshot_src.batches(0)))
+    assert changes.num_rows == snapshot.num_rows == 501
+    assert (changes.column("op").to_numpy() == 0).all()
+    names = [n for n in snapshot.column_names if n not in ("op", "commit_ts")]
+    assert changes.select(names).sort_by("id").equals(snapshot.select(names).sort_by("id"))
+    # with REPLICA IDENTITY FULL, -U and -D carry the whole old row
+    sql(pg, "ALTER TABLE cdc_types REPLICA IDENTITY FULL; UPDATE cdc_types SET i4 = i4 + 1 WHERE id IN (1, 2, 3);"
+            "DELETE FROM cdc_types WHERE id = 4")
+    again = lj.io.PostgresCdcSource(pg.dsn, "cdc_types", slot="cdc_types_a", idle_timeout=1.0)
+    rows = pa.Table.from_batches(list(again.batches(stream.position_at(lsn)))).slice(501)
+    assert rows.column("op").to_pylist() == [1, 2, 1, 2, 1, 2, 3]
+    old = snapshot.select(names).sort_by("id").slice(1, 4)  # ids 1..4 as they were
+    before = rows.filter(pa.compute.is_in(rows.column("op"), pa.array([1, 3], pa.int8()))).select(names)
+    assert before.equals(old)
+    after = rows.filter(pa.compute.equal(rows.column("op"), 2)).select(names)
+    assert after.column("i4").to_pylist() == [v + 1 for v in old.column("i4").to_pylist()[:3]]
+    assert after.drop_columns(["i4"]).equals(old.slice(0, 3).drop_columns(["i4"]))
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_types_a")
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_types_b")

@@ -19,6 +19,7 @@ import pytest
 
 import laminar_jit as lj
 from conftest import make_bids
+from helpers import kill_at_random_moments, latest_epoch
 
 JOB = textwrap.dedent('''
     """A checkpointed job: bids from Parquet, per-channel tumbling windows and sessions, into Parquet."""
@@ -71,11 +72,6 @@ def _spawn(root: Path, out: Path, *extra) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _latest_epoch(chk: Path) -> int:
-    names = [p.name for p in chk.iterdir() if p.name.startswith("chk-")] if chk.is_dir() else []
-    return max((int(n[4:]) for n in names), default=0)
-
-
 def _committed(out: Path) -> dict:
     return {name: lj.io.ParquetSink(out / name).read() for name in ("windows", "sessions")}
 
@@ -83,21 +79,9 @@ def _committed(out: Path) -> dict:
 def test_sigkill_at_random_moments_then_restart_gives_exactly_the_clean_output(job, tmp_path):
     root, want = job
     rng = np.random.default_rng(2024)
-    kills_after_progress = 0
-    for attempt in range(6):
-        proc = _spawn(root, tmp_path)
-        if attempt == 0:  # anywhere, start-up included
-            time.sleep(rng.uniform(0.0, 1.5))
-        else:  # after the run made progress: a few more checkpoints, then a random instant
-            target = _latest_epoch(tmp_path / "chk") + int(rng.integers(1, 6))
-            while proc.poll() is None and _latest_epoch(tmp_path / "chk") < target:
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0.0, 0.02))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills_after_progress += attempt > 0
+    # The first run is killed anywhere, start-up included; the others after a few more checkpoints.
+    kills_after_progress = kill_at_random_moments(lambda: _spawn(root, tmp_path), tmp_path / "chk", rng,
+                                                  attempts=6, epochs=(1, 6), first_anywhere=1.5)
     proc = _spawn(root, tmp_path)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
@@ -117,7 +101,7 @@ def test_sigkill_at_random_moments_then_restart_gives_exactly_the_clean_output(j
 def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(job, tmp_path):
     root, want = job
     proc = _spawn(root, tmp_path)
-    while proc.poll() is None and _latest_epoch(tmp_path / "chk") < 3:
+    while proc.poll() is None and latest_epoch(tmp_path / "chk") < 3:
         time.sleep(0.002)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=600)
@@ -125,7 +109,7 @@ def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(job, tmp_path):
         pytest.skip("the run finished before Ctrl-C arrived")
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout
-    cp = lj.Checkpoint.load(tmp_path / "chk" / f"chk-{_latest_epoch(tmp_path / 'chk'):08d}")
+    cp = lj.Checkpoint.load(tmp_path / "chk" / f"chk-{latest_epoch(tmp_path / 'chk'):08d}")
     assert not cp.finished and 0 < cp.positions["bids"] < 150_000
     proc = _spawn(root, tmp_path)
     stdout, stderr = proc.communicate(timeout=600)

@@ -14,17 +14,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-from test_windows import AGGS, SCHEMA, assert_windows, event_table, run, watermark_before
-
-GAP = 60
-
-
-def bursts(n: int, seed: int, disorder: int = 40, null_fraction: float = 0.05) -> pa.Table:
-    """Bursty activity (pauses between bursts), zipf keys with nulls, nulls/NaN in price, disorder."""
-    rng = np.random.default_rng(seed)
-    steps = rng.integers(0, 12, n) + np.where(rng.random(n) < 0.03, rng.integers(50, 400, n), 0)
-    ts = np.cumsum(steps).astype(np.int64) + rng.integers(0, disorder + 1, n)
-    return event_table(rng, ts, 1.6, 30, 0.03, null_fraction)
+from helpers import AGGS, GAP, SCHEMA, assert_windows, bursts, run_bids, watermark_before
 
 
 def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop", aggs=AGGS):
@@ -110,7 +100,7 @@ def python_reference(table: pa.Table, delay: int, lateness: int = 0) -> tuple[pl
 
 def test_sessions_every_aggregate_match_duckdb_gaps_and_islands():
     table = bursts(20_000, seed=1)
-    ex, out = run(session_dag(delay=100), table.to_batches(max_chunksize=3_000))
+    ex, out = run_bids(session_dag(delay=100), table.to_batches(max_chunksize=3_000))
     assert ex.metrics.late_events == 0
     assert out["out"].schema.names == ["window_start", "window_end", "auction", *AGGS]
     want = duckdb_sessions(table)
@@ -131,7 +121,7 @@ def test_split_invariance_late_rows_and_merges(seed, n, cuts, config):
     """Random splits (0- and 1-row batches too) with late rows: equal to the Python sessionizer."""
     delay, lateness, late_mode = config
     table = bursts(n, seed=seed)
-    ex, out = run(session_dag(delay=delay, lateness=lateness, late=late_mode), split_table(table, cuts))
+    ex, out = run_bids(session_dag(delay=delay, lateness=lateness, late=late_mode), split_table(table, cuts))
     want, late = python_reference(table, delay, lateness)
     assert ex.metrics.late_events == int(late.sum())
     assert_windows(out["out"], want)
@@ -153,7 +143,7 @@ def test_late_row_merges_two_open_sessions():
 
 def test_closed_sessions_never_change_and_late_rows_go_to_the_side_output():
     table = bursts(6_000, seed=3, disorder=300)
-    ex, out = run(session_dag(delay=20, late="side_output"), table.to_batches(max_chunksize=400))
+    ex, out = run_bids(session_dag(delay=20, late="side_output"), table.to_batches(max_chunksize=400))
     want, late = python_reference(table, 20)
     assert late.sum() > 0
     assert ex.metrics.late_events == late.sum()
@@ -185,7 +175,7 @@ def test_string_and_composite_keys():
     # "ch" is encoded to dictionary codes: its DAG compiles to the same plan as the first test's.
     # Every distinct configuration compiles a plan (seconds cold), more the more aggregates it has.
     for key, aggs in [("ch", AGGS), (["ch", "auction"], {"n": lj.count(), "hi": lj.max("price")})]:
-        _, out = run(session_dag(delay=100, key=key, aggs=aggs), table.to_batches(max_chunksize=700))
+        _, out = run_bids(session_dag(delay=100, key=key, aggs=aggs), table.to_batches(max_chunksize=700))
         got = pl.from_arrow(out["out"])
         keys = [key] if isinstance(key, str) else key
         assert got.columns == ["window_start", "window_end", *keys, *aggs]
@@ -228,7 +218,7 @@ def test_timestamp_event_time_with_timedelta_gap():
 
 def test_session_state_stays_bounded_with_rotating_keys():
     ex = lj.DagExecutor(session_dag(delay=0, aggs={"n": lj.count()}))
-    state = ex._states[ex.dag.node("w").id]
+    state = ex.state.operator_states[ex.dag.node("w").id]
     for i in range(60):
         ts = np.arange(1_000, dtype=np.int64) * 3 + i * 3_000
         ex.process_batch("bids", {"ts": ts, "auction": ts // 300 + i * 100_000, "price": np.ones(1_000),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import checkpointed_run, split_table
-from test_windows import SCHEMA, events, run, watermark_before
+from helpers import SCHEMA, events, run_bids, watermark_before
 
 WINDOW = 1_000
 
@@ -58,7 +58,7 @@ def same(got: pa.Table, want: pa.Table, key=("auction",)) -> None:
                                                 (2, ("ch", "auction"), True), (5, (), False)])
 def test_topn_matches_duckdb_row_number(n, key, descending):
     table = events(30_000, seed=6, disorder=600)
-    ex, out = run(topn_dag(n, key, descending, late="side_output"), table.to_batches(max_chunksize=4_000))
+    ex, out = run_bids(topn_dag(n, key, descending, late="side_output"), table.to_batches(max_chunksize=4_000))
     want = reference(table, n, key, descending)
     assert want.num_rows > 100
     same(out["out"], want, key)
@@ -69,7 +69,7 @@ def test_topn_matches_duckdb_row_number(n, key, descending):
 
 def test_integer_keys_are_emitted_in_window_key_rank_order():
     table = events(10_000, seed=2)
-    _, out = run(topn_dag(3, late="side_output"), table.to_batches(max_chunksize=2_500))  # a DAG compiled above
+    _, out = run_bids(topn_dag(3, late="side_output"), table.to_batches(max_chunksize=2_500))  # a DAG compiled above
     got = pl.from_arrow(out["out"])
     assert got.equals(got.sort(["window_end", "auction", "rank"], nulls_last=False))
 
@@ -88,7 +88,7 @@ def test_split_invariance_lateness_and_offset(seed, n_rows, cuts, config):
     n, delay, lateness, offset, late = config
     table = events(n_rows, seed=seed, disorder=800)
     dag = topn_dag(n, delay=delay, lateness=lateness, offset=offset, late=late)
-    _, out = run(dag, split_table(table, cuts + [1, 1, 2]))  # with empty and 1-row batches
+    _, out = run_bids(dag, split_table(table, cuts + [1, 1, 2]))  # with empty and 1-row batches
     same(out["out"], reference(table, n, delay=delay, lateness=lateness, offset=offset))
 
 
@@ -108,7 +108,7 @@ def test_topn_feeds_a_keyed_window_downstream():
            .operator("per_rank", lj.TumblingWindow(size=WINDOW, key=["auction", "rank"], aggs={"n": lj.count()}))
            .connect("bids", "top").connect("top", "per_rank").sink_for("per_rank", "out").build())
     late = pa.table({"ts": [10 * WINDOW], "auction": [0], "price": [1.0], "ch": ["x"]}, schema=SCHEMA)
-    _, out = run(dag, table.to_batches(max_chunksize=1_000) + late.to_batches())
+    _, out = run_bids(dag, table.to_batches(max_chunksize=1_000) + late.to_batches())
     want = pl.from_arrow(reference(pa.concat_tables([table, late]), 50, delay=0))
     got = pl.from_arrow(out["out"])
     assert got.height == want.height > 99_000 and got["n"].to_list() == [1] * got.height
@@ -120,7 +120,7 @@ def test_topn_state_is_checkpointed(tmp_path):
     table = events(20_000, seed=9)
     dag = topn_dag(2, key=("ch", "auction"), late="side_output")  # string and int keys; compiled above
     batches = table.to_batches(max_chunksize=3_000)
-    _, whole = run(dag, batches)
+    _, whole = run_bids(dag, batches)
     both = checkpointed_run(dag, batches, 3, tmp_path / "cp")
     assert pl.from_arrow(both).equals(pl.from_arrow(whole["out"]), null_equal=True)
 

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pytest
 
 import laminar_jit as lj
-from test_sessions import GAP, bursts
-from test_windows import SCHEMA, SIZE, events
+from helpers import GAP, SCHEMA, SIZE, bursts, events
 
 RMS = lj.UserAggregate(
     "rms", state={"ss": np.float64, "n": np.int64},

@@ -15,32 +15,7 @@ from hypothesis import strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-
-SCHEMA = pa.schema([("ts", pa.int64()), ("auction", pa.int64()), ("price", pa.float64()), ("ch", pa.string())])
-SIZE = 1_000
-AGGS = {"n": lj.count(), "c": lj.count("price"), "s": lj.sum("price"), "lo": lj.min("price"),
-        "hi": lj.max("price"), "avg": lj.mean("price"), "f": lj.first("price"), "l": lj.last("price")}
-
-
-def event_table(rng, ts: np.ndarray, zipf: float, n_keys: int, key_nulls: float, null_fraction: float) -> pa.Table:
-    """Rows at times ``ts``: zipf-skewed auctions (some null), nulls and a few NaN in price, a string channel."""
-    n = ts.size
-    auction = np.minimum(rng.zipf(zipf, n), n_keys).astype(np.int64)
-    price = np.round(rng.uniform(0, 100, n), 1)
-    price[rng.random(n) < 0.01] = np.nan
-    return pa.table({
-        "ts": ts,
-        "auction": pa.array(auction, mask=rng.random(n) < key_nulls),
-        "price": pa.array(price, mask=rng.random(n) < null_fraction),
-        "ch": pa.array(rng.choice(["web", "app", "api"], n)),
-    }, schema=SCHEMA)
-
-
-def events(n: int, seed: int, disorder: int = 300, null_fraction: float = 0.05) -> pa.Table:
-    """Steady arrivals with bounded disorder (see :func:`event_table`)."""
-    rng = np.random.default_rng(seed)
-    ts = np.arange(n, dtype=np.int64) * 7 + rng.integers(0, disorder + 1, n)
-    return event_table(rng, ts, 1.4, 60, 0.02, null_fraction)
+from helpers import AGGS, SCHEMA, SIZE, assert_windows, events, run_bids, watermark_before
 
 
 def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0, slide: int = SIZE):
@@ -51,22 +26,6 @@ def window_dag(delay: int, key="auction", late: str = "drop", lateness: int = 0,
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
             .operator("w", op)
             .connect("bids", "w").sink_for("w", "out").build())
-
-
-def run(dag, batches):
-    ex = lj.DagExecutor(dag)
-    for b in batches:
-        ex.process_batch("bids", b)
-    ex.finish()
-    return ex, ex.take_all_sink_outputs()
-
-
-def watermark_before(ts: np.ndarray, delay: int) -> np.ndarray:
-    """Reference: the source watermark in force when each row arrives (running max − delay)."""
-    wm = np.empty(ts.size, np.int64)
-    wm[:1] = np.iinfo(np.int64).min
-    wm[1:] = np.maximum.accumulate(ts[:-1]) - delay
-    return wm
 
 
 def late_mask(ts: np.ndarray, delay: int, lateness: int = 0, slide: int = SIZE) -> np.ndarray:
@@ -98,20 +57,9 @@ def reference(table: pa.Table, key="auction", delay=None, lateness: int = 0, sli
     """).pl()
 
 
-def assert_windows(got: pa.Table, want: pl.DataFrame):
-    g = pl.from_arrow(got)
-    assert g.columns == want.columns
-    assert g.height == want.height
-    exact = [c for c in g.columns if c not in ("s", "avg")]
-    assert g.select(exact).equals(want.select(exact), null_equal=True)
-    for c in ("s", "avg"):
-        a, b = g[c].to_numpy(), want[c].to_numpy()
-        assert np.allclose(a, b, equal_nan=True, rtol=1e-12, atol=1e-9)
-
-
 def test_tumbling_every_aggregate_matches_duckdb():
     table = events(20_000, seed=1)
-    ex, out = run(window_dag(delay=400), table.to_batches(max_chunksize=3_000))
+    ex, out = run_bids(window_dag(delay=400), table.to_batches(max_chunksize=3_000))
     assert ex.metrics.late_events == 0
     assert out["out"].schema.names == ["window_start", "window_end", "auction", *AGGS]
     assert_windows(out["out"], reference(table))
@@ -125,7 +73,7 @@ def test_key_zero_in_window_zero_is_told_from_freed_slots(slide):
     table = events(6_000, seed=5)
     auction = pc.subtract(table.column("auction"), 1)  # auction 0 is the most frequent
     table = table.set_column(1, "auction", auction)
-    ex, out = run(window_dag(delay=200, slide=slide), table.to_batches(max_chunksize=97))
+    ex, out = run_bids(window_dag(delay=200, slide=slide), table.to_batches(max_chunksize=97))
     got = pl.from_arrow(out["out"])
     assert got.filter((pl.col("auction") == 0) & (pl.col("window_start") == 0)).height == 1
     assert_windows(out["out"], reference(table, delay=200, slide=slide))
@@ -147,7 +95,7 @@ def test_split_invariance_and_late_rows(seed, n, cuts, config):
     """Tumbling and sliding windows (panes of gcd(size, slide)) over random splits, with late rows."""
     delay, lateness, slide, late = config
     table = events(n, seed=seed)
-    ex, out = run(window_dag(delay=delay, lateness=lateness, slide=slide, late=late), split_table(table, cuts))
+    ex, out = run_bids(window_dag(delay=delay, lateness=lateness, slide=slide, late=late), split_table(table, cuts))
     late_rows = late_mask(table.column("ts").to_numpy(), delay, lateness=lateness, slide=slide)
     assert ex.metrics.late_events == int(late_rows.sum())
     assert_windows(out["out"], reference(table, delay=delay, lateness=lateness, slide=slide))
@@ -161,7 +109,7 @@ def test_batches_larger_than_a_piece_match_duckdb():
 
     table = events(2 * WINDOW_PIECE_ROWS + 123, seed=12)
     for slide in (SIZE, 200):
-        ex, out = run(window_dag(delay=400, slide=slide), [table])
+        ex, out = run_bids(window_dag(delay=400, slide=slide), [table])
         assert ex.metrics.batches == 1 and ex.metrics.late_events == 0
         assert_windows(out["out"], reference(table, slide=slide))
 
@@ -176,7 +124,7 @@ def test_sliding_every_aggregate_matches_duckdb(keys):
         table = table.set_column(1, "auction", pc.fill_null(table.column("auction"), 0))
     if keys.startswith("sparse"):
         table = table.set_column(1, "auction", pc.multiply(pc.subtract(table.column("auction"), 30), 10**15))
-    ex, out = run(window_dag(delay=400, slide=200), table.to_batches(max_chunksize=4_000))
+    ex, out = run_bids(window_dag(delay=400, slide=200), table.to_batches(max_chunksize=4_000))
     assert ex.metrics.late_events == 0
     assert_windows(out["out"], reference(table, slide=200))
 
@@ -184,7 +132,7 @@ def test_sliding_every_aggregate_matches_duckdb(keys):
 # These two tests share one operator configuration (one compiled plan), also drawn by the split test.
 def test_late_rows_go_to_the_side_output_unchanged():
     table = events(8_000, seed=2, disorder=900)
-    ex, out = run(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
+    ex, out = run_bids(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
     late = late_mask(table.column("ts").to_numpy(), 100, lateness=500)
     assert late.sum() > 0
     # NaN prices make Arrow's equals() false; Polars compares NaN as equal
@@ -195,7 +143,7 @@ def test_late_rows_go_to_the_side_output_unchanged():
 
 def test_allowed_lateness_keeps_windows_open():
     table = events(8_000, seed=3, disorder=900)
-    _, out = run(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
+    _, out = run_bids(window_dag(delay=100, late="side_output", lateness=500), table.to_batches(max_chunksize=500))
     ts = table.column("ts").to_numpy()
     late = late_mask(ts, 100, lateness=500)
     assert 0 < late.sum() < late_mask(ts, 100).sum()  # rows late without lateness are kept
@@ -224,7 +172,7 @@ def test_windows_are_emitted_when_the_watermark_passes_and_never_again():
 
 def test_string_keys_come_back_as_strings():
     table = events(6_000, seed=4)
-    _, out = run(window_dag(delay=400, key="ch"), table.to_batches(max_chunksize=1_000))
+    _, out = run_bids(window_dag(delay=400, key="ch"), table.to_batches(max_chunksize=1_000))
     got = pl.from_arrow(out["out"])
     assert got.schema["ch"] == pl.String
     want = reference(table, key="ch")
@@ -234,7 +182,7 @@ def test_string_keys_come_back_as_strings():
 
 def test_global_window_without_key():
     table = events(5_000, seed=5)
-    _, out = run(window_dag(delay=400, key=None), [table])
+    _, out = run_bids(window_dag(delay=400, key=None), [table])
     assert_windows(out["out"], reference(table, key=None))
 
 
@@ -265,7 +213,7 @@ def test_window_output_flows_into_stateless_operators():
            .operator("spread", lj.Map(lambda hi, n: hi / n, output="per_bid"))
            .connect("bids", "w").connect("w", "busy").connect("busy", "spread").sink_for("spread", "out").build())
     table = events(10_000, seed=6)
-    _, out = run(dag, table.to_batches(max_chunksize=2_000))
+    _, out = run_bids(dag, table.to_batches(max_chunksize=2_000))
     want = reference(table).filter(pl.col("n") >= 5).select("window_start", "window_end", "auction", "n", "hi") \
         .with_columns(per_bid=pl.col("hi") / pl.col("n"))
     assert pl.from_arrow(out["out"]).equals(want, null_equal=True)
@@ -282,7 +230,7 @@ def test_sliding_windows_into_a_keyed_window_with_room_for_every_fan_out():
                                                     allowed_lateness=SIZE))
            .connect("bids", "w").connect("w", "per_slide").sink_for("per_slide", "out").build())
     ts = np.arange(keys, dtype=np.int64) % 50
-    _, out = run(dag, [pa.table({"ts": ts, "auction": np.arange(keys), "price": np.ones(keys), "ch": ["a"] * keys},
+    _, out = run_bids(dag, [pa.table({"ts": ts, "auction": np.arange(keys), "price": np.ones(keys), "ch": ["a"] * keys},
                                 schema=SCHEMA)])
     got = pl.from_arrow(out["out"])
     assert got.height == keys * SIZE // 100  # ten windows per key, one row each in the downstream window
@@ -298,7 +246,7 @@ def rotate_keys(slide: int, batches: int):
         ex.process_batch("bids", {"ts": ts, "auction": ts // 10 + i * 100_000, "price": np.ones(1_000),
                                   "ch": ["a"] * 1_000})
         ex.take_sink_outputs("out")
-    return ex._states[ex.dag.node("w").id]
+    return ex.state.operator_states[ex.dag.node("w").id]
 
 
 def test_sliding_state_frees_panes_and_entries():
@@ -389,7 +337,7 @@ def test_composite_keys_of_integers_and_strings():
            .operator("w", lj.TumblingWindow(size=SIZE, key=["ch", "auction"],
                                             aggs={"n": lj.count(), "hi": lj.max("price")}))
            .connect("bids", "w").sink_for("w", "out").build())
-    _, out = run(dag, table.to_batches(max_chunksize=1_500))
+    _, out = run_bids(dag, table.to_batches(max_chunksize=1_500))
     got = pl.from_arrow(out["out"])
     assert got.columns == ["window_start", "window_end", "ch", "auction", "n", "hi"]
     con = duckdb.connect()

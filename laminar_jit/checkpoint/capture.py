@@ -1,4 +1,9 @@
-"""Taking a :class:`Checkpoint` from an executor and putting one back."""
+"""Taking a :class:`Checkpoint` from an executor and putting one back.
+
+Both work on the executor's :class:`~laminar_jit.executor.state.ExecutorState`
+(``ex.state``) and its DAG, never on the executor itself, so this package does
+not import the executor (the executor imports it).
+"""
 
 from __future__ import annotations
 
@@ -15,48 +20,79 @@ from .snapshot import Checkpoint
 __all__ = ["capture", "restore"]
 
 
-def capture(ex) -> Checkpoint:
-    """Snapshot every piece of ``ex``'s state (the executor has flushed its queue)."""
-    dag = ex.dag
+def capture(dag, state) -> Checkpoint:
+    """Snapshot every piece of an executor's state as a :class:`Checkpoint`.
+
+    Parameters
+    ----------
+    dag : StreamingDag
+        The DAG the executor runs.
+    state : ExecutorState
+        The executor's state (``ex.state``), its queue already run (an empty
+        ``state.queued``). Sink buffers are coalesced; nothing else changes.
+
+    Returns
+    -------
+    Checkpoint
+        Copies of the operator states, dictionaries, watermarks, idle flags,
+        metrics, finished flag and the sink outputs not yet taken.
+    """
     pending = {}
-    for sink, buffer in ex._outputs.items():
+    for sink, buffer in state.outputs.items():
         buffer.flush()
         if buffer.batches:
             pending[sink] = pa.Table.from_batches(buffer.batches, schema=buffer.layout.schema)
-    m = ex._metrics
+    m = state.metrics
     return Checkpoint(
         dag_fingerprint=dag.fingerprint,
         node_fingerprints=node_fingerprints(dag.nodes, dag._order_ids),
-        states={dag.node(nid).name: state.snapshot() for nid, state in ex._states.items()},
-        dictionaries={f"{source}/{column}": d.snapshot() for (source, column), d in ex._dicts.items()},
+        states={dag.node(nid).name: s.snapshot() for nid, s in state.operator_states.items()},
+        dictionaries={f"{source}/{column}": d.snapshot() for (source, column), d in state.dictionaries.items()},
         pending=pending,
-        watermarks={n.name: int(ex._wm[n.id]) for n in dag.nodes},
-        idle=[n.name for n in dag.nodes if ex._idle[n.id]],
-        metrics={"counters": ex._metrics.counters.tolist(), "events_in": m.events_in, "batches": m.batches},
-        finished=ex._finished,
+        watermarks={n.name: int(state.watermarks[n.id]) for n in dag.nodes},
+        idle=[n.name for n in dag.nodes if state.idle[n.id]],
+        metrics={"counters": m.counters.tolist(), "events_in": m.events_in, "batches": m.batches},
+        finished=state.finished,
     )
 
 
-def restore(ex, cp: Checkpoint) -> None:
-    """Replace all of ``ex``'s state by ``cp``; validate everything before changing anything."""
+def restore(dag, state, cp: Checkpoint) -> None:
+    """Replace all of an executor's state by ``cp``; validate everything before changing anything.
+
+    Parameters
+    ----------
+    dag : StreamingDag
+        The DAG the executor runs; it must be the one ``cp`` was taken from.
+    state : ExecutorState
+        The executor's state (``ex.state``), updated in place: queued batches
+        and sink outputs are dropped for those of ``cp``, and the broken flag
+        is cleared.
+    cp : Checkpoint
+
+    Raises
+    ------
+    TypeError
+        ``cp`` is not a :class:`Checkpoint`.
+    CheckpointError
+        ``cp`` comes from a different DAG or does not fit it; ``state`` is unchanged then.
+    """
     if not isinstance(cp, Checkpoint):
         raise TypeError(f"restore() takes a laminar_jit.Checkpoint, got {type(cp).__name__}; "
                         "read one from disk with lj.Checkpoint.load(path)")
-    dag = ex.dag
     _check_same_dag(dag, cp)
-    states = {}
-    for nid in ex._states:
+    operator_states = {}
+    for nid in state.operator_states:
         node = dag.node(nid)
-        state = node.op.new_state(node.bound)
+        fresh = node.op.new_state(node.bound)
         try:
-            state.load_snapshot(cp.states[node.name])
+            fresh.load_snapshot(cp.states[node.name])
         except (KeyError, ValueError) as e:
             detail = "no state saved for it" if isinstance(e, KeyError) else str(e)
             raise CheckpointError(f"checkpoint does not fit node {node.name!r}: {detail}; restore onto the DAG "
                                   "the checkpoint was taken from") from e
-        states[nid] = state
+        operator_states[nid] = fresh
     dicts = {}
-    for (source, column), current in ex._dicts.items():
+    for (source, column), current in state.dictionaries.items():
         key = f"{source}/{column}"
         if key not in cp.dictionaries:
             raise CheckpointError(f"checkpoint has no string dictionary for column {column!r} of source "
@@ -69,13 +105,13 @@ def restore(ex, cp: Checkpoint) -> None:
     if missing:
         raise CheckpointError(f"checkpoint has no watermark for nodes {missing}")
     counters = np.asarray(cp.metrics.get("counters", []), dtype=np.int64)
-    if counters.shape != ex._metrics.counters.shape:
+    if counters.shape != state.metrics.counters.shape:
         raise CheckpointError(f"checkpoint holds {counters.size} metric counters, this executor "
-                              f"{ex._metrics.counters.size}; it was written by another laminar_jit version")
+                              f"{state.metrics.counters.size}; it was written by another laminar_jit version")
     for sink, table in cp.pending.items():
-        if sink not in ex._outputs:
+        if sink not in state.outputs:
             raise CheckpointError(f"checkpoint holds pending rows of sink {sink!r}, which this DAG lacks")
-        expected = ex._outputs[sink].layout.schema
+        expected = state.outputs[sink].layout.schema
         if not table.schema.equals(expected):
             raise CheckpointError(f"pending rows of sink {sink!r} have schema {table.schema}, expected {expected}")
     unknown_idle = sorted(set(cp.idle) - {n.name for n in dag.nodes})
@@ -83,26 +119,23 @@ def restore(ex, cp: Checkpoint) -> None:
         raise CheckpointError(f"checkpoint marks unknown nodes idle: {unknown_idle}")
 
     # Everything is valid: install it.
-    ex._queue, ex._queue_rows, ex._queue_source = [], 0, None
-    ex._states = states
-    ex._dicts.clear()
-    ex._dicts.update(dicts)  # sink buffers hold this same mapping
-    from ..executor.executor import link_dictionaries
-
-    link_dictionaries(ex._dicts, ex._dict_links)  # shared by both sides of string join keys
+    state.take_queued()
+    state.operator_states = operator_states
+    state.replace_dictionaries(dicts)  # in place, re-linking those shared by both sides of string join keys
     for n in dag.nodes:
-        ex._wm[n.id] = cp.watermarks[n.name]
-        ex._idle[n.id] = n.name in cp.idle
-    ex._metrics.counters = counters.copy()
-    ex._metrics.events_in = int(cp.metrics.get("events_in", 0))
-    ex._metrics.batches = int(cp.metrics.get("batches", 0))
-    for sink, buffer in ex._outputs.items():
+        state.watermarks[n.id] = cp.watermarks[n.name]
+        state.idle[n.id] = n.name in cp.idle
+    state.metrics.counters = counters.copy()
+    state.metrics.events_in = int(cp.metrics.get("events_in", 0))
+    state.metrics.batches = int(cp.metrics.get("batches", 0))
+    for sink, buffer in state.outputs.items():
         buffer.drain()
         if sink in cp.pending:
             buffer.batches = cp.pending[sink].combine_chunks().to_batches()
-    ex._finished = cp.finished
+    state.finished = cp.finished
     now = time.monotonic()
-    ex._last_input = {name: now for name in ex._last_input}
+    state.last_input = {name: now for name in state.last_input}
+    state.broken = None  # the state is whole again
 
 
 def _check_same_dag(dag, cp: Checkpoint) -> None:

@@ -123,7 +123,7 @@ class Worker:
         partition has been told so.
         """
         if self._iters is None:  # a reader restored after it had finished reads nothing more
-            self._iters = {} if self.reader._finished else {
+            self._iters = {} if self.reader.state.finished else {
                 name: iter(src.batches(self.positions[name])) for name, src in self.sources.items()}
         rows = batches = 0
         while self._iters and batches < max_batches:
@@ -136,7 +136,7 @@ class Worker:
                         self.reader.advance_watermark(name, _WM_MAX)
                     continue
                 self.reader.process_batch(name, batch)
-                self.positions[name] += batch.num_rows
+                self.positions[name] = self.sources[name].position_after(self.positions[name], batch)
                 rows += batch.num_rows
                 batches += 1
                 self.read_seconds += time.perf_counter() - t0
@@ -244,7 +244,7 @@ class Worker:
 
     def _apply_watermarks(self) -> None:
         """Punctuate every stream whose minimum over readers rose: emit what that made due."""
-        if self.part._finished:
+        if self.part.state.finished:
             return
         for stream, per_sender in self.wm.items():
             low = int(per_sender.min())

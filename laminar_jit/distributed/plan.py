@@ -28,7 +28,7 @@ from ..dag.builder import DagBuilder
 from ..dag.graph import StreamingDag
 from ..errors import PartitioningError
 from ..ops.stateless import Project
-from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
+from ..ops.windows import WindowSpec
 
 __all__ = ["Exchange", "SplitPlan", "split_dag"]
 
@@ -167,10 +167,6 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
                      tuple(partition_sinks))
 
 
-#: Operators whose output holds only keys, window bounds and aggregates (not the rows they read).
-_AGGREGATING = (TumblingWindow, SlidingWindow, SessionWindow)
-
-
 def _columns_read(consumers: list, schema: pa.Schema) -> list[str] | None:
     """The columns of an exchange stream its consumers read, in stream order; None when they need every one.
 
@@ -179,10 +175,10 @@ def _columns_read(consumers: list, schema: pa.Schema) -> list[str] | None:
     """
     read: set[str] = set()
     for c, _ in consumers:
-        if type(c.op) not in _AGGREGATING or c.op.late != "drop":
+        spec = c.bound.spec
+        if not (isinstance(spec, WindowSpec) and spec.aggregating and spec.late == "drop"):
             return None
-        x = c.bound.extra
-        read.update((x["event_time"], *x["keys"], *c.bound.reads))
+        read.update((spec.event_time, *spec.keys, *c.bound.reads))
     return [name for name in schema.names if name in read]
 
 

@@ -2,5 +2,6 @@
 
 from .executor import DagExecutor
 from .metrics import Metrics
+from .state import ExecutorState
 
-__all__ = ["DagExecutor", "Metrics"]
+__all__ = ["DagExecutor", "ExecutorState", "Metrics"]

@@ -292,14 +292,14 @@ class SinkBuffer:
             taken = base if identity else base.take(pa.array(r[off]))
         arrays = []
         for f, col in zip(layout.schema, layout.columns):
-            if col[0] == "take":
-                arrays.append(taken.column(col[1]))
-            elif col[0] == "src" and identity:
-                arrays.append(batch.column(col[2]))
-            elif col[0] == "code":
-                arrays.append(self.dictionaries[col[2]].decode(r[col[1]], _or_none(r[col[1] + 1])))
+            if col.kind == "take":
+                arrays.append(taken.column(col.pos))
+            elif col.kind == "src" and identity:
+                arrays.append(batch.column(col.column))
+            elif col.kind == "code":
+                arrays.append(self.dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1])))
             else:
-                arrays.append(_to_arrow(r[col[1]], r[col[1] + 1], f.type))
+                arrays.append(_to_arrow(r[col.pos], r[col.pos + 1], f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 
     def _materialize(self, parts: list[tuple[pa.RecordBatch, tuple]], layout) -> pa.RecordBatch:
@@ -347,15 +347,15 @@ class SinkBuffer:
         found = self._recipes.get(id(layout))
         if found is not None and found[0] is layout:
             return found[1:]
-        src = list(layout.take_columns) + [c[2] for c in layout.columns if c[0] == "src"]
+        src = list(layout.take_columns) + [c.column for c in layout.columns if c.kind == "src"]
         recipe = []
         for f, col in zip(layout.schema, layout.columns):
-            if col[0] in ("take", "src"):
-                recipe.append(("col", col[1] if col[0] == "take" else src.index(col[2]), None, None))
-            elif col[0] == "code":
-                recipe.append(("code", col[1], col[2], None))
+            if col.kind in ("take", "src"):
+                recipe.append(("col", col.pos if col.kind == "take" else src.index(col.column), None, None))
+            elif col.kind == "code":
+                recipe.append(("code", col.pos, col.dictionary, None))
             else:
-                recipe.append(("der", col[1], f.type, _numeric_dtype(f.type)))
+                recipe.append(("der", col.pos, f.type, _numeric_dtype(f.type)))
         lead = [pos for kind, pos, _, _ in recipe[:len(src)] if kind == "col"]
         tail = len(src) if lead == list(range(len(src))) and all(
             kind != "col" for kind, _, _, _ in recipe[len(src):]) else None

@@ -9,16 +9,17 @@ import numpy as np
 import pyarrow as pa
 
 from .._memory import tune_allocator
-from ..errors import DataError, UnknownNodeError
+from ..checkpoint.capture import capture as capture_checkpoint, restore as restore_checkpoint
+from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
-from ..time.watermarks import WATERMARK_MIN
-from ..errors import KernelError
-from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
-from .metrics import Metrics
 from ..state.dictionary import StringDictionary
 from ..state.windows import WindowState
+from ..time.watermarks import WATERMARK_MIN, to_units
+from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
+from .metrics import Metrics
 from .plan import boundary_joins, compile_plan
+from .state import ExecutorState
 
 __all__ = ["DagExecutor"]
 
@@ -64,31 +65,25 @@ class DagExecutor:
         self._derived = {dag.nodes[nid].name: compile_plan(dag, dag.nodes[nid].name)
                          for nid in sorted(boundary_joins(dag), key=dag.execution_ids.index)}
         all_plans = [*self._plans.values(), *self._derived.values()]
-        self._outputs = {layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks}
-        self._metrics = Metrics([n.name for n in dag.nodes])
-        self._queue: list[pa.RecordBatch] = []
-        self._queue_rows = 0
-        self._queue_source: str | None = None
         self._specs = {name: dag.node(name).op for name in dag.sources}
-        # Event time: per-node watermarks and idle flags, updated by the compiled steps.
-        self._wm = np.full(len(dag.nodes), WATERMARK_MIN, np.int64)
-        self._idle = np.zeros(len(dag.nodes), np.bool_)
-        self._last_input = {name: time.monotonic() for name in dag.sources}
-        # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
-        self._states = {n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"}
-        self._dicts = {(plan.source, name): StringDictionary(_dictionary_type(dag.node(plan.source).schema.field(name).type))
-                       for plan in all_plans for name, _, _, encoded in plan.args if encoded}
-        # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
-        self._dict_links = [group for plan in all_plans for group in plan.shared_dictionaries]
-        link_dictionaries(self._dicts, self._dict_links)
-        for buffer in self._outputs.values():
-            buffer.dictionaries = self._dicts
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
-        self._finished = False
+        self._state = ExecutorState(
+            # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
+            operator_states={n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"},
+            dictionaries={(plan.source, name): _new_dictionary(dag, plan.source, name)
+                          for plan in all_plans for name, _, _, encoded in plan.args if encoded},
+            # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
+            dictionary_links=[group for plan in all_plans for group in plan.shared_dictionaries],
+            # Event time: per-node watermarks and idle flags, updated by the compiled steps.
+            watermarks=np.full(len(dag.nodes), WATERMARK_MIN, np.int64),
+            idle=np.zeros(len(dag.nodes), np.bool_),
+            metrics=Metrics([n.name for n in dag.nodes]),
+            outputs={layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks},
+            last_input={name: time.monotonic() for name in dag.sources},
+        )
         # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
         self._raising = raising_kernels(dag)
-        self._guard = FaultGuard(self, self._raising) if self._raising else None
-        self._broken: str | None = None
+        self._guard = FaultGuard(self._state, dag, self._execute, self._raising) if self._raising else None
 
     # ------------------------------------------------------------------ input
     def process_batch(self, source: str, batch) -> None:
@@ -112,7 +107,7 @@ class DagExecutor:
         plan = self._plans.get(source)
         if plan is None:
             raise DataError(f"unknown source {source!r}; this DAG's sources are {', '.join(self._plans)}")
-        if self._finished:
+        if self._state.finished:
             raise DataError(f"source {source!r}: the executor has finished (finish() was called); "
                             "create a new DagExecutor to process more input")
         spec = self._specs[source]
@@ -122,18 +117,19 @@ class DagExecutor:
             batches = [_with_arrow_maps(plan, b) for b in batches]
         rows = batches[0].num_rows if len(batches) == 1 else sum(b.num_rows for b in batches)
         self._guarded(self._apply, source, batches, rows, source=source, what="batch", batches=batches)
-        self._metrics.events_in += rows
-        self._metrics.batches += len(batches)
+        self._state.metrics.events_in += rows
+        self._state.metrics.batches += len(batches)
 
     def _apply(self, source: str, batches: list, rows: int) -> None:
+        st = self._state
         now = time.monotonic()
-        self._last_input[source] = now
+        st.last_input[source] = now
         for other, other_spec in self._specs.items():
             timeout = other_spec.idle_timeout
-            if other != source and timeout is not None and now - self._last_input[other] > timeout \
-                    and not self._idle[self.dag.node(other).id]:
+            if other != source and timeout is not None and now - st.last_input[other] > timeout \
+                    and not st.idle[self.dag.node(other).id]:
                 self._flush()
-                self._idle[self.dag.node(other).id] = True  # takes effect in the next compiled step
+                st.idle[self.dag.node(other).id] = True  # takes effect in the next compiled step
 
         if rows < COALESCE_ROWS and len(batches) == 1 and self._guard is None:
             # Small batches are validated now and queued; the compiled step runs
@@ -141,12 +137,12 @@ class DagExecutor:
             # watermarks flush the queue before they are read, so nothing can
             # observe the delay. DAGs with kernels that can raise do not queue:
             # a raising row must fail the call that passed it.
-            if self._queue and self._queue_source != source:
+            if st.queued and st.queued_source != source:
                 self._flush()
-            self._queue.append(batches[0])
-            self._queue_source = source
-            self._queue_rows += rows
-            if self._queue_rows >= COALESCE_FLUSH_ROWS:
+            st.queued.append(batches[0])
+            st.queued_source = source
+            st.queued_rows += rows
+            if st.queued_rows >= COALESCE_FLUSH_ROWS:
                 self._flush()
         else:
             self._flush()
@@ -154,8 +150,8 @@ class DagExecutor:
 
     def _guarded(self, fn, *args, source: str, what: str, batches=None) -> None:
         """Call ``fn(*args)``; if a kernel raises, take the whole call back and raise :class:`KernelError`."""
-        if self._broken is not None:
-            raise KernelError(self._broken)
+        if self._state.broken is not None:
+            raise KernelError(self._state.broken)
         guard = self._guard
         if guard is None:
             try:
@@ -163,11 +159,12 @@ class DagExecutor:
             except (KernelError, DataError):
                 raise
             except Exception as exc:  # a kernel that was not expected to raise: state is partly updated
-                self._broken = (f"a compiled step raised {type(exc).__name__}: {exc} (source {source!r}, {what}) though "
-                                "no kernel of this DAG has a raise statement, so the executor could not take the "
-                                "call back and its state is partly updated. Restore the last checkpoint (restore(), "
-                                "here or in a new DagExecutor)")
-                raise KernelError(self._broken) from exc
+                self._state.broken = (
+                    f"a compiled step raised {type(exc).__name__}: {exc} (source {source!r}, {what}) though "
+                    "no kernel of this DAG has a raise statement, so the executor could not take the "
+                    "call back and its state is partly updated. Restore the last checkpoint (restore(), "
+                    "here or in a new DagExecutor)")
+                raise KernelError(self._state.broken) from exc
         before = guard.begin()
         try:
             fn(*args)
@@ -180,26 +177,14 @@ class DagExecutor:
             if batches and sum(b.num_rows for b in batches):
                 batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
                 row, first = guard.first_failing_row(source, batch)
-            raise kernel_error(self, source, what, row, first or exc, self._raising, batch) from (first or exc)
+            raise kernel_error(self.dag, source, what, row, first or exc, self._raising, batch) from (first or exc)
         guard.commit()
-
-    def _plan_node_names(self, source: str) -> list[str]:
-        """Names of the nodes downstream of ``source`` (the nodes its steps can run)."""
-        offsets, targets = self.dag.routing.offsets, self.dag.routing.targets
-        seen, todo = set(), [self.dag.node(source).id]
-        while todo:
-            nid = todo.pop()
-            if nid not in seen:
-                seen.add(nid)
-                todo.extend(int(t) for t in targets[offsets[nid]:offsets[nid + 1]])
-        return [self.dag.nodes[nid].name for nid in sorted(seen)]
 
     def _flush(self) -> None:
         """Run the queued small batches through the step as one batch."""
-        if not self._queue:
+        if not self._state.queued:
             return
-        queue, source = self._queue, self._queue_source
-        self._queue, self._queue_rows, self._queue_source = [], 0, None
+        source, queue = self._state.take_queued()
         self._guarded(self._run, source, [queue[0] if len(queue) == 1 else pa.concat_batches(queue)],
                       source=source, what="queued batches")
 
@@ -208,10 +193,11 @@ class DagExecutor:
         if self._guard is not None:
             self._guard.record(source, batches)
         counters, produced = self._execute(source, batches)
-        self._metrics.counters = counters
+        self._state.metrics.counters = counters
+        outputs = self._state.outputs
         for ran, b, result in produced:
             for layout in ran.sinks:
-                self._outputs[layout.sink].add(b, result, layout)
+                outputs[layout.sink].add(b, result, layout)
 
     def _execute(self, source: str, batches: list[pa.RecordBatch]) -> tuple:
         """Run the compiled steps of ``source`` over ``batches``, updating state, watermarks and idle flags.
@@ -219,9 +205,10 @@ class DagExecutor:
         Returns the updated metric counters (a copy) and the step results, which :meth:`_run` commits.
         """
         plan = self._plans[source]
-        counters = self._metrics.counters.copy()
+        counters = self._state.metrics.counters.copy()
         produced: list[tuple] = []  # (plan, batch, step result)
-        states = [self._states[nid] for nid in plan.stateful_ids] if plan.stateful_ids else []
+        operator_states = self._state.operator_states
+        states = [operator_states[nid] for nid in plan.stateful_ids] if plan.stateful_ids else []
         if plan.due_grids:
             batches = [piece for b in batches for piece in self._cut_at_due_windows(source, plan, b)]
         elif states and any(isinstance(state, WindowState) for state in states):
@@ -241,14 +228,15 @@ class DagExecutor:
         A boundary join's rows carry the join's watermark from before the step
         that emitted them (``wm_rows``), as they would inside one step.
         """
+        st = self._state
         offsets = self.dag.routing.offsets
-        before = [int(self._wm[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
-        result = _run_step(plan, b, offsets, counters, (self._wm, self._idle), states, self._dicts, wm_rows)
+        before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
+        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
-            joined = SinkBuffer(layout, self._dicts).materialize(b, result)
+            joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
             derived = self._derived[layout.sink]
-            self._run_with_boundaries(derived, joined, [self._states[nid] for nid in derived.stateful_ids],
+            self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
 
     @property
@@ -263,7 +251,18 @@ class DagExecutor:
     def metrics(self) -> Metrics:
         """Counters of this executor (see :class:`Metrics`)."""
         self._flush()
-        return self._metrics
+        return self._state.metrics
+
+    @property
+    def state(self) -> ExecutorState:
+        """Everything this executor changes as it runs: operator states, dictionaries, watermarks, outputs, ...
+
+        The live object, not a copy (see :class:`ExecutorState`); take a copy
+        with :meth:`checkpoint`. Small batches may still wait in its
+        ``queued`` list: :attr:`metrics`, :meth:`watermark`,
+        :meth:`take_sink_outputs` and :meth:`checkpoint` run them first.
+        """
+        return self._state
 
     def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch) -> list[pa.RecordBatch]:
         """Split ``b`` where its running watermark makes a sliding window due and a later row may fall in it.
@@ -280,13 +279,11 @@ class DagExecutor:
         spec = self._specs[source]
         if spec.watermark is None or b.num_rows < 2:
             return [b]
-        from ..time.watermarks import to_units
-
         ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
         delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
         grids = np.array([(slide, phase, lateness, column == spec.event_time)
                           for slide, phase, lateness, column in plan.due_grids], np.int64).reshape(-1, 4)
-        starts = due_cuts(ts, int(self._wm[self.dag.node(source).id]), delay, grids, WINDOW_PIECE_ROWS)
+        starts = due_cuts(ts, int(self._state.watermarks[self.dag.node(source).id]), delay, grids, WINDOW_PIECE_ROWS)
         if starts.size == 0:
             return [b]
         bounds = [0, *starts.tolist(), b.num_rows]
@@ -303,13 +300,13 @@ class DagExecutor:
         # Each slice advances its own copy of the watermarks and idle flags from the
         # same start. Watermarks are monotone in the rows seen, so the batch's are the
         # largest of the slices'; every slice has rows, so their idle flags agree.
-        times = [(self._wm.copy(), self._idle.copy()) for _ in slices]
+        st = self._state
+        times = [st.copy_time() for _ in slices]
         offsets = self.dag.routing.offsets
         futures = [self._pool.submit(_run_step, plan, s, offsets, d, t) for s, d, t in zip(slices, deltas, times)]
         results = [f.result() for f in futures]
         counters += np.sum(deltas, axis=0)
-        self._wm[:] = np.max([wm for wm, _ in times], axis=0)
-        self._idle[:] = np.logical_and.reduce([idle for _, idle in times])
+        st.set_time(np.max([wm for wm, _ in times], axis=0), np.logical_and.reduce([idle for _, idle in times]))
         return list(zip(slices, results))
 
     def finish(self) -> None:
@@ -318,18 +315,19 @@ class DagExecutor:
         Every open window is emitted. After ``finish`` the executor accepts no
         more input; sink outputs stay available through :meth:`take_sink_outputs`.
         """
-        if self._finished:
+        if self._state.finished:
             return
         self._flush()
         self._guarded(self._finish, source=None, what="finish()")
 
     def _finish(self) -> None:
+        st = self._state
         for source in self._plans:
-            self._wm[self.dag.node(source).id] = np.iinfo(np.int64).max
-            self._idle[self.dag.node(source).id] = False
+            st.watermarks[self.dag.node(source).id] = np.iinfo(np.int64).max
+            st.idle[self.dag.node(source).id] = False
         for source in self._plans:
             self._tick(source)
-        self._finished = True
+        st.finished = True
 
     # ------------------------------------------------------------------ time
     def watermark(self, source: str) -> int:
@@ -341,7 +339,7 @@ class DagExecutor:
         """
         node = self.dag.node(source)
         self._flush()
-        return int(self._wm[node.id])
+        return int(self._state.watermarks[node.id])
 
     def advance_watermark(self, source: str, timestamp: int) -> None:
         """Explicit punctuation: raise ``source``'s watermark to ``timestamp`` (never lowers it).
@@ -353,9 +351,9 @@ class DagExecutor:
         self._guarded(self._advance, source, int(timestamp), source=source, what="advance_watermark()")
 
     def _advance(self, source: str, timestamp: int) -> None:
-        nid = self.dag.node(source).id
-        self._wm[nid] = max(int(self._wm[nid]), timestamp)
-        self._idle[nid] = False
+        st, nid = self._state, self.dag.node(source).id
+        st.watermarks[nid] = max(int(st.watermarks[nid]), timestamp)
+        st.idle[nid] = False
         self._tick(source)
 
     def _raise_watermark(self, source: str, timestamp: int) -> None:
@@ -368,9 +366,9 @@ class DagExecutor:
         """
         self._check_source(source)
         self._flush()
-        nid = self.dag.node(source).id
-        self._wm[nid] = max(int(self._wm[nid]), int(timestamp))
-        self._idle[nid] = False
+        st, nid = self._state, self.dag.node(source).id
+        st.watermarks[nid] = max(int(st.watermarks[nid]), int(timestamp))
+        st.idle[nid] = False
 
     def mark_idle(self, source: str) -> None:
         """Declare ``source`` idle: it no longer holds back the watermark of fan-ins and joins.
@@ -384,7 +382,7 @@ class DagExecutor:
         self._guarded(self._mark_idle, source, source=source, what="mark_idle()")
 
     def _mark_idle(self, source: str) -> None:
-        self._idle[self.dag.node(source).id] = True
+        self._state.idle[self.dag.node(source).id] = True
         for other in self._plans:
             self._tick(other)
 
@@ -398,7 +396,7 @@ class DagExecutor:
     def _check_source(self, source: str) -> None:
         if source not in self._plans:
             raise UnknownNodeError(f"no source {source!r}; this DAG's sources are {', '.join(self._plans)}")
-        if self._finished:
+        if self._state.finished:
             raise DataError(f"source {source!r}: the executor has finished (finish() was called)")
 
     # ------------------------------------------------------------------ checkpoints
@@ -411,10 +409,8 @@ class DagExecutor:
         taken; the executor continues unaffected. Write it with
         :meth:`Checkpoint.save`.
         """
-        from ..checkpoint.capture import capture
-
         self._flush()
-        return capture(self)
+        return capture_checkpoint(self.dag, self._state)
 
     def restore(self, checkpoint) -> None:
         """Continue from ``checkpoint``: replace all of this executor's state by it.
@@ -431,10 +427,7 @@ class DagExecutor:
             The checkpoint comes from a different DAG (the message lists the
             nodes that differ) or its state does not fit; nothing changes then.
         """
-        from ..checkpoint.capture import restore
-
-        restore(self, checkpoint)
-        self._broken = None  # the state is whole again
+        restore_checkpoint(self.dag, self._state, checkpoint)  # clears the queue and the broken flag
         if self._guard is not None:
             self._guard.reset()
 
@@ -444,17 +437,18 @@ class DagExecutor:
 
         Returns an empty table with the sink's schema when nothing arrived.
         """
-        if sink not in self._outputs:
-            raise UnknownNodeError(f"no sink {sink!r}; this DAG's sinks are {', '.join(self._outputs)}")
+        outputs = self._state.outputs
+        if sink not in outputs:
+            raise UnknownNodeError(f"no sink {sink!r}; this DAG's sinks are {', '.join(outputs)}")
         self._flush()
-        return self._outputs[sink].drain()
+        return outputs[sink].drain()
 
     def take_all_sink_outputs(self) -> dict[str, pa.Table]:
         """:meth:`take_sink_outputs` for every sink, by sink name."""
-        return {sink: self.take_sink_outputs(sink) for sink in list(self._outputs)}
+        return {sink: self.take_sink_outputs(sink) for sink in list(self._state.outputs)}
 
     def __repr__(self) -> str:
-        return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._outputs)}, {self.metrics!r})"
+        return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._state.outputs)}, {self.metrics!r})"
 
 
 #: Batches at least this large are split across threads (stateless plans only).
@@ -473,17 +467,10 @@ COALESCE_FLUSH_ROWS = 4096
 WINDOW_PIECE_ROWS = 16_384
 
 
-def link_dictionaries(dicts: dict, groups) -> None:
-    """Make every (source, column) of each group use the group's first dictionary."""
-    for group in groups:
-        first = tuple(group[0])
-        for member in group[1:]:
-            if tuple(member) in dicts and first in dicts:
-                dicts[tuple(member)] = dicts[first]
-
-
-def _dictionary_type(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pa.types.is_dictionary(t) else t
+def _new_dictionary(dag, source: str, column: str) -> StringDictionary:
+    """An empty dictionary for the string key ``column`` of ``source`` (a categorical's value type)."""
+    t = dag.node(source).schema.field(column).type
+    return StringDictionary(t.value_type if pa.types.is_dictionary(t) else t)
 
 
 def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
@@ -557,4 +544,4 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
         state_args.extend(state.arrays())
     if plan.derived:
         state_args.append(wm_rows)
-    return plan.step(n, *args, offsets, counters, *time_state, *state_args)
+    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, *state_args)

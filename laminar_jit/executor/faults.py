@@ -130,12 +130,27 @@ class FaultGuard:
     The executor calls :meth:`record` before each compiled run,
     :meth:`commit` after a call succeeded and :meth:`rollback` when one
     raised; see the module docstring for the scheme.
+
+    Parameters
+    ----------
+    state : ExecutorState
+        The executor's state, copied and put back in place.
+    dag : StreamingDag
+        The executor's DAG (to make fresh operator states).
+    execute : callable
+        ``execute(source, batches)`` runs the compiled steps of ``source``
+        over ``batches``, updating ``state``'s operator states, watermarks,
+        idle flags and dictionaries (not its outputs or metrics).
+    raising : dict of str to list of str
+        :func:`raising_kernels` of ``dag``.
     """
 
-    def __init__(self, ex, raising: dict[str, list[str]]):
-        self.ex = ex
+    def __init__(self, state, dag, execute, raising: dict[str, list[str]]):
+        self.state = state
+        self.dag = dag
+        self.execute = execute
         self.raising = raising
-        self.snapshot = None      # (states, watermarks, idle flags) at the start of the log
+        self.snapshot = None      # (state arrays, watermarks, idle flags, dictionary lengths) at the log's start
         self.snapshot_bytes = 0
         self.log: list[tuple] = []  # (source, batches, watermarks, idle) of committed runs
         self.log_rows = 0
@@ -152,13 +167,13 @@ class FaultGuard:
         if self.snapshot is None or self.log_rows >= max(MIN_LOG_ROWS, self.snapshot_bytes // BYTES_PER_LOGGED_ROW):
             self._take_snapshot()
         self.pending = []
-        ex = self.ex
-        return ex._wm.copy(), ex._idle.copy(), {k: len(d) for k, d in ex._dicts.items()}, ex._finished
+        st = self.state
+        return (*st.copy_time(), st.dictionary_lengths(), st.finished)
 
     def record(self, source: str, batches: list) -> None:
         """A compiled run of ``source`` over ``batches`` is about to start."""
         if not self.replaying:
-            self.pending.append((source, batches, self.ex._wm.copy(), self.ex._idle.copy()))
+            self.pending.append((source, batches, *self.state.copy_time()))
 
     def commit(self) -> None:
         """The call succeeded: its runs join the log."""
@@ -169,19 +184,18 @@ class FaultGuard:
     def rollback(self, before: tuple) -> None:
         """The call raised: rebuild the state as it was at :meth:`begin`."""
         wm, idle, lengths, finished = before
-        ex = self.ex
+        st = self.state
         self._load_snapshot()
         self.replaying = True
         try:
             for source, batches, run_wm, run_idle in self.log:
-                ex._wm[:], ex._idle[:] = run_wm, run_idle
-                ex._execute(source, batches)  # outputs and counters are dropped
+                st.set_time(run_wm, run_idle)
+                self.execute(source, batches)  # outputs and counters are dropped
         finally:
             self.replaying = False
-        ex._wm[:], ex._idle[:] = wm, idle
-        for key, d in ex._dicts.items():
-            d.truncate(lengths[key])
-        ex._finished = finished
+        st.set_time(wm, idle)
+        st.truncate_dictionaries(lengths)
+        st.finished = finished
         self.pending = []
         self._take_snapshot()  # the bisection below and later calls start from here
 
@@ -215,38 +229,49 @@ class FaultGuard:
     def _fails(self, source, batch):
         self._load_snapshot()
         try:
-            self.ex._execute(source, [batch])
+            self.execute(source, [batch])
         except Exception as e:  # the user's kernel, on some prefix
             return e
         return None
 
     # -- the copy ----------------------------------------------------------
     def _take_snapshot(self) -> None:
-        ex = self.ex
-        states = {nid: state.snapshot() for nid, state in ex._states.items()}
-        self.snapshot = (states, ex._wm.copy(), ex._idle.copy(), {k: len(d) for k, d in ex._dicts.items()})
+        st = self.state
+        states = st.snapshot_operators()
+        self.snapshot = (states, *st.copy_time(), st.dictionary_lengths())
         self.snapshot_bytes = sum(a.nbytes for s in states.values() for a in s.values())
         self.log, self.log_rows = [], 0
 
     def _load_snapshot(self) -> None:
-        ex = self.ex
         states, wm, idle, lengths = self.snapshot
-        fresh = {}
-        for nid, arrays in states.items():
-            node = ex.dag.node(nid)
-            state = node.op.new_state(node.bound)
-            state.load_snapshot(arrays)  # copies: the snapshot stays reusable
-            fresh[nid] = state
-        ex._states = fresh
-        ex._wm[:], ex._idle[:] = wm, idle
-        for key, d in ex._dicts.items():
-            d.truncate(lengths[key])
+        st = self.state
+        st.load_operators(self.dag, states)  # copies: the snapshot stays reusable
+        st.set_time(wm, idle)
+        st.truncate_dictionaries(lengths)
 
 
-def kernel_error(ex, source: str, what: str, row: int | None, cause: BaseException, raising: dict,
+def kernel_error(dag, source: str | None, what: str, row: int | None, cause: BaseException, raising: dict,
                  batch=None) -> KernelError:
-    """The :class:`KernelError` for ``cause``, naming the operator, source and row."""
-    node, kernel = _culprit(ex, source, raising, batch, row)
+    """The :class:`KernelError` for ``cause``, naming the operator, source and row.
+
+    Parameters
+    ----------
+    dag : StreamingDag
+        The executor's DAG.
+    source : str or None
+        The source of the failed call (None for ``finish()``).
+    what : str
+        The call, for the message (``"batch"``, ``"finish()"``, ...).
+    row : int or None
+        The first row of ``batch`` that raises, if one does on its own.
+    cause : BaseException
+        What the kernel raised.
+    raising : dict of str to list of str
+        :func:`raising_kernels` of ``dag``.
+    batch : pyarrow.RecordBatch, optional
+        The rows of the failed call.
+    """
+    node, kernel = _culprit(dag, source, raising, batch, row)
     if row is not None:
         where = f"source {source!r}, row {row} of the batch passed to process_batch({source!r}, ...)"
     else:
@@ -259,9 +284,9 @@ def kernel_error(ex, source: str, what: str, row: int | None, cause: BaseExcepti
     return err
 
 
-def _culprit(ex, source: str, raising: dict, batch, row):
+def _culprit(dag, source: str | None, raising: dict, batch, row):
     """(operator, kernel) that raised: the only candidate of this source's plans, else the one a row check finds."""
-    reachable = set(ex._plan_node_names(source)) if source else {n.name for n in ex.dag.nodes}
+    reachable = _downstream_names(dag, source) if source else {n.name for n in dag.nodes}
     candidates = [name for name in raising if name in reachable]
     if len(candidates) == 1:
         return candidates[0], ", ".join(raising[candidates[0]])
@@ -269,7 +294,7 @@ def _culprit(ex, source: str, raising: dict, batch, row):
         # Maps and filters that read the source's columns: call the kernel on the row.
         values = {c: _scalar(batch.column(c), row) for c in batch.schema.names}
         for name in candidates:
-            kernel = getattr(ex.dag.node(name).op, "kernel", None)
+            kernel = getattr(dag.node(name).op, "kernel", None)
             if kernel is None or not all(p in values and values[p] is not None for p in kernel.params):
                 continue
             try:
@@ -279,6 +304,18 @@ def _culprit(ex, source: str, raising: dict, batch, row):
     if not candidates:
         return "?", None
     return " or ".join(candidates), None
+
+
+def _downstream_names(dag, source: str) -> set[str]:
+    """Names of ``source`` and the nodes downstream of it (the nodes its steps can run)."""
+    offsets, targets = dag.routing.offsets, dag.routing.targets
+    seen, todo = set(), [dag.node(source).id]
+    while todo:
+        nid = todo.pop()
+        if nid not in seen:
+            seen.add(nid)
+            todo.extend(int(t) for t in targets[offsets[nid]:offsets[nid + 1]])
+    return {dag.nodes[nid].name for nid in seen}
 
 
 def _scalar(column, row: int):

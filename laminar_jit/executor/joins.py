@@ -26,8 +26,22 @@ from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
                            SIDE_BASE, JoinState)
-from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
-from .stateful import ROW_WATERMARK, _key_table_names
+from ..ops.joins import JoinOperator
+from .core import (
+    ALL_ROWS,
+    EMITTED,
+    ROW_WATERMARK,
+    Binding,
+    Col,
+    key_table_names,
+    leaf_names,
+    propagate_watermark,
+    register,
+    row_ok,
+    size_of,
+    value_code,
+    watermark_bounds,
+)
 
 __all__ = ["generate_join"]
 
@@ -74,8 +88,12 @@ def _string_origin(dag, nid: int, port: str, column: str) -> tuple[str, str]:
                       "join on the source's rows directly")
 
 
-def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: set) -> Binding:
-    """Emit a join node fed by the ports in ``bports``; returns the binding of its output rows."""
+@register(JoinOperator)
+def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]:
+    """Emit a join node fed by the ports in ``bports``; returns the binding of its output rows.
+
+    (Its late rows, per port, are left in ``gen.join_late``.)
+    """
     nid = node.id
     x = node.bound.extra
     n = _names(nid, node.bound)
@@ -83,19 +101,14 @@ def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: 
     gen.stateful_ids.append(nid)
     aux, prm = n["aux"], n["params"]
 
-    gen.emit(f"cap_{nid} = WM_MAX")
-    for u, _ in node.inputs:
-        if u not in reach_set:
-            gen.emit(f"if not idle[{u}] and wm[{u}] < cap_{nid}:")
-            gen.emit(f"cap_{nid} = wm[{u}]", 2)
-    gen.emit(f"wm_before_{nid} = wm[{nid}]")
+    watermark_bounds(gen, node)
     gen.emit(f"pl_{nid} = np.empty(64, np.int64)")
     gen.emit(f"pr_{nid} = np.empty(64, np.int64)")
     gen.emit(f"np_{nid} = 0")
     for port in ("left", "right"):
         if port in bports:
-            _update(gen, node, port, bports[port], n, slot)
-    _propagate_watermark(gen, node, into=f"{aux}[1]")  # the join's input watermark
+            _update(gen, node, port, bports[port], n)
+    propagate_watermark(gen, node, into=f"{aux}[1]")  # the join's input watermark
     gen.emit(f"W_{nid} = {_horizon(f'{aux}[1]', f'{prm}[{P_LATENESS}]')}")
     table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}, {n['heads']}"
     pairs = f"pl_{nid}, pr_{nid}, np_{nid}"
@@ -122,7 +135,7 @@ def generate_join(gen, node, bports: dict[str, Binding], slot: dict, reach_set: 
     gen.emit(f"if active and w > wm[{nid}]:")
     gen.emit(f"wm[{nid}] = w", 2)
     gen.emit(f"idle[{nid}] = not active")
-    return _gather(gen, node, n)
+    return _gather(gen, node, n), None
 
 
 def _add_function(gen, n: dict, text: str) -> list[str]:
@@ -167,7 +180,7 @@ def _locals(x: dict, n: dict, port: str) -> str:
     return "\n    ".join(lines)
 
 
-def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
+def _update(gen, node, port: str, b: Binding, n: dict) -> None:
     """Emit ``join_<id>_<port>``: insert the port's rows and (eager joins) emit their matches."""
     nid = node.id
     x = node.bound.extra
@@ -199,7 +212,7 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
     leaves: list = []
     for c in [ts_col, *key_cols, *payload_cols]:
         gen.leaves(b, c, leaves)
-    names = _params(leaves)
+    names = leaf_names(leaves)
     dense = b.sel == ALL_ROWS
     # A row can add at most one pair per buffered row of the other side (plus itself, for semi
     # joins): the loop stops before a row that might not fit, and the step grows the buffers.
@@ -218,21 +231,21 @@ def _update(gen, node, port: str, b: Binding, n: dict, slot: dict) -> None:
     # key: null if any key column is null (never matches); composite keys through the level tables
     key_lines, null_parts = [], []
     for kc in key_cols:
-        null_parts.append(f"not ({_row_ok(names, gen.leaves(b, kc, []), 'i')})")
+        null_parts.append(f"not ({row_ok(names, gen.leaves(b, kc, []), 'i')})")
     key_lines.append(f"nullk = {' or '.join(null_parts)}")
     key_lines.append("k = np.int64(0)")
     key_lines.append("if not nullk:")
-    key_lines.append(f"    k = np.int64({_value(key_cols[0], gen, b, names, 'i')})")
-    level_tables = _key_table_names(n["all"], len(key_cols))
+    key_lines.append(f"    k = np.int64({value_code(key_cols[0], gen, b, names, 'i')})")
+    level_tables = key_table_names(n["all"], len(key_cols))
     for level, kc in enumerate(key_cols[1:]):
         kt = ", ".join(level_tables[level])
-        key_lines.append(f"    k = ht_find_or_insert({kt}, k, np.int64({_value(kc, gen, b, names, 'i')}))")
+        key_lines.append(f"    k = ht_find_or_insert({kt}, k, np.int64({value_code(kc, gen, b, names, 'i')}))")
     key_code = "\n        ".join(key_lines)
 
     stores = []
     for j, col in enumerate(payload_cols):
-        ok = _row_ok(names, gen.leaves(b, col, []), "i")
-        stores.append(f"        if {ok}:\n            {side['c'][j]}[r] = {_value(col, gen, b, names, 'i')}\n"
+        ok = row_ok(names, gen.leaves(b, col, []), "i")
+        stores.append(f"        if {ok}:\n            {side['c'][j]}[r] = {value_code(col, gen, b, names, 'i')}\n"
                       f"            {side['v'][j]}[r] = True\n        else:\n            {side['v'][j]}[r] = False")
     table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}"
     heads = n["heads"]
@@ -278,7 +291,7 @@ def join_{nid}_{port}({params}):
     seq = {aux(n)}[0]
     {_locals(x, n, port)}
     {loop}
-        t = {_value(ts_col, gen, b, names, "i")}
+        t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
         W = {_horizon("rw", "lateness")}
         {window}if {_late_test(x)}:
@@ -302,8 +315,8 @@ def join_{nid}_{port}({params}):
     gen.emit(f"if at_{nid} >= {size_of(b.sel)}:", 2)
     gen.emit("break", 3)
     gen.emit(f"pl_{nid}, pr_{nid} = reserve_pairs(pl_{nid}, pr_{nid}, np_{nid}, {other_live})", 2)
-    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
-    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid}_{port} = late_{nid}_{port}[:n_late_{nid}]")
     gen.join_late.setdefault(nid, {})[port] = replace(b, sel=f"late_sel_{nid}_{port}")
 
@@ -409,10 +422,11 @@ def _gather(gen, node, n: dict) -> Binding:
             outs += [o, q]
             cols.append((field, port, name, dtype))
     if x["join"] == "window":
-        size, off = x["size"], x["offset"]
-        lines.append(f"    ws = np.empty(m, np.int64)\n    we = np.empty(m, np.int64)\n"
+        prm = n["params"]  # the window's size and offset are run-time parameters, as in the updates
+        lines.append(f"    size = {prm}[{P_A}]\n    offset = {prm}[{P_B}]\n"
+                     f"    ws = np.empty(m, np.int64)\n    we = np.empty(m, np.int64)\n"
                      f"    for e in range(m):\n        t = {n['left']['ts']}[pl[e]]\n"
-                     f"        ws[e] = ((t - {off}) // {size}) * {size} + {off}\n        we[e] = ws[e] + {size}")
+                     f"        ws[e] = ((t - offset) // size) * size + offset\n        we[e] = ws[e] + size")
         outs += ["ws", "we"]
     used = _add_function(gen, n, f'''
 @njit

@@ -9,22 +9,33 @@ timers fire in (time, slot) order as the watermark passes them.
 from __future__ import annotations
 
 from .._types import arrow_to_numpy_dtype
-from .codegen import ALL_ROWS, EMITTED, Binding, Col, Gen, _params, _propagate_watermark, _row_ok, _value
-from .stateful import (
-    _NULL_KEY,
+from ..ops.keyed import KeyedKernel
+from .core import (
+    ALL_ROWS,
+    EMITTED,
+    NULL_KEY,
     ROW_WATERMARK,
-    _dtype_name,
-    _emitted_key_cols,
-    _indent,
-    _key_code,
-    _key_columns,
-    _watermark_bounds,
+    Binding,
+    Col,
+    Gen,
+    dtype_name,
+    emitted_key_cols,
+    indent,
+    key_code,
+    key_columns,
+    leaf_names,
+    propagate_watermark,
+    register,
+    row_ok,
+    value_code,
+    watermark_bounds,
 )
 
 __all__ = ["generate_keyed"]
 
 
-def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Binding:
+@register(KeyedKernel)
+def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     """Emit the compiled loop of a keyed kernel: per-row calls with the key's state record,
     and its timers fired in (time, slot) order as the watermark passes them — before each
     row whose watermark reaches them, and at the end of the batch."""
@@ -47,7 +58,7 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
         gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
 
     ts_col = b.cols[x["event_time"]]
-    key_cols = _key_columns(gen, node, b)
+    key_cols = key_columns(gen, node, b, x["keys"])
     arg_cols = [b.cols[c] for c in node.bound.reads]
     leaves: list = []
     for c in [ts_col, *key_cols, *arg_cols]:
@@ -55,13 +66,13 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
     arg_leaves: list = []
     for c in arg_cols:
         gen.leaves(b, c, arg_leaves)
-    names = _params(leaves)
+    names = leaf_names(leaves)
     dense = b.sel == ALL_ROWS
     loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
-    key_expr = _key_code(gen, b, names, key_cols, state_names)
+    key_expr = key_code(gen, b, names, key_cols, state_names)
     n_out = x["n_outputs"]
     out_names = [name for name, _ in op.outputs]
-    out_dtypes = [_dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
+    out_dtypes = [dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
     arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
 
     def store(result: str, indent: int) -> str:
@@ -72,7 +83,7 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
 
     grow = "\n".join(f"{a} = grow({a})" for a in arrays)
 
-    def fire(bound: str, indent: int) -> str:
+    def fire(bound: str, spaces: int) -> str:
         body = f'''while hc > 0 and {htimes}[0] <= {bound} and fired < fire_cap:
     tt = {htimes}[0]
     st = {hslots}[0]
@@ -81,7 +92,7 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
         {values}[st].timer = WM_MIN
         rt = keyed_{nid}_timer({values}[st], tt)
         if m == okey.size:
-{_indent(grow, 12)}
+{indent(grow, 12)}
         okey[m] = {keys}[st, 0]
         ots[m] = tt
 {store("rt", 8)}
@@ -92,10 +103,10 @@ def generate_keyed(gen: Gen, node, b: Binding, slot: dict, reach_set: set) -> Bi
             hc = heap_push({htimes}, {hslots}, hc, nt, st)
         else:  # re-armed at or before its firing time, or after the end of input: dropped
             {values}[st].timer = WM_MIN'''
-        return _indent(body, indent)
+        return indent(body, spaces)
 
-    ok = _row_ok(names, arg_leaves, "i")
-    call = f"{fn}({', '.join([f'{values}[s]'] + [_value(c, gen, b, names, 'i') for c in arg_cols])})"
+    ok = row_ok(names, arg_leaves, "i")
+    call = f"{fn}({', '.join([f'{values}[s]'] + [value_code(c, gen, b, names, 'i') for c in arg_cols])})"
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
     allocs = "\n".join(f"    {a} = np.empty(size, {t})" for a, t in
@@ -117,7 +128,7 @@ def keyed_{nid}_update({params}):
 {allocs}
     m = 0
     {loop}
-        t = {_value(ts_col, gen, b, names, "i")}
+        t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
 {fire("rw", 8) if timers else ""}
         if not ({ok}):
@@ -127,7 +138,7 @@ def keyed_{nid}_update({params}):
         {arm_before}
         r = {call}
         if m == okey.size:
-{_indent(grow, 12)}
+{indent(grow, 12)}
         okey[m] = k
         ots[m] = t
 {store("r", 8)}
@@ -139,8 +150,8 @@ def keyed_{nid}_update({params}):
 ''')
 
     rwm = b.wm_array or "np.empty(0, np.int64)"
-    _watermark_bounds(gen, node, reach_set)
-    _propagate_watermark(gen, node)
+    watermark_bounds(gen, node)
+    propagate_watermark(gen, node)
     outs = [f"{a}_{nid}" for a in arrays]
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + state_names)
@@ -148,11 +159,11 @@ def keyed_{nid}_update({params}):
     gen.emit(f"m_{nid} = ots_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
-    gen.emit(f"okey_valid_{nid} = okey_{nid} != {_NULL_KEY}")
-    cols = _emitted_key_cols(gen, node, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
+    gen.emit(f"okey_valid_{nid} = okey_{nid} != {NULL_KEY}")
+    cols = emitted_key_cols(gen, node, x["keys"], key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
     et = x["event_time"]
     cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")
     for j, name in enumerate(out_names):
         cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
-    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned)
+    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned), None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import METRIC_SLOTS
+from .core import MetricsLayout
 
 __all__ = ["Metrics"]
 
@@ -35,14 +35,14 @@ class Metrics:
 
     def __init__(self, node_names: list[str]):
         self._names = list(node_names)
-        self._base = 3 * len(self._names)
-        #: int64 counters: (rows_in, rows_out, late_events) per node id, then METRIC_SLOTS.
-        self.counters = np.zeros(self._base + len(METRIC_SLOTS), dtype=np.int64)
+        self._layout = MetricsLayout(len(self._names))
+        #: int64 counters the compiled steps update, laid out as :class:`MetricsLayout` says.
+        self.counters = np.zeros(self._layout.size, dtype=np.int64)
         self.events_in = 0
         self.batches = 0
 
     def _slot(self, name: str) -> int:
-        return int(self.counters[self._base + METRIC_SLOTS.index(name)])
+        return int(self.counters[self._layout.index(name)])
 
     @property
     def events_processed(self) -> int:
@@ -71,8 +71,7 @@ class Metrics:
         (dropped, or sent to its side output); it is 0 for other nodes.
         """
         i = self._names.index(name)
-        c = self.counters
-        return {"rows_in": int(c[3 * i]), "rows_out": int(c[3 * i + 1]), "late_events": int(c[3 * i + 2])}
+        return {what: int(self.counters[self._layout.index(what, i)]) for what in MetricsLayout.PER_NODE}
 
     @property
     def per_node(self) -> dict[str, dict[str, int]]:

@@ -46,11 +46,12 @@ from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
-from ..state.windows import is_sliding
-from .codegen import ALL_ROWS, METRIC_SLOTS, Gen, SinkLayout, boundary_joins, generate, plan_nodes
+from ..ops.windows import WindowSpec
+from .codegen import boundary_joins, generate, plan_nodes
+from .core import ALL_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 
-__all__ = ["METRIC_SLOTS", "SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
+__all__ = ["SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
 
 _STEP_MEMO: dict[str, object] = {}
 _MEMO_LOCK = threading.Lock()
@@ -114,6 +115,8 @@ class SourcePlan:
     #: ``args`` with how to view each column, filled by the executor from the first batch
     #: (the batches of one plan always have the same schema).
     arg_recipe: tuple = None
+    #: Values of the settings the step reads at run time (see ``Gen.setting``), as int64.
+    settings: np.ndarray = None
     #: Seconds this process spent compiling the step (or loading it from the disk cache);
     #: 0.0 when it came from the in-process memo.
     compile_seconds: float = 0.0
@@ -168,10 +171,10 @@ def compile_plan(dag, source: str) -> SourcePlan:
     parallel_safe = not gen.stateful_ids
     grids = []
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
-        x = dag.nodes[nid].bound.extra
-        if is_sliding(x):
-            grids.append((x["slide"], (x["offset"] + x["size"] + x["lateness"]) % x["slide"], x["lateness"],
-                          gen.sliding_times[nid]))
+        spec = dag.nodes[nid].bound.spec
+        grid = spec.due_grid() if isinstance(spec, WindowSpec) else None
+        if grid is not None:
+            grids.append((*grid, gen.sliding_times[nid]))
     # rows of boundary joins leave the step, so they never reach a stateful node in it
     reach = set(plan_nodes(dag, source)) - boundary_joins(dag)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
@@ -182,7 +185,8 @@ def compile_plan(dag, source: str) -> SourcePlan:
                       shared_dictionaries=gen.shared_dictionaries,
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
-                      boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds)
+                      boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds,
+                      settings=_readonly(np.array(gen.settings, np.int64)))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -213,7 +217,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    args += ["offsets", "metrics", "wm", "idle"] + gen.state_args + (["wm_rows"] if gen.derived else [])
+    args += ["offsets", "settings", "metrics", "wm", "idle"] + gen.state_args + (["wm_rows"] if gen.derived else [])
     parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
@@ -235,6 +239,12 @@ def _unread_row_watermarks(text: str) -> str:
         if len(re.findall(rf"\b{name}\b", text)) == 1:
             text = text.replace(f"{name}, wm_after = running_watermark(", "wm_after = source_watermark(")
     return text
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """``a``, read-only: the step is compiled for read-only settings (an exact match at dispatch)."""
+    a.setflags(write=False)
+    return a
 
 
 def _ancestors(dag, nid: int) -> set[int]:
@@ -261,7 +271,7 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     sig = [numba.types.int64]
     for _, dtype, _, _ in args:
         sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
-    sig += [readonly(np.dtype(np.int32)), numba.types.Array(numba.types.int64, 1, "C"),
+    sig += [readonly(np.dtype(np.int32)), readonly(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
             numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
     for nid in gen.stateful_ids:
         node = dag.nodes[nid]

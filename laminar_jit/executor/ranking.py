@@ -13,39 +13,56 @@ from dataclasses import replace
 
 from ..errors import SchemaError
 from ..ops.dedup import Dedup
+from ..ops.topn import TopN
 from ..state.windows import WindowState
-from .codegen import ALL_ROWS, EMITTED, Binding, Col, _params, _propagate_watermark, _row_ok, _value, size_of
-from .stateful import ROW_WATERMARK, _due_entries, _key_code, _key_columns, _watermark_bounds
+from .core import (
+    ALL_ROWS,
+    EMITTED,
+    ROW_WATERMARK,
+    Binding,
+    Col,
+    key_code,
+    key_columns,
+    leaf_names,
+    propagate_watermark,
+    register,
+    row_ok,
+    size_of,
+    value_code,
+    watermark_bounds,
+)
+from .slots import due_entries
 
 __all__ = ["generate_ranking"]
 
 
-def generate_ranking(gen, node, b: Binding, slot: dict, reach_set: set) -> tuple[Binding, Binding]:
+@register(Dedup, TopN)
+def generate_ranking(gen, node, b: Binding) -> tuple[Binding, Binding]:
     """Emit a Dedup or TopN node; returns the bindings of its output rows and of its late rows."""
-    return (_dedup if isinstance(node.op, Dedup) else _topn)(gen, node, b, slot, reach_set)
+    return (_dedup if isinstance(node.op, Dedup) else _topn)(gen, node, b)
 
 
 def _prelude(gen, node, b: Binding, cols: list):
     """What both update functions share: state names, the rows' key and event time, the leaves they read."""
-    x = node.bound.extra
+    spec = node.bound.spec
     state_names = WindowState.argument_names(node.id, node.bound)
     gen.state_args += state_names
     gen.stateful_ids.append(node.id)
-    ts_col = b.cols[x["event_time"]]
-    key_cols = _key_columns(gen, node, b)
+    ts_col = b.cols[spec.event_time]
+    key_cols = key_columns(gen, node, b, spec.keys)
     leaves: list = []
     for c in [ts_col, *key_cols, *cols]:
         gen.leaves(b, c, leaves)
-    names = _params(leaves)
+    names = leaf_names(leaves)
     dense = b.sel == ALL_ROWS
     loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
-    key_expr = _key_code(gen, b, names, key_cols, state_names)
+    key_expr = key_code(gen, b, names, key_cols, state_names)
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
-                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor"] + state_names + ["late_out"])
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "settings"] + state_names + ["late_out"])
     return state_names, ts_col, key_cols, leaves, names, dense, loop, key_expr, params
 
 
-def _dedup(gen, node, b, slot, reach_set):
+def _dedup(gen, node, b):
     """A Dedup node: pass the first row of each (key, interval) on; forget intervals the watermark passed.
 
     It is a tumbling window without aggregates whose "emission" is the row
@@ -54,16 +71,17 @@ def _dedup(gen, node, b, slot, reach_set):
     selections over the input).
     """
     nid = node.id
-    x = node.bound.extra
-    size, offset, lateness = x["size"], x["offset"], x["lateness"]
+    # the interval's geometry is read at run time (see Gen.bind_settings): names, not values
+    gen.bind_settings(nid, node.bound.spec.settings())
     state_names, ts_col, _, leaves, names, dense, loop, key_expr, params = _prelude(gen, node, b, [])
-    ts_expr = _value(ts_col, gen, b, names, "i")
+    ts_expr = value_code(ts_col, gen, b, names, "i")
     table = ", ".join(state_names[:4])
     meta, aux = state_names[2], state_names[4]
     gen.funcs.append(f'''
 @njit
 def dedup_{nid}_update({params}, keep_out):
     """Dedup node {nid}: keep rows that open a (key, interval) slot; record late rows."""
+{gen.setting_lines[nid]}
     n_late = 0
     n_keep = 0
     low = {aux}[1]
@@ -73,9 +91,9 @@ def dedup_{nid}_update({params}, keep_out):
     prev_ws = np.int64(0)
     {loop}
         t = {ts_expr}
-        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        ws = ((t - offset) // size) * size + offset
         {ROW_WATERMARK}
-        if ws + {size + lateness} <= rw:  # the interval was already forgotten
+        if ws + size + lateness <= rw:  # the interval was already forgotten
             late_out[n_late] = i
             n_late += 1
             continue
@@ -98,37 +116,39 @@ def dedup_{nid}_update({params}, keep_out):
 
 
 @njit
-def dedup_{nid}_forget(wm_now, {", ".join(state_names)}):
+def dedup_{nid}_forget(wm_now, settings, {", ".join(state_names)}):
     """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
-{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
+{gen.setting_lines[nid]}
+{due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return cnt
 ''')
     rwm = b.wm_array or "np.empty(0, np.int64)"
-    _watermark_bounds(gen, node, reach_set)
+    watermark_bounds(gen, node)
     gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
     gen.emit(f"keep_{nid} = np.empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [f"late_{nid}", f"keep_{nid}"])
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names
+                     + [f"late_{nid}", f"keep_{nid}"])
     gen.emit(f"n_late_{nid}, n_keep_{nid} = dedup_{nid}_update({args})")
-    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
-    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"keep_sel_{nid} = keep_{nid}[:n_keep_{nid}]")
     gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")
-    _propagate_watermark(gen, node)
-    gen.emit(f"dedup_{nid}_forget(wm[{nid}], {', '.join(state_names)})")
+    propagate_watermark(gen, node)
+    gen.emit(f"dedup_{nid}_forget(wm[{nid}], settings, {', '.join(state_names)})")
     return replace(b, sel=f"keep_sel_{nid}"), replace(b, sel=f"late_sel_{nid}")
 
 
-def _topn(gen, node, b, slot, reach_set):
+def _topn(gen, node, b):
     """A TopN node: per (key, window) slot keep the best n rows of every column; emit them ranked when due.
 
     Returns the bindings of the emitted rows and of the late rows.
     """
     nid = node.id
-    x = node.bound.extra
-    size, offset, lateness, top = x["size"], x["offset"], x["lateness"], x["topn"]
-    payload = x["payload"]
+    spec = node.bound.spec
+    gen.bind_settings(nid, spec.settings())
+    payload = spec.payload
     cols = [b.cols[name] for name, _ in payload]
     for (name, dtype), col in zip(payload, cols):
         if dtype is None and col.kind == "src":
@@ -138,7 +158,7 @@ def _topn(gen, node, b, slot, reach_set):
             gen.encoded.add(name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
-    by = next(j for j, (name, _) in enumerate(payload) if name == x["by"])
+    by = next(j for j, (name, _) in enumerate(payload) if name == spec.by)
     state_names, ts_col, _, leaves, names, dense, loop, key_expr, params = _prelude(gen, node, b, cols)
     table = ", ".join(state_names[:4])
     keys_arr, aux = state_names[1], state_names[4]
@@ -146,19 +166,20 @@ def _topn(gen, node, b, slot, reach_set):
     count, seq = fields[0], fields[1]
     vals, valids = fields[2::2], fields[3::2]
 
-    by_ok = _row_ok(names, gen.leaves(b, cols[by], []), "i")
-    better = ">" if x["descending"] else "<"   # a beats b: a.by {better} b.by, or equal and earlier
-    worse = "<" if x["descending"] else ">"
+    by_ok = row_ok(names, gen.leaves(b, cols[by], []), "i")
+    better = ">" if spec.descending else "<"   # a beats b: a.by {better} b.by, or equal and earlier
+    worse = "<" if spec.descending else ">"
     stores = []
     for j, col in enumerate(cols):
-        ok = _row_ok(names, gen.leaves(b, col, []), "i")
-        stores.append(f"        if {ok}:\n            {vals[j]}[s, c] = {_value(col, gen, b, names, 'i')}\n"
+        ok = row_ok(names, gen.leaves(b, col, []), "i")
+        stores.append(f"        if {ok}:\n            {vals[j]}[s, c] = {value_code(col, gen, b, names, 'i')}\n"
                       f"            {valids[j]}[s, c] = True\n        else:\n            {valids[j]}[s, c] = False")
     by_vals = vals[by]
     gen.funcs.append(f'''
 @njit
 def topn_{nid}_update({params}):
-    """TopN node {nid}: offer each row to its (key, window) slot's best {top}; record late rows."""
+    """TopN node {nid}: offer each row to its (key, window) slot's best ``top``; record late rows."""
+{gen.setting_lines[nid]}
     n_late = 0
     seq = {aux}[0]
     low = {aux}[1]
@@ -167,16 +188,16 @@ def topn_{nid}_update({params}):
     prev_ws = np.int64(0)
     prev_s = np.int64(-1)
     {loop}
-        t = {_value(ts_col, gen, b, names, "i")}
-        ws = ((t - {offset}) // {size}) * {size} + {offset}
+        t = {value_code(ts_col, gen, b, names, "i")}
+        ws = ((t - offset) // size) * size + offset
         {ROW_WATERMARK}
-        if ws + {size + lateness} <= rw:  # the window was already emitted
+        if ws + size + lateness <= rw:  # the window was already emitted
             late_out[n_late] = i
             n_late += 1
             continue
         if not ({by_ok}):
             continue
-        xb = {_value(cols[by], gen, b, names, "i")}
+        xb = {value_code(cols[by], gen, b, names, "i")}
         if xb != xb:  # NaN never ranks
             continue
         {key_expr}
@@ -192,12 +213,12 @@ def topn_{nid}_update({params}):
         q = seq
         seq += 1
         m = {count}[s]
-        if m < {top}:
+        if m < top:
             c = m
             {count}[s] = m + 1
         else:  # replace the worst kept row if this one beats it (ties go to the earlier row)
             c = 0
-            for d in range(1, {top}):
+            for d in range(1, top):
                 if {by_vals}[s, d] {worse} {by_vals}[s, c] or ({by_vals}[s, d] == {by_vals}[s, c] and {seq}[s, d] > {seq}[s, c]):
                     c = d
             if not (xb {better} {by_vals}[s, c]):
@@ -216,9 +237,10 @@ def topn_{nid}_update({params}):
                        for j in range(len(payload)))
     gen.funcs.append(f'''
 @njit
-def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
+def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """TopN node {nid}: emit due windows' rows ranked, ordered by window end, key, rank; free the slots."""
-{_due_entries(state_names, "{keys}[{s}, 1]", size + lateness)}
+{gen.setting_lines[nid]}
+{due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
     total = 0
     for o in range(cnt):
         total += {count}[fired[o]]
@@ -226,7 +248,7 @@ def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
     win_end = np.empty(total, np.int64)
     rank = np.empty(total, np.int64)
 {allocs}
-    idx = np.empty({top}, np.int64)
+    idx = np.empty(top, np.int64)
     w = 0
     for o in range(cnt):
         s = fired[order[o]]
@@ -242,7 +264,7 @@ def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
         for a in range(m):
             c = idx[a]
             win_start[w] = {keys_arr}[s, 1]
-            win_end[w] = win_start[w] + {size}
+            win_end[w] = win_start[w] + size
             rank[w] = a + 1
 {copies}
             w += 1
@@ -252,18 +274,18 @@ def topn_{nid}_fire(wm_now, {", ".join(state_names)}):
     return win_start, win_end, rank, {outs}
 ''')
     rwm = b.wm_array or "np.empty(0, np.int64)"
-    _watermark_bounds(gen, node, reach_set)
+    watermark_bounds(gen, node)
     gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}"] + state_names + [f"late_{nid}"])
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [f"late_{nid}"])
     gen.emit(f"n_late_{nid} = topn_{nid}_update({args})")
-    gen.emit(f"metrics[{slot['late_events']}] += n_late_{nid}")
-    gen.emit(f"metrics[{3 * nid + 2}] += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
+    gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")
-    _propagate_watermark(gen, node)
+    propagate_watermark(gen, node)
     out_vars = [f"ws_{nid}", f"we_{nid}", f"rank_{nid}"] + [f"{p}{j}_{nid}" for j in range(len(payload))
                                                             for p in ("r", "rv")]
-    gen.emit(f"{', '.join(out_vars)} = topn_{nid}_fire(wm[{nid}], {', '.join(state_names)})")
+    gen.emit(f"{', '.join(out_vars)} = topn_{nid}_fire(wm[{nid}], settings, {', '.join(state_names)})")
     gen.emit(f"m_{nid} = ws_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")

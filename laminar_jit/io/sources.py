@@ -36,6 +36,11 @@ class Source(abc.ABC):
     """
 
     schema: pa.Schema
+    #: True for a source that has no end of its own (a change stream): when its iterator
+    #: returns (stopped, or idle past a timeout), ``lj.run`` stops resumably instead of
+    #: finishing (windows stay open; the next run with the checkpoint continues). Such a
+    #: source may yield an empty batch while idle, so the run can checkpoint meanwhile.
+    unbounded: bool = False
 
     @abc.abstractmethod
     def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
@@ -43,7 +48,7 @@ class Source(abc.ABC):
 
         Every call starts afresh (replay). The concatenation of the yielded
         batches equals rows ``[start_row:]`` of the whole source exactly, and
-        no yielded batch is empty.
+        no yielded batch is empty (except from an :attr:`unbounded` source, while idle).
 
         Parameters
         ----------
@@ -96,6 +101,15 @@ class Source(abc.ABC):
 
     def __repr__(self) -> str:
         return self.describe()
+
+    def position_after(self, position: int, batch: pa.RecordBatch) -> int:
+        """The position to store once ``batch``, yielded by this source at ``position``, is consumed.
+
+        Positions count rows, so the default is ``position + batch.num_rows``.
+        A source whose positions are not row counts (a CDC source's LSNs)
+        overrides it; runners call it right after taking each batch.
+        """
+        return position + batch.num_rows
 
     def checkpoint_committed(self, position: int) -> None:
         """A checkpoint holding ``position`` for this source is saved and its epoch committed.

@@ -36,6 +36,8 @@ class Bound:
     writes: tuple[tuple[str, pa.DataType], ...] = ()
     #: Extra facts the plan compiler needs (e.g. a projection mapping).
     extra: dict = field(default_factory=dict)
+    #: The operator family's typed settings, bound to the input (e.g. :class:`~laminar_jit.ops.windows.WindowSpec`).
+    spec: object = None
 
 
 class Operator:

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..errors import SchemaError
 from .base import Bound
-from .windows import WindowOperator, _key_tuple, _units, check_key_columns
+from .windows import WindowOperator, WindowSpec, _key_tuple, _units, check_key_columns
 
 __all__ = ["Dedup"]
 
@@ -69,12 +69,13 @@ class Dedup(WindowOperator):
         check_key_columns(node, input_schema, self.keys)
         et_type = input_schema.field(event_time).type
         size = _units(node, "within", self.within, et_type)
-        extra = {"event_time": event_time, "event_time_type": et_type, "output_event_time": event_time,
-                 "lateness": _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
-                 "keys": self.keys, "aggs": (), "late": self.late, "late_sink": self.late_sink,
-                 "size": size, "offset": _units(node, "offset", self.offset, et_type, positive=False) % size,
-                 "dedup": True}
-        return Bound(node, self, input_schema, input_schema, (), (), extra=extra)
+        spec = WindowSpec("dedup", event_time, et_type, self.keys,
+                          _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
+                          self.late, self.late_sink, size=size,
+                          offset=_units(node, "offset", self.offset, et_type, positive=False) % size)
+        # its output rows are input rows: the event time stays where it was
+        return Bound(node, self, input_schema, input_schema, (), (), extra={"output_event_time": event_time},
+                     spec=spec)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.within), repr(self.offset)]

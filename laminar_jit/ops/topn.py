@@ -10,7 +10,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from .base import Bound, kept_field, kernel_column, string_type
-from .windows import WindowOperator, _units, check_key_columns
+from .windows import WindowOperator, WindowSpec, _units, check_key_columns
 
 __all__ = ["TopN"]
 
@@ -90,13 +90,13 @@ class TopN(WindowOperator):
         bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
         out_schema = pa.schema([pa.field("window_start", bound_time), pa.field("window_end", bound_time),
                                 pa.field("rank", pa.int64()), *map(kept_field, input_schema)])
-        extra = {"event_time": event_time, "event_time_type": et_type,
-                 "lateness": _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
-                 "keys": self.keys, "aggs": (), "late": self.late, "late_sink": self.late_sink,
-                 "size": size, "offset": _units(node, "offset", self.offset, et_type, positive=False) % size,
-                 "topn": self.n, "by": self.by, "by_dtype": by_dtype, "descending": self.descending,
-                 "payload": tuple(payload)}
-        return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), extra=extra)
+        spec = WindowSpec("topn", event_time, et_type, self.keys,
+                          _units(node, "allowed_lateness", self.allowed_lateness, et_type, positive=False),
+                          self.late, self.late_sink, size=size,
+                          offset=_units(node, "offset", self.offset, et_type, positive=False) % size,
+                          topn=self.n, by=self.by, by_dtype=by_dtype, descending=self.descending,
+                          payload=tuple(payload))
+        return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), spec=spec)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),

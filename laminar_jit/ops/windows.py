@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import pyarrow as pa
@@ -36,7 +37,84 @@ from ..time.watermarks import to_units
 from .aggregates import Agg
 from .base import Bound, Operator, kept_field, kernel_column, string_type
 
-__all__ = ["SessionWindow", "SlidingWindow", "TumblingWindow", "WindowOperator"]
+__all__ = ["SessionWindow", "SlidingWindow", "TumblingWindow", "WindowOperator", "WindowSpec"]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A window-family node's settings, bound to its input: times are in event-time units.
+
+    The family is every operator whose state is (key, window) slots: tumbling,
+    sliding and session windows, Dedup (an interval per key) and TopN (the
+    best ``topn`` rows per key and window). The plan generator, the state
+    and the batch cutting read the window's geometry here, and only here.
+    """
+
+    #: "tumbling", "sliding", "session", "dedup" or "topn".
+    kind: str
+    event_time: str
+    event_time_type: pa.DataType
+    keys: tuple[str, ...]
+    #: How long after its end a window waits before it is emitted (``allowed_lateness``).
+    lateness: int
+    late: str = "drop"
+    late_sink: str | None = None
+    #: (output name, Agg) pairs.
+    aggs: tuple = ()
+    size: int = 0
+    slide: int = 0
+    #: Sliding windows aggregate rows into panes of ``gcd(size, slide)``.
+    pane: int = 0
+    offset: int = 0
+    gap: int = 0
+    #: TopN: how many rows per (key, window), ranked by ``by`` (``by_dtype``), and the kept columns.
+    topn: int = 0
+    by: str | None = None
+    by_dtype: object = None
+    descending: bool = False
+    payload: tuple = ()
+
+    @property
+    def session(self) -> bool:
+        return self.kind == "session"
+
+    @property
+    def sliding(self) -> bool:
+        """Windows that overlap (``slide < size``): entries are (key, pane) and fires merge panes."""
+        return self.kind == "sliding" and self.slide != self.size
+
+    @property
+    def aggregating(self) -> bool:
+        """Whether the output holds only keys, window bounds and aggregates (not the rows read)."""
+        return self.kind in ("tumbling", "sliding", "session")
+
+    @property
+    def windows_per_entry(self) -> int:
+        """Windows one open entry can fall in (the fan-out of a pane when windows fire)."""
+        return -(-self.size // self.slide) if self.sliding else 1
+
+    @property
+    def rows_per_entry(self) -> int:
+        """Rows an open entry emits when it fires: one per window, up to ``topn``, none for a Dedup."""
+        return {"dedup": 0, "topn": self.topn}.get(self.kind, 1)
+
+    def settings(self) -> dict[str, int]:
+        """The values generated code reads at run time, by the local names it uses."""
+        if self.session:
+            return {"gap": self.gap, "lateness": self.lateness}
+        out = {"size": self.size, "offset": self.offset, "lateness": self.lateness}
+        if self.kind in ("tumbling", "sliding"):
+            out.update(slide=self.slide or self.size, pane=self.pane or self.size)
+        if self.kind == "topn":
+            out["top"] = self.topn
+        return out
+
+    def due_grid(self) -> tuple[int, int, int] | None:
+        """``(slide, phase, lateness)`` of sliding windows: one becomes due when the watermark
+        reaches ``phase + k * slide`` (None for the others, whose entries fire by their own bound)."""
+        if not self.sliding:
+            return None
+        return self.slide, (self.offset + self.size + self.lateness) % self.slide, self.lateness
 
 
 def _units(node: str, what: str, value, et_type, positive=True) -> int:
@@ -142,11 +220,11 @@ class WindowOperator(Operator):
 
         return WindowState(bound, capacity)
 
-    def _bound(self, node: str, input_schema: pa.Schema, info: dict, **geometry) -> Bound:
+    def _bound(self, node: str, input_schema: pa.Schema, info: dict, kind: str, **geometry) -> Bound:
         """The Bound of a window: schema facts from :meth:`_bind_common` plus its geometry (in units)."""
-        extra = dict(info, keys=self.keys, aggs=tuple(self.aggs.items()), late=self.late,
-                     late_sink=self.late_sink, **geometry)
-        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], extra=extra)
+        spec = WindowSpec(kind, info["event_time"], info["event_time_type"], self.keys, info["lateness"], self.late,
+                          self.late_sink, tuple(self.aggs.items()), **geometry)
+        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], spec=spec)
 
     def _fingerprint_parts(self) -> list[str]:
         return [type(self).__name__, repr(self.keys), repr([(n, a.fingerprint()) for n, a in self.aggs.items()]),
@@ -194,7 +272,7 @@ class TumblingWindow(WindowOperator):
         et_type = info["event_time_type"]
         size = _units(node, "size", self.size, et_type)
         offset = _units(node, "offset", self.offset, et_type, positive=False) % size
-        return self._bound(node, input_schema, info, size=size, offset=offset)
+        return self._bound(node, input_schema, info, "tumbling", size=size, offset=offset)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.size), repr(self.offset)]
@@ -240,7 +318,7 @@ class SlidingWindow(WindowOperator):
             raise SchemaError(f"operator {node!r}: slide {self.slide} is longer than size {self.size}; "
                               "use a TumblingWindow or a smaller slide")
         offset = _units(node, "offset", self.offset, et_type, positive=False) % slide
-        return self._bound(node, input_schema, info, size=size, slide=slide, pane=math.gcd(size, slide),
+        return self._bound(node, input_schema, info, "sliding", size=size, slide=slide, pane=math.gcd(size, slide),
                            offset=offset)
 
     def _fingerprint_parts(self) -> list[str]:
@@ -281,7 +359,8 @@ class SessionWindow(WindowOperator):
 
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         info = self._bind_common(node, input_schema, event_time)
-        return self._bound(node, input_schema, info, gap=_units(node, "gap", self.gap, info["event_time_type"]))
+        return self._bound(node, input_schema, info, "session",
+                           gap=_units(node, "gap", self.gap, info["event_time_type"]))
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.gap)]

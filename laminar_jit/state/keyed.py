@@ -10,9 +10,28 @@ from .keytable import KeyTable, check_like, check_names, put_table, take_slots, 
 __all__ = ["KeyedState"]
 
 
+class _StateRecord(np.record):
+    """One key's state record under ``NUMBA_DISABLE_JIT``: ``st.field`` is the field, always.
+
+    ``np.record`` looks up attributes before fields, so a field named like a
+    numpy scalar method (``mean``, ``min``, ``sum``, ``size``, ...) would read
+    as the method; compiled kernels see only the fields.
+    """
+
+    def __getattribute__(self, attr):
+        fields = np.void.__getattribute__(self, "dtype").fields
+        if fields is not None and attr in fields:
+            return self[attr]
+        return super().__getattribute__(attr)
+
+
 def _records(values: np.ndarray) -> np.ndarray:
-    """Under ``NUMBA_DISABLE_JIT`` kernels are plain Python: give them ``state.field`` access."""
-    return values.view(np.recarray) if JIT_DISABLED else values
+    """Under ``NUMBA_DISABLE_JIT`` kernels are plain Python: give them ``state.field`` access.
+
+    Indexing the returned array gives a :class:`_StateRecord`, a view whose
+    assignments (``st.n += 1``) write to the array, as in compiled code.
+    """
+    return values.view(np.dtype((_StateRecord, values.dtype))) if JIT_DISABLED else values
 
 
 class KeyedState:

@@ -13,11 +13,6 @@ _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
 
 
-def is_sliding(extra: dict) -> bool:
-    """Whether a bound window operator's ``extra`` describes sliding windows (``slide < size``)."""
-    return "slide" in extra and extra["slide"] != extra["size"]
-
-
 class WindowState:
     """Per-node window state, owned by the executor, passed to the compiled step.
 
@@ -44,19 +39,20 @@ class WindowState:
     """
 
     def __init__(self, bound, capacity: int = 1024):
-        self.session = "gap" in bound.extra
+        spec = bound.spec  # a WindowSpec
+        self.session = spec.session
         #: Sliding windows (``slide < size``) key the table by ``(key, pane start)`` and thread
         #: each pane's entries on a list, so a fire visits only the panes of the due windows.
-        self.sliding = is_sliding(bound.extra)
+        self.sliding = spec.sliding
         #: Windows one entry can fall in (the fan-out of a pane when windows fire).
-        self.windows_per_entry = -(-bound.extra["size"] // bound.extra["slide"]) if self.sliding else 1
+        self.windows_per_entry = spec.windows_per_entry
         #: Rows an open entry emits when it fires: one per window, up to n for a TopN, and none for a
         #: Dedup (it passes input rows on and emits nothing of its own).
-        self.rows_per_entry = 0 if bound.extra.get("dedup") else bound.extra.get("topn", 1)
+        self.rows_per_entry = spec.rows_per_entry
         self.table = KeyTable(width=2, capacity=capacity)
         # Composite keys (a, b, c): (a, b) -> id1, (id1, c) -> id2, ... one table per level.
         # They map key combinations ever seen, like a dictionary, and are not pruned.
-        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in spec.keys[1:]]
         # aux: arrival sequence counter, smallest and largest open pane start,
         # next sliding window start to emit (int64 minimum: not yet known)
         self.aux = np.array([0, _WM_MAX, _WM_MIN, _WM_MIN], np.int64)
@@ -71,18 +67,18 @@ class WindowState:
             self.heads = KeyTable(width=1, capacity=capacity)
             self.head = np.full(self.heads.slot_capacity, -1, np.int64)
         dtypes = dict(zip(bound.reads, bound.read_dtypes))
-        for j, (name, agg) in enumerate(bound.extra["aggs"]):
+        for j, (name, agg) in enumerate(spec.aggs):
             in_dtype = dtypes.get(agg.column, np.dtype(np.int64))
             for field, rule, init in agg.blueprint.fields:
                 dtype = rule(in_dtype)
                 self.fields.append((f"a{j}_{field}", np.full(self.table.slot_capacity, init, dtype), init))
-        if "topn" in bound.extra:
+        if spec.kind == "topn":
             # TopN: per (key, window) slot, how many rows it keeps, their arrival numbers and,
             # per input column, values and validity of up to n rows
-            cap, n = self.table.slot_capacity, bound.extra["topn"]
+            cap, n = self.table.slot_capacity, spec.topn
             self.fields.append(("t_count", np.zeros(cap, np.int64), 0))
             self.fields.append(("t_seq", np.zeros((cap, n), np.int64), 0))
-            for j, (_, dtype) in enumerate(bound.extra["payload"]):
+            for j, (_, dtype) in enumerate(spec.payload):
                 self.fields.append((f"t_c{j}", np.zeros((cap, n), np.int64 if dtype is None else dtype), 0))
                 self.fields.append((f"t_v{j}", np.zeros((cap, n), np.bool_), False))
         if self.sliding:
@@ -179,21 +175,26 @@ class WindowState:
         self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
 
     @staticmethod
+    def aggregate_names(node_id: int, j: int, agg) -> list[str]:
+        """Parameter names of aggregate ``j``'s field arrays (its blueprint's fields, in order)."""
+        return [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
+
+    @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:
         """Parameter names of :meth:`arrays` in a generated step."""
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux")]
-        if "gap" in bound.extra:
+        spec = bound.spec
+        if spec.session:
             names += [f"st{node_id}_{s}" for s in ("start", "end", "next", "kbuckets", "kkeys", "kmeta", "kfree",
                                                    "head")]
-        for j, (_, agg) in enumerate(bound.extra["aggs"]):
-            names += [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
-        if "topn" in bound.extra:
+        for j, (_, agg) in enumerate(spec.aggs):
+            names += WindowState.aggregate_names(node_id, j, agg)
+        if spec.kind == "topn":
             names += [f"st{node_id}_t_count", f"st{node_id}_t_seq"]
-            names += [f"st{node_id}_t_{kind}{j}" for j in range(len(bound.extra["payload"])) for kind in "cv"]
-        sliding = is_sliding(bound.extra)
-        if sliding:
+            names += [f"st{node_id}_t_{kind}{j}" for j in range(len(spec.payload)) for kind in "cv"]
+        if spec.sliding:
             names.append(f"st{node_id}_pnext")
             names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count", "sorted")]
-        for level in range(len(bound.extra["keys"]) - 1):
+        for level in range(len(spec.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names

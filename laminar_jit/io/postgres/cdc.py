@@ -1,136 +1,165 @@
-"""``PostgresCdcSource``: a table's snapshot, then its changes, from logical decoding (wal2json)."""
+"""``PostgresCdcSource``: a table's snapshot, then its changes streamed over logical replication (wal2json).
+
+Positions (what checkpoints store) are ints in two ranges:
+
+* ``0 <= p < 2**40``: ``p`` rows of the initial snapshot were consumed;
+* ``p >= 2**40``: ``p = commit_lsn * 2**40 + k``: every change of the
+  transactions that committed before ``commit_lsn`` (the LSN of a commit
+  record) was consumed, and the first ``k`` rows of the one committing there.
+
+The last snapshot batch already ends at ``(consistent point, 0)``, so a
+position in the first range is always one inside the snapshot.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import select
 import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from ...errors import CheckpointError, DataError
 from ..sources import Source, _positive_int
-from ._common import PG_TYPES, PostgresConnectionError, TableName, connect, redact, scrub
+from ._common import (
+    PG_TYPES,
+    PostgresConnectionError,
+    TableName,
+    connect,
+    redact,
+    scrub,
+)
+from ._wal2json import ROWS, Decoder, int_to_lsn, lsn_to_int, wal2json_name
 
 __all__ = ["PostgresCdcSource"]
 
-#: Flink RowKind codes of the ``op`` column.
-INSERT, UPDATE_BEFORE, UPDATE_AFTER, DELETE = 0, 1, 2, 3
 _SLOT = re.compile(r"^[a-z0-9_]{1,50}$")
 _RESERVED = ("op", "commit_ts")
-_STATE = "laminar_jit.cdc_slots"
+_SESSION = "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1"
 
-_STATE_DDL = """
-CREATE SCHEMA IF NOT EXISTS laminar_jit;
-CREATE TABLE IF NOT EXISTS laminar_jit.cdc_slots (
-    slot text PRIMARY KEY,
-    source_table text NOT NULL,
-    status text NOT NULL,              -- 'creating' until the snapshot is in the log, then 'ready'
-    snapshot_rows bigint NOT NULL DEFAULT 0,
-    rows bigint NOT NULL DEFAULT 0,    -- rows in the log so far (the last _lj_seq)
-    trimmed bigint NOT NULL DEFAULT 0, -- rows deleted from the head of the log
-    pumped_lsn pg_lsn                  -- the log holds every change committed before this LSN
-)"""
 
-# One statement moves the slot's pending changes into the log: wal2json (format 2) turns each change into
-# JSON, jsonb_populate_record turns the JSON into a row of the table's type, and row_number() numbers the
-# rows densely after the last one in the log. An UPDATE becomes two rows: -U (the old row's replica
-# identity) and +U; a DELETE one -D row with the replica identity.
-_PUMP = """
-WITH raw AS MATERIALIZED (
-    SELECT c.n, c.data::jsonb AS j
-    FROM pg_logical_slot_peek_changes({slot}, NULL, {limit}, 'format-version', '2', 'include-timestamp', '1',
-                                      'include-lsn', '1', 'add-tables', {add_tables})
-         WITH ORDINALITY AS c(lsn, xid, data, n)
-), changes AS (
-    SELECT r.n, x.sub, x.op, r.j->>'lsn' AS lsn, r.j->>'timestamp' AS ts,
-           (SELECT jsonb_object_agg(e->>'name', e->'value') FROM jsonb_array_elements(x.cols) e) AS obj
-    FROM raw r CROSS JOIN LATERAL (VALUES
-        (0, CASE r.j->>'action' WHEN 'I' THEN 0 WHEN 'U' THEN 1 ELSE 3 END,
-            CASE r.j->>'action' WHEN 'I' THEN r.j->'columns' ELSE r.j->'identity' END),
-        (1, 2, CASE WHEN r.j->>'action' = 'U' THEN r.j->'columns' END)) AS x(sub, op, cols)
-    WHERE r.j->>'action' IN ('I', 'U', 'D') AND x.cols IS NOT NULL
-), ins AS (
-    INSERT INTO {log}
-    SELECT {base} + row_number() OVER (ORDER BY c.n, c.sub), c.lsn::pg_lsn,
-           (extract(epoch FROM c.ts::timestamptz) * 1000)::bigint, c.op, rec.*
-    FROM changes c CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, c.obj) AS rec
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM ins), (SELECT max((j->>'nextlsn')::pg_lsn) FROM raw WHERE j->>'action' = 'C')
-"""
+class _CopyReader(io.RawIOBase):
+    """The output of a psycopg ``COPY ... TO STDOUT`` as a binary file, for pyarrow's streaming CSV reader."""
+
+    def __init__(self, copy):
+        self._chunks = iter(copy)
+        self._rest = b""
+
+    def at_end(self) -> bool:
+        """Whether the output is empty from here on (reads ahead one chunk)."""
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return True
+            self._rest = bytes(chunk)
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = bytes(chunk)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
 
 
 class PostgresCdcSource(Source):
     """A PostgreSQL table as a stream: a consistent snapshot, then every committed change.
 
-    On first use a logical replication slot (plugin ``wal2json``) is created
-    with an exported snapshot; the table's rows as of that snapshot go to a
-    *change log* table (``laminar_jit."cdc_log_<slot>"``), all as inserts
-    (``op`` = 0). From then on changes decoded from the slot are appended to
-    the log in commit order by one SQL statement per poll (``pg_logical_slot_peek_changes``
-    → ``jsonb_populate_record`` → ``INSERT``), and the slot is advanced past
-    them only once that transaction committed: the slot never drops a change
-    the log does not hold, the snapshot and the changes meet with no gap and no
-    duplicate. Batches are read from the log with ``COPY ... TO STDOUT`` into
-    pyarrow's CSV reader; no Python code runs per row.
+    On a fresh start (position 0) a logical replication slot (plugin
+    ``wal2json``) is created with an exported snapshot, and the table's rows
+    as of that snapshot are read with ``COPY`` as inserts (``op`` = 0). Then
+    the changes committed after the slot's consistent point are streamed over
+    the replication protocol (``START_REPLICATION``, wal2json format 2) in
+    commit order and decoded in bulk with pyarrow's JSON reader (Python only
+    collects each message's bytes; nothing is parsed per row). Snapshot and
+    changes meet with no gap and no duplicate.
 
-    The position (what checkpoints store) is the number of log rows consumed.
-    Log row ``p`` records the LSN of its change (:meth:`lsn_at`), so a
-    position names an LSN exactly, also in the middle of a transaction; a run
-    resumed from a checkpoint continues at the next log row, exactly once.
-    Log rows are deleted once a run resumes after them, or when
-    :meth:`checkpoint_committed` is called with a position.
+    The position (what checkpoints store) is the commit LSN of the
+    transaction reached, plus the number of its rows already consumed (a
+    batch may end inside a transaction), packed into one int (:meth:`lsn_at`
+    reads the LSN back). Nothing is confirmed to the server until a
+    checkpoint holding a position is committed: :meth:`checkpoint_committed`
+    then confirms the slot's flush position up to that transaction (with
+    ``pg_replication_slot_advance`` while no stream holds the slot; a running
+    stream is closed and reopened for it, at most every ``confirm_interval``
+    seconds, because the replication driver would otherwise report more than
+    was checkpointed). After a crash the slot still holds every change after
+    the last committed checkpoint, and a resumed run skips those at or before
+    its position, so each change is read exactly once.
 
     Batches have the table's columns, then ``op`` (int8, Flink RowKind: +I=0,
     -U=1, +U=2, -D=3) and ``commit_ts`` (int64 Unix milliseconds of the
-    change's commit; snapshot rows: the time the slot was created), usable as event
-    time. An update gives a -U row holding the old row's replica identity (the
-    key columns, other columns null; the whole old row with ``ALTER TABLE ...
-    REPLICA IDENTITY FULL``) followed by a +U row; a delete a -D row likewise.
+    change's commit; snapshot rows: the time the slot was created), usable as
+    event time. An update gives a -U row holding the old row's replica
+    identity (the key columns, other columns null; the whole old row with
+    ``ALTER TABLE ... REPLICA IDENTITY FULL``) followed by a +U row; a delete
+    a -D row likewise.
 
     Parameters
     ----------
     dsn : str
         libpq connection string or URL; the user needs the REPLICATION
-        attribute (or superuser) and CREATE on the database (for the
-        ``laminar_jit`` schema). Never printed with its password.
+        attribute (or superuser) and SELECT on the table. Never printed with
+        its password.
     table : str
         ``"name"`` or ``"schema.name"``.
     slot : str, default "lj_slot"
-        Replication slot name (lowercase letters, digits, ``_``). It survives
-        runs: a new run with the same slot continues where the old one's
-        checkpoint left off. :meth:`drop` removes it.
+        Replication slot name (lowercase letters, digits, ``_``), owned by
+        this source. It survives runs: a run resumed from a checkpoint
+        continues from the slot; a run starting at position 0 (no
+        checkpoint) drops the slot and takes a new snapshot. :meth:`drop`
+        removes it.
     batch_size : int, default 65,536
         Maximum rows per batch.
     poll_interval : float, default 0.2
-        Seconds between polls of the slot when the log has been read to its end.
+        Seconds to wait for the server when no change is pending.
     idle_timeout : float, optional
         End the stream once no change arrived for this many seconds (None:
         never; then the stream ends when :meth:`stop` is called).
     reconnect_timeout : float, default 30
         A dropped connection (server restart, network) is retried for this
-        long, then :class:`PostgresConnectionError` is raised. The log is
-        durable, so a reconnect continues at the same row.
+        long, then :class:`PostgresConnectionError` is raised. A reconnect
+        continues after the last row yielded: the slot still holds it.
+    confirm_interval : float, default 10
+        Least number of seconds between two confirmations of the slot while a
+        stream runs (each reopens the stream, which then re-sends the
+        transaction the checkpoint ended in). The slot keeps WAL from the last
+        confirmation on.
 
     Raises
     ------
     PostgresConnectionError
         The server cannot be reached or refuses the credentials.
     DataError
-        The table does not exist, has a column named ``op`` or ``commit_ts``,
-        the slot belongs to another table, or wal2json is not installed.
+        The table does not exist or has a column named ``op`` or
+        ``commit_ts``, the slot exists for another plugin or database, or
+        wal2json is not installed.
 
     Notes
     -----
     Needs ``wal_level = logical`` and a free replication slot
     (``max_replication_slots``). A slot keeps WAL on the server until it is
-    advanced, so drop slots of abandoned pipelines. ``TRUNCATE`` of the table
-    is not captured. Creating the slot waits for transactions in progress
-    (prepared ones included) to end.
+    confirmed, so drop the slots of abandoned pipelines, and checkpoint a run
+    (``lj.run(checkpoint_dir=...)``) for its slot to advance. A run stopped
+    while it read the initial snapshot cannot resume (the exported snapshot
+    is gone with its connection): the resume raises
+    :class:`~laminar_jit.errors.CheckpointError` saying how to start over.
+    ``TRUNCATE`` is not captured; an unchanged TOASTed value in an update is
+    null; wal2json writes ``NaN`` and infinite floats as null. Creating the
+    slot waits for transactions in progress (prepared ones included) to end.
 
     Examples
     --------
@@ -139,7 +168,8 @@ class PostgresCdcSource(Source):
     """
 
     def __init__(self, dsn: str, table: str, slot: str = "lj_slot", batch_size: int = 65_536,
-                 poll_interval: float = 0.2, idle_timeout: float | None = None, reconnect_timeout: float = 30.0):
+                 poll_interval: float = 0.2, idle_timeout: float | None = None, reconnect_timeout: float = 30.0,
+                 confirm_interval: float = 10.0):
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("PostgresCdcSource: dsn must be a libpq connection string or URL")
         self.dsn = dsn
@@ -152,7 +182,7 @@ class PostgresCdcSource(Source):
         self.poll_interval = float(poll_interval)
         self.idle_timeout = idle_timeout
         self.reconnect_timeout = float(reconnect_timeout)
-        self._stop = threading.Event()
+        self.confirm_interval = float(confirm_interval)
         conn = connect(dsn, self.describe(), autocommit=True)
         try:
             self._columns = self._read_columns(conn)
@@ -162,28 +192,111 @@ class PostgresCdcSource(Source):
         fields = [pa.field(f.name, pa.string()) if f.type == pa.binary() else f for f in fields]
         self.schema = pa.schema(fields + [pa.field("op", pa.int8(), nullable=False),
                                           pa.field("commit_ts", pa.int64(), nullable=False)])
+        self._init_runtime()
 
-    def __getstate__(self):  # picklable for partitioned runs (an Event is not)
+    def _init_runtime(self) -> None:
+        self._stop = threading.Event()
+        self._ends: dict[int, int] = {}  # id(batch) -> position after it, until position_after asks
+        self._streaming = False  # a replication connection holds the slot
+        self._flush_target = 0  # LSN to confirm (the commit LSN of a committed checkpoint's transaction)
+        self._confirmed = 0  # LSN known to be confirmed
+
+    def __getstate__(self):  # picklable for partitioned runs (an Event, a connection are not)
         state = dict(self.__dict__)
-        state["_stop"] = None
+        for key in ("_stop", "_ends", "_streaming", "_flush_target", "_confirmed"):
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._stop = threading.Event()
+        self._init_runtime()
 
     def describe(self) -> str:
         """``"PostgresCdcSource('<schema.table>', slot='<slot>')"``."""
         return f"PostgresCdcSource({str(self.table)!r}, slot={self.slot!r})"
 
-    @property
-    def log_table(self) -> TableName:
-        """The change log table of this slot."""
-        return TableName("laminar_jit", f"cdc_log_{self.slot}")
+    unbounded = True
 
     def stop(self) -> None:
-        """End the stream after the changes committed so far (thread-safe)."""
+        """End the stream once the changes the server has sent are read (thread-safe)."""
         self._stop.set()
+
+    # -- positions ----------------------------------------------------------------
+    def position_after(self, position: int, batch: pa.RecordBatch) -> int:
+        """The position after ``batch`` (a commit LSN and a row count packed into an int, see the module)."""
+        try:
+            return self._ends.pop(id(batch))
+        except KeyError:
+            raise ValueError(f"{self.describe()}: position_after got a batch this source did not just "
+                             "yield") from None
+
+    @staticmethod
+    def lsn_at(position: int) -> str | None:
+        """Commit LSN (``"X/Y"``) of the transaction a position is in; None for a position in the snapshot."""
+        return int_to_lsn(position // ROWS) if position >= ROWS else None
+
+    @staticmethod
+    def position_at(lsn: str) -> int:
+        """The position of a stream starting at the first transaction committing at or after ``lsn``.
+
+        For instance the slot's ``confirmed_flush_lsn``: ``source.batches(source.position_at(lsn))``
+        reads the changes the slot holds, without a new snapshot.
+        """
+        return ROWS * lsn_to_int(lsn)
+
+    def _yielded(self, batch: pa.RecordBatch, end: int) -> pa.RecordBatch:
+        if len(self._ends) > 1024:  # a consumer that never asks: keep the map small
+            del self._ends[next(iter(self._ends))]
+        self._ends[id(batch)] = end
+        return batch
+
+    def checkpoint_committed(self, position: int) -> None:
+        """A checkpoint holding ``position`` was committed: confirm the slot up to its transaction.
+
+        The slot's flush position becomes the commit LSN of the transaction
+        ``position`` is in; that transaction stays in the slot (a resumed run
+        skips the rows of it already consumed), the ones before it are
+        released. Nothing is confirmed for a position inside the snapshot.
+        While a stream is open the confirmation waits for the stream's next
+        read, at most every ``confirm_interval`` seconds (see the class).
+        """
+        position = int(position)
+        if position < ROWS:
+            return
+        self._flush_target = max(self._flush_target, position // ROWS)
+        if not self._streaming:
+            self._advance_slot()
+
+    def _advance_slot(self) -> None:
+        """Confirm ``_flush_target`` with SQL while no stream holds the slot (best effort: else the next one)."""
+        import psycopg
+
+        if self._flush_target <= self._confirmed:
+            return
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                conn = connect(self.dsn, self.describe(), autocommit=True)
+            except PostgresConnectionError:
+                return
+            try:
+                row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                                   (self.slot,)).fetchone()
+                if row is None or row[0] is None:
+                    return
+                if lsn_to_int(row[0]) < self._flush_target:
+                    conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+                                 (self.slot, int_to_lsn(self._flush_target)))
+                self._confirmed = max(self._confirmed, self._flush_target)
+                return
+            except psycopg.errors.ObjectInUse:  # the server has not yet seen a stream's connection close
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            except psycopg.Error:
+                return
+            finally:
+                conn.close()
 
     # -- set-up ------------------------------------------------------------------
     def _read_columns(self, conn) -> list[tuple[str, str]]:
@@ -200,113 +313,159 @@ class PostgresCdcSource(Source):
                             "commit_ts); rename them or read a view-like copy of the table")
         return list(rows)
 
-    def _setup(self, conn) -> None:
-        """Create the slot, its log and the snapshot in the log, unless done by an earlier run."""
-        from psycopg import sql
+    def _slot_row(self, conn):
+        return conn.execute("SELECT plugin, database = current_database(), active_pid FROM pg_replication_slots "
+                            "WHERE slot_name = %s", (self.slot,)).fetchone()
 
-        conn.execute(_STATE_DDL)
-        row = conn.execute(f"SELECT source_table, status FROM {_STATE} WHERE slot = %s", (self.slot,)).fetchone()
-        slot_exists = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
-                                   (self.slot,)).fetchone()[0] > 0
-        if row is not None and row[0] != str(self.table):
-            raise DataError(f"{self.describe()}: slot {self.slot!r} streams table {row[0]!r}; give this source "
-                            "its own slot= or drop that one (PostgresCdcSource.drop)")
-        if row is not None and row[1] == "ready":
-            if not slot_exists:
-                raise CheckpointError(f"{self.describe()}: the replication slot {self.slot!r} was dropped, so "
-                                      "changes since were lost; drop the source's state (PostgresCdcSource.drop) "
-                                      "and start over from a new snapshot")
-            return
-        if slot_exists:
+    def _drop_stale_slot(self, conn) -> None:
+        """A fresh start: drop the slot of an earlier run (one that never got past its first checkpoint)."""
+        import psycopg
+
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            row = self._slot_row(conn)
             if row is None:
-                raise DataError(f"{self.describe()}: a replication slot {self.slot!r} exists but was not created "
-                                "by laminar_jit; choose another slot= name")
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))  # a set-up a crash cut short
-        conn.execute(f"INSERT INTO {_STATE} (slot, source_table, status) VALUES (%s, %s, 'creating') "
-                     "ON CONFLICT (slot) DO UPDATE SET status = 'creating'", (self.slot, str(self.table)))
-        # The snapshot rows' event time: just before the slot exists, so no later change commits before it.
-        snapshot_ms = conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()[0]
-        repl = connect(self.dsn, self.describe(), autocommit=True, replication="database")
-        try:
+                return
+            plugin, same_db, pid = row
+            if plugin != "wal2json" or not same_db:
+                raise DataError(f"{self.describe()}: a replication slot {self.slot!r} exists for plugin {plugin!r} "
+                                "or another database, so it is not this source's; choose another slot= name")
             try:
-                res = repl.execute(f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL wal2json EXPORT_SNAPSHOT").fetchone()
-            except Exception as exc:  # noqa: BLE001 - psycopg errors: name the likely causes
-                text = scrub(str(exc), self.dsn)
-                hint = ("install the wal2json output plugin (Debian: apt-get install postgresql-<version>-wal2json)"
-                        if "wal2json" in text else "the server needs wal_level = logical and a free "
-                        "max_replication_slots, the user the REPLICATION attribute")
-                raise DataError(f"{self.describe()}: cannot create replication slot {self.slot!r}: {text.strip()} "
-                                f"— {hint}") from None
-            consistent_point, snapshot = res[1], res[2]
-            log = self.log_table.sql()
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(log))
-                conn.execute(sql.SQL(
-                    "CREATE TABLE {log} AS SELECT 0::bigint AS _lj_seq, '0/0'::pg_lsn AS _lj_lsn, "
-                    "0::bigint AS commit_ts, 0::smallint AS op, t.* FROM {table} t WITH NO DATA; "
-                    "ALTER TABLE {log} ADD PRIMARY KEY (_lj_seq)").format(log=log, table=self.table.sql()))
-                n = conn.execute(sql.SQL(
-                    "INSERT INTO {log} SELECT row_number() OVER (), {lsn}::pg_lsn, "
-                    "{ms}::bigint, 0, t.* FROM {table} t").format(log=log, table=self.table.sql(),
-                                                  lsn=sql.Literal(consistent_point),
-                                                  ms=sql.Literal(snapshot_ms))).rowcount
-                conn.execute(f"UPDATE {_STATE} SET status = 'ready', snapshot_rows = %s, rows = %s, trimmed = 0, "
-                             "pumped_lsn = %s WHERE slot = %s", (n, n, consistent_point, self.slot))
-        finally:
-            repl.close()
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise DataError(f"{self.describe()}: replication slot {self.slot!r} is in use by server "
+                                    f"process {pid}; stop the run reading it, or choose another slot= name") from None
+                time.sleep(0.2)
 
     @classmethod
     def drop(cls, dsn: str, slot: str) -> None:
-        """Remove the replication slot ``slot``, its change log and its state (a pipeline abandoned for good)."""
+        """Remove the replication slot ``slot`` (a pipeline abandoned for good: frees the WAL it holds)."""
+        import psycopg
+
         conn = connect(dsn, f"PostgresCdcSource.drop({slot!r})", autocommit=True)
         try:
-            if conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            deadline = time.monotonic() + 10.0
+            while conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                               (slot,)).fetchone()[0]:
+                try:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                except psycopg.errors.ObjectInUse:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            # state kept by earlier versions of this source (a change-log table per slot)
             if conn.execute("SELECT to_regclass('laminar_jit.cdc_slots') IS NOT NULL").fetchone()[0]:
-                conn.execute(f"DELETE FROM {_STATE} WHERE slot = %s", (slot,))
-            conn.execute(f'DROP TABLE IF EXISTS laminar_jit."cdc_log_{slot}"')
+                conn.execute("DELETE FROM laminar_jit.cdc_slots WHERE slot = %s", (slot,))
+                conn.execute(f'DROP TABLE IF EXISTS laminar_jit."cdc_log_{slot}"')
         finally:
             conn.close()
 
-    # -- the log -----------------------------------------------------------------
-    def _state(self, conn) -> tuple[int, int]:
-        rows, trimmed = conn.execute(f"SELECT rows, trimmed FROM {_STATE} WHERE slot = %s", (self.slot,)).fetchone()
-        return rows, trimmed
+    # -- reading -----------------------------------------------------------------
+    def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
+        """Yield the snapshot (from position 0), then the changes after position ``start_row``.
 
-    def _trim(self, conn, upto: int) -> None:
+        ``start_row`` is a position of this source (see the class), as the
+        runner stores it; 0 starts afresh with a new slot and snapshot.
+
+        Raises
+        ------
+        CheckpointError
+            ``start_row`` lies inside the initial snapshot (a run stopped while
+            reading it), or the slot was dropped since the checkpoint.
+        PostgresConnectionError
+            The server stayed unreachable for ``reconnect_timeout`` seconds.
+        """
+        start_row = self._check_start_row(start_row)
+        self._stop.clear()
+        return self._iter(start_row)
+
+    def _iter(self, position: int) -> Iterator[pa.RecordBatch]:
+        if position == 0:
+            position = yield from self._snapshot()
+        elif position < ROWS:
+            raise CheckpointError(
+                f"{self.describe()}: cannot resume at row {position:,} of the initial snapshot: the run stopped "
+                "while it read the snapshot, and the slot's exported snapshot ended with that run, so the rest "
+                "cannot be read as of the same moment. Start over: delete the run's checkpoint_dir (and what its "
+                f"sinks committed), call PostgresCdcSource.drop(dsn, {self.slot!r}) and run again")
+        else:
+            conn = connect(self.dsn, self.describe(), autocommit=True)
+            try:
+                if self._slot_row(conn) is None:
+                    raise CheckpointError(
+                        f"{self.describe()}: cannot resume at LSN {self.lsn_at(position)}: the replication slot "
+                        f"{self.slot!r} no longer exists, so the changes since were lost; start over from a new "
+                        "snapshot (a new checkpoint_dir, position 0)")
+            finally:
+                conn.close()
+        yield from self._changes(position)
+
+    def _snapshot(self):
+        """Create the slot and yield the table's rows as of its snapshot; returns the position after them."""
+        import psycopg
         from psycopg import sql
 
-        with conn.transaction():
-            conn.execute(sql.SQL("DELETE FROM {} WHERE _lj_seq <= {}").format(self.log_table.sql(), sql.Literal(upto)))
-            conn.execute(f"UPDATE {_STATE} SET trimmed = greatest(trimmed, %s) WHERE slot = %s", (upto, self.slot))
+        conn = connect(self.dsn, self.describe(), autocommit=True)
+        try:
+            self._drop_stale_slot(conn)
+            # The snapshot rows' event time: just before the slot exists, so no later change commits before it.
+            snapshot_ms = conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()[0]
+            try:
+                repl = connect(self.dsn, self.describe(), autocommit=True, replication="database")
+            except PostgresConnectionError as exc:
+                if "replication" not in str(exc):
+                    raise
+                raise PostgresConnectionError(
+                    f"{exc} — this user may not open a replication connection: give it the REPLICATION "
+                    "attribute (ALTER ROLE <user> REPLICATION) or use a role that has it") from None
+            try:
+                try:
+                    res = repl.execute(f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL wal2json EXPORT_SNAPSHOT"
+                                       ).fetchone()
+                except Exception as exc:  # noqa: BLE001 - psycopg errors: name the likely causes
+                    text = scrub(str(exc), self.dsn)
+                    hint = ("install the wal2json output plugin (Debian: apt-get install postgresql-<version>-wal2json)"
+                            if "wal2json" in text else "the server needs wal_level = logical and a free "
+                            "max_replication_slots, the user the REPLICATION attribute")
+                    raise DataError(f"{self.describe()}: cannot create replication slot {self.slot!r}: "
+                                    f"{text.strip()} — {hint}") from None
+                consistent = ROWS * lsn_to_int(res[1])
+                conn.autocommit = False
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(res[2])))
+            finally:
+                repl.close()  # the snapshot is imported: it lives on in this transaction
+            rows = 0
+            pending = None
+            batches = self._copy_snapshot(conn, snapshot_ms)
+            while True:
+                try:
+                    batch = next(batches, None)
+                except psycopg.OperationalError as exc:
+                    raise PostgresConnectionError(
+                        f"{self.describe()}: connection to {redact(self.dsn)} lost while reading the initial "
+                        f"snapshot, after row {rows:,} ({scrub(str(exc).strip(), self.dsn)}); the snapshot ended "
+                        "with it and cannot be resumed: run again from the start (without the checkpoint_dir of "
+                        "this run; the slot is recreated)") from None
+                if batch is None:
+                    break
+                if pending is not None:
+                    yield self._yielded(pending, rows)
+                rows += batch.num_rows
+                pending = batch
+            try:
+                conn.rollback()
+            except psycopg.OperationalError:
+                pass  # every row was read; the server ended the transaction with the connection
+            if pending is not None:
+                yield self._yielded(pending, consistent)
+            return consistent
+        finally:
+            conn.close()
 
-    def _pump(self, conn, limit: int = 200_000) -> int:
-        """Move pending changes from the slot into the log; returns the number of log rows added."""
-        from psycopg import sql
-
-        confirmed, pumped = conn.execute(
-            f"SELECT s.confirmed_flush_lsn, c.pumped_lsn FROM pg_replication_slots s, {_STATE} c "
-            "WHERE s.slot_name = %s AND c.slot = s.slot_name", (self.slot,)).fetchone()
-        if confirmed < pumped:  # a crash between the log's commit and the slot's advance
-            conn.execute("SELECT pg_replication_slot_advance(%s, %s)", (self.slot, pumped))
-        with conn.transaction():
-            base = conn.execute(f"SELECT rows FROM {_STATE} WHERE slot = %s FOR UPDATE", (self.slot,)).fetchone()[0]
-            query = sql.SQL(_PUMP).format(
-                slot=sql.Literal(self.slot), limit=sql.Literal(limit),
-                add_tables=sql.Literal(_wal2json_name(self.table)),
-                log=self.log_table.sql(), base=sql.Literal(base), table=self.table.sql())
-            added, upto = conn.execute(query).fetchone()
-            if upto is not None:
-                conn.execute(f"UPDATE {_STATE} SET rows = rows + %s, pumped_lsn = %s WHERE slot = %s",
-                             (added, upto, self.slot))
-        if upto is not None:
-            conn.execute("SELECT pg_replication_slot_advance(%s, %s)", (self.slot, upto))
-        return added
-
-    def _read(self, conn, after: int) -> pa.RecordBatch | None:
-        """Log rows ``after+1 ..`` (at most batch_size) as a record batch, None if there are none."""
+    def _copy_snapshot(self, conn, snapshot_ms: int) -> Iterator[pa.RecordBatch]:
         from psycopg import sql
 
         exprs = []
@@ -318,134 +477,151 @@ class PostgresCdcSource(Source):
                 exprs.append(col)
             else:
                 exprs.append(sql.SQL("{}::text").format(col))
-        query = sql.SQL("COPY (SELECT {}, op, commit_ts FROM {} WHERE _lj_seq > {} ORDER BY _lj_seq LIMIT {}) "
-                        "TO STDOUT (FORMAT csv)").format(sql.SQL(", ").join(exprs), self.log_table.sql(),
-                                                         sql.Literal(after), sql.Literal(self.batch_size))
-        out = io.BytesIO()
+        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
+            sql.SQL(", ").join(exprs), self.table.sql())
+        fields = list(self.schema)[:-2]
+        read_types = {f.name: (pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in fields}
         with conn.cursor() as cur, cur.copy(query) as copy:
-            for chunk in copy:
-                out.write(chunk)
-        if not out.tell():
-            return None
-        out.seek(0)
-        read_types = {f.name: (pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in self.schema}
-        table = pa_csv.read_csv(
-            out, read_options=pa_csv.ReadOptions(column_names=self.schema.names, block_size=1 << 26),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(column_types=read_types, null_values=[""],
-                                                  strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                                  true_values=["t"], false_values=["f"]))
-        columns = [table.column(f.name).cast(f.type) for f in self.schema]
-        return pa.Table.from_arrays(columns, schema=self.schema).combine_chunks().to_batches()[0]
+            raw = _CopyReader(copy)
+            if raw.at_end():  # an empty table (pyarrow refuses an empty CSV file)
+                return
+            reader = pa_csv.open_csv(
+                io.BufferedReader(raw, 1 << 20),
+                read_options=pa_csv.ReadOptions(column_names=[f.name for f in fields], block_size=1 << 24,
+                                                use_threads=False),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(column_types=read_types, null_values=[""],
+                                                      strings_can_be_null=True, quoted_strings_can_be_null=False,
+                                                      true_values=["t"], false_values=["f"]))
+            for block in reader:
+                n = block.num_rows
+                columns = [block.column(f.name).cast(f.type) for f in fields]
+                columns += [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, snapshot_ms, np.int64))]
+                whole = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+                for start in range(0, n, self.batch_size):
+                    yield whole.slice(start, self.batch_size)
 
-    def lsn_at(self, position: int) -> str | None:
-        """LSN of the change at log row ``position`` (None once trimmed or beyond the log)."""
-        from psycopg import sql
+    # -- the stream --------------------------------------------------------------
+    def _replication_dsn(self) -> str:
+        from psycopg2.extensions import make_dsn, parse_dsn
 
-        conn = connect(self.dsn, self.describe(), autocommit=True)
+        options = parse_dsn(self.dsn).get("options", "")
+        return make_dsn(self.dsn, options=f"{options} {_SESSION}".strip(), connect_timeout=10)
+
+    def _start_stream(self, deadline: float):
+        """A replication cursor streaming the slot from its confirmed position (retried until ``deadline``)."""
         try:
-            row = conn.execute(sql.SQL("SELECT _lj_lsn::text FROM {} WHERE _lj_seq = {}").format(
-                self.log_table.sql(), sql.Literal(position))).fetchone()
-        finally:
-            conn.close()
-        return row[0] if row else None
-
-    def checkpoint_committed(self, position: int) -> None:
-        """A checkpoint holding ``position`` was saved: log rows up to it are no longer needed."""
-        conn = connect(self.dsn, self.describe(), autocommit=True)
-        try:
-            self._trim(conn, int(position))
-        finally:
-            conn.close()
-
-    # -- reading -----------------------------------------------------------------
-    def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
-        """Yield the snapshot, then the changes, from log row ``start_row`` on (see :meth:`Source.batches`).
-
-        Raises
-        ------
-        CheckpointError
-            ``start_row`` is beyond the log, or before rows already deleted
-            from it (a checkpoint older than the one a run resumed from).
-        PostgresConnectionError
-            The server stayed unreachable for ``reconnect_timeout`` seconds.
-        """
-        start_row = self._check_start_row(start_row)
-        self._stop.clear()
-        return self._iter(start_row)
-
-    def _connect_retrying(self, since: float | None = None):
-        import psycopg
-
-        deadline = (since or time.monotonic()) + self.reconnect_timeout
+            import psycopg2
+            import psycopg2.errors
+            import psycopg2.extras
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError(f"{self.describe()} needs psycopg2 for the replication protocol: "
+                              "pip install 'laminar_jit[postgres]'") from exc
+        options = {"format-version": "2", "include-timestamp": "1", "include-lsn": "1", "include-types": "0",
+                   "include-schemas": "0", "include-transaction": "1", "add-tables": wal2json_name(self.table)}
+        self._advance_slot()  # a confirmation a checkpoint asked for while the slot was held
         while True:
+            conn = None
             try:
-                return connect(self.dsn, self.describe(), autocommit=True)
-            except PostgresConnectionError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-            except psycopg.Error:  # pragma: no cover - the server is starting up
-                time.sleep(0.5)
-
-    def _iter(self, position: int) -> Iterator[pa.RecordBatch]:
-        import psycopg
-
-        conn = connect(self.dsn, self.describe(), autocommit=True)
-        try:
-            self._setup(conn)
-            rows, trimmed = self._state(conn)
-            if position < trimmed:
-                raise CheckpointError(f"{self.describe()}: cannot resume at row {position:,}: the change log was "
-                                      f"trimmed up to row {trimmed:,} by a later checkpoint; resume with the checkpoint_dir "
-                                      "of the run that read them, or call PostgresCdcSource.drop(dsn, slot) to start "
-                                      "over from a new snapshot")
-            if position > rows:
-                raise CheckpointError(f"{self.describe()}: cannot resume at row {position:,}, the change log has "
-                                      f"{rows:,} rows; the checkpoint belongs to another slot or the log was reset")
-            if position > trimmed:
-                self._trim(conn, position)
-            last_change = time.monotonic()
-            while True:
-                try:
-                    batch = self._read(conn, position)
-                    if batch is not None:
-                        position += batch.num_rows
-                        last_change = time.monotonic()
-                        yield batch
-                        continue
-                    added = self._pump(conn)
-                except psycopg.errors.ObjectInUse:
-                    # the slot is still held by the server process of a run that was just killed
-                    if time.monotonic() - last_change > self.reconnect_timeout:
-                        raise
-                    time.sleep(0.2)
-                    continue
-                except psycopg.OperationalError as exc:
-                    lost = time.monotonic()
+                conn = psycopg2.connect(self._replication_dsn(),
+                                        connection_factory=psycopg2.extras.LogicalReplicationConnection)
+                cur = conn.cursor()
+                cur.start_replication(slot_name=self.slot, decode=False, options=options, status_interval=5)
+                return conn, cur
+            except psycopg2.errors.UndefinedObject:
+                if conn is not None:
                     conn.close()
+                raise CheckpointError(f"{self.describe()}: the replication slot {self.slot!r} no longer exists, so "
+                                      "the changes since the last checkpoint were lost; start over from a new "
+                                      "snapshot (a new checkpoint_dir)") from None
+            except psycopg2.OperationalError as exc:  # a server (re)starting, or the slot still held
+                if conn is not None:
+                    conn.close()
+                text = scrub(str(exc).strip(), self.dsn)
+                if ("authentication" in text or "permission" in text or "must be" in text
+                        or "does not exist" in text):
+                    raise PostgresConnectionError(
+                        f"{self.describe()}: cannot stream the slot from {redact(self.dsn)}: {text} — the user "
+                        "needs the REPLICATION attribute and pg_hba.conf must allow replication connections"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise PostgresConnectionError(
+                        f"{self.describe()}: cannot stream replication slot {self.slot!r} from {redact(self.dsn)}: "
+                        f"{text} (retried for {self.reconnect_timeout:g} s); run again once the server is back "
+                        "— the slot keeps every change after the last checkpoint") from None
+                time.sleep(0.3)
+
+    def _changes(self, position: int) -> Iterator[pa.RecordBatch]:
+        import psycopg2
+
+        decoder = Decoder(self)
+        decoder.resume(position)
+        conn = cur = None
+        last_change = last_confirm = last_beat = time.monotonic()
+        pending: list[bytes] = []
+        try:
+            while True:
+                if (cur is not None and self._flush_target > self._confirmed
+                        and time.monotonic() - last_confirm >= self.confirm_interval):
+                    # Confirm what a committed checkpoint covers: close the stream, advance the slot, reopen.
+                    # (psycopg2 moves the flush position it reports to the server's WAL end by itself once
+                    # the client has confirmed the last message it received, which would confirm rows no
+                    # checkpoint holds yet; so the stream never sends a flush position.)
+                    conn.close()
+                    conn = cur = None
+                    self._streaming = False
+                    pending = []
+                    decoder.resume(decoder.position)
+                    last_confirm = time.monotonic()
+                if cur is None:
+                    self._streaming = True
+                    conn, cur = self._start_stream(time.monotonic() + self.reconnect_timeout)
+                try:
+                    msg = cur.read_message()
+                    while msg is not None:
+                        pending.append(msg.payload)
+                        if len(pending) >= self.batch_size:
+                            break
+                        msg = cur.read_message()
+                    if pending:
+                        for batch, end in decoder.decode(pending):
+                            last_change = time.monotonic()
+                            yield self._yielded(batch, end)
+                        pending = []
+                        continue
+                    if self._stop.is_set():
+                        return
+                    if time.monotonic() - last_beat >= 1.0:
+                        # idle: an empty batch now and then lets the runner checkpoint (and so commit)
+                        # the rows already yielded without waiting for the next change
+                        last_beat = time.monotonic()
+                        yield self._yielded(pa.RecordBatch.from_pylist([], schema=self.schema), decoder.position)
+                        continue
+                    wait = self.poll_interval
+                    if self.idle_timeout is not None:
+                        left = self.idle_timeout - (time.monotonic() - last_change)
+                        if left <= 0:
+                            return
+                        wait = min(wait, left)
+                    select.select([conn], [], [], wait)
+                except psycopg2.DatabaseError as exc:  # the connection dropped (server restart, network)
+                    lost = str(exc).strip()
+                    with contextlib.suppress(Exception):  # already broken
+                        conn.close()
+                    conn = cur = None
+                    pending = []
+                    decoder.resume(decoder.position)  # the slot replays from before what was yielded
                     try:
-                        conn = self._connect_retrying(lost)
-                    except PostgresConnectionError:
+                        conn, cur = self._start_stream(time.monotonic() + self.reconnect_timeout)
+                    except PostgresConnectionError as err:
                         raise PostgresConnectionError(
-                            f"{self.describe()}: connection to {redact(self.dsn)} lost at log row {position:,} "
-                            f"({scrub(str(exc).strip(), self.dsn)}) and not back within {self.reconnect_timeout:g} s; "
-                            "the change log is durable: run again from the last checkpoint once the server is "
-                            "back") from None
-                    continue
-                if added:
-                    continue
-                if self._stop.is_set():
-                    return
-                if self.idle_timeout is not None and time.monotonic() - last_change >= self.idle_timeout:
-                    return
-                time.sleep(self.poll_interval)
+                            f"{self.describe()}: connection to {redact(self.dsn)} lost at LSN "
+                            f"{self.lsn_at(decoder.position) or 'of the snapshot end'} ({scrub(lost, self.dsn)}) "
+                            f"and not back within {self.reconnect_timeout:g} s: {err}; the slot keeps every change "
+                            "after the last checkpoint: run again from it once the server is back") from None
         finally:
-            conn.close()
+            self._streaming = False
+            if conn is not None:
+                conn.close()
 
 
-def _wal2json_name(table: TableName) -> str:
-    """``schema.table`` as wal2json's add-tables option wants it (``\\`` escapes ``,``, ``.``, spaces)."""
-    def esc(part: str) -> str:
-        return re.sub(r"([,. \\])", r"\\\1", part)
-    return f"{esc(table.schema)}.{esc(table.name)}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +18,14 @@ from ._common import (PG_TYPES, PostgresConnectionError, TableName, arrow_to_pg,
 
 __all__ = ["PostgresSink"]
 
+#: what follows "<txn_prefix>:" in a gid this sink gives: the epoch, then ".<connection>" for connections > 0
+_GID_TAIL = re.compile(r"(\d+)(?:\.\d+)?")
+
 _MODES = ("append", "upsert")
-_CHUNK = 1 << 22  # bytes per COPY write
+_CHUNK = 1 << 21  # bytes encoded per COPY write (a scratch buffer reused chunk after chunk)
+_RUN_ROWS = 1 << 16  # consecutive record batches smaller than this are concatenated before encoding
+_PART_ROWS = 1 << 15  # a write is spread over several connections only with at least this many rows per part
+_MAX_CONNECTIONS = 16
 
 
 class PostgresSink(Sink):
@@ -38,6 +46,10 @@ class PostgresSink(Sink):
     a prepared transaction keeps them invisible *and* durable with a single
     write, where a staging table would write every row twice. A run without a
     ``checkpoint_dir`` needs no prepared transaction: it commits once at the end.
+
+    Rows are encoded from the Arrow buffers by compiled kernels straight into
+    the binary ``COPY`` format, about 2 MB at a time, each chunk sent while
+    the next is encoded (see :mod:`laminar_jit.io.postgres._binary`).
 
     Parameters
     ----------
@@ -61,6 +73,21 @@ class PostgresSink(Sink):
         default ``"lj:<schema>.<table>"``. Two runs writing the same table at
         the same time need different prefixes; a second sink opening the same
         prefix fails with a :class:`CheckpointError`.
+    connections : int, default 1
+        ``"append"`` only: connections that ``COPY`` in parallel, each write
+        of at least 32,768 rows per connection being split between them in
+        row order, each connection in its own transaction of the epoch
+        (prepared as ``"<prefix>:<epoch>.<i>"`` for ``i > 0``). One backend
+        parsing ``COPY`` is what limits the load (the client's encoding takes
+        about 5 % of it), so on a server with a spare core two connections
+        load faster. Exactly-once holds as with one: the epoch's transactions
+        are all prepared before its checkpoint is saved, all committed after,
+        and a resumed run commits or rolls back every one of them. What is
+        given up is the atomic visibility of an epoch: its transactions are
+        committed one after the other, so a reader can see part of an epoch
+        for that moment (or, after a crash between those commits, until the
+        run is resumed). A run without checkpoints commits each connection's
+        transaction at the end, one after the other.
 
     Raises
     ------
@@ -73,8 +100,11 @@ class PostgresSink(Sink):
         upsert key has no unique index; in :meth:`write`: a value does not fit
         the column (overflow, NOT NULL violated, duplicate key in append mode).
     CheckpointError
-        A checkpointed run on a server with ``max_prepared_transactions = 0``,
-        or another open sink uses the same ``txn_prefix``.
+        A checkpointed run on a server whose ``max_prepared_transactions`` is
+        below ``connections``, or another open sink uses the same
+        ``txn_prefix``.
+    ValueError
+        A bad argument, e.g. ``connections > 1`` with ``mode="upsert"``.
 
     Notes
     -----
@@ -93,7 +123,8 @@ class PostgresSink(Sink):
 
     exactly_once = True
 
-    def __init__(self, dsn: str, table: str, mode: str = "append", key=None, txn_prefix: str | None = None):
+    def __init__(self, dsn: str, table: str, mode: str = "append", key=None, txn_prefix: str | None = None,
+                 connections: int = 1):
         super().__init__()
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("PostgresSink: dsn must be a libpq connection string or URL")
@@ -111,43 +142,71 @@ class PostgresSink(Sink):
         self.txn_prefix = txn_prefix or f"lj:{self.table}"
         if len(self.txn_prefix) > 180:
             raise ValueError(f"PostgresSink: txn_prefix must be at most 180 characters, got {self.txn_prefix!r}")
-        self._conn = None
+        if isinstance(connections, bool) or not isinstance(connections, int) \
+                or not 1 <= connections <= _MAX_CONNECTIONS:
+            raise ValueError(f"PostgresSink({str(self.table)!r}): connections must be an int from 1 to "
+                             f"{_MAX_CONNECTIONS}, got {connections!r}")
+        if mode == "upsert" and connections > 1:
+            raise ValueError(f"PostgresSink({str(self.table)!r}): mode='upsert' writes through one connection "
+                             "(rows of one key in two open transactions would wait on each other's row locks); "
+                             "leave connections=1")
+        self.connections = connections
+        self._conn = None  # the main connection: lock, recovery, DDL, upserts, COMMIT PREPARED
+        self._extra: list = []  # further connections of an append sink (connections > 1)
+        self._pool: ThreadPoolExecutor | None = None
         self._checkpointed = False
-        self._open_epoch: int | None = None  # epoch of the transaction in progress
-        self._prepared: set[int] = set()
+        self._open_epoch: int | None = None  # epoch of the transactions in progress
+        self._begun: list[bool] = []  # per connection: has a transaction of the open epoch
+        self._prepared: dict[int, list[str]] = {}  # epoch -> gids prepared, not yet committed
         self._kinds: list[tuple[str, str, pa.DataType]] = []  # (column, encoder kind, arrow type)
         self._stage = None
 
     def __repr__(self) -> str:
-        return f"PostgresSink({str(self.table)!r}, mode={self.mode!r})"
+        more = f", connections={self.connections}" if self.connections > 1 else ""
+        return f"PostgresSink({str(self.table)!r}, mode={self.mode!r}{more})"
 
     def _owner(self) -> str:
         return f"PostgresSink(table {str(self.table)!r})"
 
-    def _gid(self, epoch: int) -> str:
-        return f"{self.txn_prefix}:{epoch}"
+    def _gid(self, epoch: int, part: int = 0) -> str:
+        """Name of the prepared transaction of ``epoch`` on connection ``part`` (``<prefix>:<epoch>[.<part>]``)."""
+        return f"{self.txn_prefix}:{epoch}" if part == 0 else f"{self.txn_prefix}:{epoch}.{part}"
+
+    def _connections(self) -> list:
+        return [self._conn, *self._extra]
 
     # -- errors ------------------------------------------------------------------
-    def _fail(self, exc: Exception, doing: str) -> Exception:
-        """A typed error for a psycopg exception raised while ``doing``."""
+    def _fail(self, exc: Exception, doing: str, conn=None) -> Exception:
+        """A typed error for a psycopg exception raised on ``conn`` (default: the main one) while ``doing``.
+
+        Only builds the error: a lost connection is dropped by :meth:`_raise`
+        in the calling thread, never from a worker thread.
+        """
         import psycopg
 
+        conn = self._conn if conn is None else conn
         text = scrub(str(exc).strip(), self.dsn)
-        if isinstance(exc, psycopg.OperationalError) or self._conn is None or self._conn.closed:
-            self._conn = None
+        if isinstance(exc, psycopg.OperationalError) or conn is None or conn.closed:
             return PostgresConnectionError(
                 f"{self._owner()}: connection to {redact(self.dsn)} lost while {doing}: {text}. Nothing of the "
                 "epoch in progress is visible; once the server is back, run lj.run again with the same "
                 "checkpoint_dir — it resumes from the last checkpoint and no row is lost or written twice")
         return DataError(f"{self._owner()}: PostgreSQL refused {doing}: {type(exc).__name__}: {text}")
 
-    def _execute(self, query, params=None, doing: str = "a statement"):
+    def _raise(self, error: Exception):
+        """Raise ``error``; a lost connection first drops every connection (the server aborts their work)."""
+        if isinstance(error, PostgresConnectionError):
+            self._drop_connections()
+        raise error
+
+    def _execute(self, query, params=None, doing: str = "a statement", conn=None):
         import psycopg
 
+        conn = self._conn if conn is None else conn
         try:
-            return self._conn.execute(query, params)
+            return conn.execute(query, params)
         except psycopg.Error as exc:
-            raise self._fail(exc, doing) from None
+            self._raise(self._fail(exc, doing, conn))
 
     # -- protocol ----------------------------------------------------------------
     def open(self, schema, restored_epoch):
@@ -155,7 +214,7 @@ class PostgresSink(Sink):
         self.close()
         self._conn = connect(self.dsn, self._owner(), autocommit=True)
         self._checkpointed = restored_epoch is not None
-        self._open_epoch, self._prepared = None, set()
+        self._open_epoch, self._prepared = None, {}
         lock = int.from_bytes(hashlib.blake2b(self.txn_prefix.encode(), digest_size=8).digest(), "big", signed=True)
         # A killed run's server process may hold the lock a moment longer, until the server notices.
         deadline = time.monotonic() + 10.0
@@ -169,14 +228,23 @@ class PostgresSink(Sink):
                 "writing this table?); give each concurrent run its own txn_prefix=")
         if self._checkpointed:
             enabled = int(self._execute("SHOW max_prepared_transactions").fetchone()[0])
-            if enabled == 0:
+            if enabled < self.connections:
                 self.close()
                 raise CheckpointError(
-                    f"{self._owner()}: the server has max_prepared_transactions = 0, and exactly-once needs "
-                    "prepared transactions; set it (ALTER SYSTEM SET max_prepared_transactions = 10, then "
-                    "restart the server) or run without checkpoint_dir")
+                    f"{self._owner()}: the server has max_prepared_transactions = {enabled}, and exactly-once "
+                    f"needs {self.connections} prepared transaction(s) per epoch of this sink; set it (ALTER "
+                    "SYSTEM SET max_prepared_transactions = 10, then restart the server), lower connections=, or "
+                    "run without checkpoint_dir")
         self._recover(restored_epoch or 0)
         self._prepare_table(schema)
+        try:
+            self._extra = [connect(self.dsn, self._owner(), autocommit=True) for _ in range(self.connections - 1)]
+        except PostgresConnectionError:
+            self.close()
+            raise
+        if self._extra:
+            self._pool = ThreadPoolExecutor(max_workers=len(self._extra), thread_name_prefix="lj-pg-sink")
+        self._begun = [False] * self.connections
 
     def _recover(self, restored_epoch: int) -> None:
         """Commit this sink's prepared epochs the checkpoint covers, roll back the others."""
@@ -184,10 +252,10 @@ class PostgresSink(Sink):
             "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, %s)",
             (self.txn_prefix + ":",)).fetchall()
         for (gid,) in rows:
-            tail = gid[len(self.txn_prefix) + 1:]
-            if not tail.isdigit():
+            tail = _GID_TAIL.fullmatch(gid[len(self.txn_prefix) + 1:])
+            if tail is None:  # not a name this sink gives
                 continue
-            verb = "COMMIT" if int(tail) <= restored_epoch else "ROLLBACK"
+            verb = "COMMIT" if int(tail.group(1)) <= restored_epoch else "ROLLBACK"
             self._execute(f"{verb} PREPARED %s".replace("%s", _literal(gid)), doing=f"{verb} PREPARED {gid!r}")
 
     def _columns(self) -> dict[str, tuple[str, bool, bool]]:
@@ -258,11 +326,11 @@ class PostgresSink(Sink):
                             f"{self.key}; create one (CREATE UNIQUE INDEX ON {self.table} "
                             f"({', '.join(self.key)}))")
 
-    def _encode(self, table: pa.Table) -> bytes:
+    def _columns_of(self, batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
+        """The batch's columns in table order, each cast to the Arrow type its PostgreSQL column takes."""
         columns = []
         for name, kind, arrow in self._kinds:
-            col = table.column(name)
-            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            col = batch.column(name)
             if pa.types.is_dictionary(col.type):
                 col = col.dictionary_decode()
             if col.type != arrow and not (kind == "timestamp" and pa.types.is_timestamp(col.type)):
@@ -272,62 +340,115 @@ class PostgresSink(Sink):
                     raise DataError(f"{self._owner()}: column {name!r} ({col.type}) does not fit the table's "
                                     f"{arrow} column: {exc}; cast or clip it in the DAG") from None
             columns.append((kind, col))
-        return _binary.encode(columns, table.num_rows)
+        return columns
 
-    def _copy(self, target: TableName, data: bytes, doing: str) -> None:
+    def _encoders(self, table: pa.Table) -> list[_binary.Encoder]:
+        """Encoders over the table's record batches (small neighbours concatenated), all cast up front.
+
+        Casting everything before ``COPY`` starts means a value that does not
+        fit raises :class:`DataError` while the epoch's transaction is intact.
+        """
+        return [_binary.Encoder(self._columns_of(batch)) for batch in _runs(table)]
+
+    def _copy(self, part: int, target: TableName, pieces, doing: str) -> Exception | None:
+        """``COPY`` rows ``pieces`` (encoder, first row, end row) through connection ``part``.
+
+        Starts the epoch's transaction on that connection if needed. Returns
+        the error instead of raising it (it may run in a worker thread).
+        """
         import psycopg
         from psycopg import sql
 
+        conn = self._conn if part == 0 else self._extra[part - 1]
         names = sql.SQL(", ").join(sql.Identifier(n) for n, _, _ in self._kinds)
         query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target.sql(), names)
         try:
-            with self._conn.cursor() as cur, cur.copy(query) as copy:
-                view = memoryview(data)
-                for start in range(0, len(data), _CHUNK):
-                    copy.write(view[start:start + _CHUNK])
+            if not self._begun[part]:
+                conn.execute("BEGIN")
+                self._begun[part] = True
+            with conn.cursor() as cur, cur.copy(query) as copy:
+                copy.write(_binary.HEADER)
+                for encoder, lo, hi in pieces:  # the server parses a chunk while the next one is encoded
+                    for chunk in encoder.chunks(_CHUNK, lo, hi):
+                        copy.write(chunk)
+                copy.write(_binary.TRAILER)
         except psycopg.Error as exc:
-            raise self._fail(exc, doing) from None
+            return self._fail(exc, doing, conn)
+        return None
 
     def write(self, table, epoch):
+        if self._conn is None:
+            raise CheckpointError(f"{self._owner()}: write before open (or after a lost connection); open it first")
         if self._open_epoch != epoch:
             if self._open_epoch is not None:  # lj.run pre-commits an epoch before writing the next one
                 raise CheckpointError(f"{self._owner()}: rows of epoch {epoch} arrived while epoch "
                                       f"{self._open_epoch} was not pre-committed; call pre_commit first")
-            self._execute("BEGIN", doing=f"starting the transaction of epoch {epoch}")
             self._open_epoch = epoch
-        if self.mode == "append":
-            self._copy(self.table, self._encode(table), f"COPY of {table.num_rows:,} rows (epoch {epoch})")
+        doing = f"COPY of {table.num_rows:,} rows (epoch {epoch})"
+        if self.mode == "upsert":
+            table = _last_per_key(table, self.key)
+            error = self._copy(0, self._stage, [(e, 0, e.num_rows) for e in self._encoders(table)], doing)
+            if error is not None:
+                self._raise(error)
+            self._execute(_upsert_sql(self.table, self._stage, [n for n, _, _ in self._kinds], self.key),
+                          doing=f"the upsert of {table.num_rows:,} rows (epoch {epoch})")
             return
-        table = _last_per_key(table, self.key)
-        self._copy(self._stage, self._encode(table), f"COPY of {table.num_rows:,} rows (epoch {epoch})")
-        self._execute(_upsert_sql(self.table, self._stage, [n for n, _, _ in self._kinds], self.key),
-                      doing=f"the upsert of {table.num_rows:,} rows (epoch {epoch})")
+        parts = _split(self._encoders(table), min(self.connections, max(1, table.num_rows // _PART_ROWS)))
+        if len(parts) == 1:
+            error = self._copy(0, self.table, parts[0], doing)
+        else:  # one part per connection, each encoded and sent by its own thread (the kernels release the GIL)
+            futures = [self._pool.submit(self._copy, i, self.table, pieces, doing)
+                       for i, pieces in enumerate(parts) if i > 0]
+            errors = [self._copy(0, self.table, parts[0], doing)] + [f.result() for f in futures]
+            error = next((e for e in errors if isinstance(e, PostgresConnectionError)),
+                         next((e for e in errors if e is not None), None))
+        if error is not None:
+            self._raise(error)
 
     def pre_commit(self, epoch):
         if self._open_epoch != epoch:
             return
-        if self._checkpointed:
-            self._execute(f"PREPARE TRANSACTION {_literal(self._gid(epoch))}", doing=f"preparing epoch {epoch}")
-            self._prepared.add(epoch)
-        else:
-            self._execute("COMMIT", doing=f"committing epoch {epoch}")  # no checkpoint to wait for
+        for part, conn in enumerate(self._connections()):
+            if not self._begun[part]:
+                continue
+            if self._checkpointed:
+                gid = self._gid(epoch, part)
+                self._execute(f"PREPARE TRANSACTION {_literal(gid)}", doing=f"preparing epoch {epoch}", conn=conn)
+                self._prepared.setdefault(epoch, []).append(gid)
+            else:  # no checkpoint to wait for
+                self._execute("COMMIT", doing=f"committing epoch {epoch}", conn=conn)
+            self._begun[part] = False
         self._open_epoch = None
 
     def commit(self, epoch):
-        if epoch in self._prepared:
-            self._execute(f"COMMIT PREPARED {_literal(self._gid(epoch))}", doing=f"committing epoch {epoch}")
-            self._prepared.discard(epoch)
+        gids = self._prepared.get(epoch, [])
+        while gids:
+            self._execute(f"COMMIT PREPARED {_literal(gids[0])}", doing=f"committing epoch {epoch}")
+            gids.pop(0)
+        self._prepared.pop(epoch, None)
+
+    def _drop_connections(self) -> None:
+        """Close every connection without a word to the server (it aborts their open transactions)."""
+        for conn in self._connections():
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+        self._conn, self._extra = None, []
+        self._open_epoch, self._begun = None, [False] * self.connections
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def close(self):
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
-            try:
-                if self._open_epoch is not None:
+        for part, conn in enumerate(self._connections()):
+            if conn is not None and not conn.closed and self._open_epoch is not None and self._begun[part]:
+                try:
                     conn.execute("ROLLBACK")  # an epoch not checkpointed: it will be replayed
-            except Exception:  # noqa: BLE001 - the connection is gone; the server aborts the transaction
-                pass
-            conn.close()
-        self._open_epoch = None
+                except Exception:  # noqa: BLE001 - the connection is gone; the server aborts the transaction
+                    pass
+        self._drop_connections()
 
 
 def _qualified(table: TableName) -> str:
@@ -336,6 +457,38 @@ def _qualified(table: TableName) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _split(encoders: list, parts: int) -> list[list[tuple]]:
+    """The encoders' rows as ``parts`` contiguous runs of (encoder, first row, end row), as even as rows allow."""
+    total = sum(e.num_rows for e in encoders)
+    if parts <= 1:
+        return [[(e, 0, e.num_rows) for e in encoders]]
+    bounds = [total * i // parts for i in range(parts + 1)]
+    out: list[list[tuple]] = [[] for _ in range(parts)]
+    base = 0
+    for e in encoders:
+        for i in range(parts):
+            lo, hi = max(bounds[i], base), min(bounds[i + 1], base + e.num_rows)
+            if lo < hi:
+                out[i].append((e, lo - base, hi - base))
+        base += e.num_rows
+    return out
+
+
+def _runs(table: pa.Table):
+    """The table's record batches, runs of small ones concatenated to at least ``_RUN_ROWS`` rows."""
+    group, rows = [], 0
+    for batch in table.to_batches():
+        if batch.num_rows == 0:
+            continue
+        group.append(batch)
+        rows += batch.num_rows
+        if rows >= _RUN_ROWS:
+            yield group[0] if len(group) == 1 else pa.concat_batches(group)
+            group, rows = [], 0
+    if group:
+        yield group[0] if len(group) == 1 else pa.concat_batches(group)
 
 
 def _last_per_key(table: pa.Table, key: list[str]) -> pa.Table:
