@@ -87,11 +87,18 @@ def dedup_{nid}_update({params}, keep_out):
     low = {aux}[1]
     high = {aux}[2]
     seen = False  # the previous row's (key, interval) is in the table: a repeat is a duplicate
+    win_lo = np.int64(1)  # the previous row's interval [win_lo, win_hi)
+    win_hi = np.int64(0)
     prev_k = np.int64(0)
     prev_ws = np.int64(0)
     {loop}
         t = {ts_expr}
-        ws = ((t - offset) // size) * size + offset
+        if t >= win_lo and t < win_hi:  # the previous row's window: no division
+            ws = win_lo
+        else:
+            ws = ((t - offset) // size) * size + offset
+            win_lo = ws
+            win_hi = ws + size
         {ROW_WATERMARK}
         if ws + size + lateness <= rw:  # the interval was already forgotten
             late_out[n_late] = i
@@ -180,6 +187,7 @@ def _topn(gen, node, b):
 def topn_{nid}_update({params}):
     """TopN node {nid}: offer each row to its (key, window) slot's best ``top``; record late rows."""
 {gen.setting_lines[nid]}
+    top = {spec.topn}  # a shape of the state (slots x top), compiled in: the replace scan unrolls
     n_late = 0
     seq = {aux}[0]
     low = {aux}[1]
@@ -187,9 +195,16 @@ def topn_{nid}_update({params}):
     prev_k = np.int64(0)  # the previous row's (key, window) and slot (no slot is freed in the loop)
     prev_ws = np.int64(0)
     prev_s = np.int64(-1)
+    win_lo = np.int64(1)  # the previous row's window [win_lo, win_hi)
+    win_hi = np.int64(0)
     {loop}
         t = {value_code(ts_col, gen, b, names, "i")}
-        ws = ((t - offset) // size) * size + offset
+        if t >= win_lo and t < win_hi:  # the previous row's window: no division
+            ws = win_lo
+        else:
+            ws = ((t - offset) // size) * size + offset
+            win_lo = ws
+            win_hi = ws + size
         {ROW_WATERMARK}
         if ws + size + lateness <= rw:  # the window was already emitted
             late_out[n_late] = i
@@ -240,6 +255,7 @@ def topn_{nid}_update({params}):
 def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """TopN node {nid}: emit due windows' rows ranked, ordered by window end, key, rank; free the slots."""
 {gen.setting_lines[nid]}
+    top = {spec.topn}
 {due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
     total = 0
     for o in range(cnt):

@@ -105,9 +105,7 @@ class WindowSpec:
         out = {"size": self.size, "offset": self.offset, "lateness": self.lateness}
         if self.kind in ("tumbling", "sliding"):
             out.update(slide=self.slide or self.size, pane=self.pane or self.size)
-        if self.kind == "topn":
-            out["top"] = self.topn
-        return out
+        return out  # (TopN's n is a shape of its state, slots x n, and stays compiled in)
 
     def due_grid(self) -> tuple[int, int, int] | None:
         """``(slide, phase, lateness)`` of sliding windows: one becomes due when the watermark

@@ -27,11 +27,18 @@ def dedup_1_update(n, v0, m0, v1, m1, rwm, rw_scalar, rw_cap, rw_floor, settings
     low = st1_aux[1]
     high = st1_aux[2]
     seen = False  # the previous row's (key, interval) is in the table: a repeat is a duplicate
+    win_lo = np.int64(1)  # the previous row's interval [win_lo, win_hi)
+    win_hi = np.int64(0)
     prev_k = np.int64(0)
     prev_ws = np.int64(0)
     for i in range(n):
         t = v0[i]
-        ws = ((t - offset) // size) * size + offset
+        if t >= win_lo and t < win_hi:  # the previous row's window: no division
+            ws = win_lo
+        else:
+            ws = ((t - offset) // size) * size + offset
+            win_lo = ws
+            win_hi = ws + size
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back
             rw = rw_cap

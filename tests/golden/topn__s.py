@@ -22,7 +22,7 @@ def topn_1_update(n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_
     size = settings[1]
     offset = settings[2]
     lateness = settings[3]
-    top = settings[4]
+    top = 3  # a shape of the state (slots x top), compiled in: the replace scan unrolls
     n_late = 0
     seq = st1_aux[0]
     low = st1_aux[1]
@@ -30,9 +30,16 @@ def topn_1_update(n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_
     prev_k = np.int64(0)  # the previous row's (key, window) and slot (no slot is freed in the loop)
     prev_ws = np.int64(0)
     prev_s = np.int64(-1)
+    win_lo = np.int64(1)  # the previous row's window [win_lo, win_hi)
+    win_hi = np.int64(0)
     for i in range(n):
         t = v0[i]
-        ws = ((t - offset) // size) * size + offset
+        if t >= win_lo and t < win_hi:  # the previous row's window: no division
+            ws = win_lo
+        else:
+            ws = ((t - offset) // size) * size + offset
+            win_lo = ws
+            win_hi = ws + size
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back
             rw = rw_cap
@@ -131,7 +138,7 @@ def topn_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1
     size = settings[1]
     offset = settings[2]
     lateness = settings[3]
-    top = settings[4]
+    top = 3
     do_fire = st1_aux[1] != WM_MAX and st1_aux[1] + size + lateness <= wm_now
     by_slot = st1_meta[1] <= st1_buckets.size
     scan = (st1_meta[1] if by_slot else st1_buckets.size) if do_fire else 0
