@@ -67,6 +67,24 @@ def _tiny(name_suffix="", threshold=0.0):
             .sink_for("f" + name_suffix, "out" + name_suffix).build())
 
 
+def test_processes_starting_one_dag_together_compile_its_plan_once(tmp_path):
+    # the partitions of a run start together: one compiles, the others wait and load its machine code
+    env = dict(os.environ, LAMINAR_JIT_CACHE_DIR=str(tmp_path), LAMINAR_JIT_PROGRESS="0")
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    import json
+
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["y"] == [4.0, 9.0] for r in results)
+    assert sorted(r["misses"] > 0 for r in results) == [False, False, True]
+    assert all(r["hits"] >= 1 for r in results if r["misses"] == 0)
+    assert len(list((tmp_path / "plans").glob("p_*.lock"))) == 1
+
+
 def test_structurally_identical_dags_share_one_step():
     a, b = _tiny(), _tiny("_renamed")
     assert compile_plan(a, "s").step is compile_plan(b, "s_renamed").step

@@ -126,7 +126,7 @@ def dedup_{nid}_update({params}, keep_out):
 def dedup_{nid}_forget(wm_now, settings, {", ".join(state_names)}):
     """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
 {gen.setting_lines[nid]}
-{due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
+{due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return cnt
 ''')
@@ -248,42 +248,25 @@ def topn_{nid}_update({params}):
     outs = ", ".join(f"r{j}, rv{j}" for j in range(len(payload)))
     allocs = "\n".join(f"    r{j} = np.empty(total, {vals[j]}.dtype)\n    rv{j} = np.empty(total, np.bool_)"
                        for j in range(len(payload)))
-    copies = "\n".join(f"            r{j}[w] = {vals[j]}[s, c]\n            rv{j}[w] = {valids[j]}[s, c]"
+    copies = "\n".join(f"        r{j}[w] = {vals[j]}[s, c]\n        rv{j}[w] = {valids[j]}[s, c]"
                        for j in range(len(payload)))
     gen.funcs.append(f'''
 @njit
 def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """TopN node {nid}: emit due windows' rows ranked, ordered by window end, key, rank; free the slots."""
 {gen.setting_lines[nid]}
-    top = {spec.topn}
-{due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
-    total = 0
-    for o in range(cnt):
-        total += {count}[fired[o]]
+{due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
+    row_slot, row_col, rank = topn_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending})
+    total = row_slot.size
     win_start = np.empty(total, np.int64)
     win_end = np.empty(total, np.int64)
-    rank = np.empty(total, np.int64)
 {allocs}
-    idx = np.empty(top, np.int64)
-    w = 0
-    for o in range(cnt):
-        s = fired[order[o]]
-        m = {count}[s]
-        for a in range(m):  # insertion sort of the kept rows: best first, ties by arrival
-            v = idx[a] = a
-            e = a - 1
-            while e >= 0 and ({by_vals}[s, v] {better} {by_vals}[s, idx[e]] or (
-                    {by_vals}[s, v] == {by_vals}[s, idx[e]] and {seq}[s, v] < {seq}[s, idx[e]])):
-                idx[e + 1] = idx[e]
-                e -= 1
-            idx[e + 1] = v
-        for a in range(m):
-            c = idx[a]
-            win_start[w] = {keys_arr}[s, 1]
-            win_end[w] = win_start[w] + size
-            rank[w] = a + 1
+    for w in range(total):
+        s = row_slot[w]
+        c = row_col[w]
+        win_start[w] = {keys_arr}[s, 1]
+        win_end[w] = win_start[w] + size
 {copies}
-            w += 1
     for o in range(cnt):
         {count}[fired[o]] = 0
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])

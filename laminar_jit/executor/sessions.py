@@ -96,7 +96,7 @@ def session_fire(gen, node, aggs, fields_by_agg, state_names):
 def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """Session window node {nid}: emit due sessions and free their slots."""
 {gen.setting_lines[nid]}
-{due_entries(state_names, send + "[{s}]", "lateness")}
+{due_entries(state_names, send, "lateness")}
     win_start = np.empty(cnt, np.int64)
     win_end = np.empty(cnt, np.int64)
     key = np.empty(cnt, np.int64)
@@ -109,21 +109,9 @@ def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
         key[o] = {keys}[s, 0]
         key_valid[o] = key[o] != {NULL_KEY}
 {chr(10).join(indent(f, 8) for f in final)}
+    unlink_sessions(fired, {keys}, {kb}, {kk}, {km}, {kf}, {head}, {snext})
     for o in range(cnt):
         s = fired[o]
-        ks = ht_find({kb}, {kk}, {keys}[s, 0], np.int64(0))
-        prev = np.int64(-1)
-        cur = {head}[ks]
-        while cur != s:
-            prev = cur
-            cur = {snext}[cur]
-        if prev < 0:
-            {head}[ks] = {snext}[s]
-        else:
-            {snext}[prev] = {snext}[s]
-        {snext}[s] = -1
-        if {head}[ks] < 0:
-            ht_delete({kb}, {kk}, {km}, {kf}, ks)
 {chr(10).join(indent(r, 8) for r in resets)}
     ht_delete_many({buckets}, {keys}, {meta}, {free}, fired[:cnt], kept[:n_kept])
     return win_start, win_end, key, key_valid, {rets}

@@ -57,56 +57,14 @@ def merge_into_scratch(aggs, fields_by_agg, dst: str = "0", src: str | None = No
 
 
 def due_entries(state_names: list[str], bound: str, offset: str) -> str:
-    """Fire-function code collecting the due entries into ``fired[:cnt]``, in (bound, key) order as ``order``.
+    """Fire-function code collecting the due entries (see :func:`laminar_jit.kernels.slots.due_slots`).
 
-    The other live entries are collected in ``kept[:n_kept]`` (for
-    :func:`ht_delete_many`) when a fire is due.
-
-    An entry is due when ``bound + offset <= wm_now`` (``offset``: generated code, such as
-    ``size + lateness``); ``bound`` is a template
-    over ``{keys}`` and the slot ``{s}`` (a window start, a session end), and
-    ``aux[1]`` keeps the least bound still open so most batches skip the scan.
-    The table is scanned by slot, not by bucket, whenever it has no more slots
-    than buckets: slot order is about insertion order, so the entries' state
-    is then read nearly in sequence (a bucket-order scan was 20 % slower on
-    the tumbling benchmark). Freed slots hold the key (0, 0), so only slots
-    with that key need a probe to tell whether they are live.
+    Sets ``fired`` (their slots, ``cnt`` of them), ``order`` (into ``fired``, by (bound, key))
+    and ``kept`` (``n_kept`` slots that stay). ``bound`` is generated code for the int64 array of
+    each slot's bound (a window start ``keys[:, 1]``, a session end); ``offset`` is
+    generated code such as ``size + lateness``.
     """
     buckets, keys, meta, aux = state_names[0], state_names[1], state_names[2], state_names[4]
-    value = bound.format(keys=keys, s="s")
-    value_fired = bound.format(keys=keys, s="fired[j]")
-    return f'''    do_fire = {aux}[1] != WM_MAX and {aux}[1] + {offset} <= wm_now
-    by_slot = {meta}[1] <= {buckets}.size
-    scan = ({meta}[1] if by_slot else {buckets}.size) if do_fire else 0
-    fired = np.empty({meta}[0] if do_fire else 0, np.int32)
-    kept = np.empty({meta}[0] if do_fire else 0, np.int32)
-    cnt = 0
-    n_kept = 0
-    low = WM_MAX
-    for bkt in range(scan):
-        if by_slot:
-            s = np.int64(bkt)
-            if {keys}[s, 0] == 0 and {keys}[s, 1] == 0:  # freed, or the live key (0, 0)
-                found = ht_find({buckets}, {keys}, np.int64(0), np.int64(0))
-                if found != s:
-                    s = -1
-        else:
-            s = np.int64({buckets}[bkt])
-        if s >= 0:
-            v = {value}
-            if v + {offset} <= wm_now:
-                fired[cnt] = s
-                cnt += 1
-            else:
-                kept[n_kept] = s
-                n_kept += 1
-                if v < low:
-                    low = v
-    if do_fire:
-        {aux}[1] = low
-    kk = np.empty(cnt, np.int64)
-    vv = np.empty(cnt, np.int64)
-    for j in range(cnt):
-        kk[j] = {keys}[fired[j], 0]
-        vv[j] = {value_fired}
-    order = argsort_pairs(vv, kk)'''
+    return f"""    fired, order, kept = due_slots({buckets}, {keys}, {meta}, {aux}, {bound}, {offset}, wm_now)
+    cnt = fired.size
+    n_kept = kept.size"""

@@ -198,7 +198,7 @@ def _tumbling_fire(gen, node, aggs, fields_by_agg, state_names):
 def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """Window node {nid}: emit windows with end + lateness <= watermark, ordered by end, key."""
 {gen.setting_lines[nid]}
-{due_entries(state_names, "{keys}[{s}, 1]", "size + lateness")}
+{due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
     win_start = np.empty(cnt, np.int64)
     win_end = np.empty(cnt, np.int64)
     key = np.empty(cnt, np.int64)

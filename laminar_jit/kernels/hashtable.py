@@ -49,6 +49,7 @@ __all__ = [
     "ht_delete",
     "ht_delete_many",
     "ht_find",
+    "ht_find_inlined",
     "ht_find_or_insert",
     "ht_insert_at",
     "ht_lookup_many",
@@ -144,6 +145,12 @@ def ht_find(buckets, keys, k0, k1):
             break
         i = (i + 1) & mask
     return slot
+
+
+#: :func:`ht_find` inlined into the calling kernel (Numba IR inlining), for kernels that probe once
+#: per entry: a call per probe pays reference counting on its array arguments (plans get the
+#: same effect by having ``ht_find`` written out in their text, see ``executor/inlining.py``).
+ht_find_inlined = njit(inline="always")(getattr(ht_find, "py_func", ht_find))  # plain under NUMBA_DISABLE_JIT
 
 
 @njit(inline="always")

@@ -1,0 +1,50 @@
+"""Session windows: per-key lists of open sessions.
+
+A session window node keeps each open session in a slot of its (key, serial)
+table, chained per key (``head[ks]``, ``snext``) from a small table of keys
+(``kb``/``kk``/``km``/``kf``). The plan's update code extends and merges a
+key's sessions as rows arrive; :func:`unlink_sessions` takes emitted sessions
+off their lists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+from .hashtable import ht_delete, ht_find_inlined
+
+__all__ = ["unlink_sessions"]
+
+
+@njit
+def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
+    """Take the sessions in slots ``fired`` off their keys' lists; free keys left with none.
+
+    Parameters
+    ----------
+    fired : numpy.ndarray
+        Slots of the sessions (each on its key's list).
+    keys : numpy.ndarray
+        The session table's keys (``keys[s, 0]`` is the session's key).
+    kb, kk, km, kf : numpy.ndarray
+        The table of keys with open sessions; ``head[ks]`` is the first session of key slot ``ks``.
+    head, snext : numpy.ndarray
+        The lists: ``snext[s]`` is the next session of the same key (-1: none); unlinked
+        sessions get -1.
+    """
+    for o in range(fired.size):
+        s = fired[o]
+        ks = ht_find_inlined(kb, kk, keys[s, 0], np.int64(0))
+        prev = np.int64(-1)
+        cur = head[ks]
+        while cur != s:
+            prev = cur
+            cur = snext[cur]
+        if prev < 0:
+            head[ks] = snext[s]
+        else:
+            snext[prev] = snext[s]
+        snext[s] = -1
+        if head[ks] < 0:
+            ht_delete(kb, kk, km, kf, ks)
