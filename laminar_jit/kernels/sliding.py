@@ -204,7 +204,7 @@ def sliding_due(wm_now, size, slide, offset, lateness, buckets, keys, meta, free
     # which sorts first): an output row accumulates in that cell of the caller's scratch.
     # Dense keys (codes, small ids) span a range not much wider than a window's entries: the
     # index is then the key's offset from kmin, and a window's keys are read out in order by
-    # a scan of the range it touched. Otherwise the index is the key's rank, each pane is
+    # a scan of the range its panes span. Otherwise the index is the key's rank, each pane is
     # sorted by key (once: the order is kept on its list) and a window's keys in order come
     # from merging its panes' sorted runs.
     span = np.uint64(kmax) - np.uint64(kmin) if kmin <= kmax else np.uint64(0)
@@ -240,17 +240,36 @@ def sliding_due(wm_now, size, slide, offset, lateness, buckets, keys, meta, free
     row_lo = np.zeros(n_win + 1, np.int64)  # window w emits rows row_lo[w]:row_lo[w + 1]
     cnt = 0
     if dense:
-        stamp = np.full(width, -1, np.int64)  # the last window that touched each cell
+        # Consecutive windows share most panes: keep, per cell, how many panes of the current
+        # window hold it, adding the panes a window gains and removing those it loses (each
+        # pane once), and read a window's keys in order from the cells its panes span.
+        held = np.zeros(width, np.int64)
+        pmin = np.empty(c, np.int64)
+        pmax = np.empty(c, np.int64)
+        for pi in range(used_lo, used_hi):
+            pmin[pi] = width
+            pmax[pi] = -1
+            for p in range(at[pi], at[pi + 1]):
+                pmin[pi] = min(pmin[pi], cell[p])
+                pmax[pi] = max(pmax[pi], cell[p])
+        cur_lo = w_lo[0] if n_win > 0 else 0
+        cur_hi = cur_lo
         for w in range(n_win):
+            for pi in range(cur_hi, w_hi[w]):
+                for p in range(at[pi], at[pi + 1]):
+                    held[cell[p]] += 1
+            cur_hi = max(cur_hi, w_hi[w])
+            for pi in range(cur_lo, w_lo[w]):
+                for p in range(at[pi], at[pi + 1]):
+                    held[cell[p]] -= 1
+            cur_lo = max(cur_lo, w_lo[w])
             r_lo = width
             r_hi = np.int64(-1)
-            for p in range(at[w_lo[w]], at[w_hi[w]]):
-                r = cell[p]
-                stamp[r] = w
-                r_lo = min(r_lo, r)
-                r_hi = max(r_hi, r)
+            for pi in range(w_lo[w], w_hi[w]):
+                r_lo = min(r_lo, pmin[pi])
+                r_hi = max(r_hi, pmax[pi])
             for r in range(r_lo, r_hi + 1):  # the window's keys in order
-                if stamp[r] == w:
+                if held[r] > 0:
                     win_start[cnt] = w_ws[w]
                     key[cnt] = kmin + r - 1 if r > 0 else NULL_KEY
                     row_cell[cnt] = r
