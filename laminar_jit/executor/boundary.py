@@ -259,6 +259,11 @@ class SinkBuffer:
         if self._pending_rows >= self.PENDING_ROWS:
             self.flush()
 
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Add rows already made into a RecordBatch of the sink's schema (after what is pending)."""
+        self.flush()
+        self.batches.append(batch)
+
     def flush(self) -> None:
         """Coalesce pending small outputs into RecordBatches (one per run of outputs of one plan)."""
         pending, self._pending, self._pending_rows = self._pending, [], 0

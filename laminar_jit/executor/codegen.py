@@ -179,7 +179,8 @@ def _source(gen: Gen, node) -> Binding:
     spec = node.op
     b = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS)
     gen.emit(f"wm_before_{nid} = wm[{nid}]")
-    gen.emit("if n > 0:")
+    # a key shard's ``wm_given`` (see running_watermark) ends with 1 when the whole batch had rows
+    gen.emit("if n > 0 or (wm_given.size > 0 and wm_given[n + 1] != 0):")
     gen.emit(f"idle[{nid}] = False", 2)
     if spec.watermark is None:
         return replace(b, wm_scalar=f"wm_before_{nid}")
@@ -187,7 +188,7 @@ def _source(gen: Gen, node) -> Binding:
 
     delay = to_units(spec.watermark.delay, node.schema.field(spec.event_time).type)
     ts, _ = gen.src_arrays(spec.event_time)
-    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {gen.setting(delay)})")
+    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {gen.setting(delay)}, wm_given)")
     gen.emit(f"if wm_after > wm[{nid}]:")
     gen.emit(f"wm[{nid}] = wm_after", 2)
     return replace(b, wm_array=f"wm_rows_{nid}", wm_scalar=f"wm_before_{nid}")

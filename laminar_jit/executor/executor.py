@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,15 +11,15 @@ import pyarrow as pa
 
 from .._memory import tune_allocator
 from ..checkpoint.capture import capture as capture_checkpoint, restore as restore_checkpoint
-from ..errors import DataError, KernelError, UnknownNodeError
+from ..errors import CheckpointError, DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
-from ..state.windows import WindowState
 from ..time.watermarks import WATERMARK_MIN, to_units
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .metrics import Metrics
 from .plan import boundary_joins, compile_plan
+from .shards import KeyShards, resolve_parallelism, shard_plan
 from .state import ExecutorState
 
 __all__ = ["DagExecutor"]
@@ -34,6 +35,13 @@ class DagExecutor:
     ----------
     dag : StreamingDag
         The result of :meth:`DagBuilder.build`.
+    parallelism : int or "auto", default 1
+        Key shards: the executor keeps this many copies of the DAG's state,
+        each owning the keys that hash into its key groups, and runs them in
+        threads (the compiled steps release the GIL). ``"auto"``: the cores
+        this process may use. Outputs, late rows, watermarks and metric row
+        counts are those of one shard. A DAG that cannot be sharded yet runs
+        as one; :attr:`shards` and :attr:`shards_note` say so.
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL). Default 1: on the
@@ -55,9 +63,10 @@ class DagExecutor:
     [5.0, 7.5]
     """
 
-    def __init__(self, dag, threads: int | None = None):
+    def __init__(self, dag, threads: int | None = None, parallelism: int | str = 1):
         tune_allocator()
         self.dag = dag
+        self.parallelism = resolve_parallelism(parallelism)
         self.threads = max(1, int(threads or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._plans = {name: compile_plan(dag, name) for name in dag.sources}
@@ -84,6 +93,26 @@ class DagExecutor:
         # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
         self._raising = raising_kernels(dag)
         self._guard = FaultGuard(self._state, dag, self._execute, self._raising) if self._raising else None
+        self._shards: KeyShards | None = None
+        #: Why a DAG run with ``parallelism > 1`` runs as one shard (None when it is sharded or parallelism is 1).
+        self.shards_note: str | None = None
+        if self.parallelism > 1:
+            plan = shard_plan(dag, self._raising)
+            if isinstance(plan, str):
+                self.shards_note = plan
+            else:
+                try:
+                    self._shards = KeyShards(self, plan, self.parallelism)
+                except ValueError as exc:
+                    self.shards_note = str(exc)
+                else:  # operator states live in the shards
+                    self._state.operator_states = {}
+                    weakref.finalize(self, self._shards.pool.shutdown, wait=False)
+
+    @property
+    def shards(self) -> int:
+        """Key shards this executor runs: ``parallelism``, or 1 when the DAG cannot be sharded (see :attr:`shards_note`)."""
+        return 1 if self._shards is None else self._shards.n
 
     # ------------------------------------------------------------------ input
     def process_batch(self, source: str, batch) -> None:
@@ -190,6 +219,8 @@ class DagExecutor:
 
     def _run(self, source: str, batches: list[pa.RecordBatch]) -> None:
         """Run validated batches; commit counters and outputs only if all succeed."""
+        if self._shards is not None:
+            return self._shards.run(source, batches)
         if self._guard is not None:
             self._guard.record(source, batches)
         counters, produced = self._execute(source, batches)
@@ -209,11 +240,9 @@ class DagExecutor:
         produced: list[tuple] = []  # (plan, batch, step result)
         operator_states = self._state.operator_states
         states = [operator_states[nid] for nid in plan.stateful_ids] if plan.stateful_ids else []
-        if plan.due_grids:
-            batches = [piece for b in batches for piece in self._cut_at_due_windows(source, plan, b)]
-        elif states and any(isinstance(state, WindowState) for state in states):
-            batches = [b.slice(i, WINDOW_PIECE_ROWS) if b.num_rows > WINDOW_PIECE_ROWS else b
-                       for b in batches for i in range(0, max(b.num_rows, 1), WINDOW_PIECE_ROWS)]
+        if plan.due_grids or plan.window_pieces:
+            batches = [b.slice(lo, hi - lo) if hi - lo < b.num_rows else b
+                       for b in batches for lo, hi in _pairs(self._cuts(source, plan, b))]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
                 produced += [(plan, piece, result) for piece, result in self._run_parallel(plan, b, counters)]
@@ -221,8 +250,16 @@ class DagExecutor:
                 self._run_with_boundaries(plan, b, states, counters, produced)
         return counters, produced
 
+    def _cuts(self, source: str, plan, b: pa.RecordBatch) -> list[int]:
+        """Where the steps of ``plan`` cut ``b``: ``[0, ..., b.num_rows]`` (see :meth:`_cut_at_due_windows`)."""
+        if plan.due_grids:
+            return self._cut_at_due_windows(source, plan, b)
+        if plan.window_pieces:
+            return [*range(0, b.num_rows, WINDOW_PIECE_ROWS), b.num_rows] if b.num_rows else [0, 0]
+        return [0, b.num_rows]
+
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
-                             wm_rows: int | None = None) -> None:
+                             wm_rows: int | None = None, given: dict | None = None) -> None:
         """Run ``plan``'s step on ``b``, then the rows of its boundary joins through their own steps.
 
         A boundary join's rows carry the join's watermark from before the step
@@ -231,7 +268,8 @@ class DagExecutor:
         st = self._state
         offsets = self.dag.routing.offsets
         before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
-        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
+        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows,
+                           given)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
             joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
@@ -264,7 +302,7 @@ class DagExecutor:
         """
         return self._state
 
-    def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch) -> list[pa.RecordBatch]:
+    def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch) -> list[int]:
         """Split ``b`` where its running watermark makes a sliding window due and a later row may fall in it.
 
         Rows are folded into panes shared by several windows; a window that
@@ -278,16 +316,13 @@ class DagExecutor:
         """
         spec = self._specs[source]
         if spec.watermark is None or b.num_rows < 2:
-            return [b]
+            return [0, b.num_rows]
         ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
         delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
         grids = np.array([(slide, phase, lateness, column == spec.event_time)
                           for slide, phase, lateness, column in plan.due_grids], np.int64).reshape(-1, 4)
         starts = due_cuts(ts, int(self._state.watermarks[self.dag.node(source).id]), delay, grids, WINDOW_PIECE_ROWS)
-        if starts.size == 0:
-            return [b]
-        bounds = [0, *starts.tolist(), b.num_rows]
-        return [b.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return [0, *starts.tolist(), b.num_rows]
 
     def _run_parallel(self, plan, b: pa.RecordBatch, counters) -> list[tuple[pa.RecordBatch, tuple]]:
         # Stateless plans: each slice is an independent batch (outputs do not
@@ -410,6 +445,7 @@ class DagExecutor:
         :meth:`Checkpoint.save`.
         """
         self._flush()
+        self._no_shards("checkpoint()")
         return capture_checkpoint(self.dag, self._state)
 
     def restore(self, checkpoint) -> None:
@@ -427,9 +463,16 @@ class DagExecutor:
             The checkpoint comes from a different DAG (the message lists the
             nodes that differ) or its state does not fit; nothing changes then.
         """
+        self._no_shards("restore()")
         restore_checkpoint(self.dag, self._state, checkpoint)  # clears the queue and the broken flag
         if self._guard is not None:
             self._guard.reset()
+
+    def _no_shards(self, what: str) -> None:
+        if self._shards is not None:
+            raise CheckpointError(f"{what}: checkpoints of an executor with parallelism={self.parallelism} are not "
+                                  "supported yet (key shards keep their own state); use parallelism=1 where you "
+                                  "checkpoint")
 
     # ------------------------------------------------------------------ output
     def take_sink_outputs(self, sink: str) -> pa.Table:
@@ -451,6 +494,8 @@ class DagExecutor:
         return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._state.outputs)}, {self.metrics!r})"
 
 
+#: ``wm_given`` of a step outside a key shard: the step works out its source's watermarks itself.
+NO_WATERMARKS = np.zeros(0, np.int64)
 #: Batches at least this large are split across threads (stateless plans only).
 PARALLEL_MIN_ROWS = 65_536
 #: Batches smaller than this are queued and run through the step together:
@@ -465,6 +510,10 @@ COALESCE_FLUSH_ROWS = 4096
 #: and a 10 s / 2 s sliding window over 10 K keys 1.3-1.5x faster than whole
 #: batches, while 10 K-key tumbling windows did not change beyond noise.
 WINDOW_PIECE_ROWS = 16_384
+
+
+def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _new_dictionary(dag, source: str, column: str) -> StringDictionary:
@@ -510,11 +559,19 @@ def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
 
 
 def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
-              wm_rows: int | None = None) -> tuple:
+              wm_rows: int | None = None, given=None) -> tuple:
     """Call the compiled step of ``plan`` on batch ``b``.
 
     ``counters``, the watermark/idle arrays and the state arrays are updated in place.
+    A key shard passes ``b=None`` and ``given``: its row count (``"@n"``), the
+    source watermarks worked out on the whole batch (``"@wm"``, see
+    ``running_watermark``) and, per step argument, the column's values (codes
+    for encoded strings) and validity at its rows.
     """
+    if given is not None:  # a key shard's rows, gathered from the batch (see shards.py)
+        n = given["@n"]
+        args = [array for name, *_ in plan.args for array in given[name]]
+        return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows, given["@wm"])
     n = b.num_rows
     recipe = plan.arg_recipe
     if recipe is None:
@@ -531,6 +588,10 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
                 args.extend(column_view(col, dtype))
         else:  # only sinks want it, and small batches are gathered by Arrow
             args += (empty, NO_NULLS)
+    return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows, NO_WATERMARKS)
+
+
+def _call_step(plan, n: int, args: list, offsets, counters, time_state, states, wm_rows, wm_given) -> tuple:
     if time_state is None:  # stateless slices in worker threads
         time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
     state_args = []
@@ -544,4 +605,4 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
         state_args.extend(state.arrays())
     if plan.derived:
         state_args.append(wm_rows)
-    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, *state_args)
+    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, wm_given, *state_args)

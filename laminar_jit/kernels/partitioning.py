@@ -15,7 +15,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["hash_bytes", "mix_gather", "mix_int64", "split_by_partition"]
+__all__ = ["hash_bytes", "mix_gather", "mix_int64", "split_by_partition", "split_by_shard"]
 
 #: Seed of the row hash before the first key column.
 HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -85,20 +85,38 @@ def split_by_partition(row_hash, partitions):
     bounds : int64[partitions + 1]
         Partition ``p`` owns ``order[bounds[p]:bounds[p + 1]]``.
     """
+    return split_by_shard(row_hash, partitions, np.arange(partitions), partitions)
+
+
+@njit
+def split_by_shard(row_hash, groups, group_shard, shards):
+    """Stable counting sort of rows by the shard that owns their key group.
+
+    A row's key group is the high half of its hash scaled to ``[0, groups)``
+    (as in :func:`split_by_partition`); ``group_shard[g]`` is the shard owning
+    group ``g``.
+
+    Returns
+    -------
+    order : int64[n]
+        Row indices grouped by shard, arrival order kept within each.
+    bounds : int64[shards + 1]
+        Shard ``s`` owns ``order[bounds[s]:bounds[s + 1]]``.
+    """
     n = row_hash.shape[0]
-    part = np.empty(n, np.int64)
-    bounds = np.zeros(partitions + 1, np.int64)
-    p_u = np.uint64(partitions)
+    shard = np.empty(n, np.int32)
+    bounds = np.zeros(shards + 1, np.int64)
+    g = np.uint64(groups)
     for i in range(n):
-        p = np.int64(((row_hash[i] >> np.uint64(32)) * p_u) >> np.uint64(32))
-        part[i] = p
-        bounds[p + 1] += 1
-    for p in range(partitions):
-        bounds[p + 1] += bounds[p]
+        s = group_shard[np.int64(((row_hash[i] >> np.uint64(32)) * g) >> np.uint64(32))]
+        shard[i] = s
+        bounds[s + 1] += 1
+    for s in range(shards):
+        bounds[s + 1] += bounds[s]
     fill = bounds[:-1].copy()
     order = np.empty(n, np.int64)
     for i in range(n):
-        p = part[i]
-        order[fill[p]] = i
-        fill[p] += 1
+        s = shard[i]
+        order[fill[s]] = i
+        fill[s] += 1
     return order, bounds

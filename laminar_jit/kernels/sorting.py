@@ -123,3 +123,4 @@ def sort_list(head, nxt, keys, q, count):
         nxt[e] = after
         after = e
     head[q] = after
+

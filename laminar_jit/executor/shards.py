@@ -1,0 +1,408 @@
+"""Key shards: one DAG run by ``N`` executors in threads, each owning the keys of its key groups.
+
+``DagExecutor(dag, parallelism=N)`` keeps ``N`` shard executors of the same
+DAG (the same compiled plans, so no extra compile) and, per batch:
+
+1. works out on the *whole* batch what depends on every row: the source's
+   running watermark (each row's lateness), the cut points of the steps
+   (window pieces, sliding windows' due points) and the codes of string key
+   columns in the shared dictionaries (codes by first appearance at the
+   source, as in one executor);
+2. hashes the key columns of each row into one of :data:`KEY_GROUPS` key
+   groups and sorts the rows by the shard owning their group (a compiled
+   counting sort; arrival order kept within a shard);
+3. runs the shards' steps concurrently (the steps release the GIL), each on
+   its rows of every piece, with the whole batch's watermarks passed in
+   (``wm_given``), so a shard with no rows still fires what the watermark
+   made due;
+4. merges the shards' output rows into the order one executor emits:
+   rows passed on from the input by their position in the batch, window
+   and TopN results by (piece, window end, key, rank).
+
+A DAG can be sharded when every stateful operator is a window, Dedup or
+TopN with a key, fed from sources only through stateless operators that do
+not change its key columns, and every source partitions by key columns all
+its stateful operators share. :func:`shard_plan` says why a DAG cannot; such
+a DAG runs in one executor (``ex.shards == 1``, ``ex.shards_note``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..kernels.merging import merge_destinations, place, place_take
+from ..kernels.partitioning import split_by_shard
+from ..kernels.selection import gather
+from ..kernels.watermarks import running_watermark
+from ..ops.windows import WindowSpec
+from ..time.watermarks import to_units
+from .boundary import _to_arrow, column_view
+from .keyhash import key_hash
+from .plan import shard_driver
+
+__all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
+
+#: Keys hash into this many key groups; each shard owns a range of them.
+KEY_GROUPS = 256
+#: Merged outputs of a batch with at least this many rows are copied into place by the shards' threads.
+PARALLEL_PLACE_ROWS = 65_536
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+def resolve_parallelism(value) -> int:
+    """``parallelism=`` as a number of shards: a positive int, or ``"auto"`` (the cores this process may use)."""
+    if value is None:
+        return 1
+    if value == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # platforms without affinity masks
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, KEY_GROUPS))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= KEY_GROUPS:
+        raise ValueError(f"parallelism must be an int from 1 to {KEY_GROUPS} (the key groups) or 'auto', "
+                         f"got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How a DAG is sharded.
+
+    Attributes
+    ----------
+    keys : dict of str to tuple of str
+        Per source: the key columns whose hash picks a row's key group.
+    merge : dict of str to tuple
+        Per sink: ``("rows",)`` when its rows are input rows passed on (merged by
+        their position in the batch), or ``("window", key column or None, has rank)``
+        for a window or TopN's results (merged by window end, then key, then rank;
+        composite keys by window end, then shard).
+    """
+
+    keys: dict
+    merge: dict
+
+
+def shard_plan(dag, raising: dict) -> ShardPlan | str:
+    """A :class:`ShardPlan` for ``dag``, or the reason it runs in one executor."""
+    nodes = dag.nodes
+    if raising:
+        return (f"operator {next(iter(raising))!r} has a kernel that can raise; a raising row must leave every "
+                "shard unchanged, which sharded runs do not do yet")
+    stateful = [n for n in nodes if n.kind == "stateful"]
+    if not stateful:
+        return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
+    ancestors = {n.id: _ancestors(dag, n.id) for n in nodes}
+    for n in stateful:
+        spec = n.bound.spec
+        if not isinstance(spec, WindowSpec):
+            return f"operator {n.name!r} ({n.op.label()}) is not a window, Dedup or TopN"
+        if not spec.keys:
+            return f"operator {n.name!r} ({n.op.label()}) has no key"
+        for a in ancestors[n.id]:
+            up = nodes[a]
+            if up.kind == "stateful":
+                return f"operator {n.name!r} reads the output of another stateful operator, {up.name!r}"
+            if up.kind == "stateless" and (up.bound.extra.get("mapping") is not None
+                                            or any(name in spec.keys for name, _ in up.bound.writes)):
+                return f"operator {up.name!r} renames or computes a key column of {n.name!r}"
+    keys = {}
+    for source in dag.sources:
+        sid = dag.node(source).id
+        fed = [n for n in stateful if sid in ancestors[n.id]]
+        if not fed:
+            keys[source] = ()
+            continue
+        common = [k for k in fed[0].bound.spec.keys if all(k in n.bound.spec.keys for n in fed[1:])]
+        if not common:
+            return f"the stateful operators of source {source!r} share no key column"
+        keys[source] = tuple(common)
+    for n in stateful:  # every source of one operator must cut its rows by the same columns
+        seen = {keys[nodes[a].name] for a in ancestors[n.id] if nodes[a].kind == "source"}
+        if len(seen) > 1:
+            return f"the sources of operator {n.name!r} share no key column to shard by"
+    merge = {}
+    for t in nodes:
+        if t.kind != "sink":
+            continue
+        (u, port), = t.inputs
+        up = nodes[u]
+        spec = up.bound.spec if up.kind == "stateful" else None
+        if spec is not None and port is None and spec.kind != "dedup":
+            key = spec.keys[0] if len(spec.keys) == 1 else None
+            merge[t.name] = ("window", key, spec.kind == "topn")
+            continue
+        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in ancestors[t.id] - {u}) \
+                or (spec is None and up.kind == "stateful"):
+            return f"sink {t.name!r} reads a window's results through other operators"
+        if any(_paths(dag, nodes[a].id, t.id) > 1 for a in ancestors[t.id] if nodes[a].kind == "source"):
+            return f"sink {t.name!r} receives some input rows along more than one path"
+        merge[t.name] = ("rows",)
+    return ShardPlan(keys, merge)
+
+
+def _ancestors(dag, nid: int) -> set[int]:
+    seen, stack = set(), [nid]
+    while stack:
+        for u, _ in dag.nodes[stack.pop()].inputs:
+            if u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return seen
+
+
+def _paths(dag, src: int, dst: int) -> int:
+    """Number of paths from node ``src`` to node ``dst``."""
+    count = {src: 1}
+    for i in dag.execution_ids:
+        if i != src:
+            count[i] = sum(count.get(u, 0) for u, _ in dag.nodes[i].inputs)
+    return count.get(dst, 0)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+class KeyShards:
+    """The shards of one :class:`~laminar_jit.DagExecutor` (see the module docstring).
+
+    Parameters
+    ----------
+    executor : DagExecutor
+        The executor the user calls; it keeps the watermarks, metrics, sink
+        outputs and string dictionaries, and its shards the operator states.
+    plan : ShardPlan
+    shards : int
+    """
+
+    def __init__(self, executor, plan: ShardPlan, shards: int):
+        from .executor import DagExecutor
+
+        self.executor = executor
+        self.plan = plan
+        self.n = shards
+        self.shards = [DagExecutor(executor.dag) for _ in range(shards)]
+        for shard in self.shards:  # one set of dictionaries: codes are the same in every shard
+            shard._state.dictionaries = executor._state.dictionaries
+        for plan_ in executor._plans.values():
+            for layout in plan_.sinks:
+                if plan.merge[layout.sink][0] == "window" and any(c.kind not in ("der", "code") for c in layout.columns):
+                    raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
+        for plan_ in executor._plans.values():
+            shard_driver(plan_)  # compile (or load) the drivers now, not in the first batch
+        self.group_shard = np.arange(KEY_GROUPS, dtype=np.int64) * shards // KEY_GROUPS
+        self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
+        dag = executor.dag
+        self._source_ids = np.array([dag.node(s).id for s in dag.sources], np.int64)
+
+    def run(self, source: str, batches: list[pa.RecordBatch]) -> None:
+        """Run ``batches`` of ``source`` through the shards and add the merged outputs to the sinks."""
+        for b in batches:
+            self._run(source, b)
+
+    def _run(self, source: str, b: pa.RecordBatch) -> None:
+        ex = self.executor
+        st = ex._state
+        plan = ex._plans[source]
+        spec = ex._specs[source]
+        n = b.num_rows
+        # what depends on the whole batch: each row's watermark, the pieces, string codes
+        wm0 = int(st.watermarks[ex.dag.node(source).id])
+        if spec.watermark is not None and n:
+            ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
+            delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
+            before, after = running_watermark(ts, n, wm0, delay, _NONE)
+        else:
+            before, after = np.full(n, wm0, np.int64), wm0
+        cuts = np.asarray(ex._cuts(source, plan, b), np.int64)
+        piece_wm = np.array([before[c] if c < n else after for c in cuts[1:]], np.int64)
+        active = (cuts[1:] > cuts[:-1]).astype(np.int64)
+        columns = {}
+        for name, dtype, _, encoded in plan.args:
+            columns[name] = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
+                             else column_view(b.column(name), dtype))
+        keys = self.plan.keys[source]
+        if keys and n:
+            order, bounds = split_by_shard(key_hash(b, keys), KEY_GROUPS, self.group_shard, self.n)
+        else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
+            order, bounds = np.arange(n, dtype=np.int64), np.array([0] + [n] * self.n, np.int64)
+        ids = self._source_ids
+        for shard in self.shards:  # sources' watermarks and idle flags are the executor's
+            shard._state.watermarks[ids] = st.watermarks[ids]
+            shard._state.idle[ids] = st.idle[ids]
+        feed = (plan, columns, before, cuts, piece_wm, active)
+        results = self._in_parallel(lambda job: self._work(*job, feed),
+                                    [(s, order[bounds[s]:bounds[s + 1]]) for s in range(self.n)])
+        st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
+        first = self.shards[0]._state
+        st.watermarks[:] = first.watermarks
+        st.idle[:] = first.idle
+        per_shard = [produced for _, produced in results]
+        merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in plan.sinks) if m]
+        if merges:
+            jobs = [[] for _ in range(self.n)]
+            for merge in merges:
+                for s, job in merge.jobs:
+                    jobs[s].append(job)
+            if sum(merge.size for merge in merges) >= PARALLEL_PLACE_ROWS:
+                self._in_parallel(_place_all, jobs)
+            else:  # waking the shards' threads costs more than copying a few rows here
+                for job in jobs:
+                    _place_all(job)
+            for merge in merges:
+                st.outputs[merge.layout.sink].append(merge.batch(b, st.dictionaries))
+
+    def _in_parallel(self, fn, per_shard: list) -> list:
+        """``fn(per_shard[s])`` for every shard, shard 0 in this thread; the first error is raised after all end."""
+        futures = [self.pool.submit(fn, per_shard[s]) for s in range(1, self.n)]
+        error, results = None, []
+        for s in range(self.n):
+            try:
+                results.append(fn(per_shard[0]) if s == 0 else futures[s - 1].result())
+            except Exception as exc:  # noqa: BLE001 - every shard finishes before one error is raised
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
+
+    def _work(self, s: int, idx: np.ndarray, feed: tuple) -> tuple:
+        """Shard ``s``'s steps over its rows ``idx`` of each piece (runs in the shard's thread)."""
+        plan, columns, before, cuts, piece_wm, active = feed
+        shard = self.shards[s]
+        st = shard._state
+        counters = np.zeros_like(self.executor._state.metrics.counters)
+        args = []
+        for name, *_ in plan.args:
+            values, valid = columns[name]
+            args += (_readonly(gather(values, idx)), _readonly(gather(valid, idx)) if valid.size else valid)
+        state_args = []
+        for nid in plan.stateful_ids:
+            state = st.operator_states[nid]
+            state.reserve(idx.size * plan.max_paths)
+            state_args.extend(state.arrays())
+        at = np.searchsorted(idx, cuts).astype(np.int64)
+        results = shard_driver(plan)(at, piece_wm, active, gather(before, idx), *args, self.executor.dag.routing.offsets,
+                                 plan.settings, counters, st.watermarks, st.idle, *state_args)
+        return counters, [(p, idx[at[p]:at[p + 1]], plan, result) for p, result in enumerate(results)]
+
+    def _plan_merge(self, layout, b: pa.RecordBatch, per_shard: list[list[tuple]], columns: dict):
+        """Where each shard's rows of one sink go in the merged output (one executor's order)."""
+        how = self.plan.merge[layout.sink]
+        off = layout.offset
+        parts = []  # (shard, piece, rows' positions in b, result)
+        for s, produced in enumerate(per_shard):
+            for p, sel, ran, result in produced:
+                if layout in ran.sinks and result[off].size:
+                    parts.append((s, p, sel, result))
+        if not parts:
+            return None
+        if how[0] == "rows":
+            positions = [sel[result[off]] for _, _, sel, result in parts]
+            taken = np.zeros(b.num_rows + 1, np.int64)
+            for pos in positions:
+                taken[pos + 1] = 1
+            rank = np.cumsum(taken)
+            dests = [rank[pos] for pos in positions]
+            rows = np.flatnonzero(taken[1:])
+        else:
+            parts.sort(key=lambda part: (part[1], part[0]))  # by piece, then shard
+            sizes = [result[off].size for _, _, _, result in parts]
+            starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+            major, middle, minor = (np.concatenate(k) for k in zip(*(
+                self._window_order(layout, result, how, s, m) for (s, _, _, result), m in zip(parts, sizes))))
+            dest = merge_destinations(major, middle, minor, starts, np.array([p for _, p, _, _ in parts], np.int64))
+            dests = [dest[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
+            positions = [None] * len(parts)
+            rows = None
+        return _Merge(layout, parts, dests, positions, rows, columns)
+
+    @staticmethod
+    def _window_order(layout, result, how, shard: int, m: int) -> tuple:
+        """Sort keys of one window sink's rows: window end, key (the shard for composite keys), rank."""
+        by_name = {f.name: col for f, col in zip(layout.schema, layout.columns)}
+
+        def raw(name):
+            col = by_name[name]
+            values, valid = result[col.pos], result[col.pos + 1]
+            values = values.astype(np.int64, copy=False)
+            return np.where(valid, values, _INT64_MIN) if valid.size and not valid.all() else values
+
+        _, key, ranked = how
+        return (raw("window_end"), raw(key) if key is not None else np.full(m, shard, np.int64),
+                raw("rank") if ranked else np.zeros(m, np.int64))
+
+
+class _Merge:
+    """One sink's merged output of a batch: arrays to fill, and which shard fills which rows."""
+
+    def __init__(self, layout, parts: list, dests: list, positions: list, rows, columns: dict):
+        self.layout = layout
+        self.rows = rows  # rows passed on: their positions in the batch, in output order
+        m = self.size = sum(d.size for d in dests)
+        self.arrays: dict[int, tuple] = {}  # layout column index -> (values, validity or empty)
+        self.jobs: list[tuple[int, list]] = []
+        per_part = [[] for _ in parts]
+        for j, col in enumerate(layout.columns):
+            if col.kind in ("der", "code"):
+                first = parts[0][3]
+                values = np.empty(m, first[col.pos].dtype)
+                masked = any(r[col.pos + 1].size for *_, r in parts)
+                valid = np.empty(m, np.bool_) if masked else _NO_NULLS
+                self.arrays[j] = (values, valid)
+                for k, (*_, r) in enumerate(parts):
+                    per_part[k].append((values, dests[k], r[col.pos], None))
+                    if masked:
+                        v = r[col.pos + 1]
+                        per_part[k].append((valid, dests[k], v if v.size else np.ones(dests[k].size, np.bool_), None))
+            elif col.kind == "src" and col.column in columns:
+                src_values, src_valid = columns[col.column]
+                values = np.empty(m, src_values.dtype)
+                valid = np.empty(m, np.bool_) if src_valid.size else _NO_NULLS
+                self.arrays[j] = (values, valid)
+                for k in range(len(parts)):
+                    per_part[k].append((values, dests[k], src_values, positions[k]))
+                    if src_valid.size:
+                        per_part[k].append((valid, dests[k], src_valid, positions[k]))
+        self.jobs = [(part[0], per_part[k]) for k, part in enumerate(parts)]
+
+    def batch(self, b: pa.RecordBatch, dictionaries) -> pa.RecordBatch:
+        """The merged rows as a RecordBatch of the sink's schema (after the shards placed them)."""
+        layout = self.layout
+        taken = b.select(layout.take_columns).take(pa.array(self.rows)) if layout.take_columns else None
+        out = []
+        for j, (f, col) in enumerate(zip(layout.schema, layout.columns)):
+            if col.kind == "take":
+                out.append(taken.column(col.pos))
+            elif j in self.arrays:
+                values, valid = self.arrays[j]
+                if col.kind == "code":
+                    out.append(dictionaries[col.dictionary].decode(values, valid if valid.size else None))
+                else:
+                    out.append(_to_arrow(values, valid, f.type))
+            else:  # a source column the step does not receive: taken from the batch
+                out.append(b.column(col.column).take(pa.array(self.rows)))
+        return pa.RecordBatch.from_arrays(out, schema=layout.schema)
+
+
+def _place_all(jobs: list) -> None:
+    """Copy one shard's rows of every merged sink to their destinations (runs in the shard's thread)."""
+    for part in jobs:
+        for out, dest, values, rows in part:
+            if rows is None:
+                place(out, dest, values)
+            else:
+                place_take(out, dest, values, rows)
+
+
+_NONE = np.zeros(0, np.int64)
+_NONE.setflags(write=False)
+_NO_NULLS = np.zeros(0, np.bool_)

@@ -1,0 +1,204 @@
+"""Key shards (``DagExecutor(dag, parallelism=N)``): the same rows, in the same order, as one executor.
+
+The reference is the unsharded executor, itself checked against DuckDB in the
+window, session, dedup and top-N tests. Inputs are out of order, with null
+and zipf-skewed keys, string keys, late rows, and random batch splits that
+include empty and one-row batches; the runs also punctuate, mark sources idle
+and interleave two sources of one window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import laminar_jit as lj
+from conftest import split_table
+from helpers import AGGS, GAP, SCHEMA, SIZE, bursts, events
+from laminar_jit.executor.shards import shard_plan
+
+
+def _source(b, name="bids", delay=50):
+    return b.source(name, SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=delay))
+
+
+def _tumbling_two_sources():
+    """Two sources into one tumbling window by auction (late rows to a side output), plus a filtered pass-through."""
+    b = _source(_source(lj.DagBuilder()), "more")
+    return (b.operator("cheap", lj.Filter(lambda price: price < 50.0)).connect("bids", "cheap")
+            .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs=AGGS, allowed_lateness=20,
+                                             late="side_output", late_sink="late"))
+            .connect("cheap", "w").connect("more", "w")
+            .sink_for("w", "out").sink_for("cheap", "passed").build())
+
+
+def _sliding_by_string():
+    return (_source(lj.DagBuilder())
+            .operator("w", lj.SlidingWindow(SIZE, SIZE // 4, key="ch", aggs={"n": lj.count(), "s": lj.sum("price")}))
+            .connect("bids", "w").sink_for("w", "out").build())
+
+
+def _sessions():
+    return (_source(lj.DagBuilder(), delay=30)
+            .operator("w", lj.SessionWindow(GAP, key="auction", aggs={"n": lj.count(), "hi": lj.max("price"),
+                                                                        "f": lj.first("price")}))
+            .connect("bids", "w").sink_for("w", "out").build())
+
+
+def _dedup_and_topn():
+    return (_source(lj.DagBuilder())
+            .operator("d", lj.Dedup(key="auction", within=SIZE, late="side_output", late_sink="late"))
+            .operator("t", lj.TopN(2, by="price", key="auction", window=SIZE))
+            .connect("bids", "d").connect("bids", "t").sink_for("d", "first").sink_for("t", "top").build())
+
+
+DAGS = {"tumbling": _tumbling_two_sources, "sliding": _sliding_by_string, "session": _sessions,
+        "dedup+topn": _dedup_and_topn}
+_BUILT: dict = {}
+
+
+def _dag(name):
+    if name not in _BUILT:
+        _BUILT[name] = DAGS[name]()
+    return _BUILT[name]
+
+
+def _drive(dag, parallelism, steps):
+    """Run ``steps`` ((source, batch) or ("advance", ts) / ("idle", source)); every sink's output and metrics."""
+    ex = lj.DagExecutor(dag, parallelism=parallelism)
+    assert ex.shards == parallelism, ex.shards_note
+    for what, arg in steps:
+        if what == "advance":
+            ex.advance_watermark("bids", arg)
+        elif what == "idle":
+            ex.mark_idle(arg)
+        else:
+            ex.process_batch(what, arg)
+    ex.finish()
+    outputs = ex.take_all_sink_outputs()
+    m = ex.metrics
+    return outputs, (m.events_processed, m.late_events, m.per_node), ex
+
+
+def _same(got: pa.Table, want: pa.Table) -> bool:
+    """Equal schemas and rows in the same order (NaN equals NaN, unlike ``pa.Table.equals``)."""
+    return got.schema.equals(want.schema) and pl.from_arrow(got).equals(pl.from_arrow(want), null_equal=True)
+
+
+def _steps(dag, table, seed):
+    rng = np.random.default_rng(seed)
+    cuts = list(rng.integers(0, table.num_rows + 1, 14)) + [5, 5, 6]
+    batches = split_table(table, cuts)
+    sources = list(dag.sources)
+    steps = []
+    for b in batches:
+        steps.append((sources[rng.integers(len(sources))], b))
+        if rng.random() < 0.1:
+            steps.append(("advance", int(b.column("ts").to_numpy().min()) if b.num_rows else 0))
+        if len(sources) > 1 and rng.random() < 0.1:
+            steps.append(("idle", sources[rng.integers(len(sources))]))
+    return steps
+
+
+@pytest.mark.parametrize("name", list(DAGS))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]), bursty=st.booleans())
+def test_sharded_runs_equal_one_executor_row_for_row(name, seed, shards, bursty):
+    dag = _dag(name)
+    table = (bursts if bursty else events)(1500, seed)
+    steps = _steps(dag, table, seed)
+    want, want_metrics, _ = _drive(dag, 1, steps)
+    got, got_metrics, _ = _drive(dag, shards, steps)
+    assert got.keys() == want.keys()
+    for sink in want:
+        assert _same(got[sink], want[sink]), sink
+    assert got_metrics[0] == want_metrics[0]
+    assert got_metrics[1] == want_metrics[1]
+    for node, counts in want_metrics[2].items():
+        assert got_metrics[2][node] == counts, node
+
+
+def test_a_shard_without_rows_still_emits_what_the_watermark_made_due():
+    # one key: every row goes to one shard; the other shards see only the watermark
+    dag = _dag("session")
+    table = bursts(400, 3)
+    table = table.set_column(1, "auction", pa.array(np.full(table.num_rows, 7, np.int64)))
+    steps = _steps(dag, table, 3)
+    want, _, _ = _drive(dag, 1, steps)
+    got, _, ex = _drive(dag, 3, steps)
+    assert _same(got["out"], want["out"])
+    assert ex.watermark("w") == np.iinfo(np.int64).max
+
+
+def test_watermarks_and_late_rows_are_decided_on_the_whole_batch():
+    # rows late only against the watermark of *other* keys' rows earlier in the same batch
+    dag = _dag("tumbling")
+    ts = np.array([0, 10_000, 500, 10_001, 600], np.int64)
+    batch = pa.table({"ts": ts, "auction": pa.array([1, 2, 3, 4, 5], pa.int64()),
+                      "price": [1.0, 2.0, 3.0, 4.0, 5.0], "ch": ["a"] * 5}, schema=SCHEMA)
+    steps = [("idle", "more"), ("bids", batch.to_batches()[0])]
+    want, want_metrics, _ = _drive(dag, 1, steps)
+    got, got_metrics, _ = _drive(dag, 2, steps)
+    assert want["late"].num_rows == 2
+    assert _same(got["late"], want["late"]) and _same(got["out"], want["out"])
+    assert got_metrics[1] == want_metrics[1] == 2
+
+
+def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why():
+    b = _source(lj.DagBuilder())
+    keyless = b.operator("w", lj.TumblingWindow(SIZE, aggs={"n": lj.count()})).connect("bids", "w") \
+        .sink_for("w", "out").build()
+    assert "has no key" in shard_plan(keyless, {})
+    ex = lj.DagExecutor(keyless, parallelism=2)
+    assert ex.shards == 1 and "has no key" in ex.shards_note
+    ex.process_batch("bids", events(50, 1).to_batches()[0])
+    ex.finish()
+    assert ex.take_sink_outputs("out").num_rows > 0
+
+    rekeyed = (_source(lj.DagBuilder())
+               .operator("m", lj.Map(lambda auction: auction % 3, output="auction")).connect("bids", "m")
+               .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("m", "w")
+               .sink_for("w", "out").build())
+    assert "computes a key column" in shard_plan(rekeyed, {})
+
+    chained = (_source(lj.DagBuilder())
+               .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("bids", "w")
+               .operator("d", lj.Dedup(key="auction", within=SIZE)).connect("w", "d")
+               .sink_for("d", "out").build())
+    assert "another stateful operator" in shard_plan(chained, {})
+
+    two_keys = (_source(lj.DagBuilder())
+                .operator("a", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("bids", "a")
+                .operator("c", lj.TumblingWindow(SIZE, key="ch", aggs={"n": lj.count()})).connect("bids", "c")
+                .sink_for("a", "x").sink_for("c", "y").build())
+    assert "share no key column" in shard_plan(two_keys, {})
+
+    stateless = (_source(lj.DagBuilder()).operator("f", lj.Filter(lambda price: price > 1.0))
+                 .connect("bids", "f").sink_for("f", "out").build())
+    assert "no keyed state" in shard_plan(stateless, {})
+
+
+def test_parallelism_is_a_positive_int_or_auto():
+    dag = _dag("session")
+    with pytest.raises(ValueError, match="parallelism"):
+        lj.DagExecutor(dag, parallelism=0)
+    with pytest.raises(ValueError, match="parallelism"):
+        lj.DagExecutor(dag, parallelism="many")
+    from laminar_jit.executor.shards import resolve_parallelism
+    import os
+
+    assert resolve_parallelism("auto") == len(os.sched_getaffinity(0))
+    assert resolve_parallelism(None) == 1
+
+
+def test_checkpoints_of_a_sharded_executor_are_refused_with_the_reason():
+    ex = lj.DagExecutor(_dag("session"), parallelism=2)
+    ex.process_batch("bids", events(100, 2).to_batches()[0])
+    with pytest.raises(lj.CheckpointError, match="parallelism=2"):
+        ex.checkpoint()
+    with pytest.raises(lj.CheckpointError, match="parallelism=2"):
+        ex.restore(lj.DagExecutor(_dag("session")).checkpoint())
