@@ -2,11 +2,9 @@
 
 The same DAGs and 65,536-row batches as ``bench_windows`` and
 ``bench_ranking``; ``parallelism=1`` is the unsharded executor, so the ratio
-of the two timings in one run is the speed-up. ``track_cpu_per_wall`` is
-the process CPU seconds over wall seconds of one run (about 1 on one
-thread, up to the shard count when the shards really run side by side), and
-``track_cpu_seconds`` the CPU time itself: compare it across parallelism to
-see what sharding costs in total work, whatever the machine's neighbours do.
+of the two timings in one run is the speed-up. ``track_cpu_seconds`` is the
+process CPU time of one run: compare it across parallelism to see what
+sharding costs in total work, whatever the machine's neighbours do.
 """
 
 from __future__ import annotations
@@ -49,15 +47,9 @@ class Sharded:
     def time_run(self, dag, parallelism):
         self._run(parallelism)
 
-    def track_cpu_per_wall(self, dag, parallelism):
-        wall, cpu = time.perf_counter(), time.process_time()
-        self._run(parallelism)
-        return (time.process_time() - cpu) / (time.perf_counter() - wall)
-
     def track_cpu_seconds(self, dag, parallelism):
         cpu = time.process_time()
         self._run(parallelism)
         return time.process_time() - cpu
 
-    track_cpu_per_wall.unit = "cpu/wall"
     track_cpu_seconds.unit = "seconds"

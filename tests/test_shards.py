@@ -104,7 +104,7 @@ def _steps(dag, table, seed):
 
 
 @pytest.mark.parametrize("name", list(DAGS))
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]), bursty=st.booleans())
 def test_sharded_runs_equal_one_executor_row_for_row(name, seed, shards, bursty):

@@ -123,4 +123,3 @@ def sort_list(head, nxt, keys, q, count):
         nxt[e] = after
         after = e
     head[q] = after
-
