@@ -188,8 +188,15 @@ def test_generated_step_matches_golden(case):
         _compare(GOLDEN / f"{case}__{source}.py", render_plan(dag, source, cacheable=True))
 
 
+def test_key_shard_step_matches_golden():
+    # a key shard's plan: the step reads the shard's rows (``shard_rows``) of each piece, and
+    # ``shard_run`` runs the pieces and concatenates the sinks' rows (see executor/shards.py)
+    _compare(GOLDEN / "tumbling_shard__s.py", render_plan(tumbling(), "s", cacheable=True, sharded=True))
+
+
 def test_every_golden_file_belongs_to_a_case():
     expected = {f"{case}__{source}.py" for case, build in CASES.items() for source in build().sources}
+    expected.add("tumbling_shard__s.py")
     assert {p.name for p in GOLDEN.glob("*.py")} == expected
 
 

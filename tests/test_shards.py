@@ -19,6 +19,7 @@ import laminar_jit as lj
 from conftest import split_table
 from helpers import AGGS, GAP, SCHEMA, SIZE, bursts, events
 from laminar_jit.executor.shards import shard_plan
+from laminar_jit.kernels.merging import merge_positions, merge_shards
 
 
 def _source(b, name="bids", delay=50):
@@ -202,3 +203,39 @@ def test_checkpoints_of_a_sharded_executor_are_refused_with_the_reason():
         ex.checkpoint()
     with pytest.raises(lj.CheckpointError, match="parallelism=2"):
         ex.restore(lj.DagExecutor(_dag("session")).checkpoint())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), shards=st.integers(1, 4), pieces=st.integers(1, 3), ranked=st.booleans())
+def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
+    # each shard's rows of a piece are sorted by (major, middle, minor); the merge orders the
+    # pieces one after the other and, within one, every shard's rows as a stable sort would
+    rng = np.random.default_rng(seed)
+    runs, bounds = [], np.zeros((shards, pieces + 1), np.int64)
+    for s in range(shards):
+        for p in range(pieces):
+            m = int(rng.integers(0, 6))
+            keys = np.stack([rng.integers(0, 3, m), rng.integers(0, 4, m), rng.integers(0, 2, m) if ranked
+                             else np.zeros(m, np.int64)])
+            keys = keys[:, np.lexsort(keys[::-1])]
+            runs.append((p, s, keys))
+            bounds[s, p + 1] = bounds[s, p] + m
+    flat = np.concatenate([keys for _, _, keys in sorted(runs, key=lambda r: (r[1], r[0]))], axis=1)
+    offsets = np.concatenate(([0], np.cumsum(bounds[:, -1])))
+    bounds = bounds + offsets[:-1, None]
+    piece = np.concatenate([np.full(bounds[s, p + 1] - bounds[s, p], p) for s in range(shards) for p in range(pieces)])
+    shard = np.concatenate([np.full(bounds[s, -1] - bounds[s, 0], s) for s in range(shards)])
+    middle, minor = flat[1], flat[2]
+    dest = merge_shards(flat[0].copy(), middle.copy(), minor.copy(), bounds, True, ranked)
+    order = np.lexsort((shard, *((minor,) if ranked else ()), middle, flat[0], piece))
+    want = np.empty_like(order)
+    want[order] = np.arange(order.size)
+    assert dest.tolist() == want.tolist()
+    # rows passed on: disjoint ascending positions per shard, merged by position
+    n = 40
+    owner = rng.integers(0, shards + 1, n)  # shards + 1: no shard passed the row on
+    positions = np.concatenate([np.flatnonzero(owner == s) for s in range(shards)]).astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum([(owner == s).sum() for s in range(shards)]))).astype(np.int64)
+    rows, dest = merge_positions(positions, offsets, n)
+    assert rows.tolist() == np.flatnonzero(owner < shards).tolist()
+    assert rows[dest].tolist() == positions.tolist()

@@ -34,6 +34,7 @@ from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from .core import (
     ALL_ROWS,
+    SHARD_ROWS,
     EMITTED,
     MAX_EXPR_CALLS,
     Binding,
@@ -57,7 +58,7 @@ from .core import (
 
 from . import joins, keyed, ranking, windows  # noqa: F401  (each registers its operators' generator)
 
-__all__ = ["boundary_joins", "generate", "plan_nodes"]
+__all__ = ["ancestors", "boundary_joins", "generate", "plan_nodes"]
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -107,10 +108,25 @@ def plan_nodes(dag, root: str) -> list[int]:
     return [i for i in dag.execution_ids if i in seen]
 
 
-def generate(dag, source: str) -> Gen:
-    """Generate the step of ``source`` (a source, or a boundary join): node functions plus the step body."""
+def ancestors(dag, nid: int) -> set[int]:
+    """Ids of the nodes upstream of node ``nid`` (every node with a path to it)."""
+    seen, stack = set(), [nid]
+    while stack:
+        for u, _ in dag.nodes[stack.pop()].inputs:
+            if u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return seen
+
+
+def generate(dag, source: str, sharded: bool = False) -> Gen:
+    """Generate the step of ``source`` (a source, or a boundary join): node functions plus the step body.
+
+    ``sharded`` generates a key shard's step: it reads the rows ``shard_rows``
+    of the batch (an argument), and works out the source's watermarks on all of them.
+    """
     reach = plan_nodes(dag, source)
-    gen = Gen(dag, source, reach=set(reach))
+    gen = Gen(dag, source, reach=set(reach), sharded=sharded)
     boundaries = boundary_joins(dag)
     root = dag.node(source).id
     gen.derived = dag.nodes[root].kind != "source"
@@ -121,7 +137,7 @@ def generate(dag, source: str) -> Gen:
         node = dag.nodes[nid]
         if node.kind == "source":
             b = _source(gen, node)
-            gen.emit(f"{gen.metric('rows_in', nid)} += n")
+            gen.emit(f"{gen.metric('rows_in', nid)} += {size_of(b.sel)}")
             out[nid] = b
             _route(gen, nid, b.sel)
             continue
@@ -177,10 +193,10 @@ def _source(gen: Gen, node) -> Binding:
     """The source's binding; with a watermark strategy, its per-row watermarks."""
     nid = node.id
     spec = node.op
-    b = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS)
+    b = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema},
+                SHARD_ROWS if gen.sharded else ALL_ROWS)
     gen.emit(f"wm_before_{nid} = wm[{nid}]")
-    # a key shard's ``wm_given`` (see running_watermark) ends with 1 when the whole batch had rows
-    gen.emit("if n > 0 or (wm_given.size > 0 and wm_given[n + 1] != 0):")
+    gen.emit("if n > 0:")
     gen.emit(f"idle[{nid}] = False", 2)
     if spec.watermark is None:
         return replace(b, wm_scalar=f"wm_before_{nid}")
@@ -188,7 +204,7 @@ def _source(gen: Gen, node) -> Binding:
 
     delay = to_units(spec.watermark.delay, node.schema.field(spec.event_time).type)
     ts, _ = gen.src_arrays(spec.event_time)
-    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {gen.setting(delay)}, wm_given)")
+    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {gen.setting(delay)})")
     gen.emit(f"if wm_after > wm[{nid}]:")
     gen.emit(f"wm[{nid}] = wm_after", 2)
     return replace(b, wm_array=f"wm_rows_{nid}", wm_scalar=f"wm_before_{nid}")
@@ -479,7 +495,8 @@ def _sink(gen: Gen, node, b: Binding) -> None:
         fname = f"sink_{node.id}"
         leaves = _gather_function(gen, fname, b, gathered, src_skippable=True)
         outs = [gen.fresh("out") for _ in range(2 * len(gathered))]
-        skip = f"{ident} or n < {EAGER_ROWS}"
+        # a key shard's source columns are taken from the batch when the shards' rows are merged
+        skip = "True" if gen.sharded else f"{ident} or n < {EAGER_ROWS}"
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
     gen.sinks.append(SinkLayout(node.name, node.id, node.schema, take, columns, offset))

@@ -29,7 +29,7 @@ from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
 __all__ = [
-    "ALL_ROWS", "EMITTED", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
+    "ALL_ROWS", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
     "generator_for", "indent", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
@@ -47,6 +47,8 @@ MAX_EXPR_CALLS = 8
 #: The source's own selection (all rows). Nodes reading it run dense loops over
 #: ``range(n)``; the array is built only if something needs it as an array.
 ALL_ROWS = "sel_src"
+#: A key shard's source rows: a step argument (the positions in the batch of its keys' rows).
+SHARD_ROWS = "shard_rows"
 
 
 _NUMPY_NAMES = {"bool": "np.bool_"}
@@ -191,6 +193,9 @@ class Gen:
     settings: list = field(default_factory=list)
     #: Per node id: the generated lines binding its settings to local names.
     setting_lines: dict = field(default_factory=dict)
+    #: A key shard's step: its source rows are the selection ``SHARD_ROWS`` (a step
+    #: argument) of the batch, not every row (see :mod:`.shards`).
+    sharded: bool = False
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:

@@ -40,7 +40,7 @@ class DagExecutor:
         each owning the keys that hash into its key groups, and runs them in
         threads (the compiled steps release the GIL). ``"auto"``: the cores
         this process may use. Outputs, late rows, watermarks and metric row
-        counts are those of one shard. A DAG that cannot be sharded yet runs
+        counts are those of one executor. A DAG that cannot be sharded yet runs
         as one; :attr:`shards` and :attr:`shards_note` say so.
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
@@ -259,7 +259,7 @@ class DagExecutor:
         return [0, b.num_rows]
 
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
-                             wm_rows: int | None = None, given: dict | None = None) -> None:
+                             wm_rows: int | None = None) -> None:
         """Run ``plan``'s step on ``b``, then the rows of its boundary joins through their own steps.
 
         A boundary join's rows carry the join's watermark from before the step
@@ -268,8 +268,7 @@ class DagExecutor:
         st = self._state
         offsets = self.dag.routing.offsets
         before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
-        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows,
-                           given)
+        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
             joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
@@ -494,8 +493,6 @@ class DagExecutor:
         return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._state.outputs)}, {self.metrics!r})"
 
 
-#: ``wm_given`` of a step outside a key shard: the step works out its source's watermarks itself.
-NO_WATERMARKS = np.zeros(0, np.int64)
 #: Batches at least this large are split across threads (stateless plans only).
 PARALLEL_MIN_ROWS = 65_536
 #: Batches smaller than this are queued and run through the step together:
@@ -559,19 +556,11 @@ def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
 
 
 def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
-              wm_rows: int | None = None, given=None) -> tuple:
+              wm_rows: int | None = None) -> tuple:
     """Call the compiled step of ``plan`` on batch ``b``.
 
     ``counters``, the watermark/idle arrays and the state arrays are updated in place.
-    A key shard passes ``b=None`` and ``given``: its row count (``"@n"``), the
-    source watermarks worked out on the whole batch (``"@wm"``, see
-    ``running_watermark``) and, per step argument, the column's values (codes
-    for encoded strings) and validity at its rows.
     """
-    if given is not None:  # a key shard's rows, gathered from the batch (see shards.py)
-        n = given["@n"]
-        args = [array for name, *_ in plan.args for array in given[name]]
-        return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows, given["@wm"])
     n = b.num_rows
     recipe = plan.arg_recipe
     if recipe is None:
@@ -588,10 +577,10 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
                 args.extend(column_view(col, dtype))
         else:  # only sinks want it, and small batches are gathered by Arrow
             args += (empty, NO_NULLS)
-    return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows, NO_WATERMARKS)
+    return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows)
 
 
-def _call_step(plan, n: int, args: list, offsets, counters, time_state, states, wm_rows, wm_given) -> tuple:
+def _call_step(plan, n: int, args: list, offsets, counters, time_state, states, wm_rows) -> tuple:
     if time_state is None:  # stateless slices in worker threads
         time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
     state_args = []
@@ -605,4 +594,4 @@ def _call_step(plan, n: int, args: list, offsets, counters, time_state, states, 
         state_args.extend(state.arrays())
     if plan.derived:
         state_args.append(wm_rows)
-    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, wm_given, *state_args)
+    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, *state_args)

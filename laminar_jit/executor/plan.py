@@ -48,8 +48,8 @@ from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
 from ..ops.windows import WindowSpec
-from .codegen import boundary_joins, generate, plan_nodes
-from .core import ALL_ROWS, Gen, SinkLayout
+from .codegen import ancestors, boundary_joins, generate, plan_nodes
+from .core import ALL_ROWS, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 
 try:
@@ -126,8 +126,8 @@ class SourcePlan:
     arg_recipe: tuple = None
     #: Parameter names of the step, in order.
     step_args: list = None
-    #: The plan's ``shard_run`` (see :func:`shard_driver`), made on first use.
-    shard_run: object = None
+    #: A key shard's plan: ``step`` is its ``shard_run`` (see :data:`_SHARD_RUN`).
+    sharded: bool = False
     #: Values of the settings the step reads at run time (see ``Gen.setting``), as int64.
     settings: np.ndarray = None
     #: Seconds this process spent compiling the step (or loading it from the disk cache);
@@ -153,9 +153,14 @@ def _kernels_stamp() -> str:
 _KERNELS_STAMP = _kernels_stamp()
 
 
-def compile_plan(dag, source: str) -> SourcePlan:
-    """Compile the step of ``source`` (or reuse it from the in-process memo / on-disk cache)."""
-    gen = generate(dag, source)
+def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
+    """Compile the step of ``source`` (or reuse it from the in-process memo / on-disk cache).
+
+    ``sharded``: the plan of a key shard, whose ``step`` is ``shard_run(rows, cuts, ...)``: the
+    shard's rows ``rows`` (positions in the batch) of each piece ``cuts[p]:cuts[p + 1]`` of a
+    batch through the step, in one compiled call (see :mod:`.shards`).
+    """
+    gen = generate(dag, source, sharded)
     cacheable = dag.fingerprint is not None and not JIT_DISABLED
     text = _render(gen, source, cacheable)
     schema = dag.node(source).schema
@@ -175,8 +180,9 @@ def compile_plan(dag, source: str) -> SourcePlan:
         if step is None:
             with _compile_lock(digest, source, cacheable):
                 cached = cacheable and os.path.exists(os.path.join(cache_dir(), "plans", f"p_{digest}.py"))
-                what = (f"loading plan for source {source!r} from the disk cache" if cached else
-                        f"compiling plan for source {source!r}" + (" (first run; cached afterwards)" if cacheable else ""))
+                which = f"{'key-shard ' if sharded else ''}plan for source {source!r}"
+                what = (f"loading {which} from the disk cache" if cached else
+                        f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
                 with compiling(what) as took:
                     step, cacheable = _load(gen, text, digest, cacheable, signature)
             compile_seconds = took["seconds"]
@@ -191,7 +197,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
             grids.append((*grid, gen.sliding_times[nid]))
     # rows of boundary joins leave the step, so they never reach a stateful node in it
     reach = set(plan_nodes(dag, source)) - boundary_joins(dag)
-    upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in _ancestors(dag, nid) and u in reach]
+    upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in ancestors(dag, nid) and u in reach]
                 for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
                       stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
@@ -202,7 +208,7 @@ def compile_plan(dag, source: str) -> SourcePlan:
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
                       boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds,
-                      step_args=_step_args(gen),
+                      step_args=_step_args(gen), sharded=sharded,
                       settings=_readonly(np.array(gen.settings, np.int64)))
 
 
@@ -272,8 +278,8 @@ def _step_args(gen: Gen) -> list[str]:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    return args + ["offsets", "settings", "metrics", "wm", "idle", "wm_given"] + gen.state_args + \
-        (["wm_rows"] if gen.derived else [])
+    return args + ["offsets", "settings", "metrics", "wm", "idle"] + ([SHARD_ROWS] if gen.sharded else []) + \
+        gen.state_args + (["wm_rows"] if gen.derived else [])
 
 
 def _render(gen: Gen, source: str, cacheable: bool) -> str:
@@ -281,69 +287,84 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
-    parts.append(f"\n@jit(no_cfunc_wrapper=True)\ndef step({', '.join(args)}):")
+    # a key shard's step is called only from its shard_run
+    parts.append(f"\n@{'njit' if gen.sharded else 'jit(no_cfunc_wrapper=True)'}\ndef step({', '.join(args)}):")
     parts.append('    """Process one batch of the source through every node it reaches."""')
     if any(ALL_ROWS in line for line in gen.body + gen.returns):
         parts.append(f"    {ALL_ROWS} = identity(n)")
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
+    if gen.sharded:
+        parts.append(_shard_run(gen, args))
     text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
     head, sep, rest = text.partition("\nWM_MIN = ")
     return head + extra + sep + rest
 
 
-_DRIVER = '''"""Generated by the laminar_jit plan compiler: the key-shard driver of {module}. Do not edit."""
-import numpy as np
+_SHARD_RUN = '''
 from numba.typed import List
-
-from laminar_jit._jit import {decorator} as jit
-from {module} import step
+from laminar_jit.kernels.merging import concat_rows, concat_valid, concat_values
 
 
 @jit(no_cfunc_wrapper=True)
-def shard_run(at, piece_wm, active, wm_rows, {params}):
-    """One key shard's pieces of a batch (rows ``at[p]:at[p + 1]``) through the step; their results."""
+def shard_run(rows, cuts, {params}):
+    """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
+
+    ``rows`` are the shard's rows (ascending positions in the batch) and
+    ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
+    whole (so every shard works out the same watermarks) with the shard's rows
+    of it as its source rows. Returns the step's result tuple with every
+    sink's arrays concatenated over the pieces: its ``rows`` as positions in
+    the batch, and in place of its ``ident`` flag where each piece's rows start.
+    One compiled call per batch: calling the step piece by piece from Python
+    would take the GIL between pieces.
+    """
     out = List()
-    for p in range(at.size - 1):
-        lo = at[p]
-        hi = at[p + 1]
-        given = np.empty(hi - lo + 2, np.int64)
-        for i in range(hi - lo):
-            given[i] = wm_rows[lo + i]
-        given[hi - lo] = piece_wm[p]
-        given[hi - lo + 1] = active[p]
+    los = np.empty(cuts.size - 1, np.int64)
+    a = 0
+    for p in range(cuts.size - 1):
+        lo = cuts[p]
+        hi = cuts[p + 1]
+        los[p] = lo
+        b = a
+        while b < rows.size and rows[b] < hi:
+            b += 1
+        shard_rows = np.empty(b - a, np.int32)
+        for j in range(b - a):
+            shard_rows[j] = rows[a + j] - lo
+        a = b
         out.append(step({call}))
-    return out
+{gather}
+    return ({returns},)
 '''
 
 
-def shard_driver(plan: SourcePlan):
-    """``shard_run`` of ``plan``: a key shard's rows of every piece of a batch through the step in one compiled call.
+def _shard_run(gen: Gen, args: list[str]) -> str:
+    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`)."""
+    cols = args[1:args.index("offsets")]
+    rest = args[args.index("offsets"):]
+    call = ", ".join(["hi - lo", *(f"{c}[lo:hi]" for c in cols), *rest])
+    slots: dict[int, str] = {}
+    lines = []
 
-    Generated glue in a module of its own (``s_<digest>.py`` beside the
-    plan), written and compiled on first use, so only sharded executors pay
-    for it. Calling the step piece by piece from Python would release and
-    retake the GIL around every call, and the other shards' threads then
-    wait for it.
-    """
-    if plan.shard_run is None:
-        args = plan.step_args
-        cols = args[1:args.index("offsets")]
-        rest = args[args.index("offsets"):]
-        call = ", ".join(["hi - lo", *(f"{c}[lo:hi]" for c in cols), *("given" if a == "wm_given" else a for a in rest)])
-        text = _DRIVER.format(module=plan.step.py_func.__module__, call=call,
-                              decorator="njit" if plan.cacheable else "njit_nocache",
-                              params=", ".join(cols + [a for a in rest if a != "wm_given"]))
-        digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP]).encode()).hexdigest()[:32]
-        with _MEMO_LOCK:
-            driver = _STEP_MEMO.get(f"s_{digest}")
-            if driver is None:
-                with compiling(f"compiling the key-shard driver of source {plan.source!r}"):
-                    driver = _write_and_import(text, f"s_{digest}", plan.cacheable, {})[0].shard_run
-                _STEP_MEMO[f"s_{digest}"] = driver
-        plan.shard_run = driver
-    return plan.shard_run
+    def parts(k: int) -> str:
+        lines.append(f"    l{k} = List()\n    for r in out:\n        l{k}.append(r[{k}])")
+        return f"l{k}"
+
+    for layout in gen.sinks:
+        k = layout.offset
+        lines.append(f"    o{k}, o{k + 1} = concat_rows({parts(k)}, los)")
+        slots[k] = slots[k + 1] = ""
+        for col in layout.columns:
+            if col.kind != "take":
+                k = col.pos
+                lines.append(f"    o{k} = concat_values({parts(k)})")
+                lines.append(f"    o{k + 1} = concat_valid({parts(k + 1)}, l{k})")
+                slots[k] = slots[k + 1] = ""
+    assert sorted(slots) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
+    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a != SHARD_ROWS]), call=call,
+                             gather="\n".join(lines), returns=", ".join(f"o{k}" for k in range(len(gen.returns))))
 
 
 def _unread_row_watermarks(text: str) -> str:
@@ -360,16 +381,6 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _ancestors(dag, nid: int) -> set[int]:
-    seen, stack = set(), [nid]
-    while stack:
-        for u, _ in dag.nodes[stack.pop()].inputs:
-            if u not in seen:
-                seen.add(u)
-                stack.append(u)
-    return seen
-
-
 def _max_paths(dag, source: str) -> int:
     paths, root = {}, dag.node(source).id
     for nid in plan_nodes(dag, source):
@@ -381,12 +392,12 @@ def _max_paths(dag, source: str) -> int:
 def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
     readonly = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
-    sig = [numba.types.int64]
+    int64s = numba.types.Array(numba.types.int64, 1, "C")
+    sig = [int64s, int64s] if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, ...) or step(n, ...)
     for _, dtype, _, _ in args:
         sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
     sig += [readonly(np.dtype(np.int32)), readonly(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
-            numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C"),
-            numba.types.Array(numba.types.int64, 1, "C")]  # wm_given
+            numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
     for nid in gen.stateful_ids:
         node = dag.nodes[nid]
         sig += [numba.typeof(a) for a in node.op.new_state(node.bound, capacity=1).arrays()]
@@ -423,11 +434,12 @@ def _load(gen: Gen, text: str, digest: str, cacheable: bool, signature: tuple):
 def _import(gen: Gen, text: str, digest: str, cacheable: bool):
     """Write ``text`` to the plan cache (once, atomically) and import it as a module.
 
-    Returns the module's step and whether it is disk-cached (False when the
-    cache directory is not writable and a private temporary file was used).
+    Returns the module's entry (``step``, or a key shard's ``shard_run``) and whether it is
+    disk-cached (False when the cache directory is not writable and a private temporary file
+    was used).
     """
     module, cacheable = _write_and_import(text, f"p_{digest}", cacheable, gen.kernels)
-    return module.step, cacheable
+    return (module.shard_run if gen.sharded else module.step), cacheable
 
 
 def _write_and_import(text: str, name: str, cacheable: bool, kernels: dict):

@@ -31,19 +31,21 @@ class RenderedPlan:
     settings: np.ndarray
 
 
-def render(dag, source: str, cacheable: bool | None = None) -> RenderedPlan:
+def render(dag, source: str, cacheable: bool | None = None, sharded: bool = False) -> RenderedPlan:
     """Generate and render the step of ``source`` (a source, or a boundary join) of ``dag``.
 
     ``cacheable`` picks the decorator the text imports (``njit`` or
     ``njit_nocache``); by default it is what :func:`compile_plan` would choose
     (cached unless a kernel cannot be fingerprinted or the JIT is disabled).
+    ``sharded`` renders a key shard's plan (the step reading a selection of
+    the batch's rows, and its ``shard_run``).
     """
-    gen = generate(dag, source)
+    gen = generate(dag, source, sharded)
     if cacheable is None:
         cacheable = dag.fingerprint is not None and not JIT_DISABLED
     return RenderedPlan(source, _render(gen, source, cacheable), np.array(gen.settings, np.int64))
 
 
-def render_plan(dag, source: str, cacheable: bool | None = None) -> str:
+def render_plan(dag, source: str, cacheable: bool | None = None, sharded: bool = False) -> str:
     """The generated module text of ``source``'s step (see :func:`render`)."""
-    return render(dag, source, cacheable).text
+    return render(dag, source, cacheable, sharded).text

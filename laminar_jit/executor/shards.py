@@ -1,21 +1,21 @@
 """Key shards: one DAG run by ``N`` executors in threads, each owning the keys of its key groups.
 
-``DagExecutor(dag, parallelism=N)`` keeps ``N`` shard executors of the same
-DAG (the same compiled plans, so no extra compile) and, per batch:
+``DagExecutor(dag, parallelism=N)`` keeps ``N`` shards, each the operator
+state of the keys in its key groups, and a key shard's plan of each source:
+the DAG's step, reading a selection of the batch's rows (``shard_rows``)
+where the plain step reads all of them. Per batch it
 
-1. works out on the *whole* batch what depends on every row: the source's
-   running watermark (each row's lateness), the cut points of the steps
-   (window pieces, sliding windows' due points) and the codes of string key
-   columns in the shared dictionaries (codes by first appearance at the
-   source, as in one executor);
-2. hashes the key columns of each row into one of :data:`KEY_GROUPS` key
-   groups and sorts the rows by the shard owning their group (a compiled
-   counting sort; arrival order kept within a shard);
-3. runs the shards' steps concurrently (the steps release the GIL), each on
-   its rows of every piece, with the whole batch's watermarks passed in
-   (``wm_given``), so a shard with no rows still fires what the watermark
-   made due;
-4. merges the shards' output rows into the order one executor emits:
+1. works out on the *whole* batch what depends on every row: the cut points
+   of the steps (window pieces, sliding windows' due points), the codes of
+   string columns in the shared dictionaries (codes by first appearance at
+   the source, as in one executor) and the hash of each row's key columns;
+2. runs the shards concurrently (compiled code, the GIL released): each
+   picks its rows (those whose key group it owns, ascending) and runs every
+   piece through the step with the piece's rows as the source's rows. The
+   step works out the source watermarks on the whole piece, so every shard
+   sees one executor's watermarks and late-row decisions, and a shard with
+   no rows still fires what the watermark made due. No column is copied;
+3. merges the shards' output rows into the order one executor emits:
    rows passed on from the input by their position in the batch, window
    and TopN results by (piece, window end, key, rank).
 
@@ -35,15 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..kernels.merging import merge_destinations, place, place_take
-from ..kernels.partitioning import split_by_shard
-from ..kernels.selection import gather
-from ..kernels.watermarks import running_watermark
+from ..kernels.merging import merge_positions, merge_shards, place, take_range
+from ..kernels.partitioning import rows_of_shard
 from ..ops.windows import WindowSpec
-from ..time.watermarks import to_units
 from .boundary import _to_arrow, column_view
 from .keyhash import key_hash
-from .plan import shard_driver
+from .codegen import ancestors
+from .plan import compile_plan
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
@@ -98,14 +96,14 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
-    ancestors = {n.id: _ancestors(dag, n.id) for n in nodes}
+    upstream = {n.id: ancestors(dag, n.id) for n in nodes}
     for n in stateful:
         spec = n.bound.spec
         if not isinstance(spec, WindowSpec):
             return f"operator {n.name!r} ({n.op.label()}) is not a window, Dedup or TopN"
         if not spec.keys:
             return f"operator {n.name!r} ({n.op.label()}) has no key"
-        for a in ancestors[n.id]:
+        for a in upstream[n.id]:
             up = nodes[a]
             if up.kind == "stateful":
                 return f"operator {n.name!r} reads the output of another stateful operator, {up.name!r}"
@@ -115,7 +113,7 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
     keys = {}
     for source in dag.sources:
         sid = dag.node(source).id
-        fed = [n for n in stateful if sid in ancestors[n.id]]
+        fed = [n for n in stateful if sid in upstream[n.id]]
         if not fed:
             keys[source] = ()
             continue
@@ -124,7 +122,7 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
             return f"the stateful operators of source {source!r} share no key column"
         keys[source] = tuple(common)
     for n in stateful:  # every source of one operator must cut its rows by the same columns
-        seen = {keys[nodes[a].name] for a in ancestors[n.id] if nodes[a].kind == "source"}
+        seen = {keys[nodes[a].name] for a in upstream[n.id] if nodes[a].kind == "source"}
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
     merge = {}
@@ -138,23 +136,13 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
             key = spec.keys[0] if len(spec.keys) == 1 else None
             merge[t.name] = ("window", key, spec.kind == "topn")
             continue
-        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in ancestors[t.id] - {u}) \
+        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in upstream[t.id] - {u}) \
                 or (spec is None and up.kind == "stateful"):
             return f"sink {t.name!r} reads a window's results through other operators"
-        if any(_paths(dag, nodes[a].id, t.id) > 1 for a in ancestors[t.id] if nodes[a].kind == "source"):
+        if any(_paths(dag, nodes[a].id, t.id) > 1 for a in upstream[t.id] if nodes[a].kind == "source"):
             return f"sink {t.name!r} receives some input rows along more than one path"
         merge[t.name] = ("rows",)
     return ShardPlan(keys, merge)
-
-
-def _ancestors(dag, nid: int) -> set[int]:
-    seen, stack = set(), [nid]
-    while stack:
-        for u, _ in dag.nodes[stack.pop()].inputs:
-            if u not in seen:
-                seen.add(u)
-                stack.append(u)
-    return seen
 
 
 def _paths(dag, src: int, dst: int) -> int:
@@ -167,7 +155,8 @@ def _paths(dag, src: int, dst: int) -> int:
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
+    """A read-only view of ``a`` (the plans are compiled for read-only columns)."""
+    a = np.ascontiguousarray(a).view()
     a.setflags(write=False)
     return a
 
@@ -193,12 +182,12 @@ class KeyShards:
         self.shards = [DagExecutor(executor.dag) for _ in range(shards)]
         for shard in self.shards:  # one set of dictionaries: codes are the same in every shard
             shard._state.dictionaries = executor._state.dictionaries
-        for plan_ in executor._plans.values():
+        #: Per source: the shards' plan (the same DAG, reading the shard's rows of each batch).
+        self.plans = {source: compile_plan(executor.dag, source, sharded=True) for source in executor.dag.sources}
+        for plan_ in self.plans.values():
             for layout in plan_.sinks:
                 if plan.merge[layout.sink][0] == "window" and any(c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
-        for plan_ in executor._plans.values():
-            shard_driver(plan_)  # compile (or load) the drivers now, not in the first batch
         self.group_shard = np.arange(KEY_GROUPS, dtype=np.int64) * shards // KEY_GROUPS
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
         dag = executor.dag
@@ -212,41 +201,28 @@ class KeyShards:
     def _run(self, source: str, b: pa.RecordBatch) -> None:
         ex = self.executor
         st = ex._state
-        plan = ex._plans[source]
-        spec = ex._specs[source]
+        plan = self.plans[source]
         n = b.num_rows
-        # what depends on the whole batch: each row's watermark, the pieces, string codes
-        wm0 = int(st.watermarks[ex.dag.node(source).id])
-        if spec.watermark is not None and n:
-            ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
-            delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
-            before, after = running_watermark(ts, n, wm0, delay, _NONE)
-        else:
-            before, after = np.full(n, wm0, np.int64), wm0
-        cuts = np.asarray(ex._cuts(source, plan, b), np.int64)
-        piece_wm = np.array([before[c] if c < n else after for c in cuts[1:]], np.int64)
-        active = (cuts[1:] > cuts[:-1]).astype(np.int64)
+        # what depends on the whole batch: its pieces, the string codes, each row's key group
+        cuts = np.asarray(ex._cuts(source, ex._plans[source], b), np.int64)
         columns = {}
         for name, dtype, _, encoded in plan.args:
-            columns[name] = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
+            values, valid = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
                              else column_view(b.column(name), dtype))
+            columns[name] = (_readonly(values), _readonly(valid))
         keys = self.plan.keys[source]
-        if keys and n:
-            order, bounds = split_by_shard(key_hash(b, keys), KEY_GROUPS, self.group_shard, self.n)
-        else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
-            order, bounds = np.arange(n, dtype=np.int64), np.array([0] + [n] * self.n, np.int64)
+        row_hash = key_hash(b, keys) if keys and n else None
         ids = self._source_ids
         for shard in self.shards:  # sources' watermarks and idle flags are the executor's
             shard._state.watermarks[ids] = st.watermarks[ids]
             shard._state.idle[ids] = st.idle[ids]
-        feed = (plan, columns, before, cuts, piece_wm, active)
-        results = self._in_parallel(lambda job: self._work(*job, feed),
-                                    [(s, order[bounds[s]:bounds[s + 1]]) for s in range(self.n)])
+        feed = (plan, columns, row_hash, cuts, n)
+        results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
         st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
         first = self.shards[0]._state
         st.watermarks[:] = first.watermarks
         st.idle[:] = first.idle
-        per_shard = [produced for _, produced in results]
+        per_shard = [result for _, result in results]
         merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in plan.sinks) if m]
         if merges:
             jobs = [[] for _ in range(self.n)]
@@ -274,105 +250,93 @@ class KeyShards:
             raise error
         return results
 
-    def _work(self, s: int, idx: np.ndarray, feed: tuple) -> tuple:
-        """Shard ``s``'s steps over its rows ``idx`` of each piece (runs in the shard's thread)."""
-        plan, columns, before, cuts, piece_wm, active = feed
-        shard = self.shards[s]
-        st = shard._state
+    def _work(self, s: int, feed: tuple) -> tuple:
+        """Shard ``s``'s rows of the batch through its plan (runs in the shard's thread)."""
+        plan, columns, row_hash, cuts, n = feed
+        if row_hash is not None:
+            rows = rows_of_shard(row_hash, KEY_GROUPS, self.group_shard, s)
+        else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
+            rows = np.arange(n if s == 0 else 0, dtype=np.int64)
+        st = self.shards[s]._state
         counters = np.zeros_like(self.executor._state.metrics.counters)
-        args = []
-        for name, *_ in plan.args:
-            values, valid = columns[name]
-            args += (_readonly(gather(values, idx)), _readonly(gather(valid, idx)) if valid.size else valid)
         state_args = []
         for nid in plan.stateful_ids:
             state = st.operator_states[nid]
-            state.reserve(idx.size * plan.max_paths)
+            state.reserve(rows.size * plan.max_paths)
             state_args.extend(state.arrays())
-        at = np.searchsorted(idx, cuts).astype(np.int64)
-        results = shard_driver(plan)(at, piece_wm, active, gather(before, idx), *args, self.executor.dag.routing.offsets,
-                                 plan.settings, counters, st.watermarks, st.idle, *state_args)
-        return counters, [(p, idx[at[p]:at[p + 1]], plan, result) for p, result in enumerate(results)]
+        args = [array for name, *_ in plan.args for array in columns[name]]
+        result = plan.step(rows, cuts, *args, self.executor.dag.routing.offsets, plan.settings, counters,
+                           st.watermarks, st.idle, *state_args)
+        return counters, result
 
-    def _plan_merge(self, layout, b: pa.RecordBatch, per_shard: list[list[tuple]], columns: dict):
+    def _plan_merge(self, layout, b: pa.RecordBatch, results: list[tuple], columns: dict):
         """Where each shard's rows of one sink go in the merged output (one executor's order)."""
         how = self.plan.merge[layout.sink]
         off = layout.offset
-        parts = []  # (shard, piece, rows' positions in b, result)
-        for s, produced in enumerate(per_shard):
-            for p, sel, ran, result in produced:
-                if layout in ran.sinks and result[off].size:
-                    parts.append((s, p, sel, result))
-        if not parts:
+        if not any(result[off].size for result in results):
             return None
-        if how[0] == "rows":
-            positions = [sel[result[off]] for _, _, sel, result in parts]
-            taken = np.zeros(b.num_rows + 1, np.int64)
-            for pos in positions:
-                taken[pos + 1] = 1
-            rank = np.cumsum(taken)
-            dests = [rank[pos] for pos in positions]
-            rows = np.flatnonzero(taken[1:])
+        offsets = np.zeros(self.n + 1, np.int64)
+        offsets[1:] = np.cumsum([result[off].size for result in results])
+        if how[0] == "rows":  # input rows passed on: by their position in the batch
+            rows, dest = merge_positions(np.concatenate([result[off] for result in results]), offsets, b.num_rows)
         else:
-            parts.sort(key=lambda part: (part[1], part[0]))  # by piece, then shard
-            sizes = [result[off].size for _, _, _, result in parts]
-            starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-            major, middle, minor = (np.concatenate(k) for k in zip(*(
-                self._window_order(layout, result, how, s, m) for (s, _, _, result), m in zip(parts, sizes))))
-            dest = merge_destinations(major, middle, minor, starts, np.array([p for _, p, _, _ in parts], np.int64))
-            dests = [dest[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
-            positions = [None] * len(parts)
+            order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]
+            major, middle, minor = (np.concatenate(k) for k in zip(*order))
+            bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
+            dest = merge_shards(major, middle, minor, bounds, True, how[2])
             rows = None
-        return _Merge(layout, parts, dests, positions, rows, columns)
+        return _Merge(layout, results, dest, offsets, rows, columns, self.n)
 
     @staticmethod
-    def _window_order(layout, result, how, shard: int, m: int) -> tuple:
+    def _window_order(layout, result, how, shard: int) -> tuple:
         """Sort keys of one window sink's rows: window end, key (the shard for composite keys), rank."""
         by_name = {f.name: col for f, col in zip(layout.schema, layout.columns)}
+        m = result[layout.offset].size
 
         def raw(name):
             col = by_name[name]
             values, valid = result[col.pos], result[col.pos + 1]
-            values = values.astype(np.int64, copy=False)
+            values = np.ascontiguousarray(values.astype(np.int64, copy=False))
             return np.where(valid, values, _INT64_MIN) if valid.size and not valid.all() else values
 
         _, key, ranked = how
         return (raw("window_end"), raw(key) if key is not None else np.full(m, shard, np.int64),
-                raw("rank") if ranked else np.zeros(m, np.int64))
+                raw("rank") if ranked else _NO_ROWS)
 
 
 class _Merge:
-    """One sink's merged output of a batch: arrays to fill, and which shard fills which rows."""
+    """One sink's merged output of a batch: arrays to fill, and what each shard's thread copies where."""
 
-    def __init__(self, layout, parts: list, dests: list, positions: list, rows, columns: dict):
+    def __init__(self, layout, results: list, dest: np.ndarray, offsets: np.ndarray, rows, columns: dict,
+                 shards: int):
         self.layout = layout
         self.rows = rows  # rows passed on: their positions in the batch, in output order
-        m = self.size = sum(d.size for d in dests)
+        m = self.size = dest.size
         self.arrays: dict[int, tuple] = {}  # layout column index -> (values, validity or empty)
-        self.jobs: list[tuple[int, list]] = []
-        per_part = [[] for _ in parts]
+        jobs = [[] for _ in range(shards)]
+        dests = [dest[offsets[s]:offsets[s + 1]] for s in range(shards)]
+        chunks = np.linspace(0, m, shards + 1).astype(np.int64)  # rows taken from the batch: a range per thread
         for j, col in enumerate(layout.columns):
             if col.kind in ("der", "code"):
-                first = parts[0][3]
-                values = np.empty(m, first[col.pos].dtype)
-                masked = any(r[col.pos + 1].size for *_, r in parts)
+                values = np.empty(m, results[0][col.pos].dtype)
+                masked = any(r[col.pos + 1].size for r in results)
                 valid = np.empty(m, np.bool_) if masked else _NO_NULLS
                 self.arrays[j] = (values, valid)
-                for k, (*_, r) in enumerate(parts):
-                    per_part[k].append((values, dests[k], r[col.pos], None))
+                for s, r in enumerate(results):
+                    jobs[s].append((place, values, dests[s], r[col.pos]))
                     if masked:
                         v = r[col.pos + 1]
-                        per_part[k].append((valid, dests[k], v if v.size else np.ones(dests[k].size, np.bool_), None))
+                        jobs[s].append((place, valid, dests[s], v if v.size else np.ones(dests[s].size, np.bool_)))
             elif col.kind == "src" and col.column in columns:
                 src_values, src_valid = columns[col.column]
                 values = np.empty(m, src_values.dtype)
                 valid = np.empty(m, np.bool_) if src_valid.size else _NO_NULLS
                 self.arrays[j] = (values, valid)
-                for k in range(len(parts)):
-                    per_part[k].append((values, dests[k], src_values, positions[k]))
+                for s in range(shards):
+                    jobs[s].append((take_range, values, src_values, rows, chunks[s], chunks[s + 1]))
                     if src_valid.size:
-                        per_part[k].append((valid, dests[k], src_valid, positions[k]))
-        self.jobs = [(part[0], per_part[k]) for k, part in enumerate(parts)]
+                        jobs[s].append((take_range, valid, src_valid, rows, chunks[s], chunks[s + 1]))
+        self.jobs = list(enumerate(jobs))
 
     def batch(self, b: pa.RecordBatch, dictionaries) -> pa.RecordBatch:
         """The merged rows as a RecordBatch of the sink's schema (after the shards placed them)."""
@@ -394,15 +358,11 @@ class _Merge:
 
 
 def _place_all(jobs: list) -> None:
-    """Copy one shard's rows of every merged sink to their destinations (runs in the shard's thread)."""
+    """One thread's copies of rows into merged sinks' columns (see :class:`_Merge`)."""
     for part in jobs:
-        for out, dest, values, rows in part:
-            if rows is None:
-                place(out, dest, values)
-            else:
-                place_take(out, dest, values, rows)
+        for fn, *args in part:
+            fn(*args)
 
 
-_NONE = np.zeros(0, np.int64)
-_NONE.setflags(write=False)
 _NO_NULLS = np.zeros(0, np.bool_)
+_NO_ROWS = np.zeros(0, np.int64)

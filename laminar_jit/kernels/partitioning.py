@@ -15,7 +15,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["hash_bytes", "mix_gather", "mix_int64", "split_by_partition", "split_by_shard"]
+__all__ = ["hash_bytes", "mix_gather", "mix_int64", "rows_of_shard", "split_by_partition", "split_by_shard"]
 
 #: Seed of the row hash before the first key column.
 HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -120,3 +120,16 @@ def split_by_shard(row_hash, groups, group_shard, shards):
         order[fill[s]] = i
         fill[s] += 1
     return order, bounds
+
+
+@njit
+def rows_of_shard(row_hash, groups, group_shard, shard):
+    """Positions of the rows whose key group ``shard`` owns (ascending), with groups as in :func:`split_by_shard`."""
+    n = row_hash.shape[0]
+    out = np.empty(n, np.int64)
+    g = np.uint64(groups)
+    m = 0
+    for i in range(n):  # branch-free: always write, advance on a match
+        out[m] = i
+        m += 1 if group_shard[np.int64(((row_hash[i] >> np.uint64(32)) * g) >> np.uint64(32))] == shard else 0
+    return out[:m].copy()

@@ -10,17 +10,12 @@ __all__ = ["due_cuts", "running_watermark", "source_watermark"]
 
 
 @njit
-def running_watermark(event_time, n, watermark, delay, given):
+def running_watermark(event_time, n, watermark, delay):
     """Watermark in force *before* each row, and after the last one.
 
     The source watermark advances row by row as ``max(event time seen) -
     delay`` and never goes back, so a row's lateness does not depend on how
     the stream was cut into batches.
-
-    ``given`` is empty, or holds the watermarks already worked out for these
-    rows: ``given[:n]`` before each row and ``given[n]`` after the last. A key
-    shard gets them from the whole batch (see :mod:`laminar_jit.executor.shards`),
-    so its rows see the watermark they would see in one unsharded stream.
 
     Returns
     -------
@@ -28,10 +23,6 @@ def running_watermark(event_time, n, watermark, delay, given):
     after : int64
     """
     before = np.empty(n, np.int64)
-    if given.size > 0:
-        for i in range(n):  # a loop, not ``before[:] = given[:n]`` (see kernels/selection.py concat)
-            before[i] = given[i]
-        return before, max(watermark, given[n])
     current = watermark
     for i in range(n):
         before[i] = current
@@ -42,13 +33,11 @@ def running_watermark(event_time, n, watermark, delay, given):
 
 
 @njit
-def source_watermark(event_time, n, watermark, delay, given):
+def source_watermark(event_time, n, watermark, delay):
     """The watermark after the last row: :func:`running_watermark` without the per-row values.
 
     Plans call it when no operator reads a source row's own watermark.
     """
-    if given.size > 0:
-        return max(watermark, given[n])
     current = watermark
     for i in range(n):
         candidate = event_time[i] - delay

@@ -156,12 +156,12 @@ def sink_2(sel, skip_src, v0, m0, v1, m1, v2, m2):
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, wm_given, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
-    if n > 0 or (wm_given.size > 0 and wm_given[n + 1] != 0):
+    if n > 0:
         idle[0] = False
-    wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0], wm_given)
+    wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0])
     if wm_after > wm[0]:
         wm[0] = wm_after
     metrics[0] += n

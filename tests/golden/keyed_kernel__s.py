@@ -95,12 +95,12 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, wm_given, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
-    if n > 0 or (wm_given.size > 0 and wm_given[n + 1] != 0):
+    if n > 0:
         idle[0] = False
-    wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0], wm_given)
+    wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0])
     if wm_after > wm[0]:
         wm[0] = wm_after
     metrics[0] += n

@@ -239,12 +239,12 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, wm_given, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Process one batch of the source through every node it reaches."""
     wm_before_1 = wm[1]
-    if n > 0 or (wm_given.size > 0 and wm_given[n + 1] != 0):
+    if n > 0:
         idle[1] = False
-    wm_rows_1, wm_after = running_watermark(c0, n, wm[1], settings[0], wm_given)
+    wm_rows_1, wm_after = running_watermark(c0, n, wm[1], settings[0])
     if wm_after > wm[1]:
         wm[1] = wm_after
     metrics[3] += n
