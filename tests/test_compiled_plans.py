@@ -109,6 +109,21 @@ def test_unhashable_kernel_global_is_compiled_without_disk_cache():
     assert ex.take_sink_outputs("out").column("x").to_pylist() == [2.0]
 
 
+def test_kernel_of_a_module_no_process_can_import_is_compiled_without_disk_cache():
+    # code run with ``exec`` under a made-up module name (as a notebook tool or a docs test may):
+    # a cached plan naming it could not be loaded by the next process, so none is written
+    namespace = {"__name__": "<made up>"}
+    exec("def big(x):\n    return x > 1.0\n", namespace)
+    schema = pa.schema([("x", pa.float64())])
+    dag = (lj.DagBuilder().source("s", schema).operator("f", lj.Filter(namespace["big"])).connect("s", "f")
+           .sink_for("f", "out").build())
+    assert dag.fingerprint is None
+    assert not compile_plan(dag, "s").cacheable
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", {"x": np.array([0.5, 2.0])})
+    assert ex.take_sink_outputs("out").column("x").to_pylist() == [2.0]
+
+
 def test_executor_suite_without_jit():
     """Run the executor tests with NUMBA_DISABLE_JIT=1 so kernel bodies run as Python (coverage)."""
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 import types
 from typing import Callable, Sequence
 
@@ -208,8 +209,12 @@ def fingerprint_function(fn, _seen: set | None = None) -> str | None:
 
     Numba freezes global and closure values into the machine code, so they are
     part of the identity of the compiled kernel. Returns None when a referenced
-    value cannot be hashed stably (then plans using it are not cached on disk).
+    value cannot be hashed stably, or when ``fn`` lives in no module a later
+    process could import (code run with ``exec`` under a made-up module name):
+    then plans using it are not cached on disk, since loading them would fail.
     """
+    if getattr(fn, "__module__", None) not in sys.modules:
+        return None
     seen = set() if _seen is None else _seen
     if id(fn) in seen:
         return "recursive"
