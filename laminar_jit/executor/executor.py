@@ -38,10 +38,12 @@ class DagExecutor:
     parallelism : int or "auto", default 1
         Key shards: the executor keeps this many copies of the DAG's state,
         each owning the keys that hash into its key groups, and runs them in
-        threads (the compiled steps release the GIL). ``"auto"``: the cores
-        this process may use. Outputs, late rows, watermarks and metric row
-        counts are those of one executor. A DAG that cannot be sharded yet runs
-        as one; :attr:`shards` and :attr:`shards_note` say so.
+        threads (the compiled steps release the GIL); each source's plan is
+        then compiled a second time as a key shard's plan (cached on disk like
+        every plan). ``"auto"``: the cores this process may use. Outputs, late
+        rows, watermarks and metric row counts are those of one executor. A DAG
+        that cannot be sharded yet runs as one; :attr:`shards` and
+        :attr:`shards_note` say so.
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL). Default 1: on the

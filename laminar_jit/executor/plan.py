@@ -303,8 +303,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
 
 
 _SHARD_RUN = '''
-from numba.typed import List
-from laminar_jit.kernels.merging import concat_rows, concat_valid, concat_values
+from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
 
 
 @jit(no_cfunc_wrapper=True)
@@ -315,28 +314,21 @@ def shard_run(rows, cuts, {params}):
     ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
     whole (so every shard works out the same watermarks) with the shard's rows
     of it as its source rows. Returns the step's result tuple with every
-    sink's arrays concatenated over the pieces: its ``rows`` as positions in
-    the batch, and in place of its ``ident`` flag where each piece's rows start.
+    sink's arrays appended over the pieces: its ``rows`` as positions in the
+    batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
-    would take the GIL between pieces.
+    would take the GIL between pieces. (The results are appended as they come,
+    with one call of the step in the text: typed lists of the results, or a
+    second call, cost seconds of compile time each.)
     """
-    out = List()
-    los = np.empty(cuts.size - 1, np.int64)
     a = 0
     for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
-        los[p] = lo
-        b = a
-        while b < rows.size and rows[b] < hi:
-            b += 1
-        shard_rows = np.empty(b - a, np.int32)
-        for j in range(b - a):
-            shard_rows[j] = rows[a + j] - lo
-        a = b
-        out.append(step({call}))
-{gather}
-    return ({returns},)
+        shard_rows, a = piece_rows(rows, a, lo, hi)
+        r = step({call})
+        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
+{start}{append}{trim}    return ({returns},)
 '''
 
 
@@ -345,26 +337,30 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     cols = args[1:args.index("offsets")]
     rest = args[args.index("offsets"):]
     call = ", ".join(["hi - lo", *(f"{c}[lo:hi]" for c in cols), *rest])
-    slots: dict[int, str] = {}
-    lines = []
-
-    def parts(k: int) -> str:
-        lines.append(f"    l{k} = List()\n    for r in out:\n        l{k}.append(r[{k}])")
-        return f"l{k}"
-
+    slots: set[int] = set()
+    start, append, returns = [], [], {}
     for layout in gen.sinks:
         k = layout.offset
-        lines.append(f"    o{k}, o{k + 1} = concat_rows({parts(k)}, los)")
-        slots[k] = slots[k + 1] = ""
+        start.append(f"            o{k} = np.empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = 0\n"
+                     f"            o{k + 1} = np.zeros(cuts.size, np.int64)\n")
+        append.append(f"        o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n        o{k + 1}[p + 1] = n{k}\n")
+        returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
         for col in layout.columns:
-            if col.kind != "take":
-                k = col.pos
-                lines.append(f"    o{k} = concat_values({parts(k)})")
-                lines.append(f"    o{k + 1} = concat_valid({parts(k + 1)}, l{k})")
-                slots[k] = slots[k + 1] = ""
-    assert sorted(slots) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
+            if col.kind == "take":
+                continue
+            k = col.pos
+            start.append(f"            o{k} = np.empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = 0\n"
+                         f"            o{k + 1} = np.empty(0, np.bool_)\n            masked{k} = False\n")
+            append.append(f"        o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, masked{k})\n"
+                          f"        o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
+            returns[k] = f"o{k}[:n{k}]"
+            returns[k + 1] = f"o{k + 1}[:n{k} if masked{k} else 0]"
+    assert sorted(returns) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
+    # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
+    trim = "".join(f"    t{k} = {returns[k]}\n" for k in range(len(gen.returns)))
     return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a != SHARD_ROWS]), call=call,
-                             gather="\n".join(lines), returns=", ".join(f"o{k}" for k in range(len(gen.returns))))
+                             start="".join(start), append="".join(append), trim=trim,
+                             returns=", ".join(f"t{k}" for k in range(len(gen.returns))))
 
 
 def _unread_row_watermarks(text: str) -> str:

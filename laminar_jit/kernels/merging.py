@@ -11,7 +11,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["concat_rows", "concat_valid", "concat_values", "merge_positions", "merge_shards", "place", "take_range"]
+__all__ = ["append_rows", "append_valid", "append_values", "merge_positions", "merge_shards", "piece_rows", "place", "take_range"]
 
 
 @njit
@@ -19,66 +19,6 @@ def place(out, dest, values):
     """``out[dest[i]] = values[i]``."""
     for i in range(dest.size):
         out[dest[i]] = values[i]
-
-
-@njit
-def concat_rows(parts, starts_of_pieces):
-    """A shard's rows of each piece (positions in the piece) as positions in the batch, and where each piece's start.
-
-    Returns
-    -------
-    rows : int64[m]
-    starts : int64[pieces + 1]
-        Piece ``p``'s rows are ``rows[starts[p]:starts[p + 1]]``.
-    """
-    pieces = len(parts)
-    starts = np.zeros(pieces + 1, np.int64)
-    for p in range(pieces):
-        starts[p + 1] = starts[p] + parts[p].size
-    rows = np.empty(starts[pieces], np.int64)
-    for p in range(pieces):
-        x = parts[p]
-        o = starts[p]
-        lo = starts_of_pieces[p]
-        for j in range(x.size):
-            rows[o + j] = x[j] + lo
-    return rows, starts
-
-
-@njit
-def concat_values(parts):
-    """The arrays of ``parts`` (a typed list) back to back."""
-    total = 0
-    for x in parts:
-        total += x.size
-    out = np.empty(total, parts[0].dtype)
-    o = 0
-    for x in parts:
-        for j in range(x.size):
-            out[o + j] = x[j]
-        o += x.size
-    return out
-
-
-@njit
-def concat_valid(valids, values):
-    """Validity of :func:`concat_values` ``(values)``: empty when no part has nulls, else all rows' flags."""
-    total = 0
-    masked = False
-    for p in range(len(valids)):
-        total += values[p].size
-        masked = masked or valids[p].size > 0
-    if not masked:
-        return np.empty(0, np.bool_)
-    out = np.empty(total, np.bool_)
-    o = 0
-    for p in range(len(valids)):
-        v = valids[p]
-        m = values[p].size
-        for j in range(m):
-            out[o + j] = v[j] if v.size else True
-        o += m
-    return out
 
 
 @njit(inline="always")
@@ -214,3 +154,69 @@ def take_range(out, values, rows, lo, hi):
     """``out[lo:hi] = values[rows[lo:hi]]`` (one thread's share of a merged sink's column)."""
     for i in range(lo, hi):
         out[i] = values[rows[i]]
+
+
+@njit
+def piece_rows(rows, a, lo, hi):
+    """A shard's rows of the piece ``lo:hi`` as positions in the piece, from ``rows[a:]`` (ascending); and
+    where the next piece's rows start in ``rows``."""
+    b = a
+    while b < rows.size and rows[b] < hi:
+        b += 1
+    out = np.empty(b - a, np.int32)
+    for j in range(b - a):
+        out[j] = rows[a + j] - lo
+    return out, b
+
+
+@njit
+def _room(buf, n, m):
+    """``buf``, or a copy of it at least twice as large when ``m`` items do not fit (its first ``n`` kept)."""
+    if m <= buf.size:
+        return buf
+    bigger = np.empty(max(m, 2 * buf.size), buf.dtype)
+    for j in range(n):  # a loop: slice assignment costs more to compile
+        bigger[j] = buf[j]
+    return bigger
+
+
+@njit
+def append_rows(buf, n, x, lo):
+    """``buf[:n]`` followed by the positions ``x + lo``: the (possibly new) array and its length."""
+    m = n + x.size
+    buf = _room(buf, n, m)
+    for j in range(x.size):
+        buf[n + j] = x[j] + lo
+    return buf, m
+
+
+@njit
+def append_values(buf, n, x):
+    """``buf[:n]`` followed by ``x``: the (possibly new) array and its length."""
+    m = n + x.size
+    buf = _room(buf, n, m)
+    for j in range(x.size):
+        buf[n + j] = x[j]
+    return buf, m
+
+
+@njit
+def append_valid(buf, n, valid, size, masked):
+    """Validity of ``size`` more values after ``n`` (``valid``, or all true when it is empty).
+
+    Nothing is written until some part has nulls (``masked`` False): then the
+    rows before it are filled in as valid. Returns the (possibly new) array
+    and whether any part so far had nulls.
+    """
+    if valid.size == 0 and not masked:
+        return buf, False
+    m = n + size
+    if not masked:  # the first nulls: every row before them was valid
+        buf = np.empty(max(m, 2 * n), np.bool_)
+        for j in range(n):
+            buf[j] = True
+    else:
+        buf = _room(buf, n, m)
+    for j in range(size):
+        buf[n + j] = valid[j] if valid.size else True
+    return buf, True

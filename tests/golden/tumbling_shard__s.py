@@ -215,8 +215,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     return (rows1, ident2, ws_1, no_nulls_1, we_1, no_nulls_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1,)
 
 
-from numba.typed import List
-from laminar_jit.kernels.merging import concat_rows, concat_valid, concat_values
+from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
 
 
 @jit(no_cfunc_wrapper=True)
@@ -227,68 +226,65 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
     ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
     whole (so every shard works out the same watermarks) with the shard's rows
     of it as its source rows. Returns the step's result tuple with every
-    sink's arrays concatenated over the pieces: its ``rows`` as positions in
-    the batch, and in place of its ``ident`` flag where each piece's rows start.
+    sink's arrays appended over the pieces: its ``rows`` as positions in the
+    batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
-    would take the GIL between pieces.
+    would take the GIL between pieces. (The results are appended as they come,
+    with one call of the step in the text: typed lists of the results, or a
+    second call, cost seconds of compile time each.)
     """
-    out = List()
-    los = np.empty(cuts.size - 1, np.int64)
     a = 0
     for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
-        los[p] = lo
-        b = a
-        while b < rows.size and rows[b] < hi:
-            b += 1
-        shard_rows = np.empty(b - a, np.int32)
-        for j in range(b - a):
-            shard_rows[j] = rows[a + j] - lo
-        a = b
-        out.append(step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n))
-    l0 = List()
-    for r in out:
-        l0.append(r[0])
-    o0, o1 = concat_rows(l0, los)
-    l2 = List()
-    for r in out:
-        l2.append(r[2])
-    o2 = concat_values(l2)
-    l3 = List()
-    for r in out:
-        l3.append(r[3])
-    o3 = concat_valid(l3, l2)
-    l4 = List()
-    for r in out:
-        l4.append(r[4])
-    o4 = concat_values(l4)
-    l5 = List()
-    for r in out:
-        l5.append(r[5])
-    o5 = concat_valid(l5, l4)
-    l6 = List()
-    for r in out:
-        l6.append(r[6])
-    o6 = concat_values(l6)
-    l7 = List()
-    for r in out:
-        l7.append(r[7])
-    o7 = concat_valid(l7, l6)
-    l8 = List()
-    for r in out:
-        l8.append(r[8])
-    o8 = concat_values(l8)
-    l9 = List()
-    for r in out:
-        l9.append(r[9])
-    o9 = concat_valid(l9, l8)
-    l10 = List()
-    for r in out:
-        l10.append(r[10])
-    o10 = concat_values(l10)
-    l11 = List()
-    for r in out:
-        l11.append(r[11])
-    o11 = concat_valid(l11, l10)
-    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11,)
+        shard_rows, a = piece_rows(rows, a, lo, hi)
+        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
+        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
+            o0 = np.empty(r[0].size * (cuts.size - 1), np.int64)
+            n0 = 0
+            o1 = np.zeros(cuts.size, np.int64)
+            o2 = np.empty(r[2].size * (cuts.size - 1), r[2].dtype)
+            n2 = 0
+            o3 = np.empty(0, np.bool_)
+            masked2 = False
+            o4 = np.empty(r[4].size * (cuts.size - 1), r[4].dtype)
+            n4 = 0
+            o5 = np.empty(0, np.bool_)
+            masked4 = False
+            o6 = np.empty(r[6].size * (cuts.size - 1), r[6].dtype)
+            n6 = 0
+            o7 = np.empty(0, np.bool_)
+            masked6 = False
+            o8 = np.empty(r[8].size * (cuts.size - 1), r[8].dtype)
+            n8 = 0
+            o9 = np.empty(0, np.bool_)
+            masked8 = False
+            o10 = np.empty(r[10].size * (cuts.size - 1), r[10].dtype)
+            n10 = 0
+            o11 = np.empty(0, np.bool_)
+            masked10 = False
+        o0, n0 = append_rows(o0, n0, r[0], lo)
+        o1[p + 1] = n0
+        o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
+        o2, n2 = append_values(o2, n2, r[2])
+        o5, masked4 = append_valid(o5, n4, r[5], r[4].size, masked4)
+        o4, n4 = append_values(o4, n4, r[4])
+        o7, masked6 = append_valid(o7, n6, r[7], r[6].size, masked6)
+        o6, n6 = append_values(o6, n6, r[6])
+        o9, masked8 = append_valid(o9, n8, r[9], r[8].size, masked8)
+        o8, n8 = append_values(o8, n8, r[8])
+        o11, masked10 = append_valid(o11, n10, r[11], r[10].size, masked10)
+        o10, n10 = append_values(o10, n10, r[10])
+    t0 = o0[:n0]
+    t1 = o1
+    t2 = o2[:n2]
+    t3 = o3[:n2 if masked2 else 0]
+    t4 = o4[:n4]
+    t5 = o5[:n4 if masked4 else 0]
+    t6 = o6[:n6]
+    t7 = o7[:n6 if masked6 else 0]
+    t8 = o8[:n8]
+    t9 = o9[:n8 if masked8 else 0]
+    t10 = o10[:n10]
+    t11 = o11[:n10 if masked10 else 0]
+    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11,)
