@@ -337,7 +337,6 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     cols = args[1:args.index("offsets")]
     rest = args[args.index("offsets"):]
     call = ", ".join(["hi - lo", *(f"{c}[lo:hi]" for c in cols), *rest])
-    slots: set[int] = set()
     start, append, returns = [], [], {}
     for layout in gen.sinks:
         k = layout.offset
