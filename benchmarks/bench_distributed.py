@@ -1,4 +1,4 @@
-"""Partitioned runs on a local Ray: scaling with ``parallelism`` and the cost of the exchange.
+"""Partitioned runs on a local Ray: scaling with ``partitions`` and the cost of the exchange.
 
 The workload is the 10 s tumbling window per auction of ``bench_windows``
 (count, sum, max) over 20 M events read from one Parquet file of 65,536-row
@@ -6,7 +6,7 @@ row groups, which ``ParquetSource.split`` deals round robin to the workers.
 
 * ``Partitioned.track_events_per_second``: events over the run's wall time
   after the workers started (``RunStats.elapsed - startup_seconds``), for
-  ``parallelism`` 1 and 2 — the scaling ratio is p2 / p1 from one asv run.
+  ``partitions`` 1 and 2 — the scaling ratio is p2 / p1 from one asv run.
   ``time_run`` is the whole call, worker start-up included.
 * ``SingleProcess.time_run``: ``lj.run`` in this process, no Ray, on the same
   file: the single-process per-event cost.
@@ -65,45 +65,45 @@ def _ray():
     return ray
 
 
-def _run(dag, path, parallelism=None):
+def _run(dag, path, partitions=None):
     out = lj.io.MemorySink()
-    kw = {} if parallelism is None else {"parallelism": parallelism}
+    kw = {} if partitions is None else {"partitions": partitions}
     stats = lj.run(dag, {common.SOURCE: lj.io.ParquetSource(path)}, {"out": out}, progress=False, **kw)
     return stats, out
 
 
 class Partitioned:
-    """The tumbling-window job on ``parallelism`` Ray workers (see the module docstring)."""
+    """The tumbling-window job on ``partitions`` Ray workers (see the module docstring)."""
 
     params = [1, 2]
-    param_names = ["parallelism"]
+    param_names = ["partitions"]
     timeout = 900
     number = 1
     repeat = 3
     warmup_time = 0
 
-    def setup(self, parallelism):
+    def setup(self, partitions):
         self.path = parquet_path()
         self.dag = tumbling_dag("auction")
         _ray()
-        _run(self.dag, self.path, parallelism)  # plans compiled into the on-disk cache
+        _run(self.dag, self.path, partitions)  # plans compiled into the on-disk cache
 
-    def time_run(self, parallelism):
-        _run(self.dag, self.path, parallelism)
+    def time_run(self, partitions):
+        _run(self.dag, self.path, partitions)
 
-    def track_events_per_second(self, parallelism):
+    def track_events_per_second(self, partitions):
         """Events per second of the run after worker start-up (best of 2)."""
         best = 0.0
         for _ in range(2):
-            stats, _ = _run(self.dag, self.path, parallelism)
+            stats, _ = _run(self.dag, self.path, partitions)
             best = max(best, stats.events / (stats.elapsed - stats.startup_seconds))
         return best
 
     track_events_per_second.unit = "events/s"
 
-    def track_windows_emitted(self, parallelism):
+    def track_windows_emitted(self, partitions):
         """Rows emitted; equals ``SingleProcess.track_windows_emitted`` (a correctness canary)."""
-        return _run(self.dag, self.path, parallelism)[1].num_rows
+        return _run(self.dag, self.path, partitions)[1].num_rows
 
     track_windows_emitted.unit = "rows"
 

@@ -1,4 +1,4 @@
-"""Key shards: the tumbling, sliding, session, Dedup and TopN benchmarks at ``parallelism`` 1 and 2.
+"""Key shards: the tumbling, sliding, session, Dedup and TopN benchmarks and Nexmark q11 at ``parallelism`` 1 and 2.
 
 The same DAGs and 65,536-row batches as ``bench_windows`` and
 ``bench_ranking``; ``parallelism=1`` is the unsharded executor, so the ratio
@@ -17,7 +17,7 @@ import numpy as np
 import laminar_jit as lj
 from laminar_jit._jit import njit
 
-from . import bench_ranking, bench_windows, common
+from . import bench_nexmark, bench_ranking, bench_windows, common
 
 DAGS = {
     "tumbling": lambda: bench_windows.tumbling_dag("auction"),
@@ -57,6 +57,29 @@ class Sharded:
         return time.process_time() - cpu
 
     track_cpu_seconds.unit = "seconds"
+
+
+class ShardedNexmark(Sharded):
+    """Nexmark q11 (sessions per bidder, then a projection) over ``bench_nexmark``'s events at ``parallelism`` 1 and 2."""
+
+    params = (["q11"], [1, 2])
+    param_names = ["query", "parallelism"]
+    timeout = 600
+
+    def setup(self, query, parallelism):
+        self.chunks = bench_nexmark.nexmark_events().chunks
+        self.dag = lj.nexmark.query(query, max_delay=bench_nexmark.MAX_DELAY)
+        self.streams = lj.nexmark.streams_of(self.dag)
+        self._run(parallelism)  # compile / load the plans
+
+    def _run(self, parallelism):
+        ex = lj.DagExecutor(self.dag, parallelism=parallelism)
+        assert ex.shards == parallelism, ex.shards_note
+        for chunk in self.chunks:
+            for s in self.streams:
+                ex.process_batch(s, chunk[s])
+        ex.finish()
+        return ex.take_sink_outputs("out")
 
 
 @njit

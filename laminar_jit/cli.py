@@ -38,6 +38,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _parallelism(text: str):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number or auto, got {text!r}") from None
+
+
 def _non_negative_int(text: str) -> int:
     value = _whole_number(text)
     if value < 0:
@@ -256,11 +265,11 @@ def _run(args: argparse.Namespace) -> int:
     import laminar_jit as lj
 
     dag, sources, sinks = _load_target(args.target)
-    cluster = {} if args.parallelism is None and args.address is None else {
-        "parallelism": args.parallelism or 1, "address": args.address}
+    cluster = {} if args.partitions is None and args.address is None else {
+        "partitions": args.partitions or 1, "address": args.address}
     stats = lj.run(dag, sources=sources, sinks=sinks, checkpoint_dir=args.checkpoint_dir,
                    checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
-                   keep=args.keep, progress=not args.no_progress, **cluster)
+                   keep=args.keep, progress=not args.no_progress, parallelism=args.parallelism, **cluster)
     print(stats)
     return 130 if stats.interrupted else 0
 
@@ -386,8 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint every this many seconds (default: 10 with --checkpoint-dir)")
     run.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept")
     run.add_argument("--no-progress", action="store_true", help="no progress bar and no compile indicator")
-    run.add_argument("--parallelism", type=_positive_int, default=None, metavar="N",
-                     help="run partitioned by key on N Ray workers (needs the ray extra)")
+    run.add_argument("--parallelism", type=_parallelism, default=1, metavar="N",
+                     help="key shards: threads of this process (or of each Ray worker), or auto for every core "
+                          "(default: 1)")
+    run.add_argument("--partitions", type=_positive_int, default=None, metavar="P",
+                     help="run partitioned by key on P Ray workers (needs the ray extra)")
     run.add_argument("--address", default=None,
                      help="address of a running Ray cluster (host:6379 or auto; default: a local Ray)")
     run.set_defaults(func=_run)

@@ -37,6 +37,7 @@ from .dag.builder import DagBuilder
 from .dag.graph import StreamingDag
 from .errors import CheckpointError, DataError, KernelError, UnknownNodeError
 from .executor import DagExecutor, Metrics
+from .executor.shards import resolve_parallelism
 from .io.sinks import Sink
 from .io.adapt import as_source
 
@@ -136,8 +137,8 @@ class RunStats:
 
 def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: int | None = None,
         checkpoint_interval: float | None = None, keep: int = 3, progress: bool = True,
-        parallelism: int | None = None, cluster: str | None = None, address: str | None = None,
-        max_restarts: int = 3) -> RunStats:
+        parallelism: int | str = 1, partitions: int | None = None, cluster: str | None = None,
+        address: str | None = None, max_restarts: int = 3) -> RunStats:
     """Run ``dag`` over ``sources`` into ``sinks`` until the sources are exhausted.
 
     With a ``checkpoint_dir`` the run is restartable and its exactly-once
@@ -169,9 +170,16 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         Completed checkpoints kept; older ones are deleted.
     progress : bool, default True
         Show a progress bar with events/s (tqdm); single-process runs only.
-    parallelism : int, optional
-        Run on ``parallelism`` partitions, each a Ray actor owning the state
-        of one key range, fed by as many readers of source shards
+    parallelism : int or "auto", default 1
+        Key shards of the executor: threads of this process, each owning the
+        state of the keys of its key groups (see
+        :class:`~laminar_jit.DagExecutor`); ``"auto"`` uses the cores the
+        process may use. Output, late rows and checkpoints are those of
+        ``parallelism=1``, so a run may resume at another parallelism. In a
+        partitioned run: the key shards of each partition.
+    partitions : int, optional
+        Run on ``partitions`` Ray actors, each owning the state of one key
+        range, fed by as many readers of source shards
         (:meth:`Source.split <laminar_jit.io.Source.split>`). Stateless
         operators next to the sources run in the readers; rows cross to the
         partitions hash-partitioned by the key of the first stateful
@@ -180,7 +188,7 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         reader. Needs the ``ray`` extra.
     cluster : {"ray"}, optional
         The cluster runtime of a partitioned run (the only one is Ray; the
-        default when ``parallelism`` is given).
+        default when ``partitions`` or ``address`` is given).
     address : str, optional
         Address of a running Ray cluster (``"host:6379"``, ``"ray://host:10001"``
         or ``"auto"``); None starts a local Ray unless one is already
@@ -214,7 +222,7 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         processed and committed with a final checkpoint, so a run called
         again once the file is repaired continues at that row.
     PartitioningError
-        With ``parallelism > 1``: a stateful operator is not keyed by the
+        With ``partitions > 1``: a stateful operator is not keyed by the
         columns its input is partitioned by.
     ClusterError
         The Ray cluster cannot be reached, or actors died more than
@@ -253,10 +261,14 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     if checkpoint_dir is not None and checkpoint_every is None and checkpoint_interval is None:
         checkpoint_interval = DEFAULT_INTERVAL
 
-    if parallelism is not None or cluster is not None:
+    try:
+        resolve_parallelism(parallelism)  # before any work
+    except ValueError as exc:
+        raise ValueError(f"run: {exc}") from None
+    if partitions is not None or cluster is not None or address is not None:
         return _run_partitioned(dag, sources, sinks, checkpoint_dir, checkpoint_every, checkpoint_interval, keep,
-                                parallelism, cluster, address, max_restarts, t0)
-    ex = DagExecutor(dag)
+                                partitions, parallelism, cluster, address, max_restarts, t0)
+    ex = DagExecutor(dag, parallelism=parallelism)
     store = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
         return _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0)
@@ -265,13 +277,13 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
             store.close()
 
 
-def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep, parallelism, cluster, address,
-                     max_restarts, t0) -> RunStats:
+def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep, partitions, parallelism, cluster,
+                     address, max_restarts, t0) -> RunStats:
     if cluster not in (None, "ray"):
         raise ValueError(f"run: cluster must be 'ray' (the only cluster runtime), got {cluster!r}")
-    parallelism = 1 if parallelism is None else parallelism
-    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
-        raise ValueError(f"run: parallelism must be a positive int, got {parallelism!r}")
+    partitions = 1 if partitions is None else partitions
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise ValueError(f"run: partitions must be a positive int, got {partitions!r}")
     if not isinstance(max_restarts, int) or max_restarts < 0:
         raise ValueError(f"run: max_restarts must be an int >= 0, got {max_restarts!r}")
     from .distributed.coordinator import run_partitioned
@@ -279,8 +291,8 @@ def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep,
     stats = RunStats(rows_out={name: 0 for name in sinks})
     lock = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
-        run_partitioned(dag, sources, sinks, stats, parallelism, address, checkpoint_dir, every, interval, keep,
-                        max_restarts)
+        run_partitioned(dag, sources, sinks, stats, partitions, parallelism, address, checkpoint_dir, every,
+                        interval, keep, max_restarts)
     finally:
         if lock is not None:
             lock.close()

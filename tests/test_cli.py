@@ -60,6 +60,9 @@ BAD_ARGUMENTS = [
     (["demo", "--bogus"], "unrecognized arguments"),
     (["run", "job.py:build", "--checkpoint-interval", "0"], "positive number of seconds"),
     (["run", "job.py:build", "--checkpoint-every", "3", "--checkpoint-interval", "2"], "not allowed with"),
+    (["run", "job.py:build", "--parallelism", "0"], "positive whole number or auto"),
+    (["run", "job.py:build", "--parallelism", "all"], "or auto, got 'all'"),
+    (["run", "job.py:build", "--partitions", "0"], "positive"),
     (["warmup", "--queries", "q5,q99"], "unknown query 'q99'"),
     ([], "required"),
 ]

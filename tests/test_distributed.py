@@ -74,9 +74,9 @@ def _single(dag, sources):
     return {s: sink.table() for s, sink in out.items()}
 
 
-def _parallel(dag, sources, parallelism=2, **kw):
+def _parallel(dag, sources, partitions=2, **kw):
     out = {s: lj.io.MemorySink() for s in dag.sinks}
-    stats = lj.run(dag, sources, out, parallelism=parallelism, **kw)
+    stats = lj.run(dag, sources, out, partitions=partitions, **kw)
     assert stats.finished
     return {s: sink.table() for s, sink in out.items()}, stats
 
@@ -102,12 +102,13 @@ def test_tumbling_window_partitioned_equals_one_process():
     dag = tumbling_dag()
     ref = _single(dag, {"s": _split_evenly(t, 2)})
     assert ref["out"].num_rows > 1_000
-    for parallelism in (2, 3):  # 1 worker: the asv smoke test runs it
-        got, stats = _parallel(dag, {"s": _split_evenly(t, 3)}, parallelism=parallelism)
+    # 1 worker: the asv smoke test runs it; (2, 2): two partitions of two key shards each
+    for partitions, parallelism in ((2, 1), (3, 1), (2, 2)):
+        got, stats = _parallel(dag, {"s": _split_evenly(t, 3)}, partitions=partitions, parallelism=parallelism)
         _same_multiset(got["out"], ref["out"])
         _same_multiset(got["kept"], ref["kept"])  # a sink of the stateless prefix, filled by the readers
         assert stats.events == t.num_rows and stats.rows_out["out"] == ref["out"].num_rows
-        assert len(stats.partition_seconds) == parallelism
+        assert len(stats.partition_seconds) == partitions
 
 
 def test_session_window_partitioned_equals_one_process():
@@ -165,7 +166,7 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
     monkeypatch.setattr(coordinator, "_round_hook", kill_once)
     out_dir = tmp_path / "out"
     sinks = {"out": lj.io.ParquetSink(out_dir), "kept": lj.io.MemorySink()}
-    stats = lj.run(dag, {"s": batches}, sinks, parallelism=2, checkpoint_dir=tmp_path / "chk",
+    stats = lj.run(dag, {"s": batches}, sinks, partitions=2, checkpoint_dir=tmp_path / "chk",
                    checkpoint_every=8)
     assert kills and stats.restarts == 1 and stats.finished
     assert stats.recovered_from == kills and kills[0] >= 2  # restored from the last complete checkpoint
@@ -175,15 +176,15 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
     manifests = sorted((tmp_path / "chk").glob("job-*/job.json"))
     assert manifests and all((m.parent / "part-0001" / "manifest.json").exists() for m in manifests)
 
-    # a finished job called again returns at once; another parallelism cannot resume its state
+    # a finished job called again returns at once; another number of partitions cannot resume its state
     monkeypatch.setattr(coordinator, "_round_hook", None)
     again = lj.run(dag, {"s": batches}, {"out": lj.io.ParquetSink(out_dir), "kept": lj.io.MemorySink()},
-                   parallelism=2, checkpoint_dir=tmp_path / "chk")
+                   partitions=2, checkpoint_dir=tmp_path / "chk")
     assert again.finished and again.events == 0
     _same_multiset(lj.io.ParquetSink(out_dir).read(), ref["out"])
-    with pytest.raises(lj.CheckpointError, match="parallelism=2"):
+    with pytest.raises(lj.CheckpointError, match="partitions=2"):
         lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
-               parallelism=3, checkpoint_dir=tmp_path / "chk")
+               partitions=3, checkpoint_dir=tmp_path / "chk")
 
     # a damaged partition checkpoint stops the resumed run with the engine's error, not a retry loop
     *earlier, last = sorted((tmp_path / "chk").glob("job-*"))
@@ -192,7 +193,7 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
     state.write_bytes(state.read_bytes()[:-7])
     with pytest.raises(lj.CheckpointError, match="state-"):
         lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
-               parallelism=2, checkpoint_dir=tmp_path / "chk")
+               partitions=2, checkpoint_dir=tmp_path / "chk")
 
 
 def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):
@@ -201,14 +202,14 @@ def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):
     monkeypatch.setattr(coordinator, "_round_hook", lambda driver, rounds: ray.kill(driver.workers[0]))
     with pytest.raises(lj.ClusterError, match="max_restarts=1"):
         lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
-               parallelism=2, max_restarts=1)
+               partitions=2, max_restarts=1)
 
 
 def test_bad_input_inside_an_actor_surfaces_as_the_engine_error():
     dag = tumbling_dag()
     bad = pa.table({"ts": [1, None, 3], "k": [1, 2, 3], "v": [1, 2, 3]})  # null event time
     with pytest.raises(lj.DataError, match="ts"):
-        lj.run(dag, {"s": bad}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()}, parallelism=2)
+        lj.run(dag, {"s": bad}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()}, partitions=2)
 
 
 def test_unpartitionable_dag_and_bad_arguments():
@@ -216,11 +217,13 @@ def test_unpartitionable_dag_and_bad_arguments():
                .operator("w", lj.TumblingWindow(10, aggs={"n": lj.count()})).connect("s", "w")
                .sink_for("w", "out").build())
     with pytest.raises(lj.PartitioningError, match="no key"):
-        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, parallelism=2)
+        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, partitions=2)
+    with pytest.raises(ValueError, match="partitions"):
+        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, partitions=0)
     with pytest.raises(ValueError, match="parallelism"):
-        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, parallelism=0)
+        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, partitions=2, parallelism=0)
     with pytest.raises(ValueError, match="cluster"):
-        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, parallelism=2, cluster="spark")
+        lj.run(unkeyed, {"s": _events(10, 0)}, {"out": lj.io.MemorySink()}, partitions=2, cluster="spark")
 
 
 def test_bad_cluster_address_gives_a_clear_error():
@@ -229,9 +232,9 @@ def test_bad_cluster_address_gives_a_clear_error():
     ray.shutdown()  # a run only dials out when this process is not already connected
     try:
         with pytest.raises(lj.ClusterError, match="no Ray cluster answers at '127.0.0.1:9'.*ray start --head"):
-            lj.run(dag, {"s": _events(10, 0)}, sinks, parallelism=2, address="127.0.0.1:9")
+            lj.run(dag, {"s": _events(10, 0)}, sinks, partitions=2, address="127.0.0.1:9")
         with pytest.raises(lj.ClusterError, match="not host:port"):
-            lj.run(dag, {"s": _events(10, 0)}, sinks, parallelism=2, address="nowhere")
+            lj.run(dag, {"s": _events(10, 0)}, sinks, partitions=2, address="nowhere")
     finally:
         _start_ray()
 
@@ -264,10 +267,10 @@ def test_cli_runs_a_job_on_an_existing_cluster_by_address_and_names_a_bad_one(tm
         return subprocess.run([sys.executable, "-m", "laminar_jit.cli", "run", "job.py:build", "--no-progress",
                                *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
 
-    bad = cli("--parallelism", "2", "--address", "127.0.0.1:9")
+    bad = cli("--partitions", "2", "--address", "127.0.0.1:9")
     assert bad.returncode == 1 and "ClusterError" in bad.stderr and "127.0.0.1:9" in bad.stderr
     # this test process's Ray is an existing cluster to the CLI's driver
-    ok = cli("--parallelism", "2", "--checkpoint-dir", "chk", "--address", ray.get_runtime_context().gcs_address)
+    ok = cli("--partitions", "2", "--checkpoint-dir", "chk", "--address", ray.get_runtime_context().gcs_address)
     assert ok.returncode == 0, ok.stderr
     dag, _, _ = (lambda ns: (exec(JOB, ns), ns["build"]())[1])({})
     ref = _single(dag, {"s": t})

@@ -64,8 +64,10 @@ def _summary(ex) -> dict:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(0, 3_000), cuts=st.lists(st.integers(0, 3_000), max_size=6),
-       bad_at=st.integers(0, 10), bad_rows=st.sampled_from([1, 2, 50, 300, 5_000]), seed=st.integers(0, 2**16))
-def test_a_rejected_batch_has_no_effect_whatever_the_batching(n, cuts, bad_at, bad_rows, seed):
+       bad_at=st.integers(0, 10), bad_rows=st.sampled_from([1, 2, 50, 300, 5_000]), seed=st.integers(0, 2**16),
+       parallelism=st.sampled_from([1, 2, 3]))
+def test_a_rejected_batch_has_no_effect_whatever_the_batching(n, cuts, bad_at, bad_rows, seed, parallelism):
+    # with key shards (parallelism > 1) the call is taken back in every shard
     table = make_bids(n, seed=seed)
     batches = split_table(table, cuts)
     rng = np.random.default_rng(seed)
@@ -73,7 +75,8 @@ def test_a_rejected_batch_has_no_effect_whatever_the_batching(n, cuts, bad_at, b
     bad = _bad_batch(make_bids(max(bad_rows, 1), seed=seed + 1), rng, bad_rows, row)
     at = bad_at % (len(batches) + 1)
 
-    clean, hit = lj.DagExecutor(DAG), lj.DagExecutor(DAG)
+    clean, hit = lj.DagExecutor(DAG), lj.DagExecutor(DAG, parallelism=parallelism)
+    assert hit.shards == parallelism, hit.shards_note
     for i, b in enumerate(batches + [None]):
         if i == at:
             with pytest.raises(lj.KernelError) as info:

@@ -91,10 +91,11 @@ def test_generate_validates_arguments():
 
 # ------------------------------------------------------------------------- queries
 
-def _run(name, events, rng=None):
+def _run(name, events, rng=None, parallelism=1):
     """Feed the chunks in order; with ``rng`` each stream's batch is cut into random pieces."""
     dag = nexmark.query(name, max_delay=MAX_DELAY)
-    ex = lj.DagExecutor(dag)
+    ex = lj.DagExecutor(dag, parallelism=parallelism)
+    assert ex.shards == parallelism, ex.shards_note
     for chunk in events.chunks:
         for s in nexmark.streams_of(dag):
             b = chunk[s]
@@ -155,6 +156,13 @@ def test_query_matches_duckdb(name, events, db):
             got = _ms(got, TIMES.get(name, ()))
             assert got.num_rows > 0
             assert _rows(got) == _rows(want)
+
+
+def test_q11_in_key_shards_gives_one_executors_rows_in_its_order(events):
+    # a session window per bidder, then a projection renaming window_end: merged by the renamed column
+    want = _run("q11", events)
+    for parallelism, rng in ((2, None), (3, np.random.default_rng(9))):
+        assert _run("q11", events, rng, parallelism).equals(want)
 
 
 def test_query_names_are_checked():

@@ -17,7 +17,7 @@ README = Path(__file__).parent.parent / "README.md"
 
 #: Blocks that cannot run on their own here, found by a line they contain, with the reason. Keep it tiny.
 NOT_STANDALONE = {
-    "parallelism=4,": "starts four Ray workers (the ray extra and a cluster); tests/test_distributed.py runs it",
+    "partitions=4,": "starts four Ray workers (the ray extra and a cluster); tests/test_distributed.py runs it",
     "# needs a PostgreSQL server": "needs a running PostgreSQL server; tests/test_postgres.py runs the connectors",
 }
 

@@ -30,7 +30,8 @@ JOB = textwrap.dedent('''
     def dag():
         schema = ParquetSource(os.environ["JOB_INPUT"]).schema
         b = lj.DagBuilder().source("bids", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(400))
-        b.operator("tumble", lj.TumblingWindow(size=2_000, key="channel", aggs={"n": lj.count(), "s": lj.sum("price")}))
+        key = os.environ.get("JOB_TUMBLE_KEY", "channel")  # auction: both windows by one key, so they shard
+        b.operator("tumble", lj.TumblingWindow(size=2_000, key=key, aggs={"n": lj.count(), "s": lj.sum("price")}))
         b.operator("sess", lj.SessionWindow(gap=40, key="auction", aggs={"n": lj.count(), "hi": lj.max("price")}))
         return b.connect("bids", "tumble").connect("bids", "sess").sink_for("tumble", "windows") \\
             .sink_for("sess", "sessions").build()
@@ -65,8 +66,8 @@ def job(tmp_path_factory):
     return root, want
 
 
-def _spawn(root: Path, out: Path, *extra) -> subprocess.Popen:
-    env = {**os.environ, "JOB_INPUT": str(root / "bids.parquet"), "JOB_OUTPUT": str(out)}
+def _spawn(root: Path, out: Path, *extra, key: str = "channel") -> subprocess.Popen:
+    env = {**os.environ, "JOB_INPUT": str(root / "bids.parquet"), "JOB_OUTPUT": str(out), "JOB_TUMBLE_KEY": key}
     cmd = [sys.executable, "-m", "laminar_jit.cli", "run", str(root / "job.py") + ":build",
            "--checkpoint-dir", str(out / "chk"), "--checkpoint-every", "2", "--no-progress", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -96,6 +97,33 @@ def test_sigkill_at_random_moments_then_restart_gives_exactly_the_clean_output(j
     stdout, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0 and "0 events" in stdout
     assert same(_committed(tmp_path)["windows"], want["windows"])
+
+
+def test_key_shards_killed_at_random_moments_resume_at_any_parallelism(job, tmp_path):
+    # both windows keyed by auction: the executor runs key shards; each attempt has another parallelism
+    root, _ = job
+    os.environ["JOB_TUMBLE_KEY"] = "auction"
+    try:
+        spec = importlib.util.spec_from_file_location("crash_job_keyed", root / "job.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dag = module.dag()
+    finally:
+        del os.environ["JOB_TUMBLE_KEY"]
+    sources = {"bids": lj.io.ParquetSource(root / "bids.parquet", batch_size=500)}
+    clean = {name: lj.io.MemorySink() for name in ("windows", "sessions")}
+    lj.run(dag, sources, clean, progress=False)
+    assert lj.DagExecutor(dag, parallelism=2).shards == 2  # and its plans are in the disk cache now
+    rounds = iter([2, 3, 1, 2, 3, 1, 2])
+    spawn = lambda: _spawn(root, tmp_path, "--parallelism", str(next(rounds)), key="auction")  # noqa: E731
+    kills = kill_at_random_moments(spawn, tmp_path / "chk", np.random.default_rng(77), attempts=5, epochs=(2, 9))
+    proc = _spawn(root, tmp_path, "--parallelism", "2", key="auction")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert kills >= 3, "the run ended before the test could kill it mid-way"
+    got = _committed(tmp_path)
+    for name, sink in clean.items():
+        assert same(got[name], sink.table()), name
 
 
 def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(job, tmp_path):
@@ -176,6 +204,20 @@ def test_memory_and_callback_sinks_after_a_crash(reference, tmp_path):
     got = pl.from_arrow(pa.concat_tables(seen))
     assert got.height >= want.num_rows  # at-least-once: everything, some rows twice
     assert got.unique().sort(got.columns).equals(pl.from_arrow(want).unique().sort(got.columns))
+
+
+def test_a_run_with_key_shards_resumes_at_another_parallelism(reference, tmp_path):
+    batches, want = reference
+    memory = lj.io.MemorySink()
+    source = Crashing(batches, after=23)
+    opts = dict(checkpoint_dir=tmp_path / "chk", checkpoint_every=5, progress=False)
+    with pytest.raises(RuntimeError, match="crash"):
+        lj.run(window_dag(), {"bids": source}, {"out": memory}, parallelism=2, **opts)
+    stats = lj.run(window_dag(), {"bids": source}, {"out": memory}, parallelism=3, **opts)
+    assert stats.resumed_from == 4 and stats.finished
+    assert same(memory.table(), want)
+    with pytest.raises(ValueError, match="run: parallelism"):
+        lj.run(window_dag(), {"bids": batches}, {"out": lj.io.MemorySink()}, parallelism=0)
 
 
 def test_damaged_latest_checkpoint_stops_the_run_and_deleting_it_rolls_back(reference, tmp_path):

@@ -20,7 +20,7 @@ from .snapshot import Checkpoint
 __all__ = ["capture", "restore"]
 
 
-def capture(dag, state) -> Checkpoint:
+def capture(dag, state, operator_states: dict | None = None) -> Checkpoint:
     """Snapshot every piece of an executor's state as a :class:`Checkpoint`.
 
     Parameters
@@ -30,6 +30,9 @@ def capture(dag, state) -> Checkpoint:
     state : ExecutorState
         The executor's state (``ex.state``), its queue already run (an empty
         ``state.queued``). Sink buffers are coalesced; nothing else changes.
+    operator_states : dict of int to state, optional
+        The operator states to save instead of ``state.operator_states`` (a
+        sharded executor's shards merged into one executor's states).
 
     Returns
     -------
@@ -46,7 +49,8 @@ def capture(dag, state) -> Checkpoint:
     return Checkpoint(
         dag_fingerprint=dag.fingerprint,
         node_fingerprints=node_fingerprints(dag.nodes, dag._order_ids),
-        states={dag.node(nid).name: s.snapshot() for nid, s in state.operator_states.items()},
+        states={dag.node(nid).name: s.snapshot()
+                for nid, s in (state.operator_states if operator_states is None else operator_states).items()},
         dictionaries={f"{source}/{column}": d.snapshot() for (source, column), d in state.dictionaries.items()},
         pending=pending,
         watermarks={n.name: int(state.watermarks[n.id]) for n in dag.nodes},
@@ -81,8 +85,9 @@ def restore(dag, state, cp: Checkpoint) -> None:
                         "read one from disk with lj.Checkpoint.load(path)")
     _check_same_dag(dag, cp)
     operator_states = {}
-    for nid in state.operator_states:
-        node = dag.node(nid)
+    for node in dag.nodes:
+        if node.kind != "stateful":
+            continue
         fresh = node.op.new_state(node.bound)
         try:
             fresh.load_snapshot(cp.states[node.name])
@@ -90,7 +95,7 @@ def restore(dag, state, cp: Checkpoint) -> None:
             detail = "no state saved for it" if isinstance(e, KeyError) else str(e)
             raise CheckpointError(f"checkpoint does not fit node {node.name!r}: {detail}; restore onto the DAG "
                                   "the checkpoint was taken from") from e
-        operator_states[nid] = fresh
+        operator_states[node.id] = fresh
     dicts = {}
     for (source, column), current in state.dictionaries.items():
         key = f"{source}/{column}"

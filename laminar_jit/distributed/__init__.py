@@ -1,6 +1,6 @@
 """Key-partitioned execution of one DAG across processes and machines on Ray.
 
-``lj.run(dag, ..., parallelism=N, cluster="ray")`` cuts the DAG at its
+``lj.run(dag, ..., partitions=N, cluster="ray")`` cuts the DAG at its
 exchange (:mod:`.plan`), runs one reader per source shard and one partition
 per key range as Ray actors (:mod:`.actors`), and coordinates watermarks,
 aligned checkpoints and recovery from the driver (:mod:`.coordinator`).

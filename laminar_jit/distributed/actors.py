@@ -17,7 +17,7 @@ coordinator) with two halves:
   exhausted shard does not hold the job back.
 
 Rows a worker keeps go straight into its own partition (no copy, no
-serialization), so with ``parallelism=1`` nothing crosses a process and with
+serialization), so with ``partitions=1`` nothing crosses a process and with
 ``N`` partitions ``(N-1)/N`` of the rows do.
 
 No worker ever waits for another — sends are fire-and-forget and return
@@ -69,28 +69,30 @@ class Worker:
         This worker's number (0-based): its shard, its key range and its
         sender id.
     dag : StreamingDag
-    parallelism : int
+    partitions : int
     sources : dict of str to Source
         This worker's shard of each source.
+    parallelism : int or "auto", default 1
+        Key shards (threads) of the partition's executor.
     """
 
-    def __init__(self, index, dag, parallelism, sources):
-        self.index, self.n = index, parallelism
-        self.plan = split_dag(dag, parallelism)
+    def __init__(self, index, dag, partitions, sources, parallelism=1):
+        self.index, self.n = index, partitions
+        self.plan = split_dag(dag, partitions)
         self.reader = DagExecutor(self.plan.reader)
-        self.part = DagExecutor(self.plan.partition)
+        self.part = DagExecutor(self.plan.partition, parallelism=parallelism)
         self.sources = sources
         self.positions = {name: 0 for name in sources}
         self.peers: list = []
         self.done = False
         self._iters = None
-        self.outbox = Outbox(parallelism)
+        self.outbox = Outbox(partitions)
         self._wm = None  # the reader part's watermark per exchange stream after the last batch
-        self._sent_wm = [None] * parallelism  # watermarks last sent to each partition
+        self._sent_wm = [None] * partitions  # watermarks last sent to each partition
         self._refs: list = []  # acknowledgements of sends since the coordinator last asked
         self._outputs: list = []  # (sink, table) of the reader part's own sinks, this epoch
         streams = [x.node for x in self.plan.exchanges]
-        self.wm = {s: np.full(parallelism, _WM_MIN, np.int64) for s in streams}
+        self.wm = {s: np.full(partitions, _WM_MIN, np.int64) for s in streams}
         self.current = {s: _WM_MIN for s in streams}
         self.finished_readers: set[int] = set()
         self.aligned: set[int] = set()

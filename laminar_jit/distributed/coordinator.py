@@ -1,6 +1,6 @@
 """The driver of a partitioned run: actors, rounds, aligned checkpoints, recovery.
 
-The coordinator starts ``parallelism`` workers (each reads one shard of
+The coordinator starts ``partitions`` workers (each reads one shard of
 every source and owns one key range, :mod:`.actors`), then drives rounds:
 every unfinished worker reads up to ``batches_per_step`` batches and routes
 their rows; the sends of a round must be acknowledged before the round after
@@ -48,15 +48,15 @@ _round_hook = None
 _SLACK = 1
 
 
-def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, address=None,
+def run_partitioned(dag, sources: dict, sinks: dict, stats, partitions: int, parallelism=1, address=None,
                     checkpoint_dir=None, checkpoint_every=None, checkpoint_interval=None, keep=3,
                     max_restarts: int = 3, batches_per_step: int = 4):
-    """Run ``dag`` partitioned by key on Ray; see :func:`laminar_jit.run` (``parallelism=``)."""
-    plan = split_dag(dag, parallelism)  # PartitioningError before any cluster work
+    """Run ``dag`` partitioned by key on Ray; see :func:`laminar_jit.run` (``partitions=``)."""
+    plan = split_dag(dag, partitions)  # PartitioningError before any cluster work
     ray = _connect(address)
-    shards = {name: src.split(parallelism) for name, src in sources.items()}
+    shards = {name: src.split(partitions) for name, src in sources.items()}
     # workers have other working directories: they get the checkpoint directory as an absolute path
-    store = _JobStore(Path(checkpoint_dir).absolute(), keep, dag, parallelism) if checkpoint_dir is not None else None
+    store = _JobStore(Path(checkpoint_dir).absolute(), keep, dag, partitions) if checkpoint_dir is not None else None
     try:
         latest = store.latest() if store is not None else None
         stats.resumed_from = stats.epoch = latest[0] if latest else None
@@ -67,7 +67,7 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
         if latest is not None and latest[1]["finished"]:
             stats.finished = True
             return stats
-        driver = _Driver(ray, dag, plan, shards, sinks, stats, store, parallelism, batches_per_step,
+        driver = _Driver(ray, dag, plan, shards, sinks, stats, store, partitions, parallelism, batches_per_step,
                          checkpoint_every, checkpoint_interval, durable=checkpoint_dir is not None,
                          start_rows=start_rows)
         restarts = 0
@@ -95,10 +95,11 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, parallelism: int, ad
 
 
 class _Driver:
-    def __init__(self, ray, dag, plan, shards, sinks, stats, store, parallelism, batches_per_step,
+    def __init__(self, ray, dag, plan, shards, sinks, stats, store, partitions, parallelism, batches_per_step,
                  every, interval, durable, start_rows):
+        self.parallelism = parallelism  # key shards of each partition's executor
         self.ray, self.dag, self.plan, self.shards, self.sinks = ray, dag, plan, shards, sinks
-        self.stats, self.store, self.n, self.k = stats, store, parallelism, batches_per_step
+        self.stats, self.store, self.n, self.k = stats, store, partitions, batches_per_step
         self.every, self.interval, self.durable, self.start_rows = every, interval, durable, start_rows
         self.workers: list = []
         self._dag_ref = None
@@ -113,9 +114,11 @@ class _Driver:
         # rows read in this call: what the restored checkpoint had read beyond this call's start
         self.stats.events = (sum(latest[1]["positions"].values()) if latest else 0) - self.start_rows
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        remote = ray.remote(num_cpus=min(1.0, cpus / self.n), max_restarts=0, max_task_retries=0,
+        threads = float(self.parallelism) if isinstance(self.parallelism, int) else 1.0
+        remote = ray.remote(num_cpus=min(threads, cpus / self.n), max_restarts=0, max_task_retries=0,
                             scheduling_strategy="SPREAD")(Worker)
-        self.workers = [remote.remote(i, self._dag_ref, self.n, {name: s[i] for name, s in self.shards.items()})
+        self.workers = [remote.remote(i, self._dag_ref, self.n, {name: s[i] for name, s in self.shards.items()},
+                                      self.parallelism)
                         for i in range(self.n)]
         t0 = time.perf_counter()
         ray.get([w.open.remote(self.workers, restore) for w in self.workers])  # plans loaded, state restored
@@ -215,8 +218,8 @@ class _Driver:
 class _JobStore:
     """``job-<epoch>/`` checkpoints: per-reader and per-partition directories, then ``job.json``."""
 
-    def __init__(self, root: Path, keep: int, dag, parallelism: int):
-        self.root, self.keep, self.dag, self.parallelism = root, keep, dag, parallelism
+    def __init__(self, root: Path, keep: int, dag, partitions: int):
+        self.root, self.keep, self.dag, self.partitions = root, keep, dag, partitions
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, epoch: int) -> Path:
@@ -241,11 +244,12 @@ class _JobStore:
             if manifest["dag_fingerprint"] != self.dag.fingerprint:
                 raise CheckpointError(f"{job} was written by a different DAG; use a new checkpoint directory "
                                       "for a changed job")
-            if manifest["parallelism"] != self.parallelism:
+            written = len(manifest["partitions"])
+            if written != self.partitions:
                 raise CheckpointError(
-                    f"{job} was written with parallelism={manifest['parallelism']}, this run has "
-                    f"parallelism={self.parallelism}; state is partitioned by key, so resume with "
-                    f"parallelism={manifest['parallelism']}")
+                    f"{job} was written with partitions={written}, this run has "
+                    f"partitions={self.partitions}; state is partitioned by key, so resume with "
+                    f"partitions={written}")
             return epoch, manifest
         return None
 
@@ -253,9 +257,9 @@ class _JobStore:
         """Write the job manifest, which marks ``job-<epoch>`` complete, then prune old checkpoints."""
         path = self.path(epoch)
         manifest = {"format": _JOB_FORMAT, "version": _JOB_VERSION, "epoch": epoch,
-                    "parallelism": self.parallelism, "dag_fingerprint": self.dag.fingerprint,
-                    "readers": [f"reader-{i:04d}" for i in range(self.parallelism)],
-                    "partitions": [f"part-{i:04d}" for i in range(self.parallelism)], **facts}
+                    "dag_fingerprint": self.dag.fingerprint,
+                    "readers": [f"reader-{i:04d}" for i in range(self.partitions)],
+                    "partitions": [f"part-{i:04d}" for i in range(self.partitions)], **facts}
         tmp = path / (_JOB + ".tmp")
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=1)

@@ -83,13 +83,13 @@ def port_keys(op, port: str | None) -> tuple[str, ...]:
     return tuple(getattr(op, "keys", ()))
 
 
-def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
+def split_dag(dag: StreamingDag, partitions: int) -> SplitPlan:
     """Cut ``dag`` into its reader and partition parts.
 
     Raises
     ------
     PartitioningError
-        With ``parallelism > 1``: a stateful operator has no key, or groups
+        With ``partitions > 1``: a stateful operator has no key, or groups
         rows by columns other than the ones they were partitioned by, or the
         DAG has no stateful operator at all (nothing to partition).
     """
@@ -103,7 +103,7 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
     if not part_ids:
         raise PartitioningError(
             "the DAG has no stateful operator, so there is nothing to partition by key; run it in one "
-            "process with lj.run(dag, ...) (without parallelism=), or DagExecutor(dag, threads=N)")
+            "process with lj.run(dag, ...) (without partitions=), or DagExecutor(dag, threads=N)")
 
     # consumers of each exchange stream: (consumer node, port)
     consumers: dict[int, list] = {}
@@ -116,7 +116,7 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
     shipped: dict[int, str] = {}  # exchange stream -> the reader-part node whose rows cross
     pruned: dict[int, list[str]] = {}
     for u in sorted(consumers, key=dag.execution_ids.index):
-        keys = _exchange_keys(nodes[u].name, consumers[u], parallelism)
+        keys = _exchange_keys(nodes[u].name, consumers[u], partitions)
         part_keys[u] = keys
         shipped[u], schema = nodes[u].name, nodes[u].schema
         keep = _columns_read(consumers[u], schema)
@@ -124,7 +124,7 @@ def split_dag(dag: StreamingDag, parallelism: int) -> SplitPlan:
             pruned[u] = keep
             shipped[u], schema = COLUMNS_NODE.format(nodes[u].name), pa.schema([schema.field(c) for c in keep])
         exchanges.append(Exchange(shipped[u], EXCHANGE_SINK.format(shipped[u]), keys, schema, nodes[u].event_time))
-    if parallelism > 1:
+    if partitions > 1:
         _check_lineage(dag, part_ids, part_keys)
 
     reader = DagBuilder()
@@ -182,7 +182,7 @@ def _columns_read(consumers: list, schema: pa.Schema) -> list[str] | None:
     return [name for name in schema.names if name in read]
 
 
-def _exchange_keys(stream: str, consumers: list, parallelism: int) -> tuple[str, ...]:
+def _exchange_keys(stream: str, consumers: list, partitions: int) -> tuple[str, ...]:
     """The partition key of one exchange stream, agreed by all its consumers."""
     joins = [(c, p) for c, p in consumers if p in ("left", "right")]
     candidates = [port_keys(c.op, p) if c.kind == "stateful" else () for c, p in consumers]
@@ -192,24 +192,24 @@ def _exchange_keys(stream: str, consumers: list, parallelism: int) -> tuple[str,
         first = candidates[0]
         common = set(first).intersection(*map(set, candidates[1:]))
         keys = tuple(k for k in first if k in common)
-    if parallelism == 1:
+    if partitions == 1:
         return keys
     for (c, p), cand in zip(consumers, candidates):
         if c.kind != "stateful":
             raise PartitioningError(
                 f"stream {stream!r} feeds {c.name!r}, a stateless operator that also reads a stateful "
-                "operator's output; with parallelism > 1 the engine cannot tell which key to partition it "
-                "by. Move the union after the stateful operators, or run with parallelism=1")
+                "operator's output; with partitions > 1 the engine cannot tell which key to partition it "
+                "by. Move the union after the stateful operators, or run with partitions=1")
         if not cand:
             raise PartitioningError(
                 f"operator {c.name!r} ({c.op.label()}) has no key, so its state cannot be split across "
-                f"partitions; give it key=... or run with parallelism=1")
+                f"partitions; give it key=... or run with partitions=1")
         ok = cand == keys if p in ("left", "right") else set(keys) <= set(cand)
         if not ok or not keys:
             raise PartitioningError(
                 f"stream {stream!r} must be partitioned by one key for all its consumers, but "
                 f"{c.name!r} groups it by {list(cand)} and the others by {list(keys)}; use one key or run "
-                "with parallelism=1")
+                "with partitions=1")
     return keys
 
 
@@ -229,9 +229,9 @@ def _check_lineage(dag: StreamingDag, part_ids: list[int], part_keys: dict) -> N
                 if not ok:
                     raise PartitioningError(
                         f"operator {n.name!r} ({n.op.label()}) groups rows by {list(want) or 'nothing'}, "
-                        f"but its input is partitioned by {_describe(seen)}; with parallelism > 1 every "
+                        f"but its input is partitioned by {_describe(seen)}; with partitions > 1 every "
                         "stateful operator must group by the exchange key (or a superset of it). Key it "
-                        "by those columns or run with parallelism=1")
+                        "by those columns or run with partitions=1")
             main = by_port.get("left", by_port.get(None))
             (have,) = main if main is not None and len(main) == 1 else (None,)
         else:

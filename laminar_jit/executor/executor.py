@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from .._memory import tune_allocator
 from ..checkpoint.capture import capture as capture_checkpoint, restore as restore_checkpoint
-from ..errors import CheckpointError, DataError, KernelError, UnknownNodeError
+from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
@@ -41,9 +41,11 @@ class DagExecutor:
         threads (the compiled steps release the GIL); each source's plan is
         then compiled a second time as a key shard's plan (cached on disk like
         every plan). ``"auto"``: the cores this process may use. Outputs, late
-        rows, watermarks and metric row counts are those of one executor. A DAG
-        that cannot be sharded yet runs as one; :attr:`shards` and
-        :attr:`shards_note` say so.
+        rows, watermarks and metric row counts are those of one executor, and
+        checkpoints are one executor's (they restore at any parallelism). Key
+        groups move between shards to even out skewed keys. A DAG that cannot
+        be sharded yet runs as one; :attr:`shards` and :attr:`shards_note` say
+        so.
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL). Default 1: on the
@@ -99,7 +101,7 @@ class DagExecutor:
         #: Why a DAG run with ``parallelism > 1`` runs as one shard (None when it is sharded or parallelism is 1).
         self.shards_note: str | None = None
         if self.parallelism > 1:
-            plan = shard_plan(dag, self._raising)
+            plan = shard_plan(dag)
             if isinstance(plan, str):
                 self.shards_note = plan
             else:
@@ -110,6 +112,10 @@ class DagExecutor:
                 else:  # operator states live in the shards
                     self._state.operator_states = {}
                     weakref.finalize(self, self._shards.pool.shutdown, wait=False)
+                    if self._raising:  # a raising kernel takes back every shard's part of the call
+                        shards = self._shards
+                        self._guard = FaultGuard(self._state, dag, lambda source, batches: shards.run(
+                            source, batches, commit=False), self._raising, operators=shards)
 
     @property
     def shards(self) -> int:
@@ -221,10 +227,10 @@ class DagExecutor:
 
     def _run(self, source: str, batches: list[pa.RecordBatch]) -> None:
         """Run validated batches; commit counters and outputs only if all succeed."""
-        if self._shards is not None:
-            return self._shards.run(source, batches)
         if self._guard is not None:
             self._guard.record(source, batches)
+        if self._shards is not None:
+            return self._shards.run(source, batches)
         counters, produced = self._execute(source, batches)
         self._state.metrics.counters = counters
         outputs = self._state.outputs
@@ -444,17 +450,21 @@ class DagExecutor:
         dictionaries, watermarks, idle flags, metrics and sink outputs not yet
         taken; the executor continues unaffected. Write it with
         :meth:`Checkpoint.save`.
+
+        A checkpoint does not depend on ``parallelism``: key shards' states
+        are saved merged, as one executor's, so it restores onto an executor
+        of any parallelism (each shard takes the keys of its key groups).
         """
         self._flush()
-        self._no_shards("checkpoint()")
-        return capture_checkpoint(self.dag, self._state)
+        merged = None if self._shards is None else self._shards.merged_states()
+        return capture_checkpoint(self.dag, self._state, merged)
 
     def restore(self, checkpoint) -> None:
         """Continue from ``checkpoint``: replace all of this executor's state by it.
 
-        The executor must run the DAG the checkpoint was taken from. Fed the
-        input that followed the checkpoint, it then produces exactly what the
-        checkpointed executor would have. Sink outputs not taken at the
+        The executor must run the DAG the checkpoint was taken from, at any
+        ``parallelism``. Fed the input that followed the checkpoint, it then
+        produces exactly what the checkpointed executor would have. Sink outputs not taken at the
         checkpoint are available again; anything this executor held before is
         discarded.
 
@@ -464,16 +474,13 @@ class DagExecutor:
             The checkpoint comes from a different DAG (the message lists the
             nodes that differ) or its state does not fit; nothing changes then.
         """
-        self._no_shards("restore()")
-        restore_checkpoint(self.dag, self._state, checkpoint)  # clears the queue and the broken flag
+        st = self._state
+        restore_checkpoint(self.dag, st, checkpoint)  # clears the queue and the broken flag
+        if self._shards is not None:  # the restored states are one executor's: split by key group
+            self._shards.distribute(st.operator_states, st.watermarks, st.idle)
+            st.operator_states = {}
         if self._guard is not None:
             self._guard.reset()
-
-    def _no_shards(self, what: str) -> None:
-        if self._shards is not None:
-            raise CheckpointError(f"{what}: checkpoints of an executor with parallelism={self.parallelism} are not "
-                                  "supported yet (key shards keep their own state); use parallelism=1 where you "
-                                  "checkpoint")
 
     # ------------------------------------------------------------------ output
     def take_sink_outputs(self, sink: str) -> pa.Table:

@@ -143,13 +143,18 @@ class FaultGuard:
         idle flags and dictionaries (not its outputs or metrics).
     raising : dict of str to list of str
         :func:`raising_kernels` of ``dag``.
+    operators : object, optional
+        Where the operator states live when not in ``state``: an object with
+        ``snapshot()`` (a copy of them) and ``load(copy)`` (put one back),
+        as the executor's key shards have. Default: ``state``'s own.
     """
 
-    def __init__(self, state, dag, execute, raising: dict[str, list[str]]):
+    def __init__(self, state, dag, execute, raising: dict[str, list[str]], operators=None):
         self.state = state
         self.dag = dag
         self.execute = execute
         self.raising = raising
+        self.operators = operators
         self.snapshot = None      # (state arrays, watermarks, idle flags, dictionary lengths) at the log's start
         self.snapshot_bytes = 0
         self.log: list[tuple] = []  # (source, batches, watermarks, idle) of committed runs
@@ -237,17 +242,29 @@ class FaultGuard:
     # -- the copy ----------------------------------------------------------
     def _take_snapshot(self) -> None:
         st = self.state
-        states = st.snapshot_operators()
+        states = st.snapshot_operators() if self.operators is None else self.operators.snapshot()
         self.snapshot = (states, *st.copy_time(), st.dictionary_lengths())
-        self.snapshot_bytes = sum(a.nbytes for s in states.values() for a in s.values())
+        self.snapshot_bytes = _nbytes(states)
         self.log, self.log_rows = [], 0
 
     def _load_snapshot(self) -> None:
         states, wm, idle, lengths = self.snapshot
         st = self.state
-        st.load_operators(self.dag, states)  # copies: the snapshot stays reusable
+        if self.operators is None:
+            st.load_operators(self.dag, states)  # copies: the snapshot stays reusable
+        else:
+            self.operators.load(states)
         st.set_time(wm, idle)
         st.truncate_dictionaries(lengths)
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the numpy arrays in ``obj`` (nested dicts, lists and tuples)."""
+    if hasattr(obj, "nbytes"):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        obj = obj.values()
+    return sum(_nbytes(x) for x in obj) if isinstance(obj, (list, tuple, type({}.values()))) else 0
 
 
 def kernel_error(dag, source: str | None, what: str, row: int | None, cause: BaseException, raising: dict,

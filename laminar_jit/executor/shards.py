@@ -19,11 +19,18 @@ where the plain step reads all of them. Per batch it
    rows passed on from the input by their position in the batch, window
    and TopN results by (piece, window end, key, rank).
 
+Key groups move between shards to even out skewed keys (:meth:`KeyShards._balance`),
+and a checkpoint holds one executor's states (:meth:`KeyShards.merged_states`),
+which a restore deals out by key group (:meth:`KeyShards.distribute`); both
+copy entries with ``WindowState.absorb``. A kernel that raises takes the call
+back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
+
 A DAG can be sharded when every stateful operator is a window, Dedup or
-TopN with a key, fed from sources only through stateless operators that do
-not change its key columns, and every source partitions by key columns all
-its stateful operators share. :func:`shard_plan` says why a DAG cannot; such
-a DAG runs in one executor (``ex.shards == 1``, ``ex.shards_note``).
+TopN with a key, fed from sources through stateless operators that do not
+change its key columns (and maybe other such stateful operators), and every
+source partitions by key columns all its stateful operators share.
+:func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
+(``ex.shards == 1``, ``ex.shards_note``).
 """
 
 from __future__ import annotations
@@ -36,10 +43,11 @@ import numpy as np
 import pyarrow as pa
 
 from ..kernels.merging import merge_positions, merge_shards, place, take_range
-from ..kernels.partitioning import rows_of_shard
+from ..kernels.partitioning import HASH_SEED, rows_of_shard
+from ..kernels.sliding import NULL_KEY
 from ..ops.windows import WindowSpec
 from .boundary import _to_arrow, column_view
-from .keyhash import key_hash
+from .keyhash import key_hash, mix_column
 from .codegen import ancestors
 from .plan import compile_plan
 
@@ -47,6 +55,13 @@ __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard
 
 #: Keys hash into this many key groups; each shard owns a range of them.
 KEY_GROUPS = 256
+_GROUP_SHIFT = np.uint64(64 - (KEY_GROUPS.bit_length() - 1))  # a key group: the hash's top bits
+#: The key groups' assignment to shards is looked at after this many batches, then after this factor more.
+BALANCE_FIRST, BALANCE_GROWTH = 2, 4
+#: Key groups are reassigned when that lowers the busiest shard's rows by more than this factor.
+BALANCE_GAIN = 1.05
+#: Rows of a batch counted per key group: one in this many.
+LOAD_SAMPLE = 8
 #: Merged outputs of a batch with at least this many rows are copied into place by the shards' threads.
 PARALLEL_PLACE_ROWS = 65_536
 _INT64_MIN = np.iinfo(np.int64).min
@@ -78,21 +93,19 @@ class ShardPlan:
         Per source: the key columns whose hash picks a row's key group.
     merge : dict of str to tuple
         Per sink: ``("rows",)`` when its rows are input rows passed on (merged by
-        their position in the batch), or ``("window", key column or None, has rank)``
-        for a window or TopN's results (merged by window end, then key, then rank;
-        composite keys by window end, then shard).
+        their position in the batch), or ``("window", end, key, rank)`` for a
+        window or TopN's results, maybe through stateless operators: the sink's
+        names of the columns they are merged by, window end, then key (None for
+        composite keys: the shard), then rank (None but for a TopN).
     """
 
     keys: dict
     merge: dict
 
 
-def shard_plan(dag, raising: dict) -> ShardPlan | str:
+def shard_plan(dag) -> ShardPlan | str:
     """A :class:`ShardPlan` for ``dag``, or the reason it runs in one executor."""
     nodes = dag.nodes
-    if raising:
-        return (f"operator {next(iter(raising))!r} has a kernel that can raise; a raising row must leave every "
-                "shard unchanged, which sharded runs do not do yet")
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
@@ -103,10 +116,8 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
             return f"operator {n.name!r} ({n.op.label()}) is not a window, Dedup or TopN"
         if not spec.keys:
             return f"operator {n.name!r} ({n.op.label()}) has no key"
-        for a in upstream[n.id]:
+        for a in upstream[n.id]:  # (a stateful operator upstream keeps the key columns: windows emit them)
             up = nodes[a]
-            if up.kind == "stateful":
-                return f"operator {n.name!r} reads the output of another stateful operator, {up.name!r}"
             if up.kind == "stateless" and (up.bound.extra.get("mapping") is not None
                                             or any(name in spec.keys for name, _ in up.bound.writes)):
                 return f"operator {up.name!r} renames or computes a key column of {n.name!r}"
@@ -130,19 +141,37 @@ def shard_plan(dag, raising: dict) -> ShardPlan | str:
         if t.kind != "sink":
             continue
         (u, port), = t.inputs
+        chain = []  # stateless operators with one input between the sink and what feeds them
+        while nodes[u].kind == "stateless" and len(nodes[u].inputs) == 1:
+            chain.append(nodes[u])
+            (u, port), = nodes[u].inputs
         up = nodes[u]
         spec = up.bound.spec if up.kind == "stateful" else None
         if spec is not None and port is None and spec.kind != "dedup":
-            key = spec.keys[0] if len(spec.keys) == 1 else None
-            merge[t.name] = ("window", key, spec.kind == "topn")
+            order = ["window_end", spec.keys[0] if len(spec.keys) == 1 else None, "rank" if spec.kind == "topn" else None]
+            for node in reversed(chain):  # the names the ordering columns have at the sink
+                order = [None if name is None else _renamed(node, name) or "" for name in order]
+            if "" in order:
+                return (f"sink {t.name!r} does not receive the window_end, key or rank column of {up.name!r} "
+                        "(its results are merged by them)")
+            merge[t.name] = ("window", *order)
             continue
-        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in upstream[t.id] - {u}) \
-                or (spec is None and up.kind == "stateful"):
-            return f"sink {t.name!r} reads a window's results through other operators"
+        late = {u} if spec is not None and port is not None else set()  # a window's late rows are input rows
+        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in upstream[t.id] - late):
+            return (f"sink {t.name!r} reads a window's results through {nodes[u].name!r} (a Dedup or an operator "
+                    "with more than one input), whose rows the shards cannot put back in one executor's order")
         if any(_paths(dag, nodes[a].id, t.id) > 1 for a in upstream[t.id] if nodes[a].kind == "source"):
             return f"sink {t.name!r} receives some input rows along more than one path"
         merge[t.name] = ("rows",)
     return ShardPlan(keys, merge)
+
+
+def _renamed(node, name: str) -> str | None:
+    """What column ``name`` of a stateless node's input is called in its output (None: dropped or overwritten)."""
+    mapping = node.bound.extra.get("mapping")
+    if mapping is not None:
+        return next((new for new, old in mapping if old == name), None)
+    return None if any(written == name for written, _ in node.bound.writes) else name
 
 
 def _paths(dag, src: int, dst: int) -> int:
@@ -188,17 +217,27 @@ class KeyShards:
             for layout in plan_.sinks:
                 if plan.merge[layout.sink][0] == "window" and any(c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
+        #: The shard owning each key group: ranges at first, then balanced by the rows seen (:meth:`_balance`).
         self.group_shard = np.arange(KEY_GROUPS, dtype=np.int64) * shards // KEY_GROUPS
+        #: Rows seen per key group (one in LOAD_SAMPLE counted), and the batch count of the next balance.
+        self.group_rows = np.zeros(KEY_GROUPS, np.int64)
+        self._batches = 0
+        self._next_balance = BALANCE_FIRST
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
         dag = executor.dag
         self._source_ids = np.array([dag.node(s).id for s in dag.sources], np.int64)
+        self._stateful_ids = [n.id for n in dag.nodes if n.kind == "stateful"]
 
-    def run(self, source: str, batches: list[pa.RecordBatch]) -> None:
-        """Run ``batches`` of ``source`` through the shards and add the merged outputs to the sinks."""
+    def run(self, source: str, batches: list[pa.RecordBatch], commit: bool = True) -> None:
+        """Run ``batches`` of ``source`` through the shards and add the merged outputs to the sinks.
+
+        With ``commit=False`` (a fault guard's replay) outputs and metric
+        counters are dropped: only states, watermarks and idle flags change.
+        """
         for b in batches:
-            self._run(source, b)
+            self._run(source, b, commit)
 
-    def _run(self, source: str, b: pa.RecordBatch) -> None:
+    def _run(self, source: str, b: pa.RecordBatch, commit: bool = True) -> None:
         ex = self.executor
         st = ex._state
         plan = self.plans[source]
@@ -212,16 +251,25 @@ class KeyShards:
             columns[name] = (_readonly(values), _readonly(valid))
         keys = self.plan.keys[source]
         row_hash = key_hash(b, keys) if keys and n else None
+        if row_hash is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)
+            sample = row_hash[::LOAD_SAMPLE]
+            self.group_rows += np.bincount((sample >> _GROUP_SHIFT).astype(np.int64), minlength=KEY_GROUPS)
+        self._batches += 1
+        if self._batches >= self._next_balance:
+            self._next_balance *= BALANCE_GROWTH
+            self._balance()
         ids = self._source_ids
         for shard in self.shards:  # sources' watermarks and idle flags are the executor's
             shard._state.watermarks[ids] = st.watermarks[ids]
             shard._state.idle[ids] = st.idle[ids]
         feed = (plan, columns, row_hash, cuts, n)
         results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
-        st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
         first = self.shards[0]._state
         st.watermarks[:] = first.watermarks
         st.idle[:] = first.idle
+        if not commit:
+            return
+        st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
         per_shard = [result for _, result in results]
         merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in plan.sinks) if m]
         if merges:
@@ -236,6 +284,108 @@ class KeyShards:
                     _place_all(job)
             for merge in merges:
                 st.outputs[merge.layout.sink].append(merge.batch(b, st.dictionaries))
+
+    # ------------------------------------------------------------ rescaling
+    def _balance(self) -> None:
+        """Reassign key groups to shards by the rows seen, if that evens the shards' rows out markedly.
+
+        Keys are skewed (in the benchmarks one auction has 15 % of the bids),
+        so ranges of key groups load the shards unevenly (60/40 for two
+        shards there). Groups are dealt heaviest first, each to the shard
+        with the fewest rows so far (longest-processing-time first), with a
+        small prior so groups without rows yet spread evenly. The shards'
+        entries then move to their new owners (as a checkpoint restored onto
+        the new assignment would). Output does not depend on the assignment (except the order of
+        one window end's rows by composite keys, which follows the shards).
+        """
+        weights = self.group_rows + (self.group_rows.sum() // (4 * KEY_GROUPS) + 1)
+        proposal = np.empty(KEY_GROUPS, np.int64)
+        totals = np.zeros(self.n, np.int64)
+        for g in np.argsort(-weights, kind="stable"):
+            s = int(np.argmin(totals))
+            proposal[g] = s
+            totals[s] += weights[g]
+        current = np.bincount(self.group_shard, weights=weights, minlength=self.n).max()
+        if current <= BALANCE_GAIN * totals.max():
+            return
+        states = self.merged_states()
+        self.group_shard = proposal
+        st = self.executor._state
+        self.distribute(states, st.watermarks, st.idle)
+
+    def snapshot(self) -> tuple:
+        """Copies of every shard's operator states and time, and of the key groups' assignment (see :meth:`load`)."""
+        return ([shard._state.snapshot_operators() for shard in self.shards],
+                [shard._state.copy_time() for shard in self.shards],
+                self.group_shard.copy(), self.group_rows.copy(), self._batches, self._next_balance)
+
+    def load(self, snapshot: tuple) -> None:
+        """Put the shards back as :meth:`snapshot` found them (the fault guard's take-back of a raising call)."""
+        states, times, group_shard, group_rows, batches, next_balance = snapshot
+        for shard, arrays, (wm, idle) in zip(self.shards, states, times):
+            shard._state.load_operators(self.executor.dag, arrays)  # copies: the snapshot stays reusable
+            shard._state.set_time(wm, idle)
+        self.group_shard, self.group_rows = group_shard.copy(), group_rows.copy()
+        self._batches, self._next_balance = batches, next_balance
+
+    def merged_states(self) -> dict:
+        """One executor's operator states holding every shard's entries (what a checkpoint saves).
+
+        The shards are not changed: the entries are copied into fresh states.
+        """
+        merged = {}
+        for nid in self._stateful_ids:
+            node = self.executor.dag.nodes[nid]
+            state = merged[nid] = node.op.new_state(node.bound)
+            for shard in self.shards:
+                part = shard._state.operator_states[nid]
+                state.absorb(part, part.table.live_slots())
+        return merged
+
+    def distribute(self, states: dict, watermarks: np.ndarray, idle: np.ndarray) -> None:
+        """Give every shard the entries of its key groups of one executor's ``states``.
+
+        ``states`` are a restored checkpoint's, or the shards' own merged
+        (:meth:`merged_states`) when key groups change owners.
+
+        The shards' watermarks and idle flags become ``watermarks`` and ``idle``.
+        """
+        dag = self.executor.dag
+        parts = [{} for _ in range(self.n)]
+        for nid in self._stateful_ids:
+            node, state = dag.nodes[nid], states[nid]
+            slots = state.table.live_slots().astype(np.int64)
+            owner = self.group_shard[self.key_groups(nid, state.key_columns(state.table.keys[slots, 0]))]
+            for s in range(self.n):
+                part = parts[s][nid] = node.op.new_state(node.bound)
+                part.absorb(state, slots[owner == s])
+        for shard, operator_states in zip(self.shards, parts):
+            shard._state.operator_states = operator_states
+            shard._state.set_time(watermarks, idle)
+
+    def key_groups(self, nid: int, key_columns: list[np.ndarray]) -> np.ndarray:
+        """Key group of each entry of node ``nid`` from its key columns' int64 values (as state keeps them).
+
+        The same group its rows hash to at the source: the shard key columns
+        are rebuilt as Arrow arrays of the source's types (strings decoded by
+        the source's dictionary) and hashed like the rows.
+        """
+        dag = self.executor.dag
+        node = dag.nodes[nid]
+        source = next(dag.nodes[a].name for a in sorted(ancestors(dag, nid)) if dag.nodes[a].kind == "source")
+        schema = dag.schema_of(source)
+        keys = node.bound.spec.keys
+        acc = np.full(key_columns[0].size if key_columns else 0, HASH_SEED, np.uint64)
+        for name in self.plan.keys[source]:
+            values = key_columns[keys.index(name)]
+            valid = values != NULL_KEY
+            t = schema.field(name).type
+            dictionary = self.executor._state.dictionaries.get((source, name))
+            if dictionary is not None:
+                mix_column(acc, dictionary.decode(np.where(valid, values, 0), valid))
+            else:
+                mix_column(acc, _typed(values, valid, t))
+        return (acc >> _GROUP_SHIFT).astype(np.int64)  # = rows_of_shard's ((h >> 32) * KEY_GROUPS) >> 32
 
     def _in_parallel(self, fn, per_shard: list) -> list:
         """``fn(per_shard[s])`` for every shard, shard 0 in this thread; the first error is raised after all end."""
@@ -260,9 +410,14 @@ class KeyShards:
         st = self.shards[s]._state
         counters = np.zeros_like(self.executor._state.metrics.counters)
         state_args = []
+        new_entries = rows.size * plan.max_paths  # at most, per operator, over all the pieces of this call
         for nid in plan.stateful_ids:
             state = st.operator_states[nid]
-            state.reserve(rows.size * plan.max_paths)
+            # rows reaching it: copies of the shard's rows, and what operators upstream emit, each of whose
+            # open entries (those there now and those the call opens) fires at most once per window
+            emitted = sum((len(up) + new_entries) * up.rows_per_entry * up.windows_per_entry
+                          for up in (st.operator_states[u] for u in plan.upstream_stateful[nid]))
+            state.reserve(new_entries + emitted)
             state_args.extend(state.arrays())
         args = [array for name, *_ in plan.args for array in columns[name]]
         result = plan.step(rows, cuts, *args, self.executor.dag.routing.offsets, plan.settings, counters,
@@ -283,7 +438,7 @@ class KeyShards:
             order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]
             major, middle, minor = (np.concatenate(k) for k in zip(*order))
             bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
-            dest = merge_shards(major, middle, minor, bounds, True, how[2])
+            dest = merge_shards(major, middle, minor, bounds, True, how[3] is not None)
             rows = None
         return _Merge(layout, results, dest, offsets, rows, columns, self.n)
 
@@ -299,9 +454,9 @@ class KeyShards:
             values = np.ascontiguousarray(values.astype(np.int64, copy=False))
             return np.where(valid, values, _INT64_MIN) if valid.size and not valid.all() else values
 
-        _, key, ranked = how
-        return (raw("window_end"), raw(key) if key is not None else np.full(m, shard, np.int64),
-                raw("rank") if ranked else _NO_ROWS)
+        _, end, key, rank = how
+        return (raw(end), raw(key) if key is not None else np.full(m, shard, np.int64),
+                raw(rank) if rank is not None else _NO_ROWS)
 
 
 class _Merge:
@@ -355,6 +510,17 @@ class _Merge:
             else:  # a source column the step does not receive: taken from the batch
                 out.append(b.column(col.column).take(pa.array(self.rows)))
         return pa.RecordBatch.from_arrays(out, schema=layout.schema)
+
+
+def _typed(values: np.ndarray, valid: np.ndarray, t: pa.DataType) -> pa.Array:
+    """An Arrow array of type ``t`` (integer, boolean or temporal) from state's int64 key values."""
+    mask = None if valid.all() else ~valid
+    if pa.types.is_boolean(t):
+        return pa.array(values != 0, pa.bool_(), mask=mask)
+    if pa.types.is_temporal(t):
+        storage = pa.int64() if t.bit_width == 64 else pa.int32()
+        return pa.array(values.astype(storage.to_pandas_dtype()), storage, mask=mask).view(t)
+    return pa.array(values.astype(t.to_pandas_dtype()), t, mask=mask)
 
 
 def _place_all(jobs: list) -> None:

@@ -174,6 +174,111 @@ class WindowState:
             self.panes, self.pane_arrays = panes, pane_arrays
         self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
 
+    # ------------------------------------------------------------ rescaling
+    def key_columns(self, ids) -> list[np.ndarray]:
+        """Each key column's int64 value (string code, ``NULL_KEY`` for null) of entry keys ``ids``.
+
+        An entry's key is the key column's value itself, or for composite keys
+        an id of the per-level tables, decoded here back into the columns.
+        """
+        k = np.asarray(ids, np.int64)
+        cols = []
+        for table in reversed(self.key_tables):
+            cols.append(table.keys[k, 1])
+            k = table.keys[k, 0]
+        cols.append(k)
+        return cols[::-1]
+
+    def _compose(self, cols: list[np.ndarray]) -> np.ndarray:
+        """Entry keys of key-column values: composite keys get this state's ids (new combinations are added)."""
+        k = cols[0]
+        for table, c in zip(self.key_tables, cols[1:]):
+            k = table.upsert_many(k, c).astype(np.int64)
+        return k
+
+    def absorb(self, src: "WindowState", slots) -> None:
+        """Copy the entries ``slots`` of ``src``, whose keys this state does not hold, into this state.
+
+        How key shards rescale: a checkpoint of ``N`` shards absorbs every
+        shard's entries into one fresh state, and a restore onto ``M`` shards
+        gives each shard the entries of its key groups. Entries keep their
+        aggregates, TopN rows, session bounds and lists; sliding windows'
+        pane lists are relinked and marked unsorted (a fire sorts them by key
+        before use). The registers take the later of both states' progress
+        (arrival and session numbers, the next sliding window to emit) and
+        bounds covering both states' open entries.
+
+        Parameters
+        ----------
+        src : WindowState
+            A state of the same operator.
+        slots : array_like of int
+            Live slots of ``src.table``, of keys absent from this state.
+
+        Raises
+        ------
+        ValueError
+            A key of ``slots`` is already held here.
+        """
+        slots = np.asarray(slots, np.int64)
+        n = slots.size
+        aux, src_aux = self.aux, src.aux
+        aux[0] = max(aux[0], src_aux[0])
+        aux[3] = max(aux[3], src_aux[3])
+        if n == 0:
+            return
+        old_keys = src.table.keys[slots, 0]
+        starts = src.table.keys[slots, 1]
+        self.reserve(n)  # grows every per-slot array with the tables
+        keys = self._compose(src.key_columns(old_keys)) if self.key_tables else old_keys
+        live = len(self.table)
+        new = self.table.upsert_many(keys, starts).astype(np.int64)
+        if len(self.table) != live + n:
+            raise ValueError(f"WindowState.absorb: {live + n - len(self.table)} of the {n} entries have keys "
+                             "this state already holds")
+        remap = np.full(src.table.slot_capacity, -1, np.int64)
+        remap[slots] = new
+        for (name, arr, _), (_, src_arr, _) in zip(self.fields, src.fields):
+            if name == "next":  # a session's next session of the same key
+                arr[new] = _follow(remap, src_arr[slots])
+            elif name != "pnext":
+                arr[new] = src_arr[slots]
+        if self.session:  # each key's list of open sessions starts at its head
+            held = src.heads.live_slots().astype(np.int64)
+            head_keys = src.heads.keys[held, 0]
+            moved = np.isin(head_keys, old_keys)
+            held, head_keys = held[moved], head_keys[moved]
+            ids = self._compose(src.key_columns(head_keys)) if self.key_tables else head_keys
+            self.head[self.heads.upsert_many(ids).astype(np.int64)] = _follow(remap, src.head[held])
+        if self.sliding:
+            self._link_panes(new, starts)
+        else:
+            aux[1] = min(aux[1], src_aux[1])
+            aux[2] = max(aux[2], src_aux[2])
+
+    def _link_panes(self, entries: np.ndarray, starts: np.ndarray) -> None:
+        """Put new ``entries`` (of panes ``starts``) at the head of their panes' lists; reset the pane bounds."""
+        arrays = {name: arr for name, arr, _ in self.pane_arrays}
+        phead, pcount, psorted = arrays["phead"], arrays["pcount"], arrays["psorted"]
+        pnext = next(arr for name, arr, _ in self.fields if name == "pnext")
+        pane = self.panes.upsert_many(starts).astype(np.int64)
+        order = np.argsort(pane, kind="stable")
+        pane, entries = pane[order], entries[order]
+        first = np.ones(pane.size, np.bool_)
+        first[1:] = pane[1:] != pane[:-1]
+        last = np.roll(first, -1)
+        follow = np.roll(entries, -1)
+        follow[last] = phead[pane[last]]  # a pane's new entries lead to its old list
+        pnext[entries] = follow
+        phead[pane[first]] = entries[first]
+        pcount += np.bincount(pane, minlength=pcount.size)[: pcount.size]
+        psorted[pane] = 0  # relinked: sorted by key again when a fire first uses it
+        open_panes = self.panes.live_slots()
+        open_panes = open_panes[pcount[open_panes] > 0]
+        pane_starts = self.panes.keys[open_panes, 0]
+        self.aux[1] = pane_starts.min() if pane_starts.size else _WM_MAX
+        self.aux[2] = pane_starts.max() if pane_starts.size else _WM_MIN
+
     @staticmethod
     def aggregate_names(node_id: int, j: int, agg) -> list[str]:
         """Parameter names of aggregate ``j``'s field arrays (its blueprint's fields, in order)."""
@@ -198,3 +303,8 @@ class WindowState:
         for level in range(len(spec.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
+
+
+def _follow(remap: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """Slot links (-1: none) translated through ``remap`` (old slot -> new slot)."""
+    return np.where(links >= 0, remap[np.maximum(links, 0)], -1)
