@@ -275,6 +275,40 @@ def _feed(ex, steps):
             ex.process_batch(what, arg)
 
 
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int32(), pa.uint32(), pa.uint64(), pa.bool_(),
+                                        pa.timestamp("ms"), pa.date32(), pa.duration("us")], ids=str)
+def test_state_key_values_hash_to_their_rows_key_group(arrow_type):
+    # a restore finds each entry's key group from the int64 the state keeps; it must be its rows' group
+    from laminar_jit.executor.keyhash import mix_column
+    from laminar_jit.executor.shards import _typed
+    from laminar_jit.kernels.partitioning import HASH_SEED
+
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 2**63 - 1, 500, dtype=np.int64).astype(np.uint64) * np.uint64(2)  # high bit set too
+    if pa.types.is_boolean(arrow_type):
+        arr = pa.array(rng.random(500) < 0.5, mask=rng.random(500) < 0.1)
+    else:
+        width = np.dtype(arrow_type.to_pandas_dtype()).itemsize if not pa.types.is_temporal(arrow_type) \
+            else arrow_type.bit_width // 8
+        storage = {1: np.int8, 4: np.int32, 8: np.int64}[width]
+        if arrow_type in (pa.uint32(), pa.uint64()):
+            storage = np.uint32 if width == 4 else np.uint64
+        values = raw.astype(storage)
+        arr = pa.array(values, mask=rng.random(500) < 0.1).cast(arrow_type) if not pa.types.is_temporal(arrow_type) \
+            else pa.array(values, mask=rng.random(500) < 0.1).view(arrow_type)
+    rows = np.full(500, HASH_SEED, np.uint64)
+    mix_column(rows, arr)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    storage_type = pa.int8() if pa.types.is_boolean(arrow_type) else (
+        pa.int64() if not pa.types.is_temporal(arrow_type) or arrow_type.bit_width == 64 else pa.int32())
+    as_state = arr.cast(storage_type) if pa.types.is_boolean(arrow_type) else (
+        arr.view(storage_type) if pa.types.is_temporal(arrow_type) else arr)
+    kept = as_state.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)  # what np.int64(value) keeps
+    entries = np.full(500, HASH_SEED, np.uint64)
+    mix_column(entries, _typed(kept, valid, arrow_type))
+    assert (entries == rows).all()
+
+
 def test_a_bad_checkpoint_leaves_every_shard_unchanged():
     dag = _dag("session")
     steps = _steps(dag, bursts(600, 5), 5)

@@ -53,7 +53,7 @@ from .plan import compile_plan
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
-#: Keys hash into this many key groups; each shard owns a range of them.
+#: Keys hash into this many key groups; each shard owns some of them (ranges at first).
 KEY_GROUPS = 256
 _GROUP_SHIFT = np.uint64(64 - (KEY_GROUPS.bit_length() - 1))  # a key group: the hash's top bits
 #: The key groups' assignment to shards is looked at after this many batches, then after this factor more.
@@ -289,14 +289,15 @@ class KeyShards:
     def _balance(self) -> None:
         """Reassign key groups to shards by the rows seen, if that evens the shards' rows out markedly.
 
-        Keys are skewed (in the benchmarks one auction has 15 % of the bids),
-        so ranges of key groups load the shards unevenly (60/40 for two
-        shards there). Groups are dealt heaviest first, each to the shard
+        Keys are skewed (zipf: one key may hold 15 % of the rows), so ranges
+        of key groups can load the shards unevenly (69/31 for two shards on
+        a test's keys). Groups are dealt heaviest first, each to the shard
         with the fewest rows so far (longest-processing-time first), with a
         small prior so groups without rows yet spread evenly. The shards'
         entries then move to their new owners (as a checkpoint restored onto
-        the new assignment would). Output does not depend on the assignment (except the order of
-        one window end's rows by composite keys, which follows the shards).
+        the new assignment would). Output does not depend on the assignment
+        (but for the order of one window end's rows under composite keys,
+        which follows the shards).
         """
         weights = self.group_rows + (self.group_rows.sum() // (4 * KEY_GROUPS) + 1)
         proposal = np.empty(KEY_GROUPS, np.int64)
