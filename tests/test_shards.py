@@ -46,10 +46,12 @@ def _sliding_by_string():
 
 
 def _sessions():
+    """Sessions per auction behind a projection that keeps the key column."""
     return (_source(lj.DagBuilder(), delay=30)
+            .operator("cols", lj.Project(["ts", "price", "auction"]))
             .operator("w", lj.SessionWindow(GAP, key="auction", aggs={"n": lj.count(), "hi": lj.max("price"),
                                                                         "f": lj.first("price")}))
-            .connect("bids", "w").sink_for("w", "out").build())
+            .connect("bids", "cols").connect("cols", "w").sink_for("w", "out").build())
 
 
 def _dedup_and_topn():
@@ -172,6 +174,11 @@ def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why():
                .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("m", "w")
                .sink_for("w", "out").build())
     assert "computes a key column" in shard_plan(rekeyed)
+    renamed = (_source(lj.DagBuilder())
+               .operator("p", lj.Project({"ts": "ts", "auction": "ch"})).connect("bids", "p")
+               .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("p", "w")
+               .sink_for("w", "out").build())
+    assert "renames or computes a key column" in shard_plan(renamed)
 
     chained = (_source(lj.DagBuilder())
                .operator("w", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()})).connect("bids", "w")

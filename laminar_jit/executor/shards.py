@@ -118,8 +118,10 @@ def shard_plan(dag) -> ShardPlan | str:
             return f"operator {n.name!r} ({n.op.label()}) has no key"
         for a in upstream[n.id]:  # (a stateful operator upstream keeps the key columns: windows emit them)
             up = nodes[a]
-            if up.kind == "stateless" and (up.bound.extra.get("mapping") is not None
-                                            or any(name in spec.keys for name, _ in up.bound.writes)):
+            if up.kind != "stateless":
+                continue
+            renamed = any(new in spec.keys and old != new for new, old in up.bound.extra.get("mapping") or ())
+            if renamed or any(name in spec.keys for name, _ in up.bound.writes):
                 return f"operator {up.name!r} renames or computes a key column of {n.name!r}"
     keys = {}
     for source in dag.sources:
