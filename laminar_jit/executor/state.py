@@ -48,7 +48,9 @@ class ExecutorState:
         Per stateful node id (``dag.node(name).id``): its state object
         (:class:`~laminar_jit.state.WindowState`,
         :class:`~laminar_jit.state.KeyedState`, a join's or ranking's state),
-        whose numpy arrays the compiled steps update in place.
+        whose numpy arrays the compiled steps update in place. Empty for an
+        executor with key shards (``parallelism > 1``): each shard keeps the
+        states of its keys, and :meth:`DagExecutor.checkpoint` merges them.
     dictionaries : dict of (str, str) to StringDictionary
         Per ``(source, column)`` string key column: the dictionary that
         encodes it as int64 codes. Sink buffers hold this same mapping, so it
