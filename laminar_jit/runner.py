@@ -99,6 +99,10 @@ class RunStats:
     compile_seconds : float
         Single-process runs: seconds of ``elapsed`` spent compiling the plans
         (or loading them from the on-disk cache).
+    shards : int
+        Single-process runs: key shards the executor ran (1 with
+        ``parallelism=1``, or when the DAG cannot be sharded: see
+        :attr:`DagExecutor.shards_note <laminar_jit.DagExecutor.shards_note>`).
     """
 
     events: int = 0
@@ -118,6 +122,7 @@ class RunStats:
     read_seconds: list = field(default_factory=list)
     startup_seconds: float = 0.0
     compile_seconds: float = 0.0
+    shards: int = 1
 
     @property
     def events_per_second(self) -> float:
@@ -130,7 +135,8 @@ class RunStats:
         batches = f"{self.batches:,} batch" + ("" if self.batches == 1 else "es")
         checkpoints = f"{self.checkpoints} checkpoint" + ("" if self.checkpoints == 1 else "s")
         compiled = f" (compiling {self.compile_seconds:.2f} s of it)" if self.compile_seconds >= 0.01 else ""
-        return (f"{state}: {self.events:,} events in {batches}, {self.elapsed:.2f} s{compiled} "
+        shards = f" in {self.shards} key shards" if self.shards > 1 else ""
+        return (f"{state}: {self.events:,} events in {batches}{shards}, {self.elapsed:.2f} s{compiled} "
                 f"({self.events_per_second / 1e6:.2f} M events/s), {checkpoints}{resumed}; "
                 f"rows out: {self.rows_out}")
 
@@ -301,7 +307,7 @@ def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep,
 
 
 def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0) -> RunStats:
-    stats = RunStats(rows_out={name: 0 for name in sinks}, compile_seconds=ex.compile_seconds)
+    stats = RunStats(rows_out={name: 0 for name in sinks}, compile_seconds=ex.compile_seconds, shards=ex.shards)
     positions = {name: 0 for name in sources}
     cp = store.latest() if store is not None else None
     if cp is not None:

@@ -214,7 +214,7 @@ def test_a_run_with_key_shards_resumes_at_another_parallelism(reference, tmp_pat
     with pytest.raises(RuntimeError, match="crash"):
         lj.run(window_dag(), {"bids": source}, {"out": memory}, parallelism=2, **opts)
     stats = lj.run(window_dag(), {"bids": source}, {"out": memory}, parallelism=3, **opts)
-    assert stats.resumed_from == 4 and stats.finished
+    assert stats.resumed_from == 4 and stats.finished and stats.shards == 3 and "in 3 key shards" in str(stats)
     assert same(memory.table(), want)
     with pytest.raises(ValueError, match="run: parallelism"):
         lj.run(window_dag(), {"bids": batches}, {"out": lj.io.MemorySink()}, parallelism=0)

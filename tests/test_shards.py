@@ -158,13 +158,15 @@ def test_watermarks_and_late_rows_are_decided_on_the_whole_batch():
     assert got_metrics[1] == want_metrics[1] == 2
 
 
-def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why():
+def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why(caplog):
     b = _source(lj.DagBuilder())
     keyless = b.operator("w", lj.TumblingWindow(SIZE, aggs={"n": lj.count()})).connect("bids", "w") \
         .sink_for("w", "out").build()
     assert "has no key" in shard_plan(keyless)
     ex = lj.DagExecutor(keyless, parallelism=2)
     assert ex.shards == 1 and "has no key" in ex.shards_note
+    assert any("parallelism=2 has no effect" in r.getMessage() and "has no key" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
     ex.process_batch("bids", events(50, 1).to_batches()[0])
     ex.finish()
     assert ex.take_sink_outputs("out").num_rows > 0

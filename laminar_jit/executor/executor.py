@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from .shards import KeyShards, resolve_parallelism, shard_plan
 from .state import ExecutorState
 
 __all__ = ["DagExecutor"]
+
+log = logging.getLogger("laminar_jit")
 
 
 class DagExecutor:
@@ -104,11 +107,14 @@ class DagExecutor:
             plan = shard_plan(dag)
             if isinstance(plan, str):
                 self.shards_note = plan
+                log.warning("parallelism=%d has no effect: %s; the DAG runs in one executor", self.parallelism, plan)
             else:
                 try:
                     self._shards = KeyShards(self, plan, self.parallelism)
                 except ValueError as exc:
                     self.shards_note = str(exc)
+                    log.warning("parallelism=%d has no effect: %s; the DAG runs in one executor", self.parallelism,
+                                exc)
                 else:  # operator states live in the shards
                     self._state.operator_states = {}
                     weakref.finalize(self, self._shards.pool.shutdown, wait=False)
