@@ -332,7 +332,7 @@ def _feed(ex, steps):
 def test_state_key_values_hash_to_their_rows_key_group(arrow_type):
     # a restore finds each entry's key group from the int64 the state keeps; it must be its rows' group
     from laminar_jit.executor.keyhash import mix_column
-    from laminar_jit.executor.shards import _typed
+    from laminar_jit.executor.boundary import _to_arrow
     from laminar_jit.kernels.partitioning import HASH_SEED
 
     rng = np.random.default_rng(3)
@@ -357,7 +357,7 @@ def test_state_key_values_hash_to_their_rows_key_group(arrow_type):
         arr.view(storage_type) if pa.types.is_temporal(arrow_type) else arr)
     kept = as_state.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)  # what np.int64(value) keeps
     entries = np.full(500, HASH_SEED, np.uint64)
-    mix_column(entries, _typed(kept, valid, arrow_type))
+    mix_column(entries, _to_arrow(kept, valid, arrow_type))
     assert (entries == rows).all()
 
 

@@ -382,3 +382,20 @@ def test_due_cuts_kernel_matches_numpy(seed):
     # a piece length adds cuts so that no piece is longer
     bounds = [0, *due_cuts(ts, wm0, delay, grids, 100).tolist(), n]
     assert set(want.tolist()) <= set(bounds) and max(np.diff(bounds)) <= 100
+
+
+def test_32_bit_temporal_keys_come_back_as_their_type():
+    # date32 and time32 keys are held as int64 in state; the output rebuilds them (an int64 -> date32 cast fails)
+    schema = pa.schema([("ts", pa.int64()), ("day", pa.date32()), ("at", pa.time32("s"))])
+    dag = (lj.DagBuilder().source("s", schema, event_time="ts", watermark=lj.Ascending())
+           .operator("w", lj.TumblingWindow(10, key=["day", "at"], aggs={"n": lj.count()})).connect("s", "w")
+           .sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    days = [dt.date(2024, 1, 1), dt.date(1969, 12, 31), None]
+    ex.process_batch("s", pa.table({"ts": [1, 2, 3], "day": pa.array(days, pa.date32()),
+                                    "at": pa.array([dt.time(9), dt.time(9), None], pa.time32("s"))}, schema=schema))
+    ex.finish()
+    out = ex.take_sink_outputs("out")
+    assert out.schema.field("day").type == pa.date32() and out.schema.field("at").type == pa.time32("s")
+    assert sorted(zip(out.column("day").to_pylist(), out.column("at").to_pylist(), out.column("n").to_pylist()),
+                  key=str) == sorted([(days[0], dt.time(9), 1), (days[1], dt.time(9), 1), (None, None, 1)], key=str)

@@ -409,6 +409,6 @@ def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType, ta
         if values.dtype != target:  # e.g. int32 or bool keys held as int64 in state
             values = values.astype(target)
         return pa.array(values, type=arrow_type, mask=mask)
-    # temporal types travel as their integer storage
-    storage = pa.array(values, mask=mask)
-    return storage.view(arrow_type) if storage.type.bit_width == arrow_type.bit_width else storage.cast(arrow_type)
+    # temporal types travel as their integer storage (32-bit ones held as int64 in state: narrowed first)
+    width = np.int32 if arrow_type.bit_width == 32 else np.int64
+    return pa.array(values.astype(width, copy=False), mask=mask).view(arrow_type)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dis
 import types
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import KernelError
@@ -260,11 +261,11 @@ class FaultGuard:
 
 def _nbytes(obj) -> int:
     """Bytes of the numpy arrays in ``obj`` (nested dicts, lists and tuples)."""
-    if hasattr(obj, "nbytes"):
-        return int(obj.nbytes)
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
     if isinstance(obj, dict):
-        obj = obj.values()
-    return sum(_nbytes(x) for x in obj) if isinstance(obj, (list, tuple, type({}.values()))) else 0
+        obj = list(obj.values())
+    return sum(_nbytes(x) for x in obj) if isinstance(obj, (list, tuple)) else 0
 
 
 def kernel_error(dag, source: str | None, what: str, row: int | None, cause: BaseException, raising: dict,

@@ -387,7 +387,7 @@ class KeyShards:
             if dictionary is not None:
                 mix_column(acc, dictionary.decode(np.where(valid, values, 0), valid))
             else:
-                mix_column(acc, _typed(values, valid, t))
+                mix_column(acc, _to_arrow(values, valid, t))  # as the sinks rebuild state keys
         return (acc >> _GROUP_SHIFT).astype(np.int64)  # = rows_of_shard's ((h >> 32) * KEY_GROUPS) >> 32
 
     def _in_parallel(self, fn, per_shard: list) -> list:
@@ -513,17 +513,6 @@ class _Merge:
             else:  # a source column the step does not receive: taken from the batch
                 out.append(b.column(col.column).take(pa.array(self.rows)))
         return pa.RecordBatch.from_arrays(out, schema=layout.schema)
-
-
-def _typed(values: np.ndarray, valid: np.ndarray, t: pa.DataType) -> pa.Array:
-    """An Arrow array of type ``t`` (integer, boolean or temporal) from state's int64 key values."""
-    mask = None if valid.all() else ~valid
-    if pa.types.is_boolean(t):
-        return pa.array(values != 0, pa.bool_(), mask=mask)
-    if pa.types.is_temporal(t):
-        storage = pa.int64() if t.bit_width == 64 else pa.int32()
-        return pa.array(values.astype(storage.to_pandas_dtype()), storage, mask=mask).view(t)
-    return pa.array(values.astype(t.to_pandas_dtype()), t, mask=mask)
 
 
 def _place_all(jobs: list) -> None:
