@@ -4,6 +4,12 @@
   1,000 symbols (backward, inner) — DuckDB's ``ASOF JOIN``.
 * ``Interval``: 2 M rows per side over 10,000 keys, ``right.ts - left.ts``
   within ±1 s — DuckDB's ``BETWEEN`` join.
+* ``SkewedInterval``: 1 M rows per side over 10,000 keys, one of which has
+  ``hot_share`` of the rows, every row up to 100 ms late (the watermark's
+  bound), within ±10 ms; with ``lead`` the right side runs 100 s of event
+  time ahead of the left (so the hot key's right rows pile up while the
+  left watermark holds them). Insert and probe cost per row must stay flat
+  as the hot key grows: ``track_input_rows_per_s`` against ``hot_share``.
 
 laminar streams both tables in 65,536-row batches, alternating between the
 two inputs in event-time order (the way two live feeds arrive); DuckDB sees
@@ -53,6 +59,31 @@ def interval_tables() -> tuple[pa.Table, pa.Table]:
     right = pa.table({"ts": np.sort(rng.integers(0, n, n)), "k": rng.integers(0, 10_000, n),
                       "b": rng.uniform(0, 1, n)}, schema=RIGHT)
     return left, right
+
+
+#: Rows per side of ``SkewedInterval``, and how far (ms) its rows may arrive late.
+SKEW_ROWS, SKEW_DISORDER = 1_000_000, 100
+
+
+def skewed_tables(hot_share: float, lead_ms: int = 0) -> tuple[pa.Table, pa.Table]:
+    """1 M rows per side (20 K with ``LAMINAR_BENCH_SMALL=1``), key 0 holding ``hot_share`` of them.
+
+    One row per ms per side; each row's time is its slot minus up to
+    ``SKEW_DISORDER`` ms, so rows arrive out of order by up to the
+    watermark's bound and none is late. The right side's times are shifted
+    ``lead_ms`` ahead (at most a tenth of the span, so the small tables still
+    overlap).
+    """
+    n = 20_000 if common.small() else SKEW_ROWS
+    lead_ms = min(lead_ms, n // 10)
+    rng = np.random.default_rng(common.SEED + 2)
+
+    def side(schema, shift, value):
+        ts = np.arange(n, dtype=np.int64) - rng.integers(0, SKEW_DISORDER, n) + shift
+        keys = np.where(rng.random(n) < hot_share, 0, rng.integers(1, 10_000, n))
+        return pa.table({"ts": ts, "k": keys, value: rng.uniform(0, 1, n)}, schema=schema)
+
+    return side(LEFT, 0, "a"), side(RIGHT, lead_ms, "b")
 
 
 def _feed(left: pa.Table, right: pa.Table) -> list[tuple[str, pa.RecordBatch]]:
@@ -162,3 +193,38 @@ class IntervalDuckDB(_DuckDB):
 
     make_tables = staticmethod(interval_tables)
     sql = "SELECT * FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 1000 AND l.ts + 1000"
+
+
+class SkewedInterval(_Join):
+    """An interval join (±10 ms) under key skew and disorder, optionally with the right side far ahead.
+
+    Parameters are the hot key's share of rows and the right side's lead in
+    event time (0 or 100 s). Rows out are ``track_rows_out``; rows in per
+    second ``track_input_rows_per_s`` should not fall as the hot key grows.
+    """
+
+    params = ([0.0, 0.05, 0.15, 0.3], [0, 100_000])
+    param_names = ["hot_share", "lead_ms"]
+
+    def setup(self, hot_share, lead_ms):
+        left, right = skewed_tables(hot_share, lead_ms)
+        self.feed = _feed(left, right)
+        self.rows_in = left.num_rows + right.num_rows
+        self.dag = join_dag(left.schema, right.schema, lj.IntervalJoin("k", "k", lower=-10, upper=10))
+        self._run(self.feed[:2])
+
+    def time_laminar(self, hot_share, lead_ms):
+        self._run()
+
+    def peakmem_laminar(self, hot_share, lead_ms):
+        self._run()
+
+    def track_rows_out(self, hot_share, lead_ms):
+        return self._run().num_rows
+
+    track_rows_out.unit = "rows"
+
+    def track_input_rows_per_s(self, hot_share, lead_ms):
+        return _Join.track_input_rows_per_s(self)
+
+    track_input_rows_per_s.unit = "rows/s"

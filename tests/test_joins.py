@@ -94,6 +94,52 @@ def test_interval_and_window_joins_match_duckdb(interval_dags, seed):
         assert len(ex.state.operator_states[ex.dag.node("j").id]) == 0  # everything was freed once the inputs ended
 
 
+def _pairs_in_order(feed, match):
+    """(left id, right id) in the documented order: per arriving row, its partners newest first.
+
+    A plain-Python reference: every earlier row of the other side with the same
+    (non-null) key that ``match(left_ts, right_ts)`` accepts, ordered by event
+    time, then arrival, descending. Ids are the ``a``/``b`` columns.
+    """
+    seen = {"L": [], "R": []}
+    out, seq = [], 0
+    for source, batch in feed:
+        cols = batch.to_pydict()
+        for ts, k, v in zip(cols["ts"], cols["k"], cols["a" if source == "L" else "b"]):
+            seq += 1
+            if k is None:
+                continue
+            other = "R" if source == "L" else "L"
+            partners = [(t, q, w) for t, kk, q, w in seen[other]
+                        if kk == k and (match(ts, t) if source == "L" else match(t, ts))]
+            partners.sort(reverse=True)
+            out += [(v, w) if source == "L" else (w, v) for _, _, w in partners]
+            seen[source].append((ts, k, seq, v))
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_pairs_come_newest_partner_first_in_arrival_order(interval_dags, seed):
+    """Row for row (not as sets): each arriving row's partners by event time, then arrival, newest
+    first, whatever the disorder, the hot key's size and the batch cuts (README, "Order of output rows")."""
+    rng = np.random.default_rng(seed)
+    sides = []
+    for schema, n in ((LEFT, 1200), (RIGHT, 1000)):
+        side = make_side(n, seed + 10 * n, schema)
+        ids = pa.array(np.arange(n, dtype=np.float64))  # payload = row id, to name the pairs
+        side = side.set_column(2, schema.field(2), ids)
+        sides.append(side)
+    feed = interleaved(*sides, seed)
+    got = interval_dags.run(feed)
+    for name, match in (("inner", lambda tl, tr: tl - 20 <= tr <= tl + 35),
+                        ("win", lambda tl, tr: tl // 100 == tr // 100)):
+        out = got[name][1]
+        pairs = list(zip(out["a"].to_pylist(), out["b"].to_pylist()))
+        want = _pairs_in_order(feed, match)
+        assert len(want) > 300 and pairs == want
+    del rng
+
+
 def test_join_output_shared_by_two_sinks_and_a_filter():
     # sinks take a join's own output arrays without copying them: two sinks and a
     # filter reading the same arrays must each still see the join's rows, batch after batch
@@ -466,3 +512,27 @@ def test_string_keys_share_one_dictionary_across_sources_and_checkpoints(tmp_pat
     want = con.sql("SELECT t.*, q.ts AS ts_right, q.sym AS sym_right, q.bid FROM t ASOF JOIN q "
                    "ON t.sym = q.sym AND t.ts >= q.ts").to_arrow_table()
     same_rows(got, want)
+
+
+@pytest.mark.parametrize("m", [0, 1, 5, 32, 33, 500])
+def test_order_partners_sorts_a_probe_newest_partner_first(m):
+    """The kernel that orders one probe's pairs, on both of its paths (insertion sort, radix
+    argsort), against Python's sort: partner event time, then arrival, descending."""
+    from laminar_jit.kernels.joins import order_partners
+
+    rng = np.random.default_rng(m)
+    rows = 1_000
+    ts = rng.integers(-50, 50, rows).astype(np.int64)  # ties, and times below 0
+    seq = rng.permutation(rows).astype(np.int64)
+    for partner_left in (True, False):
+        start = 7
+        partners = rng.choice(rows, m, replace=False).astype(np.int64)
+        others = rng.integers(0, 99, m).astype(np.int64)
+        out_l = np.full(start + m + 3, -5, np.int64)
+        out_r = np.full(start + m + 3, -5, np.int64)
+        mine, theirs = (out_l, out_r) if partner_left else (out_r, out_l)
+        mine[start:start + m], theirs[start:start + m] = partners, others
+        order_partners(out_l, out_r, start, start + m, partner_left, ts, seq)
+        want = sorted(zip(partners.tolist(), others.tolist()), key=lambda p: (ts[p[0]], seq[p[0]]), reverse=True)
+        assert list(zip(mine[start:start + m].tolist(), theirs[start:start + m].tolist())) == want
+        assert (out_l[:start] == -5).all() and (out_l[start + m:] == -5).all()

@@ -2,9 +2,11 @@
 
 A join node appears in the step of every source that feeds one of its ports;
 each step emits an update function per port it feeds (rows, keys and payload
-columns are node-specific), then calls the node's watermark-driven pass —
-expiry for interval and window joins, resolution for as-of joins, both
-shared kernels in :mod:`laminar_jit.kernels.joins` that compile once — then
+columns are node-specific; interval and window joins append each row to its
+key's time bucket and probe the other side's buckets its range touches), then
+calls the node's watermark-driven pass — expiry for interval and window
+joins, resolution for as-of joins, both shared kernels in
+:mod:`laminar_jit.kernels.joins` that compile once — then
 one gather that turns the collected ``(left row, right row)`` pairs (row
 numbers in the two row stores, -1 for "no row") into output columns. Both
 steps share the node's :class:`JoinState`.
@@ -25,7 +27,7 @@ from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
-                           SIDE_BASE, JoinState)
+                           P_SHIFT, SIDE_BASE, JoinState)
 from ..ops.joins import JoinOperator
 from .core import (
     ALL_ROWS,
@@ -52,8 +54,9 @@ _OTHER = {"left": "right", "right": "left"}
 def _names(nid: int, bound) -> dict:
     """State argument names by role."""
     names = JoinState.argument_names(nid, bound)
-    out = dict(zip(("tb", "tk", "tm", "tf", "heads", "active", "aux", "params"), names[:8]))
-    pos = 8
+    roles = ("tb", "tk", "tm", "tf", "heads", "active", "aux", "params")
+    out = dict(zip(roles, names))
+    pos = len(roles)
     for side in ("left", "right"):
         fields = ("ts", "seq", "nxt", "prv", "slot", "flag", "free")
         out[side] = dict(zip(fields, names[pos:pos + len(fields)]))
@@ -126,8 +129,8 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
                 kind, a, b = 1, f"{prm}[{P_A}]", f"{prm}[{P_B}]"
             else:  # a left row expires after t + upper, a right row after t - lower
                 kind, a, b = 0, (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), 0
-            gen.emit(f"{pairs} = expire_side(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
-                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, {sd['prv']}, "
+            gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
+                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
                      f"{sd['free']}, {pairs})")
     # output watermark: held back to the oldest left row the join may still emit
     lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
@@ -175,6 +178,8 @@ def _locals(x: dict, n: dict, port: str) -> str:
     a, b = ("size", "offset") if x["join"] == "window" else ("lower", "upper")
     lines = [f"{a} = {prm}[{P_A}]", f"{b} = {prm}[{P_B}]", f"lateness = {prm}[{P_LATENESS}]",
              f"keep_null = {prm}[{P_KEEP_NULL + (port == 'right')}] != 0", f"semi = {prm}[{P_SEMI}] != 0"]
+    if x["join"] == "interval":
+        lines.append(f"shift = {prm}[{P_SHIFT}]")
     if x["join"] == "asof":
         lines += [f"direction = {prm}[{P_DIRECTION}]", f"tol = {prm}[{P_TOLERANCE}]"]
     return "\n    ".join(lines)
@@ -250,20 +255,20 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
     table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}"
     heads = n["heads"]
     h_self, h_other = _CHAIN[port], _CHAIN[_OTHER[port]]
-    row_args = f"{side['ts']}, {side['seq']}, {side['nxt']}, {side['prv']}"
 
     if kind == "asof":
         body = _asof_insert(x, port, n, table, heads, chr(10).join(stores))
     else:
-        ws = "ws" if kind == "window" else "0"
-        # rows that can end up unmatched in the output are kept even with a null key (never linked)
+        bucket = "ws" if kind == "window" else "bn"
+        # rows that can end up unmatched in the output are kept even with a null key (in no bucket)
         body = f'''
+        {"bn = t >> shift" if kind == "interval" else ""}
         if nullk:
             if not keep_null:
                 continue
             s = np.int64(-1)
         else:
-            s = ht_find_or_insert({table}, k, {ws})
+            s = ht_find_or_insert({table}, k, {bucket})
         r = row_alloc({aux(n)}, {base}, {side['free']})
         {side['ts']}[r] = t
         {side['seq']}[r] = seq
@@ -278,7 +283,9 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
 {chr(10).join(stores)}
         if s < 0:
             continue
-        chain_insert({heads}, {h_self}, s, {row_args}, r)
+        {side['nxt']}[r] = {heads}[s, {h_self}]
+        {heads}[s, {h_self}] = r
+        {heads}[s, {h_self + 1}] += 1  # the list's length - 1
 {_probe(x, port, n, heads, h_other)}'''
     window = "ws = ((t - offset) // size) * size + offset\n        " if kind == "window" else ""
     used = _add_function(gen, n, f'''
@@ -332,36 +339,59 @@ def _pair(port: str, mine: str, theirs: str) -> str:
 
 
 def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
-    """Walk the other side's chain of slot ``s`` from its newest row and emit the matches of row ``r``."""
+    """Emit the matches of row ``r`` among the other side's rows in the buckets its range touches.
+
+    Interval joins look up the (at most two) buckets of ``[lo, hi]`` and test
+    each row's time; window joins take the whole bucket of the row's window.
+    The pairs are then ordered newest partner first (README, "Order of output
+    rows").
+    """
     other = n[_OTHER[port]]
     side = n[port]
     how = x["how"]
-    ots, oprv, oflag = other["ts"], other["prv"], other["flag"]
+    oflag, onxt = other["flag"], other["nxt"]
+    table = f"{n['tb']}, {n['tk']}"
     if x["join"] == "interval":
         lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
-        skip = f"        while o != -1 and {ots}[o] > hi:\n            o = {oprv}[o]\n"
-        cond = f"o != -1 and {ots}[o] >= lo"
-        bounds = f"        lo = {lo}\n        hi = {hi}\n"
-    else:  # window join: the whole chain of the (key, window) slot matches
-        skip, cond, bounds = "", "o != -1", ""
-    if how in ("semi", "anti"):  # semi emits a left row at its first match (P_SEMI), anti only marks it
-        if port == "left":
-            act = (f"            if {side['flag']}[r] == 1:\n"
-                   f"                {side['flag']}[r] = 2\n"
-                   f"                if semi:\n"
-                   f"                    {_pair(port, 'r', 'np.int64(-1)')}\n"
-                   "            break")
-        else:
-            act = (f"            if {oflag}[o] == 1:\n"
-                   f"                {oflag}[o] = 2\n"
-                   f"                if semi:\n"
-                   f"                    {_pair('left', 'o', 'np.int64(-1)')}")
+        head = (f"        lo = {lo}\n        hi = {hi}\n        bq = hi >> shift\n        blo = lo >> shift\n"
+                f"        while bq >= blo and not done:\n"
+                f"            if bq == bn:  # the row's own bucket: its slot is known\n"
+                f"                ob = s\n"
+                f"            else:\n"
+                f"                ob = ht_find({table}, k, bq)\n"
+                f"            bq -= 1\n")
+        test = f"{other['ts']}[o] >= lo and {other['ts']}[o] <= hi"
+    else:  # window join: the whole list of the (key, window) slot matches
+        head = ("        for _once in range(1):\n"
+                "            ob = s  # the row's own (key, window) slot\n")
+        test = "True"
+    if how in ("semi", "anti") and port == "left":  # semi emits the left row at its first match, anti only marks it
+        act = (f"                    if {side['flag']}[r] == 1:\n"
+               f"                        {side['flag']}[r] = 2\n"
+               f"                        if semi:\n"
+               f"                            {_pair(port, 'r', 'np.int64(-1)')}\n"
+               "                    done = True\n"
+               "                    break")
+    elif how in ("semi", "anti"):
+        act = (f"                    if {oflag}[o] == 1:\n"
+               f"                        {oflag}[o] = 2\n"
+               f"                        if semi:\n"
+               f"                            {_pair('left', 'o', 'np.int64(-1)')}")
     else:
-        act = (f"            {_pair(port, 'r', 'o')}\n"
-               f"            {side['flag']}[r] = 2\n"
-               f"            {oflag}[o] = 2")
-    return (f"        o = {heads}[s, {h_other} + 1]\n{bounds}{skip}"
-            f"        while {cond}:\n{act}\n            o = {oprv}[o]")
+        act = (f"                    {_pair(port, 'r', 'o')}\n"
+               f"                    {side['flag']}[r] = 2\n"
+               f"                    {oflag}[o] = 2")
+    # the partner of a pair is its left row when the probing row is a right one
+    partner_left = port == "right"
+    return (f"        first = n_out\n        done = False\n{head}"
+            f"            if ob < 0:\n                continue\n"
+            f"            o = {heads}[ob, {h_other}]\n"
+            f"            while o != -1:\n"
+            f"                if {test}:\n{act}\n"
+            f"                o = {onxt}[o]\n"
+            f"        if n_out - first > 1:\n"
+            f"            order_partners(out_l, out_r, first, n_out, {partner_left}, "
+            f"{other['ts']}, {other['seq']})")
 
 
 def _asof_insert(x: dict, port: str, n: dict, table: str, heads: str, stores: str) -> str:

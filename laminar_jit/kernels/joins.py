@@ -1,16 +1,26 @@
-"""Row stores of the two-input join operators: per-key chains kept in event-time order.
+"""Row stores of the two-input join operators.
 
 A join side keeps its buffered rows in parallel per-row arrays (event time,
-arrival number, chain links, owning key slot, flags, payload columns). Rows
-of one key form a doubly linked chain ordered by (event time, arrival):
-``heads[slot, 2 * side]`` is its oldest row, ``heads[slot, 2 * side + 1]``
-its newest. Inserting walks back from the newest row, so in-order input
-costs O(1) and out-of-order input costs its displacement within the key.
-Freed rows go on a stack and are reused; nothing is ever compacted.
+arrival number, links, owning key slot, flags, payload columns). Freed rows
+go on a stack and are reused; nothing is ever compacted.
+
+Interval and window joins keep each slot's rows — one key within one time
+bucket (the window, or ``event time // width`` for interval joins) — in a
+singly linked list, newest arrival first: ``heads[slot, 2 * side]``.
+Inserting is O(1) however late a row arrives. A probe looks up the at most
+two buckets its range touches and sorts the partners it finds by event time
+(:func:`order_partners`), so its cost is its matches plus those buckets'
+other rows, never a walk over rows far ahead or behind in time. The
+watermark frees rows in one sequential pass over a side's rows
+(:func:`expire_buckets`).
+
+As-of joins keep each key's rows in a doubly linked chain ordered by (event
+time, arrival): ``heads[slot, 2 * side]`` is its oldest row,
+``heads[slot, 2 * side + 1]`` its newest. Inserting walks back from the
+newest row, so in-order input costs O(1).
 
 ``aux[base:base + 5]`` of a side holds ``high_water, n_free, live,
-min_expiry, min_ts``; the owner guarantees free rows before a call (see
-:class:`laminar_jit.state.joins.JoinState`).
+min_expiry, min_ts``; the owner guarantees free rows before a call (see :class:`laminar_jit.state.joins.JoinState`).
 """
 
 from __future__ import annotations
@@ -18,11 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .hashtable import ht_delete
+from .hashtable import ht_delete, ht_delete_many
 from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
-           "chain_unlink", "expire_side", "order_settled", "reserve_pairs", "row_alloc", "row_release"]
+           "chain_unlink", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "row_alloc",
+           "row_release"]
 
 
 
@@ -128,13 +139,20 @@ def _expiry(kind, t, a, b):
 
 
 @njit
-def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux, base,
-                ts, seq, slot, flag, nxt, prv, rfree, out_l, out_r, n_out):
-    """Free the rows of one side whose expiry the watermark ``W`` passed.
+def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux, base,
+                   ts, seq, slot, flag, nxt, rfree, out_l, out_r, n_out):
+    """Free the rows of one side whose expiry the watermark ``W`` passed (interval and window joins).
 
     Rows never matched are emitted first when ``emit`` (outer and anti joins),
     paired with -1 on the other side (``side`` 0 = left), in (event time,
-    arrival) order. Recomputes the side's least expiry and event time.
+    arrival) order. One sequential pass over the side's rows frees them and
+    notes the slots they leave; then each noted slot's list is cut down to
+    its live rows — at once when none is left, the usual case, as a bucket
+    expires whole — and a slot whose two lists are empty is freed.
+    ``heads[slot, 2 * side + 1]`` holds the list's length - 1; during the
+    pass, a noted slot's is ``-2 - live`` instead. The pass runs only when
+    the side's least expiry has passed, and leaves the side's least expiry
+    and event time in ``aux``.
     """
     if aux[base + 3] >= W:
         return out_l, out_r, n_out
@@ -142,9 +160,6 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
     h = 2 * side
     low_exp = _WM_MAX
     low_ts = _WM_MAX
-    # Expiry grows with event time and chains are in event-time order, so the
-    # expired rows of a chain are its oldest ones: free the rows in one pass,
-    # noting each chain whose oldest row goes, then cut those prefixes off.
     cut = np.empty(aux[base + 2], np.int64)
     n_cut = 0
     first = n_out
@@ -162,26 +177,99 @@ def expire_side(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux
             out_r[n_out] = -1 if side == 0 else i
             n_out += 1
         s = slot[i]
-        if s >= 0 and prv[i] == -1:
-            cut[n_cut] = s
-            n_cut += 1
+        if s >= 0:
+            v = heads[s, h + 1]
+            if v >= -1:  # first row freed from this list: note the slot (live = v + 1, minus this row)
+                cut[n_cut] = s
+                n_cut += 1
+                heads[s, h + 1] = -2 - v
+            else:
+                heads[s, h + 1] = v + 1
         row_release(aux, base, rfree, flag, i)
     order_settled(out_l, out_r, first, n_out, side, ts, seq)  # released rows keep their values
+    n_dead = 0  # the slots to free, written over the front of ``cut`` (never ahead of the reads)
     for c in range(n_cut):
         s = cut[c]
-        q = heads[s, h]
-        while q != -1 and flag[q] == 0:
-            q = nxt[q]
-        heads[s, h] = q
-        if q != -1:
-            prv[q] = -1
-            continue
-        heads[s, h + 1] = -1
-        if heads[s, 0] == -1 and heads[s, 2] == -1:
-            ht_delete(buckets, keys, meta, free, s)
+        live = -2 - heads[s, h + 1]
+        heads[s, h + 1] = live - 1
+        if live == 0:
+            heads[s, h] = -1
+        else:
+            prev = np.int64(-1)
+            q = heads[s, h]
+            while q != -1:
+                nq = nxt[q]
+                if flag[q] == 0:  # released by this pass (rows freed earlier are in no list)
+                    if prev == -1:
+                        heads[s, h] = nq
+                    else:
+                        nxt[prev] = nq
+                else:
+                    prev = q
+                q = nq
+        if heads[s, h] == -1 and heads[s, 2 - h] == -1:  # both lists empty: the slot goes
+            cut[n_dead] = s
+            n_dead += 1
+    if n_dead > 0:
+        # many slots go at once (a bucket expires for all its keys together): rebuilding the
+        # table around the slots that stay can beat one backward-shift delete each
+        kept = np.empty(meta[0] - n_dead, np.int64)
+        m = 0
+        for s in range(meta[1]):
+            if (heads[s, 0] != -1 or heads[s, 2] != -1) and m < kept.size:
+                kept[m] = s
+                m += 1
+        ht_delete_many(buckets, keys, meta, free, cut[:n_dead], kept[:m])
     aux[base + 3] = low_exp
     aux[base + 4] = low_ts
     return out_l, out_r, n_out
+
+
+#: Partners of one probe up to this many are ordered by insertion sort (they arrive nearly
+#: ordered); more go through the radix argsort.
+_INSERTION_MAX = 32
+
+
+@njit
+def order_partners(out_l, out_r, start, n_out, partner_left, ts, seq):
+    """Order the pairs ``[start, n_out)`` of one probe newest partner first, by (event time, arrival).
+
+    The partner is the pair's left row when ``partner_left``, else its right
+    row; ``ts``/``seq`` are the partner side's. Lists hold rows newest
+    arrival first and buckets are visited newest first, so the pairs come
+    nearly ordered and a small probe's insertion sort does little work.
+    """
+    m = n_out - start
+    rows = out_l if partner_left else out_r
+    other = out_r if partner_left else out_l
+    if m <= _INSERTION_MAX:
+        for e in range(start + 1, n_out):
+            r = rows[e]
+            o = other[e]
+            t = ts[r]
+            q = seq[r]
+            j = e - 1
+            while j >= start and (ts[rows[j]] < t or (ts[rows[j]] == t and seq[rows[j]] < q)):
+                rows[j + 1] = rows[j]
+                other[j + 1] = other[j]
+                j -= 1
+            rows[j + 1] = r
+            other[j + 1] = o
+        return
+    major = np.empty(m, np.int64)
+    minor = np.empty(m, np.int64)
+    old_r = np.empty(m, np.int64)
+    old_o = np.empty(m, np.int64)
+    for e in range(m):  # ~x reverses the order without overflow: ascending sort, newest first
+        r = rows[start + e]
+        major[e] = ~ts[r]
+        minor[e] = ~seq[r]
+        old_r[e] = r
+        old_o[e] = other[start + e]
+    order = argsort_pairs(major, minor)
+    for e in range(m):
+        rows[start + e] = old_r[order[e]]
+        other[start + e] = old_o[order[e]]
 
 
 @njit

@@ -42,6 +42,8 @@ from .windows import _key_tuple
 __all__ = ["AsofJoin", "IntervalJoin", "JoinOperator", "TemporalJoin", "WindowJoin"]
 
 _HOWS = ("inner", "left", "right", "full", "semi", "anti")
+#: Names the join state's layout (rows in per-key time buckets since this one).
+_STATE_LAYOUT = "buckets-1"
 
 
 def _signed_units(node: str, what: str, value, et_type) -> int:
@@ -171,7 +173,8 @@ class JoinOperator(Operator):
 
     # -- identity --------------------------------------------------------------
     def _fingerprint_parts(self) -> list[str]:
-        return [type(self).__name__, repr(self.left_keys), repr(self.right_keys), self.how,
+        # the layout of the state: a checkpoint of another layout is refused as "changed"
+        return [type(self).__name__, _STATE_LAYOUT, repr(self.left_keys), repr(self.right_keys), self.how,
                 repr(self.allowed_lateness), self.late, repr(sorted(self.late_sink.items()))]
 
     def fingerprint(self) -> str | None:

@@ -14,7 +14,7 @@ from laminar_jit.kernels.slots import due_slots
 from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
-from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_side, reserve_pairs, row_alloc
+from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_buckets, order_partners, reserve_pairs, row_alloc
 from laminar_jit.kernels.hashtable import _home
 from laminar_jit.kernels.hashtable import _take_slot
 from laminar_jit.kernels.hashtable import ht_insert_at
@@ -24,7 +24,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_prv, st2_r_flag, late_out, n_late, out_l, out_r, n_out):
+def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_flag, late_out, n_late, out_l, out_r, n_out):
     """Join node 2, port 'left': buffer rows from ``start`` on, emit their matches; record late rows.
 
     Returns the late count, the pair count and where it stopped (the row count when done).
@@ -35,6 +35,7 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
     lateness = st2_params[2]
     keep_null = st2_params[3] != 0
     semi = st2_params[9] != 0
+    shift = st2_params[10]
     for i in range(start, n):
         p = i
         if n_out + st2_aux[9] + 1 > out_l.size:
@@ -56,19 +57,20 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
         if not nullk:
             k = np.int64(v1[i])
 
+        bn = t >> shift
         if nullk:
             if not keep_null:
                 continue
             s = np.int64(-1)
         else:
             _ht_find_or_insert0_mask = st2_buckets.size - 1
-            _ht_find_or_insert0_i = _home(k, 0, _ht_find_or_insert0_mask)
+            _ht_find_or_insert0_i = _home(k, bn, _ht_find_or_insert0_mask)
             _ht_find_or_insert0_slot = np.int64(-1)
             while True:
                 _ht_find_or_insert0_s = st2_buckets[_ht_find_or_insert0_i]
                 if _ht_find_or_insert0_s == -1:
                     break
-                if st2_keys[_ht_find_or_insert0_s, 0] == k and st2_keys[_ht_find_or_insert0_s, 1] == 0:
+                if st2_keys[_ht_find_or_insert0_s, 0] == k and st2_keys[_ht_find_or_insert0_s, 1] == bn:
                     _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
                     break
                 _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
@@ -85,7 +87,7 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
                 _ht_insert_at1_slot = _take_slot2_slot
                 if _ht_insert_at1_slot >= 0:
                     st2_keys[_ht_insert_at1_slot, 0] = k
-                    st2_keys[_ht_insert_at1_slot, 1] = 0
+                    st2_keys[_ht_insert_at1_slot, 1] = bn
                     st2_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
                     st2_meta[0] += 1
                 _ht_find_or_insert0_slot = _ht_insert_at1_slot
@@ -131,33 +133,43 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
             st2_l_v3[r] = False
         if s < 0:
             continue
-        _chain_insert4_t = st2_l_ts[r]
-        _chain_insert4_q = st2_l_seq[r]
-        _chain_insert4_p = st2_heads[s, 0 + 1]
-        while _chain_insert4_p != -1 and (st2_l_ts[_chain_insert4_p] > _chain_insert4_t or (st2_l_ts[_chain_insert4_p] == _chain_insert4_t and st2_l_seq[_chain_insert4_p] > _chain_insert4_q)):
-            _chain_insert4_p = st2_l_prv[_chain_insert4_p]
-        if _chain_insert4_p == -1:
-            _chain_insert4_nx = st2_heads[s, 0]
-            st2_heads[s, 0] = r
-        else:
-            _chain_insert4_nx = st2_l_nxt[_chain_insert4_p]
-            st2_l_nxt[_chain_insert4_p] = r
-        st2_l_prv[r] = _chain_insert4_p
-        st2_l_nxt[r] = _chain_insert4_nx
-        if _chain_insert4_nx == -1:
-            st2_heads[s, 0 + 1] = r
-        else:
-            st2_l_prv[_chain_insert4_nx] = r
-        o = st2_heads[s, 2 + 1]
+        st2_l_nxt[r] = st2_heads[s, 0]
+        st2_heads[s, 0] = r
+        st2_heads[s, 1] += 1  # the list's length - 1
+        first = n_out
+        done = False
         lo = t + lower
         hi = t + upper
-        while o != -1 and st2_r_ts[o] > hi:
-            o = st2_r_prv[o]
-        while o != -1 and st2_r_ts[o] >= lo:
-            out_l[n_out] = r; out_r[n_out] = o; n_out += 1
-            st2_l_flag[r] = 2
-            st2_r_flag[o] = 2
-            o = st2_r_prv[o]
+        bq = hi >> shift
+        blo = lo >> shift
+        while bq >= blo and not done:
+            if bq == bn:  # the row's own bucket: its slot is known
+                ob = s
+            else:
+                _ht_find4_mask = st2_buckets.size - 1
+                _ht_find4_i = _home(k, bq, _ht_find4_mask)
+                _ht_find4_slot = np.int64(-1)
+                for _ht_find4__ in range(st2_buckets.size):
+                    _ht_find4_s = st2_buckets[_ht_find4_i]
+                    if _ht_find4_s == -1:
+                        break
+                    if st2_keys[_ht_find4_s, 0] == k and st2_keys[_ht_find4_s, 1] == bq:
+                        _ht_find4_slot = np.int64(_ht_find4_s)
+                        break
+                    _ht_find4_i = _ht_find4_i + 1 & _ht_find4_mask
+                ob = _ht_find4_slot
+            bq -= 1
+            if ob < 0:
+                continue
+            o = st2_heads[ob, 2]
+            while o != -1:
+                if st2_r_ts[o] >= lo and st2_r_ts[o] <= hi:
+                    out_l[n_out] = r; out_r[n_out] = o; n_out += 1
+                    st2_l_flag[r] = 2
+                    st2_r_flag[o] = 2
+                o = st2_r_nxt[o]
+        if n_out - first > 1:
+            order_partners(out_l, out_r, first, n_out, False, st2_r_ts, st2_r_seq)
     st2_aux[0] = seq
     return n_late, n_out, n
 
@@ -267,7 +279,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     at_2 = 0
     n_late_2 = 0
     while True:
-        n_late_2, np_2, at_2 = join_2_left(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_prv, st2_r_flag, late_2_left, n_late_2, pl_2, pr_2, np_2)
+        n_late_2, np_2, at_2 = join_2_left(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_flag, late_2_left, n_late_2, pl_2, pr_2, np_2)
         if at_2 >= n:
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[9] + 1)
@@ -287,8 +299,8 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     if active and w > st2_aux[1]:
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
-    pl_2, pr_2, np_2 = expire_side(W_2, 0, st2_params[1], 0, st2_params[5] != 0, 0, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 2, st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_prv, st2_l_free, pl_2, pr_2, np_2)
-    pl_2, pr_2, np_2 = expire_side(W_2, 0, -st2_params[0], 0, st2_params[6] != 0, 1, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 7, st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_prv, st2_r_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, 0, st2_params[1], 0, st2_params[5] != 0, 0, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 2, st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, 0, -st2_params[0], 0, st2_params[6] != 0, 1, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 7, st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
     if active and w > wm[2]:
         wm[2] = w
