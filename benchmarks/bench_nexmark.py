@@ -23,8 +23,9 @@ the disk cache) in ``setup``, so timed runs never compile.
 * ``NexmarkPolars``: q0 (projection), q1 (map) and q2 (filter) as Polars
   lazy queries over the concatenated bid table (converted in ``setup``).
 * ``NexmarkMemory``: peak RSS of one run of a stateful query (q3: a join of
-  unbounded state; q5: sliding counts then top-1), next to the peak of
-  ``setup`` alone (the generated events and the compiled plan).
+  unbounded state; q4: a bounded interval join into keyed state; q5: sliding
+  counts then top-1; q8: a window join), next to the peak of ``setup`` alone
+  (the generated events and the compiled plan).
 * ``NexmarkGenerator``: generating 1 M events.
 * ``timeraw_nexmark_cold_start``: a new process imports laminar_jit,
   generates a first chunk, builds q5, loads its plans and gets a result.
@@ -237,7 +238,7 @@ class NexmarkMemory:
     buffered results and the output table).
     """
 
-    params = [q for q in ("q3", "q5") if q in lj.nexmark.QUERIES]
+    params = [q for q in ("q3", "q4", "q5", "q8") if q in lj.nexmark.QUERIES]
     param_names = ["query"]
     timeout = 600
 

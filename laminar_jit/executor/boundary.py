@@ -381,6 +381,11 @@ def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.Recor
     if len(parts) == 1:
         b, rows, identity = parts[0]
         return b if identity else b.take(pa.array(rows))
+    if 4 * sum(rows.size for _, rows, _ in parts) < sum(b.num_rows for b, _, _ in parts):
+        # a few rows of each batch (a selective filter): take from each batch and join the small
+        # results, rather than copy every batch whole into one to take from it (5x faster for
+        # Nexmark q2's 0.8 %)
+        return pa.concat_batches([b if identity else b.take(pa.array(rows)) for b, rows, identity in parts])
     starts = np.cumsum([0] + [b.num_rows for b, _, _ in parts[:-1]])
     rows = np.concatenate([r + s for (_, r, _), s in zip(parts, starts)]).astype(np.int64)
     return pa.concat_batches([b for b, _, _ in parts]).take(pa.array(rows))

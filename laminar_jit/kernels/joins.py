@@ -5,8 +5,9 @@ arrival number, links, owning key slot, flags, payload columns). Freed rows
 go on a stack and are reused; nothing is ever compacted.
 
 Interval and window joins keep each slot's rows — one key within one time
-bucket (the window, or ``event time // width`` for interval joins) — in a
-singly linked list, newest arrival first: ``heads[slot, 2 * side]``.
+bucket (the window, or ``event time >> shift`` for interval joins) — in a
+singly linked list, newest arrival first: ``heads[slot, 2 * side]``, with
+the list's length - 1 in ``heads[slot, 2 * side + 1]``.
 Inserting is O(1) however late a row arrives. A probe looks up the at most
 two buckets its range touches and sorts the partners it finds by event time
 (:func:`order_partners`), so its cost is its matches plus those buckets'
@@ -20,7 +21,8 @@ time, arrival): ``heads[slot, 2 * side]`` is its oldest row,
 newest row, so in-order input costs O(1).
 
 ``aux[base:base + 5]`` of a side holds ``high_water, n_free, live,
-min_expiry, min_ts``; the owner guarantees free rows before a call (see :class:`laminar_jit.state.joins.JoinState`).
+min_expiry, min_ts``; the owner guarantees free rows before a call (see
+:class:`laminar_jit.state.joins.JoinState`).
 """
 
 from __future__ import annotations
