@@ -122,7 +122,6 @@ def _pairs_in_order(feed, match):
 def test_pairs_come_newest_partner_first_in_arrival_order(interval_dags, seed):
     """Row for row (not as sets): each arriving row's partners by event time, then arrival, newest
     first, whatever the disorder, the hot key's size and the batch cuts (README, "Order of output rows")."""
-    rng = np.random.default_rng(seed)
     sides = []
     for schema, n in ((LEFT, 1200), (RIGHT, 1000)):
         side = make_side(n, seed + 10 * n, schema)
@@ -137,7 +136,6 @@ def test_pairs_come_newest_partner_first_in_arrival_order(interval_dags, seed):
         pairs = list(zip(out["a"].to_pylist(), out["b"].to_pylist()))
         want = _pairs_in_order(feed, match)
         assert len(want) > 300 and pairs == want
-    del rng
 
 
 def test_join_output_shared_by_two_sinks_and_a_filter():
