@@ -10,6 +10,7 @@
   time ahead of the left (so the hot key's right rows pile up while the
   left watermark holds them). Insert and probe cost per row must stay flat
   as the hot key grows: ``track_input_rows_per_s`` against ``hot_share``.
+  ``SkewedIntervalDuckDB`` runs the same join in DuckDB.
 
 laminar streams both tables in 65,536-row batches, alternating between the
 two inputs in event-time order (the way two live feeds arrive); DuckDB sees
@@ -228,3 +229,29 @@ class SkewedInterval(_Join):
         return _Join.track_input_rows_per_s(self)
 
     track_input_rows_per_s.unit = "rows/s"
+
+
+class SkewedIntervalDuckDB:
+    """The :class:`SkewedInterval` workload as a DuckDB ``BETWEEN`` join over the whole tables."""
+
+    params = SkewedInterval.params
+    param_names = SkewedInterval.param_names
+    timeout = 600
+    sql = "SELECT * FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 10 AND l.ts + 10"
+
+    def setup(self, hot_share, lead_ms):
+        left, right = skewed_tables(hot_share, lead_ms)
+        self.con = duckdb.connect()
+        self.con.register("l", left)
+        self.con.register("r", right)
+
+    def teardown(self, hot_share, lead_ms):
+        self.con.close()
+
+    def time_duckdb(self, hot_share, lead_ms):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_rows_out(self, hot_share, lead_ms):
+        return self.con.sql(f"SELECT count(*) AS n FROM ({self.sql})").to_arrow_table()["n"][0].as_py()
+
+    track_rows_out.unit = "rows"
