@@ -31,8 +31,8 @@ def wide_key(bidder, auction):
     return bidder * 10 + auction % 10
 
 
-def tumbling_dag(keys: str) -> lj.StreamingDag:
-    """10 s tumbling windows per key: count, sum(price), max(price)."""
+def tumbling_dag(keys: str, size: int = SIZE_MS) -> lj.StreamingDag:
+    """10 s (or ``size`` ms) tumbling windows per key: count, sum(price), max(price)."""
     b = (lj.DagBuilder()
          .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
                  watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS)))
@@ -41,7 +41,7 @@ def tumbling_dag(keys: str) -> lj.StreamingDag:
         b = b.operator("wide", lj.Map(wide_key, output="key")).connect(common.SOURCE, "wide")
         upstream, key = "wide", "key"
     aggs = {"n": lj.count(), "total": lj.sum("price"), "top": lj.max("price")}
-    return (b.operator("per_key", lj.TumblingWindow(size=SIZE_MS, key=key, aggs=aggs))
+    return (b.operator("per_key", lj.TumblingWindow(size=size, key=key, aggs=aggs))
             .connect(upstream, "per_key").sink_for("per_key", "out").build())
 
 

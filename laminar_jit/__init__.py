@@ -27,7 +27,9 @@ from .errors import (
 )
 from .executor import DagExecutor, Metrics
 from .ops import ArrowMap, Filter, Kernel, Map, Project, kernel
+from .changelog import RowKind, apply_changelog
 from .ops.dedup import Dedup
+from .ops.group import GroupAggregate
 from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from .ops.topn import TopN
 from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
@@ -72,6 +74,7 @@ __all__ = [
     "DuplicateNodeError",
     "EmptyDagError",
     "FanOutError",
+    "GroupAggregate",
     "Filter",
     "Kernel",
     "KeyedKernel",
@@ -85,10 +88,12 @@ __all__ = [
     "RunStats",
     "Project",
     "RoutingTable",
+    "RowKind",
     "SchemaError",
     "StreamingDag",
     "TopN",
     "UnknownNodeError",
+    "apply_changelog",
     "io",
     "nexmark",
     "kernel",

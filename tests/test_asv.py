@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +261,29 @@ def test_window_benchmarks_agree_with_duckdb():
         assert lam.track_windows_emitted() == duck.con.sql(bench_windows._SLIDING_SQL).to_arrow_table().num_rows
     finally:
         duck.teardown()
+
+
+def test_group_benchmark_agrees_with_duckdb():
+    """The GroupAggregate benchmark's changelog, applied, is DuckDB's GROUP BY (counts exactly, sums to rounding)."""
+    import laminar_jit as lj
+    from benchmarks import bench_changelog
+    from benchmarks.bench_windows import stream
+
+    for keys in ("auction", "keys_1m"):
+        lam, duck = bench_changelog.GroupAggregate(), bench_changelog.GroupDuckDB()
+        lam.setup(keys)
+        duck.setup(keys)
+        try:
+            got = lj.apply_changelog(stream(lam.dag, lam.batches))
+            want = duck.con.sql(duck.sql).to_arrow_table()
+        finally:
+            duck.teardown(keys)
+        key = want.column_names[0]
+        got, want = got.sort_by(key), want.sort_by(key)
+        assert got.column(key).to_pylist() == want.column(key).to_pylist()
+        assert got.column("n").to_pylist() == want.column("n").to_pylist()
+        np.testing.assert_allclose(got.column("total").to_numpy(), want.column("total").to_numpy(), rtol=1e-9)
+        assert got.column("top").to_pylist() == want.column("top").to_pylist()
 
 
 def test_filter_map_peers_compute_the_same_result():

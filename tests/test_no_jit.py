@@ -96,7 +96,7 @@ def _join(op, after=None) -> lj.StreamingDag:
 #: The cases :func:`dags` builds (named here so that collecting the tests builds no DAG: building one
 #: compiles its kernels).
 CASES = ("filter_map", "fan_out_fan_in", "tumbling", "sliding", "session", "dedup", "topn", "keyed", "zscore",
-         "interval_join", "window_join", "asof_join", "join_then_window")
+         "interval_join", "window_join", "asof_join", "join_then_window", "group", "group_of_groups")
 
 
 def dags() -> dict[str, lj.StreamingDag]:
@@ -123,6 +123,13 @@ def dags() -> dict[str, lj.StreamingDag]:
         "asof_join": _join(lj.AsofJoin("k", tolerance=TOLERANCE)),
         "join_then_window": _join(lj.IntervalJoin("k", "k", LOWER, UPPER), lj.TumblingWindow(SIZE, key="k",
                                                                                             aggs=count)),
+        "group": _one(lj.GroupAggregate("k", aggs={"n": lj.count(), "c": lj.count("x"), "s": lj.sum("x"),
+                                                   "hi": lj.max("x")})),
+        # a changelog consumed with retractions (min/max keep value lists)
+        "group_of_groups": (_builder().operator("g", lj.GroupAggregate("k", aggs={"n": lj.count(), "s": lj.sum("x")}))
+                            .operator("h", lj.GroupAggregate("n", aggs={"keys": lj.count(), "best": lj.max("s"),
+                                                                        "worst": lj.min("s")}))
+                            .connect("s", "g").connect("g", "h").sink_for("h", "out").build()),
     }
 
 
@@ -143,7 +150,7 @@ def run_all(directory: str) -> None:
                 ex.process_batch(source, pieces[source][i])
         ex.finish()
         late[case] = ex.metrics.late_events
-        out = ex.take_sink_outputs("out")
+        out = lj.apply_changelog(ex.take_sink_outputs("out"))  # (a changelog's final state)
         with ipc.new_file(os.path.join(directory, f"{case}.arrow"), out.schema) as writer:
             writer.write_table(out)
     with open(os.path.join(directory, "late.json"), "w") as fh:
@@ -179,6 +186,12 @@ def _max(values):
     if not vals:
         return None
     return math.nan if any(math.isnan(v) for v in vals) else max(vals)
+
+
+def _min(values):
+    vals = [v for v in values if v is not None]
+    numbers = [v for v in vals if not math.isnan(v)]
+    return min(numbers) if numbers else (math.nan if vals else None)  # NaN sorts above every number
 
 
 def _sum(values):
@@ -259,6 +272,17 @@ def reference(case: str, data: dict[str, pa.Table]) -> tuple[list[tuple], bool]:
             out.append((e["k"], e["ts"], (e["x"] - xs.mean()) / sd if sd > 0 else math.nan))
             earlier[e["k"]].append(e["x"])
         return out, True
+    if case in ("group", "group_of_groups"):
+        groups = defaultdict(list)
+        for e in s:
+            groups[e["k"]].append(e["x"])
+        per_key = {k: (len(xs), sum(v is not None for v in xs), _sum(xs), _max(xs)) for k, xs in groups.items()}
+        if case == "group":
+            return [(k, *v) for k, v in per_key.items()], False
+        by_n = defaultdict(list)
+        for n, _, total, _ in per_key.values():
+            by_n[n].append(total)
+        return [(n, len(t), _max(t), _min(t)) for n, t in by_n.items()], False
     pairs = []
     right_by_key = defaultdict(list)
     for arrival, q in enumerate(r):

@@ -7,6 +7,7 @@ import heapq
 
 import pyarrow as pa
 
+from ..changelog import OP_COLUMN, is_changelog
 from ..errors import (
     CycleError,
     DagError,
@@ -181,7 +182,9 @@ class DagBuilder:
         order = _topological_order(nodes, routing)
         _check_connected(nodes, routing)
         for i in order:
+            _check_changelog_input(nodes[i], nodes)
             _propagate_schema(nodes[i], nodes)
+            _propagate_changelog(nodes[i], nodes)
         fingerprint = _fingerprint(nodes, order)
         return StreamingDag(nodes, routing, order, fingerprint)
 
@@ -319,6 +322,42 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
     node.bound = node.op.bind(node.name, input_schema, event_time=event_time)
     node.schema = node.bound.output_schema
     node.event_time = _output_event_time(node, event_time)
+
+
+def _changelog_origin(node: Node, nodes: list[Node]) -> str | None:
+    """The node whose changelog reaches ``node``'s input, or None when its input is append-only."""
+    origins = [nodes[u].changelog_from for u, port in node.inputs if not (port or "").startswith("late")]
+    return next((o for o in origins if o is not None), None)
+
+
+def _check_changelog_input(node: Node, nodes: list[Node]) -> None:
+    """Reject a changelog fed to an operator that takes only append-only rows (before it binds)."""
+    if node.kind not in ("stateless", "stateful"):
+        return
+    origin = _changelog_origin(node, nodes)
+    if origin is not None and node.kind == "stateful" and not getattr(node.op, "takes_changelog", False):
+        raise SchemaError(
+            f"operator {node.name!r} ({node.op.label()}) takes append-only rows, but its input is the changelog "
+            f"(updating rows with an {OP_COLUMN!r} column) that {origin!r} emits; windows, joins, Dedup, TopN and "
+            f"keyed kernels need rows that are final — aggregate the changelog with lj.GroupAggregate, or, if "
+            f"every row of {origin!r} is an insert, drop or rename its {OP_COLUMN!r} column")
+
+
+def _propagate_changelog(node: Node, nodes: list[Node]) -> None:
+    """Mark a node whose output is a changelog (see :mod:`laminar_jit.changelog`)."""
+    if node.kind == "source":
+        node.changelog_from = node.name if is_changelog(node.schema) else None
+        return
+    origin = _changelog_origin(node, nodes)
+    if node.kind != "sink" and getattr(node.op, "emits_changelog", False):
+        node.changelog_from = node.name
+    elif origin is not None and node.kind != "sink" and not is_changelog(node.schema):
+        raise SchemaError(
+            f"operator {node.name!r} ({node.op.label()}) drops or changes the {OP_COLUMN!r} column of the "
+            f"changelog that {origin!r} emits, so its updates could no longer be applied; keep {OP_COLUMN!r} "
+            "(an int8 RowKind) in its output")
+    else:
+        node.changelog_from = origin
 
 
 def _input_event_time(node: Node, nodes: list[Node]) -> str | None:

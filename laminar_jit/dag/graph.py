@@ -54,6 +54,9 @@ class Node:
     bound: Bound | None = None
     #: Name of the event-time column of this node's output, if it has one.
     event_time: str | None = None
+    #: The node whose output made this node's output a changelog (rows with an ``op``
+    #: column of RowKind codes, see :mod:`laminar_jit.changelog`); None for append-only output.
+    changelog_from: str | None = None
 
 
 class StreamingDag:

@@ -56,7 +56,7 @@ from .core import (
     value_code,
 )
 
-from . import joins, keyed, ranking, windows  # noqa: F401  (each registers its operators' generator)
+from . import group, joins, keyed, ranking, windows  # noqa: F401  (each registers its operators' generator)
 
 __all__ = ["ancestors", "boundary_joins", "generate", "plan_nodes"]
 

@@ -18,6 +18,8 @@ DAGs that differ only in settings share one compiled plan.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -32,7 +34,7 @@ __all__ = [
     "ALL_ROWS", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
-    "generator_for", "indent", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
+    "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
     "np_dtype", "propagate_watermark", "register", "row_ok", "size_of", "value_code", "watermark_bounds",
 ]
 
@@ -448,6 +450,21 @@ def key_decoder(gen, nid: int, state_names: list[str], n_keys: int) -> None:
     rets = ", ".join(f"c{c}, c{c} != {NULL_KEY}" for c in range(n_keys))
     lines.append(f"    return {rets}")
     gen.funcs.append("\n".join(lines) + "\n")
+
+
+KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
+
+#: Kernel modules that only the plans of some operators import. Their sources are
+#: stamped into those plans' digests alone (:func:`kernel_module_stamp`, added to
+#: ``Gen.fingerprints`` by the operator's generator), so editing one recompiles
+#: just the plans that link it.
+OWN_STAMP_MODULES = frozenset({"changelog.py"})
+
+
+def kernel_module_stamp(name: str) -> str:
+    """``"kernels/<name>=<hash of its source>"`` for the fingerprints of a plan that imports it."""
+    with open(os.path.join(KERNELS_DIR, name), "rb") as fh:
+        return f"kernels/{name}={hashlib.sha256(fh.read()).hexdigest()}"
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -49,7 +49,7 @@ from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
 from ..ops.windows import WindowSpec
 from .codegen import ancestors, boundary_joins, generate, plan_nodes
-from .core import ALL_ROWS, SHARD_ROWS, Gen, SinkLayout
+from .core import ALL_ROWS, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 
 try:
@@ -142,10 +142,9 @@ def _kernels_stamp() -> str:
     the step calls (or inlines) must change the plan's name.
     """
     h = hashlib.sha256()
-    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
-    for name in sorted(os.listdir(root)):
-        if name.endswith(".py"):
-            with open(os.path.join(root, name), "rb") as fh:
+    for name in sorted(os.listdir(KERNELS_DIR)):
+        if name.endswith(".py") and name not in OWN_STAMP_MODULES:
+            with open(os.path.join(KERNELS_DIR, name), "rb") as fh:
                 h.update(name.encode() + fh.read())
     return h.hexdigest()
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import _fs
+from ..changelog import apply_changelog
 from ..errors import DataError
 
 __all__ = ["CallbackSink", "MemorySink", "ParquetSink", "Sink"]
@@ -98,7 +99,16 @@ class MemorySink(Sink):
         self._parts.append((epoch, table))
 
     def table(self) -> pa.Table:
-        """Everything received, in order, as one table (empty before any row)."""
+        """The result: everything received, in order, as one table (empty before any row).
+
+        For a changelog (rows with an int8 ``op`` column, e.g. from
+        :class:`~laminar_jit.GroupAggregate`) the changes are applied: the
+        current result, without ``op`` (see :func:`laminar_jit.apply_changelog`).
+        """
+        return apply_changelog(self.changelog())
+
+    def changelog(self) -> pa.Table:
+        """Everything received, in order, as one table: for a changelog, the raw changes with ``op``."""
         tables = [t for _, t in self._parts]
         if not tables:
             return (self.schema or pa.schema([])).empty_table()

@@ -1,0 +1,142 @@
+"""Updating results: ``GroupAggregate`` against the append-only window of the same shape, and DuckDB.
+
+``GroupAggregate`` keeps one result per key over the whole stream and emits
+a changelog (an insert, or a retraction and an update, per key a batch
+touched). Its yardsticks, on the same events and keys:
+
+* :class:`WholeStreamWindow`: the append-only operator of the same shape, a
+  tumbling window with the same key and aggregates whose one window spans
+  the whole stream, so it holds every key for the whole run as the group
+  aggregate does (and emits once, at the end). An updating operator should
+  stay within 2x of it. :class:`bench_windows.Tumbling` (10 s windows) holds
+  only the keys of the open windows, about 1 % of them with ~1 M keys;
+* DuckDB's ``GROUP BY`` over the whole in-memory table (:class:`GroupDuckDB`):
+  the final result, computed once.
+
+``GroupOfGroups`` feeds the changelog of one group aggregate into another
+(how many auctions have each bid count, and the largest total among them),
+the retracting path: every update of an auction's count takes the auction out
+of its old group and puts it into the new one.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+import laminar_jit as lj
+
+from . import common
+from .bench_windows import stream, tumbling_dag, wide_key
+
+#: A window size (ms) that puts the whole benchmark stream in one window.
+WHOLE_STREAM_MS = 10**13
+
+_AGGS = {"n": lj.count(), "total": lj.sum("price"), "top": lj.max("price")}
+
+
+def group_dag(keys: str) -> lj.StreamingDag:
+    """count, sum(price), max(price) per auction (10 K zipf keys) or per ~1 M keys, updated per batch."""
+    b = lj.DagBuilder().source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                               watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+    upstream, key = common.SOURCE, "auction"
+    if keys == "keys_1m":
+        b = b.operator("wide", lj.Map(wide_key, output="key")).connect(common.SOURCE, "wide")
+        upstream, key = "wide", "key"
+    return (b.operator("per_key", lj.GroupAggregate(key=key, aggs=_AGGS))
+            .connect(upstream, "per_key").sink_for("per_key", "out").build())
+
+
+def group_of_groups_dag() -> lj.StreamingDag:
+    """Per auction: bids and their total; then per bid count: auctions, and the largest total (retracting)."""
+    return (lj.DagBuilder().source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts")
+            .operator("per_auction", lj.GroupAggregate(key="auction", aggs={"n": lj.count(),
+                                                                              "total": lj.sum("price")}))
+            .operator("per_count", lj.GroupAggregate(key="n", aggs={"auctions": lj.count(),
+                                                                      "best": lj.max("total")}))
+            .connect(common.SOURCE, "per_auction").connect("per_auction", "per_count")
+            .sink_for("per_count", "out").build())
+
+
+_SQL = {
+    "auction": "SELECT auction, count(*) AS n, sum(price) AS total, max(price) AS top FROM events GROUP BY ALL",
+    "keys_1m": """SELECT bidder * 10 + auction % 10 AS key, count(*) AS n, sum(price) AS total,
+                  max(price) AS top FROM events GROUP BY ALL""",
+}
+
+
+class GroupAggregate:
+    """A non-windowed GROUP BY per auction or per ~1 M keys, emitted as a changelog every batch."""
+
+    params = ["auction", "keys_1m"]
+    param_names = ["keys"]
+    timeout = 300
+
+    def setup(self, keys):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = group_dag(keys)
+        common.run_dag(self.dag, self.batches[:2])  # compile / load the plan
+
+    def _run(self):
+        return stream(self.dag, self.batches)
+
+    def time_laminar(self, keys):
+        self._run()
+
+    def peakmem_laminar(self, keys):
+        self._run()
+
+    def track_changes_emitted(self, keys):
+        """Changelog rows emitted (inserts, retractions, updates)."""
+        return self._run().num_rows
+
+    track_changes_emitted.unit = "rows"
+
+
+class WholeStreamWindow:
+    """:class:`GroupAggregate`'s aggregation as an append-only window over the whole stream (emitted at the end)."""
+
+    params = ["auction", "keys_1m"]
+    param_names = ["keys"]
+    timeout = 300
+
+    def setup(self, keys):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = tumbling_dag(keys, size=WHOLE_STREAM_MS)
+        common.run_dag(self.dag, self.batches[:2])
+
+    def time_laminar(self, keys):
+        stream(self.dag, self.batches)
+
+
+class GroupOfGroups:
+    """A changelog consumed with retractions: auctions per bid count, and the largest total among them."""
+
+    timeout = 300
+
+    def setup(self):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = group_of_groups_dag()
+        common.run_dag(self.dag, self.batches[:2])
+
+    def time_laminar(self):
+        stream(self.dag, self.batches)
+
+
+class GroupDuckDB:
+    """The final result of :class:`GroupAggregate` as one DuckDB ``GROUP BY`` over the whole table."""
+
+    params = ["auction", "keys_1m"]
+    param_names = ["keys"]
+    timeout = 300
+
+    def setup(self, keys):
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.sql = _SQL[keys]
+        self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self, keys):
+        self.con.close()
+
+    def time_duckdb(self, keys):
+        self.con.sql(self.sql).to_arrow_table()

@@ -1,0 +1,330 @@
+"""Kernels of updating results: a non-windowed group aggregate and applying changelogs.
+
+A :class:`~laminar_jit.GroupAggregate` node keeps one slot per key in a
+key table (see :mod:`.hashtable`), and a key's state in one row of two
+arrays, so that folding a row in or emitting a key touches a few adjacent
+cache lines (``A`` aggregates; positions from :func:`rec_columns`):
+
+``rec`` int64[slots, 3 A + 5]
+    Per aggregate ``a`` the non-null values folded in (added minus
+    retracted; column ``A`` counts the key's rows), the integer accumulator
+    (sum, or current min/max) and the integer result last emitted; then
+    ``SHOWN`` (1 while the key's result is emitted and not retracted),
+    ``MARK`` (the call that last touched the key; 0 for a free slot),
+    ``LAST`` (the greatest event time folded in, for the idle-state TTL) and
+    ``FLAGS`` (which emitted results were null; which min/max lost their
+    value to a retraction and are found again when the node emits).
+``frec`` float64[slots, 2 A]
+    The floating accumulators, then the floating results last emitted.
+``odd`` int64[slots, 3 A]
+    Only for float sums/means over a changelog (else no rows): how many NaN,
+    +inf and -inf the sum holds, kept apart from the finite part so that
+    retracting them works.
+
+Min and max over a changelog keep every distinct value of a key with its
+multiplicity (as Flink's ``MinWithRetractAggFunction`` keeps a map), in a
+second key table keyed by ``(slot * A + a, value bits)``: ``mlist[e]`` is
+``(count, next, prev)`` of entry ``e`` and ``mhead[slot, a]`` the first
+entry of the key's list (``mhead`` has no rows when no min/max needs it). Retracting the current minimum walks the key's
+distinct values once, when the node emits.
+
+The generated step folds rows in (its text adds to these arrays, calling
+:func:`ms_add`/:func:`ms_remove` for min/max over a changelog) and
+collects the keys it touched; :func:`group_emit` then writes the changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import JIT_DISABLED, njit
+from .hashtable import ht_delete, ht_find, ht_find_or_insert
+
+__all__ = [
+    "COUNT_ROWS", "COUNT", "MAX", "MEAN", "MIN", "SUM",
+    "f64_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows", "rec_columns",
+]
+
+#: Aggregate kinds (``kinds[a]``).
+COUNT_ROWS, COUNT, SUM, MEAN, MIN, MAX = 0, 1, 2, 3, 4, 5
+#: Flink RowKind codes.
+_INSERT, _UPDATE_BEFORE, _UPDATE_AFTER, _DELETE = 0, 1, 2, 3
+
+
+if JIT_DISABLED:
+    def _f2i(x):
+        return np.int64(np.float64(x).view(np.int64))
+
+    def _i2f(b):
+        return np.float64(np.int64(b).view(np.float64))
+else:
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _f2i(typingctx, x):
+        """The bits of a float64 as an int64."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.int64))
+        return types.int64(types.float64), codegen
+
+    @intrinsic
+    def _i2f(typingctx, b):
+        """The float64 whose bits an int64 holds."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float64))
+        return types.float64(types.int64), codegen
+
+
+@njit(inline="always")
+def f64_bits(x):
+    """A float's identity as an int64: its bits, with -0.0 as 0.0 and one NaN for all NaNs."""
+    v = np.float64(x) + 0.0
+    if v != v:
+        return np.int64(0x7FF8000000000000)
+    return _f2i(v)
+
+
+@njit(inline="always")
+def _better(x, cur, is_max):
+    """Whether ``x`` replaces ``cur`` as minimum (maximum): NaN sorts above every number, as in DuckDB."""
+    if is_max:
+        return x > cur or (x != x and cur == cur)
+    return x < cur or (cur != cur and x == x)
+
+
+@njit(inline="always")
+def _float_sum(frec, odd, s, a):
+    """A float sum: its finite part plus, over a changelog, counts of NaN, +inf and -inf (retractable)."""
+    if odd.shape[0] == 0:
+        return frec[s, a]
+    nan, pos, neg = odd[s, 3 * a], odd[s, 3 * a + 1], odd[s, 3 * a + 2]
+    if nan > 0 or (pos > 0 and neg > 0):
+        return np.nan
+    if pos > 0:
+        return np.inf
+    if neg > 0:
+        return -np.inf
+    return frec[s, a]
+
+
+@njit
+def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
+    """Count one more value ``bits`` of aggregate ``a`` of slot ``s`` (a new value joins the key's list)."""
+    e = ht_find_or_insert(mb, mk, mm, mf, s * n_aggs + a, bits)
+    if mlist[e, 0] == 0:
+        h = mhead[s, a]
+        mlist[e, 1] = h
+        mlist[e, 2] = -1
+        if h >= 0:
+            mlist[h, 2] = e
+        mhead[s, a] = e
+    mlist[e, 0] += 1
+
+
+@njit
+def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
+    """Count one value ``bits`` of aggregate ``a`` of slot ``s`` less; True when its last copy went."""
+    e = ht_find(mb, mk, s * n_aggs + a, bits)
+    if e < 0:
+        return False  # a retraction of a value never added: nothing to take away
+    mlist[e, 0] -= 1
+    if mlist[e, 0] > 0:
+        return False
+    _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e)
+    return True
+
+
+@njit(inline="always")
+def _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e):
+    nxt, prv = mlist[e, 1], mlist[e, 2]
+    if prv >= 0:
+        mlist[prv, 1] = nxt
+    else:
+        mhead[s, a] = nxt
+    if nxt >= 0:
+        mlist[nxt, 2] = prv
+    mlist[e, 0] = 0
+    ht_delete(mb, mk, mm, mf, e)
+
+
+def rec_columns(n_aggs):
+    """Positions in ``rec`` of a node with ``n_aggs`` aggregates: (ival, SHOWN, MARK, LAST, oi, FLAGS, width).
+
+    ``rec[s, a]`` (``a <= n_aggs``) are the counts, ``ival`` + a the integer
+    accumulators, ``oi`` + a the integer results last emitted; ``FLAGS`` holds
+    bit ``a`` (the result of ``a`` last emitted was null) and bit ``32 + a``
+    (min/max ``a`` lost its value to a retraction: found again on emit).
+    """
+    ival = n_aggs + 1
+    shown = 2 * n_aggs + 1
+    return ival, shown, shown + 1, shown + 2, shown + 3, 3 * n_aggs + 4, 3 * n_aggs + 5
+
+
+_rec_columns = njit(inline="always")(rec_columns) if not JIT_DISABLED else rec_columns
+
+
+@njit
+def _refind(mk, mlist, mhead, rec, frec, s, a, col, is_float, is_max):
+    """Set a stale min/max ``a`` of slot ``s`` (at ``rec[s, col]`` or ``frec[s, a]``) from the key's values."""
+    e = mhead[s, a]
+    first = True
+    while e >= 0:
+        bits = mk[e, 1]
+        if is_float:
+            x = _i2f(bits)
+            if first or _better(x, frec[s, a], is_max):
+                frec[s, a] = x
+        elif first or (bits > rec[s, col] if is_max else bits < rec[s, col]):
+            rec[s, col] = bits
+        first = False
+        e = mlist[e, 1]
+
+
+@njit
+def _clear(rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s):
+    """Empty slot ``s``'s aggregates, results and min/max value lists (keeping its MARK)."""
+    n_aggs = frec.shape[1] // 2
+    _, shown, mark, last, _, _, width = _rec_columns(n_aggs)
+    if mhead.shape[0]:
+        for a in range(n_aggs):
+            e = mhead[s, a]
+            while e >= 0:
+                nxt = mlist[e, 1]
+                mlist[e, 0] = 0
+                ht_delete(mb, mk, mm, mf, e)
+                e = nxt
+            mhead[s, a] = -1
+    if odd.shape[0]:
+        odd[s, :] = 0
+    keep = rec[s, mark]
+    rec[s, :] = 0
+    rec[s, mark] = keep
+    rec[s, last] = np.iinfo(np.int64).min
+    frec[s, :] = 0.0
+
+
+@njit
+def group_forget(rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s):
+    """Drop slot ``s``'s state as if the key had never been seen (its idle-state TTL passed).
+
+    Its emitted result is not retracted (Flink's behaviour): the key starts
+    again with an insert. The slot stays, with its mark, for this call.
+    """
+    _clear(rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s)
+
+
+@njit
+def _free(tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s):
+    _clear(rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s)
+    rec[s, _rec_columns(frec.shape[1] // 2)[2]] = 0  # MARK: a free slot
+    ht_delete(tb, tk, tm, tf, s)
+
+
+@njit
+def group_emit(dirty, kinds, floats, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead):
+    """The changes of the keys in ``dirty`` (slots touched this call, in first-touch order).
+
+    Per key: ``+I`` its result when it had none; ``-U`` the old and ``+U``
+    the new result when it changed (an unchanged result emits nothing, as in
+    Flink); ``-D`` the old result when its rows were all retracted (the slot
+    is then freed). Returns ``(keys, ops, ints, floats, nulls)``: the key ids
+    and RowKind codes of the output rows and, per aggregate ``a``, its values
+    ``ints[a]`` or ``floats[a]`` and null flags ``nulls[a]``.
+    """
+    n_aggs = kinds.size
+    ival, shown_col, _, _, oi, flags, _ = _rec_columns(n_aggs)
+    cap = 2 * dirty.size
+    okeys = np.empty(cap, np.int64)
+    oops = np.empty(cap, np.int8)
+    vi = np.empty((n_aggs, cap), np.int64)
+    vf = np.empty((n_aggs, cap), np.float64)
+    vn = np.empty((n_aggs, cap), np.bool_)
+    ni = np.zeros(n_aggs, np.int64)
+    nf = np.zeros(n_aggs, np.float64)
+    nn = np.zeros(n_aggs, np.bool_)
+    m = 0
+    for j in range(dirty.size):
+        s = dirty[j]
+        rows = rec[s, n_aggs]
+        shown = rec[s, shown_col] == 1
+        old_flags = rec[s, flags]
+        changed = not shown
+        for a in range(n_aggs):
+            kind = kinds[a]
+            c = rec[s, a]
+            ni[a], nf[a], nn[a] = 0, 0.0, False
+            if kind == COUNT_ROWS:
+                ni[a] = rows
+            elif kind == COUNT:
+                ni[a] = c
+            elif c <= 0:
+                nn[a] = True
+            elif kind == SUM:
+                ni[a], nf[a] = rec[s, ival + a], _float_sum(frec, odd, s, a)
+            elif kind == MEAN:
+                nf[a] = _float_sum(frec, odd, s, a) / c
+            else:
+                if (old_flags >> (32 + a)) & 1:
+                    _refind(mk, mlist, mhead, rec, frec, s, a, ival + a, floats[a], kind == MAX)
+                ni[a], nf[a] = rec[s, ival + a], frec[s, a]
+            if shown and not changed:
+                old = frec[s, n_aggs + a]
+                same_f = nf[a] == old or (nf[a] != nf[a] and old != old)
+                changed = nn[a] != ((old_flags >> a) & 1) or ni[a] != rec[s, oi + a] or not same_f
+        key = tk[s, 0]
+        if shown and (rows <= 0 or changed):  # retract what was emitted
+            okeys[m] = key
+            oops[m] = _DELETE if rows <= 0 else _UPDATE_BEFORE
+            for a in range(n_aggs):
+                vi[a, m], vf[a, m], vn[a, m] = rec[s, oi + a], frec[s, n_aggs + a], (old_flags >> a) & 1
+            m += 1
+        if rows > 0 and changed:
+            okeys[m] = key
+            oops[m] = _UPDATE_AFTER if shown else _INSERT
+            nulls = 0
+            for a in range(n_aggs):
+                vi[a, m], vf[a, m], vn[a, m] = ni[a], nf[a], nn[a]
+                rec[s, oi + a], frec[s, n_aggs + a] = ni[a], nf[a]
+                if nn[a]:
+                    nulls |= 1 << a
+            rec[s, shown_col] = 1
+            rec[s, flags] = nulls
+            m += 1
+        else:
+            rec[s, flags] = old_flags & 0xFFFFFFFF  # stale min/max were found again
+        if rows <= 0:  # nothing left of the key (or only retractions of rows never seen)
+            _free(tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s)
+    return okeys[:m], oops[:m], vi[:, :m], vf[:, :m], vn[:, :m]
+
+
+@njit
+def group_purge(watermark, ttl, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead):
+    """Free every key whose idle-state TTL passed (its last event time + ``ttl`` <= ``watermark``).
+
+    Returns how many keys were freed. Their emitted results are not retracted.
+    """
+    freed = 0
+    if watermark == np.iinfo(np.int64).min:
+        return freed
+    _, _, mark, last, _, _, _ = _rec_columns(frec.shape[1] // 2)
+    for s in range(tm[1]):
+        if rec[s, mark] != 0 and rec[s, last] <= watermark - ttl:
+            _free(tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s)
+            freed += 1
+    return freed
+
+
+@njit
+def net_rows(offsets, signs, positions, counts, last):
+    """Per group of equal rows: replay its changes in order (a retraction only takes away a row
+    that is there); ``counts[g]`` the rows left, ``last[g]`` the position of its last addition."""
+    for g in range(offsets.size - 1):
+        c = 0
+        for j in range(offsets[g], offsets[g + 1]):
+            if signs[j] > 0:
+                c += 1
+                last[g] = positions[j]
+            elif c > 0:
+                c -= 1
+        counts[g] = c

@@ -1,0 +1,369 @@
+"""Updating results: GroupAggregate, changelog streams, applying them, checkpoints, state TTL.
+
+Every result is checked against DuckDB over the rows consumed so far, after every batch (the
+changelog applied must equal the batch query at each step), with random batch splits including
+empty and 1-row batches, skewed keys with nulls, NaN and null values and out-of-order times.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import split_table
+from helpers import SCHEMA, events
+
+import laminar_jit as lj
+from laminar_jit.changelog import RowKind
+
+AGGS = {"n": lj.count(), "c": lj.count("price"), "s": lj.sum("price"), "lo": lj.min("price"),
+        "hi": lj.max("price"), "avg": lj.mean("price")}
+SQL_AGGS = "count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS lo, max(price) AS hi, avg(price) AS avg"
+
+
+def group_dag(schema, key, aggs=AGGS, event_time="ts", watermark=None, **kw):
+    return (lj.DagBuilder().source("bids", schema, event_time=event_time, watermark=watermark)
+            .operator("g", lj.GroupAggregate(key=key, aggs=aggs, **kw))
+            .connect("bids", "g").sink_for("g", "out").build())
+
+
+def random_cuts(rng, n: int, pieces: int) -> list[int]:
+    """Cut positions with repeats (empty batches) and neighbours (1-row batches)."""
+    cuts = list(rng.integers(0, n + 1, pieces))
+    cuts += [c + 1 for c in cuts[:3]] + [cuts[0]]
+    return cuts
+
+
+def assert_same(got: pa.Table, want: pa.Table, keys) -> None:
+    """Equal as sets of rows (sorted by key); floats within 1e-9 relative, NaN equal to NaN, nulls equal."""
+    got, want = got.sort_by([(k, "ascending") for k in keys]), want.sort_by([(k, "ascending") for k in keys])
+    assert got.num_rows == want.num_rows, (got.num_rows, want.num_rows)
+    assert got.column_names == want.column_names
+    for name in got.column_names:
+        a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert (x != x and y != y) or x == pytest.approx(y, rel=1e-9, abs=1e-9), (name, x, y)
+            else:
+                assert x == y, (name, x, y)
+
+
+def duck(sql: str, **tables) -> pa.Table:
+    con = duckdb.connect()
+    for name, t in tables.items():
+        con.register(name, t)
+    return con.sql(sql).to_arrow_table()
+
+
+def test_group_aggregate_equals_duckdb_after_every_batch():
+    rng = np.random.default_rng(1)
+    table = events(3_000, seed=1)
+    dag = group_dag(SCHEMA, "auction")
+    ex = lj.DagExecutor(dag)
+    log, seen = [], 0
+    for b in split_table(table, random_cuts(rng, table.num_rows, 12)):
+        ex.process_batch("bids", b)
+        seen += b.num_rows
+        log.append(ex.take_sink_outputs("out"))
+        prefix = table.slice(0, seen)
+        want = duck(f"SELECT auction, {SQL_AGGS} FROM t GROUP BY auction", t=prefix)
+        assert_same(lj.apply_changelog(pa.concat_tables(log)), want, ["auction"])
+    changes = pa.concat_tables(log)
+    ops = changes.column("op").to_numpy()
+    assert set(np.unique(ops)) == {RowKind.INSERT, RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER}
+    # every -U is followed by the +U of the same key and retracts exactly the row last emitted for it
+    before = np.flatnonzero(ops == RowKind.UPDATE_BEFORE)
+    assert (ops[before + 1] == RowKind.UPDATE_AFTER).all()
+    keys = changes.column("auction").to_pylist()
+    assert all(keys[i] == keys[i + 1] for i in before)
+    assert changes.schema.field("op").type == pa.int8()
+    # one insert per key, ever (no state TTL): the changelog never retracts a key away
+    assert (ops == RowKind.INSERT).sum() == len(set(keys))
+
+
+def test_unchanged_results_emit_nothing():
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.int64())])
+    dag = group_dag(schema, "k", aggs={"hi": lj.max("v")})
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("bids", pa.record_batch({"ts": [1, 2], "k": [1, 2], "v": [5, 5]}, schema=schema))
+    first = ex.take_sink_outputs("out")
+    ex.process_batch("bids", pa.record_batch({"ts": [3, 4], "k": [1, 2], "v": [3, 9]}, schema=schema))
+    second = ex.take_sink_outputs("out")
+    assert first.to_pylist() == [{"k": 1, "hi": 5, "op": 0}, {"k": 2, "hi": 5, "op": 0}]
+    assert second.to_pylist() == [{"k": 2, "hi": 5, "op": 1}, {"k": 2, "hi": 9, "op": 2}]
+
+
+@pytest.mark.parametrize("key", [["ch"], ["auction", "ch"]])
+def test_string_and_composite_keys(key):
+    rng = np.random.default_rng(2)
+    table = events(2_000, seed=2)
+    dag = group_dag(SCHEMA, key)
+    ex = lj.DagExecutor(dag)
+    for b in split_table(table, random_cuts(rng, table.num_rows, 6)):
+        ex.process_batch("bids", b)
+    ex.finish()
+    keys = ", ".join(key)
+    want = duck(f"SELECT {keys}, {SQL_AGGS} FROM t GROUP BY {keys}", t=table)
+    assert_same(lj.apply_changelog(ex.take_sink_outputs("out")), want, key)
+
+
+# ----------------------------------------------------------------------------- changelog input
+
+CHANGES = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.float64()), ("q", pa.int32()),
+                     ("op", pa.int8())])
+
+
+def random_changelog(n: int, seed: int) -> pa.Table:
+    """A consistent changelog: inserts, updates (-U old, +U new) and deletes of rows inserted before.
+
+    Values repeat (so min/max see duplicates and retractions of the current extreme), some are null
+    or NaN, keys are skewed.
+    """
+    rng = np.random.default_rng(seed)
+    live: list[tuple] = []
+    rows: list[tuple] = []
+    for t in range(n):
+        r = rng.random()
+        if live and r < 0.25:  # delete
+            row = live.pop(int(rng.integers(len(live))))
+            rows.append(row + (RowKind.DELETE,))
+        elif live and r < 0.45:  # update: retract then add a changed row of the same key
+            i = int(rng.integers(len(live)))
+            old = live[i]
+            new = (t, old[1], _value(rng), int(rng.integers(0, 6)))
+            live[i] = new
+            rows += [old + (RowKind.UPDATE_BEFORE,), new + (RowKind.UPDATE_AFTER,)]
+        else:
+            k = int(min(rng.zipf(1.5), 12)) if rng.random() > 0.03 else None
+            row = (t, k, _value(rng), int(rng.integers(0, 6)))
+            live.append(row)
+            rows.append(row + (RowKind.INSERT,))
+    cols = list(zip(*rows))
+    return pa.table([pa.array(c, t.type) for c, t in zip(cols, CHANGES)], schema=CHANGES)
+
+
+def _value(rng):
+    r = rng.random()
+    return None if r < 0.05 else float("nan") if r < 0.07 else float(rng.integers(0, 8))
+
+
+def net_rows(changes: pa.Table) -> pa.Table:
+    """Reference: the rows a changelog leaves (plain Python multiset; values compared as repr for NaN)."""
+    from collections import Counter
+
+    count: Counter = Counter()
+    first: dict = {}
+    for row in changes.to_pylist():
+        op = row.pop("op")
+        key = repr(sorted(row.items()))
+        first.setdefault(key, row)
+        count[key] += 1 if op in (0, 2) else -1
+    return pa.Table.from_pylist([first[k] for k, c in count.items() for _ in range(c)],
+                                schema=CHANGES.remove(CHANGES.get_field_index("op")))
+
+
+def test_changelog_input_is_consumed_with_retractions():
+    """Min/max over retractions keep each key's values; a key whose rows all go is deleted (-D)."""
+    rng = np.random.default_rng(3)
+    table = random_changelog(2_500, seed=3)
+    aggs = {"n": lj.count(), "c": lj.count("v"), "s": lj.sum("v"), "lo": lj.min("v"), "hi": lj.max("v"),
+            "avg": lj.mean("v"), "qlo": lj.min("q"), "qhi": lj.max("q"), "qs": lj.sum("q")}
+    dag = group_dag(CHANGES, "k", aggs=aggs)
+    ex = lj.DagExecutor(dag)
+    log, seen = [], 0
+    sql = ("SELECT k, count(*) AS n, count(v) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS avg, "
+           "min(q) AS qlo, max(q) AS qhi, sum(q)::BIGINT AS qs FROM t GROUP BY k")
+    for b in split_table(table, random_cuts(rng, table.num_rows, 20)):
+        ex.process_batch("bids", b)
+        seen += b.num_rows
+        log.append(ex.take_sink_outputs("out"))
+        want = duck(sql, t=net_rows(table.slice(0, seen)))
+        assert_same(lj.apply_changelog(pa.concat_tables(log)), want, ["k"])
+    ops = pa.concat_tables(log).column("op").to_numpy()
+    assert (ops == RowKind.DELETE).any()  # keys were deleted away and came back
+
+
+def test_group_of_groups_and_filters_pass_the_changelog_through():
+    """A changelog through a Filter into a second GroupAggregate (how many auctions have each count)."""
+    rng = np.random.default_rng(4)
+    table = events(2_000, seed=4)
+    dag = (lj.DagBuilder().source("bids", SCHEMA, event_time="ts")
+           .operator("per_auction", lj.GroupAggregate(key="auction", aggs={"n": lj.count()}))
+           .operator("busy", lj.Filter(lambda n: n >= 3))
+           .operator("hist", lj.GroupAggregate(key="n", aggs={"auctions": lj.count()}))
+           .connect("bids", "per_auction").connect("per_auction", "busy").connect("busy", "hist")
+           .sink_for("hist", "out").build())
+    ex = lj.DagExecutor(dag)
+    log, seen = [], 0
+    for b in split_table(table, random_cuts(rng, table.num_rows, 8)):
+        ex.process_batch("bids", b)
+        seen += b.num_rows
+        log.append(ex.take_sink_outputs("out"))
+        want = duck("SELECT n, count(*) AS auctions FROM (SELECT auction, count(*) AS n FROM t GROUP BY auction) "
+                    "WHERE n >= 3 GROUP BY n", t=table.slice(0, seen))
+        assert_same(lj.apply_changelog(pa.concat_tables(log)), want, ["n"])
+
+
+# ----------------------------------------------------------------------------- build-time checks
+
+def test_a_changelog_into_an_append_only_operator_is_rejected_naming_both_nodes():
+    b = (lj.DagBuilder().source("bids", SCHEMA, event_time="ts")
+         .operator("g", lj.GroupAggregate(key="auction", aggs={"n": lj.count()}))
+         .operator("keep", lj.Filter(lambda n: n > 1))
+         .operator("dedup", lj.Dedup(key="auction", within=10))
+         .connect("bids", "g").connect("g", "keep").connect("keep", "dedup").sink_for("dedup", "out"))
+    with pytest.raises(lj.SchemaError, match=r"'dedup'.*changelog.*'g'"):
+        b.build()
+    src = (lj.DagBuilder().source("cdc", CHANGES, event_time="ts")
+           .operator("w", lj.TumblingWindow(size=10, key="k", aggs={"n": lj.count()}))
+           .connect("cdc", "w").sink_for("w", "out"))
+    with pytest.raises(lj.SchemaError, match=r"'w'.*changelog.*'cdc'"):
+        src.build()
+
+
+def test_dropping_the_op_column_of_a_changelog_is_rejected():
+    b = (lj.DagBuilder().source("bids", SCHEMA, event_time="ts")
+         .operator("g", lj.GroupAggregate(key="auction", aggs={"n": lj.count()}))
+         .operator("p", lj.Project(["auction", "n"]))
+         .connect("bids", "g").connect("g", "p").sink_for("p", "out"))
+    with pytest.raises(lj.SchemaError, match=r"'p'.*'op'"):
+        b.build()
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="cannot be updated"):
+        lj.GroupAggregate(key="auction", aggs={"f": lj.first("price")})
+    with pytest.raises(ValueError, match="key="):
+        lj.GroupAggregate(key=None, aggs={"n": lj.count()})
+    with pytest.raises(lj.SchemaError, match="state_ttl.*event-time"):
+        group_dag(SCHEMA, "auction", event_time=None, state_ttl=10)
+    with pytest.raises(lj.SchemaError, match="'nope'"):
+        group_dag(SCHEMA, "auction", aggs={"s": lj.sum("nope")})
+    with pytest.raises(lj.SchemaError, match="clashes"):
+        group_dag(SCHEMA, "auction", aggs={"op": lj.count()})
+
+
+# ----------------------------------------------------------------------------- sinks, checkpoints, TTL
+
+def test_memory_sink_applies_the_changelog_and_parquet_keeps_the_op_column(tmp_path):
+    table = events(1_500, seed=5)
+    dag = group_dag(SCHEMA, "auction")
+    mem, pq_dir = lj.io.MemorySink(), tmp_path / "out"
+    lj.run(dag, sources={"bids": lj.io.MemorySource(split_table(table, [300, 700, 701]))},
+           sinks={"out": mem})
+    want = duck(f"SELECT auction, {SQL_AGGS} FROM t GROUP BY auction", t=table)
+    assert_same(mem.table(), want, ["auction"])
+    assert "op" in mem.changelog().column_names and "op" not in mem.table().column_names
+    pq = lj.io.ParquetSink(pq_dir)
+    lj.run(dag, sources={"bids": lj.io.MemorySource(split_table(table, [300, 700, 701]))}, sinks={"out": pq})
+    written = pq.read()
+    assert written.schema.field("op").type == pa.int8()
+    assert_same(lj.apply_changelog(written), want, ["auction"])
+
+
+@pytest.mark.parametrize("source", ["bids", "cdc"])
+def test_checkpoint_and_restore_continue_identically(tmp_path, source):
+    rng = np.random.default_rng(6)
+    if source == "bids":
+        table, dag = events(2_000, seed=6), group_dag(SCHEMA, "auction")
+    else:
+        table = random_changelog(2_000, seed=6)
+        dag = group_dag(CHANGES, "k", aggs={"n": lj.count(), "lo": lj.min("v"), "hi": lj.max("q")})
+    batches = split_table(table, random_cuts(rng, table.num_rows, 10))
+    clean = lj.DagExecutor(dag)
+    for b in batches:
+        clean.process_batch("bids", b)
+    clean.finish()
+    want = clean.take_sink_outputs("out")
+    for at in (3, 9):
+        ex = lj.DagExecutor(dag)
+        for b in batches[:at]:
+            ex.process_batch("bids", b)
+        first = ex.take_sink_outputs("out")
+        ex.checkpoint().save(tmp_path / f"cp{at}")
+        again = lj.DagExecutor(dag)
+        again.restore(lj.Checkpoint.load(tmp_path / f"cp{at}"))
+        for b in batches[at:]:
+            again.process_batch("bids", b)
+        again.finish()
+        got = pa.concat_tables([first, again.take_sink_outputs("out")])
+        # the applied result is the same; so is every change after the first call following the restore
+        assert_same(lj.apply_changelog(got), lj.apply_changelog(want), [dag.node("g").op.keys[0]])
+
+
+def test_a_corrupt_checkpoint_is_refused_and_changes_nothing(tmp_path):
+    table = random_changelog(500, seed=7)
+    dag = group_dag(CHANGES, "k", aggs={"lo": lj.min("v")})
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("bids", table)
+    cp = ex.checkpoint()
+    state = cp.states["g"]
+    state["mhead"] = state["mhead"] + 10_000  # points outside the value table
+    fresh = lj.DagExecutor(dag)
+    with pytest.raises(lj.CheckpointError):
+        fresh.restore(cp)
+    fresh.process_batch("bids", table)
+    assert_same(lj.apply_changelog(fresh.take_sink_outputs("out")),
+                lj.apply_changelog(ex.take_sink_outputs("out")), ["k"])
+
+
+def test_state_ttl_forgets_idle_keys_in_event_time():
+    """A key idle for longer than the TTL (by the watermark) starts again with +I; its state is freed."""
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.int64())])
+    dag = group_dag(schema, "k", aggs={"n": lj.count(), "s": lj.sum("v")}, state_ttl=100,
+                    watermark=lj.BoundedOutOfOrderness(max_delay=0))
+    ex = lj.DagExecutor(dag)
+
+    def feed(ts, k, v):
+        ex.process_batch("bids", pa.record_batch({"ts": ts, "k": k, "v": v}, schema=schema))
+        return [(r["k"], r["n"], r["s"], r["op"]) for r in ex.take_sink_outputs("out").to_pylist()]
+
+    assert feed([0, 50], [1, 1], [1, 2]) == [(1, 2, 3, 0)]
+    assert feed([120], [2], [5]) == [(2, 1, 5, 0)]  # watermark 120: key 1 last seen at 50, not expired
+    assert feed([149], [1], [4]) == [(1, 2, 3, 1), (1, 3, 7, 2)]  # 50 + 100 > 149: still alive
+    # the watermark passes 149 + 100: key 1 is forgotten, so its next row inserts afresh (no retraction)
+    assert feed([260, 261], [2, 1], [1, 10]) == [(2, 1, 5, 1), (2, 2, 6, 2), (1, 1, 10, 0)]
+    state = ex._state.operator_states[dag.node("g").id]
+    assert len(state) == 2
+    feed([1_000], [3], [0])  # everything but key 3 is idle: purged from the table
+    assert len(state) == 1
+
+
+def test_a_rejected_batch_changes_nothing():
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.float64())])
+
+    @lj.kernel
+    def checked(v):
+        if v < 0:
+            raise ValueError("negative")
+        return v
+
+    dag = (lj.DagBuilder().source("bids", schema, event_time="ts")
+           .operator("m", lj.Map(checked, output="w"))
+           .operator("g", lj.GroupAggregate(key="k", aggs={"s": lj.sum("w"), "hi": lj.max("w")}))
+           .connect("bids", "m").connect("m", "g").sink_for("g", "out").build())
+    good = pa.record_batch({"ts": [1, 2, 3], "k": [1, 2, 1], "v": [1.0, 2.0, 3.0]}, schema=schema)
+    bad = pa.record_batch({"ts": [4, 5], "k": [1, 3], "v": [7.0, -1.0]}, schema=schema)
+    ex, clean = lj.DagExecutor(dag), lj.DagExecutor(dag)
+    for e in (ex, clean):
+        e.process_batch("bids", good)
+    with pytest.raises(lj.KernelError):
+        ex.process_batch("bids", bad)
+    for e in (ex, clean):
+        e.process_batch("bids", good)
+    assert ex.take_sink_outputs("out").to_pylist() == clean.take_sink_outputs("out").to_pylist()
+
+
+def test_apply_changelog():
+    t = pa.table({"k": pa.array([1, 1, 2, 2, 1, None, None, 3], pa.int64()),
+                  "v": pa.array([1.0, 1.0, float("nan"), float("nan"), 1.0, None, None, 4.0]),
+                  "op": pa.array([0, 0, 0, 3, 1, 0, 2, 3], pa.int8())})
+    got = lj.apply_changelog(t).to_pylist()
+    # (1, 1.0) twice then one retracted; (2, NaN) deleted; (None, None) twice; -D of an absent row ignored
+    assert got == [{"k": 1, "v": 1.0}, {"k": None, "v": None}, {"k": None, "v": None}]
+    plain = pa.table({"k": [1, 2]})
+    assert lj.apply_changelog(plain) is plain
+    with pytest.raises(ValueError, match="RowKind"):
+        lj.apply_changelog(pa.table({"k": [1], "op": pa.array([7], pa.int8())}))
+    assert [RowKind(i).short for i in range(4)] == ["+I", "-U", "+U", "-D"]
