@@ -17,6 +17,12 @@ touched). Its yardsticks, on the same events and keys:
 (how many auctions have each bid count, and the largest total among them),
 the retracting path: every update of an auction's count takes the auction out
 of its old group and puts it into the new one.
+
+``UnboundedTopN`` (the three highest bids per auction so far) and
+``DedupLast`` (each bidder's latest bid) are the updating rankings; their
+append-only yardstick is the same ranking over one window spanning the
+stream (``WholeStreamTopN``), and DuckDB's ``row_number()`` over the whole
+table (:class:`RankedDuckDB`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import duckdb
 import laminar_jit as lj
 
 from . import common
+from .bench_ranking import TOP_N, _Streamed
 from .bench_windows import stream, tumbling_dag, wide_key
 
 #: A window size (ms) that puts the whole benchmark stream in one window.
@@ -139,4 +146,62 @@ class GroupDuckDB:
         self.con.close()
 
     def time_duckdb(self, keys):
+        self.con.sql(self.sql).to_arrow_table()
+
+
+def ranked_dag(op) -> lj.StreamingDag:
+    """``op`` (a TopN or Dedup) over the standard events."""
+    return (lj.DagBuilder().source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                                   watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("ranked", op).connect(common.SOURCE, "ranked").sink_for("ranked", "out").build())
+
+
+class UnboundedTopN(_Streamed):
+    """The three highest bids per auction so far, as a changelog (rank by rank)."""
+
+    make_dag = staticmethod(lambda: ranked_dag(lj.TopN(TOP_N, by="price", key="auction", window=None)))
+
+
+class WholeStreamTopN(_Streamed):
+    """:class:`UnboundedTopN`'s ranking as an append-only TopN over one window spanning the stream."""
+
+    make_dag = staticmethod(lambda: ranked_dag(lj.TopN(TOP_N, by="price", key="auction", window=WHOLE_STREAM_MS)))
+
+
+class DedupLast(_Streamed):
+    """Each bidder's latest bid (100 K keys), as a changelog."""
+
+    make_dag = staticmethod(lambda: ranked_dag(lj.Dedup(key="bidder", keep="last")))
+
+
+class WholeStreamDedup(_Streamed):
+    """:class:`DedupLast`'s keys deduplicated append-only over one interval spanning the stream (first bid)."""
+
+    make_dag = staticmethod(lambda: ranked_dag(lj.Dedup(key="bidder", within=WHOLE_STREAM_MS)))
+
+
+_RANKED_SQL = {
+    "topn": f"""SELECT row_number() OVER (PARTITION BY auction ORDER BY price DESC) AS rank, *
+                FROM events QUALIFY rank <= {TOP_N}""",
+    "dedup_last": "SELECT * FROM events QUALIFY row_number() OVER (PARTITION BY bidder ORDER BY ts DESC) = 1",
+}
+
+
+class RankedDuckDB:
+    """The final results of :class:`UnboundedTopN` and :class:`DedupLast` as DuckDB ``row_number()`` queries."""
+
+    params = list(_RANKED_SQL)
+    param_names = ["query"]
+    timeout = 300
+
+    def setup(self, query):
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.sql = _RANKED_SQL[query]
+        self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self, query):
+        self.con.close()
+
+    def time_duckdb(self, query):
         self.con.sql(self.sql).to_arrow_table()

@@ -284,6 +284,14 @@ def test_group_benchmark_agrees_with_duckdb():
         assert got.column("n").to_pylist() == want.column("n").to_pylist()
         np.testing.assert_allclose(got.column("total").to_numpy(), want.column("total").to_numpy(), rtol=1e-9)
         assert got.column("top").to_pylist() == want.column("top").to_pylist()
+    for lam, query in ((bench_changelog.UnboundedTopN(), "topn"), (bench_changelog.DedupLast(), "dedup_last")):
+        duck = bench_changelog.RankedDuckDB()
+        lam.setup()
+        duck.setup(query)
+        try:
+            assert lj.apply_changelog(lam._run()).num_rows == duck.con.sql(duck.sql).to_arrow_table().num_rows
+        finally:
+            duck.teardown(query)
 
 
 def test_filter_map_peers_compute_the_same_result():

@@ -367,3 +367,103 @@ def test_apply_changelog():
     with pytest.raises(ValueError, match="RowKind"):
         lj.apply_changelog(pa.table({"k": [1], "op": pa.array([7], pa.int8())}))
     assert [RowKind(i).short for i in range(4)] == ["+I", "-U", "+U", "-D"]
+
+
+# ----------------------------------------------------------------------------- unbounded TopN, Dedup(keep="last")
+
+def with_arrival(table: pa.Table) -> pa.Table:
+    return table.append_column("arrival", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def ranked_dag(op, schema=SCHEMA):
+    return (lj.DagBuilder().source("bids", schema, event_time="ts")
+            .operator("r", op).connect("bids", "r").sink_for("r", "out").build())
+
+
+RANKED = {
+    "top3": (lambda: lj.TopN(3, by="price", key="auction", window=None),
+             "SELECT row_number() OVER w AS rank, ts, auction, price, ch FROM t "
+             "WHERE price IS NOT NULL AND NOT isnan(price) "
+             "WINDOW w AS (PARTITION BY auction ORDER BY price DESC, arrival) QUALIFY rank <= 3",
+             ["auction", "rank"]),
+    "bottom2_composite": (lambda: lj.TopN(2, by="ts", key=["ch", "auction"], window=None, descending=False),
+                          "SELECT row_number() OVER w AS rank, ts, auction, price, ch FROM t "
+                          "WINDOW w AS (PARTITION BY ch, auction ORDER BY ts, arrival) QUALIFY rank <= 2",
+                          ["ch", "auction", "rank"]),
+    "top1_global": (lambda: lj.TopN(1, by="price", window=None),
+                    "SELECT row_number() OVER w AS rank, ts, auction, price, ch FROM t "
+                    "WHERE price IS NOT NULL AND NOT isnan(price) "
+                    "WINDOW w AS (ORDER BY price DESC, arrival) QUALIFY rank <= 1", ["rank"]),
+    "last": (lambda: lj.Dedup(key="auction", keep="last"),
+             "SELECT ts, auction, price, ch FROM t "
+             "QUALIFY row_number() OVER (PARTITION BY auction ORDER BY ts DESC, arrival DESC) = 1", ["auction"]),
+}
+
+
+@pytest.mark.parametrize("case", list(RANKED))
+def test_unbounded_ranking_equals_duckdb_after_every_batch(case):
+    make, sql, keys = RANKED[case]
+    rng = np.random.default_rng(8)
+    table = events(2_500, seed=8)
+    ex = lj.DagExecutor(ranked_dag(make()))
+    log, seen = [], 0
+    for b in split_table(table, random_cuts(rng, table.num_rows, 14)):
+        ex.process_batch("bids", b)
+        seen += b.num_rows
+        log.append(ex.take_sink_outputs("out"))
+        want = duck(sql, t=with_arrival(table.slice(0, seen)))
+        assert_same(lj.apply_changelog(pa.concat_tables(log)), want, keys)
+    changes = pa.concat_tables(log)
+    ops = changes.column("op").to_numpy()
+    assert (ops == RowKind.UPDATE_BEFORE).sum() == (ops == RowKind.UPDATE_AFTER).sum() > 0
+    assert not (ops == RowKind.DELETE).any()
+
+
+def test_ranked_rows_keep_every_column_type():
+    """Strings, nulls, booleans, small ints, float32 and timestamps come back as they went in."""
+    schema = pa.schema([("ts", pa.timestamp("ms")), ("k", pa.string()), ("flag", pa.bool_()),
+                        ("q", pa.int16()), ("f", pa.float32()), ("note", pa.large_string())])
+    rows = pa.table({"ts": pa.array([5, 3, 9, 1], pa.timestamp("ms")), "k": ["a", "b", "a", "b"],
+                     "flag": [True, None, False, True], "q": pa.array([1, -2, None, 4], pa.int16()),
+                     "f": pa.array([1.5, None, -2.25, 0.0], pa.float32()),
+                     "note": pa.array(["x", None, "zz", "y"], pa.large_string())}, schema=schema)
+    ex = lj.DagExecutor(ranked_dag(lj.Dedup(key="k", keep="last"), schema))
+    ex.process_batch("bids", rows)
+    got = lj.apply_changelog(ex.take_sink_outputs("out"))
+    assert got.schema == schema
+    assert sorted(got.to_pylist(), key=lambda r: r["k"]) == [rows.slice(2, 1).to_pylist()[0],
+                                                            rows.slice(1, 1).to_pylist()[0]]
+
+
+def test_unbounded_ranking_checkpoints_and_rejects_misuse(tmp_path):
+    rng = np.random.default_rng(9)
+    table = events(2_000, seed=9)
+    dag = ranked_dag(lj.TopN(2, by="price", key="auction", window=None))
+    batches = split_table(table, random_cuts(rng, table.num_rows, 8))
+    clean = lj.DagExecutor(dag)
+    for b in batches:
+        clean.process_batch("bids", b)
+    want = lj.apply_changelog(clean.take_sink_outputs("out"))
+    ex = lj.DagExecutor(dag)
+    for b in batches[:4]:
+        ex.process_batch("bids", b)
+    first = ex.take_sink_outputs("out")
+    ex.checkpoint().save(tmp_path / "cp")
+    again = lj.DagExecutor(dag)
+    again.restore(lj.Checkpoint.load(tmp_path / "cp"))
+    for b in batches[4:]:
+        again.process_batch("bids", b)
+    assert_same(lj.apply_changelog(pa.concat_tables([first, again.take_sink_outputs("out")])), want,
+                ["auction", "rank"])
+    with pytest.raises(ValueError, match="within="):
+        lj.Dedup(key="auction")
+    with pytest.raises(ValueError, match="leave them out"):
+        lj.Dedup(key="auction", within=10, keep="last")
+    with pytest.raises(ValueError, match="leave them out"):
+        lj.TopN(2, by="price", key="auction", window=None, allowed_lateness=5)
+    b = (lj.DagBuilder().source("bids", SCHEMA, event_time="ts")
+         .operator("last", lj.Dedup(key="auction", keep="last"))
+         .operator("w", lj.TumblingWindow(size=10, key="auction", aggs={"n": lj.count()}))
+         .connect("bids", "last").connect("last", "w").sink_for("w", "out"))
+    with pytest.raises(lj.SchemaError, match=r"'w'.*changelog.*'last'"):
+        b.build()

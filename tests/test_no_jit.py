@@ -96,7 +96,7 @@ def _join(op, after=None) -> lj.StreamingDag:
 #: The cases :func:`dags` builds (named here so that collecting the tests builds no DAG: building one
 #: compiles its kernels).
 CASES = ("filter_map", "fan_out_fan_in", "tumbling", "sliding", "session", "dedup", "topn", "keyed", "zscore",
-         "interval_join", "window_join", "asof_join", "join_then_window", "group", "group_of_groups")
+         "interval_join", "window_join", "asof_join", "join_then_window", "group", "group_of_groups", "topn_unbounded", "dedup_last")
 
 
 def dags() -> dict[str, lj.StreamingDag]:
@@ -130,6 +130,8 @@ def dags() -> dict[str, lj.StreamingDag]:
                             .operator("h", lj.GroupAggregate("n", aggs={"keys": lj.count(), "best": lj.max("s"),
                                                                         "worst": lj.min("s")}))
                             .connect("s", "g").connect("g", "h").sink_for("h", "out").build()),
+        "topn_unbounded": _one(lj.TopN(2, "x", key="k", window=None)),
+        "dedup_last": _one(lj.Dedup("k", keep="last")),
     }
 
 
@@ -272,6 +274,21 @@ def reference(case: str, data: dict[str, pa.Table]) -> tuple[list[tuple], bool]:
             out.append((e["k"], e["ts"], (e["x"] - xs.mean()) / sd if sd > 0 else math.nan))
             earlier[e["k"]].append(e["x"])
         return out, True
+    if case in ("topn_unbounded", "dedup_last"):
+        best = defaultdict(list)
+        for arrival, e in enumerate(s):
+            if case == "dedup_last":
+                best[e["k"]].append(((e["ts"], arrival), e))
+            elif _ranked(e["x"]):
+                best[e["k"]].append(((e["x"], -arrival), e))
+        out = []
+        for rows in best.values():
+            rows.sort(key=lambda t: t[0], reverse=True)
+            if case == "dedup_last":
+                out.append(tuple(rows[0][1].values()))
+            else:
+                out += [(rank, *e.values()) for rank, (_, e) in enumerate(rows[:2], 1)]
+        return out, False
     if case in ("group", "group_of_groups"):
         groups = defaultdict(list)
         for e in s:

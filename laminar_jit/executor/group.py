@@ -33,9 +33,17 @@ from .core import (
     watermark_bounds,
 )
 
-__all__ = ["generate_group"]
+__all__ = ["generate_group", "link_changelog_kernels"]
 
-_IMPORT = "\nfrom laminar_jit.kernels.changelog import f64_bits, group_emit, group_forget, group_purge, ms_add, ms_remove\n"
+_IMPORT = ("\nfrom laminar_jit.kernels.changelog import f64_bits, float_bits, group_emit, group_forget, group_purge, "
+           "ms_add, ms_remove, rank_key_f64, rank_key_i64, ranked_emit, ranked_insert\n")
+
+
+def link_changelog_kernels(gen: Gen) -> None:
+    """Import :mod:`laminar_jit.kernels.changelog` into the plan (once) and stamp its source into the plan's name."""
+    if _IMPORT not in gen.funcs:
+        gen.funcs.append(_IMPORT)
+        gen.fingerprints.append(kernel_module_stamp("changelog.py"))
 
 
 @register(GroupAggregate)
@@ -51,9 +59,7 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     gen.stateful_ids.append(nid)
     kinds, floats, aux, tb, tk, tm, tf, rec, frec, odd, mhead, mb, mk, mm, mf, mlist = names_[:16]
     ival0, _, mark, last, _, flags, _ = rec_columns(n_aggs)
-    if _IMPORT not in gen.funcs:
-        gen.funcs.append(_IMPORT)
-        gen.fingerprints.append(kernel_module_stamp("changelog.py"))
+    link_changelog_kernels(gen)
 
     ttl = spec.ttl > 0
     ts_col = b.cols[spec.event_time] if ttl else None

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from ..errors import SchemaError
 from ..ops.dedup import Dedup
+from ..ops.ranked import RankedSpec
 from ..ops.topn import TopN
 from ..state.windows import WindowState
 from .core import (
@@ -31,6 +32,7 @@ from .core import (
     value_code,
     watermark_bounds,
 )
+from .ranked import generate_ranked
 from .slots import due_entries
 
 __all__ = ["generate_ranking"]
@@ -39,6 +41,8 @@ __all__ = ["generate_ranking"]
 @register(Dedup, TopN)
 def generate_ranking(gen, node, b: Binding) -> tuple[Binding, Binding]:
     """Emit a Dedup or TopN node; returns the bindings of its output rows and of its late rows."""
+    if isinstance(node.bound.spec, RankedSpec):  # unbounded: TopN(window=None), Dedup(keep="last")
+        return generate_ranked(gen, node, b)
     return (_dedup if isinstance(node.op, Dedup) else _topn)(gen, node, b)
 
 

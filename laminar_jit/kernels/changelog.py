@@ -42,7 +42,9 @@ from .hashtable import ht_delete, ht_find, ht_find_or_insert
 
 __all__ = [
     "COUNT_ROWS", "COUNT", "MAX", "MEAN", "MIN", "SUM",
-    "f64_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows", "rec_columns",
+    "f64_bits", "float_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows",
+    "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_insert", "rec_columns",
+    "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_MARK", "R_SEQ",
 ]
 
 #: Aggregate kinds (``kinds[a]``).
@@ -313,6 +315,120 @@ def group_purge(watermark, ttl, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, 
             _free(tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s)
             freed += 1
     return freed
+
+
+# ----------------------------------------------------------------------------- ranked rows (TopN, Dedup)
+# An unbounded TopN (and Dedup(keep="last"), a TopN of one row by event time) keeps per key slot ``s``
+# its best ``n`` rows, best first, in rows ``s * n + r`` of one int64 array ``R`` (a row's fields are
+# adjacent, so offering a row or emitting a key touches a cache line or two):
+#   R_KEY   the rank key of the current row at rank r (larger is better), R_SEQ its arrival number;
+#   R_ESEQ  the arrival number of the row last emitted at rank r;
+#   R_CNT, R_ECNT, R_MARK (in the slot's first row only): rows held now and as last emitted, and the
+#           call that last changed the slot;
+#   then the current row's columns (width W: every column as int64 — integers and codes as they are,
+#   floats as their bits — and a bitmask of which are valid), then the last emitted row's.
+R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_CUR = 0, 1, 2, 3, 4, 5, 6
+
+
+@njit(inline="always")
+def rank_key_f64(x, descending):
+    """An int64 that orders like float ``x`` (or reversed for ``descending=False``): larger ranks first."""
+    bits = _f2i(np.float64(x) + 0.0)
+    key = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
+    return key if descending else ~key
+
+
+@njit(inline="always")
+def rank_key_i64(x, descending):
+    """An int64 rank key for integer ``x``: larger ranks first (``~x`` reverses without overflow)."""
+    v = np.int64(x)
+    return v if descending else ~v
+
+
+@njit(inline="always")
+def float_bits(x):
+    """A float's bits as int64, for the int64 row store (``.view(np.float64)`` reads them back)."""
+    return _f2i(np.float64(x))
+
+
+@njit(inline="always")
+def ranked_insert(R, s, n, key, q, later_wins):
+    """Put a row (rank key ``key``, arrival ``q``) into slot ``s``'s best-first list of at most ``n`` rows.
+
+    Ties go to the earlier row, or with ``later_wins`` to the later one. The
+    rows after it move down one place (the last of a full list falls off).
+    Returns the row's place, or -1 when it does not make the list; the caller
+    then writes its columns to ``R[s * n + place, R_CUR:]``.
+    """
+    base = s * n
+    m = R[base, R_CNT]
+    pos = m
+    for r in range(m):
+        other = R[base + r, R_KEY]
+        if key > other or (key == other and later_wins):
+            pos = r
+            break
+    if pos >= n:
+        return -1
+    width = (R.shape[1] - R_CUR) // 2
+    last = m if m < n else n - 1  # rows pos .. last-1 move to pos+1 .. last
+    for r in range(last - 1, pos - 1, -1):
+        R[base + r + 1, R_KEY] = R[base + r, R_KEY]
+        R[base + r + 1, R_SEQ] = R[base + r, R_SEQ]
+        for c in range(R_CUR, R_CUR + width):
+            R[base + r + 1, c] = R[base + r, c]
+    R[base + pos, R_KEY] = key
+    R[base + pos, R_SEQ] = q
+    if m < n:
+        R[base, R_CNT] = m + 1
+    return pos
+
+
+@njit
+def ranked_emit(dirty, n, R):
+    """The changes of the slots in ``dirty`` since their rows were last emitted, rank by rank.
+
+    A rank whose row changed emits ``-U`` the old row and ``+U`` the new one
+    (``+I`` when the rank was empty, ``-D`` when it emptied); then the emitted
+    rows become the current ones. Returns ``(ranks, ops, columns)``: 1-based
+    ranks, RowKind codes, and ``columns[c]`` the int64 values of column ``c``
+    (the last: validity bitmasks).
+    """
+    width = (R.shape[1] - R_CUR) // 2
+    old = R_CUR + width
+    total = 0
+    for j in range(dirty.size):
+        base = dirty[j] * n
+        total += 2 * max(R[base, R_CNT], R[base, R_ECNT])
+    ranks = np.empty(total, np.int64)
+    ops = np.empty(total, np.int8)
+    cols = np.empty((width, total), np.int64)
+    m = 0
+    for j in range(dirty.size):
+        base = dirty[j] * n
+        had_n, has_n = R[base, R_ECNT], R[base, R_CNT]
+        for r in range(max(had_n, has_n)):
+            row = base + r
+            had, has = r < had_n, r < has_n
+            if had and has and R[row, R_ESEQ] == R[row, R_SEQ]:
+                continue
+            if had:
+                ranks[m] = r + 1
+                ops[m] = _UPDATE_BEFORE if has else _DELETE
+                for c in range(width):
+                    cols[c, m] = R[row, old + c]
+                m += 1
+            if has:
+                ranks[m] = r + 1
+                ops[m] = _UPDATE_AFTER if had else _INSERT
+                for c in range(width):
+                    v = R[row, R_CUR + c]
+                    cols[c, m] = v
+                    R[row, old + c] = v
+                R[row, R_ESEQ] = R[row, R_SEQ]
+                m += 1
+        R[base, R_ECNT] = has_n
+    return ranks[:m], ops[:m], cols[:, :m]
 
 
 @njit

@@ -10,6 +10,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 from .base import Bound, kept_field, kernel_column, string_type
+from .ranked import RankedSpec, bind_ranked
 from .windows import WindowOperator, WindowSpec, _units, check_key_columns
 
 __all__ = ["TopN"]
@@ -32,6 +33,14 @@ class TopN(WindowOperator):
     Equivalent SQL over the rows that are not late:
     ``QUALIFY row_number() OVER (PARTITION BY key, window ORDER BY by DESC, arrival) <= n``.
 
+    With ``window=None`` the ranking is over every row so far (unbounded) and
+    the output is a changelog (see :mod:`laminar_jit.changelog`): at the end
+    of each call, per key and rank whose row changed, ``+I`` for a rank that
+    was empty, or ``-U`` the old and ``+U`` the new row of the rank. Columns:
+    ``rank``, every input column, ``op``. The applied result equals
+    ``QUALIFY row_number() OVER (PARTITION BY key ORDER BY by DESC, arrival) <= n``
+    over the rows so far.
+
     Parameters
     ----------
     n : int
@@ -40,8 +49,10 @@ class TopN(WindowOperator):
         Numeric, boolean or temporal column to rank by.
     key : str or list of str, optional
         Key column(s); without a key, the top ``n`` of each window.
-    window : int or datetime.timedelta
-        Window length in event-time units (a timedelta for timestamp columns).
+    window : int or datetime.timedelta or None
+        Window length in event-time units (a timedelta for timestamp
+        columns); None ranks over every row so far and emits a changelog.
+        Required: there is no default.
     descending : bool, default True
         True keeps the largest values, False the smallest.
     allowed_lateness, late, late_sink, offset
@@ -51,25 +62,45 @@ class TopN(WindowOperator):
     --------
     >>> import laminar_jit as lj
     >>> top3 = lj.TopN(3, by="price", key="auction", window=60_000)  # three highest bids per auction per minute
+    >>> best3 = lj.TopN(3, by="price", key="auction", window=None)   # ... so far, updated as bids come
     """
 
     needs_aggs = False
     #: Largest ``n``: every (key, window) keeps ``n`` rows of every column.
     MAX_N = 1024
 
-    def __init__(self, n: int, by: str, key=None, window=None, descending: bool = True,
+    def __init__(self, n: int, by: str, key=None, window=..., descending: bool = True,
                  allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None,
                  offset: int | _dt.timedelta = 0):
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= self.MAX_N:
             raise ValueError(f"TopN: n must be an int in [1, {self.MAX_N}], got {n!r}")
         if not isinstance(by, str):
             raise TypeError(f"TopN: by must name one column, got {by!r}")
-        if window is None:
-            raise ValueError("TopN needs window= (the tumbling window length), e.g. window=60_000")
+        if window is ...:
+            raise ValueError("TopN needs window= (the tumbling window length, e.g. window=60_000), or "
+                             "window=None for a top-n over every row so far, updated as rows come (a changelog)")
+        if window is None and (allowed_lateness or late != "drop" or offset):
+            raise ValueError("TopN(window=None) ranks every row so far: allowed_lateness, late and offset do not "
+                             "apply; leave them out")
         super().__init__(key, None, allowed_lateness, late, late_sink)
         self.n, self.by, self.window, self.descending, self.offset = int(n), by, window, bool(descending), offset
 
+    @property
+    def emits_changelog(self) -> bool:
+        """Without a window the ranking updates: the output is a changelog."""
+        return self.window is None
+
+    def new_state(self, bound: Bound, capacity: int = 1024):
+        if isinstance(bound.spec, RankedSpec):
+            from ..state.ranked import RankedState
+
+            return RankedState(bound, capacity)
+        return super().new_state(bound, capacity)
+
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
+        if self.window is None:
+            return bind_ranked(node, self, input_schema, event_time, n=self.n, by=self.by,
+                               descending=self.descending, later_wins=False, with_rank=True, what="TopN")
         if event_time is None or input_schema.get_field_index(event_time) < 0:
             raise SchemaError(f"operator {node!r}: TopN needs an event-time column; declare the source with "
                               "event_time='ts' (and keep that column through Projects/Maps upstream)")

@@ -1,0 +1,138 @@
+"""Code generation for unbounded ranked rows: ``TopN(..., window=None)`` and ``Dedup(..., keep="last")``.
+
+The generated loop (glue) reads each row's key and rank key, lets the kernel
+``ranked_insert`` find its place among the key's best rows, and writes the
+row's columns into the int64 row store; ``ranked_emit`` then lists what
+changed per rank, and the glue turns its int64 columns back into typed ones.
+"""
+
+from __future__ import annotations
+
+from ..errors import SchemaError
+from ..kernels.changelog import R_CUR, R_MARK
+from ..state.ranked import RankedState
+from .core import (
+    ALL_ROWS,
+    EMITTED,
+    Binding,
+    Col,
+    Gen,
+    indent,
+    key_code,
+    key_columns,
+    leaf_names,
+    np_dtype,
+    propagate_watermark,
+    row_ok,
+    value_code,
+    watermark_bounds,
+)
+from .group import link_changelog_kernels
+
+__all__ = ["generate_ranked"]
+
+
+def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
+    """Emit an unbounded TopN or last-row Dedup: each row offered to its key's best rows, then the changes."""
+    nid = node.id
+    spec = node.bound.spec
+    names_ = RankedState.argument_names(nid, len(spec.keys))
+    gen.state_args += names_
+    gen.stateful_ids.append(nid)
+    aux, tb, tk, tm, tf, rows = names_[:6]
+    link_changelog_kernels(gen)
+
+    cols = [b.cols[name] for name, _ in spec.payload]
+    for (name, dtype), col in zip(spec.payload, cols):
+        if dtype is None and col.kind == "src":
+            if b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: string column {name!r} must come straight from a "
+                                  "source (not through a fan-in) to be kept")
+            gen.encoded.add(name)
+        elif dtype is None and col.dictionary is None:
+            raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
+    key_cols = key_columns(gen, node, b, spec.keys)
+    by_col = b.cols[spec.by]
+    leaves: list = []
+    for c in [*key_cols, *cols]:
+        gen.leaves(b, c, leaves)
+    names = leaf_names(leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+
+    is_float = spec.by_dtype.kind == "f"
+    lines = [f"if not ({row_ok(names, gen.leaves(b, by_col, []), 'i')}):", "    continue  # a null never ranks",
+             f"x = {value_code(by_col, gen, b, names, 'i')}"]
+    if is_float:
+        lines += ["if x != x:", "    continue  # nor does NaN"]
+    lines.append(f"rkey = {'rank_key_f64' if is_float else 'rank_key_i64'}(x, {spec.descending})")
+    lines += key_code(gen, b, names, key_cols, names_).split("\n        ")
+    lines += [f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))",
+              "q = seq",
+              "seq += 1",
+              f"pos = ranked_insert({rows}, s, {spec.n}, rkey, q, {spec.later_wins})",
+              "if pos < 0:",
+              "    continue",
+              f"row = s * {spec.n} + pos",
+              "valid = np.int64(0)"]
+    for j, ((_, dtype), col) in enumerate(zip(spec.payload, cols)):
+        v = value_code(col, gen, b, names, "i")
+        stored = f"float_bits({v})" if dtype is not None and dtype.kind == "f" else f"np.int64({v})"
+        lines += [f"if {row_ok(names, gen.leaves(b, col, []), 'i')}:",
+                  f"    {rows}[row, {R_CUR + j}] = {stored}",
+                  f"    valid |= np.int64({1 << j})",
+                  "else:",
+                  f"    {rows}[row, {R_CUR + j}] = 0"]
+    lines += [f"{rows}[row, {R_CUR + len(cols)}] = valid",
+              f"if {rows}[s * {spec.n}, {R_MARK}] != stamp:",
+              f"    {rows}[s * {spec.n}, {R_MARK}] = stamp",
+              "    dirty[nd] = s",
+              "    nd += 1"]
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]] + names_)
+    gen.funcs.append(f'''
+@njit
+def ranked_{nid}_update({params}):
+    """Ranked rows node {nid}: offer each row to its key's best {spec.n}; the keys whose rows changed, in order."""
+    {aux}[0] += 1
+    stamp = {aux}[0]
+    seq = {aux}[1]
+    dirty = np.empty({"n" if dense else "sel.size"}, np.int64)
+    nd = 0
+    {loop}
+{indent(chr(10).join(lines), 8)}
+    {aux}[1] = seq
+    return dirty[:nd]
+''')
+
+    watermark_bounds(gen, node)
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf] + names_)
+    gen.emit(f"dirty_{nid} = ranked_{nid}_update({args})")
+    gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {spec.n}, {rows})")
+    propagate_watermark(gen, node)
+    gen.emit(f"m_{nid} = rank_{nid}.size")
+    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    schema = node.schema
+    out = {}
+    owned = [f"sel_{nid}", f"rop_{nid}", f"no_nulls_{nid}"]
+    if spec.with_rank:
+        out["rank"] = Col("der", "rank", schema.field("rank").type, f"rank_{nid}", f"no_nulls_{nid}")
+        owned.append(f"rank_{nid}")
+    for j, ((name, dtype), col) in enumerate(zip(spec.payload, cols)):
+        raw, vals, valid = f"rcols_{nid}[{j}]", f"rc{j}_{nid}", f"rv{j}_{nid}"
+        want = np_dtype(schema.field(name).type)
+        if dtype is not None and dtype.kind == "f":
+            read = f"{raw}.view(np.float64)" + ("" if want == "np.float64" else f".astype({want})")
+        elif want == "np.bool_":
+            read = f"{raw} != 0"
+        else:
+            read = raw if want == "np.int64" else f"{raw}.astype({want})"
+        gen.emit(f"{vals} = {read}")
+        gen.emit(f"{valid} = ((rcols_{nid}[{len(cols)}] >> {j}) & 1) == 1")
+        dictionary = None
+        if dtype is None:
+            dictionary = (gen.source, name) if col.kind == "src" else col.dictionary
+        out[name] = Col("der", name, schema.field(name).type, vals, valid, dictionary=dictionary)
+        owned += [vals, valid]
+    out["op"] = Col("der", "op", schema.field("op").type, f"rop_{nid}", f"no_nulls_{nid}")
+    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", tuple(owned)), None
