@@ -16,11 +16,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import _fs
-from ..changelog import apply_changelog
+from ..changelog import OP_COLUMN, RowKind, apply_changelog, is_changelog
 from ..errors import DataError
 
 __all__ = ["CallbackSink", "MemorySink", "ParquetSink", "Sink"]
@@ -170,6 +172,15 @@ class ParquetSink(Sink):
     that fails halfway moves the files it had committed back to staging
     before raising, so the epoch is all visible or not at all.
 
+    A changelog (rows with an ``op`` column, see :mod:`laminar_jit.changelog`)
+    is written as it comes, ``op`` included (``mode="append"``), or, with
+    ``mode="upsert"`` and a primary ``key``, kept as the table it describes:
+    each committed epoch replaces the files of the one before by the table
+    with the epoch's changes applied (per key the last ``+I``/``+U`` row, or
+    none after a ``-D``; ``-U`` rows are skipped, as in Flink's upsert sinks),
+    so the directory always holds one consistent version and :meth:`read`
+    returns it.
+
     Parameters
     ----------
     directory : str or os.PathLike
@@ -179,27 +190,45 @@ class ParquetSink(Sink):
         Rows buffered in memory before a staged file is written.
     compression : str, default "zstd"
         Parquet compression codec.
+    mode : {"append", "upsert"}, default "append"
+        Append every row, or keep the table of the latest row per ``key``
+        (read it with :meth:`read`: while a commit replaces one version by
+        the next, the directory briefly holds both).
+    key : str or list of str, optional
+        The primary key of ``mode="upsert"`` (columns of the sink's input).
 
     Examples
     --------
     >>> sink = lj.io.ParquetSink("out/")                                 # doctest: +SKIP
     >>> lj.run(dag, sources=..., sinks={"out": sink}, checkpoint_dir="chk/")  # doctest: +SKIP
     >>> sink.read()                                                      # doctest: +SKIP
+    >>> per_seller = lj.io.ParquetSink("sellers/", mode="upsert", key="seller")  # doctest: +SKIP
     """
 
     exactly_once = True
 
-    def __init__(self, directory, rows_per_file: int = 1_000_000, compression: str = "zstd"):
+    def __init__(self, directory, rows_per_file: int = 1_000_000, compression: str = "zstd",
+                 mode: str = "append", key=None):
         super().__init__()
         if not isinstance(rows_per_file, int) or isinstance(rows_per_file, bool) or rows_per_file <= 0:
             raise ValueError(f"ParquetSink: rows_per_file must be a positive int, got {rows_per_file!r}")
+        if mode not in ("append", "upsert"):
+            raise ValueError(f"ParquetSink: mode must be 'append' or 'upsert', got {mode!r}")
+        keys = (key,) if isinstance(key, str) else tuple(key or ())
+        if (mode == "upsert") != bool(keys):
+            raise ValueError("ParquetSink: mode='upsert' needs key= (the primary key column(s)), and only it "
+                             "takes one")
         self.directory = Path(directory)
         self.rows_per_file = rows_per_file
         self.compression = compression
+        self.mode = mode
+        self.key = keys
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._epoch: int | None = None
         self._seq = 0
+        #: upsert mode: the table as of the last pre-committed epoch
+        self._current: pa.Table | None = None
 
     def __repr__(self) -> str:
         return f"ParquetSink({str(self.directory)!r})"
@@ -215,17 +244,26 @@ class ParquetSink(Sink):
         return sorted(p for p in self.directory.iterdir() if _PART.match(p.name))
 
     def read(self) -> pa.Table:
-        """The committed output as one table, in order (empty with the sink's schema if none)."""
+        """The committed output as one table, in order (empty with the sink's schema if none).
+
+        In upsert mode: the table as of the last committed epoch.
+        """
         files = self.committed_files()
+        if self.mode == "upsert" and files:
+            newest = max(_epoch_of(p) for p in files)
+            files = [p for p in files if _epoch_of(p) == newest]
         if not files:
-            return (self.schema or pa.schema([])).empty_table()
+            schema = self.schema or pa.schema([])
+            if self.mode == "upsert" and OP_COLUMN in schema.names:
+                schema = schema.remove(schema.get_field_index(OP_COLUMN))
+            return schema.empty_table()
         return pa.concat_tables([pq.read_table(p) for p in files])
 
     # -- protocol --------------------------------------------------------------
     def open(self, schema, restored_epoch):
         super().open(schema, restored_epoch)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._buffer, self._buffered, self._epoch, self._seq = [], 0, None, 0
+        self._buffer, self._buffered, self._epoch, self._seq, self._current = [], 0, None, 0, None
         staging = self.directory / _STAGING
         staged = sorted(int(p.name[6:]) for p in staging.glob("epoch-*")) if staging.is_dir() else []
         if restored_epoch is None or restored_epoch == 0:
@@ -243,11 +281,23 @@ class ParquetSink(Sink):
             else:
                 shutil.rmtree(self._stage_dir(epoch), ignore_errors=True)
         for p in self.committed_files():
-            if int(_PART.match(p.name).group(1)) > restored_epoch:
+            if _epoch_of(p) > restored_epoch:
                 p.unlink()
+        if self.mode == "upsert":
+            self._drop_superseded()
+            self._current = self.read()
         _fs.fsync_dir(self.directory)
 
     def write(self, table, epoch):
+        if self.mode == "upsert":  # applied to the table when the epoch pre-commits
+            missing = [k for k in self.key if k not in table.column_names]
+            if missing:
+                raise DataError(f"ParquetSink: upsert key column(s) {missing} are not in the sink's rows "
+                                f"({', '.join(table.column_names)}); pass key= columns the sink receives")
+            if self._epoch != epoch:
+                self._buffer, self._epoch = [], epoch
+            self._buffer.append(table)
+            return
         if self._epoch != epoch:
             self._flush()
             self._epoch, self._seq = epoch, 0
@@ -268,7 +318,9 @@ class ParquetSink(Sink):
         self._seq += 1
 
     def pre_commit(self, epoch):
-        if self._epoch == epoch:
+        if self.mode == "upsert":
+            self._stage_upserted(epoch)
+        elif self._epoch == epoch:
             self._flush()
         stage = self._stage_dir(epoch)
         if stage.is_dir():
@@ -307,6 +359,68 @@ class ParquetSink(Sink):
         for p in stage.iterdir():
             p.unlink()
         stage.rmdir()
+        if self.mode == "upsert":
+            self._drop_superseded()
+
+    # -- upsert mode --------------------------------------------------------------
+    def _stage_upserted(self, epoch: int) -> None:
+        """Stage the whole table with this epoch's changes applied (the next committed version)."""
+        changes = self._buffer if self._epoch == epoch else []
+        self._buffer = []
+        if self._current is None:
+            schema = self.schema if self.schema is not None else changes[0].schema if changes else None
+            if schema is None:
+                return
+            if OP_COLUMN in schema.names and is_changelog(schema):
+                schema = schema.remove(schema.get_field_index(OP_COLUMN))
+            self._current = schema.empty_table()
+        if not changes and self.committed_files():
+            return  # nothing changed: the committed version stays
+        table = upsert(self._current, pa.concat_tables(changes) if changes else None, self.key)
+        stage = self._stage_dir(epoch)
+        stage.mkdir(parents=True, exist_ok=True)
+        for seq, start in enumerate(range(0, max(table.num_rows, 1), self.rows_per_file)):
+            _fs.write_parquet(table.slice(start, self.rows_per_file), stage / f"part-{epoch:08d}-{seq:05d}.parquet",
+                              self.compression)
+        self._current = table
+
+    def _drop_superseded(self) -> None:
+        """Remove committed files of versions older than the newest (a commit interrupted before it did)."""
+        files = self.committed_files()
+        if files:
+            newest = max(_epoch_of(p) for p in files)
+            for p in files:
+                if _epoch_of(p) < newest:
+                    p.unlink()
+            _fs.fsync_dir(self.directory)
+
+
+def _epoch_of(path: Path) -> int:
+    return int(_PART.match(path.name).group(1))
+
+
+def upsert(table: pa.Table, changes: pa.Table | None, key) -> pa.Table:
+    """``table`` (unique per ``key``) with ``changes`` applied in order: per key the last ``+I``/``+U`` row
+    replaces the key's row, a last ``-D`` removes it; ``-U`` rows are skipped; rows without ``op`` are upserts."""
+    if changes is None or not changes.num_rows:
+        return table
+    if is_changelog(changes.schema):
+        ops = changes.column(OP_COLUMN)
+        changes = changes.filter(pc.not_equal(ops, RowKind.UPDATE_BEFORE)).drop_columns([OP_COLUMN])
+        ops = ops.filter(pc.not_equal(ops, RowKind.UPDATE_BEFORE))
+    else:
+        ops = pa.nulls(changes.num_rows, pa.int8()).fill_null(RowKind.INSERT)
+    changes = changes.select(table.column_names).cast(table.schema)
+    n_old = table.num_rows
+    both = pa.concat_tables([table, changes])
+    order = pa.array(np.arange(both.num_rows, dtype=np.int64))
+    delete = np.concatenate([np.zeros(n_old, np.bool_),
+                             np.asarray(ops.to_numpy(zero_copy_only=False)) == RowKind.DELETE])
+    last = (both.select(list(key)).append_column("__row", order)
+            .group_by(list(key), use_threads=False).aggregate([("__row", "max")]))
+    rows = np.sort(last.column("__row_max").to_numpy())
+    rows = rows[~delete[rows]]
+    return both.take(pa.array(rows, pa.int64()))
 
     def close(self):
         self._buffer, self._buffered = [], 0  # unstaged rows belong to an epoch that was not checkpointed
