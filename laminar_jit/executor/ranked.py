@@ -107,7 +107,7 @@ def ranked_{nid}_update({params}):
     watermark_bounds(gen, node)
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf] + names_)
     gen.emit(f"dirty_{nid} = ranked_{nid}_update({args})")
-    gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {spec.n}, {rows})")
+    gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {tm}[1], {spec.n}, {rows})")
     propagate_watermark(gen, node)
     gen.emit(f"m_{nid} = rank_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")

@@ -43,7 +43,7 @@ from .hashtable import ht_delete, ht_find, ht_find_or_insert
 __all__ = [
     "COUNT_ROWS", "COUNT", "MAX", "MEAN", "MIN", "SUM",
     "f64_bits", "float_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows",
-    "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_insert", "rec_columns",
+    "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_insert", "rec_columns", "slot_order",
     "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_MARK", "R_SEQ",
 ]
 
@@ -108,6 +108,28 @@ def _float_sum(frec, odd, s, a):
     if neg > 0:
         return -np.inf
     return frec[s, a]
+
+
+@njit
+def slot_order(dirty, high_water):
+    """The touched slots ``dirty`` in slot order: the order their state lies in memory.
+
+    Emitting keys in slot order reads their state front to back instead of at
+    random (3-4x faster with ~100 K keys or more). Many slots: a bitmap over
+    ``[0, high_water)`` scanned once; few: a sort.
+    """
+    if dirty.size * 8 < high_water:
+        return np.sort(dirty)
+    seen = np.zeros(high_water, np.bool_)
+    for j in range(dirty.size):
+        seen[dirty[j]] = True
+    out = np.empty(dirty.size, np.int64)
+    m = 0
+    for s in range(high_water):
+        if seen[s]:
+            out[m] = s
+            m += 1
+    return out[:m]
 
 
 @njit
@@ -225,7 +247,7 @@ def _free(tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead, s):
 
 @njit
 def group_emit(dirty, kinds, floats, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, mlist, mhead):
-    """The changes of the keys in ``dirty`` (slots touched this call, in first-touch order).
+    """The changes of the keys in ``dirty`` (slots touched this call), in slot order (:func:`slot_order`).
 
     Per key: ``+I`` its result when it had none; ``-U`` the old and ``+U``
     the new result when it changed (an unchanged result emits nothing, as in
@@ -236,6 +258,7 @@ def group_emit(dirty, kinds, floats, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm,
     """
     n_aggs = kinds.size
     ival, shown_col, _, _, oi, flags, _ = _rec_columns(n_aggs)
+    dirty = slot_order(dirty, tm[1])
     cap = 2 * dirty.size
     okeys = np.empty(cap, np.int64)
     oops = np.empty(cap, np.int8)
@@ -385,8 +408,8 @@ def ranked_insert(R, s, n, key, q, later_wins):
 
 
 @njit
-def ranked_emit(dirty, n, R):
-    """The changes of the slots in ``dirty`` since their rows were last emitted, rank by rank.
+def ranked_emit(dirty, high_water, n, R):
+    """The changes of the slots in ``dirty`` since their rows were last emitted, rank by rank, in slot order.
 
     A rank whose row changed emits ``-U`` the old row and ``+U`` the new one
     (``+I`` when the rank was empty, ``-D`` when it emptied); then the emitted
@@ -396,6 +419,7 @@ def ranked_emit(dirty, n, R):
     """
     width = (R.shape[1] - R_CUR) // 2
     old = R_CUR + width
+    dirty = slot_order(dirty, high_water)
     total = 0
     for j in range(dirty.size):
         base = dirty[j] * n

@@ -7,8 +7,9 @@ silent):
   key so far, nulls ignored (SQL rules); rows with a null key form one group;
 * its output is a **changelog** (see :mod:`laminar_jit.changelog`): key
   column(s), the aggregates in the order given, then ``op`` (int8 RowKind).
-  At the end of each call it emits, per key the call touched and in the
-  order the call first touched them: ``+I`` the new result of a key with
+  At the end of each call it emits, per key the call touched (keys in the
+  order of their state slots, which is where their state lies in memory;
+  a key's ``-U`` comes right before its ``+U``): ``+I`` the new result of a key with
   none; ``-U`` the old and ``+U`` the new result when it changed; nothing
   when it did not change; ``-D`` the old result when a changelog input
   retracted every row of the key;
