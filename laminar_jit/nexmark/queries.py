@@ -249,8 +249,45 @@ def q11(max_delay: int = 100) -> StreamingDag:
             .connect("bid", "sessions").connect("sessions", "q11").sink_for("q11", "out").build())
 
 
+_BID_COLUMNS = ["auction", "bidder", "price", "channel", "url", "date_time"]
+
+
+def q18(max_delay: int = 100) -> StreamingDag:
+    """Find the last bid of each (bidder, auction): an updating result (a changelog).
+
+    ``SELECT auction, bidder, price, channel, url, dateTime FROM (SELECT *, ROW_NUMBER() OVER
+    (PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rank_number FROM bid) WHERE
+    rank_number <= 1``: of bids at the same time, the one that arrived last (as Flink's
+    event-time deduplication keeps). The canonical query also returns ``extra``; it is left
+    out here because string columns kept in operator state are interned for the life of the
+    executor, and ``extra`` is unique padding text per bid. The output carries ``op``: each
+    pair's newer bid retracts the previous one (``-U``/``+U``).
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("columns", Project(_BID_COLUMNS))
+            .operator("q18", Dedup(key=["bidder", "auction"], keep="last"))
+            .connect("bid", "columns").connect("columns", "q18").sink_for("q18", "out").build())
+
+
+def q19(max_delay: int = 100) -> StreamingDag:
+    """Find the ten highest bids of each auction: an updating result (a changelog).
+
+    ``SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC)
+    AS rank_number FROM bid) WHERE rank_number <= 10``: of equal prices, the bid that arrived
+    first ranks higher. ``extra`` is left out (see :func:`q18`). The output carries ``op``:
+    a bid entering an auction's top ten retracts and re-emits the ranks it moves down.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("columns", Project(_BID_COLUMNS))
+            .operator("top10", TopN(10, by="price", key="auction", window=None))
+            .operator("q19", Project({**{c: c for c in _BID_COLUMNS}, "rank_number": "rank", "op": "op"}))
+            .connect("bid", "columns").connect("columns", "top10").connect("top10", "q19")
+            .sink_for("q19", "out").build())
+
+
 #: Query name -> DAG factory.
-QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8, "q11": q11}
+QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8, "q11": q11,
+           "q18": q18, "q19": q19}
 
 
 def query(name: str, max_delay: int = 100) -> StreamingDag:

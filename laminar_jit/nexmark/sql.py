@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 __all__ = ["SQL", "duckdb_connection"]
 
 #: Query name -> DuckDB SQL giving the query's result (rows in any order, except
-#: q0-q2, whose rows come in arrival order: DuckDB preserves insertion order).
+#: q0-q2, whose rows come in arrival order: DuckDB preserves insertion order). For
+#: the updating queries (q18, q19) it is the result their changelog describes.
 SQL = {
     "q0": "SELECT auction, bidder, price, date_time, extra FROM bid",
     "q1": "SELECT auction, bidder, price * 0.908::DOUBLE AS price, date_time, extra FROM bid",
@@ -47,6 +48,14 @@ SQL = {
                    FROM (SELECT bidder, t, lag(t) OVER (PARTITION BY bidder ORDER BY t) AS prev FROM bid))
         SELECT bidder, count(*) AS bid_count, min(t) AS starttime, max(t) + 10000 AS endtime
         FROM s GROUP BY bidder, session""",
+    # updating queries: the SQL gives the result their changelog describes in the end
+    "q18": """
+        SELECT auction, bidder, price, channel, url, t AS date_time FROM bid
+        QUALIFY row_number() OVER (PARTITION BY bidder, auction ORDER BY t DESC, arrival DESC) = 1""",
+    "q19": """
+        SELECT auction, bidder, price, channel, url, t AS date_time,
+               row_number() OVER (PARTITION BY auction ORDER BY price DESC, arrival) AS rank_number
+        FROM bid QUALIFY rank_number <= 10""",
 }
 
 
