@@ -559,3 +559,29 @@ def test_upsert_recovers_from_a_commit_cut_short(tmp_path):
     restarted.pre_commit(2)
     restarted.commit(2)
     assert sorted(r["k"] for r in restarted.read().to_pylist()) == [5, 6]
+
+
+def test_ranked_state_ttl_forgets_idle_keys():
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.int64())])
+    dag = (lj.DagBuilder().source("bids", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=0))
+           .operator("last", lj.Dedup(key="k", keep="last", state_ttl=100))
+           .connect("bids", "last").sink_for("last", "out").build())
+    ex = lj.DagExecutor(dag)
+
+    def feed(ts, k):
+        ex.process_batch("bids", pa.record_batch({"ts": ts, "k": k, "v": [0] * len(ts)}, schema=schema))
+        return [(r["k"], r["ts"], r["op"]) for r in ex.take_sink_outputs("out").to_pylist()]
+
+    assert feed([0, 50], [1, 1]) == [(1, 50, 0)]
+    assert feed([120], [2]) == [(2, 120, 0)]
+    assert feed([149], [1]) == [(1, 50, 1), (1, 149, 2)]  # 50 + 100 > 149: still alive
+    # key 1 (latest 149) is 100 behind the watermark (260) when its next row comes: forgotten, so +I
+    assert feed([260, 261], [2, 1]) == [(1, 261, 0), (2, 120, 1), (2, 260, 2)]
+    state = ex._state.operator_states[dag.node("last").id]
+    assert len(state) == 2
+    feed([1_000], [3])  # keys 1 and 2 idle: purged
+    assert len(state) == 1
+    with pytest.raises(ValueError, match="state_ttl"):
+        lj.Dedup(key="k", within=10, state_ttl=5)
+    with pytest.raises(ValueError, match="state_ttl"):
+        lj.TopN(2, by="v", window=10, state_ttl=5)

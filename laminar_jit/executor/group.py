@@ -36,7 +36,8 @@ from .core import (
 __all__ = ["generate_group", "link_changelog_kernels"]
 
 _IMPORT = ("\nfrom laminar_jit.kernels.changelog import f64_bits, float_bits, group_emit, group_forget, group_purge, "
-           "ms_add, ms_remove, rank_key_f64, rank_key_i64, ranked_emit, ranked_insert\n")
+           "ms_add, ms_remove, rank_key_f64, rank_key_i64, ranked_emit, ranked_forget, ranked_insert, "
+           "ranked_purge\n")
 
 
 def link_changelog_kernels(gen: Gen) -> None:

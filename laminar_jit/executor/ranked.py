@@ -9,11 +9,12 @@ changed per rank, and the glue turns its int64 columns back into typed ones.
 from __future__ import annotations
 
 from ..errors import SchemaError
-from ..kernels.changelog import R_CUR, R_MARK
+from ..kernels.changelog import R_CUR, R_LAST, R_MARK
 from ..state.ranked import RankedState
 from .core import (
     ALL_ROWS,
     EMITTED,
+    ROW_WATERMARK,
     Binding,
     Col,
     Gen,
@@ -53,8 +54,10 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
     key_cols = key_columns(gen, node, b, spec.keys)
     by_col = b.cols[spec.by]
+    ttl = spec.ttl > 0
+    ts_col = b.cols[spec.event_time] if ttl else None
     leaves: list = []
-    for c in [*key_cols, *cols]:
+    for c in [*key_cols, *cols] + ([ts_col] if ttl else []):
         gen.leaves(b, c, leaves)
     names = leaf_names(leaves)
     dense = b.sel == ALL_ROWS
@@ -67,8 +70,16 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         lines += ["if x != x:", "    continue  # nor does NaN"]
     lines.append(f"rkey = {'rank_key_f64' if is_float else 'rank_key_i64'}(x, {spec.descending})")
     lines += key_code(gen, b, names, key_cols, names_).split("\n        ")
-    lines += [f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))",
-              "q = seq",
+    lines.append(f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))")
+    if ttl:  # a key idle for longer than the TTL starts afresh; the latest event time offered is kept
+        first = f"{rows}[s * {spec.n}, "
+        lines += [f"t = {value_code(ts_col, gen, b, names, 'i')}",
+                  *ROW_WATERMARK.split("\n        "),
+                  f"if rw != WM_MIN and {first}{R_MARK}] != 0 and {first}{R_LAST}] <= rw - ttl:",
+                  f"    ranked_forget({rows}, s, {spec.n})",
+                  f"if {first}{R_MARK}] == 0 or t > {first}{R_LAST}]:",
+                  f"    {first}{R_LAST}] = t"]
+    lines += ["q = seq",
               "seq += 1",
               f"pos = ranked_insert({rows}, s, {spec.n}, rkey, q, {spec.later_wins})",
               "if pos < 0:",
@@ -88,7 +99,8 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
               f"    {rows}[s * {spec.n}, {R_MARK}] = stamp",
               "    dirty[nd] = s",
               "    nd += 1"]
-    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]] + names_)
+    params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "ttl"] + names_)
     gen.funcs.append(f'''
 @njit
 def ranked_{nid}_update({params}):
@@ -105,10 +117,17 @@ def ranked_{nid}_update({params}):
 ''')
 
     watermark_bounds(gen, node)
-    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf] + names_)
+    ttl_value = gen.setting(spec.ttl)
+    rwm = b.wm_array or "np.empty(0, np.int64)"
+    args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_)
     gen.emit(f"dirty_{nid} = ranked_{nid}_update({args})")
     gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {tm}[1], {spec.n}, {rows})")
     propagate_watermark(gen, node)
+    if ttl:
+        gen.emit(f"if wm[{nid}] != WM_MIN and wm[{nid}] >= {aux}[2]:")
+        gen.emit(f"ranked_purge(wm[{nid}], {ttl_value}, {spec.n}, {rows}, {tb}, {tk}, {tm}, {tf})", 2)
+        gen.emit(f"{aux}[2] = wm[{nid}] + {ttl_value}", 2)
     gen.emit(f"m_{nid} = rank_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")

@@ -43,8 +43,8 @@ from .hashtable import ht_delete, ht_find, ht_find_or_insert
 __all__ = [
     "COUNT_ROWS", "COUNT", "MAX", "MEAN", "MIN", "SUM",
     "f64_bits", "float_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows",
-    "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_insert", "rec_columns", "slot_order",
-    "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_MARK", "R_SEQ",
+    "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_forget", "ranked_insert", "ranked_purge", "rec_columns",
+    "slot_order", "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_LAST", "R_MARK", "R_SEQ",
 ]
 
 #: Aggregate kinds (``kinds[a]``).
@@ -346,11 +346,11 @@ def group_purge(watermark, ttl, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, 
 # adjacent, so offering a row or emitting a key touches a cache line or two):
 #   R_KEY   the rank key of the current row at rank r (larger is better), R_SEQ its arrival number;
 #   R_ESEQ  the arrival number of the row last emitted at rank r;
-#   R_CNT, R_ECNT, R_MARK (in the slot's first row only): rows held now and as last emitted, and the
-#           call that last changed the slot;
+#   R_CNT, R_ECNT, R_MARK, R_LAST (in the slot's first row only): rows held now and as last emitted,
+#           the call that last changed the slot (0: a free slot), the latest event time offered to it;
 #   then the current row's columns (width W: every column as int64 — integers and codes as they are,
 #   floats as their bits — and a bitmask of which are valid), then the last emitted row's.
-R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_CUR = 0, 1, 2, 3, 4, 5, 6
+R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_LAST, R_CUR = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 @njit(inline="always")
@@ -453,6 +453,34 @@ def ranked_emit(dirty, high_water, n, R):
                 m += 1
         R[base, R_ECNT] = has_n
     return ranks[:m], ops[:m], cols[:, :m]
+
+
+@njit
+def ranked_forget(R, s, n):
+    """Drop slot ``s``'s rows as if the key had never been seen (its idle-state TTL passed).
+
+    What it emitted is not retracted (Flink's behaviour): its next row is an insert.
+    """
+    base = s * n
+    R[base, R_CNT] = 0
+    R[base, R_ECNT] = 0
+
+
+@njit
+def ranked_purge(watermark, ttl, n, R, tb, tk, tm, tf):
+    """Free every key whose idle-state TTL passed (its latest event time + ``ttl`` <= ``watermark``)."""
+    freed = 0
+    if watermark == np.iinfo(np.int64).min:
+        return freed
+    for s in range(tm[1]):
+        base = s * n
+        if R[base, R_MARK] != 0 and R[base, R_LAST] <= watermark - ttl:
+            for r in range(n):
+                for c in range(R.shape[1]):
+                    R[base + r, c] = 0
+            ht_delete(tb, tk, tm, tf, s)
+            freed += 1
+    return freed
 
 
 @njit

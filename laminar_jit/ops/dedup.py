@@ -57,6 +57,9 @@ class Dedup(WindowOperator):
     keep : {"first", "last"}, default "first"
         The first row per key and interval (append-only), or the latest row
         per key (a changelog, unbounded).
+    state_ttl : int or datetime.timedelta, optional
+        With ``keep="last"``: forget a key once the watermark passes its
+        latest event time plus this (as :class:`GroupAggregate`).
 
     Examples
     --------
@@ -69,7 +72,8 @@ class Dedup(WindowOperator):
     needs_aggs = False
 
     def __init__(self, key, within=None, allowed_lateness: int | _dt.timedelta = 0, late: str = "drop",
-                 late_sink: str | None = None, offset: int | _dt.timedelta = 0, keep: str = "first"):
+                 late_sink: str | None = None, offset: int | _dt.timedelta = 0, keep: str = "first",
+                 state_ttl: int | _dt.timedelta | None = None):
         if not _key_tuple(key):
             raise ValueError("Dedup needs key= (the column(s) whose repeats are dropped), e.g. key='auction'")
         if keep not in ("first", "last"):
@@ -80,7 +84,11 @@ class Dedup(WindowOperator):
         if keep == "last" and (within is not None or allowed_lateness or late != "drop" or offset):
             raise ValueError("Dedup(keep='last') keeps each key's latest row for good: within, allowed_lateness, "
                              "late and offset do not apply; leave them out")
+        if state_ttl is not None and keep != "last":
+            raise ValueError("Dedup: state_ttl bounds the state of keep='last'; keep='first' forgets each "
+                             "interval when the watermark passes it")
         self.keep = keep
+        self.state_ttl = state_ttl
         super().__init__(key, None, allowed_lateness, late, late_sink)
         self.within = within
         self.offset = offset
@@ -100,7 +108,8 @@ class Dedup(WindowOperator):
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         if self.keep == "last":
             return bind_ranked(node, self, input_schema, event_time, n=1, by=None, descending=True,
-                               later_wins=True, with_rank=False, what="Dedup(keep='last')")
+                               later_wins=True, with_rank=False, what="Dedup(keep='last')",
+                               state_ttl=self.state_ttl)
         if event_time is None or input_schema.get_field_index(event_time) < 0:
             raise SchemaError(f"operator {node!r}: Dedup needs an event-time column; declare the source with "
                               "event_time='ts' (and keep that column through Projects/Maps upstream)")
@@ -116,7 +125,8 @@ class Dedup(WindowOperator):
                      spec=spec)
 
     def _fingerprint_parts(self) -> list[str]:
-        return super()._fingerprint_parts() + [repr(self.within), repr(self.offset), self.keep]
+        return super()._fingerprint_parts() + [repr(self.within), repr(self.offset), self.keep,
+                                               repr(self.state_ttl)]
 
     def label(self) -> str:
         if self.keep == "last":

@@ -19,7 +19,7 @@ from .._types import arrow_to_numpy_dtype
 from ..changelog import OP_COLUMN
 from ..errors import SchemaError
 from .base import Bound, kept_field, kernel_column, string_type
-from .windows import check_key_columns
+from .windows import _units, check_key_columns
 
 __all__ = ["RankedSpec", "bind_ranked"]
 
@@ -42,12 +42,22 @@ class RankedSpec:
     with_rank: bool
     #: (name, numpy dtype or None for strings) of every input column, kept per row.
     payload: tuple = ()
+    #: The input's event-time column, and the idle-state TTL in its units (0: none).
+    event_time: str | None = None
+    ttl: int = 0
 
 
 def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, *, n: int, by: str | None,
-                descending: bool, later_wins: bool, with_rank: bool, what: str) -> Bound:
+                descending: bool, later_wins: bool, with_rank: bool, what: str, state_ttl=None) -> Bound:
     """The Bound of an unbounded TopN (``by`` a column) or last-row Dedup (``by`` None: the event time)."""
     check_key_columns(node, input_schema, op.keys)
+    has_time = event_time is not None and input_schema.get_field_index(event_time) >= 0
+    ttl = 0
+    if state_ttl is not None:
+        if not has_time:
+            raise SchemaError(f"operator {node!r}: state_ttl is measured in event time, and the input has no "
+                              "event-time column; declare the source with event_time='ts', or drop state_ttl")
+        ttl = _units(node, "state_ttl", state_ttl, input_schema.field(event_time).type, positive=True)
     if by is None:
         if event_time is None or input_schema.get_field_index(event_time) < 0:
             raise SchemaError(f"operator {node!r}: {what} keeps the row with the latest event time; declare the "
@@ -71,6 +81,6 @@ def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, 
     fields = ([pa.field("rank", pa.int64())] if with_rank else []) + list(map(kept_field, input_schema))
     fields.append(pa.field(OP_COLUMN, pa.int8(), nullable=False))
     spec = RankedSpec(op.keys, int(n), by, by_dtype, bool(descending), bool(later_wins), bool(with_rank),
-                      tuple(payload))
+                      tuple(payload), event_time if has_time else None, ttl)
     return Bound(node, op, input_schema, pa.schema(fields), (by,), (by_dtype,),
                  extra={"keys": op.keys, "output_event_time": event_time}, spec=spec)

@@ -57,6 +57,9 @@ class TopN(WindowOperator):
         True keeps the largest values, False the smallest.
     allowed_lateness, late, late_sink, offset
         As for :class:`TumblingWindow`.
+    state_ttl : int or datetime.timedelta, optional
+        With ``window=None``: forget a key once the watermark passes its
+        latest event time plus this (as :class:`GroupAggregate`).
 
     Examples
     --------
@@ -71,7 +74,7 @@ class TopN(WindowOperator):
 
     def __init__(self, n: int, by: str, key=None, window=..., descending: bool = True,
                  allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None,
-                 offset: int | _dt.timedelta = 0):
+                 offset: int | _dt.timedelta = 0, state_ttl: int | _dt.timedelta | None = None):
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= self.MAX_N:
             raise ValueError(f"TopN: n must be an int in [1, {self.MAX_N}], got {n!r}")
         if not isinstance(by, str):
@@ -79,6 +82,10 @@ class TopN(WindowOperator):
         if window is ...:
             raise ValueError("TopN needs window= (the tumbling window length, e.g. window=60_000), or "
                              "window=None for a top-n over every row so far, updated as rows come (a changelog)")
+        if state_ttl is not None and window is not None:
+            raise ValueError("TopN: state_ttl bounds the state of window=None; a windowed TopN frees each window "
+                             "when it closes")
+        self.state_ttl = state_ttl
         if window is None and (allowed_lateness or late != "drop" or offset):
             raise ValueError("TopN(window=None) ranks every row so far: allowed_lateness, late and offset do not "
                              "apply; leave them out")
@@ -100,7 +107,8 @@ class TopN(WindowOperator):
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         if self.window is None:
             return bind_ranked(node, self, input_schema, event_time, n=self.n, by=self.by,
-                               descending=self.descending, later_wins=False, with_rank=True, what="TopN")
+                               descending=self.descending, later_wins=False, with_rank=True, what="TopN",
+                               state_ttl=self.state_ttl)
         if event_time is None or input_schema.get_field_index(event_time) < 0:
             raise SchemaError(f"operator {node!r}: TopN needs an event-time column; declare the source with "
                               "event_time='ts' (and keep that column through Projects/Maps upstream)")
@@ -131,7 +139,7 @@ class TopN(WindowOperator):
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),
-                                               repr(self.offset)]
+                                               repr(self.offset), repr(self.state_ttl)]
 
     def label(self) -> str:
         order = "largest" if self.descending else "smallest"

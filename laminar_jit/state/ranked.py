@@ -31,7 +31,8 @@ class RankedState:
         self.table = KeyTable(width=2, capacity=capacity)
         self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in spec.keys[1:]]
         self.rows = np.zeros((self.table.slot_capacity * self.n, self.cols), np.int64)
-        self.aux = np.zeros(2, np.int64)  # calls so far (the marks), rows so far (arrival numbers)
+        # calls so far (the marks), rows so far (arrival numbers), the watermark of the next TTL purge
+        self.aux = np.zeros(3, np.int64)
 
     def __len__(self) -> int:
         """Keys with state."""
