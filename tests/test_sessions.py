@@ -17,9 +17,9 @@ from conftest import split_table
 from helpers import AGGS, GAP, SCHEMA, assert_windows, bursts, run_bids, watermark_before
 
 
-def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop", aggs=AGGS):
+def session_dag(delay: int, key="auction", lateness: int = 0, late: str = "drop", aggs=AGGS, touching=False):
     kw = dict(late="side_output", late_sink="late") if late == "side_output" else {}
-    op = lj.SessionWindow(gap=GAP, key=key, aggs=aggs, allowed_lateness=lateness, **kw)
+    op = lj.SessionWindow(gap=GAP, key=key, aggs=aggs, allowed_lateness=lateness, touching=touching, **kw)
     return (lj.DagBuilder()
             .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
             .operator("w", op).connect("bids", "w").sink_for("w", "out").build())
@@ -31,34 +31,37 @@ _AGG_SQL = """count(*) AS n, count(price) AS c, sum(price) AS s, min(price) AS l
               arg_max(price, (ts, arrival)) FILTER (WHERE price IS NOT NULL) AS l"""
 
 
-def duckdb_sessions(table: pa.Table, key: str = "auction") -> pl.DataFrame:
-    """Gaps and islands in SQL: a new session where the previous event of the key is >= GAP behind."""
+def duckdb_sessions(table: pa.Table, key: str = "auction", touching: bool = False) -> pl.DataFrame:
+    """Gaps and islands in SQL: a new session where the previous event of the key is >= GAP behind
+    (> GAP: ``touching``)."""
     t = table.append_column("arrival", pa.array(np.arange(table.num_rows)))
     con = duckdb.connect()
     con.register("t", t)
     return con.sql(f"""
         WITH d AS (SELECT *, ts - lag(ts) OVER (PARTITION BY {key} ORDER BY ts, arrival) AS step FROM t),
-             s AS (SELECT *, sum(CASE WHEN step IS NULL OR step >= {GAP} THEN 1 ELSE 0 END)
+             s AS (SELECT *, sum(CASE WHEN step IS NULL OR step {'>' if touching else '>='} {GAP} THEN 1 ELSE 0 END)
                              OVER (PARTITION BY {key} ORDER BY ts, arrival ROWS UNBOUNDED PRECEDING) AS sid FROM d)
         SELECT min(ts) AS window_start, max(ts) + {GAP} AS window_end, {key}, {_AGG_SQL}
         FROM s GROUP BY {key}, sid ORDER BY window_end, {key} NULLS FIRST
     """).pl()
 
 
-def python_session_ids(ts, keys, wm, lateness: int) -> np.ndarray:
+def python_session_ids(ts, keys, wm, lateness: int, touching: bool = False) -> np.ndarray:
     """Plain-Python sessionizer with the engine's lateness rules; -1 marks a late row.
 
     A row joins (and so merges) every session of its key that is still open
     at its watermark and that it is closer than GAP to; else it starts a new
-    session, unless that session would already be due (the row is late).
+    session, unless that session would already be due (the row is late). With
+    ``touching``, a session exactly GAP away counts too (Flink's windows that touch merge).
     """
+    touch = int(touching)
     sid = np.full(ts.size, -1, np.int64)
     alias: list[int] = []
     bounds: list[list[int]] = []
     open_by_key: dict = {}
     for i, (t, k, rw) in enumerate(zip(ts.tolist(), keys, wm.tolist())):
         live = [s for s in open_by_key.get(k, []) if bounds[s][1] + lateness > rw]
-        hits = [s for s in live if bounds[s][0] - GAP < t < bounds[s][1]]
+        hits = [s for s in live if bounds[s][0] - GAP < t + touch and t < bounds[s][1] + touch]
         if not hits:
             if t + GAP + lateness <= rw:
                 open_by_key[k] = live
@@ -84,10 +87,12 @@ def python_session_ids(ts, keys, wm, lateness: int) -> np.ndarray:
     return np.where(sid >= 0, resolve[np.maximum(sid, 0)], -1)
 
 
-def python_reference(table: pa.Table, delay: int, lateness: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
+def python_reference(table: pa.Table, delay: int, lateness: int = 0,
+                     touching: bool = False) -> tuple[pl.DataFrame, np.ndarray]:
     """Sessions of the Python sessionizer, aggregated by DuckDB; and the late-row mask."""
     ts = table.column("ts").to_numpy()
-    sid = python_session_ids(ts, table.column("auction").to_pylist(), watermark_before(ts, delay), lateness)
+    sid = python_session_ids(ts, table.column("auction").to_pylist(), watermark_before(ts, delay), lateness,
+                             touching)
     t = table.append_column("arrival", pa.array(np.arange(table.num_rows))).append_column("sid", pa.array(sid))
     con = duckdb.connect()
     con.register("t", t)
@@ -98,12 +103,16 @@ def python_reference(table: pa.Table, delay: int, lateness: int = 0) -> tuple[pl
     return want, sid < 0
 
 
-def test_sessions_every_aggregate_match_duckdb_gaps_and_islands():
+@pytest.mark.parametrize("touching", [False, True])
+def test_sessions_every_aggregate_match_duckdb_gaps_and_islands(touching):
+    """(``touching`` is a run-time setting: both share one compiled plan.)"""
     table = bursts(20_000, seed=1)
-    ex, out = run_bids(session_dag(delay=100), table.to_batches(max_chunksize=3_000))
+    ex, out = run_bids(session_dag(delay=100, touching=touching), table.to_batches(max_chunksize=3_000))
     assert ex.metrics.late_events == 0
     assert out["out"].schema.names == ["window_start", "window_end", "auction", *AGGS]
-    want = duckdb_sessions(table)
+    want = duckdb_sessions(table, touching=touching)
+    if touching:  # some rows are exactly GAP apart: fewer, merged sessions
+        assert want.height < duckdb_sessions(table).height
     assert want.height > 1_000  # many sessions, many keys
     assert_windows(out["out"], want)
 
@@ -112,17 +121,19 @@ def test_sessions_every_aggregate_match_duckdb_gaps_and_islands():
 #: (each compiles its own plan, seconds cold), two of them shared with other tests of this module:
 #: no late rows; late rows to a side output; late rows dropped, with allowed lateness.
 SESSION_CONFIGS = [(100, 0, "drop"), (20, 0, "side_output"), (0, 30, "drop")]
+#: Whether sessions exactly GAP apart merge: a run-time setting, no plan of its own.
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), n=st.integers(0, 2_500), cuts=st.lists(st.integers(0, 2_500), max_size=10),
-       config=st.sampled_from(SESSION_CONFIGS))
-def test_split_invariance_late_rows_and_merges(seed, n, cuts, config):
+       config=st.sampled_from(SESSION_CONFIGS), touching=st.booleans())
+def test_split_invariance_late_rows_and_merges(seed, n, cuts, config, touching):
     """Random splits (0- and 1-row batches too) with late rows: equal to the Python sessionizer."""
     delay, lateness, late_mode = config
     table = bursts(n, seed=seed)
-    ex, out = run_bids(session_dag(delay=delay, lateness=lateness, late=late_mode), split_table(table, cuts))
-    want, late = python_reference(table, delay, lateness)
+    ex, out = run_bids(session_dag(delay=delay, lateness=lateness, late=late_mode, touching=touching),
+                       split_table(table, cuts))
+    want, late = python_reference(table, delay, lateness, touching)
     assert ex.metrics.late_events == int(late.sum())
     assert_windows(out["out"], want)
     if late_mode == "side_output":

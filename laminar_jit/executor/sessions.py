@@ -28,12 +28,12 @@ def window_{nid}_update({params}):
         ks = ht_find({kb}, {kk}, k, np.int64(0))
         hit = np.int64(-1)
         if ks >= 0:
-            # every open session the row is closer than the gap to joins it
+            # every open session the row is closer than the gap to joins it (or touches, with touch = 1)
             prev = np.int64(-1)
             cur = {head}[ks]
             while cur >= 0:
                 nxt = {snext}[cur]
-                if {send}[cur] + lateness > rw and {sstart}[cur] - gap < t and t < {send}[cur]:
+                if {send}[cur] + lateness > rw and {sstart}[cur] - gap < t + touch and t < {send}[cur] + touch:
                     if hit < 0:
                         hit = cur
                         prev = cur

@@ -237,13 +237,15 @@ def q8(max_delay: int = 100) -> StreamingDag:
 
 
 def q11(max_delay: int = 100) -> StreamingDag:
-    """User sessions: bids per bidder per session (a gap of 10 s closes a session).
+    """User sessions: bids per bidder per session (more than 10 s without a bid closes a session).
 
     ``SELECT bidder, count(*) AS bid_count, SESSION_START(...) AS starttime, SESSION_END(...)
-    AS endtime FROM bid GROUP BY bidder, SESSION(date_time, 10 s)``.
+    AS endtime FROM bid GROUP BY bidder, SESSION(date_time, 10 s)``, with Flink's session
+    windows: windows that touch merge, so bids exactly 10 s apart share a session
+    (``SessionWindow(touching=True)``).
     """
     return (_builder(["bid"], max_delay)
-            .operator("sessions", SessionWindow(10 * _S, key="bidder", aggs={"bid_count": count()}))
+            .operator("sessions", SessionWindow(10 * _S, key="bidder", aggs={"bid_count": count()}, touching=True))
             .operator("q11", Project({"bidder": "bidder", "bid_count": "bid_count", "starttime": "window_start",
                                       "endtime": "window_end"}))
             .connect("bid", "sessions").connect("sessions", "q11").sink_for("q11", "out").build())

@@ -43,7 +43,7 @@ SQL = {
         SELECT p.id, p.name, p.t // 10000 * 10000 AS starttime FROM person p
         JOIN (SELECT DISTINCT seller, t // 10000 AS w FROM auction) a ON p.id = a.seller AND p.t // 10000 = a.w""",
     "q11": """
-        WITH s AS (SELECT bidder, t, sum(CASE WHEN t - prev >= 10000 THEN 1 ELSE 0 END)
+        WITH s AS (SELECT bidder, t, sum(CASE WHEN t - prev > 10000 THEN 1 ELSE 0 END)
                        OVER (PARTITION BY bidder ORDER BY t ROWS UNBOUNDED PRECEDING) AS session
                    FROM (SELECT bidder, t, lag(t) OVER (PARTITION BY bidder ORDER BY t) AS prev FROM bid))
         SELECT bidder, count(*) AS bid_count, min(t) AS starttime, max(t) + 10000 AS endtime

@@ -67,6 +67,8 @@ class WindowSpec:
     pane: int = 0
     offset: int = 0
     gap: int = 0
+    #: Sessions: rows exactly ``gap`` apart share a session (Flink's touching windows merge).
+    touching: bool = False
     #: TopN: how many rows per (key, window), ranked by ``by`` (``by_dtype``), and the kept columns.
     topn: int = 0
     by: str | None = None
@@ -101,7 +103,7 @@ class WindowSpec:
     def settings(self) -> dict[str, int]:
         """The values generated code reads at run time, by the local names it uses."""
         if self.session:
-            return {"gap": self.gap, "lateness": self.lateness}
+            return {"gap": self.gap, "lateness": self.lateness, "touch": int(self.touching)}
         out = {"size": self.size, "offset": self.offset, "lateness": self.lateness}
         if self.kind in ("tumbling", "sliding"):
             out.update(slide=self.slide or self.size, pane=self.pane or self.size)
@@ -329,6 +331,11 @@ class SlidingWindow(WindowOperator):
 class SessionWindow(WindowOperator):
     """Per-key sessions: rows closer than ``gap`` (strictly) in event time share a session.
 
+    With ``touching=True``, rows exactly ``gap`` apart share one too: Flink's
+    ``SESSION`` windows, which merge windows ``[t, t + gap)`` that touch
+    (``TimeWindow.intersects``: ``start <= other.end and end >= other.start``).
+    The default (False) keeps the gap exclusive, as the DESIGN says.
+
     A session spans ``[first event time, last event time + gap)`` and is
     emitted once the node's watermark reaches its end plus
     ``allowed_lateness``. An out-of-order row may extend a session backwards,
@@ -344,6 +351,8 @@ class SessionWindow(WindowOperator):
         Inactivity that ends a session (event-time units; a timedelta for timestamp columns).
     key, aggs, allowed_lateness, late, late_sink
         As for :class:`TumblingWindow`.
+    touching : bool, default False
+        Rows exactly ``gap`` apart share a session (Flink's convention).
 
     Examples
     --------
@@ -351,17 +360,19 @@ class SessionWindow(WindowOperator):
     >>> w = lj.SessionWindow(gap=30_000, key="user", aggs={"clicks": lj.count(), "spent": lj.sum("price")})
     """
 
-    def __init__(self, gap, key=None, aggs=None, allowed_lateness=0, late="drop", late_sink=None):
+    def __init__(self, gap, key=None, aggs=None, allowed_lateness=0, late="drop", late_sink=None,
+                 touching: bool = False):
         super().__init__(key, aggs, allowed_lateness, late, late_sink)
         self.gap = gap
+        self.touching = bool(touching)
 
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         info = self._bind_common(node, input_schema, event_time)
         return self._bound(node, input_schema, info, "session",
-                           gap=_units(node, "gap", self.gap, info["event_time_type"]))
+                           gap=_units(node, "gap", self.gap, info["event_time_type"]), touching=self.touching)
 
     def _fingerprint_parts(self) -> list[str]:
-        return super()._fingerprint_parts() + [repr(self.gap)]
+        return super()._fingerprint_parts() + [repr(self.gap), repr(self.touching)]
 
     def label(self) -> str:
         return f"SessionWindow(gap={self.gap}, key={list(self.keys)}, {', '.join(self.aggs)})"

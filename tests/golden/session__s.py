@@ -28,6 +28,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
     """Session window node 1: fold rows into sessions; record late rows."""
     gap = settings[1]
     lateness = settings[2]
+    touch = settings[3]
     n_late = 0
     seq = st1_aux[0]
     low = st1_aux[1]  # lower bound of the open sessions' ends
@@ -55,12 +56,12 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
         ks = _ht_find0_slot
         hit = np.int64(-1)
         if ks >= 0:
-            # every open session the row is closer than the gap to joins it
+            # every open session the row is closer than the gap to joins it (or touches, with touch = 1)
             prev = np.int64(-1)
             cur = st1_head[ks]
             while cur >= 0:
                 nxt = st1_next[cur]
-                if st1_end[cur] + lateness > rw and st1_start[cur] - gap < t and t < st1_end[cur]:
+                if st1_end[cur] + lateness > rw and st1_start[cur] - gap < t + touch and t < st1_end[cur] + touch:
                     if hit < 0:
                         hit = cur
                         prev = cur
@@ -211,6 +212,7 @@ def window_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, s
     """Session window node 1: emit due sessions and free their slots."""
     gap = settings[1]
     lateness = settings[2]
+    touch = settings[3]
     fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_end, lateness, wm_now)
     cnt = fired.size
     n_kept = kept.size
