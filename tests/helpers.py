@@ -161,6 +161,21 @@ def on_quiet(st, t):
 
 
 # ----------------------------------------------------------------------------- crashed runs
+class Crashing(lj.io.MemorySource):
+    """Raises after ``after`` batches the first time it is read: a crash mid-run."""
+
+    def __init__(self, batches, after: int):
+        super().__init__(batches)
+        self.after = after
+
+    def batches(self, start_row=0):
+        for i, b in enumerate(super().batches(start_row)):
+            if self.after is not None and i == self.after:
+                self.after = None
+                raise RuntimeError("crash")
+            yield b
+
+
 def latest_epoch(chk: Path) -> int:
     """Epoch of the newest checkpoint (``chk-NNNNNNNN``) in the directory ``chk``; 0 when there is none."""
     names = [p.name for p in chk.iterdir() if p.name.startswith("chk-")] if chk.is_dir() else []

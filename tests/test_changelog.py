@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import split_table
-from helpers import SCHEMA, events
+from helpers import SCHEMA, Crashing, events
 
 import laminar_jit as lj
 from laminar_jit.changelog import RowKind
@@ -471,21 +471,6 @@ def test_unbounded_ranking_checkpoints_and_rejects_misuse(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Parquet: append and upsert
-
-class Crashing(lj.io.MemorySource):
-    """Raises after ``after`` batches the first time it is read: a crash mid-run."""
-
-    def __init__(self, batches, after: int):
-        super().__init__(batches)
-        self.after = after
-
-    def batches(self, start_row=0):
-        for i, b in enumerate(super().batches(start_row)):
-            if self.after is not None and i == self.after:
-                self.after = None
-                raise RuntimeError("crash")
-            yield b
-
 
 def test_parquet_upsert_keeps_the_current_table_exactly_once_across_a_crash(tmp_path):
     table = random_changelog(3_000, seed=10)

@@ -19,7 +19,7 @@ import pytest
 
 import laminar_jit as lj
 from conftest import make_bids
-from helpers import kill_at_random_moments, latest_epoch
+from helpers import Crashing, kill_at_random_moments, latest_epoch
 
 JOB = textwrap.dedent('''
     """A checkpointed job: bids from Parquet, per-channel tumbling windows and sessions, into Parquet."""
@@ -148,21 +148,6 @@ def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(job, tmp_path):
 
 
 # ------------------------------------------------------------------ in-process runs
-class Crashing(lj.io.MemorySource):
-    """Raises after ``after`` batches the first time it is read: a crash mid-run."""
-
-    def __init__(self, batches, after: int):
-        super().__init__(batches)
-        self.after = after
-
-    def batches(self, start_row=0):
-        for i, b in enumerate(super().batches(start_row)):
-            if self.after is not None and i == self.after:
-                self.after = None
-                raise RuntimeError("crash")
-            yield b
-
-
 def window_dag():
     schema = make_bids(1).schema
     b = lj.DagBuilder().source("bids", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(400))

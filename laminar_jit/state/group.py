@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import rec_columns
-from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
+from .keytable import KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
 
 __all__ = ["GroupState"]
 
@@ -108,15 +108,13 @@ class GroupState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every state array by name (for checkpoints; see :meth:`load_snapshot`)."""
         out: dict[str, np.ndarray] = {}
-        put_table(out, "table", self.table)
+        put_tables(out, self.table, self.key_tables)
         hw = self.table.high_water
         for name in _SLOTS:
             out[name] = getattr(self, name)[:hw if self._shape[name][1] else 0].copy()
         put_table(out, "values", self.values)
         out["mlist"] = self.mlist[: self.values.high_water].copy()
         out["aux"] = self.aux.copy()
-        for level, table in enumerate(self.key_tables):
-            put_table(out, f"keys{level}", table)
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -129,7 +127,7 @@ class GroupState:
             state is then unchanged.
         """
         check_names(arrays, self.snapshot())
-        table = take_table(arrays, "table")
+        table, key_tables = take_tables(arrays, len(self.key_tables))
         slots = {}
         for name in _SLOTS:
             template = self._fresh(name, table.slot_capacity)
@@ -139,7 +137,6 @@ class GroupState:
         values = take_table(arrays, "values")
         mlist = take_slots(arrays, "mlist", self.mlist, values, 0)
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
-        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         hw = table.high_water
         heads = slots["mhead"][:hw]
         if heads.size and (heads.max() >= values.high_water or heads.min() < -1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
+from .keytable import KeyTable, check_like, check_names, put_tables, take_slots, take_tables
 
 __all__ = ["JoinState", "join_params"]
 
@@ -166,7 +166,7 @@ class JoinState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every state array by name, rows only up to each side's high-water mark."""
         out: dict[str, np.ndarray] = {}
-        put_table(out, "table", self.table)
+        put_tables(out, self.table, self.key_tables)
         out["heads"] = self.heads[: self.table.high_water].copy()
         out["active"] = self.active.copy()[: self.table.high_water + 1]
         out["aux"] = self.aux.copy()
@@ -174,8 +174,6 @@ class JoinState:
             hw, n_free = int(self.aux[base]), int(self.aux[base + 1])
             for name, arr, _ in self.rows[side]:
                 out[f"{side}.{name}"] = arr[: n_free if name == "free" else hw].copy()
-        for level, table in enumerate(self.key_tables):
-            put_table(out, f"keys{level}", table)
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -188,7 +186,7 @@ class JoinState:
             the state is then unchanged.
         """
         check_names(arrays, self.snapshot())
-        table = take_table(arrays, "table")
+        table, key_tables = take_tables(arrays, len(self.key_tables))
         heads = take_slots(arrays, "heads", self.heads, table, -1)
         active = np.zeros(table.slot_capacity + 1, np.int64)
         got = check_like("active", arrays["active"], self.active, table.high_water + 1)
@@ -207,6 +205,5 @@ class JoinState:
                 out[: got.size] = got
                 fields.append((name, out, fill))
             rows[side] = fields
-        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         self.table, self.heads, self.active, self.aux, self.rows, self.key_tables = (
             table, heads, active, aux, rows, key_tables)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import JIT_DISABLED
-from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
+from .keytable import KeyTable, check_like, check_names, put_tables, take_slots, take_tables
 
 __all__ = ["KeyedState"]
 
@@ -131,15 +131,13 @@ class KeyedState:
         only the live part of the timer heap is kept.
         """
         out: dict[str, np.ndarray] = {}
-        put_table(out, "table", self.table)
+        put_tables(out, self.table, self.key_tables)
         out["aux"] = self.aux.copy()
         for name in self.values.dtype.names:
             out[f"values.{name}"] = np.array(self.values[name][: self.table.high_water], copy=True)
         count = int(self.aux[0])
         out["heap_times"] = self.heap_times[:count].copy()
         out["heap_slots"] = self.heap_slots[:count].copy()
-        for level, table in enumerate(self.key_tables):
-            put_table(out, f"keys{level}", table)
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -152,7 +150,7 @@ class KeyedState:
             state is then unchanged.
         """
         check_names(arrays, self.snapshot())
-        table = take_table(arrays, "table")
+        table, key_tables = take_tables(arrays, len(self.key_tables))
         cap = table.slot_capacity
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
         count = int(aux[0])
@@ -165,7 +163,6 @@ class KeyedState:
         values = _records(np.empty(cap, self.values.dtype))
         for name in self.values.dtype.names:
             values[name] = take_slots(arrays, f"values.{name}", self.values[name], table, self.init[name])
-        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         size = max(count, 1) if self.timers else 0
         self.heap_times, self.heap_slots = np.empty(size, np.int64), np.empty(size, np.int64)
         self.heap_times[:count], self.heap_slots[:count] = times, slots

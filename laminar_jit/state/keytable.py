@@ -364,6 +364,18 @@ def take_table(arrays, prefix: str) -> KeyTable:
         raise ValueError(f"{prefix}: {e}") from None
 
 
+def put_tables(out: dict[str, np.ndarray], table: KeyTable, key_tables) -> None:
+    """Add an operator's key table (``table.*``) and its composite-key level tables (``keys<level>.*``) to ``out``."""
+    put_table(out, "table", table)
+    for level, level_table in enumerate(key_tables):
+        put_table(out, f"keys{level}", level_table)
+
+
+def take_tables(arrays, levels: int) -> tuple[KeyTable, list[KeyTable]]:
+    """The key table and ``levels`` composite-key level tables stored by :func:`put_tables` (validated)."""
+    return take_table(arrays, "table"), [take_table(arrays, f"keys{level}") for level in range(levels)]
+
+
 def take_slots(arrays, name: str, template: np.ndarray, table: KeyTable, fill) -> np.ndarray:
     """A per-slot array stored as its first ``table.high_water`` rows, checked and grown back to the slot capacity."""
     arr = check_like(name, arrays[name], template, table.high_water)

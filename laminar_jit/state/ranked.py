@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import R_CNT, R_CUR, R_ECNT
-from .keytable import KeyTable, check_like, check_names, put_table, take_table
+from .keytable import KeyTable, check_like, check_names, put_tables, take_tables
 
 __all__ = ["RankedState"]
 
@@ -75,11 +75,9 @@ class RankedState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every state array by name (for checkpoints; see :meth:`load_snapshot`)."""
         out: dict[str, np.ndarray] = {}
-        put_table(out, "table", self.table)
+        put_tables(out, self.table, self.key_tables)
         out["rows"] = self.rows[: self.table.high_water * self.n].copy()
         out["aux"] = self.aux.copy()
-        for level, table in enumerate(self.key_tables):
-            put_table(out, f"keys{level}", table)
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -92,7 +90,7 @@ class RankedState:
             state is then unchanged.
         """
         check_names(arrays, self.snapshot())
-        table = take_table(arrays, "table")
+        table, key_tables = take_tables(arrays, len(self.key_tables))
         hw = table.high_water
         rows = np.zeros((table.slot_capacity * self.n, self.cols), np.int64)
         rows[: hw * self.n] = check_like("rows", arrays["rows"], rows, hw * self.n)
@@ -101,5 +99,4 @@ class RankedState:
             if counts.size and (counts.min() < 0 or counts.max() > self.n):
                 raise ValueError(f"rows hold {name} row counts outside [0, {self.n}]")
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
-        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         self.table, self.aux, self.key_tables, self.rows = table, aux, key_tables, rows

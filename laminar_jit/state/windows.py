@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable, check_like, check_names, put_table, take_slots, take_table
+from .keytable import KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
 
 __all__ = ["WindowState"]
 
@@ -135,15 +135,13 @@ class WindowState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every state array by name (for checkpoints; see :meth:`load_snapshot`)."""
         out: dict[str, np.ndarray] = {}
-        put_table(out, "table", self.table)
+        put_tables(out, self.table, self.key_tables)
         out["aux"] = self.aux.copy()
         for name, arr, _ in self.fields:
             out[f"field.{name}"] = arr[: self.table.high_water].copy()
         if self.session:
             put_table(out, "heads", self.heads)
             out["head"] = self.head[: self.heads.high_water].copy()
-        for level, table in enumerate(self.key_tables):
-            put_table(out, f"keys{level}", table)
         if self.sliding:
             put_table(out, "panes", self.panes)
             for name, arr, _ in self.pane_arrays:
@@ -160,10 +158,9 @@ class WindowState:
             the state is then unchanged.
         """
         check_names(arrays, self.snapshot())
-        table = take_table(arrays, "table")
+        table, key_tables = take_tables(arrays, len(self.key_tables))
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
         fields = [(name, take_slots(arrays, f"field.{name}", arr, table, init), init) for name, arr, init in self.fields]
-        key_tables = [take_table(arrays, f"keys{level}") for level in range(len(self.key_tables))]
         if self.session:
             heads = take_table(arrays, "heads")
             self.head = take_slots(arrays, "head", self.head, heads, -1)
