@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and report result rows, events/s and compile time.",
                         formatter_class=_Formatter)
     nx.add_argument("--query", type=_query_name, default="q5",
-                    help="q0, q1, q2, q3, q4, q5, q7, q8, q11, q18, q19 or all")
+                    help="q0, q1, q2, q3, q4, q5, q7, q8, q11, q18, q19, q21, q22 or all")
     nx.add_argument("--events", type=_positive_int, default=10_000_000,
                     help="events over the three streams (1e7 works)")
     nx.add_argument("--batch-size", type=_positive_int, default=65_536,

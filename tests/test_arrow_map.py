@@ -126,8 +126,9 @@ def test_a_failing_function_rejects_the_batch_and_changes_nothing():
 
 def test_bad_results_are_typed_errors():
     base = lj.DagBuilder().source("s", SCHEMA)
-    with pytest.raises(lj.SchemaError, match="output 'upper' is string"):
-        (lj.DagBuilder().source("s", SCHEMA).operator("u", lj.ArrowMap(lambda city: pc.utf8_upper(city), "upper"))
+    with pytest.raises(lj.SchemaError, match="output 'parts' is list"):
+        (lj.DagBuilder().source("s", SCHEMA).operator("u", lj.ArrowMap(lambda city: pc.split_pattern(city, "o"),
+                                                                       "parts"))
          .connect("s", "u").sink_for("u", "out").build())
     with pytest.raises(lj.SchemaError, match="parameter 'town' is not a column"):
         (base.operator("u", lj.ArrowMap(lambda town: pc.utf8_length(town), "n"))
@@ -149,3 +150,32 @@ def test_arrow_maps_read_source_columns_only():
                  .connect("s", "m").connect("m", "u").sink_for("u", "out").build())
     with pytest.raises(lj.SchemaError, match="ArrowMap\\) reads 'double', which the engine computes"):
         lj.DagExecutor(after_map)
+
+
+def _upper(city):
+    return pc.utf8_upper(city)
+
+
+def test_string_outputs_travel_like_source_strings():
+    """A computed string column reaches sinks, keys a window and is kept by an updating TopN, renamed on the way."""
+    table = _events(6_000, seed=3)
+    dag = (lj.DagBuilder()
+           .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(100))
+           .operator("up", lj.ArrowMap(_upper, output="upper"))
+           .operator("named", lj.Project({"ts": "ts", "name": "upper", "price": "price"}))
+           .operator("per_name", lj.TumblingWindow(1_000, key="name", aggs={"n": lj.count()}))
+           .operator("best", lj.TopN(1, by="price", key="name", window=None))
+           .connect("s", "up").connect("up", "named").connect("named", "per_name").connect("named", "best")
+           .sink_for("named", "rows").sink_for("per_name", "windows").sink_for("best", "top").build())
+    _, out = _run(dag, table, [0, 0, 1, 700, 2_500, 6_000])
+    df = pl.from_arrow(table).with_columns(name=pl.col("city").str.to_uppercase())
+    assert out["rows"].column("name").to_pylist() == df["name"].to_list()
+    windows = pl.from_arrow(out["windows"]).sort("window_start", "name", nulls_last=False)
+    want = (df.group_by((pl.col("ts") // 1_000 * 1_000).alias("window_start"), "name").agg(pl.len().alias("n"))
+            .sort("window_start", "name", nulls_last=False))
+    assert windows.select("window_start", "name", "n").rows() == want.with_columns(pl.col("n").cast(pl.Int64)).rows()
+    top = pl.from_arrow(lj.apply_changelog(out["top"])).sort("name", nulls_last=False)
+    best = (df.with_row_index("arrival").sort("price", "arrival", descending=[True, False])
+            .group_by("name", maintain_order=True).first().sort("name", nulls_last=False))
+    assert top["name"].to_list() == best["name"].to_list()
+    assert top["price"].to_list() == best["price"].to_list()

@@ -311,6 +311,9 @@ def _arrow_map(gen: Gen, node, b: Binding) -> Binding:
     for j, (name, arrow_type) in enumerate(node.bound.writes):
         arg = f"@{node.id}.{j}"
         gen.arrow_args[arg] = (node.id, tuple(sources), j, arrow_type)
+        if arrow_to_numpy_dtype(arrow_type) is None:  # a string: a column of the batch, as a source's strings
+            cols[name] = Col("src", arg, arrow_type)
+            continue
         vals, valid = gen.src_arrays(arg)
         cols[name] = Col("der", name, arrow_type, vals=vals, valid=valid)
     return replace(b, cols={f.name: cols[f.name] for f in node.schema})

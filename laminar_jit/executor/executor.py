@@ -86,7 +86,7 @@ class DagExecutor:
         self._state = ExecutorState(
             # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
             operator_states={n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"},
-            dictionaries={(plan.source, name): _new_dictionary(dag, plan.source, name)
+            dictionaries={(plan.source, name): _new_dictionary(dag, plan, name)
                           for plan in all_plans for name, _, _, encoded in plan.args if encoded},
             # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
             dictionary_links=[group for plan in all_plans for group in plan.shared_dictionaries],
@@ -528,9 +528,13 @@ def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _new_dictionary(dag, source: str, column: str) -> StringDictionary:
-    """An empty dictionary for the string key ``column`` of ``source`` (a categorical's value type)."""
-    t = dag.node(source).schema.field(column).type
+def _new_dictionary(dag, plan, column: str) -> StringDictionary:
+    """An empty dictionary for the string key ``column`` of ``plan``'s source (a categorical's value type).
+
+    ``column`` is a source column or a string an ``ArrowMap`` computes from it (named like its argument).
+    """
+    computed = plan.arrow_maps.get(column)
+    t = computed[4] if computed is not None else dag.node(plan.source).schema.field(column).type
     return StringDictionary(t.value_type if pa.types.is_dictionary(t) else t)
 
 

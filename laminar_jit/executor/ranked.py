@@ -49,7 +49,7 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             if b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string column {name!r} must come straight from a "
                                   "source (not through a fan-in) to be kept")
-            gen.encoded.add(name)
+            gen.encoded.add(col.name)  # (a renamed or ArrowMap-computed column: its batch name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
     key_cols = key_columns(gen, node, b, spec.keys)
@@ -150,7 +150,7 @@ def ranked_{nid}_update({params}):
         gen.emit(f"{valid} = ((rcols_{nid}[{len(cols)}] >> {j}) & 1) == 1")
         dictionary = None
         if dtype is None:
-            dictionary = (gen.source, name) if col.kind == "src" else col.dictionary
+            dictionary = (gen.source, col.name) if col.kind == "src" else col.dictionary
         out[name] = Col("der", name, schema.field(name).type, vals, valid, dictionary=dictionary)
         owned += [vals, valid]
     out["op"] = Col("der", "op", schema.field("op").type, f"rop_{nid}", f"no_nulls_{nid}")

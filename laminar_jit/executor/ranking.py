@@ -166,7 +166,7 @@ def _topn(gen, node, b):
             if b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string column {name!r} must come straight from a "
                                   "source (not through a fan-in) to be kept by TopN")
-            gen.encoded.add(name)
+            gen.encoded.add(col.name)  # (a renamed or ArrowMap-computed column: its batch name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
     by = next(j for j, (name, _) in enumerate(payload) if name == spec.by)
@@ -298,7 +298,7 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     for j, ((name, dtype), col) in enumerate(zip(payload, cols)):
         dictionary = None
         if dtype is None:
-            dictionary = (gen.source, name) if col.kind == "src" else col.dictionary
+            dictionary = (gen.source, col.name) if col.kind == "src" else col.dictionary
         out[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}", dictionary=dictionary)
     owned = (f"sel_{nid}", *out_vars, f"no_nulls_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)

@@ -287,9 +287,92 @@ def q19(max_delay: int = 100) -> StreamingDag:
             .sink_for("q19", "out").build())
 
 
+_CHANNEL_IDS = {"apple": "0", "google": "1", "facebook": "2", "baidu": "3"}
+#: The computed string columns of q21 and q22 are dictionary-encoded, like the ``channel`` and ``url`` they
+#: come from: worked out once per distinct value, no string is copied per row.
+_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+
+
+def _channel_id(channel, url):
+    """q21's ``CASE``: a hot channel's fixed id, else ``REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)``;
+    and whether the row is kept (the id was found or the channel is a hot one).
+
+    The generator's ``channel`` and ``url`` are dictionaries over the same indices: then the strings are
+    worked out once per distinct channel (10 K) and taken back to the rows by index, as a dictionary.
+    """
+    if pa.types.is_dictionary(channel.type) and pa.types.is_dictionary(url.type) and \
+            channel.indices.equals(url.indices):
+        ids, keep = _channel_id_of(channel.dictionary, url.dictionary)
+        return pa.DictionaryArray.from_arrays(channel.indices, ids), pc.take(keep, channel.indices)
+    ids, keep = _channel_id_of(channel.cast(pa.string()), url.cast(pa.string()))
+    return ids.dictionary_encode(), keep
+
+
+def _channel_id_of(channel, url):
+    lower = pc.utf8_lower(channel)
+    found = pc.struct_field(pc.extract_regex(url, r"(?:&|^)channel_id=(?P<id>[^&]*)"), "id")
+    hot = pc.is_in(lower, value_set=pa.array(list(_CHANNEL_IDS)))
+    fixed = pc.take(pa.array(list(_CHANNEL_IDS.values())), pc.index_in(lower, value_set=pa.array(list(_CHANNEL_IDS))))
+    return pc.if_else(hot, fixed, found), pc.or_kleene(pc.is_valid(found), hot)
+
+
+def _split_index(strings, sep: str, indices):
+    """Flink's ``SPLIT_INDEX(s, sep, i)`` for each ``i`` of ``indices``: the ``i``-th (0-based) piece, null past
+    the last (one split for all)."""
+    parts = pc.split_pattern(strings, sep)
+    n = len(parts)
+    lengths = pc.fill_null(pc.list_value_length(parts), 0).to_numpy()
+    starts = parts.offsets.to_numpy()[:-1]
+    flat = pc.list_flatten(parts)
+    out = []
+    for index in indices:
+        has = lengths > index
+        if not has.any():
+            out.append(pa.nulls(n, pa.string()))
+            continue
+        picked = flat.take(pa.array(np.where(has, starts + index, 0), pa.int64()))
+        out.append(pc.if_else(pa.array(has), picked, pa.nulls(n, pa.string())))
+    return out
+
+
+def _url_dirs(url):
+    """q22's three ``SPLIT_INDEX`` columns, worked out per distinct url when ``url`` is a dictionary."""
+    if pa.types.is_dictionary(url.type):
+        return tuple(pa.DictionaryArray.from_arrays(url.indices, d) for d in _split_index(url.dictionary, "/", (3, 4, 5)))
+    return tuple(d.dictionary_encode() for d in _split_index(url.cast(pa.string()), "/", (3, 4, 5)))
+
+
+def q21(max_delay: int = 100) -> StreamingDag:
+    """Add a channel id: ``SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' ... ELSE REGEXP_EXTRACT(url,
+    '(&|^)channel_id=([^&]*)', 2) END AS channel_id FROM bid WHERE REGEXP_EXTRACT(...) IS NOT NULL OR
+    lower(channel) IN ('apple', 'google', 'facebook', 'baidu')``, the string work done by Arrow compute
+    functions in an ``ArrowMap`` (once per batch; strings never reach a kernel).
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("ids", ArrowMap(_channel_id, output={"channel_id": _DICT_STRING, "keep": pa.bool_()}))
+            .operator("kept", Filter(_kept))
+            .operator("q21", Project(["auction", "bidder", "price", "channel", "channel_id"]))
+            .connect("bid", "ids").connect("ids", "kept").connect("kept", "q21").sink_for("q21", "out").build())
+
+
+def _kept(keep):
+    return keep
+
+
+def q22(max_delay: int = 100) -> StreamingDag:
+    """URL directories: ``SELECT auction, bidder, price, channel, SPLIT_INDEX(url, '/', 3) AS dir1,
+    SPLIT_INDEX(url, '/', 4) AS dir2, SPLIT_INDEX(url, '/', 5) AS dir3 FROM bid`` (an ``ArrowMap``).
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("dirs", ArrowMap(_url_dirs, output={"dir1": _DICT_STRING, "dir2": _DICT_STRING,
+                                                          "dir3": _DICT_STRING}))
+            .operator("q22", Project(["auction", "bidder", "price", "channel", "dir1", "dir2", "dir3"]))
+            .connect("bid", "dirs").connect("dirs", "q22").sink_for("q22", "out").build())
+
+
 #: Query name -> DAG factory.
 QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8, "q11": q11,
-           "q18": q18, "q19": q19}
+           "q18": q18, "q19": q19, "q21": q21, "q22": q22}
 
 
 def query(name: str, max_delay: int = 100) -> StreamingDag:

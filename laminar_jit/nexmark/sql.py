@@ -56,6 +56,18 @@ SQL = {
         SELECT auction, bidder, price, channel, url, t AS date_time,
                row_number() OVER (PARTITION BY auction ORDER BY price DESC, arrival) AS rank_number
         FROM bid QUALIFY rank_number <= 10""",
+    # (DuckDB's regexp_extract gives '' where Flink's REGEXP_EXTRACT gives NULL)
+    "q21": """
+        SELECT auction, bidder, price, channel,
+               CASE lower(channel) WHEN 'apple' THEN '0' WHEN 'google' THEN '1' WHEN 'facebook' THEN '2'
+                    WHEN 'baidu' THEN '3'
+                    ELSE nullif(regexp_extract(url, '(&|^)channel_id=([^&]*)', 2), '') END AS channel_id
+        FROM bid WHERE regexp_extract(url, '(&|^)channel_id=([^&]*)', 2) <> ''
+                    OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')""",
+    # (lists are 1-based: Flink's SPLIT_INDEX(url, '/', 3) is element 4; past the end both give NULL)
+    "q22": """
+        SELECT auction, bidder, price, channel, string_split(url, '/')[4] AS dir1,
+               string_split(url, '/')[5] AS dir2, string_split(url, '/')[6] AS dir3 FROM bid""",
 }
 
 
