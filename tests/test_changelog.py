@@ -570,3 +570,15 @@ def test_ranked_state_ttl_forgets_idle_keys():
         lj.Dedup(key="k", within=10, state_ttl=5)
     with pytest.raises(ValueError, match="state_ttl"):
         lj.TopN(2, by="v", window=10, state_ttl=5)
+
+
+def test_a_changelog_source_with_an_unknown_op_code_is_rejected_and_changes_nothing():
+    table = random_changelog(300, seed=11)
+    dag = group_dag(CHANGES, "k", aggs={"n": lj.count(), "s": lj.sum("v"), "hi": lj.max("q")})
+    ex, clean = lj.DagExecutor(dag), lj.DagExecutor(dag)
+    bad = table.slice(0, 50).set_column(4, "op", pa.array([0] * 49 + [7], pa.int8()))
+    with pytest.raises(lj.DataError, match="'op' holds 7, which is no RowKind"):
+        ex.process_batch("bids", bad)
+    for e in (ex, clean):
+        e.process_batch("bids", table)
+    assert repr(ex.take_sink_outputs("out").to_pylist()) == repr(clean.take_sink_outputs("out").to_pylist())

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..changelog import OP_COLUMN, is_changelog
 from ..errors import DataError
 
 __all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "column_view", "conform", "to_batches"]
@@ -125,6 +126,13 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
                 f"source {source!r}: {what} {schema.field(i).name!r} has {nulls} null(s); "
                 "drop or fill them before the batch reaches the engine (e.g. pyarrow.compute.fill_null)"
             )
+    if is_changelog(schema) and out.num_rows:
+        lo, hi = pc.min_max(out.column(OP_COLUMN)).values()
+        if (lo.is_valid and lo.as_py() < 0) or (hi.is_valid and hi.as_py() > 3):
+            bad = lo.as_py() if lo.as_py() < 0 else hi.as_py()
+            raise DataError(f"source {source!r}: column {OP_COLUMN!r} holds {bad}, which is no RowKind; a "
+                            "changelog's op is 0 (+I), 1 (-U), 2 (+U) or 3 (-D) — fix the codes, or rename the "
+                            "column if the stream is not a changelog")
     return out
 
 
