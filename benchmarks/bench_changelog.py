@@ -39,17 +39,20 @@ from .bench_windows import stream, tumbling_dag, wide_key
 WHOLE_STREAM_MS = 10**13
 
 _AGGS = {"n": lj.count(), "total": lj.sum("price"), "top": lj.max("price")}
+#: ``distinct``: bids and distinct bidders per auction (a value table per key; no window yardstick).
+_DISTINCT = {"n": lj.count(), "bidders": lj.count_distinct("bidder")}
 
 
 def group_dag(keys: str) -> lj.StreamingDag:
-    """count, sum(price), max(price) per auction (10 K zipf keys) or per ~1 M keys, updated per batch."""
+    """count, sum(price), max(price) per auction (10 K zipf keys) or per ~1 M keys, or (``distinct``) bids and
+    distinct bidders per auction, updated per batch."""
     b = lj.DagBuilder().source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
                                watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
     upstream, key = common.SOURCE, "auction"
     if keys == "keys_1m":
         b = b.operator("wide", lj.Map(wide_key, output="key")).connect(common.SOURCE, "wide")
         upstream, key = "wide", "key"
-    return (b.operator("per_key", lj.GroupAggregate(key=key, aggs=_AGGS))
+    return (b.operator("per_key", lj.GroupAggregate(key=key, aggs=_DISTINCT if keys == "distinct" else _AGGS))
             .connect(upstream, "per_key").sink_for("per_key", "out").build())
 
 
@@ -68,13 +71,14 @@ _SQL = {
     "auction": "SELECT auction, count(*) AS n, sum(price) AS total, max(price) AS top FROM events GROUP BY ALL",
     "keys_1m": """SELECT bidder * 10 + auction % 10 AS key, count(*) AS n, sum(price) AS total,
                   max(price) AS top FROM events GROUP BY ALL""",
+    "distinct": "SELECT auction, count(*) AS n, count(DISTINCT bidder) AS bidders FROM events GROUP BY ALL",
 }
 
 
 class GroupAggregate:
     """A non-windowed GROUP BY per auction or per ~1 M keys, emitted as a changelog every batch."""
 
-    params = ["auction", "keys_1m"]
+    params = ["auction", "keys_1m", "distinct"]
     param_names = ["keys"]
     timeout = 300
 
@@ -132,7 +136,7 @@ class GroupOfGroups:
 class GroupDuckDB:
     """The final result of :class:`GroupAggregate` as one DuckDB ``GROUP BY`` over the whole table."""
 
-    params = ["auction", "keys_1m"]
+    params = ["auction", "keys_1m", "distinct"]
     param_names = ["keys"]
     timeout = 300
 

@@ -32,10 +32,10 @@ from .ops.dedup import Dedup
 from .ops.group import GroupAggregate
 from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from .ops.topn import TopN
-from .ops.aggregates import Agg, UserAggregate, count, first, last, max, mean, min, sum
+from .ops.aggregates import Agg, UserAggregate, count, count_distinct, first, last, max, mean, min, sum
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
-from .time import Ascending, BoundedOutOfOrderness
+from .time import Ascending, BoundedOutOfOrderness, ProcessingTime
 from . import io, nexmark, recipes  # noqa: F401 - lj.io.ParquetSink, lj.nexmark.query, lj.recipes.zscore, ...
 from .runner import RunStats, run
 
@@ -54,6 +54,7 @@ __all__ = [
     "TumblingWindow",
     "UserAggregate",
     "count",
+    "count_distinct",
     "first",
     "last",
     "max",
@@ -85,6 +86,7 @@ __all__ = [
     "Metrics",
     "NO_TIMER",
     "PortError",
+    "ProcessingTime",
     "RunStats",
     "Project",
     "RoutingTable",

@@ -269,7 +269,7 @@ def test_group_benchmark_agrees_with_duckdb():
     from benchmarks import bench_changelog
     from benchmarks.bench_windows import stream
 
-    for keys in ("auction", "keys_1m"):
+    for keys in ("auction", "keys_1m", "distinct"):
         lam, duck = bench_changelog.GroupAggregate(), bench_changelog.GroupDuckDB()
         lam.setup(keys)
         duck.setup(keys)
@@ -282,6 +282,9 @@ def test_group_benchmark_agrees_with_duckdb():
         got, want = got.sort_by(key), want.sort_by(key)
         assert got.column(key).to_pylist() == want.column(key).to_pylist()
         assert got.column("n").to_pylist() == want.column("n").to_pylist()
+        if keys == "distinct":
+            assert got.column("bidders").to_pylist() == want.column("bidders").to_pylist()
+            continue
         np.testing.assert_allclose(got.column("total").to_numpy(), want.column("total").to_numpy(), rtol=1e-9)
         assert got.column("top").to_pylist() == want.column("top").to_pylist()
     for lam, query in ((bench_changelog.UnboundedTopN(), "topn"), (bench_changelog.DedupLast(), "dedup_last")):

@@ -94,6 +94,33 @@ def test_unchanged_results_emit_nothing():
     assert second.to_pylist() == [{"k": 2, "hi": 5, "op": 1}, {"k": 2, "hi": 9, "op": 2}]
 
 
+def test_count_distinct_equals_duckdb_and_filters_by_nulls():
+    """count_distinct over floats (-0.0 is 0.0, NaN one value), ints and a FILTER written as a nullable column."""
+    rng = np.random.default_rng(8)
+    n = 4_000
+    v = rng.integers(0, 40, n).astype(np.float64)
+    v[rng.random(n) < 0.05] = np.nan
+    v[rng.random(n) < 0.05] = -0.0
+    q = rng.integers(0, 300, n)
+    table = pa.table({"ts": np.arange(n), "k": np.minimum(rng.zipf(1.4, n), 30),
+                      "v": pa.array(v, mask=rng.random(n) < 0.05), "q": q,
+                      "q_low": pa.array(q, mask=q >= 100)})  # count(DISTINCT q) FILTER (WHERE q < 100)
+    aggs = {"dv": lj.count_distinct("v"), "dq": lj.count_distinct("q"), "dq_low": lj.count_distinct("q_low"),
+            "n_low": lj.count("q_low")}
+    ex = lj.DagExecutor(group_dag(table.schema, "k", aggs=aggs))
+    log = []
+    for b in split_table(table, random_cuts(rng, n, 15)):
+        ex.process_batch("bids", b)
+        log.append(ex.take_sink_outputs("out"))
+    want = duck("SELECT k, count(DISTINCT v) AS dv, count(DISTINCT q) AS dq, count(DISTINCT q) FILTER (WHERE q < 100) "
+                "AS dq_low, count(*) FILTER (WHERE q < 100) AS n_low FROM t GROUP BY k", t=table)
+    assert_same(lj.apply_changelog(pa.concat_tables(log)), want, ["k"])
+    with pytest.raises(lj.SchemaError, match="GroupAggregate only"):
+        (lj.DagBuilder().source("s", table.schema, event_time="ts")
+         .operator("w", lj.TumblingWindow(size=10, key="k", aggs={"d": lj.count_distinct("q")}))
+         .connect("s", "w").sink_for("w", "out").build())
+
+
 @pytest.mark.parametrize("key", [["ch"], ["auction", "ch"]])
 def test_string_and_composite_keys(key):
     rng = np.random.default_rng(2)
@@ -168,12 +195,14 @@ def test_changelog_input_is_consumed_with_retractions():
     rng = np.random.default_rng(3)
     table = random_changelog(2_500, seed=3)
     aggs = {"n": lj.count(), "c": lj.count("v"), "s": lj.sum("v"), "lo": lj.min("v"), "hi": lj.max("v"),
-            "avg": lj.mean("v"), "qlo": lj.min("q"), "qhi": lj.max("q"), "qs": lj.sum("q")}
+            "avg": lj.mean("v"), "qlo": lj.min("q"), "qhi": lj.max("q"), "qs": lj.sum("q"),
+            "dv": lj.count_distinct("v"), "dq": lj.count_distinct("q")}
     dag = group_dag(CHANGES, "k", aggs=aggs)
     ex = lj.DagExecutor(dag)
     log, seen = [], 0
     sql = ("SELECT k, count(*) AS n, count(v) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS avg, "
-           "min(q) AS qlo, max(q) AS qhi, sum(q)::BIGINT AS qs FROM t GROUP BY k")
+           "min(q) AS qlo, max(q) AS qhi, sum(q)::BIGINT AS qs, count(DISTINCT v) AS dv, count(DISTINCT q) AS dq "
+           "FROM t GROUP BY k")
     for b in split_table(table, random_cuts(rng, table.num_rows, 20)):
         ex.process_batch("bids", b)
         seen += b.num_rows
@@ -269,7 +298,8 @@ def test_checkpoint_and_restore_continue_identically(tmp_path, source):
         table, dag = events(2_000, seed=6), group_dag(SCHEMA, "auction")
     else:
         table = random_changelog(2_000, seed=6)
-        dag = group_dag(CHANGES, "k", aggs={"n": lj.count(), "lo": lj.min("v"), "hi": lj.max("q")})
+        dag = group_dag(CHANGES, "k", aggs={"n": lj.count(), "lo": lj.min("v"), "hi": lj.max("q"),
+                                            "d": lj.count_distinct("v")})
     batches = split_table(table, random_cuts(rng, table.num_rows, 10))
     clean = lj.DagExecutor(dag)
     for b in batches:
@@ -395,6 +425,11 @@ RANKED = {
                     "SELECT row_number() OVER w AS rank, ts, auction, price, ch FROM t "
                     "WHERE price IS NOT NULL AND NOT isnan(price) "
                     "WINDOW w AS (ORDER BY price DESC, arrival) QUALIFY rank <= 1", ["rank"]),
+    # ORDER BY two columns: many rows tie in auction, then price (nulls last, NaN the largest) decides
+    "top2_two_columns": (lambda: lj.TopN(2, by=["auction", "price"], key="ch", window=None, descending=[True, False]),
+                         "SELECT row_number() OVER w AS rank, ts, auction, price, ch FROM t "
+                         "WINDOW w AS (PARTITION BY ch ORDER BY auction DESC, price ASC NULLS LAST, arrival) "
+                         "QUALIFY rank <= 2", ["ch", "rank"]),
     "last": (lambda: lj.Dedup(key="auction", keep="last"),
              "SELECT ts, auction, price, ch FROM t "
              "QUALIFY row_number() OVER (PARTITION BY auction ORDER BY ts DESC, arrival DESC) = 1", ["auction"]),
@@ -456,6 +491,10 @@ def test_unbounded_ranking_checkpoints_and_rejects_misuse(tmp_path):
         again.process_batch("bids", b)
     assert_same(lj.apply_changelog(pa.concat_tables([first, again.take_sink_outputs("out")])), want,
                 ["auction", "rank"])
+    with pytest.raises(TypeError, match="with window=None, two"):
+        lj.TopN(1, by=["price", "ts"], window=10)  # a windowed TopN ranks by one column
+    with pytest.raises(ValueError, match="one bool per column"):
+        lj.TopN(1, by=["price", "ts"], window=None, descending=[True])
     with pytest.raises(ValueError, match="within="):
         lj.Dedup(key="auction")
     with pytest.raises(ValueError, match="leave them out"):

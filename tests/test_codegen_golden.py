@@ -135,6 +135,13 @@ def topn(n: int = 3, window: int = 1_000) -> lj.StreamingDag:
             .build())
 
 
+def topn_ties(n: int = 2, window: int = 1_000) -> lj.StreamingDag:
+    """TopN keeping ties (SQL ``rank()``): the tie-row kernels' calls and the column copies around them."""
+    return (_events(lj.DagBuilder())
+            .operator("t", lj.TopN(n, by="x", key="k", window=window, ties=True)).connect("s", "t")
+            .sink_for("t", "out").build())
+
+
 def keyed_kernel() -> lj.StreamingDag:
     return (_events(lj.DagBuilder())
             .operator("r", lj.KeyedKernel(running_sum, key="k", state={"total": np.float64},
@@ -160,6 +167,7 @@ CASES = {
     "window_join": window_join,
     "dedup": dedup,
     "topn": topn,
+    "topn_ties": topn_ties,
     "keyed_kernel": keyed_kernel,
     "keyed_timer": keyed_timer,
 }
@@ -217,6 +225,7 @@ SETTINGS_VARIANTS = {
     "session gap and lateness": (lambda: session(60, 0), lambda: session(300, 40)),
     "dedup interval": (lambda: dedup(1_000), lambda: dedup(7_000)),
     "top-n window": (lambda: topn(3, 1_000), lambda: topn(3, 2_000)),
+    "top-n with ties window": (lambda: topn_ties(2, 1_000), lambda: topn_ties(2, 2_000)),
     "interval join bounds": (lambda: interval_join(-50, 50), lambda: interval_join(-10, 400)),
     "window join size": (lambda: window_join(1_000), lambda: window_join(60_000)),
 }

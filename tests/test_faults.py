@@ -442,3 +442,46 @@ def test_a_file_damaged_before_the_run_fails_when_opened(data, tmp_path, fmt):
     with pytest.raises(lj.DataError, match=match) as info:
         make(path)
     assert str(path) in str(info.value) and "row" in str(info.value)
+
+
+def test_a_partitioned_parquet_sink_is_exactly_once_across_a_crash_and_a_failed_commit(data, tmp_path, monkeypatch):
+    """Hive-style partitions (auction band / window start): every epoch appears in all its partitions or none."""
+    from helpers import Crashing
+
+    _, batches, want = data
+    want = want.append_column("band", pa.array([str(a % 3) for a in want["auction"].to_pylist()]))
+    schema = make_bids(1).schema
+    dag = (lj.DagBuilder().source("bids", schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(1_000))
+           .operator("w", lj.TumblingWindow(size=1_000, key="auction", aggs={"n": lj.count(), "s": lj.sum("price")}))
+           .operator("band", lj.Map(lambda auction: auction % 3, output="band"))
+           .connect("bids", "w").connect("w", "band").sink_for("band", "out").build())
+    chk, out = tmp_path / "chk", tmp_path / "out"
+
+    def sink():
+        return lj.io.ParquetSink(out, partition_by=["band", "window_start"], rows_per_file=500)
+
+    opts = dict(checkpoint_dir=chk, checkpoint_every=3, progress=False)
+    source = Crashing(batches, after=17)
+    with pytest.raises(RuntimeError, match="crash"):
+        lj.run(dag, {"bids": source}, {"out": sink()}, **opts)
+    # a commit whose second rename fails is undone: the epoch is in no partition
+    renames = []
+    Fault(monkeypatch, "replace", lambda src, dst: Path(dst).name.startswith("part-")
+          and (renames.append(dst) or len(renames) == 2), code=errno.EIO)
+    with pytest.raises(lj.CheckpointError, match="could not make its rows visible"):
+        lj.run(dag, {"bids": source}, {"out": sink()}, **opts)
+    monkeypatch.undo()
+    epochs = {int(p.name[5:13]) for p in out.rglob("part-*.parquet") if "_staging" not in p.parts}
+    assert epochs == set(range(1, max(epochs) + 1))  # whole epochs only ...
+    assert int(Path(renames[1]).name[5:13]) not in epochs  # ... and none of the one whose commit failed
+    lj.run(dag, {"bids": source}, {"out": sink()}, **opts)
+    assert {p.parent.parent.name for p in out.rglob("part-*.parquet")} == {"band=0", "band=1", "band=2"}
+    got = sink().read()
+    want = want.set_column(want.schema.get_field_index("window_start"), "window_start",
+                           pa.array([str(v) for v in want["window_start"].to_pylist()]))
+    got = got.select(want.column_names).cast(want.schema)
+    assert sorted_rows(got).equals(sorted_rows(want))
+    seen = ds.dataset(out, format="parquet", partitioning="hive").to_table()  # what any Hive reader sees
+    assert seen.num_rows == want.num_rows
+    with pytest.raises(ValueError, match="partition_by"):
+        lj.io.ParquetSink(out, mode="upsert", key="k", partition_by="band")

@@ -96,7 +96,7 @@ def _join(op, after=None) -> lj.StreamingDag:
 #: The cases :func:`dags` builds (named here so that collecting the tests builds no DAG: building one
 #: compiles its kernels).
 CASES = ("filter_map", "fan_out_fan_in", "tumbling", "sliding", "session", "dedup", "topn", "keyed", "zscore",
-         "interval_join", "window_join", "asof_join", "join_then_window", "group", "group_of_groups", "topn_unbounded", "dedup_last")
+         "interval_join", "window_join", "asof_join", "join_then_window", "group", "group_of_groups", "topn_unbounded", "dedup_last", "topn_ties")
 
 
 def dags() -> dict[str, lj.StreamingDag]:
@@ -128,10 +128,13 @@ def dags() -> dict[str, lj.StreamingDag]:
         # a changelog consumed with retractions (min/max keep value lists)
         "group_of_groups": (_builder().operator("g", lj.GroupAggregate("k", aggs={"n": lj.count(), "s": lj.sum("x")}))
                             .operator("h", lj.GroupAggregate("n", aggs={"keys": lj.count(), "best": lj.max("s"),
-                                                                        "worst": lj.min("s")}))
+                                                                        "worst": lj.min("s"),
+                                                                        "sums": lj.count_distinct("s")}))
                             .connect("s", "g").connect("g", "h").sink_for("h", "out").build()),
         "topn_unbounded": _one(lj.TopN(2, "x", key="k", window=None)),
         "dedup_last": _one(lj.Dedup("k", keep="last")),
+        # SQL rank() <= 2 by a column of seven values (many ties, some null), per string key
+        "topn_ties": _one(lj.TopN(2, "k", key="tag", window=SIZE, ties=True)),
     }
 
 
@@ -257,6 +260,18 @@ def reference(case: str, data: dict[str, pa.Table]) -> tuple[list[tuple], bool]:
             for rank, (_, _, e) in enumerate(sorted(rows, key=lambda t: t[:2])[:2], 1):
                 out.append((ws, ws + SIZE, rank, *e.values()))
         return out, True
+    if case == "topn_ties":
+        order = _key_order(e["tag"] for e in s)
+        groups = defaultdict(list)
+        for arrival, e in enumerate(s):
+            if e["k"] is not None:
+                groups[(e["ts"] // SIZE * SIZE, e["tag"])].append((arrival, e))
+        out = []
+        for (ws, _), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], order(kv[0][1]))):
+            ranked = [(1 + sum(f["k"] > e["k"] for _, f in rows), arrival, e) for arrival, e in rows]
+            out += [(ws, ws + SIZE, rank, *e.values()) for rank, _, e in sorted(ranked, key=lambda t: t[:2])
+                    if rank <= 2]
+        return out, True
     if case == "keyed":
         totals, out = defaultdict(float), []
         for e in s:
@@ -299,7 +314,8 @@ def reference(case: str, data: dict[str, pa.Table]) -> tuple[list[tuple], bool]:
         by_n = defaultdict(list)
         for n, _, total, _ in per_key.values():
             by_n[n].append(total)
-        return [(n, len(t), _max(t), _min(t)) for n, t in by_n.items()], False
+        distinct = lambda t: len({"nan" if v != v else v + 0.0 for v in t if v is not None})  # noqa: E731
+        return [(n, len(t), _max(t), _min(t), distinct(t)) for n, t in by_n.items()], False
     pairs = []
     right_by_key = defaultdict(list)
     for arrival, q in enumerate(r):

@@ -2,7 +2,7 @@
 
 ``due_slots`` (which entries a watermark made due), ``sliding_due`` (the
 planned rows of due sliding windows, and the panes it frees),
-``unlink_sessions`` and ``topn_rows`` run here on tables built directly with the hash-table
+``unlink_sessions``, ``topn_rows`` and the tie-row kernels of ``TopN(ties=True)`` run here on tables built directly with the hash-table
 kernels, so a wrong order, a missed entry or a leaked slot fails here before
 it shows as a wrong window in the operator tests.
 """
@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from laminar_jit.kernels.hashtable import ht_find, ht_find_or_insert
-from laminar_jit.kernels.ranking import topn_rows
+from laminar_jit.kernels.ranking import TIE_TAKEN, topn_rows, topn_tie_free, topn_tie_offer, topn_tie_rows
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.sliding import NULL_KEY, sliding_due
 from laminar_jit.kernels.slots import due_slots
 from laminar_jit.state import KeyTable
+from laminar_jit.state.ties import TieRows
 
 WM_MIN = np.iinfo(np.int64).min
 WM_MAX = np.iinfo(np.int64).max
@@ -221,3 +222,63 @@ def test_topn_rows_ranks_by_value_then_arrival(slots, descending, data):
         ranked = sorted(range(count[s]), key=lambda c: (-by[s, c] if descending else by[s, c], seq[s, c]))
         want += [(s, c, r + 1) for r, c in enumerate(ranked)]
     assert list(zip(row_slot.tolist(), row_col.tolist(), rank.tolist())) == want
+
+
+def _rank_reference(rows, n, descending):
+    """SQL ``rank() <= n`` of ``(value, arrival)`` rows, in (rank, arrival) order: (arrival, value, rank)."""
+    better = (lambda a, b: a > b) if descending else (lambda a, b: a < b)
+    ranked = [(1 + sum(better(w, v) for w, _ in rows), q, v) for v, q in rows]
+    return [(q, v, r) for r, q, v in sorted(ranked) if r <= n]
+
+
+@SETTINGS
+@given(n=st.integers(1, 4), rounds=st.lists(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), max_size=40),
+                                             min_size=1, max_size=3),
+       descending=st.booleans(), data=st.data())
+def test_topn_tie_kernels_keep_every_row_ranked_at_most_n(n, rounds, descending, data):
+    # three slots take rows (small values: many ties) round after round; after each round some slots fire
+    # (their rows are ranked and freed) and take new rows in the next, reusing freed tie rows
+    slots = 3
+    count = np.zeros(slots, np.int64)
+    by = np.zeros((slots, n), np.float64)
+    seq = np.zeros((slots, n), np.int64)
+    ties = TieRows([np.float64], slots, capacity=1)
+    head, pool, tie_slot, tie_next, tie_seq, tie_val, _ = ties.arrays()
+    offered = {s: [] for s in range(slots)}
+    q = 0
+    for offers in rounds:
+        ties.reserve(len(offers))  # one tie row per offered row at most (it grows by doubling)
+        head, pool, tie_slot, tie_next, tie_seq, tie_val, _ = ties.arrays()
+        for s, v in offers:
+            offered[s].append((float(v), q))
+            c = topn_tie_offer(np.int64(s), float(v), np.int64(q), count, by, seq, descending,
+                               head, pool, tie_slot, tie_next, tie_seq)
+            o = pool[TIE_TAKEN]
+            if o >= 0:
+                if c < 0:
+                    tie_val[o] = v
+                    q += 1
+                    continue
+                tie_val[o] = by[s, c]  # the replaced kept row becomes a tie row
+            elif c < 0:
+                q += 1
+                continue
+            seq[s, c], by[s, c] = q, v
+            q += 1
+        held = {s: _rank_reference(offered[s], n, descending) for s in range(slots)}
+        assert len(ties) == sum(max(len(rows) - n, 0) for rows in held.values())  # no stale tie rows
+        fired = np.array(data.draw(st.lists(st.sampled_from(range(slots)), unique=True)), np.int32)
+        order = np.argsort(fired).astype(np.int64)
+        row_slot, row_col, rank = topn_tie_rows(fired, order, count, by, seq, descending, head, tie_next, tie_seq)
+        got, want = [], []
+        for s, c, r in zip(row_slot.tolist(), row_col.tolist(), rank.tolist()):
+            got.append((s, *((seq[s, c], by[s, c]) if c >= 0 else (tie_seq[-1 - c], tie_val[-1 - c])), r))
+        for s in sorted(fired.tolist()):
+            want += [(s, *row) for row in held[s]]
+            offered[s] = []
+        assert got == want
+        topn_tie_free(fired, head, pool, tie_slot, tie_next)
+        count[fired] = 0
+        assert (head[fired] == -1).all()
+        assert len(ties) == int((tie_slot[: ties.high_water] >= 0).sum())
+        assert set(tie_slot[tie_slot >= 0].tolist()) <= set(range(slots)) - set(fired.tolist())

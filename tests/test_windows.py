@@ -399,3 +399,28 @@ def test_32_bit_temporal_keys_come_back_as_their_type():
     assert out.schema.field("day").type == pa.date32() and out.schema.field("at").type == pa.time32("s")
     assert sorted(zip(out.column("day").to_pylist(), out.column("at").to_pylist(), out.column("n").to_pylist()),
                   key=str) == sorted([(days[0], dt.time(9), 1), (days[1], dt.time(9), 1), (None, None, 1)], key=str)
+
+
+def test_processing_time_windows_fire_on_the_wall_clock():
+    """lj.ProcessingTime(): rows are stamped on arrival; a window fires once a later batch arrives after its end."""
+    import time
+
+    schema = pa.schema([("k", pa.int64())])
+    dag = (lj.DagBuilder().source("s", schema, event_time="p_time", watermark=lj.ProcessingTime())
+           .operator("w", lj.TumblingWindow(size=dt.timedelta(milliseconds=200), key="k", aggs={"n": lj.count()}))
+           .connect("s", "w").sink_for("w", "out").build())
+    assert dag.node("s").op.schema.field("p_time").type == pa.timestamp("ms")
+    ex = lj.DagExecutor(dag)
+    before = time.time_ns() // 1_000_000
+    ex.process_batch("s", pa.table({"k": [1, 1, 2]}))
+    assert ex.take_sink_outputs("out").num_rows == 0  # its window is still open
+    time.sleep(0.45)
+    ex.process_batch("s", pa.table({"k": [1]}))  # the clock has passed the first window's end
+    first = ex.take_sink_outputs("out")
+    assert sorted(zip(first["k"].to_pylist(), first["n"].to_pylist())) == [(1, 2), (2, 1)]
+    start = first["window_start"].cast(pa.int64()).to_numpy()
+    assert np.all(start % 200 == 0) and np.all(start >= before - 200) and np.all(start <= before + 200)
+    ex.finish()
+    assert ex.take_sink_outputs("out")["n"].to_pylist() == [1]
+    with pytest.raises(lj.SchemaError, match="engine adds the column 'k'"):
+        lj.DagBuilder().source("s", schema, event_time="k", watermark=lj.ProcessingTime())

@@ -75,6 +75,8 @@ class DagBuilder:
             Column holding event time (int64 or an Arrow timestamp); must not be null.
         watermark : WatermarkStrategy, optional
             e.g. ``lj.BoundedOutOfOrderness(max_delay=5_000)``; needs ``event_time``.
+            With ``lj.ProcessingTime()``, ``event_time`` names a column the
+            engine adds (``timestamp[ms]``, the wall clock when a batch arrives).
         idle_timeout : float, optional
             Seconds (processing time) without input after which the source is
             treated as idle, so it stops holding back downstream watermarks.
@@ -83,6 +85,12 @@ class DagBuilder:
             raise TypeError(f"source {name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"source {name!r}: idle_timeout must be positive seconds, got {idle_timeout}")
+        if getattr(watermark, "processing_time", False) and event_time is not None:
+            if schema.get_field_index(event_time) >= 0:
+                raise SchemaError(f"source {name!r}: with lj.ProcessingTime() the engine adds the column "
+                                  f"{event_time!r} (the wall clock); the schema already has one — name another "
+                                  "column in event_time=")
+            schema = schema.append(pa.field(event_time, pa.timestamp("ms"), nullable=False))
         self._decls.append((name, "source", SourceSpec(schema, event_time, watermark, idle_timeout)))
         return self
 

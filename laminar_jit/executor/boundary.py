@@ -13,6 +13,7 @@ as Arrow arrays.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -100,6 +101,11 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
     :func:`null_checked_columns`.
     """
     schema: pa.Schema = spec.schema
+    if getattr(spec.watermark, "processing_time", False):  # the wall clock, stamped on arrival
+        now = pa.array(np.full(batch.num_rows, time.time_ns() // 1_000_000, np.int64), pa.int64())
+        at = batch.schema.get_field_index(spec.event_time)
+        batch = (batch.set_column(at, spec.event_time, now.cast(pa.timestamp("ms"))) if at >= 0 else
+                 batch.append_column(spec.event_time, now.cast(pa.timestamp("ms"))))
     if batch.schema.equals(schema):
         out = batch
     else:

@@ -499,7 +499,10 @@ def _sink(gen: Gen, node, b: Binding) -> None:
         leaves = _gather_function(gen, fname, b, gathered, src_skippable=True)
         outs = [gen.fresh("out") for _ in range(2 * len(gathered))]
         # a key shard's source columns are taken from the batch when the shards' rows are merged
-        skip = "True" if gen.sharded else f"{ident} or n < {EAGER_ROWS}"
+        skip = "True"
+        if not gen.sharded:  # (a name, not an expression: Numba cannot type a call of 30+ arguments with an `or`)
+            skip = gen.fresh("skip")
+            gen.emit(f"{skip} = {ident} or n < {EAGER_ROWS}")
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
     gen.sinks.append(SinkLayout(node.name, node.id, node.schema, take, columns, offset))

@@ -9,7 +9,7 @@ keys into changelog rows, and ``group_purge`` drops keys whose TTL passed.
 
 from __future__ import annotations
 
-from ..kernels.changelog import COUNT, COUNT_ROWS, MAX, MEAN, SUM, rec_columns
+from ..kernels.changelog import COUNT, COUNT_DISTINCT, COUNT_ROWS, MAX, MEAN, SUM, rec_columns
 from ..ops.group import GroupAggregate
 from .core import (
     ALL_ROWS,
@@ -105,6 +105,14 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         ok = row_ok(names, gen.leaves(b, col, []), "i")
         x = value_code(col, gen, b, names, "i")
         lines.append(f"if {ok}:")
+        if kind == COUNT_DISTINCT:  # the key's distinct values, counted as they come and go
+            ms = f"{mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}"
+            bits = f"f64_bits(np.float64({x}) if {x} != 0 else 0.0) if {x} == {x} else f64_bits(np.nan)" \
+                if spec.in_floats[a] else f"np.int64({x})"  # (-0.0 is 0.0; every NaN is one value)
+            lines += [f"    bits = {bits}",
+                      f"    if sign > 0:\n        if ms_add({ms}, bits):\n            {rec}[s, {a}] += 1",
+                      f"    elif ms_remove({ms}, bits):\n        {rec}[s, {a}] -= 1"]
+            continue
         lines.append(f"    x = np.float64({x})" if is_float else f"    x = np.int64({x})")
         acc = f"{frec}[s, {a}]" if is_float else f"{rec}[s, {ival0 + a}]"
         cnt = f"{rec}[s, {a}]"
@@ -181,7 +189,7 @@ def group_{nid}_update({params}):
         raw = f"{'gf' if is_float else 'gi'}_{nid}[{a}]"
         dtype = np_dtype(out_type)
         gen.emit(f"{vals} = {raw}" if dtype in ("np.int64", "np.float64") else f"{vals} = {raw}.astype({dtype})")
-        if kind in (COUNT_ROWS, COUNT):
+        if kind in (COUNT_ROWS, COUNT, COUNT_DISTINCT):
             valid = f"no_nulls_{nid}"
         else:
             valid = f"gv{a}_{nid}"

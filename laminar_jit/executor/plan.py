@@ -47,6 +47,7 @@ from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
+from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
 from .codegen import ancestors, boundary_joins, generate, plan_nodes
 from .core import ALL_ROWS, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
@@ -270,7 +271,8 @@ WM_MAX = 9223372036854775807
 #: Per-row kernels whose statement-level calls plans write out in place (see :mod:`.inlining`).
 _INLINED = {name: getattr(module, name) for module, names in (
     (_ht, ("ht_find", "ht_find_or_insert", "ht_insert_at", "_take_slot", "ht_delete")),
-    (_joins, ("row_alloc", "chain_insert", "asof_prune"))) for name in names}
+    (_joins, ("row_alloc", "chain_insert", "asof_prune")),
+    (_ranking, ("topn_tie_offer", "_tie_alloc", "_tie_release"))) for name in names}
 
 
 def _step_args(gen: Gen) -> list[str]:

@@ -69,6 +69,13 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     if is_float:
         lines += ["if x != x:", "    continue  # nor does NaN"]
     lines.append(f"rkey = {'rank_key_f64' if is_float else 'rank_key_i64'}(x, {spec.descending})")
+    if spec.then_by is None:
+        lines.append("rkey2 = np.int64(0)")
+    else:  # the second ORDER BY column: NaN is the largest number and null sorts last, as in DuckDB
+        then_col = b.cols[spec.then_by]
+        fn = "rank_key_f64" if spec.then_by_dtype.kind == "f" else "rank_key_i64"
+        lines += [f"rkey2 = {fn}({value_code(then_col, gen, b, names, 'i')}, {spec.then_descending}) "
+                  f"if ({row_ok(names, gen.leaves(b, then_col, []), 'i')}) else np.int64(-9223372036854775808)"]
     lines += key_code(gen, b, names, key_cols, names_).split("\n        ")
     lines.append(f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))")
     if ttl:  # a key idle for longer than the TTL starts afresh; the latest event time offered is kept
@@ -81,7 +88,7 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                   f"    {first}{R_LAST}] = t"]
     lines += ["q = seq",
               "seq += 1",
-              f"pos = ranked_insert({rows}, s, {spec.n}, rkey, q, {spec.later_wins})",
+              f"pos = ranked_insert({rows}, s, {spec.n}, rkey, rkey2, q, {spec.later_wins})",
               "if pos < 0:",
               "    continue",
               f"row = s * {spec.n} + pos",

@@ -4,7 +4,10 @@ Both key a :class:`~laminar_jit.state.WindowState` table by (key, tumbling
 interval) like a tumbling window. A Dedup keeps the row that creates a slot
 and only frees slots when the watermark passes them; a TopN keeps the best
 ``n`` rows of every column per slot and emits them ranked when the window
-closes.
+closes. A ``TopN(ties=True)`` also keeps the rows tying a slot's n-th best
+in a pool of tie rows: kernels in :mod:`laminar_jit.kernels.ranking` decide
+where a row goes and rank a fired slot's rows; the generated code only
+copies the columns.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import SchemaError
+from ..kernels.ranking import TIE_TAKEN
 from ..ops.dedup import Dedup
 from ..ops.ranked import RankedSpec
 from ..ops.topn import TopN
@@ -176,22 +180,58 @@ def _topn(gen, node, b):
     fields = state_names[5:5 + 2 + 2 * len(payload)]
     count, seq = fields[0], fields[1]
     vals, valids = fields[2::2], fields[3::2]
+    if spec.ties:  # the tie rows' pool follows the kept rows (state/ties.py)
+        pool = state_names[5 + len(fields):5 + len(fields) + 5 + 2 * len(payload)]
+        tie_head, tie_pool, tie_slot, tie_next, tie_seq = pool[:5]
+        tie_vals, tie_valids = pool[5::2], pool[6::2]
 
     by_ok = row_ok(names, gen.leaves(b, cols[by], []), "i")
     better = ">" if spec.descending else "<"   # a beats b: a.by {better} b.by, or equal and earlier
     worse = "<" if spec.descending else ">"
-    stores = []
-    for j, col in enumerate(cols):
-        ok = row_ok(names, gen.leaves(b, col, []), "i")
-        stores.append(f"        if {ok}:\n            {vals[j]}[s, c] = {value_code(col, gen, b, names, 'i')}\n"
-                      f"            {valids[j]}[s, c] = True\n        else:\n            {valids[j]}[s, c] = False")
+
+    def stores(values, valid, at, indent="        "):
+        """Lines storing the row's columns at ``values[j][at]`` and ``valid[j][at]``."""
+        lines = []
+        for j, col in enumerate(cols):
+            ok = row_ok(names, gen.leaves(b, col, []), "i")
+            lines.append(f"{indent}if {ok}:\n{indent}    {values[j]}[{at}] = {value_code(col, gen, b, names, 'i')}\n"
+                         f"{indent}    {valid[j]}[{at}] = True\n{indent}else:\n{indent}    {valid[j]}[{at}] = False")
+        return "\n".join(lines)
+
     by_vals = vals[by]
-    gen.funcs.append(f'''
+    if spec.ties:
+        moves = "\n".join(f"            {tie_vals[j]}[o] = {vals[j]}[s, c]\n            {tie_valids[j]}[o] = {valids[j]}[s, c]"
+                          for j in range(len(payload)))
+        # (one line: plans write the kernel out in place, see _INLINED in plan.py)
+        place = f"""c = topn_tie_offer(s, xb, q, {count}, {by_vals}, {seq}, {spec.descending}, {tie_head}, {tie_pool}, {tie_slot}, {tie_next}, {tie_seq})
+        o = {tie_pool}[{TIE_TAKEN}]
+        if o >= 0:
+            if c < 0:  # it ties the n-th best value: a tie row
+{stores(tie_vals, tie_valids, "o", " " * 16)}
+                continue
+            # it replaces a kept row that still ties the n-th best value: that one becomes a tie row
+{moves}
+        elif c < 0:
+            continue"""
+    else:
+        place = f"""m = {count}[s]
+        if m < top:
+            c = m
+            {count}[s] = m + 1
+        else:  # replace the worst kept row if this one beats it (ties go to the earlier row)
+            c = 0
+            for d in range(1, top):
+                if {by_vals}[s, d] {worse} {by_vals}[s, c] or ({by_vals}[s, d] == {by_vals}[s, c] and {seq}[s, d] > {seq}[s, c]):
+                    c = d
+            if not (xb {better} {by_vals}[s, c]):
+                continue"""
+    top = "" if spec.ties else f"\n    top = {spec.topn}  # a shape of the state (slots x top), compiled in: the replace scan unrolls"
+    imports = "\nfrom laminar_jit.kernels.ranking import topn_tie_free, topn_tie_rows\n" if spec.ties else ""
+    gen.funcs.append(f'''{imports}
 @njit
 def topn_{nid}_update({params}):
     """TopN node {nid}: offer each row to its (key, window) slot's best ``top``; record late rows."""
-{gen.setting_lines[nid]}
-    top = {spec.topn}  # a shape of the state (slots x top), compiled in: the replace scan unrolls
+{gen.setting_lines[nid]}{top}
     n_late = 0
     seq = {aux}[0]
     low = {aux}[1]
@@ -231,19 +271,9 @@ def topn_{nid}_update({params}):
             high = ws
         q = seq
         seq += 1
-        m = {count}[s]
-        if m < top:
-            c = m
-            {count}[s] = m + 1
-        else:  # replace the worst kept row if this one beats it (ties go to the earlier row)
-            c = 0
-            for d in range(1, top):
-                if {by_vals}[s, d] {worse} {by_vals}[s, c] or ({by_vals}[s, d] == {by_vals}[s, c] and {seq}[s, d] > {seq}[s, c]):
-                    c = d
-            if not (xb {better} {by_vals}[s, c]):
-                continue
+        {place}
         {seq}[s, c] = q
-{chr(10).join(stores)}
+{stores(vals, valids, "s, c")}
     {aux}[0] = seq
     {aux}[1] = low
     {aux}[2] = high
@@ -252,15 +282,28 @@ def topn_{nid}_update({params}):
     outs = ", ".join(f"r{j}, rv{j}" for j in range(len(payload)))
     allocs = "\n".join(f"    r{j} = np.empty(total, {vals[j]}.dtype)\n    rv{j} = np.empty(total, np.bool_)"
                        for j in range(len(payload)))
-    copies = "\n".join(f"        r{j}[w] = {vals[j]}[s, c]\n        rv{j}[w] = {valids[j]}[s, c]"
-                       for j in range(len(payload)))
+
+    def copies(values, valid, at, indent="        "):
+        """Lines copying output row ``w``'s columns from ``values[j][at]`` and ``valid[j][at]``."""
+        return "\n".join(f"{indent}r{j}[w] = {values[j]}[{at}]\n{indent}rv{j}[w] = {valid[j]}[{at}]"
+                         for j in range(len(payload)))
+
+    rows = f"topn_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending})"
+    copy = copies(vals, valids, "s, c")
+    free = ""
+    if spec.ties:  # a negative column is a tie row
+        rows = (f"topn_tie_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending}, {tie_head}, {tie_next}, "
+                f"{tie_seq})")
+        copy = (f"        if c >= 0:\n{copies(vals, valids, 's, c', ' ' * 12)}\n        else:\n            t = -1 - c\n"
+                f"{copies(tie_vals, tie_valids, 't', ' ' * 12)}")
+        free = f"\n    topn_tie_free(fired, {tie_head}, {tie_pool}, {tie_slot}, {tie_next})"
     gen.funcs.append(f'''
 @njit
 def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """TopN node {nid}: emit due windows' rows ranked, ordered by window end, key, rank; free the slots."""
 {gen.setting_lines[nid]}
 {due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
-    row_slot, row_col, rank = topn_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending})
+    row_slot, row_col, rank = {rows}
     total = row_slot.size
     win_start = np.empty(total, np.int64)
     win_end = np.empty(total, np.int64)
@@ -270,9 +313,9 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
         c = row_col[w]
         win_start[w] = {keys_arr}[s, 1]
         win_end[w] = win_start[w] + size
-{copies}
+{copy}
     for o in range(cnt):
-        {count}[fired[o]] = 0
+        {count}[fired[o]] = 0{free}
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return win_start, win_end, rank, {outs}
 ''')

@@ -418,8 +418,7 @@ class KeyShards:
             state = st.operator_states[nid]
             # rows reaching it: copies of the shard's rows, and what operators upstream emit, each of whose
             # open entries (those there now and those the call opens) fires at most once per window
-            emitted = sum((len(up) + new_entries) * up.rows_per_entry * up.windows_per_entry
-                          for up in (st.operator_states[u] for u in plan.upstream_stateful[nid]))
+            emitted = sum(st.operator_states[u].max_emit_opening(new_entries) for u in plan.upstream_stateful[nid])
             state.reserve(new_entries + emitted)
             state_args.extend(state.arrays())
         args = [array for name, *_ in plan.args for array in columns[name]]

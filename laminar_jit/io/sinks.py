@@ -153,6 +153,8 @@ class CallbackSink(Sink):
 
 _PART = re.compile(r"^part-(\d{8})-(\d{5})\.parquet$")
 _STAGING = "_staging"
+#: The directory name of a null partition value (pyarrow's and Hive's).
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
 class ParquetSink(Sink):
@@ -181,6 +183,13 @@ class ParquetSink(Sink):
     so the directory always holds one consistent version and :meth:`read`
     returns it.
 
+    With ``partition_by``, rows are written Hive-style under
+    ``directory/<col>=<value>/.../part-<epoch>-<n>.parquet`` (values
+    URL-encoded, a null as ``__HIVE_DEFAULT_PARTITION__``), the partition
+    columns left out of the files as Flink's and Hive's file sinks do; an
+    epoch commits all its partitions or none, and :meth:`read` returns the
+    rows with the partition columns (as strings) at the end.
+
     Parameters
     ----------
     directory : str or os.PathLike
@@ -196,6 +205,12 @@ class ParquetSink(Sink):
         the next, the directory briefly holds both).
     key : str or list of str, optional
         The primary key of ``mode="upsert"`` (columns of the sink's input).
+    partition_by : str or list of str, optional
+        Column(s) whose values name the sub-directories rows are written to
+        (``mode="append"`` only). Read the directory back with
+        ``pyarrow.dataset.dataset(directory, partitioning="hive")``, Polars'
+        ``scan_parquet(..., hive_partitioning=True)`` or DuckDB's
+        ``read_parquet(..., hive_partitioning=true)``.
 
     Examples
     --------
@@ -203,12 +218,13 @@ class ParquetSink(Sink):
     >>> lj.run(dag, sources=..., sinks={"out": sink}, checkpoint_dir="chk/")  # doctest: +SKIP
     >>> sink.read()                                                      # doctest: +SKIP
     >>> per_seller = lj.io.ParquetSink("sellers/", mode="upsert", key="seller")  # doctest: +SKIP
+    >>> by_day = lj.io.ParquetSink("bids/", partition_by=["dt", "hm"])   # doctest: +SKIP
     """
 
     exactly_once = True
 
     def __init__(self, directory, rows_per_file: int = 1_000_000, compression: str = "zstd",
-                 mode: str = "append", key=None):
+                 mode: str = "append", key=None, partition_by=None):
         super().__init__()
         if not isinstance(rows_per_file, int) or isinstance(rows_per_file, bool) or rows_per_file <= 0:
             raise ValueError(f"ParquetSink: rows_per_file must be a positive int, got {rows_per_file!r}")
@@ -218,6 +234,11 @@ class ParquetSink(Sink):
         if (mode == "upsert") != bool(keys):
             raise ValueError("ParquetSink: mode='upsert' needs key= (the primary key column(s)), and only it "
                              "takes one")
+        partitions = (partition_by,) if isinstance(partition_by, str) else tuple(partition_by or ())
+        if partitions and mode != "append":
+            raise ValueError("ParquetSink: partition_by writes rows as they come (mode='append'); an upserted "
+                             "table is not partitioned")
+        self.partition_by = partitions
         self.directory = Path(directory)
         self.rows_per_file = rows_per_file
         self.compression = compression
@@ -238,10 +259,10 @@ class ParquetSink(Sink):
         return self.directory / _STAGING / f"epoch-{epoch:08d}"
 
     def committed_files(self) -> list[Path]:
-        """Committed part files, in output order (epoch, then sequence)."""
+        """Committed part files, in output order (epoch, then sequence; then partition)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.iterdir() if _PART.match(p.name))
+        return _parts(self.directory, deep=bool(self.partition_by))
 
     def read(self) -> pa.Table:
         """The committed output as one table, in order (empty with the sink's schema if none).
@@ -256,8 +277,20 @@ class ParquetSink(Sink):
             schema = self.schema or pa.schema([])
             if self.mode == "upsert" and OP_COLUMN in schema.names:
                 schema = schema.remove(schema.get_field_index(OP_COLUMN))
+            if self.partition_by:
+                schema = pa.schema([f for f in schema if f.name not in self.partition_by]
+                                   + [pa.field(c, pa.string()) for c in self.partition_by])
             return schema.empty_table()
-        return pa.concat_tables([pq.read_table(p) for p in files])
+        if not self.partition_by:
+            return pa.concat_tables([pq.read_table(p) for p in files])
+        tables = []
+        for p in files:
+            t = pq.read_table(p)
+            values = dict(_partition_values(p.parent.relative_to(self.directory)))
+            for c in self.partition_by:
+                t = t.append_column(c, pa.array([values[c]] * t.num_rows, pa.string()))
+            tables.append(t)
+        return pa.concat_tables(tables)
 
     # -- protocol --------------------------------------------------------------
     def open(self, schema, restored_epoch):
@@ -301,6 +334,10 @@ class ParquetSink(Sink):
         if self._epoch != epoch:
             self._flush()
             self._epoch, self._seq = epoch, 0
+        missing = [c for c in self.partition_by if c not in table.column_names]
+        if missing:
+            raise DataError(f"ParquetSink: partition column(s) {missing} are not in the sink's rows "
+                            f"({', '.join(table.column_names)}); pass partition_by= columns the sink receives")
         self._buffer.append(table)
         self._buffered += table.num_rows
         if self._buffered >= self.rows_per_file:
@@ -311,9 +348,15 @@ class ParquetSink(Sink):
             return
         stage = self._stage_dir(self._epoch)
         stage.mkdir(parents=True, exist_ok=True)
-        path = stage / f"part-{self._epoch:08d}-{self._seq:05d}.parquet"
+        name = f"part-{self._epoch:08d}-{self._seq:05d}.parquet"
+        table = pa.concat_tables(self._buffer)
         # a failed write removes its partial file, so a staged file is always complete
-        _fs.write_parquet(pa.concat_tables(self._buffer), path, self.compression)
+        if not self.partition_by:
+            _fs.write_parquet(table, stage / name, self.compression)
+        else:
+            for where, rows in _partitioned(table, self.partition_by):
+                (stage / where).mkdir(parents=True, exist_ok=True)
+                _fs.write_parquet(rows, stage / where / name, self.compression)
         self._buffer, self._buffered = [], 0
         self._seq += 1
 
@@ -340,25 +383,28 @@ class ParquetSink(Sink):
         stage = self._stage_dir(epoch)
         if not stage.is_dir():
             return
-        parts = sorted(p for p in stage.iterdir() if _PART.match(p.name))
+        parts = _parts(stage, deep=bool(self.partition_by))
         moved = []
         try:
             for p in parts:
-                _fs.replace(p, self.directory / p.name)
+                target = self.directory / p.relative_to(stage)
+                if target.parent != self.directory:  # a partition's directory
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                _fs.replace(p, target)
                 moved.append(p)
+            for d in {self.directory / p.parent.relative_to(stage) for p in parts}:
+                _fs.fsync_dir(d)
             _fs.fsync_dir(self.directory)
         except OSError:
             # An epoch of several files must not show up half: undo the renames (renames within one
             # file system need no free space, so this works on a full disk too).
             for p in reversed(moved):
                 try:
-                    _fs.replace(self.directory / p.name, p)
+                    _fs.replace(self.directory / p.relative_to(stage), p)
                 except OSError:  # pragma: no cover - the file system refuses renames both ways
                     pass
             raise
-        for p in stage.iterdir():
-            p.unlink()
-        stage.rmdir()
+        shutil.rmtree(stage)
         if self.mode == "upsert":
             self._drop_superseded()
 
@@ -393,6 +439,44 @@ class ParquetSink(Sink):
                 if _epoch_of(p) < newest:
                     p.unlink()
             _fs.fsync_dir(self.directory)
+
+
+def _parts(directory: Path, deep: bool) -> list[Path]:
+    """Part files directly in ``directory`` (or, ``deep``, in its partition sub-directories too), in output
+    order: epoch, sequence, then partition."""
+    found = directory.rglob("part-*.parquet") if deep else directory.iterdir()
+    if deep:
+        found = (p for p in found if _STAGING not in p.relative_to(directory).parts)
+    return sorted((p for p in found if _PART.match(p.name)), key=lambda p: (p.name, str(p)))
+
+
+def _partitioned(table: pa.Table, columns) -> list[tuple[Path, pa.Table]]:
+    """``table``'s rows per distinct value of ``columns``: (Hive path ``col=value/...``, rows without them)."""
+    from urllib.parse import quote
+
+    keys = table.select(list(columns))
+    keys = keys.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                                for f in keys.schema]))  # (each batch may bring its own dictionary)
+    groups = (keys.append_column("__row", pa.array(np.arange(table.num_rows)))
+              .group_by(list(columns), use_threads=False).aggregate([("__row", "list")]))
+    rest = table.drop_columns(list(columns))
+    out = []
+    for g in groups.to_pylist():
+        where = Path(*(f"{quote(c, safe='')}={_HIVE_NULL if g[c] is None else quote(str(g[c]), safe='')}"
+                       for c in columns))
+        out.append((where, rest.take(pa.array(g["__row_list"], pa.int64()))))
+    return out
+
+
+def _partition_values(where: Path) -> list[tuple[str, str | None]]:
+    """The (column, value) pairs a partition's relative path names (see :func:`_partitioned`)."""
+    from urllib.parse import unquote
+
+    pairs = []
+    for part in where.parts:
+        c, _, v = part.partition("=")
+        pairs.append((unquote(c), None if v == _HIVE_NULL else unquote(v)))
+    return pairs
 
 
 def _epoch_of(path: Path) -> int:

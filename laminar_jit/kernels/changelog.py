@@ -21,8 +21,8 @@ cache lines (``A`` aggregates; positions from :func:`rec_columns`):
     +inf and -inf the sum holds, kept apart from the finite part so that
     retracting them works.
 
-Min and max over a changelog keep every distinct value of a key with its
-multiplicity (as Flink's ``MinWithRetractAggFunction`` keeps a map), in a
+Min and max over a changelog, and every ``count_distinct``, keep each
+distinct value of a key with its multiplicity (as Flink's ``MinWithRetractAggFunction`` keeps a map), in a
 second key table keyed by ``(slot * A + a, value bits)``: ``mlist[e]`` is
 ``(count, next, prev)`` of entry ``e`` and ``mhead[slot, a]`` the first
 entry of the key's list (``mhead`` has no rows when no min/max needs it). Retracting the current minimum walks the key's
@@ -41,14 +41,14 @@ from .._jit import JIT_DISABLED, njit
 from .hashtable import ht_delete, ht_find, ht_find_or_insert
 
 __all__ = [
-    "COUNT_ROWS", "COUNT", "MAX", "MEAN", "MIN", "SUM",
+    "COUNT_ROWS", "COUNT", "COUNT_DISTINCT", "MAX", "MEAN", "MIN", "SUM",
     "f64_bits", "float_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows",
     "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_forget", "ranked_insert", "ranked_purge", "rec_columns",
-    "slot_order", "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_LAST", "R_MARK", "R_SEQ",
+    "slot_order", "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_KEY2", "R_LAST", "R_MARK", "R_SEQ",
 ]
 
 #: Aggregate kinds (``kinds[a]``).
-COUNT_ROWS, COUNT, SUM, MEAN, MIN, MAX = 0, 1, 2, 3, 4, 5
+COUNT_ROWS, COUNT, SUM, MEAN, MIN, MAX, COUNT_DISTINCT = 0, 1, 2, 3, 4, 5, 6
 #: Flink RowKind codes.
 _INSERT, _UPDATE_BEFORE, _UPDATE_AFTER, _DELETE = 0, 1, 2, 3
 
@@ -134,9 +134,11 @@ def slot_order(dirty, high_water):
 
 @njit
 def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
-    """Count one more value ``bits`` of aggregate ``a`` of slot ``s`` (a new value joins the key's list)."""
+    """Count one more value ``bits`` of aggregate ``a`` of slot ``s``; True when it is new to the key (it joins
+    the key's list)."""
     e = ht_find_or_insert(mb, mk, mm, mf, s * n_aggs + a, bits)
-    if mlist[e, 0] == 0:
+    new = mlist[e, 0] == 0
+    if new:
         h = mhead[s, a]
         mlist[e, 1] = h
         mlist[e, 2] = -1
@@ -144,6 +146,7 @@ def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
             mlist[h, 2] = e
         mhead[s, a] = e
     mlist[e, 0] += 1
+    return new
 
 
 @njit
@@ -281,7 +284,7 @@ def group_emit(dirty, kinds, floats, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm,
             ni[a], nf[a], nn[a] = 0, 0.0, False
             if kind == COUNT_ROWS:
                 ni[a] = rows
-            elif kind == COUNT:
+            elif kind == COUNT or kind == COUNT_DISTINCT:
                 ni[a] = c
             elif c <= 0:
                 nn[a] = True
@@ -350,7 +353,7 @@ def group_purge(watermark, ttl, tb, tk, tm, tf, rec, frec, odd, mb, mk, mm, mf, 
 #           the call that last changed the slot (0: a free slot), the latest event time offered to it;
 #   then the current row's columns (width W: every column as int64 — integers and codes as they are,
 #   floats as their bits — and a bitmask of which are valid), then the last emitted row's.
-R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_LAST, R_CUR = 0, 1, 2, 3, 4, 5, 6, 7
+R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_LAST, R_KEY2, R_CUR = 0, 1, 2, 3, 4, 5, 6, 7, 8
 
 
 @njit(inline="always")
@@ -375,10 +378,12 @@ def float_bits(x):
 
 
 @njit(inline="always")
-def ranked_insert(R, s, n, key, q, later_wins):
-    """Put a row (rank key ``key``, arrival ``q``) into slot ``s``'s best-first list of at most ``n`` rows.
+def ranked_insert(R, s, n, key, key2, q, later_wins):
+    """Put a row (rank keys ``key`` then ``key2``, arrival ``q``) into slot ``s``'s best-first list of at most
+    ``n`` rows.
 
-    Ties go to the earlier row, or with ``later_wins`` to the later one. The
+    Rows equal in ``key`` are ordered by ``key2`` (larger first; 0 for all
+    without a second ORDER BY column); full ties go to the earlier row, or with ``later_wins`` to the later one. The
     rows after it move down one place (the last of a full list falls off).
     Returns the row's place, or -1 when it does not make the list; the caller
     then writes its columns to ``R[s * n + place, R_CUR:]``.
@@ -388,7 +393,8 @@ def ranked_insert(R, s, n, key, q, later_wins):
     pos = m
     for r in range(m):
         other = R[base + r, R_KEY]
-        if key > other or (key == other and later_wins):
+        if key > other or (key == other and (key2 > R[base + r, R_KEY2]
+                                             or (key2 == R[base + r, R_KEY2] and later_wins))):
             pos = r
             break
     if pos >= n:
@@ -397,10 +403,12 @@ def ranked_insert(R, s, n, key, q, later_wins):
     last = m if m < n else n - 1  # rows pos .. last-1 move to pos+1 .. last
     for r in range(last - 1, pos - 1, -1):
         R[base + r + 1, R_KEY] = R[base + r, R_KEY]
+        R[base + r + 1, R_KEY2] = R[base + r, R_KEY2]
         R[base + r + 1, R_SEQ] = R[base + r, R_SEQ]
         for c in range(R_CUR, R_CUR + width):
             R[base + r + 1, c] = R[base + r, c]
     R[base + pos, R_KEY] = key
+    R[base + pos, R_KEY2] = key2
     R[base + pos, R_SEQ] = q
     if m < n:
         R[base, R_CNT] = m + 1

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from .._jit import njit
 from ..io.sources import Source
 
-__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "NexmarkEvents", "generate"]
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "SIDE_INPUT_ROWS", "NexmarkEvents", "generate", "side_input"]
 
 _TS = pa.timestamp("ms")
 
@@ -235,6 +235,20 @@ def sources(events: int, seed: int = 0, rate: int = 10_000, max_delay: int = 100
     and for partitioned runs, where each reader generates its own chunks.
     """
     return {s: NexmarkSource(s, events, seed, rate, max_delay, chunk_size) for s in SCHEMAS}
+
+
+#: Rows of q13's side input.
+SIDE_INPUT_ROWS = 10_000
+
+
+def side_input(rows: int = SIDE_INPUT_ROWS) -> pa.Table:
+    """q13's bounded side table: ``key`` 0 … ``rows - 1`` and a text ``value`` per key.
+
+    It stands in for the file Flink's q13 reads (``side_input.txt``: a ``BIGINT`` key and a
+    ``VARCHAR`` value per line); bids join it on ``auction % rows``.
+    """
+    keys = np.arange(rows, dtype=np.int64)
+    return pa.table({"key": keys, "value": pa.array([f"side-{k}" for k in keys.tolist()], pa.string())})
 
 
 def _stream_count(stream: str, n: np.ndarray) -> np.ndarray:

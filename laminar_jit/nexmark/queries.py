@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from decimal import Decimal
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,14 +23,18 @@ from .._progress import compiling
 from ..dag import DagBuilder, StreamingDag
 from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
-from ..ops.aggregates import count
+from ..ops.aggregates import count, count_distinct, mean
+from ..ops.aggregates import max as max_
+from ..ops.aggregates import min as min_
+from ..ops.aggregates import sum as sum_
 from ..ops.dedup import Dedup
+from ..ops.group import GroupAggregate
 from ..ops.keyed import KeyedKernel
 from ..ops.joins import IntervalJoin, WindowJoin
 from ..ops.topn import TopN
-from ..ops.windows import SessionWindow, SlidingWindow
-from ..time import BoundedOutOfOrderness
-from .generator import SCHEMAS, NexmarkEvents, auction_horizon_ms
+from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
+from ..time import BoundedOutOfOrderness, ProcessingTime
+from .generator import SCHEMAS, NexmarkEvents, side_input
 
 __all__ = ["QUERIES", "QueryRun", "query", "run", "streams_of"]
 
@@ -61,10 +66,19 @@ def q0(max_delay: int = 100) -> StreamingDag:
             .connect("bid", "q0").sink_for("q0", "out").build())
 
 
+def _euro_decimal(price):
+    """``0.908 * price`` exactly, as the canonical sink's ``DECIMAL(23, 3)``."""
+    return pc.multiply(pc.cast(price, pa.decimal128(19, 0)), pa.scalar(Decimal("0.908"), pa.decimal128(3, 3)))
+
+
 def q1(max_delay: int = 100) -> StreamingDag:
-    """Currency conversion: ``SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid``."""
+    """Currency conversion: ``SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid``.
+
+    ``price`` is ``DECIMAL(23, 3)`` as in the canonical sink: computed exactly by an ``ArrowMap``
+    (kernels do not compute in decimals; ``lj.Map(lambda price: price * 0.908, ...)`` gives DOUBLE).
+    """
     return (_builder(["bid"], max_delay)
-            .operator("euro", Map(_to_euro, output="price"))
+            .operator("euro", ArrowMap(_euro_decimal, output={"price": pa.decimal128(23, 3)}))
             .operator("q1", Project(["auction", "bidder", "price", "date_time", "extra"]))
             .connect("bid", "euro").connect("euro", "q1").sink_for("q1", "out").build())
 
@@ -119,8 +133,8 @@ def q3(max_delay: int = 100) -> StreamingDag:
             .connect("joined", "q3").sink_for("q3", "out").build())
 
 
-def _bid_in_time(date_time_right, expires):
-    return date_time_right <= expires
+def _bid_before_expiry(date_time, expires):
+    return date_time <= expires
 
 
 def _bid_for_auction(st, category, price, expires):
@@ -139,55 +153,49 @@ def _closed(closed):
     return closed
 
 
-def _running_average(st, final):
-    st.total += final
-    st.n += 1
-    return st.total / st.n
+def q4(max_delay: int = 100) -> StreamingDag:
+    """Average closing price per category: an updating result (a changelog).
 
-
-#: Longest auction of the generator at its default rate: 1 + 2 * (time until 100 more auctions) ms.
-MAX_AUCTION_MS = 1 + 2 * auction_horizon_ms()
-
-
-def q4(max_delay: int = 100, max_auction_ms: int = MAX_AUCTION_MS) -> StreamingDag:
-    """Average closing price per category.
-
-    ``SELECT category, AVG(final) FROM (SELECT MAX(B.price) AS final, A.category FROM auction A
-    JOIN bid B ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires GROUP BY
-    A.id, A.category) GROUP BY category``, as a stream of updates: when the watermark passes an
-    auction's end, its highest bid is final, and the category's running average is emitted
-    (``category``, ``date_time`` of the update, ``avg_final``). The last row per category is the
-    SQL answer. Bids meet auctions in an interval join bounded by the longest auction
-    (``max_auction_ms``; the generator's default rate gives :data:`MAX_AUCTION_MS`).
+    ``SELECT category, AVG(final) AS avg_final FROM (SELECT MAX(B.price) AS final, A.category
+    FROM auction A JOIN bid B ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires
+    GROUP BY A.id, A.category) GROUP BY category``. Each bid meets its auction in a join that keeps
+    an auction for as long as bids may come (a regular join on the time bound ``B.date_time >=
+    A.date_time``, bids on the left so that the output carries the bid's time; no bound on auction
+    length is assumed, so the answer does not depend on the event rate) and forgets a bid once the
+    watermark has passed it. When the
+    watermark passes an auction's ``expires`` its highest bid is final, and the category's
+    average is updated by a :class:`~laminar_jit.GroupAggregate`: output ``category``,
+    ``avg_final``, ``op`` (``+I`` for a category's first auction, then ``-U``/``+U``). The
+    changelog applied is the SQL answer. (Flink's plan also retracts each auction's running
+    maximum as bids come; closing auctions first emits the same final state with fewer updates.)
     """
     return (_builder(["auction", "bid"], max_delay)
             .operator("auctions", Project(["id", "category", "date_time", "expires"]))
             .operator("bids", Project(["auction", "price", "date_time"]))
-            .operator("joined", IntervalJoin("id", "auction", lower=0, upper=max_auction_ms))
-            .operator("in_time", Filter(_bid_in_time))
-            .operator("winning", KeyedKernel(_bid_for_auction, key="id",
+            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
+            .operator("in_time", Filter(_bid_before_expiry))
+            .operator("winning", KeyedKernel(_bid_for_auction, key="auction",
                                              state={"final": np.int64, "category": np.int64},
                                              output={"final": pa.int64(), "category": pa.int64(),
                                                      "closed": pa.bool_()},
                                              on_timer=_auction_closed))
             .operator("closed", Filter(_closed))
-            .operator("average", KeyedKernel(_running_average, key="category",
-                                             state={"total": np.float64, "n": np.int64},
-                                             output={"avg_final": pa.float64()}))
-            .operator("q4", Project(["category", "date_time", "avg_final"]))
+            .operator("final", Project(["category", "final"]))
+            .operator("q4", GroupAggregate("category", {"avg_final": mean("final")}))
             .connect("auction", "auctions").connect("bid", "bids")
-            .connect("auctions", "joined", port="left").connect("bids", "joined", port="right")
+            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
             .connect("joined", "in_time").connect("in_time", "winning").connect("winning", "closed")
-            .connect("closed", "average").connect("average", "q4").sink_for("q4", "out").build())
+            .connect("closed", "final").connect("final", "q4").sink_for("q4", "out").build())
 
 
 def q5(max_delay: int = 100) -> StreamingDag:
-    """Hot items: the auction with the most bids in each 10 s window sliding by 2 s.
+    """Hot items: the auctions with the most bids in each 10 s window sliding by 2 s.
 
     ``SELECT auction, num, starttime, endtime FROM (SELECT auction, count(*) AS num,
     window_start AS starttime, window_end AS endtime FROM HOP(bid, 2 s, 10 s) GROUP BY
-    auction, window) QUALIFY row_number() OVER (PARTITION BY starttime ORDER BY num DESC,
-    auction) = 1``. One auction per window: of tied counts, the smallest auction id.
+    auction, window) AS AuctionBids JOIN (SELECT max(num) AS maxn, starttime, endtime FROM ...
+    GROUP BY starttime, endtime) AS MaxBids ON ... AND AuctionBids.num >= MaxBids.maxn``: every
+    auction tied for the most bids of a window (``TopN(1, ties=True)``, SQL's ``rank() = 1``).
 
     A window's result carries its start as event time and leaves when the
     watermark passes its end, 10 s later; the top-1 step allows that lateness.
@@ -196,24 +204,74 @@ def q5(max_delay: int = 100) -> StreamingDag:
             .operator("counts", SlidingWindow(size=10 * _S, slide=2 * _S, key="auction", aggs={"num": count()}))
             .operator("renamed", Project({"starttime": "window_start", "endtime": "window_end",
                                           "auction": "auction", "num": "num"}))
-            .operator("hottest", TopN(1, by="num", window=2 * _S, allowed_lateness=10 * _S))
+            .operator("hottest", TopN(1, by="num", window=2 * _S, allowed_lateness=10 * _S, ties=True))
             .operator("q5", Project(["auction", "num", "starttime", "endtime"]))
             .connect("bid", "counts").connect("counts", "renamed").connect("renamed", "hottest")
             .connect("hottest", "q5").sink_for("q5", "out").build())
 
 
-def q7(max_delay: int = 100) -> StreamingDag:
-    """Highest bid: the bid with the highest price in each tumbling 10 s window.
+#: Rows of q6's average: ``ROWS BETWEEN 10 PRECEDING AND CURRENT ROW``.
+_Q6_ROWS = 11
 
-    ``SELECT auction, price, bidder, date_time, window_start, window_end FROM bid
-    QUALIFY row_number() OVER (PARTITION BY window ORDER BY price DESC, arrival) = 1``:
-    of tied prices, the bid that arrived first. (``extra`` is left out: string
-    columns kept in window state are interned in a dictionary for the life of
-    the executor, which unique padding text would only fill.)
+
+def _last_11_average(st, final):
+    """The mean of a seller's last 11 closing prices (this one and the 10 before), kept in a shift register."""
+    st.f10, st.f9, st.f8, st.f7, st.f6, st.f5 = st.f9, st.f8, st.f7, st.f6, st.f5, st.f4
+    st.f4, st.f3, st.f2, st.f1, st.f0 = st.f3, st.f2, st.f1, st.f0, final
+    if st.n < 11:
+        st.n += 1
+    total = st.f0 + st.f1 + st.f2 + st.f3 + st.f4 + st.f5 + st.f6 + st.f7 + st.f8 + st.f9 + st.f10
+    return total / st.n
+
+
+def q6(max_delay: int = 100) -> StreamingDag:
+    """Average selling price by seller: per closed auction, the mean of its seller's last closing prices.
+
+    ``SELECT Q.seller, AVG(Q.final) OVER (PARTITION BY Q.seller ORDER BY Q.dateTime ROWS BETWEEN 10
+    PRECEDING AND CURRENT ROW) FROM (SELECT MAX(B.price) AS final, A.seller, B.dateTime FROM auction
+    A, bid B WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND A.expires GROUP BY A.id,
+    A.seller) Q``: an auction's price is final when the watermark passes its ``expires`` (as in
+    :func:`q4`), and the seller's average over that auction and the 10 that closed before it is
+    emitted then (``seller``, ``date_time`` = ``expires`` + 1 ms, ``avg_final`` as DOUBLE). The
+    subquery's ``B.dateTime`` is not grouped; the closing time orders a seller's auctions here, and
+    auctions closing in the same millisecond come in the order their first bids arrived (SQL leaves
+    that order open). An append-only stream: each row is final.
+    """
+    ring = {f"f{i}": np.int64 for i in range(_Q6_ROWS)}
+    return (_builder(["auction", "bid"], max_delay)
+            .operator("auctions", Project(["id", "seller", "date_time", "expires"]))
+            .operator("bids", Project(["auction", "price", "date_time"]))
+            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
+            .operator("in_time", Filter(_bid_before_expiry))
+            .operator("winning", KeyedKernel(_bid_for_auction, key="auction", columns={"category": "seller"},
+                                             state={"final": np.int64, "category": np.int64},
+                                             output={"final": pa.int64(), "seller": pa.int64(),
+                                                     "closed": pa.bool_()},
+                                             on_timer=_auction_closed))
+            .operator("closed", Filter(_closed))
+            .operator("average", KeyedKernel(_last_11_average, key="seller", state={**ring, "n": np.int64},
+                                             output={"avg_final": pa.float64()}))
+            .operator("q6", Project(["seller", "date_time", "avg_final"]))
+            .connect("auction", "auctions").connect("bid", "bids")
+            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
+            .connect("joined", "in_time").connect("in_time", "winning").connect("winning", "closed")
+            .connect("closed", "average").connect("average", "q6").sink_for("q6", "out").build())
+
+
+def q7(max_delay: int = 100) -> StreamingDag:
+    """Highest bid: the bids at the highest price of each tumbling 10 s window.
+
+    ``SELECT B.auction, B.price, B.bidder, B.dateTime FROM bid B JOIN (SELECT MAX(price) AS maxprice,
+    window_end AS dateTime FROM TUMBLE(bid, 10 s) GROUP BY window) B1 ON B.price = B1.maxprice
+    WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime``: every bid at its
+    window's top price (``TopN(1, ties=True)``), with ``window_start`` and ``window_end``. A bid
+    belongs to the window ``[start, end)`` (the SQL's ``BETWEEN`` also lets a bid at exactly the
+    end meet the window before). ``extra`` is left out: string columns kept in window state are
+    interned in a dictionary for the life of the executor, which unique padding text would only fill.
     """
     return (_builder(["bid"], max_delay)
             .operator("columns", Project(["auction", "price", "bidder", "date_time"]))
-            .operator("highest", TopN(1, by="price", window=10 * _S))
+            .operator("highest", TopN(1, by="price", window=10 * _S, ties=True))
             .operator("q7", Project(["auction", "price", "bidder", "date_time", "window_start", "window_end"]))
             .connect("bid", "columns").connect("columns", "highest").connect("highest", "q7")
             .sink_for("q7", "out").build())
@@ -249,6 +307,23 @@ def q11(max_delay: int = 100) -> StreamingDag:
             .operator("q11", Project({"bidder": "bidder", "bid_count": "bid_count", "starttime": "window_start",
                                       "endtime": "window_end"}))
             .connect("bid", "sessions").connect("sessions", "q11").sink_for("q11", "out").build())
+
+
+def q12(max_delay: int = 100) -> StreamingDag:
+    """Processing-time windows: bids per bidder per 10 s of the wall clock.
+
+    ``SELECT B.bidder, count(*) AS bid_count, TUMBLE_START(B.p_time, INTERVAL '10' SECOND) AS starttime,
+    TUMBLE_END(B.p_time, INTERVAL '10' SECOND) AS endtime FROM (SELECT *, PROCTIME() AS p_time FROM bid) B
+    GROUP BY B.bidder, TUMBLE(B.p_time, INTERVAL '10' SECOND)``: the source is declared with
+    ``lj.ProcessingTime()`` (the engine stamps ``p_time`` as batches arrive) and a
+    ``TumblingWindow`` counts over it. Which window a bid falls in depends on when it was fed,
+    so only the totals per bidder can be compared with SQL (``max_delay`` does not apply).
+    """
+    return (DagBuilder().source("bid", SCHEMAS["bid"], event_time="p_time", watermark=ProcessingTime())
+            .operator("windows", TumblingWindow(10 * _S, key="bidder", aggs={"bid_count": count()}))
+            .operator("q12", Project({"bidder": "bidder", "bid_count": "bid_count", "starttime": "window_start",
+                                      "endtime": "window_end"}))
+            .connect("bid", "windows").connect("windows", "q12").sink_for("q12", "out").build())
 
 
 _BID_COLUMNS = ["auction", "bidder", "price", "channel", "url", "date_time"]
@@ -370,9 +445,260 @@ def q22(max_delay: int = 100) -> StreamingDag:
             .connect("bid", "dirs").connect("dirs", "q22").sink_for("q22", "out").build())
 
 
+_AUCTION_COLUMNS = ["id", "item_name", "description", "initial_bid", "reserve", "date_time", "expires", "seller",
+                    "category"]
+
+
+def q9(max_delay: int = 100) -> StreamingDag:
+    """Winning bids: each auction with its highest bid so far, an updating result (a changelog).
+
+    ``SELECT id, itemName, description, initialBid, reserve, dateTime, expires, seller, category,
+    auction, bidder, price, bid_dateTime FROM (SELECT A.*, B.auction, B.bidder, B.price, B.dateTime
+    AS bid_dateTime, ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.dateTime ASC) AS
+    rownum FROM auction A, bid B WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND
+    A.expires) WHERE rownum <= 1``. Bids meet their auction as in :func:`q4` and an unbounded
+    ``TopN(1, by=["price", "date_time"], descending=[True, False])`` per auction keeps the best:
+    the highest price, of equal prices the earliest bid. The ``extra`` columns are left out (see
+    :func:`q18`).
+    """
+    return (_builder(["auction", "bid"], max_delay)
+            .operator("auctions", Project(_AUCTION_COLUMNS))
+            .operator("bids", Project(["auction", "bidder", "price", "date_time"]))
+            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
+            .operator("in_time", Filter(_bid_before_expiry))
+            .operator("best", TopN(1, by=["price", "date_time"], key="id", window=None, descending=[True, False]))
+            .operator("q9", Project({**{c: c for c in _AUCTION_COLUMNS}, "date_time": "date_time_right",
+                                     "auction": "auction", "bidder": "bidder", "price": "price",
+                                     "bid_date_time": "date_time", "op": "op"}))
+            .connect("auction", "auctions").connect("bid", "bids")
+            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
+            .connect("joined", "in_time").connect("in_time", "best").connect("best", "q9")
+            .sink_for("q9", "out").build())
+
+
+#: q13's side table as Arrow arrays: its keys and values.
+_SIDE = side_input()
+
+
+def _side_value(auction):
+    """q13's lookup: the side table's ``value`` of key ``auction % 10000`` (null when it has none), as a
+    dictionary over the side table's values: a bid carries an index, no string is copied."""
+    keys = pc.index_in(pa.array(auction.to_numpy(zero_copy_only=False) % len(_SIDE)), value_set=_SIDE["key"])
+    return pa.DictionaryArray.from_arrays(keys, _SIDE["value"].combine_chunks())
+
+
+def q13(max_delay: int = 100) -> StreamingDag:
+    """Bounded side input join: each bid with the side table's value of ``auction % 10000``.
+
+    ``SELECT B.auction, B.bidder, B.price, B.dateTime, S.value FROM (SELECT *, PROCTIME() AS p_time
+    FROM bid) B JOIN side_input FOR SYSTEM_TIME AS OF B.p_time AS S ON mod(B.auction, 10000) =
+    S.key``. The side table (:func:`~laminar_jit.nexmark.side_input`) is bounded and does not
+    change, so the lookup is an ``ArrowMap`` holding it: a hash lookup per bid into the table's
+    keys, the value taken as a dictionary index.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("side", ArrowMap(_side_value, output={"value": _DICT_STRING}))
+            .operator("q13", Project(["auction", "bidder", "price", "date_time", "value"]))
+            .connect("bid", "side").connect("side", "q13").sink_for("q13", "out").build())
+
+
+_TIME_TYPES = pa.array(["dayTime", "nightTime", "otherTime"])
+
+
+def _bid_time_type_and_c_counts(date_time, extra):
+    """q14's ``CASE`` on the hour of the bid (a dictionary of three strings) and ``count_char(extra, 'c')``."""
+    hour = (pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False) // 3_600_000) % 24
+    kind = np.where((hour >= 8) & (hour <= 18), 0, np.where((hour <= 6) | (hour >= 20), 1, 2)).astype(np.int32)
+    return (pa.DictionaryArray.from_arrays(pa.array(kind), _TIME_TYPES),
+            pc.cast(pc.count_substring(extra, "c"), pa.int64()))
+
+
+def _euro_price_in_range(price):
+    euro = price * 0.908
+    return euro > 1_000_000 and euro < 50_000_000
+
+
+def q14(max_delay: int = 100) -> StreamingDag:
+    """Calculated columns and a UDF filter.
+
+    ``SELECT auction, bidder, 0.908 * price AS price, CASE WHEN HOUR(dateTime) >= 8 AND
+    HOUR(dateTime) <= 18 THEN 'dayTime' WHEN HOUR(dateTime) <= 6 OR HOUR(dateTime) >= 20 THEN
+    'nightTime' ELSE 'otherTime' END AS bidTimeType, dateTime, extra, count_char(extra, 'c') AS
+    c_counts FROM bid WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000`` (columns in
+    snake case: ``bid_time_type``). The string work (the ``CASE`` and Flink's ``count_char`` UDF)
+    is an ``ArrowMap``; the filter and the conversion are kernels.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("in_range", Filter(_euro_price_in_range))
+            .operator("strings", ArrowMap(_bid_time_type_and_c_counts,
+                                          output={"bid_time_type": _DICT_STRING, "c_counts": pa.int64()}))
+            .operator("euro", Map(_to_euro, output="price"))
+            .operator("q14", Project(["auction", "bidder", "price", "bid_time_type", "date_time", "extra",
+                                      "c_counts"]))
+            .connect("bid", "in_range").connect("in_range", "strings").connect("strings", "euro")
+            .connect("euro", "q14").sink_for("q14", "out").build())
+
+
+def q20(max_delay: int = 100) -> StreamingDag:
+    """Filtered join: every bid with its auction, for auctions of category 10.
+
+    ``SELECT auction, bidder, price, channel, url, B.dateTime, B.extra, itemName, description,
+    initialBid, reserve, A.dateTime, expires, seller, category, A.extra FROM bid AS B INNER JOIN
+    auction AS A ON B.auction = A.id WHERE A.category = 10``; the two ``dateTime`` and ``extra``
+    columns are named ``bid_date_time``, ``bid_extra``, ``auction_date_time``, ``auction_extra``.
+    A regular join: a pair is emitted when its second row arrives, in either order, and both sides
+    are kept for the life of the query (as in any streaming engine without a state TTL).
+    """
+    bid = ["auction", "bidder", "price", "channel", "url", "date_time", "extra"]
+    renamed = {"auction": "auction", "bidder": "bidder", "price": "price", "channel": "channel", "url": "url",
+               "bid_date_time": "date_time", "bid_extra": "extra", "item_name": "item_name",
+               "description": "description", "initial_bid": "initial_bid", "reserve": "reserve",
+               "auction_date_time": "date_time_right", "expires": "expires", "seller": "seller",
+               "category": "category", "auction_extra": "extra_right"}
+    return (_builder(["auction", "bid"], max_delay)
+            .operator("category_10", Filter(_is_category_10))
+            .operator("auctions", Project(["id", "item_name", "description", "initial_bid", "reserve", "date_time",
+                                           "expires", "seller", "category", "extra"]))
+            .operator("bids", Project(bid))
+            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=_FOREVER))
+            .operator("q20", Project(renamed))
+            .connect("auction", "category_10").connect("category_10", "auctions").connect("bid", "bids")
+            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
+            .connect("joined", "q20").sink_for("q20", "out").build())
+
+
+_DAY_MS, _MINUTE_MS = 86_400_000, 60_000
+#: Price bands of q15-q17's ``FILTER`` clauses: ``price < 10,000``, ``< 1,000,000``, the rest.
+_BANDS = (0, 10_000, 1_000_000, None)
+
+
+def _days(date_time):
+    """``DATE_FORMAT(date_time, 'yyyy-MM-dd')`` as a dictionary: the text of each of the few days, once."""
+    day = np.floor_divide(pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False), _DAY_MS)
+    first, last = (int(day.min()), int(day.max())) if day.size else (0, 0)
+    text = np.datetime_as_string((np.arange(first, last + 1) * _DAY_MS).astype("datetime64[ms]"), unit="D")
+    return pa.DictionaryArray.from_arrays(pa.array(day - first, pa.int32()), pa.array(text, pa.string()))
+
+
+def _bands(price, *columns):
+    """Per column and price band, the column where ``price`` is in the band, else null: each ``FILTER
+    (WHERE ...)`` as a column that ``count``/``count_distinct`` skip where its condition fails."""
+    out = []
+    for c in columns:
+        for low, high in zip(_BANDS, _BANDS[1:]):
+            keep = pc.greater_equal(price, low)
+            if high is not None:
+                keep = pc.and_(keep, pc.less(price, high))
+            out.append(pc.if_else(keep, c, pa.scalar(None, c.type)))
+    return tuple(out)
+
+
+def _day_bidder_auction_bands(date_time, price, bidder, auction):
+    return (_days(date_time), *_bands(price, bidder, auction))
+
+
+def _day_minute_bidder_auction_bands(date_time, price, bidder, auction):
+    ms = pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False)
+    minute = (ms % _DAY_MS) // _MINUTE_MS * 60  # seconds since midnight, whole minutes
+    return (_days(date_time), pa.array(minute.astype(np.int32), pa.time32("s")), *_bands(price, bidder, auction))
+
+
+def _day_price_bands(date_time, price):
+    return (_days(date_time), *_bands(price, price))
+
+
+_BAND_NAMES = {f"{c}_r{r}": pa.int64() for c in ("bidder", "auction") for r in (1, 2, 3)}
+
+
+def _distinct_counts() -> dict:
+    """q15's and q16's aggregates: bids, bidders and auctions, in total and per price band."""
+    aggs = {"total_bids": count(), **{f"rank{r}_bids": count(f"bidder_r{r}") for r in (1, 2, 3)}}
+    for column, counted in (("bidder", "bidders"), ("auction", "auctions")):
+        aggs[f"total_{counted}"] = count_distinct(column)
+        aggs.update({f"rank{r}_{counted}": count_distinct(f"{column}_r{r}") for r in (1, 2, 3)})
+    return aggs
+
+
+def q15(max_delay: int = 100) -> StreamingDag:
+    """Bidding statistics per day: an updating result (a changelog).
+
+    ``SELECT DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, count(*) AS total_bids, count(*) FILTER
+    (WHERE price < 10000) AS rank1_bids, ... (rank2: 10,000 <= price < 1,000,000; rank3: price >=
+    1,000,000), count(DISTINCT bidder) AS total_bidders, count(DISTINCT bidder) FILTER (WHERE ...)
+    AS rank1_bidders, ..., count(DISTINCT auction) AS total_auctions, ... FROM bid GROUP BY day``.
+    An ``ArrowMap`` works out ``day`` (text, once per distinct day) and each ``FILTER`` as a column
+    that is null where its condition fails; a :class:`~laminar_jit.GroupAggregate` counts them
+    (``count`` and ``count_distinct`` skip nulls). Output: ``day``, the twelve counts, ``op``.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("bands", ArrowMap(_day_bidder_auction_bands, output={"day": _DICT_STRING, **_BAND_NAMES}))
+            .operator("q15", GroupAggregate("day", _distinct_counts()))
+            .connect("bid", "bands").connect("bands", "q15").sink_for("q15", "out").build())
+
+
+def q16(max_delay: int = 100) -> StreamingDag:
+    """Channel statistics per day: an updating result (a changelog).
+
+    ``SELECT channel, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, max(DATE_FORMAT(dateTime, 'HH:mm'))
+    AS minute, count(*) AS total_bids, ...`` (the counts of :func:`q15`) ``FROM bid GROUP BY channel,
+    day``. ``minute`` is a time of day (Arrow ``time32[s]``, whole minutes) rather than the text
+    ``'HH:mm'``: the latest minute is the same, and kernels compare times but not text.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("bands", ArrowMap(_day_minute_bidder_auction_bands,
+                                        output={"day": _DICT_STRING, "minute": pa.time32("s"), **_BAND_NAMES}))
+            .operator("q16", GroupAggregate(["channel", "day"], {"minute": max_("minute"), **_distinct_counts()}))
+            .connect("bid", "bands").connect("bands", "q16").sink_for("q16", "out").build())
+
+
+def q17(max_delay: int = 100) -> StreamingDag:
+    """Auction statistics per day: an updating result (a changelog).
+
+    ``SELECT auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, count(*) AS total_bids, count(*)
+    FILTER (WHERE price < 10000) AS rank1_bids, ... (the bands of :func:`q15`), min(price) AS
+    min_price, max(price) AS max_price, avg(price) AS avg_price, sum(price) AS sum_price FROM bid
+    GROUP BY auction, day``.
+    """
+    aggs = {"total_bids": count(), **{f"rank{r}_bids": count(f"price_r{r}") for r in (1, 2, 3)},
+            "min_price": min_("price"), "max_price": max_("price"), "avg_price": mean("price"),
+            "sum_price": sum_("price")}
+    return (_builder(["bid"], max_delay)
+            .operator("bands", ArrowMap(_day_price_bands,
+                                        output={"day": _DICT_STRING, **{f"price_r{r}": pa.int64() for r in (1, 2, 3)}}))
+            .operator("q17", GroupAggregate(["auction", "day"], aggs))
+            .connect("bid", "bands").connect("bands", "q17").sink_for("q17", "out").build())
+
+
+#: ``'HH:mm'`` of each minute of a day, by minute.
+_MINUTE_TEXT = pa.array([f"{m // 60:02d}:{m % 60:02d}" for m in range(24 * 60)])
+
+
+def _dt_hm(date_time):
+    """q10's ``DATE_FORMAT(dateTime, 'yyyy-MM-dd')`` and ``DATE_FORMAT(dateTime, 'HH:mm')``, as dictionaries."""
+    ms = pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False)
+    minute = pa.array(((ms % _DAY_MS) // _MINUTE_MS).astype(np.int32))
+    return _days(date_time), pa.DictionaryArray.from_arrays(minute, _MINUTE_TEXT)
+
+
+def q10(max_delay: int = 100) -> StreamingDag:
+    """Log to a file system: every bid with its day and minute, for a sink partitioned by them.
+
+    ``INSERT INTO fs_sink SELECT auction, bidder, price, dateTime, extra, DATE_FORMAT(dateTime,
+    'yyyy-MM-dd'), DATE_FORMAT(dateTime, 'HH:mm') FROM bid``, where ``fs_sink`` is ``PARTITIONED BY
+    (dt, hm)``: write sink ``"out"`` with ``lj.io.ParquetSink(directory, partition_by=["dt", "hm"])``
+    (``directory/dt=2024-01-01/hm=00:00/part-….parquet``, exactly once; ``lj.nexmark.run`` keeps the
+    rows in memory). ``dt`` and ``hm`` are worked out once per distinct day and minute.
+    """
+    return (_builder(["bid"], max_delay)
+            .operator("dt_hm", ArrowMap(_dt_hm, output={"dt": _DICT_STRING, "hm": _DICT_STRING}))
+            .operator("q10", Project(["auction", "bidder", "price", "date_time", "extra", "dt", "hm"]))
+            .connect("bid", "dt_hm").connect("dt_hm", "q10").sink_for("q10", "out").build())
+
+
 #: Query name -> DAG factory.
-QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8, "q11": q11,
-           "q18": q18, "q19": q19, "q21": q21, "q22": q22}
+QUERIES = {"q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q6": q6, "q7": q7, "q8": q8, "q9": q9,
+           "q10": q10, "q11": q11, "q12": q12, "q13": q13, "q14": q14, "q15": q15, "q16": q16, "q17": q17, "q18": q18,
+           "q19": q19, "q20": q20, "q21": q21, "q22": q22}
 
 
 def query(name: str, max_delay: int = 100) -> StreamingDag:

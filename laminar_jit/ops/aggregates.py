@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import KernelError
 from .base import state_fields
 
-__all__ = ["BLUEPRINTS", "Agg", "Blueprint", "UserAggregate", "count", "first", "last", "max", "mean", "min", "sum"]
+__all__ = ["BLUEPRINTS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate", "count", "count_distinct", "first",
+           "last", "max", "mean", "min", "sum"]
 
 
 @dataclass(frozen=True)
@@ -122,23 +123,28 @@ BLUEPRINTS: dict[str, Blueprint] = {
 }
 
 
+#: Aggregates only :class:`~laminar_jit.GroupAggregate` computes (they have no window blueprint).
+UPDATING_ONLY = ("count_distinct",)
+
+
 class Agg:
-    """One aggregate of a window: a blueprint kind applied to a column.
+    """One aggregate: a kind applied to a column.
 
     Build with :func:`count`, :func:`sum`, :func:`min`, :func:`max`,
-    :func:`mean`, :func:`first`, :func:`last`, or by calling a
-    :class:`UserAggregate`.
+    :func:`mean`, :func:`first`, :func:`last`, :func:`count_distinct`, or by
+    calling a :class:`UserAggregate`.
     """
 
     def __init__(self, kind: str, column: str | None = None, user: "UserAggregate | None" = None):
-        if user is None and kind not in BLUEPRINTS:
-            raise ValueError(f"unknown aggregate {kind!r}; known: {', '.join(BLUEPRINTS)}")
+        if user is None and kind not in BLUEPRINTS and kind not in UPDATING_ONLY:
+            raise ValueError(f"unknown aggregate {kind!r}; known: {', '.join([*BLUEPRINTS, *UPDATING_ONLY])}")
         if kind != "count" and column is None:
             raise TypeError(f"lj.{kind}() needs a column name, e.g. lj.{kind}('price')")
         self.kind = kind
         self.column = column
         self.user = user
-        self.blueprint = user.blueprint if user is not None else BLUEPRINTS[kind]
+        #: The window code templates; None for an aggregate only a GroupAggregate computes.
+        self.blueprint = user.blueprint if user is not None else BLUEPRINTS.get(kind)
 
     def fingerprint(self) -> str | None:
         """Identity for plan caching; None when a user aggregate's code cannot be hashed."""
@@ -296,6 +302,19 @@ def max(column: str) -> Agg:  # noqa: A001
 def mean(column: str) -> Agg:
     """Arithmetic mean of non-null values, in float64; null if none."""
     return Agg("mean", column)
+
+
+def count_distinct(column: str) -> Agg:
+    """Number of distinct non-null values of ``column`` (SQL ``count(DISTINCT column)``); never null.
+
+    Computed by :class:`~laminar_jit.GroupAggregate` (it keeps each key's
+    distinct values with their multiplicities, so retractions work). SQL's
+    ``count(DISTINCT c) FILTER (WHERE p)`` is ``count_distinct`` of a column
+    that is null where ``p`` does not hold (e.g. ``pc.if_else(p, c, None)`` in
+    an :class:`~laminar_jit.ArrowMap`); ``count(c)`` likewise skips nulls.
+    Floats count ``-0.0`` as ``0.0`` and every NaN as one value.
+    """
+    return Agg("count_distinct", column)
 
 
 def first(column: str) -> Agg:

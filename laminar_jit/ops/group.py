@@ -46,13 +46,13 @@ from .windows import _key_tuple, _units, check_key_columns
 __all__ = ["GroupAggregate", "GroupSpec"]
 
 #: The aggregates a group aggregate can update, and their kind codes (:mod:`laminar_jit.kernels.changelog`).
-_KINDS = {"count": 1, "sum": 2, "mean": 3, "min": 4, "max": 5}
+_KINDS = {"count": 1, "sum": 2, "mean": 3, "min": 4, "max": 5, "count_distinct": 6}
 
 
 class GroupSpec:
     """A group aggregate's settings bound to its input (read by its generator and state)."""
 
-    def __init__(self, keys, aggs, kinds, floats, columns, out_types, retract, event_time, ttl):
+    def __init__(self, keys, aggs, kinds, floats, columns, out_types, retract, event_time, ttl, in_floats=()):
         self.keys = keys
         #: (output name, Agg) pairs.
         self.aggs = aggs
@@ -67,11 +67,14 @@ class GroupSpec:
         self.event_time = event_time
         #: Idle-state TTL in event-time units, 0 for none.
         self.ttl = ttl
+        #: Per aggregate: whether the column it reads is floating point.
+        self.in_floats = in_floats or (False,) * len(kinds)
 
     @property
-    def tracks_values(self) -> bool:
-        """Whether min/max keep each key's distinct values (to find the next one after a retraction)."""
-        return self.retract and any(k in (4, 5) for k in self.kinds)
+    def listed(self) -> int:
+        """Aggregates that keep each key's distinct values: min/max over a changelog (to find the next
+        value after a retraction) and every count_distinct."""
+        return sum(k == 6 or (self.retract and k in (4, 5)) for k in self.kinds)
 
 
 class GroupAggregate(Operator):
@@ -83,9 +86,11 @@ class GroupAggregate(Operator):
         Key column(s): integer, boolean, temporal or string.
     aggs : mapping of str to Agg
         Output name → ``lj.count()``, ``lj.count(c)``, ``lj.sum(c)``,
-        ``lj.mean(c)``, ``lj.min(c)`` or ``lj.max(c)`` (the aggregates that can
-        be updated and retracted). Sums of integers are int64, means float64,
-        min/max keep the column's type.
+        ``lj.mean(c)``, ``lj.min(c)``, ``lj.max(c)`` or ``lj.count_distinct(c)``
+        (the aggregates that can be updated and retracted). Sums of integers
+        are int64, means float64, counts int64, min/max keep the column's type.
+        ``count(c)`` and ``count_distinct(c)`` skip nulls, so SQL's
+        ``FILTER (WHERE p)`` is a column that is null where ``p`` fails.
     state_ttl : int or datetime.timedelta, optional
         Drop a key's state once the node's watermark passes the key's latest
         event time plus this (event-time units; a timedelta for timestamp
@@ -116,7 +121,8 @@ class GroupAggregate(Operator):
             if not isinstance(agg, Agg):
                 raise TypeError(f"aggregate {name!r}: expected lj.count()/lj.sum(col)/…, got {agg!r}")
             if agg.user is not None or agg.kind not in _KINDS:
-                raise ValueError(f"aggregate {name!r}: GroupAggregate updates count, sum, mean, min and max; "
+                raise ValueError(f"aggregate {name!r}: GroupAggregate updates count, sum, mean, min, max and "
+                                 "count_distinct; "
                                  f"{agg!r} cannot be updated or retracted — use a window for it")
         if state_ttl is not None and isinstance(state_ttl, bool):
             raise TypeError("state_ttl must be an int or a datetime.timedelta")
@@ -134,7 +140,7 @@ class GroupAggregate(Operator):
                                   "through Projects/Maps upstream), or drop state_ttl")
             ttl = _units(node, "state_ttl", self.state_ttl, input_schema.field(event_time).type, positive=True)
         fields = [kept_field(input_schema.field(k)) for k in self.keys]
-        reads, dtypes, kinds, floats, columns, out_types = [], [], [], [], [], []
+        reads, dtypes, kinds, floats, columns, out_types, in_floats = [], [], [], [], [], [], []
         for name, agg in self.aggs.items():
             if name in self.keys or name == OP_COLUMN:
                 raise SchemaError(f"operator {node!r}: aggregate name {name!r} clashes with an output column "
@@ -142,6 +148,7 @@ class GroupAggregate(Operator):
             if agg.column is None:
                 kinds.append(0)
                 floats.append(False)
+                in_floats.append(False)
                 columns.append(None)
                 out_types.append(pa.int64())
                 continue
@@ -153,8 +160,8 @@ class GroupAggregate(Operator):
             if agg.kind in ("sum", "mean") and dtype.kind not in "biuf":
                 raise SchemaError(f"operator {node!r}: aggregate {name!r} sums {agg.column!r} of type {in_type}; "
                                   "sum and mean need a numeric column")
-            is_float = agg.kind == "mean" or (dtype.kind == "f" and agg.kind != "count")
-            if agg.kind == "count":
+            is_float = agg.kind == "mean" or (dtype.kind == "f" and agg.kind not in ("count", "count_distinct"))
+            if agg.kind in ("count", "count_distinct"):
                 out = pa.int64()
             elif agg.kind == "mean" or (agg.kind == "sum" and dtype.kind == "f"):
                 out = pa.float64()
@@ -164,6 +171,7 @@ class GroupAggregate(Operator):
                 out = in_type
             kinds.append(_KINDS[agg.kind])
             floats.append(is_float)
+            in_floats.append(dtype.kind == "f")
             columns.append(agg.column)
             out_types.append(out)
             reads.append(agg.column)
@@ -171,7 +179,7 @@ class GroupAggregate(Operator):
         fields += [pa.field(name, t) for name, t in zip(self.aggs, out_types)]
         fields.append(pa.field(OP_COLUMN, pa.int8(), nullable=False))
         spec = GroupSpec(self.keys, tuple(self.aggs.items()), tuple(kinds), tuple(floats), tuple(columns),
-                         tuple(out_types), retract, event_time, ttl)
+                         tuple(out_types), retract, event_time, ttl, tuple(in_floats))
         extra = {"keys": self.keys, "output_event_time": None}
         return Bound(node, self, input_schema, pa.schema(fields), tuple(reads), tuple(dtypes), extra=extra,
                      spec=spec)

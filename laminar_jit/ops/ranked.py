@@ -45,10 +45,15 @@ class RankedSpec:
     #: The input's event-time column, and the idle-state TTL in its units (0: none).
     event_time: str | None = None
     ttl: int = 0
+    #: The second ORDER BY column (or None), its numpy dtype and direction.
+    then_by: str | None = None
+    then_by_dtype: object = None
+    then_descending: bool = True
 
 
 def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, *, n: int, by: str | None,
-                descending: bool, later_wins: bool, with_rank: bool, what: str, state_ttl=None) -> Bound:
+                descending: bool, later_wins: bool, with_rank: bool, what: str, state_ttl=None,
+                then_by: str | None = None, then_descending: bool = True) -> Bound:
     """The Bound of an unbounded TopN (``by`` a column) or last-row Dedup (``by`` None: the event time)."""
     check_key_columns(node, input_schema, op.keys)
     has_time = event_time is not None and input_schema.get_field_index(event_time) >= 0
@@ -64,6 +69,7 @@ def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, 
                               "source with event_time='ts' (and keep that column through Projects/Maps upstream)")
         by = event_time
     by_dtype = kernel_column(node, input_schema, by, f"{what} by column")
+    then_dtype = None if then_by is None else kernel_column(node, input_schema, then_by, f"{what} second by column")
     payload = []
     reserved = ("rank", OP_COLUMN) if with_rank else (OP_COLUMN,)
     for f in input_schema:
@@ -81,6 +87,8 @@ def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, 
     fields = ([pa.field("rank", pa.int64())] if with_rank else []) + list(map(kept_field, input_schema))
     fields.append(pa.field(OP_COLUMN, pa.int8(), nullable=False))
     spec = RankedSpec(op.keys, int(n), by, by_dtype, bool(descending), bool(later_wins), bool(with_rank),
-                      tuple(payload), event_time if has_time else None, ttl)
-    return Bound(node, op, input_schema, pa.schema(fields), (by,), (by_dtype,),
+                      tuple(payload), event_time if has_time else None, ttl, then_by, then_dtype,
+                      bool(then_descending))
+    reads, dtypes = ((by,), (by_dtype,)) if then_by is None else ((by, then_by), (by_dtype, then_dtype))
+    return Bound(node, op, input_schema, pa.schema(fields), reads, dtypes,
                  extra={"keys": op.keys, "output_event_time": event_time}, spec=spec)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, numpy_to_arrow_type
 from ..errors import KernelError, SchemaError
-from .base import Bound, Operator, kernel_column, string_type
+from .base import Bound, Operator, kernel_column
 from .kernel import Kernel, as_kernel
 
 __all__ = ["ArrowMap", "Filter", "Map", "Project"]
@@ -226,12 +226,13 @@ class ArrowMap(Operator):
     Kernels read numbers; strings (and other Arrow types) reach them through
     an ``ArrowMap``: ``fn`` is called once per batch with whole
     :class:`pyarrow.Array` arguments — use :mod:`pyarrow.compute` — and
-    returns one array (a tuple for several outputs) of a type kernels can
-    read: boolean, integer, floating or temporal. Nulls in the result are
-    nulls for the kernels downstream. An output may also be a string column
-    (``string``, ``large_string`` or a dictionary of them): kernels do not
-    read it, but it travels like a source's string column — to sinks, as a
-    key, or kept by an operator (e.g. ``pc.utf8_lower(name)``).
+    returns one array (a tuple for several outputs). Kernels read outputs
+    that are boolean, integer, floating or temporal; nulls in them are nulls
+    for the kernels downstream. An output of another type travels like a
+    source's column of that type: a string column (``string``,
+    ``large_string`` or a dictionary of them, e.g. ``pc.utf8_lower(name)``)
+    to sinks, as a key, or kept by an operator; any other type (a decimal,
+    a list, …) to sinks.
 
     The function runs on the source batch before the compiled step, so it may
     only read columns of its source (directly or through ``Filter`` and
@@ -322,13 +323,7 @@ class ArrowMap(Operator):
             results = self.evaluate(node, empty)
         except (DataError, KernelError) as exc:
             raise KernelError(f"{exc} — on empty input of the column types, at build time") from None
-        writes = []
-        for (name, _), r in zip(self.outputs, results):
-            if arrow_to_numpy_dtype(r.type) is None and string_type(r.type) is None:
-                raise SchemaError(f"operator {node!r} (ArrowMap): output {name!r} is {r.type}; outputs must be "
-                                  "boolean, integer, floating or temporal (for kernels) or strings (carried to "
-                                  "sinks, keys and kept columns like a source's strings)")
-            writes.append((name, r.type))
+        writes = [(name, r.type) for (name, _), r in zip(self.outputs, results)]
         return Bound(node, self, input_schema, _with_columns(input_schema, writes), self.params, (), tuple(writes))
 
     def fingerprint(self) -> str | None:

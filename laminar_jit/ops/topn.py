@@ -27,11 +27,19 @@ class TopN(WindowOperator):
     ``window_start``, ``window_end``, ``rank`` (1 = best), then every input
     column unchanged (dictionary-encoded strings come back as plain strings of
     the dictionary's value type); emissions are ordered by window end, then
-    key, then rank. Rows whose ``by`` is null or NaN are never ranked. Late rows are
-    dropped and counted, or routed to ``late_sink``.
+    key, then rank, then arrival. Rows whose ``by`` is null or NaN are never
+    ranked. Late rows are dropped and counted, or routed to ``late_sink``.
+
+    With ``ties=True`` a window also keeps and emits every further row equal
+    in ``by`` to its n-th best row, however many there are (SQL ``RANK``):
+    ``rank`` is then 1 + the number of rows strictly better, so equal rows
+    share a rank (e.g. Nexmark q7, every bid at the window's highest price).
 
     Equivalent SQL over the rows that are not late:
-    ``QUALIFY row_number() OVER (PARTITION BY key, window ORDER BY by DESC, arrival) <= n``.
+    ``QUALIFY row_number() OVER (PARTITION BY key, window ORDER BY by DESC, arrival) <= n``,
+    or with ``ties=True``
+    ``QUALIFY rank() OVER (PARTITION BY key, window ORDER BY by DESC) <= n``
+    (``ASC`` for ``descending=False``).
 
     With ``window=None`` the ranking is over every row so far (unbounded) and
     the output is a changelog (see :mod:`laminar_jit.changelog`): at the end
@@ -45,8 +53,11 @@ class TopN(WindowOperator):
     ----------
     n : int
         Rows kept per key and window (at most 1,024).
-    by : str
-        Numeric, boolean or temporal column to rank by.
+    by : str, or a list of two str with ``window=None``
+        Numeric, boolean or temporal column to rank by; with ``window=None``
+        also ``[by, then_by]``: rows equal in ``by`` are ranked by ``then_by``
+        (SQL ``ORDER BY by DESC, then_by ASC`` with ``descending=[True, False]``),
+        then by arrival.
     key : str or list of str, optional
         Key column(s); without a key, the top ``n`` of each window.
     window : int or datetime.timedelta or None
@@ -54,7 +65,13 @@ class TopN(WindowOperator):
         columns); None ranks over every row so far and emits a changelog.
         Required: there is no default.
     descending : bool, default True
-        True keeps the largest values, False the smallest.
+        True keeps the largest values, False the smallest; a list of two
+        with two ``by`` columns.
+    ties : bool, default False
+        Keep every row tied with the n-th best too, ranked by SQL ``RANK``
+        instead of ``ROW_NUMBER``; the rows a window holds are then not
+        bounded by ``n``. Only for a windowed TopN: with ``window=None`` it
+        raises ValueError.
     allowed_lateness, late, late_sink, offset
         As for :class:`TumblingWindow`.
     state_ttl : int or datetime.timedelta, optional
@@ -66,6 +83,7 @@ class TopN(WindowOperator):
     >>> import laminar_jit as lj
     >>> top3 = lj.TopN(3, by="price", key="auction", window=60_000)  # three highest bids per auction per minute
     >>> best3 = lj.TopN(3, by="price", key="auction", window=None)   # ... so far, updated as bids come
+    >>> highest = lj.TopN(1, by="price", window=10_000, ties=True)    # every bid at each window's highest price
     """
 
     needs_aggs = False
@@ -74,23 +92,42 @@ class TopN(WindowOperator):
 
     def __init__(self, n: int, by: str, key=None, window=..., descending: bool = True,
                  allowed_lateness: int | _dt.timedelta = 0, late: str = "drop", late_sink: str | None = None,
-                 offset: int | _dt.timedelta = 0, state_ttl: int | _dt.timedelta | None = None):
+                 offset: int | _dt.timedelta = 0, state_ttl: int | _dt.timedelta | None = None,
+                 ties: bool = False):
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= self.MAX_N:
             raise ValueError(f"TopN: n must be an int in [1, {self.MAX_N}], got {n!r}")
+        then_by, then_descending = None, True
+        if isinstance(by, (list, tuple)) and window is None and len(by) == 2 and all(isinstance(c, str) for c in by):
+            by, then_by = by  # ORDER BY by, then_by
+            orders = tuple(descending) if isinstance(descending, (list, tuple)) else (descending, descending)
+            if len(orders) != 2:
+                raise ValueError(f"TopN: descending needs one bool per column of by={[by, then_by]}, got {descending!r}")
+            descending, then_descending = orders
         if not isinstance(by, str):
-            raise TypeError(f"TopN: by must name one column, got {by!r}")
+            raise TypeError(f"TopN: by must name one column (or, with window=None, two: ORDER BY by[0], by[1]), "
+                            f"got {by!r}")
+        if isinstance(descending, (list, tuple)):
+            raise TypeError("TopN: descending is one bool for one by column")
         if window is ...:
             raise ValueError("TopN needs window= (the tumbling window length, e.g. window=60_000), or "
                              "window=None for a top-n over every row so far, updated as rows come (a changelog)")
         if state_ttl is not None and window is not None:
             raise ValueError("TopN: state_ttl bounds the state of window=None; a windowed TopN frees each window "
                              "when it closes")
+        if not isinstance(ties, (bool, np.bool_)):
+            raise TypeError(f"TopN: ties must be True or False, got {ties!r}")
+        if ties and window is None:
+            raise ValueError("TopN: ties=True is only available for a windowed TopN (window=<length>); "
+                             "TopN(window=None) ranks by row number")
         self.state_ttl = state_ttl
+        self.ties = bool(ties)
         if window is None and (allowed_lateness or late != "drop" or offset):
             raise ValueError("TopN(window=None) ranks every row so far: allowed_lateness, late and offset do not "
                              "apply; leave them out")
         super().__init__(key, None, allowed_lateness, late, late_sink)
         self.n, self.by, self.window, self.descending, self.offset = int(n), by, window, bool(descending), offset
+        #: With window=None: the second ORDER BY column (ties in ``by`` go by it), and its direction.
+        self.then_by, self.then_descending = then_by, bool(then_descending)
 
     @property
     def emits_changelog(self) -> bool:
@@ -106,7 +143,8 @@ class TopN(WindowOperator):
 
     def bind(self, node: str, input_schema: pa.Schema, event_time: str | None = None) -> Bound:
         if self.window is None:
-            return bind_ranked(node, self, input_schema, event_time, n=self.n, by=self.by,
+            return bind_ranked(node, self, input_schema, event_time, n=self.n, by=self.by, then_by=self.then_by,
+                               then_descending=self.then_descending,
                                descending=self.descending, later_wins=False, with_rank=True, what="TopN",
                                state_ttl=self.state_ttl)
         if event_time is None or input_schema.get_field_index(event_time) < 0:
@@ -134,13 +172,17 @@ class TopN(WindowOperator):
                           self.late, self.late_sink, size=size,
                           offset=_units(node, "offset", self.offset, et_type, positive=False) % size,
                           topn=self.n, by=self.by, by_dtype=by_dtype, descending=self.descending,
-                          payload=tuple(payload))
+                          payload=tuple(payload), ties=self.ties)
         return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), spec=spec)
 
     def _fingerprint_parts(self) -> list[str]:
-        return super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),
-                                               repr(self.offset), repr(self.state_ttl)]
+        parts = super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),
+                                                repr(self.offset), repr(self.state_ttl)]
+        if self.then_by is not None:
+            parts += [f"then_by={self.then_by!r}", repr(self.then_descending)]
+        return parts + ["ties=True"] if self.ties else parts  # (unchanged without ties: existing checkpoints fit)
 
     def label(self) -> str:
         order = "largest" if self.descending else "smallest"
-        return f"TopN({self.n} {order} {self.by}, key={list(self.keys)}, window={self.window})"
+        ties = " with ties" if self.ties else ""
+        return f"TopN({self.n}{ties} {order} {self.by}, key={list(self.keys)}, window={self.window})"

@@ -75,6 +75,8 @@ class WindowSpec:
     by_dtype: object = None
     descending: bool = False
     payload: tuple = ()
+    #: TopN: also keep the rows that tie the n-th best (SQL ``rank() <= n``): a tie-row store in the state.
+    ties: bool = False
 
     @property
     def session(self) -> bool:
@@ -107,7 +109,9 @@ class WindowSpec:
         out = {"size": self.size, "offset": self.offset, "lateness": self.lateness}
         if self.kind in ("tumbling", "sliding"):
             out.update(slide=self.slide or self.size, pane=self.pane or self.size)
-        return out  # (TopN's n is a shape of its state, slots x n, and stays compiled in)
+        # (TopN's n is a shape of its state, slots x n, and stays compiled in; so does ``ties``, which adds
+        # the tie-row store to the state and its arguments to the generated functions)
+        return out
 
     def due_grid(self) -> tuple[int, int, int] | None:
         """``(slide, phase, lateness)`` of sliding windows: one becomes due when the watermark
@@ -195,6 +199,10 @@ class WindowOperator(Operator):
             if agg.column is None:
                 out_fields.append(pa.field(name, pa.int64()))
                 continue
+            if agg.blueprint is None:
+                raise SchemaError(f"operator {node!r}: aggregate {name!r} ({agg!r}) is computed by "
+                                  "lj.GroupAggregate only; a window takes count, sum, mean, min, max, first, last "
+                                  "and user aggregates")
             dtype = kernel_column(node, schema, agg.column, f"aggregate {name!r} column")
             if agg.user is not None:
                 agg.user.check(node, agg.column, dtype)

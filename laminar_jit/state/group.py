@@ -33,8 +33,8 @@ class GroupState:
         self.n_aggs = len(spec.kinds)
         self.kinds = np.array(spec.kinds, np.int64)
         self.floats = np.array(spec.floats, np.bool_)
-        #: min/max aggregates that keep value lists (each row may add one entry per such aggregate).
-        self.listed = sum(k in (4, 5) for k in spec.kinds) if spec.tracks_values else 0
+        #: Aggregates that keep value lists (each row may add one entry per such aggregate).
+        self.listed = spec.listed
         self.table = KeyTable(width=2, capacity=capacity)
         self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in spec.keys[1:]]
         _, _, _, self._last, _, _, width = rec_columns(self.n_aggs)

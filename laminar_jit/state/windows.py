@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .keytable import KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
+from .ties import TieRows
 
 __all__ = ["WindowState"]
 
@@ -81,6 +82,10 @@ class WindowState:
             for j, (_, dtype) in enumerate(spec.payload):
                 self.fields.append((f"t_c{j}", np.zeros((cap, n), np.int64 if dtype is None else dtype), 0))
                 self.fields.append((f"t_v{j}", np.zeros((cap, n), np.bool_), False))
+        #: TopN(ties=True): the rows beyond a slot's n that tie its n-th best value (None otherwise).
+        self.ties = TieRows([dtype for _, dtype in spec.payload], self.table.slot_capacity) \
+            if spec.kind == "topn" and spec.ties else None
+        self.topn = spec.topn
         if self.sliding:
             # per (key, pane) entry: the next entry of the same pane; per open pane (a width-1
             # table by pane start): the head of its list of entries, their number, and their
@@ -96,8 +101,18 @@ class WindowState:
         return len(self.table)
 
     def max_emit(self, rows: int) -> int:
-        """Rows one call can emit (each open entry fires at most once; ``rows`` does not matter)."""
-        return len(self.table) * self.rows_per_entry * self.windows_per_entry
+        """Rows one call can emit (each open entry fires at most once; ``rows`` matters only for tie rows).
+
+        A TopN keeping ties also emits its tie rows: those held now and at
+        most one per row the call offers it.
+        """
+        ties = len(self.ties) + rows if self.ties is not None else 0
+        return len(self.table) * self.rows_per_entry * self.windows_per_entry + ties
+
+    def max_emit_opening(self, new_entries: int) -> int:
+        """Rows one call that may open ``new_entries`` entries (from as many rows) can emit (key shards)."""
+        ties = len(self.ties) + new_entries if self.ties is not None else 0
+        return (len(self.table) + new_entries) * self.rows_per_entry * self.windows_per_entry + ties
 
     def reserve(self, extra: int) -> None:
         """Guarantee room for ``extra`` new entries before a compiled call."""
@@ -110,10 +125,14 @@ class WindowState:
         if self.sliding and self.panes.headroom < extra:
             self.panes.reserve(extra)
             self.pane_arrays = [(name, self.panes.grow_slots(arr, init), init) for name, arr, init in self.pane_arrays]
+        if self.ties is not None:
+            self.ties.reserve(extra)  # a row adds at most one tie row
         if self.table.headroom >= extra:
             return
         self.table.reserve(extra)
         self.fields = [(name, self.table.grow_slots(arr, init), init) for name, arr, init in self.fields]
+        if self.ties is not None:
+            self.ties.grow_slots(self.table)
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
@@ -125,6 +144,8 @@ class WindowState:
             out += [arr for _, arr, _ in self.fields[3:]]
         else:
             out += [arr for _, arr, _ in self.fields]
+        if self.ties is not None:
+            out += self.ties.arrays()
         if self.sliding:
             p = self.panes
             out += [p.buckets, p.keys, p.meta, p.free] + [arr for _, arr, _ in self.pane_arrays]
@@ -139,6 +160,8 @@ class WindowState:
         out["aux"] = self.aux.copy()
         for name, arr, _ in self.fields:
             out[f"field.{name}"] = arr[: self.table.high_water].copy()
+        if self.ties is not None:
+            self.ties.snapshot(out)
         if self.session:
             put_table(out, "heads", self.heads)
             out["head"] = self.head[: self.heads.high_water].copy()
@@ -161,6 +184,9 @@ class WindowState:
         table, key_tables = take_tables(arrays, len(self.key_tables))
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
         fields = [(name, take_slots(arrays, f"field.{name}", arr, table, init), init) for name, arr, init in self.fields]
+        if self.ties is not None:
+            count = next(arr for name, arr, _ in fields if name == "t_count")
+            ties = self.ties.load(arrays, table, count, self.topn)
         if self.session:
             heads = take_table(arrays, "heads")
             self.head = take_slots(arrays, "head", self.head, heads, -1)
@@ -170,6 +196,8 @@ class WindowState:
             pane_arrays = [(name, take_slots(arrays, name, arr, panes, init), init) for name, arr, init in self.pane_arrays]
             self.panes, self.pane_arrays = panes, pane_arrays
         self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
+        if self.ties is not None:
+            self.ties = ties
 
     # ------------------------------------------------------------ rescaling
     def key_columns(self, ids) -> list[np.ndarray]:
@@ -199,7 +227,7 @@ class WindowState:
         How key shards rescale: a checkpoint of ``N`` shards absorbs every
         shard's entries into one fresh state, and a restore onto ``M`` shards
         gives each shard the entries of its key groups. Entries keep their
-        aggregates, TopN rows, session bounds and lists; sliding windows'
+        aggregates, TopN rows (and tie rows), session bounds and lists; sliding windows'
         pane lists are relinked and marked unsorted (a fire sorts them by key
         before use). The registers take the later of both states' progress
         (arrival and session numbers, the next sliding window to emit) and
@@ -240,6 +268,8 @@ class WindowState:
                 arr[new] = _follow(remap, src_arr[slots])
             elif name != "pnext":
                 arr[new] = src_arr[slots]
+        if self.ties is not None:  # a TopN's tie rows of the moved entries
+            self.ties.absorb(src.ties, remap)
         if self.session:  # each key's list of open sessions starts at its head
             held = src.heads.live_slots().astype(np.int64)
             head_keys = src.heads.keys[held, 0]
@@ -294,6 +324,8 @@ class WindowState:
         if spec.kind == "topn":
             names += [f"st{node_id}_t_count", f"st{node_id}_t_seq"]
             names += [f"st{node_id}_t_{kind}{j}" for j in range(len(spec.payload)) for kind in "cv"]
+            if spec.ties:
+                names += TieRows.argument_names(node_id, len(spec.payload))
         if spec.sliding:
             names.append(f"st{node_id}_pnext")
             names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count", "sorted")]

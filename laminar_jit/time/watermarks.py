@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-__all__ = ["Ascending", "BoundedOutOfOrderness", "WatermarkStrategy"]
+__all__ = ["Ascending", "BoundedOutOfOrderness", "ProcessingTime", "WatermarkStrategy"]
 
 #: Watermark before any event (int64 minimum): nothing is late yet.
 WATERMARK_MIN = -(2**63)
@@ -56,6 +56,33 @@ class Ascending(WatermarkStrategy):
 
     def __repr__(self) -> str:
         return "Ascending()"
+
+
+class ProcessingTime(WatermarkStrategy):
+    """Processing time: the engine stamps each row with the wall clock when its batch arrives.
+
+    Declare the source with ``event_time=`` naming a column the input does not
+    have (e.g. ``"p_time"``); the engine adds it to the source's schema as
+    ``timestamp[ms]`` and fills it, per batch, with the time the batch reached
+    :meth:`~laminar_jit.DagExecutor.process_batch` (UTC). The watermark is
+    that time: windows over it are Flink's processing-time windows (``PROCTIME()``),
+    and a window fires when a later batch arrives after its end, or at
+    ``finish()``. Results depend on when rows arrive, so a replay after a
+    restore may put rows into other windows than the first run did.
+
+    Examples
+    --------
+    >>> import laminar_jit as lj, pyarrow as pa
+    >>> b = lj.DagBuilder().source("bids", pa.schema([("bidder", pa.int64())]), event_time="p_time",
+    ...                            watermark=lj.ProcessingTime())
+    """
+
+    delay = 0
+    #: The engine fills the event-time column with the wall clock.
+    processing_time = True
+
+    def __repr__(self) -> str:
+        return "ProcessingTime()"
 
 
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}

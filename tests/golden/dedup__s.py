@@ -204,5 +204,6 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     metrics[7] += keep_sel_1.size
     rows1 = keep_sel_1
     ident2 = is_identity(rows1, n)
-    out3, out4, out5, out6, out7, out8, = sink_2(keep_sel_1, ident2 or n < 1024, c0, c0_valid, c1, c1_valid, c2, c2_valid)
+    skip9 = ident2 or n < 1024
+    out3, out4, out5, out6, out7, out8, = sink_2(keep_sel_1, skip9, c0, c0_valid, c1, c1_valid, c2, c2_valid)
     return (rows1, ident2, out3, out4, out5, out6, out7, out8,)

@@ -386,11 +386,13 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     metrics[16] += sel_4.size
     rows25 = gather(origin2, sel_4)
     ident26 = is_identity(rows25, n)
-    out27, out28, out29, out30, out31, out32, = sink_5(sel_4, ident26 or n < 1024, v18, m19, v20, m21, v22, m23)
+    skip33 = ident26 or n < 1024
+    out27, out28, out29, out30, out31, out32, = sink_5(sel_4, skip33, v18, m19, v20, m21, v22, m23)
     # --- node 6 (sink)
     metrics[18] += sel_1.size
     metrics[19] += sel_1.size
-    rows33 = sel_1
-    ident34 = is_identity(rows33, n)
-    out35, out36, out37, out38, out39, out40, = sink_6(sel_1, ident34 or n < 1024, c0, c0_valid, c2, c2_valid, c1, c1_valid)
-    return (rows25, ident26, out27, out28, out29, out30, out31, out32, rows33, ident34, out35, out36, out37, out38, out39, out40,)
+    rows34 = sel_1
+    ident35 = is_identity(rows34, n)
+    skip42 = ident35 or n < 1024
+    out36, out37, out38, out39, out40, out41, = sink_6(sel_1, skip42, c0, c0_valid, c2, c2_valid, c1, c1_valid)
+    return (rows25, ident26, out27, out28, out29, out30, out31, out32, rows34, ident35, out36, out37, out38, out39, out40, out41,)

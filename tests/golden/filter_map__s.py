@@ -151,5 +151,6 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     metrics[10] += sel_1.size
     rows1 = sel_1
     ident2 = is_identity(rows1, n)
-    out3, out4, out5, out6, out7, out8, out9, out10, = sink_3(sel_1, ident2 or n < 1024, c0, c0_valid, c2, c2_valid, c1, c1_valid)
+    skip11 = ident2 or n < 1024
+    out3, out4, out5, out6, out7, out8, out9, out10, = sink_3(sel_1, skip11, c0, c0_valid, c2, c2_valid, c1, c1_valid)
     return (rows1, ident2, out3, out4, out5, out6, out7, out8, out9, out10,)

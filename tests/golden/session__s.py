@@ -341,5 +341,6 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     metrics[10] += late_sel_1.size
     rows3 = late_sel_1
     ident4 = is_identity(rows3, n)
-    out5, out6, out7, out8, out9, out10, = sink_3(late_sel_1, ident4 or n < 1024, c0, c0_valid, c3, c3_valid, c2, c2_valid)
+    skip11 = ident4 or n < 1024
+    out5, out6, out7, out8, out9, out10, = sink_3(late_sel_1, skip11, c0, c0_valid, c3, c3_valid, c2, c2_valid)
     return (rows1, ident2, ws_1, no_nulls_1, we_1, no_nulls_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1, rows3, ident4, out5, out6, out7, out8, out9, out10,)
