@@ -10,7 +10,6 @@ the same events.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from decimal import Decimal
 from dataclasses import dataclass
@@ -23,31 +22,17 @@ from .._progress import compiling
 from ..dag import DagBuilder, StreamingDag
 from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
-from ..ops.aggregates import count, count_distinct, mean
-from ..ops.aggregates import max as max_
-from ..ops.aggregates import min as min_
-from ..ops.aggregates import sum as sum_
+from ..ops.aggregates import count
 from ..ops.dedup import Dedup
-from ..ops.group import GroupAggregate
-from ..ops.keyed import KeyedKernel
-from ..ops.joins import IntervalJoin, WindowJoin
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
-from ..time import BoundedOutOfOrderness, ProcessingTime
+from ..time import ProcessingTime
+from ._common import _DICT_STRING, _S, _builder
 from .generator import SCHEMAS, NexmarkEvents, side_input
+from .joins import q3, q4, q6, q8, q9, q20
+from .statistics import q10, q15, q16, q17
 
 __all__ = ["QUERIES", "QueryRun", "query", "run", "streams_of"]
-
-_S = _dt.timedelta(seconds=1)
-
-
-def _builder(streams, max_delay: int) -> DagBuilder:
-    b = DagBuilder()
-    for s in streams:
-        b.source(s, SCHEMAS[s], event_time="date_time",
-                 watermark=BoundedOutOfOrderness(_dt.timedelta(milliseconds=max_delay)))
-    return b
-
 
 # Kernels at module level: their compiled plans are cached on disk.
 
@@ -91,103 +76,6 @@ def q2(max_delay: int = 100) -> StreamingDag:
             .connect("bid", "selected").connect("selected", "q2").sink_for("q2", "out").build())
 
 
-#: States of q3's "local" sellers.
-_Q3_STATES = pa.array(["OR", "ID", "CA"])
-#: q3 joins every auction with every person of its seller, whenever they arrive (a
-#: regular SQL join, whose state grows without bound as in any streaming engine).
-_FOREVER = _dt.timedelta(days=365 * 1000)
-
-
-def _is_category_10(category):
-    return category == 10
-
-
-def _is_local(local):
-    return local
-
-
-def _in_q3_states(state):
-    return pc.is_in(state, value_set=_Q3_STATES)
-
-
-def q3(max_delay: int = 100) -> StreamingDag:
-    """Local item suggestion: auctions of category 10 by sellers in Oregon, Idaho or California.
-
-    ``SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id
-    WHERE A.category = 10 AND P.state IN ('OR', 'ID', 'CA')``. A regular join: a pair is
-    emitted when its second row arrives, in either order, and both sides are kept.
-    Only the columns the result needs are carried into the join: string columns
-    a join keeps are interned in a dictionary for the life of the executor.
-    """
-    return (_builder(["person", "auction"], max_delay)
-            .operator("category_10", Filter(_is_category_10))
-            .operator("auctions", Project(["id", "seller", "date_time"]))
-            .operator("state_flag", ArrowMap(_in_q3_states, output="local"))
-            .operator("local_people", Filter(_is_local))
-            .operator("people", Project(["id", "name", "city", "state", "date_time"]))
-            .operator("joined", IntervalJoin("seller", "id", lower=-_FOREVER, upper=_FOREVER))
-            .operator("q3", Project({"name": "name", "city": "city", "state": "state", "id": "id"}))
-            .connect("auction", "category_10").connect("category_10", "auctions")
-            .connect("person", "state_flag").connect("state_flag", "local_people").connect("local_people", "people")
-            .connect("auctions", "joined", port="left").connect("people", "joined", port="right")
-            .connect("joined", "q3").sink_for("q3", "out").build())
-
-
-def _bid_before_expiry(date_time, expires):
-    return date_time <= expires
-
-
-def _bid_for_auction(st, category, price, expires):
-    if price > st.final:
-        st.final = price
-    st.category = category
-    st.timer = expires + 1  # the watermark passing the auction's end closes it
-    return st.final, st.category, False
-
-
-def _auction_closed(st, timestamp):
-    return st.final, st.category, True
-
-
-def _closed(closed):
-    return closed
-
-
-def q4(max_delay: int = 100) -> StreamingDag:
-    """Average closing price per category: an updating result (a changelog).
-
-    ``SELECT category, AVG(final) AS avg_final FROM (SELECT MAX(B.price) AS final, A.category
-    FROM auction A JOIN bid B ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires
-    GROUP BY A.id, A.category) GROUP BY category``. Each bid meets its auction in a join that keeps
-    an auction for as long as bids may come (a regular join on the time bound ``B.date_time >=
-    A.date_time``, bids on the left so that the output carries the bid's time; no bound on auction
-    length is assumed, so the answer does not depend on the event rate) and forgets a bid once the
-    watermark has passed it. When the
-    watermark passes an auction's ``expires`` its highest bid is final, and the category's
-    average is updated by a :class:`~laminar_jit.GroupAggregate`: output ``category``,
-    ``avg_final``, ``op`` (``+I`` for a category's first auction, then ``-U``/``+U``). The
-    changelog applied is the SQL answer. (Flink's plan also retracts each auction's running
-    maximum as bids come; closing auctions first emits the same final state with fewer updates.)
-    """
-    return (_builder(["auction", "bid"], max_delay)
-            .operator("auctions", Project(["id", "category", "date_time", "expires"]))
-            .operator("bids", Project(["auction", "price", "date_time"]))
-            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
-            .operator("in_time", Filter(_bid_before_expiry))
-            .operator("winning", KeyedKernel(_bid_for_auction, key="auction",
-                                             state={"final": np.int64, "category": np.int64},
-                                             output={"final": pa.int64(), "category": pa.int64(),
-                                                     "closed": pa.bool_()},
-                                             on_timer=_auction_closed))
-            .operator("closed", Filter(_closed))
-            .operator("final", Project(["category", "final"]))
-            .operator("q4", GroupAggregate("category", {"avg_final": mean("final")}))
-            .connect("auction", "auctions").connect("bid", "bids")
-            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
-            .connect("joined", "in_time").connect("in_time", "winning").connect("winning", "closed")
-            .connect("closed", "final").connect("final", "q4").sink_for("q4", "out").build())
-
-
 def q5(max_delay: int = 100) -> StreamingDag:
     """Hot items: the auctions with the most bids in each 10 s window sliding by 2 s.
 
@@ -210,54 +98,6 @@ def q5(max_delay: int = 100) -> StreamingDag:
             .connect("hottest", "q5").sink_for("q5", "out").build())
 
 
-#: Rows of q6's average: ``ROWS BETWEEN 10 PRECEDING AND CURRENT ROW``.
-_Q6_ROWS = 11
-
-
-def _last_11_average(st, final):
-    """The mean of a seller's last 11 closing prices (this one and the 10 before), kept in a shift register."""
-    st.f10, st.f9, st.f8, st.f7, st.f6, st.f5 = st.f9, st.f8, st.f7, st.f6, st.f5, st.f4
-    st.f4, st.f3, st.f2, st.f1, st.f0 = st.f3, st.f2, st.f1, st.f0, final
-    if st.n < 11:
-        st.n += 1
-    total = st.f0 + st.f1 + st.f2 + st.f3 + st.f4 + st.f5 + st.f6 + st.f7 + st.f8 + st.f9 + st.f10
-    return total / st.n
-
-
-def q6(max_delay: int = 100) -> StreamingDag:
-    """Average selling price by seller: per closed auction, the mean of its seller's last closing prices.
-
-    ``SELECT Q.seller, AVG(Q.final) OVER (PARTITION BY Q.seller ORDER BY Q.dateTime ROWS BETWEEN 10
-    PRECEDING AND CURRENT ROW) FROM (SELECT MAX(B.price) AS final, A.seller, B.dateTime FROM auction
-    A, bid B WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND A.expires GROUP BY A.id,
-    A.seller) Q``: an auction's price is final when the watermark passes its ``expires`` (as in
-    :func:`q4`), and the seller's average over that auction and the 10 that closed before it is
-    emitted then (``seller``, ``date_time`` = ``expires`` + 1 ms, ``avg_final`` as DOUBLE). The
-    subquery's ``B.dateTime`` is not grouped; the closing time orders a seller's auctions here, and
-    auctions closing in the same millisecond come in the order their first bids arrived (SQL leaves
-    that order open). An append-only stream: each row is final.
-    """
-    ring = {f"f{i}": np.int64 for i in range(_Q6_ROWS)}
-    return (_builder(["auction", "bid"], max_delay)
-            .operator("auctions", Project(["id", "seller", "date_time", "expires"]))
-            .operator("bids", Project(["auction", "price", "date_time"]))
-            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
-            .operator("in_time", Filter(_bid_before_expiry))
-            .operator("winning", KeyedKernel(_bid_for_auction, key="auction", columns={"category": "seller"},
-                                             state={"final": np.int64, "category": np.int64},
-                                             output={"final": pa.int64(), "seller": pa.int64(),
-                                                     "closed": pa.bool_()},
-                                             on_timer=_auction_closed))
-            .operator("closed", Filter(_closed))
-            .operator("average", KeyedKernel(_last_11_average, key="seller", state={**ring, "n": np.int64},
-                                             output={"avg_final": pa.float64()}))
-            .operator("q6", Project(["seller", "date_time", "avg_final"]))
-            .connect("auction", "auctions").connect("bid", "bids")
-            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
-            .connect("joined", "in_time").connect("in_time", "winning").connect("winning", "closed")
-            .connect("closed", "average").connect("average", "q6").sink_for("q6", "out").build())
-
-
 def q7(max_delay: int = 100) -> StreamingDag:
     """Highest bid: the bids at the highest price of each tumbling 10 s window.
 
@@ -275,23 +115,6 @@ def q7(max_delay: int = 100) -> StreamingDag:
             .operator("q7", Project(["auction", "price", "bidder", "date_time", "window_start", "window_end"]))
             .connect("bid", "columns").connect("columns", "highest").connect("highest", "q7")
             .sink_for("q7", "out").build())
-
-
-def q8(max_delay: int = 100) -> StreamingDag:
-    """Monitor new users: people who opened an auction in the tumbling 10 s window they joined.
-
-    ``SELECT P.id, P.name, P.window_start AS starttime FROM (person per 10 s window) P JOIN
-    (SELECT DISTINCT seller, window FROM auction) A ON P.id = A.seller AND P.window = A.window``.
-    """
-    return (_builder(["person", "auction"], max_delay)
-            .operator("people", Project(["id", "name", "date_time"]))
-            .operator("sellers", Dedup(key="seller", within=10 * _S))
-            .operator("seller_times", Project(["seller", "date_time"]))
-            .operator("joined", WindowJoin(10 * _S, left_key="id", right_key="seller"))
-            .operator("q8", Project({"id": "id", "name": "name", "starttime": "window_start"}))
-            .connect("person", "people").connect("auction", "sellers").connect("sellers", "seller_times")
-            .connect("people", "joined", port="left").connect("seller_times", "joined", port="right")
-            .connect("joined", "q8").sink_for("q8", "out").build())
 
 
 def q11(max_delay: int = 100) -> StreamingDag:
@@ -363,9 +186,6 @@ def q19(max_delay: int = 100) -> StreamingDag:
 
 
 _CHANNEL_IDS = {"apple": "0", "google": "1", "facebook": "2", "baidu": "3"}
-#: The computed string columns of q21 and q22 are dictionary-encoded, like the ``channel`` and ``url`` they
-#: come from: worked out once per distinct value, no string is copied per row.
-_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
 def _channel_id(channel, url):
@@ -445,37 +265,6 @@ def q22(max_delay: int = 100) -> StreamingDag:
             .connect("bid", "dirs").connect("dirs", "q22").sink_for("q22", "out").build())
 
 
-_AUCTION_COLUMNS = ["id", "item_name", "description", "initial_bid", "reserve", "date_time", "expires", "seller",
-                    "category"]
-
-
-def q9(max_delay: int = 100) -> StreamingDag:
-    """Winning bids: each auction with its highest bid so far, an updating result (a changelog).
-
-    ``SELECT id, itemName, description, initialBid, reserve, dateTime, expires, seller, category,
-    auction, bidder, price, bid_dateTime FROM (SELECT A.*, B.auction, B.bidder, B.price, B.dateTime
-    AS bid_dateTime, ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.dateTime ASC) AS
-    rownum FROM auction A, bid B WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND
-    A.expires) WHERE rownum <= 1``. Bids meet their auction as in :func:`q4` and an unbounded
-    ``TopN(1, by=["price", "date_time"], descending=[True, False])`` per auction keeps the best:
-    the highest price, of equal prices the earliest bid. The ``extra`` columns are left out (see
-    :func:`q18`).
-    """
-    return (_builder(["auction", "bid"], max_delay)
-            .operator("auctions", Project(_AUCTION_COLUMNS))
-            .operator("bids", Project(["auction", "bidder", "price", "date_time"]))
-            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=0))
-            .operator("in_time", Filter(_bid_before_expiry))
-            .operator("best", TopN(1, by=["price", "date_time"], key="id", window=None, descending=[True, False]))
-            .operator("q9", Project({**{c: c for c in _AUCTION_COLUMNS}, "date_time": "date_time_right",
-                                     "auction": "auction", "bidder": "bidder", "price": "price",
-                                     "bid_date_time": "date_time", "op": "op"}))
-            .connect("auction", "auctions").connect("bid", "bids")
-            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
-            .connect("joined", "in_time").connect("in_time", "best").connect("best", "q9")
-            .sink_for("q9", "out").build())
-
-
 #: q13's side table as Arrow arrays: its keys and values.
 _SIDE = side_input()
 
@@ -537,162 +326,6 @@ def q14(max_delay: int = 100) -> StreamingDag:
                                       "c_counts"]))
             .connect("bid", "in_range").connect("in_range", "strings").connect("strings", "euro")
             .connect("euro", "q14").sink_for("q14", "out").build())
-
-
-def q20(max_delay: int = 100) -> StreamingDag:
-    """Filtered join: every bid with its auction, for auctions of category 10.
-
-    ``SELECT auction, bidder, price, channel, url, B.dateTime, B.extra, itemName, description,
-    initialBid, reserve, A.dateTime, expires, seller, category, A.extra FROM bid AS B INNER JOIN
-    auction AS A ON B.auction = A.id WHERE A.category = 10``; the two ``dateTime`` and ``extra``
-    columns are named ``bid_date_time``, ``bid_extra``, ``auction_date_time``, ``auction_extra``.
-    A regular join: a pair is emitted when its second row arrives, in either order, and both sides
-    are kept for the life of the query (as in any streaming engine without a state TTL).
-    """
-    bid = ["auction", "bidder", "price", "channel", "url", "date_time", "extra"]
-    renamed = {"auction": "auction", "bidder": "bidder", "price": "price", "channel": "channel", "url": "url",
-               "bid_date_time": "date_time", "bid_extra": "extra", "item_name": "item_name",
-               "description": "description", "initial_bid": "initial_bid", "reserve": "reserve",
-               "auction_date_time": "date_time_right", "expires": "expires", "seller": "seller",
-               "category": "category", "auction_extra": "extra_right"}
-    return (_builder(["auction", "bid"], max_delay)
-            .operator("category_10", Filter(_is_category_10))
-            .operator("auctions", Project(["id", "item_name", "description", "initial_bid", "reserve", "date_time",
-                                           "expires", "seller", "category", "extra"]))
-            .operator("bids", Project(bid))
-            .operator("joined", IntervalJoin("auction", "id", lower=-_FOREVER, upper=_FOREVER))
-            .operator("q20", Project(renamed))
-            .connect("auction", "category_10").connect("category_10", "auctions").connect("bid", "bids")
-            .connect("bids", "joined", port="left").connect("auctions", "joined", port="right")
-            .connect("joined", "q20").sink_for("q20", "out").build())
-
-
-_DAY_MS, _MINUTE_MS = 86_400_000, 60_000
-#: Price bands of q15-q17's ``FILTER`` clauses: ``price < 10,000``, ``< 1,000,000``, the rest.
-_BANDS = (0, 10_000, 1_000_000, None)
-
-
-def _days(date_time):
-    """``DATE_FORMAT(date_time, 'yyyy-MM-dd')`` as a dictionary: the text of each of the few days, once."""
-    day = np.floor_divide(pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False), _DAY_MS)
-    first, last = (int(day.min()), int(day.max())) if day.size else (0, 0)
-    text = np.datetime_as_string((np.arange(first, last + 1) * _DAY_MS).astype("datetime64[ms]"), unit="D")
-    return pa.DictionaryArray.from_arrays(pa.array(day - first, pa.int32()), pa.array(text, pa.string()))
-
-
-def _bands(price, *columns):
-    """Per column and price band, the column where ``price`` is in the band, else null: each ``FILTER
-    (WHERE ...)`` as a column that ``count``/``count_distinct`` skip where its condition fails."""
-    out = []
-    for c in columns:
-        for low, high in zip(_BANDS, _BANDS[1:]):
-            keep = pc.greater_equal(price, low)
-            if high is not None:
-                keep = pc.and_(keep, pc.less(price, high))
-            out.append(pc.if_else(keep, c, pa.scalar(None, c.type)))
-    return tuple(out)
-
-
-def _day_bidder_auction_bands(date_time, price, bidder, auction):
-    return (_days(date_time), *_bands(price, bidder, auction))
-
-
-def _day_minute_bidder_auction_bands(date_time, price, bidder, auction):
-    ms = pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False)
-    minute = (ms % _DAY_MS) // _MINUTE_MS * 60  # seconds since midnight, whole minutes
-    return (_days(date_time), pa.array(minute.astype(np.int32), pa.time32("s")), *_bands(price, bidder, auction))
-
-
-def _day_price_bands(date_time, price):
-    return (_days(date_time), *_bands(price, price))
-
-
-_BAND_NAMES = {f"{c}_r{r}": pa.int64() for c in ("bidder", "auction") for r in (1, 2, 3)}
-
-
-def _distinct_counts() -> dict:
-    """q15's and q16's aggregates: bids, bidders and auctions, in total and per price band."""
-    aggs = {"total_bids": count(), **{f"rank{r}_bids": count(f"bidder_r{r}") for r in (1, 2, 3)}}
-    for column, counted in (("bidder", "bidders"), ("auction", "auctions")):
-        aggs[f"total_{counted}"] = count_distinct(column)
-        aggs.update({f"rank{r}_{counted}": count_distinct(f"{column}_r{r}") for r in (1, 2, 3)})
-    return aggs
-
-
-def q15(max_delay: int = 100) -> StreamingDag:
-    """Bidding statistics per day: an updating result (a changelog).
-
-    ``SELECT DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, count(*) AS total_bids, count(*) FILTER
-    (WHERE price < 10000) AS rank1_bids, ... (rank2: 10,000 <= price < 1,000,000; rank3: price >=
-    1,000,000), count(DISTINCT bidder) AS total_bidders, count(DISTINCT bidder) FILTER (WHERE ...)
-    AS rank1_bidders, ..., count(DISTINCT auction) AS total_auctions, ... FROM bid GROUP BY day``.
-    An ``ArrowMap`` works out ``day`` (text, once per distinct day) and each ``FILTER`` as a column
-    that is null where its condition fails; a :class:`~laminar_jit.GroupAggregate` counts them
-    (``count`` and ``count_distinct`` skip nulls). Output: ``day``, the twelve counts, ``op``.
-    """
-    return (_builder(["bid"], max_delay)
-            .operator("bands", ArrowMap(_day_bidder_auction_bands, output={"day": _DICT_STRING, **_BAND_NAMES}))
-            .operator("q15", GroupAggregate("day", _distinct_counts()))
-            .connect("bid", "bands").connect("bands", "q15").sink_for("q15", "out").build())
-
-
-def q16(max_delay: int = 100) -> StreamingDag:
-    """Channel statistics per day: an updating result (a changelog).
-
-    ``SELECT channel, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, max(DATE_FORMAT(dateTime, 'HH:mm'))
-    AS minute, count(*) AS total_bids, ...`` (the counts of :func:`q15`) ``FROM bid GROUP BY channel,
-    day``. ``minute`` is a time of day (Arrow ``time32[s]``, whole minutes) rather than the text
-    ``'HH:mm'``: the latest minute is the same, and kernels compare times but not text.
-    """
-    return (_builder(["bid"], max_delay)
-            .operator("bands", ArrowMap(_day_minute_bidder_auction_bands,
-                                        output={"day": _DICT_STRING, "minute": pa.time32("s"), **_BAND_NAMES}))
-            .operator("q16", GroupAggregate(["channel", "day"], {"minute": max_("minute"), **_distinct_counts()}))
-            .connect("bid", "bands").connect("bands", "q16").sink_for("q16", "out").build())
-
-
-def q17(max_delay: int = 100) -> StreamingDag:
-    """Auction statistics per day: an updating result (a changelog).
-
-    ``SELECT auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, count(*) AS total_bids, count(*)
-    FILTER (WHERE price < 10000) AS rank1_bids, ... (the bands of :func:`q15`), min(price) AS
-    min_price, max(price) AS max_price, avg(price) AS avg_price, sum(price) AS sum_price FROM bid
-    GROUP BY auction, day``.
-    """
-    aggs = {"total_bids": count(), **{f"rank{r}_bids": count(f"price_r{r}") for r in (1, 2, 3)},
-            "min_price": min_("price"), "max_price": max_("price"), "avg_price": mean("price"),
-            "sum_price": sum_("price")}
-    return (_builder(["bid"], max_delay)
-            .operator("bands", ArrowMap(_day_price_bands,
-                                        output={"day": _DICT_STRING, **{f"price_r{r}": pa.int64() for r in (1, 2, 3)}}))
-            .operator("q17", GroupAggregate(["auction", "day"], aggs))
-            .connect("bid", "bands").connect("bands", "q17").sink_for("q17", "out").build())
-
-
-#: ``'HH:mm'`` of each minute of a day, by minute.
-_MINUTE_TEXT = pa.array([f"{m // 60:02d}:{m % 60:02d}" for m in range(24 * 60)])
-
-
-def _dt_hm(date_time):
-    """q10's ``DATE_FORMAT(dateTime, 'yyyy-MM-dd')`` and ``DATE_FORMAT(dateTime, 'HH:mm')``, as dictionaries."""
-    ms = pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False)
-    minute = pa.array(((ms % _DAY_MS) // _MINUTE_MS).astype(np.int32))
-    return _days(date_time), pa.DictionaryArray.from_arrays(minute, _MINUTE_TEXT)
-
-
-def q10(max_delay: int = 100) -> StreamingDag:
-    """Log to a file system: every bid with its day and minute, for a sink partitioned by them.
-
-    ``INSERT INTO fs_sink SELECT auction, bidder, price, dateTime, extra, DATE_FORMAT(dateTime,
-    'yyyy-MM-dd'), DATE_FORMAT(dateTime, 'HH:mm') FROM bid``, where ``fs_sink`` is ``PARTITIONED BY
-    (dt, hm)``: write sink ``"out"`` with ``lj.io.ParquetSink(directory, partition_by=["dt", "hm"])``
-    (``directory/dt=2024-01-01/hm=00:00/part-….parquet``, exactly once; ``lj.nexmark.run`` keeps the
-    rows in memory). ``dt`` and ``hm`` are worked out once per distinct day and minute.
-    """
-    return (_builder(["bid"], max_delay)
-            .operator("dt_hm", ArrowMap(_dt_hm, output={"dt": _DICT_STRING, "hm": _DICT_STRING}))
-            .operator("q10", Project(["auction", "bidder", "price", "date_time", "extra", "dt", "hm"]))
-            .connect("bid", "dt_hm").connect("dt_hm", "q10").sink_for("q10", "out").build())
 
 
 #: Query name -> DAG factory.
