@@ -163,6 +163,33 @@ def test_upsert_replaces_rows_by_key_last_one_wins(pg, tmp_path):
     assert sql(pg, "SELECT id, v FROM ups ORDER BY id") == [(1, "c"), (2, "e"), (3, "z"), (4, "new")]
 
 
+def test_upsert_applies_a_changelog_deletes_included_exactly_once(pg, tmp_path):
+    """-D deletes the key's row, -U is skipped, +I/+U upsert; the table has no op column; across epochs."""
+    from laminar_jit.changelog import RowKind
+
+    I, UB, UA, D = RowKind.INSERT, RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER, RowKind.DELETE
+    rows = [(1, "a", I), (2, "b", I), (1, "a", UB), (1, "c", UA), (2, "b", D), (3, "d", I),  # epoch-sized batches
+            (4, "e", I), (3, "d", UB), (3, "f", UA), (4, "e", D), (4, "g", I),
+            (1, "c", D), (2, "h", I), (5, "i", I), (5, "i", D)]
+    t = pa.table({"id": [r[0] for r in rows], "v": [r[1] for r in rows], "op": pa.array([int(r[2]) for r in rows],
+                                                                                     pa.int8())})
+    assert lj.changelog.is_changelog(t.schema)
+    want = sorted(zip(*lj.apply_changelog(t).select(["id", "v"]).to_pydict().values()))
+    assert want == [(2, "h"), (3, "f"), (4, "g")]
+    for size in (1, 4, len(rows)):  # every change in its own epoch, a few per epoch, all in one
+        sql(pg, "DROP TABLE IF EXISTS ups_log")
+        lj.run(passthrough(t.schema), {"in": t.to_batches(max_chunksize=size)},
+               {"out": lj.io.PostgresSink(pg.dsn, "ups_log", mode="upsert", key="id")}, progress=False,
+               checkpoint_dir=tmp_path / f"c{size}", checkpoint_every=1)
+        assert sql(pg, "SELECT id, v FROM ups_log ORDER BY id") == want, size
+        assert [c for (c,) in sql(pg, "SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                      "'ups_log' ORDER BY ordinal_position")] == ["id", "v"]
+    # append mode writes the changes, op included
+    sql(pg, "DROP TABLE IF EXISTS log_append")
+    lj.run(passthrough(t.schema), {"in": t}, {"out": lj.io.PostgresSink(pg.dsn, "log_append")}, progress=False)
+    assert sql(pg, "SELECT count(*), sum(op) FROM log_append") == [(len(rows), sum(int(r[2]) for r in rows))]
+
+
 def test_existing_table_mismatches_raise_data_error_naming_the_column(pg):
     sql(pg, "CREATE TABLE shaped (id bigint PRIMARY KEY, v text, must int NOT NULL)")
     schema = pa.schema([("id", pa.int64()), ("v", pa.float64())])

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ...changelog import OP_COLUMN, RowKind, is_changelog
 from ...errors import CheckpointError, DataError
 from ..sinks import Sink
 from . import _binary
@@ -63,7 +65,13 @@ class PostgresSink(Sink):
     mode : {"append", "upsert"}, default "append"
         ``"upsert"``: each row replaces the row with its key (``INSERT ... ON
         CONFLICT (key) DO UPDATE`` from an unlogged staging table filled by
-        ``COPY``); within one epoch the last row of a key wins.
+        ``COPY``); within one epoch the last row of a key wins. A changelog
+        (rows with an ``op`` column, e.g. from
+        :class:`~laminar_jit.GroupAggregate`) is applied as Flink's upsert
+        sinks apply one: ``+I``/``+U`` upsert, ``-D`` deletes the key's row
+        (``DELETE ... USING`` the staging table), ``-U`` is skipped, and the
+        table has no ``op`` column. In ``"append"`` mode ``op`` is written
+        as a column like any other.
     key : str or list of str, optional
         The key columns of ``"upsert"`` (required there). The table needs a
         primary key or unique index on exactly these columns (created with
@@ -160,6 +168,7 @@ class PostgresSink(Sink):
         self._prepared: dict[int, list[str]] = {}  # epoch -> gids prepared, not yet committed
         self._kinds: list[tuple[str, str, pa.DataType]] = []  # (column, encoder kind, arrow type)
         self._stage = None
+        self._changelog = False  # upsert mode, rows with an op column (set by open)
 
     def __repr__(self) -> str:
         more = f", connections={self.connections}" if self.connections > 1 else ""
@@ -271,6 +280,10 @@ class PostgresSink(Sink):
         from psycopg import sql
 
         owner = self._owner()
+        # an upserted changelog is the table it describes: its op says what to do with a row, it is not stored
+        self._changelog = self.mode == "upsert" and is_changelog(schema)
+        if self._changelog:
+            schema = schema.remove(schema.get_field_index(OP_COLUMN))
         for f in schema:
             if arrow_to_pg(f.type) is None:
                 raise DataError(f"{owner}: output column {f.name!r} is {f.type}, which PostgresSink cannot write; "
@@ -386,12 +399,22 @@ class PostgresSink(Sink):
             self._open_epoch = epoch
         doing = f"COPY of {table.num_rows:,} rows (epoch {epoch})"
         if self.mode == "upsert":
+            deleted = None
+            if self._changelog:  # -U rows only announce the +U that follows them
+                table = table.filter(pc.not_equal(table.column(OP_COLUMN), RowKind.UPDATE_BEFORE))
             table = _last_per_key(table, self.key)
-            error = self._copy(0, self._stage, [(e, 0, e.num_rows) for e in self._encoders(table)], doing)
-            if error is not None:
-                self._raise(error)
-            self._execute(_upsert_sql(self.table, self._stage, [n for n, _, _ in self._kinds], self.key),
-                          doing=f"the upsert of {table.num_rows:,} rows (epoch {epoch})")
+            if self._changelog:  # per key, its last change: an upsert, or a -D that deletes the row
+                gone = pc.equal(table.column(OP_COLUMN), RowKind.DELETE)
+                deleted, table = table.filter(gone), table.filter(pc.invert(gone))
+            columns = [n for n, _, _ in self._kinds]
+            for rows, statement, what in ((table, _upsert_sql(self.table, self._stage, columns, self.key), "upsert"),
+                                          (deleted, _delete_sql(self.table, self._stage, self.key), "delete")):
+                if rows is None or (rows.num_rows == 0 and what == "delete"):
+                    continue
+                error = self._copy(0, self._stage, [(e, 0, e.num_rows) for e in self._encoders(rows)], doing)
+                if error is not None:
+                    self._raise(error)
+                self._execute(statement, doing=f"the {what} of {rows.num_rows:,} rows (epoch {epoch})")
             return
         parts = _split(self._encoders(table), min(self.connections, max(1, table.num_rows // _PART_ROWS)))
         if len(parts) == 1:
@@ -499,6 +522,14 @@ def _last_per_key(table: pa.Table, key: list[str]) -> pa.Table:
     if len(last) == table.num_rows:
         return table
     return table.take(np.sort(last.to_numpy()))  # keep the output order of the rows kept
+
+
+def _delete_sql(table: TableName, stage: TableName, key: list[str]):
+    from psycopg import sql
+
+    match = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in key)
+    return sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {m}; TRUNCATE {s}").format(
+        t=table.sql(), s=stage.sql(), m=match)
 
 
 def _upsert_sql(table: TableName, stage: TableName, columns: list[str], key: list[str]):
