@@ -22,14 +22,19 @@ of its old group and puts it into the new one.
 ``DedupLast`` (each bidder's latest bid) are the updating rankings; their
 append-only yardstick is the same ranking over one window spanning the
 stream (``WholeStreamTopN``), and DuckDB's ``row_number()`` over the whole
-table (:class:`RankedDuckDB`).
+table (:class:`RankedDuckDB`). ``DedupLastFloor`` is the essential work of
+``DedupLast`` written as two bare kernels (a key lookup and a compare per
+row; a retraction and an update per changed key per batch): how close the
+operator comes to what its output costs.
 """
 
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 
 import laminar_jit as lj
+from laminar_jit._jit import njit
 
 from . import common
 from .bench_ranking import TOP_N, _Streamed
@@ -209,3 +214,102 @@ class RankedDuckDB:
 
     def time_duckdb(self, query):
         self.con.sql(self.sql).to_arrow_table()
+
+
+# ----------------------------------------------------------------------------- Dedup(keep="last")'s floor
+
+#: Fields of a bucket of :class:`DedupLastFloor`'s table (one cache line holds two buckets).
+_KEY, _BEST, _PENDING, _HELD = 0, 1, 2, 3
+
+
+@njit
+def _latest(key, ts, table, dirty):
+    """Per row: its key's bucket (open addressing; the bucket holds the key's state, so a row costs one random
+    access), and whether the row is the key's latest so far; the buckets changed, in first-touch order, into
+    ``dirty``. Returns their number."""
+    mask = table.shape[0] - 1
+    empty = np.iinfo(np.int64).min
+    nd = 0
+    for i in range(key.size):
+        k = key[i]
+        b = (k * np.int64(-7046029254386353131)) >> np.int64(40) & mask
+        while table[b, _KEY] != k and table[b, _KEY] != empty:
+            b = (b + 1) & mask
+        if table[b, _KEY] == empty:
+            table[b, _KEY], table[b, _BEST], table[b, _PENDING], table[b, _HELD] = k, empty, -1, 0
+        if ts[i] >= table[b, _BEST]:
+            table[b, _BEST] = ts[i]
+            if table[b, _PENDING] < 0:
+                dirty[nd] = b
+                nd += 1
+            table[b, _PENDING] = i
+    return nd
+
+
+@njit
+def _changes(dirty, table, emitted, c0, c1, c2, c3):
+    """Per changed bucket: ``-U`` its emitted row and ``+U`` the latest (``+I`` the first time); the columns."""
+    m = 0
+    for j in range(dirty.size):
+        m += 2 if table[dirty[j], _HELD] else 1
+    ops = np.empty(m, np.int8)
+    out = np.empty((4, m), np.int64)
+    m = 0
+    for j in range(dirty.size):
+        b = dirty[j]
+        held = table[b, _HELD] != 0
+        if held:
+            ops[m] = 1
+            for c in range(4):
+                out[c, m] = emitted[b, c]
+            m += 1
+        i = table[b, _PENDING]
+        ops[m] = 2 if held else 0
+        out[0, m], out[1, m], out[2, m], out[3, m] = c0[i], c1[i], c2[i], c3[i]
+        for c in range(4):
+            emitted[b, c] = out[c, m]
+        table[b, _HELD] = 1
+        table[b, _PENDING] = -1
+        m += 1
+    return ops, out
+
+
+class DedupLastFloor:
+    """:class:`DedupLast`'s essential work as two bare kernels, its floor on this machine.
+
+    Per row a hash lookup (the bucket is the key's state: one random access)
+    and a compare with the key's latest event time; per batch, for each key it
+    changed, ``-U`` the row emitted before and ``+U`` the new one, written as
+    int64 columns. No null handling, no Arrow output, no checkpointable layout:
+    what ``Dedup(keep="last")`` cannot do with less. ``time_floor`` against
+    :class:`WholeStreamDedup` bounds how close to the append-only operator an
+    updating dedup can come with these events.
+    """
+
+    timeout = 300
+
+    def setup(self):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.columns = [tuple(b.column(name).to_numpy().view(np.int64) for name in ("ts", "auction", "bidder", "price"))
+                        for b in self.batches]
+        self._run(self.columns[:2])
+
+    def _run(self, columns):
+        table = np.full((1 << 18, 4), np.iinfo(np.int64).min, np.int64)  # 100 K bidders: load 0.38
+        emitted = np.zeros((table.shape[0], 4), np.int64)
+        rows = 0
+        for ts, auction, bidder, price in columns:
+            dirty = np.empty(ts.size, np.int64)
+            nd = _latest(bidder, ts, table, dirty)
+            ops, _ = _changes(dirty[:nd], table, emitted, ts, auction, bidder, price)
+            rows += ops.size
+        return rows
+
+    def time_floor(self):
+        self._run(self.columns)
+
+    def track_rows_out(self):
+        """Changelog rows (``DedupLast`` emits as many)."""
+        return self._run(self.columns)
+
+    track_rows_out.unit = "rows"

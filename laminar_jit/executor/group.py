@@ -110,8 +110,10 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             bits = f"f64_bits(np.float64({x}) if {x} != 0 else 0.0) if {x} == {x} else f64_bits(np.nan)" \
                 if spec.in_floats[a] else f"np.int64({x})"  # (-0.0 is 0.0; every NaN is one value)
             lines += [f"    bits = {bits}",
-                      f"    if sign > 0:\n        if ms_add({ms}, bits):\n            {rec}[s, {a}] += 1",
-                      f"    elif ms_remove({ms}, bits):\n        {rec}[s, {a}] -= 1"]
+                      "    if sign > 0:", f"        added = ms_add({ms}, bits)",  # (statements: written out)
+                      "        if added:", f"            {rec}[s, {a}] += 1",
+                      "    else:", f"        gone = ms_remove({ms}, bits)",
+                      "        if gone:", f"            {rec}[s, {a}] -= 1"]
             continue
         lines.append(f"    x = np.float64({x})" if is_float else f"    x = np.int64({x})")
         acc = f"{frec}[s, {a}]" if is_float else f"{rec}[s, {ival0 + a}]"
@@ -144,8 +146,8 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                       f"        elif not ({stale}) and ({better}):",
                       f"            {acc} = x",
                       "    else:",
-                      f"        if ms_remove({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}, bits) "
-                      f"and bits == {cur_bits}:",
+                      f"        gone = ms_remove({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}, bits)",
+                      f"        if gone and bits == {cur_bits}:",
                       f"            {rec}[s, {flags}] |= {1 << (32 + a)}",
                       f"    {cnt} += sign"]
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]

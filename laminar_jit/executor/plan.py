@@ -45,6 +45,7 @@ import numpy as np
 from .._jit import JIT_DISABLED
 from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
+from ..kernels import changelog as _changelog
 from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
 from ..kernels import ranking as _ranking
@@ -272,7 +273,8 @@ WM_MAX = 9223372036854775807
 _INLINED = {name: getattr(module, name) for module, names in (
     (_ht, ("ht_find", "ht_find_or_insert", "ht_insert_at", "_take_slot", "ht_delete")),
     (_joins, ("row_alloc", "chain_insert", "asof_prune")),
-    (_ranking, ("topn_tie_offer", "_tie_alloc", "_tie_release"))) for name in names}
+    (_ranking, ("topn_tie_offer", "_tie_alloc", "_tie_release")),
+    (_changelog, ("ranked_insert", "ms_add", "ms_remove", "_unlink"))) for name in names}
 
 
 def _step_args(gen: Gen) -> list[str]:

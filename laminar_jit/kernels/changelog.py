@@ -153,13 +153,13 @@ def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
 def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     """Count one value ``bits`` of aggregate ``a`` of slot ``s`` less; True when its last copy went."""
     e = ht_find(mb, mk, s * n_aggs + a, bits)
-    if e < 0:
-        return False  # a retraction of a value never added: nothing to take away
-    mlist[e, 0] -= 1
-    if mlist[e, 0] > 0:
-        return False
-    _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e)
-    return True
+    gone = False
+    if e >= 0:  # (a retraction of a value never added: nothing to take away)
+        mlist[e, 0] -= 1
+        if mlist[e, 0] <= 0:
+            _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e)
+            gone = True
+    return gone  # single exit: plans write it out in their row loops (executor/inlining.py)
 
 
 @njit(inline="always")
@@ -398,21 +398,22 @@ def ranked_insert(R, s, n, key, key2, q, later_wins):
             pos = r
             break
     if pos >= n:
-        return -1
-    width = (R.shape[1] - R_CUR) // 2
-    last = m if m < n else n - 1  # rows pos .. last-1 move to pos+1 .. last
-    for r in range(last - 1, pos - 1, -1):
-        R[base + r + 1, R_KEY] = R[base + r, R_KEY]
-        R[base + r + 1, R_KEY2] = R[base + r, R_KEY2]
-        R[base + r + 1, R_SEQ] = R[base + r, R_SEQ]
-        for c in range(R_CUR, R_CUR + width):
-            R[base + r + 1, c] = R[base + r, c]
-    R[base + pos, R_KEY] = key
-    R[base + pos, R_KEY2] = key2
-    R[base + pos, R_SEQ] = q
-    if m < n:
-        R[base, R_CNT] = m + 1
-    return pos
+        pos = -1
+    else:
+        width = (R.shape[1] - R_CUR) // 2
+        last = m if m < n else n - 1  # rows pos .. last-1 move to pos+1 .. last
+        for r in range(last - 1, pos - 1, -1):
+            R[base + r + 1, R_KEY] = R[base + r, R_KEY]
+            R[base + r + 1, R_KEY2] = R[base + r, R_KEY2]
+            R[base + r + 1, R_SEQ] = R[base + r, R_SEQ]
+            for c in range(R_CUR, R_CUR + width):
+                R[base + r + 1, c] = R[base + r, c]
+        R[base + pos, R_KEY] = key
+        R[base + pos, R_KEY2] = key2
+        R[base + pos, R_SEQ] = q
+        if m < n:
+            R[base, R_CNT] = m + 1
+    return pos  # single exit: plans write it out in their row loops (executor/inlining.py)
 
 
 @njit
