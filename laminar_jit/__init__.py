@@ -23,6 +23,7 @@ from .errors import (
     PartitioningError,
     PortError,
     SchemaError,
+    SqlError,
     UnknownNodeError,
 )
 from .executor import DagExecutor, Metrics
@@ -38,6 +39,20 @@ from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness, ProcessingTime
 from . import io, nexmark, recipes  # noqa: F401 - lj.io.ParquetSink, lj.nexmark.query, lj.recipes.zscore, ...
 from .runner import RunStats, run
+
+
+def sql(text, sources, udfs=None):
+    """Compile Flink-style SQL into a :class:`StreamingDag` (see :func:`laminar_jit.sql_compiler.sql`)."""
+    from .sql_compiler import sql as compile_sql  # sqlglot is imported on first use, not with the package
+
+    return compile_sql(text, sources, udfs)
+
+
+def explain(text, sources, udfs=None):
+    """The plan :func:`sql` makes of ``text``, one line per node (see :func:`laminar_jit.sql_compiler.explain`)."""
+    from .sql_compiler import explain as explain_sql
+
+    return explain_sql(text, sources, udfs)
 
 __version__ = "0.1.0"
 
@@ -92,6 +107,9 @@ __all__ = [
     "RoutingTable",
     "RowKind",
     "SchemaError",
+    "SqlError",
+    "explain",
+    "sql",
     "StreamingDag",
     "TopN",
     "UnknownNodeError",

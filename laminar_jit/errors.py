@@ -21,6 +21,7 @@ __all__ = [
     "PartitioningError",
     "PortError",
     "SchemaError",
+    "SqlError",
     "UnknownNodeError",
 ]
 
@@ -107,3 +108,21 @@ class PartitioningError(DagError):
 
 class ClusterError(LaminarError):
     """The cluster cannot be reached, or a partition failed more often than allowed."""
+
+
+class SqlError(LaminarError, ValueError):
+    """SQL that :func:`laminar_jit.sql` cannot read or does not support.
+
+    Attributes
+    ----------
+    line, column : int or None
+        Where in the SQL text (1-based), when known.
+    construct : str or None
+        The construct at fault, e.g. ``"SESSION"`` or the text sqlglot stopped at.
+    """
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None,
+                 construct: str | None = None):
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(message + where)
+        self.line, self.column, self.construct = line, column, construct

@@ -1,0 +1,281 @@
+"""SQL scalar expressions as kernels (or, where a kernel cannot keep SQL's rules, vectorized Arrow functions).
+
+A kernel is written as Python source — one ``return`` of the expression over
+parameters named by the columns it reads — and compiled by the engine like any
+user kernel, inside the step's row loop. The engine's null rule (a row with a
+null input never reaches a kernel: a map of it is null, a predicate false) is
+SQL's for every *strict* expression: arithmetic, comparisons, ``AND``,
+``NOT``, ``BETWEEN``, ``IN``, ``CAST``, numeric functions. ``OR``, ``CASE``,
+``COALESCE``, ``NULLIF`` and ``IS [NOT] NULL`` look at nulls, and strings are
+not numbers: an expression with those over columns that may hold nulls, or
+reading strings, becomes an Arrow compute function (SQL's three-valued logic
+is Arrow's Kleene logic), run once per batch on whole columns.
+
+The generated source is executed in a module registered under a name derived
+from its text, so the engine fingerprints it like a function from a file and
+the compiled plans that use it are cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from .._jit import plain_njit
+from ..errors import SchemaError, SqlError
+
+__all__ = ["Compiled", "compile_expr", "referenced"]
+
+_CMP = {exp.EQ: "==", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+_ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*"}
+_PC_CMP = {exp.EQ: "equal", exp.NEQ: "not_equal", exp.GT: "greater", exp.GTE: "greater_equal", exp.LT: "less",
+           exp.LTE: "less_equal"}
+_PC_ARITH = {exp.Add: "add", exp.Sub: "subtract", exp.Mul: "multiply"}
+_NP_FUNCS = {exp.Floor: "np.floor", exp.Ceil: "np.ceil", exp.Sqrt: "np.sqrt", exp.Ln: "np.log", exp.Exp: "np.exp"}
+_PC_FUNCS = {exp.Abs: "abs", exp.Floor: "floor", exp.Ceil: "ceil", exp.Sqrt: "sqrt", exp.Ln: "ln", exp.Exp: "exp",
+             exp.Lower: "utf8_lower", exp.Upper: "utf8_upper", exp.Length: "utf8_length"}
+#: Expressions that read nulls: a kernel keeps SQL's rules for them only over columns without nulls.
+_NULL_AWARE = (exp.Or, exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Is, exp.Null)
+_INTEGERS = {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT"}
+_FLOATS = {"DOUBLE", "FLOAT", "REAL", "DECIMAL"}
+_ARROW_TYPES = {**{t: "pa.int64()" for t in _INTEGERS}, **{t: "pa.float64()" for t in _FLOATS},
+                "BOOLEAN": "pa.bool_()", "VARCHAR": "pa.string()", "TEXT": "pa.string()", "CHAR": "pa.string()"}
+
+
+class _NotKernel(Exception):
+    """The expression cannot be a kernel (strings, nulls looked at): use Arrow."""
+
+
+@dataclass
+class Compiled:
+    """A compiled expression: ``fn`` reads the columns ``params`` (its parameter names).
+
+    ``arrow`` is True for an Arrow function (an :class:`~laminar_jit.ArrowMap`),
+    False for a kernel (a :class:`~laminar_jit.Map` or :class:`~laminar_jit.Filter`).
+    """
+
+    fn: object
+    params: tuple[str, ...]
+    arrow: bool
+    text: str
+
+
+def referenced(node: exp.Expression) -> list[str]:
+    """The column names ``node`` reads, in first-seen order."""
+    return list(dict.fromkeys(c.name for c in node.find_all(exp.Column)))
+
+
+def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str,
+                 arrow_allowed: bool = True) -> Compiled:
+    """Compile ``node`` over columns of ``schema``: a kernel when SQL's rules allow, else an Arrow function.
+
+    ``where`` names the clause for error messages; ``arrow_allowed`` is False
+    after a window or aggregate (an ``ArrowMap`` reads only source columns).
+    """
+    params = referenced(node)
+    for name in params:
+        if schema.get_field_index(name) < 0:
+            raise SchemaError(f"SQL {where}: unknown column {name!r} in {node.sql()!r}; the input has "
+                              f"{schema.names}")
+    if not params:
+        raise SqlError(f"SQL {where}: {node.sql()!r} reads no column; constants are not supported yet",
+                       construct=node.sql())
+    for name in params:
+        if not name.isidentifier():
+            raise SqlError(f"SQL {where}: column {name!r} is not a plain identifier; rename it in the source",
+                           construct=name)
+    body = None
+    try:
+        body = _Kernel(schema, udfs).text(node)
+        if any(isinstance(n, _NULL_AWARE) for n in node.walk()) and any(schema.field(p).nullable for p in params):
+            body = None  # OR / CASE / COALESCE / IS NULL over columns that may hold nulls: Arrow's logic
+    except _NotKernel:
+        body = None
+    if body is not None:
+        src = f"def sql_expr({', '.join(params)}):\n    return {body}\n"
+        return Compiled(_define(src, "sql_expr", udfs), tuple(params), False, src)
+    if not arrow_allowed:
+        raise SqlError(f"SQL {where}: {node.sql()!r} needs strings or looks at nulls, which is computed only on "
+                       "source columns for now (before a window or aggregate)", construct=node.sql())
+    text = _Arrow(schema).text(node)
+    lines = [f"def sql_arrow({', '.join(params)}):"]
+    lines += [f"    {p} = {p}.dictionary_decode() if pa.types.is_dictionary({p}.type) else {p}" for p in params]
+    lines.append(f"    return {text}")
+    src = "\n".join(lines) + "\n"
+    return Compiled(_define(src, "sql_arrow", {}), tuple(params), True, src)
+
+
+def arrow_type(compiled: Compiled, schema: pa.Schema) -> pa.DataType:
+    """The Arrow type ``compiled`` (an Arrow function) returns on columns of ``schema``."""
+    out = compiled.fn(*(pa.array([], schema.field(p).type) for p in compiled.params))
+    if isinstance(out, pa.Scalar):
+        return out.type
+    return out.type
+
+
+def _define(src: str, name: str, env: dict):
+    """Execute ``src`` in a module named after its text (registered, so kernels in it are fingerprinted)."""
+    digest = hashlib.sha256((src + "|" + ",".join(sorted(env))).encode()).hexdigest()[:16]
+    module_name = f"laminar_jit.sql_compiler.generated_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = types.ModuleType(module_name)
+        module.__dict__.update({"np": np, "pa": pa, "pc": pc})
+        for udf_name, fn in env.items():
+            module.__dict__[udf_name] = fn if hasattr(fn, "py_func") else plain_njit(fn)
+        exec(compile(src, f"<sql {module_name}>", "exec"), module.__dict__)
+        sys.modules[module_name] = module
+    return module.__dict__[name]
+
+
+class _Kernel:
+    """Python source of a kernel for an expression (raises :class:`_NotKernel` where it cannot be one)."""
+
+    def __init__(self, schema: pa.Schema, udfs: dict):
+        self.schema, self.udfs = schema, udfs
+
+    def text(self, n: exp.Expression) -> str:
+        t = self.text
+        if isinstance(n, exp.Column):
+            kind = self.schema.field(n.name).type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+                raise _NotKernel
+            return n.name
+        if isinstance(n, exp.Paren):
+            return f"({t(n.this)})"
+        if isinstance(n, exp.Literal):
+            if n.is_string:
+                raise _NotKernel
+            return repr(float(n.this)) if any(ch in n.this for ch in ".eE") else str(int(n.this))
+        if isinstance(n, exp.Boolean):
+            return "True" if n.this else "False"
+        if isinstance(n, exp.Neg):
+            return f"(-{t(n.this)})"
+        if isinstance(n, exp.Not):
+            return f"(not {t(n.this)})"
+        if type(n) in _ARITH:
+            return f"({t(n.this)} {_ARITH[type(n)]} {t(n.expression)})"
+        if isinstance(n, exp.Div):
+            return f"(np.float64({t(n.this)}) / {t(n.expression)})"
+        if isinstance(n, exp.Mod):
+            return f"np.fmod({t(n.this)}, {t(n.expression)})"
+        if type(n) in _CMP:
+            return f"({t(n.this)} {_CMP[type(n)]} {t(n.expression)})"
+        if isinstance(n, exp.And):
+            return f"({t(n.this)} and {t(n.expression)})"
+        if isinstance(n, exp.Or):
+            return f"({t(n.this)} or {t(n.expression)})"
+        if isinstance(n, exp.Between):
+            x = t(n.this)
+            return f"({t(n.args['low'])} <= {x} and {x} <= {t(n.args['high'])})"
+        if isinstance(n, exp.In) and n.args.get("expressions") and not n.args.get("query"):
+            x = t(n.this)
+            return "(" + " or ".join(f"{x} == {t(v)}" for v in n.expressions) + ")"
+        if isinstance(n, exp.Case) and n.args.get("default") is not None and n.this is None:
+            out = t(n.args["default"])
+            for branch in reversed(n.args["ifs"]):
+                out = f"({t(branch.args['true'])} if {t(branch.this)} else {out})"
+            return out
+        if isinstance(n, exp.Cast):
+            to = n.to.this.name if hasattr(n.to.this, "name") else str(n.to.this)
+            if to in _INTEGERS:
+                return f"np.int64({t(n.this)})"
+            if to in _FLOATS:
+                return f"np.float64({t(n.this)})"
+            raise _NotKernel
+        if isinstance(n, exp.Abs):
+            return f"abs({t(n.this)})"
+        if type(n) in _NP_FUNCS:
+            return f"{_NP_FUNCS[type(n)]}({t(n.this)})"
+        if isinstance(n, exp.Pow):
+            return f"(np.float64({t(n.this)}) ** {t(n.expression)})"
+        if isinstance(n, exp.Round) and n.args.get("decimals") is None:
+            x = t(n.this)  # SQL rounds half away from zero
+            return f"(np.sign({x}) * np.floor(np.abs(np.float64({x})) + 0.5))"
+        if isinstance(n, (exp.Greatest, exp.Least)):
+            fn = "max" if isinstance(n, exp.Greatest) else "min"
+            out = t(n.this)
+            for other in n.expressions:
+                out = f"{fn}({out}, {t(other)})"
+            return out
+        if isinstance(n, exp.Anonymous) and n.name.lower() in {k.lower() for k in self.udfs}:
+            name = next(k for k in self.udfs if k.lower() == n.name.lower())
+            return f"{name}({', '.join(t(a) for a in n.expressions)})"
+        raise _NotKernel
+
+
+class _Arrow:
+    """Python source of an Arrow compute function for an expression (SQL null rules by Kleene logic)."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+
+    def text(self, n: exp.Expression) -> str:
+        t = self.text
+        if isinstance(n, exp.Column):
+            return n.name
+        if isinstance(n, exp.Paren):
+            return t(n.this)
+        if isinstance(n, exp.Literal):
+            if n.is_string:
+                return f"pa.scalar({n.this!r})"
+            return f"pa.scalar({float(n.this)!r})" if any(ch in n.this for ch in ".eE") else f"pa.scalar({int(n.this)})"
+        if isinstance(n, exp.Boolean):
+            return f"pa.scalar({bool(n.this)})"
+        if isinstance(n, exp.Null):
+            return "pa.scalar(None)"
+        if isinstance(n, exp.Neg):
+            return f"pc.negate({t(n.this)})"
+        if isinstance(n, exp.Not):
+            return f"pc.invert({t(n.this)})"
+        if type(n) in _PC_ARITH:
+            return f"pc.{_PC_ARITH[type(n)]}({t(n.this)}, {t(n.expression)})"
+        if isinstance(n, exp.Div):
+            return f"pc.divide(pc.cast({t(n.this)}, pa.float64()), {t(n.expression)})"
+        if type(n) in _PC_CMP:
+            return f"pc.{_PC_CMP[type(n)]}({t(n.this)}, {t(n.expression)})"
+        if isinstance(n, exp.And):
+            return f"pc.and_kleene({t(n.this)}, {t(n.expression)})"
+        if isinstance(n, exp.Or):
+            return f"pc.or_kleene({t(n.this)}, {t(n.expression)})"
+        if isinstance(n, exp.Is) and isinstance(n.expression, exp.Null):
+            return f"pc.is_null({t(n.this)})"
+        if isinstance(n, exp.Between):
+            x = t(n.this)
+            return f"pc.and_kleene(pc.greater_equal({x}, {t(n.args['low'])}), pc.less_equal({x}, {t(n.args['high'])}))"
+        if isinstance(n, exp.In) and n.args.get("expressions") and not n.args.get("query"):
+            x = t(n.this)
+            values = "[" + ", ".join(f"{t(v)}.as_py()" for v in n.expressions) + "]"
+            return f"pc.if_else(pc.is_null({x}), pa.scalar(None, pa.bool_()), pc.is_in({x}, value_set=pa.array({values})))"
+        if isinstance(n, exp.Coalesce):
+            return f"pc.coalesce({', '.join(t(a) for a in [n.this, *n.expressions])})"
+        if isinstance(n, exp.Nullif):
+            x = t(n.this)
+            return f"pc.if_else(pc.equal({x}, {t(n.expression)}), pa.scalar(None, {x}.type), {x})"
+        if isinstance(n, exp.Case) and n.this is None:
+            conds = [t(b.this) for b in n.args["ifs"]]
+            values = [t(b.args["true"]) for b in n.args["ifs"]]
+            default = n.args.get("default")
+            values.append(t(default) if default is not None else "pa.scalar(None)")
+            names = [f"c{j}" for j in range(len(conds))]
+            struct = f"pc.make_struct({', '.join(f'pc.fill_null({c}, False)' for c in conds)}, field_names={names!r})"
+            return f"pc.case_when({struct}, {', '.join(values)})"
+        if isinstance(n, exp.Cast):
+            to = n.to.this.name if hasattr(n.to.this, "name") else str(n.to.this)
+            if to in _ARROW_TYPES:
+                return f"pc.cast({t(n.this)}, {_ARROW_TYPES[to]}, safe=False)"
+        if type(n) in _PC_FUNCS:
+            return f"pc.{_PC_FUNCS[type(n)]}({t(n.this)})"
+        if isinstance(n, exp.Like) and isinstance(n.expression, exp.Literal):
+            return f"pc.match_like({t(n.this)}, {n.expression.this!r})"
+        if isinstance(n, (exp.DPipe, exp.Concat)):
+            parts = [n.this, n.expression] if isinstance(n, exp.DPipe) else n.expressions
+            return f"pc.binary_join_element_wise({', '.join(f'pc.cast({t(p)}, pa.string())' for p in parts)}, '')"
+        raise SqlError(f"SQL expression {n.sql()!r} ({type(n).__name__}) is not supported yet", construct=n.sql())

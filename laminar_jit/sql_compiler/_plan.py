@@ -1,0 +1,300 @@
+"""A SELECT statement as operators of a DAG: filter, computed columns, window or group aggregate, projection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from sqlglot import exp
+
+from ..dag import DagBuilder
+from ..errors import SchemaError, SqlError
+from ..ops import ArrowMap, Filter, Map, Project
+from ..ops import aggregates as A
+from ..ops.group import GroupAggregate
+from ..ops.windows import SlidingWindow, TumblingWindow
+from ..time import BoundedOutOfOrderness
+from ._expr import Compiled, arrow_type, compile_expr
+from ._text import SUPPORTED_WINDOWS, WINDOW_FUNCTIONS, interval_ms
+
+__all__ = ["Planner"]
+
+_WINDOW_COLUMNS = ("window_start", "window_end")
+
+
+@dataclass
+class _Stream:
+    """Where a SELECT is while it is planned: the node whose rows it reads, and their schema."""
+
+    node: str
+    schema: pa.Schema
+    at_source: bool  # rows straight from a source (or through filters): ArrowMap may read them
+    event_time: str | None = None
+    changelog: bool = False
+
+
+class Planner:
+    """Adds the operators of SELECT statements to one :class:`DagBuilder`.
+
+    Parameters
+    ----------
+    sources : dict
+        Table name -> ``pyarrow.Schema`` (or an object with ``.schema``).
+    watermarks : dict
+        Table name -> ``(event-time column, delay in ms)`` from ``CREATE TABLE ... WATERMARK``.
+    udfs : dict
+        Function name -> kernel callable from SQL.
+    """
+
+    def __init__(self, sources: dict, watermarks: dict, udfs: dict):
+        self.builder = DagBuilder()
+        self.schemas = {name: getattr(s, "schema", s) for name, s in sources.items()}
+        for name, schema in self.schemas.items():
+            if not isinstance(schema, pa.Schema):
+                raise TypeError(f"lj.sql: sources[{name!r}] must be a pyarrow.Schema or have .schema, "
+                                f"got {type(schema).__name__}")
+        self.watermarks, self.udfs = watermarks, udfs
+        self.added: set[str] = set()
+        self.serial = 0
+
+    # -- sources ---------------------------------------------------------------------------------
+    def _source(self, table: str, node: exp.Expression) -> _Stream:
+        if table not in self.schemas:
+            raise SchemaError(f"SQL: unknown table {table!r} in {node.sql()!r}; sources are {sorted(self.schemas)} "
+                              "(pass it in sources=)")
+        schema = self.schemas[table]
+        if table not in self.added:
+            wm = self.watermarks.get(table)
+            if wm is None:
+                self.builder.source(table, schema)
+            else:
+                column, delay = wm
+                if schema.get_field_index(column) < 0:
+                    raise SchemaError(f"SQL: WATERMARK FOR {column}: table {table!r} has no column {column!r} "
+                                      f"(it has {schema.names})")
+                self.builder.source(table, schema, event_time=column, watermark=BoundedOutOfOrderness(delay))
+            self.added.add(table)
+        wm = self.watermarks.get(table)
+        return _Stream(table, schema, at_source=True, event_time=wm[0] if wm else None)
+
+    def _name(self, what: str) -> str:
+        self.serial += 1
+        return f"sql{self.serial}_{what}"
+
+    def _add(self, stream: _Stream, op, what: str, at_source: bool | None = None) -> _Stream:
+        """``op`` reading ``stream``: the stream of its rows (bound here to learn its columns)."""
+        name = self._name(what)
+        self.builder.operator(name, op).connect(stream.node, name)
+        schema = op.bind(name, stream.schema, stream.event_time).output_schema
+        event_time = "window_start" if isinstance(op, (TumblingWindow, SlidingWindow)) else stream.event_time
+        return _Stream(name, schema, stream.at_source if at_source is None else at_source,
+                       event_time if event_time in schema.names else None,
+                       stream.changelog or bool(getattr(op, "emits_changelog", False)))
+
+    # -- statements ------------------------------------------------------------------------------
+    def select(self, query: exp.Select, sink: str) -> None:
+        """Plan ``query`` and write its rows to sink ``sink``."""
+        if not isinstance(query, exp.Select):
+            raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
+        for unsupported in ("joins", "order", "limit", "distinct", "qualify", "with"):
+            if query.args.get(unsupported):
+                raise SqlError(f"SQL: {unsupported.upper()} is not supported yet", construct=unsupported.upper())
+        stream, window = self._from(query)
+        where = query.args.get("where")
+        if where is not None:
+            stream = self._filter(stream, where.this, "WHERE")
+        group = query.args.get("group")
+        aggregates = [a for item in query.expressions for a in item.find_all(exp.AggFunc)]
+        if group is not None or aggregates or window is not None:
+            if window is not None and group is None:
+                raise SqlError("SQL: a window table function needs GROUP BY window_start, window_end[, keys]",
+                               construct=window[0])
+            stream = self._aggregate(query, stream, window, group.expressions if group else [])
+        elif query.args.get("having") is not None:
+            raise SqlError("SQL: HAVING needs GROUP BY or an aggregate", construct="HAVING")
+        else:
+            stream = self._project(query, stream)
+        self.builder.sink_for(stream.node, sink)
+
+    def _from(self, query: exp.Select):
+        source = query.args.get("from_") or query.args.get("from")
+        if source is None:
+            raise SqlError("SQL: SELECT without FROM is not supported", construct="SELECT")
+        table = source.this
+        if not isinstance(table, exp.Table):
+            raise SqlError(f"SQL: FROM {table.sql()} is not supported yet (a table or a window table function)",
+                           construct=table.sql())
+        call = table.this
+        if isinstance(call, exp.Anonymous) and call.name.upper() == "TABLE" and len(call.expressions) == 1:
+            call = call.expressions[0]
+        if isinstance(call, exp.Anonymous) and call.name.upper() in WINDOW_FUNCTIONS:
+            return self._window_source(call)
+        if isinstance(call, exp.Identifier):
+            return self._source(call.name, table), None
+        raise SqlError(f"SQL: FROM {table.sql()} is not supported yet", construct=table.sql())
+
+    def _window_source(self, call: exp.Anonymous):
+        kind = call.name.upper()
+        if kind not in SUPPORTED_WINDOWS:
+            raise SqlError(f"SQL: the {kind} window table function is not supported yet (TUMBLE and HOP are)",
+                           construct=kind)
+        args = call.expressions
+        want = 3 if kind == "TUMBLE" else 4
+        if len(args) != want or not isinstance(args[0], exp.Column):
+            raise SqlError(f"SQL: {kind}(TABLE t, DESCRIPTOR(ts), " +
+                           ("size)" if kind == "TUMBLE" else "slide, size)") + f" expected, got {call.sql()}",
+                           construct=kind)
+        stream = self._source(args[0].name, call)
+        ts = args[1].this if isinstance(args[1], exp.Paren) else args[1]
+        wm = self.watermarks.get(args[0].name)
+        if not isinstance(ts, exp.Column) or wm is None or wm[0] != ts.name:
+            raise SqlError(f"SQL: {kind} over {args[0].name}.{ts.sql()}: declare it as the table's event time "
+                           f"(CREATE TABLE {args[0].name} (..., WATERMARK FOR {ts.sql()} AS {ts.sql()} - "
+                           "INTERVAL '5' SECOND))", construct=kind)
+        sizes = [interval_ms(a) for a in args[2:]]
+        return stream, (kind, sizes)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _compile(self, node, stream: _Stream, where: str) -> Compiled:
+        return compile_expr(node, stream.schema, self.udfs, where, arrow_allowed=stream.at_source)
+
+    def _computed(self, stream: _Stream, node, name: str, where: str) -> _Stream:
+        """``stream`` with column ``name`` = ``node`` (a Map kernel, or an ArrowMap on source rows)."""
+        c = self._compile(node, stream, where)
+        if c.arrow:
+            op = ArrowMap(c.fn, output={name: arrow_type(c, stream.schema)})
+            return self._add(stream, op, "arrow")
+        return self._add(stream, Map(c.fn, output=name), "map")
+
+    def _filter(self, stream: _Stream, node, where: str) -> _Stream:
+        if isinstance(node, exp.And):  # conjuncts one by one: kernels where they can be, Arrow where not
+            return self._filter(self._filter(stream, node.this, where), node.expression, where)
+        if isinstance(node, exp.Paren):
+            return self._filter(stream, node.this, where)
+        c = self._compile(node, stream, where)
+        if not c.arrow:
+            return self._add(stream, Filter(c.fn), where.lower())
+        name = f"_sql_pred{self.serial}"
+        stream = self._add(stream, ArrowMap(c.fn, output={name: pa.bool_()}), "predicate")
+        kept = self._add(stream, Filter(_predicate(name)), where.lower())
+        return self._add(kept, Project([n for n in kept.schema.names if n != name]), "drop")
+
+    def _project(self, query: exp.Select, stream: _Stream) -> _Stream:
+        out: dict[str, str] = {}
+        for j, item in enumerate(query.expressions):
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(node, exp.Star):
+                out.update({n: n for n in stream.schema.names})
+                continue
+            name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
+            if isinstance(node, exp.Column):
+                if stream.schema.get_field_index(node.name) < 0:
+                    raise SchemaError(f"SQL SELECT: unknown column {node.name!r}; the input has {stream.schema.names}")
+                out[name] = node.name
+                continue
+            temp = f"_sql_c{j}"
+            stream = self._computed(stream, node, temp, "SELECT")
+            out[name] = temp
+        if stream.changelog:
+            out["op"] = "op"
+        return self._add(stream, Project(out), "select")
+
+    def _aggregate(self, query: exp.Select, stream: _Stream, window, group) -> _Stream:
+        keys = []
+        for g in group:
+            if not isinstance(g, exp.Column):
+                raise SqlError(f"SQL GROUP BY {g.sql()}: only columns are supported yet", construct=g.sql())
+            keys.append(g.name)
+        window_keys = [k for k in keys if k in _WINDOW_COLUMNS]
+        if window is not None and sorted(window_keys) != sorted(_WINDOW_COLUMNS):
+            raise SqlError("SQL: a window aggregate groups by window_start and window_end (and keys)",
+                           construct="GROUP BY")
+        keys = [k for k in keys if k not in _WINDOW_COLUMNS]
+        for k in keys:
+            if stream.schema.get_field_index(k) < 0:
+                raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}")
+        aggs: dict[str, object] = {}
+        names: dict[str, str] = {}  # the SQL text of an aggregate -> its output column
+        having = query.args.get("having")
+        for item in [*query.expressions, *([having.this] if having is not None else [])]:
+            for agg in item.find_all(exp.AggFunc):
+                text = agg.sql()
+                if text in names:
+                    continue
+                name = item.alias if isinstance(item, exp.Alias) and item.this is agg else f"_sql_agg{len(names)}"
+                stream, spec = self._agg(agg, stream, window is None)
+                aggs[name] = spec
+                names[text] = name
+        key = keys if len(keys) != 1 else keys[0]
+        if window is None:
+            op = GroupAggregate(key, aggs)
+        elif window[0] == "TUMBLE":
+            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs)
+        else:
+            slide, size = window[1]
+            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs)
+        stream = self._add(stream, op, "group" if window is None else window[0].lower(), at_source=False)
+        if having is not None:
+            stream = self._filter(stream, _over_aggregates(having.this.copy(), names), "HAVING")
+        out: dict[str, str] = {}
+        for j, item in enumerate(query.expressions):
+            node = item.this if isinstance(item, exp.Alias) else item
+            name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
+            if isinstance(node, exp.Column):
+                if node.name not in keys and node.name not in _WINDOW_COLUMNS:
+                    raise SqlError(f"SQL SELECT {node.name}: a column that is neither grouped nor aggregated",
+                                   construct=node.name)
+                out[name] = node.name
+            elif isinstance(node, exp.AggFunc):
+                out[name] = names[node.sql()]
+            else:  # an expression over keys and aggregates: a kernel on the aggregate's rows
+                temp = f"_sql_c{j}"
+                stream = self._computed(stream, _over_aggregates(node.copy(), names), temp, "SELECT")
+                out[name] = temp
+        if stream.changelog:
+            out["op"] = "op"
+        return self._add(stream, Project(out), "select")
+
+    def _agg(self, agg: exp.AggFunc, stream: _Stream, updating: bool):
+        distinct = isinstance(agg.this, exp.Distinct)
+        arg = agg.this.expressions[0] if distinct else agg.this
+        if isinstance(agg, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
+            return stream, A.count()
+        if arg is None:
+            raise SqlError(f"SQL: {agg.sql()} needs an argument", construct=agg.sql())
+        if not isinstance(arg, exp.Column):  # an expression: computed first, then aggregated
+            name = f"_sql_arg{self.serial}"
+            stream = self._computed(stream, arg, name, "aggregate argument")
+            arg = exp.column(name)
+        if stream.schema.get_field_index(arg.name) < 0:
+            raise SchemaError(f"SQL {agg.sql()}: unknown column {arg.name!r}; the input has {stream.schema.names}")
+        if distinct:
+            if not isinstance(agg, exp.Count):
+                raise SqlError(f"SQL: {agg.sql()}: DISTINCT is supported in COUNT only", construct="DISTINCT")
+            if not updating:
+                raise SqlError("SQL: COUNT(DISTINCT ...) is supported in a non-windowed GROUP BY only",
+                               construct="COUNT(DISTINCT")
+            return stream, A.count_distinct(arg.name)
+        fns = {exp.Count: A.count, exp.Sum: A.sum, exp.Avg: A.mean, exp.Min: A.min, exp.Max: A.max}
+        fn = fns.get(type(agg))
+        if fn is None:
+            raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX are)",
+                           construct=type(agg).__name__.upper())
+        return stream, fn(arg.name)
+
+
+def _predicate(column: str):
+    """A filter kernel reading the boolean column ``column``."""
+    src = f"def sql_keep({column}):\n    return {column}\n"
+    from ._expr import _define
+
+    return _define(src, "sql_keep", {})
+
+
+def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
+    """``node`` with each aggregate replaced by the column that holds it."""
+    for agg in list(node.find_all(exp.AggFunc)):
+        if agg is node:
+            return exp.column(names[agg.sql()])
+        agg.replace(exp.column(names[agg.sql()]))
+    return node

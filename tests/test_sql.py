@@ -1,0 +1,150 @@
+"""Streaming SQL (``lj.sql``): each query against DuckDB running the same SQL over the same events."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import laminar_jit as lj
+from conftest import split_table
+from helpers import events, run_bids
+
+#: Event time declared as Flink does; the test events are at most 300 ms out of order, so no row is late.
+DDL = "CREATE TABLE bids (WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);\n"
+
+
+def bids(n: int, seed: int) -> pa.Table:
+    """Events with nulls in auction and price, a string channel; NaN replaced (DuckDB orders NaN above every
+    number, kernels compare it as IEEE does)."""
+    t = events(n, seed)
+    price = pc.if_else(pc.is_nan(t.column("price")), 0.5, t.column("price"))
+    return t.set_column(t.schema.get_field_index("price"), "price", price)
+
+
+def run_sql(query: str, table: pa.Table, seed: int, udfs=None, sink: str = "out") -> pa.Table:
+    """``query`` compiled by lj.sql over ``table`` split into random batches (empty and 1-row ones included)."""
+    rng = np.random.default_rng(seed)
+    cuts = list(rng.integers(0, table.num_rows + 1, 12)) + [3, 3, 4]
+    _, out = run_bids(lj.sql(DDL + query, sources={"bids": table.schema}, udfs=udfs), split_table(table, cuts))
+    return out[sink]
+
+
+def duck(query: str, table: pa.Table) -> pa.Table:
+    con = duckdb.connect()
+    con.register("bids", table)
+    return con.sql(query).to_arrow_table()
+
+
+def assert_rows(got: pa.Table, want: pa.Table) -> None:
+    """Same rows in any order; floats to 1e-9 relative; nulls equal."""
+    assert got.column_names == want.column_names
+    assert got.num_rows == want.num_rows, (got.num_rows, want.num_rows)
+    keys = [(c, "ascending") for c in got.column_names]
+    got, want = got.sort_by(keys), want.sort_by(keys)
+    for name in got.column_names:
+        g, w = got.column(name).to_pylist(), want.column(name).to_pylist()
+        for a, b in zip(g, w):
+            if isinstance(a, float) and isinstance(b, float):
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), name
+            else:
+                assert a == b, (name, a, b)
+
+
+@pytest.mark.parametrize("query", [
+    # strict expressions: kernels (nulls never reach them: a map of a null is null, a predicate false)
+    "SELECT ts, auction, price * 2 + 1 AS p2, price / 3 AS third FROM bids WHERE price > 20 AND auction <> 3",
+    "SELECT auction, ABS(price - 50) AS dist, FLOOR(price) AS f, CEIL(price) AS c, GREATEST(price, 30) AS g, "
+    "LEAST(price, 30) AS l FROM bids WHERE price BETWEEN 10 AND 60 AND auction IN (1, 2, 5)",
+    "SELECT ts, SQRT(price) AS r, MOD(auction, 3) AS m, CAST(auction AS DOUBLE) AS d FROM bids WHERE NOT price < 50",
+    # null-aware expressions over columns with nulls: SQL's three-valued logic, computed by Arrow
+    "SELECT ts, price FROM bids WHERE price > 90 OR auction = 1",
+    "SELECT ts, COALESCE(price, -1.0) AS p, auction IS NULL AS no_auction, "
+    "CASE WHEN price > 50 THEN 'high' WHEN price > 10 THEN 'mid' ELSE 'low' END AS band FROM bids",
+    # strings
+    "SELECT ts, UPPER(ch) AS ch_up, ch || '-' || ch AS twice FROM bids WHERE ch = 'web' OR ch LIKE 'a%'",
+    "SELECT * FROM bids WHERE price IS NOT NULL AND ch IN ('app', 'api')",
+])
+def test_filters_and_computed_columns_equal_duckdb(query):
+    table = bids(3_000, seed=1)
+    got = run_sql(query, table, seed=2)
+    assert_rows(got, duck(query, table).cast(got.schema))
+
+
+def test_tumbling_window_aggregate_equals_duckdb():
+    table = bids(4_000, seed=3)
+    query = ("SELECT window_start, window_end, auction, COUNT(*) AS n, COUNT(price) AS c, SUM(price) AS s, "
+             "AVG(price) AS a, MIN(price) AS lo, MAX(price) AS hi, SUM(price * 2) / COUNT(*) AS x "
+             "FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND)) WHERE ch <> 'api' "
+             "GROUP BY window_start, window_end, auction HAVING COUNT(*) > 3")
+    got = run_sql(query, table, seed=4)
+    want = duck("SELECT ts // 2000 * 2000 AS window_start, ts // 2000 * 2000 + 2000 AS window_end, auction, "
+                "count(*) AS n, count(price) AS c, sum(price) AS s, avg(price) AS a, min(price) AS lo, "
+                "max(price) AS hi, sum(price * 2) / count(*) AS x FROM bids WHERE ch <> 'api' "
+                "GROUP BY 1, 2, 3 HAVING count(*) > 3", table)
+    assert_rows(got, want.cast(got.schema))
+
+
+def test_hop_window_aggregate_equals_duckdb():
+    table = bids(3_000, seed=5)
+    query = ("SELECT window_start, auction, COUNT(*) AS n, MAX(price) AS hi "
+             "FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '3' SECOND)) "
+             "GROUP BY window_start, window_end, auction")
+    got = run_sql(query, table, seed=6)
+    want = duck("SELECT w AS window_start, auction, count(*) AS n, max(price) AS hi FROM (SELECT *, "
+                "unnest(generate_series((ts // 1000 - 2) * 1000, ts // 1000 * 1000, 1000)) AS w FROM bids) "
+                "GROUP BY w, auction", table)
+    assert_rows(got, want.cast(got.schema))
+
+
+def test_group_by_without_window_is_an_updating_result_equal_to_duckdb():
+    table = bids(3_000, seed=7)
+    query = ("SELECT auction, COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT MOD(ts, 7)) AS sevenths, MAX(price) + 1 AS top "
+             "FROM bids WHERE price > 5 GROUP BY auction")
+    got = run_sql(query, table, seed=8)
+    assert got.column_names[-1] == "op" and lj.changelog.is_changelog(got.schema)
+    final = lj.apply_changelog(got)
+    assert_rows(final, duck(query, table).cast(final.schema))
+
+
+def test_udfs_insert_into_several_sinks_and_explain():
+    table = bids(2_000, seed=9)
+
+    def scaled(price, factor):
+        return price * factor + 0.5
+
+    text = ("INSERT INTO cheap SELECT ts, scaled(price, 2) AS s FROM bids WHERE price < 30;\n"
+            "INSERT INTO dear SELECT ts, price FROM bids WHERE price >= 70")
+    dag = lj.sql(DDL + text, sources={"bids": table}, udfs={"scaled": scaled})
+    assert sorted(dag.sinks) == ["cheap", "dear"]
+    _, out = run_bids(dag, split_table(table, [100, 100, 101, 900]))
+    want = duck("SELECT ts, price * 2 + 0.5 AS s FROM bids WHERE price < 30", table)
+    assert_rows(out["cheap"], want.cast(out["cheap"].schema))
+    assert_rows(out["dear"], duck("SELECT ts, price FROM bids WHERE price >= 70", table))
+    plan = lj.explain(DDL + "SELECT auction, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
+                      "INTERVAL '10' SECOND)) GROUP BY window_start, window_end, auction", sources={"bids": table})
+    assert "event time ts" in plan and "TumblingWindow(10000, key=['auction']" in plan and "out: sink" in plan
+
+
+def test_mistakes_are_named_with_their_place():
+    schema = bids(10, seed=0).schema
+    with pytest.raises(lj.SqlError, match=r"line 2, column") as e:
+        lj.sql("SELECT ts\nFROM bids WHERE (price >", sources={"bids": schema})
+    assert e.value.line == 2
+    with pytest.raises(lj.SchemaError, match=r"unknown table 'asks'"):
+        lj.sql("SELECT ts FROM asks", sources={"bids": schema})
+    with pytest.raises(lj.SchemaError, match=r"unknown column 'cost'"):
+        lj.sql("SELECT ts FROM bids WHERE cost > 1", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"declare it as the table's event time") as e:
+        lj.sql("SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
+               "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
+    assert e.value.construct == "TUMBLE"
+    with pytest.raises(lj.SqlError, match=r"SESSION window table function is not supported yet"):
+        lj.sql(DDL + "SELECT window_start, COUNT(*) FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), "
+               "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"JOINS is not supported yet"):
+        lj.sql("SELECT b.ts FROM bids b JOIN bids c ON b.auction = c.auction", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"neither grouped nor aggregated"):
+        lj.sql("SELECT price, COUNT(*) FROM bids GROUP BY auction", sources={"bids": schema})
