@@ -99,6 +99,20 @@ def test_hop_window_aggregate_equals_duckdb():
     assert_rows(got, want.cast(got.schema))
 
 
+def test_session_window_aggregate_equals_duckdb():
+    """Flink's sessions: a row at most ``gap`` after the previous one of its key joins its session."""
+    table = bids(3_000, seed=14)
+    query = ("SELECT window_start, window_end, auction, COUNT(*) AS n, SUM(price) AS s FROM TABLE(SESSION(TABLE bids "
+             "PARTITION BY auction, DESCRIPTOR(ts), INTERVAL '150' MILLISECOND)) "
+             "GROUP BY window_start, window_end, auction")
+    got = run_sql(query, table, seed=15)
+    want = duck("SELECT min(ts) AS window_start, max(ts) + 150 AS window_end, auction, count(*) AS n, sum(price) AS s "
+                "FROM (SELECT *, sum(new) OVER (PARTITION BY auction ORDER BY ts, rowid) AS session FROM (SELECT *, "
+                "CASE WHEN ts - lag(ts) OVER (PARTITION BY auction ORDER BY ts, rowid) <= 150 THEN 0 ELSE 1 END AS new "
+                "FROM (SELECT *, row_number() OVER () AS rowid FROM bids))) GROUP BY auction, session", table)
+    assert_rows(got, want.cast(got.schema))
+
+
 def test_group_by_without_window_is_an_updating_result_equal_to_duckdb():
     table = bids(3_000, seed=7)
     query = ("SELECT auction, COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT MOD(ts, 7)) AS sevenths, MAX(price) + 1 AS top "
@@ -141,10 +155,43 @@ def test_mistakes_are_named_with_their_place():
         lj.sql("SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
                "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
     assert e.value.construct == "TUMBLE"
-    with pytest.raises(lj.SqlError, match=r"SESSION window table function is not supported yet"):
-        lj.sql(DDL + "SELECT window_start, COUNT(*) FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), "
-               "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"CUMULATE window table function is not supported yet"):
+        lj.sql(DDL + "SELECT window_start, COUNT(*) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), "
+               "INTERVAL '1' SECOND, INTERVAL '4' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"JOINS is not supported yet"):
         lj.sql("SELECT b.ts FROM bids b JOIN bids c ON b.auction = c.auction", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"neither grouped nor aggregated"):
         lj.sql("SELECT price, COUNT(*) FROM bids GROUP BY auction", sources={"bids": schema})
+
+
+def ranked_bids(n: int, seed: int) -> pa.Table:
+    """Bids with distinct times and prices (SQL leaves the order of ties open), some null auctions."""
+    rng = np.random.default_rng(seed)
+    return pa.table({"ts": np.arange(n, dtype=np.int64) * 10 + rng.integers(0, 10, n),
+                     "auction": pa.array(rng.integers(0, 7, n), mask=rng.random(n) < 0.05),
+                     "price": rng.permutation(n) * 0.5 + 0.25})
+
+
+@pytest.mark.parametrize("order, limit, kind", [("price DESC", "<= 3", "TopN"), ("price, ts DESC", "< 3", "TopN"),
+                                                ("ts DESC", "= 1", "Dedup"), ("ts", "= 1", "TopN")])
+def test_top_n_and_dedup_over_a_table_are_updating_results_equal_to_duckdb(order, limit, kind):
+    table = ranked_bids(2_000, seed=10)
+    query = (f"SELECT auction, ts, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY {order}) "
+             f"AS rownum FROM bids WHERE price > 20) WHERE rownum {limit}")
+    assert f"{kind}(" in lj.explain(DDL + query, sources={"bids": table.schema})
+    got = run_sql(query, table, seed=11)
+    final = lj.apply_changelog(got)
+    assert_rows(final, duck(query, table))
+
+
+def test_window_top_n_equals_duckdb():
+    table = ranked_bids(3_000, seed=12)
+    query = ("SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, ROW_NUMBER() OVER "
+             "(PARTITION BY window_start, window_end, auction ORDER BY price DESC) AS rownum FROM "
+             "TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))) WHERE rownum <= 2")
+    got = run_sql(query, table, seed=13)
+    want = duck("SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, row_number() OVER "
+                "(PARTITION BY window_start, auction ORDER BY price DESC) AS rownum FROM (SELECT *, "
+                "ts // 1000 * 1000 AS window_start, ts // 1000 * 1000 + 1000 AS window_end FROM bids)) "
+                "WHERE rownum <= 2", table)
+    assert_rows(got, want.cast(got.schema))

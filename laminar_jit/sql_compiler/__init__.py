@@ -71,8 +71,8 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
     >>> dag.sinks
     ['out']
     """
-    statements, watermarks = parse(text)
-    planner = Planner(sources, watermarks, dict(udfs or {}))
+    statements, watermarks, sessions = parse(text)
+    planner = Planner(sources, watermarks, dict(udfs or {}), sessions)
     for statement in statements:
         if isinstance(statement, exp.Create):
             if statement.kind != "TABLE":

@@ -11,11 +11,13 @@ from ..dag import DagBuilder
 from ..errors import SchemaError, SqlError
 from ..ops import ArrowMap, Filter, Map, Project
 from ..ops import aggregates as A
+from ..ops.dedup import Dedup
 from ..ops.group import GroupAggregate
-from ..ops.windows import SlidingWindow, TumblingWindow
+from ..ops.topn import TopN
+from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness
 from ._expr import Compiled, arrow_type, compile_expr
-from ._text import SUPPORTED_WINDOWS, WINDOW_FUNCTIONS, interval_ms
+from ._text import SESSION_FUNCTION, SUPPORTED_WINDOWS, WINDOW_FUNCTIONS, interval_ms
 
 __all__ = ["Planner"]
 
@@ -44,9 +46,11 @@ class Planner:
         Table name -> ``(event-time column, delay in ms)`` from ``CREATE TABLE ... WATERMARK``.
     udfs : dict
         Function name -> kernel callable from SQL.
+    sessions : list of list of str
+        The ``PARTITION BY`` columns of each ``SESSION`` window table function, in text order.
     """
 
-    def __init__(self, sources: dict, watermarks: dict, udfs: dict):
+    def __init__(self, sources: dict, watermarks: dict, udfs: dict, sessions: list | None = None):
         self.builder = DagBuilder()
         self.schemas = {name: getattr(s, "schema", s) for name, s in sources.items()}
         for name, schema in self.schemas.items():
@@ -54,6 +58,7 @@ class Planner:
                 raise TypeError(f"lj.sql: sources[{name!r}] must be a pyarrow.Schema or have .schema, "
                                 f"got {type(schema).__name__}")
         self.watermarks, self.udfs = watermarks, udfs
+        self.sessions = list(sessions or [])  # PARTITION BY keys of each SESSION call, in text order
         self.added: set[str] = set()
         self.serial = 0
 
@@ -86,7 +91,8 @@ class Planner:
         name = self._name(what)
         self.builder.operator(name, op).connect(stream.node, name)
         schema = op.bind(name, stream.schema, stream.event_time).output_schema
-        event_time = "window_start" if isinstance(op, (TumblingWindow, SlidingWindow)) else stream.event_time
+        event_time = "window_start" if isinstance(op, (TumblingWindow, SlidingWindow, SessionWindow)) \
+            else stream.event_time
         return _Stream(name, schema, stream.at_source if at_source is None else at_source,
                        event_time if event_time in schema.names else None,
                        stream.changelog or bool(getattr(op, "emits_changelog", False)))
@@ -99,6 +105,10 @@ class Planner:
         for unsupported in ("joins", "order", "limit", "distinct", "qualify", "with"):
             if query.args.get(unsupported):
                 raise SqlError(f"SQL: {unsupported.upper()} is not supported yet", construct=unsupported.upper())
+        ranked = self._ranked(query)
+        if ranked is not None:
+            self.builder.sink_for(ranked.node, sink)
+            return
         stream, window = self._from(query)
         where = query.args.get("where")
         if where is not None:
@@ -127,23 +137,97 @@ class Planner:
         call = table.this
         if isinstance(call, exp.Anonymous) and call.name.upper() == "TABLE" and len(call.expressions) == 1:
             call = call.expressions[0]
-        if isinstance(call, exp.Anonymous) and call.name.upper() in WINDOW_FUNCTIONS:
+        if isinstance(call, exp.Anonymous) and call.name.upper() in (*WINDOW_FUNCTIONS, SESSION_FUNCTION):
             return self._window_source(call)
         if isinstance(call, exp.Identifier):
             return self._source(call.name, table), None
         raise SqlError(f"SQL: FROM {table.sql()} is not supported yet", construct=table.sql())
 
+    def _ranked(self, query: exp.Select) -> _Stream | None:
+        """Top-N and deduplication, Flink's pattern: ``SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY
+        k ORDER BY x) AS rownum FROM t) WHERE rownum <= N`` (``= 1``: one row per key); ``None`` for any other
+        query. Over a window table function: ``TopN`` per window; over a table: an updating ``TopN``, or
+        ``Dedup(keep="last")`` for the latest row by event time."""
+        source = query.args.get("from_") or query.args.get("from")
+        inner = source.this.this if source is not None and isinstance(source.this, exp.Subquery) else None
+        windows = [item for item in (inner.expressions if isinstance(inner, exp.Select) else [])
+                   if isinstance(item, exp.Alias) and isinstance(item.this, exp.Window)]
+        if not windows:
+            return None
+        over = windows[0].this
+        rownum = windows[0].alias
+        if not isinstance(over.this, exp.RowNumber) or len(windows) > 1 or any(
+                not isinstance(item, (exp.Star, exp.Alias)) or (isinstance(item, exp.Alias) and item is not windows[0])
+                for item in inner.expressions):
+            raise SqlError("SQL: Top-N is written SELECT *, ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS "
+                           "rownum FROM ...; other OVER windows are not supported yet", construct=over.sql()[:60])
+        n = _row_limit(query.args.get("where"), rownum)
+        for clause in ("group", "having", "joins", "order", "limit"):
+            if query.args.get(clause) or inner.args.get(clause):
+                raise SqlError(f"SQL: Top-N with {clause.upper()} is not supported yet", construct=clause.upper())
+        stream, window = self._from(inner)
+        if inner.args.get("where") is not None:
+            stream = self._filter(stream, inner.args["where"].this, "WHERE")
+        keys = [c.name for c in over.args.get("partition_by") or [] if isinstance(c, exp.Column)]
+        if len(keys) != len(over.args.get("partition_by") or []):
+            raise SqlError("SQL: PARTITION BY columns only", construct="PARTITION BY")
+        order = [(o.this, bool(o.args.get("desc"))) for o in (over.args.get("order").expressions
+                                                                if over.args.get("order") else [])]
+        if not order or not all(isinstance(col, exp.Column) for col, _ in order):
+            raise SqlError("SQL: Top-N needs ORDER BY columns", construct="ORDER BY")
+        by = [col.name for col, _ in order]
+        descending = [desc for _, desc in order]
+        key = None if not keys else keys[0] if len(keys) == 1 else keys
+        if window is not None:
+            if window[0] != "TUMBLE" or not {"window_start", "window_end"} <= set(keys) or len(by) != 1:
+                raise SqlError("SQL: a window Top-N is over TUMBLE, partitioned by window_start, window_end[, keys] "
+                               "and ordered by one column", construct="ROW_NUMBER")
+            rest = [k for k in keys if k not in ("window_start", "window_end")]
+            op = TopN(n, by=by[0], key=(rest[0] if len(rest) == 1 else rest) or None, window=window[1][0],
+                      descending=descending[0])
+        elif n == 1 and by == [stream.event_time] and descending == [True]:
+            op = Dedup(key=key, keep="last") if key is not None else None
+        else:
+            op = None
+        if op is None and window is None:
+            if len(by) > 2:
+                raise SqlError("SQL: Top-N orders by one or two columns", construct="ORDER BY")
+            op = TopN(n, by=by if len(by) == 2 else by[0], key=key, window=None,
+                      descending=descending if len(by) == 2 else descending[0])
+        stream = self._add(stream, op, "topn" if isinstance(op, TopN) else "dedup", at_source=False)
+        out: dict[str, str] = {}
+        for item in query.expressions:
+            if isinstance(item, exp.Star):
+                out.update({c: c for c in stream.schema.names if c not in ("rank", "op")})
+                if "rank" in stream.schema.names:
+                    out[rownum] = "rank"
+            elif isinstance(item, (exp.Column, exp.Alias)) and isinstance(getattr(item, "this", None), (exp.Column,
+                                                                                                          exp.Identifier)):
+                column = item.this.name if isinstance(item, exp.Alias) else item.name
+                column = "rank" if column == rownum else column
+                if stream.schema.get_field_index(column) < 0:
+                    raise SqlError(f"SQL: {column!r} is not a column of the Top-N (it has {stream.schema.names}; "
+                                   "a dedup has no row number)", construct=column)
+                out[item.alias_or_name] = column
+            else:
+                raise SqlError(f"SQL: after a Top-N only columns can be selected, got {item.sql()}",
+                               construct=item.sql())
+        if stream.changelog:
+            out["op"] = "op"
+        return self._add(stream, Project(out), "select")
+
     def _window_source(self, call: exp.Anonymous):
-        kind = call.name.upper()
+        kind = "SESSION" if call.name.upper() == SESSION_FUNCTION else call.name.upper()
         if kind not in SUPPORTED_WINDOWS:
             raise SqlError(f"SQL: the {kind} window table function is not supported yet (TUMBLE and HOP are)",
                            construct=kind)
         args = call.expressions
-        want = 3 if kind == "TUMBLE" else 4
+        partition = self.sessions.pop(0) if kind == "SESSION" and self.sessions else []
+        want = 4 if kind == "HOP" else 3
         if len(args) != want or not isinstance(args[0], exp.Column):
-            raise SqlError(f"SQL: {kind}(TABLE t, DESCRIPTOR(ts), " +
-                           ("size)" if kind == "TUMBLE" else "slide, size)") + f" expected, got {call.sql()}",
-                           construct=kind)
+            shape = {"TUMBLE": "TABLE t, DESCRIPTOR(ts), size", "HOP": "TABLE t, DESCRIPTOR(ts), slide, size",
+                     "SESSION": "TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap"}[kind]
+            raise SqlError(f"SQL: {kind}({shape}) expected, got {call.sql()}", construct=kind)
         stream = self._source(args[0].name, call)
         ts = args[1].this if isinstance(args[1], exp.Paren) else args[1]
         wm = self.watermarks.get(args[0].name)
@@ -152,7 +236,7 @@ class Planner:
                            f"(CREATE TABLE {args[0].name} (..., WATERMARK FOR {ts.sql()} AS {ts.sql()} - "
                            "INTERVAL '5' SECOND))", construct=kind)
         sizes = [interval_ms(a) for a in args[2:]]
-        return stream, (kind, sizes)
+        return stream, (kind, sizes, partition)
 
     # -- pieces ----------------------------------------------------------------------------------
     def _compile(self, node, stream: _Stream, where: str) -> Compiled:
@@ -230,6 +314,11 @@ class Planner:
             op = GroupAggregate(key, aggs)
         elif window[0] == "TUMBLE":
             op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs)
+        elif window[0] == "SESSION":  # Flink's sessions: windows that touch merge
+            if sorted(window[2]) != sorted(keys):
+                raise SqlError(f"SQL: SESSION(... PARTITION BY {window[2]}) must be grouped by exactly those keys, "
+                               f"got GROUP BY {keys}", construct="SESSION")
+            op = SessionWindow(gap=window[1][0], key=key or None, aggs=aggs, touching=True)
         else:
             slide, size = window[1]
             op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs)
@@ -298,3 +387,17 @@ def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Express
             return exp.column(names[agg.sql()])
         agg.replace(exp.column(names[agg.sql()]))
     return node
+
+
+def _row_limit(where, rownum: str) -> int:
+    """N of ``WHERE rownum <= N`` (``< N + 1``, ``= 1``)."""
+    node = where.this if where is not None else None
+    if isinstance(node, (exp.LTE, exp.LT, exp.EQ)) and isinstance(node.this, exp.Column) \
+            and node.this.name == rownum and isinstance(node.expression, exp.Literal) and not node.expression.is_string:
+        n = int(node.expression.this) - (1 if isinstance(node, exp.LT) else 0)
+        if isinstance(node, exp.EQ) and n != 1:
+            raise SqlError(f"SQL: {rownum} = {n}: only {rownum} = 1 (one row per key) is supported",
+                           construct=node.sql())
+        if n >= 1:
+            return n
+    raise SqlError(f"SQL: a Top-N keeps rows WHERE {rownum} <= N (or {rownum} = 1)", construct=rownum)

@@ -18,24 +18,28 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from ..errors import SqlError
 
-__all__ = ["SUPPORTED_WINDOWS", "WINDOW_FUNCTIONS", "interval_ms", "parse"]
+__all__ = ["SESSION_FUNCTION", "SUPPORTED_WINDOWS", "WINDOW_FUNCTIONS", "interval_ms", "parse"]
 
 #: Flink's window table functions.
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 #: Those planned so far.
-SUPPORTED_WINDOWS = ("TUMBLE", "HOP")
+SUPPORTED_WINDOWS = ("TUMBLE", "HOP", "SESSION")
+#: What ``SESSION`` reads as once blanked (sqlglot takes ``SESSION`` for a keyword).
+SESSION_FUNCTION = "LJ_SESS"
 
 _UNIT_MS = {"MILLISECOND": 1, "SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 
 
-def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]]]:
-    """The statements of ``text``, and per ``CREATE TABLE`` with a watermark: ``(column, delay in ms)``."""
+def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]], list[list[str]]]:
+    """The statements of ``text``; per ``CREATE TABLE`` with a watermark: ``(column, delay in ms)``; and the
+    ``PARTITION BY`` columns of each ``SESSION`` call, in the order they appear."""
     try:
         tokens = Tokenizer().tokenize(text)
     except TokenError as e:
         raise SqlError(f"cannot read the SQL: {e}", construct="text") from None
     chars = list(text)
     watermarks: dict[str, tuple[str, int]] = {}
+    sessions: list[list[str]] = []
     table = None
     for i, tok in enumerate(tokens):
         word = tok.text.upper()
@@ -46,6 +50,9 @@ def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]]]:
                 raise SqlError(f"SQL: the {word} window table function is not supported yet (TUMBLE and HOP are)",
                                line=tok.line, column=tok.col, construct=word)
             _blank(chars, tokens[i + 2])
+            if word == "SESSION":  # a keyword to sqlglot: renamed, in as many characters, to a function name
+                chars[tok.start: tok.end + 1] = SESSION_FUNCTION
+                sessions.append(_session_keys(chars, tokens, i + 3))
         elif word == "DESCRIPTOR" and _at(tokens, i + 1, TokenType.L_PAREN):
             _blank(chars, tok)
         elif word == "WATERMARK" and table is not None:
@@ -58,7 +65,23 @@ def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]]]:
                        column=err.get("col"), construct=(err.get("highlight") or "").strip() or None) from None
     if not statements:
         raise SqlError("the SQL text holds no statement", construct="text")
-    return statements, watermarks
+    return statements, watermarks, sessions
+
+
+def _session_keys(chars: list[str], tokens, i: int) -> list[str]:
+    """Blank ``PARTITION BY k`` or ``PARTITION BY (k1, k2)`` after ``SESSION(TABLE t``; the key columns."""
+    if not (i + 2 < len(tokens) and tokens[i + 1].token_type == TokenType.PARTITION_BY):
+        return []
+    j = i + 2
+    if _at(tokens, j, TokenType.L_PAREN):
+        end = j
+        while end < len(tokens) and tokens[end].token_type != TokenType.R_PAREN:
+            end += 1
+        keys = [t.text for t in tokens[j + 1:end] if t.token_type != TokenType.COMMA]
+    else:
+        end, keys = j, [tokens[j].text]
+    _blank(chars, *tokens[i + 1:end + 1])
+    return keys
 
 
 def _at(tokens, i: int, kind) -> bool:
