@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -195,3 +197,35 @@ def test_window_top_n_equals_duckdb():
                 "ts // 1000 * 1000 AS window_start, ts // 1000 * 1000 + 1000 AS window_end FROM bids)) "
                 "WHERE rownum <= 2", table)
     assert_rows(got, want.cast(got.schema))
+
+
+JOIN_DDL = ("CREATE TABLE lefts (WATERMARK FOR ts AS ts - INTERVAL '100' MILLISECOND);\n"
+            "CREATE TABLE rights (WATERMARK FOR ts AS ts - INTERVAL '100' MILLISECOND);\n")
+
+
+@pytest.mark.parametrize("query", [
+    # interval joins, the time condition written either way round, inner and outer
+    "SELECT l.ts, l.k, l.a, r.ts AS rts, r.b FROM lefts AS l JOIN rights AS r ON l.k = r.k "
+    "AND r.ts BETWEEN l.ts - INTERVAL '30' MILLISECOND AND l.ts + INTERVAL '10' MILLISECOND WHERE l.a > 20",
+    "SELECT l.ts, r.ts AS rts, l.a + r.b AS vw FROM lefts l JOIN rights r ON r.k = l.k "
+    "AND l.ts BETWEEN r.ts - INTERVAL '5' MILLISECOND AND r.ts + INTERVAL '25' MILLISECOND",
+    "SELECT l.ts, l.k, r.b FROM lefts l LEFT JOIN rights r ON l.k = r.k "
+    "AND r.ts BETWEEN l.ts - INTERVAL '20' MILLISECOND AND l.ts + INTERVAL '20' MILLISECOND",
+    # a regular join: every pair, whenever its second row arrives
+    "SELECT l.ts, r.ts AS rts, b FROM lefts l JOIN rights r ON l.k = r.k WHERE r.b < 10 AND l.ts < 300",
+])
+def test_joins_equal_duckdb(query):
+    from helpers import LEFT, RIGHT, interleaved, make_side
+
+    left, right = make_side(400, 21, LEFT, keys=12), make_side(400, 22, RIGHT, keys=12)
+    dag = lj.sql(JOIN_DDL + query, sources={"lefts": left.schema, "rights": right.schema})
+    ex = lj.DagExecutor(dag)
+    for name, batch in interleaved(left, right, seed=23):
+        ex.process_batch({"L": "lefts", "R": "rights"}[name], batch)
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    con = duckdb.connect()
+    con.register("lefts", left)
+    con.register("rights", right)
+    millis = re.sub(r"INTERVAL '(\d+)' MILLISECOND", r"\1", query)  # the tables' times are int64 ms
+    assert_rows(got, con.sql(millis).to_arrow_table().cast(got.schema))

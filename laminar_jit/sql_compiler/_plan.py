@@ -13,6 +13,7 @@ from ..ops import ArrowMap, Filter, Map, Project
 from ..ops import aggregates as A
 from ..ops.dedup import Dedup
 from ..ops.group import GroupAggregate
+from ..ops.joins import IntervalJoin
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness
@@ -102,9 +103,13 @@ class Planner:
         """Plan ``query`` and write its rows to sink ``sink``."""
         if not isinstance(query, exp.Select):
             raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
-        for unsupported in ("joins", "order", "limit", "distinct", "qualify", "with"):
+        for unsupported in ("order", "limit", "distinct", "qualify", "with"):
             if query.args.get(unsupported):
                 raise SqlError(f"SQL: {unsupported.upper()} is not supported yet", construct=unsupported.upper())
+        if query.args.get("joins"):
+            stream = self._join(query)
+            self.builder.sink_for(stream.node, sink)
+            return
         ranked = self._ranked(query)
         if ranked is not None:
             self.builder.sink_for(ranked.node, sink)
@@ -142,6 +147,96 @@ class Planner:
         if isinstance(call, exp.Identifier):
             return self._source(call.name, table), None
         raise SqlError(f"SQL: FROM {table.sql()} is not supported yet", construct=table.sql())
+
+    def _join(self, query: exp.Select) -> _Stream:
+        """``FROM a JOIN b ON a.k = b.k [AND b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..]``: an interval
+        join, or without the time condition a regular join (every pair, whenever its second row arrives). Each
+        side carries only the columns the query reads; ``WHERE`` conjuncts on one side filter it first."""
+        joins = query.args["joins"]
+        if len(joins) != 1 or query.args.get("group") or any(query.find_all(exp.AggFunc)):
+            raise SqlError("SQL: one JOIN of two tables, without GROUP BY, is supported so far", construct="JOIN")
+        join = joins[0]
+        how = {"": "inner", "LEFT": "left", "RIGHT": "right", "FULL": "full"}.get((join.side or "").upper())
+        if how is None or (join.kind or "").upper() not in ("", "INNER", "OUTER") or join.args.get("using") \
+                or join.args.get("on") is None:
+            raise SqlError(f"SQL: {join.sql()[:60]}: an [INNER | LEFT | RIGHT | FULL] JOIN ... ON is supported",
+                           construct="JOIN")
+        source = query.args.get("from_") or query.args.get("from")
+        tables = [source.this, join.this]
+        if not all(isinstance(t, exp.Table) and isinstance(t.this, exp.Identifier) for t in tables):
+            raise SqlError("SQL: a JOIN of two tables (not subqueries) is supported so far", construct="JOIN")
+        aliases = [t.alias_or_name for t in tables]
+        if aliases[0] == aliases[1]:
+            raise SqlError(f"SQL: give the two sides of the join different names (FROM {aliases[0]} AS a JOIN "
+                           f"{aliases[1]} AS b)", construct="JOIN")
+        schemas = []
+        for t in tables:
+            if t.name not in self.schemas:
+                raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}")
+            schemas.append(self.schemas[t.name])
+        side_of = _Sides(aliases, schemas)
+        on = [c for c in _conjuncts(join.args["on"])]
+        keys, bounds = [], None
+        for c in on:
+            pair = side_of.key_pair(c)
+            if pair is not None:
+                keys.append(pair)
+            elif isinstance(c, exp.Between):
+                if bounds is not None:
+                    raise SqlError("SQL: one time condition per join", construct=c.sql())
+                bounds = side_of.time_bounds(c, [self.watermarks.get(t.name) for t in tables])
+            else:
+                raise SqlError(f"SQL: JOIN ... ON {c.sql()}: equality of keys and one 'b.ts BETWEEN a.ts - INTERVAL "
+                               "... AND a.ts + INTERVAL ...' are supported", construct=c.sql())
+        if len(keys) != 1:
+            raise SqlError("SQL: a join on exactly one key column per side is supported so far", construct="ON")
+        # columns each side must carry: what the query reads, and its event time
+        read = [set(), set()]
+        for column in query.find_all(exp.Column):
+            side, name = side_of.resolve(column)
+            read[side].add(name)
+        streams = []
+        where = query.args.get("where")
+        pushed, after = [[], []], []
+        for c in _conjuncts(where.this) if where is not None else []:
+            sides = {side_of.resolve(col)[0] for col in c.find_all(exp.Column)}
+            (pushed[sides.pop()] if len(sides) == 1 and how == "inner" else after).append(c)
+        for j, t in enumerate(tables):
+            wm = self.watermarks.get(t.name)
+            if wm is None:
+                raise SqlError(f"SQL: a joined table needs an event time: CREATE TABLE {t.name} (..., WATERMARK FOR "
+                               "ts AS ts - INTERVAL '5' SECOND)", construct="JOIN")
+            stream = self._source(t.name, t)
+            for c in pushed[j]:
+                stream = self._filter(stream, _unqualified(c.copy()), "WHERE")
+            columns = [n for n in stream.schema.names if n in read[j] or n == wm[0]]
+            streams.append(self._add(stream, Project(columns), "side"))
+        lower, upper = bounds if bounds is not None else (-_FOREVER_MS, _FOREVER_MS)
+        name = self._name("join")
+        op = IntervalJoin(keys[0][0], keys[0][1], lower=lower, upper=upper, how=how)
+        self.builder.operator(name, op)
+        self.builder.connect(streams[0].node, name, port="left").connect(streams[1].node, name, port="right")
+        bound = op.bind(name, {"left": streams[0].schema, "right": streams[1].schema},
+                        {"left": streams[0].event_time, "right": streams[1].event_time})
+        stream = _Stream(name, bound.output_schema, False, streams[0].event_time)
+        names = side_of.output_names(streams[0].schema, streams[1].schema, stream.schema)
+        for c in after:
+            stream = self._filter(stream, _renamed(c.copy(), side_of, names), "WHERE")
+        out: dict[str, str] = {}
+        for j, item in enumerate(query.expressions):
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(node, exp.Star):
+                out.update({n: n for n in stream.schema.names})
+                continue
+            label = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
+            node = _renamed(node.copy(), side_of, names)
+            if isinstance(node, exp.Column):
+                out[label] = node.name
+                continue
+            temp = f"_sql_c{j}"
+            stream = self._computed(stream, node, temp, "SELECT")
+            out[label] = temp
+        return self._add(stream, Project(out), "select")
 
     def _ranked(self, query: exp.Select) -> _Stream | None:
         """Top-N and deduplication, Flink's pattern: ``SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY
@@ -401,3 +496,98 @@ def _row_limit(where, rownum: str) -> int:
         if n >= 1:
             return n
     raise SqlError(f"SQL: a Top-N keeps rows WHERE {rownum} <= N (or {rownum} = 1)", construct=rownum)
+
+
+#: The bound of a join without a time condition: every pair matches (state is kept for good, as in any engine).
+_FOREVER_MS = 365 * 1000 * 86_400_000
+
+
+def _conjuncts(node):
+    """The terms of ``a AND b AND ...``."""
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
+    return [node]
+
+
+def _unqualified(node: exp.Expression) -> exp.Expression:
+    for column in list(node.find_all(exp.Column)):
+        column.set("table", None)
+    return node
+
+
+def _renamed(node: exp.Expression, sides: "_Sides", names: dict) -> exp.Expression:
+    """``node`` with each (qualified) column replaced by the join output's column name."""
+    for column in list(node.find_all(exp.Column)):
+        replacement = exp.column(names[sides.resolve(column)])
+        if column is node:
+            return replacement
+        column.replace(replacement)
+    return node
+
+
+class _Sides:
+    """Which side of a join a column belongs to, and what it is called in the join's output."""
+
+    def __init__(self, aliases: list[str], schemas: list[pa.Schema]):
+        self.aliases, self.schemas = aliases, schemas
+
+    def resolve(self, column: exp.Column) -> tuple[int, str]:
+        if column.table:
+            if column.table not in self.aliases:
+                raise SchemaError(f"SQL: {column.sql()}: no table {column.table!r} in the join ({self.aliases})")
+            side = self.aliases.index(column.table)
+            if self.schemas[side].get_field_index(column.name) < 0:
+                raise SchemaError(f"SQL: unknown column {column.sql()!r}; {column.table} has {self.schemas[side].names}")
+            return side, column.name
+        found = [j for j in (0, 1) if self.schemas[j].get_field_index(column.name) >= 0]
+        if len(found) != 1:
+            raise SchemaError(f"SQL: column {column.name!r} is " + ("in both tables: qualify it (a." + column.name +
+                              ")" if found else f"in neither table ({self.aliases})"))
+        return found[0], column.name
+
+    def key_pair(self, c) -> tuple[str, str] | None:
+        """``(left key, right key)`` of an equality between a column of each side, else None."""
+        if isinstance(c, exp.EQ) and isinstance(c.this, exp.Column) and isinstance(c.expression, exp.Column):
+            a, b = self.resolve(c.this), self.resolve(c.expression)
+            if {a[0], b[0]} == {0, 1}:
+                return (a[1], b[1]) if a[0] == 0 else (b[1], a[1])
+        return None
+
+    def time_bounds(self, c: exp.Between, wms) -> tuple[int, int]:
+        """``(lower, upper)`` of ``right.ts - left.ts`` from ``x.ts BETWEEN y.ts - INTERVAL .. AND y.ts + INTERVAL ..``."""
+        from ._text import interval_ms
+
+        def offset(node):  # y.ts [+|- INTERVAL]: (column, ms)
+            if isinstance(node, exp.Column):
+                return node, 0
+            if isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.this, exp.Column):
+                ms = interval_ms(node.expression)
+                return node.this, ms if isinstance(node, exp.Add) else -ms
+            raise SqlError(f"SQL: {node.sql()}: expected <table>.<time> [+|-] INTERVAL '<n>' <unit>",
+                           construct=node.sql())
+
+        x = c.this
+        (lo_col, lo), (hi_col, hi) = offset(c.args["low"]), offset(c.args["high"])
+        if not isinstance(x, exp.Column):
+            raise SqlError(f"SQL: {c.sql()}: the time condition compares two event-time columns", construct=c.sql())
+        sx, sy = self.resolve(x), self.resolve(lo_col)
+        if self.resolve(hi_col) != sy or sx[0] == sy[0]:
+            raise SqlError(f"SQL: {c.sql()}: compare one side's event time with the other's", construct=c.sql())
+        for side, name in (sx, sy):
+            if wms[side] is None or wms[side][0] != name:
+                raise SqlError(f"SQL: {c.sql()}: {self.aliases[side]}.{name} is not the table's event time "
+                               "(WATERMARK FOR ...)", construct=c.sql())
+        # x in [y + lo, y + hi]: with x on the right, right - left in [lo, hi]; on the left, in [-hi, -lo]
+        return (lo, hi) if sx[0] == 1 else (-hi, -lo)
+
+    def output_names(self, left: pa.Schema, right: pa.Schema, joined: pa.Schema) -> dict:
+        """``(side, column) -> name in the join's output`` (a right column whose name is taken gets ``_right``)."""
+        names = {(0, n): n for n in left.names}
+        for n in right.names:
+            names[(1, n)] = n if n not in left.names else f"{n}_right"
+        missing = [v for v in names.values() if v not in joined.names]
+        if missing:
+            raise SqlError(f"SQL: join output columns {missing} not found in {joined.names}", construct="JOIN")
+        return names
