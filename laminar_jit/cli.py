@@ -274,6 +274,66 @@ def _run(args: argparse.Namespace) -> int:
     return 130 if stats.interrupted else 0
 
 
+def _named(text: str) -> tuple[str, str]:
+    """``name=path`` of ``--source`` and ``--sink``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (e.g. bids=bids.parquet), got {text!r}")
+    return name, path
+
+
+def _sql_text(query: str) -> str:
+    """The SQL of ``laminar-jit sql``: a file's text, or the argument itself when it is SQL."""
+    if os.path.isfile(query):
+        with open(query, encoding="utf-8") as fh:
+            return fh.read()
+    if any(ch.isspace() for ch in query.strip()):
+        return query
+    raise _UsageError(f"no file {query!r} (give a .sql file, or the SQL text in quotes)")
+
+
+def _sql(args: argparse.Namespace) -> int:
+    """Compile SQL with ``lj.sql`` and run it over files; print, watch or write the results."""
+    import laminar_jit as lj
+
+    text = _sql_text(args.query)
+    sources = {}
+    for name, path in args.source:
+        try:
+            sources[name] = lj.io.as_source(path)
+        except TypeError as e:
+            raise _UsageError(f"--source {name}={path}: {_one_line(e)}") from None
+    if args.explain:
+        print(lj.explain(text, sources))
+        return 0
+    dag = lj.sql(text, sources)
+    missing = [n for n in dag.sources if n not in sources]
+    if missing:
+        raise _UsageError(f"the SQL reads {missing}: give each as --source NAME=PATH")
+    written = dict(args.sink)
+    unknown = [n for n in written if n not in dag.sinks]
+    if unknown:
+        raise _UsageError(f"--sink {unknown[0]}: the SQL writes {dag.sinks}, not {unknown[0]!r}")
+    sinks, kept = {}, {}
+    for name in dag.sinks:
+        if name in written:
+            sinks[name] = lj.io.ParquetSink(written[name])
+        elif args.watch:
+            sinks[name] = lj.io.CallbackSink(lambda table, name=name: print(f"{name}:\n{_format(table)}", flush=True))
+        else:
+            sinks[name] = kept[name] = lj.io.MemorySink()
+    stats = lj.run(dag, sources=sources, sinks=sinks, checkpoint_dir=args.checkpoint_dir,
+                   checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    for name, sink in kept.items():
+        out = sink.table()
+        print(f"\n{name}: {_plural(out.num_rows, 'row')}; first {min(args.rows, out.num_rows)}:")
+        print(_format(out.slice(0, args.rows)))
+    for name, path in written.items():
+        print(f"{name}: written to {path}")
+    print(stats)
+    return 130 if stats.interrupted else 0
+
+
 def _warmup(args: argparse.Namespace) -> int:
     """Compile the library's own plans and kernels (and those of job files) into the disk cache."""
     import laminar_jit as lj
@@ -348,7 +408,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``laminar-jit`` argument parser (subcommands ``demo``, ``nexmark``, ``run``, ``warmup``)."""
+    """The ``laminar-jit`` argument parser (subcommands ``demo``, ``nexmark``, ``run``, ``sql``, ``warmup``)."""
     parser = _Parser(
         prog=PROG,
         description="Embedded stream processing: Arrow batches through a compiled DAG of Numba kernels.",
@@ -405,6 +465,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address of a running Ray cluster (host:6379 or auto; default: a local Ray)")
     run.set_defaults(func=_run)
 
+    q = sub.add_parser("sql", help="run Flink-style SQL over Parquet or Arrow files (lj.sql)",
+                       description="Compile SQL with lj.sql and run it over files: results are printed, shown as "
+                                   "they are emitted (--watch) or written to Parquet directories (--sink).")
+    q.add_argument("query", help="a .sql file, or the SQL text in quotes")
+    q.add_argument("--source", type=_named, action="append", default=[], metavar="NAME=PATH",
+                   help="a table the SQL reads: a .parquet or .arrow file (repeat for several)")
+    q.add_argument("--sink", type=_named, action="append", default=[], metavar="NAME=DIR",
+                   help="write sink NAME ('out' for a SELECT) to a Parquet directory, exactly once")
+    q.add_argument("--checkpoint-dir", default=None, help="directory of checkpoints (enables exactly-once resume)")
+    q.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="BATCHES",
+                   help="checkpoint after every BATCHES batches")
+    q.add_argument("--watch", action="store_true", help="print result rows as they are emitted")
+    q.add_argument("--explain", action="store_true", help="print the plan and stop")
+    q.add_argument("--rows", type=_positive_int, default=10, help="result rows to print per sink")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar and no compile indicator")
+    q.set_defaults(func=_sql)
+
     warm = sub.add_parser("warmup", help="compile the library's plans and kernels (and a job's) into the disk cache",
                           description="Pay the first compile once: compile the demo's plan, the Nexmark "
                                       "generator and the plans of the Nexmark queries chosen (q5, what "
@@ -431,7 +508,15 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
         problem = output_file_problem(args.out)
         if problem:
             return f"--out: {problem}"
-    if args.command == "run" and args.checkpoint_dir is not None:
+    if args.command == "sql":
+        for name, path in args.source:
+            if not os.path.isfile(path):
+                return f"--source {name}={path}: no such file"
+        for name, path in args.sink:
+            problem = directory_problem(path)
+            if problem:
+                return f"--sink {name}={path}: {problem}"
+    if args.command in ("run", "sql") and args.checkpoint_dir is not None:
         problem = directory_problem(args.checkpoint_dir)
         if problem:
             return f"--checkpoint-dir: {problem}"
@@ -474,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sub}: error: {what}{f': {e.filename!r}' if e.filename else ''}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as e:
-        if args.command != "run":  # a bug of the library, not a user mistake: keep the traceback
+        if args.command not in ("run", "sql"):  # a bug of the library, not a user mistake: keep the traceback
             raise
         print(f"{sub}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)  # the job's own mistake
         return 1

@@ -223,3 +223,56 @@ def test_executor_says_what_it_compiles(caplog):
     messages = " ".join(r.getMessage() for r in caplog.records if r.name == "laminar_jit")
     # the first executor of this DAG in this process compiles it, or loads it from the disk cache
     assert re.search(r"(compiling|loading) plan for source 'sensor'.*done in \d+\.\d\d s", messages), messages
+
+
+def test_sql_runs_over_files_prints_writes_and_explains(tmp_path, capsys):
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    bids = pa.table({"ts": np.arange(n, dtype=np.int64) * 10 + rng.integers(0, 50, n),
+                     "auction": rng.integers(0, 20, n), "price": rng.random(n) * 100})
+    pq.write_table(bids, tmp_path / "bids.parquet")
+    query = tmp_path / "q.sql"
+    query.write_text("CREATE TABLE bids (WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);\n"
+                     "SELECT window_start, auction, COUNT(*) AS n, MAX(price) AS top FROM TABLE(TUMBLE(TABLE bids, "
+                     "DESCRIPTOR(ts), INTERVAL '10' SECOND)) WHERE price > 50 GROUP BY window_start, window_end, auction")
+    source = ["--source", f"bids={tmp_path / 'bids.parquet'}", "--no-progress"]
+    assert cli.main(["sql", str(query), *source, "--sink", f"out={tmp_path / 'out'}"]) == 0
+    got = lj.io.ParquetSink(tmp_path / "out").read().sort_by([("window_start", "ascending"), ("auction", "ascending")])
+    want = duckdb.sql("SELECT ts // 10000 * 10000 AS window_start, auction, count(*) AS n, max(price) AS top "
+                      "FROM bids WHERE price > 50 GROUP BY ALL ORDER BY ALL").to_arrow_table()
+    assert got.to_pylist() == want.to_pylist()
+    capsys.readouterr()
+    assert cli.main(["sql", str(query), *source, "--rows", "2"]) == 0
+    assert f"out: {want.num_rows:,} rows; first 2:" in capsys.readouterr().out
+    assert cli.main(["sql", str(query), *source, "--explain"]) == 0
+    assert "TumblingWindow(10000, key=['auction']" in capsys.readouterr().out
+    assert cli.main(["sql", "SELECT ts, price * 2 AS p FROM bids WHERE price > 99", *source, "--watch"]) == 0
+    assert "      p" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["sql", "SELECT ts FROM bids", "--source", "bids=/nonexistent.parquet"], 2, "no such file"),
+    (["sql", "SELECT ts FROM bids", "--source", "bids"], 2, "expected NAME=PATH"),
+    (["sql", "nothere.sql"], 2, "no file 'nothere.sql'"),
+    (["sql", "SELECT ts FROM bids"], 1, "unknown table 'bids'"),
+    (["sql", "SELECT ts FROM bids WHERE (", "--source", "BIDS"], 1, "SqlError: cannot parse the SQL"),
+    (["sql", "SELECT ts FROM bids", "--source", "BIDS", "--sink", "nope=/tmp"], 2, "the SQL writes ['out']"),
+])
+def test_sql_mistakes_are_one_line(argv, status, message, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"ts": [1, 2], "price": [1.0, 2.0]}), tmp_path / "b.parquet")
+    argv = [a.replace("BIDS", f"bids={tmp_path / 'b.parquet'}") for a in argv]
+    try:
+        got = cli.main(argv)
+    except SystemExit as e:  # argparse's own checks
+        got = e.code
+    assert got == status
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
