@@ -229,3 +229,28 @@ def test_joins_equal_duckdb(query):
     con.register("rights", right)
     millis = re.sub(r"INTERVAL '(\d+)' MILLISECOND", r"\1", query)  # the tables' times are int64 ms
     assert_rows(got, con.sql(millis).to_arrow_table().cast(got.schema))
+
+
+@pytest.mark.parametrize("where", [
+    "EXISTS (SELECT * FROM rights r WHERE r.k = l.k AND r.ts BETWEEN l.ts - INTERVAL '20' MILLISECOND AND "
+    "l.ts + INTERVAL '30' MILLISECOND AND r.b > 50)",
+    "NOT EXISTS (SELECT * FROM rights AS r WHERE r.k = l.k AND r.ts BETWEEN l.ts AND l.ts + INTERVAL '40' MILLISECOND)",
+    "l.a > 10 AND l.k IN (SELECT k FROM rights WHERE b < 5)",
+    "NOT EXISTS (SELECT * FROM rights r WHERE l.k = r.k)",
+])
+def test_exists_and_in_are_semi_and_anti_joins_equal_to_duckdb(where):
+    from helpers import LEFT, RIGHT, interleaved, make_side
+
+    left, right = make_side(400, 31, LEFT, keys=40), make_side(300, 32, RIGHT, keys=40)
+    query = f"SELECT l.ts, l.k, l.a FROM lefts AS l WHERE {where}"
+    dag = lj.sql(JOIN_DDL + query, sources={"lefts": left.schema, "rights": right.schema})
+    ex = lj.DagExecutor(dag)
+    for name, batch in interleaved(left, right, seed=33):
+        ex.process_batch({"L": "lefts", "R": "rights"}[name], batch)
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    con = duckdb.connect()
+    con.register("lefts", left)
+    con.register("rights", right)
+    millis = re.sub(r"INTERVAL '(\d+)' MILLISECOND", r"\1", query)
+    assert_rows(got, con.sql(millis).to_arrow_table().cast(got.schema))

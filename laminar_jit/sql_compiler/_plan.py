@@ -117,7 +117,13 @@ class Planner:
         stream, window = self._from(query)
         where = query.args.get("where")
         if where is not None:
-            stream = self._filter(stream, where.this, "WHERE")
+            terms = _conjuncts(where.this)
+            semis = [t for t in terms if _subquery_test(t) is not None]
+            for term in terms:
+                if term not in semis:
+                    stream = self._filter(stream, term, "WHERE")
+            for term in semis:
+                stream = self._semi(stream, query, *_subquery_test(term))
         group = query.args.get("group")
         aggregates = [a for item in query.expressions for a in item.find_all(exp.AggFunc)]
         if group is not None or aggregates or window is not None:
@@ -237,6 +243,62 @@ class Planner:
             stream = self._computed(stream, node, temp, "SELECT")
             out[label] = temp
         return self._add(stream, Project(out), "select")
+
+    def _semi(self, stream: _Stream, query: exp.Select, sub: exp.Select, anti: bool, outer_key) -> _Stream:
+        """``[NOT] EXISTS (SELECT ... FROM b WHERE b.k = a.k [AND b.ts BETWEEN ...] [AND ...])`` or ``a.k IN
+        (SELECT b.k FROM b ...)``: a semi (anti) join, each row of ``a`` passed on at its first match (when the
+        watermark shows it never matched)."""
+        source = sub.args.get("from_") or sub.args.get("from")
+        inner = source.this if source is not None else None
+        if not isinstance(inner, exp.Table) or sub.args.get("joins") or sub.args.get("group"):
+            raise SqlError("SQL: EXISTS and IN read one table in their subquery", construct=sub.sql()[:60])
+        outer = (query.args.get("from_") or query.args.get("from")).this
+        aliases = [outer.alias_or_name, inner.alias_or_name]
+        if aliases[0] == aliases[1]:
+            raise SqlError(f"SQL: name the subquery's table apart from the outer one ({inner.name} AS b)",
+                           construct=inner.sql())
+        if inner.name not in self.schemas:
+            raise SchemaError(f"SQL: unknown table {inner.name!r}; sources are {sorted(self.schemas)}")
+        sides = _Sides(aliases, [stream.schema, self.schemas[inner.name]])
+        keys, bounds, own = [], None, []
+        where = sub.args.get("where")
+        for c in _conjuncts(where.this) if where is not None else []:
+            pair = sides.key_pair(c)
+            if pair is not None:
+                keys.append(pair)
+            elif isinstance(c, exp.Between) and any(col.table == aliases[0] for col in c.find_all(exp.Column)):
+                bounds = sides.time_bounds(c, [self.watermarks.get(outer.name), self.watermarks.get(inner.name)])
+            elif all(sides.resolve(col)[0] == 1 for col in c.find_all(exp.Column)):
+                own.append(c)
+            else:
+                raise SqlError(f"SQL: {c.sql()}: in EXISTS, compare keys (b.k = a.k), times (b.ts BETWEEN ...) or "
+                               "the subquery's own columns", construct=c.sql())
+        if outer_key is not None:  # a.k IN (SELECT b.k FROM b ...)
+            selected = sub.expressions
+            if len(selected) != 1 or not isinstance(selected[0], exp.Column):
+                raise SqlError("SQL: IN (SELECT <one column> FROM ...)", construct=sub.sql()[:60])
+            for side, column in ((0, outer_key), (1, selected[0])):  # (each belongs to its side by definition)
+                if sides.schemas[side].get_field_index(column.name) < 0:
+                    raise SchemaError(f"SQL: unknown column {column.sql()!r} in {aliases[side]}")
+            keys.append((outer_key.name, selected[0].name))
+        if len(keys) != 1:
+            raise SqlError("SQL: EXISTS and IN match on exactly one key column", construct=sub.sql()[:60])
+        wm = self.watermarks.get(inner.name)
+        if wm is None or stream.event_time is None:
+            raise SqlError(f"SQL: EXISTS and IN join two tables with event times: declare WATERMARK FOR ... on "
+                           f"{outer.name} and {inner.name}", construct="EXISTS")
+        right = self._source(inner.name, inner)
+        for c in own:
+            right = self._filter(right, _unqualified(c.copy()), "WHERE")
+        right = self._add(right, Project([keys[0][1], wm[0]] if keys[0][1] != wm[0] else [wm[0]]), "side")
+        lower, upper = bounds if bounds is not None else (-_FOREVER_MS, _FOREVER_MS)
+        name = self._name("anti" if anti else "semi")
+        op = IntervalJoin(keys[0][0], keys[0][1], lower=lower, upper=upper, how="anti" if anti else "semi")
+        self.builder.operator(name, op)
+        self.builder.connect(stream.node, name, port="left").connect(right.node, name, port="right")
+        bound = op.bind(name, {"left": stream.schema, "right": right.schema},
+                        {"left": stream.event_time, "right": right.event_time})
+        return _Stream(name, bound.output_schema, False, stream.event_time)
 
     def _ranked(self, query: exp.Select) -> _Stream | None:
         """Top-N and deduplication, Flink's pattern: ``SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY
@@ -591,3 +653,20 @@ class _Sides:
         if missing:
             raise SqlError(f"SQL: join output columns {missing} not found in {joined.names}", construct="JOIN")
         return names
+
+
+def _subquery_test(term):
+    """``(subquery, anti, outer key)`` of ``[NOT] EXISTS (...)`` or ``k IN (SELECT ...)``; None for other terms."""
+    anti = isinstance(term, exp.Not)
+    node = term.this if anti else term
+    if isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Exists):
+        return node.this, anti, None
+    if isinstance(node, exp.In) and node.args.get("query") is not None:
+        if anti:
+            raise SqlError("SQL: NOT IN (subquery) is not supported (a NULL in the subquery makes it match no row); "
+                           "write NOT EXISTS (SELECT ... WHERE b.k = a.k)", construct="NOT IN")
+        query = node.args["query"]
+        return (query.this if isinstance(query, exp.Subquery) else query), False, node.this
+    return None
