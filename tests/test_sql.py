@@ -160,8 +160,12 @@ def test_mistakes_are_named_with_their_place():
     with pytest.raises(lj.SqlError, match=r"CUMULATE window table function is not supported yet"):
         lj.sql(DDL + "SELECT window_start, COUNT(*) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), "
                "INTERVAL '1' SECOND, INTERVAL '4' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
-    with pytest.raises(lj.SqlError, match=r"JOINS is not supported yet"):
+    with pytest.raises(lj.SqlError, match=r"a joined table needs an event time"):
         lj.sql("SELECT b.ts FROM bids b JOIN bids c ON b.auction = c.auction", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"NOT IN \(subquery\) is not supported"):
+        lj.sql(DDL + "SELECT ts FROM bids WHERE auction NOT IN (SELECT auction FROM bids)", sources={"bids": schema})
+    with pytest.raises(lj.SchemaError, match=r"'ts' is in both tables: qualify it"):
+        lj.sql(DDL + "SELECT ts FROM bids b JOIN bids c ON b.auction = c.auction", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"neither grouped nor aggregated"):
         lj.sql("SELECT price, COUNT(*) FROM bids GROUP BY auction", sources={"bids": schema})
 
@@ -254,3 +258,28 @@ def test_exists_and_in_are_semi_and_anti_joins_equal_to_duckdb(where):
     con.register("rights", right)
     millis = re.sub(r"INTERVAL '(\d+)' MILLISECOND", r"\1", query)
     assert_rows(got, con.sql(millis).to_arrow_table().cast(got.schema))
+
+
+@pytest.mark.parametrize("join, condition", [
+    ("ASOF JOIN", "l.k = r.k AND l.ts >= r.ts"), ("ASOF LEFT JOIN", "r.k = l.k AND r.ts <= l.ts"),
+    ("ASOF JOIN", "l.k = r.k AND l.ts <= r.ts"),
+    ("JOIN rights FOR SYSTEM_TIME AS OF l.ts AS r ON", "l.k = r.k"),
+])
+def test_asof_and_temporal_joins_equal_duckdb(join, condition):
+    from helpers import LEFT, RIGHT, interleaved, make_side
+
+    left, right = make_side(300, 41, LEFT, unique_ts=True), make_side(300, 42, RIGHT, unique_ts=True)
+    table = "" if "SYSTEM_TIME" in join else " rights AS r ON"
+    query = f"SELECT l.ts, l.k, r.ts AS rts, r.b FROM lefts AS l {join}{table} {condition}"
+    dag = lj.sql(JOIN_DDL + query, sources={"lefts": left.schema, "rights": right.schema})
+    ex = lj.DagExecutor(dag)
+    for name, batch in interleaved(left, right, seed=43):
+        ex.process_batch({"L": "lefts", "R": "rights"}[name], batch)
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    con = duckdb.connect()
+    con.register("lefts", left)
+    con.register("rights", right)
+    oracle = query.replace("JOIN rights FOR SYSTEM_TIME AS OF l.ts AS r ON l.k = r.k",
+                           "ASOF JOIN rights AS r ON l.k = r.k AND l.ts >= r.ts")
+    assert_rows(got, con.sql(oracle).to_arrow_table().cast(got.schema))
