@@ -283,3 +283,19 @@ def test_asof_and_temporal_joins_equal_duckdb(join, condition):
     oracle = query.replace("JOIN rights FOR SYSTEM_TIME AS OF l.ts AS r ON l.k = r.k",
                            "ASOF JOIN rights AS r ON l.k = r.k AND l.ts >= r.ts")
     assert_rows(got, con.sql(oracle).to_arrow_table().cast(got.schema))
+
+
+def test_views_are_planned_once_and_read_like_tables():
+    table = bids(3_000, seed=51)
+    text = ("CREATE VIEW dear AS SELECT ts, auction, price * 0.9 AS euro, ch FROM bids WHERE price > 40;\n"
+            "INSERT INTO per_window SELECT window_start, auction, COUNT(*) AS n, SUM(euro) AS s FROM "
+            "TABLE(TUMBLE(TABLE dear, DESCRIPTOR(ts), INTERVAL '2' SECOND)) GROUP BY window_start, window_end, auction;\n"
+            "INSERT INTO web SELECT ts, euro FROM dear WHERE ch = 'web'")
+    dag = lj.sql(DDL + text, sources={"bids": table.schema})
+    assert sum(1 for n in dag.execution_order if n.endswith("_map")) == 1  # the view's euro, computed once
+    _, out = run_bids(dag, split_table(table, [7, 7, 8, 2_000]))
+    dear = "(SELECT ts, auction, price * 0.9 AS euro, ch FROM bids WHERE price > 40)"
+    want = duck(f"SELECT ts // 2000 * 2000 AS window_start, auction, count(*) AS n, sum(euro) AS s FROM {dear} "
+                "GROUP BY 1, 2", table)
+    assert_rows(out["per_window"], want.cast(out["per_window"].schema))
+    assert_rows(out["web"], duck(f"SELECT ts, euro FROM {dear} WHERE ch = 'web'", table))

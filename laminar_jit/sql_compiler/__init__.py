@@ -30,6 +30,8 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         * ``CREATE TABLE t (..., WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)``
           declares the event time of source ``t`` (its columns come from
           ``sources``);
+        * ``CREATE VIEW v AS SELECT ...`` names a query that later ones read
+          like a table (planned once, shared);
         * ``SELECT ...`` writes its rows to sink ``"out"``; ``INSERT INTO s
           SELECT ...`` to sink ``s`` (several make one DAG with several sinks).
 
@@ -74,6 +76,10 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
     statements, watermarks, sessions = parse(text)
     planner = Planner(sources, watermarks, dict(udfs or {}), sessions)
     for statement in statements:
+        if isinstance(statement, exp.Create) and statement.kind == "VIEW":
+            target = statement.this
+            planner.view(target.this.name if isinstance(target, exp.Schema) else target.name, statement.expression)
+            continue
         if isinstance(statement, exp.Create):
             if statement.kind != "TABLE":
                 raise SqlError(f"SQL: CREATE {statement.kind} is not supported yet", construct=f"CREATE {statement.kind}")

@@ -43,6 +43,8 @@ class JoinPlanning:
                            f"{aliases[1]} AS b)", construct="JOIN")
         schemas = []
         for t in tables:
+            if t.name in self.views:
+                raise SqlError(f"SQL: joining view {t.name!r} is not supported yet; join its tables", construct=t.name)
             if t.name not in self.schemas:
                 raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}")
             schemas.append(self.schemas[t.name])
@@ -144,6 +146,8 @@ class JoinPlanning:
         if aliases[0] == aliases[1]:
             raise SqlError(f"SQL: name the subquery's table apart from the outer one ({inner.name} AS b)",
                            construct=inner.sql())
+        if inner.name in self.views:
+            raise SqlError(f"SQL: EXISTS over view {inner.name!r} is not supported yet", construct=inner.name)
         if inner.name not in self.schemas:
             raise SchemaError(f"SQL: unknown table {inner.name!r}; sources are {sorted(self.schemas)}")
         sides = _Sides(aliases, [stream.schema, self.schemas[inner.name]])

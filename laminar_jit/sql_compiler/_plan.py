@@ -48,11 +48,20 @@ class Planner(JoinPlanning):
                                 f"got {type(schema).__name__}")
         self.watermarks, self.udfs = watermarks, udfs
         self.sessions = list(sessions or [])  # PARTITION BY keys of each SESSION call, in text order
+        self.views: dict[str, exp.Expression] = {}
+        self.planned: dict[str, Stream | None] = {}
         self.added: set[str] = set()
         self.serial = 0
 
     # -- sources ---------------------------------------------------------------------------------
     def _source(self, table: str, node: exp.Expression) -> Stream:
+        if table in self.views:  # planned once, its last operator read by every query that names it
+            if table not in self.planned:
+                self.planned[table] = None  # (a view that reads itself)
+                self.planned[table] = self.plan(self.views[table])
+            if self.planned[table] is None:
+                raise SqlError(f"SQL: view {table!r} reads itself", construct=table)
+            return self.planned[table]
         if table not in self.schemas:
             raise SchemaError(f"SQL: unknown table {table!r} in {node.sql()!r}; sources are {sorted(self.schemas)} "
                               "(pass it in sources=)")
@@ -89,19 +98,26 @@ class Planner(JoinPlanning):
     # -- statements ------------------------------------------------------------------------------
     def select(self, query: exp.Select, sink: str) -> None:
         """Plan ``query`` and write its rows to sink ``sink``."""
+        self.builder.sink_for(self.plan(query).node, sink)
+
+    def view(self, name: str, query: exp.Expression) -> None:
+        """Remember ``CREATE VIEW name AS query``: planned where a query first reads it, shared by the others."""
+        if name in self.schemas or name in self.views:
+            raise SqlError(f"SQL: CREATE VIEW {name}: the name is taken by a table or view", construct=name)
+        self.views[name] = query
+
+    def plan(self, query: exp.Select) -> Stream:
+        """The operators of ``query``; the stream of its rows."""
         if not isinstance(query, exp.Select):
             raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
         for unsupported in ("order", "limit", "distinct", "qualify", "with"):
             if query.args.get(unsupported):
                 raise SqlError(f"SQL: {unsupported.upper()} is not supported yet", construct=unsupported.upper())
         if query.args.get("joins"):
-            stream = self._join(query)
-            self.builder.sink_for(stream.node, sink)
-            return
+            return self._join(query)
         ranked = self._ranked(query)
         if ranked is not None:
-            self.builder.sink_for(ranked.node, sink)
-            return
+            return ranked
         stream, window = self._from(query)
         where = query.args.get("where")
         if where is not None:
@@ -123,7 +139,7 @@ class Planner(JoinPlanning):
             raise SqlError("SQL: HAVING needs GROUP BY or an aggregate", construct="HAVING")
         else:
             stream = self._project(query, stream)
-        self.builder.sink_for(stream.node, sink)
+        return stream
 
     def _from(self, query: exp.Select):
         source = query.args.get("from_") or query.args.get("from")
@@ -229,8 +245,7 @@ class Planner(JoinPlanning):
             raise SqlError(f"SQL: {kind}({shape}) expected, got {call.sql()}", construct=kind)
         stream = self._source(args[0].name, call)
         ts = args[1].this if isinstance(args[1], exp.Paren) else args[1]
-        wm = self.watermarks.get(args[0].name)
-        if not isinstance(ts, exp.Column) or wm is None or wm[0] != ts.name:
+        if not isinstance(ts, exp.Column) or stream.event_time != ts.name:
             raise SqlError(f"SQL: {kind} over {args[0].name}.{ts.sql()}: declare it as the table's event time "
                            f"(CREATE TABLE {args[0].name} (..., WATERMARK FOR {ts.sql()} AS {ts.sql()} - "
                            "INTERVAL '5' SECOND))", construct=kind)
