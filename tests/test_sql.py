@@ -299,3 +299,24 @@ def test_views_are_planned_once_and_read_like_tables():
                 "GROUP BY 1, 2", table)
     assert_rows(out["per_window"], want.cast(out["per_window"].schema))
     assert_rows(out["web"], duck(f"SELECT ts, euro FROM {dear} WHERE ch = 'web'", table))
+
+
+def test_time_functions_equal_duckdb():
+    """Times as int64 milliseconds since the epoch (UTC): clock parts as kernels, calendar parts and formats by Arrow."""
+    rng = np.random.default_rng(61)
+    n = 2_000
+    start = 1_700_000_000_000  # November 2023
+    table = pa.table({"ts": start + np.sort(rng.integers(0, 40 * 86_400_000, n)),
+                      "price": rng.random(n) * 100})
+    query = ("SELECT ts, HOUR(ts) AS h, EXTRACT(MINUTE FROM ts) AS mi, SECOND(ts) AS s, YEAR(ts) AS y, "
+             "MONTH(ts) AS mo, DAY(ts) AS d, DAYOFWEEK(ts) AS dow, DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm') AS txt, "
+             "ts + INTERVAL '1' HOUR AS later FROM bids WHERE HOUR(ts) BETWEEN 8 AND 18")
+    dag = lj.sql(DDL + query, sources={"bids": table.schema})
+    plan = lj.explain(DDL + query, sources={"bids": table.schema})
+    assert "Filter(sql_expr)" in plan  # HOUR(ts) of milliseconds: a kernel
+    _, out = run_bids(dag, split_table(table, [0, 1, 500]))
+    t = "epoch_ms(ts)"
+    want = duck(f"SELECT ts, hour({t}) AS h, minute({t}) AS mi, second({t}) AS s, year({t}) AS y, month({t}) AS mo, "
+                f"day({t}) AS d, dayofweek({t}) + 1 AS dow, strftime({t}, '%Y-%m-%d %H:%M') AS txt, "
+                f"ts + 3600000 AS later FROM bids WHERE hour({t}) BETWEEN 8 AND 18", table)
+    assert_rows(out["out"], want.cast(out["out"].schema))

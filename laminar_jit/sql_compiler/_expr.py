@@ -30,6 +30,7 @@ from sqlglot import exp
 
 from .._jit import plain_njit
 from ..errors import SchemaError, SqlError
+from ._text import interval_ms
 
 __all__ = ["Compiled", "compile_expr", "referenced"]
 
@@ -47,6 +48,45 @@ _INTEGERS = {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT"}
 _FLOATS = {"DOUBLE", "FLOAT", "REAL", "DECIMAL"}
 _ARROW_TYPES = {**{t: "pa.int64()" for t in _INTEGERS}, **{t: "pa.float64()" for t in _FLOATS},
                 "BOOLEAN": "pa.bool_()", "VARCHAR": "pa.string()", "TEXT": "pa.string()", "CHAR": "pa.string()"}
+
+
+#: A clock part of a time in milliseconds: divide, then take the remainder.
+_CLOCK_MS = {"HOUR": 3_600_000, "MINUTE": 60_000, "SECOND": 1_000}
+_CLOCK_MOD = {"HOUR": 24, "MINUTE": 60, "SECOND": 60}
+#: Arrow's function for each part of a time (``{}``: the timestamp array); Flink's DAYOFWEEK counts Sunday as 1.
+_TIME_PARTS = {"YEAR": "pc.year({})", "MONTH": "pc.month({})", "DAY": "pc.day({})", "HOUR": "pc.hour({})",
+               "MINUTE": "pc.minute({})", "SECOND": "pc.second({})",
+               "DAYOFWEEK": "pc.day_of_week({}, count_from_zero=False, week_start=7)"}
+#: Java's date pattern letters (Flink's DATE_FORMAT) as strftime directives, longest first.
+_JAVA_PATTERNS = (("yyyy", "%Y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S"))
+
+
+def _clock_part(n: exp.Expression) -> str | None:
+    """``"HOUR"``, ``"MINUTE"`` or ``"SECOND"`` for ``HOUR(x)`` / ``EXTRACT(HOUR FROM x)`` and the like."""
+    if isinstance(n, exp.Extract):
+        unit = n.this.name.upper()
+        return unit if unit in _CLOCK_MS else None
+    for kind, name in ((exp.Hour, "HOUR"), (exp.Minute, "MINUTE"), (exp.Second, "SECOND")):
+        if isinstance(n, kind):
+            return name
+    return None
+
+
+def _strftime(pattern: str) -> str:
+    out = pattern
+    for java, directive in _JAVA_PATTERNS:
+        out = out.replace(java, directive)
+    return out
+
+
+def _as_time(a):
+    """Milliseconds since the epoch (or a timestamp) as a timestamp array."""
+    return a if pa.types.is_timestamp(a.type) else pc.cast(a, pa.timestamp("ms"))
+
+
+def _plus_ms(a, ms: int):
+    """A time (integer milliseconds or timestamp) plus ``ms`` milliseconds."""
+    return pc.add(a, pa.scalar(ms, pa.duration("ms")) if pa.types.is_timestamp(a.type) else pa.scalar(ms))
 
 
 class _NotKernel(Exception):
@@ -127,7 +167,7 @@ def _define(src: str, name: str, env: dict):
     module = sys.modules.get(module_name)
     if module is None:
         module = types.ModuleType(module_name)
-        module.__dict__.update({"np": np, "pa": pa, "pc": pc})
+        module.__dict__.update({"np": np, "pa": pa, "pc": pc, "_as_time": _as_time, "_plus_ms": _plus_ms})
         for udf_name, fn in env.items():
             module.__dict__[udf_name] = fn if hasattr(fn, "py_func") else plain_njit(fn)
         exec(compile(src, f"<sql {module_name}>", "exec"), module.__dict__)
@@ -160,6 +200,14 @@ class _Kernel:
             return f"(-{t(n.this)})"
         if isinstance(n, exp.Not):
             return f"(not {t(n.this)})"
+        if isinstance(n, exp.Interval):  # next to a time in milliseconds (int64, or timestamp[ms])
+            return str(interval_ms(n))
+        part = _clock_part(n)
+        if part is not None:  # the hour, minute or second of a time in milliseconds since the epoch (UTC)
+            x = n.expression if isinstance(n, exp.Extract) else n.this
+            if not self.milliseconds(x):
+                raise _NotKernel
+            return f"(({t(x)} // {_CLOCK_MS[part]}) % {_CLOCK_MOD[part]})"
         if type(n) in _ARITH:
             return f"({t(n.this)} {_ARITH[type(n)]} {t(n.expression)})"
         if isinstance(n, exp.Div):
@@ -209,6 +257,13 @@ class _Kernel:
             name = next(k for k in self.udfs if k.lower() == n.name.lower())
             return f"{name}({', '.join(t(a) for a in n.expressions)})"
         raise _NotKernel
+
+    def milliseconds(self, x: exp.Expression) -> bool:
+        """``x`` is a column holding milliseconds since the epoch (int64, or a timestamp in ms)."""
+        if not isinstance(x, exp.Column):
+            return False
+        kind = self.schema.field(x.name).type
+        return pa.types.is_integer(kind) or (pa.types.is_timestamp(kind) and kind.unit == "ms" and kind.tz is None)
 
 
 class _Arrow:
@@ -273,6 +328,19 @@ class _Arrow:
                 return f"pc.cast({t(n.this)}, {_ARROW_TYPES[to]}, safe=False)"
         if type(n) in _PC_FUNCS:
             return f"pc.{_PC_FUNCS[type(n)]}({t(n.this)})"
+        if isinstance(n, exp.Interval):
+            return f"pa.scalar({interval_ms(n)})"
+        if isinstance(n, (exp.Add, exp.Sub)) and isinstance(n.expression, exp.Interval):
+            ms = interval_ms(n.expression) * (1 if isinstance(n, exp.Add) else -1)
+            return f"_plus_ms({t(n.this)}, {ms})"
+        part = _TIME_PARTS.get(n.this.name.upper() if isinstance(n, exp.Extract) else type(n).__name__.upper())
+        if part is not None and isinstance(n, (exp.Extract, exp.Year, exp.Month, exp.Day, exp.Hour, exp.Minute,
+                                               exp.Second, exp.DayOfWeek)):
+            x = n.expression if isinstance(n, exp.Extract) else n.this
+            return f"pc.cast({part.format(f'_as_time({t(x)})')}, pa.int64())"
+        if isinstance(n, exp.Anonymous) and n.name.upper() == "DATE_FORMAT" and len(n.expressions) == 2 \
+                and isinstance(n.expressions[1], exp.Literal) and n.expressions[1].is_string:
+            return f"pc.strftime(_as_time({t(n.expressions[0])}), format={_strftime(n.expressions[1].this)!r})"
         if isinstance(n, exp.Like) and isinstance(n.expression, exp.Literal):
             return f"pc.match_like({t(n.this)}, {n.expression.this!r})"
         if isinstance(n, (exp.DPipe, exp.Concat)):
