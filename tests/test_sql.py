@@ -190,13 +190,16 @@ def test_top_n_and_dedup_over_a_table_are_updating_results_equal_to_duckdb(order
     assert_rows(final, duck(query, table))
 
 
-def test_window_top_n_equals_duckdb():
+@pytest.mark.parametrize("rank", ["ROW_NUMBER", "RANK"])
+def test_window_top_n_equals_duckdb(rank):
     table = ranked_bids(3_000, seed=12)
-    query = ("SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, ROW_NUMBER() OVER "
+    if rank == "RANK":  # prices in steps of 5: ties, every one of them kept
+        table = table.set_column(2, "price", pc.multiply(pc.floor(pc.divide(table.column("price"), 5.0)), 5.0))
+    query = (f"SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, {rank}() OVER "
              "(PARTITION BY window_start, window_end, auction ORDER BY price DESC) AS rownum FROM "
              "TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))) WHERE rownum <= 2")
     got = run_sql(query, table, seed=13)
-    want = duck("SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, row_number() OVER "
+    want = duck(f"SELECT window_start, window_end, auction, price, rownum FROM (SELECT *, {rank}() OVER "
                 "(PARTITION BY window_start, auction ORDER BY price DESC) AS rownum FROM (SELECT *, "
                 "ts // 1000 * 1000 AS window_start, ts // 1000 * 1000 + 1000 AS window_end FROM bids)) "
                 "WHERE rownum <= 2", table)

@@ -171,7 +171,8 @@ class Planner(JoinPlanning):
             return None
         over = windows[0].this
         rownum = windows[0].alias
-        if not isinstance(over.this, exp.RowNumber) or len(windows) > 1 or any(
+        ties = isinstance(over.this, exp.Rank)  # RANK(): every row tied with the N-th too (window Top-N)
+        if not isinstance(over.this, (exp.RowNumber, exp.Rank)) or len(windows) > 1 or any(
                 not isinstance(item, (exp.Star, exp.Alias)) or (isinstance(item, exp.Alias) and item is not windows[0])
                 for item in inner.expressions):
             raise SqlError("SQL: Top-N is written SELECT *, ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS "
@@ -199,7 +200,10 @@ class Planner(JoinPlanning):
                                "and ordered by one column", construct="ROW_NUMBER")
             rest = [k for k in keys if k not in ("window_start", "window_end")]
             op = TopN(n, by=by[0], key=(rest[0] if len(rest) == 1 else rest) or None, window=window[1][0],
-                      descending=descending[0])
+                      descending=descending[0], ties=ties)
+        elif ties:
+            raise SqlError("SQL: RANK() ranks rows of a window (over TUMBLE); over a table, Top-N ranks by "
+                           "ROW_NUMBER(), as Flink's does", construct="RANK")
         elif n == 1 and by == [stream.event_time] and descending == [True]:
             op = Dedup(key=key, keep="last") if key is not None else None
         else:
