@@ -323,3 +323,27 @@ def test_time_functions_equal_duckdb():
                 f"day({t}) AS d, dayofweek({t}) + 1 AS dow, strftime({t}, '%Y-%m-%d %H:%M') AS txt, "
                 f"ts + 3600000 AS later FROM bids WHERE hour({t}) BETWEEN 8 AND 18", table)
     assert_rows(out["out"], want.cast(out["out"].schema))
+
+
+def test_window_join_equals_duckdb():
+    from helpers import LEFT, RIGHT, interleaved, make_side
+
+    left, right = make_side(400, 71, LEFT, keys=15), make_side(400, 72, RIGHT, keys=15)
+    query = ("SELECT L.ts, L.k, R.ts AS rts, R.b, L.window_start, R.window_end FROM (SELECT * FROM TABLE(TUMBLE("
+             "TABLE lefts, DESCRIPTOR(ts), INTERVAL '50' MILLISECOND)) WHERE a > 10) AS L JOIN (SELECT * FROM "
+             "TABLE(TUMBLE(TABLE rights, DESCRIPTOR(ts), INTERVAL '50' MILLISECOND))) AS R ON L.k = R.k AND "
+             "L.window_start = R.window_start AND L.window_end = R.window_end")
+    dag = lj.sql(JOIN_DDL + query, sources={"lefts": left.schema, "rights": right.schema})
+    ex = lj.DagExecutor(dag)
+    for name, batch in interleaved(left, right, seed=73):
+        ex.process_batch({"L": "lefts", "R": "rights"}[name], batch)
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    con = duckdb.connect()
+    con.register("lefts", left)
+    con.register("rights", right)
+    w = "CAST(floor({}.ts / 50) AS BIGINT)"
+    want = con.sql(f"SELECT l.ts, l.k, r.ts AS rts, r.b, {w.format('l')} * 50 AS window_start, "
+                   f"{w.format('r')} * 50 + 50 AS window_end FROM lefts l JOIN rights r ON l.k = r.k AND "
+                   f"{w.format('l')} = {w.format('r')} WHERE l.a > 10").to_arrow_table()
+    assert_rows(got, want.cast(got.schema))

@@ -7,13 +7,16 @@ from sqlglot import exp
 
 from ..errors import SchemaError, SqlError
 from ..ops import Project
-from ..ops.joins import AsofJoin, IntervalJoin, TemporalJoin
+from ..ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from ._stream import Stream, conjuncts
+from ._text import interval_ms
 
 __all__ = ["JoinPlanning", "subquery_test"]
 
 #: The bound of a join without a time condition: every pair matches (state is kept for good, as in any engine).
 _FOREVER_MS = 365 * 1000 * 86_400_000
+#: The columns a window join appends.
+_WINDOW_BOUNDS = ("window_start", "window_end")
 
 
 class JoinPlanning:
@@ -34,10 +37,16 @@ class JoinPlanning:
             raise SqlError(f"SQL: {join.sql()[:60]}: an [INNER | LEFT | RIGHT | FULL] JOIN ... ON is supported",
                            construct="JOIN")
         source = query.args.get("from_") or query.args.get("from")
-        tables = [source.this, join.this]
+        sides = [source.this, join.this]
+        aliases = [t.alias_or_name for t in sides]
+        windows = [self._windowed_side(t) for t in sides]  # (SELECT * FROM TABLE(TUMBLE(...))) L: a window join
+        tables = [w[0] if w is not None else t for t, w in zip(sides, windows)]
         if not all(isinstance(t, exp.Table) and isinstance(t.this, exp.Identifier) for t in tables):
-            raise SqlError("SQL: a JOIN of two tables (not subqueries) is supported so far", construct="JOIN")
-        aliases = [t.alias_or_name for t in tables]
+            raise SqlError("SQL: a JOIN of two tables, or of two tumbling windows (SELECT * FROM TABLE(TUMBLE(...))), "
+                           "is supported so far", construct="JOIN")
+        windowed = windows[0] is not None and windows[1] is not None
+        if (windows[0] is None) != (windows[1] is None) or (windowed and windows[0][1] != windows[1][1]):
+            raise SqlError("SQL: a window join joins two TUMBLE windows of one size", construct="JOIN")
         if aliases[0] == aliases[1]:
             raise SqlError(f"SQL: give the two sides of the join different names (FROM {aliases[0]} AS a JOIN "
                            f"{aliases[1]} AS b)", construct="JOIN")
@@ -47,7 +56,13 @@ class JoinPlanning:
                 raise SqlError(f"SQL: joining view {t.name!r} is not supported yet; join its tables", construct=t.name)
             if t.name not in self.schemas:
                 raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}")
-            schemas.append(self.schemas[t.name])
+            schema = self.schemas[t.name]
+            if windowed:  # the window's bounds, as the window join appends them
+                wm = self.watermarks.get(t.name)
+                ts_type = schema.field(wm[0]).type if wm and schema.get_field_index(wm[0]) >= 0 else pa.int64()
+                for bound in _WINDOW_BOUNDS:
+                    schema = schema.append(pa.field(bound, ts_type))
+            schemas.append(schema)
         side_of = _Sides(aliases, schemas)
         wms = [self.watermarks.get(t.name) for t in tables]
         asof = (join.args.get("method") or "").upper() == "ASOF"
@@ -67,6 +82,13 @@ class JoinPlanning:
                 raise SqlError(f"SQL: JOIN ... ON {c.sql()}: equality of keys and one time condition ('b.ts BETWEEN "
                                "a.ts - INTERVAL ... AND a.ts + INTERVAL ...'; ASOF: 'a.ts >= b.ts') are supported",
                                construct=c.sql())
+        if windowed:
+            if sorted(k for k in keys if k[0] in _WINDOW_BOUNDS) != [(b, b) for b in sorted(_WINDOW_BOUNDS)]:
+                raise SqlError("SQL: a window join matches L.window_start = R.window_start AND L.window_end = "
+                               "R.window_end", construct="ON")
+            if how != "inner":
+                raise SqlError("SQL: window joins are INNER so far", construct="JOIN")
+            keys = [k for k in keys if k[0] not in _WINDOW_BOUNDS]
         if len(keys) != 1:
             raise SqlError("SQL: a join on exactly one key column per side is supported so far", construct="ON")
         if asof and direction is None:
@@ -80,7 +102,10 @@ class JoinPlanning:
                                construct="FOR SYSTEM_TIME AS OF")
         # columns each side must carry: what the query reads, and its event time
         read = [set(), set()]
+        inside = {id(c) for side, w in zip(sides, windows) if w is not None for c in side.find_all(exp.Column)}
         for column in query.find_all(exp.Column):
+            if id(column) in inside:  # (a window subquery's own columns)
+                continue
             side, name = side_of.resolve(column)
             read[side].add(name)
         streams = []
@@ -95,12 +120,16 @@ class JoinPlanning:
                 raise SqlError(f"SQL: a joined table needs an event time: CREATE TABLE {t.name} (..., WATERMARK FOR "
                                "ts AS ts - INTERVAL '5' SECOND)", construct="JOIN")
             stream = self._source(t.name, t)
+            if windowed and windows[j][2] is not None:  # the window subquery's own WHERE
+                stream = self._filter(stream, windows[j][2], "WHERE")
             for c in pushed[j]:
                 stream = self._filter(stream, _unqualified(c.copy()), "WHERE")
-            columns = [n for n in stream.schema.names if n in read[j] or n == wm[0]]
+            columns = [n for n in stream.schema.names if (n in read[j] and n not in _WINDOW_BOUNDS) or n == wm[0]]
             streams.append(self._add(stream, Project(columns), "side"))
         name = self._name("join")
-        if version is not None or (asof and direction == "backward" and keys[0][0] != keys[0][1]):
+        if windowed:
+            op = WindowJoin(windows[0][1], keys[0][0], keys[0][1])
+        elif version is not None or (asof and direction == "backward" and keys[0][0] != keys[0][1]):
             op = TemporalJoin(keys[0][0], keys[0][1], how=how)
         elif asof:
             if keys[0][0] != keys[0][1]:
@@ -115,6 +144,8 @@ class JoinPlanning:
                         {"left": streams[0].event_time, "right": streams[1].event_time})
         stream = Stream(name, bound.output_schema, False, streams[0].event_time)
         names = side_of.output_names(streams[0].schema, streams[1].schema, stream.schema)
+        if windowed:  # both sides' window bounds are the window join's
+            names.update({(side, b): b for side in (0, 1) for b in _WINDOW_BOUNDS})
         for c in after:
             stream = self._filter(stream, _renamed(c.copy(), side_of, names), "WHERE")
         out: dict[str, str] = {}
@@ -132,6 +163,31 @@ class JoinPlanning:
             stream = self._computed(stream, node, temp, "SELECT")
             out[label] = temp
         return self._add(stream, Project(out), "select")
+
+    def _windowed_side(self, t) -> tuple | None:
+        """``(table, size, where)`` of a join side written ``(SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
+        size)) [WHERE ...]) AS L``; None for any other side."""
+        inner = t.this if isinstance(t, exp.Subquery) else None
+        if not isinstance(inner, exp.Select) or inner.args.get("joins") or inner.args.get("group"):
+            return None
+        if len(inner.expressions) != 1 or not isinstance(inner.expressions[0], exp.Star):
+            raise SqlError("SQL: a window join side is (SELECT * FROM TABLE(TUMBLE(...)))", construct=t.sql()[:60])
+        source = inner.args.get("from_") or inner.args.get("from")
+        call = source.this.this if source is not None and isinstance(source.this, exp.Table) else None
+        if isinstance(call, exp.Anonymous) and call.name.upper() == "TABLE" and len(call.expressions) == 1:
+            call = call.expressions[0]
+        if not (isinstance(call, exp.Anonymous) and call.name.upper() == "TUMBLE" and len(call.expressions) == 3
+                and isinstance(call.expressions[0], exp.Column)):
+            raise SqlError("SQL: a window join side is (SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size)))",
+                           construct=t.sql()[:60])
+        table = exp.Table(this=exp.to_identifier(call.expressions[0].name))
+        ts = call.expressions[1].this if isinstance(call.expressions[1], exp.Paren) else call.expressions[1]
+        wm = self.watermarks.get(table.name)
+        if wm is None or not isinstance(ts, exp.Column) or ts.name != wm[0]:
+            raise SqlError(f"SQL: TUMBLE over {table.name}.{ts.sql()}: declare it as the table's event time "
+                           "(WATERMARK FOR ...)", construct="TUMBLE")
+        where = inner.args.get("where")
+        return table, interval_ms(call.expressions[2]), (where.this if where is not None else None)
 
     def _semi(self, stream: Stream, query: exp.Select, sub: exp.Select, anti: bool, outer_key) -> Stream:
         """``[NOT] EXISTS (SELECT ... FROM b WHERE b.k = a.k [AND b.ts BETWEEN ...] [AND ...])`` or ``a.k IN
@@ -244,8 +300,6 @@ class _Sides:
 
     def time_bounds(self, c: exp.Between, wms) -> tuple[int, int]:
         """``(lower, upper)`` of ``right.ts - left.ts`` from ``x.ts BETWEEN y.ts - INTERVAL .. AND y.ts + INTERVAL ..``."""
-        from ._text import interval_ms
-
         def offset(node):  # y.ts [+|- INTERVAL]: (column, ms)
             if isinstance(node, exp.Column):
                 return node, 0
