@@ -218,6 +218,9 @@ JOIN_DDL = ("CREATE TABLE lefts (WATERMARK FOR ts AS ts - INTERVAL '100' MILLISE
     "AND l.ts BETWEEN r.ts - INTERVAL '5' MILLISECOND AND r.ts + INTERVAL '25' MILLISECOND",
     "SELECT l.ts, l.k, r.b FROM lefts l LEFT JOIN rights r ON l.k = r.k "
     "AND r.ts BETWEEN l.ts - INTERVAL '20' MILLISECOND AND l.ts + INTERVAL '20' MILLISECOND",
+    # two key columns
+    "SELECT l.ts, l.k, r.b FROM lefts l JOIN rights r ON l.k = r.k AND l.k2 = r.k2 "
+    "AND r.ts BETWEEN l.ts - INTERVAL '50' MILLISECOND AND l.ts + INTERVAL '50' MILLISECOND",
     # a regular join: every pair, whenever its second row arrives
     "SELECT l.ts, r.ts AS rts, b FROM lefts l JOIN rights r ON l.k = r.k WHERE r.b < 10 AND l.ts < 300",
 ])
@@ -225,6 +228,8 @@ def test_joins_equal_duckdb(query):
     from helpers import LEFT, RIGHT, interleaved, make_side
 
     left, right = make_side(400, 21, LEFT, keys=12), make_side(400, 22, RIGHT, keys=12)
+    left = left.append_column("k2", pc.bit_wise_and(pc.cast(left.column("ts"), pa.int64()), 1))  # a second key
+    right = right.append_column("k2", pc.bit_wise_and(pc.cast(right.column("ts"), pa.int64()), 1))
     dag = lj.sql(JOIN_DDL + query, sources={"lefts": left.schema, "rights": right.schema})
     ex = lj.DagExecutor(dag)
     for name, batch in interleaved(left, right, seed=23):
@@ -346,4 +351,25 @@ def test_window_join_equals_duckdb():
     want = con.sql(f"SELECT l.ts, l.k, r.ts AS rts, r.b, {w.format('l')} * 50 AS window_start, "
                    f"{w.format('r')} * 50 + 50 AS window_end FROM lefts l JOIN rights r ON l.k = r.k AND "
                    f"{w.format('l')} = {w.format('r')} WHERE l.a > 10").to_arrow_table()
+    assert_rows(got, want.cast(got.schema))
+
+
+def test_a_view_joins_like_a_table():
+    from helpers import LEFT, RIGHT, interleaved, make_side
+
+    left, right = make_side(300, 81, LEFT, keys=10), make_side(300, 82, RIGHT, keys=10)
+    text = ("CREATE VIEW cheap AS SELECT ts, k, b * 2 AS b2 FROM rights WHERE b < 60;\n"
+            "SELECT l.ts, l.k, c.b2 FROM lefts AS l JOIN cheap AS c ON l.k = c.k "
+            "AND c.ts BETWEEN l.ts - INTERVAL '30' MILLISECOND AND l.ts")
+    dag = lj.sql(JOIN_DDL + text, sources={"lefts": left.schema, "rights": right.schema})
+    ex = lj.DagExecutor(dag)
+    for name, batch in interleaved(left, right, seed=83):
+        ex.process_batch({"L": "lefts", "R": "rights"}[name], batch)
+    ex.finish()
+    got = ex.take_sink_outputs("out")
+    con = duckdb.connect()
+    con.register("lefts", left)
+    con.register("rights", right)
+    want = con.sql("SELECT l.ts, l.k, c.b2 FROM lefts l JOIN (SELECT ts, k, b * 2 AS b2 FROM rights WHERE b < 60) c "
+                   "ON l.k = c.k AND c.ts BETWEEN l.ts - 30 AND l.ts").to_arrow_table()
     assert_rows(got, want.cast(got.schema))

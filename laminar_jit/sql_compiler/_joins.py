@@ -50,21 +50,21 @@ class JoinPlanning:
         if aliases[0] == aliases[1]:
             raise SqlError(f"SQL: give the two sides of the join different names (FROM {aliases[0]} AS a JOIN "
                            f"{aliases[1]} AS b)", construct="JOIN")
-        schemas = []
+        schemas, wms = [], []
         for t in tables:
-            if t.name in self.views:
-                raise SqlError(f"SQL: joining view {t.name!r} is not supported yet; join its tables", construct=t.name)
-            if t.name not in self.schemas:
+            if t.name in self.views:  # a view: its planned rows, their event time
+                schema, event_time = self._source(t.name, t).schema, self._source(t.name, t).event_time
+            elif t.name in self.schemas:
+                schema, event_time = self.schemas[t.name], (self.watermarks.get(t.name) or (None,))[0]
+            else:
                 raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}")
-            schema = self.schemas[t.name]
             if windowed:  # the window's bounds, as the window join appends them
-                wm = self.watermarks.get(t.name)
-                ts_type = schema.field(wm[0]).type if wm and schema.get_field_index(wm[0]) >= 0 else pa.int64()
+                ts_type = schema.field(event_time).type if event_time in schema.names else pa.int64()
                 for bound in _WINDOW_BOUNDS:
                     schema = schema.append(pa.field(bound, ts_type))
             schemas.append(schema)
+            wms.append((event_time, 0) if event_time is not None else None)
         side_of = _Sides(aliases, schemas)
-        wms = [self.watermarks.get(t.name) for t in tables]
         asof = (join.args.get("method") or "").upper() == "ASOF"
         version = join.this.args.get("version")
         keys, bounds, direction = [], None, None
@@ -89,8 +89,10 @@ class JoinPlanning:
             if how != "inner":
                 raise SqlError("SQL: window joins are INNER so far", construct="JOIN")
             keys = [k for k in keys if k[0] not in _WINDOW_BOUNDS]
-        if len(keys) != 1:
-            raise SqlError("SQL: a join on exactly one key column per side is supported so far", construct="ON")
+        if not keys:
+            raise SqlError("SQL: a join needs equal key columns (ON a.k = b.k [AND ...])", construct="ON")
+        left_key = [k[0] for k in keys] if len(keys) > 1 else keys[0][0]
+        right_key = [k[1] for k in keys] if len(keys) > 1 else keys[0][1]
         if asof and direction is None:
             raise SqlError("SQL: an ASOF JOIN needs its time condition, e.g. a.ts >= b.ts", construct="ASOF")
         if (asof or version is not None) and how not in ("inner", "left"):
@@ -115,7 +117,7 @@ class JoinPlanning:
             sides = {side_of.resolve(col)[0] for col in c.find_all(exp.Column)}
             (pushed[sides.pop()] if len(sides) == 1 and how == "inner" else after).append(c)
         for j, t in enumerate(tables):
-            wm = self.watermarks.get(t.name)
+            wm = wms[j]
             if wm is None:
                 raise SqlError(f"SQL: a joined table needs an event time: CREATE TABLE {t.name} (..., WATERMARK FOR "
                                "ts AS ts - INTERVAL '5' SECOND)", construct="JOIN")
@@ -127,17 +129,18 @@ class JoinPlanning:
             columns = [n for n in stream.schema.names if (n in read[j] and n not in _WINDOW_BOUNDS) or n == wm[0]]
             streams.append(self._add(stream, Project(columns), "side"))
         name = self._name("join")
+        same_names = all(a == b for a, b in keys)
         if windowed:
-            op = WindowJoin(windows[0][1], keys[0][0], keys[0][1])
-        elif version is not None or (asof and direction == "backward" and keys[0][0] != keys[0][1]):
-            op = TemporalJoin(keys[0][0], keys[0][1], how=how)
+            op = WindowJoin(windows[0][1], left_key, right_key)
+        elif version is not None or (asof and direction == "backward" and not same_names):
+            op = TemporalJoin(left_key, right_key, how=how)
         elif asof:
-            if keys[0][0] != keys[0][1]:
+            if not same_names:
                 raise SqlError("SQL: a forward ASOF JOIN matches keys of one name on both sides", construct="ASOF")
-            op = AsofJoin(keys[0][0], direction=direction, how=how)
+            op = AsofJoin(left_key, direction=direction, how=how)
         else:
             lower, upper = bounds if bounds is not None else (-_FOREVER_MS, _FOREVER_MS)
-            op = IntervalJoin(keys[0][0], keys[0][1], lower=lower, upper=upper, how=how)
+            op = IntervalJoin(left_key, right_key, lower=lower, upper=upper, how=how)
         self.builder.operator(name, op)
         self.builder.connect(streams[0].node, name, port="left").connect(streams[1].node, name, port="right")
         bound = op.bind(name, {"left": streams[0].schema, "right": streams[1].schema},
