@@ -81,3 +81,31 @@ class SqlDuckDB:
 
     def time_duckdb(self):
         self.con.sql(self.sql).to_arrow_table()
+
+
+class SqlNexmark:
+    """Nexmark queries compiled from Flink SQL (``lj.nexmark.sql_query``) next to the hand-built ones
+    (``bench_nexmark.NexmarkQuery`` runs those with DuckDB's yardstick): ``time_sql`` and ``time_python`` are one
+    run each over the same generated events."""
+
+    params = list(lj.nexmark.FLINK_SQL)
+    param_names = ["query"]
+    timeout = 600
+    number = 1
+    repeat = 3
+    warmup_time = 0
+
+    def setup(self, query):
+        from .bench_nexmark import MAX_DELAY, feed, nexmark_events
+
+        self.feed, self.events = feed, nexmark_events()
+        self.sql_dag = lj.nexmark.sql_query(query, MAX_DELAY)
+        self.python_dag = lj.nexmark.query(query, MAX_DELAY)
+        for dag in (self.sql_dag, self.python_dag):
+            feed(dag, self.events.chunks[:1])  # compile / load the plans
+
+    def time_sql(self, query):
+        self.feed(self.sql_dag, self.events.chunks)
+
+    def time_python(self, query):
+        self.feed(self.python_dag, self.events.chunks)

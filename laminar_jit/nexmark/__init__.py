@@ -7,8 +7,10 @@ generated events through it; ``lj.nexmark.SQL`` has each query in DuckDB's SQL.
 
 from .generator import (AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, NexmarkEvents, NexmarkSource, generate,
                         side_input, sources)
+from .flink_sql import FLINK_SQL, sql_query
 from .queries import QUERIES, QueryRun, query, run, streams_of
 from .sql import SQL, duckdb_connection
 
-__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "SQL", "NexmarkEvents", "NexmarkSource", "QueryRun",
-           "duckdb_connection", "generate", "query", "run", "side_input", "sources", "streams_of"]
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "FLINK_SQL", "PERSON_SCHEMA", "QUERIES", "SQL", "NexmarkEvents",
+           "NexmarkSource", "QueryRun", "duckdb_connection", "generate", "query", "run", "side_input", "sources",
+           "sql_query", "streams_of"]

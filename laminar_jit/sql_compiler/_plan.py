@@ -194,6 +194,12 @@ class Planner(JoinPlanning):
         by = [col.name for col, _ in order]
         descending = [desc for _, desc in order]
         key = None if not keys else keys[0] if len(keys) == 1 else keys
+        if not any(isinstance(item, exp.Star) for item in query.expressions):  # keep only what is read
+            wanted = {c.name for item in query.expressions for c in item.find_all(exp.Column)}
+            wanted |= set(keys) | set(by) | {stream.event_time}
+            columns = [n for n in stream.schema.names if n in wanted]
+            if len(columns) < len(stream.schema.names):
+                stream = self._add(stream, Project(columns), "columns")
         if window is not None:
             if window[0] != "TUMBLE" or not {"window_start", "window_end"} <= set(keys) or len(by) != 1:
                 raise SqlError("SQL: a window Top-N is over TUMBLE, partitioned by window_start, window_end[, keys] "
