@@ -132,9 +132,12 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
                      f"{SIDE_BASE[port]}, {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
                      f"{sd['free']}, {pairs})")
-    # output watermark: held back to the oldest left row the join may still emit
+    # output watermark: held back to the oldest left row the join may still emit, and to the rows it emitted now
     lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
     gen.emit(f"w = W_{nid} if W_{nid} < {lmin} else {lmin}")
+    gen.emit(f"emin = emitted_min(pl_{nid}, np_{nid}, {n['left']['ts']})")
+    gen.emit("if emin < w:")
+    gen.emit("w = emin", 2)
     gen.emit(f"if active and w > wm[{nid}]:")
     gen.emit(f"wm[{nid}] = w", 2)
     gen.emit(f"idle[{nid}] = not active")

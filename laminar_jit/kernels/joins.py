@@ -34,6 +34,7 @@ from .hashtable import ht_delete, ht_delete_many
 from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
+           "emitted_min",
            "chain_unlink", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "row_alloc",
            "row_release"]
 
@@ -406,3 +407,20 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
     aux[lbase + 4] = low_ts
     order_settled(out_l, out_r, first, n_out, 0, lts, lseq)
     return out_l, out_r, n_out
+
+
+@njit
+def emitted_min(pl, m, ts):
+    """The least event time ``ts`` of the left rows of the first ``m`` pairs ``pl`` (int64 max when none).
+
+    A join's output watermark must not pass a row it emitted in the same call:
+    rows that reach an operator through a boundary step arrive after the step
+    that set the watermark (a semi, anti or outer join no longer buffers the
+    left rows it emitted, so its oldest buffered row no longer holds it back).
+    """
+    out = np.iinfo(np.int64).max
+    for e in range(m):
+        i = pl[e]
+        if i >= 0 and ts[i] < out:
+            out = ts[i]
+    return out

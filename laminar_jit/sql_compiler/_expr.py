@@ -29,7 +29,9 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from .._jit import plain_njit
+from ..ops.kernel import Kernel
 from ..errors import SchemaError, SqlError
+from ._stream import did_you_mean
 from ._text import interval_ms
 
 __all__ = ["Compiled", "compile_expr", "referenced"]
@@ -123,7 +125,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     for name in params:
         if schema.get_field_index(name) < 0:
             raise SchemaError(f"SQL {where}: unknown column {name!r} in {node.sql()!r}; the input has "
-                              f"{schema.names}")
+                              f"{schema.names}{did_you_mean(name, schema.names)}")
     if not params:
         raise SqlError(f"SQL {where}: {node.sql()!r} reads no column; constants are not supported yet",
                        construct=node.sql())
@@ -140,7 +142,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
         body = None
     if body is not None:
         src = f"def sql_expr({', '.join(params)}):\n    return {body}\n"
-        return Compiled(_define(src, "sql_expr", udfs), tuple(params), False, src)
+        return Compiled(_define(src, "sql_expr", udfs, kernel=True), tuple(params), False, src)
     if not arrow_allowed:
         raise SqlError(f"SQL {where}: {node.sql()!r} needs strings or looks at nulls, which is computed only on "
                        "source columns for now (before a window or aggregate)", construct=node.sql())
@@ -160,8 +162,10 @@ def arrow_type(compiled: Compiled, schema: pa.Schema) -> pa.DataType:
     return out.type
 
 
-def _define(src: str, name: str, env: dict):
-    """Execute ``src`` in a module named after its text (registered, so kernels in it are fingerprinted)."""
+def _define(src: str, name: str, env: dict, kernel: bool = False):
+    """Execute ``src`` in a module named after its text (registered, so kernels in it are fingerprinted); the
+    function ``name``, or with ``kernel`` one :class:`~laminar_jit.Kernel` of it, compiled once for every plan
+    that uses it."""
     digest = hashlib.sha256((src + "|" + ",".join(sorted(env))).encode()).hexdigest()[:16]
     module_name = f"laminar_jit.sql_compiler.generated_{digest}"
     module = sys.modules.get(module_name)
@@ -171,8 +175,9 @@ def _define(src: str, name: str, env: dict):
         for udf_name, fn in env.items():
             module.__dict__[udf_name] = fn if hasattr(fn, "py_func") else plain_njit(fn)
         exec(compile(src, f"<sql {module_name}>", "exec"), module.__dict__)
+        module.__dict__["_lj_kernel"] = Kernel(module.__dict__[name])
         sys.modules[module_name] = module
-    return module.__dict__[name]
+    return module.__dict__["_lj_kernel" if kernel else name]
 
 
 class _Kernel:

@@ -8,7 +8,7 @@ from sqlglot import exp
 from ..errors import SchemaError, SqlError
 from ..ops import Project
 from ..ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
-from ._stream import Stream, conjuncts
+from ._stream import Stream, conjuncts, did_you_mean
 from ._text import interval_ms
 
 __all__ = ["JoinPlanning", "subquery_test"]
@@ -57,7 +57,8 @@ class JoinPlanning:
             elif t.name in self.schemas:
                 schema, event_time = self.schemas[t.name], (self.watermarks.get(t.name) or (None,))[0]
             else:
-                raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}")
+                raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}"
+                                  f"{did_you_mean(t.name, [*self.schemas, *self.views])}")
             if windowed:  # the window's bounds, as the window join appends them
                 ts_type = schema.field(event_time).type if event_time in schema.names else pa.int64()
                 for bound in _WINDOW_BOUNDS:
@@ -151,21 +152,7 @@ class JoinPlanning:
             names.update({(side, b): b for side in (0, 1) for b in _WINDOW_BOUNDS})
         for c in after:
             stream = self._filter(stream, _renamed(c.copy(), side_of, names), "WHERE")
-        out: dict[str, str] = {}
-        for j, item in enumerate(query.expressions):
-            node = item.this if isinstance(item, exp.Alias) else item
-            if isinstance(node, exp.Star):
-                out.update({n: n for n in stream.schema.names})
-                continue
-            label = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
-            node = _renamed(node.copy(), side_of, names)
-            if isinstance(node, exp.Column):
-                out[label] = node.name
-                continue
-            temp = f"_sql_c{j}"
-            stream = self._computed(stream, node, temp, "SELECT")
-            out[label] = temp
-        return self._add(stream, Project(out), "select")
+        return self._project(query, stream, rename=lambda node: _renamed(node.copy(), side_of, names))
 
     def _windowed_side(self, t) -> tuple | None:
         """``(table, size, where)`` of a join side written ``(SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
@@ -208,7 +195,8 @@ class JoinPlanning:
         if inner.name in self.views:
             raise SqlError(f"SQL: EXISTS over view {inner.name!r} is not supported yet", construct=inner.name)
         if inner.name not in self.schemas:
-            raise SchemaError(f"SQL: unknown table {inner.name!r}; sources are {sorted(self.schemas)}")
+            raise SchemaError(f"SQL: unknown table {inner.name!r}; sources are {sorted(self.schemas)}"
+                              f"{did_you_mean(inner.name, self.schemas)}")
         sides = _Sides(aliases, [stream.schema, self.schemas[inner.name]])
         keys, bounds, own = [], None, []
         where = sub.args.get("where")
@@ -285,12 +273,14 @@ class _Sides:
                 raise SchemaError(f"SQL: {column.sql()}: no table {column.table!r} in the join ({self.aliases})")
             side = self.aliases.index(column.table)
             if self.schemas[side].get_field_index(column.name) < 0:
-                raise SchemaError(f"SQL: unknown column {column.sql()!r}; {column.table} has {self.schemas[side].names}")
+                raise SchemaError(f"SQL: unknown column {column.sql()!r}; {column.table} has "
+                                  f"{self.schemas[side].names}{did_you_mean(column.name, self.schemas[side].names)}")
             return side, column.name
         found = [j for j in (0, 1) if self.schemas[j].get_field_index(column.name) >= 0]
         if len(found) != 1:
+            names = [*self.schemas[0].names, *self.schemas[1].names]
             raise SchemaError(f"SQL: column {column.name!r} is " + ("in both tables: qualify it (a." + column.name +
-                              ")" if found else f"in neither table ({self.aliases})"))
+                              ")" if found else f"in neither table ({self.aliases}){did_you_mean(column.name, names)}"))
         return found[0], column.name
 
     def key_pair(self, c) -> tuple[str, str] | None:

@@ -16,12 +16,22 @@ from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness
 from ._expr import Compiled, arrow_type, compile_expr
 from ._joins import JoinPlanning, subquery_test
-from ._stream import Stream, conjuncts
+from ._stream import Stream, conjuncts, did_you_mean
 from ._text import SESSION_FUNCTION, SUPPORTED_WINDOWS, WINDOW_FUNCTIONS, interval_ms
 
 __all__ = ["Planner"]
 
 _WINDOW_COLUMNS = ("window_start", "window_end")
+#: Clauses a streaming SELECT cannot have, and what to write instead.
+_NOT_STREAMING = {
+    "order": "an unbounded stream has no last row to sort after; rank rows with ROW_NUMBER() OVER (PARTITION BY "
+             "... ORDER BY ...) AS rownum ... WHERE rownum <= N (a Top-N), or sort the sink's table",
+    "limit": "an unbounded stream has no end to count to; keep the best rows per key with a Top-N "
+             "(ROW_NUMBER() ... <= N)",
+    "distinct": "SELECT DISTINCT is not supported yet; GROUP BY the columns",
+    "qualify": "QUALIFY is not supported; filter the row number in an outer query (WHERE rownum <= N)",
+    "with": "WITH is not supported yet; declare CREATE VIEW name AS SELECT ... before the query",
+}
 
 
 class Planner(JoinPlanning):
@@ -63,7 +73,8 @@ class Planner(JoinPlanning):
                 raise SqlError(f"SQL: view {table!r} reads itself", construct=table)
             return self.planned[table]
         if table not in self.schemas:
-            raise SchemaError(f"SQL: unknown table {table!r} in {node.sql()!r}; sources are {sorted(self.schemas)} "
+            raise SchemaError(f"SQL: unknown table {table!r} in {node.sql()!r}; sources are {sorted(self.schemas)}"
+                              f"{did_you_mean(table, [*self.schemas, *self.views])} "
                               "(pass it in sources=)")
         schema = self.schemas[table]
         if table not in self.added:
@@ -110,9 +121,9 @@ class Planner(JoinPlanning):
         """The operators of ``query``; the stream of its rows."""
         if not isinstance(query, exp.Select):
             raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
-        for unsupported in ("order", "limit", "distinct", "qualify", "with"):
-            if query.args.get(unsupported):
-                raise SqlError(f"SQL: {unsupported.upper()} is not supported yet", construct=unsupported.upper())
+        for clause, why in _NOT_STREAMING.items():
+            if query.args.get(clause):
+                raise SqlError(f"SQL: {clause.upper()}: {why}", construct=clause.upper())
         if query.args.get("joins"):
             return self._join(query)
         ranked = self._ranked(query)
@@ -126,6 +137,11 @@ class Planner(JoinPlanning):
             for term in terms:
                 if term not in semis:
                     stream = self._filter(stream, term, "WHERE")
+            if semis:  # the joins carry only the columns the query names (a string column must not pass two)
+                named = {c.name for c in query.find_all(exp.Column)} | {stream.event_time}
+                columns = [n for n in stream.schema.names if n in named]
+                if len(columns) < len(stream.schema.names):
+                    stream = self._add(stream, Project(columns), "columns")
             for term in semis:
                 stream = self._semi(stream, query, *subquery_test(term))
         group = query.args.get("group")
@@ -287,7 +303,8 @@ class Planner(JoinPlanning):
         kept = self._add(stream, Filter(_predicate(name)), where.lower())
         return self._add(kept, Project([n for n in kept.schema.names if n != name]), "drop")
 
-    def _project(self, query: exp.Select, stream: Stream) -> Stream:
+    def _project(self, query: exp.Select, stream: Stream, rename=None) -> Stream:
+        """The select list: columns renamed, expressions computed (``rename`` maps a join's qualified columns)."""
         out: dict[str, str] = {}
         for j, item in enumerate(query.expressions):
             node = item.this if isinstance(item, exp.Alias) else item
@@ -295,9 +312,12 @@ class Planner(JoinPlanning):
                 out.update({n: n for n in stream.schema.names})
                 continue
             name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
+            if rename is not None:
+                node = rename(node)
             if isinstance(node, exp.Column):
                 if stream.schema.get_field_index(node.name) < 0:
-                    raise SchemaError(f"SQL SELECT: unknown column {node.name!r}; the input has {stream.schema.names}")
+                    raise SchemaError(f"SQL SELECT: unknown column {node.name!r}; the input has {stream.schema.names}"
+                                      f"{did_you_mean(node.name, stream.schema.names)}")
                 out[name] = node.name
                 continue
             temp = f"_sql_c{j}"
@@ -320,7 +340,8 @@ class Planner(JoinPlanning):
         keys = [k for k in keys if k not in _WINDOW_COLUMNS]
         for k in keys:
             if stream.schema.get_field_index(k) < 0:
-                raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}")
+                raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}"
+                                  f"{did_you_mean(k, stream.schema.names)}")
         aggs: dict[str, object] = {}
         names: dict[str, str] = {}  # the SQL text of an aggregate -> its output column
         having = query.args.get("having")
@@ -380,7 +401,8 @@ class Planner(JoinPlanning):
             stream = self._computed(stream, arg, name, "aggregate argument")
             arg = exp.column(name)
         if stream.schema.get_field_index(arg.name) < 0:
-            raise SchemaError(f"SQL {agg.sql()}: unknown column {arg.name!r}; the input has {stream.schema.names}")
+            raise SchemaError(f"SQL {agg.sql()}: unknown column {arg.name!r}; the input has {stream.schema.names}"
+                              f"{did_you_mean(arg.name, stream.schema.names)}")
         if distinct:
             if not isinstance(agg, exp.Count):
                 raise SqlError(f"SQL: {agg.sql()}: DISTINCT is supported in COUNT only", construct="DISTINCT")
@@ -401,7 +423,7 @@ def _predicate(column: str):
     src = f"def sql_keep({column}):\n    return {column}\n"
     from ._expr import _define
 
-    return _define(src, "sql_keep", {})
+    return _define(src, "sql_keep", {}, kernel=True)
 
 
 def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import pyarrow as pa
 from sqlglot import exp
 
-__all__ = ["Stream", "conjuncts"]
+__all__ = ["Stream", "conjuncts", "did_you_mean"]
 
 
 @dataclass
@@ -28,3 +29,11 @@ def conjuncts(node):
     if isinstance(node, exp.And):
         return [*conjuncts(node.this), *conjuncts(node.expression)]
     return [node]
+
+
+def did_you_mean(name: str, options) -> str:
+    """`` — did you mean 'x'?`` for the closest of ``options`` to a mistyped ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    if not close:
+        close = [o for o in options if o.lower() == name.lower()]
+    return f" — did you mean {close[0]!r}?" if close else ""

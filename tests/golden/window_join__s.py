@@ -14,7 +14,7 @@ from laminar_jit.kernels.slots import due_slots
 from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
-from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, expire_buckets, order_partners, reserve_pairs, row_alloc
+from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, row_alloc
 from laminar_jit.kernels.hashtable import _home
 from laminar_jit.kernels.hashtable import _take_slot
 from laminar_jit.kernels.hashtable import ht_insert_at
@@ -291,6 +291,9 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     pl_2, pr_2, np_2 = expire_buckets(W_2, 1, st2_params[0], st2_params[1], st2_params[5] != 0, 0, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 2, st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
     pl_2, pr_2, np_2 = expire_buckets(W_2, 1, st2_params[0], st2_params[1], st2_params[6] != 0, 1, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 7, st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
+    emin = emitted_min(pl_2, np_2, st2_l_ts)
+    if emin < w:
+        w = emin
     if active and w > wm[2]:
         wm[2] = w
     idle[2] = not active
