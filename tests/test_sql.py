@@ -346,3 +346,17 @@ def test_nexmark_queries_written_in_sql_give_the_rows_of_the_hand_built_ones(nam
         got, want = lj.apply_changelog(got), lj.apply_changelog(want)
     assert got.column_names == want.column_names
     assert_rows(got.cast(want.schema), want)
+
+
+def test_user_aggregates_are_called_by_name():
+    table = bids(3_000, seed=91)
+    rms = lj.UserAggregate("rms", state={"ss": np.float64, "n": np.int64},
+                           update=lambda st, x: (st[0] + x * x, st[1] + 1),
+                           merge=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+                           finalize=lambda st: np.sqrt(st[0] / st[1]))
+    query = ("SELECT window_start, auction, rms(price) AS r, rms(price * 2) / 2 AS r2, COUNT(*) AS n FROM "
+             "TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND)) GROUP BY window_start, window_end, auction")
+    got = run_sql(query, table, seed=92, udfs={"rms": rms})
+    want = duck("SELECT ts // 2000 * 2000 AS window_start, auction, sqrt(avg(price * price)) AS r, "
+                "sqrt(avg(price * price)) AS r2, count(*) AS n FROM bids GROUP BY 1, 2", table)
+    assert_rows(got, want.cast(got.schema))

@@ -46,7 +46,8 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         Table name -> ``pyarrow.Schema`` or a source (anything with ``.schema``).
     udfs : dict, optional
         Function name -> kernel (a Numba-compilable scalar function), callable
-        by name in expressions.
+        by name in expressions, or -> :class:`~laminar_jit.UserAggregate`,
+        callable by name as an aggregate (``rms(price)``).
 
     Returns
     -------

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from .._jit import plain_njit
+from ..ops.aggregates import UserAggregate
 from ..ops.kernel import Kernel
 from ..errors import SchemaError, SqlError
 from ._stream import did_you_mean
@@ -173,6 +174,8 @@ def _define(src: str, name: str, env: dict, kernel: bool = False):
         module = types.ModuleType(module_name)
         module.__dict__.update({"np": np, "pa": pa, "pc": pc, "_as_time": _as_time, "_plus_ms": _plus_ms})
         for udf_name, fn in env.items():
+            if isinstance(fn, UserAggregate):  # (called as an aggregate, never inside a kernel)
+                continue
             module.__dict__[udf_name] = fn if hasattr(fn, "py_func") else plain_njit(fn)
         exec(compile(src, f"<sql {module_name}>", "exec"), module.__dict__)
         module.__dict__["_lj_kernel"] = Kernel(module.__dict__[name])

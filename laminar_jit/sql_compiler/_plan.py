@@ -145,7 +145,7 @@ class Planner(JoinPlanning):
             for term in semis:
                 stream = self._semi(stream, query, *subquery_test(term))
         group = query.args.get("group")
-        aggregates = [a for item in query.expressions for a in item.find_all(exp.AggFunc)]
+        aggregates = [a for item in query.expressions for a in self._aggregates(item)]
         if group is not None or aggregates or window is not None:
             if window is not None and group is None:
                 raise SqlError("SQL: a window table function needs GROUP BY window_start, window_end[, keys]",
@@ -346,7 +346,7 @@ class Planner(JoinPlanning):
         names: dict[str, str] = {}  # the SQL text of an aggregate -> its output column
         having = query.args.get("having")
         for item in [*query.expressions, *([having.this] if having is not None else [])]:
-            for agg in item.find_all(exp.AggFunc):
+            for agg in self._aggregates(item):
                 text = agg.sql()
                 if text in names:
                     continue
@@ -379,7 +379,7 @@ class Planner(JoinPlanning):
                     raise SqlError(f"SQL SELECT {node.name}: a column that is neither grouped nor aggregated",
                                    construct=node.name)
                 out[name] = node.name
-            elif isinstance(node, exp.AggFunc):
+            elif node.sql() in names:  # an aggregate, built in or the user's
                 out[name] = names[node.sql()]
             else:  # an expression over keys and aggregates: a kernel on the aggregate's rows
                 temp = f"_sql_c{j}"
@@ -389,7 +389,23 @@ class Planner(JoinPlanning):
             out["op"] = "op"
         return self._add(stream, Project(out), "select")
 
+    def _aggregates(self, node: exp.Expression) -> list[exp.Expression]:
+        """The aggregate calls in ``node``: built-in ones, and user aggregates called by their ``udfs`` name."""
+        users = {name.lower() for name, fn in self.udfs.items() if isinstance(fn, A.UserAggregate)}
+        return [n for n in node.walk() if isinstance(n, exp.AggFunc)
+                or (isinstance(n, exp.Anonymous) and n.name.lower() in users)]
+
     def _agg(self, agg: exp.AggFunc, stream: Stream, updating: bool):
+        if isinstance(agg, exp.Anonymous):  # a user aggregate: lj.UserAggregate called with one column
+            fn = next(f for name, f in self.udfs.items() if name.lower() == agg.name.lower())
+            if len(agg.expressions) != 1:
+                raise SqlError(f"SQL: {agg.sql()}: a user aggregate takes one argument", construct=agg.name)
+            arg = agg.expressions[0]
+            if not isinstance(arg, exp.Column):
+                name = f"_sql_arg{self.serial}"
+                stream = self._computed(stream, arg, name, "aggregate argument")
+                arg = exp.column(name)
+            return stream, fn(arg.name)
         distinct = isinstance(agg.this, exp.Distinct)
         arg = agg.this.expressions[0] if distinct else agg.this
         if isinstance(agg, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
@@ -427,8 +443,8 @@ def _predicate(column: str):
 
 
 def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
-    """``node`` with each aggregate replaced by the column that holds it."""
-    for agg in list(node.find_all(exp.AggFunc)):
+    """``node`` with each aggregate (a call whose SQL text ``names`` holds) replaced by the column that holds it."""
+    for agg in [n for n in node.walk() if isinstance(n, (exp.AggFunc, exp.Anonymous)) and n.sql() in names]:
         if agg is node:
             return exp.column(names[agg.sql()])
         agg.replace(exp.column(names[agg.sql()]))
