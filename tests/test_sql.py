@@ -360,3 +360,18 @@ def test_user_aggregates_are_called_by_name():
     want = duck("SELECT ts // 2000 * 2000 AS window_start, auction, sqrt(avg(price * price)) AS r, "
                 "sqrt(avg(price * price)) AS r2, count(*) AS n FROM bids GROUP BY 1, 2", table)
     assert_rows(got, want.cast(got.schema))
+
+
+def test_regexp_extract_and_split_index_follow_flink():
+    rng = np.random.default_rng(95)
+    n = 500
+    urls = [f"https://www.nexmark.com/{a}/{b}/item.htm?query=1" + (f"&channel_id={c}" if c % 3 else "")
+            for a, b, c in zip(rng.integers(0, 50, n), rng.integers(0, 9, n), rng.integers(0, 1000, n))]
+    table = pa.table({"ts": np.arange(n, dtype=np.int64), "url": pa.array(urls).dictionary_encode()})
+    query = ("SELECT ts, REGEXP_EXTRACT(url, '(&|^|\\?)channel_id=([^&]*)', 2) AS channel_id, "
+             "SPLIT_INDEX(url, '/', 3) AS dir1, SPLIT_INDEX(url, '/', 9) AS none FROM bids")
+    got = run_sql(query, table, seed=96).sort_by("ts")
+    assert got.column("channel_id").to_pylist() == [
+        (m.group(2) if (m := re.search(r"(&|^|\?)channel_id=([^&]*)", u)) else None) for u in urls]
+    assert got.column("dir1").to_pylist() == [u.split("/")[3] for u in urls]
+    assert got.column("none").null_count == n

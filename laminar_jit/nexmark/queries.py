@@ -24,6 +24,7 @@ from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
 from ..ops.aggregates import count
 from ..ops.dedup import Dedup
+from ..ops.arrow_functions import split_index
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import ProcessingTime
@@ -211,30 +212,11 @@ def _channel_id_of(channel, url):
     return pc.if_else(hot, fixed, found), pc.or_kleene(pc.is_valid(found), hot)
 
 
-def _split_index(strings, sep: str, indices):
-    """Flink's ``SPLIT_INDEX(s, sep, i)`` for each ``i`` of ``indices``: the ``i``-th (0-based) piece, null past
-    the last (one split for all)."""
-    parts = pc.split_pattern(strings, sep)
-    n = len(parts)
-    lengths = pc.fill_null(pc.list_value_length(parts), 0).to_numpy()
-    starts = parts.offsets.to_numpy()[:-1]
-    flat = pc.list_flatten(parts)
-    out = []
-    for index in indices:
-        has = lengths > index
-        if not has.any():
-            out.append(pa.nulls(n, pa.string()))
-            continue
-        picked = flat.take(pa.array(np.where(has, starts + index, 0), pa.int64()))
-        out.append(pc.if_else(pa.array(has), picked, pa.nulls(n, pa.string())))
-    return out
-
-
 def _url_dirs(url):
     """q22's three ``SPLIT_INDEX`` columns, worked out per distinct url when ``url`` is a dictionary."""
     if pa.types.is_dictionary(url.type):
-        return tuple(pa.DictionaryArray.from_arrays(url.indices, d) for d in _split_index(url.dictionary, "/", (3, 4, 5)))
-    return tuple(d.dictionary_encode() for d in _split_index(url.cast(pa.string()), "/", (3, 4, 5)))
+        return tuple(pa.DictionaryArray.from_arrays(url.indices, d) for d in split_index(url.dictionary, "/", (3, 4, 5)))
+    return tuple(d.dictionary_encode() for d in split_index(url.cast(pa.string()), "/", (3, 4, 5)))
 
 
 def q21(max_delay: int = 100) -> StreamingDag:
