@@ -78,14 +78,14 @@ def _events(n: int, chunk: int) -> lj.nexmark.NexmarkEvents:
 
 
 def feed(dag: lj.StreamingDag, chunks):
-    """``chunks`` through a fresh executor, stream by stream as ``lj.nexmark.run`` does; returns sink ``out``."""
+    """``chunks`` through a fresh executor, stream by stream as ``lj.nexmark.run`` does; returns its (first) sink."""
     streams = lj.nexmark.streams_of(dag)
     ex = lj.DagExecutor(dag)
     for chunk in chunks:
         for s in streams:
             ex.process_batch(s, chunk[s])
     ex.finish()
-    return ex.take_sink_outputs("out")
+    return ex.take_sink_outputs(dag.sinks[0])
 
 
 def _prepared(query: str):

@@ -29,19 +29,24 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
 
         * ``CREATE TABLE t (..., WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)``
           declares the event time of source ``t`` (its columns come from
-          ``sources``);
+          ``sources``); a ``CREATE TABLE`` of a sink, ``WITH (...)`` connector
+          options included, is read and ignored (the sink's columns are the
+          query's);
+        * ``CREATE FUNCTION f AS '...'`` names a kernel passed in ``udfs``;
         * ``CREATE VIEW v AS SELECT ...`` names a query that later ones read
           like a table (planned once, shared);
         * ``SELECT ...`` writes its rows to sink ``"out"``; ``INSERT INTO s
           SELECT ...`` to sink ``s`` (several make one DAG with several sinks).
 
-        A ``SELECT`` reads one table, or one window table function over it —
-        ``TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))`` or
-        ``HOP(TABLE t, DESCRIPTOR(ts), slide, size)`` — with ``WHERE``,
-        computed columns, ``GROUP BY window_start, window_end[, keys]`` (a
-        window aggregate) or ``GROUP BY keys`` (an updating result, with
-        ``op``), ``HAVING``, and ``COUNT``, ``COUNT(DISTINCT)``, ``SUM``,
-        ``AVG``, ``MIN``, ``MAX``.
+        A ``SELECT`` reads a table, a view, a subquery, one window table
+        function over a table — ``TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
+        INTERVAL '10' SECOND))``, ``HOP(TABLE t, DESCRIPTOR(ts), slide,
+        size)``, ``SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), gap)`` — or
+        a join of two of these, with ``WHERE``, computed columns, ``GROUP BY
+        window_start, window_end[, keys]`` (a window aggregate), Flink's
+        ``GROUP BY k, TUMBLE(ts, size)`` or ``GROUP BY keys`` (an updating
+        result, with ``op``), ``HAVING``, and ``COUNT``, ``COUNT(DISTINCT)``,
+        ``SUM``, ``AVG``, ``MIN``, ``MAX`` (each with ``FILTER (WHERE ...)``).
     sources : dict
         Table name -> ``pyarrow.Schema`` or a source (anything with ``.schema``).
     udfs : dict, optional
@@ -81,7 +86,13 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
             target = statement.this
             planner.view(target.this.name if isinstance(target, exp.Schema) else target.name, statement.expression)
             continue
-        if isinstance(statement, exp.Create):
+        if isinstance(statement, exp.Create) and statement.kind == "FUNCTION":
+            name = statement.this.name  # Flink's CREATE FUNCTION f AS 'class': the kernel comes from udfs=
+            if name not in planner.udfs:
+                raise SqlError(f"SQL: CREATE FUNCTION {name}: pass its kernel as lj.sql(..., udfs={{{name!r}: "
+                               "kernel}) (a class name cannot be loaded)", construct=f"CREATE FUNCTION {name}")
+            continue
+        if isinstance(statement, exp.Create):  # a source's event time, or a sink's columns (connector options ignored)
             if statement.kind != "TABLE":
                 raise SqlError(f"SQL: CREATE {statement.kind} is not supported yet", construct=f"CREATE {statement.kind}")
             continue

@@ -88,6 +88,12 @@ def _as_time(a):
     return a if pa.types.is_timestamp(a.type) else pc.cast(a, pa.timestamp("ms"))
 
 
+def _case_when(conditions, *values):
+    """``pc.case_when`` with SQL's typing: a ``NULL`` branch (``ELSE NULL``, no ``ELSE``) takes the others' type."""
+    typed = next((v.type for v in values if not pa.types.is_null(v.type)), pa.null())
+    return pc.case_when(conditions, *(v.cast(typed) if pa.types.is_null(v.type) else v for v in values))
+
+
 def _plus_ms(a, ms: int):
     """A time (integer milliseconds or timestamp) plus ``ms`` milliseconds."""
     return pc.add(a, pa.scalar(ms, pa.duration("ms")) if pa.types.is_timestamp(a.type) else pa.scalar(ms))
@@ -174,6 +180,7 @@ def _define(src: str, name: str, env: dict, kernel: bool = False):
     if module is None:
         module = types.ModuleType(module_name)
         module.__dict__.update({"np": np, "pa": pa, "pc": pc, "_as_time": _as_time, "_plus_ms": _plus_ms,
+                                "_case_when": _case_when,
                                 "regexp_extract": regexp_extract, "split_index": split_index})
         for udf_name, fn in env.items():
             if isinstance(fn, UserAggregate):  # (called as an aggregate, never inside a kernel)
@@ -331,7 +338,7 @@ class _Arrow:
             values.append(t(default) if default is not None else "pa.scalar(None)")
             names = [f"c{j}" for j in range(len(conds))]
             struct = f"pc.make_struct({', '.join(f'pc.fill_null({c}, False)' for c in conds)}, field_names={names!r})"
-            return f"pc.case_when({struct}, {', '.join(values)})"
+            return f"_case_when({struct}, {', '.join(values)})"
         if isinstance(n, exp.Cast):
             to = n.to.this.name if hasattr(n.to.this, "name") else str(n.to.this)
             if to in _ARROW_TYPES:

@@ -23,65 +23,91 @@ class JoinPlanning:
     """The join planning of :class:`~laminar_jit.sql_compiler._plan.Planner` (a mixin: it uses the planner's
     sources, filters, projections and node names)."""
 
-    def _join(self, query: exp.Select) -> Stream:
-        """``FROM a JOIN b ON a.k = b.k [AND b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..]``: an interval
-        join, or without the time condition a regular join (every pair, whenever its second row arrives). Each
-        side carries only the columns the query reads; ``WHERE`` conjuncts on one side filter it first."""
+    def _join(self, query: exp.Select) -> tuple[Stream, exp.Select]:
+        """``FROM a JOIN b ON a.k = b.k [AND <time conditions>]`` (or ``FROM a, b WHERE ...``): the joined
+        stream, and ``query`` rewritten over the join's columns (its FROM, JOIN and WHERE done) for the
+        planner to group, aggregate or project.
+
+        Sides are tables, views or subqueries. Conditions comparing the two sides' event times (``b.ts BETWEEN
+        a.ts - INTERVAL .. AND a.ts + INTERVAL ..``, ``>=``, ``<``, ``=``, also through a window's
+        ``window_end``) bound an interval join; without one every pair matches (a regular join). ``WHERE``
+        conjuncts of one side filter it first; others filter the joined rows. Each side carries only the
+        columns the query reads."""
         joins = query.args["joins"]
-        if len(joins) != 1 or query.args.get("group") or any(query.find_all(exp.AggFunc)):
-            raise SqlError("SQL: one JOIN of two tables, without GROUP BY, is supported so far", construct="JOIN")
+        if len(joins) != 1:
+            raise SqlError("SQL: a JOIN of two tables is supported so far (join a view of the first join to a "
+                           "third table)", construct="JOIN")
         join = joins[0]
         how = {"": "inner", "LEFT": "left", "RIGHT": "right", "FULL": "full"}.get((join.side or "").upper())
-        if how is None or (join.kind or "").upper() not in ("", "INNER", "OUTER") or join.args.get("using") \
-                or join.args.get("on") is None:
-            raise SqlError(f"SQL: {join.sql()[:60]}: an [INNER | LEFT | RIGHT | FULL] JOIN ... ON is supported",
-                           construct="JOIN")
+        asof = (join.args.get("method") or "").upper() == "ASOF"
+        comma = join.args.get("on") is None and not join.args.get("using") and how == "inner" and not asof \
+            and (join.kind or "").upper() in ("", "CROSS")
+        if how is None or (join.kind or "").upper() not in ("", "INNER", "OUTER", "CROSS") or join.args.get("using") \
+                or (join.args.get("on") is None and not comma):
+            raise SqlError(f"SQL: {join.sql()[:60]}: an [INNER | LEFT | RIGHT | FULL] JOIN ... ON (or FROM a, b "
+                           "WHERE ...) is supported", construct="JOIN")
         source = query.args.get("from_") or query.args.get("from")
         sides = [source.this, join.this]
         aliases = [t.alias_or_name for t in sides]
         windows = [self._windowed_side(t) for t in sides]  # (SELECT * FROM TABLE(TUMBLE(...))) L: a window join
-        tables = [w[0] if w is not None else t for t, w in zip(sides, windows)]
-        if not all(isinstance(t, exp.Table) and isinstance(t.this, exp.Identifier) for t in tables):
-            raise SqlError("SQL: a JOIN of two tables, or of two tumbling windows (SELECT * FROM TABLE(TUMBLE(...))), "
-                           "is supported so far", construct="JOIN")
         windowed = windows[0] is not None and windows[1] is not None
         if (windows[0] is None) != (windows[1] is None) or (windowed and windows[0][1] != windows[1][1]):
             raise SqlError("SQL: a window join joins two TUMBLE windows of one size", construct="JOIN")
         if aliases[0] == aliases[1]:
             raise SqlError(f"SQL: give the two sides of the join different names (FROM {aliases[0]} AS a JOIN "
                            f"{aliases[1]} AS b)", construct="JOIN")
-        schemas, wms = [], []
-        for t in tables:
-            if t.name in self.views:  # a view: its planned rows, their event time
-                schema, event_time = self._source(t.name, t).schema, self._source(t.name, t).event_time
-            elif t.name in self.schemas:
-                schema, event_time = self.schemas[t.name], (self.watermarks.get(t.name) or (None,))[0]
+        bases, schemas = [], []
+        for t, w in zip(sides, windows):
+            table = w[0] if w is not None else t
+            if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
+                stream = self._source(table.name, table)  # a source, or a view's planned rows
+            elif isinstance(table, exp.Subquery):
+                stream = self.plan(table.this, keep_time=True)
             else:
-                raise SchemaError(f"SQL: unknown table {t.name!r}; sources are {sorted(self.schemas)}"
-                                  f"{did_you_mean(t.name, [*self.schemas, *self.views])}")
+                raise SqlError(f"SQL: JOIN {table.sql()[:60]}: a side is a table, a view or (SELECT ...)",
+                               construct="JOIN")
+            schema = stream.schema
             if windowed:  # the window's bounds, as the window join appends them
-                ts_type = schema.field(event_time).type if event_time in schema.names else pa.int64()
+                ts_type = schema.field(stream.event_time).type if stream.event_time else pa.int64()
                 for bound in _WINDOW_BOUNDS:
                     schema = schema.append(pa.field(bound, ts_type))
+            bases.append(stream)
             schemas.append(schema)
-            wms.append((event_time, 0) if event_time is not None else None)
         side_of = _Sides(aliases, schemas)
-        asof = (join.args.get("method") or "").upper() == "ASOF"
+        for j, stream in enumerate(bases):
+            if stream.event_time is None:
+                raise SqlError(f"SQL: a joined table needs an event time, and {aliases[j]} has none: CREATE TABLE "
+                               "t (..., WATERMARK FOR ts AS ts - INTERVAL '5' SECOND), and keep ts in a subquery",
+                               construct="JOIN")
         version = join.this.args.get("version")
-        keys, bounds, direction = [], None, None
-        for c in conjuncts(join.args["on"]):
+        where = query.args.get("where")
+        on_terms = _split_between(conjuncts(join.args["on"])) if join.args.get("on") is not None else []
+        where_terms = _split_between(conjuncts(where.this)) if where is not None else []
+        keys, direction, time_pairs = [], None, []
+        bounds = _Bounds()
+        pushed, after = [[], []], []
+        for c, in_on in [*((c, True) for c in on_terms), *((c, False) for c in where_terms)]:
+            if not in_on and how != "inner":  # WHERE of an outer join: on the joined rows
+                after.append(c)
+                continue
             pair = side_of.key_pair(c)
-            if pair is not None:
+            if pair is not None and not (windowed and pair[0] in _WINDOW_BOUNDS) \
+                    and bases[0].time_offset(pair[0]) is not None and bases[1].time_offset(pair[1]) is not None:
+                bounds.add(side_of, bases, exp.EQ(this=c.this, expression=c.expression))
+                time_pairs.append(pair)
+            elif pair is not None:
                 keys.append(pair)
-            elif isinstance(c, exp.Between) and not asof and version is None:
-                if bounds is not None:
-                    raise SqlError("SQL: one time condition per join", construct=c.sql())
-                bounds = side_of.time_bounds(c, wms)
-            elif asof and isinstance(c, (exp.GTE, exp.LTE, exp.GT, exp.LT)) and direction is None:
-                direction = side_of.asof_direction(c, wms)
+            elif asof and isinstance(c, (exp.GTE, exp.LTE, exp.GT, exp.LT)) and direction is None and in_on:
+                direction = side_of.asof_direction(c, [(b.event_time, 0) for b in bases])
+            elif not asof and version is None and not windowed and bounds.add(side_of, bases, c):
+                pass
+            elif len({side_of.resolve(col)[0] for col in c.find_all(exp.Column)}) == 1 and how == "inner":
+                pushed[side_of.resolve(next(c.find_all(exp.Column)))[0]].append(c)
+            elif how == "inner":
+                after.append(c)
             else:
-                raise SqlError(f"SQL: JOIN ... ON {c.sql()}: equality of keys and one time condition ('b.ts BETWEEN "
-                               "a.ts - INTERVAL ... AND a.ts + INTERVAL ...'; ASOF: 'a.ts >= b.ts') are supported",
+                raise SqlError(f"SQL: JOIN ... ON {c.sql()}: an outer join matches on equal keys and time bounds "
+                               "('b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...'; ASOF: 'a.ts >= b.ts')",
                                construct=c.sql())
         if windowed:
             if sorted(k for k in keys if k[0] in _WINDOW_BOUNDS) != [(b, b) for b in sorted(_WINDOW_BOUNDS)]:
@@ -90,6 +116,8 @@ class JoinPlanning:
             if how != "inner":
                 raise SqlError("SQL: window joins are INNER so far", construct="JOIN")
             keys = [k for k in keys if k[0] not in _WINDOW_BOUNDS]
+        if not keys:  # equal times only (two windows' rows by window): the times are the key too
+            keys = [pair for pair in time_pairs]
         if not keys:
             raise SqlError("SQL: a join needs equal key columns (ON a.k = b.k [AND ...])", construct="ON")
         left_key = [k[0] for k in keys] if len(keys) > 1 else keys[0][0]
@@ -100,34 +128,29 @@ class JoinPlanning:
             raise SqlError("SQL: ASOF and temporal joins are INNER or LEFT", construct="JOIN")
         if version is not None:
             at = version.expression
-            if not (isinstance(at, exp.Column) and side_of.resolve(at) == (0, (wms[0] or ("",))[0])):
+            if not (isinstance(at, exp.Column) and side_of.resolve(at) == (0, bases[0].event_time)):
                 raise SqlError(f"SQL: FOR SYSTEM_TIME AS OF {at.sql()}: use the left table's event time",
                                construct="FOR SYSTEM_TIME AS OF")
-        # columns each side must carry: what the query reads, and its event time
+        # columns each side must carry: what the query reads (not inside a side's own subquery), its event time
         read = [set(), set()]
-        inside = {id(c) for side, w in zip(sides, windows) if w is not None for c in side.find_all(exp.Column)}
+        inside = {id(c) for side in sides if isinstance(side, exp.Subquery) for c in side.find_all(exp.Column)}
         for column in query.find_all(exp.Column):
-            if id(column) in inside:  # (a window subquery's own columns)
+            if id(column) in inside or isinstance(column.this, exp.Star):
                 continue
             side, name = side_of.resolve(column)
             read[side].add(name)
+        stars = [side_of.star(column) for column in query.find_all(exp.Column)
+                 if id(column) not in inside and isinstance(column.this, exp.Star)]
+        for side in stars:  # A.*: every column of A
+            read[side] |= set(schemas[side].names)
         streams = []
-        where = query.args.get("where")
-        pushed, after = [[], []], []
-        for c in conjuncts(where.this) if where is not None else []:
-            sides = {side_of.resolve(col)[0] for col in c.find_all(exp.Column)}
-            (pushed[sides.pop()] if len(sides) == 1 and how == "inner" else after).append(c)
-        for j, t in enumerate(tables):
-            wm = wms[j]
-            if wm is None:
-                raise SqlError(f"SQL: a joined table needs an event time: CREATE TABLE {t.name} (..., WATERMARK FOR "
-                               "ts AS ts - INTERVAL '5' SECOND)", construct="JOIN")
-            stream = self._source(t.name, t)
+        for j, stream in enumerate(bases):
             if windowed and windows[j][2] is not None:  # the window subquery's own WHERE
                 stream = self._filter(stream, windows[j][2], "WHERE")
             for c in pushed[j]:
                 stream = self._filter(stream, _unqualified(c.copy()), "WHERE")
-            columns = [n for n in stream.schema.names if (n in read[j] and n not in _WINDOW_BOUNDS) or n == wm[0]]
+            columns = [n for n in stream.schema.names
+                       if (n in read[j] and n not in _WINDOW_BOUNDS) or n == stream.event_time]
             streams.append(self._add(stream, Project(columns), "side"))
         name = self._name("join")
         same_names = all(a == b for a, b in keys)
@@ -140,19 +163,46 @@ class JoinPlanning:
                 raise SqlError("SQL: a forward ASOF JOIN matches keys of one name on both sides", construct="ASOF")
             op = AsofJoin(left_key, direction=direction, how=how)
         else:
-            lower, upper = bounds if bounds is not None else (-_FOREVER_MS, _FOREVER_MS)
-            op = IntervalJoin(left_key, right_key, lower=lower, upper=upper, how=how)
+            lateness = max(streams[0].lateness("a join"), streams[1].lateness("a join"))
+            op = IntervalJoin(left_key, right_key, lower=bounds.lower, upper=bounds.upper, how=how,
+                              allowed_lateness=lateness)
         self.builder.operator(name, op)
         self.builder.connect(streams[0].node, name, port="left").connect(streams[1].node, name, port="right")
         bound = op.bind(name, {"left": streams[0].schema, "right": streams[1].schema},
                         {"left": streams[0].event_time, "right": streams[1].event_time})
-        stream = Stream(name, bound.output_schema, False, streams[0].event_time)
+        delay = None  # a pair leaves when its later row comes: at most `upper` after the left row, plus its delay
+        if isinstance(op, IntervalJoin) and bounds.upper < _FOREVER_MS and None not in (streams[0].delay,
+                                                                                         streams[1].delay):
+            delay = max(streams[0].delay, max(bounds.upper, 0) + streams[1].delay) + op_lateness(op)
+        elif not isinstance(op, IntervalJoin):
+            delay = streams[0].delay
+        stream = Stream(name, bound.output_schema, False, streams[0].event_time,
+                        times={c: o for c, o in streams[0].times.items() if c in bound.output_schema.names},
+                        delay=delay)
         names = side_of.output_names(streams[0].schema, streams[1].schema, stream.schema)
         if windowed:  # both sides' window bounds are the window join's
             names.update({(side, b): b for side in (0, 1) for b in _WINDOW_BOUNDS})
         for c in after:
             stream = self._filter(stream, _renamed(c.copy(), side_of, names), "WHERE")
-        return self._project(query, stream, rename=lambda node: _renamed(node.copy(), side_of, names))
+        rest = query.copy()
+        for clause in ("joins", "where"):
+            rest.set(clause, None)
+        rest.set("from_" if "from_" in rest.args else "from", None)
+        expressions = []
+        for item in rest.expressions:  # A.*: A's columns under their names in the join's output
+            if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                side = side_of.star(item)
+                expressions += [exp.column(names[(side, n)]).as_(n) if names[(side, n)] != n else
+                                exp.column(n) for n in streams[side].schema.names if (side, n) in names]
+            elif isinstance(item, exp.Column):  # keeps its name (B.dateTime is dateTime, not dateTime_right)
+                expressions.append(item.as_(item.name))
+            else:
+                expressions.append(item)
+        rest.set("expressions", expressions)
+        for column in list(rest.find_all(exp.Column)):
+            if not isinstance(column.this, exp.Star):
+                column.replace(exp.column(names[side_of.resolve(column)]))
+        return stream, rest
 
     def _windowed_side(self, t) -> tuple | None:
         """``(table, size, where)`` of a join side written ``(SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
@@ -160,12 +210,14 @@ class JoinPlanning:
         inner = t.this if isinstance(t, exp.Subquery) else None
         if not isinstance(inner, exp.Select) or inner.args.get("joins") or inner.args.get("group"):
             return None
-        if len(inner.expressions) != 1 or not isinstance(inner.expressions[0], exp.Star):
-            raise SqlError("SQL: a window join side is (SELECT * FROM TABLE(TUMBLE(...)))", construct=t.sql()[:60])
         source = inner.args.get("from_") or inner.args.get("from")
         call = source.this.this if source is not None and isinstance(source.this, exp.Table) else None
         if isinstance(call, exp.Anonymous) and call.name.upper() == "TABLE" and len(call.expressions) == 1:
             call = call.expressions[0]
+        if not (isinstance(call, exp.Anonymous) and call.name.upper() in ("TUMBLE", "HOP", "CUMULATE")):
+            return None  # any other subquery: planned as a side of its own
+        if len(inner.expressions) != 1 or not isinstance(inner.expressions[0], exp.Star):
+            raise SqlError("SQL: a window join side is (SELECT * FROM TABLE(TUMBLE(...)))", construct=t.sql()[:60])
         if not (isinstance(call, exp.Anonymous) and call.name.upper() == "TUMBLE" and len(call.expressions) == 3
                 and isinstance(call.expressions[0], exp.Column)):
             raise SqlError("SQL: a window join side is (SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size)))",
@@ -261,6 +313,68 @@ def _renamed(node: exp.Expression, sides: "_Sides", names: dict) -> exp.Expressi
     return node
 
 
+def op_lateness(op) -> int:
+    """An interval join's allowed lateness in ms (0 when it allows none)."""
+    return int(op.allowed_lateness or 0)
+
+
+def _split_between(terms: list) -> list:
+    """``x BETWEEN lo AND hi`` as ``x >= lo`` and ``x <= hi`` (each may bound a join's time, or not)."""
+    out = []
+    for c in terms:
+        if isinstance(c, exp.Between) and isinstance(c.this, exp.Column):
+            out += [exp.GTE(this=c.this.copy(), expression=c.args["low"].copy()),
+                    exp.LTE(this=c.this.copy(), expression=c.args["high"].copy())]
+        else:
+            out.append(c)
+    return out
+
+
+def _time_term(node) -> tuple[exp.Column, int] | None:
+    """``(column, ms)`` of ``column [+|- INTERVAL ...]``; None for anything else."""
+    if isinstance(node, exp.Column):
+        return node, 0
+    if isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.this, exp.Column) \
+            and isinstance(node.expression, exp.Interval):
+        ms = interval_ms(node.expression)
+        return node.this, ms if isinstance(node, exp.Add) else -ms
+    return None
+
+
+_FLIPPED = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "=": "="}
+
+
+class _Bounds:
+    """The interval of ``right.ts - left.ts`` that a join's time conditions allow (every pair without one)."""
+
+    def __init__(self):
+        self.lower, self.upper = -_FOREVER_MS, _FOREVER_MS
+
+    def add(self, sides: "_Sides", streams: list[Stream], c) -> bool:
+        """Narrow the interval by ``c`` when it compares the two sides' times (``a.ts >= b.ts - INTERVAL ..``,
+        also through columns at a fixed offset from the event time, such as a window's end); else False."""
+        op = {exp.GTE: ">=", exp.GT: ">", exp.LTE: "<=", exp.LT: "<", exp.EQ: "="}.get(type(c))
+        a, b = _time_term(c.this), _time_term(c.expression)
+        if op is None or a is None or b is None:
+            return False
+        (sa, na), (sb, nb) = sides.resolve(a[0]), sides.resolve(b[0])
+        oa, ob = streams[sa].time_offset(na), streams[sb].time_offset(nb)
+        if sa == sb or oa is None or ob is None:
+            return False
+        # ts_a + oa + ca <op> ts_b + ob + cb, so ts_a - ts_b <op> v; right - left is that or its negation
+        v = ob + b[1] - oa - a[1]
+        if sa == 0:
+            op, v = _FLIPPED[op], -v
+        if op in (">=", ">", "="):
+            self.lower = max(self.lower, v + (op == ">"))
+        if op in ("<=", "<", "="):
+            self.upper = min(self.upper, v - (op == "<"))
+        if self.lower > self.upper:
+            raise SqlError(f"SQL: JOIN ... {c.sql()}: the time conditions leave no pair that can match",
+                           construct=c.sql())
+        return True
+
+
 class _Sides:
     """Which side of a join a column belongs to, and what it is called in the join's output."""
 
@@ -282,6 +396,12 @@ class _Sides:
             raise SchemaError(f"SQL: column {column.name!r} is " + ("in both tables: qualify it (a." + column.name +
                               ")" if found else f"in neither table ({self.aliases}){did_you_mean(column.name, names)}"))
         return found[0], column.name
+
+    def star(self, column: exp.Column) -> int:
+        """The side of ``a.*``."""
+        if column.table not in self.aliases:
+            raise SchemaError(f"SQL: {column.sql()}: no table {column.table!r} in the join ({self.aliases})")
+        return self.aliases.index(column.table)
 
     def key_pair(self, c) -> tuple[str, str] | None:
         """``(left key, right key)`` of an equality between a column of each side, else None."""

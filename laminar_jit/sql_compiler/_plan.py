@@ -65,7 +65,9 @@ class Planner(JoinPlanning):
 
     # -- sources ---------------------------------------------------------------------------------
     def _source(self, table: str, node: exp.Expression) -> Stream:
-        if table in self.views:  # planned once, its last operator read by every query that names it
+        if table in self.views and not (self.planned.get(table, 0) is None and table in self.schemas):
+            # planned once, its last operator read by every query that names it; a view named as a source
+            # reads that source (CREATE VIEW bid AS SELECT ..., date_time AS `dateTime` FROM bid)
             if table not in self.planned:
                 self.planned[table] = None  # (a view that reads itself)
                 self.planned[table] = self.plan(self.views[table])
@@ -102,9 +104,25 @@ class Planner(JoinPlanning):
         schema = op.bind(name, stream.schema, stream.event_time).output_schema
         event_time = "window_start" if isinstance(op, (TumblingWindow, SlidingWindow, SessionWindow)) \
             else stream.event_time
-        return Stream(name, schema, stream.at_source if at_source is None else at_source,
-                       event_time if event_time in schema.names else None,
-                       stream.changelog or bool(getattr(op, "emits_changelog", False)))
+        times, grain, delay = {}, None, stream.delay
+        if isinstance(op, SessionWindow):
+            delay = None
+        elif isinstance(op, (TumblingWindow, SlidingWindow)):  # results leave size + lateness after their start
+            delay = op.size + op.allowed_lateness if isinstance(op.size, int) else None
+        if isinstance(op, (TumblingWindow, SlidingWindow)) and isinstance(op.size, int):
+            times = {"window_end": op.size}  # window_end is window_start + size
+            times.update({k: o for k, o in stream.times.items() if k in op.keys})  # (keys at an offset too)
+            grain = op.size if isinstance(op, TumblingWindow) else op.slide
+        elif isinstance(op, (Filter, Map, ArrowMap)):
+            times, grain = {c: o for c, o in stream.times.items() if c in schema.names}, stream.grain
+        if isinstance(op, Project):  # the event time under its new name (a view's `dateTime` for `date_time`)
+            event_time = next((new for new, old in op.mapping if old == event_time), None)
+            times = {new: stream.times[old] for new, old in op.mapping if old in stream.times}
+            grain = stream.grain
+        event_time = event_time if event_time in schema.names else None
+        return Stream(name, schema, stream.at_source if at_source is None else at_source, event_time,
+                      stream.changelog or bool(getattr(op, "emits_changelog", False)),
+                      times if event_time is not None else {}, grain if event_time is not None else None, delay)
 
     # -- statements ------------------------------------------------------------------------------
     def select(self, query: exp.Select, sink: str) -> None:
@@ -112,24 +130,33 @@ class Planner(JoinPlanning):
         self.builder.sink_for(self.plan(query).node, sink)
 
     def view(self, name: str, query: exp.Expression) -> None:
-        """Remember ``CREATE VIEW name AS query``: planned where a query first reads it, shared by the others."""
-        if name in self.schemas or name in self.views:
-            raise SqlError(f"SQL: CREATE VIEW {name}: the name is taken by a table or view", construct=name)
+        """Remember ``CREATE VIEW name AS query``: planned where a query first reads it, shared by the others.
+
+        A view may take the name of a source: it then hides the source from the statements after it, and
+        reads the source itself (a view that renames a source's columns)."""
+        if name in self.views:
+            raise SqlError(f"SQL: CREATE VIEW {name}: the name is taken by another view", construct=name)
         self.views[name] = query
 
-    def plan(self, query: exp.Select) -> Stream:
-        """The operators of ``query``; the stream of its rows."""
+    def plan(self, query: exp.Select, keep_time: bool = False) -> Stream:
+        """The operators of ``query``; the stream of its rows.
+
+        With ``keep_time`` (a subquery in FROM or a join side), a select list that leaves out the event time
+        still carries it, as a column ``_sql_time`` the outer query does not see: the outer query's windows
+        and joins need it."""
         if not isinstance(query, exp.Select):
             raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
         for clause, why in _NOT_STREAMING.items():
             if query.args.get(clause):
                 raise SqlError(f"SQL: {clause.upper()}: {why}", construct=clause.upper())
+        window = None
         if query.args.get("joins"):
-            return self._join(query)
-        ranked = self._ranked(query)
-        if ranked is not None:
-            return ranked
-        stream, window = self._from(query)
+            stream, query = self._join(query)  # (its WHERE done)
+        else:
+            ranked = self._ranked(query)
+            if ranked is not None:
+                return ranked
+            stream, window = self._from(query)
         where = query.args.get("where")
         if where is not None:
             terms = conjuncts(where.this)
@@ -145,16 +172,19 @@ class Planner(JoinPlanning):
             for term in semis:
                 stream = self._semi(stream, query, *subquery_test(term))
         group = query.args.get("group")
+        if group is not None and window is None:
+            query, window = self._group_window(query, stream)
+            group = query.args.get("group")
         aggregates = [a for item in query.expressions for a in self._aggregates(item)]
         if group is not None or aggregates or window is not None:
             if window is not None and group is None:
                 raise SqlError("SQL: a window table function needs GROUP BY window_start, window_end[, keys]",
                                construct=window[0])
-            stream = self._aggregate(query, stream, window, group.expressions if group else [])
+            stream = self._aggregate(query, stream, window, group.expressions if group else [], keep_time)
         elif query.args.get("having") is not None:
             raise SqlError("SQL: HAVING needs GROUP BY or an aggregate", construct="HAVING")
         else:
-            stream = self._project(query, stream)
+            stream = self._project(query, stream, keep_time=keep_time)
         return stream
 
     def _from(self, query: exp.Select):
@@ -162,6 +192,8 @@ class Planner(JoinPlanning):
         if source is None:
             raise SqlError("SQL: SELECT without FROM is not supported", construct="SELECT")
         table = source.this
+        if isinstance(table, exp.Subquery):  # FROM (SELECT ...) [AS] q: planned as an unnamed view
+            return self.plan(table.this, keep_time=True), None
         if not isinstance(table, exp.Table):
             raise SqlError(f"SQL: FROM {table.sql()} is not supported yet (a table or a window table function)",
                            construct=table.sql())
@@ -173,6 +205,36 @@ class Planner(JoinPlanning):
         if isinstance(call, exp.Identifier):
             return self._source(call.name, table), None
         raise SqlError(f"SQL: FROM {table.sql()} is not supported yet", construct=table.sql())
+
+    def _group_window(self, query: exp.Select, stream: Stream):
+        """Flink's group window functions, ``GROUP BY k, TUMBLE(ts, size)`` (``HOP(ts, slide, size)``,
+        ``SESSION(ts, gap)``) with ``TUMBLE_START(...)`` / ``_END`` in the select list, rewritten as the window
+        table function's ``GROUP BY k, window_start, window_end``: ``(query, window)``; ``window`` is None
+        without one."""
+        calls = [g for g in query.args["group"].expressions if isinstance(g, exp.Anonymous)
+                 and g.name.upper() in ("TUMBLE", "HOP", SESSION_FUNCTION)]
+        if not calls:
+            return query, None
+        if len(calls) > 1:
+            raise SqlError("SQL: one group window function per GROUP BY", construct=calls[1].sql())
+        call = calls[0]
+        kind = "SESSION" if call.name.upper() == SESSION_FUNCTION else call.name.upper()
+        ts, *sizes = call.expressions
+        if len(sizes) != (2 if kind == "HOP" else 1) or not isinstance(ts, exp.Column) \
+                or ts.name != stream.event_time:
+            raise SqlError(f"SQL: GROUP BY {kind}(ts, {'slide, size' if kind == 'HOP' else 'size'}) over the "
+                           f"event time ({stream.event_time}), got {call.sql()}", construct=kind)
+        query = query.copy()
+        group = query.args["group"]
+        keys = [g for g in group.expressions if g.sql() != call.sql()]
+        group.set("expressions", [*keys, exp.column("window_start"), exp.column("window_end")])
+        prefix = "SESSION" if kind == "SESSION" else kind
+        for node in list(query.find_all(exp.Anonymous)):
+            name = node.name.upper()
+            if name in (f"{prefix}_START", f"{prefix}_END"):
+                node.replace(exp.column("window_start" if name.endswith("START") else "window_end"))
+        partition = [k.name for k in keys if isinstance(k, exp.Column)] if kind == "SESSION" else []
+        return query, (kind, [interval_ms(a) for a in sizes], partition)
 
     def _ranked(self, query: exp.Select) -> Stream | None:
         """Top-N and deduplication, Flink's pattern: ``SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY
@@ -222,6 +284,7 @@ class Planner(JoinPlanning):
                                "and ordered by one column", construct="ROW_NUMBER")
             rest = [k for k in keys if k not in ("window_start", "window_end")]
             op = TopN(n, by=by[0], key=(rest[0] if len(rest) == 1 else rest) or None, window=window[1][0],
+                      allowed_lateness=stream.lateness("a window Top-N"),
                       descending=descending[0], ties=ties)
         elif ties:
             raise SqlError("SQL: RANK() ranks rows of a window (over TUMBLE); over a table, Top-N ranks by "
@@ -303,15 +366,15 @@ class Planner(JoinPlanning):
         kept = self._add(stream, Filter(_predicate(name)), where.lower())
         return self._add(kept, Project([n for n in kept.schema.names if n != name]), "drop")
 
-    def _project(self, query: exp.Select, stream: Stream, rename=None) -> Stream:
+    def _project(self, query: exp.Select, stream: Stream, rename=None, keep_time: bool = False) -> Stream:
         """The select list: columns renamed, expressions computed (``rename`` maps a join's qualified columns)."""
         out: dict[str, str] = {}
         for j, item in enumerate(query.expressions):
             node = item.this if isinstance(item, exp.Alias) else item
             if isinstance(node, exp.Star):
-                out.update({n: n for n in stream.schema.names})
+                out.update({n: n for n in stream.schema.names if not n.startswith("_sql_")})
                 continue
-            name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
+            name = _unique(item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}", out)
             if rename is not None:
                 node = rename(node)
             if isinstance(node, exp.Column):
@@ -323,27 +386,44 @@ class Planner(JoinPlanning):
             temp = f"_sql_c{j}"
             stream = self._computed(stream, node, temp, "SELECT")
             out[name] = temp
+        return self._select(stream, out, keep_time)
+
+    def _select(self, stream: Stream, out: dict, keep_time: bool) -> Stream:
+        """The Project ending a SELECT (``op`` kept on a changelog; the event time kept with ``keep_time``)."""
+        if keep_time and stream.event_time is not None and stream.event_time not in out.values():
+            out["_sql_time"] = stream.event_time
         if stream.changelog:
             out["op"] = "op"
         return self._add(stream, Project(out), "select")
 
-    def _aggregate(self, query: exp.Select, stream: Stream, window, group) -> Stream:
+    def _aggregate(self, query: exp.Select, stream: Stream, window, group, keep_time: bool = False) -> Stream:
         keys = []
-        for g in group:
-            if not isinstance(g, exp.Column):
-                raise SqlError(f"SQL GROUP BY {g.sql()}: only columns are supported yet", construct=g.sql())
-            keys.append(g.name)
+        names: dict[str, str] = {}  # the SQL text of an aggregate or a grouped expression -> its output column
+        for j, g in enumerate(group):
+            if isinstance(g, exp.Column):
+                keys.append(g.name)
+                continue
+            key = f"_sql_g{j}"  # GROUP BY an expression: computed, then grouped by like a column
+            stream = self._computed(stream, g, key, "GROUP BY")
+            keys.append(key)
+            names[g.sql()] = key
         window_keys = [k for k in keys if k in _WINDOW_COLUMNS]
         if window is not None and sorted(window_keys) != sorted(_WINDOW_COLUMNS):
             raise SqlError("SQL: a window aggregate groups by window_start and window_end (and keys)",
                            construct="GROUP BY")
         keys = [k for k in keys if k not in _WINDOW_COLUMNS]
+        regrouped = None
+        if window is None and stream.grain is not None and stream.event_time in keys and not stream.changelog:
+            # GROUP BY the event time of a window's rows (times at multiples of its slide): a tumbling window of
+            # that slide holds one such time each, so the groups are windows again, appended as they close
+            regrouped = stream.event_time
+            keys = [k for k in keys if k != regrouped]
+            window = ("TUMBLE", [stream.grain], [])
         for k in keys:
             if stream.schema.get_field_index(k) < 0:
                 raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}"
                                   f"{did_you_mean(k, stream.schema.names)}")
         aggs: dict[str, object] = {}
-        names: dict[str, str] = {}  # the SQL text of an aggregate -> its output column
         having = query.args.get("having")
         for item in [*query.expressions, *([having.this] if having is not None else [])]:
             for agg in self._aggregates(item):
@@ -354,19 +434,24 @@ class Planner(JoinPlanning):
                 stream, spec = self._agg(agg, stream, window is None)
                 aggs[name] = spec
                 names[text] = name
+        if not aggs and window is not None:  # GROUP BY without an aggregate: one row per group and window
+            aggs["_sql_n"] = A.count()
         key = keys if len(keys) != 1 else keys[0]
         if window is None:
             op = GroupAggregate(key, aggs)
         elif window[0] == "TUMBLE":
-            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs)
+            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs,
+                                allowed_lateness=stream.lateness("a window"))
         elif window[0] == "SESSION":  # Flink's sessions: windows that touch merge
             if sorted(window[2]) != sorted(keys):
                 raise SqlError(f"SQL: SESSION(... PARTITION BY {window[2]}) must be grouped by exactly those keys, "
                                f"got GROUP BY {keys}", construct="SESSION")
-            op = SessionWindow(gap=window[1][0], key=key or None, aggs=aggs, touching=True)
+            op = SessionWindow(gap=window[1][0], key=key or None, aggs=aggs, touching=True,
+                               allowed_lateness=stream.lateness("a session window"))
         else:
             slide, size = window[1]
-            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs)
+            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs,
+                               allowed_lateness=stream.lateness("a window"))
         stream = self._add(stream, op, "group" if window is None else window[0].lower(), at_source=False)
         if having is not None:
             stream = self._filter(stream, _over_aggregates(having.this.copy(), names), "HAVING")
@@ -374,28 +459,46 @@ class Planner(JoinPlanning):
         for j, item in enumerate(query.expressions):
             node = item.this if isinstance(item, exp.Alias) else item
             name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}"
-            if isinstance(node, exp.Column):
+            if node.sql() in names:  # an aggregate (built in or the user's), or a grouped expression
+                out[name] = names[node.sql()]
+            elif isinstance(node, exp.Column) and node.name == regrouped:
+                out[name] = "window_start"
+            elif isinstance(node, exp.Column):
                 if node.name not in keys and node.name not in _WINDOW_COLUMNS:
                     raise SqlError(f"SQL SELECT {node.name}: a column that is neither grouped nor aggregated",
                                    construct=node.name)
                 out[name] = node.name
-            elif node.sql() in names:  # an aggregate, built in or the user's
-                out[name] = names[node.sql()]
             else:  # an expression over keys and aggregates: a kernel on the aggregate's rows
                 temp = f"_sql_c{j}"
                 stream = self._computed(stream, _over_aggregates(node.copy(), names), temp, "SELECT")
                 out[name] = temp
-        if stream.changelog:
-            out["op"] = "op"
-        return self._add(stream, Project(out), "select")
+        return self._select(stream, out, keep_time)
 
     def _aggregates(self, node: exp.Expression) -> list[exp.Expression]:
         """The aggregate calls in ``node``: built-in ones, and user aggregates called by their ``udfs`` name."""
         users = {name.lower() for name, fn in self.udfs.items() if isinstance(fn, A.UserAggregate)}
-        return [n for n in node.walk() if isinstance(n, exp.AggFunc)
-                or (isinstance(n, exp.Anonymous) and n.name.lower() in users)]
+        found = []
+
+        def visit(n):
+            if isinstance(n, exp.AggFunc) or (isinstance(n, exp.Anonymous) and n.name.lower() in users) or \
+                    (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)):  # agg(x) FILTER (WHERE c)
+                found.append(n)
+                return
+            for child in n.iter_expressions():
+                visit(child)
+
+        visit(node)
+        return found
 
     def _agg(self, agg: exp.AggFunc, stream: Stream, updating: bool):
+        if isinstance(agg, exp.Filter):  # agg(x) FILTER (WHERE c) is agg(CASE WHEN c THEN x END): nulls are skipped
+            inner, cond = agg.this.copy(), agg.expression.this
+            distinct = isinstance(inner.this, exp.Distinct)
+            arg = inner.this.expressions[0] if distinct else inner.this
+            arg = exp.Literal.number(1) if arg is None or isinstance(arg, exp.Star) else arg
+            case = exp.Case(ifs=[exp.If(this=cond.copy(), true=arg.copy())])
+            inner.set("this", exp.Distinct(expressions=[case]) if distinct else case)
+            agg = inner
         if isinstance(agg, exp.Anonymous):  # a user aggregate: lj.UserAggregate called with one column
             fn = next(f for name, f in self.udfs.items() if name.lower() == agg.name.lower())
             if len(agg.expressions) != 1:
@@ -434,6 +537,14 @@ class Planner(JoinPlanning):
         return stream, fn(arg.name)
 
 
+def _unique(name: str, taken) -> str:
+    """``name``, or as Flink names a repeated output column, ``name0``, ``name1``, ... (``B.dateTime, A.dateTime``)."""
+    k, unique = 0, name
+    while unique in taken:
+        unique, k = f"{name}{k}", k + 1
+    return unique
+
+
 def _predicate(column: str):
     """A filter kernel reading the boolean column ``column``."""
     src = f"def sql_keep({column}):\n    return {column}\n"
@@ -444,7 +555,8 @@ def _predicate(column: str):
 
 def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
     """``node`` with each aggregate (a call whose SQL text ``names`` holds) replaced by the column that holds it."""
-    for agg in [n for n in node.walk() if isinstance(n, (exp.AggFunc, exp.Anonymous)) and n.sql() in names]:
+    for agg in [n for n in node.walk() if isinstance(n, (exp.AggFunc, exp.Anonymous, exp.Filter))
+                and n.sql() in names]:
         if agg is node:
             return exp.column(names[agg.sql()])
         agg.replace(exp.column(names[agg.sql()]))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from sqlglot import exp
+
+from ..errors import SqlError
 
 __all__ = ["Stream", "conjuncts", "did_you_mean"]
 
@@ -20,6 +22,27 @@ class Stream:
     at_source: bool  # rows straight from a source (or through filters): ArrowMap may read them
     event_time: str | None = None
     changelog: bool = False
+    #: Columns that are the event time plus a constant (ms): the event time itself, and a window's
+    #: ``window_end`` (its start + size), under whatever names a projection gave them.
+    times: dict = field(default_factory=dict)
+    #: Event times are multiples of this (ms): the rows of a window of that slide (None: any time).
+    grain: int | None = None
+    #: How far behind the watermark its rows may come (ms): a window's results come ``size`` after their
+    #: event time (its start), so windows and joins reading them allow that lateness; None: no bound.
+    delay: int | None = 0
+
+    def lateness(self, what: str) -> int:
+        """The allowed lateness an operator reading this stream needs (``what`` names it in the error)."""
+        if self.delay is None:
+            raise SqlError(f"SQL: {what} over the rows of a regular join or a session window is not supported "
+                           "yet: they come arbitrarily far behind the watermark", construct=what)
+        return self.delay
+
+    def time_offset(self, column: str) -> int | None:
+        """``column`` - event time in ms when that is a constant, else None."""
+        if column == self.event_time:
+            return 0
+        return self.times.get(column)
 
 
 def conjuncts(node):

@@ -12,9 +12,10 @@ and the watermarks are returned apart.
 from __future__ import annotations
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import exp, tokens
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import Tokenizer, TokenType
+from sqlglot.tokens import TokenType
 
 from ..errors import SqlError
 
@@ -27,6 +28,15 @@ SUPPORTED_WINDOWS = ("TUMBLE", "HOP", "SESSION")
 #: What ``SESSION`` reads as once blanked (sqlglot takes ``SESSION`` for a keyword).
 SESSION_FUNCTION = "LJ_SESS"
 
+
+
+class LaminarSql(Dialect):
+    """sqlglot's default dialect, with Flink's back-quoted identifiers (`` `dateTime` ``) as well as ``"x"``."""
+
+    class Tokenizer(tokens.Tokenizer):
+        IDENTIFIERS = ['"', "`"]
+
+
 _UNIT_MS = {"MILLISECOND": 1, "SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 
 
@@ -34,7 +44,7 @@ def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]], 
     """The statements of ``text``; per ``CREATE TABLE`` with a watermark: ``(column, delay in ms)``; and the
     ``PARTITION BY`` columns of each ``SESSION`` call, in the order they appear."""
     try:
-        tokens = Tokenizer().tokenize(text)
+        tokens = LaminarSql.Tokenizer().tokenize(text)
     except TokenError as e:
         raise SqlError(f"cannot read the SQL: {e}", construct="text") from None
     chars = list(text)
@@ -53,12 +63,14 @@ def parse(text: str) -> tuple[list[exp.Expression], dict[str, tuple[str, int]], 
             if word == "SESSION":  # a keyword to sqlglot: renamed, in as many characters, to a function name
                 chars[tok.start: tok.end + 1] = SESSION_FUNCTION
                 sessions.append(_session_keys(chars, tokens, i + 3))
+        elif word == "SESSION" and _at(tokens, i + 1, TokenType.L_PAREN):  # GROUP BY SESSION(ts, gap)
+            chars[tok.start: tok.end + 1] = SESSION_FUNCTION
         elif word == "DESCRIPTOR" and _at(tokens, i + 1, TokenType.L_PAREN):
             _blank(chars, tok)
         elif word == "WATERMARK" and table is not None:
             watermarks[table] = _watermark(text, chars, tokens, i)
     try:
-        statements = [s for s in sqlglot.parse("".join(chars)) if s is not None]
+        statements = [s for s in sqlglot.parse("".join(chars), read=LaminarSql) if s is not None]
     except ParseError as e:
         err = e.errors[0] if e.errors else {}
         raise SqlError(f"cannot parse the SQL: {err.get('description', e)}", line=err.get("line"),
@@ -117,7 +129,7 @@ def _watermark(text: str, chars: list[str], tokens, i: int) -> tuple[str, int]:
     first = i - 1 if _at(tokens, i - 1, TokenType.COMMA) else i
     _blank(chars, *tokens[first:j])
     try:
-        expr = sqlglot.parse_one(body)
+        expr = sqlglot.parse_one(body, read=LaminarSql)
     except ParseError:
         expr = None
     if isinstance(expr, exp.Column) and expr.name == column:
