@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import duckdb
 import numpy as np
-import pyarrow as pa
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
 
 import laminar_jit as lj
 from conftest import split_table
@@ -216,3 +219,34 @@ def kill_at_random_moments(spawn: Callable[[], subprocess.Popen], chk: Path, rng
         if after_kill is not None:
             after_kill()
     return kills
+
+
+# --- SQL tests (test_sql, test_sql_corpus) ---
+
+def bids(n: int, seed: int) -> pa.Table:
+    """Events with nulls in auction and price, a string channel; NaN replaced (DuckDB orders NaN above every
+    number, kernels compare it as IEEE does)."""
+    t = events(n, seed)
+    price = pc.if_else(pc.is_nan(t.column("price")), 0.5, t.column("price"))
+    return t.set_column(t.schema.get_field_index("price"), "price", price)
+
+
+def duck(query: str, table: pa.Table) -> pa.Table:
+    con = duckdb.connect()
+    con.register("bids", table)
+    return con.sql(query).to_arrow_table()
+
+
+def assert_rows(got: pa.Table, want: pa.Table) -> None:
+    """Same rows in any order; floats to 1e-9 relative; nulls equal."""
+    assert got.column_names == want.column_names
+    assert got.num_rows == want.num_rows, (got.num_rows, want.num_rows)
+    keys = [(c, "ascending") for c in got.column_names]
+    got, want = got.sort_by(keys), want.sort_by(keys)
+    for name in got.column_names:
+        g, w = got.column(name).to_pylist(), want.column(name).to_pylist()
+        for a, b in zip(g, w):
+            if isinstance(a, float) and isinstance(b, float):
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), name
+            else:
+                assert a == b, (name, a, b)

@@ -12,18 +12,10 @@ import pytest
 
 import laminar_jit as lj
 from conftest import split_table
-from helpers import LEFT, RIGHT, events, interleaved, make_side, run_bids
+from helpers import LEFT, RIGHT, assert_rows, bids, duck, interleaved, make_side, run_bids
 
 #: Event time declared as Flink does; the test events are at most 300 ms out of order, so no row is late.
 DDL = "CREATE TABLE bids (WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);\n"
-
-
-def bids(n: int, seed: int) -> pa.Table:
-    """Events with nulls in auction and price, a string channel; NaN replaced (DuckDB orders NaN above every
-    number, kernels compare it as IEEE does)."""
-    t = events(n, seed)
-    price = pc.if_else(pc.is_nan(t.column("price")), 0.5, t.column("price"))
-    return t.set_column(t.schema.get_field_index("price"), "price", price)
 
 
 def run_sql(query: str, table: pa.Table, seed: int, udfs=None, sink: str = "out") -> pa.Table:
@@ -32,27 +24,6 @@ def run_sql(query: str, table: pa.Table, seed: int, udfs=None, sink: str = "out"
     cuts = list(rng.integers(0, table.num_rows + 1, 12)) + [3, 3, 4]
     _, out = run_bids(lj.sql(DDL + query, sources={"bids": table.schema}, udfs=udfs), split_table(table, cuts))
     return out[sink]
-
-
-def duck(query: str, table: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    con.register("bids", table)
-    return con.sql(query).to_arrow_table()
-
-
-def assert_rows(got: pa.Table, want: pa.Table) -> None:
-    """Same rows in any order; floats to 1e-9 relative; nulls equal."""
-    assert got.column_names == want.column_names
-    assert got.num_rows == want.num_rows, (got.num_rows, want.num_rows)
-    keys = [(c, "ascending") for c in got.column_names]
-    got, want = got.sort_by(keys), want.sort_by(keys)
-    for name in got.column_names:
-        g, w = got.column(name).to_pylist(), want.column(name).to_pylist()
-        for a, b in zip(g, w):
-            if isinstance(a, float) and isinstance(b, float):
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), name
-            else:
-                assert a == b, (name, a, b)
 
 
 @pytest.mark.parametrize("query", [
@@ -380,7 +351,7 @@ def test_a_view_joins_like_a_table():
 
 
 #: nexmark's column names -> the generator's (the hand-built queries keep the generator's names).
-_SNAKE = {"dateTime": "date_time", "itemName": "item_name", "initialBid": "initial_bid",
+_SNAKE = {"dateTime": "date_time", "itemName": "item_name", "initialBid": "initial_bid", "bid_dateTime": "bid_date_time",
           "emailAddress": "email_address", "creditCard": "credit_card"}
 
 

@@ -11,10 +11,13 @@ others are not compiled from SQL yet.
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..dag import StreamingDag
 from .generator import SCHEMAS
 
-__all__ = ["FLINK_SQL", "NOT_COMPILED", "SOURCE_VIEWS", "sql_query"]
+__all__ = ["FLINK_SQL", "NOT_COMPILED", "SOURCE_VIEWS", "count_char", "sql_query"]
 
 #: The generator's streams under nexmark's names (``{delay}``: the watermark delay in milliseconds).
 SOURCE_VIEWS = """
@@ -109,6 +112,18 @@ JOIN (
 ) B1
 ON B.price = B1.maxprice
 WHERE B.`dateTime` BETWEEN B1.`dateTime`  - INTERVAL '10' SECOND AND B1.`dateTime`;""",
+    "q9": """
+INSERT INTO nexmark_q9
+SELECT
+    id, itemName, description, initialBid, reserve, `dateTime`, expires, seller, category, extra,
+    auction, bidder, price, bid_dateTime, bid_extra
+FROM (
+   SELECT A.*, B.auction, B.bidder, B.price, B.`dateTime` AS bid_dateTime, B.extra AS bid_extra,
+     ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.`dateTime` ASC) AS rownum
+   FROM auction A, bid B
+   WHERE A.id = B.auction AND B.`dateTime` BETWEEN A.`dateTime` AND A.expires
+)
+WHERE rownum <= 1;""",
     "q10": """
 INSERT INTO nexmark_q10
 SELECT auction, bidder, price, `dateTime`, extra, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd'), DATE_FORMAT(`dateTime`, 'HH:mm')
@@ -154,6 +169,24 @@ SELECT
     SESSION_END(B.`dateTime`, INTERVAL '10' SECOND) as endtime
 FROM bid B
 GROUP BY B.bidder, SESSION(B.`dateTime`, INTERVAL '10' SECOND);""",
+    "q14": """
+CREATE FUNCTION count_char AS 'com.github.nexmark.flink.udf.CountChar';
+
+INSERT INTO nexmark_q14
+SELECT
+    auction,
+    bidder,
+    0.908 * price as price,
+    CASE
+        WHEN HOUR(`dateTime`) >= 8 AND HOUR(`dateTime`) <= 18 THEN 'dayTime'
+        WHEN HOUR(`dateTime`) <= 6 OR HOUR(`dateTime`) >= 20 THEN 'nightTime'
+        ELSE 'otherTime'
+    END AS bidTimeType,
+    `dateTime`,
+    extra,
+    count_char(extra, 'c') AS c_counts
+FROM bid
+WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000;""",
     "q15": """
 INSERT INTO nexmark_q15
 SELECT
@@ -202,13 +235,28 @@ NOT_COMPILED = {
     "q6": "AVG(...) OVER (... ROWS BETWEEN 10 PRECEDING AND CURRENT ROW): OVER windows other than Top-N's "
           "ROW_NUMBER are not planned (Flink does not run q6 either)",
     "q8": "its windows group by the person's name, and a string key of a window cannot be carried into a join",
-    "q9": "a Top-N over a join whose select list names columns (SELECT A.*, B.auction, ..., ROW_NUMBER() ...): "
-          "a Top-N is planned over SELECT *, ROW_NUMBER() only",
     "q12": "PROCTIME(): a processing-time attribute is a source's clock (lj.ProcessingTime), not a column",
     "q13": "PROCTIME() and a bounded side table (a lookup join) are not declared in SQL",
-    "q14": "count_char reads strings: SQL functions from udfs= are kernels over numbers",
     "q16": "max(DATE_FORMAT(...)): MIN and MAX of strings are not aggregated",
 }
+
+
+def count_char(text: pa.Array, char: pa.Scalar) -> pa.Array:
+    """Nexmark's ``count_char`` UDF (q14): how often ``char`` occurs in each string, by Arrow.
+
+    Parameters
+    ----------
+    text : pyarrow.Array
+        Strings.
+    char : pyarrow.Scalar
+        The character (a string) to count.
+
+    Returns
+    -------
+    pyarrow.Array
+        int64 counts (null where ``text`` is null).
+    """
+    return pc.cast(pc.count_substring(text, pattern=char.as_py()), pa.int64())
 
 
 def sql_query(name: str, max_delay: int = 100) -> StreamingDag:
@@ -232,4 +280,5 @@ def sql_query(name: str, max_delay: int = 100) -> StreamingDag:
         why = f" ({NOT_COMPILED[name]})" if name in NOT_COMPILED else ""
         raise ValueError(f"no Flink SQL text compiled for Nexmark query {name!r}{why}; "
                          f"choose one of {', '.join(FLINK_SQL)}")
-    return sql(SOURCE_VIEWS.format(delay=max_delay) + FLINK_SQL[name], sources=dict(SCHEMAS))
+    return sql(SOURCE_VIEWS.format(delay=max_delay) + FLINK_SQL[name], sources=dict(SCHEMAS),
+               udfs={"count_char": count_char})

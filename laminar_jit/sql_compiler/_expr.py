@@ -47,7 +47,7 @@ _NP_FUNCS = {exp.Floor: "np.floor", exp.Ceil: "np.ceil", exp.Sqrt: "np.sqrt", ex
 _PC_FUNCS = {exp.Abs: "abs", exp.Floor: "floor", exp.Ceil: "ceil", exp.Sqrt: "sqrt", exp.Ln: "ln", exp.Exp: "exp",
              exp.Lower: "utf8_lower", exp.Upper: "utf8_upper", exp.Length: "utf8_length"}
 #: Expressions that read nulls: a kernel keeps SQL's rules for them only over columns without nulls.
-_NULL_AWARE = (exp.Or, exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Is, exp.Null)
+_NULL_AWARE = (exp.And, exp.Or, exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Is, exp.Null)
 _INTEGERS = {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT"}
 _FLOATS = {"DOUBLE", "FLOAT", "REAL", "DECIMAL"}
 _ARROW_TYPES = {**{t: "pa.int64()" for t in _INTEGERS}, **{t: "pa.float64()" for t in _FLOATS},
@@ -74,6 +74,22 @@ def _clock_part(n: exp.Expression) -> str | None:
         if isinstance(n, kind):
             return name
     return None
+
+
+def _negations(node: exp.Expression) -> exp.Expression:
+    """``x NOT LIKE p`` (and ``NOT IN``, ``NOT BETWEEN``, which sqlglot may mark ``negate``) as ``NOT (x LIKE p)``."""
+    if not any(n.args.get("negate") for n in node.walk()):
+        return node
+    node = node.copy()
+    for n in list(node.walk()):
+        if n.args.get("negate"):
+            n.set("negate", None)
+            wrapped = exp.Not(this=n.copy())
+            if n is node:
+                node = wrapped
+            else:
+                n.replace(wrapped)
+    return node
 
 
 def _strftime(pattern: str) -> str:
@@ -129,6 +145,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     ``where`` names the clause for error messages; ``arrow_allowed`` is False
     after a window or aggregate (an ``ArrowMap`` reads only source columns).
     """
+    node = _negations(node)
     params = referenced(node)
     for name in params:
         if schema.get_field_index(name) < 0:
@@ -145,7 +162,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     try:
         body = _Kernel(schema, udfs).text(node)
         if any(isinstance(n, _NULL_AWARE) for n in node.walk()) and any(schema.field(p).nullable for p in params):
-            body = None  # OR / CASE / COALESCE / IS NULL over columns that may hold nulls: Arrow's logic
+            body = None  # AND / OR / CASE / COALESCE / IS NULL over columns that may hold nulls: Arrow's logic
     except _NotKernel:
         body = None
     if body is not None:
@@ -154,12 +171,13 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     if not arrow_allowed:
         raise SqlError(f"SQL {where}: {node.sql()!r} needs strings or looks at nulls, which is computed only on "
                        "source columns for now (before a window or aggregate)", construct=node.sql())
-    text = _Arrow(schema).text(node)
+    arrow = _Arrow(schema, udfs)
+    text = arrow.text(node)
     lines = [f"def sql_arrow({', '.join(params)}):"]
     lines += [f"    {p} = {p}.dictionary_decode() if pa.types.is_dictionary({p}.type) else {p}" for p in params]
     lines.append(f"    return {text}")
     src = "\n".join(lines) + "\n"
-    return Compiled(_define(src, "sql_arrow", {}), tuple(params), True, src)
+    return Compiled(_define(src, "sql_arrow", {}, arrow.called), tuple(params), True, src)
 
 
 def arrow_type(compiled: Compiled, schema: pa.Schema) -> pa.DataType:
@@ -170,11 +188,14 @@ def arrow_type(compiled: Compiled, schema: pa.Schema) -> pa.DataType:
     return out.type
 
 
-def _define(src: str, name: str, env: dict, kernel: bool = False):
+def _define(src: str, name: str, env: dict, arrow_env: dict | None = None, kernel: bool = False):
     """Execute ``src`` in a module named after its text (registered, so kernels in it are fingerprinted); the
     function ``name``, or with ``kernel`` one :class:`~laminar_jit.Kernel` of it, compiled once for every plan
-    that uses it."""
-    digest = hashlib.sha256((src + "|" + ",".join(sorted(env))).encode()).hexdigest()[:16]
+    that uses it. ``env`` holds the kernels it calls, ``arrow_env`` the Arrow functions."""
+    arrow_env = arrow_env or {}
+    digest = hashlib.sha256((src + "|" + ",".join(sorted(env)) + "|" + ",".join(
+        f"{k}={getattr(f, '__module__', '')}.{getattr(f, '__qualname__', id(f))}" for k, f in sorted(arrow_env.items()))
+    ).encode()).hexdigest()[:16]
     module_name = f"laminar_jit.sql_compiler.generated_{digest}"
     module = sys.modules.get(module_name)
     if module is None:
@@ -186,6 +207,7 @@ def _define(src: str, name: str, env: dict, kernel: bool = False):
             if isinstance(fn, UserAggregate):  # (called as an aggregate, never inside a kernel)
                 continue
             module.__dict__[udf_name] = fn if hasattr(fn, "py_func") else plain_njit(fn)
+        module.__dict__.update(arrow_env)
         exec(compile(src, f"<sql {module_name}>", "exec"), module.__dict__)
         module.__dict__["_lj_kernel"] = Kernel(module.__dict__[name])
         sys.modules[module_name] = module
@@ -284,10 +306,13 @@ class _Kernel:
 
 
 class _Arrow:
-    """Python source of an Arrow compute function for an expression (SQL null rules by Kleene logic)."""
+    """Python source of an Arrow compute function for an expression (SQL null rules by Kleene logic).
 
-    def __init__(self, schema: pa.Schema):
-        self.schema = schema
+    A function of ``udfs`` called here (with a string, or where nulls must be seen) is called with Arrow
+    arrays and scalars; ``called`` collects those it calls."""
+
+    def __init__(self, schema: pa.Schema, udfs: dict | None = None):
+        self.schema, self.udfs, self.called = schema, dict(udfs or {}), {}
 
     def text(self, n: exp.Expression) -> str:
         t = self.text
@@ -357,7 +382,11 @@ class _Arrow:
             return f"pc.cast({part.format(f'_as_time({t(x)})')}, pa.int64())"
         if isinstance(n, exp.Anonymous) and n.name.upper() == "DATE_FORMAT" and len(n.expressions) == 2 \
                 and isinstance(n.expressions[1], exp.Literal) and n.expressions[1].is_string:
-            return f"pc.strftime(_as_time({t(n.expressions[0])}), format={_strftime(n.expressions[1].this)!r})"
+            pattern = n.expressions[1].this  # (Java's 'ss' is whole seconds; Arrow's %S shows milliseconds too)
+            time = f"_as_time({t(n.expressions[0])})"
+            if "S" not in pattern:
+                time = f"pc.cast(pc.floor_temporal({time}, unit='second'), pa.timestamp('s'))"
+            return f"pc.strftime({time}, format={_strftime(pattern)!r})"
         if isinstance(n, exp.RegexpExtract) and isinstance(n.expression, exp.Literal):
             group = n.args.get("group") or n.args.get("position")  # (Flink's third argument: the group)
             index = int(group.this) if isinstance(group, exp.Literal) else 1
@@ -366,6 +395,10 @@ class _Arrow:
                 and all(isinstance(a, exp.Literal) for a in n.expressions[1:]):
             sep, index = n.expressions[1].this, int(n.expressions[2].this)
             return f"split_index(pc.cast({t(n.expressions[0])}, pa.string()), {sep!r}, ({index},))[0]"
+        if isinstance(n, exp.Anonymous) and n.name.lower() in {k.lower() for k in self.udfs}:
+            name = next(k for k in self.udfs if k.lower() == n.name.lower())
+            self.called[name] = getattr(self.udfs[name], "py_func", self.udfs[name])
+            return f"{name}({', '.join(t(a) for a in n.expressions)})"
         if isinstance(n, exp.Like) and isinstance(n.expression, exp.Literal):
             return f"pc.match_like({t(n.this)}, {n.expression.this!r})"
         if isinstance(n, (exp.DPipe, exp.Concat)):

@@ -192,8 +192,8 @@ class JoinPlanning:
         for item in rest.expressions:  # A.*: A's columns under their names in the join's output
             if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
                 side = side_of.star(item)
-                expressions += [exp.column(names[(side, n)]).as_(n) if names[(side, n)] != n else
-                                exp.column(n) for n in streams[side].schema.names if (side, n) in names]
+                expressions += [exp.column(n, table=aliases[side]).as_(n) for n in streams[side].schema.names
+                                if (side, n) in names and not n.startswith("_sql_")]
             elif isinstance(item, exp.Column):  # keeps its name (B.dateTime is dateTime, not dateTime_right)
                 expressions.append(item.as_(item.name))
             else:
@@ -241,6 +241,15 @@ class JoinPlanning:
             raise SqlError("SQL: EXISTS and IN read one table in their subquery", construct=sub.sql()[:60])
         outer = (query.args.get("from_") or query.args.get("from")).this
         aliases = [outer.alias_or_name, inner.alias_or_name]
+        if aliases[0] == aliases[1] and outer_key is not None:  # k IN (SELECT k FROM t ...) over t itself: the
+            sub = sub.copy()  # subquery's columns are its own (a name resolves in the innermost query first)
+            for column in sub.find_all(exp.Column):
+                column.set("table", None)
+            aliases[1] = f"_sql_{aliases[1]}_in"
+            inner = inner.copy()
+            inner.set("alias", exp.TableAlias(this=exp.to_identifier(aliases[1])))
+            for column in sub.find_all(exp.Column):
+                column.set("table", exp.to_identifier(aliases[1]))
         if aliases[0] == aliases[1]:
             raise SqlError(f"SQL: name the subquery's table apart from the outer one ({inner.name} AS b)",
                            construct=inner.sql())

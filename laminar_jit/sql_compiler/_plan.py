@@ -250,27 +250,31 @@ class Planner(JoinPlanning):
         over = windows[0].this
         rownum = windows[0].alias
         ties = isinstance(over.this, exp.Rank)  # RANK(): every row tied with the N-th too (window Top-N)
-        if not isinstance(over.this, (exp.RowNumber, exp.Rank)) or len(windows) > 1 or any(
-                not isinstance(item, (exp.Star, exp.Alias)) or (isinstance(item, exp.Alias) and item is not windows[0])
-                for item in inner.expressions):
+        if not isinstance(over.this, (exp.RowNumber, exp.Rank)) or len(windows) > 1:
             raise SqlError("SQL: Top-N is written SELECT *, ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS "
                            "rownum FROM ...; other OVER windows are not supported yet", construct=over.sql()[:60])
         n = _row_limit(query.args.get("where"), rownum)
         for clause in ("group", "having", "joins", "order", "limit"):
-            if query.args.get(clause) or inner.args.get(clause):
+            if query.args.get(clause) or (clause in ("order", "limit") and inner.args.get(clause)):
                 raise SqlError(f"SQL: Top-N with {clause.upper()} is not supported yet", construct=clause.upper())
-        stream, window = self._from(inner)
-        if inner.args.get("where") is not None:
-            stream = self._filter(stream, inner.args["where"].this, "WHERE")
-        keys = [c.name for c in over.args.get("partition_by") or [] if isinstance(c, exp.Column)]
-        if len(keys) != len(over.args.get("partition_by") or []):
-            raise SqlError("SQL: PARTITION BY columns only", construct="PARTITION BY")
+        partition = list(over.args.get("partition_by") or [])
         order = [(o.this, bool(o.args.get("desc"))) for o in (over.args.get("order").expressions
                                                                 if over.args.get("order") else [])]
-        if not order or not all(isinstance(col, exp.Column) for col, _ in order):
-            raise SqlError("SQL: Top-N needs ORDER BY columns", construct="ORDER BY")
-        by = [col.name for col, _ in order]
+        if not order:
+            raise SqlError("SQL: Top-N needs ORDER BY", construct="ORDER BY")
         descending = [desc for _, desc in order]
+        if all(isinstance(item, exp.Star) or item is windows[0] for item in inner.expressions) \
+                and not inner.args.get("joins") and not inner.args.get("group"):
+            stream, window = self._from(inner)  # SELECT *, ROW_NUMBER() ... FROM a table or a window
+            if inner.args.get("where") is not None:
+                stream = self._filter(stream, inner.args["where"].this, "WHERE")
+            if not all(isinstance(c, exp.Column) for c in [*partition, *(col for col, _ in order)]):
+                raise SqlError("SQL: Top-N over SELECT * partitions and orders by columns", construct="OVER")
+            keys = [c.name for c in partition]
+            by = [col.name for col, _ in order]
+        else:  # the subquery's rows (a join, named columns, ...), the ranking columns among them
+            stream, ranking = self._ranked_rows(inner, windows[0], [*partition, *(col for col, _ in order)])
+            window, keys, by = None, ranking[:len(partition)], ranking[len(partition):]
         key = None if not keys else keys[0] if len(keys) == 1 else keys
         if not any(isinstance(item, exp.Star) for item in query.expressions):  # keep only what is read
             wanted = {c.name for item in query.expressions for c in item.find_all(exp.Column)}
@@ -302,7 +306,7 @@ class Planner(JoinPlanning):
         out: dict[str, str] = {}
         for item in query.expressions:
             if isinstance(item, exp.Star):
-                out.update({c: c for c in stream.schema.names if c not in ("rank", "op")})
+                out.update({c: c for c in stream.schema.names if c not in ("rank", "op") and not c.startswith("_sql_")})
                 if "rank" in stream.schema.names:
                     out[rownum] = "rank"
             elif isinstance(item, (exp.Column, exp.Alias)) and isinstance(getattr(item, "this", None), (exp.Column,
@@ -319,6 +323,28 @@ class Planner(JoinPlanning):
         if stream.changelog:
             out["op"] = "op"
         return self._add(stream, Project(out), "select")
+
+    def _ranked_rows(self, inner: exp.Select, rank: exp.Alias, ranking: list) -> tuple[Stream, list[str]]:
+        """The rows of a Top-N's subquery without its ``ROW_NUMBER()``, and the columns holding its ``PARTITION
+        BY`` and ``ORDER BY`` expressions (selected ones by their names, others as hidden columns)."""
+        plain = inner.copy()
+        items = [item for item in plain.expressions if not (isinstance(item, exp.Alias) and item.alias == rank.alias)]
+        named = {(item.this if isinstance(item, exp.Alias) else item).sql(): item.alias_or_name for item in items
+                 if not isinstance(item, exp.Star) and not (isinstance(item, exp.Column)
+                                                            and isinstance(item.this, exp.Star))}
+        stars = {item.table for item in items if isinstance(item, exp.Column) and isinstance(item.this, exp.Star)}
+        everything = any(isinstance(item, exp.Star) for item in items)
+        columns = []
+        for j, e in enumerate(ranking):
+            if e.sql() in named:
+                columns.append(named[e.sql()])
+            elif isinstance(e, exp.Column) and (everything or (e.table and e.table in stars)):
+                columns.append(e.name)
+            else:
+                items.append(e.copy().as_(f"_sql_rk{j}"))
+                columns.append(f"_sql_rk{j}")
+        plain.set("expressions", items)
+        return self.plan(plain, keep_time=True), columns
 
     def _window_source(self, call: exp.Anonymous):
         kind = "SESSION" if call.name.upper() == SESSION_FUNCTION else call.name.upper()

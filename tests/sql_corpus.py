@@ -1,0 +1,254 @@
+"""The SQL corpus: queries ``lj.sql`` compiles, each with DuckDB's batch equivalent over the same events.
+
+Each case is ``(streaming SQL, DuckDB SQL)``; ``None`` for DuckDB means the same text. Every query reads
+``bids`` (``ts`` int64 milliseconds, unique, out of order; ``auction`` int64 with nulls, zipf-skewed;
+``price`` float64 with nulls; ``ch`` string). ``EXPRESSIONS`` and ``PREDICATES`` are completed into
+``SELECT ts, <e> AS x FROM bids`` and ``SELECT ts, auction, price, ch FROM bids WHERE <p>``.
+"""
+
+from __future__ import annotations
+
+
+def tumble(size: int) -> str:
+    return f"TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '{size}' MILLISECOND))"
+
+
+def hop(slide: int, size: int) -> str:
+    return f"TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '{slide}' MILLISECOND, INTERVAL '{size}' MILLISECOND))"
+
+
+def duck_tumble(size: int) -> str:
+    """DuckDB: the rows with their tumbling window's bounds (``ws``, ``we``)."""
+    return f"(SELECT *, ts // {size} * {size} AS ws, ts // {size} * {size} + {size} AS we FROM bids)"
+
+
+def duck_hop(slide: int, size: int) -> str:
+    """DuckDB: each row once per hopping window it belongs to (``ws``, ``we``)."""
+    k = size // slide
+    return (f"(SELECT *, ws + {size} AS we FROM (SELECT *, unnest(range(ts // {slide} - {k - 1}, ts // {slide} + 1))"
+            f" * {slide} AS ws FROM bids))")
+
+
+#: Select-list expressions (nulls in, SQL's null rules out).
+EXPRESSIONS = [
+    ("price * 2 + 1", None), ("price - 10.5", None), ("price / 4", None), ("auction + 1", None),
+    ("auction * 3 - 2", None), ("-price", None), ("ABS(price - 50)", None), ("FLOOR(price)", None),
+    ("CEIL(price)", None), ("ROUND(price)", None), ("SQRT(price)", None), ("LN(price + 1)", None),
+    ("EXP(price / 100)", None), ("POWER(price, 2)", None), ("MOD(auction, 7)", None),
+    ("GREATEST(price, 25)", "CASE WHEN price IS NULL THEN NULL ELSE greatest(price, 25) END"),
+    ("LEAST(price, 25)", "CASE WHEN price IS NULL THEN NULL ELSE least(price, 25) END"),
+    ("GREATEST(auction, 3, 5)", "CASE WHEN auction IS NULL THEN NULL ELSE greatest(auction, 3, 5) END"),
+    ("LEAST(auction, 10)", "CASE WHEN auction IS NULL THEN NULL ELSE least(auction, 10) END"),
+    ("CAST(auction AS DOUBLE)", None), ("CAST(price AS BIGINT)", "CAST(trunc(price) AS BIGINT)"),
+    ("price BETWEEN 20 AND 40", None), ("auction IN (1, 2, 3)", None), ("price > 50", None),
+    ("price >= 50 AND auction < 5", None), ("NOT (price > 50)", None), ("price > 50 OR auction = 1", None),
+    ("COALESCE(price, -1)", None), ("COALESCE(price, auction, 0)", None), ("NULLIF(auction, 1)", None),
+    ("price IS NULL", None), ("auction IS NOT NULL", None), ("CASE WHEN price > 50 THEN 1 ELSE 0 END", None),
+    ("CASE WHEN price > 66 THEN 'high' WHEN price > 33 THEN 'mid' END", None),
+    ("CASE WHEN auction = 1 THEN price ELSE -price END", None), ("UPPER(ch)", None), ("LOWER(UPPER(ch))", None),
+    ("ch || '!'", None), ("ch = 'web'", None), ("ch IN ('web', 'api')", None), ("ch LIKE 'a%'", None),
+    ("ch LIKE '%p%'", None), ("ch <> 'app'", None), ("CONCAT(ch, '-', ch)", None),
+    ("CASE WHEN ch = 'web' THEN auction END", None), ("ts + INTERVAL '1' SECOND", "ts + 1000"),
+    ("ts - INTERVAL '5' MINUTE", "ts - 300000"), ("SECOND(ts)", "(ts // 1000) % 60"),
+    ("EXTRACT(SECOND FROM ts)", "(ts // 1000) % 60"), ("MINUTE(ts)", "(ts // 60000) % 60"), ("MOD(ts, 1000)", None),
+    ("price * auction", None), ("(price + auction) / 2", None), ("ABS(auction - 30) + MOD(auction, 4)", None),
+    ("CAST(auction AS DOUBLE) / 3", None), ("price > auction", None), ("price = 50", None),
+    ("ts > 5000 AND price < 20", None), ("NOT (auction IN (1, 2))", None), ("COALESCE(NULLIF(auction, 1), 0)", None),
+    ("CASE WHEN price IS NULL THEN 'none' ELSE 'some' END", None), ("YEAR(ts)", "year(epoch_ms(ts))"),
+    ("DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')", "strftime(epoch_ms(ts), '%Y-%m-%d %H:%M:%S')"),
+    ("ROUND(price / 3)", None), ("FLOOR(price / 10) * 10", None),
+]
+
+#: WHERE conditions.
+PREDICATES = [
+    ("price > 50", None), ("price <= 20", None), ("price BETWEEN 10 AND 30", None),
+    ("price NOT BETWEEN 10 AND 90", None), ("auction = 1", None), ("auction <> 1", None),
+    ("auction IN (1, 2, 3)", None), ("NOT auction IN (1, 2)", None), ("auction IS NULL", None),
+    ("price IS NOT NULL AND auction IS NOT NULL", None), ("price > 50 OR auction = 2", None),
+    ("NOT (price > 50)", None), ("ch = 'web'", None), ("ch <> 'web'", None), ("ch IN ('app', 'api')", None),
+    ("ch LIKE 'w%'", None), ("ch NOT LIKE 'w%'", None), ("UPPER(ch) = 'API'", None), ("MOD(auction, 2) = 0", None),
+    ("ABS(price - 50) < 10", None), ("price * 2 > auction * 10", None), ("ts > 5000 AND ts < 15000", None),
+    ("MOD(ts, 3) = 0", None), ("COALESCE(price, 0) > 40", None),
+    ("CASE WHEN ch = 'web' THEN price > 50 ELSE price < 50 END", None),
+    ("(price > 80 OR price < 20) AND auction < 10", None), ("price > 50 AND NOT ch = 'web'", None),
+    ("auction BETWEEN 2 AND 5", None), ("price IN (10.5, 20.5, 30.5)", None), ("NULLIF(auction, 1) IS NULL", None),
+    ("auction + 1 > 3", None), ("ts - INTERVAL '1' SECOND > 1000", "ts - 1000 > 1000"),
+    ("GREATEST(price, 50) = 50", "price IS NOT NULL AND greatest(price, 50) = 50"), ("SQRT(price) > 5", None),
+    ("FLOOR(price) = CEIL(price)", None), ("price > 95 OR ch = 'api' AND auction = 1", None),
+    ("NOT (ch = 'web' OR ch = 'app')", None), ("ch || 'x' = 'webx'", None), ("LOWER(ch) IN ('web')", None),
+    ("CAST(price AS BIGINT) = 42", "CAST(trunc(price) AS BIGINT) = 42"),
+]
+
+#: Window aggregates (append-only results).
+WINDOWS = [
+    (f"SELECT window_start, window_end, auction, COUNT(*) AS n, SUM(price) AS s FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, we AS window_end, auction, count(*) AS n, sum(price) AS s FROM {duck_tumble(1000)} "
+     "GROUP BY ALL"),
+    (f"SELECT window_start, COUNT(*) AS n, AVG(price) AS a, MIN(price) AS lo, MAX(price) AS hi FROM {tumble(2000)} "
+     "GROUP BY window_start, window_end",
+     f"SELECT ws AS window_start, count(*) AS n, avg(price) AS a, min(price) AS lo, max(price) AS hi FROM "
+     f"{duck_tumble(2000)} GROUP BY ws"),
+    (f"SELECT window_start, ch, COUNT(price) AS c FROM {tumble(500)} GROUP BY window_start, window_end, ch",
+     f"SELECT ws AS window_start, ch, count(price) AS c FROM {duck_tumble(500)} GROUP BY ws, ch"),
+    (f"SELECT window_start, auction, COUNT(*) AS n FROM {tumble(1000)} GROUP BY window_start, window_end, auction "
+     "HAVING COUNT(*) > 3",
+     f"SELECT ws AS window_start, auction, count(*) AS n FROM {duck_tumble(1000)} GROUP BY ws, auction "
+     "HAVING count(*) > 3"),
+    (f"SELECT window_start, auction, SUM(price * 2) AS s2, MAX(price) - MIN(price) AS spread FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, sum(price * 2) AS s2, max(price) - min(price) AS spread FROM "
+     f"{duck_tumble(1000)} GROUP BY ws, auction"),
+    (f"SELECT window_start, auction, COUNT(*) FILTER (WHERE price > 50) AS hi FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, count(*) FILTER (WHERE price > 50) AS hi FROM {duck_tumble(1000)} "
+     "GROUP BY ws, auction"),
+    (f"SELECT window_start, ch, auction, COUNT(*) AS n FROM {tumble(1000)} GROUP BY window_start, window_end, ch, "
+     "auction",
+     f"SELECT ws AS window_start, ch, auction, count(*) AS n FROM {duck_tumble(1000)} GROUP BY ws, ch, auction"),
+    (f"SELECT window_start, window_end, auction, COUNT(*) AS n FROM {hop(500, 2000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, we AS window_end, auction, count(*) AS n FROM {duck_hop(500, 2000)} "
+     "GROUP BY ws, we, auction"),
+    (f"SELECT window_start, SUM(price) AS s FROM {hop(1000, 3000)} GROUP BY window_start, window_end",
+     f"SELECT ws AS window_start, sum(price) AS s FROM {duck_hop(1000, 3000)} GROUP BY ws"),
+    (f"SELECT window_end, ch, AVG(price) AS a FROM {hop(250, 1000)} GROUP BY window_start, window_end, ch",
+     f"SELECT we AS window_end, ch, avg(price) AS a FROM {duck_hop(250, 1000)} GROUP BY ws, we, ch"),
+    (f"SELECT window_start, auction, MAX(price) AS hi FROM {tumble(1000)} WHERE price > 30 "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, max(price) AS hi FROM {duck_tumble(1000)} WHERE price > 30 "
+     "GROUP BY ws, auction"),
+    (f"SELECT window_start, MOD(auction, 3) AS m, COUNT(*) AS n FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, MOD(auction, 3)",
+     f"SELECT ws AS window_start, auction % 3 AS m, count(*) AS n FROM {duck_tumble(1000)} GROUP BY ws, m"),
+    ("SELECT auction, COUNT(*) AS n, TUMBLE_START(ts, INTERVAL '1' SECOND) AS s FROM bids "
+     "GROUP BY auction, TUMBLE(ts, INTERVAL '1' SECOND)",
+     f"SELECT auction, count(*) AS n, ws AS s FROM {duck_tumble(1000)} GROUP BY auction, ws"),
+    ("SELECT ch, SUM(price) AS s, HOP_END(ts, INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND) AS e FROM bids "
+     "GROUP BY ch, HOP(ts, INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)",
+     f"SELECT ch, sum(price) AS s, we AS e FROM {duck_hop(500, 1000)} GROUP BY ch, we"),
+    (f"SELECT window_end, COUNT(*) AS n FROM {tumble(700)} GROUP BY window_start, window_end",
+     f"SELECT we AS window_end, count(*) AS n FROM {duck_tumble(700)} GROUP BY we"),
+    (f"SELECT window_start, auction, SUM(price) FILTER (WHERE ch = 'web') AS web FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, sum(price) FILTER (WHERE ch = 'web') AS web FROM {duck_tumble(1000)} "
+     "GROUP BY ws, auction"),
+    (f"SELECT window_start, AVG(price) * 2 AS a2, COUNT(*) + 1 AS n1 FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end",
+     f"SELECT ws AS window_start, avg(price) * 2 AS a2, count(*) + 1 AS n1 FROM {duck_tumble(1000)} GROUP BY ws"),
+    (f"SELECT window_start, auction, MAX(price) AS hi FROM {tumble(3000)} GROUP BY window_start, window_end, auction "
+     "HAVING MAX(price) > 90 AND COUNT(*) >= 2",
+     f"SELECT ws AS window_start, auction, max(price) AS hi FROM {duck_tumble(3000)} GROUP BY ws, auction "
+     "HAVING max(price) > 90 AND count(*) >= 2"),
+    (f"SELECT s, MAX(n) AS top FROM (SELECT window_start AS s, window_end AS e, auction, COUNT(*) AS n FROM "
+     f"{tumble(500)} GROUP BY window_start, window_end, auction) GROUP BY s, e",
+     f"SELECT ws AS s, max(n) AS top FROM (SELECT ws, auction, count(*) AS n FROM {duck_tumble(500)} "
+     "GROUP BY ws, auction) GROUP BY ws"),
+    (f"SELECT window_start, auction, MIN(ts) AS first_ts, MAX(ts) AS last_ts FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, min(ts) AS first_ts, max(ts) AS last_ts FROM {duck_tumble(1000)} "
+     "GROUP BY ws, auction"),
+    (f"SELECT window_start, auction, COUNT(*) AS n FROM {hop(1000, 2000)} GROUP BY window_start, window_end, auction "
+     "HAVING COUNT(*) > 5",
+     f"SELECT ws AS window_start, auction, count(*) AS n FROM {duck_hop(1000, 2000)} GROUP BY ws, auction "
+     "HAVING count(*) > 5"),
+]
+
+#: Non-windowed GROUP BY: updating results (a changelog), compared once applied.
+UPDATING = [
+    ("SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction", None),
+    ("SELECT ch, SUM(price) AS s, AVG(price) AS a FROM bids GROUP BY ch", None),
+    ("SELECT auction, MIN(price) AS lo, MAX(price) AS hi FROM bids GROUP BY auction", None),
+    ("SELECT auction, ch, COUNT(price) AS c FROM bids GROUP BY auction, ch", None),
+    ("SELECT auction, COUNT(DISTINCT MOD(ts, 5)) AS d FROM bids GROUP BY auction", None),
+    ("SELECT MOD(auction, 4) AS m, COUNT(*) AS n FROM bids GROUP BY MOD(auction, 4)", None),
+    ("SELECT ch, COUNT(*) AS n FROM bids GROUP BY ch HAVING COUNT(*) > 100", None),
+    ("SELECT auction, SUM(price) FILTER (WHERE price > 50) AS s FROM bids GROUP BY auction", None),
+    ("SELECT auction, MAX(price) AS hi FROM bids WHERE price < 50 GROUP BY auction", None),
+    ("SELECT auction, AVG(price) * 2 + 1 AS a FROM bids GROUP BY auction", None),
+    ("SELECT UPPER(ch) AS c, COUNT(*) AS n FROM bids GROUP BY UPPER(ch)", None),
+    ("SELECT auction, COUNT(*) FILTER (WHERE ch = 'web') AS web, COUNT(*) FILTER (WHERE ch <> 'web') AS other "
+     "FROM bids GROUP BY auction", None),
+    ("SELECT auction, COUNT(DISTINCT auction) AS one, SUM(auction) AS s FROM bids WHERE auction < 5 GROUP BY auction",
+     None),
+]
+
+#: Top-N and deduplication (updating, or per window).
+RANKED = [
+    ("SELECT auction, price, ts, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, ts) "
+     "AS rn FROM bids WHERE price IS NOT NULL) WHERE rn <= 3", None),
+    ("SELECT ch, price, ts, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY ch ORDER BY price, ts) AS rn "
+     "FROM bids WHERE price IS NOT NULL) WHERE rn <= 2", None),
+    ("SELECT auction, price, ts FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY ts DESC) AS rn "
+     "FROM bids) WHERE rn = 1", None),
+    ("SELECT auction, ts FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY ts) AS rn FROM bids) "
+     "WHERE rn <= 1", None),
+    (f"SELECT window_start, auction, price FROM (SELECT *, RANK() OVER (PARTITION BY window_start, window_end "
+     f"ORDER BY price DESC) AS rn FROM {tumble(1000)} WHERE price IS NOT NULL) WHERE rn <= 2",
+     f"SELECT ws AS window_start, auction, price FROM (SELECT *, rank() OVER (PARTITION BY ws ORDER BY price DESC) "
+     f"AS rn FROM {duck_tumble(1000)} WHERE price IS NOT NULL) WHERE rn <= 2"),
+    (f"SELECT window_start, auction, price FROM (SELECT *, RANK() OVER (PARTITION BY window_start, window_end, "
+     f"auction ORDER BY price DESC) AS rn FROM {tumble(2000)} WHERE price IS NOT NULL) WHERE rn <= 1",
+     f"SELECT ws AS window_start, auction, price FROM (SELECT *, rank() OVER (PARTITION BY ws, auction ORDER BY "
+     f"price DESC) AS rn FROM {duck_tumble(2000)} WHERE price IS NOT NULL) WHERE rn <= 1"),
+]
+
+#: Joins of the stream with itself (interval, regular, outer, semi and anti, window joins, joins under GROUP BY).
+JOINS = [
+    ("SELECT a.ts, b.ts AS bts, a.auction FROM bids a JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts - INTERVAL '20' MILLISECOND AND a.ts",
+     "SELECT a.ts, b.ts AS bts, a.auction FROM bids a JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts - 20 AND a.ts"),
+    ("SELECT a.ts, b.ts AS bts FROM bids a JOIN bids b ON a.auction = b.auction AND b.ts BETWEEN a.ts - "
+     "INTERVAL '40' MILLISECOND AND a.ts + INTERVAL '40' MILLISECOND WHERE a.price > b.price",
+     "SELECT a.ts, b.ts AS bts FROM bids a JOIN bids b ON a.auction = b.auction AND b.ts BETWEEN a.ts - 40 AND "
+     "a.ts + 40 WHERE a.price > b.price"),
+    ("SELECT a.ts, b.price FROM bids a, bids b WHERE a.auction = b.auction AND b.ts >= a.ts "
+     "AND b.ts < a.ts + INTERVAL '30' MILLISECOND",
+     "SELECT a.ts, b.price FROM bids a, bids b WHERE a.auction = b.auction AND b.ts >= a.ts AND b.ts < a.ts + 30"),
+    ("SELECT a.ts, a.auction, b.ts AS bts FROM bids a LEFT JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts + INTERVAL '1' MILLISECOND AND a.ts + INTERVAL '25' MILLISECOND",
+     "SELECT a.ts, a.auction, b.ts AS bts FROM bids a LEFT JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts + 1 AND a.ts + 25"),
+    ("SELECT a.ts, b.ts AS bts FROM bids a JOIN bids b ON a.auction = b.auction AND a.ch = b.ch "
+     "AND b.ts BETWEEN a.ts - INTERVAL '60' MILLISECOND AND a.ts",
+     "SELECT a.ts, b.ts AS bts FROM bids a JOIN bids b ON a.auction = b.auction AND a.ch = b.ch "
+     "AND b.ts BETWEEN a.ts - 60 AND a.ts"),
+    ("SELECT a.auction, COUNT(*) AS pairs FROM bids a JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts - INTERVAL '20' MILLISECOND AND a.ts GROUP BY a.auction",
+     "SELECT a.auction, count(*) AS pairs FROM bids a JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts - 20 AND a.ts GROUP BY a.auction"),
+    ("SELECT a.ts, h.ts AS hts FROM bids a JOIN (SELECT ts, auction FROM bids WHERE price > 50) h "
+     "ON a.auction = h.auction AND h.ts BETWEEN a.ts - INTERVAL '50' MILLISECOND AND a.ts",
+     "SELECT a.ts, h.ts AS hts FROM bids a JOIN (SELECT ts, auction FROM bids WHERE price > 50) h "
+     "ON a.auction = h.auction AND h.ts BETWEEN a.ts - 50 AND a.ts"),
+    ("SELECT ts, auction FROM bids a WHERE EXISTS (SELECT * FROM bids b WHERE b.auction = a.auction "
+     "AND b.ts BETWEEN a.ts - INTERVAL '50' MILLISECOND AND a.ts - INTERVAL '1' MILLISECOND)",
+     "SELECT ts, auction FROM bids a WHERE EXISTS (SELECT * FROM bids b WHERE b.auction = a.auction "
+     "AND b.ts BETWEEN a.ts - 50 AND a.ts - 1)"),
+    ("SELECT ts, auction FROM bids a WHERE NOT EXISTS (SELECT * FROM bids b WHERE b.auction = a.auction "
+     "AND b.ts BETWEEN a.ts + INTERVAL '1' MILLISECOND AND a.ts + INTERVAL '40' MILLISECOND)",
+     "SELECT ts, auction FROM bids a WHERE NOT EXISTS (SELECT * FROM bids b WHERE b.auction = a.auction "
+     "AND b.ts BETWEEN a.ts + 1 AND a.ts + 40)"),
+    ("SELECT ts, auction FROM bids WHERE auction IN (SELECT auction FROM bids WHERE price > 95)", None),
+    ("SELECT a.ts, b.ts AS bts FROM bids a FULL JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts + INTERVAL '1' MILLISECOND AND a.ts + INTERVAL '15' MILLISECOND",
+     "SELECT a.ts, b.ts AS bts FROM bids a FULL JOIN bids b ON a.auction = b.auction "
+     "AND b.ts BETWEEN a.ts + 1 AND a.ts + 15"),
+    (f"SELECT L.ts, R.ts AS rts, L.window_start FROM (SELECT * FROM {tumble(500)}) L JOIN (SELECT * FROM "
+     f"{tumble(500)} WHERE price > 90) R ON L.auction = R.auction AND L.window_start = R.window_start "
+     "AND L.window_end = R.window_end",
+     f"SELECT L.ts, R.ts AS rts, L.ws AS window_start FROM {duck_tumble(500)} L JOIN (SELECT * FROM "
+     f"{duck_tumble(500)} WHERE price > 90) R ON L.auction = R.auction AND L.ws = R.ws"),
+]
+
+#: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.
+CASES = (
+    [("rows", f"SELECT ts, {e} AS x FROM bids", f"SELECT ts, {d or e} AS x FROM bids") for e, d in EXPRESSIONS]
+    + [("rows", f"SELECT ts, auction, price, ch FROM bids WHERE {p}", f"SELECT ts, auction, price, ch FROM bids "
+        f"WHERE {d or p}") for p, d in PREDICATES]
+    + [("rows", q, d or q) for q, d in WINDOWS]
+    + [("changelog", q, d or q) for q, d in UPDATING]
+    + [("changelog" if "window_start" not in q else "rows", q, d or q) for q, d in RANKED]
+    + [("changelog" if "GROUP BY" in q else "rows", q, d or q) for q, d in JOINS]
+)
