@@ -2,7 +2,7 @@
 
 Each case is ``(streaming SQL, DuckDB SQL)``; ``None`` for DuckDB means the same text. Every query reads
 ``bids`` (``ts`` int64 milliseconds, unique, out of order; ``auction`` int64 with nulls, zipf-skewed;
-``price`` float64 with nulls; ``ch`` string). ``EXPRESSIONS`` and ``PREDICATES`` are completed into
+``price`` float64 with nulls; ``ch`` string with nulls, dictionary-encoded in half the runs). ``EXPRESSIONS`` and ``PREDICATES`` are completed into
 ``SELECT ts, <e> AS x FROM bids`` and ``SELECT ts, auction, price, ch FROM bids WHERE <p>``.
 """
 
@@ -47,7 +47,7 @@ EXPRESSIONS = [
     ("CASE WHEN price > 66 THEN 'high' WHEN price > 33 THEN 'mid' END", None),
     ("CASE WHEN auction = 1 THEN price ELSE -price END", None), ("UPPER(ch)", None), ("LOWER(UPPER(ch))", None),
     ("ch || '!'", None), ("ch = 'web'", None), ("ch IN ('web', 'api')", None), ("ch LIKE 'a%'", None),
-    ("ch LIKE '%p%'", None), ("ch <> 'app'", None), ("CONCAT(ch, '-', ch)", None),
+    ("ch LIKE '%p%'", None), ("ch <> 'app'", None), ("CONCAT(ch, '-', ch)", "ch || '-' || ch"),
     ("CASE WHEN ch = 'web' THEN auction END", None), ("ts + INTERVAL '1' SECOND", "ts + 1000"),
     ("ts - INTERVAL '5' MINUTE", "ts - 300000"), ("SECOND(ts)", "(ts // 1000) % 60"),
     ("EXTRACT(SECOND FROM ts)", "(ts // 1000) % 60"), ("MINUTE(ts)", "(ts // 60000) % 60"), ("MOD(ts, 1000)", None),
@@ -240,6 +240,33 @@ JOINS = [
      "AND L.window_end = R.window_end",
      f"SELECT L.ts, R.ts AS rts, L.ws AS window_start FROM {duck_tumble(500)} L JOIN (SELECT * FROM "
      f"{duck_tumble(500)} WHERE price > 90) R ON L.auction = R.auction AND L.ws = R.ws"),
+]
+
+JOINS += [
+    ("SELECT a.ts, b.ts AS bts, c.ts AS cts, a.auction FROM bids a JOIN bids b ON a.auction = b.auction AND b.ts "
+     "BETWEEN a.ts - INTERVAL '30' MILLISECOND AND a.ts JOIN bids c ON b.auction = c.auction AND c.ts BETWEEN "
+     "b.ts - INTERVAL '30' MILLISECOND AND b.ts WHERE c.price > 20",
+     "SELECT a.ts, b.ts AS bts, c.ts AS cts, a.auction FROM bids a JOIN bids b ON a.auction = b.auction AND b.ts "
+     "BETWEEN a.ts - 30 AND a.ts JOIN bids c ON b.auction = c.auction AND c.ts BETWEEN b.ts - 30 AND b.ts "
+     "WHERE c.price > 20"),
+    ("SELECT a.ts, c.ts AS cts FROM bids a, bids b, bids c WHERE a.auction = b.auction AND b.auction = c.auction "
+     "AND b.ts >= a.ts AND b.ts <= a.ts + INTERVAL '20' MILLISECOND AND c.ts >= a.ts "
+     "AND c.ts <= a.ts + INTERVAL '20' MILLISECOND",
+     "SELECT a.ts, c.ts AS cts FROM bids a, bids b, bids c WHERE a.auction = b.auction AND b.auction = c.auction "
+     "AND b.ts >= a.ts AND b.ts <= a.ts + 20 AND c.ts >= a.ts AND c.ts <= a.ts + 20"),
+]
+JOINS += [
+    (f"SELECT L.ts, R.ts AS rts, L.window_start FROM (SELECT * FROM {tumble(500)}) L LEFT JOIN (SELECT * FROM "
+     f"{tumble(500)} WHERE price > 90) R ON L.auction = R.auction AND L.window_start = R.window_start "
+     "AND L.window_end = R.window_end",
+     f"SELECT L.ts, R.ts AS rts, L.ws AS window_start FROM {duck_tumble(500)} L LEFT JOIN (SELECT * FROM "
+     f"{duck_tumble(500)} WHERE price > 90) R ON L.auction = R.auction AND L.ws = R.ws"),
+    (f"SELECT L.ts, R.ts AS rts, L.window_start, R.window_end AS rwe FROM (SELECT * FROM {tumble(300)} WHERE "
+     f"price < 5) L FULL JOIN (SELECT * FROM {tumble(300)} WHERE price > 95) R ON L.auction = R.auction "
+     "AND L.window_start = R.window_start AND L.window_end = R.window_end",
+     f"SELECT L.ts, R.ts AS rts, L.ws AS window_start, R.we AS rwe FROM (SELECT * FROM {duck_tumble(300)} WHERE "
+     f"price < 5) L FULL JOIN (SELECT * FROM {duck_tumble(300)} WHERE price > 95) R ON L.auction = R.auction "
+     "AND L.ws = R.ws"),
 ]
 
 #: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.

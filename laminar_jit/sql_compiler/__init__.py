@@ -42,7 +42,9 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         function over a table — ``TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
         INTERVAL '10' SECOND))``, ``HOP(TABLE t, DESCRIPTOR(ts), slide,
         size)``, ``SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), gap)`` — or
-        a join of two of these, with ``WHERE``, computed columns, ``GROUP BY
+        a join of these (interval, regular, window — inner or outer —, ASOF,
+        temporal, semi and anti; several tables two at a time), with ``WHERE``,
+        computed columns, ``GROUP BY
         window_start, window_end[, keys]`` (a window aggregate), Flink's
         ``GROUP BY k, TUMBLE(ts, size)`` or ``GROUP BY keys`` (an updating
         result, with ``op``), ``HAVING``, and ``COUNT``, ``COUNT(DISTINCT)``,

@@ -99,6 +99,45 @@ def _strftime(pattern: str) -> str:
     return out
 
 
+def _per_value(fn, column, decode: bool = False):
+    """``fn(column)`` for a row-wise ``fn``; on a dictionary column without nulls, ``fn`` runs on its distinct
+    values only, and the result is a dictionary over them (strings; with ``decode``, their rows) or taken back
+    to the rows (anything else)."""
+    if not pa.types.is_dictionary(column.type):
+        return fn(column)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count or len(column.dictionary) > max(len(column), 1):
+        return fn(column.dictionary_decode())
+    values = fn(column.dictionary)
+    if isinstance(values, pa.Scalar):
+        return fn(column.dictionary_decode())
+    if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and not decode:
+        return pa.DictionaryArray.from_arrays(column.indices, values)
+    return values.take(column.indices)
+
+
+def _date_format(times, pattern: str, strftime: str):
+    """Flink's ``DATE_FORMAT`` by Arrow: each distinct time at the pattern's finest field (day, hour, minute,
+    second) is formatted once; a dictionary over those strings."""
+    times = _as_time(times)
+    if "S" in pattern:
+        return pc.strftime(times, format=strftime)
+    unit = "second" if "s" in pattern else "minute" if "m" in pattern else "hour" if "H" in pattern else "day"
+    floored = pc.cast(pc.floor_temporal(times, unit=unit), pa.timestamp("s"))
+    distinct = pc.unique(floored)
+    return pa.DictionaryArray.from_arrays(pc.index_in(floored, value_set=distinct),
+                                          pc.strftime(distinct, format=strftime))
+
+
+def _window_bounds(ts, size: int):
+    """The tumbling window (``size`` ms, epoch-aligned) of each time: ``(window_start, window_end)`` of its type."""
+    kind = ts.type
+    start = pc.floor_temporal(_as_time(ts), multiple=size, unit="millisecond")
+    end = pc.add(start, pa.scalar(size, pa.duration("ms")))
+    return (start, end) if pa.types.is_timestamp(kind) else (pc.cast(start, kind), pc.cast(end, kind))
+
+
 def _as_time(a):
     """Milliseconds since the epoch (or a timestamp) as a timestamp array."""
     return a if pa.types.is_timestamp(a.type) else pc.cast(a, pa.timestamp("ms"))
@@ -171,11 +210,16 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     if not arrow_allowed:
         raise SqlError(f"SQL {where}: {node.sql()!r} needs strings or looks at nulls, which is computed only on "
                        "source columns for now (before a window or aggregate)", construct=node.sql())
-    arrow = _Arrow(schema, udfs)
+    arrow = _Arrow(schema, udfs, per_value=len(params) > 1)
     text = arrow.text(node)
     lines = [f"def sql_arrow({', '.join(params)}):"]
-    lines += [f"    {p} = {p}.dictionary_decode() if pa.types.is_dictionary({p}.type) else {p}" for p in params]
-    lines.append(f"    return {text}")
+    if len(params) == 1:  # one dictionary column: computed once per distinct value (a url's, a channel's)
+        p = params[0]
+        lines.append(f"    return _per_value(lambda {p}: {text}, {p})")
+    else:  # several: each part that reads one dictionary column is computed per distinct value of it
+        lines += [f"    {p}_raw, {p} = {p}, {p}.dictionary_decode() if pa.types.is_dictionary({p}.type) else {p}"
+                  for p in params]
+        lines.append(f"    return {text}")
     src = "\n".join(lines) + "\n"
     return Compiled(_define(src, "sql_arrow", {}, arrow.called), tuple(params), True, src)
 
@@ -202,6 +246,8 @@ def _define(src: str, name: str, env: dict, arrow_env: dict | None = None, kerne
         module = types.ModuleType(module_name)
         module.__dict__.update({"np": np, "pa": pa, "pc": pc, "_as_time": _as_time, "_plus_ms": _plus_ms,
                                 "_case_when": _case_when,
+                                "_per_value": _per_value, "_date_format": _date_format,
+                                "_window_bounds": _window_bounds,
                                 "regexp_extract": regexp_extract, "split_index": split_index})
         for udf_name, fn in env.items():
             if isinstance(fn, UserAggregate):  # (called as an aggregate, never inside a kernel)
@@ -311,8 +357,8 @@ class _Arrow:
     A function of ``udfs`` called here (with a string, or where nulls must be seen) is called with Arrow
     arrays and scalars; ``called`` collects those it calls."""
 
-    def __init__(self, schema: pa.Schema, udfs: dict | None = None):
-        self.schema, self.udfs, self.called = schema, dict(udfs or {}), {}
+    def __init__(self, schema: pa.Schema, udfs: dict | None = None, per_value: bool = False):
+        self.schema, self.udfs, self.called, self.per_value = schema, dict(udfs or {}), {}, per_value
 
     def text(self, n: exp.Expression) -> str:
         t = self.text
@@ -320,6 +366,15 @@ class _Arrow:
             return n.name
         if isinstance(n, exp.Paren):
             return t(n.this)
+        columns = referenced(n) if self.per_value else ()
+        if len(columns) == 1 and pa.types.is_dictionary(self.schema.field(columns[0]).type):
+            self.per_value = False  # (the part, on the column's distinct values)
+            try:
+                part = t(n)
+            finally:
+                self.per_value = True
+            c = columns[0]
+            return f"_per_value(lambda {c}: {part}, {c}_raw, decode=True)"
         if isinstance(n, exp.Literal):
             if n.is_string:
                 return f"pa.scalar({n.this!r})"
@@ -383,10 +438,7 @@ class _Arrow:
         if isinstance(n, exp.Anonymous) and n.name.upper() == "DATE_FORMAT" and len(n.expressions) == 2 \
                 and isinstance(n.expressions[1], exp.Literal) and n.expressions[1].is_string:
             pattern = n.expressions[1].this  # (Java's 'ss' is whole seconds; Arrow's %S shows milliseconds too)
-            time = f"_as_time({t(n.expressions[0])})"
-            if "S" not in pattern:
-                time = f"pc.cast(pc.floor_temporal({time}, unit='second'), pa.timestamp('s'))"
-            return f"pc.strftime({time}, format={_strftime(pattern)!r})"
+            return f"_date_format({t(n.expressions[0])}, {pattern!r}, {_strftime(pattern)!r})"
         if isinstance(n, exp.RegexpExtract) and isinstance(n.expression, exp.Literal):
             group = n.args.get("group") or n.args.get("position")  # (Flink's third argument: the group)
             index = int(group.this) if isinstance(group, exp.Literal) else 1

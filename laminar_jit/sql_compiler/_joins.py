@@ -6,8 +6,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import SchemaError, SqlError
-from ..ops import Project
+from ..ops import ArrowMap, Project
 from ..ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
+from ._expr import _define
 from ._stream import Stream, conjuncts, did_you_mean
 from ._text import interval_ms
 
@@ -34,9 +35,8 @@ class JoinPlanning:
         conjuncts of one side filter it first; others filter the joined rows. Each side carries only the
         columns the query reads."""
         joins = query.args["joins"]
-        if len(joins) != 1:
-            raise SqlError("SQL: a JOIN of two tables is supported so far (join a view of the first join to a "
-                           "third table)", construct="JOIN")
+        if len(joins) > 1:
+            return self._join(self._first_join_nested(query))
         join = joins[0]
         how = {"": "inner", "LEFT": "left", "RIGHT": "right", "FULL": "full"}.get((join.side or "").upper())
         asof = (join.args.get("method") or "").upper() == "ASOF"
@@ -62,7 +62,7 @@ class JoinPlanning:
             if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
                 stream = self._source(table.name, table)  # a source, or a view's planned rows
             elif isinstance(table, exp.Subquery):
-                stream = self.plan(table.this, keep_time=True)
+                stream = self._subquery(table)
             else:
                 raise SqlError(f"SQL: JOIN {table.sql()[:60]}: a side is a table, a view or (SELECT ...)",
                                construct="JOIN")
@@ -113,9 +113,10 @@ class JoinPlanning:
             if sorted(k for k in keys if k[0] in _WINDOW_BOUNDS) != [(b, b) for b in sorted(_WINDOW_BOUNDS)]:
                 raise SqlError("SQL: a window join matches L.window_start = R.window_start AND L.window_end = "
                                "R.window_end", construct="ON")
-            if how != "inner":
-                raise SqlError("SQL: window joins are INNER so far", construct="JOIN")
             keys = [k for k in keys if k[0] not in _WINDOW_BOUNDS]
+            if how != "inner":  # an outer window join: an interval join of rows in one window, on the key and
+                keys.append(("window_start", "window_start"))  # each side's window_start (null when unmatched)
+                bounds.lower, bounds.upper = 1 - windows[0][1], windows[0][1] - 1
         if not keys:  # equal times only (two windows' rows by window): the times are the key too
             keys = [pair for pair in time_pairs]
         if not keys:
@@ -149,12 +150,15 @@ class JoinPlanning:
                 stream = self._filter(stream, windows[j][2], "WHERE")
             for c in pushed[j]:
                 stream = self._filter(stream, _unqualified(c.copy()), "WHERE")
-            columns = [n for n in stream.schema.names
-                       if (n in read[j] and n not in _WINDOW_BOUNDS) or n == stream.event_time]
+            outer_window = windowed and how != "inner"
+            if outer_window:
+                stream = self._window_bounds(stream, windows[j][1])
+            columns = [n for n in stream.schema.names if (n in read[j] and (outer_window or n not in _WINDOW_BOUNDS))
+                       or n == stream.event_time or (outer_window and n == "window_start")]
             streams.append(self._add(stream, Project(columns), "side"))
         name = self._name("join")
         same_names = all(a == b for a, b in keys)
-        if windowed:
+        if windowed and how == "inner":
             op = WindowJoin(windows[0][1], left_key, right_key)
         elif version is not None or (asof and direction == "backward" and not same_names):
             op = TemporalJoin(left_key, right_key, how=how)
@@ -180,7 +184,7 @@ class JoinPlanning:
                         times={c: o for c, o in streams[0].times.items() if c in bound.output_schema.names},
                         delay=delay)
         names = side_of.output_names(streams[0].schema, streams[1].schema, stream.schema)
-        if windowed:  # both sides' window bounds are the window join's
+        if windowed and how == "inner":  # both sides' window bounds are the window join's
             names.update({(side, b): b for side in (0, 1) for b in _WINDOW_BOUNDS})
         for c in after:
             stream = self._filter(stream, _renamed(c.copy(), side_of, names), "WHERE")
@@ -204,6 +208,78 @@ class JoinPlanning:
                 column.replace(exp.column(names[side_of.resolve(column)]))
         return stream, rest
 
+    def _window_bounds(self, stream: Stream, size: int) -> Stream:
+        """``stream`` with its rows' tumbling ``window_start`` and ``window_end`` (a kernel of the event time)."""
+        ts = stream.event_time
+        if not stream.at_source:
+            raise SqlError("SQL: an outer window join joins tables' rows (filtered or projected), not the results "
+                           "of another operator", construct="JOIN")
+        src = f"def sql_window({ts}):\n    return _window_bounds({ts}, {size})\n"
+        kind = stream.schema.field(ts).type
+        return self._add(stream, ArrowMap(_define(src, "sql_window", {}), output={"window_start": kind,
+                                                                                  "window_end": kind}), "window")
+
+    def _subquery(self, node: exp.Subquery) -> Stream:
+        """A join side's subquery, planned once (a nested join's first pair is looked at before it is joined)."""
+        planned = getattr(self, "_planned_sides", None)
+        if planned is None:
+            planned = self._planned_sides = {}
+        if id(node) not in planned:
+            planned[id(node)] = (node, self.plan(node.this, keep_time=True))
+        return planned[id(node)][1]
+
+    def _first_join_nested(self, query: exp.Select) -> exp.Select:
+        """``FROM a JOIN b ON .. JOIN c ON ..`` as ``FROM (SELECT <a's and b's columns> FROM a JOIN b ON ..) ab
+        JOIN c ON ..``: joins of several tables, two at a time (left-deep, as written)."""
+        source = query.args.get("from_") or query.args.get("from")
+        first, joins = source.this, query.args["joins"]
+        pair = [first, joins[0].this]
+        aliases = [t.alias_or_name for t in pair]
+        schemas = [(self._subquery(t) if isinstance(t, exp.Subquery) else self._source(t.name, t)).schema
+                   for t in pair]
+        if any(isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star))
+               for item in query.expressions):
+            raise SqlError("SQL: a join of more than two tables lists the columns it selects (no *)", construct="*")
+        inner_ok = all((j.side or "") == "" for j in joins)
+        where = query.args.get("where")
+        terms = conjuncts(where.this) if where is not None else []
+
+        def owner(column: exp.Column) -> int | None:
+            if column.table:
+                return aliases.index(column.table) if column.table in aliases else None
+            found = [j for j in (0, 1) if schemas[j].get_field_index(column.name) >= 0]
+            return found[0] if len(found) == 1 else None
+
+        def first_pair_only(node) -> bool:
+            return all(owner(c) is not None for c in node.find_all(exp.Column))
+
+        moved = [c for c in terms if inner_ok and first_pair_only(c)]
+        nested = f"_sql_join{self.serial}"
+        names: dict[tuple[int, str], str] = {}
+        done = {id(c) for node in [*moved, joins[0]] for c in node.find_all(exp.Column)}  # (inside the pair)
+        for column in [c for c in query.find_all(exp.Column) if not isinstance(c.this, exp.Star)]:
+            side = owner(column)
+            if side is not None and id(column) not in done:
+                names[(side, column.name)] = f"{aliases[side]}__{column.name}"
+        inner = exp.select(*[exp.column(col, table=aliases[side]).as_(name) for (side, col), name in names.items()])
+        inner = inner.from_(first.copy()).join(joins[0].copy())
+        if moved:
+            inner = inner.where(exp.and_(*[c.copy() for c in moved]))
+        outer = query.copy()
+        rest = [c.copy() for c in terms if c not in moved]
+        outer.set("where", exp.Where(this=exp.and_(*rest)) if rest else None)
+        outer.set("joins", [j.copy() for j in joins[1:]])
+        outer.set("from_" if "from_" in outer.args else "from", None)
+        expressions = [item.as_(item.name) if isinstance(item, exp.Column) else item for item in outer.expressions]
+        outer.set("expressions", expressions)
+        for column in list(outer.find_all(exp.Column)):
+            side = owner(column)
+            if side is not None and (side, column.name) in names:
+                column.replace(exp.column(names[(side, column.name)], table=nested))
+        outer.set("from_" if "from_" in query.args else "from",
+                  exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(nested)))))
+        return outer
+
     def _windowed_side(self, t) -> tuple | None:
         """``(table, size, where)`` of a join side written ``(SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
         size)) [WHERE ...]) AS L``; None for any other side."""
@@ -224,8 +300,8 @@ class JoinPlanning:
                            construct=t.sql()[:60])
         table = exp.Table(this=exp.to_identifier(call.expressions[0].name))
         ts = call.expressions[1].this if isinstance(call.expressions[1], exp.Paren) else call.expressions[1]
-        wm = self.watermarks.get(table.name)
-        if wm is None or not isinstance(ts, exp.Column) or ts.name != wm[0]:
+        event_time = self._source(table.name, table).event_time  # (a source's, or a view's)
+        if event_time is None or not isinstance(ts, exp.Column) or ts.name != event_time:
             raise SqlError(f"SQL: TUMBLE over {table.name}.{ts.sql()}: declare it as the table's event time "
                            "(WATERMARK FOR ...)", construct="TUMBLE")
         where = inner.args.get("where")
