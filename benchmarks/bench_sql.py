@@ -4,7 +4,8 @@
 hand-built one costs: ``time_sql`` and ``time_python`` run the same filter
 and 10 s tumbling window (count, sum and max of the price, per auction) over
 the standard events; :class:`SqlDuckDB` runs the same SQL in DuckDB over the
-whole in-memory table.
+whole in-memory table; :class:`SqlCumulate` times ``CUMULATE`` windows against DuckDB, and
+:class:`SqlNexmark` Nexmark's canonical texts against the hand-built queries.
 """
 
 from __future__ import annotations
@@ -78,6 +79,42 @@ class SqlDuckDB:
 
     def teardown(self):
         self.con.close()
+
+    def time_duckdb(self):
+        self.con.sql(self.sql).to_arrow_table()
+
+
+_STEP_MS = SIZE_MS // 10
+_CUMULATE = f"""
+CREATE TABLE {common.SOURCE} (WATERMARK FOR ts AS ts - INTERVAL '{common.MAX_DISORDER_MS}' MILLISECOND);
+SELECT window_start, window_end, auction, COUNT(*) AS n, SUM(price) AS total
+FROM TABLE(CUMULATE(TABLE {common.SOURCE}, DESCRIPTOR(ts), INTERVAL '{_STEP_MS}' MILLISECOND,
+                    INTERVAL '{SIZE_MS}' MILLISECOND))
+GROUP BY window_start, window_end, auction"""
+
+
+class SqlCumulate:
+    """``CUMULATE`` windows (a 10 s window reported every second) compiled by ``lj.sql``, and DuckDB computing the
+    same windows over the whole in-memory table (each row once per cumulating window it is in)."""
+
+    timeout = 300
+
+    def setup(self):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = lj.sql(_CUMULATE, sources={common.SOURCE: common.EVENT_SCHEMA})
+        common.run_dag(self.dag, self.batches[:2])  # compile / load the plan
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.sql = (f"SELECT ws AS window_start, ws + e * {_STEP_MS} AS window_end, auction, count(*) AS n, "
+                    f"sum(price) AS total FROM (SELECT *, ts // {SIZE_MS} * {SIZE_MS} AS ws, "
+                    f"unnest(range(1, {SIZE_MS // _STEP_MS + 1})) AS e FROM events) "
+                    f"WHERE ts < ws + e * {_STEP_MS} GROUP BY ALL")
+
+    def teardown(self):
+        self.con.close()
+
+    def time_sql(self):
+        stream(self.dag, self.batches)
 
     def time_duckdb(self):
         self.con.sql(self.sql).to_arrow_table()

@@ -292,6 +292,19 @@ def _sql_text(query: str) -> str:
     raise _UsageError(f"no file {query!r} (give a .sql file, or the SQL text in quotes)")
 
 
+def _read_table(name: str, path: str):
+    """The whole of a bounded table ``--table NAME=PATH`` (Parquet, else an Arrow IPC file)."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path) if path.endswith(".parquet") else feather.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise _UsageError(f"--table {name}={path}: cannot read it as a Parquet or Arrow file ({_one_line(e)})") \
+            from None
+
+
 def _sql(args: argparse.Namespace) -> int:
     """Compile SQL with ``lj.sql`` and run it over files; print, watch or write the results."""
     import laminar_jit as lj
@@ -303,10 +316,11 @@ def _sql(args: argparse.Namespace) -> int:
             sources[name] = lj.io.as_source(path)
         except TypeError as e:
             raise _UsageError(f"--source {name}={path}: {_one_line(e)}") from None
+    tables = {name: _read_table(name, path) for name, path in args.table}
     if args.explain:
-        print(lj.explain(text, sources))
+        print(lj.explain(text, {**sources, **tables}))
         return 0
-    dag = lj.sql(text, sources)
+    dag = lj.sql(text, {**sources, **tables})
     missing = [n for n in dag.sources if n not in sources]
     if missing:
         raise _UsageError(f"the SQL reads {missing}: give each as --source NAME=PATH")
@@ -471,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("query", help="a .sql file, or the SQL text in quotes")
     q.add_argument("--source", type=_named, action="append", default=[], metavar="NAME=PATH",
                    help="a table the SQL reads: a .parquet or .arrow file (repeat for several)")
+    q.add_argument("--table", type=_named, action="append", default=[], metavar="NAME=PATH",
+                   help="a bounded table read whole for lookup joins (JOIN NAME FOR SYSTEM_TIME AS OF "
+                        "a.p_time): a .parquet or .arrow file")
     q.add_argument("--sink", type=_named, action="append", default=[], metavar="NAME=DIR",
                    help="write sink NAME ('out' for a SELECT) to a Parquet directory, exactly once")
     q.add_argument("--checkpoint-dir", default=None, help="directory of checkpoints (enables exactly-once resume)")
@@ -509,9 +526,10 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
         if problem:
             return f"--out: {problem}"
     if args.command == "sql":
-        for name, path in args.source:
-            if not os.path.isfile(path):
-                return f"--source {name}={path}: no such file"
+        for flag, pairs in (("--source", args.source), ("--table", args.table)):
+            for name, path in pairs:
+                if not os.path.isfile(path):
+                    return f"{flag} {name}={path}: no such file"
         for name, path in args.sink:
             problem = directory_problem(path)
             if problem:

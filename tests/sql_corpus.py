@@ -17,6 +17,11 @@ def hop(slide: int, size: int) -> str:
     return f"TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '{slide}' MILLISECOND, INTERVAL '{size}' MILLISECOND))"
 
 
+def cumulate(step: int, size: int) -> str:
+    return (f"TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '{step}' MILLISECOND, "
+            f"INTERVAL '{size}' MILLISECOND))")
+
+
 def duck_tumble(size: int) -> str:
     """DuckDB: the rows with their tumbling window's bounds (``ws``, ``we``)."""
     return f"(SELECT *, ts // {size} * {size} AS ws, ts // {size} * {size} + {size} AS we FROM bids)"
@@ -27,6 +32,12 @@ def duck_hop(slide: int, size: int) -> str:
     k = size // slide
     return (f"(SELECT *, ws + {size} AS we FROM (SELECT *, unnest(range(ts // {slide} - {k - 1}, ts // {slide} + 1))"
             f" * {slide} AS ws FROM bids))")
+
+
+def duck_cumulate(step: int, size: int) -> str:
+    """DuckDB: each row once per cumulating window it belongs to: ``[ws, ws + e * step)`` with ``ws`` its period."""
+    return (f"(SELECT *, ws + e * {step} AS we FROM (SELECT *, ts // {size} * {size} AS ws, "
+            f"unnest(range(1, {size // step + 1})) AS e FROM bids) WHERE ts < ws + e * {step})")
 
 
 #: Select-list expressions (nulls in, SQL's null rules out).
@@ -152,6 +163,18 @@ WINDOWS = [
      "HAVING COUNT(*) > 5",
      f"SELECT ws AS window_start, auction, count(*) AS n FROM {duck_hop(1000, 2000)} GROUP BY ws, auction "
      "HAVING count(*) > 5"),
+    (f"SELECT window_start, window_end, auction, COUNT(*) AS n, SUM(price) AS s FROM {cumulate(500, 2000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, we AS window_end, auction, count(*) AS n, sum(price) AS s FROM "
+     f"{duck_cumulate(500, 2000)} GROUP BY ALL"),
+    (f"SELECT window_start, window_end, COUNT(*) AS n, AVG(price) AS a FROM {cumulate(250, 1000)} "
+     "GROUP BY window_start, window_end",
+     f"SELECT ws AS window_start, we AS window_end, count(*) AS n, avg(price) AS a FROM {duck_cumulate(250, 1000)} "
+     "GROUP BY ALL"),
+    (f"SELECT window_end, ch, MAX(price) AS hi, COUNT(*) AS n FROM {cumulate(1000, 3000)} "
+     "GROUP BY window_start, window_end, ch HAVING COUNT(*) > 2",
+     f"SELECT we AS window_end, ch, max(price) AS hi, count(*) AS n FROM {duck_cumulate(1000, 3000)} "
+     "GROUP BY ws, we, ch HAVING count(*) > 2"),
 ]
 
 #: Non-windowed GROUP BY: updating results (a changelog), compared once applied.

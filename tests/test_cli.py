@@ -253,6 +253,15 @@ def test_sql_runs_over_files_prints_writes_and_explains(tmp_path, capsys):
     assert "TumblingWindow(10000, key=['auction']" in capsys.readouterr().out
     assert cli.main(["sql", "SELECT ts, price * 2 AS p FROM bids WHERE price > 99", *source, "--watch"]) == 0
     assert "      p" in capsys.readouterr().out
+    names = pa.table({"id": pa.array(range(0, 20, 2), pa.int64()), "label": [f"a{i}" for i in range(0, 20, 2)]})
+    pq.write_table(names, tmp_path / "names.parquet")
+    lookup = ("SELECT b.ts, n.label FROM (SELECT *, PROCTIME() AS pt FROM bids) b JOIN names FOR SYSTEM_TIME AS OF "
+              "b.pt AS n ON b.auction = n.id")
+    assert cli.main(["sql", lookup, *source, "--table", f"names={tmp_path / 'names.parquet'}",
+                     "--sink", f"out={tmp_path / 'looked'}"]) == 0
+    got = lj.io.ParquetSink(tmp_path / "looked").read()
+    assert got.num_rows == pa.compute.sum(pa.compute.equal(pa.compute.bit_wise_and(bids["auction"], 1), 0)).as_py()
+    assert set(got.column("label").to_pylist()) == set(names.column("label").to_pylist())
 
 
 @pytest.mark.parametrize("argv, status, message", [
@@ -262,6 +271,7 @@ def test_sql_runs_over_files_prints_writes_and_explains(tmp_path, capsys):
     (["sql", "SELECT ts FROM bids"], 1, "unknown table 'bids'"),
     (["sql", "SELECT ts FROM bids WHERE (", "--source", "BIDS"], 1, "SqlError: cannot parse the SQL"),
     (["sql", "SELECT ts FROM bids", "--source", "BIDS", "--sink", "nope=/tmp"], 2, "the SQL writes ['out']"),
+    (["sql", "SELECT ts FROM bids", "--source", "BIDS", "--table", "t=/nonexistent.parquet"], 2, "no such file"),
 ])
 def test_sql_mistakes_are_one_line(argv, status, message, tmp_path, capsys):
     import pyarrow as pa

@@ -172,9 +172,10 @@ def test_mistakes_are_named_with_their_place():
         lj.sql("SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
                "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
     assert e.value.construct == "TUMBLE"
-    with pytest.raises(lj.SqlError, match=r"CUMULATE window table function is not supported yet"):
+    with pytest.raises(lj.SqlError, match=r"CUMULATE.*size \(4500 ms\) must be a multiple of step \(1000 ms\)"):
         lj.sql(DDL + "SELECT window_start, COUNT(*) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), "
-               "INTERVAL '1' SECOND, INTERVAL '4' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
+               "INTERVAL '1' SECOND, INTERVAL '4500' MILLISECOND)) GROUP BY window_start, window_end",
+               sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"a joined table needs an event time"):
         lj.sql("SELECT b.ts FROM bids b JOIN bids c ON b.auction = c.auction", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"NOT IN \(subquery\) is not supported"):
@@ -369,15 +370,15 @@ def _comparable(t: pa.Table) -> pa.Table:
 def test_every_nexmark_query_is_compiled_from_its_canonical_text_or_says_why_not():
     assert sorted([*lj.nexmark.FLINK_SQL, *lj.nexmark.NOT_COMPILED], key=lambda q: int(q[1:])) == \
         sorted(lj.nexmark.QUERIES, key=lambda q: int(q[1:]))
-    with pytest.raises(ValueError, match="PROCTIME"):
-        lj.nexmark.sql_query("q12")
+    with pytest.raises(ValueError, match="MIN and MAX of strings"):
+        lj.nexmark.sql_query("q16")
 
 
 @pytest.mark.parametrize("name", sorted(lj.nexmark.FLINK_SQL, key=lambda q: int(q[1:])))
 def test_nexmark_canonical_sql_gives_the_rows_of_the_hand_built_query(name):
     events = lj.nexmark.generate(30_000, max_delay=100, chunk_size=4_000, seed=3)
     dag = lj.nexmark.sql_query(name)
-    assert dag.sinks == [f"nexmark_{name}"]
+    assert dag.sinks == ["discard_sink" if name == "q12" else f"nexmark_{name}"]
     ex = lj.DagExecutor(dag)
     for chunk in events.chunks:
         for s in lj.nexmark.streams_of(dag):
@@ -387,6 +388,8 @@ def test_nexmark_canonical_sql_gives_the_rows_of_the_hand_built_query(name):
     want = lj.nexmark.run(name, events).result
     if "op" in got.column_names:
         got, want = lj.apply_changelog(got), lj.apply_changelog(want)
+    if name == "q12":  # processing-time windows: a bid's window is the wall clock's when it was fed
+        got, want = (t.group_by("bidder").aggregate([("bid_count", "sum")]) for t in (got, want))
     if got.num_columns == want.num_columns:  # the sink's columns by position (q10's EXPR$5, q20's dateTime0)
         got = got.rename_columns(want.column_names)
     else:  # the columns both return (canonical q18/q19 add extra, the hand-built q5/q7 window bounds)

@@ -83,12 +83,13 @@ def _string_origin(dag, nid: int, port: str, column: str) -> tuple[str, str]:
         op = up.op
         if isinstance(op, Project):
             name = dict((new, old) for new, old in up.bound.extra["mapping"]).get(name, name)
-        elif not isinstance(op, (Filter, Map, ArrowMap)):
-            break
+        elif name not in getattr(getattr(up.bound, "spec", None), "keys", ()) \
+                and not isinstance(op, (Filter, Map, ArrowMap)):
+            break  # (a window's string key keeps its source's codes)
         ups = [u for u, _ in up.inputs]
     raise SchemaError(f"operator {node.name!r}: string column {column!r} of port {port!r} must come from one source "
-                      "through Filters, Maps, ArrowMaps and Projects to be carried by a join; drop it with lj.Project or "
-                      "join on the source's rows directly")
+                      "through Filters, Maps, ArrowMaps, Projects and as a window's key to be carried by a join; drop "
+                      "it with lj.Project or join on the source's rows directly")
 
 
 @register(JoinOperator)

@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from ..dag import StreamingDag
 from ..errors import SqlError
+from ._lookup import proctime_tables
 from ._plan import Planner
 from ._text import parse
 
@@ -41,9 +42,10 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         A ``SELECT`` reads a table, a view, a subquery, one window table
         function over a table — ``TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
         INTERVAL '10' SECOND))``, ``HOP(TABLE t, DESCRIPTOR(ts), slide,
-        size)``, ``SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), gap)`` — or
+        size)``, ``CUMULATE(TABLE t, DESCRIPTOR(ts), step, size)``,
+        ``SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), gap)`` — or
         a join of these (interval, regular, window — inner or outer —, ASOF,
-        temporal, semi and anti; several tables two at a time), with ``WHERE``,
+        temporal, lookup, semi and anti; several tables two at a time), with ``WHERE``,
         computed columns, ``GROUP BY
         window_start, window_end[, keys]`` (a window aggregate), Flink's
         ``GROUP BY k, TUMBLE(ts, size)`` or ``GROUP BY keys`` (an updating
@@ -51,6 +53,11 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         ``SUM``, ``AVG``, ``MIN``, ``MAX`` (each with ``FILTER (WHERE ...)``).
     sources : dict
         Table name -> ``pyarrow.Schema`` or a source (anything with ``.schema``).
+        A ``pyarrow.Table`` is also a bounded table for lookup joins: ``FROM
+        (SELECT *, PROCTIME() AS pt FROM s) x JOIN t FOR SYSTEM_TIME AS OF x.pt
+        ON <expression of x> = t.key`` finds each row's key in ``t`` (whose
+        keys must be unique). A source read by a ``SELECT`` that calls
+        ``PROCTIME()`` runs on processing time (``lj.ProcessingTime()``).
     udfs : dict, optional
         Function name -> kernel (a Numba-compilable scalar function), callable
         by name in expressions, or -> :class:`~laminar_jit.UserAggregate`,
@@ -82,7 +89,7 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
     ['out']
     """
     statements, watermarks, sessions = parse(text)
-    planner = Planner(sources, watermarks, dict(udfs or {}), sessions)
+    planner = Planner(sources, watermarks, dict(udfs or {}), sessions, proctime_tables(statements))
     for statement in statements:
         if isinstance(statement, exp.Create) and statement.kind == "VIEW":
             target = statement.this

@@ -391,6 +391,8 @@ class _Arrow:
             return f"pc.{_PC_ARITH[type(n)]}({t(n.this)}, {t(n.expression)})"
         if isinstance(n, exp.Div):
             return f"pc.divide(pc.cast({t(n.this)}, pa.float64()), {t(n.expression)})"
+        if isinstance(n, exp.Mod):  # the sign of the dividend, as Java's % and the kernels' np.fmod
+            return f"pc.remainder({t(n.this)}, {t(n.expression)})"
         if type(n) in _PC_CMP:
             return f"pc.{_PC_CMP[type(n)]}({t(n.this)}, {t(n.expression)})"
         if isinstance(n, exp.And):

@@ -59,6 +59,11 @@ class JoinPlanning:
         bases, schemas = [], []
         for t, w in zip(sides, windows):
             table = w[0] if w is not None else t
+            if bases and t.args.get("version") is not None and bases[0].proctime:  # a lookup of a bounded table
+                if not (isinstance(t, exp.Table) and t.name in self.tables):
+                    raise SqlError(f"SQL: FOR SYSTEM_TIME AS OF {aliases[0]}'s processing time looks up a bounded "
+                                   f"table: pass {t.name!r} in sources as a pyarrow.Table", construct="FOR SYSTEM_TIME AS OF")
+                return self._lookup_join(query, join, how, bases[0], aliases, t.name)
             if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
                 stream = self._source(table.name, table)  # a source, or a view's planned rows
             elif isinstance(table, exp.Subquery):
@@ -182,7 +187,7 @@ class JoinPlanning:
             delay = streams[0].delay
         stream = Stream(name, bound.output_schema, False, streams[0].event_time,
                         times={c: o for c, o in streams[0].times.items() if c in bound.output_schema.names},
-                        delay=delay)
+                        delay=delay, proctime=streams[0].proctime)
         names = side_of.output_names(streams[0].schema, streams[1].schema, stream.schema)
         if windowed and how == "inner":  # both sides' window bounds are the window join's
             names.update({(side, b): b for side in (0, 1) for b in _WINDOW_BOUNDS})
@@ -373,7 +378,7 @@ class JoinPlanning:
         self.builder.connect(stream.node, name, port="left").connect(right.node, name, port="right")
         bound = op.bind(name, {"left": stream.schema, "right": right.schema},
                         {"left": stream.event_time, "right": right.event_time})
-        return Stream(name, bound.output_schema, False, stream.event_time)
+        return Stream(name, bound.output_schema, False, stream.event_time, proctime=stream.proctime)
 
 
 

@@ -13,11 +13,13 @@ from ..ops.dedup import Dedup
 from ..ops.group import GroupAggregate
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
-from ..time import BoundedOutOfOrderness
+from ..time import BoundedOutOfOrderness, ProcessingTime
 from ._expr import Compiled, arrow_type, compile_expr
 from ._joins import JoinPlanning, subquery_test
-from ._stream import Stream, conjuncts, did_you_mean
-from ._text import SESSION_FUNCTION, SUPPORTED_WINDOWS, WINDOW_FUNCTIONS, interval_ms
+from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
+from ._windows import WindowPlanning
+from ._stream import Stream, conjuncts, did_you_mean, predicate, unique_name
+from ._text import SESSION_FUNCTION, WINDOW_FUNCTIONS
 
 __all__ = ["Planner"]
 
@@ -34,7 +36,7 @@ _NOT_STREAMING = {
 }
 
 
-class Planner(JoinPlanning):
+class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
     """Adds the operators of SELECT statements to one :class:`DagBuilder`.
 
     Parameters
@@ -47,10 +49,16 @@ class Planner(JoinPlanning):
         Function name -> kernel callable from SQL.
     sessions : list of list of str
         The ``PARTITION BY`` columns of each ``SESSION`` window table function, in text order.
+    proctime : set of str
+        Sources that run on processing time (read by a ``SELECT`` that calls ``PROCTIME()``).
     """
 
-    def __init__(self, sources: dict, watermarks: dict, udfs: dict, sessions: list | None = None):
+    def __init__(self, sources: dict, watermarks: dict, udfs: dict, sessions: list | None = None,
+                 proctime: set | None = None):
         self.builder = DagBuilder()
+        self.proctime = set(proctime or ())
+        #: Bounded tables (a ``pyarrow.Table`` in ``sources``), which lookup joins read whole.
+        self.tables = {name: s for name, s in sources.items() if isinstance(s, pa.Table)}
         self.schemas = {name: getattr(s, "schema", s) for name, s in sources.items()}
         for name, schema in self.schemas.items():
             if not isinstance(schema, pa.Schema):
@@ -70,7 +78,7 @@ class Planner(JoinPlanning):
             # reads that source (CREATE VIEW bid AS SELECT ..., date_time AS `dateTime` FROM bid)
             if table not in self.planned:
                 self.planned[table] = None  # (a view that reads itself)
-                self.planned[table] = self.plan(self.views[table])
+                self.planned[table] = self.plan(self.views[table], keep_time=True)
             if self.planned[table] is None:
                 raise SqlError(f"SQL: view {table!r} reads itself", construct=table)
             return self.planned[table]
@@ -79,6 +87,12 @@ class Planner(JoinPlanning):
                               f"{did_you_mean(table, [*self.schemas, *self.views])} "
                               "(pass it in sources=)")
         schema = self.schemas[table]
+        if table in self.proctime:  # the wall clock when a batch arrives, in a column the engine adds
+            if table not in self.added:
+                self.builder.source(table, schema, event_time=PROCTIME_COLUMN, watermark=ProcessingTime())
+                self.added.add(table)
+            schema = schema.append(pa.field(PROCTIME_COLUMN, pa.timestamp("ms"), nullable=False))
+            return Stream(table, schema, at_source=True, event_time=PROCTIME_COLUMN, proctime=True)
         if table not in self.added:
             wm = self.watermarks.get(table)
             if wm is None:
@@ -122,7 +136,8 @@ class Planner(JoinPlanning):
         event_time = event_time if event_time in schema.names else None
         return Stream(name, schema, stream.at_source if at_source is None else at_source, event_time,
                       stream.changelog or bool(getattr(op, "emits_changelog", False)),
-                      times if event_time is not None else {}, grain if event_time is not None else None, delay)
+                      times if event_time is not None else {}, grain if event_time is not None else None, delay,
+                      stream.proctime)
 
     # -- statements ------------------------------------------------------------------------------
     def select(self, query: exp.Select, sink: str) -> None:
@@ -205,36 +220,6 @@ class Planner(JoinPlanning):
         if isinstance(call, exp.Identifier):
             return self._source(call.name, table), None
         raise SqlError(f"SQL: FROM {table.sql()} is not supported yet", construct=table.sql())
-
-    def _group_window(self, query: exp.Select, stream: Stream):
-        """Flink's group window functions, ``GROUP BY k, TUMBLE(ts, size)`` (``HOP(ts, slide, size)``,
-        ``SESSION(ts, gap)``) with ``TUMBLE_START(...)`` / ``_END`` in the select list, rewritten as the window
-        table function's ``GROUP BY k, window_start, window_end``: ``(query, window)``; ``window`` is None
-        without one."""
-        calls = [g for g in query.args["group"].expressions if isinstance(g, exp.Anonymous)
-                 and g.name.upper() in ("TUMBLE", "HOP", SESSION_FUNCTION)]
-        if not calls:
-            return query, None
-        if len(calls) > 1:
-            raise SqlError("SQL: one group window function per GROUP BY", construct=calls[1].sql())
-        call = calls[0]
-        kind = "SESSION" if call.name.upper() == SESSION_FUNCTION else call.name.upper()
-        ts, *sizes = call.expressions
-        if len(sizes) != (2 if kind == "HOP" else 1) or not isinstance(ts, exp.Column) \
-                or ts.name != stream.event_time:
-            raise SqlError(f"SQL: GROUP BY {kind}(ts, {'slide, size' if kind == 'HOP' else 'size'}) over the "
-                           f"event time ({stream.event_time}), got {call.sql()}", construct=kind)
-        query = query.copy()
-        group = query.args["group"]
-        keys = [g for g in group.expressions if g.sql() != call.sql()]
-        group.set("expressions", [*keys, exp.column("window_start"), exp.column("window_end")])
-        prefix = "SESSION" if kind == "SESSION" else kind
-        for node in list(query.find_all(exp.Anonymous)):
-            name = node.name.upper()
-            if name in (f"{prefix}_START", f"{prefix}_END"):
-                node.replace(exp.column("window_start" if name.endswith("START") else "window_end"))
-        partition = [k.name for k in keys if isinstance(k, exp.Column)] if kind == "SESSION" else []
-        return query, (kind, [interval_ms(a) for a in sizes], partition)
 
     def _ranked(self, query: exp.Select) -> Stream | None:
         """Top-N and deduplication, Flink's pattern: ``SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY
@@ -346,27 +331,6 @@ class Planner(JoinPlanning):
         plain.set("expressions", items)
         return self.plan(plain, keep_time=True), columns
 
-    def _window_source(self, call: exp.Anonymous):
-        kind = "SESSION" if call.name.upper() == SESSION_FUNCTION else call.name.upper()
-        if kind not in SUPPORTED_WINDOWS:
-            raise SqlError(f"SQL: the {kind} window table function is not supported yet (TUMBLE and HOP are)",
-                           construct=kind)
-        args = call.expressions
-        partition = self.sessions.pop(0) if kind == "SESSION" and self.sessions else []
-        want = 4 if kind == "HOP" else 3
-        if len(args) != want or not isinstance(args[0], exp.Column):
-            shape = {"TUMBLE": "TABLE t, DESCRIPTOR(ts), size", "HOP": "TABLE t, DESCRIPTOR(ts), slide, size",
-                     "SESSION": "TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap"}[kind]
-            raise SqlError(f"SQL: {kind}({shape}) expected, got {call.sql()}", construct=kind)
-        stream = self._source(args[0].name, call)
-        ts = args[1].this if isinstance(args[1], exp.Paren) else args[1]
-        if not isinstance(ts, exp.Column) or stream.event_time != ts.name:
-            raise SqlError(f"SQL: {kind} over {args[0].name}.{ts.sql()}: declare it as the table's event time "
-                           f"(CREATE TABLE {args[0].name} (..., WATERMARK FOR {ts.sql()} AS {ts.sql()} - "
-                           "INTERVAL '5' SECOND))", construct=kind)
-        sizes = [interval_ms(a) for a in args[2:]]
-        return stream, (kind, sizes, partition)
-
     # -- pieces ----------------------------------------------------------------------------------
     def _compile(self, node, stream: Stream, where: str) -> Compiled:
         return compile_expr(node, stream.schema, self.udfs, where, arrow_allowed=stream.at_source)
@@ -389,7 +353,7 @@ class Planner(JoinPlanning):
             return self._add(stream, Filter(c.fn), where.lower())
         name = f"_sql_pred{self.serial}"
         stream = self._add(stream, ArrowMap(c.fn, output={name: pa.bool_()}), "predicate")
-        kept = self._add(stream, Filter(_predicate(name)), where.lower())
+        kept = self._add(stream, Filter(predicate(name)), where.lower())
         return self._add(kept, Project([n for n in kept.schema.names if n != name]), "drop")
 
     def _project(self, query: exp.Select, stream: Stream, rename=None, keep_time: bool = False) -> Stream:
@@ -400,9 +364,14 @@ class Planner(JoinPlanning):
             if isinstance(node, exp.Star):
                 out.update({n: n for n in stream.schema.names if not n.startswith("_sql_")})
                 continue
-            name = _unique(item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}", out)
+            name = unique_name(item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else f"EXPR${j}", out)
             if rename is not None:
                 node = rename(node)
+            if is_proctime(node):  # the processing time its source stamped
+                if not stream.proctime or stream.event_time is None:
+                    raise SqlError("SQL: PROCTIME() is a table's processing time: call it in a SELECT that reads "
+                                   "the table (or a view of it) directly", construct="PROCTIME()")
+                node = exp.column(stream.event_time)
             if isinstance(node, exp.Column):
                 if stream.schema.get_field_index(node.name) < 0:
                     raise SchemaError(f"SQL SELECT: unknown column {node.name!r}; the input has {stream.schema.names}"
@@ -474,11 +443,15 @@ class Planner(JoinPlanning):
                                f"got GROUP BY {keys}", construct="SESSION")
             op = SessionWindow(gap=window[1][0], key=key or None, aggs=aggs, touching=True,
                                allowed_lateness=stream.lateness("a session window"))
+        elif window[0] == "CUMULATE":
+            stream, op = self._cumulate(stream, window[1], keys, aggs)
         else:
             slide, size = window[1]
             op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs,
                                allowed_lateness=stream.lateness("a window"))
         stream = self._add(stream, op, "group" if window is None else window[0].lower(), at_source=False)
+        if window is not None and window[0] == "CUMULATE":
+            stream = self._cumulated(stream, window[1][1])
         if having is not None:
             stream = self._filter(stream, _over_aggregates(having.this.copy(), names), "HAVING")
         out: dict[str, str] = {}
@@ -561,22 +534,6 @@ class Planner(JoinPlanning):
             raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX are)",
                            construct=type(agg).__name__.upper())
         return stream, fn(arg.name)
-
-
-def _unique(name: str, taken) -> str:
-    """``name``, or as Flink names a repeated output column, ``name0``, ``name1``, ... (``B.dateTime, A.dateTime``)."""
-    k, unique = 0, name
-    while unique in taken:
-        unique, k = f"{name}{k}", k + 1
-    return unique
-
-
-def _predicate(column: str):
-    """A filter kernel reading the boolean column ``column``."""
-    src = f"def sql_keep({column}):\n    return {column}\n"
-    from ._expr import _define
-
-    return _define(src, "sql_keep", {}, kernel=True)
 
 
 def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:

@@ -10,7 +10,7 @@ from sqlglot import exp
 
 from ..errors import SqlError
 
-__all__ = ["Stream", "conjuncts", "did_you_mean"]
+__all__ = ["Stream", "conjuncts", "did_you_mean", "predicate", "unique_name"]
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Stream:
     #: How far behind the watermark its rows may come (ms): a window's results come ``size`` after their
     #: event time (its start), so windows and joins reading them allow that lateness; None: no bound.
     delay: int | None = 0
+    #: Its event time is processing time: the wall clock when a batch reached its source (``PROCTIME()``).
+    proctime: bool = False
 
     def lateness(self, what: str) -> int:
         """The allowed lateness an operator reading this stream needs (``what`` names it in the error)."""
@@ -60,3 +62,18 @@ def did_you_mean(name: str, options) -> str:
     if not close:
         close = [o for o in options if o.lower() == name.lower()]
     return f" — did you mean {close[0]!r}?" if close else ""
+
+
+def unique_name(name: str, taken) -> str:
+    """``name``, or as Flink names a repeated output column, ``name0``, ``name1``, ... (``B.dateTime, A.dateTime``)."""
+    k, unique = 0, name
+    while unique in taken:
+        unique, k = f"{name}{k}", k + 1
+    return unique
+
+
+def predicate(column: str):
+    """A filter kernel reading the boolean column ``column``."""
+    from ._expr import _define
+
+    return _define(f"def sql_keep({column}):\n    return {column}\n", "sql_keep", {}, kernel=True)

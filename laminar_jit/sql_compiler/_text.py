@@ -24,7 +24,7 @@ __all__ = ["SESSION_FUNCTION", "SUPPORTED_WINDOWS", "WINDOW_FUNCTIONS", "interva
 #: Flink's window table functions.
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 #: Those planned so far.
-SUPPORTED_WINDOWS = ("TUMBLE", "HOP", "SESSION")
+SUPPORTED_WINDOWS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 #: What ``SESSION`` reads as once blanked (sqlglot takes ``SESSION`` for a keyword).
 SESSION_FUNCTION = "LJ_SESS"
 
