@@ -194,6 +194,10 @@ UPDATING = [
      "FROM bids GROUP BY auction", None),
     ("SELECT auction, COUNT(DISTINCT auction) AS one, SUM(auction) AS s FROM bids WHERE auction < 5 GROUP BY auction",
      None),
+    ("SELECT auction, MIN(ch) AS lo, MAX(ch) AS hi, COUNT(ch) AS c, COUNT(DISTINCT ch) AS d FROM bids "
+     "GROUP BY auction", None),
+    ("SELECT MOD(auction, 3) AS m, MAX(UPPER(ch) || '-' || CAST(MOD(auction, 7) AS VARCHAR)) AS top, "
+     "MIN(ch) FILTER (WHERE price > 50) AS lo FROM bids GROUP BY MOD(auction, 3)", None),
 ]
 
 #: Top-N and deduplication (updating, or per window).

@@ -31,7 +31,7 @@ from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
 __all__ = [
-    "ALL_ROWS", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
+    "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
     "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
@@ -46,6 +46,9 @@ METRIC_SLOTS = ("events_processed", "events_routed", "multicast_publishes", "nod
 MAX_EXPR_CALLS = 8
 
 
+#: The prefix of a pseudo source argument: ``%column`` is the ``(offsets, data)`` of ``column``'s string
+#: dictionary (see :meth:`Gen.dictionary_store`).
+DICTIONARY_BYTES = "%"
 #: The source's own selection (all rows). Nodes reading it run dense loops over
 #: ``range(n)``; the array is built only if something needs it as an array.
 ALL_ROWS = "sel_src"
@@ -240,6 +243,18 @@ class Gen:
         if kernel_read:
             self.kernel_reads.add(column)
         return self.src_args[column]
+
+    def dictionary_store(self, column: str) -> tuple[str, str]:
+        """Step arguments ``(offsets, data)`` of the string dictionary of source column ``column`` (encoded),
+        as :meth:`~laminar_jit.state.dictionary.StringDictionary.store` gives them: compiled code compares
+        its codes by their bytes. (A pseudo source argument ``%column``, passed after the column's codes.)"""
+        self.encoded.add(column)
+        self.src_arrays(column)
+        name = DICTIONARY_BYTES + column
+        if name not in self.src_args:
+            i = len(self.src_args)
+            self.src_args[name] = (f"d{i}_offsets", f"d{i}_data")
+        return self.src_args[name]
 
     def leaves(self, b: Binding, col: Col, out: list, kernel_read: bool = True) -> list:
         """Append the (values, validity) arrays an expression reads, without repeats."""

@@ -16,6 +16,7 @@ from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
+from .core import DICTIONARY_BYTES
 from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .metrics import Metrics
@@ -568,8 +569,8 @@ def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
     the empty placeholder passed for columns only sinks read (saves ~1 µs per column of a small batch)."""
     out = []
     for name, dtype, kernel_read, encoded in plan.args:
-        t = b.schema.field(name).type
-        plain = dtype != np.bool_ and (pa.types.is_integer(t) or pa.types.is_floating(t))
+        t = b.schema.field(name).type if not name.startswith(DICTIONARY_BYTES) else None
+        plain = t is not None and dtype != np.bool_ and (pa.types.is_integer(t) or pa.types.is_floating(t))
         out.append((name, dtype, kernel_read, encoded, plain, empty_view(dtype)))
     return tuple(out)
 
@@ -588,6 +589,8 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     for name, dtype, kernel_read, encoded, plain, empty in recipe:
         if encoded:
             args.extend(dicts[(plan.source, name)].encode(b.column(name)))
+        elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
+            args.extend(dicts[(plan.source, name[1:])].store())
         elif kernel_read or n >= EAGER_ROWS:
             col = b.column(name)
             if plain and not col.null_count:  # the common case: a zero-copy view, no mask

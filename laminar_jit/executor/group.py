@@ -9,7 +9,8 @@ keys into changelog rows, and ``group_purge`` drops keys whose TTL passed.
 
 from __future__ import annotations
 
-from ..kernels.changelog import COUNT, COUNT_DISTINCT, COUNT_ROWS, MAX, MEAN, SUM, rec_columns
+from ..errors import SchemaError
+from ..kernels.changelog import COUNT, COUNT_DISTINCT, COUNT_ROWS, MAX, MEAN, MIN, SUM, rec_columns
 from ..ops.group import GroupAggregate
 from .core import (
     ALL_ROWS,
@@ -37,7 +38,7 @@ __all__ = ["generate_group", "link_changelog_kernels"]
 
 _IMPORT = ("\nfrom laminar_jit.kernels.changelog import f64_bits, float_bits, group_emit, group_forget, group_purge, "
            "ms_add, ms_remove, rank_key_f64, rank_key_i64, ranked_emit, ranked_forget, ranked_insert, "
-           "ranked_purge\n")
+           "ranked_purge\nfrom laminar_jit.kernels.strings import str_less\n")
 
 
 def link_changelog_kernels(gen: Gen) -> None:
@@ -67,6 +68,15 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     op_col = b.cols["op"] if spec.retract else None
     key_cols = key_columns(gen, node, b, spec.keys)
     agg_cols = [b.cols[c] if c is not None else None for c in spec.columns]
+    stores = {}  # string columns min/max compare: their dictionaries' (offsets, data) step arguments
+    for kind, c, col in zip(spec.kinds, spec.columns, agg_cols):
+        if c in spec.strings:
+            if col.kind != "src" or b.origin is not None:
+                raise SchemaError(f"operator {node.name!r}: the string column {c!r} it aggregates must come from "
+                                  "a source column (through Filters, Maps, ArrowMaps and Projects)")
+            gen.encoded.add(col.name)
+            if kind in (MIN, MAX) and col.name not in stores:
+                stores[col.name] = gen.dictionary_store(col.name)
     leaves: list = []
     for c in [ts_col, op_col, *key_cols, *agg_cols]:
         if c is not None:
@@ -131,6 +141,10 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             lines += [f"    {cnt} += sign", f"    {acc} += sign * x"]
         else:
             better = _better("x", acc, kind == MAX, is_float)
+            if col.kind == "src" and col.name in stores:  # a string's code: compared by its bytes
+                offsets, data = stores[col.name]
+                better = f"x != {acc} and " + (f"str_less({offsets}, {data}, {acc}, x)" if kind == MAX else
+                                                 f"str_less({offsets}, {data}, x, {acc})")
             if not spec.retract:
                 lines += [f"    if {cnt} == 0 or {better}:", f"        {acc} = x",
                           f"    {cnt} += 1"]
@@ -150,8 +164,9 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                       f"        if gone and bits == {cur_bits}:",
                       f"            {rec}[s, {flags}] |= {1 << (32 + a)}",
                       f"    {cnt} += sign"]
+    store_args = [a for pair in stores.values() for a in pair]
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
-                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "ttl"] + names_)
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "ttl"] + names_ + store_args)
     gen.funcs.append(f'''
 @njit
 def group_{nid}_update({params}):
@@ -169,7 +184,7 @@ def group_{nid}_update({params}):
     watermark_bounds(gen, node)
     ttl_value = gen.setting(spec.ttl)
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_)
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_ + store_args)
     gen.emit(f"dirty_{nid} = group_{nid}_update({args})")
     table = f"{tb}, {tk}, {tm}, {tf}, {state}"
     gen.emit(f"gk_{nid}, gop_{nid}, gi_{nid}, gf_{nid}, gn_{nid} = group_emit(dirty_{nid}, {kinds}, {floats}, "
@@ -198,7 +213,10 @@ def group_{nid}_update({params}):
             gen.emit(f"{valid} = ~gn_{nid}[{a}]")
             owned.append(valid)
         owned.append(vals)
-        cols[name] = Col("der", name, out_type, vals, valid)
+        column = spec.columns[a]
+        text = column in spec.strings and kind in (MIN, MAX)  # codes of the column's dictionary
+        cols[name] = Col("der", name, out_type, vals, valid,
+                         dictionary=(gen.source, agg_cols[a].name) if text else None)
     cols["op"] = Col("der", "op", node.schema.field("op").type, f"gop_{nid}", f"no_nulls_{nid}")
     return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", tuple(owned)), None
 

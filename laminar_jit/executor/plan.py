@@ -51,7 +51,7 @@ from ..kernels import joins as _joins
 from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
 from .codegen import ancestors, boundary_joins, generate, plan_nodes
-from .core import ALL_ROWS, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
+from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 
 try:
@@ -87,6 +87,8 @@ class SourcePlan:
     #: Source columns passed to the step, (name, numpy dtype, read by a kernel,
     #: dictionary-encoded), in order. Columns only sinks need may be passed
     #: empty for small batches; encoded string columns are passed as int64 codes.
+    #: A name ``%column`` stands for the ``(offsets, data)`` of that column's string
+    #: dictionary, passed after the column (compiled code compares strings by them).
     args: list[tuple[str, np.dtype, bool, bool]]
     sinks: list[SinkLayout]
     #: The generated source (for inspection: ``print(plan.text)``).
@@ -166,6 +168,8 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     text = _render(gen, source, cacheable)
     schema = dag.node(source).schema
     def dtype(name):
+        if name.startswith(DICTIONARY_BYTES):  # a string dictionary's bytes (see Gen.dictionary_store)
+            return np.dtype(np.uint8)
         if name in gen.encoded:
             return np.dtype(np.int64)
         arrow_type = gen.arrow_args[name][3] if name in gen.arrow_args else schema.field(name).type

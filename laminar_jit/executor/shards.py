@@ -49,6 +49,7 @@ from ..ops.windows import WindowSpec
 from .boundary import _to_arrow, column_view
 from .keyhash import key_hash, mix_column
 from .codegen import ancestors
+from .core import DICTIONARY_BYTES
 from .plan import compile_plan
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
@@ -248,6 +249,9 @@ class KeyShards:
         cuts = np.asarray(ex._cuts(source, ex._plans[source], b), np.int64)
         columns = {}
         for name, dtype, _, encoded in plan.args:
+            if name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
+                columns[name] = st.dictionaries[(source, name[1:])].store()
+                continue
             values, valid = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
                              else column_view(b.column(name), dtype))
             columns[name] = (_readonly(values), _readonly(valid))

@@ -50,9 +50,7 @@ def _day_bidder_auction_bands(date_time, price, bidder, auction):
 
 
 def _day_minute_bidder_auction_bands(date_time, price, bidder, auction):
-    ms = pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False)
-    minute = (ms % _DAY_MS) // _MINUTE_MS * 60  # seconds since midnight, whole minutes
-    return (_days(date_time), pa.array(minute.astype(np.int32), pa.time32("s")), *_bands(price, bidder, auction))
+    return (*_dt_hm(date_time), *_bands(price, bidder, auction))
 
 
 def _day_price_bands(date_time, price):
@@ -93,12 +91,12 @@ def q16(max_delay: int = 100) -> StreamingDag:
 
     ``SELECT channel, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS day, max(DATE_FORMAT(dateTime, 'HH:mm'))
     AS minute, count(*) AS total_bids, ...`` (the counts of :func:`q15`) ``FROM bid GROUP BY channel,
-    day``. ``minute`` is a time of day (Arrow ``time32[s]``, whole minutes) rather than the text
-    ``'HH:mm'``: the latest minute is the same, and kernels compare times but not text.
+    day``. ``minute`` is the text ``'HH:mm'`` (a dictionary over the day's minutes, worked out once per
+    distinct minute), its maximum kept as a string's (compared by its bytes).
     """
     return (_builder(["bid"], max_delay)
             .operator("bands", ArrowMap(_day_minute_bidder_auction_bands,
-                                        output={"day": _DICT_STRING, "minute": pa.time32("s"), **_BAND_NAMES}))
+                                        output={"day": _DICT_STRING, "minute": _DICT_STRING, **_BAND_NAMES}))
             .operator("q16", GroupAggregate(["channel", "day"], {"minute": max_("minute"), **_distinct_counts()}))
             .connect("bid", "bands").connect("bands", "q16").sink_for("q16", "out").build())
 

@@ -40,7 +40,7 @@ import pyarrow as pa
 from ..changelog import OP_COLUMN, is_changelog
 from ..errors import SchemaError
 from .aggregates import Agg
-from .base import Bound, Operator, kept_field, kernel_column
+from .base import Bound, Operator, kept_field, kernel_column, string_type
 from .windows import _key_tuple, _units, check_key_columns
 
 __all__ = ["GroupAggregate", "GroupSpec"]
@@ -52,7 +52,8 @@ _KINDS = {"count": 1, "sum": 2, "mean": 3, "min": 4, "max": 5, "count_distinct":
 class GroupSpec:
     """A group aggregate's settings bound to its input (read by its generator and state)."""
 
-    def __init__(self, keys, aggs, kinds, floats, columns, out_types, retract, event_time, ttl, in_floats=()):
+    def __init__(self, keys, aggs, kinds, floats, columns, out_types, retract, event_time, ttl, in_floats=(),
+                 strings=()):
         self.keys = keys
         #: (output name, Agg) pairs.
         self.aggs = aggs
@@ -69,6 +70,8 @@ class GroupSpec:
         self.ttl = ttl
         #: Per aggregate: whether the column it reads is floating point.
         self.in_floats = in_floats or (False,) * len(kinds)
+        #: The string columns aggregated (as codes of their dictionaries).
+        self.strings = frozenset(strings)
 
     @property
     def listed(self) -> int:
@@ -89,6 +92,9 @@ class GroupAggregate(Operator):
         ``lj.mean(c)``, ``lj.min(c)``, ``lj.max(c)`` or ``lj.count_distinct(c)``
         (the aggregates that can be updated and retracted). Sums of integers
         are int64, means float64, counts int64, min/max keep the column's type.
+        A string column may be counted, counted distinct, or its least or
+        greatest value kept (in byte order, SQL's binary collation; min/max of
+        strings over an append-only input).
         ``count(c)`` and ``count_distinct(c)`` skip nulls, so SQL's
         ``FILTER (WHERE p)`` is a column that is null where ``p`` fails.
     state_ttl : int or datetime.timedelta, optional
@@ -141,6 +147,7 @@ class GroupAggregate(Operator):
             ttl = _units(node, "state_ttl", self.state_ttl, input_schema.field(event_time).type, positive=True)
         fields = [kept_field(input_schema.field(k)) for k in self.keys]
         reads, dtypes, kinds, floats, columns, out_types, in_floats = [], [], [], [], [], [], []
+        strings = []
         for name, agg in self.aggs.items():
             if name in self.keys or name == OP_COLUMN:
                 raise SchemaError(f"operator {node!r}: aggregate name {name!r} clashes with an output column "
@@ -151,6 +158,26 @@ class GroupAggregate(Operator):
                 in_floats.append(False)
                 columns.append(None)
                 out_types.append(pa.int64())
+                continue
+            text = string_type(input_schema.field(agg.column).type) \
+                if input_schema.get_field_index(agg.column) >= 0 else None
+            if text is not None:  # strings: int64 codes of the column's dictionary, compared by their bytes
+                if agg.kind not in ("count", "count_distinct", "min", "max"):
+                    raise SchemaError(f"operator {node!r}: aggregate {name!r} reads the string column "
+                                      f"{agg.column!r}; of strings GroupAggregate counts, counts distinct values "
+                                      "and keeps the least or greatest (count, count_distinct, min, max)")
+                if retract and agg.kind in ("min", "max"):
+                    raise SchemaError(f"operator {node!r}: aggregate {name!r}: min/max of a string over a "
+                                      "changelog (rows retracted) is not supported yet; aggregate an append-only "
+                                      "stream, or a number")
+                kinds.append(_KINDS[agg.kind])
+                floats.append(False)
+                in_floats.append(False)
+                columns.append(agg.column)
+                out_types.append(text if agg.kind in ("min", "max") else pa.int64())
+                strings.append(agg.column)
+                reads.append(agg.column)
+                dtypes.append(np.dtype(np.int64))
                 continue
             dtype = kernel_column(node, input_schema, agg.column, f"aggregate {name!r} column")
             in_type = input_schema.field(agg.column).type
@@ -179,7 +206,7 @@ class GroupAggregate(Operator):
         fields += [pa.field(name, t) for name, t in zip(self.aggs, out_types)]
         fields.append(pa.field(OP_COLUMN, pa.int8(), nullable=False))
         spec = GroupSpec(self.keys, tuple(self.aggs.items()), tuple(kinds), tuple(floats), tuple(columns),
-                         tuple(out_types), retract, event_time, ttl, tuple(in_floats))
+                         tuple(out_types), retract, event_time, ttl, tuple(in_floats), tuple(strings))
         extra = {"keys": self.keys, "output_event_time": None}
         return Bound(node, self, input_schema, pa.schema(fields), tuple(reads), tuple(dtypes), extra=extra,
                      spec=spec)

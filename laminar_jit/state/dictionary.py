@@ -99,6 +99,11 @@ class StringDictionary:
         """Number of distinct values seen (the next new value gets this code)."""
         return self._table.high_water
 
+    def store(self) -> tuple[np.ndarray, np.ndarray]:
+        """The values as compiled code reads them: ``(offsets, data)``, value ``c`` being the bytes
+        ``data[offsets[c]:offsets[c + 1]]`` (views of the growing store; bytes once written never change)."""
+        return self._offsets, self._data
+
     def __repr__(self) -> str:
         return f"StringDictionary({self._value_type}, {len(self)} values)"
 
