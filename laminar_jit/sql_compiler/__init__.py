@@ -50,7 +50,9 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         window_start, window_end[, keys]`` (a window aggregate), Flink's
         ``GROUP BY k, TUMBLE(ts, size)`` or ``GROUP BY keys`` (an updating
         result, with ``op``), ``HAVING``, and ``COUNT``, ``COUNT(DISTINCT)``,
-        ``SUM``, ``AVG``, ``MIN``, ``MAX`` (each with ``FILTER (WHERE ...)``).
+        ``SUM``, ``AVG``, ``MIN``, ``MAX`` (each with ``FILTER (WHERE ...)``;
+        in an updating ``GROUP BY`` also ``MIN``, ``MAX``, ``COUNT`` and
+        ``COUNT(DISTINCT)`` of strings, ordered by their bytes).
     sources : dict
         Table name -> ``pyarrow.Schema`` or a source (anything with ``.schema``).
         A ``pyarrow.Table`` is also a bounded table for lookup joins: ``FROM
