@@ -164,3 +164,103 @@ def test_corrupted_cache_entry_falls_back_to_a_fresh_compile(tmp_path):
     assert again.returncode == 0, again.stderr
     assert '"y": [4.0, 9.0]' in again.stdout
     assert "compiling it again without the disk cache" in again.stderr
+
+
+# ----------------------------------------------------------------------------- helpers shared between plans
+
+WINDOW_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, pyarrow as pa, laminar_jit as lj
+
+    cut = float(sys.argv[1])
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("x", pa.float64())])
+    keep = eval(f"lambda x: x > {cut}")  # a new kernel, so a new plan, in every run
+    dag = (lj.DagBuilder().source("s", schema, event_time="ts")
+           .operator("f", lj.Filter(keep))
+           .operator("w", lj.TumblingWindow(size=10, key="k", aggs={"n": lj.count(), "hi": lj.max("x")}))
+           .connect("s", "f").connect("f", "w").sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", {"ts": np.array([1, 2, 12, 15]), "k": np.array([1, 1, 2, 1]),
+                           "x": np.array([1.0, 5.0, 3.0, 4.0])})
+    ex.finish()
+    step = ex._plans["s"].step
+    shared = [v for v in step.py_func.__globals__.values()
+              if getattr(getattr(v, "py_func", None), "__module__", "").startswith("laminar_jit_plans.s_")]
+    print(json.dumps({"rows": ex.take_sink_outputs("out").to_pylist(),
+                      "step_misses": len(step.stats.cache_misses), "shared": len(shared),
+                      "shared_hits": sum(len(f.stats.cache_hits) for f in shared),
+                      "shared_misses": sum(len(f.stats.cache_misses) for f in shared)}))
+""")
+
+
+def test_a_new_plan_loads_the_helpers_no_kernel_reaches_from_the_cache(tmp_path):
+    # a window's update and fire call no user kernel here: a DAG with a new filter compiles its filter
+    # and step, and loads them as compiled for the previous DAG; a corrupted shared entry is compiled again
+    env = dict(os.environ, LAMINAR_JIT_CACHE_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               LAMINAR_JIT_PROGRESS="0")
+    import json
+
+    def run(cut):
+        done = subprocess.run([sys.executable, "-W", "always", "-c", WINDOW_SCRIPT, str(cut)], capture_output=True,
+                              text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    first, _ = run(0.0)
+    second, _ = run(2.0)
+    # the window's update loop reads source columns only, so it is shared too
+    assert first["shared"] == 2 and first["shared_misses"] == 2 and first["step_misses"] == 1
+    assert second["shared_misses"] == 0 and second["shared_hits"] == 2 and second["step_misses"] == 1
+    assert [(r["window_start"], r["k"], r["n"], r["hi"]) for r in first["rows"]] == [(0, 1, 2, 5.0), (10, 1, 1, 4.0),
+                                                                                      (10, 2, 1, 3.0)]
+    assert [(r["window_start"], r["k"], r["n"]) for r in second["rows"]] == [(0, 1, 1), (10, 1, 1), (10, 2, 1)]
+    shared = list((tmp_path / "plans").glob("s_*.py"))
+    assert sorted("_fire(" in f.read_text() for f in shared) == [False, True]
+    for f in tmp_path.rglob("s_*.nb[ci]"):
+        f.write_bytes(f.read_bytes()[:100])
+    third, stderr = run(3.0)
+    assert [(r["window_start"], r["k"], r["n"]) for r in third["rows"]] == [(0, 1, 1), (10, 1, 1)]
+    assert "compiling it again without the disk cache" in stderr
+
+
+def test_split_shared_moves_helpers_that_read_no_kernel_and_no_other_helper():
+    from laminar_jit.executor.shared import split_shared
+
+    text = textwrap.dedent('''
+        import numpy as np
+        from laminar_jit.kernels.alloc import empty, full
+        from laminar_jit.kernels.selection import identity
+        WM_MIN = -9223372036854775808
+
+
+        @njit
+        def node_1(n, v):
+            return kernel_1(v)
+
+
+        @njit
+        def fire_2(cnt):
+            out = empty(cnt, np.int64)
+            out[:] = WM_MIN
+            return out
+
+
+        @njit
+        def gather_3(n):
+            return fire_2(n)
+
+
+        @jit(no_cfunc_wrapper=True)
+        def step(n, v):
+            return node_1(n, v), fire_2(n), gather_3(n)
+        ''')
+    plan, helpers = split_shared(text, {"kernel_1"}, ["numba-version"])
+    assert [h.name for h in helpers] == ["fire_2"]
+    assert "def fire_2" not in plan and f"# fire_2: shared helper {helpers[0].module}.py" in plan
+    for kept in ("def node_1", "def gather_3", "def step"):
+        assert kept in plan
+    shared = helpers[0].text
+    assert "from laminar_jit.kernels.alloc import empty\n" in shared and "WM_MIN = " in shared
+    assert "identity" not in shared and "full" not in shared
+    # the digest covers the text and the stamps: another stamp, another module
+    assert split_shared(text, {"kernel_1"}, ["other"])[1][0].module != helpers[0].module
+    assert split_shared(text, {"kernel_1"}, ["numba-version"])[1][0].module == helpers[0].module

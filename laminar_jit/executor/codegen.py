@@ -253,7 +253,7 @@ def _filter(gen: Gen, node, b: Binding) -> Binding:
 @njit
 def node_{nid}({fn_signature(leaves, names, dense)}):
     """Filter node {nid}: keep rows where the predicate is true (null inputs: false)."""
-    out = np.empty({"n" if dense else "sel.size"}, np.int32)
+    out = empty({"n" if dense else "sel.size"}, np.int32)
     count = 0
     if {all_empty(names, leaves)}:
         # branch-free: always write, advance only on a match (a random predicate
@@ -272,7 +272,7 @@ def node_{nid}({fn_signature(leaves, names, dense)}):
     gen.emit(f"if {size_of(b.sel)} > 0:")
     gen.emit(f"{sel} = node_{nid}({call_args(b.sel, leaves, dense, b.n)})", 2)
     gen.emit("else:")
-    gen.emit(f"{sel} = np.empty(0, np.int32)", 2)
+    gen.emit(f"{sel} = empty(0, np.int32)", 2)
     return replace(b, sel=sel)
 
 
@@ -343,8 +343,8 @@ def _gather_function(gen: Gen, fname: str, b: Binding, cols: list[Col], src_skip
     for j, (c, own) in enumerate(zip(cols, per_col)):
         skip = "skip_src" if (c.kind == "src" and src_skippable) else "False"
         has_nulls = " or ".join(f"{names[leaf][1]}.size > 0" for leaf in own) or "False"
-        lines.append(f"    o{j} = np.empty(0 if {skip} else m, {np_dtype(c.arrow_type)})")
-        lines.append(f"    q{j} = np.empty(m if ({has_nulls}) and not {skip} else 0, np.bool_)")
+        lines.append(f"    o{j} = empty(0 if {skip} else m, {np_dtype(c.arrow_type)})")
+        lines.append(f"    q{j} = empty(m if ({has_nulls}) and not {skip} else 0, np.bool_)")
         outs += [f"o{j}", f"q{j}"]
     fast_all, fast_derived, slow = [], [], []
     for j, (c, own) in enumerate(zip(cols, per_col)):
@@ -438,7 +438,7 @@ def _fan_in(gen: Gen, node, ups: list[Binding]) -> Binding:
         gen.emit(f"if {any_m}:")
         gen.emit(f"{m} = {concat(parts_m)}", 2)
         gen.emit("else:")
-        gen.emit(f"{m} = np.empty(0, np.bool_)", 2)
+        gen.emit(f"{m} = empty(0, np.bool_)", 2)
         cols[c] = Col("der", c, ups[0].cols[c].arrow_type, v, m)
     gen.emit(f"{sel} = identity({n})")
     wm_array = None

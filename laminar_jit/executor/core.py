@@ -454,7 +454,7 @@ def key_decoder(gen, nid: int, state_names: list[str], n_keys: int) -> None:
              '    """Decode composite key ids into one int64 array (and validity) per key column."""',
              "    m = ids.size"]
     for c in range(n_keys):
-        lines.append(f"    c{c} = np.empty(m, np.int64)")
+        lines.append(f"    c{c} = empty(m, np.int64)")
     lines.append("    for o in range(m):")
     lines.append("        k = ids[o]")
     for level in range(n_keys - 2, -1, -1):

@@ -173,14 +173,14 @@ def group_{nid}_update({params}):
     """Group aggregate node {nid}: fold each row into its key's accumulators; the keys touched, in order."""
     {aux}[0] += 1
     stamp = {aux}[0]
-    dirty = np.empty({"n" if dense else "sel.size"}, np.int64)
+    dirty = empty({"n" if dense else "sel.size"}, np.int64)
     nd = 0
     {loop}
 {indent(chr(10).join(lines), 8)}
     return dirty[:nd]
 ''')
 
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     watermark_bounds(gen, node)
     ttl_value = gen.setting(spec.ttl)
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
@@ -196,7 +196,7 @@ def group_{nid}_update({params}):
         gen.emit(f"{aux}[1] = wm[{nid}] + {ttl_value}", 2)
     gen.emit(f"m_{nid} = gk_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
     gen.emit(f"gkv_{nid} = gk_{nid} != {NULL_KEY}")
     cols = emitted_key_cols(gen, node, spec.keys, key_cols, names_, f"gk_{nid}", f"gkv_{nid}")
     owned = [f"sel_{nid}", f"gk_{nid}", f"gop_{nid}", f"gkv_{nid}", f"no_nulls_{nid}"]

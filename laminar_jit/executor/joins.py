@@ -106,8 +106,8 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     aux, prm = n["aux"], n["params"]
 
     watermark_bounds(gen, node)
-    gen.emit(f"pl_{nid} = np.empty(64, np.int64)")
-    gen.emit(f"pr_{nid} = np.empty(64, np.int64)")
+    gen.emit(f"pl_{nid} = empty(64, np.int64)")
+    gen.emit(f"pr_{nid} = empty(64, np.int64)")
     gen.emit(f"np_{nid} = 0")
     for port in ("left", "right"):
         if port in bports:
@@ -314,8 +314,8 @@ def join_{nid}_{port}({params}):
     {aux(n)}[0] = seq
     return n_late, n_out, {"n" if dense else "sel.size"}
 ''')
-    rwm = b.wm_array or "np.empty(0, np.int64)"
-    gen.emit(f"late_{nid}_{port} = np.empty({size_of(b.sel)}, np.int32)")
+    rwm = b.wm_array or "empty(0, np.int64)"
+    gen.emit(f"late_{nid}_{port} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join([f"at_{nid}"] + ([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"{n['aux']}[1]"] + used
                      + [f"late_{nid}_{port}", f"n_late_{nid}", f"pl_{nid}", f"pr_{nid}", f"np_{nid}"])
@@ -449,7 +449,7 @@ def _gather(gen, node, n: dict) -> Binding:
         for j, (name, dtype) in enumerate(x["ports"][port]["payload"]):
             field = next(fields)
             o, q = f"o{len(cols)}", f"q{len(cols)}"
-            lines.append(f"    {o} = np.empty(m, {side['c'][j]}.dtype)\n    {q} = np.empty(m, np.bool_)\n"
+            lines.append(f"    {o} = empty(m, {side['c'][j]}.dtype)\n    {q} = empty(m, np.bool_)\n"
                          f"    for e in range(m):\n        i = {pairs}[e]\n"
                          f"        if i >= 0:\n            {o}[e] = {side['c'][j]}[i]\n            {q}[e] = {side['v'][j]}[i]\n"
                          f"        else:\n            {o}[e] = 0\n            {q}[e] = False")
@@ -458,7 +458,7 @@ def _gather(gen, node, n: dict) -> Binding:
     if x["join"] == "window":
         prm = n["params"]  # the window's size and offset are run-time parameters, as in the updates
         lines.append(f"    size = {prm}[{P_A}]\n    offset = {prm}[{P_B}]\n"
-                     f"    ws = np.empty(m, np.int64)\n    we = np.empty(m, np.int64)\n"
+                     f"    ws = empty(m, np.int64)\n    we = empty(m, np.int64)\n"
                      f"    for e in range(m):\n        t = {n['left']['ts']}[pl[e]]\n"
                      f"        ws[e] = ((t - offset) // size) * size + offset\n        we[e] = ws[e] + size")
         outs += ["ws", "we"]
@@ -480,7 +480,7 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
             dictionary = _string_origin(gen.dag, nid, port, name)
         out[field.name] = Col("der", field.name, field.type, f"o{c}_{nid}", f"q{c}_{nid}", dictionary=dictionary)
     if x["join"] == "window":
-        gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+        gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
         for name, var in (("window_start", "ws"), ("window_end", "we")):
             out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x["join"] == "window" else ())

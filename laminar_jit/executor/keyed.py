@@ -109,7 +109,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     call = f"{fn}({', '.join([f'{values}[s]'] + [value_code(c, gen, b, names, 'i') for c in arg_cols])})"
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
-    allocs = "\n".join(f"    {a} = np.empty(size, {t})" for a, t in
+    allocs = "\n".join(f"    {a} = empty(size, {t})" for a, t in
                        zip(arrays, ["np.int64", "np.int64"] + out_dtypes))
     arm_before = f"before = {values}[s].timer" if timers else ""
     arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
@@ -149,7 +149,7 @@ def keyed_{nid}_update({params}):
     return {", ".join(f"{a}[:m]" for a in arrays)}
 ''')
 
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     watermark_bounds(gen, node)
     propagate_watermark(gen, node)
     outs = [f"{a}_{nid}" for a in arrays]
@@ -158,7 +158,7 @@ def keyed_{nid}_update({params}):
     gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
     gen.emit(f"m_{nid} = ots_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
     gen.emit(f"okey_valid_{nid} = okey_{nid} != {NULL_KEY}")
     cols = emitted_key_cols(gen, node, x["keys"], key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
     et = x["event_time"]

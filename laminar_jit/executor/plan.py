@@ -53,6 +53,7 @@ from ..ops.windows import WindowSpec
 from .codegen import ancestors, boundary_joins, generate, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
+from .shared import load_shared, split_shared
 
 try:
     import fcntl
@@ -178,6 +179,10 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     args = [(name, dtype(name), name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
+    # helpers no user kernel reaches are compiled once for every plan that writes them
+    shared = split_shared(text, gen.kernels, [numba.__version__, _KERNELS_STAMP,
+                                              *(f for f in gen.fingerprints if f.startswith("kernels/"))]) \
+        if cacheable else (text, [])
     signature = _signature(gen, dag, source, args)
     compile_seconds = 0.0
     with _MEMO_LOCK:
@@ -189,7 +194,7 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
                 what = (f"loading {which} from the disk cache" if cached else
                         f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
                 with compiling(what) as took:
-                    step, cacheable = _load(gen, text, digest, cacheable, signature)
+                    step, cacheable = _load(gen, text, shared, digest, cacheable, signature)
             compile_seconds = took["seconds"]
             if cacheable:
                 _STEP_MEMO[digest] = step
@@ -257,6 +262,7 @@ from laminar_jit._jit import {decorator} as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -347,16 +353,16 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     start, append, returns = [], [], {}
     for layout in gen.sinks:
         k = layout.offset
-        start.append(f"            o{k} = np.empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = 0\n"
-                     f"            o{k + 1} = np.zeros(cuts.size, np.int64)\n")
+        start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = 0\n"
+                     f"            o{k + 1} = zeros(cuts.size, np.int64)\n")
         append.append(f"        o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n        o{k + 1}[p + 1] = n{k}\n")
         returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
         for col in layout.columns:
             if col.kind == "take":
                 continue
             k = col.pos
-            start.append(f"            o{k} = np.empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = 0\n"
-                         f"            o{k + 1} = np.empty(0, np.bool_)\n            masked{k} = False\n")
+            start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = 0\n"
+                         f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = False\n")
             append.append(f"        o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, masked{k})\n"
                           f"        o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
             returns[k] = f"o{k}[:n{k}]"
@@ -408,15 +414,19 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     return tuple(sig)
 
 
-def _load(gen: Gen, text: str, digest: str, cacheable: bool, signature: tuple):
-    """Write ``text`` to the plan cache (once, atomically), import it, and compile the step.
+def _load(gen: Gen, text: str, shared: tuple, digest: str, cacheable: bool, signature: tuple):
+    """Write the plan to the plan cache (once, atomically), import it, and compile the step.
 
-    Compiling eagerly (for the argument types the executor passes) puts the
-    cost in ``DagExecutor(...)`` rather than the first batch, and lets a cache
-    entry that cannot be loaded fall back to a fresh, uncached compile.
+    ``shared`` is ``text`` split by :func:`.shared.split_shared`: the plan's own text and
+    the helpers it shares with other plans. Compiling eagerly (for the argument types
+    the executor passes) puts the cost in ``DagExecutor(...)`` rather than the first
+    batch, and lets a cache entry that cannot be loaded fall back to a fresh, uncached
+    compile of the whole ``text``.
     """
     try:
-        step, cacheable = _import(gen, text, digest, cacheable)
+        own, helpers = shared
+        functions, disk = load_shared(helpers, lambda t, name: _write_and_import(t, name, cacheable, {}))
+        step, cacheable = _import(gen, own, digest, cacheable and disk, functions)
         if not JIT_DISABLED:
             step.compile(signature)
         return step, cacheable
@@ -427,20 +437,20 @@ def _load(gen: Gen, text: str, digest: str, cacheable: bool, signature: tuple):
         warnings.warn(f"laminar_jit: compiled plan p_{digest} could not be loaded from the cache ({exc}); "
                       "compiling it again without the disk cache", RuntimeWarning, stacklevel=3)
         step, _ = _import(gen, text.replace("import njit as jit", "import njit_nocache as jit"),
-                          digest + "_nocache", False)
+                          digest + "_nocache", False, {})
         if not JIT_DISABLED:
             step.compile(signature)
         return step, False
 
 
-def _import(gen: Gen, text: str, digest: str, cacheable: bool):
+def _import(gen: Gen, text: str, digest: str, cacheable: bool, shared: dict):
     """Write ``text`` to the plan cache (once, atomically) and import it as a module.
 
     Returns the module's entry (``step``, or a key shard's ``shard_run``) and whether it is
     disk-cached (False when the cache directory is not writable and a private temporary file
-    was used).
+    was used). ``shared`` are the helpers moved out of ``text``, bound like the user's kernels.
     """
-    module, cacheable = _write_and_import(text, f"p_{digest}", cacheable, gen.kernels)
+    module, cacheable = _write_and_import(text, f"p_{digest}", cacheable, {**gen.kernels, **shared})
     return (module.shard_run if gen.sharded else module.step), cacheable
 
 

@@ -115,7 +115,7 @@ def ranked_{nid}_update({params}):
     {aux}[0] += 1
     stamp = {aux}[0]
     seq = {aux}[1]
-    dirty = np.empty({"n" if dense else "sel.size"}, np.int64)
+    dirty = empty({"n" if dense else "sel.size"}, np.int64)
     nd = 0
     {loop}
 {indent(chr(10).join(lines), 8)}
@@ -125,7 +125,7 @@ def ranked_{nid}_update({params}):
 
     watermark_bounds(gen, node)
     ttl_value = gen.setting(spec.ttl)
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_)
     gen.emit(f"dirty_{nid} = ranked_{nid}_update({args})")
@@ -137,7 +137,7 @@ def ranked_{nid}_update({params}):
         gen.emit(f"{aux}[2] = wm[{nid}] + {ttl_value}", 2)
     gen.emit(f"m_{nid} = rank_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
     schema = node.schema
     out = {}
     owned = [f"sel_{nid}", f"rop_{nid}", f"no_nulls_{nid}"]

@@ -138,10 +138,10 @@ def dedup_{nid}_forget(wm_now, settings, {", ".join(state_names)}):
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return cnt
 ''')
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     watermark_bounds(gen, node)
-    gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
-    gen.emit(f"keep_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"late_{nid} = empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"keep_{nid} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names
                      + [f"late_{nid}", f"keep_{nid}"])
@@ -280,7 +280,7 @@ def topn_{nid}_update({params}):
     return n_late
 ''')
     outs = ", ".join(f"r{j}, rv{j}" for j in range(len(payload)))
-    allocs = "\n".join(f"    r{j} = np.empty(total, {vals[j]}.dtype)\n    rv{j} = np.empty(total, np.bool_)"
+    allocs = "\n".join(f"    r{j} = empty(total, {vals[j]}.dtype)\n    rv{j} = empty(total, np.bool_)"
                        for j in range(len(payload)))
 
     def copies(values, valid, at, indent="        "):
@@ -305,8 +305,8 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
 {due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
     row_slot, row_col, rank = {rows}
     total = row_slot.size
-    win_start = np.empty(total, np.int64)
-    win_end = np.empty(total, np.int64)
+    win_start = empty(total, np.int64)
+    win_end = empty(total, np.int64)
 {allocs}
     for w in range(total):
         s = row_slot[w]
@@ -319,9 +319,9 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return win_start, win_end, rank, {outs}
 ''')
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     watermark_bounds(gen, node)
-    gen.emit(f"late_{nid} = np.empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"late_{nid} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [f"late_{nid}"])
     gen.emit(f"n_late_{nid} = topn_{nid}_update({args})")
@@ -334,7 +334,7 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     gen.emit(f"{', '.join(out_vars)} = topn_{nid}_fire(wm[{nid}], settings, {', '.join(state_names)})")
     gen.emit(f"m_{nid} = ws_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
     schema = node.schema
     out = {name: Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
            for name, var in (("window_start", "ws"), ("window_end", "we"), ("rank", "rank"))}

@@ -97,10 +97,10 @@ def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """Session window node {nid}: emit due sessions and free their slots."""
 {gen.setting_lines[nid]}
 {due_entries(state_names, send, "lateness")}
-    win_start = np.empty(cnt, np.int64)
-    win_end = np.empty(cnt, np.int64)
-    key = np.empty(cnt, np.int64)
-    key_valid = np.empty(cnt, np.bool_)
+    win_start = empty(cnt, np.int64)
+    win_end = empty(cnt, np.int64)
+    key = empty(cnt, np.int64)
+    key_valid = empty(cnt, np.bool_)
 {indent(allocs, 4)}
     for o in range(cnt):
         s = fired[order[o]]

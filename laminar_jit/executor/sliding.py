@@ -54,8 +54,8 @@ def sliding_fire(gen, node, aggs, fields_by_agg, state_names):
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         for field, _, init in agg.blueprint.fields:
             array = fnames["f_" + field]
-            copies.append((f"c{j}_{field} = np.empty(total, {array}.dtype)", f"c{j}_{field}[p] = {array}[s]"))
-            scratch.append(f"t{j}_{field} = np.full(width, {literal(init)}, {array}.dtype)")
+            copies.append((f"c{j}_{field} = empty(total, {array}.dtype)", f"c{j}_{field}[p] = {array}[s]"))
+            scratch.append(f"t{j}_{field} = full(width, {literal(init)}, {array}.dtype)")
             resets.append(f"t{j}_{field}[u] = {literal(init)}")
     scratch_fields = [{f"f_{field}": f"t{j}_{field}" for field, _, _ in agg.blueprint.fields}
                       for j, (_, agg) in enumerate(aggs)]

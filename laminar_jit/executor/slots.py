@@ -25,7 +25,7 @@ def finalizers(node, aggs, fields_by_agg, slot_expr: str = "s"):
         value = agg.blueprint.value.format(**fnames).replace("[s]", f"[{slot_expr}]")
         valid = agg.blueprint.valid.format(**fnames).replace("[s]", f"[{slot_expr}]")
         final.append(f"r{j}[o] = {value}\nrv{j}[o] = {valid}")
-    allocs = "\n".join(f"r{j} = np.empty(cnt, {dtype_name(t)})\nrv{j} = np.empty(cnt, np.bool_)"
+    allocs = "\n".join(f"r{j} = empty(cnt, {dtype_name(t)})\nrv{j} = empty(cnt, np.bool_)"
                        for j, t in enumerate(out_types))
     rets = ", ".join(f"r{j}, rv{j}" for j in range(len(aggs)))
     return allocs, final, rets

@@ -120,9 +120,9 @@ def window_{nid}_update({params}):
     high = {state_names[4]}[2]
     # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
     # loop, so a hit is current and skips the hash probe
-    c_k = np.empty({CACHE_SIZE}, np.int64)
-    c_ws = np.empty({CACHE_SIZE}, np.int64)
-    c_s = np.full({CACHE_SIZE}, -1, np.int64)
+    c_k = empty({CACHE_SIZE}, np.int64)
+    c_ws = empty({CACHE_SIZE}, np.int64)
+    c_s = full({CACHE_SIZE}, -1, np.int64)
     {"pslot = np.int64(-1)" if sliding else ""}
     {"pane_ws = np.int64(0)" if sliding else ""}
     # the pane (and last window) of the previous row: rows mostly share it, and then
@@ -199,10 +199,10 @@ def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     """Window node {nid}: emit windows with end + lateness <= watermark, ordered by end, key."""
 {gen.setting_lines[nid]}
 {due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
-    win_start = np.empty(cnt, np.int64)
-    win_end = np.empty(cnt, np.int64)
-    key = np.empty(cnt, np.int64)
-    key_valid = np.empty(cnt, np.bool_)
+    win_start = empty(cnt, np.int64)
+    win_end = empty(cnt, np.int64)
+    key = empty(cnt, np.int64)
+    key_valid = empty(cnt, np.bool_)
 {indent(allocs, 4)}
     for o in range(cnt):
         s = fired[order[o]]
@@ -222,10 +222,10 @@ def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
 def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
     nid = node.id
     spec = node.bound.spec
-    rwm = b.wm_array or "np.empty(0, np.int64)"
+    rwm = b.wm_array or "empty(0, np.int64)"
     late = f"late_{nid}"
     watermark_bounds(gen, node)
-    gen.emit(f"{late} = np.empty({size_of(b.sel)}, np.int32)")
+    gen.emit(f"{late} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [late])
     gen.emit(f"n_late = window_{nid}_update({args})")
@@ -238,7 +238,7 @@ def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
     gen.emit(f"{', '.join(outs)} = window_{nid}_fire(wm[{nid}], settings, {', '.join(state_names)})")
     gen.emit(f"m_{nid} = ws_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = np.empty(0, np.bool_)")
+    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
 
     schema = node.schema
     cols = {

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -117,12 +118,12 @@ def dedup_1_forget(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, 
 def sink_2(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if skip_src else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
-    o1 = np.empty(0 if skip_src else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
-    o2 = np.empty(0 if skip_src else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
+    o0 = empty(0 if skip_src else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
+    o1 = empty(0 if skip_src else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
+    o2 = empty(0 if skip_src else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -177,8 +178,8 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
         metrics[12] += 1
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    late_1 = np.empty(n, np.int32)
-    keep_1 = np.empty(n, np.int32)
+    late_1 = empty(n, np.int32)
+    keep_1 = empty(n, np.int32)
     n_late_1, n_keep_1 = dedup_1_update(n, c0, c0_valid, c1, c1_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, late_1, keep_1)
     metrics[13] += n_late_1
     metrics[5] += n_late_1

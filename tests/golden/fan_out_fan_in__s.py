@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -23,7 +24,7 @@ WM_MAX = 9223372036854775807
 @njit
 def node_1(n, v0, m0):
     """Filter node 1: keep rows where the predicate is true (null inputs: false)."""
-    out = np.empty(n, np.int32)
+    out = empty(n, np.int32)
     count = 0
     if m0.size == 0:
         # branch-free: always write, advance only on a match (a random predicate
@@ -42,7 +43,7 @@ def node_1(n, v0, m0):
 @njit
 def node_2(n, v0, m0):
     """Filter node 2: keep rows where the predicate is true (null inputs: false)."""
-    out = np.empty(n, np.int32)
+    out = empty(n, np.int32)
     count = 0
     if m0.size == 0:
         # branch-free: always write, advance only on a match (a random predicate
@@ -62,12 +63,12 @@ def node_2(n, v0, m0):
 def node_4_branch4(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if False else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not False else 0, np.bool_)
-    o1 = np.empty(0 if False else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not False else 0, np.bool_)
-    o2 = np.empty(0 if False else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not False else 0, np.bool_)
+    o0 = empty(0 if False else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not False else 0, np.bool_)
+    o1 = empty(0 if False else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not False else 0, np.bool_)
+    o2 = empty(0 if False else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not False else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -106,12 +107,12 @@ def node_4_branch4(sel, skip_src, v0, m0, v1, m1, v2, m2):
 def node_4_branch11(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if False else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not False else 0, np.bool_)
-    o1 = np.empty(0 if False else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not False else 0, np.bool_)
-    o2 = np.empty(0 if False else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not False else 0, np.bool_)
+    o0 = empty(0 if False else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not False else 0, np.bool_)
+    o1 = empty(0 if False else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not False else 0, np.bool_)
+    o2 = empty(0 if False else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not False else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -149,7 +150,7 @@ def node_4_branch11(sel, skip_src, v0, m0, v1, m1, v2, m2):
 @njit
 def node_4(sel, v0, m0, v1, m1):
     """Filter node 4: keep rows where the predicate is true (null inputs: false)."""
-    out = np.empty(sel.size, np.int32)
+    out = empty(sel.size, np.int32)
     count = 0
     if m0.size == 0 and m1.size == 0:
         # branch-free: always write, advance only on a match (a random predicate
@@ -171,12 +172,12 @@ def node_4(sel, v0, m0, v1, m1):
 def sink_5(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if False else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not False else 0, np.bool_)
-    o1 = np.empty(0 if False else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not False else 0, np.bool_)
-    o2 = np.empty(0 if False else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not False else 0, np.bool_)
+    o0 = empty(0 if False else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not False else 0, np.bool_)
+    o1 = empty(0 if False else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not False else 0, np.bool_)
+    o2 = empty(0 if False else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not False else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -215,12 +216,12 @@ def sink_5(sel, skip_src, v0, m0, v1, m1, v2, m2):
 def sink_6(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if skip_src else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
-    o1 = np.empty(0 if skip_src else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
-    o2 = np.empty(0 if skip_src else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
+    o0 = empty(0 if skip_src else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
+    o1 = empty(0 if skip_src else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
+    o2 = empty(0 if skip_src else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -276,7 +277,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if n > 0:
         sel_1 = node_1(n, c1, c1_valid)
     else:
-        sel_1 = np.empty(0, np.int32)
+        sel_1 = empty(0, np.int32)
     w = WM_MAX
     active = False
     if not idle[0]:
@@ -299,7 +300,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if n > 0:
         sel_2 = node_2(n, c1, c1_valid)
     else:
-        sel_2 = np.empty(0, np.int32)
+        sel_2 = empty(0, np.int32)
     w = WM_MAX
     active = False
     if not idle[0]:
@@ -342,17 +343,17 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if br6.size > 0 or br13.size > 0:
         m19 = concat(valid_or_ones(br6, br5.size), valid_or_ones(br13, br12.size))
     else:
-        m19 = np.empty(0, np.bool_)
+        m19 = empty(0, np.bool_)
     v20 = concat(br7, br14)
     if br8.size > 0 or br15.size > 0:
         m21 = concat(valid_or_ones(br8, br7.size), valid_or_ones(br15, br14.size))
     else:
-        m21 = np.empty(0, np.bool_)
+        m21 = empty(0, np.bool_)
     v22 = concat(br9, br16)
     if br10.size > 0 or br17.size > 0:
         m23 = concat(valid_or_ones(br10, br9.size), valid_or_ones(br17, br16.size))
     else:
-        m23 = np.empty(0, np.bool_)
+        m23 = empty(0, np.bool_)
     sel_space3 = identity(n_space1)
     wm_rows24 = gather(wm_rows_0, origin2)
     metrics[12] += sel_space3.size
@@ -362,7 +363,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if sel_space3.size > 0:
         sel_4 = node_4(sel_space3, v22, m23, v20, m21)
     else:
-        sel_4 = np.empty(0, np.int32)
+        sel_4 = empty(0, np.int32)
     w = WM_MAX
     active = False
     if not idle[1]:

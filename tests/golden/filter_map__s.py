@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -23,7 +24,7 @@ WM_MAX = 9223372036854775807
 @njit
 def node_1(n, v0, m0):
     """Filter node 1: keep rows where the predicate is true (null inputs: false)."""
-    out = np.empty(n, np.int32)
+    out = empty(n, np.int32)
     count = 0
     if m0.size == 0:
         # branch-free: always write, advance only on a match (a random predicate
@@ -43,14 +44,14 @@ def node_1(n, v0, m0):
 def sink_3(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 4 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if skip_src else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
-    o1 = np.empty(0 if skip_src else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
-    o2 = np.empty(0 if skip_src else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
-    o3 = np.empty(0 if False else m, np.float64)
-    q3 = np.empty(m if (m2.size > 0) and not False else 0, np.bool_)
+    o0 = empty(0 if skip_src else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
+    o1 = empty(0 if skip_src else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
+    o2 = empty(0 if skip_src else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
+    o3 = empty(0 if False else m, np.float64)
+    q3 = empty(m if (m2.size > 0) and not False else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -112,7 +113,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if n > 0:
         sel_1 = node_1(n, c1, c1_valid)
     else:
-        sel_1 = np.empty(0, np.int32)
+        sel_1 = empty(0, np.int32)
     w = WM_MAX
     active = False
     if not idle[0]:

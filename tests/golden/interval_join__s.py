@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -177,8 +178,8 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
 @njit
 def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Join node 2: output columns of the pairs (row numbers into the two row stores, -1: none)."""
-    o0 = np.empty(m, st2_l_c0.dtype)
-    q0 = np.empty(m, np.bool_)
+    o0 = empty(m, st2_l_c0.dtype)
+    q0 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -187,8 +188,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o0[e] = 0
             q0[e] = False
-    o1 = np.empty(m, st2_l_c1.dtype)
-    q1 = np.empty(m, np.bool_)
+    o1 = empty(m, st2_l_c1.dtype)
+    q1 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -197,8 +198,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o1[e] = 0
             q1[e] = False
-    o2 = np.empty(m, st2_l_c2.dtype)
-    q2 = np.empty(m, np.bool_)
+    o2 = empty(m, st2_l_c2.dtype)
+    q2 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -207,8 +208,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o2[e] = 0
             q2[e] = False
-    o3 = np.empty(m, st2_l_c3.dtype)
-    q3 = np.empty(m, np.bool_)
+    o3 = empty(m, st2_l_c3.dtype)
+    q3 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -217,8 +218,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o3[e] = 0
             q3[e] = False
-    o4 = np.empty(m, st2_r_c0.dtype)
-    q4 = np.empty(m, np.bool_)
+    o4 = empty(m, st2_r_c0.dtype)
+    q4 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -227,8 +228,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o4[e] = 0
             q4[e] = False
-    o5 = np.empty(m, st2_r_c1.dtype)
-    q5 = np.empty(m, np.bool_)
+    o5 = empty(m, st2_r_c1.dtype)
+    q5 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -237,8 +238,8 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
         else:
             o5[e] = 0
             q5[e] = False
-    o6 = np.empty(m, st2_r_c2.dtype)
-    q6 = np.empty(m, np.bool_)
+    o6 = empty(m, st2_r_c2.dtype)
+    q6 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -272,10 +273,10 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     cap_2 = WM_MAX
     if not idle[1] and wm[1] < cap_2:
         cap_2 = wm[1]
-    pl_2 = np.empty(64, np.int64)
-    pr_2 = np.empty(64, np.int64)
+    pl_2 = empty(64, np.int64)
+    pr_2 = empty(64, np.int64)
     np_2 = 0
-    late_2_left = np.empty(n, np.int32)
+    late_2_left = empty(n, np.int32)
     at_2 = 0
     n_late_2 = 0
     while True:

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -33,10 +34,10 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
     # timers re-armed by on_timer beyond that fire in the next call.
     fire_cap = hc + n
     fired = 0
-    okey = np.empty(size, np.int64)
-    ots = np.empty(size, np.int64)
-    o0 = np.empty(size, np.int64)
-    o1 = np.empty(size, np.bool_)
+    okey = empty(size, np.int64)
+    ots = empty(size, np.int64)
+    o0 = empty(size, np.int64)
+    o1 = empty(size, np.bool_)
     m = 0
     for i in range(n):
         t = v0[i]
@@ -177,7 +178,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     okey_1, ots_1, o0_1, o1_1 = keyed_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots)
     m_1 = ots_1.size
     sel_1 = identity(m_1)
-    no_nulls_1 = np.empty(0, np.bool_)
+    no_nulls_1 = empty(0, np.bool_)
     okey_valid_1 = okey_1 != WM_MIN
     metrics[4] += sel_1.size
     deg = offsets[2] - offsets[1]

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -216,14 +217,14 @@ def window_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, s
     fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_end, lateness, wm_now)
     cnt = fired.size
     n_kept = kept.size
-    win_start = np.empty(cnt, np.int64)
-    win_end = np.empty(cnt, np.int64)
-    key = np.empty(cnt, np.int64)
-    key_valid = np.empty(cnt, np.bool_)
-    r0 = np.empty(cnt, np.int64)
-    rv0 = np.empty(cnt, np.bool_)
-    r1 = np.empty(cnt, np.float64)
-    rv1 = np.empty(cnt, np.bool_)
+    win_start = empty(cnt, np.int64)
+    win_end = empty(cnt, np.int64)
+    key = empty(cnt, np.int64)
+    key_valid = empty(cnt, np.bool_)
+    r0 = empty(cnt, np.int64)
+    rv0 = empty(cnt, np.bool_)
+    r1 = empty(cnt, np.float64)
+    rv1 = empty(cnt, np.bool_)
     for o in range(cnt):
         s = fired[order[o]]
         win_start[o] = st1_start[s]
@@ -248,12 +249,12 @@ def window_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, s
 def sink_3(sel, skip_src, v0, m0, v1, m1, v2, m2):
     """Gather 3 column(s) at ``sel`` (computing lazy Map outputs)."""
     m = sel.size
-    o0 = np.empty(0 if skip_src else m, np.int64)
-    q0 = np.empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
-    o1 = np.empty(0 if skip_src else m, np.int64)
-    q1 = np.empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
-    o2 = np.empty(0 if skip_src else m, np.float64)
-    q2 = np.empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
+    o0 = empty(0 if skip_src else m, np.int64)
+    q0 = empty(m if (m0.size > 0) and not skip_src else 0, np.bool_)
+    o1 = empty(0 if skip_src else m, np.int64)
+    q1 = empty(m if (m1.size > 0) and not skip_src else 0, np.bool_)
+    o2 = empty(0 if skip_src else m, np.float64)
+    q2 = empty(m if (m2.size > 0) and not skip_src else 0, np.bool_)
     if m0.size == 0 and m1.size == 0 and m2.size == 0:
         if not skip_src:
             for t in range(m):
@@ -308,7 +309,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
         metrics[15] += 1
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    late_1 = np.empty(n, np.int32)
+    late_1 = empty(n, np.int32)
     n_late = window_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_start, st1_end, st1_next, st1_kbuckets, st1_kkeys, st1_kmeta, st1_kfree, st1_head, st1_a0_n, st1_a1_acc, st1_a1_n, late_1)
     metrics[16] += n_late
     metrics[5] += n_late
@@ -325,7 +326,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     ws_1, we_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1 = window_1_fire(wm[1], settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_start, st1_end, st1_next, st1_kbuckets, st1_kkeys, st1_kmeta, st1_kfree, st1_head, st1_a0_n, st1_a1_acc, st1_a1_n)
     m_1 = ws_1.size
     sel_1 = identity(m_1)
-    no_nulls_1 = np.empty(0, np.bool_)
+    no_nulls_1 = empty(0, np.bool_)
     metrics[4] += sel_1.size
     deg = offsets[2] - offsets[1]
     metrics[13] += sel_1.size * deg

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -37,9 +38,9 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
     high = st1_aux[2]
     # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
     # loop, so a hit is current and skips the hash probe
-    c_k = np.empty(4096, np.int64)
-    c_ws = np.empty(4096, np.int64)
-    c_s = np.full(4096, -1, np.int64)
+    c_k = empty(4096, np.int64)
+    c_ws = empty(4096, np.int64)
+    c_s = full(4096, -1, np.int64)
     pslot = np.int64(-1)
     pane_ws = np.int64(0)
     # the pane (and last window) of the previous row: rows mostly share it, and then
@@ -173,21 +174,21 @@ def window_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, s
         wm_now, size, slide, offset, lateness, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_pnext, st1_pbuckets, st1_pkeys, st1_pmeta, st1_pfree, st1_phead, st1_pcount, st1_psorted)
     cnt = win_start.size
     total = slots.size
-    c0_n = np.empty(total, st1_a0_n.dtype)
-    c1_acc = np.empty(total, st1_a1_acc.dtype)
-    c1_n = np.empty(total, st1_a1_n.dtype)
+    c0_n = empty(total, st1_a0_n.dtype)
+    c1_acc = empty(total, st1_a1_acc.dtype)
+    c1_n = empty(total, st1_a1_n.dtype)
     for p in range(total):
         s = slots[p]
         c0_n[p] = st1_a0_n[s]
         c1_acc[p] = st1_a1_acc[s]
         c1_n[p] = st1_a1_n[s]
-    t0_n = np.full(width, 0, st1_a0_n.dtype)
-    t1_acc = np.full(width, 0, st1_a1_acc.dtype)
-    t1_n = np.full(width, 0, st1_a1_n.dtype)
-    r0 = np.empty(cnt, np.int64)
-    rv0 = np.empty(cnt, np.bool_)
-    r1 = np.empty(cnt, np.float64)
-    rv1 = np.empty(cnt, np.bool_)
+    t0_n = full(width, 0, st1_a0_n.dtype)
+    t1_acc = full(width, 0, st1_a1_acc.dtype)
+    t1_n = full(width, 0, st1_a1_n.dtype)
+    r0 = empty(cnt, np.int64)
+    rv0 = empty(cnt, np.bool_)
+    r1 = empty(cnt, np.float64)
+    rv1 = empty(cnt, np.bool_)
     for w in range(seg_lo.size):
         for p in range(seg_lo[w], seg_hi[w]):  # the window's copies into their keys' cells
             u = cell[p]
@@ -235,7 +236,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
         metrics[12] += 1
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    late_1 = np.empty(n, np.int32)
+    late_1 = empty(n, np.int32)
     n_late = window_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_acc, st1_a1_n, st1_pnext, st1_pbuckets, st1_pkeys, st1_pmeta, st1_pfree, st1_phead, st1_pcount, st1_psorted, late_1)
     metrics[13] += n_late
     metrics[5] += n_late
@@ -252,7 +253,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     ws_1, we_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1 = window_1_fire(wm[1], settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_acc, st1_a1_n, st1_pnext, st1_pbuckets, st1_pkeys, st1_pmeta, st1_pfree, st1_phead, st1_pcount, st1_psorted)
     m_1 = ws_1.size
     sel_1 = identity(m_1)
-    no_nulls_1 = np.empty(0, np.bool_)
+    no_nulls_1 = empty(0, np.bool_)
     metrics[4] += sel_1.size
     deg = offsets[2] - offsets[1]
     metrics[10] += sel_1.size * deg

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -150,16 +151,16 @@ def topn_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1
     n_kept = kept.size
     row_slot, row_col, rank = topn_rows(fired, order, st1_t_count, st1_t_c2, st1_t_seq, True)
     total = row_slot.size
-    win_start = np.empty(total, np.int64)
-    win_end = np.empty(total, np.int64)
-    r0 = np.empty(total, st1_t_c0.dtype)
-    rv0 = np.empty(total, np.bool_)
-    r1 = np.empty(total, st1_t_c1.dtype)
-    rv1 = np.empty(total, np.bool_)
-    r2 = np.empty(total, st1_t_c2.dtype)
-    rv2 = np.empty(total, np.bool_)
-    r3 = np.empty(total, st1_t_c3.dtype)
-    rv3 = np.empty(total, np.bool_)
+    win_start = empty(total, np.int64)
+    win_end = empty(total, np.int64)
+    r0 = empty(total, st1_t_c0.dtype)
+    rv0 = empty(total, np.bool_)
+    r1 = empty(total, st1_t_c1.dtype)
+    rv1 = empty(total, np.bool_)
+    r2 = empty(total, st1_t_c2.dtype)
+    rv2 = empty(total, np.bool_)
+    r3 = empty(total, st1_t_c3.dtype)
+    rv3 = empty(total, np.bool_)
     for w in range(total):
         s = row_slot[w]
         c = row_col[w]
@@ -201,7 +202,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
         metrics[12] += 1
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    late_1 = np.empty(n, np.int32)
+    late_1 = empty(n, np.int32)
     n_late_1 = topn_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_t_count, st1_t_seq, st1_t_c0, st1_t_v0, st1_t_c1, st1_t_v1, st1_t_c2, st1_t_v2, st1_t_c3, st1_t_v3, late_1)
     metrics[13] += n_late_1
     metrics[5] += n_late_1
@@ -218,7 +219,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     ws_1, we_1, rank_1, r0_1, rv0_1, r1_1, rv1_1, r2_1, rv2_1, r3_1, rv3_1 = topn_1_fire(wm[1], settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_t_count, st1_t_seq, st1_t_c0, st1_t_v0, st1_t_c1, st1_t_v1, st1_t_c2, st1_t_v2, st1_t_c3, st1_t_v3)
     m_1 = ws_1.size
     sel_1 = identity(m_1)
-    no_nulls_1 = np.empty(0, np.bool_)
+    no_nulls_1 = empty(0, np.bool_)
     metrics[4] += sel_1.size
     deg = offsets[2] - offsets[1]
     metrics[10] += sel_1.size * deg

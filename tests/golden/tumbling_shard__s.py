@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -37,9 +38,9 @@ def window_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floo
     high = st1_aux[2]
     # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
     # loop, so a hit is current and skips the hash probe
-    c_k = np.empty(4096, np.int64)
-    c_ws = np.empty(4096, np.int64)
-    c_s = np.full(4096, -1, np.int64)
+    c_k = empty(4096, np.int64)
+    c_ws = empty(4096, np.int64)
+    c_s = full(4096, -1, np.int64)
     
     
     # the pane (and last window) of the previous row: rows mostly share it, and then
@@ -135,14 +136,14 @@ def window_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, s
     fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_keys[:, 1], size + lateness, wm_now)
     cnt = fired.size
     n_kept = kept.size
-    win_start = np.empty(cnt, np.int64)
-    win_end = np.empty(cnt, np.int64)
-    key = np.empty(cnt, np.int64)
-    key_valid = np.empty(cnt, np.bool_)
-    r0 = np.empty(cnt, np.int64)
-    rv0 = np.empty(cnt, np.bool_)
-    r1 = np.empty(cnt, np.float64)
-    rv1 = np.empty(cnt, np.bool_)
+    win_start = empty(cnt, np.int64)
+    win_end = empty(cnt, np.int64)
+    key = empty(cnt, np.int64)
+    key_valid = empty(cnt, np.bool_)
+    r0 = empty(cnt, np.int64)
+    rv0 = empty(cnt, np.bool_)
+    r1 = empty(cnt, np.float64)
+    rv1 = empty(cnt, np.bool_)
     for o in range(cnt):
         s = fired[order[o]]
         win_start[o] = st1_keys[s, 1]
@@ -184,7 +185,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
         metrics[12] += 1
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    late_1 = np.empty(shard_rows.size, np.int32)
+    late_1 = empty(shard_rows.size, np.int32)
     n_late = window_1_update(shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n, late_1)
     metrics[13] += n_late
     metrics[5] += n_late
@@ -201,7 +202,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     ws_1, we_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1 = window_1_fire(wm[1], settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
     m_1 = ws_1.size
     sel_1 = identity(m_1)
-    no_nulls_1 = np.empty(0, np.bool_)
+    no_nulls_1 = empty(0, np.bool_)
     metrics[4] += sel_1.size
     deg = offsets[2] - offsets[1]
     metrics[10] += sel_1.size * deg
@@ -240,28 +241,28 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
         shard_rows, a = piece_rows(rows, a, lo, hi)
         r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
-            o0 = np.empty(r[0].size * (cuts.size - 1), np.int64)
+            o0 = empty(r[0].size * (cuts.size - 1), np.int64)
             n0 = 0
-            o1 = np.zeros(cuts.size, np.int64)
-            o2 = np.empty(r[2].size * (cuts.size - 1), r[2].dtype)
+            o1 = zeros(cuts.size, np.int64)
+            o2 = empty(r[2].size * (cuts.size - 1), r[2].dtype)
             n2 = 0
-            o3 = np.empty(0, np.bool_)
+            o3 = empty(0, np.bool_)
             masked2 = False
-            o4 = np.empty(r[4].size * (cuts.size - 1), r[4].dtype)
+            o4 = empty(r[4].size * (cuts.size - 1), r[4].dtype)
             n4 = 0
-            o5 = np.empty(0, np.bool_)
+            o5 = empty(0, np.bool_)
             masked4 = False
-            o6 = np.empty(r[6].size * (cuts.size - 1), r[6].dtype)
+            o6 = empty(r[6].size * (cuts.size - 1), r[6].dtype)
             n6 = 0
-            o7 = np.empty(0, np.bool_)
+            o7 = empty(0, np.bool_)
             masked6 = False
-            o8 = np.empty(r[8].size * (cuts.size - 1), r[8].dtype)
+            o8 = empty(r[8].size * (cuts.size - 1), r[8].dtype)
             n8 = 0
-            o9 = np.empty(0, np.bool_)
+            o9 = empty(0, np.bool_)
             masked8 = False
-            o10 = np.empty(r[10].size * (cuts.size - 1), r[10].dtype)
+            o10 = empty(r[10].size * (cuts.size - 1), r[10].dtype)
             n10 = 0
-            o11 = np.empty(0, np.bool_)
+            o11 = empty(0, np.bool_)
             masked10 = False
         o0, n0 = append_rows(o0, n0, r[0], lo)
         o1[p + 1] = n0

@@ -5,6 +5,7 @@ from laminar_jit._jit import njit as jit
 
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -153,8 +154,8 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
 @njit
 def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Join node 2: output columns of the pairs (row numbers into the two row stores, -1: none)."""
-    o0 = np.empty(m, st2_l_c0.dtype)
-    q0 = np.empty(m, np.bool_)
+    o0 = empty(m, st2_l_c0.dtype)
+    q0 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -163,8 +164,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o0[e] = 0
             q0[e] = False
-    o1 = np.empty(m, st2_l_c1.dtype)
-    q1 = np.empty(m, np.bool_)
+    o1 = empty(m, st2_l_c1.dtype)
+    q1 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -173,8 +174,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o1[e] = 0
             q1[e] = False
-    o2 = np.empty(m, st2_l_c2.dtype)
-    q2 = np.empty(m, np.bool_)
+    o2 = empty(m, st2_l_c2.dtype)
+    q2 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -183,8 +184,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o2[e] = 0
             q2[e] = False
-    o3 = np.empty(m, st2_l_c3.dtype)
-    q3 = np.empty(m, np.bool_)
+    o3 = empty(m, st2_l_c3.dtype)
+    q3 = empty(m, np.bool_)
     for e in range(m):
         i = pl[e]
         if i >= 0:
@@ -193,8 +194,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o3[e] = 0
             q3[e] = False
-    o4 = np.empty(m, st2_r_c0.dtype)
-    q4 = np.empty(m, np.bool_)
+    o4 = empty(m, st2_r_c0.dtype)
+    q4 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -203,8 +204,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o4[e] = 0
             q4[e] = False
-    o5 = np.empty(m, st2_r_c1.dtype)
-    q5 = np.empty(m, np.bool_)
+    o5 = empty(m, st2_r_c1.dtype)
+    q5 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -213,8 +214,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
         else:
             o5[e] = 0
             q5[e] = False
-    o6 = np.empty(m, st2_r_c2.dtype)
-    q6 = np.empty(m, np.bool_)
+    o6 = empty(m, st2_r_c2.dtype)
+    q6 = empty(m, np.bool_)
     for e in range(m):
         i = pr[e]
         if i >= 0:
@@ -225,8 +226,8 @@ def join_2_gather(pl, pr, m, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1,
             q6[e] = False
     size = st2_params[0]
     offset = st2_params[1]
-    ws = np.empty(m, np.int64)
-    we = np.empty(m, np.int64)
+    ws = empty(m, np.int64)
+    we = empty(m, np.int64)
     for e in range(m):
         t = st2_l_ts[pl[e]]
         ws[e] = ((t - offset) // size) * size + offset
@@ -256,10 +257,10 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     cap_2 = WM_MAX
     if not idle[0] and wm[0] < cap_2:
         cap_2 = wm[0]
-    pl_2 = np.empty(64, np.int64)
-    pr_2 = np.empty(64, np.int64)
+    pl_2 = empty(64, np.int64)
+    pr_2 = empty(64, np.int64)
     np_2 = 0
-    late_2_right = np.empty(n, np.int32)
+    late_2_right = empty(n, np.int32)
     at_2 = 0
     n_late_2 = 0
     while True:
@@ -295,7 +296,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     o0_2, q0_2, o1_2, q1_2, o2_2, q2_2, o3_2, q3_2, o4_2, q4_2, o5_2, q5_2, o6_2, q6_2, ws_2, we_2, = join_2_gather(pl_2, pr_2, np_2, st2_params, st2_l_ts, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
     m_2 = np_2
     sel_2 = identity(m_2)
-    no_nulls_2 = np.empty(0, np.bool_)
+    no_nulls_2 = empty(0, np.bool_)
     metrics[7] += sel_2.size
     deg = offsets[3] - offsets[2]
     metrics[13] += sel_2.size * deg
