@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -264,3 +265,50 @@ def test_split_shared_moves_helpers_that_read_no_kernel_and_no_other_helper():
     # the digest covers the text and the stamps: another stamp, another module
     assert split_shared(text, {"kernel_1"}, ["other"])[1][0].module != helpers[0].module
     assert split_shared(text, {"kernel_1"}, ["numba-version"])[1][0].module == helpers[0].module
+
+
+ONE_SIGNATURE = textwrap.dedent("""
+    import json, sys
+    import pyarrow as pa
+    import laminar_jit as lj
+    from helpers import SCHEMA, events
+
+    text = ("CREATE TABLE bids (WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);\\n"
+            "INSERT INTO g SELECT auction, MIN(ch) AS lo, COUNT(*) AS n FROM bids GROUP BY auction;\\n"
+            "INSERT INTO j SELECT a.ts, b.ts AS bts, a.auction FROM bids a JOIN bids b ON a.auction = b.auction "
+            "AND b.ts BETWEEN a.ts - INTERVAL '20' MILLISECOND AND a.ts;\\n")
+    dag = lj.sql(text, sources={"bids": SCHEMA})
+    table = events(3_000, seed=5)
+    plain = table.slice(0, 1_000).combine_chunks().to_batches()[0]
+    coded = table.slice(1_000, 1_500).combine_chunks()
+    coded = coded.set_column(3, "ch", coded.column("ch").dictionary_encode()).to_batches()[0]
+    no_nulls = pa.table({c: table.column(c).slice(2_500).fill_null(0) if c != "ch" else table.column(c).slice(2_500)
+                         for c in table.column_names}, schema=SCHEMA).combine_chunks().to_batches()[0]
+    ex = lj.DagExecutor(dag)
+    for batch in (plain, plain.slice(0, 0), coded, coded.slice(0, 1), no_nulls):
+        ex.process_batch("bids", batch)
+    ex.finish()
+    rows = {s: ex.take_sink_outputs(s).num_rows for s in ("g", "j")}
+    functions = {(name, attr): f for name, module in list(sys.modules.items()) if name.startswith("laminar_jit_plans.")
+                 for attr, f in vars(module).items()
+                 if getattr(getattr(f, "py_func", None), "__module__", None) == name and f.signatures}
+    twice = {f"{module}.{attr}": [f"argument {i}: " + " | ".join(map(str, types))
+                                  for i, types in enumerate(zip(*f.signatures)) if len(set(types)) > 1]
+             for (module, attr), f in functions.items() if len(f.signatures) > 1}
+    print(json.dumps({"rows": rows, "steps": sum(attr == "step" for _, attr in functions), "twice": twice}))
+""")
+
+
+def test_every_compiled_function_of_a_plan_has_one_signature():
+    """Batches with and without nulls, of plain and dictionary strings, empty and one-row ones: each function of
+    the plans (the step and its helpers) is compiled for one set of argument types. A writable column passed
+    where the step was compiled for a read-only one, or a literal int passed to a helper that the loop later
+    passes an int64, would compile the step or the helper a second time. (A process of its own: a helper
+    shared with another plan may rightly be compiled for that plan's types too.)"""
+    proc = subprocess.run([sys.executable, "-c", ONE_SIGNATURE], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rows"]["g"] > 0 and out["rows"]["j"] > 0 and out["steps"] >= 1, out
+    assert not out["twice"], "compiled more than once:\n" + "\n".join(
+        f"{name}: {'; '.join(diff)}" for name, diff in out["twice"].items())

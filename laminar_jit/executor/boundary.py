@@ -45,6 +45,19 @@ def empty_view(dtype: np.dtype) -> np.ndarray:
     return arr
 
 
+def readonly(a: np.ndarray) -> np.ndarray:
+    """``a`` if it is read-only, else a read-only view of it (no copy).
+
+    Plans are compiled for read-only column arrays and Numba types a writable
+    array differently: passing one would compile the whole step a second time.
+    """
+    if not a.flags.writeable:
+        return a
+    a = a.view()
+    a.setflags(write=False)
+    return a
+
+
 def to_batches(source: str, data) -> list[pa.RecordBatch]:
     """Turn a batch-like object into record batches (no validation yet).
 

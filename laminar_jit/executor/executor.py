@@ -17,7 +17,8 @@ from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
 from .core import DICTIONARY_BYTES
-from .boundary import EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns, to_batches
+from .boundary import (EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns,
+                       readonly, to_batches)
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .metrics import Metrics
 from .plan import boundary_joins, compile_plan
@@ -588,9 +589,9 @@ def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, state
     args = []
     for name, dtype, kernel_read, encoded, plain, empty in recipe:
         if encoded:
-            args.extend(dicts[(plan.source, name)].encode(b.column(name)))
+            args.extend(map(readonly, dicts[(plan.source, name)].encode(b.column(name))))
         elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
-            args.extend(dicts[(plan.source, name[1:])].store())
+            args.extend(map(readonly, dicts[(plan.source, name[1:])].store()))
         elif kernel_read or n >= EAGER_ROWS:
             col = b.column(name)
             if plain and not col.null_count:  # the common case: a zero-copy view, no mask

@@ -108,7 +108,9 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     watermark_bounds(gen, node)
     gen.emit(f"pl_{nid} = empty(64, np.int64)")
     gen.emit(f"pr_{nid} = empty(64, np.int64)")
-    gen.emit(f"np_{nid} = 0")
+    # int64 zeros, not literals: Numba compiles a helper called with a literal 0 once for Literal[int](0) and
+    # again for int64 once the loop's own values reach it (a join's probe loop twice, every time).
+    gen.emit(f"np_{nid} = np.int64(0)")
     for port in ("left", "right"):
         if port in bports:
             _update(gen, node, port, bports[port], n)
@@ -127,11 +129,11 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             sd = n[port]
             emits = f"{prm}[{P_EMIT_LEFT + j}] != 0"
             if x["join"] == "window":
-                kind, a, b = 1, f"{prm}[{P_A}]", f"{prm}[{P_B}]"
+                kind, a, b = "np.int64(1)", f"{prm}[{P_A}]", f"{prm}[{P_B}]"
             else:  # a left row expires after t + upper, a right row after t - lower
-                kind, a, b = 0, (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), 0
-            gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, {j}, {table}, {aux}, "
-                     f"{SIDE_BASE[port]}, {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
+                kind, a, b = "np.int64(0)", (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), "np.int64(0)"
+            gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, np.int64({j}), {table}, {aux}, "
+                     f"np.int64({SIDE_BASE[port]}), {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
                      f"{sd['free']}, {pairs})")
     # output watermark: held back to the oldest left row the join may still emit, and to the rows it emitted now
     lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
@@ -319,8 +321,8 @@ def join_{nid}_{port}({params}):
     args = ", ".join([f"at_{nid}"] + ([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"{n['aux']}[1]"] + used
                      + [f"late_{nid}_{port}", f"n_late_{nid}", f"pl_{nid}", f"pr_{nid}", f"np_{nid}"])
-    gen.emit(f"at_{nid} = 0")
-    gen.emit(f"n_late_{nid} = 0")
+    gen.emit(f"at_{nid} = np.int64(0)")
+    gen.emit(f"n_late_{nid} = np.int64(0)")
     gen.emit("while True:")
     gen.emit(f"n_late_{nid}, np_{nid}, at_{nid} = join_{nid}_{port}({args})", 2)
     gen.emit(f"if at_{nid} >= {size_of(b.sel)}:", 2)

@@ -334,7 +334,7 @@ def shard_run(rows, cuts, {params}):
     with one call of the step in the text: typed lists of the results, or a
     second call, cost seconds of compile time each.)
     """
-    a = 0
+    a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
     for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
@@ -353,7 +353,7 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     start, append, returns = [], [], {}
     for layout in gen.sinks:
         k = layout.offset
-        start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = 0\n"
+        start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = np.int64(0)\n"
                      f"            o{k + 1} = zeros(cuts.size, np.int64)\n")
         append.append(f"        o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n        o{k + 1}[p + 1] = n{k}\n")
         returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
@@ -361,8 +361,8 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
             if col.kind == "take":
                 continue
             k = col.pos
-            start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = 0\n"
-                         f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = False\n")
+            start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = np.int64(0)\n"
+                         f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = np.bool_(False)\n")
             append.append(f"        o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, masked{k})\n"
                           f"        o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
             returns[k] = f"o{k}[:n{k}]"
@@ -402,8 +402,11 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     readonly = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     int64s = numba.types.Array(numba.types.int64, 1, "C")
     sig = [int64s, int64s] if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, ...) or step(n, ...)
-    for _, dtype, _, _ in args:
-        sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
+    for name, dtype, _, _ in args:
+        if name.startswith(DICTIONARY_BYTES):  # a string dictionary's (offsets, data)
+            sig += [readonly(np.dtype(np.int64)), readonly(np.dtype(np.uint8))]
+        else:
+            sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
     sig += [readonly(np.dtype(np.int32)), readonly(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
             numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
     for nid in gen.stateful_ids:

@@ -129,7 +129,7 @@ def ranked_{nid}_update({params}):
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_)
     gen.emit(f"dirty_{nid} = ranked_{nid}_update({args})")
-    gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {tm}[1], {spec.n}, {rows})")
+    gen.emit(f"rank_{nid}, rop_{nid}, rcols_{nid} = ranked_emit(dirty_{nid}, {tm}[1], np.int64({spec.n}), {rows})")
     propagate_watermark(gen, node)
     if ttl:
         gen.emit(f"if wm[{nid}] != WM_MIN and wm[{nid}] >= {aux}[2]:")

@@ -46,7 +46,7 @@ from ..kernels.merging import merge_positions, merge_shards, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
 from ..ops.windows import WindowSpec
-from .boundary import _to_arrow, column_view
+from .boundary import _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
 from .codegen import ancestors
 from .core import DICTIONARY_BYTES
@@ -186,13 +186,6 @@ def _paths(dag, src: int, dst: int) -> int:
     return count.get(dst, 0)
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view of ``a`` (the plans are compiled for read-only columns)."""
-    a = np.ascontiguousarray(a).view()
-    a.setflags(write=False)
-    return a
-
-
 class KeyShards:
     """The shards of one :class:`~laminar_jit.DagExecutor` (see the module docstring).
 
@@ -250,11 +243,11 @@ class KeyShards:
         columns = {}
         for name, dtype, _, encoded in plan.args:
             if name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
-                columns[name] = st.dictionaries[(source, name[1:])].store()
+                columns[name] = tuple(map(readonly, st.dictionaries[(source, name[1:])].store()))
                 continue
             values, valid = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
                              else column_view(b.column(name), dtype))
-            columns[name] = (_readonly(values), _readonly(valid))
+            columns[name] = (readonly(values), readonly(valid))
         keys = self.plan.keys[source]
         row_hash = key_hash(b, keys) if keys and n else None
         if row_hash is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)

@@ -405,7 +405,7 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
             a += 1
     active[0] = na
     aux[lbase + 4] = low_ts
-    order_settled(out_l, out_r, first, n_out, 0, lts, lseq)
+    order_settled(out_l, out_r, first, n_out, np.int64(0), lts, lseq)
     return out_l, out_r, n_out
 
 

@@ -92,7 +92,7 @@ def merge_shards(major, middle, minor, bounds, by_middle, by_minor):
 def _merge_two(major, middle, minor, bounds, by_middle, by_minor):
     """:func:`merge_shards` of two shards: one linear, branch-free pass per piece."""
     dest = np.full(major.size, -1, np.int64)
-    o = 0
+    o = np.int64(0)  # not a literal 0: _merge_heads would compile for Literal[int](0) and again for int64
     for p in range(bounds.shape[1] - 1):
         i, i_end = bounds[0, p], bounds[0, p + 1]
         j, j_end = bounds[1, p], bounds[1, p + 1]

@@ -151,7 +151,7 @@ def sliding_due(wm_now, size, slide, offset, lateness, buckets, keys, meta, free
     m = pmeta[0] if do_fire else 0
     pst = np.empty(m, np.int64)
     psl = np.empty(m, np.int64)
-    c = 0
+    c = np.int64(0)  # int64, not a literal 0, as _windows is called with it (one compile, not two)
     if do_fire:
         for q in range(pmeta[1]):  # live panes hold entries; freed ones are reset to none
             if pcount[q] > 0:

@@ -87,7 +87,7 @@ def argsort_pairs(major, minor):
 def _radix_by(values, order, tmp):
     """Stably reorder ``order`` by ``values``; returns the new order and the spare buffer."""
     u, bits = _ordered(values)
-    shift = 0
+    shift = np.int64(0)  # not a literal 0: Numba would compile _radix_pass for Literal[int](0) and again for int64
     while shift < bits:
         _radix_pass(u, order, shift, tmp)
         order, tmp = tmp, order

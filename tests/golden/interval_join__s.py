@@ -275,10 +275,10 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
         cap_2 = wm[1]
     pl_2 = empty(64, np.int64)
     pr_2 = empty(64, np.int64)
-    np_2 = 0
+    np_2 = np.int64(0)
     late_2_left = empty(n, np.int32)
-    at_2 = 0
-    n_late_2 = 0
+    at_2 = np.int64(0)
+    n_late_2 = np.int64(0)
     while True:
         n_late_2, np_2, at_2 = join_2_left(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_flag, late_2_left, n_late_2, pl_2, pr_2, np_2)
         if at_2 >= n:
@@ -300,8 +300,8 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     if active and w > st2_aux[1]:
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
-    pl_2, pr_2, np_2 = expire_buckets(W_2, 0, st2_params[1], 0, st2_params[5] != 0, 0, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 2, st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
-    pl_2, pr_2, np_2 = expire_buckets(W_2, 0, -st2_params[0], 0, st2_params[6] != 0, 1, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, 7, st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
     emin = emitted_min(pl_2, np_2, st2_l_ts)
     if emin < w:

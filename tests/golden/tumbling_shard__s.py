@@ -234,7 +234,7 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
     with one call of the step in the text: typed lists of the results, or a
     second call, cost seconds of compile time each.)
     """
-    a = 0
+    a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
     for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
@@ -242,28 +242,28 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
         r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
             o0 = empty(r[0].size * (cuts.size - 1), np.int64)
-            n0 = 0
+            n0 = np.int64(0)
             o1 = zeros(cuts.size, np.int64)
             o2 = empty(r[2].size * (cuts.size - 1), r[2].dtype)
-            n2 = 0
+            n2 = np.int64(0)
             o3 = empty(0, np.bool_)
-            masked2 = False
+            masked2 = np.bool_(False)
             o4 = empty(r[4].size * (cuts.size - 1), r[4].dtype)
-            n4 = 0
+            n4 = np.int64(0)
             o5 = empty(0, np.bool_)
-            masked4 = False
+            masked4 = np.bool_(False)
             o6 = empty(r[6].size * (cuts.size - 1), r[6].dtype)
-            n6 = 0
+            n6 = np.int64(0)
             o7 = empty(0, np.bool_)
-            masked6 = False
+            masked6 = np.bool_(False)
             o8 = empty(r[8].size * (cuts.size - 1), r[8].dtype)
-            n8 = 0
+            n8 = np.int64(0)
             o9 = empty(0, np.bool_)
-            masked8 = False
+            masked8 = np.bool_(False)
             o10 = empty(r[10].size * (cuts.size - 1), r[10].dtype)
-            n10 = 0
+            n10 = np.int64(0)
             o11 = empty(0, np.bool_)
-            masked10 = False
+            masked10 = np.bool_(False)
         o0, n0 = append_rows(o0, n0, r[0], lo)
         o1[p + 1] = n0
         o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
