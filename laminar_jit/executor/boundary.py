@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from ..changelog import OP_COLUMN, is_changelog
 from ..errors import DataError
 
-__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "column_view", "conform", "to_batches"]
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "column_view", "conform", "readonly", "to_batches"]
 
 #: Empty validity mask meaning "this column has no nulls".
 NO_NULLS = np.empty(0, dtype=np.bool_)

@@ -50,6 +50,7 @@ from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
 from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
+from .boundary import readonly
 from .codegen import ancestors, boundary_joins, generate, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
@@ -219,7 +220,7 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
                       boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds,
                       step_args=_step_args(gen), sharded=sharded,
-                      settings=_readonly(np.array(gen.settings, np.int64)))
+                      settings=readonly(np.array(gen.settings, np.int64)))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -383,12 +384,6 @@ def _unread_row_watermarks(text: str) -> str:
     return text
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """``a``, read-only: the step is compiled for read-only settings (an exact match at dispatch)."""
-    a.setflags(write=False)
-    return a
-
-
 def _max_paths(dag, source: str) -> int:
     paths, root = {}, dag.node(source).id
     for nid in plan_nodes(dag, source):
@@ -399,15 +394,15 @@ def _max_paths(dag, source: str) -> int:
 
 def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
-    readonly = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
+    ro = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     int64s = numba.types.Array(numba.types.int64, 1, "C")
     sig = [int64s, int64s] if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, ...) or step(n, ...)
     for name, dtype, _, _ in args:
         if name.startswith(DICTIONARY_BYTES):  # a string dictionary's (offsets, data)
-            sig += [readonly(np.dtype(np.int64)), readonly(np.dtype(np.uint8))]
+            sig += [ro(np.dtype(np.int64)), ro(np.dtype(np.uint8))]
         else:
-            sig += [readonly(np.dtype(dtype)), readonly(np.dtype(np.bool_))]
-    sig += [readonly(np.dtype(np.int32)), readonly(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
+            sig += [ro(np.dtype(dtype)), ro(np.dtype(np.bool_))]
+    sig += [ro(np.dtype(np.int32)), ro(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
             numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
     for nid in gen.stateful_ids:
         node = dag.nodes[nid]

@@ -83,7 +83,7 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         lines += [f"t = {value_code(ts_col, gen, b, names, 'i')}",
                   *ROW_WATERMARK.split("\n        "),
                   f"if rw != WM_MIN and {first}{R_MARK}] != 0 and {first}{R_LAST}] <= rw - ttl:",
-                  f"    ranked_forget({rows}, s, {spec.n})",
+                  f"    ranked_forget({rows}, s, np.int64({spec.n}))",
                   f"if {first}{R_MARK}] == 0 or t > {first}{R_LAST}]:",
                   f"    {first}{R_LAST}] = t"]
     lines += ["q = seq",
@@ -133,7 +133,7 @@ def ranked_{nid}_update({params}):
     propagate_watermark(gen, node)
     if ttl:
         gen.emit(f"if wm[{nid}] != WM_MIN and wm[{nid}] >= {aux}[2]:")
-        gen.emit(f"ranked_purge(wm[{nid}], {ttl_value}, {spec.n}, {rows}, {tb}, {tk}, {tm}, {tf})", 2)
+        gen.emit(f"ranked_purge(wm[{nid}], {ttl_value}, np.int64({spec.n}), {rows}, {tb}, {tk}, {tm}, {tf})", 2)
         gen.emit(f"{aux}[2] = wm[{nid}] + {ttl_value}", 2)
     gen.emit(f"m_{nid} = rank_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
