@@ -1326,3 +1326,43 @@ def test_kernel_on_integer_column_infers_integer_output():
            .operator("m", lj.Map(notional, output="n")).connect("s", "m")
            .sink_for("m", "out").build())
     assert pa.types.is_integer(dag.schema_of("m").field("n").type)
+
+
+# --------------------------------------------------------------------------- typed settings
+
+def _keyed_sum(st, price):
+    st.total += price
+    return st.total
+
+
+def test_bound_settings_are_typed_specs_in_event_time_units():
+    ms = pa.schema([("ts", pa.timestamp("ms")), ("k", pa.int64()), ("sym", pa.string()), ("price", pa.float64())])
+    dag = (lj.DagBuilder()
+           .source("a", ms, event_time="ts").source("b", ms, event_time="ts")
+           .operator("j", lj.IntervalJoin("k", "k", lower=datetime.timedelta(seconds=-1),
+                                          upper=datetime.timedelta(seconds=2), how="left",
+                                          allowed_lateness=datetime.timedelta(milliseconds=250)))
+           .connect("a", "j", port="left").connect("b", "j", port="right")
+           .operator("w", lj.WindowJoin(datetime.timedelta(seconds=10), "k", "k", offset=datetime.timedelta(seconds=13)))
+           .connect("a", "w", port="left").connect("b", "w", port="right")
+           .operator("kk", lj.KeyedKernel(_keyed_sum, key="k", state={"total": np.float64},
+                                          output={"total": pa.float64()}))
+           .connect("a", "kk")
+           .operator("g", lj.GroupAggregate(key="sym", aggs={"n": lj.count()}))
+           .connect("b", "g")
+           .sink_for("j", "o1").sink_for("w", "o2").sink_for("kk", "o3").sink_for("g", "o4")
+           .build())
+    assert not hasattr(Bound, "extra")
+    j = dag.node("j").bound
+    assert isinstance(j.spec, lj.ops.joins.JoinSpec)
+    assert (j.spec.kind, j.spec.how, j.spec.lower, j.spec.upper, j.spec.lateness) == ("interval", "left", -1000,
+                                                                                        2000, 250)
+    assert j.spec.out_sides == ("left", "right") and j.output_event_time == "ts"
+    assert j.spec.port("right") is j.spec.right and j.spec.left.keys == ("k",)
+    assert [name for name, _ in j.spec.left.payload] == ms.names and j.spec.left.payload[2][1] is None  # a string
+    w = dag.node("w").bound.spec
+    assert (w.kind, w.size, w.offset) == ("window", 10_000, 3_000)
+    kk = dag.node("kk").bound
+    assert isinstance(kk.spec, lj.ops.keyed.KeyedSpec)
+    assert (kk.spec.keys, kk.spec.event_time, kk.spec.n_outputs, kk.output_event_time) == (("k",), "ts", 1, "ts")
+    assert dag.node("g").bound.output_event_time is None  # an updating result has no event time

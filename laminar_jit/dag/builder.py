@@ -300,8 +300,8 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
             node.schema = upstream.bound.input_schema  # late rows leave unchanged
             node.event_time = _input_event_time(node, nodes)
         else:  # a join's late rows of one port ("late_left"): that port's rows, unchanged
-            side = upstream.bound.extra["ports"][port[len("late_"):]]
-            node.schema, node.event_time = side["schema"], side["event_time"]
+            side = upstream.bound.spec.port(port[len("late_"):])
+            node.schema, node.event_time = side.schema, side.event_time
         return
     ports = getattr(node.op, "ports", None)
     if ports is not None:
@@ -319,7 +319,7 @@ def _propagate_schema(node: Node, nodes: list[Node]) -> None:
             times[port] = names.pop() if len(names) == 1 else None
         node.bound = node.op.bind(node.name, per_port, event_time=times)
         node.schema = node.bound.output_schema
-        node.event_time = node.bound.extra.get("output_event_time")
+        node.event_time = node.bound.output_event_time
         return
     input_schema = _union_schema(node, nodes, node.inputs)
     event_time = _input_event_time(node, nodes)
@@ -375,13 +375,9 @@ def _input_event_time(node: Node, nodes: list[Node]) -> str | None:
 
 def _output_event_time(node: Node, event_time: str | None) -> str | None:
     """Where the event time lives in a node's output (None once it is dropped or overwritten)."""
-    if node.kind == "stateful" and "output_event_time" in node.bound.extra:
-        return node.bound.extra["output_event_time"]
     if node.kind == "stateful":
-        # window results carry their window's start as event time, so a window
-        # of aligned windows puts each result in the window that contains it
-        return "window_start" if "window_start" in node.schema.names else None
-    mapping = node.bound.extra.get("mapping")
+        return node.bound.output_event_time
+    mapping = node.bound.mapping
     if mapping is not None:
         return next((new for new, old in mapping if old == event_time), None)
     if event_time in {name for name, _ in node.bound.writes}:

@@ -237,7 +237,7 @@ def _check_lineage(dag: StreamingDag, part_ids: list[int], part_keys: dict) -> N
         else:
             (have,) = by_port[None] if len(by_port[None]) == 1 else (None,)
             if have is not None:
-                mapping = n.bound.extra.get("mapping")
+                mapping = n.bound.mapping
                 if mapping is not None:
                     old_to_new = {old: new for new, old in mapping}
                     have = tuple(old_to_new.get(k) for k in have)

@@ -232,7 +232,7 @@ def generate_stateless(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     elif isinstance(op, ArrowMap):
         nb = _arrow_map(gen, node, b)
     else:
-        nb = replace(b, cols={new: b.cols[old] for new, old in node.bound.extra["mapping"]})
+        nb = replace(b, cols={new: b.cols[old] for new, old in node.bound.mapping})
     propagate_watermark(gen, node)
     return nb, None
 
@@ -282,7 +282,7 @@ def _map(gen: Gen, node, b: Binding) -> Binding:
     gen.use_kernel(k, node.op)
     args = tuple(b.cols[c] for c in node.bound.reads)
     writes = node.bound.writes
-    returns = node.bound.extra["returns"]
+    returns = node.bound.returns
     cols = dict(b.cols)
     for j, ((name, arrow_type), got) in enumerate(zip(writes, returns)):
         want = arrow_to_numpy_dtype(arrow_type)

@@ -28,7 +28,7 @@ from ..errors import SchemaError
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from ..state.joins import (P_A, P_B, P_DIRECTION, P_EMIT_LEFT, P_KEEP_NULL, P_LATENESS, P_SEMI, P_TOLERANCE,
                            P_SHIFT, SIDE_BASE, JoinState)
-from ..ops.joins import JoinOperator
+from ..ops.joins import JoinOperator, JoinSpec
 from .core import (
     ALL_ROWS,
     EMITTED,
@@ -61,7 +61,7 @@ def _names(nid: int, bound) -> dict:
         fields = ("ts", "seq", "nxt", "prv", "slot", "flag", "free")
         out[side] = dict(zip(fields, names[pos:pos + len(fields)]))
         pos += len(fields)
-        width = 2 * len(bound.extra["ports"][side]["payload"])
+        width = 2 * len(bound.spec.port(side).payload)
         out[side]["c"] = names[pos:pos + width:2]
         out[side]["v"] = names[pos + 1:pos + width:2]
         pos += width
@@ -82,7 +82,7 @@ def _string_origin(dag, nid: int, port: str, column: str) -> tuple[str, str]:
             return up.name, name
         op = up.op
         if isinstance(op, Project):
-            name = dict((new, old) for new, old in up.bound.extra["mapping"]).get(name, name)
+            name = dict((new, old) for new, old in up.bound.mapping).get(name, name)
         elif name not in getattr(getattr(up.bound, "spec", None), "keys", ()) \
                 and not isinstance(op, (Filter, Map, ArrowMap)):
             break  # (a window's string key keeps its source's codes)
@@ -99,7 +99,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     (Its late rows, per port, are left in ``gen.join_late``.)
     """
     nid = node.id
-    x = node.bound.extra
+    x = node.bound.spec
     n = _names(nid, node.bound)
     gen.state_args += n["all"]
     gen.stateful_ids.append(nid)
@@ -118,7 +118,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     gen.emit(f"W_{nid} = {_horizon(f'{aux}[1]', f'{prm}[{P_LATENESS}]')}")
     table = f"{n['tb']}, {n['tk']}, {n['tm']}, {n['tf']}, {n['heads']}"
     pairs = f"pl_{nid}, pr_{nid}, np_{nid}"
-    if x["join"] == "asof":
+    if x.kind == "asof":
         lf, rt = n["left"], n["right"]
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
                  f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
@@ -128,7 +128,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
         for j, port in enumerate(("left", "right")):
             sd = n[port]
             emits = f"{prm}[{P_EMIT_LEFT + j}] != 0"
-            if x["join"] == "window":
+            if x.kind == "window":
                 kind, a, b = "np.int64(1)", f"{prm}[{P_A}]", f"{prm}[{P_B}]"
             else:  # a left row expires after t + upper, a right row after t - lower
                 kind, a, b = "np.int64(0)", (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), "np.int64(0)"
@@ -163,30 +163,30 @@ def _horizon(wm: str, lateness: str) -> str:
     return f"({wm} if ({wm} == WM_MAX or {wm} < WM_MIN + {lateness}) else {wm} - {lateness})"
 
 
-def _late_test(x: dict) -> str:
-    if x["join"] == "window":
+def _late_test(x: JoinSpec) -> str:
+    if x.kind == "window":
         return "ws + size <= W"
     return "t < W"
 
 
-def _expiry(x: dict, side: str, t: str) -> str:
+def _expiry(x: JoinSpec, side: str, t: str) -> str:
     """Event time after which (strictly) a buffered row of ``side`` is useless, given its time ``t``."""
-    if x["join"] == "window":
+    if x.kind == "window":
         return "ws + size - 1"
-    if x["join"] == "interval":
+    if x.kind == "interval":
         return f"{t} + upper" if side == "left" else f"{t} - lower"
     raise AssertionError("as-of joins resolve rows instead of expiring them")
 
 
-def _locals(x: dict, n: dict, port: str) -> str:
+def _locals(x: JoinSpec, n: dict, port: str) -> str:
     """The operator's run-time parameters (``JoinState.params``) as locals of an update function."""
     prm = n["params"]
-    a, b = ("size", "offset") if x["join"] == "window" else ("lower", "upper")
+    a, b = ("size", "offset") if x.kind == "window" else ("lower", "upper")
     lines = [f"{a} = {prm}[{P_A}]", f"{b} = {prm}[{P_B}]", f"lateness = {prm}[{P_LATENESS}]",
              f"keep_null = {prm}[{P_KEEP_NULL + (port == 'right')}] != 0", f"semi = {prm}[{P_SEMI}] != 0"]
-    if x["join"] == "interval":
+    if x.kind == "interval":
         lines.append(f"shift = {prm}[{P_SHIFT}]")
-    if x["join"] == "asof":
+    if x.kind == "asof":
         lines += [f"direction = {prm}[{P_DIRECTION}]", f"tol = {prm}[{P_TOLERANCE}]"]
     return "\n    ".join(lines)
 
@@ -194,13 +194,13 @@ def _locals(x: dict, n: dict, port: str) -> str:
 def _update(gen, node, port: str, b: Binding, n: dict) -> None:
     """Emit ``join_<id>_<port>``: insert the port's rows and (eager joins) emit their matches."""
     nid = node.id
-    x = node.bound.extra
-    spec = x["ports"][port]
+    x = node.bound.spec
+    spec = x.port(port)
     side = n[port]
     base = SIDE_BASE[port]
-    kind = x["join"]
-    payload_cols = [b.cols[name] for name, _ in spec["payload"]]
-    for (name, dtype), col in zip(spec["payload"], payload_cols):
+    kind = x.kind
+    payload_cols = [b.cols[name] for name, _ in spec.payload]
+    for (name, dtype), col in zip(spec.payload, payload_cols):
         if dtype is None and col.kind == "src":
             if b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string column {name!r} of port {port!r} must come "
@@ -208,16 +208,16 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
             gen.encoded.add(col.name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
-    ts_col = b.cols[spec["event_time"]]
-    key_cols = [b.cols[k] for k in spec["keys"]]
-    for j, (kname, kc) in enumerate(zip(spec["keys"], key_cols)):
+    ts_col = b.cols[spec.event_time]
+    key_cols = [b.cols[k] for k in spec.keys]
+    for j, (kname, kc) in enumerate(zip(spec.keys, key_cols)):
         if arrow_to_numpy_dtype(kc.arrow_type) is None:  # string, large_string or a dictionary of them
             # string keys compare as codes of one dictionary shared by both sides' columns
             if kc.kind != "src" or b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string key {kname!r} of port {port!r} must come "
                                   "straight from a source column")
             gen.encoded.add(kc.name)
-            pair = [_string_origin(gen.dag, nid, p, x["ports"][p]["keys"][j]) for p in ("left", "right")]
+            pair = [_string_origin(gen.dag, nid, p, x.port(p).keys[j]) for p in ("left", "right")]
             if pair not in gen.shared_dictionaries:
                 gen.shared_dictionaries.append(pair)
     leaves: list = []
@@ -344,7 +344,7 @@ def _pair(port: str, mine: str, theirs: str) -> str:
     return f"out_l[n_out] = {left}; out_r[n_out] = {right}; n_out += 1"
 
 
-def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
+def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str) -> str:
     """Emit the matches of row ``r`` among the other side's rows in the buckets its range touches.
 
     Interval joins look up the (at most two) buckets of ``[lo, hi]`` and test
@@ -354,10 +354,10 @@ def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
     """
     other = n[_OTHER[port]]
     side = n[port]
-    how = x["how"]
+    how = x.how
     oflag, onxt = other["flag"], other["nxt"]
     table = f"{n['tb']}, {n['tk']}"
-    if x["join"] == "interval":
+    if x.kind == "interval":
         lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
         head = (f"        lo = {lo}\n        hi = {hi}\n        bq = hi >> shift\n        blo = lo >> shift\n"
                 f"        while bq >= blo and not done:\n"
@@ -400,7 +400,7 @@ def _probe(x: dict, port: str, n: dict, heads: str, h_other: str) -> str:
             f"{other['ts']}, {other['seq']})")
 
 
-def _asof_insert(x: dict, port: str, n: dict, table: str, heads: str, stores: str) -> str:
+def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores: str) -> str:
     """Insert body of an as-of join: left rows queue in their key's chain, right rows join theirs (pruned)."""
     side = n[port]
     base = SIDE_BASE[port]
@@ -441,14 +441,14 @@ def _asof_insert(x: dict, port: str, n: dict, table: str, heads: str, stores: st
 def _gather(gen, node, n: dict) -> Binding:
     """Emit the gather of the output columns from the collected pairs; the node's output binding."""
     nid = node.id
-    x = node.bound.extra
+    x = node.bound.spec
     schema = node.schema
     outs, lines, cols = [], [], []
     fields = iter(schema)
-    for port in x["out_sides"]:
+    for port in x.out_sides:
         side = n[port]
         pairs = "pl" if port == "left" else "pr"
-        for j, (name, dtype) in enumerate(x["ports"][port]["payload"]):
+        for j, (name, dtype) in enumerate(x.port(port).payload):
             field = next(fields)
             o, q = f"o{len(cols)}", f"q{len(cols)}"
             lines.append(f"    {o} = empty(m, {side['c'][j]}.dtype)\n    {q} = empty(m, np.bool_)\n"
@@ -457,7 +457,7 @@ def _gather(gen, node, n: dict) -> Binding:
                          f"        else:\n            {o}[e] = 0\n            {q}[e] = False")
             outs += [o, q]
             cols.append((field, port, name, dtype))
-    if x["join"] == "window":
+    if x.kind == "window":
         prm = n["params"]  # the window's size and offset are run-time parameters, as in the updates
         lines.append(f"    size = {prm}[{P_A}]\n    offset = {prm}[{P_B}]\n"
                      f"    ws = empty(m, np.int64)\n    we = empty(m, np.int64)\n"
@@ -481,9 +481,9 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
         if dtype is None:
             dictionary = _string_origin(gen.dag, nid, port, name)
         out[field.name] = Col("der", field.name, field.type, f"o{c}_{nid}", f"q{c}_{nid}", dictionary=dictionary)
-    if x["join"] == "window":
+    if x.kind == "window":
         gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
         for name, var in (("window_start", "ws"), ("window_end", "we")):
             out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
-    owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x["join"] == "window" else ())
+    owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x.kind == "window" else ())
     return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)

@@ -42,7 +42,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     from ..state.keyed import KeyedState
 
     nid = node.id
-    x = node.bound.extra
+    spec = node.bound.spec
     op = node.op
     state_names = KeyedState.argument_names(nid, node.bound)
     gen.state_args += state_names
@@ -57,8 +57,8 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         gen.kernels[f"keyed_{nid}_timer"] = op.on_timer.dispatcher
         gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
 
-    ts_col = b.cols[x["event_time"]]
-    key_cols = key_columns(gen, node, b, x["keys"])
+    ts_col = b.cols[spec.event_time]
+    key_cols = key_columns(gen, node, b, spec.keys)
     arg_cols = [b.cols[c] for c in node.bound.reads]
     leaves: list = []
     for c in [ts_col, *key_cols, *arg_cols]:
@@ -70,7 +70,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     dense = b.sel == ALL_ROWS
     loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
     key_expr = key_code(gen, b, names, key_cols, state_names)
-    n_out = x["n_outputs"]
+    n_out = spec.n_outputs
     out_names = [name for name, _ in op.outputs]
     out_dtypes = [dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
     arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
@@ -160,8 +160,8 @@ def keyed_{nid}_update({params}):
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
     gen.emit(f"okey_valid_{nid} = okey_{nid} != {NULL_KEY}")
-    cols = emitted_key_cols(gen, node, x["keys"], key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
-    et = x["event_time"]
+    cols = emitted_key_cols(gen, node, spec.keys, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
+    et = spec.event_time
     cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")
     for j, name in enumerate(out_names):
         cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")

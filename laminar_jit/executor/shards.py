@@ -121,7 +121,7 @@ def shard_plan(dag) -> ShardPlan | str:
             up = nodes[a]
             if up.kind != "stateless":
                 continue
-            renamed = any(new in spec.keys and old != new for new, old in up.bound.extra.get("mapping") or ())
+            renamed = any(new in spec.keys and old != new for new, old in up.bound.mapping or ())
             if renamed or any(name in spec.keys for name, _ in up.bound.writes):
                 return f"operator {up.name!r} renames or computes a key column of {n.name!r}"
     keys = {}
@@ -171,7 +171,7 @@ def shard_plan(dag) -> ShardPlan | str:
 
 def _renamed(node, name: str) -> str | None:
     """What column ``name`` of a stateless node's input is called in its output (None: dropped or overwritten)."""
-    mapping = node.bound.extra.get("mapping")
+    mapping = node.bound.mapping
     if mapping is not None:
         return next((new for new, old in mapping if old == name), None)
     return None if any(written == name for written, _ in node.bound.writes) else name

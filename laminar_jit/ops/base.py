@@ -9,7 +9,7 @@ column named.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +34,14 @@ class Bound:
     read_dtypes: tuple[np.dtype, ...] = ()
     #: Columns the operator creates or replaces: (name, arrow type).
     writes: tuple[tuple[str, pa.DataType], ...] = ()
-    #: Extra facts the plan compiler needs (e.g. a projection mapping).
-    extra: dict = field(default_factory=dict)
     #: The operator family's typed settings, bound to the input (e.g. :class:`~laminar_jit.ops.windows.WindowSpec`).
     spec: object = None
+    #: A stateful operator's output event-time column (None: its output has none).
+    output_event_time: str | None = None
+    #: A Project's ``(output name, input name)`` pairs; None for every other operator.
+    mapping: tuple[tuple[str, str], ...] | None = None
+    #: A Map kernel's numpy result dtypes, one per written column.
+    returns: tuple[np.dtype, ...] = ()
 
 
 class Operator:

@@ -121,8 +121,8 @@ class Dedup(WindowOperator):
                           self.late, self.late_sink, size=size,
                           offset=_units(node, "offset", self.offset, et_type, positive=False) % size)
         # its output rows are input rows: the event time stays where it was
-        return Bound(node, self, input_schema, input_schema, (), (), extra={"output_event_time": event_time},
-                     spec=spec)
+        return Bound(node, self, input_schema, input_schema, (), (), spec=spec,
+                     output_event_time=event_time)
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.within), repr(self.offset), self.keep,

@@ -207,9 +207,7 @@ class GroupAggregate(Operator):
         fields.append(pa.field(OP_COLUMN, pa.int8(), nullable=False))
         spec = GroupSpec(self.keys, tuple(self.aggs.items()), tuple(kinds), tuple(floats), tuple(columns),
                          tuple(out_types), retract, event_time, ttl, tuple(in_floats), tuple(strings))
-        extra = {"keys": self.keys, "output_event_time": None}
-        return Bound(node, self, input_schema, pa.schema(fields), tuple(reads), tuple(dtypes), extra=extra,
-                     spec=spec)
+        return Bound(node, self, input_schema, pa.schema(fields), tuple(reads), tuple(dtypes), spec=spec)
 
     def new_state(self, bound: Bound, capacity: int = 1024):
         """The engine-owned state of a node running this operator."""

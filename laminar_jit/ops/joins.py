@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from dataclasses import dataclass
 from typing import Mapping
+
+import numpy as np
 
 import pyarrow as pa
 
@@ -39,11 +42,57 @@ from ..time.watermarks import to_units
 from .base import Bound, Operator, kept_field, string_type
 from .windows import _key_tuple
 
-__all__ = ["AsofJoin", "IntervalJoin", "JoinOperator", "TemporalJoin", "WindowJoin"]
+__all__ = ["AsofJoin", "IntervalJoin", "JoinOperator", "JoinPort", "JoinSpec", "TemporalJoin", "WindowJoin"]
 
 _HOWS = ("inner", "left", "right", "full", "semi", "anti")
 #: Names the join state's layout (rows in per-key time buckets since this one).
 _STATE_LAYOUT = "buckets-1"
+
+
+@dataclass(frozen=True)
+class JoinPort:
+    """One input port of a join node, bound to its schema."""
+
+    event_time: str
+    keys: tuple[str, ...]
+    #: Every column its rows carry into the join's row store: (name, numpy dtype; None for a string).
+    payload: tuple[tuple[str, np.dtype | None], ...]
+    #: The port's input schema (also the schema of its late rows' side output).
+    schema: pa.Schema
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """A join node's settings, bound to its two inputs: times are in event-time units.
+
+    The plan generator and the join state read the join's kind, geometry and
+    ports here, and only here.
+    """
+
+    #: "interval", "window" or "asof" (a temporal join is an as-of join).
+    kind: str
+    #: "inner", "left", "right", "full", "semi" or "anti".
+    how: str
+    event_time_type: pa.DataType
+    left: JoinPort
+    right: JoinPort
+    #: The ports whose columns the output carries, in order (semi and anti joins: the left one).
+    out_sides: tuple[str, ...]
+    #: How far behind the watermark a row may arrive and still join (``allowed_lateness``).
+    lateness: int = 0
+    #: Interval join: ``lower <= right.ts - left.ts <= upper``.
+    lower: int = 0
+    upper: int = 0
+    #: Window join: tumbling windows of ``size`` shifted by ``offset``.
+    size: int = 0
+    offset: int = 0
+    #: As-of join: "backward", "forward" or "nearest", and the largest distance matched (None: any).
+    direction: str = "backward"
+    tolerance: int | None = None
+
+    def port(self, name: str) -> JoinPort:
+        """The :class:`JoinPort` named ``"left"`` or ``"right"``."""
+        return self.left if name == "left" else self.right
 
 
 def _signed_units(node: str, what: str, value, et_type) -> int:
@@ -125,7 +174,7 @@ class JoinOperator(Operator):
                                       "carry numeric, boolean, temporal and string columns — drop it upstream "
                                       "with lj.Project")
                 payload.append((f.name, dtype))
-            ports[port] = {"event_time": times[port], "keys": keys, "payload": tuple(payload), "schema": schemas[port]}
+            ports[port] = JoinPort(times[port], keys, tuple(payload), schemas[port])
         fields, names = [], []
         nullable = {"left": self.how in ("right", "full"), "right": self.how in ("left", "full")}
         sides = ("left",) if self.how in ("semi", "anti") else ("left", "right")
@@ -137,13 +186,13 @@ class JoinOperator(Operator):
                 names.append(name)
                 # every column is kept in the row store: dictionary strings come back as plain ones
                 fields.append(pa.field(name, kept_field(f).type, nullable=f.nullable or nullable[port]))
-        extra = {"ports": ports, "how": self.how, "event_time_type": et_type,
-                 "lateness": self._units(node, "allowed_lateness", self.allowed_lateness, et_type, 0),
-                 "output_event_time": times["left"] if self.how not in ("right", "full") else None,
-                 "out_sides": sides}
-        extra.update(self._geometry(node, et_type))
+        spec = JoinSpec(how=self.how, event_time_type=et_type, left=ports["left"], right=ports["right"],
+                        out_sides=sides,
+                        lateness=self._units(node, "allowed_lateness", self.allowed_lateness, et_type, 0),
+                        **self._geometry(node, et_type))
         fields += self._extra_fields(node, et_type, names)
-        return Bound(node, self, None, pa.schema(fields), extra=extra)
+        return Bound(node, self, None, pa.schema(fields), spec=spec,
+                     output_event_time=times["left"] if self.how not in ("right", "full") else None)
 
     @staticmethod
     def _key_type(node: str, schema: pa.Schema, key: str, port: str) -> pa.DataType:
@@ -166,7 +215,8 @@ class JoinOperator(Operator):
         return out
 
     def _geometry(self, node: str, et_type) -> dict:
-        return {}
+        """The join's kind and geometry: keyword arguments of :class:`JoinSpec`."""
+        raise NotImplementedError
 
     def _extra_fields(self, node: str, et_type, names: list[str]) -> list[pa.Field]:
         return []
@@ -232,7 +282,7 @@ class IntervalJoin(JoinOperator):
         upper = self._units(node, "upper", self.upper, et_type)
         if lower > upper:
             raise SchemaError(f"operator {node!r}: lower ({self.lower}) must not exceed upper ({self.upper})")
-        return {"join": "interval", "lower": lower, "upper": upper}
+        return {"kind": "interval", "lower": lower, "upper": upper}
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [repr(self.lower), repr(self.upper)]
@@ -279,7 +329,7 @@ class WindowJoin(JoinOperator):
 
     def _geometry(self, node: str, et_type) -> dict:
         size = self._units(node, "size", self.size, et_type, 1)
-        return {"join": "window", "size": size, "offset": self._units(node, "offset", self.offset, et_type) % size}
+        return {"kind": "window", "size": size, "offset": self._units(node, "offset", self.offset, et_type) % size}
 
     def _extra_fields(self, node: str, et_type, names: list[str]) -> list[pa.Field]:
         for name in ("window_start", "window_end"):
@@ -348,7 +398,7 @@ class AsofJoin(JoinOperator):
 
     def _geometry(self, node: str, et_type) -> dict:
         tol = None if self.tolerance is None else self._units(node, "tolerance", self.tolerance, et_type, 0)
-        return {"join": "asof", "direction": self.direction, "tolerance": tol}
+        return {"kind": "asof", "direction": self.direction, "tolerance": tol}
 
     def _fingerprint_parts(self) -> list[str]:
         return super()._fingerprint_parts() + [self.direction, repr(self.tolerance)]

@@ -26,6 +26,7 @@ rows with a null key share the null key's state, as in SQL ``GROUP BY``.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Mapping
 
 import numba
@@ -38,7 +39,18 @@ from .base import Bound, Operator, kept_field, kernel_column, state_fields
 from .kernel import Kernel, _first_line
 from .windows import _key_tuple, check_key_columns
 
-__all__ = ["NO_TIMER", "KeyedKernel"]
+
+@dataclass(frozen=True)
+class KeyedSpec:
+    """A keyed kernel node's settings, bound to its input (the state layout is the operator's own)."""
+
+    keys: tuple[str, ...]
+    #: The input's event-time column: timers and output rows are in its time.
+    event_time: str
+    #: Columns each call (and each fired timer) returns.
+    n_outputs: int
+
+__all__ = ["NO_TIMER", "KeyedKernel", "KeyedSpec"]
 
 #: ``state.timer`` value of a key without a pending timer.
 NO_TIMER = np.iinfo(np.int64).min
@@ -132,9 +144,9 @@ class KeyedKernel(Operator):
             self._check(node, self.on_timer, [numba.int64])
         fields = [kept_field(input_schema.field(k)) for k in self.keys] + [pa.field(event_time, et_type)]
         fields += [pa.field(n, t) for n, t in self.outputs]
-        extra = {"keys": self.keys, "event_time": event_time, "output_event_time": event_time,
-                 "n_outputs": len(self.outputs)}
-        return Bound(node, self, input_schema, pa.schema(fields), tuple(params), dtypes, extra=extra)
+        spec = KeyedSpec(self.keys, event_time, len(self.outputs))
+        return Bound(node, self, input_schema, pa.schema(fields), tuple(params), dtypes, spec=spec,
+                     output_event_time=event_time)
 
     def _check(self, node: str, k: Kernel, arg_types: list) -> None:
         """Compile ``k`` for (state record, *arg_types) and check it returns the declared outputs."""

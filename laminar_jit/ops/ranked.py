@@ -91,4 +91,4 @@ def bind_ranked(node: str, op, input_schema: pa.Schema, event_time: str | None, 
                       bool(then_descending))
     reads, dtypes = ((by,), (by_dtype,)) if then_by is None else ((by, then_by), (by_dtype, then_dtype))
     return Bound(node, op, input_schema, pa.schema(fields), reads, dtypes,
-                 extra={"keys": op.keys, "output_event_time": event_time}, spec=spec)
+                 spec=spec, output_event_time=event_time)

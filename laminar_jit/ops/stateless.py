@@ -160,7 +160,7 @@ class Map(Operator):
                 )
             writes.append((name, declared))
         return Bound(node, self, input_schema, _with_columns(input_schema, writes), reads, dtypes, tuple(writes),
-                     {"returns": tuple(results)})
+                     returns=tuple(results))
 
     def fingerprint(self) -> str | None:
         fp = self.kernel.fingerprint()
@@ -211,7 +211,7 @@ class Project(Operator):
                 )
             f = input_schema.field(idx)
             fields.append(pa.field(new, f.type, f.nullable, f.metadata))
-        return Bound(node, self, input_schema, pa.schema(fields), extra={"mapping": self.mapping})
+        return Bound(node, self, input_schema, pa.schema(fields), mapping=tuple(self.mapping))
 
     def fingerprint(self) -> str | None:
         return "Project:" + hashlib.sha256(repr(self.mapping).encode()).hexdigest()

@@ -173,7 +173,8 @@ class TopN(WindowOperator):
                           offset=_units(node, "offset", self.offset, et_type, positive=False) % size,
                           topn=self.n, by=self.by, by_dtype=by_dtype, descending=self.descending,
                           payload=tuple(payload), ties=self.ties)
-        return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), spec=spec)
+        return Bound(node, self, input_schema, out_schema, (self.by,), (by_dtype,), spec=spec,
+                     output_event_time="window_start")
 
     def _fingerprint_parts(self) -> list[str]:
         parts = super()._fingerprint_parts() + [repr(self.n), self.by, repr(self.window), repr(self.descending),

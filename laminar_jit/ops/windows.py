@@ -148,6 +148,11 @@ def check_key_columns(node: str, schema: pa.Schema, keys) -> None:
                               "allowed (cast or bucket them first)")
 
 
+def _window_start(schema: pa.Schema) -> str | None:
+    """The event-time column of a window's results: ``window_start`` (None if the output has none)."""
+    return "window_start" if "window_start" in schema.names else None
+
+
 def _key_tuple(key) -> tuple[str, ...]:
     if key is None:
         return ()
@@ -232,7 +237,10 @@ class WindowOperator(Operator):
         """The Bound of a window: schema facts from :meth:`_bind_common` plus its geometry (in units)."""
         spec = WindowSpec(kind, info["event_time"], info["event_time_type"], self.keys, info["lateness"], self.late,
                           self.late_sink, tuple(self.aggs.items()), **geometry)
-        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], spec=spec)
+        # a window's results carry its start as event time, so a window of aligned windows puts each
+        # result in the window that contains it
+        return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], spec=spec,
+                     output_event_time=_window_start(info["out_schema"]))
 
     def _fingerprint_parts(self) -> list[str]:
         return [type(self).__name__, repr(self.keys), repr([(n, a.fingerprint()) for n, a in self.aggs.items()]),

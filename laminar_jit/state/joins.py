@@ -31,25 +31,25 @@ BUCKET_SPANS = 16
 _DIRECTIONS = ("backward", "forward", "nearest")
 
 
-def join_params(extra: dict) -> np.ndarray:
-    """``JoinState.params`` of a bound join operator."""
-    how = extra["how"]
+def join_params(spec) -> np.ndarray:
+    """``JoinState.params`` of a bound join operator (its :class:`~laminar_jit.ops.joins.JoinSpec`)."""
+    how = spec.how
     p = np.zeros(_P, np.int64)
-    if extra["join"] == "window":
-        p[P_A], p[P_B] = extra["size"], extra["offset"]
-    elif extra["join"] == "interval":
-        p[P_A], p[P_B] = extra["lower"], extra["upper"]
+    if spec.kind == "window":
+        p[P_A], p[P_B] = spec.size, spec.offset
+    elif spec.kind == "interval":
+        p[P_A], p[P_B] = spec.lower, spec.upper
         # a row's partners lie in a range as wide as the bounds, so in at most two buckets
-        p[P_SHIFT] = min((BUCKET_SPANS * (int(extra["upper"]) - int(extra["lower"]) + 1) - 1).bit_length(), 62)
-    p[P_LATENESS] = extra["lateness"]
+        p[P_SHIFT] = min((BUCKET_SPANS * (int(spec.upper) - int(spec.lower) + 1) - 1).bit_length(), 62)
+    p[P_LATENESS] = spec.lateness
     emit_left = how in ("left", "full", "anti")
     emit_right = how in ("right", "full")
     # rows that can come out unmatched are kept even with a null key (they never match)
     p[P_KEEP_NULL], p[P_KEEP_NULL + 1] = emit_left, emit_right
     p[P_EMIT_LEFT], p[P_EMIT_RIGHT] = emit_left, emit_right
-    if extra["join"] == "asof":
-        p[P_DIRECTION] = _DIRECTIONS.index(extra["direction"])
-        p[P_TOLERANCE] = -1 if extra["tolerance"] is None else extra["tolerance"]
+    if spec.kind == "asof":
+        p[P_DIRECTION] = _DIRECTIONS.index(spec.direction)
+        p[P_TOLERANCE] = -1 if spec.tolerance is None else spec.tolerance
     p[P_SEMI] = how == "semi"
     return p
 
@@ -82,12 +82,12 @@ class JoinState:
     """
 
     def __init__(self, bound, capacity: int = 1024):
-        self.ports = bound.extra["ports"]
+        self.spec = bound.spec
         self.table = KeyTable(width=2, capacity=capacity)
         self.heads = np.full((self.table.slot_capacity, 4), -1, np.int64)
         # slots with buffered left rows waiting for a decision (as-of joins), and their count in aux
         self.active = np.zeros(self.table.slot_capacity + 1, np.int64)
-        self.params = join_params(bound.extra)
+        self.params = join_params(bound.spec)
         self.aux = np.zeros(_AUX, np.int64)
         self.aux[1] = _WM_MIN
         for base in SIDE_BASE.values():
@@ -97,11 +97,11 @@ class JoinState:
         for side in ("left", "right"):
             fields = [(name, np.full(capacity, fill, dtype), fill) for name, dtype, fill in _ROW_FIELDS]
             fields.append(("free", np.zeros(capacity, np.int64), 0))
-            for j, (_, dtype) in enumerate(self.ports[side]["payload"]):
+            for j, (_, dtype) in enumerate(self.spec.port(side).payload):
                 fields.append((f"c{j}", np.zeros(capacity, np.int64 if dtype is None else dtype), 0))
                 fields.append((f"v{j}", np.zeros(capacity, np.bool_), False))
             self.rows[side] = fields
-        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in self.ports["left"]["keys"][1:]]
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in self.spec.left.keys[1:]]
 
     def __len__(self) -> int:
         """Buffered rows on both sides."""
@@ -157,8 +157,8 @@ class JoinState:
         for side in ("left", "right"):
             p = f"st{node_id}_{side[0]}"
             names += [f"{p}_{name}" for name, _, _ in _ROW_FIELDS] + [f"{p}_free"]
-            names += [f"{p}_{kind}{j}" for j in range(len(bound.extra["ports"][side]["payload"])) for kind in "cv"]
-        for level in range(len(bound.extra["ports"]["left"]["keys"]) - 1):
+            names += [f"{p}_{kind}{j}" for j in range(len(bound.spec.port(side).payload)) for kind in "cv"]
+        for level in range(len(bound.spec.left.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
 

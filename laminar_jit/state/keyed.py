@@ -56,7 +56,7 @@ class KeyedState:
     def __init__(self, bound, capacity: int = 1024):
         op = bound.op
         self.table = KeyTable(width=2, capacity=capacity)
-        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.extra["keys"][1:]]
+        self.key_tables = [KeyTable(width=2, capacity=capacity) for _ in bound.spec.keys[1:]]
         self.init = np.array(tuple(init for _, _, init in op.state_fields), dtype=op.state_dtype)
         self.values = _records(np.empty(self.table.slot_capacity, op.state_dtype))
         self.values[:] = self.init
@@ -173,6 +173,6 @@ class KeyedState:
         """Parameter names of :meth:`arrays` in a generated step."""
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux", "values", "htimes",
                                                "hslots")]
-        for level in range(len(bound.extra["keys"]) - 1):
+        for level in range(len(bound.spec.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
