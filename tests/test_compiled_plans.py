@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from numba import float64 as f64
 
 import laminar_jit as lj
@@ -91,6 +92,26 @@ def test_structurally_identical_dags_share_one_step():
     assert compile_plan(a, "s").step is compile_plan(b, "s_renamed").step
     # a different constant in the kernel is a different plan
     assert compile_plan(_tiny(threshold=1.0), "s").step is not compile_plan(a, "s").step
+
+
+def test_a_second_executor_of_a_dag_reuses_its_plans_without_generating_them(monkeypatch):
+    import laminar_jit.executor.plan as plan_module
+
+    dag = _tiny()
+    first = lj.DagExecutor(dag)
+    first.process_batch("s", {"x": np.array([-1.0, 2.0])})
+
+    def generate_again(*args):
+        raise AssertionError("the plan of a DAG already run was generated again")
+
+    monkeypatch.setattr(plan_module, "_compile_plan", generate_again)
+    second = lj.DagExecutor(dag)  # (the memo is per DAG object: another DAG would be generated)
+    assert second.compile_seconds == 0.0
+    assert second._plans["s"] is not first._plans["s"] and second._plans["s"].step is first._plans["s"].step
+    second.process_batch("s", {"x": np.array([-1.0, 2.0])})
+    assert second.take_sink_outputs("out").equals(first.take_sink_outputs("out"))
+    with pytest.raises(AssertionError, match="generated again"):
+        lj.DagExecutor(_tiny())
 
 
 def over(x):

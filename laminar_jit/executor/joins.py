@@ -153,7 +153,8 @@ def _add_function(gen, n: dict, text: str) -> list[str]:
     Every argument costs Numba typing and lowering time, and a join's state
     has dozens of arrays of which each function touches a few.
     """
-    used = [a for a in n["all"] if re.search(rf"\b{a}\b", text)]
+    words = set(re.findall(r"\w+", text))
+    used = [a for a in n["all"] if a in words]
     gen.funcs.append(text.replace("@STATE@", ", ".join(used)))
     return used
 

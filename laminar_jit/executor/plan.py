@@ -37,7 +37,8 @@ import sys
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -158,6 +159,11 @@ def _kernels_stamp() -> str:
 _KERNELS_STAMP = _kernels_stamp()
 
 
+#: Plans of each finalized DAG in this process, by (source, sharded): a new executor of a DAG
+#: already run reuses them without generating and rendering the text again.
+_PLAN_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     """Compile the step of ``source`` (or reuse it from the in-process memo / on-disk cache).
 
@@ -165,6 +171,18 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     shard's rows ``rows`` (positions in the batch) of each piece ``cuts[p]:cuts[p + 1]`` of a
     batch through the step, in one compiled call (see :mod:`.shards`).
     """
+    with _MEMO_LOCK:
+        plan = _PLAN_MEMO.get(dag, {}).get((source, sharded))
+    if plan is not None:
+        return replace(plan, compile_seconds=0.0, arg_recipe=None)
+    plan = _compile_plan(dag, source, sharded)
+    if plan.cacheable:
+        with _MEMO_LOCK:
+            _PLAN_MEMO.setdefault(dag, {})[(source, sharded)] = plan
+    return plan
+
+
+def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
     gen = generate(dag, source, sharded)
     cacheable = dag.fingerprint is not None and not JIT_DISABLED
     text = _render(gen, source, cacheable)
@@ -180,10 +198,6 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     args = [(name, dtype(name), name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
-    # helpers no user kernel reaches are compiled once for every plan that writes them
-    shared = split_shared(text, gen.kernels, [numba.__version__, _KERNELS_STAMP,
-                                              *(f for f in gen.fingerprints if f.startswith("kernels/"))]) \
-        if cacheable else (text, [])
     signature = _signature(gen, dag, source, args)
     compile_seconds = 0.0
     with _MEMO_LOCK:
@@ -194,6 +208,12 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
                 which = f"{'key-shard ' if sharded else ''}plan for source {source!r}"
                 what = (f"loading {which} from the disk cache" if cached else
                         f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
+                # helpers no user kernel reaches are compiled once for every plan that writes them
+                # (parsed only here: a memoized step skips it, so a new executor of a known DAG is cheap)
+                shared = split_shared(text, gen.kernels, [numba.__version__, _KERNELS_STAMP,
+                                                          *(f for f in gen.fingerprints
+                                                            if f.startswith("kernels/"))]) \
+                    if cacheable else (text, [])
                 with compiling(what) as took:
                     step, cacheable = _load(gen, text, shared, digest, cacheable, signature)
             compile_seconds = took["seconds"]
