@@ -443,18 +443,18 @@ def test_watermark_tracks_max_event_time():
 def test_threads_split_large_batches_without_changing_output():
     table = make_bids(150_000, seed=13)
     outs, watermarks = [], []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):  # (the calling thread runs the first slice, the pool the others)
         ex = lj.DagExecutor(multicast_dag(), threads=threads)
         ex.process_batch("bids", table)
         outs.append(ex.take_all_sink_outputs())
         assert ex.metrics.events_in == 150_000
         # the slices run on copies of the watermarks: the batch's must still come out
         watermarks.append([ex.watermark(node.name) for node in ex.dag.nodes])
-    assert watermarks[0] == watermarks[1]
+    assert watermarks[0] == watermarks[1] == watermarks[2]
     assert watermarks[1][0] == pc.max(table["ts"]).as_py() - 1_000
     want = ref_multicast(table)
     for sink in ("out", "scored"):
-        assert outs[0][sink].equals(outs[1][sink])
+        assert outs[0][sink].equals(outs[1][sink]) and outs[0][sink].equals(outs[2][sink])
         assert_frame(outs[1][sink], want[sink])
 
 
