@@ -44,6 +44,9 @@ __all__ = ["StringDictionary"]
 
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 _BINARY_TYPES = (pa.binary(), pa.large_binary(), pa.binary_view())
+#: Types laid out as offsets + bytes, which the interning kernel reads as they are (others are cast first).
+_OFFSET_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
+_LARGE_TYPES = (pa.large_string(), pa.large_binary())
 
 
 def _family(t: pa.DataType) -> str | None:
@@ -162,9 +165,13 @@ class StringDictionary:
             encoded = encoded.unify_dictionaries()
             if encoded.num_chunks == 0:
                 return pa.array([], self._store_type), pa.array([], pa.int32())
-            return encoded.chunk(0).dictionary.cast(self._store_type), \
+            return self._readable(encoded.chunk(0).dictionary), \
                 pa.concat_arrays([chunk.indices for chunk in encoded.chunks])
-        return encoded.dictionary.cast(self._store_type), encoded.indices
+        return self._readable(encoded.dictionary), encoded.indices
+
+    def _readable(self, values: pa.Array) -> pa.Array:
+        """``values`` as offsets + bytes for the interning kernel (a view type is cast; others as they are)."""
+        return values if values.type in _OFFSET_TYPES else values.cast(self._store_type)
 
     def _distinct_of_dictionary(self, chunk: pa.DictionaryArray) -> tuple[pa.Array, pa.Array]:
         """The same for a dictionary-encoded array, working on its indices and its own dictionary.
@@ -172,12 +179,11 @@ class StringDictionary:
         Each array may bring a different dictionary (Polars categoricals, the
         chunks of an Arrow table), possibly with values no row uses, repeated
         values or nulls. Hashing the integer indices finds the entries the rows
-        use, in order of first appearance; only those values are cast and
-        interned, so codes follow first appearance exactly as for plain
+        use, in order of first appearance; only those values are interned, so codes follow first appearance exactly as for plain
         strings and the row strings are never materialized.
         """
         used = pc.dictionary_encode(chunk.indices)  # distinct indices in order of first use
-        return chunk.dictionary.take(used.dictionary).cast(self._store_type), used.indices
+        return self._readable(chunk.dictionary.take(used.dictionary)), used.indices
 
     def _codes(self, distinct: pa.Array, rows: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Codes per row from the batch's distinct values and the rows' indices into them.
@@ -189,6 +195,8 @@ class StringDictionary:
             interned = self._intern(distinct.filter(distinct.is_valid()))
         else:
             valid_distinct, interned = None, self._intern(distinct)
+        if valid_distinct is None and not rows.null_count:  # the common case: no nulls at all
+            return interned[rows.to_numpy(zero_copy_only=False)], np.empty(0, np.bool_)
         # Null rows index one past the distinct values, where the code is -1.
         codes_of_distinct = np.full(len(distinct) + 1, -1, np.int64)
         if valid_distinct is None:
@@ -202,7 +210,7 @@ class StringDictionary:
         return codes, np.empty(0, np.bool_)
 
     def _intern(self, distinct: pa.Array) -> np.ndarray:
-        """Codes of ``distinct`` (distinct, non-null, ``large_*`` values), appending new ones.
+        """Codes of ``distinct`` (distinct, non-null values of a type in ``_OFFSET_TYPES``), appending new ones.
 
         The only place the dictionary changes; runs once per batch, with the
         batch's distinct values, and does its work in a compiled kernel.
@@ -212,7 +220,9 @@ class StringDictionary:
         if m == 0:
             return codes
         _validity, offsets_buf, data_buf = distinct.buffers()
-        offsets = np.frombuffer(offsets_buf, np.int64, count=m + 1, offset=distinct.offset * 8)
+        width = np.dtype(np.int64 if distinct.type in _LARGE_TYPES else np.int32)
+        offsets = np.frombuffer(offsets_buf, width, count=m + 1, offset=distinct.offset * width.itemsize)
+        offsets = offsets.astype(np.int64, copy=False)
         data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
         self._reserve(m, int(offsets[-1] - offsets[0]))
         table = self._table
