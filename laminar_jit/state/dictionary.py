@@ -179,8 +179,9 @@ class StringDictionary:
         Each array may bring a different dictionary (Polars categoricals, the
         chunks of an Arrow table), possibly with values no row uses, repeated
         values or nulls. Hashing the integer indices finds the entries the rows
-        use, in order of first appearance; only those values are interned, so codes follow first appearance exactly as for plain
-        strings and the row strings are never materialized.
+        use, in order of first appearance; only those values are interned, so
+        codes follow first appearance exactly as for plain strings and the row
+        strings are never materialized.
         """
         used = pc.dictionary_encode(chunk.indices)  # distinct indices in order of first use
         return self._readable(chunk.dictionary.take(used.dictionary)), used.indices
