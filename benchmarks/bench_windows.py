@@ -8,7 +8,11 @@ each window when the watermark passes it.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 import laminar_jit as lj
 
@@ -104,6 +108,75 @@ class TumblingDuckDB:
 
     def time_duckdb(self, keys):
         self.con.sql(self.sql).to_arrow_table()
+
+
+#: Channels of :func:`string_table`: 50 values of 3-12 characters, some sharing a prefix.
+CHANNELS = [f"{p}-{i}" for p in ("web", "app", "partner", "ios", "android-tv") for i in range(10)]
+
+
+@functools.lru_cache(maxsize=2)
+def string_table(n: int) -> pa.Table:
+    """The standard events plus ``channel``, a string column (one of :data:`CHANNELS`, zipf-skewed)."""
+    rng = np.random.default_rng(common.SEED + 1)
+    pick = np.minimum(rng.zipf(1.3, n), len(CHANNELS)) - 1
+    return common.event_table(n).append_column("channel", pa.array(np.array(CHANNELS)[pick]))
+
+
+def string_dag() -> lj.StreamingDag:
+    """10 s tumbling windows per auction: count, min and max of the string ``channel``."""
+    schema = string_table(10).schema
+    aggs = {"n": lj.count(), "lo": lj.min("channel"), "hi": lj.max("channel")}
+    return (lj.DagBuilder()
+            .source(common.SOURCE, schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("per_key", lj.TumblingWindow(size=SIZE_MS, key="auction", aggs=aggs))
+            .connect(common.SOURCE, "per_key").sink_for("per_key", "out").build())
+
+
+class TumblingStrings:
+    """:class:`Tumbling` per auction with min/max of a string column (DuckDB: :class:`TumblingStringsDuckDB`).
+
+    The strings are dictionary codes in the window state; min and max compare their bytes.
+    """
+
+    timeout = 300
+
+    def setup(self):
+        self.batches = tuple(string_table(common.n_events()).to_batches(max_chunksize=65_536))
+        self.dag = string_dag()
+        stream(self.dag, self.batches[:2])  # compile / load the plan
+
+    def time_laminar(self):
+        stream(self.dag, self.batches)
+
+    def track_windows_emitted(self):
+        """Rows emitted; equals DuckDB's group count."""
+        return stream(self.dag, self.batches).num_rows
+
+    track_windows_emitted.unit = "rows"
+
+
+class TumblingStringsDuckDB:
+    """The :class:`TumblingStrings` aggregation as one DuckDB ``GROUP BY``."""
+
+    timeout = 300
+    sql = (f"SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, auction, count(*) AS n, min(channel) AS lo, "
+           "max(channel) AS hi FROM events GROUP BY ALL")
+
+    def setup(self):
+        self.con = duckdb.connect()
+        self.con.register("events", string_table(common.n_events()))
+        self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self):
+        self.con.close()
+
+    def time_duckdb(self):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_windows_emitted(self):
+        return self.con.sql(f"SELECT count(*) FROM ({self.sql})").fetchall()[0][0]
+
+    track_windows_emitted.unit = "rows"
 
 
 SLIDE_MS = 2_000

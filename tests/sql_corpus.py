@@ -175,6 +175,15 @@ WINDOWS = [
      "GROUP BY window_start, window_end, ch HAVING COUNT(*) > 2",
      f"SELECT we AS window_end, ch, max(price) AS hi, count(*) AS n FROM {duck_cumulate(1000, 3000)} "
      "GROUP BY ws, we, ch HAVING count(*) > 2"),
+    # strings: MIN/MAX compare their bytes (nulls skipped; a window of null strings gives null)
+    (f"SELECT window_start, auction, MIN(ch) AS lo, MAX(ch) AS hi, COUNT(ch) AS c FROM {tumble(1000)} "
+     "GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, min(ch) AS lo, max(ch) AS hi, count(ch) AS c FROM {duck_tumble(1000)} "
+     "GROUP BY ws, auction"),
+    (f"SELECT window_end, MAX(ch) AS hi, MIN(ch) AS lo FROM {hop(250, 1000)} WHERE price > 20 "
+     "GROUP BY window_start, window_end",
+     f"SELECT we AS window_end, max(ch) AS hi, min(ch) AS lo FROM {duck_hop(250, 1000)} WHERE price > 20 "
+     "GROUP BY ws, we"),
 ]
 
 #: Non-windowed GROUP BY: updating results (a changelog), compared once applied.

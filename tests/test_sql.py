@@ -187,6 +187,15 @@ def test_mistakes_are_named_with_their_place():
     assert e.value.construct == "ORDER"
     with pytest.raises(lj.SqlError, match=r"neither grouped nor aggregated"):
         lj.sql("SELECT price, COUNT(*) FROM bids GROUP BY auction", sources={"bids": schema})
+    # a planning error names its construct, and is placed where the construct is in the text
+    with pytest.raises(lj.SqlError, match=r"OVER windows other than Top-N.*ROW_NUMBER.*\(line 3, column 3\)") as e:
+        lj.sql(DDL + "SELECT auction,\n  SUM(price) OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 2 PRECEDING "
+               "AND CURRENT ROW) AS s FROM bids", sources={"bids": schema})
+    assert (e.value.line, e.value.column) == (3, 3) and e.value.construct.startswith("SUM(price) OVER")
+    with pytest.raises(lj.SqlError, match=r"declare it as the table's event time") as e:
+        lj.sql("SELECT window_start, COUNT(*) AS n\nFROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
+               "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
+    assert (e.value.line, e.value.column) == (2, 12)
 
 
 def ranked_bids(n: int, seed: int) -> pa.Table:

@@ -370,7 +370,9 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`)."""
     cols = args[1:args.index("offsets")]
     rest = args[args.index("offsets"):]
-    call = ", ".join(["hi - lo", *(f"{c}[lo:hi]" for c in cols), *rest])
+    # a string dictionary's (offsets, bytes) are not per row: every piece reads them whole
+    whole = {name for column, pair in gen.src_args.items() if column.startswith(DICTIONARY_BYTES) for name in pair}
+    call = ", ".join(["hi - lo", *(c if c in whole else f"{c}[lo:hi]" for c in cols), *rest])
     start, append, returns = [], [], {}
     for layout in gen.sinks:
         k = layout.offset

@@ -38,7 +38,7 @@ def sliding_link(nid: int, meta: str) -> str:
                 {n['pcount']}[pslot] += 1"""
 
 
-def sliding_fire(gen, node, aggs, fields_by_agg, state_names):
+def sliding_fire(gen, node, aggs, fields_by_agg, state_names, stores=()):
     """Emit due sliding windows: the aggregate glue around :func:`~laminar_jit.kernels.sliding.sliding_due`.
 
     The kernel plans the due windows (which entries each merges into which scratch cell,
@@ -65,7 +65,7 @@ def sliding_fire(gen, node, aggs, fields_by_agg, state_names):
                                                               "phead", "pcount", "psorted")])
     gen.funcs.append(f'''
 @njit
-def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
+def window_{nid}_fire(wm_now, settings, {", ".join([*state_names, *stores])}):
     """Sliding window node {nid}: merge the planned entries of the due windows; reset the freed slots."""
 {gen.setting_lines[nid]}
     win_start, key, seg_lo, seg_hi, cell, row_lo, row_cell, width, slots, gone = sliding_due(

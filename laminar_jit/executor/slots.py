@@ -48,6 +48,7 @@ def merge_into_scratch(aggs, fields_by_agg, dst: str = "0", src: str | None = No
     lines = []
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         tokens = {f"f_{field}": f"@{field}@" for field, _, _ in agg.blueprint.fields}
+        tokens.update((k, v) for k, v in fnames.items() if not k.startswith("f_"))  # e.g. a dictionary's arrays
         code = agg.blueprint.merge.format(**tokens)
         for field, _, _ in agg.blueprint.fields:
             source = f"{fnames['f_' + field]}[s]" if src is None else f"c{j}_{field}[{src}]"

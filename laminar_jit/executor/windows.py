@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..errors import SchemaError
 from ..kernels.hashtable import CACHE_SIZE
+from ..ops.base import string_type
 from ..ops.windows import WindowOperator
 from ..state.windows import WindowState
 from .core import (
@@ -47,6 +49,8 @@ from .slots import due_entries, finalizers, reset_lines
 
 __all__ = ["generate_window"]
 
+_STR_LESS = "\nfrom laminar_jit.kernels.strings import str_less\n"
+
 
 @register(WindowOperator)
 def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
@@ -74,6 +78,7 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
     ts_col = b.cols[spec.event_time]
     key_cols = key_columns(gen, node, b, spec.keys)
     agg_cols = [b.cols[a.column] if a.column else None for _, a in aggs]
+    stores, dictionaries = _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg)
 
     leaves: list = []
     for c in [ts_col, *key_cols, *[c for c in agg_cols if c is not None]]:
@@ -94,7 +99,7 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
         agg_code.append(f"        if {ok}:\n            x = {value_code(col, gen, b, names, 'i')}\n"
                         + indent(update, 12))
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
-                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "settings"] + state_names + ["late_out"])
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "settings"] + state_names + ["late_out"] + stores)
     # The window's geometry is read from the step's settings at run time (see Gen.bind_settings):
     # below, ``size``, ``slide``, ... are the generated code's local names, not values.
     if session:
@@ -102,7 +107,7 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
         session_update(gen, nid, params, loop, value_code(ts_col, gen, b, names, "i"), key_expr, agg_code,
                         aggs, fields_by_agg, state_names)
         session_fire(gen, node, aggs, fields_by_agg, state_names)
-        return _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs)
+        return _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs, stores, dictionaries)
     sliding = spec.sliding
     gen.bind_settings(nid, spec.settings())
     if sliding:
@@ -171,12 +176,38 @@ def window_{nid}_update({params}):
 
     # --- fire ---------------------------------------------------------------
     if sliding:
-        sliding_fire(gen, node, aggs, fields_by_agg, state_names)
+        sliding_fire(gen, node, aggs, fields_by_agg, state_names, stores)
     else:
         _tumbling_fire(gen, node, aggs, fields_by_agg, state_names)
 
     # --- the step -----------------------------------------------------------
-    return _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs)
+    return _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs, stores, dictionaries)
+
+
+def _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg) -> tuple[list[str], dict]:
+    """The aggregates of string columns: their codes are step arguments, and min/max compare them by bytes.
+
+    Returns the dictionaries' ``(offsets, data)`` step arguments the update (and a sliding
+    window's fire, which merges panes) take, and per aggregate name the (source, column)
+    whose dictionary its codes belong to. ``fields_by_agg`` gains ``d_off``/``d_data``.
+    """
+    stores, dictionaries = [], {}
+    for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
+        if col is None or agg.user is not None or string_type(col.arrow_type) is None:
+            continue
+        if col.kind != "src" or b.origin is not None:
+            raise SchemaError(f"operator {node.name!r}: the string column {agg.column!r} it aggregates must come "
+                              "from one source column (through Filters, Maps, ArrowMaps and Projects)")
+        if agg.kind in ("min", "max"):
+            if _STR_LESS not in gen.funcs:
+                gen.funcs.append(_STR_LESS)
+            fnames["d_off"], fnames["d_data"] = gen.dictionary_store(col.name)
+            stores += [a for a in (fnames["d_off"], fnames["d_data"]) if a not in stores]
+        else:
+            gen.encoded.add(col.name)
+        if agg.kind != "count":
+            dictionaries[name] = (gen.source, col.name)
+    return stores, dictionaries
 
 
 def _last_window() -> str:
@@ -219,7 +250,7 @@ def window_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
 ''')
 
 
-def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
+def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs, stores, dictionaries):
     nid = node.id
     spec = node.bound.spec
     rwm = b.wm_array or "empty(0, np.int64)"
@@ -227,7 +258,8 @@ def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
     watermark_bounds(gen, node)
     gen.emit(f"{late} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [late])
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [late]
+                     + stores)
     gen.emit(f"n_late = window_{nid}_update({args})")
     gen.emit(f"{gen.metric('late_events')} += n_late")
     gen.emit(f"{gen.metric('late_events', nid)} += n_late")
@@ -235,7 +267,8 @@ def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
     propagate_watermark(gen, node)
     outs = ["ws", "we", "key", "key_valid"] + [p for j in range(len(aggs)) for p in (f"r{j}", f"rv{j}")]
     outs = [f"{o}_{nid}" for o in outs]
-    gen.emit(f"{', '.join(outs)} = window_{nid}_fire(wm[{nid}], settings, {', '.join(state_names)})")
+    fire_args = state_names + (stores if spec.sliding else [])  # (a sliding window merges panes when it fires)
+    gen.emit(f"{', '.join(outs)} = window_{nid}_fire(wm[{nid}], settings, {', '.join(fire_args)})")
     gen.emit(f"m_{nid} = ws_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
@@ -247,7 +280,8 @@ def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs):
     }
     cols.update(emitted_key_cols(gen, node, spec.keys, key_cols, state_names, f"key_{nid}", f"key_valid_{nid}"))
     for j, (name, _) in enumerate(aggs):
-        cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}")
+        cols[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}",
+                         dictionary=dictionaries.get(name))
     owned = (f"sel_{nid}", *outs, f"no_nulls_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned)
     return emitted, replace(b, sel=f"late_sel_{nid}")

@@ -18,6 +18,12 @@ every number, as DuckDB does.
 Template placeholders: ``{f_<field>}`` is the state array of a field, ``s``
 the slot, ``x`` the row's value, ``t`` its event time, ``q`` its arrival
 sequence number, ``a``/``d`` the source/destination slots of a merge.
+
+Strings: ``count``/``first``/``last`` of a string column work on its dictionary
+codes with the templates above; ``min``/``max`` use :data:`STRING_BLUEPRINTS`, which
+compare two codes by their values' bytes (``{d_off}``/``{d_data}``: the
+dictionary's offsets and bytes, as :func:`~laminar_jit.kernels.strings.str_less`
+reads them).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 from ..errors import KernelError
 from .base import state_fields
 
-__all__ = ["BLUEPRINTS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate", "count", "count_distinct", "first",
+__all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate", "count", "count_distinct", "first",
            "last", "max", "mean", "min", "sum"]
 
 
@@ -123,6 +129,29 @@ BLUEPRINTS: dict[str, Blueprint] = {
 }
 
 
+#: ``min``/``max`` of a string column: the values are dictionary codes, compared by their bytes.
+STRING_BLUEPRINTS: dict[str, Blueprint] = {
+    "min": Blueprint(
+        fields=(("v", _I64, 0), ("n", _I64, 0)),
+        update="if {f_n}[s] == 0 or (x != {f_v}[s] and str_less({d_off}, {d_data}, x, {f_v}[s])):\n"
+               "    {f_v}[s] = x\n{f_n}[s] += 1",
+        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or ({f_v}[a] != {f_v}[d] and "
+              "str_less({d_off}, {d_data}, {f_v}[a], {f_v}[d]))):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
+        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_I64,
+    ),
+    "max": Blueprint(
+        fields=(("v", _I64, 0), ("n", _I64, 0)),
+        update="if {f_n}[s] == 0 or (x != {f_v}[s] and str_less({d_off}, {d_data}, {f_v}[s], x)):\n"
+               "    {f_v}[s] = x\n{f_n}[s] += 1",
+        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or ({f_v}[a] != {f_v}[d] and "
+              "str_less({d_off}, {d_data}, {f_v}[d], {f_v}[a]))):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
+        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_I64,
+    ),
+}
+
+#: Window aggregates a string column takes (its values are dictionary codes in the state).
+STRING_KINDS = ("count", "min", "max", "first", "last")
+
 #: Aggregates only :class:`~laminar_jit.GroupAggregate` computes (they have no window blueprint).
 UPDATING_ONLY = ("count_distinct",)
 
@@ -145,6 +174,12 @@ class Agg:
         self.user = user
         #: The window code templates; None for an aggregate only a GroupAggregate computes.
         self.blueprint = user.blueprint if user is not None else BLUEPRINTS.get(kind)
+
+    def over_strings(self) -> "Agg":
+        """This aggregate over a string column's dictionary codes (``min``/``max`` compare their bytes)."""
+        out = Agg(self.kind, self.column)
+        out.blueprint = STRING_BLUEPRINTS.get(self.kind, self.blueprint)
+        return out
 
     def fingerprint(self) -> str | None:
         """Identity for plan caching; None when a user aggregate's code cannot be hashed."""

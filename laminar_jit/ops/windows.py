@@ -29,12 +29,13 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
 import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, numpy_to_arrow_type
 from ..errors import SchemaError
 from ..time.watermarks import to_units
-from .aggregates import Agg
+from .aggregates import STRING_KINDS, Agg
 from .base import Bound, Operator, kept_field, kernel_column, string_type
 
 __all__ = ["SessionWindow", "SlidingWindow", "TumblingWindow", "WindowOperator", "WindowSpec"]
@@ -193,7 +194,7 @@ class WindowOperator(Operator):
             )
         et_type = schema.field(event_time).type
         check_key_columns(node, schema, self.keys)
-        reads, dtypes, out_fields = [], [], []
+        reads, dtypes, out_fields, aggs = [], [], [], []
         bound_time = pa.timestamp(et_type.unit, et_type.tz) if pa.types.is_timestamp(et_type) else pa.int64()
         out_fields += [pa.field("window_start", bound_time), pa.field("window_end", bound_time)]
         for k in self.keys:
@@ -203,11 +204,25 @@ class WindowOperator(Operator):
                 raise SchemaError(f"operator {node!r}: aggregate name {name!r} clashes with an output column")
             if agg.column is None:
                 out_fields.append(pa.field(name, pa.int64()))
+                aggs.append((name, agg))
                 continue
             if agg.blueprint is None:
                 raise SchemaError(f"operator {node!r}: aggregate {name!r} ({agg!r}) is computed by "
                                   "lj.GroupAggregate only; a window takes count, sum, mean, min, max, first, last "
                                   "and user aggregates")
+            if schema.get_field_index(agg.column) >= 0 and agg.user is None \
+                    and string_type(schema.field(agg.column).type) is not None:
+                if agg.kind not in STRING_KINDS:
+                    raise SchemaError(f"operator {node!r}: aggregate {name!r} ({agg!r}) of the string column "
+                                      f"{agg.column!r}: a window takes {', '.join(STRING_KINDS)} of strings")
+                # the state keeps the column's dictionary codes (min/max compare their bytes)
+                reads.append(agg.column)
+                dtypes.append(np.dtype(np.int64))
+                out_type = pa.int64() if agg.kind == "count" else string_type(schema.field(agg.column).type)
+                out_fields.append(pa.field(name, out_type))
+                aggs.append((name, agg.over_strings()))
+                continue
+            aggs.append((name, agg))
             dtype = kernel_column(node, schema, agg.column, f"aggregate {name!r} column")
             if agg.user is not None:
                 agg.user.check(node, agg.column, dtype)
@@ -225,6 +240,7 @@ class WindowOperator(Operator):
             "out_schema": pa.schema(out_fields),
             "reads": tuple(reads),
             "dtypes": tuple(dtypes),
+            "aggs": tuple(aggs),
         }
 
     def new_state(self, bound: Bound, capacity: int = 1024):
@@ -236,7 +252,7 @@ class WindowOperator(Operator):
     def _bound(self, node: str, input_schema: pa.Schema, info: dict, kind: str, **geometry) -> Bound:
         """The Bound of a window: schema facts from :meth:`_bind_common` plus its geometry (in units)."""
         spec = WindowSpec(kind, info["event_time"], info["event_time_type"], self.keys, info["lateness"], self.late,
-                          self.late_sink, tuple(self.aggs.items()), **geometry)
+                          self.late_sink, info["aggs"], **geometry)
         # a window's results carry its start as event time, so a window of aligned windows puts each
         # result in the window that contains it
         return Bound(node, self, input_schema, info["out_schema"], info["reads"], info["dtypes"], spec=spec,

@@ -9,6 +9,8 @@ updating :class:`~laminar_jit.GroupAggregate` — into one
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 
 from ..dag import StreamingDag
@@ -91,6 +93,35 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
     ['out']
     """
     statements, watermarks, sessions = parse(text)
+    try:
+        return _plan(text, statements, watermarks, sessions, sources, udfs)
+    except SqlError as e:
+        if e.line is not None or not e.construct:
+            raise
+        place = _locate(text, e.construct)
+        if place is None:
+            raise
+        message = str(e)
+        raise SqlError(message, *place, construct=e.construct) from None
+
+
+def _locate(text: str, construct: str) -> tuple[int, int] | None:
+    """Line and column (1-based) where ``construct`` first appears in ``text`` (case and spacing aside), else
+    where its leading word does; None when neither does. Planning errors name a construct, not a place."""
+    words = construct.split()
+    probes = [r"\s+".join(map(re.escape, words))] if words else []
+    lead = re.match(r"[A-Za-z_]+", construct.strip())
+    if lead:
+        probes.append(rf"\b{re.escape(lead.group())}\b")
+    for probe in probes:
+        m = re.search(probe, text, flags=re.IGNORECASE)
+        if m:
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            return text.count("\n", 0, m.start()) + 1, m.start() - line_start + 1
+    return None
+
+
+def _plan(text, statements, watermarks, sessions, sources, udfs) -> StreamingDag:
     planner = Planner(sources, watermarks, dict(udfs or {}), sessions, proctime_tables(statements))
     for statement in statements:
         if isinstance(statement, exp.Create) and statement.kind == "VIEW":

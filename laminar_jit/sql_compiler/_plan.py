@@ -186,6 +186,12 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
                     stream = self._add(stream, Project(columns), "columns")
             for term in semis:
                 stream = self._semi(stream, query, *subquery_test(term))
+        over = next((w for item in query.expressions for w in item.find_all(exp.Window)), None)
+        if over is not None:  # (Top-N and dedup, ROW_NUMBER() in a subquery, are planned by _ranked above)
+            raise SqlError("SQL: OVER windows other than Top-N and deduplication are not supported yet (Top-N: "
+                           "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rownum "
+                           "FROM t) WHERE rownum <= N); for an aggregate per key and window use GROUP BY with a "
+                           "window table function", construct=over.sql()[:60])
         group = query.args.get("group")
         if group is not None and window is None:
             query, window = self._group_window(query, stream)
