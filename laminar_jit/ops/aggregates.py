@@ -71,6 +71,19 @@ def _widen(dtype):
 _I64 = lambda _dtype: np.dtype(np.int64)  # noqa: E731
 _F64 = lambda _dtype: np.dtype(np.float64)  # noqa: E731
 
+def _extreme(better: str, rule) -> Blueprint:
+    """A minimum or maximum: ``better`` tells whether the value ``@new@`` replaces the kept ``@cur@``."""
+    def test(new: str, cur: str) -> str:
+        return better.replace("@new@", new).replace("@cur@", cur)
+    return Blueprint(
+        fields=(("v", rule, 0), ("n", _I64, 0)),
+        update=f"if {{f_n}}[s] == 0 or {test('x', '{f_v}[s]')}:\n    {{f_v}}[s] = x\n{{f_n}}[s] += 1",
+        merge=f"if {{f_n}}[a] > 0 and ({{f_n}}[d] == 0 or {test('{f_v}[a]', '{f_v}[d]')}):\n"
+              "    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
+        value="{f_v}[s]", valid="{f_n}[s] > 0", result=rule,
+    )
+
+
 BLUEPRINTS: dict[str, Blueprint] = {
     "count": Blueprint(
         fields=(("n", _I64, 0),),
@@ -90,23 +103,9 @@ BLUEPRINTS: dict[str, Blueprint] = {
         merge="{f_acc}[d] += {f_acc}[a]\n{f_n}[d] += {f_n}[a]",
         value="{f_acc}[s] / {f_n}[s] if {f_n}[s] > 0 else 0.0", valid="{f_n}[s] > 0", result=_F64,
     ),
-    "min": Blueprint(
-        fields=(("v", _same, 0), ("n", _I64, 0)),
-        # NaN sorts above every number (DuckDB): a NaN minimum yields to any number
-        update="if {f_n}[s] == 0 or x < {f_v}[s] or ({f_v}[s] != {f_v}[s] and x == x):\n    {f_v}[s] = x\n"
-               "{f_n}[s] += 1",
-        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or {f_v}[a] < {f_v}[d] or "
-              "({f_v}[d] != {f_v}[d] and {f_v}[a] == {f_v}[a])):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
-        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_same,
-    ),
-    "max": Blueprint(
-        fields=(("v", _same, 0), ("n", _I64, 0)),
-        update="if {f_n}[s] == 0 or x > {f_v}[s] or (x != x and {f_v}[s] == {f_v}[s]):\n    {f_v}[s] = x\n"
-               "{f_n}[s] += 1",
-        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or {f_v}[a] > {f_v}[d] or "
-              "({f_v}[a] != {f_v}[a] and {f_v}[d] == {f_v}[d])):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
-        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_same,
-    ),
+    # NaN sorts above every number (DuckDB): a NaN minimum yields to any number
+    "min": _extreme("@new@ < @cur@ or (@cur@ != @cur@ and @new@ == @new@)", _same),
+    "max": _extreme("@new@ > @cur@ or (@new@ != @new@ and @cur@ == @cur@)", _same),
     # first/last by event time; ties broken by arrival (earlier arrival is "first")
     "first": Blueprint(
         fields=(("v", _same, 0), ("t", _I64, 0), ("q", _I64, 0), ("n", _I64, 0)),
@@ -131,22 +130,8 @@ BLUEPRINTS: dict[str, Blueprint] = {
 
 #: ``min``/``max`` of a string column: the values are dictionary codes, compared by their bytes.
 STRING_BLUEPRINTS: dict[str, Blueprint] = {
-    "min": Blueprint(
-        fields=(("v", _I64, 0), ("n", _I64, 0)),
-        update="if {f_n}[s] == 0 or (x != {f_v}[s] and str_less({d_off}, {d_data}, x, {f_v}[s])):\n"
-               "    {f_v}[s] = x\n{f_n}[s] += 1",
-        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or ({f_v}[a] != {f_v}[d] and "
-              "str_less({d_off}, {d_data}, {f_v}[a], {f_v}[d]))):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
-        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_I64,
-    ),
-    "max": Blueprint(
-        fields=(("v", _I64, 0), ("n", _I64, 0)),
-        update="if {f_n}[s] == 0 or (x != {f_v}[s] and str_less({d_off}, {d_data}, {f_v}[s], x)):\n"
-               "    {f_v}[s] = x\n{f_n}[s] += 1",
-        merge="if {f_n}[a] > 0 and ({f_n}[d] == 0 or ({f_v}[a] != {f_v}[d] and "
-              "str_less({d_off}, {d_data}, {f_v}[d], {f_v}[a]))):\n    {f_v}[d] = {f_v}[a]\n{f_n}[d] += {f_n}[a]",
-        value="{f_v}[s]", valid="{f_n}[s] > 0", result=_I64,
-    ),
+    "min": _extreme("(@new@ != @cur@ and str_less({d_off}, {d_data}, @new@, @cur@))", _I64),
+    "max": _extreme("(@new@ != @cur@ and str_less({d_off}, {d_data}, @cur@, @new@))", _I64),
 }
 
 #: Window aggregates a string column takes (its values are dictionary codes in the state).
