@@ -38,7 +38,7 @@ __all__ = ["generate_group", "link_changelog_kernels"]
 
 _IMPORT = ("\nfrom laminar_jit.kernels.changelog import f64_bits, float_bits, group_emit, group_forget, group_purge, "
            "ms_add, ms_remove, rank_key_f64, rank_key_i64, ranked_emit, ranked_forget, ranked_insert, "
-           "ranked_purge\nfrom laminar_jit.kernels.strings import str_less\n")
+           "ranked_purge, refind_strings\nfrom laminar_jit.kernels.strings import str_less\n")
 
 
 def link_changelog_kernels(gen: Gen) -> None:
@@ -68,15 +68,23 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     op_col = b.cols["op"] if spec.retract else None
     key_cols = key_columns(gen, node, b, spec.keys)
     agg_cols = [b.cols[c] if c is not None else None for c in spec.columns]
-    stores = {}  # string columns min/max compare: their dictionaries' (offsets, data) step arguments
+    # string columns: the source column whose dictionary their codes belong to, and for min/max that
+    # dictionary's (offsets, data) step arguments (to compare codes by their bytes)
+    origins, stores = {}, {}
     for kind, c, col in zip(spec.kinds, spec.columns, agg_cols):
         if c in spec.strings:
-            if col.kind != "src" or b.origin is not None:
+            if col.kind == "src" and b.origin is None:
+                origin = col.name
+            elif col.kind == "der" and col.dictionary is not None and col.dictionary[0] == gen.source:
+                origin = col.dictionary[1]  # codes from an operator upstream in this step (a changelog)
+            else:
                 raise SchemaError(f"operator {node.name!r}: the string column {c!r} it aggregates must come from "
-                                  "a source column (through Filters, Maps, ArrowMaps and Projects)")
-            gen.encoded.add(col.name)
-            if kind in (MIN, MAX) and col.name not in stores:
-                stores[col.name] = gen.dictionary_store(col.name)
+                                  "one source column (through Filters, Maps, ArrowMaps, Projects and aggregates)")
+            origins[c] = origin
+            if col.kind == "src":
+                gen.encoded.add(col.name)
+            if kind in (MIN, MAX) and origin not in stores:
+                stores[origin] = gen.dictionary_store(origin)
     leaves: list = []
     for c in [ts_col, op_col, *key_cols, *agg_cols]:
         if c is not None:
@@ -141,8 +149,8 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             lines += [f"    {cnt} += sign", f"    {acc} += sign * x"]
         else:
             better = _better("x", acc, kind == MAX, is_float)
-            if col.kind == "src" and col.name in stores:  # a string's code: compared by its bytes
-                offsets, data = stores[col.name]
+            if spec.columns[a] in origins:  # a string's code: compared by its bytes
+                offsets, data = stores[origins[spec.columns[a]]]
                 better = f"x != {acc} and " + (f"str_less({offsets}, {data}, {acc}, x)" if kind == MAX else
                                                  f"str_less({offsets}, {data}, x, {acc})")
             if not spec.retract:
@@ -186,6 +194,11 @@ def group_{nid}_update({params}):
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", ttl_value] + names_ + store_args)
     gen.emit(f"dirty_{nid} = group_{nid}_update({args})")
+    for a, (kind, c) in enumerate(zip(spec.kinds, spec.columns)):
+        if spec.retract and kind in (MIN, MAX) and c in origins:  # a retracted min/max of strings, by bytes
+            offsets, data = stores[origins[c]]
+            gen.emit(f"refind_strings(dirty_{nid}, np.int64({a}), np.int64({ival0 + a}), np.int64({flags}), "
+                     f"np.bool_({kind == MAX}), {offsets}, {data}, {rec}, {mk}, {mlist}, {mhead})")
     table = f"{tb}, {tk}, {tm}, {tf}, {state}"
     gen.emit(f"gk_{nid}, gop_{nid}, gi_{nid}, gf_{nid}, gn_{nid} = group_emit(dirty_{nid}, {kinds}, {floats}, "
              f"{table})")
@@ -216,7 +229,7 @@ def group_{nid}_update({params}):
         column = spec.columns[a]
         text = column in spec.strings and kind in (MIN, MAX)  # codes of the column's dictionary
         cols[name] = Col("der", name, out_type, vals, valid,
-                         dictionary=(gen.source, agg_cols[a].name) if text else None)
+                         dictionary=(gen.source, origins[column]) if text else None)
     cols["op"] = Col("der", "op", node.schema.field("op").type, f"gop_{nid}", f"no_nulls_{nid}")
     return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", tuple(owned)), None
 

@@ -38,12 +38,14 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import JIT_DISABLED, njit
+from .strings import str_less
 from .hashtable import ht_delete, ht_find, ht_find_or_insert
 
 __all__ = [
     "COUNT_ROWS", "COUNT", "COUNT_DISTINCT", "MAX", "MEAN", "MIN", "SUM",
     "f64_bits", "float_bits", "group_emit", "group_forget", "group_purge", "ms_add", "ms_remove", "net_rows",
     "rank_key_f64", "rank_key_i64", "ranked_emit", "ranked_forget", "ranked_insert", "ranked_purge", "rec_columns",
+    "refind_strings",
     "slot_order", "R_CNT", "R_CUR", "R_ECNT", "R_ESEQ", "R_KEY", "R_KEY2", "R_LAST", "R_MARK", "R_SEQ",
 ]
 
@@ -206,6 +208,33 @@ def _refind(mk, mlist, mhead, rec, frec, s, a, col, is_float, is_max):
             rec[s, col] = bits
         first = False
         e = mlist[e, 1]
+
+
+@njit
+def refind_strings(dirty, a, col, flags, is_max, offsets, data, rec, mk, mlist, mhead):
+    """Set the stale min/max ``a`` of the slots in ``dirty`` from their keys' values, comparing bytes.
+
+    For an aggregate of a string column the values are dictionary codes
+    (``rec[s, col]``), whose order is not the strings': this finds the least
+    (greatest) code by its value ``data[offsets[c]:offsets[c + 1]]`` and clears
+    the stale flag (bit ``32 + a`` of ``rec[s, flags]``), so :func:`group_emit`
+    does not look again by number. Called before it, once per such aggregate.
+    """
+    bit = np.int64(1) << (32 + a)
+    for j in range(dirty.size):
+        s = dirty[j]
+        if not rec[s, flags] & bit:
+            continue
+        e = mhead[s, a]
+        first = True
+        while e >= 0:
+            code = mk[e, 1]
+            if first or (str_less(offsets, data, rec[s, col], code) if is_max
+                         else str_less(offsets, data, code, rec[s, col])):
+                rec[s, col] = code
+            first = False
+            e = mlist[e, 1]
+        rec[s, flags] &= ~bit
 
 
 @njit

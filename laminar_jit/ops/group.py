@@ -166,10 +166,6 @@ class GroupAggregate(Operator):
                     raise SchemaError(f"operator {node!r}: aggregate {name!r} reads the string column "
                                       f"{agg.column!r}; of strings GroupAggregate counts, counts distinct values "
                                       "and keeps the least or greatest (count, count_distinct, min, max)")
-                if retract and agg.kind in ("min", "max"):
-                    raise SchemaError(f"operator {node!r}: aggregate {name!r}: min/max of a string over a "
-                                      "changelog (rows retracted) is not supported yet; aggregate an append-only "
-                                      "stream, or a number")
                 kinds.append(_KINDS[agg.kind])
                 floats.append(False)
                 in_floats.append(False)
