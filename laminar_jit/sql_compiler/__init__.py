@@ -94,15 +94,14 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
     """
     statements, watermarks, sessions = parse(text)
     try:
-        return _plan(text, statements, watermarks, sessions, sources, udfs)
+        return _plan(statements, watermarks, sessions, sources, udfs)
     except SqlError as e:
         if e.line is not None or not e.construct:
             raise
         place = _locate(text, e.construct)
         if place is None:
             raise
-        message = str(e)
-        raise SqlError(message, *place, construct=e.construct) from None
+        raise SqlError(str(e), *place, construct=e.construct) from None
 
 
 def _locate(text: str, construct: str) -> tuple[int, int] | None:
@@ -121,7 +120,7 @@ def _locate(text: str, construct: str) -> tuple[int, int] | None:
     return None
 
 
-def _plan(text, statements, watermarks, sessions, sources, udfs) -> StreamingDag:
+def _plan(statements, watermarks, sessions, sources, udfs) -> StreamingDag:
     planner = Planner(sources, watermarks, dict(udfs or {}), sessions, proctime_tables(statements))
     for statement in statements:
         if isinstance(statement, exp.Create) and statement.kind == "VIEW":
