@@ -589,8 +589,7 @@ def test_fingerprint_collision_is_resolved_by_comparing_bytes():
     # "abc": encoding "abc" must not return code 0.
     d = StringDictionary()
     data = np.frombuffer(b"abc", np.uint8)
-    k0, k1 = (np.uint64(ht.hash_bytes(data, 0, 3, basis)).view(np.int64)
-              for basis in (ht._FNV_BASIS0, ht._FNV_BASIS1))
+    k0, k1 = ht.fingerprint_bytes(data, 0, 3)
     d._reserve(1, 3)
     table = d._table
     slot, inserted = ht.ht_upsert(table.buckets, table.keys, table.meta, table.free, k0, k1)

@@ -45,7 +45,7 @@ __all__ = [
     "CACHE_SIZE",
     "cache_line",
     "hash2",
-    "hash_bytes",
+    "fingerprint_bytes",
     "ht_delete",
     "ht_delete_many",
     "ht_find",
@@ -69,10 +69,11 @@ _S27 = np.uint64(27)
 _S30 = np.uint64(30)
 _S31 = np.uint64(31)
 _S32 = np.uint64(32)
-# FNV-1a for byte strings (two streams with different offset bases).
-_FNV_PRIME = np.uint64(0x100000001B3)
-_FNV_BASIS0 = np.uint64(0xCBF29CE484222325)
-_FNV_BASIS1 = np.uint64(0x84222325CBF29CE4)
+# Byte strings: two streams over 8-byte words, each a multiply-xorshift with its own seed and multiplier.
+_BYTES_SEED0 = np.uint64(0xCBF29CE484222325)
+_BYTES_SEED1 = np.uint64(0x84222325CBF29CE4)
+_S29 = np.uint64(29)
+_S8 = np.uint64(8)
 
 
 @njit(inline="always")
@@ -399,13 +400,37 @@ def ht_rehash(old_buckets, keys, high_water, new_buckets):
     return moved
 
 
+@njit(inline="always")
+def _word(data, p, n):
+    """``n`` (1-8) bytes of ``data`` from ``p`` as a little-endian uint64."""
+    w = np.uint64(0)
+    for i in range(n):
+        w |= np.uint64(data[p + i]) << (_S8 * np.uint64(i))
+    return w
+
+
 @njit
-def hash_bytes(data, start, stop, basis):
-    """FNV-1a of ``data[start:stop]`` (uint8) from offset basis ``basis``, then finalized."""
-    h = basis
-    for p in range(start, stop):
-        h = (h ^ np.uint64(data[p])) * _FNV_PRIME
-    return _finalize(h ^ np.uint64(stop - start))
+def fingerprint_bytes(data, start, stop):
+    """Two independent 64-bit hashes of ``data[start:stop]`` (uint8), as int64 (a width-2 key).
+
+    Eight bytes a step (the last word padded with zeros, the length mixed in
+    at the end), each stream a multiply and xorshift per word, then the
+    splitmix64 output function. Strings of a dictionary are keyed by the pair;
+    a dictionary rebuilds its table from its values when a snapshot loads, so
+    the function may change between versions.
+    """
+    h0 = _BYTES_SEED0
+    h1 = _BYTES_SEED1
+    p = start
+    while p < stop:
+        w = _word(data, p, min(8, stop - p))
+        h0 = (h0 ^ w) * _MUL1
+        h0 ^= h0 >> _S29
+        h1 = (h1 ^ w) * _MUL2
+        h1 ^= h1 >> _S31
+        p += 8
+    n = np.uint64(stop - start)
+    return np.int64(_finalize(h0 ^ n)), np.int64(_finalize(h1 + n * _GOLDEN))
 
 
 @njit
@@ -437,8 +462,7 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
     for i in range(offsets.size - 1):
         start = offsets[i]
         stop = offsets[i + 1]
-        k0 = np.int64(hash_bytes(data, start, stop, _FNV_BASIS0))
-        h1 = hash_bytes(data, start, stop, _FNV_BASIS1)
+        k0, h1 = fingerprint_bytes(data, start, stop)
         code = np.int64(-1)
         while code < 0:
             slot, inserted = ht_upsert(buckets, keys, meta, free, k0, np.int64(h1))
@@ -455,6 +479,6 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
                              store_offsets[slot], store_offsets[slot + 1]):
                 code = slot
             else:
-                h1 = mix64(np.int64(h1))
+                h1 = np.int64(mix64(h1))
         out_codes[i] = code
     return added
