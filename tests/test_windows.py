@@ -229,6 +229,25 @@ def test_string_aggregates_match_the_same_window_over_the_strings_byte_order(kin
         assert resumed.sort_by(order).to_pylist() == got.sort_by(order).to_pylist()
 
 
+def test_a_window_takes_the_string_results_of_a_window_before_it():
+    # 10 s extremes of the 1 s extremes per auction are the 10 s extremes of the rows (aligned windows)
+    rng = np.random.default_rng(5)
+    table = events(6_000, seed=5, disorder=0)
+    table = table.set_column(3, "ch", pa.array([WORDS[i] for i in rng.integers(0, len(WORDS), table.num_rows)],
+                                               mask=rng.random(table.num_rows) < 0.1))
+    aggs = {"lo": lj.min("ch"), "hi": lj.max("ch")}
+    dag = (lj.DagBuilder().source("bids", table.schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(0))
+           .operator("fine", lj.TumblingWindow(SIZE, key="auction", aggs=aggs))
+           .operator("coarse", lj.TumblingWindow(10 * SIZE, aggs={"lo": lj.min("lo"), "hi": lj.max("hi")}))
+           .operator("direct", lj.TumblingWindow(10 * SIZE, aggs=aggs))
+           .connect("bids", "fine").connect("fine", "coarse").connect("bids", "direct")
+           .sink_for("coarse", "two").sink_for("direct", "one").build())
+    _, out = run_bids(dag, split_table(table, [1_000, 1_000, 1_001, 4_000]))
+    cols = ["window_start", "lo", "hi"]
+    assert out["two"].select(cols).to_pylist() == out["one"].select(cols).to_pylist()
+    assert out["one"].num_rows > 3 and out["one"].schema.field("hi").type == pa.string()
+
+
 def test_global_window_without_key():
     table = events(5_000, seed=5)
     _, out = run_bids(window_dag(delay=400, key=None), [table])

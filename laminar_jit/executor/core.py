@@ -35,7 +35,8 @@ __all__ = [
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
     "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
-    "np_dtype", "propagate_watermark", "register", "row_ok", "size_of", "value_code", "watermark_bounds",
+    "np_dtype", "propagate_watermark", "register", "row_ok", "size_of", "string_origin", "value_code",
+    "watermark_bounds",
 ]
 
 #: Global counters kept after the per-node (rows_in, rows_out, late_events) triples.
@@ -397,6 +398,23 @@ def key_columns(gen, node, b: Binding, keys: tuple) -> list:
                 raise SchemaError(f"operator {node.name!r}: string key {k!r} must come from a source column")
             gen.encoded.add(kc.name)
     return key_cols
+
+
+def string_origin(gen, node, b: Binding, col: Col, column: str) -> str:
+    """The source column of this step whose dictionary the string column ``col`` (``column``) holds codes of.
+
+    A source column's own codes (it is then encoded at the boundary), or the codes an operator
+    upstream in this step emits (an aggregate of strings: ``col.dictionary``). Anything else has
+    no dictionary a node of this step can read (a fan-in of two sources, a boundary join's rows):
+    ``SchemaError`` naming the node and column.
+    """
+    if col.kind == "src" and b.origin is None:
+        gen.encoded.add(col.name)
+        return col.name
+    if col.kind == "der" and col.dictionary is not None and col.dictionary[0] == gen.source:
+        return col.dictionary[1]
+    raise SchemaError(f"operator {node.name!r}: the string column {column!r} it aggregates must come from one "
+                      "source column (through Filters, Maps, ArrowMaps, Projects and aggregates)")
 
 
 def key_code(gen, b: Binding, names: dict, key_cols: list, state_names: list[str]) -> str:

@@ -9,7 +9,6 @@ keys into changelog rows, and ``group_purge`` drops keys whose TTL passed.
 
 from __future__ import annotations
 
-from ..errors import SchemaError
 from ..kernels.changelog import COUNT, COUNT_DISTINCT, COUNT_ROWS, MAX, MEAN, MIN, SUM, rec_columns
 from ..ops.group import GroupAggregate
 from .core import (
@@ -30,6 +29,7 @@ from .core import (
     propagate_watermark,
     register,
     row_ok,
+    string_origin,
     value_code,
     watermark_bounds,
 )
@@ -73,16 +73,7 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     origins, stores = {}, {}
     for kind, c, col in zip(spec.kinds, spec.columns, agg_cols):
         if c in spec.strings:
-            if col.kind == "src" and b.origin is None:
-                origin = col.name
-            elif col.kind == "der" and col.dictionary is not None and col.dictionary[0] == gen.source:
-                origin = col.dictionary[1]  # codes from an operator upstream in this step (a changelog)
-            else:
-                raise SchemaError(f"operator {node.name!r}: the string column {c!r} it aggregates must come from "
-                                  "one source column (through Filters, Maps, ArrowMaps, Projects and aggregates)")
-            origins[c] = origin
-            if col.kind == "src":
-                gen.encoded.add(col.name)
+            origin = origins[c] = string_origin(gen, node, b, col, c)
             if kind in (MIN, MAX) and origin not in stores:
                 stores[origin] = gen.dictionary_store(origin)
     leaves: list = []

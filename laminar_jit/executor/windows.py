@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import SchemaError
 from ..kernels.hashtable import CACHE_SIZE
 from ..ops.base import string_type
 from ..ops.windows import WindowOperator
@@ -40,6 +39,7 @@ from .core import (
     register,
     row_ok,
     size_of,
+    string_origin,
     value_code,
     watermark_bounds,
 )
@@ -195,18 +195,14 @@ def _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg) -> tuple[lis
     for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
         if col is None or agg.user is not None or string_type(col.arrow_type) is None:
             continue
-        if col.kind != "src" or b.origin is not None:
-            raise SchemaError(f"operator {node.name!r}: the string column {agg.column!r} it aggregates must come "
-                              "from one source column (through Filters, Maps, ArrowMaps and Projects)")
+        origin = string_origin(gen, node, b, col, agg.column)
         if agg.kind in ("min", "max"):
             if _STR_LESS not in gen.funcs:
                 gen.funcs.append(_STR_LESS)
-            fnames["d_off"], fnames["d_data"] = gen.dictionary_store(col.name)
+            fnames["d_off"], fnames["d_data"] = gen.dictionary_store(origin)
             stores += [a for a in (fnames["d_off"], fnames["d_data"]) if a not in stores]
-        else:
-            gen.encoded.add(col.name)
         if agg.kind != "count":
-            dictionaries[name] = (gen.source, col.name)
+            dictionaries[name] = (gen.source, origin)
     return stores, dictionaries
 
 

@@ -36,8 +36,8 @@ import numpy as np
 from ..errors import KernelError
 from .base import state_fields
 
-__all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate", "count", "count_distinct", "first",
-           "last", "max", "mean", "min", "sum"]
+__all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate",
+           "count", "count_distinct", "first", "last", "max", "mean", "min", "sum"]
 
 
 @dataclass(frozen=True)
