@@ -179,6 +179,63 @@ class TumblingStringsDuckDB:
     track_windows_emitted.unit = "rows"
 
 
+def distinct_dag() -> lj.StreamingDag:
+    """10 s tumbling windows per auction: rows and distinct bidders."""
+    return (lj.DagBuilder()
+            .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                    watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("per_auction", lj.TumblingWindow(size=SIZE_MS, key="auction",
+                                                       aggs={"n": lj.count(), "bidders": lj.count_distinct("bidder")}))
+            .connect(common.SOURCE, "per_auction").sink_for("per_auction", "out").build())
+
+
+class TumblingDistinct:
+    """:class:`Tumbling` per auction counting distinct bidders (DuckDB: :class:`TumblingDistinctDuckDB`).
+
+    Each (auction, window) keeps a set of its bidders, freed when the window fires.
+    """
+
+    timeout = 300
+
+    def setup(self):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = distinct_dag()
+        stream(self.dag, self.batches[:2])  # compile / load the plan
+
+    def time_laminar(self):
+        stream(self.dag, self.batches)
+
+    def track_windows_emitted(self):
+        """Rows emitted; equals DuckDB's group count."""
+        return stream(self.dag, self.batches).num_rows
+
+    track_windows_emitted.unit = "rows"
+
+
+class TumblingDistinctDuckDB:
+    """The :class:`TumblingDistinct` aggregation as one DuckDB ``GROUP BY``."""
+
+    timeout = 300
+    sql = (f"SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, auction, count(*) AS n, "
+           "count(DISTINCT bidder) AS bidders FROM events GROUP BY ALL")
+
+    def setup(self):
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self):
+        self.con.close()
+
+    def time_duckdb(self):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_windows_emitted(self):
+        return self.con.sql(f"SELECT count(*) FROM ({self.sql})").fetchall()[0][0]
+
+    track_windows_emitted.unit = "rows"
+
+
 SLIDE_MS = 2_000
 
 

@@ -184,6 +184,19 @@ WINDOWS = [
      "GROUP BY window_start, window_end",
      f"SELECT we AS window_end, max(ch) AS hi, min(ch) AS lo FROM {duck_hop(250, 1000)} WHERE price > 20 "
      "GROUP BY ws, we"),
+    # COUNT(DISTINCT): floats (NaN one value), strings, integers; nulls skipped
+    (f"SELECT window_start, auction, COUNT(DISTINCT price) AS dp, COUNT(DISTINCT ch) AS dc, COUNT(*) AS n "
+     f"FROM {tumble(1000)} GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, count(DISTINCT price) AS dp, count(DISTINCT ch) AS dc, count(*) AS n "
+     f"FROM {duck_tumble(1000)} GROUP BY ws, auction"),
+    (f"SELECT window_end, COUNT(DISTINCT auction) AS da, COUNT(DISTINCT ch) FILTER (WHERE price > 50) AS dc "
+     f"FROM {hop(250, 1000)} GROUP BY window_start, window_end",
+     f"SELECT we AS window_end, count(DISTINCT auction) AS da, count(DISTINCT ch) FILTER (WHERE price > 50) AS dc "
+     f"FROM {duck_hop(250, 1000)} GROUP BY ws, we"),
+    (f"SELECT window_start, window_end, ch, COUNT(DISTINCT auction) AS da FROM {cumulate(500, 2000)} "
+     "GROUP BY window_start, window_end, ch",
+     f"SELECT ws AS window_start, we AS window_end, ch, count(DISTINCT auction) AS da FROM "
+     f"{duck_cumulate(500, 2000)} GROUP BY ALL"),
 ]
 
 #: Non-windowed GROUP BY: updating results (a changelog), compared once applied.

@@ -388,7 +388,7 @@ def test_window_configuration_errors():
                                    .operator("w", op).connect("s", "w").sink_for("w", "o"))
     with pytest.raises(lj.SchemaError, match="'w'.*key column 'nope'"):
         builder(lj.TumblingWindow(size=10, key="nope", aggs={"n": lj.count()})).build()
-    with pytest.raises(lj.SchemaError, match="'w'.*string column 'ch'.*count, min, max, first, last"):
+    with pytest.raises(lj.SchemaError, match="'w'.*string column 'ch'.*count, count_distinct, min, max, first, last"):
         builder(lj.TumblingWindow(size=10, aggs={"s": lj.sum("ch")})).build()
     with pytest.raises(lj.SchemaError, match="event-time column"):
         builder(lj.TumblingWindow(size=10, aggs={"n": lj.count()}), et=None).build()

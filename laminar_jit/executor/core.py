@@ -491,7 +491,7 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels"
 #: stamped into those plans' digests alone (:func:`kernel_module_stamp`, added to
 #: ``Gen.fingerprints`` by the operator's generator), so editing one recompiles
 #: just the plans that link it.
-OWN_STAMP_MODULES = frozenset({"changelog.py"})
+OWN_STAMP_MODULES = frozenset({"changelog.py", "distinct.py"})
 
 
 def kernel_module_stamp(name: str) -> str:

@@ -60,7 +60,20 @@ def sliding_fire(gen, node, aggs, fields_by_agg, state_names, stores=()):
     scratch_fields = [{f"f_{field}": f"t{j}_{field}" for field, _, _ in agg.blueprint.fields}
                       for j, (_, agg) in enumerate(aggs)]
     allocs, final, rets = finalizers(node, aggs, scratch_fields, slot_expr="u")
-    merges = merge_into_scratch(aggs, fields_by_agg, dst="u", src="p")
+    # count_distinct: the panes' sets are united per window in a scratch set keyed by (window, cell),
+    # sized for every value the due windows merge
+    sets, pane_fields = [], []
+    for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
+        if agg.blueprint.sets:
+            fnames = {**fnames, **{f"s_{r}": f"ds{j}_{r}" for r in ("buckets", "keys", "meta", "free")},
+                      "cell": "w * width + u"}
+            sets.append(f"""m{j} = 0
+for w in range(seg_lo.size):
+    for p in range(seg_lo[w], seg_hi[w]):
+        m{j} += c{j}_n[p]
+ds{j}_buckets, ds{j}_keys, ds{j}_meta, ds{j}_free = scratch_set(m{j})""")
+        pane_fields.append(fnames)
+    merges = merge_into_scratch(aggs, pane_fields, dst="u", src="p")
     args = ", ".join(state_names[:5] + [n[name] for name in ("pnext", "pbuckets", "pkeys", "pmeta", "pfree",
                                                               "phead", "pcount", "psorted")])
     gen.funcs.append(f'''
@@ -76,7 +89,7 @@ def window_{nid}_fire(wm_now, settings, {", ".join([*state_names, *stores])}):
     for p in range(total):
         s = slots[p]
 {indent(chr(10).join(copy for _, copy in copies), 8)}
-{indent(chr(10).join(scratch), 4)}
+{indent(chr(10).join(scratch + sets), 4)}
 {indent(allocs, 4)}
     for w in range(seg_lo.size):
         for p in range(seg_lo[w], seg_hi[w]):  # the window's copies into their keys' cells

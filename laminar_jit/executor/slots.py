@@ -32,8 +32,11 @@ def finalizers(node, aggs, fields_by_agg, slot_expr: str = "s"):
 
 
 def reset_lines(aggs, fields_by_agg, slot_expr: str = "s") -> list[str]:
+    """Code freeing slot ``slot_expr``'s aggregates: each blueprint's release, then its fields' initial values."""
     out = []
     for (_, agg), fnames in zip(aggs, fields_by_agg):
+        if agg.blueprint.release:
+            out.append(agg.blueprint.release.format(**fnames, slot=slot_expr))
         for field, _, init in agg.blueprint.fields:
             out.append(f"{fnames['f_' + field]}[{slot_expr}] = {literal(init)}")
     return out
@@ -49,7 +52,7 @@ def merge_into_scratch(aggs, fields_by_agg, dst: str = "0", src: str | None = No
     for j, ((_, agg), fnames) in enumerate(zip(aggs, fields_by_agg)):
         tokens = {f"f_{field}": f"@{field}@" for field, _, _ in agg.blueprint.fields}
         tokens.update((k, v) for k, v in fnames.items() if not k.startswith("f_"))  # e.g. a dictionary's arrays
-        code = agg.blueprint.merge.format(**tokens)
+        code = (agg.blueprint.pane_merge or agg.blueprint.merge).format(**tokens)
         for field, _, _ in agg.blueprint.fields:
             source = f"{fnames['f_' + field]}[s]" if src is None else f"c{j}_{field}[{src}]"
             code = code.replace(f"@{field}@[d]", f"t{j}_{field}[{dst}]").replace(f"@{field}@[a]", source)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pyarrow as pa
+
 from ..kernels.hashtable import CACHE_SIZE
 from ..ops.base import string_type
 from ..ops.windows import WindowOperator
@@ -33,6 +35,7 @@ from .core import (
     emitted_key_cols,
     indent,
     key_code,
+    kernel_module_stamp,
     key_columns,
     leaf_names,
     propagate_watermark,
@@ -50,6 +53,8 @@ from .slots import due_entries, finalizers, reset_lines
 __all__ = ["generate_window"]
 
 _STR_LESS = "\nfrom laminar_jit.kernels.strings import str_less\n"
+_DISTINCT = ("\nfrom laminar_jit.kernels.distinct import distinct_add, distinct_bits, distinct_clear, distinct_move, "
+             "distinct_union, scratch_set\n")
 
 
 @register(WindowOperator)
@@ -79,6 +84,7 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
     key_cols = key_columns(gen, node, b, spec.keys)
     agg_cols = [b.cols[a.column] if a.column else None for _, a in aggs]
     stores, dictionaries = _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg)
+    _value_sets(gen, nid, aggs, agg_cols, fields_by_agg)
 
     leaves: list = []
     for c in [ts_col, *key_cols, *[c for c in agg_cols if c is not None]]:
@@ -201,9 +207,23 @@ def _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg) -> tuple[lis
                 gen.funcs.append(_STR_LESS)
             fnames["d_off"], fnames["d_data"] = gen.dictionary_store(origin)
             stores += [a for a in (fnames["d_off"], fnames["d_data"]) if a not in stores]
-        if agg.kind != "count":
+        if agg.kind not in ("count", "count_distinct"):
             dictionaries[name] = (gen.source, origin)
     return stores, dictionaries
+
+
+def _value_sets(gen, nid, aggs, agg_cols, fields_by_agg) -> None:
+    """``count_distinct``: its value set's arrays and how a row's value becomes an int64, in ``fields_by_agg``."""
+    for j, ((_, agg), col, fnames) in enumerate(zip(aggs, agg_cols, fields_by_agg)):
+        if not agg.blueprint.sets:
+            continue
+        if _DISTINCT not in gen.funcs:
+            gen.funcs.append(_DISTINCT)  # (its kernels inline changelog's f64_bits)
+            gen.fingerprints += [kernel_module_stamp("distinct.py"), kernel_module_stamp("changelog.py")]
+        for role, name in zip(("buckets", "keys", "meta", "free", "next"), WindowState.set_names(nid, j)):
+            fnames[f"d_{role}"] = name
+        floating = pa.types.is_floating(col.arrow_type)
+        fnames["x_bits"] = "distinct_bits(x)" if floating else "np.int64(x)"
 
 
 def _last_window() -> str:

@@ -82,11 +82,18 @@ else:
 
 @njit(inline="always")
 def f64_bits(x):
-    """A float's identity as an int64: its bits, with -0.0 as 0.0 and one NaN for all NaNs."""
-    v = np.float64(x) + 0.0
+    """A float's identity as an int64: its bits, with -0.0 as 0.0 and one NaN for all NaNs.
+
+    (-0.0 is found by its bits: the package's fast-math flags include ``nsz``,
+    under which LLVM folds ``x + 0.0`` and float tests for zero away.)
+    """
+    v = np.float64(x)
     if v != v:
         return np.int64(0x7FF8000000000000)
-    return _f2i(v)
+    bits = _f2i(v)
+    if bits == np.int64(-0x8000000000000000):
+        return np.int64(0)
+    return bits
 
 
 @njit(inline="always")
@@ -388,7 +395,9 @@ R_KEY, R_SEQ, R_ESEQ, R_CNT, R_ECNT, R_MARK, R_LAST, R_KEY2, R_CUR = 0, 1, 2, 3,
 @njit(inline="always")
 def rank_key_f64(x, descending):
     """An int64 that orders like float ``x`` (or reversed for ``descending=False``): larger ranks first."""
-    bits = _f2i(np.float64(x) + 0.0)
+    bits = _f2i(np.float64(x))
+    if bits == np.int64(-0x8000000000000000):  # -0.0 ranks as 0.0 (an integer test: fast-math's nsz
+        bits = np.int64(0)                      # folds ``x + 0.0`` and a float select away)
     key = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
     return key if descending else ~key
 

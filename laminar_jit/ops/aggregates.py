@@ -19,7 +19,12 @@ Template placeholders: ``{f_<field>}`` is the state array of a field, ``s``
 the slot, ``x`` the row's value, ``t`` its event time, ``q`` its arrival
 sequence number, ``a``/``d`` the source/destination slots of a merge.
 
-Strings: ``count``/``first``/``last`` of a string column work on its dictionary
+``count_distinct`` keeps each slot's distinct values in a set of the window
+state (:mod:`~laminar_jit.kernels.distinct`; ``{d_buckets}`` ... ``{d_next}``
+its arrays, ``{x_bits}`` the row value as an int64, ``{s_buckets}`` ... and
+``{cell}`` a sliding fire's scratch set and cell).
+
+Strings: ``count``/``count_distinct``/``first``/``last`` of a string column work on its dictionary
 codes with the templates above; ``min``/``max`` use :data:`STRING_BLUEPRINTS`, which
 compare two codes by their values' bytes (``{d_off}``/``{d_data}``: the
 dictionary's offsets and bytes, as :func:`~laminar_jit.kernels.strings.str_less`
@@ -36,7 +41,7 @@ import numpy as np
 from ..errors import KernelError
 from .base import state_fields
 
-__all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "UPDATING_ONLY", "Agg", "Blueprint", "UserAggregate",
+__all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "Agg", "Blueprint", "UserAggregate",
            "count", "count_distinct", "first", "last", "max", "mean", "min", "sum"]
 
 
@@ -53,6 +58,12 @@ class Blueprint:
     #: Output dtype as a function of the input dtype.
     result: object
     needs_column: bool = True
+    #: Code run when a slot is freed, before its fields are reset (``{slot}``: the slot).
+    release: str = ""
+    #: A sliding window's merge of a pane into a window's scratch cell, where it differs from ``merge``.
+    pane_merge: str = ""
+    #: The aggregate keeps a set of distinct values per slot (see :mod:`laminar_jit.kernels.distinct`).
+    sets: bool = False
 
 
 def _same(dtype):
@@ -125,6 +136,17 @@ BLUEPRINTS: dict[str, Blueprint] = {
               "    {f_v}[d] = {f_v}[a]\n    {f_t}[d] = {f_t}[a]\n    {f_q}[d] = {f_q}[a]\n{f_n}[d] += {f_n}[a]",
         value="{f_v}[s]", valid="{f_n}[s] > 0", result=_same,
     ),
+    # a set of distinct values per slot: its list head (entry) and size
+    "count_distinct": Blueprint(
+        fields=(("h", _I64, -1), ("n", _I64, 0)),
+        update="if distinct_add({d_buckets}, {d_keys}, {d_meta}, {d_free}, {d_next}, {f_h}, s, {x_bits}):\n"
+               "    {f_n}[s] += 1",
+        merge="{f_n}[d] += distinct_move({d_buckets}, {d_keys}, {d_meta}, {d_free}, {d_next}, {f_h}, a, d)",
+        pane_merge="{f_n}[d] += distinct_union({s_buckets}, {s_keys}, {s_meta}, {s_free}, {cell}, {d_keys}, "
+                   "{d_next}, {f_h}[a])",
+        release="distinct_clear({d_buckets}, {d_keys}, {d_meta}, {d_free}, {d_next}, {f_h}, {slot})",
+        value="{f_n}[s]", valid="True", result=_I64, sets=True,
+    ),
 }
 
 
@@ -135,10 +157,7 @@ STRING_BLUEPRINTS: dict[str, Blueprint] = {
 }
 
 #: Window aggregates a string column takes (its values are dictionary codes in the state).
-STRING_KINDS = ("count", "min", "max", "first", "last")
-
-#: Aggregates only :class:`~laminar_jit.GroupAggregate` computes (they have no window blueprint).
-UPDATING_ONLY = ("count_distinct",)
+STRING_KINDS = ("count", "count_distinct", "min", "max", "first", "last")
 
 
 class Agg:
@@ -150,14 +169,14 @@ class Agg:
     """
 
     def __init__(self, kind: str, column: str | None = None, user: "UserAggregate | None" = None):
-        if user is None and kind not in BLUEPRINTS and kind not in UPDATING_ONLY:
-            raise ValueError(f"unknown aggregate {kind!r}; known: {', '.join([*BLUEPRINTS, *UPDATING_ONLY])}")
+        if user is None and kind not in BLUEPRINTS:
+            raise ValueError(f"unknown aggregate {kind!r}; known: {', '.join(BLUEPRINTS)}")
         if kind != "count" and column is None:
             raise TypeError(f"lj.{kind}() needs a column name, e.g. lj.{kind}('price')")
         self.kind = kind
         self.column = column
         self.user = user
-        #: The window code templates; None for an aggregate only a GroupAggregate computes.
+        #: The window code templates.
         self.blueprint = user.blueprint if user is not None else BLUEPRINTS.get(kind)
 
     def over_strings(self) -> "Agg":
@@ -327,8 +346,11 @@ def mean(column: str) -> Agg:
 def count_distinct(column: str) -> Agg:
     """Number of distinct non-null values of ``column`` (SQL ``count(DISTINCT column)``); never null.
 
-    Computed by :class:`~laminar_jit.GroupAggregate` (it keeps each key's
-    distinct values with their multiplicities, so retractions work). SQL's
+    A :class:`~laminar_jit.GroupAggregate` keeps each key's distinct values
+    with their multiplicities, so retractions work; a window keeps each (key,
+    window)'s distinct values in a set freed when the window fires (a sliding
+    window one set per pane, united when a window fires; sessions unite
+    theirs when a row joins them). Strings count distinct values. SQL's
     ``count(DISTINCT c) FILTER (WHERE p)`` is ``count_distinct`` of a column
     that is null where ``p`` does not hold (e.g. ``pc.if_else(p, c, None)`` in
     an :class:`~laminar_jit.ArrowMap`); ``count(c)`` likewise skips nulls.

@@ -206,10 +206,6 @@ class WindowOperator(Operator):
                 out_fields.append(pa.field(name, pa.int64()))
                 aggs.append((name, agg))
                 continue
-            if agg.blueprint is None:
-                raise SchemaError(f"operator {node!r}: aggregate {name!r} ({agg!r}) is computed by "
-                                  "lj.GroupAggregate only; a window takes count, sum, mean, min, max, first, last "
-                                  "and user aggregates")
             if schema.get_field_index(agg.column) >= 0 and agg.user is None \
                     and string_type(schema.field(agg.column).type) is not None:
                 if agg.kind not in STRING_KINDS:
@@ -218,7 +214,7 @@ class WindowOperator(Operator):
                 # the state keeps the column's dictionary codes (min/max compare their bytes)
                 reads.append(agg.column)
                 dtypes.append(np.dtype(np.int64))
-                out_type = pa.int64() if agg.kind == "count" else string_type(schema.field(agg.column).type)
+                out_type = pa.int64() if agg.kind in ("count", "count_distinct") else string_type(schema.field(agg.column).type)
                 out_fields.append(pa.field(name, out_type))
                 aggs.append((name, agg.over_strings()))
                 continue

@@ -244,6 +244,12 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
         if not isinstance(over.this, (exp.RowNumber, exp.Rank)) or len(windows) > 1:
             raise SqlError("SQL: Top-N is written SELECT *, ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS "
                            "rownum FROM ...; other OVER windows are not supported yet", construct=over.sql()[:60])
+        own_where = inner.args.get("where")
+        if own_where is not None and any(c.name == rownum and not c.table for c in own_where.find_all(exp.Column)):
+            raise SqlError(f"SQL: WHERE {own_where.this.sql()} reads {rownum}, the ROW_NUMBER() of its own SELECT: "
+                           "SQL evaluates WHERE before the select list, so no engine can; filter in an outer "
+                           f"query: SELECT * FROM (SELECT *, ROW_NUMBER() OVER (...) AS {rownum} FROM ...) "
+                           f"WHERE {rownum} <= N", construct=rownum)
         n = _row_limit(query.args.get("where"), rownum)
         for clause in ("group", "having", "joins", "order", "limit"):
             if query.args.get(clause) or (clause in ("order", "limit") and inner.args.get(clause)):
@@ -432,7 +438,7 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
                 if text in names:
                     continue
                 name = item.alias if isinstance(item, exp.Alias) and item.this is agg else f"_sql_agg{len(names)}"
-                stream, spec = self._agg(agg, stream, window is None)
+                stream, spec = self._agg(agg, stream)
                 aggs[name] = spec
                 names[text] = name
         if not aggs and window is not None:  # GROUP BY without an aggregate: one row per group and window
@@ -495,7 +501,7 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
         visit(node)
         return found
 
-    def _agg(self, agg: exp.AggFunc, stream: Stream, updating: bool):
+    def _agg(self, agg: exp.AggFunc, stream: Stream):
         if isinstance(agg, exp.Filter):  # agg(x) FILTER (WHERE c) is agg(CASE WHEN c THEN x END): nulls are skipped
             inner, cond = agg.this.copy(), agg.expression.this
             distinct = isinstance(inner.this, exp.Distinct)
@@ -530,9 +536,6 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
         if distinct:
             if not isinstance(agg, exp.Count):
                 raise SqlError(f"SQL: {agg.sql()}: DISTINCT is supported in COUNT only", construct="DISTINCT")
-            if not updating:
-                raise SqlError("SQL: COUNT(DISTINCT ...) is supported in a non-windowed GROUP BY only",
-                               construct="COUNT(DISTINCT")
             return stream, A.count_distinct(arg.name)
         fns = {exp.Count: A.count, exp.Sum: A.sum, exp.Avg: A.mean, exp.Min: A.min, exp.Max: A.max}
         fn = fns.get(type(agg))

@@ -86,6 +86,10 @@ class WindowState:
         self.ties = TieRows([dtype for _, dtype in spec.payload], self.table.slot_capacity) \
             if spec.kind == "topn" and spec.ties else None
         self.topn = spec.topn
+        #: ``count_distinct`` aggregates' value sets: (aggregate index, a table keyed by (slot, value),
+        #: the next entry of each entry's slot list); see :mod:`laminar_jit.kernels.distinct`.
+        self.sets = [(j, KeyTable(width=2, capacity=capacity), np.full(capacity, -1, np.int64))
+                     for j, (_, agg) in enumerate(spec.aggs) if agg.blueprint.sets]
         if self.sliding:
             # per (key, pane) entry: the next entry of the same pane; per open pane (a width-1
             # table by pane start): the head of its list of entries, their number, and their
@@ -127,6 +131,8 @@ class WindowState:
             self.pane_arrays = [(name, self.panes.grow_slots(arr, init), init) for name, arr, init in self.pane_arrays]
         if self.ties is not None:
             self.ties.reserve(extra)  # a row adds at most one tie row
+        self.sets = [(j, t, nxt) if t.headroom >= extra else (j, t, _grown(t, extra, nxt))
+                     for j, t, nxt in self.sets]  # a row adds at most one value to each set
         if self.table.headroom >= extra:
             return
         self.table.reserve(extra)
@@ -149,6 +155,8 @@ class WindowState:
         if self.sliding:
             p = self.panes
             out += [p.buckets, p.keys, p.meta, p.free] + [arr for _, arr, _ in self.pane_arrays]
+        for _, t, nxt in self.sets:
+            out += [t.buckets, t.keys, t.meta, t.free, nxt]
         for k in self.key_tables:  # last: generated code finds them at the end
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
@@ -169,6 +177,9 @@ class WindowState:
             put_table(out, "panes", self.panes)
             for name, arr, _ in self.pane_arrays:
                 out[name] = arr[: self.panes.high_water].copy()
+        for j, t, nxt in self.sets:
+            put_table(out, f"set{j}", t)
+            out[f"set{j}.next"] = nxt[: t.high_water].copy()
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -195,7 +206,11 @@ class WindowState:
             panes = take_table(arrays, "panes")
             pane_arrays = [(name, take_slots(arrays, name, arr, panes, init), init) for name, arr, init in self.pane_arrays]
             self.panes, self.pane_arrays = panes, pane_arrays
-        self.table, self.aux, self.fields, self.key_tables = table, aux, fields, key_tables
+        sets = []
+        for j, _, nxt in self.sets:
+            t = take_table(arrays, f"set{j}")
+            sets.append((j, t, take_slots(arrays, f"set{j}.next", nxt, t, -1)))
+        self.table, self.aux, self.fields, self.key_tables, self.sets = table, aux, fields, key_tables, sets
         if self.ties is not None:
             self.ties = ties
 
@@ -270,6 +285,8 @@ class WindowState:
                 arr[new] = src_arr[slots]
         if self.ties is not None:  # a TopN's tie rows of the moved entries
             self.ties.absorb(src.ties, remap)
+        if self.sets:
+            self._absorb_sets(src, remap, new)
         if self.session:  # each key's list of open sessions starts at its head
             held = src.heads.live_slots().astype(np.int64)
             head_keys = src.heads.keys[held, 0]
@@ -282,6 +299,32 @@ class WindowState:
         else:
             aux[1] = min(aux[1], src_aux[1])
             aux[2] = max(aux[2], src_aux[2])
+
+    def _absorb_sets(self, src: "WindowState", remap: np.ndarray, new: np.ndarray) -> None:
+        """Copy the distinct values of the moved entries (``remap``: src slot -> slot here) into this state's sets."""
+        heads = {name: arr for name, arr, _ in self.fields}
+        for (j, t, _), (_, src_t, _) in zip(self.sets, src.sets):
+            h = heads[f"a{j}_h"]
+            h[new] = -1  # (the field copy brought the source's entry numbers)
+            held = src_t.live_slots().astype(np.int64)
+            slot = remap[src_t.keys[held, 0]]
+            moved = slot >= 0
+            slot, values = slot[moved], src_t.keys[held[moved], 1]
+            if slot.size == 0:
+                continue
+            entries = t.upsert_many(slot, values).astype(np.int64)  # (grows the table as needed)
+            nxt = t.grow_slots(next(nn for i, _, nn in self.sets if i == j), -1)
+            self.sets = [(i, tt, nxt if i == j else nn) for i, tt, nn in self.sets]
+            order = np.argsort(slot, kind="stable")
+            slot, entries = slot[order], entries[order]
+            last = np.ones(slot.size, np.bool_)
+            last[:-1] = slot[:-1] != slot[1:]
+            follow = np.roll(entries, -1)
+            follow[last] = -1  # each slot's list: its entries in order, ending at -1
+            nxt[entries] = follow
+            first = np.ones(slot.size, np.bool_)
+            first[1:] = slot[1:] != slot[:-1]
+            h[slot[first]] = entries[first]
 
     def _link_panes(self, entries: np.ndarray, starts: np.ndarray) -> None:
         """Put new ``entries`` (of panes ``starts``) at the head of their panes' lists; reset the pane bounds."""
@@ -312,6 +355,11 @@ class WindowState:
         return [f"st{node_id}_a{j}_{field}" for field, _, _ in agg.blueprint.fields]
 
     @staticmethod
+    def set_names(node_id: int, j: int) -> list[str]:
+        """Parameter names of aggregate ``j``'s distinct-value set (table arrays, then the next-entry links)."""
+        return [f"st{node_id}_a{j}_d{s}" for s in ("buckets", "keys", "meta", "free", "next")]
+
+    @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:
         """Parameter names of :meth:`arrays` in a generated step."""
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux")]
@@ -329,9 +377,18 @@ class WindowState:
         if spec.sliding:
             names.append(f"st{node_id}_pnext")
             names += [f"st{node_id}_p{s}" for s in ("buckets", "keys", "meta", "free", "head", "count", "sorted")]
+        for j, (_, agg) in enumerate(spec.aggs):
+            if agg.blueprint.sets:
+                names += WindowState.set_names(node_id, j)
         for level in range(len(spec.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
+
+
+def _grown(table: KeyTable, extra: int, nxt: np.ndarray) -> np.ndarray:
+    """Reserve ``extra`` inserts in a distinct-value set; its next-entry links grown with it."""
+    table.reserve(extra)
+    return table.grow_slots(nxt, -1)
 
 
 def _follow(remap: np.ndarray, links: np.ndarray) -> np.ndarray:
