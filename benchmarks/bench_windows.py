@@ -179,58 +179,68 @@ class TumblingStringsDuckDB:
     track_windows_emitted.unit = "rows"
 
 
-def distinct_dag() -> lj.StreamingDag:
-    """10 s tumbling windows per auction: rows and distinct bidders."""
+#: Per-window statistics beyond the sums: distinct bidders (a value set per window), and the mean and
+#: standard deviation of the price (Welford's update).
+STATISTICS = {
+    "distinct": ({"n": lj.count(), "bidders": lj.count_distinct("bidder")}, "count(DISTINCT bidder) AS bidders"),
+    "stddev": ({"n": lj.count(), "mean": lj.mean("price"), "sd": lj.stddev_samp("price")},
+               "avg(price) AS mean, stddev_samp(price) AS sd"),
+}
+
+
+def statistics_dag(statistic: str) -> lj.StreamingDag:
+    """10 s tumbling windows per auction: rows, and the aggregates of ``STATISTICS[statistic]``."""
     return (lj.DagBuilder()
             .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
                     watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
-            .operator("per_auction", lj.TumblingWindow(size=SIZE_MS, key="auction",
-                                                       aggs={"n": lj.count(), "bidders": lj.count_distinct("bidder")}))
+            .operator("per_auction", lj.TumblingWindow(size=SIZE_MS, key="auction", aggs=STATISTICS[statistic][0]))
             .connect(common.SOURCE, "per_auction").sink_for("per_auction", "out").build())
 
 
-class TumblingDistinct:
-    """:class:`Tumbling` per auction counting distinct bidders (DuckDB: :class:`TumblingDistinctDuckDB`).
+class TumblingStatistics:
+    """:class:`Tumbling` per auction counting distinct bidders, or the price's standard deviation
+    (DuckDB: :class:`TumblingStatisticsDuckDB`)."""
 
-    Each (auction, window) keeps a set of its bidders, freed when the window fires.
-    """
-
+    params = list(STATISTICS)
+    param_names = ["statistic"]
     timeout = 300
 
-    def setup(self):
+    def setup(self, statistic):
         self.batches = common.event_batches(common.n_events(), 65_536)
-        self.dag = distinct_dag()
+        self.dag = statistics_dag(statistic)
         stream(self.dag, self.batches[:2])  # compile / load the plan
 
-    def time_laminar(self):
+    def time_laminar(self, statistic):
         stream(self.dag, self.batches)
 
-    def track_windows_emitted(self):
+    def track_windows_emitted(self, statistic):
         """Rows emitted; equals DuckDB's group count."""
         return stream(self.dag, self.batches).num_rows
 
     track_windows_emitted.unit = "rows"
 
 
-class TumblingDistinctDuckDB:
-    """The :class:`TumblingDistinct` aggregation as one DuckDB ``GROUP BY``."""
+class TumblingStatisticsDuckDB:
+    """The :class:`TumblingStatistics` aggregations as one DuckDB ``GROUP BY``."""
 
+    params = list(STATISTICS)
+    param_names = ["statistic"]
     timeout = 300
-    sql = (f"SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, auction, count(*) AS n, "
-           "count(DISTINCT bidder) AS bidders FROM events GROUP BY ALL")
 
-    def setup(self):
+    def setup(self, statistic):
+        self.sql = (f"SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, auction, count(*) AS n, "
+                    f"{STATISTICS[statistic][1]} FROM events GROUP BY ALL")
         self.con = duckdb.connect()
         self.con.register("events", common.event_table(common.n_events()))
         self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
 
-    def teardown(self):
+    def teardown(self, statistic):
         self.con.close()
 
-    def time_duckdb(self):
+    def time_duckdb(self, statistic):
         self.con.sql(self.sql).to_arrow_table()
 
-    def track_windows_emitted(self):
+    def track_windows_emitted(self, statistic):
         return self.con.sql(f"SELECT count(*) FROM ({self.sql})").fetchall()[0][0]
 
     track_windows_emitted.unit = "rows"

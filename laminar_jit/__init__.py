@@ -33,7 +33,8 @@ from .ops.dedup import Dedup
 from .ops.group import GroupAggregate
 from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
 from .ops.topn import TopN
-from .ops.aggregates import Agg, UserAggregate, count, count_distinct, first, last, max, mean, min, sum
+from .ops.aggregates import (Agg, UserAggregate, count, count_distinct, first, last, max, mean, min, stddev_pop,
+                             stddev_samp, sum, var_pop, var_samp)
 from .ops.keyed import NO_TIMER, KeyedKernel
 from .ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from .time import Ascending, BoundedOutOfOrderness, ProcessingTime
@@ -75,7 +76,11 @@ __all__ = [
     "max",
     "mean",
     "min",
+    "stddev_pop",
+    "stddev_samp",
     "sum",
+    "var_pop",
+    "var_samp",
     "BoundedOutOfOrderness",
     "Checkpoint",
     "CheckpointError",

@@ -48,6 +48,7 @@ EXPRESSIONS = [
     ("EXP(price / 100)", None), ("POWER(price, 2)", None), ("MOD(auction, 7)", None),
     ("GREATEST(price, 25)", "CASE WHEN price IS NULL THEN NULL ELSE greatest(price, 25) END"),
     ("LEAST(price, 25)", "CASE WHEN price IS NULL THEN NULL ELSE least(price, 25) END"),
+    ("SUBSTRING(ch, 2, 2)", None), ("SUBSTRING(ch FROM 1 FOR 1)", "substring(ch, 1, 1)"), ("SUBSTR(ch, 2)", None),
     ("GREATEST(auction, 3, 5)", "CASE WHEN auction IS NULL THEN NULL ELSE greatest(auction, 3, 5) END"),
     ("LEAST(auction, 10)", "CASE WHEN auction IS NULL THEN NULL ELSE least(auction, 10) END"),
     ("CAST(auction AS DOUBLE)", None), ("CAST(price AS BIGINT)", "CAST(trunc(price) AS BIGINT)"),
@@ -318,6 +319,33 @@ JOINS += [
      "AND L.ws = R.ws"),
 ]
 
+#: Queries of queries: WITH, UNION ALL, SELECT DISTINCT; windows with an offset; variances; a global aggregate.
+COMPOSED = [
+    ("rows", "SELECT ts, auction FROM bids WHERE price > 90 UNION ALL SELECT ts, auction FROM bids WHERE price < 5 "
+             "UNION ALL SELECT ts, auction FROM bids WHERE ch = 'web' AND price < 20", None),
+    ("rows", "WITH hi AS (SELECT ts, auction, price FROM bids WHERE price > 50), c AS (SELECT * FROM hi WHERE "
+             "auction < 10) SELECT window_start, COUNT(*) AS n, MAX(price) AS top FROM TABLE(TUMBLE(TABLE c, "
+             "DESCRIPTOR(ts), INTERVAL '1000' MILLISECOND)) GROUP BY window_start, window_end",
+     "WITH c AS (SELECT * FROM bids WHERE price > 50 AND auction < 10) SELECT ts // 1000 * 1000 AS window_start, "
+     "count(*) AS n, max(price) AS top FROM c GROUP BY 1"),
+    ("rows", f"SELECT DISTINCT window_start, window_end, ch FROM {tumble(1000)}",
+     f"SELECT DISTINCT ws AS window_start, we AS window_end, ch FROM {duck_tumble(1000)}"),
+    ("rows", "SELECT window_start, auction, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
+             "INTERVAL '1000' MILLISECOND, INTERVAL '300' MILLISECOND)) GROUP BY window_start, window_end, auction",
+     "SELECT floor((ts - 300) / 1000)::BIGINT * 1000 + 300 AS window_start, auction, count(*) AS n FROM bids "
+     "GROUP BY ALL"),
+    ("rows", "SELECT window_end, COUNT(*) AS n FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, "
+             "INTERVAL '1000' MILLISECOND, INTERVAL '200' MILLISECOND)) GROUP BY window_start, window_end",
+     "SELECT ws + 1000 AS window_end, count(*) AS n FROM (SELECT *, unnest(range(floor((ts - 200) / 500)::BIGINT - 1, "
+     "floor((ts - 200) / 500)::BIGINT + 1)) * 500 + 200 AS ws FROM bids) GROUP BY ws"),
+    ("rows", f"SELECT window_start, auction, STDDEV_POP(price) AS sp, VAR_SAMP(price) AS vs, STDDEV(auction) AS sa "
+             f"FROM {hop(500, 1000)} GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, stddev_pop(price) AS sp, var_samp(price) AS vs, stddev_samp(auction) AS sa "
+     f"FROM {duck_hop(500, 1000)} GROUP BY ws, auction"),
+    ("changelog", "SELECT DISTINCT auction, ch FROM bids", None),
+    ("changelog", "SELECT COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT ch) AS d FROM bids", None),
+]
+
 #: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.
 CASES = (
     [("rows", f"SELECT ts, {e} AS x FROM bids", f"SELECT ts, {d or e} AS x FROM bids") for e, d in EXPRESSIONS]
@@ -327,4 +355,5 @@ CASES = (
     + [("changelog", q, d or q) for q, d in UPDATING]
     + [("changelog" if "window_start" not in q else "rows", q, d or q) for q, d in RANKED]
     + [("changelog" if "GROUP BY" in q else "rows", q, d or q) for q, d in JOINS]
+    + [(kind, q, d or q) for kind, q, d in COMPOSED]
 )

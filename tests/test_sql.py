@@ -196,6 +196,23 @@ def test_mistakes_are_named_with_their_place():
         lj.sql("SELECT window_start, COUNT(*) AS n\nFROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
                "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})
     assert (e.value.line, e.value.column) == (2, 12)
+    # what a query of queries cannot be
+    with pytest.raises(lj.SqlError, match=r"UNION \(without ALL\) drops duplicates.*write UNION ALL") as e:
+        lj.sql(DDL + "SELECT ts FROM bids UNION SELECT ts FROM bids", sources={"bids": schema})
+    assert e.value.construct == "UNION"
+    with pytest.raises(lj.SqlError, match=r"EXCEPT"):
+        lj.sql(DDL + "SELECT ts FROM bids EXCEPT SELECT ts FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SchemaError, match=r"UNION ALL: both queries must give the same columns.*ts int64, "
+                       r"price double"):
+        lj.sql(DDL + "SELECT ts, auction FROM bids UNION ALL SELECT ts, price FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"WITH RECURSIVE"):
+        lj.sql(DDL + "WITH RECURSIVE r AS (SELECT ts FROM bids) SELECT ts FROM r", sources={"bids": schema})
+    with pytest.raises(lj.SchemaError, match=r"unknown table 'hi'"):  # a WITH name is seen by its query alone
+        lj.sql(DDL + "WITH hi AS (SELECT ts FROM bids) SELECT ts FROM hi; SELECT ts FROM hi", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"STDDEV_POP\(price\) is computed in window aggregates only"):
+        lj.sql(DDL + "SELECT auction, STDDEV_POP(price) AS s FROM bids GROUP BY auction", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"SUBSTRING takes a start \(from 1\)"):
+        lj.sql(DDL + "SELECT SUBSTRING(ch, 0, 2) AS s FROM bids", sources={"bids": schema})
 
 
 def ranked_bids(n: int, seed: int) -> pa.Table:

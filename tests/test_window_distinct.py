@@ -1,4 +1,4 @@
-"""count_distinct in tumbling, sliding and session windows against DuckDB's count(DISTINCT)."""
+"""count_distinct, variances and standard deviations in tumbling, sliding and session windows against DuckDB."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from helpers import GAP, SIZE, bursts, events, watermark_before
 SLIDE = 250
 WORDS = ["", "a", "ab", "b", "Zoo", "zoo", "ápple", "apple", "x" * 40, "y"]
 AGGS = {"dp": lj.count_distinct("price"), "dc": lj.count_distinct("ch"), "db": lj.count_distinct("bidder"),
-        "n": lj.count()}
+        "n": lj.count(), "vp": lj.var_pop("price"), "vs": lj.var_samp("bidder"), "sp": lj.stddev_pop("bidder"),
+        "ss": lj.stddev_samp("price")}
+#: Float results, compared within rounding (merged panes and sessions add in another order than DuckDB).
+MOMENTS = ("vp", "vs", "sp", "ss")
 
 
 def distinct_table(kind: str, seed: int) -> pa.Table:
@@ -46,7 +49,10 @@ def reference(kind: str, table: pa.Table, delay: int) -> list[dict]:
     t = table.append_column("wm", pa.array(watermark_before(ts, delay)))
     con = duckdb.connect()
     con.register("t", t)
-    distinct = "count(DISTINCT price) AS dp, count(DISTINCT ch) AS dc, count(DISTINCT bidder) AS db, count(*) AS n"
+    distinct = ("count(DISTINCT price) AS dp, count(DISTINCT ch) AS dc, count(DISTINCT bidder) AS db, count(*) AS n, "
+                # (a NaN makes a variance NaN; DuckDB gives 0.0 for one NaN alone, as for any one value)
+                "CASE WHEN bool_or(isnan(price)) THEN 'nan'::DOUBLE ELSE var_pop(price) END AS vp, "
+                "var_samp(bidder) AS vs, stddev_pop(bidder) AS sp, stddev_samp(price) AS ss")
     if kind == "session":  # (no row is late here: the delay exceeds the disorder)
         query = f"""
             WITH g AS (SELECT *, ts - lag(ts) OVER (PARTITION BY auction ORDER BY ts) AS gap FROM t),
@@ -68,10 +74,23 @@ def ordered(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["window_start"], r["auction"] is None, r["auction"] or 0))
 
 
+def assert_same(got: list[dict], want: list[dict], what) -> None:
+    """Equal rows (in window, key order); the float moments within rounding, null where DuckDB's are."""
+    got, want = ordered(got), ordered(want)
+    exact = lambda rows: [{k: v for k, v in r.items() if k not in MOMENTS} for r in rows]  # noqa: E731
+    assert exact(got) == exact(want), what
+    for m in MOMENTS:
+        g = np.array([np.nan if r[m] is None else r[m] for r in got])
+        w = np.array([np.nan if r[m] is None else r[m] for r in want])
+        assert [r[m] is None for r in got] == [r[m] is None for r in want], (what, m)
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9, err_msg=f"{what} {m}")
+
+
 @pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
-def test_count_distinct_matches_duckdb_at_one_and_two_shards_and_across_a_rescaled_checkpoint(kind):
-    """Floats (-0.0 is 0.0, NaN one value), strings (plain and dictionary-encoded batches) and ints, nulls
-    skipped, over out-of-order rows with late ones (tumbling, sliding) cut at random with an empty and a
+def test_count_distinct_and_variances_match_duckdb_at_one_and_two_shards_and_across_a_rescaled_checkpoint(kind):
+    """count_distinct of floats (-0.0 is 0.0, NaN one value), strings (plain and dictionary-encoded batches)
+    and ints, and variances and standard deviations (NaN propagates; a sample one under two values is null),
+    nulls skipped, over out-of-order rows with late ones (tumbling, sliding) cut at random with an empty and a
     one-row batch; at 1 and 2 key shards, and checkpointed at 2 shards, restored at 1 and at 3."""
     table = distinct_table(kind, seed=5)
     delay = 100 if kind == "session" else 20
@@ -81,8 +100,8 @@ def test_count_distinct_matches_duckdb_at_one_and_two_shards_and_across_a_rescal
                for j, b in enumerate(split_table(table, cuts))]
     dag = (lj.DagBuilder().source("bids", table.schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(delay))
            .operator("w", window_op(kind)).connect("bids", "w").sink_for("w", "out").build())
-    want = ordered(reference(kind, table, delay))
-    assert len(want) > 100 and any(r["dp"] > 1 for r in want)
+    want = reference(kind, table, delay)
+    assert len(want) > 100 and any(r["dp"] > 1 for r in want) and any(r["vs"] is None for r in want)
     for parallelism in (1, 2):
         ex = lj.DagExecutor(dag, parallelism=parallelism)
         assert ex.shards == parallelism
@@ -91,8 +110,8 @@ def test_count_distinct_matches_duckdb_at_one_and_two_shards_and_across_a_rescal
         ex.finish()
         assert (ex.metrics.late_events > 0) == (kind != "session")
         got = ex.take_sink_outputs("out")
-        assert got.schema.field("dc").type == pa.int64()
-        assert ordered(got.to_pylist()) == want, parallelism
+        assert got.schema.field("dc").type == pa.int64() and got.schema.field("vp").type == pa.float64()
+        assert_same(got.to_pylist(), want, parallelism)
     at = len(batches) // 2
     for restored_at in (1, 3):
         ex = lj.DagExecutor(dag, parallelism=2)
@@ -105,7 +124,7 @@ def test_count_distinct_matches_duckdb_at_one_and_two_shards_and_across_a_rescal
             again.process_batch("bids", b)
         again.finish()
         rows = first.to_pylist() + again.take_sink_outputs("out").to_pylist()
-        assert ordered(rows) == want, restored_at
+        assert_same(rows, want, f"restored at {restored_at}")
 
 
 def test_value_sets_are_freed_with_their_windows():

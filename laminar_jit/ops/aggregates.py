@@ -42,7 +42,8 @@ from ..errors import KernelError
 from .base import state_fields
 
 __all__ = ["BLUEPRINTS", "STRING_BLUEPRINTS", "STRING_KINDS", "Agg", "Blueprint", "UserAggregate",
-           "count", "count_distinct", "first", "last", "max", "mean", "min", "sum"]
+           "count", "count_distinct", "first", "last", "max", "mean", "min", "stddev_pop", "stddev_samp", "sum",
+           "var_pop", "var_samp"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,21 @@ BLUEPRINTS: dict[str, Blueprint] = {
               "    {f_v}[d] = {f_v}[a]\n    {f_t}[d] = {f_t}[a]\n    {f_q}[d] = {f_q}[a]\n{f_n}[d] += {f_n}[a]",
         value="{f_v}[s]", valid="{f_n}[s] > 0", result=_same,
     ),
+    # variances and standard deviations: count, mean and sum of squared deviations (Welford's update,
+    # Chan's merge of two slots), in float64
+    **{kind: Blueprint(
+        fields=(("n", _I64, 0), ("m", _F64, 0.0), ("q", _F64, 0.0)),
+        update="{f_n}[s] += 1\nd_ = x - {f_m}[s]\n{f_m}[s] += d_ / {f_n}[s]\n{f_q}[s] += d_ * (x - {f_m}[s])",
+        merge="if {f_n}[a] > 0:\n"
+              "    n_ = {f_n}[d] + {f_n}[a]\n    d_ = {f_m}[a] - {f_m}[d]\n"
+              "    {f_q}[d] += {f_q}[a] + d_ * d_ * ({f_n}[d] * {f_n}[a] / n_)\n"
+              "    {f_m}[d] += d_ * ({f_n}[a] / n_)\n    {f_n}[d] = n_",
+        value=value, valid=f"{{f_n}}[s] > {ddof}", result=_F64,
+    ) for kind, value, ddof in (
+        ("var_pop", "{f_q}[s] / {f_n}[s] if {f_n}[s] > 0 else 0.0", 0),
+        ("var_samp", "{f_q}[s] / ({f_n}[s] - 1) if {f_n}[s] > 1 else 0.0", 1),
+        ("stddev_pop", "np.sqrt({f_q}[s] / {f_n}[s]) if {f_n}[s] > 0 else 0.0", 0),
+        ("stddev_samp", "np.sqrt({f_q}[s] / ({f_n}[s] - 1)) if {f_n}[s] > 1 else 0.0", 1))},
     # a set of distinct values per slot: its list head (entry) and size
     "count_distinct": Blueprint(
         fields=(("h", _I64, -1), ("n", _I64, 0)),
@@ -357,6 +373,34 @@ def count_distinct(column: str) -> Agg:
     Floats count ``-0.0`` as ``0.0`` and every NaN as one value.
     """
     return Agg("count_distinct", column)
+
+
+def var_pop(column: str) -> Agg:
+    """Population variance of the non-null values (float64; SQL ``VAR_POP``); null if none.
+
+    Computed by Welford's update and Chan's merge (panes, sessions), so it
+    stays accurate where the sum of squares would cancel. Windows only.
+    """
+    return Agg("var_pop", column)
+
+
+def var_samp(column: str) -> Agg:
+    """Sample variance of the non-null values (float64; SQL ``VAR_SAMP``, ``VARIANCE``); null under two values.
+
+    Windows only (see :func:`var_pop`).
+    """
+    return Agg("var_samp", column)
+
+
+def stddev_pop(column: str) -> Agg:
+    """Population standard deviation of the non-null values (SQL ``STDDEV_POP``); null if none. Windows only."""
+    return Agg("stddev_pop", column)
+
+
+def stddev_samp(column: str) -> Agg:
+    """Sample standard deviation of the non-null values (SQL ``STDDEV_SAMP``, ``STDDEV``); null under two
+    values. Windows only."""
+    return Agg("stddev_samp", column)
 
 
 def first(column: str) -> Agg:

@@ -51,10 +51,15 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         computed columns, ``GROUP BY
         window_start, window_end[, keys]`` (a window aggregate), Flink's
         ``GROUP BY k, TUMBLE(ts, size)`` or ``GROUP BY keys`` (an updating
-        result, with ``op``), ``HAVING``, and ``COUNT``, ``COUNT(DISTINCT)``,
-        ``SUM``, ``AVG``, ``MIN``, ``MAX`` (each with ``FILTER (WHERE ...)``;
-        in an updating ``GROUP BY`` also ``MIN``, ``MAX``, ``COUNT`` and
-        ``COUNT(DISTINCT)`` of strings, ordered by their bytes).
+        result, with ``op``; no ``GROUP BY``: one updating row), ``HAVING``,
+        and ``COUNT``, ``COUNT(DISTINCT)``, ``SUM``, ``AVG``, ``MIN``, ``MAX``
+        (each with ``FILTER (WHERE ...)``; ``COUNT``, ``COUNT(DISTINCT)``,
+        ``MIN`` and ``MAX`` also of strings, ordered by their bytes), in
+        window aggregates also ``VAR_POP``, ``VAR_SAMP``, ``STDDEV_POP`` and
+        ``STDDEV_SAMP``. ``TUMBLE`` and ``HOP`` take an optional offset.
+        ``SELECT DISTINCT`` groups by its columns; ``WITH a AS (...)`` names
+        a query for its statement alone; ``q1 UNION ALL q2`` merges two
+        queries of the same columns.
     sources : dict
         Table name -> ``pyarrow.Schema`` or a source (anything with ``.schema``).
         A ``pyarrow.Table`` is also a bounded table for lookup joins: ``FROM
@@ -141,7 +146,7 @@ def _plan(statements, watermarks, sessions, sources, udfs) -> StreamingDag:
             target = statement.this
             name = target.this.name if isinstance(target, exp.Schema) else target.name
             planner.select(statement.expression, name)
-        elif isinstance(statement, exp.Select):
+        elif isinstance(statement, (exp.Select, exp.Union)):
             planner.select(statement, "out")
         else:
             raise SqlError(f"SQL: {statement.key.upper()} statements are not supported", construct=statement.key.upper())

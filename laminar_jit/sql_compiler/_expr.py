@@ -453,6 +453,15 @@ class _Arrow:
             name = next(k for k in self.udfs if k.lower() == n.name.lower())
             self.called[name] = getattr(self.udfs[name], "py_func", self.udfs[name])
             return f"{name}({', '.join(t(a) for a in n.expressions)})"
+        if isinstance(n, exp.Substring):  # SUBSTRING(s, start[, length]): 1-based, in characters
+            start, length = n.args.get("start"), n.args.get("length")
+            if not all(isinstance(a, exp.Literal) and not a.is_string and int(a.this) >= 1
+                       for a in (start, length) if a is not None) or start is None:
+                raise SqlError(f"SQL: {n.sql()}: SUBSTRING takes a start (from 1) and a length that are positive "
+                               "integer literals", construct=n.sql())
+            first = int(start.this) - 1
+            stop = f", stop={first + int(length.this)}" if length is not None else ""
+            return f"pc.utf8_slice_codeunits(pc.cast({t(n.this)}, pa.string()), start={first}{stop})"
         if isinstance(n, exp.Like) and isinstance(n.expression, exp.Literal):
             return f"pc.match_like({t(n.this)}, {n.expression.this!r})"
         if isinstance(n, (exp.DPipe, exp.Concat)):

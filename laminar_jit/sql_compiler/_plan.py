@@ -14,7 +14,8 @@ from ..ops.group import GroupAggregate
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness, ProcessingTime
-from ._expr import Compiled, arrow_type, compile_expr
+from ._expr import Compiled, _define, arrow_type, compile_expr
+from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by
 from ._joins import JoinPlanning, subquery_test
 from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
 from ._windows import WindowPlanning
@@ -24,19 +25,9 @@ from ._text import SESSION_FUNCTION, WINDOW_FUNCTIONS
 __all__ = ["Planner"]
 
 _WINDOW_COLUMNS = ("window_start", "window_end")
-#: Clauses a streaming SELECT cannot have, and what to write instead.
-_NOT_STREAMING = {
-    "order": "an unbounded stream has no last row to sort after; rank rows with ROW_NUMBER() OVER (PARTITION BY "
-             "... ORDER BY ...) AS rownum ... WHERE rownum <= N (a Top-N), or sort the sink's table",
-    "limit": "an unbounded stream has no end to count to; keep the best rows per key with a Top-N "
-             "(ROW_NUMBER() ... <= N)",
-    "distinct": "SELECT DISTINCT is not supported yet; GROUP BY the columns",
-    "qualify": "QUALIFY is not supported; filter the row number in an outer query (WHERE rownum <= N)",
-    "with": "WITH is not supported yet; declare CREATE VIEW name AS SELECT ... before the query",
-}
 
 
-class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
+class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
     """Adds the operators of SELECT statements to one :class:`DagBuilder`.
 
     Parameters
@@ -159,9 +150,15 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
         With ``keep_time`` (a subquery in FROM or a join side), a select list that leaves out the event time
         still carries it, as a column ``_sql_time`` the outer query does not see: the outer query's windows
         and joins need it."""
+        if query.args.get("with_") is not None:
+            return self._with(query, keep_time)
+        if isinstance(query, exp.SetOperation):
+            return self._union(query, keep_time)
         if not isinstance(query, exp.Select):
             raise SqlError(f"SQL: expected a SELECT, got {query.key.upper()}", construct=query.sql()[:60])
-        for clause, why in _NOT_STREAMING.items():
+        if query.args.get("distinct") is not None:
+            query = distinct_as_group_by(query)
+        for clause, why in NOT_STREAMING.items():
             if query.args.get(clause):
                 raise SqlError(f"SQL: {clause.upper()}: {why}", construct=clause.upper())
         window = None
@@ -280,8 +277,9 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
             if len(columns) < len(stream.schema.names):
                 stream = self._add(stream, Project(columns), "columns")
         if window is not None:
-            if window[0] != "TUMBLE" or not {"window_start", "window_end"} <= set(keys) or len(by) != 1:
-                raise SqlError("SQL: a window Top-N is over TUMBLE, partitioned by window_start, window_end[, keys] "
+            if window[0] != "TUMBLE" or _window_offset(window) or not {"window_start", "window_end"} <= set(keys) \
+                    or len(by) != 1:
+                raise SqlError("SQL: a window Top-N is over TUMBLE (no offset), partitioned by window_start, window_end[, keys] "
                                "and ordered by one column", construct="ROW_NUMBER")
             rest = [k for k in keys if k not in ("window_start", "window_end")]
             op = TopN(n, by=by[0], key=(rest[0] if len(rest) == 1 else rest) or None, window=window[1][0],
@@ -426,6 +424,9 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
             regrouped = stream.event_time
             keys = [k for k in keys if k != regrouped]
             window = ("TUMBLE", [stream.grain], [])
+        if window is None and not keys:  # a global aggregate (no GROUP BY): one updating row, under a constant key
+            stream = self._add(stream, Map(_constant_key(stream), output="_sql_all"), "map")
+            keys = ["_sql_all"]
         for k in keys:
             if stream.schema.get_field_index(k) < 0:
                 raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}"
@@ -438,16 +439,16 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
                 if text in names:
                     continue
                 name = item.alias if isinstance(item, exp.Alias) and item.this is agg else f"_sql_agg{len(names)}"
-                stream, spec = self._agg(agg, stream)
+                stream, spec = self._agg(agg, stream, window is None)
                 aggs[name] = spec
                 names[text] = name
-        if not aggs and window is not None:  # GROUP BY without an aggregate: one row per group and window
+        if not aggs:  # GROUP BY without an aggregate (SELECT DISTINCT): one row per group (and window)
             aggs["_sql_n"] = A.count()
         key = keys if len(keys) != 1 else keys[0]
         if window is None:
             op = GroupAggregate(key, aggs)
         elif window[0] == "TUMBLE":
-            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs,
+            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs, offset=_window_offset(window),
                                 allowed_lateness=stream.lateness("a window"))
         elif window[0] == "SESSION":  # Flink's sessions: windows that touch merge
             if sorted(window[2]) != sorted(keys):
@@ -459,7 +460,7 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
             stream, op = self._cumulate(stream, window[1], keys, aggs)
         else:
             slide, size = window[1]
-            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs,
+            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs, offset=_window_offset(window),
                                allowed_lateness=stream.lateness("a window"))
         stream = self._add(stream, op, "group" if window is None else window[0].lower(), at_source=False)
         if window is not None and window[0] == "CUMULATE":
@@ -501,7 +502,7 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
         visit(node)
         return found
 
-    def _agg(self, agg: exp.AggFunc, stream: Stream):
+    def _agg(self, agg: exp.AggFunc, stream: Stream, updating: bool):
         if isinstance(agg, exp.Filter):  # agg(x) FILTER (WHERE c) is agg(CASE WHEN c THEN x END): nulls are skipped
             inner, cond = agg.this.copy(), agg.expression.this
             distinct = isinstance(inner.this, exp.Distinct)
@@ -537,12 +538,33 @@ class Planner(JoinPlanning, LookupPlanning, WindowPlanning):
             if not isinstance(agg, exp.Count):
                 raise SqlError(f"SQL: {agg.sql()}: DISTINCT is supported in COUNT only", construct="DISTINCT")
             return stream, A.count_distinct(arg.name)
-        fns = {exp.Count: A.count, exp.Sum: A.sum, exp.Avg: A.mean, exp.Min: A.min, exp.Max: A.max}
+        fns = {exp.Count: A.count, exp.Sum: A.sum, exp.Avg: A.mean, exp.Min: A.min, exp.Max: A.max,
+               exp.VariancePop: A.var_pop, exp.Variance: A.var_samp, exp.StddevPop: A.stddev_pop,
+               exp.StddevSamp: A.stddev_samp, exp.Stddev: A.stddev_samp}
         fn = fns.get(type(agg))
         if fn is None:
-            raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX are)",
-                           construct=type(agg).__name__.upper())
+            raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX, "
+                           "VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP are)", construct=type(agg).__name__.upper())
+        if updating and fn in (A.var_pop, A.var_samp, A.stddev_pop, A.stddev_samp):
+            raise SqlError(f"SQL: {agg.sql()} is computed in window aggregates only (an updating GROUP BY takes "
+                           "COUNT, SUM, AVG, MIN, MAX); group by a window table function", construct=agg.sql())
         return stream, fn(arg.name)
+
+
+def _window_offset(window: tuple) -> int:
+    """The offset (ms) of a window table function's windows (``TUMBLE(..., size, offset)``); 0 by default."""
+    return window[3] if len(window) > 3 else 0
+
+
+def _constant_key(stream: Stream):
+    """A kernel giving 0 for every row (it reads one numeric column: a kernel reads at least one)."""
+    readable = [f.name for f in stream.schema if f.name.isidentifier() and (
+        pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_temporal(f.type))]
+    if not readable:
+        raise SqlError("SQL: an aggregate without GROUP BY needs a numeric or time column in its input",
+                       construct="SELECT")
+    column = stream.event_time if stream.event_time in readable else readable[0]
+    return _define(f"def sql_all({column}):\n    return np.int64(0)\n", "sql_all", {}, kernel=True)
 
 
 def _over_aggregates(node: exp.Expression, names: dict[str, str]) -> exp.Expression:

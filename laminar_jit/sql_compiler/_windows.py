@@ -58,8 +58,10 @@ class WindowPlanning:
         args = call.expressions
         partition = self.sessions.pop(0) if kind == "SESSION" and self.sessions else []
         want = 4 if kind in ("HOP", "CUMULATE") else 3
-        if len(args) != want or not isinstance(args[0], exp.Column):
-            shape = {"TUMBLE": "TABLE t, DESCRIPTOR(ts), size", "HOP": "TABLE t, DESCRIPTOR(ts), slide, size",
+        offset = kind in ("TUMBLE", "HOP") and len(args) == want + 1  # Flink's optional offset of the windows
+        if len(args) != want + offset or not isinstance(args[0], exp.Column):
+            shape = {"TUMBLE": "TABLE t, DESCRIPTOR(ts), size[, offset]",
+                     "HOP": "TABLE t, DESCRIPTOR(ts), slide, size[, offset]",
                      "CUMULATE": "TABLE t, DESCRIPTOR(ts), step, size",
                      "SESSION": "TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap"}[kind]
             raise SqlError(f"SQL: {kind}({shape}) expected, got {call.sql()}", construct=kind)
@@ -69,8 +71,8 @@ class WindowPlanning:
             raise SqlError(f"SQL: {kind} over {args[0].name}.{ts.sql()}: declare it as the table's event time "
                            f"(CREATE TABLE {args[0].name} (..., WATERMARK FOR {ts.sql()} AS {ts.sql()} - "
                            "INTERVAL '5' SECOND))", construct=kind)
-        sizes = [interval_ms(a) for a in args[2:]]
-        return stream, (kind, sizes, partition)
+        sizes = [interval_ms(a) for a in args[2:want]]
+        return stream, (kind, sizes, partition, interval_ms(args[want]) if offset else 0)
 
     def _cumulate(self, stream: Stream, sizes: list, keys: list, aggs: dict):
         """``CUMULATE(TABLE t, DESCRIPTOR(ts), step, size)``: windows ``[s, s + step)``, ``[s, s + 2 step)``, ...,
