@@ -342,6 +342,11 @@ COMPOSED = [
              f"FROM {hop(500, 1000)} GROUP BY window_start, window_end, auction",
      f"SELECT ws AS window_start, auction, stddev_pop(price) AS sp, var_samp(price) AS vs, stddev_samp(auction) AS sa "
      f"FROM {duck_hop(500, 1000)} GROUP BY ws, auction"),
+    ("rows", f"SELECT window_start, auction, FIRST_VALUE(price) AS f, LAST_VALUE(ch) AS l, "
+             f"APPROX_COUNT_DISTINCT(ch) AS d FROM {tumble(1000)} GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, arg_min(price, ts) FILTER (WHERE price IS NOT NULL) AS f, "
+     f"arg_max(ch, ts) FILTER (WHERE ch IS NOT NULL) AS l, count(DISTINCT ch) AS d "
+     f"FROM {duck_tumble(1000)} GROUP BY ws, auction"),
     ("changelog", "SELECT DISTINCT auction, ch FROM bids", None),
     ("changelog", "SELECT COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT ch) AS d FROM bids", None),
 ]

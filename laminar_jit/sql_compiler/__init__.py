@@ -55,8 +55,9 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         and ``COUNT``, ``COUNT(DISTINCT)``, ``SUM``, ``AVG``, ``MIN``, ``MAX``
         (each with ``FILTER (WHERE ...)``; ``COUNT``, ``COUNT(DISTINCT)``,
         ``MIN`` and ``MAX`` also of strings, ordered by their bytes), in
-        window aggregates also ``VAR_POP``, ``VAR_SAMP``, ``STDDEV_POP`` and
-        ``STDDEV_SAMP``. ``TUMBLE`` and ``HOP`` take an optional offset.
+        window aggregates also ``VAR_POP``, ``VAR_SAMP``, ``STDDEV_POP``,
+        ``STDDEV_SAMP``, ``FIRST_VALUE`` and ``LAST_VALUE`` (by event time), and
+        ``APPROX_COUNT_DISTINCT`` (exact). ``TUMBLE`` and ``HOP`` take an optional offset.
         ``SELECT DISTINCT`` groups by its columns; ``WITH a AS (...)`` names
         a query for its statement alone; ``q1 UNION ALL q2`` merges two
         queries of the same columns.

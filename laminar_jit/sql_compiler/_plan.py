@@ -540,14 +540,20 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
             return stream, A.count_distinct(arg.name)
         fns = {exp.Count: A.count, exp.Sum: A.sum, exp.Avg: A.mean, exp.Min: A.min, exp.Max: A.max,
                exp.VariancePop: A.var_pop, exp.Variance: A.var_samp, exp.StddevPop: A.stddev_pop,
-               exp.StddevSamp: A.stddev_samp, exp.Stddev: A.stddev_samp}
+               exp.StddevSamp: A.stddev_samp, exp.Stddev: A.stddev_samp,
+               # the exact count is within any approximation's bounds
+               exp.ApproxDistinct: A.count_distinct,
+               # by event time (ties: arrival), so the result does not depend on how rows were batched
+               exp.FirstValue: A.first, exp.LastValue: A.last}
         fn = fns.get(type(agg))
         if fn is None:
             raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX, "
-                           "VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP are)", construct=type(agg).__name__.upper())
-        if updating and fn in (A.var_pop, A.var_samp, A.stddev_pop, A.stddev_samp):
+                           "VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP, FIRST_VALUE, LAST_VALUE are)",
+                           construct=type(agg).__name__.upper())
+        if updating and fn in (A.var_pop, A.var_samp, A.stddev_pop, A.stddev_samp, A.first, A.last):
             raise SqlError(f"SQL: {agg.sql()} is computed in window aggregates only (an updating GROUP BY takes "
-                           "COUNT, SUM, AVG, MIN, MAX); group by a window table function", construct=agg.sql())
+                           "COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX); group by a window table function",
+                           construct=agg.sql())
         return stream, fn(arg.name)
 
 
