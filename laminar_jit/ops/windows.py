@@ -214,7 +214,8 @@ class WindowOperator(Operator):
                 # the state keeps the column's dictionary codes (min/max compare their bytes)
                 reads.append(agg.column)
                 dtypes.append(np.dtype(np.int64))
-                out_type = pa.int64() if agg.kind in ("count", "count_distinct") else string_type(schema.field(agg.column).type)
+                counted = agg.kind in ("count", "count_distinct")
+                out_type = pa.int64() if counted else string_type(schema.field(agg.column).type)
                 out_fields.append(pa.field(name, out_type))
                 aggs.append((name, agg.over_strings()))
                 continue

@@ -147,7 +147,7 @@ def _plan(statements, watermarks, sessions, sources, udfs) -> StreamingDag:
             target = statement.this
             name = target.this.name if isinstance(target, exp.Schema) else target.name
             planner.select(statement.expression, name)
-        elif isinstance(statement, (exp.Select, exp.Union)):
+        elif isinstance(statement, (exp.Select, exp.SetOperation)):
             planner.select(statement, "out")
         else:
             raise SqlError(f"SQL: {statement.key.upper()} statements are not supported", construct=statement.key.upper())

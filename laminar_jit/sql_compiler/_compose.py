@@ -51,11 +51,14 @@ class ComposePlanning:
 
     def _union(self, query: exp.Union, keep_time: bool) -> Stream:
         """``a UNION ALL b``: both queries' rows into one stream (a projection fed by both)."""
-        if query.args.get("distinct") or not isinstance(query, exp.Union):
-            what = "UNION" if isinstance(query, exp.Union) else query.key.upper()
-            raise SqlError(f"SQL: {what} (without ALL) drops duplicates of an unbounded stream, which needs "
-                           "every row kept; write UNION ALL, or GROUP BY the columns for one row per value",
+        if not isinstance(query, exp.Union):
+            what = query.key.upper()
+            raise SqlError(f"SQL: {what} compares every row of two unbounded streams, which needs them all kept; "
+                           "write [NOT] EXISTS (SELECT ... WHERE ... AND a time bound), a semi or anti join",
                            construct=what)
+        if query.args.get("distinct"):
+            raise SqlError("SQL: UNION (without ALL) drops duplicates of an unbounded stream, which needs every row "
+                           "kept; write UNION ALL, or GROUP BY the columns for one row per value", construct="UNION")
         for clause in ("order", "limit"):
             if query.args.get(clause):
                 raise SqlError(f"SQL: {clause.upper()}: {NOT_STREAMING[clause]}", construct=clause.upper())

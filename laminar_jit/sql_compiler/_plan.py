@@ -279,8 +279,8 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
         if window is not None:
             if window[0] != "TUMBLE" or _window_offset(window) or not {"window_start", "window_end"} <= set(keys) \
                     or len(by) != 1:
-                raise SqlError("SQL: a window Top-N is over TUMBLE (no offset), partitioned by window_start, window_end[, keys] "
-                               "and ordered by one column", construct="ROW_NUMBER")
+                raise SqlError("SQL: a window Top-N is over TUMBLE (no offset), partitioned by window_start, "
+                               "window_end[, keys] and ordered by one column", construct="ROW_NUMBER")
             rest = [k for k in keys if k not in ("window_start", "window_end")]
             op = TopN(n, by=by[0], key=(rest[0] if len(rest) == 1 else rest) or None, window=window[1][0],
                       allowed_lateness=stream.lateness("a window Top-N"),
