@@ -347,6 +347,14 @@ COMPOSED = [
      f"SELECT ws AS window_start, auction, arg_min(price, ts) FILTER (WHERE price IS NOT NULL) AS f, "
      f"arg_max(ch, ts) FILTER (WHERE ch IS NOT NULL) AS l, count(DISTINCT ch) AS d "
      f"FROM {duck_tumble(1000)} GROUP BY ws, auction"),
+    ("rows", "SELECT window_start, window_end, auction, COUNT(*) AS n, COUNT(DISTINCT ch) AS dc, "
+             "VAR_POP(price) AS vp FROM TABLE(SESSION(TABLE bids PARTITION BY auction, DESCRIPTOR(ts), "
+             "INTERVAL '40' MILLISECOND)) GROUP BY window_start, window_end, auction",
+     # sessions: a row at most the gap after the one before (Flink's touching windows merge)
+     "WITH g AS (SELECT *, ts - lag(ts) OVER (PARTITION BY auction ORDER BY ts) AS d FROM bids), "
+     "s AS (SELECT *, sum(CASE WHEN d <= 40 THEN 0 ELSE 1 END) OVER (PARTITION BY auction ORDER BY ts "
+     "ROWS UNBOUNDED PRECEDING) AS sid FROM g) SELECT min(ts) AS window_start, max(ts) + 40 AS window_end, "
+     "auction, count(*) AS n, count(DISTINCT ch) AS dc, var_pop(price) AS vp FROM s GROUP BY auction, sid"),
     ("changelog", "SELECT DISTINCT auction, ch FROM bids", None),
     ("changelog", "SELECT COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT ch) AS d FROM bids", None),
 ]
