@@ -510,6 +510,29 @@ def test_dictionary_codes_do_not_depend_on_batch_split(values, cuts):
     assert np.array_equal(codes, expected)
 
 
+def test_mostly_distinct_batches_are_interned_row_by_row_with_the_same_codes(monkeypatch):
+    """After a batch of mostly distinct values, a batch without nulls is interned row by row (no distinct pass
+    first): codes still follow first appearance, repeats within the batch included, for plain, chunked and
+    view arrays, and a batch with nulls or fewer distinct values takes the distinct pass again."""
+    rng = np.random.default_rng(4)
+    batches = [[f"id{v}" for v in rng.integers(0, n, 300)] for n in (900, 900, 900, 60, 60, 900, 900)]
+    batches[-1][5:5] = ["a few", "rows"]  # (under 256 rows a batch does not change the way)
+    batches[-1] = batches[-1][:9]
+    batches[4][7] = None  # a null: the distinct pass
+    passes = []
+    distinct_of_values = StringDictionary._distinct_of_values
+    monkeypatch.setattr(StringDictionary, "_distinct_of_values",
+                        lambda self, array: passes.append(len(array)) or distinct_of_values(self, array))
+    for input_type in (pa.string(), pa.large_string(), pa.string_view()):
+        d, passes[:] = StringDictionary(), []
+        for j, (batch, expected) in enumerate(zip(batches, reference_codes(batches))):
+            array = pa.chunked_array([batch[:70], batch[70:]], input_type) if j % 2 else pa.array(batch, input_type)
+            codes, valid = encode_checked(d, array)
+            assert [None if c == -1 else int(c) for c in codes] == expected, (input_type, j)
+        assert 2 <= len(passes) < len(batches)  # both ways were taken
+        assert d.values().to_pylist() == list(dict.fromkeys(v for b in batches for v in b if v is not None))
+
+
 def test_dictionary_edge_inputs():
     d = StringDictionary()
     for empty in (pa.array([], pa.string()), pa.chunked_array([], pa.string()),

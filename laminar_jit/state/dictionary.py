@@ -59,6 +59,12 @@ def _family(t: pa.DataType) -> str | None:
     return None
 
 
+#: A plain batch is interned row by row when more than this share of the rows of the last batch of at least
+#: ``DIRECT_ROWS`` rows were distinct (a smaller batch tells too little).
+DIRECT_SHARE = 0.5
+DIRECT_ROWS = 256
+
+
 class StringDictionary:
     """Dense int64 codes for string (or binary) values, in order of first appearance.
 
@@ -92,6 +98,9 @@ class StringDictionary:
         self._table = KeyTable(width=2, capacity=0)
         self._offsets = np.zeros(1, np.int64)   # store_offsets[c]: start of code c's bytes
         self._data = np.empty(0, np.uint8)
+        #: Share of the last plain batch's rows that were distinct (or new): above ``DIRECT_SHARE``,
+        #: the next batch without nulls is interned row by row, without a distinct pass first.
+        self._distinct_share = 0.0
 
     @property
     def value_type(self) -> pa.DataType:
@@ -146,8 +155,20 @@ class StringDictionary:
         if pa.types.is_dictionary(array.type):
             chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
             parts = [self._distinct_of_dictionary(chunk) for chunk in chunks]
+        elif not array.null_count and self._distinct_share > DIRECT_SHARE and len(array):
+            # mostly distinct values (ids, urls, free text): a distinct pass would find little to
+            # share, so every row is interned (the kernel gives repeats one code, by first appearance)
+            chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+            values = [self._readable(chunk) for chunk in chunks]  # (casts first: failing changes nothing)
+            before = len(self)
+            codes = [self._intern(v) for v in values]
+            if len(array) >= DIRECT_ROWS:
+                self._distinct_share = (len(self) - before) / len(array)
+            return (codes[0] if len(codes) == 1 else np.concatenate(codes)), np.empty(0, np.bool_)
         else:
             parts = [self._distinct_of_values(array)]
+            if len(array) >= DIRECT_ROWS:
+                self._distinct_share = len(parts[0][0]) / len(array)
         out = [self._codes(distinct, rows) for distinct, rows in parts]
         if len(out) == 1:
             return out[0]
@@ -211,10 +232,12 @@ class StringDictionary:
         return codes, np.empty(0, np.bool_)
 
     def _intern(self, distinct: pa.Array) -> np.ndarray:
-        """Codes of ``distinct`` (distinct, non-null values of a type in ``_OFFSET_TYPES``), appending new ones.
+        """Codes of ``distinct`` (non-null values of a type in ``_OFFSET_TYPES``), appending new ones.
 
         The only place the dictionary changes; runs once per batch, with the
-        batch's distinct values, and does its work in a compiled kernel.
+        batch's distinct values (or all its rows, when most are distinct: a
+        repeated value gets the code of its first appearance), and does its
+        work in a compiled kernel.
         """
         m = len(distinct)
         codes = np.empty(m, np.int64)
