@@ -553,6 +553,18 @@ def test_ranked_rows_keep_every_column_type():
                                                             rows.slice(1, 1).to_pylist()[0]]
 
 
+def test_minus_zero_ties_with_zero_in_a_ranking():
+    """-0.0 and 0.0 are one value to ORDER BY (SQL, DuckDB): a tie, which the earlier row wins."""
+    schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.float64()), ("id", pa.int64())])
+    rows = pa.table({"ts": [1, 2, 3, 4], "k": [1, 1, 2, 2], "v": [-0.0, 0.0, 0.0, -0.0], "id": [10, 11, 12, 13]},
+                    schema=schema)
+    for descending in (True, False):
+        ex = lj.DagExecutor(ranked_dag(lj.TopN(1, by="v", key="k", window=None, descending=descending), schema))
+        ex.process_batch("bids", rows)
+        got = lj.apply_changelog(ex.take_sink_outputs("out"))
+        assert sorted(r["id"] for r in got.to_pylist()) == [10, 12], descending
+
+
 def test_unbounded_ranking_checkpoints_and_rejects_misuse(tmp_path):
     rng = np.random.default_rng(9)
     table = events(2_000, seed=9)
