@@ -359,6 +359,39 @@ COMPOSED = [
     ("changelog", "SELECT COUNT(*) AS n, SUM(price) AS s, COUNT(DISTINCT ch) AS d FROM bids", None),
 ]
 
+#: Expressions that look at nulls or strings over the results of windows, aggregates and joins (Arrow
+#: functions of those rows, run between steps).
+AFTER_OPERATORS = [
+    ("rows", f"SELECT window_start, auction, CASE WHEN COUNT(*) > 3 THEN 'busy' ELSE 'quiet' END AS lvl, "
+             f"COALESCE(MAX(price), -1) AS m, NULLIF(COUNT(*), 1) AS n1, MIN(price) IS NULL AS none "
+             f"FROM {tumble(1000)} GROUP BY window_start, window_end, auction",
+     f"SELECT ws AS window_start, auction, CASE WHEN count(*) > 3 THEN 'busy' ELSE 'quiet' END AS lvl, "
+     f"COALESCE(max(price), -1) AS m, NULLIF(count(*), 1) AS n1, min(price) IS NULL AS none "
+     f"FROM {duck_tumble(1000)} GROUP BY ws, auction"),
+    ("rows", f"SELECT window_start, auction, COUNT(*) AS n FROM {hop(500, 1000)} GROUP BY window_start, window_end, "
+             f"auction HAVING MAX(price) IS NULL OR COALESCE(MIN(price), 0) > 30",
+     f"SELECT ws AS window_start, auction, count(*) AS n FROM {duck_hop(500, 1000)} GROUP BY ws, auction "
+     f"HAVING max(price) IS NULL OR COALESCE(min(price), 0) > 30"),
+    ("changelog", "SELECT auction, COALESCE(MAX(price), 0) AS m, CASE WHEN COUNT(*) > 10 THEN 'many' END AS c "
+                  "FROM bids GROUP BY auction", None),
+    ("rows", f"SELECT window_start, UPPER(l) AS u, l || '!' AS e FROM (SELECT window_start, LAST_VALUE(ch) AS l "
+             f"FROM {tumble(1000)} GROUP BY window_start, window_end)",
+     f"SELECT ws AS window_start, upper(l) AS u, l || '!' AS e FROM (SELECT ws, arg_max(ch, ts) FILTER "
+     f"(WHERE ch IS NOT NULL) AS l FROM {duck_tumble(1000)} GROUP BY ws)"),
+    ("rows", "SELECT a.ts, COALESCE(b.ts, -1) AS bts, CASE WHEN b.price IS NULL THEN 'none' ELSE 'hit' END AS h "
+             "FROM bids a LEFT JOIN bids b ON a.auction = b.auction "
+             "AND b.ts BETWEEN a.ts + INTERVAL '1' MILLISECOND AND a.ts + INTERVAL '25' MILLISECOND",
+     "SELECT a.ts, COALESCE(b.ts, -1) AS bts, CASE WHEN b.price IS NULL THEN 'none' ELSE 'hit' END AS h "
+     "FROM bids a LEFT JOIN bids b ON a.auction = b.auction AND b.ts BETWEEN a.ts + 1 AND a.ts + 25"),
+    ("rows", f"WITH w AS (SELECT window_start, window_end, auction, CASE WHEN COUNT(*) > 2 THEN 1 END AS busy "
+             f"FROM {tumble(100)} GROUP BY window_start, window_end, auction) "
+             "SELECT window_start, COUNT(busy) AS nb, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE w, "
+             "DESCRIPTOR(window_start), INTERVAL '1000' MILLISECOND)) GROUP BY window_start, window_end",
+     f"WITH w AS (SELECT ws, auction, CASE WHEN count(*) > 2 THEN 1 END AS busy FROM {duck_tumble(100)} "
+     "GROUP BY ws, auction) SELECT ws // 1000 * 1000 AS window_start, count(busy) AS nb, count(*) AS n FROM w "
+     "GROUP BY 1"),
+]
+
 #: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.
 CASES = (
     [("rows", f"SELECT ts, {e} AS x FROM bids", f"SELECT ts, {d or e} AS x FROM bids") for e, d in EXPRESSIONS]
@@ -369,4 +402,5 @@ CASES = (
     + [("changelog" if "window_start" not in q else "rows", q, d or q) for q, d in RANKED]
     + [("changelog" if "GROUP BY" in q else "rows", q, d or q) for q, d in JOINS]
     + [(kind, q, d or q) for kind, q, d in COMPOSED]
+    + [(kind, q, d or q) for kind, q, d in AFTER_OPERATORS]
 )

@@ -147,13 +147,186 @@ def test_bad_results_are_typed_errors():
         lj.ArrowMap("not a function", "x")
 
 
-def test_arrow_maps_read_source_columns_only():
-    after_map = (lj.DagBuilder().source("s", SCHEMA)
+def _busy(n, top):
+    """A label per window (null when its top price is null) and the top price or -1."""
+    label = pc.if_else(pc.is_null(top), pa.scalar(None, pa.string()), pc.if_else(pc.greater(n, 2), "busy", "quiet"))
+    return label, pc.coalesce(top, -1.0)
+
+
+def _window_dag(then=None):
+    """Tumbling windows per city, then ``then`` (an ArrowMap of their results by default)."""
+    return (lj.DagBuilder()
+            .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(60))
+            .operator("per_city", lj.TumblingWindow(200, key="city", aggs={"n": lj.count(), "top": lj.max("price")}))
+            .operator("label", then or lj.ArrowMap(_busy, output={"label": pa.string(), "top_or": pa.float64()}))
+            .operator("known", lj.Filter(lambda top_or: top_or > 50.0))
+            .connect("s", "per_city").connect("per_city", "label").connect("label", "known")
+            .sink_for("label", "all").sink_for("known", "high").build())
+
+
+def _events_with_null_prices(n, seed):
+    table = _events(n, seed)
+    rng = np.random.default_rng(seed)
+    return table.set_column(2, "price", pa.array(table.column("price").to_numpy(), mask=rng.random(n) < 0.4))
+
+
+def test_arrow_maps_over_window_results_match_polars_whatever_the_batches():
+    """The ArrowMap reads a window's results (rows the step emits): they leave the step as a batch and a
+    second step runs the ArrowMap's consumers; a kernel filter reads its output."""
+    table = _events_with_null_prices(3_000, seed=5)
+    df = pl.from_arrow(table)
+    want = (df.group_by((pl.col("ts") // 200 * 200).alias("window_start"), "city")
+            .agg(n=pl.len(), top=pl.col("price").max())
+            .with_columns(label=pl.when(pl.col("top").is_null()).then(None)
+                          .when(pl.col("n") > 2).then(pl.lit("busy")).otherwise(pl.lit("quiet")),
+                          top_or=pl.col("top").fill_null(-1.0))
+            .sort("window_start", "city", nulls_last=False))
+    dag = _window_dag()
+    rng = np.random.default_rng(2)
+    for cuts in ([], [0, 0, 1, 2], rng.integers(0, 3_000, 25).tolist()):
+        ex, out = _run(dag, table, sorted({0, table.num_rows, *cuts}) if cuts else [0, table.num_rows])
+        got = pl.from_arrow(out["all"]).sort("window_start", "city", nulls_last=False)
+        assert got.columns == ["window_start", "window_end", "city", "n", "top", "label", "top_or"]
+        assert got.select("window_start", "city", "label", "top_or").rows() == \
+            want.select("window_start", "city", "label", "top_or").rows()
+        assert got["n"].to_list() == want["n"].cast(pl.Int64).to_list()
+        high = pl.from_arrow(out["high"]).sort("window_start", "city", nulls_last=False)
+        assert high.rows() == got.filter(pl.col("top_or") > 50.0).rows()
+        assert ex.metrics.per_node["label"]["rows_in"] == len(want)
+
+
+def test_an_arrow_map_between_windows_equals_the_same_function_as_a_kernel():
+    """Window → ArrowMap → window gives the rows of window → Map → window: the rows between the steps carry
+    the first window's watermark, as they do inside one step (late rows and fires alike)."""
+    def _double_arrow(n):
+        return pc.multiply(n, 2)
+
+    def build(middle):
+        return (lj.DagBuilder()
+                .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(30))
+                .operator("small", lj.TumblingWindow(100, key="city", aggs={"n": lj.count()}))
+                .operator("twice", middle)
+                .operator("big", lj.SlidingWindow(1_000, 500, key="city", aggs={"m": lj.sum("n2"),
+                                                                               "k": lj.count()}))
+                .connect("s", "small").connect("small", "twice").connect("twice", "big")
+                .sink_for("big", "out").sink_for("twice", "mid").build())
+
+    table = _events(4_000, seed=7)
+    rng = np.random.default_rng(8)
+    cuts = sorted({0, table.num_rows, 1, 1, 2, *rng.integers(0, table.num_rows, 30).tolist()})
+    _, arrow = _run(build(lj.ArrowMap(_double_arrow, output={"n2": pa.int64()})), table, cuts)
+    _, kernel = _run(build(lj.Map(lambda n: n * 2, output="n2")), table, cuts)
+    for sink in ("out", "mid"):
+        key = ["window_start", "city"]
+        assert arrow[sink].sort_by([(k, "ascending") for k in key]).equals(
+            kernel[sink].sort_by([(k, "ascending") for k in key])), sink
+    assert arrow["out"].num_rows > 0
+
+
+def test_arrow_maps_over_a_map_a_union_and_a_join():
+    """ArrowMaps after a Map's output, a union of two sources and a join's rows (each was refused before)."""
+    other = pa.schema([("ts", pa.int64()), ("city", pa.string()), ("price", pa.float64())])
+    dag = (lj.DagBuilder()
+           .source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(50))
+           .source("t", other, event_time="ts", watermark=lj.BoundedOutOfOrderness(50))
+           .operator("m", lj.Map(lambda price: price * 2.0, output="double"))
+           .operator("big", lj.ArrowMap(lambda double: pc.greater(double, 100.0), "big"))
+           .operator("both", lj.Project(["ts", "city", "price"]))
+           .operator("up", lj.ArrowMap(_upper, output="upper"))
+           .operator("pairs", lj.IntervalJoin("city", "city", 0, 20))
+           .operator("first", lj.ArrowMap(lambda city, price_right: (pc.utf8_slice_codeunits(city, 0, 1),
+                                                                     pc.fill_null(price_right, -1.0)),
+                                          output={"initial": pa.string(), "pr": pa.float64()}))
+           .operator("per_initial", lj.TumblingWindow(500, key="initial", aggs={"n": lj.count(),
+                                                                              "s": lj.sum("pr")}))
+           .connect("s", "m").connect("m", "big")
+           .connect("s", "both").connect("t", "both").connect("both", "up")
+           .connect("s", "pairs", port="left").connect("t", "pairs", port="right")
+           .connect("pairs", "first").connect("first", "per_initial")
+           .sink_for("big", "bigs").sink_for("up", "uppers").sink_for("first", "joined").sink_for("per_initial", "w")
+           .build())
+    s, t = _events(1_500, seed=1), _events(1_000, seed=2)
+    ex = lj.DagExecutor(dag)
+    for lo in range(0, 1_500, 400):
+        ex.process_batch("s", s.slice(lo, 400))
+        ex.process_batch("t", t.slice(lo, 400))
+    ex.finish()
+    out = ex.take_all_sink_outputs()
+    assert out["bigs"]["big"].to_pylist() == [None if p is None else p * 2 > 100 for p in s["price"].to_pylist()]
+    both = pl.concat([pl.from_arrow(s), pl.from_arrow(t)])
+    assert sorted(out["uppers"]["upper"].to_pylist(), key=str) == sorted(
+        both["city"].str.to_uppercase().to_list(), key=str)
+    joined = pl.from_arrow(out["joined"])
+    want = (pl.from_arrow(s).join(pl.from_arrow(t), on="city", suffix="_right")
+            .filter((pl.col("ts_right") - pl.col("ts")).is_between(0, 20)))
+    assert len(joined) == len(want) > 0
+    assert sorted(joined["initial"].to_list()) == sorted(want["city"].str.slice(0, 1).to_list())
+    w = pl.from_arrow(out["w"])
+    by_initial = (joined.group_by((pl.col("ts") // 500 * 500).alias("window_start"), "initial")
+                  .agg(n=pl.len()).sort("window_start", "initial"))
+    assert w.sort("window_start", "initial").select("window_start", "initial", "n").rows() == \
+        by_initial.with_columns(pl.col("n").cast(pl.Int64)).rows()
+
+
+def test_an_arrow_map_over_a_map_before_a_window_is_refused():
+    after_map = (lj.DagBuilder().source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(10))
                  .operator("m", lj.Map(lambda price: price * 2.0, output="double"))
                  .operator("u", lj.ArrowMap(lambda double: pc.greater(double, 1.0), "big"))
-                 .connect("s", "m").connect("m", "u").sink_for("u", "out").build())
-    with pytest.raises(lj.SchemaError, match="ArrowMap\\) reads 'double', which the engine computes"):
+                 .operator("w", lj.TumblingWindow(10, key="big", aggs={"n": lj.count()}))
+                 .connect("s", "m").connect("m", "u").connect("u", "w").sink_for("w", "out").build())
+    with pytest.raises(lj.SchemaError, match=r"operator 'm' \(.*\) feeds an ArrowMap that reads a column it "
+                                             r"computes from source rows, and a stateful operator follows"):
         lj.DagExecutor(after_map)
+
+
+def test_a_failing_arrow_map_over_window_results_takes_the_call_back():
+    def _picky(n, top):
+        if pc.any(pc.greater(n, 40)).as_py():
+            raise ValueError("a busy window")
+        return _busy(n, top)
+
+    dag = _window_dag(lj.ArrowMap(_picky, output={"label": pa.string(), "top_or": pa.float64()}))
+    table = _events_with_null_prices(3_000, seed=9)
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", table.slice(0, 500))
+    before, wm, first = ex.checkpoint(), ex.watermark("s"), ex.take_sink_outputs("all")
+    start = (wm // 200 + 2) * 200  # fifty rows of one window, then one that makes it due
+    crowded = pa.table({"ts": pa.array([start + i for i in range(50)] + [start + 2_000]),
+                        "city": pa.array(["Kent"] * 51), "price": pa.array([1.0] * 51)}, schema=SCHEMA)
+    with pytest.raises(lj.KernelError, match=r"operator 'label' \(ArrowMap\): _picky raised ValueError"):
+        ex.process_batch("s", crowded)
+    after = ex.checkpoint()
+    assert ex.watermark("s") == wm and after.watermarks == before.watermarks
+    for node, arrays in before.states.items():
+        for name, a in arrays.items():
+            assert np.array_equal(after.states[node][name], a), (node, name)
+    assert ex.take_sink_outputs("all").num_rows == 0 and ex.metrics.events_in == 500
+    ex.process_batch("s", table.slice(500))
+    ex.finish()
+    ref = lj.DagExecutor(dag)
+    ref.process_batch("s", table)
+    ref.finish()
+    assert pa.concat_tables([first, ex.take_sink_outputs("all")]).equals(ref.take_sink_outputs("all"))
+
+
+def test_arrow_maps_over_window_results_checkpoint_and_run_as_one_shard(tmp_path):
+    from conftest import checkpointed_run, split_table
+
+    dag = _window_dag()
+    table = _events_with_null_prices(2_000, seed=11)
+    batches = split_table(table, [0, 1, 300, 300, 900, 1_500])
+    ref = lj.DagExecutor(dag)
+    for b in batches:
+        ref.process_batch("s", b)
+    ref.finish()
+    want = ref.take_sink_outputs("all")
+    assert checkpointed_run(dag, batches, 3, tmp_path / "ck", source="s", sink="all").equals(want)
+    two = lj.DagExecutor(dag, parallelism=2)
+    assert two.shards == 1 and "'per_city' go to an ArrowMap through a step of their own" in two.shards_note
+    for b in batches:
+        two.process_batch("s", b)
+    two.finish()
+    assert two.take_sink_outputs("all").equals(want)
 
 
 def _upper(city):

@@ -58,50 +58,87 @@ from .core import (
 
 from . import group, joins, keyed, ranking, windows  # noqa: F401  (each registers its operators' generator)
 
-__all__ = ["ancestors", "boundary_joins", "generate", "plan_nodes"]
+__all__ = ["ancestors", "boundary_nodes", "generate", "plan_nodes"]
 
 
 # ----------------------------------------------------------------------------- the walk
 
-def boundary_joins(dag) -> set[int]:
-    """Joins whose output reaches a stateful operator.
+def boundary_nodes(dag) -> set[int]:
+    """Nodes whose rows leave the step that computes them as a batch, and run through a step of their own.
 
-    A join emits any number of rows per call, and stateful operators size
-    their state before a call from the rows that can reach them. So the rows
-    of such a join are materialized as a batch at the end of the step that
-    produced them, and run through a step of their own whose input is the
-    join (the join is that step's "source").
+    Two kinds:
+
+    * joins whose output reaches a stateful operator. A join emits any number
+      of rows per call, and stateful operators size their state before a call
+      from the rows that can reach them;
+    * the input of an :class:`~laminar_jit.ArrowMap` that reads rows the
+      engine computed (a window's or aggregate's results, a Map's output, a
+      join's or a union's rows). An ArrowMap runs on whole Arrow columns, so
+      those rows are materialized first, and its columns are computed from
+      that batch before the next step runs.
+
+    The next step's input is the boundary node (it is that step's "source").
     """
-    found = set()
-    for node in dag.nodes:
-        if getattr(node.op, "ports", None) is None:
-            continue
-        stack, seen = [int(t) for t in dag.routing.targets_of(node.id)], set()
-        while stack:
-            t = stack.pop()
-            if t in seen:
-                continue
+    found = {node.id for node in dag.nodes if getattr(node.op, "ports", None) is not None
+             and _feeds_stateful(dag, node.id)}
+    for nid in dag.execution_ids:  # (upstream first: an ArrowMap may read the rows of a boundary before it)
+        node = dag.nodes[nid]
+        if isinstance(node.op, ArrowMap) and not _reads_batch_columns(dag, node, found):
+            (u, _), = node.inputs
+            found.add(u)
+    return found
+
+
+def _feeds_stateful(dag, nid: int) -> bool:
+    """Whether a stateful operator is downstream of node ``nid``."""
+    stack, seen = [int(t) for t in dag.routing.targets_of(nid)], set()
+    while stack:
+        t = stack.pop()
+        if t not in seen:
             seen.add(t)
             if dag.nodes[t].kind == "stateful":
-                found.add(node.id)
-                break
+                return True
             stack += [int(x) for x in dag.routing.targets_of(t)]
-    return found
+    return False
+
+
+def _reads_batch_columns(dag, node, roots: set) -> bool:
+    """Whether every column ArrowMap ``node`` reads is a column of the batch a step takes: of a source or a
+    boundary node in ``roots``, through Filters, Projects and operators that do not write it."""
+    for column in node.bound.reads:
+        (u, _), = node.inputs
+        while u not in roots and dag.nodes[u].kind == "stateless" and len(dag.nodes[u].inputs) == 1:
+            up = dag.nodes[u]
+            written = dict(up.bound.writes).get(column)
+            if written is not None:  # an ArrowMap's string is a column of the batch as well
+                if isinstance(up.op, ArrowMap) and not is_kernel_type(written) \
+                        and _reads_batch_columns(dag, up, roots):
+                    break
+                return False
+            if up.bound.mapping is not None:
+                column = dict(up.bound.mapping).get(column)
+                if column is None:
+                    return False
+            (u, _), = up.inputs
+        else:
+            if u not in roots and dag.nodes[u].kind != "source":
+                return False
+    return True
 
 
 def plan_nodes(dag, root: str) -> list[int]:
     """Ids one step runs, in execution order: reachable from ``root`` (a source or
-    a boundary join) without passing through another boundary join (those are
+    a boundary node) without passing through another boundary node (those are
     included, and their late sinks: their output leaves the step)."""
     start = dag.node(root).id
-    stops = boundary_joins(dag) - {start}
+    stops = boundary_nodes(dag) - {start}
     seen, stack = {start}, [start]
     while stack:
         u = stack.pop()
         for t in dag.routing.targets_of(u):
             t = int(t)
             if u in stops and not any(v == u and (p or "").startswith("late") for v, p in dag.nodes[t].inputs):
-                continue  # past a boundary join only its late sinks (its late rows are this step's)
+                continue  # past a boundary node only its late sinks (its late rows are this step's)
             if t not in seen:
                 seen.add(t)
                 stack.append(t)
@@ -120,14 +157,14 @@ def ancestors(dag, nid: int) -> set[int]:
 
 
 def generate(dag, source: str, sharded: bool = False) -> Gen:
-    """Generate the step of ``source`` (a source, or a boundary join): node functions plus the step body.
+    """Generate the step of ``source`` (a source, or a boundary node): node functions plus the step body.
 
     ``sharded`` generates a key shard's step: it reads the rows ``shard_rows``
     of the batch (an argument), and works out the source's watermarks on all of them.
     """
     reach = plan_nodes(dag, source)
     gen = Gen(dag, source, reach=set(reach), sharded=sharded)
-    boundaries = boundary_joins(dag)
+    boundaries = boundary_nodes(dag)
     root = dag.node(source).id
     gen.derived = dag.nodes[root].kind != "source"
     out: dict[int, Binding] = {}
@@ -141,7 +178,7 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
             out[nid] = b
             _route(gen, nid, b.sel)
             continue
-        if nid == root:  # a boundary join's rows, materialized by the step that produced them
+        if nid == root:  # a boundary node's rows, materialized by the step that produced them
             gen.emit(f"wm_before_{nid} = wm_rows")
             out[nid] = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS,
                                wm_scalar=f"wm_before_{nid}")
@@ -161,7 +198,7 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
             for port, late_rows in gen.join_late.pop(nid, {}).items():
                 late[(nid, f"late_{port}")] = late_rows
             _route(gen, nid, joined.sel)
-            if nid in boundaries:  # its rows leave this step as a batch (see boundary_joins)
+            if nid in boundaries:  # its rows leave this step as a batch (see boundary_nodes)
                 _sink(gen, node, joined)
                 gen.boundaries.append(gen.sinks.pop())
             else:
@@ -184,8 +221,18 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
         nb, late_rows = generator_for(node.op)(gen, node, b)
         if late_rows is not None:
             late[(nid, "late")] = late_rows
-        out[nid] = nb
         _route(gen, nid, nb.sel)
+        if nid in boundaries:  # its rows leave this step as a batch (see boundary_nodes)
+            if nb.wm_array is not None and _feeds_stateful(dag, nid):
+                raise SchemaError(
+                    f"operator {node.name!r} ({node.op.label()}) feeds an ArrowMap that reads a column it computes "
+                    "from source rows, and a stateful operator follows: source rows carry the watermark of their "
+                    "own arrival, which a batch passed between steps does not keep. Write the ArrowMap's input "
+                    "with ArrowMaps (which read source columns), or the ArrowMap as a Map kernel")
+            _sink(gen, node, nb)
+            gen.boundaries.append(gen.sinks.pop())
+        else:
+            out[nid] = nb
     return gen
 
 

@@ -185,9 +185,9 @@ class Gen:
     shared_dictionaries: list = field(default_factory=list)
     #: Step arguments computed from the batch by an ArrowMap: name -> (node, source columns, output index, type).
     arrow_args: dict = field(default_factory=dict)
-    #: The step's input is a boundary join's output (it then takes ``wm_rows``, the watermark of its rows).
+    #: The step's input is a boundary node's output (it then takes ``wm_rows``, the watermark of its rows).
     derived: bool = False
-    #: Layouts of boundary joins' rows, returned like sinks' and run through the joins' own steps.
+    #: Layouts of boundary nodes' rows, returned like sinks' and run through those nodes' own steps.
     boundaries: list = field(default_factory=list)
     #: Per join node: its late rows per port (bindings over the port's input), for late sinks.
     join_late: dict = field(default_factory=dict)
@@ -405,7 +405,7 @@ def string_origin(gen, node, b: Binding, col: Col, column: str) -> str:
 
     A source column's own codes (it is then encoded at the boundary), or the codes an operator
     upstream in this step emits (an aggregate of strings: ``col.dictionary``). Anything else has
-    no dictionary a node of this step can read (a fan-in of two sources, a boundary join's rows):
+    no dictionary a node of this step can read (a fan-in of two sources, a boundary node's rows):
     ``SchemaError`` naming the node and column.
     """
     if col.kind == "src" and b.origin is None:

@@ -21,7 +21,7 @@ from .boundary import (EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, e
                        readonly, to_batches)
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .metrics import Metrics
-from .plan import boundary_joins, compile_plan
+from .plan import boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
 from .state import ExecutorState
 
@@ -81,9 +81,9 @@ class DagExecutor:
         self.threads = max(1, int(threads or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._plans = {name: compile_plan(dag, name) for name in dag.sources}
-        # Joins whose rows feed stateful nodes run those rows through a step of their own.
+        # Boundary nodes' rows (joins feeding stateful nodes, inputs of ArrowMaps) run through a step of their own.
         self._derived = {dag.nodes[nid].name: compile_plan(dag, dag.nodes[nid].name)
-                         for nid in sorted(boundary_joins(dag), key=dag.execution_ids.index)}
+                         for nid in sorted(boundary_nodes(dag), key=dag.execution_ids.index)}
         all_plans = [*self._plans.values(), *self._derived.values()]
         self._specs = {name: dag.node(name).op for name in dag.sources}
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
@@ -278,10 +278,11 @@ class DagExecutor:
 
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
                              wm_rows: int | None = None) -> None:
-        """Run ``plan``'s step on ``b``, then the rows of its boundary joins through their own steps.
+        """Run ``plan``'s step on ``b``, then the rows of its boundary nodes through their own steps.
 
-        A boundary join's rows carry the join's watermark from before the step
-        that emitted them (``wm_rows``), as they would inside one step.
+        A boundary node's rows carry its watermark from before the step that
+        emitted them (``wm_rows``), as they would inside one step. The columns
+        the next step's ArrowMaps compute are added to them first.
         """
         st = self._state
         offsets = self.dag.routing.offsets
@@ -291,6 +292,8 @@ class DagExecutor:
         for layout, wm_rows in zip(plan.boundaries, before):
             joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
             derived = self._derived[layout.sink]
+            if derived.arrow_maps:
+                joined = _with_arrow_maps(derived, joined)
             self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
 

@@ -40,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import KernelError
+from ..ops.stateless import ArrowMap
+from .codegen import ancestors, boundary_nodes
 
 __all__ = ["FaultGuard", "kernel_may_raise", "raising_kernels"]
 
@@ -116,10 +118,18 @@ def _op_kernels(value, depth: int = 0):
 
 
 def raising_kernels(dag) -> dict[str, list[str]]:
-    """Operator name -> names of its kernels that may raise, for the operators of ``dag`` that have any."""
+    """Operator name -> names of its kernels that may raise, for the operators of ``dag`` that have any.
+
+    An ArrowMap after a boundary node counts: its function runs between two steps of one call.
+    """
     out = {}
+    boundaries = boundary_nodes(dag)
     for node in dag.nodes:
         names = [k.name for k in _op_kernels(node.op) if kernel_may_raise(k)]
+        if isinstance(node.op, ArrowMap) and ancestors(dag, node.id) & boundaries:
+            # computed from rows a step emitted, after that step changed state: a function that raises
+            # must take the whole call back like a raising kernel
+            names.append(getattr(node.op.fn, "__name__", "fn"))
         if names:
             out[node.name] = sorted(set(names))
     return out

@@ -52,7 +52,7 @@ from ..kernels import joins as _joins
 from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
 from .boundary import readonly
-from .codegen import ancestors, boundary_joins, generate, plan_nodes
+from .codegen import ancestors, boundary_nodes, generate, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 from .shared import load_shared, split_shared
@@ -62,7 +62,7 @@ try:
 except ImportError:  # Windows: no cross-process compile lock
     fcntl = None
 
-__all__ = ["SinkLayout", "SourcePlan", "boundary_joins", "cache_dir", "compile_plan"]
+__all__ = ["SinkLayout", "SourcePlan", "boundary_nodes", "cache_dir", "compile_plan"]
 
 _STEP_MEMO: dict[str, object] = {}
 _MEMO_LOCK = threading.Lock()
@@ -124,9 +124,9 @@ class SourcePlan:
     #: Step arguments an ArrowMap computes from the batch: name -> (node name, op, source columns,
     #: output index, Arrow type).
     arrow_maps: dict = None
-    #: Layouts of boundary joins' rows in the step's result; each is run through that join's plan.
+    #: Layouts of boundary nodes' rows in the step's result; each is run through that node's plan.
     boundaries: list = None
-    #: True for a boundary join's plan: its step takes ``wm_rows`` after the state arrays.
+    #: True for a boundary node's plan: its step takes ``wm_rows`` after the state arrays.
     derived: bool = False
     #: ``args`` with how to view each column, filled by the executor from the first batch
     #: (the batches of one plan always have the same schema).
@@ -219,15 +219,15 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
             compile_seconds = took["seconds"]
             if cacheable:
                 _STEP_MEMO[digest] = step
-    parallel_safe = not gen.stateful_ids
+    parallel_safe = not gen.stateful_ids and not gen.boundaries  # (slices run no boundary steps)
     grids = []
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
         spec = dag.nodes[nid].bound.spec
         grid = spec.due_grid() if isinstance(spec, WindowSpec) else None
         if grid is not None:
             grids.append((*grid, gen.sliding_times[nid]))
-    # rows of boundary joins leave the step, so they never reach a stateful node in it
-    reach = set(plan_nodes(dag, source)) - boundary_joins(dag)
+    # rows of boundary nodes leave the step, so they never reach a stateful node in it
+    reach = set(plan_nodes(dag, source)) - boundary_nodes(dag)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in ancestors(dag, nid) and u in reach]
                 for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,

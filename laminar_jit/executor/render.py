@@ -32,7 +32,7 @@ class RenderedPlan:
 
 
 def render(dag, source: str, cacheable: bool | None = None, sharded: bool = False) -> RenderedPlan:
-    """Generate and render the step of ``source`` (a source, or a boundary join) of ``dag``.
+    """Generate and render the step of ``source`` (a source, or a boundary node) of ``dag``.
 
     ``cacheable`` picks the decorator the text imports (``njit`` or
     ``njit_nocache``); by default it is what :func:`compile_plan` would choose

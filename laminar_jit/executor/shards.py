@@ -48,7 +48,7 @@ from ..kernels.sliding import NULL_KEY
 from ..ops.windows import WindowSpec
 from .boundary import _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
-from .codegen import ancestors
+from .codegen import ancestors, boundary_nodes
 from .core import DICTIONARY_BYTES
 from .plan import compile_plan
 
@@ -110,6 +110,10 @@ def shard_plan(dag) -> ShardPlan | str:
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
+    for nid in sorted(boundary_nodes(dag)):
+        if getattr(nodes[nid].op, "ports", None) is None:
+            return (f"the rows of operator {nodes[nid].name!r} go to an ArrowMap through a step of their own, "
+                    "which key shards do not run")
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
     for n in stateful:
         spec = n.bound.spec

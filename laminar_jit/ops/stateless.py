@@ -234,11 +234,17 @@ class ArrowMap(Operator):
     to sinks, as a key, or kept by an operator; any other type (a decimal,
     a list, …) to sinks.
 
-    The function runs on the source batch before the compiled step, so it may
-    only read columns of its source (directly or through ``Filter`` and
-    ``Project``), not the output of a ``Map``, window or join. It should be
-    row-wise (each result row depends on that row only), so the output does
-    not depend on how the input was batched.
+    Over columns of its source (directly or through ``Filter`` and
+    ``Project``) the function runs on the source batch before the compiled
+    step. Over rows the engine computes — a window's or aggregate's results,
+    a join's or a union's rows, a ``Map``'s output — those rows leave the step
+    as a batch, the function runs on it, and a step of its own runs the rest
+    of the DAG from there (such a DAG runs as one key shard). Source rows
+    that went through a ``Map`` or a union cannot leave the step that way
+    when a stateful operator follows (they would lose the watermark of each
+    row's arrival): ``SchemaError`` says so. The function should be row-wise (each result row
+    depends on that row only), so the output does not depend on how the input
+    was batched.
 
     Parameters
     ----------

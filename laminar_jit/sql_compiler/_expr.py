@@ -177,12 +177,12 @@ def referenced(node: exp.Expression) -> list[str]:
     return list(dict.fromkeys(c.name for c in node.find_all(exp.Column)))
 
 
-def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str,
-                 arrow_allowed: bool = True) -> Compiled:
+def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str) -> Compiled:
     """Compile ``node`` over columns of ``schema``: a kernel when SQL's rules allow, else an Arrow function.
 
-    ``where`` names the clause for error messages; ``arrow_allowed`` is False
-    after a window or aggregate (an ``ArrowMap`` reads only source columns).
+    ``where`` names the clause for error messages. An Arrow function over the
+    results of a window, aggregate or join runs on them as a batch, between
+    steps (see :func:`~laminar_jit.executor.codegen.boundary_nodes`).
     """
     node = _negations(node)
     params = referenced(node)
@@ -207,9 +207,6 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     if body is not None:
         src = f"def sql_expr({', '.join(params)}):\n    return {body}\n"
         return Compiled(_define(src, "sql_expr", udfs, kernel=True), tuple(params), False, src)
-    if not arrow_allowed:
-        raise SqlError(f"SQL {where}: {node.sql()!r} needs strings or looks at nulls, which is computed only on "
-                       "source columns for now (before a window or aggregate)", construct=node.sql())
     arrow = _Arrow(schema, udfs, per_value=len(params) > 1)
     text = arrow.text(node)
     lines = [f"def sql_arrow({', '.join(params)}):"]

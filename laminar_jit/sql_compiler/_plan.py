@@ -343,10 +343,10 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
 
     # -- pieces ----------------------------------------------------------------------------------
     def _compile(self, node, stream: Stream, where: str) -> Compiled:
-        return compile_expr(node, stream.schema, self.udfs, where, arrow_allowed=stream.at_source)
+        return compile_expr(node, stream.schema, self.udfs, where)
 
     def _computed(self, stream: Stream, node, name: str, where: str) -> Stream:
-        """``stream`` with column ``name`` = ``node`` (a Map kernel, or an ArrowMap on source rows)."""
+        """``stream`` with column ``name`` = ``node`` (a Map kernel, or an ArrowMap)."""
         c = self._compile(node, stream, where)
         if c.arrow:
             op = ArrowMap(c.fn, output={name: arrow_type(c, stream.schema)})

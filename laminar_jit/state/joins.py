@@ -108,7 +108,7 @@ class JoinState:
         return int(self.aux[SIDE_BASE["left"] + 2] + self.aux[SIDE_BASE["right"] + 2])
 
     def max_emit(self, rows: int) -> int:
-        """Join output reaches stateful nodes only through a step of its own (see ``boundary_joins``): nothing to reserve."""
+        """Join output reaches stateful nodes only through a step of its own (see ``boundary_nodes``): nothing to reserve."""
         return 0
 
     def _row_capacity(self, side: str) -> int:
