@@ -360,8 +360,15 @@ COMPOSED = [
 ]
 
 #: Expressions that look at nulls or strings over the results of windows, aggregates and joins (Arrow
-#: functions of those rows, run between steps).
+#: functions of those rows, run between steps); variances of updating results (expressions over sums).
 AFTER_OPERATORS = [
+    ("changelog", "SELECT auction, VAR_POP(price) AS vp, VAR_SAMP(price) AS vs, STDDEV_POP(price) AS sp, "
+                  "STDDEV(auction) AS sa, COUNT(*) AS n FROM bids GROUP BY auction", None),
+    ("changelog", "SELECT ch, STDDEV_SAMP(price) FILTER (WHERE auction < 5) AS s, VARIANCE(price) AS v FROM bids "
+                  "GROUP BY ch HAVING VAR_POP(price) > 10", None),
+    ("changelog", "SELECT STDDEV_POP(price) AS s, GREATEST(MAX(ch), 'b') AS g FROM bids",
+     "SELECT stddev_pop(price) AS s, CASE WHEN max(ch) IS NULL THEN NULL ELSE greatest(max(ch), 'b') END AS g "
+     "FROM bids"),
     ("rows", f"SELECT window_start, auction, CASE WHEN COUNT(*) > 3 THEN 'busy' ELSE 'quiet' END AS lvl, "
              f"COALESCE(MAX(price), -1) AS m, NULLIF(COUNT(*), 1) AS n1, MIN(price) IS NULL AS none "
              f"FROM {tumble(1000)} GROUP BY window_start, window_end, auction",

@@ -54,9 +54,11 @@ def sql(text: str, sources: dict, udfs: dict | None = None) -> StreamingDag:
         result, with ``op``; no ``GROUP BY``: one updating row), ``HAVING``,
         and ``COUNT``, ``COUNT(DISTINCT)``, ``SUM``, ``AVG``, ``MIN``, ``MAX``
         (each with ``FILTER (WHERE ...)``; ``COUNT``, ``COUNT(DISTINCT)``,
-        ``MIN`` and ``MAX`` also of strings, ordered by their bytes), in
-        window aggregates also ``VAR_POP``, ``VAR_SAMP``, ``STDDEV_POP``,
-        ``STDDEV_SAMP``, ``FIRST_VALUE`` and ``LAST_VALUE`` (by event time), and
+        ``MIN`` and ``MAX`` also of strings, ordered by their bytes), ``VAR_POP``,
+        ``VAR_SAMP``, ``STDDEV_POP`` and ``STDDEV_SAMP`` (in an updating ``GROUP
+        BY`` over ``SUM(x * x)``, ``SUM(x)`` and ``COUNT(x)``, as Flink's planner
+        writes them), in window aggregates also ``FIRST_VALUE`` and
+        ``LAST_VALUE`` (by event time), and
         ``APPROX_COUNT_DISTINCT`` (exact). ``TUMBLE`` and ``HOP`` take an optional offset.
         ``SELECT DISTINCT`` groups by its columns; ``WITH a AS (...)`` names
         a query for its statement alone; ``q1 UNION ALL q2`` merges two

@@ -1,4 +1,5 @@
-"""Queries made of queries: ``WITH`` (named subqueries), ``UNION ALL``, and ``SELECT DISTINCT`` as a ``GROUP BY``."""
+"""Queries made of queries: ``WITH`` (named subqueries), ``UNION ALL``, ``SELECT DISTINCT`` as a ``GROUP BY``,
+and the variances of an updating ``GROUP BY`` as expressions over sums."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..errors import SchemaError, SqlError
 from ..ops import Project
 from ._stream import Stream
 
-__all__ = ["ComposePlanning", "NOT_STREAMING", "distinct_as_group_by"]
+__all__ = ["ComposePlanning", "NOT_STREAMING", "distinct_as_group_by", "reduce_variances"]
 
 #: Clauses a streaming SELECT cannot have, and what to write instead.
 NOT_STREAMING = {
@@ -19,6 +20,47 @@ NOT_STREAMING = {
              "(ROW_NUMBER() ... <= N)",
     "qualify": "QUALIFY is not supported; filter the row number in an outer query (WHERE rownum <= N)",
 }
+
+
+#: Variance aggregates: (divided by n - 1, square root).
+_VARIANCES = {exp.VariancePop: (False, False), exp.Variance: (True, False), exp.StddevPop: (False, True),
+              exp.StddevSamp: (True, True), exp.Stddev: (True, True)}
+
+
+def reduce_variances(node: exp.Expression) -> exp.Expression:
+    """``node`` with each variance or standard deviation written over ``SUM(x * x)``, ``SUM(x)`` and ``COUNT(x)``.
+
+    The reduction Flink's planner applies (Calcite's ``AggregateReduceFunctionsRule``):
+    ``VAR_POP(x) = (SUM(x * x) - SUM(x) * SUM(x) / COUNT(x)) / COUNT(x)``, ``VAR_SAMP``
+    divides by ``COUNT(x) - 1`` (null for one value), ``STDDEV_*`` is its square root.
+    Sums retract as rows are retracted, so an updating ``GROUP BY`` keeps them
+    (a window aggregate keeps Welford's running mean and square distance
+    instead, which loses no precision when values lie far from zero).
+    A ``FILTER (WHERE c)`` goes to each of the three.
+    """
+    def rewrite(n):
+        cond, call = (n.expression, n.this) if isinstance(n, exp.Filter) else (None, n)
+        if type(call) not in _VARIANCES or call.this is None:
+            return n
+        sample, root = _VARIANCES[type(call)]
+
+        def agg(cls, arg):
+            a = cls(this=arg)
+            return exp.Filter(this=a, expression=cond.copy()) if cond is not None else a
+
+        x = exp.cast(call.this.copy(), exp.DataType.build("DOUBLE"))
+        n_ = agg(exp.Count, x.copy())
+        spread = exp.Sub(this=agg(exp.Sum, exp.Mul(this=x.copy(), expression=x.copy())),
+                         expression=exp.Div(this=exp.Mul(this=agg(exp.Sum, x.copy()), expression=agg(exp.Sum, x.copy())),
+                                            expression=n_.copy()))
+        below = exp.Nullif(this=exp.Sub(this=n_.copy(), expression=exp.Literal.number(1)),
+                           expression=exp.Literal.number(0)) if sample else n_.copy()
+        variance = exp.Div(this=exp.Paren(this=spread), expression=below)
+        if root:  # (a spread rounded below zero is zero)
+            return exp.Sqrt(this=exp.Greatest(this=variance, expressions=[exp.Literal.number(0)]))
+        return exp.Paren(this=variance)
+
+    return node.transform(rewrite)
 
 
 class ComposePlanning:

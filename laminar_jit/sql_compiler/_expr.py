@@ -405,6 +405,9 @@ class _Arrow:
             x = t(n.this)
             values = "[" + ", ".join(f"{t(v)}.as_py()" for v in n.expressions) + "]"
             return f"pc.if_else(pc.is_null({x}), pa.scalar(None, pa.bool_()), pc.is_in({x}, value_set=pa.array({values})))"
+        if isinstance(n, (exp.Greatest, exp.Least)):  # null when an argument is (Flink's rule)
+            fn = "max_element_wise" if isinstance(n, exp.Greatest) else "min_element_wise"
+            return f"pc.{fn}({', '.join(t(a) for a in [n.this, *n.expressions])}, skip_nulls=False)"
         if isinstance(n, exp.Coalesce):
             return f"pc.coalesce({', '.join(t(a) for a in [n.this, *n.expressions])})"
         if isinstance(n, exp.Nullif):

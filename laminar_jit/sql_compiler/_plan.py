@@ -15,7 +15,7 @@ from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness, ProcessingTime
 from ._expr import Compiled, _define, arrow_type, compile_expr
-from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by
+from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by, reduce_variances
 from ._joins import JoinPlanning, subquery_test
 from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
 from ._windows import WindowPlanning
@@ -431,6 +431,8 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
             if stream.schema.get_field_index(k) < 0:
                 raise SchemaError(f"SQL GROUP BY: unknown column {k!r}; the input has {stream.schema.names}"
                                   f"{did_you_mean(k, stream.schema.names)}")
+        if window is None:  # (sums retract; a window keeps Welford's state)
+            query = reduce_variances(query.copy())
         aggs: dict[str, object] = {}
         having = query.args.get("having")
         for item in [*query.expressions, *([having.this] if having is not None else [])]:
@@ -550,10 +552,10 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
             raise SqlError(f"SQL: the aggregate {agg.sql()} is not supported yet (COUNT, SUM, AVG, MIN, MAX, "
                            "VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP, FIRST_VALUE, LAST_VALUE are)",
                            construct=type(agg).__name__.upper())
-        if updating and fn in (A.var_pop, A.var_samp, A.stddev_pop, A.stddev_samp, A.first, A.last):
+        if updating and fn in (A.first, A.last):
             raise SqlError(f"SQL: {agg.sql()} is computed in window aggregates only (an updating GROUP BY takes "
-                           "COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX); group by a window table function",
-                           construct=agg.sql())
+                           "COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX and the variances); group by a window table "
+                           "function", construct=agg.sql())
         return stream, fn(arg.name)
 
 
