@@ -408,3 +408,71 @@ class WindowSmallBatches:
         self.executor.process_batch(common.SOURCE, self.rows[self.position % len(self.rows)])
         self.position += 1
         self.executor.take_sink_outputs("out")
+
+
+#: OVER frames: (frame, preceding, DuckDB's frame) — each auction's last 11 rows, its last second, all its rows.
+OVER_FRAMES = {
+    "rows10": ("rows", 10, "ROWS BETWEEN 10 PRECEDING AND CURRENT ROW"),
+    "range1s": ("range", 1_000, "RANGE BETWEEN 1000 PRECEDING AND CURRENT ROW"),
+    "unbounded": ("range", None, "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+}
+
+
+def over_dag(frame: str) -> lj.StreamingDag:
+    """Every event with its auction's count, mean and max price over the frame ``OVER_FRAMES[frame]``."""
+    kind, preceding, _ = OVER_FRAMES[frame]
+    aggs = {"n": lj.count(), "avg_price": lj.mean("price"), "max_price": lj.max("price")}
+    return (lj.DagBuilder()
+            .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                    watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("moving", lj.OverAggregate(aggs, key="auction", frame=kind, preceding=preceding))
+            .connect(common.SOURCE, "moving").sink_for("moving", "out").build())
+
+
+class Over:
+    """OVER aggregates per auction (SQL's ``agg OVER (PARTITION BY auction ORDER BY ts ...)``): every event
+    out, in event-time order, with three aggregates of its frame (DuckDB: :class:`OverDuckDB`)."""
+
+    params = list(OVER_FRAMES)
+    param_names = ["frame"]
+    timeout = 300
+
+    def setup(self, frame):
+        self.batches = common.event_batches(common.n_events(), 65_536)
+        self.dag = over_dag(frame)
+        stream(self.dag, self.batches[:2])  # compile / load the plan
+
+    def time_laminar(self, frame):
+        stream(self.dag, self.batches)
+
+    def track_rows_emitted(self, frame):
+        """Rows emitted: every event (none is late)."""
+        return stream(self.dag, self.batches).num_rows
+
+    track_rows_emitted.unit = "rows"
+
+
+class OverDuckDB:
+    """The :class:`Over` aggregates as DuckDB window functions over the whole table."""
+
+    params = list(OVER_FRAMES)
+    param_names = ["frame"]
+    timeout = 300
+
+    def setup(self, frame):
+        w = f"OVER (PARTITION BY auction ORDER BY ts {OVER_FRAMES[frame][2]})"
+        self.sql = f"SELECT *, count(*) {w} AS n, avg(price) {w} AS avg_price, max(price) {w} AS max_price FROM events"
+        self.con = duckdb.connect()
+        self.con.register("events", common.event_table(common.n_events()))
+        self.con.sql(self.sql.replace("FROM events", "FROM (SELECT * FROM events LIMIT 10)")).to_arrow_table()
+
+    def teardown(self, frame):
+        self.con.close()
+
+    def time_duckdb(self, frame):
+        self.con.sql(self.sql).to_arrow_table()
+
+    def track_rows_emitted(self, frame):
+        return self.con.sql(f"SELECT count(*) FROM ({self.sql})").fetchall()[0][0]
+
+    track_rows_emitted.unit = "rows"

@@ -32,6 +32,7 @@ from .changelog import RowKind, apply_changelog
 from .ops.dedup import Dedup
 from .ops.group import GroupAggregate
 from .ops.joins import AsofJoin, IntervalJoin, TemporalJoin, WindowJoin
+from .ops.over import OverAggregate
 from .ops.topn import TopN
 from .ops.aggregates import (Agg, UserAggregate, count, count_distinct, first, last, max, mean, min, stddev_pop,
                              stddev_samp, sum, var_pop, var_samp)
@@ -105,6 +106,7 @@ __all__ = [
     "Map",
     "Metrics",
     "NO_TIMER",
+    "OverAggregate",
     "PortError",
     "ProcessingTime",
     "RunStats",

@@ -399,6 +399,22 @@ AFTER_OPERATORS = [
      "GROUP BY 1"),
 ]
 
+#: OVER aggregates: each row with an aggregate over its key's rows up to it (RANGE: with its peers).
+OVER_AGGREGATES = [
+    ("rows", "SELECT ts, auction, price, COUNT(*) OVER (PARTITION BY auction ORDER BY ts) AS n, "
+             "SUM(price) OVER (PARTITION BY auction ORDER BY ts) AS s FROM bids", None),
+    ("rows", "SELECT ts, ch, AVG(price) OVER (PARTITION BY ch ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) "
+             "AS a, MAX(auction) OVER (PARTITION BY ch ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m "
+             "FROM bids", None),
+    ("rows", "SELECT ts, price - AVG(price) OVER (PARTITION BY auction ORDER BY ts RANGE BETWEEN INTERVAL '0.2' "
+             "SECOND PRECEDING AND CURRENT ROW) AS d, MIN(price) OVER (PARTITION BY auction ORDER BY ts RANGE "
+             "BETWEEN INTERVAL '0.2' SECOND PRECEDING AND CURRENT ROW) AS lo FROM bids WHERE price > 10",
+     "SELECT ts, price - avg(price) OVER w AS d, min(price) OVER w AS lo FROM bids WHERE price > 10 "
+     "WINDOW w AS (PARTITION BY auction ORDER BY ts RANGE BETWEEN 200 PRECEDING AND CURRENT ROW)"),
+    ("rows", "SELECT * FROM (SELECT ts, auction, COUNT(price) OVER (ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND "
+             "CURRENT ROW) AS c FROM bids) WHERE c > 100", None),
+]
+
 #: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.
 CASES = (
     [("rows", f"SELECT ts, {e} AS x FROM bids", f"SELECT ts, {d or e} AS x FROM bids") for e, d in EXPRESSIONS]
@@ -410,4 +426,5 @@ CASES = (
     + [("changelog" if "GROUP BY" in q else "rows", q, d or q) for q, d in JOINS]
     + [(kind, q, d or q) for kind, q, d in COMPOSED]
     + [(kind, q, d or q) for kind, q, d in AFTER_OPERATORS]
+    + [(kind, q, d or q) for kind, q, d in OVER_AGGREGATES]
 )

@@ -322,7 +322,7 @@ def test_arrow_maps_over_window_results_checkpoint_and_run_as_one_shard(tmp_path
     want = ref.take_sink_outputs("all")
     assert checkpointed_run(dag, batches, 3, tmp_path / "ck", source="s", sink="all").equals(want)
     two = lj.DagExecutor(dag, parallelism=2)
-    assert two.shards == 1 and "'per_city' go to an ArrowMap through a step of their own" in two.shards_note
+    assert two.shards == 1 and "'per_city' leave the compiled step as a batch" in two.shards_note
     for b in batches:
         two.process_batch("s", b)
     two.finish()

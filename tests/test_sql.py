@@ -188,10 +188,24 @@ def test_mistakes_are_named_with_their_place():
     with pytest.raises(lj.SqlError, match=r"neither grouped nor aggregated"):
         lj.sql("SELECT price, COUNT(*) FROM bids GROUP BY auction", sources={"bids": schema})
     # a planning error names its construct, and is placed where the construct is in the text
-    with pytest.raises(lj.SqlError, match=r"OVER windows other than Top-N.*ROW_NUMBER.*\(line 3, column 3\)") as e:
-        lj.sql(DDL + "SELECT auction,\n  SUM(price) OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 2 PRECEDING "
-               "AND CURRENT ROW) AS s FROM bids", sources={"bids": schema})
-    assert (e.value.line, e.value.column) == (3, 3) and e.value.construct.startswith("SUM(price) OVER")
+    with pytest.raises(lj.SqlError, match=r"orders rows by their event time, ascending \(ORDER BY ts\).*"
+                                          r"\(line 3, column 41\)") as e:
+        lj.sql(DDL + "SELECT auction,\n  SUM(price) OVER (PARTITION BY auction ORDER BY price ROWS BETWEEN 2 "
+               "PRECEDING AND CURRENT ROW) AS s FROM bids", sources={"bids": schema})
+    assert (e.value.line, e.value.column) == (3, 41) and e.value.construct == "ORDER BY price"
+    over = "OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 2 PRECEDING AND {} FOLLOWING)"
+    with pytest.raises(lj.SqlError, match=r"ends at the CURRENT ROW.*a later end would wait"):
+        lj.sql(DDL + f"SELECT SUM(price) {over.format('1')} AS s FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"share one window \(as in Flink\)"):
+        lj.sql(DDL + "SELECT SUM(price) OVER (PARTITION BY auction ORDER BY ts) AS s, COUNT(*) OVER (ORDER BY ts) "
+               "AS n FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"a named window \(WINDOW w AS ...\) is not supported yet"):
+        lj.sql(DDL + "SELECT SUM(price) OVER w AS s FROM bids WINDOW w AS (ORDER BY ts)", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"an OVER aggregate is COUNT, SUM, AVG, MIN or MAX"):
+        lj.sql(DDL + "SELECT STDDEV(price) OVER (ORDER BY ts) AS s FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"OVER aggregates read a table's rows, not groups"):
+        lj.sql(DDL + "SELECT auction, SUM(COUNT(*)) OVER (ORDER BY ts) AS s FROM bids GROUP BY auction",
+               sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"declare it as the table's event time") as e:
         lj.sql("SELECT window_start, COUNT(*) AS n\nFROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), "
                "INTERVAL '1' SECOND)) GROUP BY window_start, window_end", sources={"bids": schema})

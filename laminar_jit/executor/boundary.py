@@ -310,7 +310,9 @@ class SinkBuffer:
     def materialize(self, batch: pa.RecordBatch, result: tuple) -> pa.RecordBatch:
         """This layout's rows of one step ``result`` as a RecordBatch, at once (possibly empty).
 
-        For rows a join emitted, whose columns the step always gathers.
+        For the rows of a boundary node (see :func:`~laminar_jit.executor.codegen.boundary_nodes`): a join's,
+        whose columns the step always gathers, or source rows, whose numeric columns a small batch's step
+        leaves to Arrow.
         """
         return self._materialize_gathered(batch, result, self.layout)
 
@@ -328,6 +330,8 @@ class SinkBuffer:
                 arrays.append(taken.column(col.pos))
             elif col.kind == "src" and identity:
                 arrays.append(batch.column(col.column))
+            elif col.kind == "src" and len(r[col.pos]) != len(r[off]):  # a small batch's: the step left it to Arrow
+                arrays.append(batch.column(col.column).take(pa.array(r[off])))
             elif col.kind == "code":
                 arrays.append(self.dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1])))
             else:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, is_kernel_type
 from ..errors import SchemaError
@@ -66,7 +67,7 @@ __all__ = ["ancestors", "boundary_nodes", "generate", "plan_nodes"]
 def boundary_nodes(dag) -> set[int]:
     """Nodes whose rows leave the step that computes them as a batch, and run through a step of their own.
 
-    Two kinds:
+    Three kinds:
 
     * joins whose output reaches a stateful operator. A join emits any number
       of rows per call, and stateful operators size their state before a call
@@ -75,12 +76,16 @@ def boundary_nodes(dag) -> set[int]:
       engine computed (a window's or aggregate's results, a Map's output, a
       join's or a union's rows). An ArrowMap runs on whole Arrow columns, so
       those rows are materialized first, and its columns are computed from
-      that batch before the next step runs.
+      that batch before the next step runs;
+    * operators that run between steps (``between_steps``: an
+      :class:`~laminar_jit.OverAggregate`): the step materializes their
+      input rows, each with its watermark, and the executor hands the batch
+      to the operator's state; what it emits is the next step's input.
 
     The next step's input is the boundary node (it is that step's "source").
     """
-    found = {node.id for node in dag.nodes if getattr(node.op, "ports", None) is not None
-             and _feeds_stateful(dag, node.id)}
+    found = {node.id for node in dag.nodes if getattr(node.op, "between_steps", False)
+             or getattr(node.op, "ports", None) is not None and _feeds_stateful(dag, node.id)}
     for nid in dag.execution_ids:  # (upstream first: an ArrowMap may read the rows of a boundary before it)
         node = dag.nodes[nid]
         if isinstance(node.op, ArrowMap) and not _reads_batch_columns(dag, node, found):
@@ -216,6 +221,9 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
             _sink(gen, node, b)
             continue
         gen.emit(f"{gen.metric('events_processed')} += {size_of(b.sel)}")
+        if getattr(node.op, "between_steps", False):
+            _leave_step(gen, node, b)
+            continue
         gen.emit(f"if {size_of(b.sel)} == 0:")
         gen.emit(f"{gen.metric('nodes_skipped')} += 1", 2)
         nb, late_rows = generator_for(node.op)(gen, node, b)
@@ -234,6 +242,22 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
         else:
             out[nid] = nb
     return gen
+
+
+def _leave_step(gen: Gen, node, b: Binding) -> None:
+    """An operator that runs between steps: its input rows leave the step as a batch, with the watermark
+    each row arrived under (a column, when the rows have their own: source rows)."""
+    from ..state.over import WATERMARK_COLUMN
+
+    propagate_watermark(gen, node)
+    schema = node.bound.input_schema
+    if b.wm_array is not None:
+        flag = f"no_nulls_wm_{node.id}"
+        gen.emit(f"{flag} = empty(0, np.bool_)")
+        b = replace(b, cols={**b.cols, WATERMARK_COLUMN: Col("der", WATERMARK_COLUMN, pa.int64(), b.wm_array, flag)})
+        schema = schema.append(pa.field(WATERMARK_COLUMN, pa.int64()))
+    _sink(gen, node, b, schema)
+    gen.boundaries.append(gen.sinks.pop())
 
 
 def _source(gen: Gen, node) -> Binding:
@@ -503,7 +527,7 @@ def _owned(b: Binding, cols: list[Col]) -> bool:
     return all(c.kind == "der" and c.vals in own and c.valid in own for c in cols)
 
 
-def _sink(gen: Gen, node, b: Binding) -> None:
+def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
     # Numeric columns are gathered (and lazy Maps computed) in one fused
     # compiled loop. Source columns are skipped when the selection is the
     # identity (the boundary reuses the batch's own arrays) or the batch is
@@ -524,7 +548,8 @@ def _sink(gen: Gen, node, b: Binding) -> None:
     gathered: list[Col] = []
     columns: list[tuple] = []
     first = len(gen.returns)
-    for f in node.schema:
+    schema = node.schema if schema is None else schema
+    for f in schema:
         ref = b.cols[f.name]
         if ref.kind == "src" and not is_kernel_type(ref.arrow_type):
             if ref.name not in take:
@@ -552,4 +577,4 @@ def _sink(gen: Gen, node, b: Binding) -> None:
             gen.emit(f"{skip} = {ident} or n < {EAGER_ROWS}")
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
-    gen.sinks.append(SinkLayout(node.name, node.id, node.schema, take, columns, offset))
+    gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset))

@@ -16,7 +16,7 @@ from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
-from .core import DICTIONARY_BYTES
+from .core import DICTIONARY_BYTES, MetricsLayout
 from .boundary import (EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns,
                        readonly, to_batches)
 from .faults import FaultGuard, kernel_error, raising_kernels
@@ -291,11 +291,25 @@ class DagExecutor:
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
             joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
+            node = self.dag.nodes[layout.node_id]
+            if getattr(node.op, "between_steps", False):  # its input rows: it emits the rows its step takes
+                joined = self._between_steps(node, joined, wm_rows, counters)
             derived = self._derived[layout.sink]
             if derived.arrow_maps:
                 joined = _with_arrow_maps(derived, joined)
             self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
+
+    def _between_steps(self, node, rows: pa.RecordBatch, wm_rows: int, counters) -> pa.RecordBatch:
+        """Run an operator that works between steps on its input ``rows``; its output as one batch."""
+        st = self._state
+        out, late = st.operator_states[node.id].process(rows, wm_rows, int(st.watermarks[node.id]))
+        layout = MetricsLayout(len(self.dag.nodes))
+        counters[layout.index("late_events")] += late
+        counters[layout.index("late_events", node.id)] += late
+        counters[layout.index("rows_out", node.id)] += out.num_rows
+        out = out.combine_chunks()
+        return out.to_batches()[0] if out.num_rows else pa.RecordBatch.from_pylist([], schema=out.schema)
 
     @property
     def compile_seconds(self) -> float:

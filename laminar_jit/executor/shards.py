@@ -112,8 +112,8 @@ def shard_plan(dag) -> ShardPlan | str:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
     for nid in sorted(boundary_nodes(dag)):
         if getattr(nodes[nid].op, "ports", None) is None:
-            return (f"the rows of operator {nodes[nid].name!r} go to an ArrowMap through a step of their own, "
-                    "which key shards do not run")
+            return (f"the rows of operator {nodes[nid].name!r} leave the compiled step as a batch (for an ArrowMap "
+                    "or an OverAggregate) and run through a step of their own, which key shards do not run yet")
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
     for n in stateful:
         spec = n.bound.spec

@@ -11,6 +11,7 @@ from ..ops import ArrowMap, Filter, Map, Project
 from ..ops import aggregates as A
 from ..ops.dedup import Dedup
 from ..ops.group import GroupAggregate
+from ..ops.over import OverAggregate
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness, ProcessingTime
@@ -18,6 +19,7 @@ from ._expr import Compiled, _define, arrow_type, compile_expr
 from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by, reduce_variances
 from ._joins import JoinPlanning, subquery_test
 from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
+from ._over import OVER_FUNCTIONS, OverPlanning
 from ._windows import WindowPlanning
 from ._stream import Stream, conjuncts, did_you_mean, predicate, unique_name
 from ._text import SESSION_FUNCTION, WINDOW_FUNCTIONS
@@ -27,7 +29,7 @@ __all__ = ["Planner"]
 _WINDOW_COLUMNS = ("window_start", "window_end")
 
 
-class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
+class Planner(ComposePlanning, JoinPlanning, LookupPlanning, OverPlanning, WindowPlanning):
     """Adds the operators of SELECT statements to one :class:`DagBuilder`.
 
     Parameters
@@ -118,7 +120,7 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
             times = {"window_end": op.size}  # window_end is window_start + size
             times.update({k: o for k, o in stream.times.items() if k in op.keys})  # (keys at an offset too)
             grain = op.size if isinstance(op, TumblingWindow) else op.slide
-        elif isinstance(op, (Filter, Map, ArrowMap)):
+        elif isinstance(op, (Filter, Map, ArrowMap, OverAggregate)):
             times, grain = {c: o for c, o in stream.times.items() if c in schema.names}, stream.grain
         if isinstance(op, Project):  # the event time under its new name (a view's `dateTime` for `date_time`)
             event_time = next((new for new, old in op.mapping if old == event_time), None)
@@ -185,10 +187,10 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
                 stream = self._semi(stream, query, *subquery_test(term))
         over = next((w for item in query.expressions for w in item.find_all(exp.Window)), None)
         if over is not None:  # (Top-N and dedup, ROW_NUMBER() in a subquery, are planned by _ranked above)
-            raise SqlError("SQL: OVER windows other than Top-N and deduplication are not supported yet (Top-N: "
-                           "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rownum "
-                           "FROM t) WHERE rownum <= N); for an aggregate per key and window use GROUP BY with a "
-                           "window table function", construct=over.sql()[:60])
+            if query.args.get("group") is not None or window is not None:
+                raise SqlError("SQL: OVER aggregates read a table's rows, not groups or windows; aggregate in a "
+                               "subquery first", construct=over.sql()[:60])
+            query, stream = self._over(query, stream)
         group = query.args.get("group")
         if group is not None and window is None:
             query, window = self._group_window(query, stream)
@@ -232,7 +234,8 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, WindowPlanning):
         source = query.args.get("from_") or query.args.get("from")
         inner = source.this.this if source is not None and isinstance(source.this, exp.Subquery) else None
         windows = [item for item in (inner.expressions if isinstance(inner, exp.Select) else [])
-                   if isinstance(item, exp.Alias) and isinstance(item.this, exp.Window)]
+                   if isinstance(item, exp.Alias) and isinstance(item.this, exp.Window)
+                   and not isinstance(item.this.this, OVER_FUNCTIONS)]  # (agg(x) OVER: an OverAggregate)
         if not windows:
             return None
         over = windows[0].this
