@@ -268,6 +268,25 @@ def test_arrow_maps_over_a_map_a_union_and_a_join():
         by_initial.with_columns(pl.col("n").cast(pl.Int64)).rows()
 
 
+def test_an_arrow_map_over_a_map_of_filtered_rows_in_small_batches():
+    """Filtered source rows whose Map output an ArrowMap reads leave the step as a batch; a small batch's
+    step leaves their source columns to Arrow (its rows are not all the batch's)."""
+    dag = (lj.DagBuilder().source("s", SCHEMA)
+           .operator("cheap", lj.Filter(lambda price: price < 50.0))
+           .operator("m", lj.Map(lambda price: price * 2.0, output="double"))
+           .operator("u", lj.ArrowMap(lambda double, city: pc.binary_join_element_wise(
+               pc.cast(double, pa.string()), city, "@"), output={"tag": pa.string()}))
+           .connect("s", "cheap").connect("cheap", "m").connect("m", "u").sink_for("u", "out").build())
+    table = _events(3_000, seed=12)
+    _, out = _run(dag, table, [0, 1, 2, 50, 700, 2_000, 3_000])
+    want = pl.from_arrow(table).filter(pl.col("price") < 50.0).with_columns(double=pl.col("price") * 2.0)
+    got = out["out"]
+    assert got.column("ts").to_pylist() == want["ts"].to_list()
+    assert got.column("double").to_pylist() == want["double"].to_list()
+    assert got.column("tag").to_pylist() == [None if c is None else f"{pa.scalar(d).cast(pa.string()).as_py()}@{c}"
+                                             for d, c in zip(want["double"].to_list(), want["city"].to_list())]
+
+
 def test_an_arrow_map_over_a_map_before_a_window_is_refused():
     after_map = (lj.DagBuilder().source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(10))
                  .operator("m", lj.Map(lambda price: price * 2.0, output="double"))

@@ -1,28 +1,31 @@
 """Kernels of OVER aggregates: each row with an aggregate of its key's rows up to it, in event-time order.
 
 :class:`~laminar_jit.OverAggregate` hands :func:`over_fold` the rows the
-watermark made ready, in (event time, arrival) order. Per slot (key)
-and aggregate ``a`` the state is:
+watermark made ready, in (event time, arrival) order. Values travel as
+int64: integers as they are, floats as their bits. A key's state is one row
+of ``rec`` (int64[slots, 3 + 8 A], ``A`` aggregates), so folding a row in
+touches a cache line or two whatever the key:
 
-``cnt[s, a]``
-    Non-null values in the frame (for ``count()``: rows).
-``acc_i[s, a]`` / ``acc_f[s, a]``
-    Their integer or floating sum; for floats, NaN and infinities are
-    counted apart in ``odd[s, 3 a .. 3 a + 2]`` so that they leave the frame
-    again (the finite part is added and taken away: Flink's retraction).
-``ext_i[s, a]`` / ``ext_f[s, a]``
-    The running min or max of an unbounded frame.
+``rec[s, 0:3]``
+    The rows in the key's frame (a bounded frame's), the first and the last
+    of them (pool entry + 1; 0: none).
+``rec[s, c:c + 8]`` with ``c = 3 + 8 a``, per aggregate ``a``
+    Non-null values in the frame (for ``count()``: rows); their sum (for
+    floats the finite part, as bits: NaN, +inf and -inf are counted apart in
+    ``c + 3 .. c + 5`` so that they leave the frame again — Flink's
+    retraction); an unbounded frame's running min or max; and the first and
+    last candidate (entry + 1) of a bounded min or max.
 
-A bounded frame (``n PRECEDING`` rows, or a time range) also keeps each
-key's rows in the frame as a list in a pool of entries: ``head``/``tail``
-per slot, ``nxt`` per entry, the entry's time ``p_ts`` and values
-``p_i``/``p_f``/``p_ok``; ``free`` is a stack of unused entries
-(``meta[0]`` of them; the caller keeps one per row it folds). Rows leave
-the frame from the head. A bounded min or max keeps a monotone deque of
-candidates per key (``dq_head``/``dq_tail`` per slot, ``dq_nxt``/``dq_prv``
-per entry): a row drops the candidates it beats from the back, the frame's
-oldest row leaves from the front, so the front is the frame's min or max,
-in amortized O(1) per row whatever the frame's length.
+A bounded frame (``n PRECEDING`` rows, or a time range) keeps its rows in a
+pool, one row of ``ent`` (int64[entries, 2 + 4 A]) each: time, next entry
+(+ 1), then per aggregate its value, whether it is non-null, and the next
+and previous candidate (+ 1) of the aggregate's min/max deque. ``free`` is
+a stack of unused entries (``meta[0]`` of them; the caller keeps one per
+row it folds). Rows leave the frame from its first; the deque is monotone:
+a row drops the candidates it beats from the back, the frame's oldest row
+leaves from the front, so the front is the frame's min or max, in amortized
+O(1) per row whatever the frame's length. Links and counts are 0 when
+empty, so new state is all zeros.
 """
 
 from __future__ import annotations
@@ -30,72 +33,74 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .changelog import COUNT, COUNT_ROWS, MAX, MEAN, MIN, SUM
+from .changelog import COUNT, COUNT_ROWS, MAX, MEAN, MIN, SUM, _f2i, _i2f
 
-__all__ = ["over_fold"]
-
-
-@njit(inline="always")
-def _better(x, y, is_max):
-    """``x`` beats ``y`` (NaN above every number, as the engine's min/max order it)."""
-    if is_max:
-        return (x > y) or (x != x and y == y)
-    return (x < y) or (y != y and x == x)
+__all__ = ["over_fold", "state_width", "entry_width"]
 
 
-@njit(inline="always")
-def _odd_slot(x):
-    """Which non-finite kind ``x`` is: 0 NaN, 1 +inf, 2 -inf, -1 finite."""
-    if x != x:
-        return 0
-    if x == np.inf:
-        return 1
-    if x == -np.inf:
-        return 2
-    return -1
+def state_width(n_aggs: int) -> int:
+    """Columns of ``rec`` for ``n_aggs`` aggregates."""
+    return 3 + 8 * n_aggs
+
+
+def entry_width(n_aggs: int) -> int:
+    """Columns of ``ent`` for ``n_aggs`` aggregates."""
+    return 2 + 4 * n_aggs
 
 
 @njit(inline="always")
-def _take(cnt, acc_i, acc_f, odd, s, a, is_float, xi, xf, sign):
-    """Add (``sign`` 1) or take away (-1) one non-null value of aggregate ``a`` in slot ``s``."""
-    cnt[s, a] += sign
+def _beats(x, y, is_float, is_max):
+    """Value ``x`` beats ``y`` (bits of floats: NaN above every number, as the engine's min/max order it)."""
     if is_float:
-        k = _odd_slot(xf)
-        if k >= 0:
-            odd[s, 3 * a + k] += sign
-        else:
-            acc_f[s, a] += sign * xf
-    else:
-        acc_i[s, a] += sign * xi
+        a, b = _i2f(x), _i2f(y)
+        if is_max:
+            return (a > b) or (a != a and b == b)
+        return (a < b) or (b != b and a == a)
+    return x > y if is_max else x < y
 
 
 @njit(inline="always")
-def _float_sum(acc_f, odd, s, a):
-    if odd[s, 3 * a] > 0 or (odd[s, 3 * a + 1] > 0 and odd[s, 3 * a + 2] > 0):
+def _take(rec, s, c, is_float, x, sign):
+    """Add (``sign`` 1) or take away (-1) one non-null value ``x`` of the aggregate at column ``c``."""
+    rec[s, c] += sign
+    if not is_float:
+        rec[s, c + 1] += sign * x
+        return
+    v = _i2f(x)
+    if v != v:
+        rec[s, c + 3] += sign
+    elif v == np.inf:
+        rec[s, c + 4] += sign
+    elif v == -np.inf:
+        rec[s, c + 5] += sign
+    else:
+        rec[s, c + 1] = _f2i(_i2f(rec[s, c + 1]) + sign * v)
+
+
+@njit(inline="always")
+def _float_sum(rec, s, c):
+    if rec[s, c + 3] > 0 or (rec[s, c + 4] > 0 and rec[s, c + 5] > 0):
         return np.nan
-    if odd[s, 3 * a + 1] > 0:
+    if rec[s, c + 4] > 0:
         return np.inf
-    if odd[s, 3 * a + 2] > 0:
+    if rec[s, c + 5] > 0:
         return -np.inf
-    return acc_f[s, a]
+    return _i2f(rec[s, c + 1])
 
 
 @njit
-def over_fold(slots, ts, ivals, fvals, ok, kinds, floats, bounded, by_rows, preceding,
-              cnt, acc_i, acc_f, odd, ext_i, ext_f, length, head, tail, nxt, p_ts, p_i, p_f, p_ok, free, meta,
-              dq_head, dq_tail, dq_nxt, dq_prv, out_i, out_f, out_ok):
+def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, rec, ent, free, meta, out, out_ok):
     """Fold the ready rows, in (time, arrival) order, into their keys' frames.
 
     Row ``r`` has slot ``slots[r]``, time ``ts[r]`` and per aggregate the
-    value ``ivals[r, a]`` or ``fvals[r, a]`` (``ok[r, a]`` false: null).
-    ``bounded``: a frame of ``preceding`` rows before the row (``by_rows``)
-    or of the times ``[t - preceding, t]``; otherwise every row of the key
-    so far. In a RANGE frame rows of one key and time are peers: the rows
-    of a time all enter their frames before any result is read, so each
-    sees its peers. Writes row ``r``'s results to ``out_i[r, a]`` or
-    ``out_f[r, a]`` (``out_ok`` false: null). The pool must hold a free
-    entry per row. Rows leave a frame before the next row enters it, so a
-    key reuses the entries it freed.
+    value ``vals[r, a]`` (``ok[r, a]`` false: null). ``bounded``: a frame of
+    ``preceding`` rows before the row (``by_rows``) or of the times
+    ``[t - preceding, t]``; otherwise every row of the key so far. In a
+    RANGE frame rows of one key and time are peers: the rows of a time all
+    enter their frames before any result is read, so each sees its peers.
+    Writes row ``r``'s results to ``out[r, a]`` (``out_ok`` false: null).
+    Rows leave a frame before the next row enters it, so a key reuses the
+    entries it freed.
     """
     m = slots.size
     n_aggs = kinds.size
@@ -108,85 +113,81 @@ def over_fold(slots, ts, ivals, fvals, ok, kinds, floats, bounded, by_rows, prec
                 j += 1
         for r in range(i, j):
             s = slots[r]
-            if bounded:  # rows that leave the frame (by rows: room for this one)
-                while length[s] > 0 and ((by_rows and length[s] > preceding)
-                                         or (not by_rows and p_ts[head[s]] < t - preceding)):
-                    e = head[s]
+            if bounded:
+                while rec[s, 0] > 0:  # rows that leave the frame (by rows: room for this one)
+                    e = rec[s, 1] - 1
+                    if (by_rows and rec[s, 0] <= preceding) or (not by_rows and ent[e, 0] >= t - preceding):
+                        break
                     for a in range(n_aggs):
-                        if p_ok[e, a]:
-                            _take(cnt, acc_i, acc_f, odd, s, a, floats[a], p_i[e, a], p_f[e, a], -1)
-                        if dq_head[s, a] == e:  # the oldest candidate leaves
-                            dq_head[s, a] = dq_nxt[e, a]
-                            if dq_head[s, a] < 0:
-                                dq_tail[s, a] = -1
+                        b, c = 2 + 4 * a, 3 + 8 * a
+                        if ent[e, b + 1]:
+                            _take(rec, s, c, floats[a], ent[e, b], -1)
+                        if rec[s, c + 6] == e + 1:  # the oldest candidate leaves
+                            nxt = ent[e, b + 2]
+                            rec[s, c + 6] = nxt
+                            if nxt == 0:
+                                rec[s, c + 7] = 0
                             else:
-                                dq_prv[dq_head[s, a], a] = -1
-                    head[s] = nxt[e]
-                    length[s] -= 1
+                                ent[nxt - 1, b + 3] = 0
+                    rec[s, 1] = ent[e, 1]
+                    rec[s, 0] -= 1
                     free[meta[0]] = e
                     meta[0] += 1
                 meta[0] -= 1
                 e = free[meta[0]]
-                p_ts[e] = t
-                nxt[e] = -1
+                ent[e, 0] = t
+                ent[e, 1] = 0
                 for a in range(n_aggs):
-                    p_i[e, a] = ivals[r, a]
-                    p_f[e, a] = fvals[r, a]
-                    p_ok[e, a] = ok[r, a]
+                    b, c = 2 + 4 * a, 3 + 8 * a
+                    ent[e, b] = vals[r, a]
+                    ent[e, b + 1] = 1 if ok[r, a] else 0
+                    ent[e, b + 2] = 0
+                    ent[e, b + 3] = 0
                     k = kinds[a]
-                    if ok[r, a] and (k == MIN or k == MAX):  # candidates no better than this one never win again
-                        q = dq_tail[s, a]
-                        while q >= 0 and not (_better(p_f[q, a], fvals[r, a], k == MAX) if floats[a] else
-                                              (p_i[q, a] > ivals[r, a] if k == MAX else p_i[q, a] < ivals[r, a])):
-                            q = dq_prv[q, a]
-                        dq_prv[e, a] = q
-                        dq_nxt[e, a] = -1
-                        if q < 0:
-                            dq_head[s, a] = e
+                    if ok[r, a] and (k == MIN or k == MAX):  # candidates it beats never win again
+                        q = rec[s, c + 7]
+                        while q > 0 and not _beats(ent[q - 1, b], vals[r, a], floats[a], k == MAX):
+                            q = ent[q - 1, b + 3]
+                        ent[e, b + 3] = q
+                        if q == 0:
+                            rec[s, c + 6] = e + 1
                         else:
-                            dq_nxt[q, a] = e
-                        dq_tail[s, a] = e
-                if length[s] == 0:
-                    head[s] = e
+                            ent[q - 1, b + 2] = e + 1
+                        rec[s, c + 7] = e + 1
+                if rec[s, 0] == 0:
+                    rec[s, 1] = e + 1
                 else:
-                    nxt[tail[s]] = e
-                tail[s] = e
-                length[s] += 1
+                    ent[rec[s, 2] - 1, 1] = e + 1
+                rec[s, 2] = e + 1
+                rec[s, 0] += 1
             for a in range(n_aggs):
                 if not ok[r, a]:
                     continue
-                _take(cnt, acc_i, acc_f, odd, s, a, floats[a], ivals[r, a], fvals[r, a], 1)
+                c = 3 + 8 * a
+                _take(rec, s, c, floats[a], vals[r, a], 1)
                 k = kinds[a]
                 if not bounded and (k == MIN or k == MAX):
-                    first = cnt[s, a] == 1
-                    if floats[a]:
-                        if first or _better(fvals[r, a], ext_f[s, a], k == MAX):
-                            ext_f[s, a] = fvals[r, a]
-                    elif first or (ivals[r, a] > ext_i[s, a] if k == MAX else ivals[r, a] < ext_i[s, a]):
-                        ext_i[s, a] = ivals[r, a]
+                    if rec[s, c] == 1 or _beats(vals[r, a], rec[s, c + 2], floats[a], k == MAX):
+                        rec[s, c + 2] = vals[r, a]
         for r in range(i, j):
             s = slots[r]
             for a in range(n_aggs):
+                c = 3 + 8 * a
                 k = kinds[a]
-                c = cnt[s, a]
-                vi, vf, valid = np.int64(0), 0.0, True
+                n = rec[s, c]
+                v, valid = np.int64(0), True
                 if k == COUNT_ROWS or k == COUNT:
-                    vi = c
-                elif c <= 0:
+                    v = n
+                elif n <= 0:
                     valid = False
                 elif k == SUM:
-                    if floats[a]:
-                        vf = _float_sum(acc_f, odd, s, a)
-                    else:
-                        vi = acc_i[s, a]
+                    v = _f2i(_float_sum(rec, s, c)) if floats[a] else rec[s, c + 1]
                 elif k == MEAN:
-                    vf = (_float_sum(acc_f, odd, s, a) if floats[a] else np.float64(acc_i[s, a])) / c
+                    v = _f2i((_float_sum(rec, s, c) if floats[a] else np.float64(rec[s, c + 1])) / n)
                 elif not bounded:
-                    vi, vf = ext_i[s, a], ext_f[s, a]
-                else:  # a bounded min or max: the first candidate of the frame
-                    e = dq_head[s, a]
-                    vi, vf = p_i[e, a], p_f[e, a]
-                out_i[r, a] = vi
-                out_f[r, a] = vf
+                    v = rec[s, c + 2]
+                else:  # a bounded min or max: the deque's front
+                    v = ent[rec[s, c + 6] - 1, 2 + 4 * a]
+                out[r, a] = v
                 out_ok[r, a] = valid
         i = j

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pyarrow as pa
 
-from ..kernels.over import over_fold
+from ..kernels.over import entry_width, over_fold, state_width
 from ..kernels.sorting import argsort_pairs
 from .dictionary import StringDictionary
 from .keytable import KeyTable, check_names, put_table, take_table
@@ -16,10 +16,6 @@ __all__ = ["OverState", "WATERMARK_COLUMN"]
 
 #: The column of the input batch holding each row's watermark at arrival (when the rows have their own).
 WATERMARK_COLUMN = "_wm"
-#: Per-slot arrays, pool arrays, and the arrays whose empty value is -1 (links).
-_PER_SLOT = ("cnt", "acc_i", "acc_f", "odd", "ext_i", "ext_f", "length", "head", "tail", "dq_head", "dq_tail")
-_POOL = ("nxt", "p_ts", "p_i", "p_f", "p_ok", "dq_nxt", "dq_prv", "free", "meta")
-_LINKS = ("head", "tail", "dq_head", "dq_tail")
 #: The key of a null key value (the engine's null group).
 _NULL = np.iinfo(np.int64).min
 
@@ -52,7 +48,8 @@ class OverState:
 
     Rows wait in :attr:`pending` (Arrow batches, in arrival order) until the
     watermark passes their event time; then :meth:`process` folds them into
-    their key's frame (see :mod:`laminar_jit.kernels.over` for the arrays).
+    their key's frame (see :mod:`laminar_jit.kernels.over` for ``rec``, the
+    per-key state, and ``ent``, the pool of a bounded frame's rows).
 
     Parameters
     ----------
@@ -69,20 +66,10 @@ class OverState:
         self.out_schema = bound.output_schema
         self.table = KeyTable(width=2, capacity=capacity)
         self.strings = {k: StringDictionary(t) for k, t in spec.strings}
-        a = len(spec.kinds)
-        cap = self.table.slot_capacity
-        self.cnt = np.zeros((cap, a), np.int64)
-        self.acc_i = np.zeros((cap, a), np.int64)
-        self.acc_f = np.zeros((cap, a), np.float64)
-        self.odd = np.zeros((cap, 3 * a), np.int64)
-        self.ext_i = np.zeros((cap, a), np.int64)
-        self.ext_f = np.zeros((cap, a), np.float64)
-        self.length = np.zeros(cap, np.int64)
-        self.head = np.full(cap, -1, np.int64)
-        self.tail = np.full(cap, -1, np.int64)
-        self.dq_head = np.full((cap, a), -1, np.int64)
-        self.dq_tail = np.full((cap, a), -1, np.int64)
-        self._pool(0)
+        self.rec = np.zeros((self.table.slot_capacity, state_width(len(spec.kinds))), np.int64)
+        self.ent = np.zeros((0, entry_width(len(spec.kinds))), np.int64)
+        self.free = np.empty(0, np.int64)
+        self.meta = np.zeros(1, np.int64)
         self.pending: list[pa.RecordBatch] = []
         self.pending_ts = np.empty(0, np.int64)
 
@@ -90,49 +77,20 @@ class OverState:
     def bounded(self) -> bool:
         return self.spec.preceding is not None
 
-    def _pool(self, size: int) -> None:
-        """An empty pool of ``size`` entries (all free)."""
-        a = len(self.spec.kinds)
-        self.nxt = np.full(size, -1, np.int64)
-        self.p_ts = np.zeros(size, np.int64)
-        self.p_i = np.zeros((size, a), np.int64)
-        self.p_f = np.zeros((size, a), np.float64)
-        self.p_ok = np.zeros((size, a), np.bool_)
-        self.dq_nxt = np.full((size, a), -1, np.int64)
-        self.dq_prv = np.full((size, a), -1, np.int64)
-        self.free = np.arange(size - 1, -1, -1, dtype=np.int64)
-        self.meta = np.array([size], np.int64)
-
     def _reserve_pool(self, rows: int) -> None:
         """Room for ``rows`` more entries in the pool (it doubles; entries keep their places)."""
         have = int(self.meta[0])
         if have >= rows:
             return
-        old = self.nxt.size
+        old = self.ent.shape[0]
         size = max(2 * old, old + rows - have, 1024)
-        grown = size - old
-
-        def extend(arr, fill):
-            out = np.full((size,) + arr.shape[1:], fill, arr.dtype)
-            out[:old] = arr
-            return out
-
-        self.nxt, self.p_ts = extend(self.nxt, -1), extend(self.p_ts, 0)
-        self.p_i, self.p_f, self.p_ok = extend(self.p_i, 0), extend(self.p_f, 0.0), extend(self.p_ok, False)
-        self.dq_nxt, self.dq_prv = extend(self.dq_nxt, -1), extend(self.dq_prv, -1)
+        ent = np.zeros((size, self.ent.shape[1]), np.int64)
+        ent[:old] = self.ent
         free = np.empty(size, np.int64)
         free[:have] = self.free[:have]
-        free[have:have + grown] = np.arange(size - 1, old - 1, -1)
-        self.free = free
-        self.meta[0] = have + grown
-
-    def _grow_slots(self) -> None:
-        t = self.table
-        self.cnt, self.acc_i, self.acc_f = t.grow_slots(self.cnt), t.grow_slots(self.acc_i), t.grow_slots(self.acc_f)
-        self.odd, self.ext_i, self.ext_f = t.grow_slots(self.odd), t.grow_slots(self.ext_i), t.grow_slots(self.ext_f)
-        self.length = t.grow_slots(self.length)
-        self.head, self.tail = t.grow_slots(self.head, -1), t.grow_slots(self.tail, -1)
-        self.dq_head, self.dq_tail = t.grow_slots(self.dq_head, -1), t.grow_slots(self.dq_tail, -1)
+        free[have:have + size - old] = np.arange(size - 1, old - 1, -1)
+        self.ent, self.free = ent, free
+        self.meta[0] = have + size - old
 
     def _slots(self, rows: pa.Table) -> np.ndarray:
         """The key slot of each row (null keys: one group)."""
@@ -140,7 +98,7 @@ class OverState:
         for k in self.spec.keys:
             col = rows.column(k)
             if k in self.strings:
-                codes, valid = self.strings[k].encode(col)
+                codes, _ = self.strings[k].encode(col)
                 parts.append(np.where(codes < 0, _NULL, codes))
                 continue
             values, valid = _numbers(col, np.dtype(np.int64))
@@ -149,7 +107,7 @@ class OverState:
         k0 = parts[0] if parts else zeros
         k1 = parts[1] if len(parts) > 1 else zeros
         slots = self.table.upsert_many(k0, k1).astype(np.int64)
-        self._grow_slots()
+        self.rec = self.table.grow_slots(self.rec)
         return slots
 
     def process(self, batch: pa.RecordBatch, wm_rows: int, wm_now: int) -> tuple[pa.Table, int]:
@@ -207,31 +165,27 @@ class OverState:
         spec = self.spec
         m, a = rows.num_rows, len(spec.kinds)
         slots = self._slots(rows)
-        ivals = np.zeros((m, a), np.int64)
-        fvals = np.zeros((m, a), np.float64)
+        vals = np.zeros((m, a), np.int64)
         ok = np.ones((m, a), np.bool_)
         for j, (column, is_float) in enumerate(zip(spec.columns, spec.floats)):
-            if column is None:
-                continue
-            values, ok[:, j] = _numbers(rows.column(column), np.dtype(np.float64 if is_float else np.int64))
-            (fvals if is_float else ivals)[:, j] = values
+            if column is not None:
+                values, ok[:, j] = _numbers(rows.column(column), np.dtype(np.float64 if is_float else np.int64))
+                vals[:, j] = values.view(np.int64)
         if self.bounded:
             self._reserve_pool(m)
         emitted = argsort_pairs(ts, np.zeros(m, np.int64))  # (time, arrival): the kernel's and the output's order
-        out_i = np.empty((m, a), np.int64)
-        out_f = np.empty((m, a), np.float64)
+        out = np.empty((m, a), np.int64)
         out_ok = np.empty((m, a), np.bool_)
-        over_fold(slots[emitted], ts[emitted], ivals[emitted], fvals[emitted], ok[emitted],
-                  np.array(spec.kinds, np.int64), np.array(spec.floats, np.bool_),
-                  self.bounded, spec.by_rows, spec.preceding or 0, self.cnt, self.acc_i, self.acc_f, self.odd,
-                  self.ext_i, self.ext_f, self.length, self.head, self.tail, self.nxt, self.p_ts, self.p_i,
-                  self.p_f, self.p_ok, self.free, self.meta, self.dq_head, self.dq_tail, self.dq_nxt, self.dq_prv,
-                  out_i, out_f, out_ok)
+        over_fold(slots[emitted], ts[emitted], vals[emitted], ok[emitted], np.array(spec.kinds, np.int64),
+                  np.array(spec.floats, np.bool_), self.bounded, spec.by_rows, spec.preceding or 0, self.rec,
+                  self.ent, self.free, self.meta, out, out_ok)
         rows = rows.take(emitted)
         columns = list(rows.columns)
         results = list(self.out_schema)[len(self.schema):]
         for j, f in enumerate(results):
-            values = out_f[:, j] if pa.types.is_floating(f.type) else out_i[:, j]
+            values = np.ascontiguousarray(out[:, j])
+            if pa.types.is_floating(f.type):
+                values = values.view(np.float64)
             mask = None if out_ok[:, j].all() else ~out_ok[:, j]
             arr = pa.array(values, mask=mask)
             columns.append(arr if arr.type == f.type else arr.cast(f.type))
@@ -242,11 +196,10 @@ class OverState:
         """Copies of every state array by name; waiting rows and string keys as Arrow IPC bytes."""
         out: dict[str, np.ndarray] = {}
         put_table(out, "table", self.table)
-        hw = self.table.high_water
-        for name in _PER_SLOT:
-            out[name] = getattr(self, name)[:hw].copy()
-        for name in _POOL:
-            out[f"pool.{name}"] = getattr(self, name).copy()
+        out["rec"] = self.rec[: self.table.high_water].copy()
+        out["pool.ent"] = self.ent.copy()
+        out["pool.free"] = self.free.copy()
+        out["pool.meta"] = self.meta.copy()
         waiting = pa.Table.from_batches(self.pending, self.schema) if self.pending else self.schema.empty_table()
         out["pending"] = _ipc(waiting)
         out["pending_ts"] = self.pending_ts.copy()
@@ -264,23 +217,16 @@ class OverState:
         """
         check_names(arrays, self.snapshot())
         table = take_table(arrays, "table")
-        hw = table.high_water
-        cap = table.slot_capacity
-        slots = {}
-        for name in _PER_SLOT:
-            template = getattr(self, name)
-            got = np.asarray(arrays[name])
-            if got.dtype != template.dtype or got.shape != (hw,) + template.shape[1:]:
-                raise ValueError(f"{name}: expected {template.dtype} of shape {(hw,) + template.shape[1:]}, "
-                                 f"got {got.dtype} {got.shape}")
-            full = np.full((cap,) + template.shape[1:], -1 if name in _LINKS else 0, template.dtype)
-            full[:hw] = got
-            slots[name] = full
-        pool = {name: np.asarray(arrays[f"pool.{name}"]).copy() for name in _POOL}
-        size = pool["nxt"].size
-        if any(pool[n].shape[0] != size for n in _POOL if n != "meta") \
-                or pool["meta"].shape != (1,) or not 0 <= int(pool["meta"][0]) <= size:
-            raise ValueError("pool arrays disagree in length")
+        got = np.asarray(arrays["rec"])
+        if got.dtype != np.int64 or got.shape != (table.high_water, self.rec.shape[1]):
+            raise ValueError(f"rec: expected int64 of shape {(table.high_water, self.rec.shape[1])}, "
+                             f"got {got.dtype} {got.shape}")
+        rec = np.zeros((table.slot_capacity, self.rec.shape[1]), np.int64)
+        rec[: table.high_water] = got
+        ent, free, meta = (np.asarray(arrays[f"pool.{n}"], np.int64).copy() for n in ("ent", "free", "meta"))
+        if ent.ndim != 2 or ent.shape[1] != self.ent.shape[1] or free.shape != (ent.shape[0],) \
+                or meta.shape != (1,) or not 0 <= int(meta[0]) <= ent.shape[0]:
+            raise ValueError("the pool arrays disagree in shape")
         waiting = _from_ipc(arrays["pending"])
         if waiting.schema != self.schema:
             raise ValueError(f"pending rows have schema {waiting.schema}, expected {self.schema}")
@@ -289,9 +235,7 @@ class OverState:
             raise ValueError(f"pending_ts has {pending_ts.size} times for {waiting.num_rows} rows")
         strings = {k: StringDictionary.from_snapshot(_from_ipc(arrays[f"strings.{k}"]).column("v"),
                                                      d.value_type) for k, d in self.strings.items()}
-        self.table = table
-        for name, value in {**slots, **pool}.items():
-            setattr(self, name, value)
+        self.table, self.rec, self.ent, self.free, self.meta = table, rec, ent, free, meta
         self.pending = waiting.combine_chunks().to_batches() if waiting.num_rows else []
         self.pending_ts = pending_ts
         self.strings = strings
