@@ -181,5 +181,5 @@ class OverAggregate(Operator):
 
     def label(self) -> str:
         back = "UNBOUNDED" if self.preceding is None else str(self.preceding)
-        return f"OverAggregate({self.frame.upper()} {back} PRECEDING, key={list(self.keys)})"
+        return f"OverAggregate({self.frame.upper()} {back} PRECEDING, key={list(self.keys)}, {', '.join(self.aggs)})"
 

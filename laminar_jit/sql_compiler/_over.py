@@ -63,10 +63,7 @@ class OverPlanning:
         if not isinstance(arg, exp.Column):
             raise SqlError(f"SQL: {agg.sql()} OVER (...) aggregates a column; compute {arg.sql()} in a subquery",
                            construct=agg.sql())
-        if stream.schema.get_field_index(arg.name) < 0:
-            raise SchemaError(f"SQL {agg.sql()}: unknown column {arg.name!r}; the input has {stream.schema.names}"
-                              f"{did_you_mean(arg.name, stream.schema.names)}")
-        return _FUNCTIONS[type(agg)](arg.name)
+        return _FUNCTIONS[type(agg)](_known(stream, arg.name, agg.sql()))
 
     def _frame(self, w: exp.Window, stream: Stream) -> tuple:
         """``(keys, by rows, preceding)`` of an OVER window (``preceding`` None: unbounded)."""
@@ -75,10 +72,7 @@ class OverPlanning:
             if not isinstance(p, exp.Column):
                 raise SqlError(f"SQL: PARTITION BY {p.sql()}: partition by columns (compute others in a subquery)",
                                construct=p.sql())
-            if stream.schema.get_field_index(p.name) < 0:
-                raise SchemaError(f"SQL PARTITION BY: unknown column {p.name!r}; the input has "
-                                  f"{stream.schema.names}{did_you_mean(p.name, stream.schema.names)}")
-            keys.append(p.name)
+            keys.append(_known(stream, p.name, "PARTITION BY"))
         order = w.args.get("order")
         terms = order.expressions if order is not None else []
         if len(terms) != 1 or not isinstance(terms[0].this, exp.Column) or terms[0].args.get("desc") \
@@ -108,3 +102,11 @@ class OverPlanning:
             return tuple(keys), False, int(start.this)  # (in the event time's units: milliseconds)
         raise SqlError(f"SQL: {spec.sql()}: RANGE BETWEEN INTERVAL 't' unit PRECEDING (or a number of "
                        "milliseconds)", construct=spec.sql())
+
+
+def _known(stream: Stream, name: str, where: str) -> str:
+    """``name``, a column of ``stream`` (else a SchemaError with a did-you-mean)."""
+    if stream.schema.get_field_index(name) < 0:
+        raise SchemaError(f"SQL {where}: unknown column {name!r}; the input has {stream.schema.names}"
+                          f"{did_you_mean(name, stream.schema.names)}")
+    return name
