@@ -413,6 +413,8 @@ OVER_AGGREGATES = [
      "WINDOW w AS (PARTITION BY auction ORDER BY ts RANGE BETWEEN 200 PRECEDING AND CURRENT ROW)"),
     ("rows", "SELECT * FROM (SELECT ts, auction, COUNT(price) OVER (ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND "
              "CURRENT ROW) AS c FROM bids) WHERE c > 100", None),
+    ("rows", "SELECT ts, CASE WHEN AVG(price) OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 2 PRECEDING AND "
+             "CURRENT ROW) > 50.0333 THEN 'hi' ELSE 'lo' END AS band, ch FROM bids", None),
 ]
 
 #: Every case: ``(kind, streaming SQL, DuckDB SQL)``; kind ``"rows"`` or ``"changelog"``.

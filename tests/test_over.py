@@ -212,3 +212,14 @@ def test_downstream_window_over_its_rows():
     assert_rows(got, want.cast(got.schema))
     assert ex.metrics.per_node["then"]["late_events"] == 0
     assert pc.sum(got.column("n")).as_py() == kept.num_rows
+
+
+def test_a_large_value_leaving_the_frame_takes_no_precision_with_it():
+    """Sums are added and taken away as rows enter and leave a frame, with a compensated sum: 1e20 entering
+    and leaving leaves the small values' sum exact (a plain running sum would lose them)."""
+    v = [1e20, 5.0, 0.25, 3.0, 0.125, 7.0]
+    table = pa.table({"ts": list(range(6)), "k": [1] * 6, "ch": ["a"] * 6, "v": v, "i": [0] * 6}, schema=SCHEMA)
+    got, _ = run(dag_of(lj.OverAggregate({"s": lj.sum("v"), "m": lj.mean("v")}, key="k", frame="rows",
+                                         preceding=2)), [table])
+    assert got.column("s").to_pylist() == [1e20, 1e20 + 5.0, 1e20 + 5.25, 8.25, 3.375, 10.125]
+    assert got.column("m").to_pylist()[3:] == [8.25 / 3, 3.375 / 3, 10.125 / 3]

@@ -3,18 +3,20 @@
 :class:`~laminar_jit.OverAggregate` hands :func:`over_fold` the rows the
 watermark made ready, in (event time, arrival) order. Values travel as
 int64: integers as they are, floats as their bits. A key's state is one row
-of ``rec`` (int64[slots, 3 + 8 A], ``A`` aggregates), so folding a row in
+of ``rec`` (int64[slots, 3 + 9 A], ``A`` aggregates), so folding a row in
 touches a cache line or two whatever the key:
 
 ``rec[s, 0:3]``
     The rows in the key's frame (a bounded frame's), the first and the last
     of them (pool entry + 1; 0: none).
-``rec[s, c:c + 8]`` with ``c = 3 + 8 a``, per aggregate ``a``
+``rec[s, c:c + 9]`` with ``c = 3 + 9 a``, per aggregate ``a``
     Non-null values in the frame (for ``count()``: rows); their sum (for
     floats the finite part, as bits: NaN, +inf and -inf are counted apart in
     ``c + 3 .. c + 5`` so that they leave the frame again — Flink's
-    retraction); an unbounded frame's running min or max; and the first and
-    last candidate (entry + 1) of a bounded min or max.
+    retraction — and a compensation in ``c + 8``, Neumaier's, so that a large
+    value leaving the frame takes no precision with it); an unbounded
+    frame's running min or max; and the first and last candidate (entry + 1)
+    of a bounded min or max.
 
 A bounded frame (``n PRECEDING`` rows, or a time range) keeps its rows in a
 pool, one row of ``ent`` (int64[entries, 2 + 4 A]) each: time, next entry
@@ -40,7 +42,7 @@ __all__ = ["over_fold", "state_width", "entry_width"]
 
 def state_width(n_aggs: int) -> int:
     """Columns of ``rec`` for ``n_aggs`` aggregates."""
-    return 3 + 8 * n_aggs
+    return 3 + 9 * n_aggs
 
 
 def entry_width(n_aggs: int) -> int:
@@ -73,8 +75,15 @@ def _take(rec, s, c, is_float, x, sign):
         rec[s, c + 4] += sign
     elif v == -np.inf:
         rec[s, c + 5] += sign
-    else:
-        rec[s, c + 1] = _f2i(_i2f(rec[s, c + 1]) + sign * v)
+    else:  # Neumaier's compensated sum: a large value that enters and leaves takes no precision with it
+        total = _i2f(rec[s, c + 1])
+        x = sign * v
+        t = total + x
+        if abs(total) >= abs(x):
+            rec[s, c + 8] = _f2i(_i2f(rec[s, c + 8]) + ((total - t) + x))
+        else:
+            rec[s, c + 8] = _f2i(_i2f(rec[s, c + 8]) + ((x - t) + total))
+        rec[s, c + 1] = _f2i(t)
 
 
 @njit(inline="always")
@@ -85,10 +94,10 @@ def _float_sum(rec, s, c):
         return np.inf
     if rec[s, c + 5] > 0:
         return -np.inf
-    return _i2f(rec[s, c + 1])
+    return _i2f(rec[s, c + 1]) + _i2f(rec[s, c + 8])
 
 
-@njit
+@njit(fastmath=False)  # (reassociation would fold the compensated sum's correction to zero)
 def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, rec, ent, free, meta, out, out_ok):
     """Fold the ready rows, in (time, arrival) order, into their keys' frames.
 
@@ -119,7 +128,7 @@ def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, r
                     if (by_rows and rec[s, 0] <= preceding) or (not by_rows and ent[e, 0] >= t - preceding):
                         break
                     for a in range(n_aggs):
-                        b, c = 2 + 4 * a, 3 + 8 * a
+                        b, c = 2 + 4 * a, 3 + 9 * a
                         if ent[e, b + 1]:
                             _take(rec, s, c, floats[a], ent[e, b], -1)
                         if rec[s, c + 6] == e + 1:  # the oldest candidate leaves
@@ -138,7 +147,7 @@ def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, r
                 ent[e, 0] = t
                 ent[e, 1] = 0
                 for a in range(n_aggs):
-                    b, c = 2 + 4 * a, 3 + 8 * a
+                    b, c = 2 + 4 * a, 3 + 9 * a
                     ent[e, b] = vals[r, a]
                     ent[e, b + 1] = 1 if ok[r, a] else 0
                     ent[e, b + 2] = 0
@@ -163,7 +172,7 @@ def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, r
             for a in range(n_aggs):
                 if not ok[r, a]:
                     continue
-                c = 3 + 8 * a
+                c = 3 + 9 * a
                 _take(rec, s, c, floats[a], vals[r, a], 1)
                 k = kinds[a]
                 if not bounded and (k == MIN or k == MAX):
@@ -172,7 +181,7 @@ def over_fold(slots, ts, vals, ok, kinds, floats, bounded, by_rows, preceding, r
         for r in range(i, j):
             s = slots[r]
             for a in range(n_aggs):
-                c = 3 + 8 * a
+                c = 3 + 9 * a
                 k = kinds[a]
                 n = rec[s, c]
                 v, valid = np.int64(0), True

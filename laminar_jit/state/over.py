@@ -15,7 +15,7 @@ from .keytable import KeyTable, check_names, put_table, take_table
 __all__ = ["OverState", "WATERMARK_COLUMN"]
 
 #: The column of the input batch holding each row's watermark at arrival (when the rows have their own).
-WATERMARK_COLUMN = "_wm"
+WATERMARK_COLUMN = "__laminar_watermark"
 #: The key of a null key value (the engine's null group).
 _NULL = np.iinfo(np.int64).min
 
