@@ -76,6 +76,34 @@ def _clock_part(n: exp.Expression) -> str | None:
     return None
 
 
+def _equalities_as_in(node: exp.Expression) -> exp.Expression:
+    """``x = 'a' OR x = 'b' OR ...`` (one column, constants) as ``x IN ('a', 'b', ...)``: the same under SQL's
+    three-valued logic, and one membership test instead of a comparison per value (Nexmark q3's states)."""
+    def terms(n):
+        if isinstance(n, exp.Paren):
+            return terms(n.this)
+        if isinstance(n, exp.Or):
+            left, right = terms(n.this), terms(n.expression)
+            return None if left is None or right is None else left + right
+        if isinstance(n, exp.EQ):
+            a, b = n.this, n.expression
+            if isinstance(b, exp.Column) and isinstance(a, exp.Literal):
+                a, b = b, a
+            if isinstance(a, exp.Column) and isinstance(b, exp.Literal):
+                return [(a, b)]
+        return None
+
+    def rewrite(n):
+        if not isinstance(n, exp.Or):
+            return n
+        found = terms(n)
+        if not found or len({c.sql() for c, _ in found}) != 1 or len({v.is_string for _, v in found}) != 1:
+            return n
+        return exp.In(this=found[0][0].copy(), expressions=[v.copy() for _, v in found])
+
+    return node.transform(rewrite) if any(isinstance(n, exp.Or) for n in node.walk()) else node
+
+
 def _negations(node: exp.Expression) -> exp.Expression:
     """``x NOT LIKE p`` (and ``NOT IN``, ``NOT BETWEEN``, which sqlglot may mark ``negate``) as ``NOT (x LIKE p)``."""
     if not any(n.args.get("negate") for n in node.walk()):
@@ -97,6 +125,12 @@ def _strftime(pattern: str) -> str:
     for java, directive in _JAVA_PATTERNS:
         out = out.replace(java, directive)
     return out
+
+
+def _is_in(x, value_set):
+    """SQL's ``x IN (...)``: null where ``x`` is null."""
+    found = pc.is_in(x, value_set=value_set)
+    return pc.if_else(pc.is_null(x), pa.scalar(None, pa.bool_()), found) if x.null_count else found
 
 
 def _per_value(fn, column, decode: bool = False):
@@ -144,8 +178,16 @@ def _as_time(a):
 
 
 def _case_when(conditions, *values):
-    """``pc.case_when`` with SQL's typing: a ``NULL`` branch (``ELSE NULL``, no ``ELSE``) takes the others' type."""
+    """``pc.case_when`` with SQL's typing: a ``NULL`` branch (``ELSE NULL``, no ``ELSE``) takes the others' type.
+
+    When every branch is a string constant (``THEN 'dayTime' ... ELSE 'otherTime'``) the result is a
+    dictionary over those strings: the rows pick a branch number, and no string is copied per row."""
     typed = next((v.type for v in values if not pa.types.is_null(v.type)), pa.null())
+    if all(isinstance(v, pa.Scalar) for v in values) and (pa.types.is_string(typed) or pa.types.is_large_string(typed)):
+        branch = pc.case_when(conditions, *(pa.scalar(None if not v.is_valid else k, pa.int32())
+                                            for k, v in enumerate(values)))
+        names = pa.array([v.as_py() if v.is_valid else "" for v in values], typed)
+        return pa.DictionaryArray.from_arrays(branch, names)
     return pc.case_when(conditions, *(v.cast(typed) if pa.types.is_null(v.type) else v for v in values))
 
 
@@ -184,7 +226,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
     results of a window, aggregate or join runs on them as a batch, between
     steps (see :func:`~laminar_jit.executor.codegen.boundary_nodes`).
     """
-    node = _negations(node)
+    node = _equalities_as_in(_negations(node))
     params = referenced(node)
     for name in params:
         if schema.get_field_index(name) < 0:
@@ -208,7 +250,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
         src = f"def sql_expr({', '.join(params)}):\n    return {body}\n"
         return Compiled(_define(src, "sql_expr", udfs, kernel=True), tuple(params), False, src)
     arrow = _Arrow(schema, udfs, per_value=len(params) > 1)
-    text = arrow.text(node)
+    text = arrow.expression(node)
     lines = [f"def sql_arrow({', '.join(params)}):"]
     if len(params) == 1:  # one dictionary column: computed once per distinct value (a url's, a channel's)
         p = params[0]
@@ -217,7 +259,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
         lines += [f"    {p}_raw, {p} = {p}, {p}.dictionary_decode() if pa.types.is_dictionary({p}.type) else {p}"
                   for p in params]
         lines.append(f"    return {text}")
-    src = "\n".join(lines) + "\n"
+    src = "\n".join([*arrow.constants, *lines]) + "\n"
     return Compiled(_define(src, "sql_arrow", {}, arrow.called), tuple(params), True, src)
 
 
@@ -243,7 +285,7 @@ def _define(src: str, name: str, env: dict, arrow_env: dict | None = None, kerne
         module = types.ModuleType(module_name)
         module.__dict__.update({"np": np, "pa": pa, "pc": pc, "_as_time": _as_time, "_plus_ms": _plus_ms,
                                 "_case_when": _case_when,
-                                "_per_value": _per_value, "_date_format": _date_format,
+                                "_per_value": _per_value, "_date_format": _date_format, "_is_in": _is_in,
                                 "_window_bounds": _window_bounds,
                                 "regexp_extract": regexp_extract, "split_index": split_index})
         for udf_name, fn in env.items():
@@ -356,8 +398,40 @@ class _Arrow:
 
     def __init__(self, schema: pa.Schema, udfs: dict | None = None, per_value: bool = False):
         self.schema, self.udfs, self.called, self.per_value = schema, dict(udfs or {}), {}, per_value
+        #: Subexpressions met more than once (their SQL text -> the name they are bound to), and the bindings
+        #: made, innermost first (see :meth:`expression`).
+        self.shared: dict[str, str] = {}
+        self.bound: list[tuple[str, str]] = []
+        #: Module-level lines the function's source starts with (constants such as IN's value sets).
+        self.constants: list[str] = []
+
+    def expression(self, node: exp.Expression) -> str:
+        """The Python expression of ``node``, each repeated subexpression computed once (``HOUR(dateTime)`` in
+        four comparisons of a ``CASE``): bound by a lambda around the whole, so it works inside a lambda too.
+        Not where parts run per distinct value of one column (``per_value``): a binding would straddle them."""
+        if not self.per_value:
+            seen: dict[str, int] = {}
+            for n in node.walk():
+                if not isinstance(n, (exp.Column, exp.Literal, exp.Paren, exp.Boolean, exp.Null, exp.Interval,
+                                      exp.Identifier, exp.DataType, exp.Var)):
+                    seen[n.sql()] = seen.get(n.sql(), 0) + 1
+            self.shared = {text: f"_s{k}" for k, text in enumerate(t for t, c in seen.items() if c > 1)}
+        out = self.text(node)
+        for name, body in reversed(self.bound):
+            out = f"(lambda {name}: {out})({body})"
+        return out
 
     def text(self, n: exp.Expression) -> str:
+        name = self.shared.get(n.sql()) if self.shared else None
+        if name is None:
+            return self._text(n)
+        if all(bound != name for bound, _ in self.bound):
+            del self.shared[n.sql()]  # (its own text: the translation below, not the name)
+            self.bound.append((name, self._text(n)))
+            self.shared[n.sql()] = name
+        return name
+
+    def _text(self, n: exp.Expression) -> str:
         t = self.text
         if isinstance(n, exp.Column):
             return n.name
@@ -403,8 +477,11 @@ class _Arrow:
             return f"pc.and_kleene(pc.greater_equal({x}, {t(n.args['low'])}), pc.less_equal({x}, {t(n.args['high'])}))"
         if isinstance(n, exp.In) and n.args.get("expressions") and not n.args.get("query"):
             x = t(n.this)
-            values = "[" + ", ".join(f"{t(v)}.as_py()" for v in n.expressions) + "]"
-            return f"pc.if_else(pc.is_null({x}), pa.scalar(None, pa.bool_()), pc.is_in({x}, value_set=pa.array({values})))"
+            values = "pa.array([" + ", ".join(f"{t(v)}.as_py()" for v in n.expressions) + "])"
+            if all(isinstance(v, exp.Literal) for v in n.expressions):  # built once, with the function
+                self.constants.append(f"_v{len(self.constants)} = {values}")
+                values = f"_v{len(self.constants) - 1}"
+            return f"_is_in({x}, {values})"
         if isinstance(n, (exp.Greatest, exp.Least)):  # null when an argument is (Flink's rule)
             fn = "max_element_wise" if isinstance(n, exp.Greatest) else "min_element_wise"
             return f"pc.{fn}({', '.join(t(a) for a in [n.this, *n.expressions])}, skip_nulls=False)"
