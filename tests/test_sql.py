@@ -201,6 +201,10 @@ def test_mistakes_are_named_with_their_place():
                "AS n FROM bids", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"a named window \(WINDOW w AS ...\) is not supported yet"):
         lj.sql(DDL + "SELECT SUM(price) OVER w AS s FROM bids WINDOW w AS (ORDER BY ts)", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"orders rows by their event time, ascending"):
+        lj.sql(DDL + "SELECT COUNT(*) OVER () AS n FROM bids", sources={"bids": schema})
+    with pytest.raises(lj.SqlError, match=r"DISTINCT is supported in COUNT only"):
+        lj.sql(DDL + "SELECT auction, VAR_POP(DISTINCT price) AS v FROM bids GROUP BY auction", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"an OVER aggregate is COUNT, SUM, AVG, MIN or MAX"):
         lj.sql(DDL + "SELECT STDDEV(price) OVER (ORDER BY ts) AS s FROM bids", sources={"bids": schema})
     with pytest.raises(lj.SqlError, match=r"OVER aggregates read a table's rows, not groups"):
@@ -512,3 +516,14 @@ def test_regexp_extract_and_split_index_follow_flink():
         (m.group(2) if (m := re.search(r"(&|^|\?)channel_id=([^&]*)", u)) else None) for u in urls]
     assert got.column("dir1").to_pylist() == [u.split("/")[3] for u in urls]
     assert got.column("none").null_count == n
+
+
+def test_a_case_of_string_constants_is_a_dictionary_of_each_string_once():
+    """Branches that repeat a string (or an ELSE NULL) give a dictionary whose values are distinct."""
+    table = pa.table({"ts": pa.array([1, 2, 3, 4], pa.int64()), "auction": pa.array([1, 2, 3, None], pa.int64()),
+                      "price": [70.0, 30.0, 5.0, None]})
+    got = run_sql("SELECT ts, CASE WHEN price > 50 THEN 'x' WHEN price > 20 THEN 'x' WHEN price > 1 THEN 'y' END AS c "
+                  "FROM bids", table, seed=1)
+    c = got.column("c").combine_chunks()
+    assert c.to_pylist() == ["x", "x", "y", None]
+    assert pa.types.is_dictionary(c.type) and sorted(c.dictionary.to_pylist()) == ["x", "y"]

@@ -40,8 +40,8 @@ def reduce_variances(node: exp.Expression) -> exp.Expression:
     """
     def rewrite(n):
         cond, call = (n.expression, n.this) if isinstance(n, exp.Filter) else (None, n)
-        if type(call) not in _VARIANCES or call.this is None:
-            return n
+        if type(call) not in _VARIANCES or call.this is None or isinstance(call.this, exp.Distinct):
+            return n  # (VAR_POP(DISTINCT x) is refused where aggregates are planned)
         sample, root = _VARIANCES[type(call)]
 
         def agg(cls, arg):

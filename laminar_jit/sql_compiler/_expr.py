@@ -184,10 +184,10 @@ def _case_when(conditions, *values):
     dictionary over those strings: the rows pick a branch number, and no string is copied per row."""
     typed = next((v.type for v in values if not pa.types.is_null(v.type)), pa.null())
     if all(isinstance(v, pa.Scalar) for v in values) and (pa.types.is_string(typed) or pa.types.is_large_string(typed)):
-        branch = pc.case_when(conditions, *(pa.scalar(None if not v.is_valid else k, pa.int32())
-                                            for k, v in enumerate(values)))
-        names = pa.array([v.as_py() if v.is_valid else "" for v in values], typed)
-        return pa.DictionaryArray.from_arrays(branch, names)
+        names = list(dict.fromkeys(v.as_py() for v in values if v.is_valid))  # (each string once)
+        branch = pc.case_when(conditions, *(pa.scalar(names.index(v.as_py()) if v.is_valid else None, pa.int32())
+                                            for v in values))
+        return pa.DictionaryArray.from_arrays(branch, pa.array(names, typed))
     return pc.case_when(conditions, *(v.cast(typed) if pa.types.is_null(v.type) else v for v in values))
 
 

@@ -32,7 +32,7 @@ class OverPlanning:
         windows = [w for item in query.expressions for w in item.find_all(exp.Window)]
         settings, aggs, names = None, {}, {}
         for w in windows:
-            if w.args.get("alias") is not None or w.args.get("partition_by") is None and w.args.get("order") is None:
+            if w.args.get("alias") is not None:  # (OVER w)
                 raise SqlError(f"SQL: {w.sql()}: a named window (WINDOW w AS ...) is not supported yet; write "
                                f"the window in the OVER clause: {_FORM}", construct=w.sql()[:60])
             frame = self._frame(w, stream)
