@@ -1,4 +1,4 @@
-"""Key shards: the tumbling, sliding, session, Dedup and TopN benchmarks and Nexmark q11 at ``parallelism`` 1 and 2.
+"""Key shards: the window, Dedup, TopN, updating and interval-join benchmarks and Nexmark at ``parallelism`` 1 and 2.
 
 The same DAGs and 65,536-row batches as ``bench_windows`` and
 ``bench_ranking``; ``parallelism=1`` is the unsharded executor, so the ratio
@@ -17,7 +17,7 @@ import numpy as np
 import laminar_jit as lj
 from laminar_jit._jit import njit
 
-from . import bench_nexmark, bench_ranking, bench_windows, common
+from . import bench_changelog, bench_joins, bench_nexmark, bench_ranking, bench_windows, common
 
 DAGS = {
     "tumbling": lambda: bench_windows.tumbling_dag("auction"),
@@ -25,6 +25,9 @@ DAGS = {
     "session": bench_windows.session_dag,
     "dedup": bench_ranking.dedup_dag,
     "topn": bench_ranking.topn_dag,
+    # updating results (changelogs): count, sum, max per auction; each bidder's latest bid
+    "group": lambda: bench_changelog.group_dag("auction"),
+    "dedup_last": lambda: bench_changelog.ranked_dag(lj.Dedup(key="bidder", keep="last")),
 }
 
 
@@ -60,9 +63,9 @@ class Sharded:
 
 
 class ShardedNexmark(Sharded):
-    """Nexmark q11 (sessions per bidder, then a projection) over ``bench_nexmark``'s events at ``parallelism`` 1 and 2."""
+    """Nexmark q3 and q8 (joins) and q11 (sessions per bidder) over ``bench_nexmark``'s events at ``parallelism`` 1 and 2."""
 
-    params = (["q11"], [1, 2])
+    params = (["q3", "q8", "q11"], [1, 2])
     param_names = ["query", "parallelism"]
     timeout = 600
 
@@ -78,6 +81,27 @@ class ShardedNexmark(Sharded):
         for chunk in self.chunks:
             for s in self.streams:
                 ex.process_batch(s, chunk[s])
+        ex.finish()
+        return ex.take_sink_outputs("out")
+
+
+class ShardedInterval(Sharded):
+    """``bench_joins.Interval`` (2 M rows per side over 10 K keys, within ±1 s) at ``parallelism`` 1 and 2."""
+
+    params = (["interval"], [1, 2])
+    param_names = ["join", "parallelism"]
+
+    def setup(self, join, parallelism):
+        left, right = bench_joins.interval_tables()
+        self.feed = bench_joins._feed(left, right)
+        self.dag = bench_joins.join_dag(left.schema, right.schema, bench_joins.Interval.make_op())
+        self._run(parallelism)  # compile / load the plans
+
+    def _run(self, parallelism):
+        ex = lj.DagExecutor(self.dag, parallelism=parallelism)
+        assert ex.shards == parallelism, ex.shards_note
+        for source, batch in self.feed:
+            ex.process_batch(source, batch)
         ex.finish()
         return ex.take_sink_outputs("out")
 

@@ -202,9 +202,16 @@ def test_key_shard_step_matches_golden():
     _compare(GOLDEN / "tumbling_shard__s.py", render_plan(tumbling(), "s", cacheable=True, sharded=True))
 
 
+def test_key_shard_join_step_matches_golden():
+    # a key shard's join notes where each pair's arriving row is (``out_p``): the shards' pairs merge by it
+    text = render_plan(interval_join(), "s", cacheable=True, sharded=True)
+    assert "out_p[n_out] = i" in text and "po_" in text
+    _compare(GOLDEN / "interval_join_shard__s.py", text)
+
+
 def test_every_golden_file_belongs_to_a_case():
     expected = {f"{case}__{source}.py" for case, build in CASES.items() for source in build().sources}
-    expected.add("tumbling_shard__s.py")
+    expected |= {"tumbling_shard__s.py", "interval_join_shard__s.py"}
     assert {p.name for p in GOLDEN.glob("*.py")} == expected
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-from helpers import AGGS, GAP, SCHEMA, SIZE, bursts, events
+from helpers import AGGS, DELAY, GAP, LEFT, RIGHT, SCHEMA, SIZE, bursts, events, interleaved, join_dag, join_sources, make_side
 from laminar_jit.executor.shards import shard_plan
 from laminar_jit.kernels.merging import merge_positions, merge_shards
 
@@ -410,3 +410,301 @@ def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
     rows, dest = merge_positions(positions, offsets, n)
     assert rows.tolist() == np.flatnonzero(owner < shards).tolist()
     assert rows[dest].tolist() == positions.tolist()
+
+
+# ----------------------------------------------------------------------------- updating results
+def _grouped():
+    """An updating GROUP BY of a composite key behind a map, and an unbounded TopN sharing its first column."""
+    return (_source(lj.DagBuilder())
+            .operator("m", lj.Map(lambda price: price * 2.0, output="twice")).connect("bids", "m")
+            .operator("g", lj.GroupAggregate(key=["auction", "ch"], aggs={
+                "n": lj.count(), "c": lj.count("price"), "s": lj.sum("twice"), "lo": lj.min("price"),
+                "hi": lj.max("price"), "avg": lj.mean("price"), "d": lj.count_distinct("price")}))
+            .connect("m", "g")
+            .operator("t", lj.TopN(2, by="price", key="auction", window=None)).connect("bids", "t")
+            .operator("cheap", lj.Filter(lambda s: s < 500.0)).connect("g", "cheap")
+            .sink_for("cheap", "out").sink_for("t", "top").build())
+
+
+def _last_rows():
+    """The last row per auction (``Dedup(keep="last")``) and string min/max per auction, idle keys forgotten."""
+    return (_source(lj.DagBuilder())
+            .operator("d", lj.Dedup(key="auction", keep="last")).connect("bids", "d")
+            .operator("g", lj.GroupAggregate(key="auction", aggs={"lo": lj.min("ch"), "hi": lj.max("ch"),
+                                                                  "k": lj.count_distinct("ch")}, state_ttl=300))
+            .connect("bids", "g").sink_for("d", "last").sink_for("g", "out").build())
+
+
+_CHANGELOG_SCHEMA = pa.schema([*SCHEMA, ("op", pa.int8())])
+
+
+def _retracting():
+    """A GROUP BY over a changelog: min/max and distinct counts keep their values to take retractions back."""
+    return (lj.DagBuilder().source("bids", _CHANGELOG_SCHEMA, event_time="ts",
+                                   watermark=lj.BoundedOutOfOrderness(max_delay=50))
+            .operator("g", lj.GroupAggregate(key="ch", aggs={"n": lj.count(), "lo": lj.min("price"),
+                                                             "hi": lj.max("price"), "d": lj.count_distinct("auction"),
+                                                             "s": lj.sum("price")}))
+            .connect("bids", "g").sink_for("g", "out").build())
+
+
+def _changelog(table: pa.Table, seed: int) -> pa.Table:
+    """``table`` as inserts, with a third of its rows deleted again somewhere after they came."""
+    rng = np.random.default_rng(seed)
+    n = table.num_rows
+    gone = np.flatnonzero(rng.random(n) < 0.33)
+    at = np.minimum(gone + rng.integers(1, 200, gone.size), n)  # each retraction after its insert
+    order = np.argsort(np.concatenate([np.arange(n), at]), kind="stable")
+    rows = table.take(np.concatenate([np.arange(n), gone])[order])
+    op = np.concatenate([np.zeros(n, np.int8), np.full(gone.size, 3, np.int8)])[order]
+    return rows.append_column("op", pa.array(op))
+
+
+UPDATING_DAGS = {"grouped": _grouped, "last rows": _last_rows, "retracting": _retracting}
+
+
+def _drive_calls(dag, parallelism, steps):
+    """Every sink's rows with the number of the call that emitted them, and the metrics."""
+    ex = lj.DagExecutor(dag, parallelism=parallelism)
+    assert ex.shards == parallelism, ex.shards_note
+    out = {sink: [] for sink in dag.sinks}
+    for call, step in enumerate(steps):
+        _feed(ex, [step])
+        for sink, t in ex.take_all_sink_outputs().items():
+            out[sink].append(t.append_column("call", pa.array(np.full(t.num_rows, call, np.int64))))
+    ex.finish()
+    m = ex.metrics
+    return {sink: pa.concat_tables(parts) for sink, parts in out.items()}, (m.events_processed, m.per_node)
+
+
+def _same_changes(got: pa.Table, want: pa.Table, keys) -> bool:
+    """The same changes in every call, and each key's changes in the same order (keys may interleave differently)."""
+    by = [*keys, "call"]
+    g, w = (pl.from_arrow(t).sort(by, nulls_last=True, maintain_order=True) for t in (got, want))
+    return got.schema.equals(want.schema) and g.equals(w, null_equal=True)
+
+
+_KEYS = {"out": ["auction", "ch"], "top": ["auction"], "last": ["auction"]}
+
+
+@pytest.mark.parametrize("name", list(UPDATING_DAGS))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]))
+def test_updating_results_shard_with_the_same_changes_per_call_and_per_key(name, seed, shards):
+    # each key's changes come from its shard, in its order; within a call, keys come shard by shard
+    dag = _BUILT.setdefault(name, UPDATING_DAGS[name]())
+    assert shard_plan(dag).merge == {sink: ("changes",) for sink in dag.sinks}
+    table = bursts(1500, seed)
+    if name == "retracting":
+        table = _changelog(table, seed)
+    steps = _steps(dag, table, seed)
+    want, want_metrics = _drive_calls(dag, 1, steps)
+    got, got_metrics = _drive_calls(dag, shards, steps)
+    for sink in want:
+        keys = ["ch"] if name == "retracting" else [k for k in _KEYS[sink] if k in want[sink].column_names]
+        assert _same_changes(got[sink], want[sink], keys), sink
+        assert want[sink].num_rows > 0
+    assert got_metrics == want_metrics
+
+
+@pytest.mark.parametrize("name", list(UPDATING_DAGS))
+@pytest.mark.parametrize("before, after", [(2, 1), (2, 3), (1, 2)])
+def test_updating_state_restores_at_any_parallelism(name, before, after, tmp_path):
+    dag = _BUILT.setdefault(name, UPDATING_DAGS[name]())
+    seed = 5 * before + after
+    table = bursts(1500, seed)
+    if name == "retracting":
+        table = _changelog(table, seed)
+    steps = _steps(dag, table, seed)
+    half = len(steps) // 2
+    runs = []
+    for parallelism in (1, before):  # one executor throughout, and the one checkpointed
+        ex = lj.DagExecutor(dag, parallelism=parallelism)
+        _feed(ex, steps[:half])
+        ex.take_all_sink_outputs()
+        runs.append(ex)
+        checkpoint = ex.checkpoint()  # (it runs the batches still queued, in both)
+    checkpoint.save(tmp_path / "cp")
+    restored = lj.DagExecutor(dag, parallelism=after)
+    assert restored.shards == after, restored.shards_note
+    restored.restore(lj.Checkpoint.load(tmp_path / "cp"))
+    outputs = []
+    for ex in (*runs, restored):
+        _feed(ex, steps[half:])
+        ex.finish()
+        outputs.append(ex.take_all_sink_outputs())
+    want = outputs[0]
+    for got in outputs[1:]:  # the checkpointed executor carries on unaffected, the restored one alike
+        for sink in want:
+            keys = ["ch"] if name == "retracting" else [k for k in _KEYS[sink] if k in want[sink].column_names]
+            g, w = (pl.from_arrow(x).sort(keys, nulls_last=True, maintain_order=True) for x in (got[sink], want[sink]))
+            assert g.equals(w, null_equal=True) and want[sink].num_rows > 0, sink
+
+
+def test_updating_shards_are_taken_back_when_a_kernel_raises():
+    def checked(hi):
+        if hi > 99.0:
+            raise ValueError("too dear")
+        return hi
+
+    dag = (_source(lj.DagBuilder())
+           .operator("g", lj.GroupAggregate(key="auction", aggs={"n": lj.count(), "hi": lj.max("price")}))
+           .operator("m", lj.Map(checked, output="hi")).connect("bids", "g").connect("g", "m")
+           .sink_for("m", "out").build())
+    rng = np.random.default_rng(4)
+    good = events(400, 4).to_batches()[0]
+    cheap = good.set_column(2, "price", pa.array(np.minimum(good.column("price").to_numpy(zero_copy_only=False), 50)))
+    bad = cheap.set_column(2, "price", pa.array(np.where(rng.random(400) < 0.01, 99.5, 1.0)))
+    ex, clean = lj.DagExecutor(dag, parallelism=2), lj.DagExecutor(dag, parallelism=2)
+    assert ex.shards == 2, ex.shards_note
+    for e in (ex, clean):
+        e.process_batch("bids", cheap)
+    with pytest.raises(lj.KernelError, match="too dear"):
+        ex.process_batch("bids", bad)
+    for e in (ex, clean):
+        e.process_batch("bids", cheap)
+    assert _same(ex.take_sink_outputs("out"), clean.take_sink_outputs("out"))
+
+
+def test_a_restored_last_row_is_replaced_by_the_next_row_of_its_key():
+    # arrival numbers tell a key's new row from the one it last emitted; a restore keeps them counting on
+    dag = (_source(lj.DagBuilder()).operator("d", lj.Dedup(key="auction", keep="last")).connect("bids", "d")
+           .sink_for("d", "out").build())
+    row = lambda ts, price: pa.record_batch([pa.array([ts]), pa.array([7]), pa.array([price]), pa.array(["web"])],
+                                            schema=SCHEMA)
+    for before, after in [(2, 1), (1, 2), (2, 3)]:
+        ex = lj.DagExecutor(dag, parallelism=before)
+        ex.process_batch("bids", row(1, 1.0))
+        assert [r["op"] for r in ex.take_sink_outputs("out").to_pylist()] == [0]
+        restored = lj.DagExecutor(dag, parallelism=after)
+        restored.restore(ex.checkpoint())
+        restored.process_batch("bids", row(2, 2.0))
+        assert [(r["price"], r["op"]) for r in restored.take_sink_outputs("out").to_pylist()] == [(1.0, 1), (2.0, 2)]
+
+
+# ----------------------------------------------------------------------------- joins
+_LEFT = LEFT
+_RIGHT = pa.schema([*RIGHT, ("tag", pa.string())])
+
+
+def _join_sources(delay):
+    return (lj.DagBuilder()
+            .source("L", _LEFT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=delay))
+            .source("R", _RIGHT, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=delay)))
+
+
+def _interval():
+    """An inner interval join of filtered left rows (late rows to side outputs), a map over its pairs."""
+    return (_join_sources(25)
+            .operator("cheap", lj.Filter(lambda a: a < 90.0)).connect("L", "cheap")
+            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, late="side_output",
+                                           late_sink={"left": "late_l", "right": "late_r"}))
+            .connect("cheap", "j", port="left").connect("R", "j", port="right")
+            .operator("sum", lj.Map(lambda a, b: a + b, output="ab")).connect("j", "sum")
+            .sink_for("sum", "out").sink_for("cheap", "passed").build())
+
+
+def _window_join():
+    """A window join by a composite key with a string; the right side deduplicated first (as Nexmark q8)."""
+    return (_join_sources(DELAY)
+            .operator("d", lj.Dedup(key=["k", "tag"], within=100)).connect("R", "d")
+            .operator("j", lj.WindowJoin(100, ["k", "tag"], ["k", "tag"]))
+            .connect("L", "j", port="left").connect("d", "j", port="right")
+            .sink_for("j", "out").sink_for("d", "firsts").build())
+
+
+def _semi():
+    return (_join_sources(DELAY).operator("j", lj.IntervalJoin("k", "k", lower=-30, upper=30, how="semi"))
+            .connect("L", "j", port="left").connect("R", "j", port="right").sink_for("j", "out").build())
+
+
+JOIN_DAGS = {"interval": _interval, "window join": _window_join, "semi": _semi}
+
+
+def _join_steps(seed):
+    right = make_side(900, seed + 1, RIGHT)
+    right = right.append_column("tag", pa.array(np.random.default_rng(seed).choice(["x", "yy", "", "zzz"], 900)))
+    return interleaved(make_side(900, seed, LEFT), right, seed)
+
+
+def _drive_join(dag, parallelism, steps):
+    ex = lj.DagExecutor(dag, parallelism=parallelism)
+    assert ex.shards == parallelism, ex.shards_note
+    for source, b in steps:
+        ex.process_batch(source, b)
+    ex.finish()
+    m = ex.metrics
+    return ex.take_all_sink_outputs(), (m.events_processed, m.late_events, m.per_node)
+
+
+@pytest.mark.parametrize("name", list(JOIN_DAGS))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]))
+def test_joins_in_key_shards_give_one_executors_rows_in_its_order(name, seed, shards):
+    # each pair comes from the shard owning its key, merged by where the row that emitted it arrived
+    dag = _BUILT.setdefault(name, JOIN_DAGS[name]())
+    assert set(shard_plan(dag).merge.values()) <= {("arrivals",), ("rows",)}
+    steps = _join_steps(seed)
+    want, want_metrics = _drive_join(dag, 1, steps)
+    got, got_metrics = _drive_join(dag, shards, steps)
+    assert want["out"].num_rows > 50
+    for sink in want:
+        assert _same(got[sink], want[sink]), sink
+    assert got_metrics == want_metrics
+
+
+@pytest.mark.parametrize("name", list(JOIN_DAGS))
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_join_state_restores_at_any_parallelism(name, before, after, tmp_path):
+    dag = _BUILT.setdefault(name, JOIN_DAGS[name]())
+    steps = _join_steps(3 * before + after)
+    want, want_metrics = _drive_join(dag, 1, steps)
+    half = len(steps) // 2
+    first = lj.DagExecutor(dag, parallelism=before)
+    for source, b in steps[:half]:
+        first.process_batch(source, b)
+    taken = first.take_all_sink_outputs()
+    first.checkpoint().save(tmp_path / "cp")
+    restored = lj.DagExecutor(dag, parallelism=after)
+    assert restored.shards == after, restored.shards_note
+    restored.restore(lj.Checkpoint.load(tmp_path / "cp"))
+    for ex in (first, restored):
+        for source, b in steps[half:]:
+            ex.process_batch(source, b)
+        ex.finish()
+        got = ex.take_all_sink_outputs()
+        for sink in want:
+            assert _same(pa.concat_tables([taken[sink], got[sink]]), want[sink]), sink
+
+
+def test_joins_the_shards_cannot_run_say_why():
+    outer = join_dag(lj.IntervalJoin("k", "k", lower=-20, upper=35, how="left"))
+    assert "outer, anti or as-of join" in shard_plan(outer)
+    assert "outer, anti or as-of join" in shard_plan(join_dag(lj.AsofJoin("k")))
+    fed = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+           .connect("L", "j", port="left").connect("R", "j", port="right")
+           .operator("w", lj.TumblingWindow(SIZE, key="k", aggs={"n": lj.count()})).connect("j", "w")
+           .sink_for("w", "out").build())
+    assert "through a step of their own" in shard_plan(fed)
+    both = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+            .connect("L", "j", port="left").connect("L", "j", port="right").sink_for("j", "out").sink_for("R", "r")
+            .build())
+    assert "reaches both inputs" in shard_plan(both)
+
+
+def test_restored_join_rows_keep_their_arrival_order_among_equal_times():
+    # partners of equal time come newest first: rows arriving after a restore must count as newer
+    dag = join_dag(lj.IntervalJoin("k", "k", lower=-20, upper=35))
+    left = lambda ts, a: pa.record_batch([pa.array([ts]), pa.array([1]), pa.array([a]), pa.array(["x"])],  # noqa: E731
+                                         schema=LEFT)
+    right = lambda ts, b: pa.record_batch([pa.array([ts]), pa.array([1]), pa.array([b])], schema=RIGHT)  # noqa: E731
+    for before, after in [(1, 1), (2, 1), (1, 2), (2, 3)]:
+        ex = lj.DagExecutor(dag, parallelism=before)
+        for b in (0.1, 0.2, 0.3):
+            ex.process_batch("R", right(100, b))
+        restored = lj.DagExecutor(dag, parallelism=after)
+        restored.restore(ex.checkpoint())
+        restored.process_batch("R", right(100, 2.0))
+        restored.process_batch("L", left(100, 0.5))
+        got = [r["b"] for r in restored.take_sink_outputs("out").to_pylist()]
+        assert got == [2.0, 0.3, 0.2, 0.1], (before, after)

@@ -536,7 +536,11 @@ def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
     from .boundary import EAGER_ROWS
 
     rows, ident = gen.fresh("rows"), gen.fresh("ident")
-    if b.origin == EMITTED:  # rows a stateful operator emitted: nothing to take from the batch
+    arrivals = gen.sharded and b.origin == EMITTED and b.arrivals is not None
+    if arrivals:  # a key shard's join output: where the rows that emitted it arrived (the merge's order)
+        gen.emit(f"{rows} = gather({b.arrivals}, {b.sel})")
+        gen.emit(f"{ident} = False")
+    elif b.origin == EMITTED:  # rows a stateful operator emitted: nothing to take from the batch
         gen.emit(f"{rows} = {b.sel}")
         gen.emit(f"{ident} = False")
     else:
@@ -577,4 +581,4 @@ def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
             gen.emit(f"{skip} = {ident} or n < {EAGER_ROWS}")
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
-    gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset))
+    gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset, arrivals))

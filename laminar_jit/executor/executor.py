@@ -46,7 +46,9 @@ class DagExecutor:
         threads (the compiled steps release the GIL); each source's plan is
         then compiled a second time as a key shard's plan (cached on disk like
         every plan). ``"auto"``: the cores this process may use. Outputs, late
-        rows, watermarks and metric row counts are those of one executor, and
+        rows, watermarks and metric row counts are those of one executor (an
+        updating operator's changelog: each key's changes in one executor's
+        order, keys interleaved by shard), and
         checkpoints are one executor's (they restore at any parallelism). Key
         groups move between shards to even out skewed keys. A DAG that cannot
         be sharded yet runs as one; :attr:`shards` and :attr:`shards_note` say

@@ -108,6 +108,8 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     watermark_bounds(gen, node)
     gen.emit(f"pl_{nid} = empty(64, np.int64)")
     gen.emit(f"pr_{nid} = empty(64, np.int64)")
+    if gen.sharded:  # (where each pair's arriving row is: the shards' output is merged by it)
+        gen.emit(f"po_{nid} = empty(64, np.int64)")
     # int64 zeros, not literals: Numba compiles a helper called with a literal 0 once for Literal[int](0) and
     # again for int64 once the loop's own values reach it (a join's probe loop twice, every time).
     gen.emit(f"np_{nid} = np.int64(0)")
@@ -209,6 +211,9 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
             gen.encoded.add(col.name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
+    if gen.sharded and b.origin is not None:
+        raise ValueError(f"operator {node.name!r}: key shards merge a join's output by where its rows arrived, "
+                         f"and the rows of port {port!r} come through a fan-in")
     ts_col = b.cols[spec.event_time]
     key_cols = [b.cols[k] for k in spec.keys]
     for j, (kname, kc) in enumerate(zip(spec.keys, key_cols)):
@@ -238,7 +243,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
         loop = f"for j in range(start, sel.size):\n        i = sel[j]\n        p = j\n        {room}"
     params = ", ".join(["start"] + (["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "@STATE@", "late_out", "n_late", "out_l", "out_r",
-                          "n_out"])
+                          *(["out_p"] if gen.sharded else []), "n_out"])
 
     # key: null if any key column is null (never matches); composite keys through the level tables
     key_lines, null_parts = [], []
@@ -293,7 +298,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
         {side['nxt']}[r] = {heads}[s, {h_self}]
         {heads}[s, {h_self}] = r
         {heads}[s, {h_self + 1}] += 1  # the list's length - 1
-{_probe(x, port, n, heads, h_other)}'''
+{_probe(x, port, n, heads, h_other, gen.sharded)}'''
     window = "ws = ((t - offset) // size) * size + offset\n        " if kind == "window" else ""
     used = _add_function(gen, n, f'''
 @njit
@@ -321,7 +326,8 @@ def join_{nid}_{port}({params}):
     gen.emit(f"late_{nid}_{port} = empty({size_of(b.sel)}, np.int32)")
     args = ", ".join([f"at_{nid}"] + ([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"{n['aux']}[1]"] + used
-                     + [f"late_{nid}_{port}", f"n_late_{nid}", f"pl_{nid}", f"pr_{nid}", f"np_{nid}"])
+                     + [f"late_{nid}_{port}", f"n_late_{nid}", f"pl_{nid}", f"pr_{nid}",
+                        *([f"po_{nid}"] if gen.sharded else []), f"np_{nid}"])
     gen.emit(f"at_{nid} = np.int64(0)")
     gen.emit(f"n_late_{nid} = np.int64(0)")
     gen.emit("while True:")
@@ -329,6 +335,8 @@ def join_{nid}_{port}({params}):
     gen.emit(f"if at_{nid} >= {size_of(b.sel)}:", 2)
     gen.emit("break", 3)
     gen.emit(f"pl_{nid}, pr_{nid} = reserve_pairs(pl_{nid}, pr_{nid}, np_{nid}, {other_live})", 2)
+    if gen.sharded:
+        gen.emit(f"po_{nid} = reserve_positions(po_{nid}, np_{nid}, {other_live})", 2)
     gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
     gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid}_{port} = late_{nid}_{port}[:n_late_{nid}]")
@@ -339,13 +347,16 @@ def aux(n: dict) -> str:
     return n["aux"]
 
 
-def _pair(port: str, mine: str, theirs: str) -> str:
-    """Append a pair; the update loop reserved room for it (see :func:`_update`)."""
+def _pair(port: str, mine: str, theirs: str, sharded: bool) -> str:
+    """Append a pair; the update loop reserved room for it (see :func:`_update`).
+
+    A key shard's step also notes the position of the arriving row ``i`` that emitted it.
+    """
     left, right = (mine, theirs) if port == "left" else (theirs, mine)
-    return f"out_l[n_out] = {left}; out_r[n_out] = {right}; n_out += 1"
+    return f"out_l[n_out] = {left}; out_r[n_out] = {right}; {'out_p[n_out] = i; ' if sharded else ''}n_out += 1"
 
 
-def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str) -> str:
+def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: bool) -> str:
     """Emit the matches of row ``r`` among the other side's rows in the buckets its range touches.
 
     Interval joins look up the (at most two) buckets of ``[lo, hi]`` and test
@@ -376,16 +387,16 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str) -> str:
         act = (f"                    if {side['flag']}[r] == 1:\n"
                f"                        {side['flag']}[r] = 2\n"
                f"                        if semi:\n"
-               f"                            {_pair(port, 'r', 'np.int64(-1)')}\n"
+               f"                            {_pair(port, 'r', 'np.int64(-1)', sharded)}\n"
                "                    done = True\n"
                "                    break")
     elif how in ("semi", "anti"):
         act = (f"                    if {oflag}[o] == 1:\n"
                f"                        {oflag}[o] = 2\n"
                f"                        if semi:\n"
-               f"                            {_pair('left', 'o', 'np.int64(-1)')}")
+               f"                            {_pair('left', 'o', 'np.int64(-1)', sharded)}")
     else:
-        act = (f"                    {_pair(port, 'r', 'o')}\n"
+        act = (f"                    {_pair(port, 'r', 'o', sharded)}\n"
                f"                    {side['flag']}[r] = 2\n"
                f"                    {oflag}[o] = 2")
     # the partner of a pair is its left row when the probing row is a right one
@@ -487,4 +498,5 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
         for name, var in (("window_start", "ws"), ("window_end", "we")):
             out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x.kind == "window" else ())
-    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)
+    return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned,
+                   arrivals=f"po_{nid}" if gen.sharded else None)

@@ -17,7 +17,11 @@ where the plain step reads all of them. Per batch it
    no rows still fires what the watermark made due. No column is copied;
 3. merges the shards' output rows into the order one executor emits:
    rows passed on from the input by their position in the batch, window
-   and TopN results by (piece, window end, key, rank).
+   and TopN results by (piece, window end, key, rank), a join's pairs by
+   where the row whose arrival emitted them is in the batch. An updating
+   operator's changes (a changelog) come piece by piece, each shard's in
+   its own order: every key's changes in one executor's order, keys
+   interleaved by shard.
 
 Key groups move between shards to even out skewed keys (:meth:`KeyShards._balance`),
 and a checkpoint holds one executor's states (:meth:`KeyShards.merged_states`),
@@ -25,10 +29,13 @@ which a restore deals out by key group (:meth:`KeyShards.distribute`); both
 copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
-A DAG can be sharded when every stateful operator is a window, Dedup or
-TopN with a key, fed from sources through stateless operators that do not
-change its key columns (and maybe other such stateful operators), and every
-source partitions by key columns all its stateful operators share.
+A DAG can be sharded when every stateful operator has a key and is a
+window, Dedup, TopN, GroupAggregate or an inner or semi interval or window
+join, fed from sources through stateless operators (and maybe windows and
+Dedups), and every source partitions by key columns all its stateful
+operators share that nothing on the way renames or computes (a join's
+sources each by their side's key columns). A join's pairs and an updating
+operator's changes go to sinks, not into other stateful operators.
 :func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
 (``ex.shards == 1``, ``ex.shards_note``).
 """
@@ -45,6 +52,9 @@ import pyarrow as pa
 from ..kernels.merging import merge_positions, merge_shards, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
+from ..ops.group import GroupSpec
+from ..ops.joins import JoinSpec
+from ..ops.ranked import RankedSpec
 from ..ops.windows import WindowSpec
 from .boundary import _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
@@ -63,9 +73,16 @@ BALANCE_FIRST, BALANCE_GROWTH = 2, 4
 BALANCE_GAIN = 1.05
 #: Rows of a batch counted per key group: one in this many.
 LOAD_SAMPLE = 8
+#: Batches of fewer rows run through the shards one after the other in the calling thread: waking a
+#: sleeping thread takes about 0.1 ms on a VM, more than a few thousand rows' step (Nexmark q3's 1,300
+#: persons and 3,900 auctions per chunk ran 2x slower in two threads than in one executor).
+THREAD_ROWS = 16_384
 #: Merged outputs of a batch with at least this many rows are copied into place by the shards' threads.
 PARALLEL_PLACE_ROWS = 65_536
 _INT64_MIN = np.iinfo(np.int64).min
+#: Specs of operators whose output is a changelog of their keys' results (a GroupAggregate, an unbounded
+#: TopN, ``Dedup(keep="last")``): each key's changes come from the one shard owning it.
+UPDATING = (GroupSpec, RankedSpec)
 
 
 def resolve_parallelism(value) -> int:
@@ -94,10 +111,13 @@ class ShardPlan:
         Per source: the key columns whose hash picks a row's key group.
     merge : dict of str to tuple
         Per sink: ``("rows",)`` when its rows are input rows passed on (merged by
-        their position in the batch), or ``("window", end, key, rank)`` for a
+        their position in the batch), ``("window", end, key, rank)`` for a
         window or TopN's results, maybe through stateless operators: the sink's
         names of the columns they are merged by, window end, then key (None for
-        composite keys: the shard), then rank (None but for a TopN).
+        composite keys: the shard), then rank (None but for a TopN);
+        ``("arrivals",)`` for a join's pairs (by the position of the row whose
+        arrival emitted them) and ``("changes",)`` for a changelog (shard by
+        shard).
     """
 
     keys: dict
@@ -115,32 +135,59 @@ def shard_plan(dag) -> ShardPlan | str:
             return (f"the rows of operator {nodes[nid].name!r} leave the compiled step as a batch (for an ArrowMap "
                     "or an OverAggregate) and run through a step of their own, which key shards do not run yet")
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
+    joins_fed = boundary_nodes(dag)
     for n in stateful:
         spec = n.bound.spec
-        if not isinstance(spec, WindowSpec):
-            return f"operator {n.name!r} ({n.op.label()}) is not a window, Dedup or TopN"
-        if not spec.keys:
+        if isinstance(spec, JoinSpec):
+            if spec.kind not in ("interval", "window") or spec.how not in ("inner", "semi"):
+                return (f"operator {n.name!r} ({n.op.label()}) emits rows when the watermark passes them (an outer, "
+                        "anti or as-of join), in an order the shards cannot put back together yet")
+            if n.id in joins_fed:
+                return (f"the rows of join {n.name!r} feed stateful operators through a step of their own, which key "
+                        "shards do not run yet")
+        elif not isinstance(spec, (WindowSpec, *UPDATING)):
+            return f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN or GroupAggregate"
+        if not spec.keys if not isinstance(spec, JoinSpec) else not spec.left.keys:
             return f"operator {n.name!r} ({n.op.label()}) has no key"
-        for a in upstream[n.id]:  # (a stateful operator upstream keeps the key columns: windows emit them)
-            up = nodes[a]
-            if up.kind != "stateless":
-                continue
-            renamed = any(new in spec.keys and old != new for new, old in up.bound.mapping or ())
-            if renamed or any(name in spec.keys for name, _ in up.bound.writes):
-                return f"operator {up.name!r} renames or computes a key column of {n.name!r}"
+        if isinstance(spec, UPDATING):
+            fed = next((m for m in stateful if n.id in upstream[m.id]), None)
+            if fed is not None:
+                return (f"the changes of {n.name!r} ({n.op.label()}) feed operator {fed.name!r}, which the shards "
+                        "do not run on a changelog yet")
+    # per source, per stateful operator it reaches: the columns that operator groups the source's rows by, and
+    # those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
+    # source; a stateful operator on the way keeps the key columns: windows and joins emit them)
     keys = {}
     for source in dag.sources:
         sid = dag.node(source).id
-        fed = [n for n in stateful if sid in upstream[n.id]]
+        fed = {}
+        for n in stateful:
+            if sid not in upstream[n.id]:
+                continue
+            grouping = _grouping(dag, n, sid, upstream)
+            if grouping is None:
+                return f"source {source!r} reaches both inputs of join {n.name!r}"
+            fed[n.id] = grouping
         if not fed:
             keys[source] = ()
             continue
-        common = [k for k in fed[0].bound.spec.keys if all(k in n.bound.spec.keys for n in fed[1:])]
+        first = next(iter(fed.values()))[0]
+        common = [k for k in first if all(k in by for by, _ in fed.values())]
         if not common:
             return f"the stateful operators of source {source!r} share no key column"
-        keys[source] = tuple(common)
-    for n in stateful:  # every source of one operator must cut its rows by the same columns
-        seen = {keys[nodes[a].name] for a in upstream[n.id] if nodes[a].kind == "source"}
+        kept = [k for k in common if not any(k in changed for _, changed in fed.values())]
+        if not kept:
+            nid, (_, changed) = next((nid, g) for nid, g in fed.items() if set(common) & set(g[1]))
+            column = next(k for k in common if k in changed)
+            return (f"operator {changed[column]!r} renames or computes a key column of {nodes[nid].name!r} "
+                    f"({column!r}), so the rows of source {source!r} cannot be cut by it")
+        keys[source] = tuple(kept)
+    for n in stateful:  # every source of one operator must cut its rows by the same key columns, in order
+        seen = set()
+        for a in upstream[n.id]:
+            if nodes[a].kind == "source":
+                by, _ = _grouping(dag, n, a, upstream)
+                seen.add(tuple(by.index(k) for k in keys[nodes[a].name]))
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
     merge = {}
@@ -154,6 +201,12 @@ def shard_plan(dag) -> ShardPlan | str:
             (u, port), = nodes[u].inputs
         up = nodes[u]
         spec = up.bound.spec if up.kind == "stateful" else None
+        if isinstance(spec, UPDATING):  # a changelog: each key's changes come from the shard owning it
+            merge[t.name] = ("changes",)
+            continue
+        if isinstance(spec, JoinSpec) and port is None:  # pairs: where the row that emitted each arrived
+            merge[t.name] = ("arrivals",)
+            continue
         if spec is not None and port is None and spec.kind != "dedup":
             order = ["window_end", spec.keys[0] if len(spec.keys) == 1 else None, "rank" if spec.kind == "topn" else None]
             for node in reversed(chain):  # the names the ordering columns have at the sink
@@ -164,13 +217,41 @@ def shard_plan(dag) -> ShardPlan | str:
             merge[t.name] = ("window", *order)
             continue
         late = {u} if spec is not None and port is not None else set()  # a window's late rows are input rows
-        if any(nodes[a].kind == "stateful" and nodes[a].bound.spec.kind != "dedup" for a in upstream[t.id] - late):
+        if any(nodes[a].kind == "stateful" and getattr(nodes[a].bound.spec, "kind", None) != "dedup"
+               for a in upstream[t.id] - late):
             return (f"sink {t.name!r} reads a window's results through {nodes[u].name!r} (a Dedup or an operator "
                     "with more than one input), whose rows the shards cannot put back in one executor's order")
         if any(_paths(dag, nodes[a].id, t.id) > 1 for a in upstream[t.id] if nodes[a].kind == "source"):
             return f"sink {t.name!r} receives some input rows along more than one path"
         merge[t.name] = ("rows",)
     return ShardPlan(keys, merge)
+
+
+def _grouping(dag, n, source_id: int, upstream: dict) -> tuple | None:
+    """``(keys, changed)``: the key columns stateful node ``n`` groups the rows of a source by (a join: those of
+    the input the source reaches; None when it reaches both), and which of them a stateless operator between
+    them renames or computes (column -> that operator's name)."""
+    nodes = dag.nodes
+    spec = n.bound.spec
+    on_path = {a for a in upstream[n.id] if source_id in upstream[a] or a == source_id}
+    if isinstance(spec, JoinSpec):
+        ports = {port for u, port in n.inputs if u == source_id or source_id in upstream[u]}
+        if len(ports) != 1:
+            return None
+        (port,) = ports
+        keys = tuple(spec.port(port).keys)
+        (u,) = [u for u, p in n.inputs if p == port]
+        on_path &= upstream[u] | {u}
+    else:
+        keys = tuple(spec.keys)
+    changed = {}  # key column -> the operator that renames or computes it
+    for a in sorted(on_path):
+        up = nodes[a]
+        if up.kind == "stateless":
+            for name in [new for new, old in up.bound.mapping or () if new in keys and old != new] + \
+                    [name for name, _ in up.bound.writes if name in keys]:
+                changed.setdefault(name, up.name)
+    return keys, changed
 
 
 def _renamed(node, name: str) -> str | None:
@@ -215,8 +296,10 @@ class KeyShards:
         self.plans = {source: compile_plan(executor.dag, source, sharded=True) for source in executor.dag.sources}
         for plan_ in self.plans.values():
             for layout in plan_.sinks:
-                if plan.merge[layout.sink][0] == "window" and any(c.kind not in ("der", "code") for c in layout.columns):
+                if plan.merge[layout.sink][0] != "rows" and any(c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
+                if (plan.merge[layout.sink][0] == "arrivals") != layout.arrivals:
+                    raise ValueError(f"sink {layout.sink!r}: the step does not say where its join rows arrived")
         #: The shard owning each key group: ranges at first, then balanced by the rows seen (:meth:`_balance`).
         self.group_shard = np.arange(KEY_GROUPS, dtype=np.int64) * shards // KEY_GROUPS
         #: Rows seen per key group (one in LOAD_SAMPLE counted), and the batch count of the next balance.
@@ -266,7 +349,10 @@ class KeyShards:
             shard._state.watermarks[ids] = st.watermarks[ids]
             shard._state.idle[ids] = st.idle[ids]
         feed = (plan, columns, row_hash, cuts, n)
-        results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
+        if n >= THREAD_ROWS:
+            results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
+        else:  # waking a thread costs more than a small batch's share of the work: one after the other
+            results = [self._work(s, feed) for s in range(self.n)]
         first = self.shards[0]._state
         st.watermarks[:] = first.watermarks
         st.idle[:] = first.idle
@@ -285,8 +371,8 @@ class KeyShards:
             else:  # waking the shards' threads costs more than copying a few rows here
                 for job in jobs:
                     _place_all(job)
-            for merge in merges:
-                st.outputs[merge.layout.sink].append(merge.batch(b, st.dictionaries))
+            for merge in merges:  # as a step's result: small outputs are coalesced before they become Arrow
+                st.outputs[merge.layout.sink].add(b, merge.result(), merge.layout)
 
     # ------------------------------------------------------------ rescaling
     def _balance(self) -> None:
@@ -376,9 +462,11 @@ class KeyShards:
         """
         dag = self.executor.dag
         node = dag.nodes[nid]
-        source = next(dag.nodes[a].name for a in sorted(ancestors(dag, nid)) if dag.nodes[a].kind == "source")
+        upstream = {n.id: ancestors(dag, n.id) for n in dag.nodes}
+        source_id = next(a for a in sorted(upstream[nid]) if dag.nodes[a].kind == "source")
+        source = dag.nodes[source_id].name
         schema = dag.schema_of(source)
-        keys = node.bound.spec.keys
+        keys, _ = _grouping(dag, node, source_id, upstream)  # (a join's: those of the source's input)
         acc = np.full(key_columns[0].size if key_columns else 0, HASH_SEED, np.uint64)
         for name in self.plan.keys[source]:
             values = key_columns[keys.index(name)]
@@ -435,12 +523,20 @@ class KeyShards:
             return None
         offsets = np.zeros(self.n + 1, np.int64)
         offsets[1:] = np.cumsum([result[off].size for result in results])
+        bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
         if how[0] == "rows":  # input rows passed on: by their position in the batch
             rows, dest = merge_positions(np.concatenate([result[off] for result in results]), offsets, b.num_rows)
+        elif how[0] == "changes":  # a changelog: piece by piece, each shard's changes in its own order
+            same = np.zeros(offsets[-1], np.int64)
+            dest = merge_shards(same, same, _NO_ROWS, bounds, False, False)
+            rows = None
+        elif how[0] == "arrivals":  # a join's pairs: by where the row that emitted them arrived
+            arrived = np.concatenate([result[off] for result in results])
+            dest = merge_shards(arrived, arrived, _NO_ROWS, bounds, False, False)
+            rows = None
         else:
             order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]
             major, middle, minor = (np.concatenate(k) for k in zip(*order))
-            bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
             dest = merge_shards(major, middle, minor, bounds, True, how[3] is not None)
             rows = None
         return _Merge(layout, results, dest, offsets, rows, columns, self.n)
@@ -496,23 +592,25 @@ class _Merge:
                         jobs[s].append((take_range, valid, src_valid, rows, chunks[s], chunks[s + 1]))
         self.jobs = list(enumerate(jobs))
 
-    def batch(self, b: pa.RecordBatch, dictionaries) -> pa.RecordBatch:
-        """The merged rows as a RecordBatch of the sink's schema (after the shards placed them)."""
+    def result(self) -> tuple:
+        """The merged rows as a step's result in this sink's layout (after the shards placed them).
+
+        The rows' positions in the batch (rows passed on) or their count, then
+        each placed column's values and validity at the layout's positions; a
+        source column the step does not receive gets no array, so the sink
+        takes it from the batch by Arrow (:class:`~laminar_jit.executor.boundary.SinkBuffer`).
+        """
         layout = self.layout
-        taken = b.select(layout.take_columns).take(pa.array(self.rows)) if layout.take_columns else None
-        out = []
-        for j, (f, col) in enumerate(zip(layout.schema, layout.columns)):
-            if col.kind == "take":
-                out.append(taken.column(col.pos))
-            elif j in self.arrays:
-                values, valid = self.arrays[j]
-                if col.kind == "code":
-                    out.append(dictionaries[col.dictionary].decode(values, valid if valid.size else None))
-                else:
-                    out.append(_to_arrow(values, valid, f.type))
-            else:  # a source column the step does not receive: taken from the batch
-                out.append(b.column(col.column).take(pa.array(self.rows)))
-        return pa.RecordBatch.from_arrays(out, schema=layout.schema)
+        rows = self.rows if self.rows is not None else np.arange(self.size, dtype=np.int64)
+        width = max([layout.offset + 2] + [c.pos + 2 for c in layout.columns if c.kind != "take"])
+        out = [_NO_ROWS] * width
+        out[layout.offset], out[layout.offset + 1] = rows, False
+        for j, col in enumerate(layout.columns):
+            if j in self.arrays:
+                out[col.pos], out[col.pos + 1] = self.arrays[j]
+            elif col.kind == "src":
+                out[col.pos], out[col.pos + 1] = _NO_ROWS, _NO_NULLS
+        return tuple(out)
 
 
 def _place_all(jobs: list) -> None:

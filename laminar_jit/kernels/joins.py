@@ -35,8 +35,8 @@ from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
            "emitted_min",
-           "chain_unlink", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "row_alloc",
-           "row_release"]
+           "chain_unlink", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "reserve_positions",
+           "row_alloc", "row_release"]
 
 
 
@@ -98,6 +98,17 @@ def chain_unlink(heads, h, s, nxt, prv, i):
         heads[s, h + 1] = p
     else:
         prv[nx] = p
+
+
+@njit
+def reserve_positions(out_p, n_out, more):
+    """:func:`reserve_pairs` of a key shard's third pair array (the position of each pair's arriving row)."""
+    if n_out + more <= out_p.size:
+        return out_p
+    grown = np.empty(max(2 * out_p.size, n_out + more), np.int64)
+    for i in range(n_out):
+        grown[i] = out_p[i]
+    return grown
 
 
 @njit

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import rec_columns
-from .keytable import KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
 
 __all__ = ["GroupState"]
 
@@ -17,7 +17,7 @@ _WM_MIN = np.iinfo(np.int64).min
 _SLOTS = {"rec": np.int64, "frec": np.float64, "odd": np.int64, "mhead": np.int64}
 
 
-class GroupState:
+class GroupState(KeyedEntries):
     """Per-node state of a :class:`~laminar_jit.GroupAggregate`, passed to the compiled step.
 
     Parameters
@@ -103,6 +103,75 @@ class GroupState:
         for level in range(n_keys - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
+
+    # -- rescaling ---------------------------------------------------------------
+    def absorb(self, src: "GroupState", slots) -> None:
+        """Copy the keys ``slots`` of ``src``, which this state does not hold, into this state.
+
+        How key shards rescale (see ``WindowState.absorb``): each key keeps
+        its accumulators, its last emitted result and, for ``min``/``max`` over
+        a changelog and ``count_distinct``, its distinct values with their
+        multiplicities (relinked under the key's new slot). The call counter
+        takes the later of both states' (every shard runs every call, so they
+        agree) and the next TTL purge the earlier.
+
+        Parameters
+        ----------
+        src : GroupState
+            A state of the same operator.
+        slots : array_like of int
+            Live slots of ``src.table``, of keys absent from this state.
+
+        Raises
+        ------
+        ValueError
+            A key of ``slots`` is already held here.
+        """
+        slots = np.asarray(slots, np.int64)
+        self.aux[0] = max(self.aux[0], src.aux[0])
+        self.aux[1] = min(self.aux[1], src.aux[1])
+        n = slots.size
+        if n == 0:
+            return
+        self.reserve(n)  # grows every per-slot array with the table
+        live = len(self.table)
+        new = self.table.upsert_many(self._entry_keys(src, slots), np.zeros(n, np.int64)).astype(np.int64)
+        if len(self.table) != live + n:
+            raise ValueError(f"GroupState.absorb: {live + n - len(self.table)} of the {n} keys are already held")
+        for name in _SLOTS:
+            if self._shape[name][1] and name != "mhead":
+                getattr(self, name)[new] = getattr(src, name)[slots]
+        if self.listed:
+            self._absorb_values(src, slots, new)
+
+    def _absorb_values(self, src: "GroupState", slots: np.ndarray, new: np.ndarray) -> None:
+        """The distinct values of the moved keys (``src`` slots ``slots`` are ``new`` here), each key's lists rebuilt."""
+        a_n = self.n_aggs
+        remap = np.full(src.table.slot_capacity, -1, np.int64)
+        remap[slots] = new
+        held = src.values.live_slots().astype(np.int64)
+        owner, agg = np.divmod(src.values.keys[held, 0], a_n)
+        slot = remap[owner]
+        moved = slot >= 0
+        held, slot, agg = held[moved], slot[moved], agg[moved]
+        self.mhead[new] = -1
+        if held.size == 0:
+            return
+        if self.values.headroom < held.size:
+            self.values.reserve(held.size)
+            self.mlist = self.values.grow_slots(self.mlist, 0)
+        lists = slot * a_n + agg
+        entries = self.values.upsert_many(lists, src.values.keys[held, 1]).astype(np.int64)
+        order = np.argsort(lists, kind="stable")
+        lists, entries = lists[order], entries[order]
+        first = np.ones(entries.size, np.bool_)
+        first[1:] = lists[1:] != lists[:-1]
+        last = np.roll(first, -1)
+        self.mlist[entries, 0] = src.mlist[held[order], 0]  # the value's multiplicity
+        nxt, prv = np.roll(entries, -1), np.roll(entries, 1)
+        nxt[last], prv[first] = -1, -1
+        self.mlist[entries, 1], self.mlist[entries, 2] = nxt, prv
+        self.mhead[lists[first] // a_n, lists[first] % a_n] = entries[first]
 
     # -- checkpoints ------------------------------------------------------------
     def snapshot(self) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable, check_like, check_names, put_tables, take_slots, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_slots, take_tables
 
 __all__ = ["JoinState", "join_params"]
 
@@ -59,7 +59,7 @@ _ROW_FIELDS = (("ts", np.int64, 0), ("seq", np.int64, 0), ("nxt", np.int64, -1),
                ("slot", np.int64, -1), ("flag", np.uint8, 0))
 
 
-class JoinState:
+class JoinState(KeyedEntries):
     """Buffered rows of both inputs of a join node, owned by the executor.
 
     A :class:`KeyTable` maps ``(key, bucket)`` to a slot: the bucket is the
@@ -130,15 +130,7 @@ class JoinState:
             live = int(self.aux[base + 2])
             if cap - live >= extra:
                 continue
-            new_cap = max(cap, 16)
-            while new_cap - live < extra:
-                new_cap *= 2
-            grown = []
-            for name, arr, fill in self.rows[side]:
-                out = np.full(new_cap, fill, arr.dtype)
-                out[: arr.size] = arr
-                grown.append((name, out, fill))
-            self.rows[side] = grown
+            self._grow_rows(side, live + extra)
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them (see :meth:`argument_names`)."""
@@ -161,6 +153,93 @@ class JoinState:
         for level in range(len(bound.spec.left.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
+
+    # -- rescaling ---------------------------------------------------------------
+    def absorb(self, src: "JoinState", slots) -> None:
+        """Copy the entries ``slots`` of ``src`` (a key and time bucket each), whose keys this state does not hold.
+
+        How key shards rescale (see ``WindowState.absorb``): each entry keeps
+        both sides' rows (times, arrival numbers, matched flags, payload),
+        relinked newest first under the entry's new slot as they were. The
+        arrival counter and input watermark take the later of both states',
+        the least expiry and event times the earlier. Rows without a key
+        (kept by outer joins) and as-of joins' queues are not moved: key shards
+        do not run those joins.
+
+        Parameters
+        ----------
+        src : JoinState
+            A state of the same operator.
+        slots : array_like of int
+            Live slots of ``src.table``, of keys absent from this state.
+
+        Raises
+        ------
+        ValueError
+            A key of ``slots`` is already held here.
+        """
+        slots = np.asarray(slots, np.int64)
+        aux, src_aux = self.aux, src.aux
+        aux[:2] = np.maximum(aux[:2], src_aux[:2])
+        for base in SIDE_BASE.values():
+            aux[base + 3:base + 5] = np.minimum(aux[base + 3:base + 5], src_aux[base + 3:base + 5])
+        n = slots.size
+        if n == 0:
+            return
+        self.reserve(n)
+        live = len(self.table)
+        new = self.table.upsert_many(self._entry_keys(src, slots), src.table.keys[slots, 1]).astype(np.int64)
+        if len(self.table) != live + n:
+            raise ValueError(f"JoinState.absorb: {live + n - len(self.table)} of the {n} entries are already held")
+        remap = np.full(src.table.slot_capacity, -1, np.int64)
+        remap[slots] = new
+        self.heads[new] = src.heads[slots]  # the lists' lengths; their heads are set below
+        for side, base in SIDE_BASE.items():
+            head = 0 if side == "left" else 2
+            self.heads[new, head] = -1
+            fields = {name: arr for name, arr, _ in src.rows[side]}
+            rows = np.flatnonzero(fields["flag"][: src_aux[base]] != 0)
+            slot = fields["slot"][rows]
+            slot = np.where(slot >= 0, remap[np.maximum(slot, 0)], -1)
+            rows, slot = rows[slot >= 0], slot[slot >= 0]
+            k = rows.size
+            if k == 0:
+                continue
+            order = np.lexsort((-fields["seq"][rows], slot))  # each list newest first, as rows are linked
+            rows, slot = rows[order], slot[order]
+            start = int(aux[base])
+            self._grow_rows(side, start + k)
+            dst = np.arange(start, start + k, dtype=np.int64)
+            first = np.ones(k, np.bool_)
+            first[1:] = slot[1:] != slot[:-1]
+            nxt = np.roll(dst, -1)
+            nxt[np.roll(first, -1)] = -1
+            for name, arr, _ in self.rows[side]:
+                if name == "nxt":
+                    arr[dst] = nxt
+                elif name == "prv":
+                    arr[dst] = -1
+                elif name == "slot":
+                    arr[dst] = slot
+                elif name != "free":
+                    arr[dst] = fields[name][rows]
+            self.heads[slot[first], head] = dst[first]
+            aux[base] += k
+            aux[base + 2] += k
+
+    def _grow_rows(self, side: str, capacity: int) -> None:
+        """Make the row arrays of ``side`` hold at least ``capacity`` rows."""
+        if self._row_capacity(side) >= capacity:
+            return
+        size = max(16, self._row_capacity(side))
+        while size < capacity:
+            size *= 2
+        grown = []
+        for name, arr, fill in self.rows[side]:
+            out = np.full(size, fill, arr.dtype)
+            out[: arr.size] = arr
+            grown.append((name, out, fill))
+        self.rows[side] = grown
 
     # -- checkpoints -----------------------------------------------------------
     def snapshot(self) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..kernels.hashtable import ht_delete, ht_find, ht_lookup_many, ht_rehash
 
-__all__ = ["KeyTable"]
+__all__ = ["KeyTable", "KeyedEntries"]
 
 _N_LIVE, _HIGH_WATER, _N_FREE, _WIDTH = range(4)
 #: Buckets per live key at most; 0.5 keeps linear-probing runs short.
@@ -320,6 +320,41 @@ class KeyTable:
 # -- helpers for the owners of key tables (window and keyed-kernel state) -------
 
 _TABLE_ARRAYS = ("buckets", "keys", "meta", "free")
+
+
+class KeyedEntries:
+    """Key columns of a keyed state's entries, for states whose composite keys go through ``key_tables``.
+
+    A state's table holds each entry's key as the key column's value itself
+    (a string's code, ``NULL_KEY`` for null) or, for composite keys, an id of
+    the per-level ``key_tables`` (level ``i`` maps ``(id of the first i
+    columns, value of column i + 1)`` to an id). How key shards move entries
+    between states (``absorb``) and find their key groups.
+    """
+
+    key_tables: list
+
+    def key_columns(self, ids) -> list[np.ndarray]:
+        """Each key column's int64 value (string code, ``NULL_KEY`` for null) of entry keys ``ids``."""
+        k = np.asarray(ids, np.int64)
+        cols = []
+        for table in reversed(self.key_tables):
+            cols.append(table.keys[k, 1])
+            k = table.keys[k, 0]
+        cols.append(k)
+        return cols[::-1]
+
+    def _compose(self, cols: list[np.ndarray]) -> np.ndarray:
+        """Entry keys of key-column values: composite keys get this state's ids (new combinations are added)."""
+        k = cols[0]
+        for table, c in zip(self.key_tables, cols[1:]):
+            k = table.upsert_many(k, c).astype(np.int64)
+        return k
+
+    def _entry_keys(self, src, slots: np.ndarray) -> np.ndarray:
+        """This state's keys of ``src``'s entries ``slots`` (the same values; composite keys re-composed)."""
+        old = src.table.keys[slots, 0]
+        return self._compose(src.key_columns(old)) if self.key_tables else old
 
 
 def put_table(out: dict[str, np.ndarray], prefix: str, table: KeyTable) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import R_CNT, R_CUR, R_ECNT
-from .keytable import KeyTable, check_like, check_names, put_tables, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_tables
 
 __all__ = ["RankedState"]
 
-class RankedState:
+class RankedState(KeyedEntries):
     """Per-node state of an unbounded :class:`~laminar_jit.TopN` or ``Dedup(keep="last")``.
 
     Parameters
@@ -70,6 +70,41 @@ class RankedState:
         for level in range(n_keys - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names
+
+    # -- rescaling ---------------------------------------------------------------
+    def absorb(self, src: "RankedState", slots) -> None:
+        """Copy the keys ``slots`` of ``src``, which this state does not hold, into this state.
+
+        How key shards rescale (see ``WindowState.absorb``): each key keeps
+        its rows and the rows it last emitted. The call and arrival counters
+        take the later of both states' (so rows arriving later still rank as
+        later) and the next TTL purge the earlier.
+
+        Parameters
+        ----------
+        src : RankedState
+            A state of the same operator.
+        slots : array_like of int
+            Live slots of ``src.table``, of keys absent from this state.
+
+        Raises
+        ------
+        ValueError
+            A key of ``slots`` is already held here.
+        """
+        slots = np.asarray(slots, np.int64)
+        self.aux[:2] = np.maximum(self.aux[:2], src.aux[:2])
+        self.aux[2] = min(self.aux[2], src.aux[2])
+        n = slots.size
+        if n == 0:
+            return
+        self.reserve(n)
+        live = len(self.table)
+        new = self.table.upsert_many(self._entry_keys(src, slots), np.zeros(n, np.int64)).astype(np.int64)
+        if len(self.table) != live + n:
+            raise ValueError(f"RankedState.absorb: {live + n - len(self.table)} of the {n} keys are already held")
+        rank = np.arange(self.n, dtype=np.int64)
+        self.rows[(new[:, None] * self.n + rank).ravel()] = src.rows[(slots[:, None] * self.n + rank).ravel()]
 
     # -- checkpoints ------------------------------------------------------------
     def snapshot(self) -> dict[str, np.ndarray]:

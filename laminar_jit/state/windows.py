@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
 from .ties import TieRows
 
 __all__ = ["WindowState"]
@@ -14,7 +14,7 @@ _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
 
 
-class WindowState:
+class WindowState(KeyedEntries):
     """Per-node window state, owned by the executor, passed to the compiled step.
 
     Session windows key the table by ``(key, session serial number)`` instead
@@ -215,27 +215,6 @@ class WindowState:
             self.ties = ties
 
     # ------------------------------------------------------------ rescaling
-    def key_columns(self, ids) -> list[np.ndarray]:
-        """Each key column's int64 value (string code, ``NULL_KEY`` for null) of entry keys ``ids``.
-
-        An entry's key is the key column's value itself, or for composite keys
-        an id of the per-level tables, decoded here back into the columns.
-        """
-        k = np.asarray(ids, np.int64)
-        cols = []
-        for table in reversed(self.key_tables):
-            cols.append(table.keys[k, 1])
-            k = table.keys[k, 0]
-        cols.append(k)
-        return cols[::-1]
-
-    def _compose(self, cols: list[np.ndarray]) -> np.ndarray:
-        """Entry keys of key-column values: composite keys get this state's ids (new combinations are added)."""
-        k = cols[0]
-        for table, c in zip(self.key_tables, cols[1:]):
-            k = table.upsert_many(k, c).astype(np.int64)
-        return k
-
     def absorb(self, src: "WindowState", slots) -> None:
         """Copy the entries ``slots`` of ``src``, whose keys this state does not hold, into this state.
 
