@@ -133,11 +133,7 @@ class GroupState(KeyedEntries):
         n = slots.size
         if n == 0:
             return
-        self.reserve(n)  # grows every per-slot array with the table
-        live = len(self.table)
-        new = self.table.upsert_many(self._entry_keys(src, slots), np.zeros(n, np.int64)).astype(np.int64)
-        if len(self.table) != live + n:
-            raise ValueError(f"GroupState.absorb: {live + n - len(self.table)} of the {n} keys are already held")
+        new = self._absorb_entries(src, slots, np.zeros(n, np.int64))
         for name in _SLOTS:
             if self._shape[name][1] and name != "mhead":
                 getattr(self, name)[new] = getattr(src, name)[slots]

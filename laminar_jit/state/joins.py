@@ -186,11 +186,7 @@ class JoinState(KeyedEntries):
         n = slots.size
         if n == 0:
             return
-        self.reserve(n)
-        live = len(self.table)
-        new = self.table.upsert_many(self._entry_keys(src, slots), src.table.keys[slots, 1]).astype(np.int64)
-        if len(self.table) != live + n:
-            raise ValueError(f"JoinState.absorb: {live + n - len(self.table)} of the {n} entries are already held")
+        new = self._absorb_entries(src, slots, src.table.keys[slots, 1])
         remap = np.full(src.table.slot_capacity, -1, np.int64)
         remap[slots] = new
         self.heads[new] = src.heads[slots]  # the lists' lengths; their heads are set below

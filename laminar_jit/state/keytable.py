@@ -351,10 +351,28 @@ class KeyedEntries:
             k = table.upsert_many(k, c).astype(np.int64)
         return k
 
-    def _entry_keys(self, src, slots: np.ndarray) -> np.ndarray:
-        """This state's keys of ``src``'s entries ``slots`` (the same values; composite keys re-composed)."""
+    def _absorb_entries(self, src, slots: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The slots here of ``src``'s entries ``slots``, added after reserving room (``reserve``).
+
+        Their keys are the same values (composite keys re-composed here);
+        ``second`` is the table's second key column (a window start, a time
+        bucket, or zeros).
+
+        Raises
+        ------
+        ValueError
+            One of them is already held here.
+        """
+        n = slots.size
+        self.reserve(n)  # grows every per-slot array with the tables
         old = src.table.keys[slots, 0]
-        return self._compose(src.key_columns(old)) if self.key_tables else old
+        keys = self._compose(src.key_columns(old)) if self.key_tables else old
+        live = len(self.table)
+        new = self.table.upsert_many(keys, second).astype(np.int64)
+        if len(self.table) != live + n:
+            raise ValueError(f"{type(self).__name__}.absorb: {live + n - len(self.table)} of the {n} entries have "
+                             "keys this state already holds")
+        return new
 
 
 def put_table(out: dict[str, np.ndarray], prefix: str, table: KeyTable) -> None:

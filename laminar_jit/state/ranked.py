@@ -98,11 +98,7 @@ class RankedState(KeyedEntries):
         n = slots.size
         if n == 0:
             return
-        self.reserve(n)
-        live = len(self.table)
-        new = self.table.upsert_many(self._entry_keys(src, slots), np.zeros(n, np.int64)).astype(np.int64)
-        if len(self.table) != live + n:
-            raise ValueError(f"RankedState.absorb: {live + n - len(self.table)} of the {n} keys are already held")
+        new = self._absorb_entries(src, slots, np.zeros(n, np.int64))
         rank = np.arange(self.n, dtype=np.int64)
         self.rows[(new[:, None] * self.n + rank).ravel()] = src.rows[(slots[:, None] * self.n + rank).ravel()]
 

@@ -248,13 +248,7 @@ class WindowState(KeyedEntries):
             return
         old_keys = src.table.keys[slots, 0]
         starts = src.table.keys[slots, 1]
-        self.reserve(n)  # grows every per-slot array with the tables
-        keys = self._compose(src.key_columns(old_keys)) if self.key_tables else old_keys
-        live = len(self.table)
-        new = self.table.upsert_many(keys, starts).astype(np.int64)
-        if len(self.table) != live + n:
-            raise ValueError(f"WindowState.absorb: {live + n - len(self.table)} of the {n} entries have keys "
-                             "this state already holds")
+        new = self._absorb_entries(src, slots, starts)
         remap = np.full(src.table.slot_capacity, -1, np.int64)
         remap[slots] = new
         for (name, arr, _), (_, src_arr, _) in zip(self.fields, src.fields):
