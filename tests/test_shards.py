@@ -464,13 +464,16 @@ def _drive_calls(dag, parallelism, steps):
     ex = lj.DagExecutor(dag, parallelism=parallelism)
     assert ex.shards == parallelism, ex.shards_note
     out = {sink: [] for sink in dag.sinks}
+    watermarks = []
     for call, step in enumerate(steps):
         _feed(ex, [step])
         for sink, t in ex.take_all_sink_outputs().items():
             out[sink].append(t.append_column("call", pa.array(np.full(t.num_rows, call, np.int64))))
+        watermarks.append([ex.watermark(node.name) for node in dag.nodes])
     ex.finish()
     m = ex.metrics
-    return {sink: pa.concat_tables(parts) for sink, parts in out.items()}, (m.events_processed, m.per_node)
+    return {sink: pa.concat_tables(parts) for sink, parts in out.items()}, (m.events_processed, m.per_node,
+                                                                             watermarks)
 
 
 def _same_changes(got: pa.Table, want: pa.Table, keys) -> bool:
@@ -618,13 +621,16 @@ def _join_steps(seed):
 
 
 def _drive_join(dag, parallelism, steps):
+    """Every sink's rows, the metrics, and every node's watermark after each step."""
     ex = lj.DagExecutor(dag, parallelism=parallelism)
     assert ex.shards == parallelism, ex.shards_note
+    watermarks = []
     for source, b in steps:
         ex.process_batch(source, b)
+        watermarks.append([ex.watermark(node.name) for node in dag.nodes])
     ex.finish()
     m = ex.metrics
-    return ex.take_all_sink_outputs(), (m.events_processed, m.late_events, m.per_node)
+    return ex.take_all_sink_outputs(), (m.events_processed, m.late_events, m.per_node, watermarks)
 
 
 @pytest.mark.parametrize("name", list(JOIN_DAGS))

@@ -147,7 +147,7 @@ def shard_plan(dag) -> ShardPlan | str:
                         "shards do not run yet")
         elif not isinstance(spec, (WindowSpec, *UPDATING)):
             return f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN or GroupAggregate"
-        if not spec.keys if not isinstance(spec, JoinSpec) else not spec.left.keys:
+        if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys):
             return f"operator {n.name!r} ({n.op.label()}) has no key"
         if isinstance(spec, UPDATING):
             fed = next((m for m in stateful if n.id in upstream[m.id]), None)
@@ -308,7 +308,6 @@ class KeyShards:
         self._next_balance = BALANCE_FIRST
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
         dag = executor.dag
-        self._source_ids = np.array([dag.node(s).id for s in dag.sources], np.int64)
         self._stateful_ids = [n.id for n in dag.nodes if n.kind == "stateful"]
 
     def run(self, source: str, batches: list[pa.RecordBatch], commit: bool = True) -> None:
@@ -344,18 +343,17 @@ class KeyShards:
         if self._batches >= self._next_balance:
             self._next_balance *= BALANCE_GROWTH
             self._balance()
-        ids = self._source_ids
-        for shard in self.shards:  # sources' watermarks and idle flags are the executor's
-            shard._state.watermarks[ids] = st.watermarks[ids]
-            shard._state.idle[ids] = st.idle[ids]
+        for shard in self.shards:  # every node's watermark and idle flag are the executor's
+            shard._state.set_time(st.watermarks, st.idle)
         feed = (plan, columns, row_hash, cuts, n)
         if n >= THREAD_ROWS:
             results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
         else:  # waking a thread costs more than a small batch's share of the work: one after the other
             results = [self._work(s, feed) for s in range(self.n)]
-        first = self.shards[0]._state
-        st.watermarks[:] = first.watermarks
-        st.idle[:] = first.idle
+        # a join holds its output watermark back to the oldest row it may still emit, which each shard knows of
+        # its own rows: the least over the shards is one executor's (every shard started from the executor's)
+        st.watermarks[:] = np.min([shard._state.watermarks for shard in self.shards], axis=0)
+        st.idle[:] = self.shards[0]._state.idle
         if not commit:
             return
         st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
