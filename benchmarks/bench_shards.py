@@ -1,4 +1,4 @@
-"""Key shards: the window, Dedup, TopN, updating and interval-join benchmarks and Nexmark at ``parallelism`` 1 and 2.
+"""Key shards: the window, Dedup, TopN, updating, keyed-kernel and interval-join benchmarks and Nexmark at ``parallelism`` 1 and 2.
 
 The same DAGs and 65,536-row batches as ``bench_windows`` and
 ``bench_ranking``; ``parallelism=1`` is the unsharded executor, so the ratio
@@ -17,7 +17,7 @@ import numpy as np
 import laminar_jit as lj
 from laminar_jit._jit import njit
 
-from . import bench_changelog, bench_joins, bench_nexmark, bench_ranking, bench_windows, common
+from . import bench_changelog, bench_joins, bench_keyed, bench_nexmark, bench_ranking, bench_windows, common
 
 DAGS = {
     "tumbling": lambda: bench_windows.tumbling_dag("auction"),
@@ -28,6 +28,8 @@ DAGS = {
     # updating results (changelogs): count, sum, max per auction; each bidder's latest bid
     "group": lambda: bench_changelog.group_dag("auction"),
     "dedup_last": lambda: bench_changelog.ranked_dag(lj.Dedup(key="bidder", keep="last")),
+    # a keyed kernel: the running z-score per auction (lj.recipes.zscore)
+    "zscore": bench_keyed.zscore_dag,
 }
 
 

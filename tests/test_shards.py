@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
-from helpers import AGGS, DELAY, GAP, LEFT, RIGHT, SCHEMA, SIZE, bursts, events, interleaved, join_dag, join_sources, make_side
+from helpers import (AGGS, DELAY, GAP, LEFT, RIGHT, SCHEMA, SIZE, arm_quiet_timer, bursts, events, interleaved, join_dag,
+                     join_sources, make_side, on_quiet)
 from laminar_jit.executor.shards import shard_plan
 from laminar_jit.kernels.merging import merge_positions, merge_shards
 
@@ -720,3 +721,66 @@ def test_a_state_refuses_to_absorb_keys_it_holds(name):
         assert slots.size
         with pytest.raises(ValueError, match=r"State\.absorb: \d+ of the \d+ entries have keys this state already"):
             state.absorb(state, slots)
+
+
+# ----------------------------------------------------------------------------- keyed kernels
+def _count_and_sum(st, price):
+    st.n += 1
+    st.total += price
+    return st.n, st.total
+
+
+def _keyed():
+    """Running z-scores per auction behind a filter, and a kernel of a composite key with a string."""
+    return (_source(lj.DagBuilder())
+            .operator("cheap", lj.Filter(lambda price: price < 95.0)).connect("bids", "cheap")
+            .operator("z", lj.recipes.zscore(key="auction", value="price")).connect("cheap", "z")
+            .operator("sums", lj.KeyedKernel(_count_and_sum, key=["auction", "ch"],
+                                             state={"n": np.int64, "total": np.float64},
+                                             output={"n": pa.int64(), "total": pa.float64()}))
+            .connect("bids", "sums").sink_for("z", "out").sink_for("sums", "totals").build())
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]))
+def test_keyed_kernels_in_key_shards_give_one_executors_rows_in_its_order(seed, shards):
+    # each key's state lives in one shard; rows merge by where their input row arrived
+    dag = _BUILT.setdefault("keyed", _keyed())
+    assert set(shard_plan(dag).merge.values()) == {("arrivals",)}
+    table = bursts(1500, seed)
+    steps = _steps(dag, table, seed)
+    want, want_metrics, _ = _drive(dag, 1, steps)
+    got, got_metrics, _ = _drive(dag, shards, steps)
+    for sink in want:
+        assert want[sink].num_rows > 500 and _same(got[sink], want[sink]), sink
+    assert got_metrics == want_metrics
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_keyed_state_restores_at_any_parallelism(before, after):
+    dag = _BUILT.setdefault("keyed", _keyed())
+    steps = _steps(dag, bursts(1500, before + 5 * after), 3)
+    want, _, _ = _drive(dag, 1, steps)
+    half = len(steps) // 2
+    first = lj.DagExecutor(dag, parallelism=before)
+    _feed(first, steps[:half])
+    taken = first.take_all_sink_outputs()
+    restored = lj.DagExecutor(dag, parallelism=after)
+    restored.restore(first.checkpoint())
+    assert restored.shards == after, restored.shards_note
+    for ex in (first, restored):
+        _feed(ex, steps[half:])
+        ex.finish()
+        got = ex.take_all_sink_outputs()
+        for sink in want:
+            assert _same(pa.concat_tables([taken[sink], got[sink]]), want[sink]), sink
+
+
+def test_keyed_kernels_with_timers_run_as_one_executor():
+    schema = pa.schema([("ts", pa.int64()), ("sensor", pa.int64()), ("temp", pa.float64())])
+    dag = (lj.DagBuilder().source("s", schema, event_time="ts")
+           .operator("k", lj.KeyedKernel(arm_quiet_timer, key="sensor", state={"n": np.int64, "total": np.float64},
+                                         output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()},
+                                         on_timer=on_quiet))
+           .connect("s", "k").sink_for("k", "out").build())
+    assert "has timers" in shard_plan(dag)

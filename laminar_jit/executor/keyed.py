@@ -74,6 +74,13 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     out_names = [name for name, _ in op.outputs]
     out_dtypes = [dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
     arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
+    if gen.sharded:  # a key shard's output notes where each row's input row arrived: the shards merge by it
+        if timers:
+            raise ValueError(f"operator {node.name!r}: key shards do not run keyed kernels with timers")
+        if b.origin is not None:
+            raise ValueError(f"operator {node.name!r}: key shards merge a keyed kernel's output by where its rows "
+                             "arrived, and its rows come through a fan-in")
+        arrays.append("opos")
 
     def store(result: str, indent: int) -> str:
         pad = " " * indent
@@ -110,7 +117,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
     allocs = "\n".join(f"    {a} = empty(size, {t})" for a, t in
-                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes))
+                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64"]))
     arm_before = f"before = {values}[s].timer" if timers else ""
     arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
                  f"            hc = heap_push({htimes}, {hslots}, hc, after, s)") if timers else ""
@@ -141,7 +148,7 @@ def keyed_{nid}_update({params}):
 {indent(grow, 12)}
         okey[m] = k
         ots[m] = t
-{store("r", 8)}
+{store("r", 8)}{chr(10) + "        opos[m] = i" if gen.sharded else ""}
         m += 1
         {arm_after}
 {fire("wm_end", 4) if timers else ""}
@@ -166,4 +173,5 @@ def keyed_{nid}_update({params}):
     for j, name in enumerate(out_names):
         cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
-    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned), None
+    return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned,
+                   arrivals=f"opos_{nid}" if gen.sharded else None), None

@@ -17,8 +17,9 @@ where the plain step reads all of them. Per batch it
    no rows still fires what the watermark made due. No column is copied;
 3. merges the shards' output rows into the order one executor emits:
    rows passed on from the input by their position in the batch, window
-   and TopN results by (piece, window end, key, rank), a join's pairs by
-   where the row whose arrival emitted them is in the batch. An updating
+   and TopN results by (piece, window end, key, rank), a join's pairs and a
+   keyed kernel's rows by where the row whose arrival emitted them is in the
+   batch. An updating
    operator's changes (a changelog) come piece by piece, each shard's in
    its own order: every key's changes in one executor's order, keys
    interleaved by shard.
@@ -30,12 +31,13 @@ copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
 A DAG can be sharded when every stateful operator has a key and is a
-window, Dedup, TopN, GroupAggregate or an inner or semi interval or window
-join, fed from sources through stateless operators (and maybe windows and
+window, Dedup, TopN, GroupAggregate, keyed kernel without timers or an inner
+or semi interval or window join, fed from sources through stateless operators (and maybe windows and
 Dedups), and every source partitions by key columns all its stateful
 operators share that nothing on the way renames or computes (a join's
-sources each by their side's key columns). A join's pairs and an updating
-operator's changes go to sinks, not into other stateful operators.
+sources each by their side's key columns). A join's pairs, a keyed kernel's
+rows and an updating operator's changes go to sinks, not into other stateful
+operators.
 :func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
 (``ex.shards == 1``, ``ex.shards_note``).
 """
@@ -54,6 +56,7 @@ from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
 from ..ops.group import GroupSpec
 from ..ops.joins import JoinSpec
+from ..ops.keyed import KeyedSpec
 from ..ops.ranked import RankedSpec
 from ..ops.windows import WindowSpec
 from .boundary import _to_arrow, column_view, readonly
@@ -145,15 +148,20 @@ def shard_plan(dag) -> ShardPlan | str:
             if n.id in joins_fed:
                 return (f"the rows of join {n.name!r} feed stateful operators through a step of their own, which key "
                         "shards do not run yet")
+        elif isinstance(spec, KeyedSpec):
+            if n.op.on_timer is not None:
+                return (f"keyed kernel {n.name!r} has timers, which fire before rows the other shards hold; key "
+                        "shards do not run it yet")
         elif not isinstance(spec, (WindowSpec, *UPDATING)):
-            return f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN or GroupAggregate"
+            return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
+                    "keyed kernel")
         if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys):
             return f"operator {n.name!r} ({n.op.label()}) has no key"
-        if isinstance(spec, UPDATING):
+        if isinstance(spec, (*UPDATING, KeyedSpec)):
             fed = next((m for m in stateful if n.id in upstream[m.id]), None)
             if fed is not None:
-                return (f"the changes of {n.name!r} ({n.op.label()}) feed operator {fed.name!r}, which the shards "
-                        "do not run on a changelog yet")
+                return (f"the output of {n.name!r} ({n.op.label()}) feeds operator {fed.name!r}; key shards pass "
+                        "on only windows' and Dedups' rows to other stateful operators")
     # per source, per stateful operator it reaches: the columns that operator groups the source's rows by, and
     # those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
     # source; a stateful operator on the way keeps the key columns: windows and joins emit them)
@@ -204,7 +212,7 @@ def shard_plan(dag) -> ShardPlan | str:
         if isinstance(spec, UPDATING):  # a changelog: each key's changes come from the shard owning it
             merge[t.name] = ("changes",)
             continue
-        if isinstance(spec, JoinSpec) and port is None:  # pairs: where the row that emitted each arrived
+        if isinstance(spec, (JoinSpec, KeyedSpec)) and port is None:  # where the row that emitted each arrived
             merge[t.name] = ("arrivals",)
             continue
         if spec is not None and port is None and spec.kind != "dedup":

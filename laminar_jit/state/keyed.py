@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import JIT_DISABLED
-from .keytable import KeyTable, check_like, check_names, put_tables, take_slots, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_slots, take_tables
 
 __all__ = ["KeyedState"]
 
@@ -34,7 +34,7 @@ def _records(values: np.ndarray) -> np.ndarray:
     return values.view(np.dtype((_StateRecord, values.dtype))) if JIT_DISABLED else values
 
 
-class KeyedState:
+class KeyedState(KeyedEntries):
     """Per-node keyed-kernel state, owned by the executor, passed to the compiled step.
 
     Keys map to dense slots of a :class:`KeyTable`; ``values[slot]`` is that
@@ -115,6 +115,24 @@ class KeyedState:
         self.heap_times[: len(pairs)] = pairs[:, 0]
         self.heap_slots[: len(pairs)] = pairs[:, 1]
         self.aux[0] = len(pairs)
+
+    def absorb(self, src: "KeyedState", slots) -> None:
+        """Copy the keys ``slots`` of ``src``, which this state does not hold, with their state records.
+
+        How key shards rescale (see ``WindowState.absorb``); key shards run
+        only kernels without timers, so there is no heap to move.
+
+        Raises
+        ------
+        ValueError
+            A key of ``slots`` is already held here, or the kernel has timers.
+        """
+        if self.timers:
+            raise ValueError("KeyedState.absorb: a kernel with timers cannot move keys between states")
+        slots = np.asarray(slots, np.int64)
+        if slots.size:
+            new = self._absorb_entries(src, slots, np.zeros(slots.size, np.int64))
+            self.values[new] = src.values[slots]
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
