@@ -537,7 +537,7 @@ def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
 
     rows, ident = gen.fresh("rows"), gen.fresh("ident")
     arrivals = gen.sharded and b.origin == EMITTED and b.arrivals is not None
-    if arrivals:  # a key shard's join output: where the rows that emitted it arrived (the merge's order)
+    if arrivals:  # a key shard's join or keyed-kernel output: where the rows that emitted it arrived
         gen.emit(f"{rows} = gather({b.arrivals}, {b.sel})")
         gen.emit(f"{ident} = False")
     elif b.origin == EMITTED:  # rows a stateful operator emitted: nothing to take from the batch

@@ -98,7 +98,7 @@ class Binding:
     #: selection's name, then the arrays allocated for exactly those rows this
     #: step. A sink reading only such arrays at that selection takes them as they are.
     owned: tuple = ()
-    #: A key shard's join output: per emitted row, the position in the step's rows of the row whose
+    #: A key shard's join or keyed-kernel output: per emitted row, the position in the step's rows of the row whose
     #: arrival emitted it (the shards' output is merged by it).
     arrivals: str | None = None
 
@@ -138,7 +138,7 @@ class SinkLayout:
     columns: list[SinkColumn]
     #: Position of this sink's ``rows`` in the flat result tuple (``ident`` follows).
     offset: int
-    #: A key shard's sink of join output: its ``rows`` are the positions of the rows whose arrival emitted them.
+    #: A key shard's sink of join or keyed-kernel output: its ``rows`` are the positions of the rows whose arrival emitted them.
     arrivals: bool = False
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import rec_columns
-from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
+from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table,
+                       put_tables, take_slots, take_table, take_tables)
 
 __all__ = ["GroupState"]
 
@@ -141,7 +142,7 @@ class GroupState(KeyedEntries):
             self._absorb_values(src, slots, new)
 
     def _absorb_values(self, src: "GroupState", slots: np.ndarray, new: np.ndarray) -> None:
-        """The distinct values of the moved keys (``src`` slots ``slots`` are ``new`` here), each key's lists rebuilt."""
+        """Copy the distinct values of the moved keys (``src``'s ``slots`` are ``new`` here) and relink their lists."""
         a_n = self.n_aggs
         remap = np.full(src.table.slot_capacity, -1, np.int64)
         remap[slots] = new

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_table, put_tables, take_slots, take_table, take_tables
+from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table,
+                       put_tables, take_slots, take_table, take_tables)
 from .ties import TieRows
 
 __all__ = ["WindowState"]
