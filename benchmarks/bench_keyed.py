@@ -1,5 +1,8 @@
 """Keyed-kernel benchmarks: a per-auction running z-score against Polars window expressions.
 
+(:func:`quiet_dag`, a kernel with an event-time timer per auction, runs in
+``bench_shards`` at parallelism 1 and 2.)
+
 laminar calls the kernel once per row in compiled code with the auction's
 state record, streaming 65,536-row batches; Polars computes the same running
 statistics with cumulative sums ``over("auction")`` on the whole table.
@@ -7,7 +10,9 @@ statistics with cumulative sums ``over("auction")`` on the whole table.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 import laminar_jit as lj
 
@@ -20,6 +25,38 @@ def zscore_dag() -> lj.StreamingDag:
                     watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
             .operator("z", lj.recipes.zscore(key="auction", value="price"))
             .connect(common.SOURCE, "z").sink_for("z", "out").build())
+
+
+#: Event-time milliseconds without a bid after which an auction's timer fires (:func:`quiet_dag`).
+QUIET_MS = 1_000
+
+
+def count_until_quiet(st, ts, price):
+    """Bids and their total per auction so far; (re)arms the auction's timer ``QUIET_MS`` after this bid."""
+    st.n += 1
+    st.total += price
+    st.timer = ts + QUIET_MS
+    return st.n, st.total, False
+
+
+def quiet(st, t):
+    """The auction went quiet: its bids and total since the last quiet spell, then start over."""
+    n, total = st.n, st.total
+    st.n = 0
+    st.total = 0.0
+    return n, total, True
+
+
+def quiet_dag() -> lj.StreamingDag:
+    """A keyed kernel with an event-time timer: a row per bid, and one when an auction has been quiet for 1 s."""
+    return (lj.DagBuilder()
+            .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
+                    watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
+            .operator("quiet", lj.KeyedKernel(count_until_quiet, key="auction",
+                                              state={"n": np.int64, "total": np.float64},
+                                              output={"n": pa.int64(), "total": pa.float64(), "alarm": pa.bool_()},
+                                              on_timer=quiet))
+            .connect(common.SOURCE, "quiet").sink_for("quiet", "out").build())
 
 
 class KeyedZScore:

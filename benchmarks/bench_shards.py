@@ -30,6 +30,8 @@ DAGS = {
     "dedup_last": lambda: bench_changelog.ranked_dag(lj.Dedup(key="bidder", keep="last")),
     # a keyed kernel: the running z-score per auction (lj.recipes.zscore)
     "zscore": bench_keyed.zscore_dag,
+    # a keyed kernel with a timer: each auction's bids until it has been quiet for 1 s
+    "quiet": bench_keyed.quiet_dag,
 }
 
 

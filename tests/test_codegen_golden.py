@@ -209,9 +209,17 @@ def test_key_shard_join_step_matches_golden():
     _compare(GOLDEN / "interval_join_shard__s.py", text)
 
 
+def test_key_shard_timer_step_matches_golden():
+    # a key shard's keyed kernel labels a timer's output with the first row whose watermark reaches it
+    # (``first_reaching``) and its time (``otie``); the sink returns those ties after its columns
+    text = render_plan(keyed_timer(), "s", cacheable=True, sharded=True)
+    assert "first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)" in text and "ties_" in text
+    _compare(GOLDEN / "keyed_timer_shard__s.py", text)
+
+
 def test_every_golden_file_belongs_to_a_case():
     expected = {f"{case}__{source}.py" for case, build in CASES.items() for source in build().sources}
-    expected |= {"tumbling_shard__s.py", "interval_join_shard__s.py"}
+    expected |= {"tumbling_shard__s.py", "interval_join_shard__s.py", "keyed_timer_shard__s.py"}
     assert {p.name for p in GOLDEN.glob("*.py")} == expected
 
 

@@ -581,4 +581,10 @@ def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
             gen.emit(f"{skip} = {ident} or n < {EAGER_ROWS}")
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
-    gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset, arrivals))
+    ties = None
+    if arrivals and b.arrival_ties is not None:  # a keyed kernel's timers: ordered among one position's rows
+        ties = len(gen.returns)
+        gen.emit(f"ties_{node.id} = gather({b.arrival_ties}, {b.sel})")
+        gen.emit(f"ties_valid_{node.id} = empty(0, np.bool_)")
+        gen.returns += [f"ties_{node.id}", f"ties_valid_{node.id}"]
+    gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset, arrivals, ties))

@@ -101,6 +101,9 @@ class Binding:
     #: A key shard's join or keyed-kernel output: per emitted row, the position in the step's rows of the row whose
     #: arrival emitted it (the shards' output is merged by it).
     arrivals: str | None = None
+    #: With ``arrivals``: per emitted row, the order among rows of one arrival position (a keyed kernel's timers,
+    #: by their time, before the row itself); None when each position emits in one shard only.
+    arrival_ties: str | None = None
 
 
 #: ``Binding.origin`` of rows a stateful operator emitted (no source rows behind them).
@@ -140,6 +143,9 @@ class SinkLayout:
     offset: int
     #: A key shard's sink of join or keyed-kernel output: its ``rows`` are the positions of the rows whose arrival emitted them.
     arrivals: bool = False
+    #: With ``arrivals``: position in the flat result of the rows' order among one arrival position's
+    #: (:attr:`Binding.arrival_ties`, values then an empty validity), or None.
+    ties: int | None = None
 
 
 @dataclass(frozen=True)
@@ -496,7 +502,7 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels"
 #: stamped into those plans' digests alone (:func:`kernel_module_stamp`, added to
 #: ``Gen.fingerprints`` by the operator's generator), so editing one recompiles
 #: just the plans that link it.
-OWN_STAMP_MODULES = frozenset({"changelog.py", "distinct.py"})
+OWN_STAMP_MODULES = frozenset({"arrivals.py", "changelog.py", "distinct.py"})
 
 
 def kernel_module_stamp(name: str) -> str:

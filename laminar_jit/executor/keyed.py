@@ -22,6 +22,7 @@ from .core import (
     emitted_key_cols,
     indent,
     key_code,
+    kernel_module_stamp,
     key_columns,
     leaf_names,
     propagate_watermark,
@@ -32,6 +33,15 @@ from .core import (
 )
 
 __all__ = ["generate_keyed"]
+
+_ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching\n"
+
+
+def link_arrivals(gen: Gen) -> None:
+    """Import :mod:`laminar_jit.kernels.arrivals` into a key shard's plan (once), its source stamped into the plan's name."""
+    if _ARRIVALS not in gen.funcs:
+        gen.funcs.append(_ARRIVALS)
+        gen.fingerprints.append(kernel_module_stamp("arrivals.py"))
 
 
 @register(KeyedKernel)
@@ -74,13 +84,19 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     out_names = [name for name, _ in op.outputs]
     out_dtypes = [dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
     arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
-    if gen.sharded:  # a key shard's output notes where each row's input row arrived: the shards merge by it
-        if timers:
-            raise ValueError(f"operator {node.name!r}: key shards do not run keyed kernels with timers")
+    # A key shard's output notes where each row's input row arrived: the shards merge by it. A timer's output
+    # notes the first row of the batch whose watermark reaches the timer (one executor fires it just before that
+    # row; the shard, holding only its keys' rows, may fire it later) and, as a tie-break, the timer's time (rows
+    # tie after timers: WM_MAX). Labels never decrease within a shard's output (``lp``, ``lt``: the last ones).
+    ties = gen.sharded and timers
+    if gen.sharded:
         if b.origin is not None:
             raise ValueError(f"operator {node.name!r}: key shards merge a keyed kernel's output by where its rows "
                              "arrived, and its rows come through a fan-in")
         arrays.append("opos")
+        if ties:
+            arrays.append("otie")
+            link_arrivals(gen)
 
     def store(result: str, indent: int) -> str:
         pad = " " * indent
@@ -102,7 +118,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
 {indent(grow, 12)}
         okey[m] = {keys}[st, 0]
         ots[m] = tt
-{store("rt", 8)}
+{store("rt", 8)}{label_timer if ties else ""}
         m += 1
         fired += 1
         nt = {values}[st].timer
@@ -112,12 +128,21 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             {values}[st].timer = WM_MIN'''
         return indent(body, spaces)
 
+    label_timer = """
+        p = first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)
+        if p > lp or (p == lp and tt >= lt):  # else a firing the cap put off: it keeps the last label
+            lp = p
+            lt = tt
+        opos[m] = lp
+        otie[m] = lt"""
+    label_row = "\n        opos[m] = i" + ("\n        otie[m] = WM_MAX\n        lp = i\n        lt = WM_MAX" if ties else "")
     ok = row_ok(names, arg_leaves, "i")
     call = f"{fn}({', '.join([f'{values}[s]'] + [value_code(c, gen, b, names, 'i') for c in arg_cols])})"
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
-                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + state_names)
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + (["n_rows"] if ties else [])
+                       + state_names)
     allocs = "\n".join(f"    {a} = empty(size, {t})" for a, t in
-                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64"]))
+                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64", "np.int64"]))
     arm_before = f"before = {values}[s].timer" if timers else ""
     arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
                  f"            hc = heap_push({htimes}, {hslots}, hc, after, s)") if timers else ""
@@ -133,7 +158,7 @@ def keyed_{nid}_update({params}):
     fire_cap = hc + {"n" if dense else "sel.size"}
     fired = 0
 {allocs}
-    m = 0
+    m = 0{chr(10) + "    lp = np.int64(0)" + chr(10) + "    lt = WM_MIN" if ties else ""}
     {loop}
         t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
@@ -148,7 +173,7 @@ def keyed_{nid}_update({params}):
 {indent(grow, 12)}
         okey[m] = k
         ots[m] = t
-{store("r", 8)}{chr(10) + "        opos[m] = i" if gen.sharded else ""}
+{store("r", 8)}{label_row if gen.sharded else ""}
         m += 1
         {arm_after}
 {fire("wm_end", 4) if timers else ""}
@@ -161,7 +186,8 @@ def keyed_{nid}_update({params}):
     propagate_watermark(gen, node)
     outs = [f"{a}_{nid}" for a in arrays]
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + state_names)
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + (["n"] if ties else [])
+                     + state_names)
     gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
     gen.emit(f"m_{nid} = ots_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
@@ -174,4 +200,5 @@ def keyed_{nid}_update({params}):
         cols[name] = Col("der", name, node.schema.field(name).type, f"o{j}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
     return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned,
-                   arrivals=f"opos_{nid}" if gen.sharded else None), None
+                   arrivals=f"opos_{nid}" if gen.sharded else None,
+                   arrival_ties=f"otie_{nid}" if ties else None), None

@@ -19,7 +19,9 @@ where the plain step reads all of them. Per batch it
    rows passed on from the input by their position in the batch, window
    and TopN results by (piece, window end, key, rank), a join's pairs and a
    keyed kernel's rows by where the row whose arrival emitted them is in the
-   batch. An updating
+   batch (a keyed kernel's timer output by where one executor would have
+   fired it: the first row whose watermark reaches the timer, timers of one
+   position by their time, before that position's row). An updating
    operator's changes (a changelog) come piece by piece, each shard's in
    its own order: every key's changes in one executor's order, keys
    interleaved by shard.
@@ -31,7 +33,7 @@ copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
 A DAG can be sharded when every stateful operator has a key and is a
-window, Dedup, TopN, GroupAggregate, keyed kernel without timers or an inner
+window, Dedup, TopN, GroupAggregate, keyed kernel or an inner
 or semi interval or window join, fed from sources through stateless operators (and maybe windows and
 Dedups), and every source partitions by key columns all its stateful
 operators share that nothing on the way renames or computes (a join's
@@ -148,11 +150,7 @@ def shard_plan(dag) -> ShardPlan | str:
             if n.id in joins_fed:
                 return (f"the rows of join {n.name!r} feed stateful operators through a step of their own, which key "
                         "shards do not run yet")
-        elif isinstance(spec, KeyedSpec):
-            if n.op.on_timer is not None:
-                return (f"keyed kernel {n.name!r} has timers, which fire before rows the other shards hold; key "
-                        "shards do not run it yet")
-        elif not isinstance(spec, (WindowSpec, *UPDATING)):
+        elif not isinstance(spec, (WindowSpec, KeyedSpec, *UPDATING)):
             return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
                     "keyed kernel")
         if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys):
@@ -538,7 +536,11 @@ class KeyShards:
             rows = None
         elif how[0] == "arrivals":  # a join's pairs: by where the row that emitted them arrived
             arrived = np.concatenate([result[off] for result in results])
-            dest = merge_shards(arrived, arrived, _NO_ROWS, bounds, False, False)
+            if layout.ties is None:
+                dest = merge_shards(arrived, arrived, _NO_ROWS, bounds, False, False)
+            else:  # a keyed kernel's timers due at one position: by their time, before that position's row
+                ties = np.concatenate([result[layout.ties] for result in results])
+                dest = merge_shards(arrived, ties, _NO_ROWS, bounds, True, False)
             rows = None
         else:
             order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]

@@ -9,6 +9,9 @@ from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_table
 
 __all__ = ["KeyedState"]
 
+#: A state record's ``timer`` when no timer is set (``laminar_jit.ops.keyed.NO_TIMER``; state does not import ops).
+_NO_TIMER = np.iinfo(np.int64).min
+
 
 class _StateRecord(np.record):
     """One key's state record under ``NUMBA_DISABLE_JIT``: ``st.field`` is the field, always.
@@ -117,22 +120,32 @@ class KeyedState(KeyedEntries):
         self.aux[0] = len(pairs)
 
     def absorb(self, src: "KeyedState", slots) -> None:
-        """Copy the keys ``slots`` of ``src``, which this state does not hold, with their state records.
+        """Copy the keys ``slots`` of ``src``, which this state does not hold, with their state records and timers.
 
-        How key shards rescale (see ``WindowState.absorb``); key shards run
-        only kernels without timers, so there is no heap to move.
+        How key shards rescale (see ``WindowState.absorb``). A key's pending
+        timer is its record's ``timer`` (the heap's other entries for it are
+        stale), so each moved key with one gets a heap entry at its new slot.
 
         Raises
         ------
         ValueError
-            A key of ``slots`` is already held here, or the kernel has timers.
+            A key of ``slots`` is already held here.
         """
-        if self.timers:
-            raise ValueError("KeyedState.absorb: a kernel with timers cannot move keys between states")
         slots = np.asarray(slots, np.int64)
-        if slots.size:
-            new = self._absorb_entries(src, slots, np.zeros(slots.size, np.int64))
-            self.values[new] = src.values[slots]
+        if not slots.size:
+            return
+        new = self._absorb_entries(src, slots, np.zeros(slots.size, np.int64))
+        self.values[new] = src.values[slots]
+        if not self.timers:
+            return
+        times = src.values["timer"][slots]
+        armed = times != _NO_TIMER
+        count, extra = int(self.aux[0]), int(armed.sum())
+        self.reserve(extra)  # room in the heap (and none needed in the table: the keys are in)
+        self.heap_times[count:count + extra] = times[armed]
+        self.heap_slots[count:count + extra] = new[armed]
+        self.aux[0] = count + extra
+        self._compact()  # sorted by (time, slot): a valid heap again
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
