@@ -89,16 +89,24 @@ class ShardedNexmark(Sharded):
         return ex.take_sink_outputs("out")
 
 
-class ShardedInterval(Sharded):
-    """``bench_joins.Interval`` (2 M rows per side over 10 K keys, within ±1 s) at ``parallelism`` 1 and 2."""
+#: ``ShardedInterval``'s joins: ``bench_joins.Interval``'s, and the same as a full outer join.
+INTERVAL_JOINS = {
+    "interval": bench_joins.Interval.make_op,
+    "full": lambda: lj.IntervalJoin("k", "k", lower=-1_000, upper=1_000, how="full"),
+}
 
-    params = (["interval"], [1, 2])
+
+class ShardedInterval(Sharded):
+    """``bench_joins.Interval`` (2 M rows per side over 10 K keys, within ±1 s), inner and full outer, at
+    ``parallelism`` 1 and 2."""
+
+    params = (list(INTERVAL_JOINS), [1, 2])
     param_names = ["join", "parallelism"]
 
     def setup(self, join, parallelism):
         left, right = bench_joins.interval_tables()
         self.feed = bench_joins._feed(left, right)
-        self.dag = bench_joins.join_dag(left.schema, right.schema, bench_joins.Interval.make_op())
+        self.dag = bench_joins.join_dag(left.schema, right.schema, INTERVAL_JOINS[join]())
         self._run(parallelism)  # compile / load the plans
 
     def _run(self, parallelism):

@@ -203,9 +203,11 @@ def test_key_shard_step_matches_golden():
 
 
 def test_key_shard_join_step_matches_golden():
-    # a key shard's join notes where each pair's arriving row is (``out_p``): the shards' pairs merge by it
+    # a key shard's join notes where each pair's arriving row is (``out_p``): the shards' pairs merge by it;
     text = render_plan(interval_join(), "s", cacheable=True, sharded=True)
     assert "out_p[n_out] = i" in text and "po_" in text
+    # settled rows (outer and anti joins) come after the batch's arrivals, by event time, then arrival number
+    assert "settled_labels(" in text and "seq + i" in text
     _compare(GOLDEN / "interval_join_shard__s.py", text)
 
 
@@ -213,7 +215,7 @@ def test_key_shard_timer_step_matches_golden():
     # a key shard's keyed kernel labels a timer's output with the first row whose watermark reaches it
     # (``first_reaching``) and its time (``otie``); the sink returns those ties after its columns
     text = render_plan(keyed_timer(), "s", cacheable=True, sharded=True)
-    assert "first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)" in text and "ties_" in text
+    assert "first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)" in text and "ties0_" in text
     _compare(GOLDEN / "keyed_timer_shard__s.py", text)
 
 

@@ -581,10 +581,11 @@ def _sink(gen: Gen, node, b: Binding, schema=None) -> None:
             gen.emit(f"{skip} = {ident} or n < {EAGER_ROWS}")
         gen.emit(f"{', '.join(outs)}, = {fname}({b.sel}, {skip}, {', '.join(x for leaf in leaves for x in leaf)})")
         gen.returns += outs
-    ties = None
-    if arrivals and b.arrival_ties is not None:  # a keyed kernel's timers: ordered among one position's rows
-        ties = len(gen.returns)
-        gen.emit(f"ties_{node.id} = gather({b.arrival_ties}, {b.sel})")
-        gen.emit(f"ties_valid_{node.id} = empty(0, np.bool_)")
-        gen.returns += [f"ties_{node.id}", f"ties_valid_{node.id}"]
+    ties = []
+    for j, tie in enumerate(b.arrival_ties if arrivals else ()):  # the order among one position's rows
+        ties.append(len(gen.returns))
+        gen.emit(f"ties{j}_{node.id} = gather({tie}, {b.sel})")
+        gen.emit(f"ties{j}_valid_{node.id} = empty(0, np.bool_)")
+        gen.returns += [f"ties{j}_{node.id}", f"ties{j}_valid_{node.id}"]
+    ties = tuple(ties)
     gen.sinks.append(SinkLayout(node.name, node.id, schema, take, columns, offset, arrivals, ties))

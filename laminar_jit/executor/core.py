@@ -34,7 +34,7 @@ __all__ = [
     "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
-    "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
+    "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "link_arrivals", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
     "np_dtype", "propagate_watermark", "register", "row_ok", "size_of", "string_origin", "value_code",
     "watermark_bounds",
 ]
@@ -101,9 +101,10 @@ class Binding:
     #: A key shard's join or keyed-kernel output: per emitted row, the position in the step's rows of the row whose
     #: arrival emitted it (the shards' output is merged by it).
     arrivals: str | None = None
-    #: With ``arrivals``: per emitted row, the order among rows of one arrival position (a keyed kernel's timers,
-    #: by their time, before the row itself); None when each position emits in one shard only.
-    arrival_ties: str | None = None
+    #: With ``arrivals``: per emitted row, its order among rows of one arrival position, most significant first
+    #: (a keyed kernel's timers by their time, before the row itself; a join's settled rows by event time, then
+    #: arrival); empty when each position emits in one shard only.
+    arrival_ties: tuple = ()
 
 
 #: ``Binding.origin`` of rows a stateful operator emitted (no source rows behind them).
@@ -143,9 +144,9 @@ class SinkLayout:
     offset: int
     #: A key shard's sink of join or keyed-kernel output: its ``rows`` are the positions of the rows whose arrival emitted them.
     arrivals: bool = False
-    #: With ``arrivals``: position in the flat result of the rows' order among one arrival position's
-    #: (:attr:`Binding.arrival_ties`, values then an empty validity), or None.
-    ties: int | None = None
+    #: With ``arrivals``: positions in the flat result of the rows' order among one arrival position's
+    #: (:attr:`Binding.arrival_ties`, each values then an empty validity).
+    ties: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -503,6 +504,16 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels"
 #: ``Gen.fingerprints`` by the operator's generator), so editing one recompiles
 #: just the plans that link it.
 OWN_STAMP_MODULES = frozenset({"arrivals.py", "changelog.py", "distinct.py"})
+
+
+_ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching, settled_labels\n"
+
+
+def link_arrivals(gen: Gen) -> None:
+    """Import :mod:`laminar_jit.kernels.arrivals` into a key shard's plan (once), its source stamped into the plan's name."""
+    if _ARRIVALS not in gen.funcs:
+        gen.funcs.append(_ARRIVALS)
+        gen.fingerprints.append(kernel_module_stamp("arrivals.py"))
 
 
 def kernel_module_stamp(name: str) -> str:

@@ -37,6 +37,7 @@ from .core import (
     Col,
     key_table_names,
     leaf_names,
+    link_arrivals,
     propagate_watermark,
     register,
     row_ok,
@@ -129,6 +130,8 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     else:
         for j, port in enumerate(("left", "right")):
             sd = n[port]
+            if gen.sharded:
+                gen.emit(f"settled_{j}_{nid} = np_{nid}")
             emits = f"{prm}[{P_EMIT_LEFT + j}] != 0"
             if x.kind == "window":
                 kind, a, b = "np.int64(1)", f"{prm}[{P_A}]", f"{prm}[{P_B}]"
@@ -137,6 +140,13 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, np.int64({j}), {table}, {aux}, "
                      f"np.int64({SIDE_BASE[port]}), {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
                      f"{sd['free']}, {pairs})")
+    if gen.sharded and x.kind != "asof":
+        # a key shard's settled rows come after the step's pairs, each side's by (event time, arrival): their
+        # position is past the batch (left n, right n + 1), their ties the row's time and arrival number
+        link_arrivals(gen)
+        lf, rt = n["left"], n["right"]
+        gen.emit(f"po_{nid}, pt_{nid}, ps_{nid} = settled_labels(po_{nid}, settled_0_{nid}, settled_1_{nid}, np_{nid}, "
+                 f"n, pl_{nid}, pr_{nid}, {lf['ts']}, {lf['seq']}, {rt['ts']}, {rt['seq']})")
     # output watermark: held back to the oldest left row the join may still emit, and to the rows it emitted now
     lmin = f"{aux}[{SIDE_BASE['left'] + 4}]"
     gen.emit(f"w = W_{nid} if W_{nid} < {lmin} else {lmin}")
@@ -283,8 +293,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
             s = ht_find_or_insert({table}, k, {bucket})
         r = row_alloc({aux(n)}, {base}, {side['free']})
         {side['ts']}[r] = t
-        {side['seq']}[r] = seq
-        seq += 1
+        {_arrival(side, gen.sharded)}
         {side['slot']}[r] = s
         {side['flag']}[r] = 1
         exp = {_expiry(x, port, 't')}
@@ -337,6 +346,7 @@ def join_{nid}_{port}({params}):
     gen.emit(f"pl_{nid}, pr_{nid} = reserve_pairs(pl_{nid}, pr_{nid}, np_{nid}, {other_live})", 2)
     if gen.sharded:
         gen.emit(f"po_{nid} = reserve_positions(po_{nid}, np_{nid}, {other_live})", 2)
+        gen.emit(f"{n['aux']}[0] += {b.n}")  # past the batch's arrival numbers (``_arrival``)
     gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
     gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid}_{port} = late_{nid}_{port}[:n_late_{nid}]")
@@ -412,6 +422,15 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
             f"{other['ts']}, {other['seq']})")
 
 
+def _arrival(side: dict, sharded: bool) -> str:
+    """A buffered row's arrival number: the next of the node's counter, or (a key shard's plan) the call's first
+    number plus the row's position in the batch, so every shard numbers rows as one executor orders them (the
+    step then moves the counter past the batch: :func:`_update`)."""
+    if sharded:
+        return f"{side['seq']}[r] = seq + i"
+    return f"{side['seq']}[r] = seq\n        seq += 1"
+
+
 def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores: str) -> str:
     """Insert body of an as-of join: left rows queue in their key's chain, right rows join theirs (pruned)."""
     side = n[port]
@@ -429,7 +448,7 @@ def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores
         {side['seq']}[r] = seq
         seq += 1
         {side['slot']}[r] = s
-        {side['flag']}[r] = 1'''
+        {side['flag']}[r] = 1'''  # (key shards do not run as-of joins)
     if port == "left":
         return f'''{head}
         if t < {n['aux']}[{base + 4}]:
@@ -499,4 +518,5 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
             out[name] = Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
     owned = (f"sel_{nid}", *out_vars) + ((f"no_nulls_{nid}",) if x.kind == "window" else ())
     return Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned,
-                   arrivals=f"po_{nid}" if gen.sharded else None)
+                   arrivals=f"po_{nid}" if gen.sharded else None,
+                   arrival_ties=(f"pt_{nid}", f"ps_{nid}") if gen.sharded else ())

@@ -22,9 +22,9 @@ from .core import (
     emitted_key_cols,
     indent,
     key_code,
-    kernel_module_stamp,
     key_columns,
     leaf_names,
+    link_arrivals,
     propagate_watermark,
     register,
     row_ok,
@@ -33,16 +33,6 @@ from .core import (
 )
 
 __all__ = ["generate_keyed"]
-
-_ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching\n"
-
-
-def link_arrivals(gen: Gen) -> None:
-    """Import :mod:`laminar_jit.kernels.arrivals` into a key shard's plan (once), its source stamped into the plan's name."""
-    if _ARRIVALS not in gen.funcs:
-        gen.funcs.append(_ARRIVALS)
-        gen.fingerprints.append(kernel_module_stamp("arrivals.py"))
-
 
 @register(KeyedKernel)
 def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
@@ -201,4 +191,4 @@ def keyed_{nid}_update({params}):
     owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
     return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned,
                    arrivals=f"opos_{nid}" if gen.sharded else None,
-                   arrival_ties=f"otie_{nid}" if ties else None), None
+                   arrival_ties=(f"otie_{nid}",) if ties else ()), None

@@ -380,7 +380,7 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
                      f"            o{k + 1} = zeros(cuts.size, np.int64)\n")
         append.append(f"        o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n        o{k + 1}[p + 1] = n{k}\n")
         returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
-        for k in [col.pos for col in layout.columns if col.kind != "take"] + [layout.ties] * (layout.ties is not None):
+        for k in [col.pos for col in layout.columns if col.kind != "take"] + list(layout.ties):
             start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = np.int64(0)\n"
                          f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = np.bool_(False)\n")
             append.append(f"        o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, masked{k})\n"

@@ -21,7 +21,10 @@ where the plain step reads all of them. Per batch it
    keyed kernel's rows by where the row whose arrival emitted them is in the
    batch (a keyed kernel's timer output by where one executor would have
    fired it: the first row whose watermark reaches the timer, timers of one
-   position by their time, before that position's row). An updating
+   position by their time, before that position's row; a join's rows the
+   watermark settled after every arrival, left then right, by event time and
+   arrival number, which a key shard takes from the row's place in the
+   input). An updating
    operator's changes (a changelog) come piece by piece, each shard's in
    its own order: every key's changes in one executor's order, keys
    interleaved by shard.
@@ -33,8 +36,8 @@ copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
 A DAG can be sharded when every stateful operator has a key and is a
-window, Dedup, TopN, GroupAggregate, keyed kernel or an inner
-or semi interval or window join, fed from sources through stateless operators (and maybe windows and
+window, Dedup, TopN, GroupAggregate, keyed kernel, interval join (of any
+kind) or window join, fed from sources through stateless operators (and maybe windows and
 Dedups), and every source partitions by key columns all its stateful
 operators share that nothing on the way renames or computes (a join's
 sources each by their side's key columns). A join's pairs, a keyed kernel's
@@ -54,6 +57,7 @@ import pyarrow as pa
 from ..kernels.merging import merge_positions, merge_shards, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
+from ..state.joins import JoinState
 from .boundary import _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
 from .codegen import ancestors
@@ -235,7 +239,7 @@ class KeyShards:
             state = merged[nid] = node.op.new_state(node.bound)
             for shard in self.shards:
                 part = shard._state.operator_states[nid]
-                state.absorb(part, part.table.live_slots())
+                state.absorb(part, part.table.live_slots(), **_unkeyed(state, True))
         return merged
 
     def distribute(self, states: dict, watermarks: np.ndarray, idle: np.ndarray) -> None:
@@ -254,7 +258,8 @@ class KeyShards:
             owner = self.group_shard[self.key_groups(nid, state.key_columns(state.table.keys[slots, 0]))]
             for s in range(self.n):
                 part = parts[s][nid] = node.op.new_state(node.bound)
-                part.absorb(state, slots[owner == s])
+                # a join's rows without a key never match: which shard settles them does not change the output
+                part.absorb(state, slots[owner == s], **_unkeyed(state, s == 0))
         for shard, operator_states in zip(self.shards, parts):
             shard._state.operator_states = operator_states
             shard._state.set_time(watermarks, idle)
@@ -338,11 +343,10 @@ class KeyShards:
             rows = None
         elif how[0] == "arrivals":  # a join's pairs: by where the row that emitted them arrived
             arrived = np.concatenate([result[off] for result in results])
-            if layout.ties is None:
-                dest = merge_shards(arrived, arrived, _NO_ROWS, bounds, False, False)
-            else:  # a keyed kernel's timers due at one position: by their time, before that position's row
-                ties = np.concatenate([result[layout.ties] for result in results])
-                dest = merge_shards(arrived, ties, _NO_ROWS, bounds, True, False)
+            # rows of one position: a keyed kernel's timers by time, a join's settled rows by time and arrival
+            ties = [np.concatenate([result[pos] for result in results]) for pos in layout.ties]
+            middle, minor = (ties + [arrived, _NO_ROWS])[:2]
+            dest = merge_shards(arrived, middle, minor, bounds, len(ties) > 0, len(ties) > 1)
             rows = None
         else:
             order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]
@@ -421,6 +425,11 @@ class _Merge:
             elif col.kind == "src":
                 out[col.pos], out[col.pos + 1] = _NO_ROWS, _NO_NULLS
         return tuple(out)
+
+
+def _unkeyed(state, take: bool) -> dict:
+    """``absorb``'s keyword for a join state's rows without a key (other states have none)."""
+    return {"unkeyed": take} if isinstance(state, JoinState) else {}
 
 
 def _place_all(jobs: list) -> None:

@@ -155,16 +155,15 @@ class JoinState(KeyedEntries):
         return names
 
     # -- rescaling ---------------------------------------------------------------
-    def absorb(self, src: "JoinState", slots) -> None:
+    def absorb(self, src: "JoinState", slots, unkeyed: bool = False) -> None:
         """Copy the entries ``slots`` of ``src`` (a key and time bucket each), whose keys this state does not hold.
 
         How key shards rescale (see ``WindowState.absorb``): each entry keeps
         both sides' rows (times, arrival numbers, matched flags, payload),
         relinked newest first under the entry's new slot as they were. The
         arrival counter and input watermark take the later of both states',
-        the least expiry and event times the earlier. Rows without a key
-        (kept by outer joins) and as-of joins' queues are not moved: key shards
-        do not run those joins.
+        the least expiry and event times the earlier. As-of joins' queues are
+        not moved: key shards do not run those joins.
 
         Parameters
         ----------
@@ -172,6 +171,9 @@ class JoinState(KeyedEntries):
             A state of the same operator.
         slots : array_like of int
             Live slots of ``src.table``, of keys absent from this state.
+        unkeyed : bool, default False
+            Also copy ``src``'s rows without a key (a null key: kept by outer
+            and anti joins until the watermark settles them, in no list).
 
         Raises
         ------
@@ -183,6 +185,8 @@ class JoinState(KeyedEntries):
         aux[:2] = np.maximum(aux[:2], src_aux[:2])
         for base in SIDE_BASE.values():
             aux[base + 3:base + 5] = np.minimum(aux[base + 3:base + 5], src_aux[base + 3:base + 5])
+        if unkeyed:
+            self._absorb_unkeyed(src)
         n = slots.size
         if n == 0:
             return
@@ -222,6 +226,26 @@ class JoinState(KeyedEntries):
             self.heads[slot[first], head] = dst[first]
             aux[base] += k
             aux[base + 2] += k
+
+    def _absorb_unkeyed(self, src: "JoinState") -> None:
+        """Copy ``src``'s live rows without a key (slot -1), on both sides, as rows of no list here."""
+        for side, base in SIDE_BASE.items():
+            fields = {name: arr for name, arr, _ in src.rows[side]}
+            live = int(src.aux[base])
+            rows = np.flatnonzero((fields["flag"][:live] != 0) & (fields["slot"][:live] < 0))
+            k = rows.size
+            if k == 0:
+                continue
+            start = int(self.aux[base])
+            self._grow_rows(side, start + k)
+            dst = np.arange(start, start + k, dtype=np.int64)
+            for name, arr, _ in self.rows[side]:
+                if name in ("nxt", "prv"):
+                    arr[dst] = -1
+                elif name != "free":
+                    arr[dst] = fields[name][rows]
+            self.aux[base] += k
+            self.aux[base + 2] += k
 
     def _grow_rows(self, side: str, capacity: int) -> None:
         """Make the row arrays of ``side`` hold at least ``capacity`` rows."""

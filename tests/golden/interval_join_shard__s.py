@@ -104,8 +104,7 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
         st2_aux[2 + 2] += 1
         r = _row_alloc3_i
         st2_l_ts[r] = t
-        st2_l_seq[r] = seq
-        seq += 1
+        st2_l_seq[r] = seq + i
         st2_l_slot[r] = s
         st2_l_flag[r] = 1
         exp = t + upper
@@ -174,6 +173,9 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
             order_partners(out_l, out_r, first, n_out, False, st2_r_ts, st2_r_seq)
     st2_aux[0] = seq
     return n_late, n_out, sel.size
+
+
+from laminar_jit.kernels.arrivals import first_reaching, settled_labels
 
 
 @njit
@@ -287,6 +289,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[9] + 1)
         po_2 = reserve_positions(po_2, np_2, st2_aux[9] + 1)
+    st2_aux[0] += n
     metrics[16] += n_late_2
     metrics[8] += n_late_2
     late_sel_2_left = late_2_left[:n_late_2]
@@ -303,8 +306,11 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     if active and w > st2_aux[1]:
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
+    settled_0_2 = np_2
     pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
+    settled_1_2 = np_2
     pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
+    po_2, pt_2, ps_2 = settled_labels(po_2, settled_0_2, settled_1_2, np_2, n, pl_2, pr_2, st2_l_ts, st2_l_seq, st2_r_ts, st2_r_seq)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
     emin = emitted_min(pl_2, np_2, st2_l_ts)
     if emin < w:
@@ -325,7 +331,11 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     metrics[10] += sel_2.size
     rows1 = gather(po_2, sel_2)
     ident2 = False
-    return (rows1, ident2, o0_2, q0_2, o1_2, q1_2, o2_2, q2_2, o3_2, q3_2, o4_2, q4_2, o5_2, q5_2, o6_2, q6_2,)
+    ties0_3 = gather(pt_2, sel_2)
+    ties0_valid_3 = empty(0, np.bool_)
+    ties1_3 = gather(ps_2, sel_2)
+    ties1_valid_3 = empty(0, np.bool_)
+    return (rows1, ident2, o0_2, q0_2, o1_2, q1_2, o2_2, q2_2, o3_2, q3_2, o4_2, q4_2, o5_2, q5_2, o6_2, q6_2, ties0_3, ties0_valid_3, ties1_3, ties1_valid_3,)
 
 
 from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
@@ -384,6 +394,14 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid
             n14 = np.int64(0)
             o15 = empty(0, np.bool_)
             masked14 = np.bool_(False)
+            o16 = empty(r[16].size * (cuts.size - 1), r[16].dtype)
+            n16 = np.int64(0)
+            o17 = empty(0, np.bool_)
+            masked16 = np.bool_(False)
+            o18 = empty(r[18].size * (cuts.size - 1), r[18].dtype)
+            n18 = np.int64(0)
+            o19 = empty(0, np.bool_)
+            masked18 = np.bool_(False)
         o0, n0 = append_rows(o0, n0, r[0], lo)
         o1[p + 1] = n0
         o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
@@ -400,6 +418,10 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid
         o12, n12 = append_values(o12, n12, r[12])
         o15, masked14 = append_valid(o15, n14, r[15], r[14].size, masked14)
         o14, n14 = append_values(o14, n14, r[14])
+        o17, masked16 = append_valid(o17, n16, r[17], r[16].size, masked16)
+        o16, n16 = append_values(o16, n16, r[16])
+        o19, masked18 = append_valid(o19, n18, r[19], r[18].size, masked18)
+        o18, n18 = append_values(o18, n18, r[18])
     t0 = o0[:n0]
     t1 = o1
     t2 = o2[:n2]
@@ -416,4 +438,8 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid
     t13 = o13[:n12 if masked12 else 0]
     t14 = o14[:n14]
     t15 = o15[:n14 if masked14 else 0]
-    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15,)
+    t16 = o16[:n16]
+    t17 = o17[:n16 if masked16 else 0]
+    t18 = o18[:n18]
+    t19 = o19[:n18 if masked18 else 0]
+    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17, t18, t19,)

@@ -24,7 +24,7 @@ WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
 
 
-from laminar_jit.kernels.arrivals import first_reaching
+from laminar_jit.kernels.arrivals import first_reaching, settled_labels
 
 
 @njit
@@ -220,9 +220,9 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     metrics[7] += sel_1.size
     rows1 = gather(opos_1, sel_1)
     ident2 = False
-    ties_2 = gather(otie_1, sel_1)
-    ties_valid_2 = empty(0, np.bool_)
-    return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties_2, ties_valid_2,)
+    ties0_2 = gather(otie_1, sel_1)
+    ties0_valid_2 = empty(0, np.bool_)
+    return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2,)
 
 
 from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
