@@ -118,6 +118,19 @@ class ShardedInterval(Sharded):
         return ex.take_sink_outputs("out")
 
 
+class ShardedAsof(ShardedInterval):
+    """``bench_joins.Asof`` (5 M trades with the prevailing quote among 5 M, 1,000 symbols) at ``parallelism`` 1
+    and 2 (DuckDB: ``bench_joins.AsofDuckDB``)."""
+
+    params = (["asof"], [1, 2])
+
+    def setup(self, join, parallelism):
+        left, right = bench_joins.asof_tables()
+        self.feed = bench_joins._feed(left, right)
+        self.dag = bench_joins.join_dag(left.schema, right.schema, bench_joins.Asof.make_op())
+        self._run(parallelism)  # compile / load the plans
+
+
 @njit
 def _scale_copy(a, out):
     """``out = a * 0.908``: a loop that does little but stream memory."""

@@ -596,10 +596,11 @@ def _join_sources(delay):
 
 
 def _joins():
-    """Five joins of ``L`` and ``R``: an inner interval join of filtered left rows (late rows to side outputs)
+    """Six joins of ``L`` and ``R``: an inner interval join of filtered left rows (late rows to side outputs)
     with a map over its pairs; a window join by a composite key with a string, its right side deduplicated
     first (as Nexmark q8); a semi join; a full outer and an anti interval join, whose unmatched
-    rows (null keys among them) come out as the watermark settles them."""
+    rows (null keys among them) come out as the watermark settles them; a left as-of join (nearest, within a
+    tolerance) of the filtered left rows, whose rows wait for the watermark too."""
     return (_join_sources(25)
             .operator("cheap", lj.Filter(lambda a: a < 90.0)).connect("L", "cheap")
             .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, late="side_output",
@@ -616,7 +617,10 @@ def _joins():
             .connect("L", "full", port="left").connect("R", "full", port="right")
             .operator("anti", lj.IntervalJoin("k", "k", lower=-5, upper=25, how="anti"))
             .connect("L", "anti", port="left").connect("R", "anti", port="right")
-            .sink_for("semi", "semis").sink_for("full", "outer").sink_for("anti", "antis").build())
+            .operator("asof", lj.AsofJoin("k", direction="nearest", tolerance=30, how="left"))
+            .connect("cheap", "asof", port="left").connect("R", "asof", port="right")
+            .sink_for("semi", "semis").sink_for("full", "outer").sink_for("anti", "antis").sink_for("asof", "nearest")
+            .build())
 
 
 JOIN_DAGS = {"joins": _joins}
@@ -692,7 +696,12 @@ def test_join_state_restores_at_any_parallelism(name, before, after, tmp_path):
 
 
 def test_joins_the_shards_cannot_run_say_why():
-    assert "as-of or temporal join" in shard_plan(join_dag(lj.AsofJoin("k")))
+    composite = (join_sources(lj.DagBuilder()).operator("j", lj.AsofJoin(["k", "ts2"], how="left"))
+                 .operator("l2", lj.Map(lambda ts: ts // 2, output="ts2")).operator("r2", lj.Map(lambda ts: ts // 2,
+                                                                                                output="ts2"))
+                 .connect("L", "l2").connect("R", "r2").connect("l2", "j", port="left").connect("r2", "j", port="right")
+                 .sink_for("j", "out").build())
+    assert "null composite key" in shard_plan(composite)
     fed = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
            .connect("L", "j", port="left").connect("R", "j", port="right")
            .operator("w", lj.TumblingWindow(SIZE, key="k", aggs={"n": lj.count()})).connect("j", "w")

@@ -123,10 +123,14 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
     pairs = f"pl_{nid}, pr_{nid}, np_{nid}"
     if x.kind == "asof":
         lf, rt = n["left"], n["right"]
+        if gen.sharded:
+            gen.emit(f"settled_0_{nid} = np_{nid}")
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
                  f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
                  f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['free']}, {lf['flag']}, "
                  f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['free']}, {rt['flag']}, {pairs})")
+        if gen.sharded:
+            gen.emit(f"settled_1_{nid} = np_{nid}")  # (its results are all left rows the watermark settled)
     else:
         for j, port in enumerate(("left", "right")):
             sd = n[port]
@@ -140,7 +144,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, np.int64({j}), {table}, {aux}, "
                      f"np.int64({SIDE_BASE[port]}), {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
                      f"{sd['free']}, {pairs})")
-    if gen.sharded and x.kind != "asof":
+    if gen.sharded:
         # a key shard's settled rows come after the step's pairs, each side's by (event time, arrival): their
         # position is past the batch (left n, right n + 1), their ties the row's time and arrival number
         link_arrivals(gen)
@@ -279,7 +283,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
     h_self, h_other = _CHAIN[port], _CHAIN[_OTHER[port]]
 
     if kind == "asof":
-        body = _asof_insert(x, port, n, table, heads, chr(10).join(stores))
+        body = _asof_insert(x, port, n, table, heads, chr(10).join(stores), gen.sharded)
     else:
         bucket = "ws" if kind == "window" else "bn"
         # rows that can end up unmatched in the output are kept even with a null key (in no bucket)
@@ -431,7 +435,7 @@ def _arrival(side: dict, sharded: bool) -> str:
     return f"{side['seq']}[r] = seq\n        seq += 1"
 
 
-def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores: str) -> str:
+def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores: str, sharded: bool) -> str:
     """Insert body of an as-of join: left rows queue in their key's chain, right rows join theirs (pruned)."""
     side = n[port]
     base = SIDE_BASE[port]
@@ -445,10 +449,9 @@ def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores
             s = ht_find_or_insert({table}, k, 0)
         r = row_alloc({n['aux']}, {base}, {side['free']})
         {side['ts']}[r] = t
-        {side['seq']}[r] = seq
-        seq += 1
+        {_arrival(side, sharded)}
         {side['slot']}[r] = s
-        {side['flag']}[r] = 1'''  # (key shards do not run as-of joins)
+        {side['flag']}[r] = 1'''
     if port == "left":
         return f'''{head}
         if t < {n['aux']}[{base + 4}]:

@@ -82,9 +82,9 @@ def shard_plan(dag) -> ShardPlan | str:
     for n in stateful:
         spec = n.bound.spec
         if isinstance(spec, JoinSpec):
-            if spec.kind not in ("interval", "window"):
-                return (f"operator {n.name!r} ({n.op.label()}) is an as-of or temporal join, whose queued rows key "
-                        "shards cannot move between states yet")
+            if spec.kind == "asof" and spec.how == "left" and len(spec.left.keys) > 1:
+                return (f"operator {n.name!r} ({n.op.label()}) keeps left rows with a null composite key, which "
+                        "key shards cannot assign to a key group yet")
             if n.id in joins_fed:
                 return (f"the rows of join {n.name!r} feed stateful operators through a step of their own, which key "
                         "shards do not run yet")

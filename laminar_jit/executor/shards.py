@@ -36,8 +36,8 @@ copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
 A DAG can be sharded when every stateful operator has a key and is a
-window, Dedup, TopN, GroupAggregate, keyed kernel, interval join (of any
-kind) or window join, fed from sources through stateless operators (and maybe windows and
+window, Dedup, TopN, GroupAggregate, keyed kernel or join (not a left
+as-of join on a composite key), fed from sources through stateless operators (and maybe windows and
 Dedups), and every source partitions by key columns all its stateful
 operators share that nothing on the way renames or computes (a join's
 sources each by their side's key columns). A join's pairs, a keyed kernel's

@@ -162,8 +162,9 @@ class JoinState(KeyedEntries):
         both sides' rows (times, arrival numbers, matched flags, payload),
         relinked newest first under the entry's new slot as they were. The
         arrival counter and input watermark take the later of both states',
-        the least expiry and event times the earlier. As-of joins' queues are
-        not moved: key shards do not run those joins.
+        the least expiry and event times the earlier. An as-of join's lists
+        are relinked oldest first, and its queue of keys with waiting left
+        rows rebuilt.
 
         Parameters
         ----------
@@ -193,7 +194,10 @@ class JoinState(KeyedEntries):
         new = self._absorb_entries(src, slots, src.table.keys[slots, 1])
         remap = np.full(src.table.slot_capacity, -1, np.int64)
         remap[slots] = new
-        self.heads[new] = src.heads[slots]  # the lists' lengths; their heads are set below
+        # interval and window joins: each side's list newest first (heads: first row, list length - 1);
+        # as-of joins: oldest first by (time, arrival), linked both ways (heads: first and last row)
+        asof = self.spec.kind == "asof"
+        self.heads[new] = -1 if asof else src.heads[slots]  # (the lists' lengths kept; heads set below)
         for side, base in SIDE_BASE.items():
             head = 0 if side == "left" else 2
             self.heads[new, head] = -1
@@ -205,27 +209,40 @@ class JoinState(KeyedEntries):
             k = rows.size
             if k == 0:
                 continue
-            order = np.lexsort((-fields["seq"][rows], slot))  # each list newest first, as rows are linked
+            if asof:
+                order = np.lexsort((fields["seq"][rows], fields["ts"][rows], slot))
+            else:
+                order = np.lexsort((-fields["seq"][rows], slot))
             rows, slot = rows[order], slot[order]
             start = int(aux[base])
             self._grow_rows(side, start + k)
             dst = np.arange(start, start + k, dtype=np.int64)
             first = np.ones(k, np.bool_)
             first[1:] = slot[1:] != slot[:-1]
+            last = np.roll(first, -1)
             nxt = np.roll(dst, -1)
-            nxt[np.roll(first, -1)] = -1
+            nxt[last] = -1
+            prv = np.roll(dst, 1)
+            prv[first] = -1
             for name, arr, _ in self.rows[side]:
                 if name == "nxt":
                     arr[dst] = nxt
                 elif name == "prv":
-                    arr[dst] = -1
+                    arr[dst] = prv if asof else -1
                 elif name == "slot":
                     arr[dst] = slot
                 elif name != "free":
                     arr[dst] = fields[name][rows]
             self.heads[slot[first], head] = dst[first]
+            if asof:
+                self.heads[slot[last], head + 1] = dst[last]
             aux[base] += k
             aux[base + 2] += k
+        if asof:  # the keys with queued left rows, which the resolution pass walks
+            live = self.table.live_slots().astype(np.int64)
+            queued = live[self.heads[live, 0] != -1]
+            self.active[0] = queued.size
+            self.active[1:queued.size + 1] = queued
 
     def _absorb_unkeyed(self, src: "JoinState") -> None:
         """Copy ``src``'s live rows without a key (slot -1), on both sides, as rows of no list here."""
