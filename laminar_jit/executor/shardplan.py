@@ -108,7 +108,7 @@ def shard_plan(dag) -> ShardPlan | str:
         for n in stateful:
             if sid not in upstream[n.id]:
                 continue
-            grouping = _grouping(dag, n, sid, upstream)
+            grouping = source_grouping(dag, n, sid, upstream)
             if grouping is None:
                 return f"source {source!r} reaches both inputs of join {n.name!r}"
             fed[n.id] = grouping
@@ -130,7 +130,7 @@ def shard_plan(dag) -> ShardPlan | str:
         seen = set()
         for a in upstream[n.id]:
             if nodes[a].kind == "source":
-                by, _ = _grouping(dag, n, a, upstream)
+                by, _ = source_grouping(dag, n, a, upstream)
                 seen.add(tuple(by.index(k) for k in keys[nodes[a].name]))
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
@@ -171,7 +171,7 @@ def shard_plan(dag) -> ShardPlan | str:
     return ShardPlan(keys, merge)
 
 
-def _grouping(dag, n, source_id: int, upstream: dict) -> tuple | None:
+def source_grouping(dag, n, source_id: int, upstream: dict) -> tuple | None:
     """``(keys, changed)``: the key columns stateful node ``n`` groups the rows of a source by (a join: those of
     the input the source reaches; None when it reaches both), and which of them a stateless operator between
     them renames or computes (column -> that operator's name)."""

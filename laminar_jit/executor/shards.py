@@ -63,7 +63,7 @@ from .keyhash import key_hash, mix_column
 from .codegen import ancestors
 from .core import DICTIONARY_BYTES
 from .plan import compile_plan
-from .shardplan import KEY_GROUPS, ShardPlan, _grouping, resolve_parallelism, shard_plan
+from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_parallelism, shard_plan
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
@@ -277,7 +277,7 @@ class KeyShards:
         source_id = next(a for a in sorted(upstream[nid]) if dag.nodes[a].kind == "source")
         source = dag.nodes[source_id].name
         schema = dag.schema_of(source)
-        keys, _ = _grouping(dag, node, source_id, upstream)  # (a join's: those of the source's input)
+        keys, _ = source_grouping(dag, node, source_id, upstream)  # (a join's: those of the source's input)
         acc = np.full(key_columns[0].size if key_columns else 0, HASH_SEED, np.uint64)
         for name in self.plan.keys[source]:
             values = key_columns[keys.index(name)]

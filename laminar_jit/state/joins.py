@@ -214,30 +214,21 @@ class JoinState(KeyedEntries):
             else:
                 order = np.lexsort((-fields["seq"][rows], slot))
             rows, slot = rows[order], slot[order]
-            start = int(aux[base])
-            self._grow_rows(side, start + k)
-            dst = np.arange(start, start + k, dtype=np.int64)
+            dst = self._append_rows(side, fields, rows)
             first = np.ones(k, np.bool_)
             first[1:] = slot[1:] != slot[:-1]
             last = np.roll(first, -1)
             nxt = np.roll(dst, -1)
             nxt[last] = -1
-            prv = np.roll(dst, 1)
-            prv[first] = -1
-            for name, arr, _ in self.rows[side]:
-                if name == "nxt":
-                    arr[dst] = nxt
-                elif name == "prv":
-                    arr[dst] = prv if asof else -1
-                elif name == "slot":
-                    arr[dst] = slot
-                elif name != "free":
-                    arr[dst] = fields[name][rows]
+            store = {name: arr for name, arr, _ in self.rows[side]}
+            store["slot"][dst] = slot
+            store["nxt"][dst] = nxt
             self.heads[slot[first], head] = dst[first]
             if asof:
+                prv = np.roll(dst, 1)
+                prv[first] = -1
+                store["prv"][dst] = prv
                 self.heads[slot[last], head + 1] = dst[last]
-            aux[base] += k
-            aux[base + 2] += k
         if asof:  # the keys with queued left rows, which the resolution pass walks
             live = self.table.live_slots().astype(np.int64)
             queued = live[self.heads[live, 0] != -1]
@@ -250,19 +241,23 @@ class JoinState(KeyedEntries):
             fields = {name: arr for name, arr, _ in src.rows[side]}
             live = int(src.aux[base])
             rows = np.flatnonzero((fields["flag"][:live] != 0) & (fields["slot"][:live] < 0))
-            k = rows.size
-            if k == 0:
-                continue
-            start = int(self.aux[base])
-            self._grow_rows(side, start + k)
-            dst = np.arange(start, start + k, dtype=np.int64)
-            for name, arr, _ in self.rows[side]:
-                if name in ("nxt", "prv"):
-                    arr[dst] = -1
-                elif name != "free":
-                    arr[dst] = fields[name][rows]
-            self.aux[base] += k
-            self.aux[base + 2] += k
+            self._append_rows(side, fields, rows)
+
+    def _append_rows(self, side: str, fields: dict, rows: np.ndarray) -> np.ndarray:
+        """Copy rows ``rows`` of another state's ``side`` (its row arrays ``fields``) after this side's rows,
+        in no list (links -1, slots as they were); returns their row numbers here."""
+        base = SIDE_BASE[side]
+        start, k = int(self.aux[base]), rows.size
+        self._grow_rows(side, start + k)
+        dst = np.arange(start, start + k, dtype=np.int64)
+        for name, arr, _ in self.rows[side]:
+            if name in ("nxt", "prv"):
+                arr[dst] = -1
+            elif name != "free":
+                arr[dst] = fields[name][rows]
+        self.aux[base] += k
+        self.aux[base + 2] += k
+        return dst
 
     def _grow_rows(self, side: str, capacity: int) -> None:
         """Make the row arrays of ``side`` hold at least ``capacity`` rows."""
