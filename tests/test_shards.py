@@ -695,6 +695,84 @@ def test_join_state_restores_at_any_parallelism(name, before, after, tmp_path):
             assert _same(pa.concat_tables([taken[sink], got[sink]]), want[sink]), sink
 
 
+def _stages():
+    """Joins whose rows feed stateful operators: their rows leave the join's stage as one batch and are dealt to
+    the shards again by the key of what they feed (as in one executor, whose next step reads them).
+
+    An inner interval join's pairs into sessions and, filtered, into a tumbling window and an unbounded TopN
+    by the join key, and past them to a sink; a full outer join's rows (unmatched ones as the watermark
+    settles them, null keys among them) into a GroupAggregate by the right side's key column; an as-of
+    join's rows into a GroupAggregate."""
+    return (_join_sources(25)
+            .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35)).connect("L", "j", port="left")
+            .connect("R", "j", port="right")
+            .operator("near", lj.Filter(lambda a, b: a + b < 150.0)).connect("j", "near")
+            .operator("w", lj.TumblingWindow(SIZE, key="k", aggs={"n": lj.count(), "s": lj.sum("b")},
+                                             allowed_lateness=10)).connect("near", "w")
+            .operator("t", lj.TopN(1, by=["b", "ts"], key="k", window=None)).connect("near", "t")
+            .operator("full", lj.IntervalJoin("k", "k", lower=-10, upper=12, how="full"))
+            .connect("L", "full", port="left").connect("R", "full", port="right")
+            .operator("s", lj.SessionWindow(GAP, key="k", aggs={"n": lj.count(), "hi": lj.max("a")}))
+            .connect("j", "s")
+            .operator("u", lj.GroupAggregate(key="k_right", aggs={"n": lj.count(), "hi": lj.max("a")}))
+            .connect("full", "u")
+            .operator("asof", lj.AsofJoin("k", direction="backward")).connect("L", "asof", port="left")
+            .connect("R", "asof", port="right")
+            .operator("g", lj.GroupAggregate(key="k", aggs={"n": lj.count(), "hi": lj.max("b")}))
+            .connect("asof", "g")
+            .sink_for("w", "windows").sink_for("t", "best").sink_for("near", "pairs").sink_for("s", "sessions")
+            .sink_for("g", "groups").sink_for("u", "unmatched").build())
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([2, 3]))
+def test_join_rows_feeding_stateful_operators_are_dealt_to_the_shards_again(seed, shards):
+    dag = _BUILT.setdefault("stages", _stages())
+    plan = shard_plan(dag)
+    assert plan.keys == {"L": ("k",), "R": ("k",), "j": ("k",), "full": ("k_right",), "asof": ("k",)}
+    assert plan.merge["j"] == ("arrivals",) and plan.merge["pairs"] == ("rows",)
+    steps = _join_steps(seed)
+    want, want_metrics = _drive_calls(dag, 1, steps)
+    got, got_metrics = _drive_calls(dag, shards, steps)
+    for sink in want:
+        assert want[sink].num_rows > 20, sink
+        if plan.merge[sink] == ("changes",):  # keys interleave by shard within a call
+            assert _same_changes(got[sink], want[sink], ["k_right" if sink == "unmatched" else "k"]), sink
+        else:
+            assert _same(got[sink], want[sink]), sink
+    assert got_metrics == want_metrics
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_state_fed_by_join_rows_restores_at_any_parallelism(before, after, tmp_path):
+    dag = _BUILT.setdefault("stages", _stages())
+    steps = _join_steps(7 * before + after)
+    half = len(steps) // 2
+    first = lj.DagExecutor(dag, parallelism=before)
+    one = lj.DagExecutor(dag)
+    for ex in (first, one):
+        for source, b in steps[:half]:
+            ex.process_batch(source, b)
+    first.checkpoint().save(tmp_path / "cp")
+    restored = lj.DagExecutor(dag, parallelism=after)
+    assert restored.shards == after, restored.shards_note
+    restored.restore(lj.Checkpoint.load(tmp_path / "cp"))
+    outputs = []
+    for ex in (one, restored):
+        ex.take_all_sink_outputs()
+        for source, b in steps[half:]:
+            ex.process_batch(source, b)
+        ex.finish()
+        outputs.append(ex.take_all_sink_outputs())
+    want, got = outputs
+    for sink in want:
+        assert want[sink].num_rows > 0, sink
+        if sink in ("best", "groups", "unmatched"):
+            assert _sorted(got[sink]).equals(_sorted(want[sink])), sink
+        else:
+            assert _same(got[sink], want[sink]), sink
+
+
 def test_joins_the_shards_cannot_run_say_why():
     composite = (join_sources(lj.DagBuilder()).operator("j", lj.AsofJoin(["k", "ts2"], how="left"))
                  .operator("l2", lj.Map(lambda ts: ts // 2, output="ts2")).operator("r2", lj.Map(lambda ts: ts // 2,
@@ -702,11 +780,12 @@ def test_joins_the_shards_cannot_run_say_why():
                  .connect("L", "l2").connect("R", "r2").connect("l2", "j", port="left").connect("r2", "j", port="right")
                  .sink_for("j", "out").build())
     assert "null composite key" in shard_plan(composite)
-    fed = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
-           .connect("L", "j", port="left").connect("R", "j", port="right")
-           .operator("w", lj.TumblingWindow(SIZE, key="k", aggs={"n": lj.count()})).connect("j", "w")
-           .sink_for("w", "out").build())
-    assert "through a step of their own" in shard_plan(fed)
+    rekeyed = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+               .connect("L", "j", port="left").connect("R", "j", port="right")
+               .operator("w", lj.TumblingWindow(SIZE, key="k", aggs={"n": lj.count()})).connect("j", "w")
+               .operator("g", lj.GroupAggregate(key="tag", aggs={"n": lj.count()})).connect("j", "g")
+               .sink_for("w", "out").sink_for("g", "tags").build())
+    assert "the stateful operators of the rows of 'j' (" in shard_plan(rekeyed)
     both = (join_sources(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
             .connect("L", "j", port="left").connect("L", "j", port="right").sink_for("j", "out").sink_for("R", "r")
             .build())

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from .._types import arrow_to_numpy_dtype, is_kernel_type
 from ..errors import SchemaError
+from ..ops.keyed import KeyedSpec
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from .core import (
     ALL_ROWS,
@@ -64,7 +65,7 @@ __all__ = ["ancestors", "boundary_nodes", "generate", "plan_nodes"]
 
 # ----------------------------------------------------------------------------- the walk
 
-def boundary_nodes(dag) -> set[int]:
+def boundary_nodes(dag, sharded: bool = False) -> set[int]:
     """Nodes whose rows leave the step that computes them as a batch, and run through a step of their own.
 
     Three kinds:
@@ -83,9 +84,17 @@ def boundary_nodes(dag) -> set[int]:
       to the operator's state; what it emits is the next step's input.
 
     The next step's input is the boundary node (it is that step's "source").
+
+    ``sharded`` adds the boundaries of key shards' plans: keyed kernels
+    whose rows reach a stateful operator. Their rows leave the step as a
+    join's do, so the shards can deal them out again by the key of the
+    operators they feed (an exchange). They carry the kernel's watermark from
+    before the step, in the step and in the next alike.
     """
     found = {node.id for node in dag.nodes if getattr(node.op, "between_steps", False)
-             or getattr(node.op, "ports", None) is not None and _feeds_stateful(dag, node.id)}
+             or (getattr(node.op, "ports", None) is not None
+                 or sharded and isinstance(getattr(node.bound, "spec", None), KeyedSpec))
+             and _feeds_stateful(dag, node.id)}
     for nid in dag.execution_ids:  # (upstream first: an ArrowMap may read the rows of a boundary before it)
         node = dag.nodes[nid]
         if isinstance(node.op, ArrowMap) and not _reads_batch_columns(dag, node, found):
@@ -131,12 +140,13 @@ def _reads_batch_columns(dag, node, roots: set) -> bool:
     return True
 
 
-def plan_nodes(dag, root: str) -> list[int]:
+def plan_nodes(dag, root: str, sharded: bool = False) -> list[int]:
     """Ids one step runs, in execution order: reachable from ``root`` (a source or
     a boundary node) without passing through another boundary node (those are
-    included, and their late sinks: their output leaves the step)."""
+    included, and their late sinks: their output leaves the step); ``sharded``:
+    a key shard's step (see :func:`boundary_nodes`)."""
     start = dag.node(root).id
-    stops = boundary_nodes(dag) - {start}
+    stops = boundary_nodes(dag, sharded) - {start}
     seen, stack = {start}, [start]
     while stack:
         u = stack.pop()
@@ -167,9 +177,9 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
     ``sharded`` generates a key shard's step: it reads the rows ``shard_rows``
     of the batch (an argument), and works out the source's watermarks on all of them.
     """
-    reach = plan_nodes(dag, source)
+    reach = plan_nodes(dag, source, sharded)
     gen = Gen(dag, source, reach=set(reach), sharded=sharded)
-    boundaries = boundary_nodes(dag)
+    boundaries = boundary_nodes(dag, sharded)
     root = dag.node(source).id
     gen.derived = dag.nodes[root].kind != "source"
     out: dict[int, Binding] = {}
@@ -185,8 +195,8 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
             continue
         if nid == root:  # a boundary node's rows, materialized by the step that produced them
             gen.emit(f"wm_before_{nid} = wm_rows")
-            out[nid] = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema}, ALL_ROWS,
-                               wm_scalar=f"wm_before_{nid}")
+            out[nid] = Binding(None, "n", {f.name: Col("src", f.name, f.type) for f in node.schema},
+                               SHARD_ROWS if gen.sharded else ALL_ROWS, wm_scalar=f"wm_before_{nid}")
             continue
 
         if getattr(node.op, "ports", None) is not None:  # a two-input operator (a join)

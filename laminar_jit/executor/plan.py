@@ -227,7 +227,7 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
         if grid is not None:
             grids.append((*grid, gen.sliding_times[nid]))
     # rows of boundary nodes leave the step, so they never reach a stateful node in it
-    reach = set(plan_nodes(dag, source)) - boundary_nodes(dag)
+    reach = set(plan_nodes(dag, source, sharded)) - boundary_nodes(dag, sharded)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in ancestors(dag, nid) and u in reach]
                 for nid in gen.stateful_ids}
     return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
@@ -374,7 +374,7 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     whole = {name for column, pair in gen.src_args.items() if column.startswith(DICTIONARY_BYTES) for name in pair}
     call = ", ".join(["hi - lo", *(c if c in whole else f"{c}[lo:hi]" for c in cols), *rest])
     start, append, returns = [], [], {}
-    for layout in gen.sinks:
+    for layout in [*gen.sinks, *gen.boundaries]:  # (a join's rows that feed stateful operators: as a sink's)
         k = layout.offset
         start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = np.int64(0)\n"
                      f"            o{k + 1} = zeros(cuts.size, np.int64)\n")

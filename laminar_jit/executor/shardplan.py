@@ -17,7 +17,7 @@ from ..ops.joins import JoinSpec
 from ..ops.keyed import KeyedSpec
 from ..ops.ranked import RankedSpec
 from ..ops.windows import WindowSpec
-from .codegen import ancestors, boundary_nodes
+from .codegen import ancestors, boundary_nodes, plan_nodes
 
 __all__ = ["KEY_GROUPS", "UPDATING", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
@@ -51,9 +51,11 @@ class ShardPlan:
     Attributes
     ----------
     keys : dict of str to tuple of str
-        Per source: the key columns whose hash picks a row's key group.
+        Per stage root (a source, or a join whose rows feed stateful
+        operators): the key columns whose hash picks a row's key group.
     merge : dict of str to tuple
-        Per sink: ``("rows",)`` when its rows are input rows passed on (merged by
+        Per sink, and per join whose rows feed stateful operators (they leave
+        their stage as a batch, merged as a sink's): ``("rows",)`` when its rows are input rows passed on (merged by
         their position in the batch), ``("window", end, key, rank)`` for a
         window or TopN's results, maybe through stateless operators: the sink's
         names of the columns they are merged by, window end, then key (None for
@@ -68,107 +70,135 @@ class ShardPlan:
 
 
 def shard_plan(dag) -> ShardPlan | str:
-    """A :class:`ShardPlan` for ``dag``, or the reason it runs in one executor."""
+    """A :class:`ShardPlan` for ``dag``, or the reason it runs in one executor.
+
+    The DAG is cut into stages as one executor's steps are: one per source,
+    and one per join whose rows feed stateful operators (a boundary node,
+    whose step reads the join's rows as a batch); key shards also end a stage
+    at a keyed kernel whose rows feed stateful operators. Each stage's rows are
+    dealt to the shards by key columns every stateful operator of the stage
+    shares, so a join's or keyed kernel's rows are exchanged between the
+    shards by the key of the operators they feed.
+    """
     nodes = dag.nodes
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
-    for nid in sorted(boundary_nodes(dag)):
-        if getattr(nodes[nid].op, "ports", None) is None:
+    boundaries = boundary_nodes(dag, sharded=True)
+    for nid in sorted(boundaries):
+        if getattr(nodes[nid].op, "ports", None) is None and not isinstance(nodes[nid].bound.spec, KeyedSpec):
             return (f"the rows of operator {nodes[nid].name!r} leave the compiled step as a batch (for an ArrowMap "
                     "or an OverAggregate) and run through a step of their own, which key shards do not run yet")
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
-    joins_fed = boundary_nodes(dag)
+    # stage roots: the sources, then the boundary joins in execution order; each stage's node ids
+    roots = [*dag.sources, *(nodes[nid].name for nid in dag.execution_ids if nid in boundaries)]
+    stages = {root: set(plan_nodes(dag, root, sharded=True)) - ({dag.node(root).id} if dag.node(root).kind != "source" else set())
+              for root in roots}
     for n in stateful:
         spec = n.bound.spec
         if isinstance(spec, JoinSpec):
             if spec.kind == "asof" and spec.how == "left" and len(spec.left.keys) > 1:
                 return (f"operator {n.name!r} ({n.op.label()}) keeps left rows with a null composite key, which "
                         "key shards cannot assign to a key group yet")
-            if n.id in joins_fed:
-                return (f"the rows of join {n.name!r} feed stateful operators through a step of their own, which key "
-                        "shards do not run yet")
         elif not isinstance(spec, (WindowSpec, KeyedSpec, *UPDATING)):
             return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
                     "keyed kernel")
         if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys):
             return f"operator {n.name!r} ({n.op.label()}) has no key"
-        if isinstance(spec, (*UPDATING, KeyedSpec)):
+        if isinstance(spec, UPDATING):
             fed = next((m for m in stateful if n.id in upstream[m.id]), None)
             if fed is not None:
-                return (f"the output of {n.name!r} ({n.op.label()}) feeds operator {fed.name!r}; key shards pass "
-                        "on only windows' and Dedups' rows to other stateful operators")
-    # per source, per stateful operator it reaches: the columns that operator groups the source's rows by, and
-    # those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
-    # source; a stateful operator on the way keeps the key columns: windows and joins emit them)
+                return (f"the changelog of {n.name!r} ({n.op.label()}) feeds operator {fed.name!r}; key shards "
+                        "cannot put its changes in one executor's order (keys interleave by shard)")
+    # per stage root, per stateful operator of its stage: the columns that operator groups the root's rows by,
+    # and those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
+    # root; a stateful operator on the way keeps the key columns: windows and joins emit them)
     keys = {}
-    for source in dag.sources:
-        sid = dag.node(source).id
+    for root in roots:
+        rid = dag.node(root).id
         fed = {}
         for n in stateful:
-            if sid not in upstream[n.id]:
+            if n.id not in stages[root]:
                 continue
-            grouping = source_grouping(dag, n, sid, upstream)
+            grouping = source_grouping(dag, n, rid, upstream)
             if grouping is None:
-                return f"source {source!r} reaches both inputs of join {n.name!r}"
+                return f"{_what(dag, root)} reaches both inputs of join {n.name!r}"
             fed[n.id] = grouping
         if not fed:
-            keys[source] = ()
+            keys[root] = ()
             continue
         first = next(iter(fed.values()))[0]
         common = [k for k in first if all(k in by for by, _ in fed.values())]
         if not common:
-            return f"the stateful operators of source {source!r} share no key column"
+            return f"the stateful operators of {_what(dag, root)} share no key column"
         kept = [k for k in common if not any(k in changed for _, changed in fed.values())]
         if not kept:
             nid, (_, changed) = next((nid, g) for nid, g in fed.items() if set(common) & set(g[1]))
             column = next(k for k in common if k in changed)
             return (f"operator {changed[column]!r} renames or computes a key column of {nodes[nid].name!r} "
-                    f"({column!r}), so the rows of source {source!r} cannot be cut by it")
-        keys[source] = tuple(kept)
-    for n in stateful:  # every source of one operator must cut its rows by the same key columns, in order
+                    f"({column!r}), so the rows of {_what(dag, root)} cannot be cut by it")
+        keys[root] = tuple(kept)
+    for n in stateful:  # every root of one operator must cut its rows by the same key columns, in order
         seen = set()
-        for a in upstream[n.id]:
-            if nodes[a].kind == "source":
-                by, _ = source_grouping(dag, n, a, upstream)
-                seen.add(tuple(by.index(k) for k in keys[nodes[a].name]))
+        for root in roots:
+            if n.id in stages[root]:
+                by, _ = source_grouping(dag, n, dag.node(root).id, upstream)
+                seen.add(tuple(by.index(k) for k in keys[root]))
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
-    merge = {}
+    # a join's or keyed kernel's rows, exchanged between stages
+    merge = {nodes[nid].name: ("arrivals",) for nid in boundaries}
     for t in nodes:
         if t.kind != "sink":
             continue
-        (u, port), = t.inputs
-        chain = []  # stateless operators with one input between the sink and what feeds them
-        while nodes[u].kind == "stateless" and len(nodes[u].inputs) == 1:
-            chain.append(nodes[u])
-            (u, port), = nodes[u].inputs
-        up = nodes[u]
-        spec = up.bound.spec if up.kind == "stateful" else None
-        if isinstance(spec, UPDATING):  # a changelog: each key's changes come from the shard owning it
-            merge[t.name] = ("changes",)
-            continue
-        if isinstance(spec, (JoinSpec, KeyedSpec)) and port is None:  # where the row that emitted each arrived
-            merge[t.name] = ("arrivals",)
-            continue
-        if spec is not None and port is None and spec.kind != "dedup":
-            order = ["window_end", spec.keys[0] if len(spec.keys) == 1 else None, "rank" if spec.kind == "topn" else None]
-            for node in reversed(chain):  # the names the ordering columns have at the sink
-                order = [None if name is None else _renamed(node, name) or "" for name in order]
-            if "" in order:
-                return (f"sink {t.name!r} does not receive the window_end, key or rank column of {up.name!r} "
-                        "(its results are merged by them)")
-            merge[t.name] = ("window", *order)
-            continue
-        late = {u} if spec is not None and port is not None else set()  # a window's late rows are input rows
-        if any(nodes[a].kind == "stateful" and getattr(nodes[a].bound.spec, "kind", None) != "dedup"
-               for a in upstream[t.id] - late):
-            return (f"sink {t.name!r} reads a window's results through {nodes[u].name!r} (a Dedup or an operator "
-                    "with more than one input), whose rows the shards cannot put back in one executor's order")
-        if any(_paths(dag, nodes[a].id, t.id) > 1 for a in upstream[t.id] if nodes[a].kind == "source"):
-            return f"sink {t.name!r} receives some input rows along more than one path"
-        merge[t.name] = ("rows",)
+        how = {_sink_merge(dag, t, dag.node(root).id, stages[root], upstream) for root in roots if t.id in stages[root]}
+        reason = next((h for h in how if isinstance(h, str)), None)
+        if reason is not None:
+            return reason
+        if len(how) > 1:
+            return f"sink {t.name!r} receives rows of more than one stage, which are merged in different orders"
+        merge[t.name], = how
     return ShardPlan(keys, merge)
+
+
+def _sink_merge(dag, t, rid: int, stage: set, upstream: dict) -> tuple | str:
+    """How the shards' rows of sink ``t`` merge in the stage of root ``rid`` (see :class:`ShardPlan`), or why
+    they cannot."""
+    nodes = dag.nodes
+    (u, port), = t.inputs
+    chain = []  # stateless operators with one input between the sink and what feeds them
+    while nodes[u].kind == "stateless" and len(nodes[u].inputs) == 1:
+        chain.append(nodes[u])
+        (u, port), = nodes[u].inputs
+    up = nodes[u]
+    spec = up.bound.spec if up.kind == "stateful" and u != rid else None  # (a stage's root join: its rows)
+    if isinstance(spec, UPDATING):  # a changelog: each key's changes come from the shard owning it
+        return ("changes",)
+    if isinstance(spec, (JoinSpec, KeyedSpec)) and port is None:  # where the row that emitted each arrived
+        return ("arrivals",)
+    if spec is not None and port is None and spec.kind != "dedup":
+        order = ["window_end", spec.keys[0] if len(spec.keys) == 1 else None, "rank" if spec.kind == "topn" else None]
+        for node in reversed(chain):  # the names the ordering columns have at the sink
+            order = [None if name is None else _renamed(node, name) or "" for name in order]
+        if "" in order:
+            return (f"sink {t.name!r} does not receive the window_end, key or rank column of {up.name!r} "
+                    "(its results are merged by them)")
+        return ("window", *order)
+    late = {u} if spec is not None and port is not None else set()  # a window's late rows are input rows
+    if any(nodes[a].kind == "stateful" and getattr(nodes[a].bound.spec, "kind", None) != "dedup"
+           for a in (upstream[t.id] & stage) - late):
+        return (f"sink {t.name!r} reads a window's results through {nodes[u].name!r} (a Dedup or an operator "
+                "with more than one input), whose rows the shards cannot put back in one executor's order")
+    if _paths(dag, rid, t.id) > 1:
+        return f"sink {t.name!r} receives some input rows along more than one path"
+    return ("rows",)
+
+
+def _what(dag, root: str) -> str:
+    """How a stage root is named in a reason: a source, or a join or keyed kernel whose rows feed stateful
+    operators."""
+    node = dag.node(root)
+    return f"source {root!r}" if node.kind == "source" else f"the rows of {root!r} ({node.op.label()})"
 
 
 def source_grouping(dag, n, source_id: int, upstream: dict) -> tuple | None:

@@ -29,6 +29,13 @@ where the plain step reads all of them. Per batch it
    its own order: every key's changes in one executor's order, keys
    interleaved by shard.
 
+A join whose rows feed stateful operators ends its stage, as in one
+executor (whose next step reads them): its rows are merged into one batch
+in one executor's order, and that batch runs through the shards as a stage
+of its own, dealt out again by the key of the operators it feeds (an
+exchange, as between keyed operators of a Flink job), with the join's
+watermark from before the step.
+
 Key groups move between shards to even out skewed keys (:meth:`KeyShards._balance`),
 and a checkpoint holds one executor's states (:meth:`KeyShards.merged_states`),
 which a restore deals out by key group (:meth:`KeyShards.distribute`); both
@@ -37,12 +44,13 @@ back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`
 
 A DAG can be sharded when every stateful operator has a key and is a
 window, Dedup, TopN, GroupAggregate, keyed kernel or join (not a left
-as-of join on a composite key), fed from sources through stateless operators (and maybe windows and
-Dedups), and every source partitions by key columns all its stateful
-operators share that nothing on the way renames or computes (a join's
-sources each by their side's key columns). A join's pairs, a keyed kernel's
-rows and an updating operator's changes go to sinks, not into other stateful
-operators.
+as-of join on a composite key), fed from its stage's root (a source, or a
+join whose rows feed stateful operators) through stateless operators (and
+maybe windows and Dedups), and every root partitions by key columns all the
+stateful operators of its stage share that nothing on the way renames or
+computes (a join's sources each by their side's key columns). A keyed
+kernel's rows and an updating operator's changes go to sinks, not into
+other stateful operators.
 :func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
 (``ex.shards == 1``, ``ex.shards_note``).
 """
@@ -58,7 +66,7 @@ from ..kernels.merging import merge_positions, merge_shards, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
 from ..state.joins import JoinState
-from .boundary import _to_arrow, column_view, readonly
+from .boundary import SinkBuffer, _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
 from .codegen import ancestors
 from .core import DICTIONARY_BYTES
@@ -104,10 +112,21 @@ class KeyShards:
         self.shards = [DagExecutor(executor.dag) for _ in range(shards)]
         for shard in self.shards:  # one set of dictionaries: codes are the same in every shard
             shard._state.dictionaries = executor._state.dictionaries
-        #: Per source: the shards' plan (the same DAG, reading the shard's rows of each batch).
-        self.plans = {source: compile_plan(executor.dag, source, sharded=True) for source in executor.dag.sources}
-        for plan_ in self.plans.values():
-            for layout in plan_.sinks:
+        #: Per stage root (a source, or a join whose rows feed stateful operators): the shards' plan (the same
+        #: DAG, reading the shard's rows of each batch).
+        self.plans = {root: compile_plan(executor.dag, root, sharded=True) for root in plan.keys}
+        #: Per stateful node: the root of the stage whose step updates it (its key groups are hashed there).
+        self.stage_of = {nid: root for root, plan_ in self.plans.items() for nid in plan_.stateful_ids}
+        for root, plan_ in self.plans.items():
+            if root not in executor._plans and root not in executor._derived and any(e for *_, e in plan_.args):
+                raise ValueError(f"the stage after keyed kernel {root!r} reads its string column "
+                                 f"{next(a for a, *_, e in plan_.args if e)!r} as codes of a dictionary one "
+                                 "executor does not keep, so its checkpoints would not restore at parallelism 1")
+            if plan_.boundaries and (plan_.window_pieces or plan_.due_grids):
+                raise ValueError(f"the step of {root!r} cuts its batches into pieces (for a window) and emits the "
+                                 f"rows of join {plan_.boundaries[0].sink!r} as a batch, which key shards would "
+                                 "pass on after the last piece")
+            for layout in [*plan_.sinks, *plan_.boundaries]:
                 if plan.merge[layout.sink][0] != "rows" and any(c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
                 if (plan.merge[layout.sink][0] == "arrivals") != layout.arrivals:
@@ -131,13 +150,17 @@ class KeyShards:
         for b in batches:
             self._run(source, b, commit)
 
-    def _run(self, source: str, b: pa.RecordBatch, commit: bool = True) -> None:
+    def _run(self, source: str, b: pa.RecordBatch, commit: bool = True, wm_rows: int | None = None) -> None:
+        """One batch of stage root ``source`` through the shards; then the rows of its joins that feed stateful
+        operators, merged into one batch, through their stages (``wm_rows``: the watermark those rows carry,
+        the join's from before the step, as in one executor)."""
         ex = self.executor
         st = ex._state
         plan = self.plans[source]
         n = b.num_rows
-        # what depends on the whole batch: its pieces, the string codes, each row's key group
-        cuts = np.asarray(ex._cuts(source, ex._plans[source], b), np.int64)
+        # what depends on the whole batch: its pieces (a stage after a join or keyed kernel has one), the
+        # string codes, each row's key group
+        cuts = np.asarray(ex._cuts(source, ex._plans[source], b) if source in ex._plans else [0, n], np.int64)
         columns = {}
         for name, dtype, _, encoded in plan.args:
             if name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
@@ -151,13 +174,15 @@ class KeyShards:
         if row_hash is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)
             sample = row_hash[::LOAD_SAMPLE]
             self.group_rows += np.bincount((sample >> _GROUP_SHIFT).astype(np.int64), minlength=KEY_GROUPS)
-        self._batches += 1
-        if self._batches >= self._next_balance:
-            self._next_balance *= BALANCE_GROWTH
-            self._balance()
+        if wm_rows is None:  # (a join's rows belong to the batch that emitted them)
+            self._batches += 1
+            if self._batches >= self._next_balance:
+                self._next_balance *= BALANCE_GROWTH
+                self._balance()
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
             shard._state.set_time(st.watermarks, st.idle)
-        feed = (plan, columns, row_hash, cuts, n)
+        before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries]
+        feed = (plan, columns, row_hash, cuts, n, wm_rows)
         if n >= THREAD_ROWS:
             results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
         else:  # waking a thread costs more than a small batch's share of the work: one after the other
@@ -166,11 +191,12 @@ class KeyShards:
         # its own rows: the least over the shards is one executor's (every shard started from the executor's)
         st.watermarks[:] = np.min([shard._state.watermarks for shard in self.shards], axis=0)
         st.idle[:] = self.shards[0]._state.idle
-        if not commit:
-            return
-        st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
+        if commit:
+            st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
         per_shard = [result for _, result in results]
-        merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in plan.sinks) if m]
+        # a join's rows that feed stateful operators are merged even when outputs are dropped: they update state
+        layouts = [*(plan.sinks if commit else ()), *plan.boundaries]
+        merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in layouts) if m]
         if merges:
             jobs = [[] for _ in range(self.n)]
             for merge in merges:
@@ -181,8 +207,15 @@ class KeyShards:
             else:  # waking the shards' threads costs more than copying a few rows here
                 for job in jobs:
                     _place_all(job)
-            for merge in merges:  # as a step's result: small outputs are coalesced before they become Arrow
-                st.outputs[merge.layout.sink].add(b, merge.result(), merge.layout)
+        merged = {merge.layout.sink: merge for merge in merges}
+        for layout in plan.sinks if commit else ():  # as a step's result: small outputs are coalesced later
+            if layout.sink in merged:
+                st.outputs[layout.sink].add(b, merged[layout.sink].result(), layout)
+        for layout, wm in zip(plan.boundaries, before):
+            merge = merged.get(layout.sink)
+            rows = (SinkBuffer(layout, st.dictionaries).materialize(b, merge.result()) if merge is not None
+                    else pa.RecordBatch.from_arrays([pa.array([], f.type) for f in layout.schema], schema=layout.schema))
+            self._run(layout.sink, rows, commit, wm)
 
     # ------------------------------------------------------------ rescaling
     def _balance(self) -> None:
@@ -267,17 +300,18 @@ class KeyShards:
     def key_groups(self, nid: int, key_columns: list[np.ndarray]) -> np.ndarray:
         """Key group of each entry of node ``nid`` from its key columns' int64 values (as state keeps them).
 
-        The same group its rows hash to at the source: the shard key columns
-        are rebuilt as Arrow arrays of the source's types (strings decoded by
-        the source's dictionary) and hashed like the rows.
+        The same group its rows hash to at the root of its stage (a source,
+        or a join whose rows feed it): the shard key columns are rebuilt as
+        Arrow arrays of the root's types (strings decoded by the root's
+        dictionary) and hashed like the rows.
         """
         dag = self.executor.dag
         node = dag.nodes[nid]
         upstream = {n.id: ancestors(dag, n.id) for n in dag.nodes}
-        source_id = next(a for a in sorted(upstream[nid]) if dag.nodes[a].kind == "source")
-        source = dag.nodes[source_id].name
+        source = self.stage_of[nid]
         schema = dag.schema_of(source)
-        keys, _ = source_grouping(dag, node, source_id, upstream)  # (a join's: those of the source's input)
+        # (a join's: those of the root's input)
+        keys, _ = source_grouping(dag, node, dag.node(source).id, upstream)
         acc = np.full(key_columns[0].size if key_columns else 0, HASH_SEED, np.uint64)
         for name in self.plan.keys[source]:
             values = key_columns[keys.index(name)]
@@ -305,7 +339,7 @@ class KeyShards:
 
     def _work(self, s: int, feed: tuple) -> tuple:
         """Shard ``s``'s rows of the batch through its plan (runs in the shard's thread)."""
-        plan, columns, row_hash, cuts, n = feed
+        plan, columns, row_hash, cuts, n, wm_rows = feed
         if row_hash is not None:
             rows = rows_of_shard(row_hash, KEY_GROUPS, self.group_shard, s)
         else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
@@ -322,6 +356,8 @@ class KeyShards:
             state.reserve(new_entries + emitted)
             state_args.extend(state.arrays())
         args = [array for name, *_ in plan.args for array in columns[name]]
+        if plan.derived:  # a join's rows: the join's watermark from before the step that emitted them
+            state_args.append(wm_rows)
         result = plan.step(rows, cuts, *args, self.executor.dag.routing.offsets, plan.settings, counters,
                            st.watermarks, st.idle, *state_args)
         return counters, result
