@@ -48,8 +48,7 @@ class DagExecutor:
         every plan). ``"auto"``: the cores this process may use. Outputs, late
         rows, watermarks and metric row counts are those of one executor (an
         updating operator's changelog: each key's changes in one executor's
-        order, keys interleaved by shard; a keyed kernel's timers of
-        different keys due at one time and row: shard by shard), and
+        order, keys interleaved by shard), and
         checkpoints are one executor's (they restore at any parallelism). Key
         groups move between shards to even out skewed keys. A DAG that cannot
         be sharded yet runs as one; :attr:`shards` and :attr:`shards_note` say

@@ -3,7 +3,7 @@
 A keyed kernel becomes one compiled loop in the plan, ``keyed_<id>_update``:
 each row calls the user's scalar function with its key's state record (a row
 of engine-owned numpy arrays) and the row's columns, and the key's event-time
-timers fire in (time, slot) order as the watermark passes them.
+timers fire in (time, first arrival of the key) order as the watermark passes them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = ["generate_keyed"]
 @register(KeyedKernel)
 def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     """Emit the compiled loop of a keyed kernel: per-row calls with the key's state record,
-    and its timers fired in (time, slot) order as the watermark passes them — before each
+    and its timers fired in (time, first arrival of the key) order as the watermark passes them — before each
     row whose watermark reaches them, and at the end of the batch."""
     from ..state.keyed import KeyedState
 
@@ -47,13 +47,14 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     state_names = KeyedState.argument_names(nid, node.bound)
     gen.state_args += state_names
     gen.stateful_ids.append(nid)
-    buckets, keys, meta, free, aux, values, htimes, hslots = state_names[:8]
+    buckets, keys, meta, free, aux, values, htimes, hslots, first = state_names[:9]
     fn = f"keyed_{nid}_fn"
     gen.kernels[fn] = op.kernel.dispatcher
     origin = f"{op.kernel.fn.__module__}.{op.kernel.fn.__qualname__}"
     gen.fingerprints.append(f"{fn}={op.fingerprint()}@{origin}")
     timers = op.on_timer is not None
     if timers:
+        link_arrivals(gen)  # the ranked timer heap
         gen.kernels[f"keyed_{nid}_timer"] = op.on_timer.dispatcher
         gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
 
@@ -76,8 +77,9 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     arrays = ["okey", "ots"] + [f"o{j}" for j in range(n_out)]
     # A key shard's output notes where each row's input row arrived: the shards merge by it. A timer's output
     # notes the first row of the batch whose watermark reaches the timer (one executor fires it just before that
-    # row; the shard, holding only its keys' rows, may fire it later) and, as a tie-break, the timer's time (rows
-    # tie after timers: WM_MAX). Labels never decrease within a shard's output (``lp``, ``lt``: the last ones).
+    # row; the shard, holding only its keys' rows, may fire it later) and, as tie-breaks, the timer's time (rows
+    # tie after timers: WM_MAX) and its key's first arrival number. Labels never decrease within a shard's output
+    # (``lp``, ``lt``, ``lf``: the last ones).
     ties = gen.sharded and timers
     if gen.sharded:
         if b.origin is not None:
@@ -85,8 +87,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                              "arrived, and its rows come through a fan-in")
         arrays.append("opos")
         if ties:
-            arrays.append("otie")
-            link_arrivals(gen)
+            arrays += ["otie", "ofirst"]
 
     def store(result: str, indent: int) -> str:
         pad = " " * indent
@@ -100,7 +101,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         body = f'''while hc > 0 and {htimes}[0] <= {bound} and fired < fire_cap:
     tt = {htimes}[0]
     st = {hslots}[0]
-    hc = heap_pop({htimes}, {hslots}, hc)
+    hc = heap_pop_ranked({htimes}, {hslots}, hc, {first})
     if {values}[st].timer == tt:  # else a stale entry: the key's timer moved
         {values}[st].timer = WM_MIN
         rt = keyed_{nid}_timer({values}[st], tt)
@@ -113,29 +114,38 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         fired += 1
         nt = {values}[st].timer
         if nt > tt and {bound} != WM_MAX:
-            hc = heap_push({htimes}, {hslots}, hc, nt, st)
+            hc = heap_push_ranked({htimes}, {hslots}, hc, nt, st, {first})
         else:  # re-armed at or before its firing time, or after the end of input: dropped
             {values}[st].timer = WM_MIN'''
         return indent(body, spaces)
 
-    label_timer = """
+    label_timer = f"""
         p = first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)
-        if p > lp or (p == lp and tt >= lt):  # else a firing the cap put off: it keeps the last label
+        f = {first}[st]
+        if p > lp or (p == lp and tt > lt):  # else a firing the cap put off: it keeps the last label
             lp = p
             lt = tt
+            lf = f
+        elif p == lp and tt == lt and f > lf:
+            lf = f
         opos[m] = lp
-        otie[m] = lt"""
-    label_row = "\n        opos[m] = i" + ("\n        otie[m] = WM_MAX\n        lp = i\n        lt = WM_MAX" if ties else "")
+        otie[m] = lt
+        ofirst[m] = lf"""
+    label_row = "\n        opos[m] = i" + ("\n        otie[m] = WM_MAX\n        ofirst[m] = 0\n        lp = i\n"
+                                          "        lt = WM_MAX\n        lf = np.int64(0)" if ties else "")
     ok = row_ok(names, arg_leaves, "i")
     call = f"{fn}({', '.join([f'{values}[s]'] + [value_code(c, gen, b, names, 'i') for c in arg_cols])})"
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
-                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + (["n_rows"] if ties else [])
+                       + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "wm_end"] + (["n_rows"] if timers else [])
                        + state_names)
     allocs = "\n".join(f"    {a} = empty(size, {t})" for a, t in
-                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64", "np.int64"]))
-    arm_before = f"before = {values}[s].timer" if timers else ""
+                       zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64"] * 3))
+
     arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
-                 f"            hc = heap_push({htimes}, {hslots}, hc, after, s)") if timers else ""
+                 f"            hc = heap_push_ranked({htimes}, {hslots}, hc, after, s, {first})") if timers else ""
+    # a new key's first arrival number: the rows of earlier calls, plus its row's position
+    arm_before = (f"if {first}[s] < 0:\n            {first}[s] = {aux}[1] + i\n        before = {values}[s].timer"
+                  if timers else "")
     gen.funcs.append(f'''
 @njit
 def keyed_{nid}_update({params}):
@@ -148,7 +158,7 @@ def keyed_{nid}_update({params}):
     fire_cap = hc + {"n" if dense else "sel.size"}
     fired = 0
 {allocs}
-    m = 0{chr(10) + "    lp = np.int64(0)" + chr(10) + "    lt = WM_MIN" if ties else ""}
+    m = 0{chr(10) + "    lp = np.int64(0)" + chr(10) + "    lt = WM_MIN" + chr(10) + "    lf = np.int64(0)" if ties else ""}
     {loop}
         t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
@@ -167,7 +177,7 @@ def keyed_{nid}_update({params}):
         m += 1
         {arm_after}
 {fire("wm_end", 4) if timers else ""}
-    {aux}[0] = hc
+    {aux}[0] = hc{chr(10) + "    " + aux + "[1] += n_rows" if timers else ""}
     return {", ".join(f"{a}[:m]" for a in arrays)}
 ''')
 
@@ -176,7 +186,7 @@ def keyed_{nid}_update({params}):
     propagate_watermark(gen, node)
     outs = [f"{a}_{nid}" for a in arrays]
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
-                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + (["n"] if ties else [])
+                     + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + ([b.n] if timers else [])
                      + state_names)
     gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
     gen.emit(f"m_{nid} = ots_{nid}.size")
@@ -191,4 +201,4 @@ def keyed_{nid}_update({params}):
     owned = (f"sel_{nid}", *outs, f"okey_valid_{nid}", f"no_nulls_{nid}")
     return Binding(EMITTED, f"m_{nid}", cols, f"sel_{nid}", None, f"wm_before_{nid}", owned,
                    arrivals=f"opos_{nid}" if gen.sharded else None,
-                   arrival_ties=(f"otie_{nid}",) if ties else ()), None
+                   arrival_ties=(f"otie_{nid}", f"ofirst_{nid}") if ties else ()), None

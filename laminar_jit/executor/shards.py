@@ -30,11 +30,13 @@ where the plain step reads all of them. Per batch it
    interleaved by shard.
 
 A join whose rows feed stateful operators ends its stage, as in one
-executor (whose next step reads them): its rows are merged into one batch
-in one executor's order, and that batch runs through the shards as a stage
-of its own, dealt out again by the key of the operators it feeds (an
-exchange, as between keyed operators of a Flink job), with the join's
-watermark from before the step.
+executor (whose next step reads them), and so does, in key shards only, a
+keyed kernel whose rows do: its rows are merged into one batch in one
+executor's order, and that batch runs through the shards as a stage of its
+own, dealt out again by the key of the operators it feeds (an exchange, as
+between keyed operators of a Flink job), with the join's or kernel's
+watermark from before the step (which rows it emits carry in one executor's
+step too).
 
 Key groups move between shards to even out skewed keys (:meth:`KeyShards._balance`),
 and a checkpoint holds one executor's states (:meth:`KeyShards.merged_states`),
@@ -48,9 +50,8 @@ as-of join on a composite key), fed from its stage's root (a source, or a
 join whose rows feed stateful operators) through stateless operators (and
 maybe windows and Dedups), and every root partitions by key columns all the
 stateful operators of its stage share that nothing on the way renames or
-computes (a join's sources each by their side's key columns). A keyed
-kernel's rows and an updating operator's changes go to sinks, not into
-other stateful operators.
+computes (a join's sources each by their side's key columns). An updating
+operator's changes go to sinks, not into other stateful operators.
 :func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
 (``ex.shards == 1``, ``ex.shards_note``).
 """

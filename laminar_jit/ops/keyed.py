@@ -14,7 +14,8 @@ it to an event time arms that key's timer (setting it again moves it;
 checked before every row, so firing does not depend on batch boundaries —
 ``on_timer(state, timestamp)`` runs and its outputs become a row with that
 key and ``timestamp`` as event time. Timers live in a binary heap in numpy
-arrays ordered by (time, key slot). ``on_timer`` may re-arm the timer to a
+arrays ordered by time, then by the key's first arrival (the same order
+in key shards and after a restore). ``on_timer`` may re-arm the timer to a
 later time; one call fires at most as many timers as were pending plus one
 per input row (the rest fire in the next call), which bounds what nodes
 downstream must reserve; re-arming during ``finish()`` is ignored.

@@ -44,9 +44,13 @@ class KeyedState(KeyedEntries):
     key's state record (a numpy structured array with the user's fields,
     plus ``timer`` when the kernel has ``on_timer``). Pending timers are a
     binary heap of (time, slot) in ``heap_times``/``heap_slots`` with
-    ``aux[0]`` entries; moving a key's timer leaves a stale entry that is
-    skipped when it surfaces, and :meth:`reserve` compacts the heap when stale
-    entries outnumber live keys.
+    ``aux[0]`` entries, ordered by time, then by ``first[slot]``: the arrival
+    number of the key's first row (``aux[1]`` counts the rows of every call
+    so far; a new key takes that count plus its row's position), so timers of
+    one time fire in the order their keys first arrived, whatever the slots
+    (see :mod:`laminar_jit.kernels.arrivals`). Moving a key's timer leaves a
+    stale entry that is skipped when it surfaces, and :meth:`reserve`
+    compacts the heap when stale entries outnumber live keys.
 
     Parameters
     ----------
@@ -66,7 +70,8 @@ class KeyedState(KeyedEntries):
         self.timers = op.on_timer is not None
         self.heap_times = np.empty(max(capacity, 1) if self.timers else 0, np.int64)
         self.heap_slots = np.empty(self.heap_times.size, np.int64)
-        self.aux = np.zeros(1, np.int64)  # timer heap entries
+        self.first = np.full(self.table.slot_capacity if self.timers else 0, -1, np.int64)
+        self.aux = np.zeros(2, np.int64)  # timer heap entries, rows counted for arrival numbers
 
     def __len__(self) -> int:
         """Keys with state."""
@@ -95,6 +100,10 @@ class KeyedState(KeyedEntries):
                 self.values = grown
         if not self.timers:
             return
+        if self.first.size < self.table.slot_capacity:
+            grown = np.full(self.table.slot_capacity, -1, np.int64)
+            grown[: self.first.size] = self.first
+            self.first = grown
         count = int(self.aux[0])
         if count > 2 * len(self.table) + 1024:
             self._compact()
@@ -110,13 +119,14 @@ class KeyedState(KeyedEntries):
                 setattr(self, name, new)
 
     def _compact(self) -> None:
-        """Drop stale heap entries (the key's timer moved); a sorted array is a valid heap."""
+        """Drop stale heap entries (the key's timer moved); an array sorted as the heap orders is a valid heap."""
         count = int(self.aux[0])
         t, s = self.heap_times[:count], self.heap_slots[:count]
         live = self.values["timer"][s] == t
-        pairs = np.unique(np.stack([t[live], s[live]], axis=1), axis=0)  # sorted by (time, slot)
+        # a key's live entry is the one at its timer: one per key (first numbers are unique per key)
+        pairs = np.unique(np.stack([t[live], self.first[s[live]], s[live]], axis=1), axis=0)  # by (time, first)
         self.heap_times[: len(pairs)] = pairs[:, 0]
-        self.heap_slots[: len(pairs)] = pairs[:, 1]
+        self.heap_slots[: len(pairs)] = pairs[:, 2]
         self.aux[0] = len(pairs)
 
     def absorb(self, src: "KeyedState", slots) -> None:
@@ -138,6 +148,9 @@ class KeyedState(KeyedEntries):
         self.values[new] = src.values[slots]
         if not self.timers:
             return
+        self.reserve(0)  # (first grows with the table)
+        self.first[new] = src.first[slots]
+        self.aux[1] = max(self.aux[1], src.aux[1])  # every shard counts every row
         times = src.values["timer"][slots]
         armed = times != _NO_TIMER
         count, extra = int(self.aux[0]), int(armed.sum())
@@ -145,12 +158,12 @@ class KeyedState(KeyedEntries):
         self.heap_times[count:count + extra] = times[armed]
         self.heap_slots[count:count + extra] = new[armed]
         self.aux[0] = count + extra
-        self._compact()  # sorted by (time, slot): a valid heap again
+        self._compact()  # sorted by (time, first arrival): a valid heap again
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them."""
         t = self.table
-        out = [t.buckets, t.keys, t.meta, t.free, self.aux, self.values, self.heap_times, self.heap_slots]
+        out = [t.buckets, t.keys, t.meta, t.free, self.aux, self.values, self.heap_times, self.heap_slots, self.first]
         for k in self.key_tables:
             out += [k.buckets, k.keys, k.meta, k.free]
         return out
@@ -169,6 +182,7 @@ class KeyedState(KeyedEntries):
         count = int(self.aux[0])
         out["heap_times"] = self.heap_times[:count].copy()
         out["heap_slots"] = self.heap_slots[:count].copy()
+        out["first"] = self.first[: self.table.high_water if self.timers else 0].copy()
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -180,8 +194,12 @@ class KeyedState(KeyedEntries):
             When names, dtypes or lengths do not fit this kernel's state; the
             state is then unchanged.
         """
-        check_names(arrays, self.snapshot())
         table, key_tables = take_tables(arrays, len(self.key_tables))
+        if "first" not in arrays and isinstance(arrays.get("aux"), np.ndarray) and arrays["aux"].size == 1:
+            # a checkpoint from before keys kept their first arrival: slot order was first-arrival order
+            arrays = {**arrays, "aux": np.array([arrays["aux"][0], table.high_water], np.int64),
+                      "first": np.arange(table.high_water if self.timers else 0, dtype=np.int64)}
+        check_names(arrays, self.snapshot())
         cap = table.slot_capacity
         aux = check_like("aux", arrays["aux"], self.aux, self.aux.size)
         count = int(aux[0])
@@ -194,16 +212,22 @@ class KeyedState(KeyedEntries):
         values = _records(np.empty(cap, self.values.dtype))
         for name in self.values.dtype.names:
             values[name] = take_slots(arrays, f"values.{name}", self.values[name], table, self.init[name])
+        if self.timers:
+            first = take_slots(arrays, "first", self.first, table, -1)
+            if (first[: table.high_water] < 0).any() or aux[1] < 0:
+                raise ValueError("first holds a negative arrival number")
+        else:
+            first = check_like("first", arrays["first"], self.first, 0)
         size = max(count, 1) if self.timers else 0
         self.heap_times, self.heap_slots = np.empty(size, np.int64), np.empty(size, np.int64)
         self.heap_times[:count], self.heap_slots[:count] = times, slots
-        self.table, self.aux, self.values, self.key_tables = table, aux, values, key_tables
+        self.table, self.aux, self.values, self.key_tables, self.first = table, aux, values, key_tables, first
 
     @staticmethod
     def argument_names(node_id: int, bound) -> list[str]:
         """Parameter names of :meth:`arrays` in a generated step."""
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "aux", "values", "htimes",
-                                               "hslots")]
+                                               "hslots", "first")]
         for level in range(len(bound.spec.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
         return names

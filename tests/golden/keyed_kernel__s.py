@@ -25,7 +25,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Keyed kernel node 1: call the kernel per row with its key's state; fire due timers."""
     hc = st1_aux[0]
     size = n + hc + 16
@@ -96,7 +96,7 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
@@ -126,7 +126,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if active and w > wm[1]:
         wm[1] = w
     idle[1] = not active
-    okey_1, ots_1, o0_1 = keyed_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots)
+    okey_1, ots_1, o0_1 = keyed_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
     m_1 = ots_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)

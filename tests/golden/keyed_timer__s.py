@@ -24,8 +24,11 @@ WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
 
 
+from laminar_jit.kernels.arrivals import first_reaching, heap_pop_ranked, heap_push_ranked, settled_labels
+
+
 @njit
-def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, n_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Keyed kernel node 1: call the kernel per row with its key's state; fire due timers."""
     hc = st1_aux[0]
     size = n + hc + 16
@@ -49,7 +52,7 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
         while hc > 0 and st1_htimes[0] <= rw and fired < fire_cap:
             tt = st1_htimes[0]
             st = st1_hslots[0]
-            hc = heap_pop(st1_htimes, st1_hslots, hc)
+            hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
             if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
                 st1_values[st].timer = WM_MIN
                 rt = keyed_1_timer(st1_values[st], tt)
@@ -66,7 +69,7 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
                 fired += 1
                 nt = st1_values[st].timer
                 if nt > tt and rw != WM_MAX:
-                    hc = heap_push(st1_htimes, st1_hslots, hc, nt, st)
+                    hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
                 else:  # re-armed at or before its firing time, or after the end of input: dropped
                     st1_values[st].timer = WM_MIN
         if not ((m0.size == 0 or m0[i]) and (m2.size == 0 or m2[i])):
@@ -102,6 +105,8 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
                 st1_meta[0] += 1
             _ht_find_or_insert0_slot = _ht_insert_at1_slot
         s = _ht_find_or_insert0_slot
+        if st1_first[s] < 0:
+            st1_first[s] = st1_aux[1] + i
         before = st1_values[s].timer
         r = keyed_1_fn(st1_values[s], v0[i], v2[i])
         if m == okey.size:
@@ -116,11 +121,11 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
         m += 1
         after = st1_values[s].timer
         if after != before and after != WM_MIN:
-            hc = heap_push(st1_htimes, st1_hslots, hc, after, s)
+            hc = heap_push_ranked(st1_htimes, st1_hslots, hc, after, s, st1_first)
     while hc > 0 and st1_htimes[0] <= wm_end and fired < fire_cap:
         tt = st1_htimes[0]
         st = st1_hslots[0]
-        hc = heap_pop(st1_htimes, st1_hslots, hc)
+        hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
         if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
             st1_values[st].timer = WM_MIN
             rt = keyed_1_timer(st1_values[st], tt)
@@ -137,15 +142,16 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
             fired += 1
             nt = st1_values[st].timer
             if nt > tt and wm_end != WM_MAX:
-                hc = heap_push(st1_htimes, st1_hslots, hc, nt, st)
+                hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
             else:  # re-armed at or before its firing time, or after the end of input: dropped
                 st1_values[st].timer = WM_MIN
     st1_aux[0] = hc
+    st1_aux[1] += n_rows
     return okey[:m], ots[:m], o0[:m], o1[:m]
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
@@ -175,7 +181,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if active and w > wm[1]:
         wm[1] = w
     idle[1] = not active
-    okey_1, ots_1, o0_1, o1_1 = keyed_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots)
+    okey_1, ots_1, o0_1, o1_1 = keyed_1_update(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], n, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
     m_1 = ots_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)

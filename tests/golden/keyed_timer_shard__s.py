@@ -24,11 +24,11 @@ WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
 
 
-from laminar_jit.kernels.arrivals import first_reaching, settled_labels
+from laminar_jit.kernels.arrivals import first_reaching, heap_pop_ranked, heap_push_ranked, settled_labels
 
 
 @njit
-def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, n_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, n_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Keyed kernel node 1: call the kernel per row with its key's state; fire due timers."""
     hc = st1_aux[0]
     size = sel.size + hc + 16
@@ -43,9 +43,11 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
     o1 = empty(size, np.bool_)
     opos = empty(size, np.int64)
     otie = empty(size, np.int64)
+    ofirst = empty(size, np.int64)
     m = 0
     lp = np.int64(0)
     lt = WM_MIN
+    lf = np.int64(0)
     for j in range(sel.size):
         i = sel[j]
         t = v0[i]
@@ -57,7 +59,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
         while hc > 0 and st1_htimes[0] <= rw and fired < fire_cap:
             tt = st1_htimes[0]
             st = st1_hslots[0]
-            hc = heap_pop(st1_htimes, st1_hslots, hc)
+            hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
             if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
                 st1_values[st].timer = WM_MIN
                 rt = keyed_1_timer(st1_values[st], tt)
@@ -68,21 +70,27 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
                     o1 = grow(o1)
                     opos = grow(opos)
                     otie = grow(otie)
+                    ofirst = grow(ofirst)
                 okey[m] = st1_keys[st, 0]
                 ots[m] = tt
                 o0[m] = rt[0]
                 o1[m] = rt[1]
                 p = first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)
-                if p > lp or (p == lp and tt >= lt):  # else a firing the cap put off: it keeps the last label
+                f = st1_first[st]
+                if p > lp or (p == lp and tt > lt):  # else a firing the cap put off: it keeps the last label
                     lp = p
                     lt = tt
+                    lf = f
+                elif p == lp and tt == lt and f > lf:
+                    lf = f
                 opos[m] = lp
                 otie[m] = lt
+                ofirst[m] = lf
                 m += 1
                 fired += 1
                 nt = st1_values[st].timer
                 if nt > tt and rw != WM_MAX:
-                    hc = heap_push(st1_htimes, st1_hslots, hc, nt, st)
+                    hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
                 else:  # re-armed at or before its firing time, or after the end of input: dropped
                     st1_values[st].timer = WM_MIN
         if not ((m0.size == 0 or m0[i]) and (m2.size == 0 or m2[i])):
@@ -118,6 +126,8 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
                 st1_meta[0] += 1
             _ht_find_or_insert0_slot = _ht_insert_at1_slot
         s = _ht_find_or_insert0_slot
+        if st1_first[s] < 0:
+            st1_first[s] = st1_aux[1] + i
         before = st1_values[s].timer
         r = keyed_1_fn(st1_values[s], v0[i], v2[i])
         if m == okey.size:
@@ -127,22 +137,25 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
             o1 = grow(o1)
             opos = grow(opos)
             otie = grow(otie)
+            ofirst = grow(ofirst)
         okey[m] = k
         ots[m] = t
         o0[m] = r[0]
         o1[m] = r[1]
         opos[m] = i
         otie[m] = WM_MAX
+        ofirst[m] = 0
         lp = i
         lt = WM_MAX
+        lf = np.int64(0)
         m += 1
         after = st1_values[s].timer
         if after != before and after != WM_MIN:
-            hc = heap_push(st1_htimes, st1_hslots, hc, after, s)
+            hc = heap_push_ranked(st1_htimes, st1_hslots, hc, after, s, st1_first)
     while hc > 0 and st1_htimes[0] <= wm_end and fired < fire_cap:
         tt = st1_htimes[0]
         st = st1_hslots[0]
-        hc = heap_pop(st1_htimes, st1_hslots, hc)
+        hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
         if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
             st1_values[st].timer = WM_MIN
             rt = keyed_1_timer(st1_values[st], tt)
@@ -153,29 +166,36 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
                 o1 = grow(o1)
                 opos = grow(opos)
                 otie = grow(otie)
+                ofirst = grow(ofirst)
             okey[m] = st1_keys[st, 0]
             ots[m] = tt
             o0[m] = rt[0]
             o1[m] = rt[1]
             p = first_reaching(rwm, rw_scalar, rw_cap, rw_floor, tt, n_rows)
-            if p > lp or (p == lp and tt >= lt):  # else a firing the cap put off: it keeps the last label
+            f = st1_first[st]
+            if p > lp or (p == lp and tt > lt):  # else a firing the cap put off: it keeps the last label
                 lp = p
                 lt = tt
+                lf = f
+            elif p == lp and tt == lt and f > lf:
+                lf = f
             opos[m] = lp
             otie[m] = lt
+            ofirst[m] = lf
             m += 1
             fired += 1
             nt = st1_values[st].timer
             if nt > tt and wm_end != WM_MAX:
-                hc = heap_push(st1_htimes, st1_hslots, hc, nt, st)
+                hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
             else:  # re-armed at or before its firing time, or after the end of input: dropped
                 st1_values[st].timer = WM_MIN
     st1_aux[0] = hc
-    return okey[:m], ots[:m], o0[:m], o1[:m], opos[:m], otie[:m]
+    st1_aux[1] += n_rows
+    return okey[:m], ots[:m], o0[:m], o1[:m], opos[:m], otie[:m], ofirst[:m]
 
 
 @njit
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
@@ -205,7 +225,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     if active and w > wm[1]:
         wm[1] = w
     idle[1] = not active
-    okey_1, ots_1, o0_1, o1_1, opos_1, otie_1 = keyed_1_update(shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], n, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots)
+    okey_1, ots_1, o0_1, o1_1, opos_1, otie_1, ofirst_1 = keyed_1_update(shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], n, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
     m_1 = ots_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)
@@ -222,14 +242,16 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     ident2 = False
     ties0_2 = gather(otie_1, sel_1)
     ties0_valid_2 = empty(0, np.bool_)
-    return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2,)
+    ties1_2 = gather(ofirst_1, sel_1)
+    ties1_valid_2 = empty(0, np.bool_)
+    return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2, ties1_2, ties1_valid_2,)
 
 
 from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
 
 
 @jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots):
+def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
 
     ``rows`` are the shard's rows (ascending positions in the batch) and
@@ -248,7 +270,7 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
         lo = cuts[p]
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
-        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots)
+        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
             o0 = empty(r[0].size * (cuts.size - 1), np.int64)
             n0 = np.int64(0)
@@ -273,6 +295,10 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
             n10 = np.int64(0)
             o11 = empty(0, np.bool_)
             masked10 = np.bool_(False)
+            o12 = empty(r[12].size * (cuts.size - 1), r[12].dtype)
+            n12 = np.int64(0)
+            o13 = empty(0, np.bool_)
+            masked12 = np.bool_(False)
         o0, n0 = append_rows(o0, n0, r[0], lo)
         o1[p + 1] = n0
         o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
@@ -285,6 +311,8 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
         o8, n8 = append_values(o8, n8, r[8])
         o11, masked10 = append_valid(o11, n10, r[11], r[10].size, masked10)
         o10, n10 = append_values(o10, n10, r[10])
+        o13, masked12 = append_valid(o13, n12, r[13], r[12].size, masked12)
+        o12, n12 = append_values(o12, n12, r[12])
     t0 = o0[:n0]
     t1 = o1
     t2 = o2[:n2]
@@ -297,4 +325,6 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, set
     t9 = o9[:n8 if masked8 else 0]
     t10 = o10[:n10]
     t11 = o11[:n10 if masked10 else 0]
-    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11,)
+    t12 = o12[:n12]
+    t13 = o13[:n12 if masked12 else 0]
+    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13,)
