@@ -39,7 +39,7 @@ class FilterMap:
     laminar run in the same process pay ~24,000 page faults (~3x its time).
 
     Every engine runs with its default parallelism (Polars and DuckDB use all
-    cores; ``DagExecutor`` its default ``threads``).
+    cores; ``DagExecutor`` one thread), and laminar also at ``parallelism=2``.
     """
 
     batch_size = 65_536
@@ -53,6 +53,10 @@ class FilterMap:
 
     def time_laminar(self):
         common.run_dag(self.dag, self.batches)
+
+    def time_laminar_parallelism_2(self):
+        """``parallelism=2``: a DAG without state runs whole batches in two threads, side by side."""
+        common.run_dag(self.dag, self.batches, parallelism=2)
 
     def peakmem_laminar(self):
         # asv reports the process's peak RSS, setup included (the 160 MB input

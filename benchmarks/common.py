@@ -352,14 +352,14 @@ def shape_dag(shape: str) -> lj.StreamingDag:
 
 # ----------------------------------------------------------------------------- running
 
-def run_dag(dag: lj.StreamingDag, batches) -> dict[str, pa.Table]:
-    """Push ``batches`` through a fresh executor and drain every sink.
+def run_dag(dag: lj.StreamingDag, batches, parallelism: int = 1) -> dict[str, pa.Table]:
+    """Push ``batches`` through a fresh executor (of ``parallelism``) and drain every sink.
 
     A fresh :class:`~laminar_jit.DagExecutor` per call keeps runs independent
     (no sink buffers or metrics carried over); constructing it is cheap once
     the plan is memoized, which :func:`warm_up` ensures.
     """
-    ex = lj.DagExecutor(dag)
+    ex = lj.DagExecutor(dag, parallelism=parallelism)
     for batch in batches:
         ex.process_batch(SOURCE, batch)
     return ex.take_all_sink_outputs()

@@ -250,6 +250,39 @@ def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why(caplog):
     assert "no keyed state" in shard_plan(stateless)
 
 
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), parallelism=st.sampled_from([2, 3]))
+def test_a_dag_without_state_runs_whole_batches_side_by_side(seed, parallelism):
+    # outputs, metrics and watermarks of one thread, whatever the batches (empty, one-row and large ones)
+    dag = _BUILT.setdefault("stateless", (
+        _source(lj.DagBuilder()).operator("f", lj.Filter(lambda price: price > 20.0)).connect("bids", "f")
+        .operator("m", lj.Map(lambda price: price * 2.0, output="twice")).connect("f", "m")
+        .sink_for("m", "out").sink_for("bids", "all").build()))
+    rng = np.random.default_rng(seed)
+    table = bursts(200_000, seed)
+    cuts = np.sort(np.concatenate([rng.integers(0, table.num_rows, 30), [5, 5, 6, 40_000]]))
+    batches = split_table(table, list(cuts))
+    runs = []
+    for par in (1, parallelism):
+        ex = lj.DagExecutor(dag, parallelism=par)
+        outputs, marks = [], []
+        for i, b in enumerate(batches):
+            ex.process_batch("bids", b)
+            if i % 7 == 6:  # reading outputs or watermarks runs what is queued
+                marks.append((ex.watermark("bids"), ex.watermark("m"), ex.state.idle.tolist()))
+                outputs.append(ex.take_all_sink_outputs())
+        ex.finish()
+        outputs.append(ex.take_all_sink_outputs())
+        m = ex.metrics
+        runs.append(({sink: pa.concat_tables([o[sink] for o in outputs]) for sink in dag.sinks}, marks,
+                     (m.events_in, m.events_processed, m.per_node)))
+    (want, want_marks, want_metrics), (got, got_marks, got_metrics) = runs
+    assert ex._side.inflight is not None and "side by side" in ex.shards_note
+    for sink in want:
+        assert want[sink].num_rows > 1000 and _same(got[sink], want[sink]), sink
+    assert got_marks == want_marks and got_metrics == want_metrics
+
+
 def test_parallelism_is_a_positive_int_or_auto():
     dag = _dag("session")
     with pytest.raises(ValueError, match="parallelism"):

@@ -22,8 +22,11 @@ import pyarrow.compute as pc
 
 from ..changelog import OP_COLUMN, is_changelog
 from ..errors import DataError
+from ..time.watermarks import WATERMARK_MIN
+from .core import DICTIONARY_BYTES
 
-__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "column_view", "conform", "readonly", "to_batches"]
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "readonly", "run_step",
+           "to_batches"]
 
 #: Empty validity mask meaning "this column has no nulls".
 NO_NULLS = np.empty(0, dtype=np.bool_)
@@ -286,6 +289,17 @@ class SinkBuffer:
         if self._pending_rows >= self.PENDING_ROWS:
             self.flush()
 
+    def ready(self, batch: pa.RecordBatch, result: tuple, layout) -> pa.RecordBatch | None:
+        """The rows :meth:`add` would turn into Arrow at once (a large output of a large batch), or None.
+
+        Changes nothing here, so threads running steps side by side can each
+        build their outputs; the caller then :meth:`append` s them in order.
+        """
+        rows = result[layout.offset]
+        if batch.num_rows >= EAGER_ROWS and rows.size >= EAGER_ROWS:
+            return self._materialize_gathered(batch, result, layout)
+        return None
+
     def append(self, batch: pa.RecordBatch) -> None:
         """Add rows already made into a RecordBatch of the sink's schema (after what is pending)."""
         self.flush()
@@ -448,3 +462,61 @@ def _to_arrow(values: np.ndarray, valid: np.ndarray, arrow_type: pa.DataType, ta
     # temporal types travel as their integer storage (32-bit ones held as int64 in state: narrowed first)
     width = np.int32 if arrow_type.bit_width == 32 else np.int64
     return pa.array(values.astype(width, copy=False), mask=mask).view(arrow_type)
+
+
+# ----------------------------------------------------------------------------- Arrow in: a step's call
+
+def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
+    """Per step argument: ``plan.args``' fields, whether a null-free column is a plain numpy view, and
+    the empty placeholder passed for columns only sinks read (saves ~1 µs per column of a small batch)."""
+    out = []
+    for name, dtype, kernel_read, encoded in plan.args:
+        t = b.schema.field(name).type if not name.startswith(DICTIONARY_BYTES) else None
+        plain = t is not None and dtype != np.bool_ and (pa.types.is_integer(t) or pa.types.is_floating(t))
+        out.append((name, dtype, kernel_read, encoded, plain, empty_view(dtype)))
+    return tuple(out)
+
+
+def run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
+              wm_rows: int | None = None) -> tuple:
+    """Call the compiled step of ``plan`` on batch ``b``.
+
+    ``counters``, the watermark/idle arrays and the state arrays are updated in place.
+    """
+    n = b.num_rows
+    recipe = plan.arg_recipe
+    if recipe is None:
+        recipe = plan.arg_recipe = _arg_recipe(plan, b)
+    args = []
+    for name, dtype, kernel_read, encoded, plain, empty in recipe:
+        if encoded:
+            args.extend(map(readonly, dicts[(plan.source, name)].encode(b.column(name))))
+        elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
+            args.extend(map(readonly, dicts[(plan.source, name[1:])].store()))
+        elif kernel_read or n >= EAGER_ROWS:
+            col = b.column(name)
+            if plain and not col.null_count:  # the common case: a zero-copy view, no mask
+                args += (col.to_numpy(zero_copy_only=True), NO_NULLS)
+            else:
+                args.extend(column_view(col, dtype))
+        else:  # only sinks want it, and small batches are gathered by Arrow
+            args += (empty, NO_NULLS)
+    return call_step(plan, n, args, offsets, counters, time_state, states, wm_rows)
+
+
+def call_step(plan, n: int, args: list, offsets, counters, time_state, states, wm_rows) -> tuple:
+    """Call ``plan``'s compiled step on its arguments ``args`` (column views), after reserving room in ``states``."""
+    if time_state is None:  # stateless slices in worker threads
+        time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
+    state_args = []
+    by_id = dict(zip(plan.stateful_ids, states)) if states else {}
+    for nid, state in by_id.items():
+        # new entries per call <= rows reaching the node: copies of source rows
+        # plus what stateful nodes upstream can emit (windows: their open
+        # entries; keyed kernels: their rows and capped timer firings)
+        emitted = sum(by_id[u].max_emit(n * plan.max_paths) for u in plan.upstream_stateful[nid])
+        state.reserve(n * plan.max_paths + emitted)
+        state_args.extend(state.arrays())
+    if plan.derived:
+        state_args.append(wm_rows)
+    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, *state_args)

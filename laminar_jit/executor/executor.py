@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pyarrow as pa
@@ -16,13 +15,13 @@ from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
-from .core import DICTIONARY_BYTES, MetricsLayout
-from .boundary import (EAGER_ROWS, NO_NULLS, SinkBuffer, column_view, conform, empty_view, null_checked_columns,
-                       readonly, to_batches)
+from .core import MetricsLayout
+from .boundary import SinkBuffer, column_view, conform, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .metrics import Metrics
 from .plan import boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
+from .sidebyside import PARALLEL_MIN_ROWS, SideBySide
 from .state import ExecutorState
 
 __all__ = ["DagExecutor"]
@@ -52,7 +51,11 @@ class DagExecutor:
         checkpoints are one executor's (they restore at any parallelism). Key
         groups move between shards to even out skewed keys. A DAG that cannot
         be sharded yet runs as one; :attr:`shards` and :attr:`shards_note` say
-        so.
+        so. A DAG without state (filters, maps, projections) whose kernels
+        cannot raise runs whole batches in ``N`` threads instead, one in ``N``
+        in the calling thread, the others handed to a pool, and takes their
+        results in input order; reading outputs, metrics or watermarks waits
+        for the batches in flight.
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL); the calling thread runs
@@ -81,7 +84,6 @@ class DagExecutor:
         self.dag = dag
         self.parallelism = resolve_parallelism(parallelism)
         self.threads = max(1, int(threads or 1))
-        self._pool: ThreadPoolExecutor | None = None
         self._plans = {name: compile_plan(dag, name) for name in dag.sources}
         # Boundary nodes' rows (joins feeding stateful nodes, inputs of ArrowMaps) run through a step of their own.
         self._derived = {dag.nodes[nid].name: compile_plan(dag, dag.nodes[nid].name)
@@ -109,7 +111,13 @@ class DagExecutor:
         self._shards: KeyShards | None = None
         #: Why a DAG run with ``parallelism > 1`` runs as one shard (None when it is sharded or parallelism is 1).
         self.shards_note: str | None = None
-        if self.parallelism > 1:
+        #: Threads for a DAG without state: slices of large batches (``threads``), whole batches (``parallelism``).
+        whole = self.parallelism > 1 and not self._state.operator_states and not self._derived and not self._raising
+        self._side = SideBySide(self, self.parallelism if whole else 1)
+        if whole:
+            self.shards_note = (f"the DAG has no keyed state to shard: {self.parallelism} threads run whole batches "
+                                "side by side")
+        elif self.parallelism > 1:
             plan = shard_plan(dag)
             if isinstance(plan, str):
                 self.shards_note = plan
@@ -187,14 +195,14 @@ class DagExecutor:
             # observe the delay. DAGs with kernels that can raise do not queue:
             # a raising row must fail the call that passed it.
             if st.queued and st.queued_source != source:
-                self._flush()
+                self._flush_queue()
             st.queued.append(batches[0])
             st.queued_source = source
             st.queued_rows += rows
             if st.queued_rows >= COALESCE_FLUSH_ROWS:
-                self._flush()
+                self._flush_queue()
         else:
-            self._flush()
+            self._flush_queue()
             self._run(source, batches)
 
     def _guarded(self, fn, *args, source: str, what: str, batches=None) -> None:
@@ -230,6 +238,13 @@ class DagExecutor:
         guard.commit()
 
     def _flush(self) -> None:
+        """Run what waits: the queued small batches, and the batches running side by side (their results)."""
+        self._flush_queue()
+        flight = self._side.inflight
+        if flight is not None and flight.running:
+            self._guarded(self._side.take_all, source=flight.source, what="batches run side by side")
+
+    def _flush_queue(self) -> None:
         """Run the queued small batches through the step as one batch."""
         if not self._state.queued:
             return
@@ -239,6 +254,8 @@ class DagExecutor:
 
     def _run(self, source: str, batches: list[pa.RecordBatch]) -> None:
         """Run validated batches; commit counters and outputs only if all succeed."""
+        if self._side.inflight is not None:
+            return self._side.run(source, batches)
         if self._guard is not None:
             self._guard.record(source, batches)
         if self._shards is not None:
@@ -246,9 +263,13 @@ class DagExecutor:
         counters, produced = self._execute(source, batches)
         self._state.metrics.counters = counters
         outputs = self._state.outputs
-        for ran, b, result in produced:
+        for ran, b, result, *ready in produced:  # (rows threads built side by side: ready)
             for layout in ran.sinks:
-                outputs[layout.sink].add(b, result, layout)
+                made = ready[0][layout.sink] if ready else None
+                if made is not None:
+                    outputs[layout.sink].append(made)
+                else:
+                    outputs[layout.sink].add(b, result, layout)
 
     def _execute(self, source: str, batches: list[pa.RecordBatch]) -> tuple:
         """Run the compiled steps of ``source`` over ``batches``, updating state, watermarks and idle flags.
@@ -265,7 +286,7 @@ class DagExecutor:
                        for b in batches for lo, hi in _pairs(self._cuts(source, plan, b))]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
-                produced += [(plan, piece, result) for piece, result in self._run_parallel(plan, b, counters)]
+                produced += self._side.slices(plan, b, counters)
             else:
                 self._run_with_boundaries(plan, b, states, counters, produced)
         return counters, produced
@@ -289,7 +310,7 @@ class DagExecutor:
         st = self._state
         offsets = self.dag.routing.offsets
         before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries] if plan.boundaries else ()
-        result = _run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
+        result = run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
             joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
@@ -359,34 +380,6 @@ class DagExecutor:
                           for slide, phase, lateness, column in plan.due_grids], np.int64).reshape(-1, 4)
         starts = due_cuts(ts, int(self._state.watermarks[self.dag.node(source).id]), delay, grids, WINDOW_PIECE_ROWS)
         return [0, *starts.tolist(), b.num_rows]
-
-    def _run_parallel(self, plan, b: pa.RecordBatch, counters) -> list[tuple[pa.RecordBatch, tuple]]:
-        # Stateless plans: each slice is an independent batch (outputs do not
-        # depend on batch boundaries), run concurrently; results keep slice order.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="laminar")
-        size = -(-b.num_rows // self.threads)
-        slices = [b.slice(i, size) for i in range(0, b.num_rows, size)]
-        deltas = [np.zeros_like(counters) for _ in slices]
-        # Each slice advances its own copy of the watermarks and idle flags from the
-        # same start. Watermarks are monotone in the rows seen, so the batch's are the
-        # largest of the slices'; every slice has rows, so their idle flags agree.
-        st = self._state
-        times = [st.copy_time() for _ in slices]
-        offsets = self.dag.routing.offsets
-        # The calling thread runs the first slice itself while the pool runs the others: handing
-        # every slice to the pool made it sleep until they were done, and waking a sleeping thread
-        # took longer on a VM than a slice's work (two threads were 2.5x slower than one).
-        futures = [self._pool.submit(_run_step, plan, s, offsets, d, t)
-                   for s, d, t in zip(slices[1:], deltas[1:], times[1:])]
-        try:
-            first = _run_step(plan, slices[0], offsets, deltas[0], times[0])
-        finally:
-            wait(futures)
-        results = [first, *(f.result() for f in futures)]
-        counters += np.sum(deltas, axis=0)
-        st.set_time(np.max([wm for wm, _ in times], axis=0), np.logical_and.reduce([idle for _, idle in times]))
-        return list(zip(slices, results))
 
     def finish(self) -> None:
         """End of input: advance every watermark to +∞ and flush what is pending.
@@ -539,8 +532,6 @@ class DagExecutor:
         return f"DagExecutor(sources={list(self._plans)}, sinks={list(self._state.outputs)}, {self.metrics!r})"
 
 
-#: Batches at least this large are split across threads (stateless plans only).
-PARALLEL_MIN_ROWS = 65_536
 #: Batches smaller than this are queued and run through the step together:
 #: a compiled call and its Arrow boundary cost ~50 µs whatever the batch size.
 COALESCE_ROWS = 256
@@ -592,58 +583,3 @@ def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
                                 f"when the DAG was built and is {col.type} for this batch: {exc}") from exc
         b = b.append_column(name, col)
     return b
-
-
-def _arg_recipe(plan, b: pa.RecordBatch) -> tuple:
-    """Per step argument: ``plan.args``' fields, whether a null-free column is a plain numpy view, and
-    the empty placeholder passed for columns only sinks read (saves ~1 µs per column of a small batch)."""
-    out = []
-    for name, dtype, kernel_read, encoded in plan.args:
-        t = b.schema.field(name).type if not name.startswith(DICTIONARY_BYTES) else None
-        plain = t is not None and dtype != np.bool_ and (pa.types.is_integer(t) or pa.types.is_floating(t))
-        out.append((name, dtype, kernel_read, encoded, plain, empty_view(dtype)))
-    return tuple(out)
-
-
-def _run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states=(), dicts=None,
-              wm_rows: int | None = None) -> tuple:
-    """Call the compiled step of ``plan`` on batch ``b``.
-
-    ``counters``, the watermark/idle arrays and the state arrays are updated in place.
-    """
-    n = b.num_rows
-    recipe = plan.arg_recipe
-    if recipe is None:
-        recipe = plan.arg_recipe = _arg_recipe(plan, b)
-    args = []
-    for name, dtype, kernel_read, encoded, plain, empty in recipe:
-        if encoded:
-            args.extend(map(readonly, dicts[(plan.source, name)].encode(b.column(name))))
-        elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
-            args.extend(map(readonly, dicts[(plan.source, name[1:])].store()))
-        elif kernel_read or n >= EAGER_ROWS:
-            col = b.column(name)
-            if plain and not col.null_count:  # the common case: a zero-copy view, no mask
-                args += (col.to_numpy(zero_copy_only=True), NO_NULLS)
-            else:
-                args.extend(column_view(col, dtype))
-        else:  # only sinks want it, and small batches are gathered by Arrow
-            args += (empty, NO_NULLS)
-    return _call_step(plan, n, args, offsets, counters, time_state, states, wm_rows)
-
-
-def _call_step(plan, n: int, args: list, offsets, counters, time_state, states, wm_rows) -> tuple:
-    if time_state is None:  # stateless slices in worker threads
-        time_state = (np.full(len(offsets) - 1, WATERMARK_MIN, np.int64), np.zeros(len(offsets) - 1, np.bool_))
-    state_args = []
-    by_id = dict(zip(plan.stateful_ids, states)) if states else {}
-    for nid, state in by_id.items():
-        # new entries per call <= rows reaching the node: copies of source rows
-        # plus what stateful nodes upstream can emit (windows: their open
-        # entries; keyed kernels: their rows and capped timer firings)
-        emitted = sum(by_id[u].max_emit(n * plan.max_paths) for u in plan.upstream_stateful[nid])
-        state.reserve(n * plan.max_paths + emitted)
-        state_args.extend(state.arrays())
-    if plan.derived:
-        state_args.append(wm_rows)
-    return plan.step(n, *args, offsets, plan.settings, counters, *time_state, *state_args)
