@@ -68,9 +68,10 @@ class Sharded:
 
 class ShardedNexmark(Sharded):
     """Nexmark q3 and q8 (joins), q4, q6 and q9 (joins whose rows feed stateful operators, dealt out again by
-    their key) and q11 (sessions per bidder) over ``bench_nexmark``'s events at ``parallelism`` 1 and 2."""
+    their key), q5 (sliding counts per auction, the top of all in shard 0) and q11 (sessions per bidder) over
+    ``bench_nexmark``'s events at ``parallelism`` 1 and 2."""
 
-    params = (["q3", "q8", "q4", "q6", "q9", "q11"], [1, 2])
+    params = (["q3", "q8", "q4", "q6", "q9", "q5", "q11"], [1, 2])
     param_names = ["query", "parallelism"]
     timeout = 600
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 from .._types import arrow_to_numpy_dtype, is_kernel_type
 from ..errors import SchemaError
 from ..ops.keyed import KeyedSpec
+from ..ops.windows import WindowSpec
 from ..ops.stateless import ArrowMap, Filter, Map, Project
 from .core import (
     ALL_ROWS,
@@ -86,21 +87,47 @@ def boundary_nodes(dag, sharded: bool = False) -> set[int]:
     The next step's input is the boundary node (it is that step's "source").
 
     ``sharded`` adds the boundaries of key shards' plans: keyed kernels
-    whose rows reach a stateful operator. Their rows leave the step as a
-    join's do, so the shards can deal them out again by the key of the
-    operators they feed (an exchange). They carry the kernel's watermark from
-    before the step, in the step and in the next alike.
+    whose rows reach a stateful operator, and windows (or windowed TopNs)
+    whose results reach one not grouped by all of the window's key columns
+    (another key, or none). Their rows leave the step as a join's do, so the
+    shards can deal them out again by the key of the operators they feed (an
+    exchange). They carry the node's watermark from before the step (or
+    piece), in the step and in the next alike.
     """
     found = {node.id for node in dag.nodes if getattr(node.op, "between_steps", False)
              or (getattr(node.op, "ports", None) is not None
                  or sharded and isinstance(getattr(node.bound, "spec", None), KeyedSpec))
              and _feeds_stateful(dag, node.id)}
+    if sharded:
+        found |= {node.id for node in dag.nodes if _rekeyed(dag, node)}
     for nid in dag.execution_ids:  # (upstream first: an ArrowMap may read the rows of a boundary before it)
         node = dag.nodes[nid]
         if isinstance(node.op, ArrowMap) and not _reads_batch_columns(dag, node, found):
             (u, _), = node.inputs
             found.add(u)
     return found
+
+
+def _rekeyed(dag, node) -> bool:
+    """Whether ``node`` is a window (or windowed TopN) whose results reach, through stateless operators, a
+    stateful operator other than a join that does not group by every key column of the window."""
+    spec = getattr(node.bound, "spec", None)
+    if node.kind != "stateful" or not isinstance(spec, WindowSpec) or spec.kind == "dedup":
+        return False
+    stack, seen = [node.id], set()
+    while stack:
+        u = stack.pop()
+        for t in map(int, dag.routing.targets_of(u)):
+            target = dag.nodes[t]
+            if t in seen or any(v == u and (p or "").startswith("late") for v, p in target.inputs):
+                continue
+            seen.add(t)
+            if target.kind == "stateless":
+                stack.append(t)
+            elif target.kind == "stateful" and getattr(target.op, "ports", None) is None \
+                    and not set(spec.keys) <= set(target.bound.spec.keys):
+                return True
+    return False
 
 
 def _feeds_stateful(dag, nid: int) -> bool:

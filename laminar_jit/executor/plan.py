@@ -135,6 +135,9 @@ class SourcePlan:
     step_args: list = None
     #: A key shard's plan: ``step`` is its ``shard_run`` (see :data:`_SHARD_RUN`).
     sharded: bool = False
+    #: Arrays of the step's result before, in a key shard's ``shard_run``, each boundary node's watermark
+    #: before and after every piece (two arrays per entry of ``boundaries``).
+    n_returns: int = 0
     #: Values of the settings the step reads at run time (see ``Gen.setting``), as int64.
     settings: np.ndarray = None
     #: Seconds this process spent compiling the step (or loading it from the disk cache);
@@ -239,7 +242,7 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
                       boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds,
-                      step_args=_step_args(gen), sharded=sharded,
+                      step_args=_step_args(gen), sharded=sharded, n_returns=len(gen.returns),
                       settings=readonly(np.array(gen.settings, np.int64)))
 
 
@@ -356,18 +359,19 @@ def shard_run(rows, cuts, {params}):
     second call, cost seconds of compile time each.)
     """
     a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
-    for p in range(cuts.size - 1):
+{marks}    for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
-        r = step({call})
-        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
+{before}        r = step({call})
+{after}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
 {start}{append}{trim}    return ({returns},)
 '''
 
 
 def _shard_run(gen: Gen, args: list[str]) -> str:
-    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`)."""
+    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`); after the step's result it returns, per
+    boundary node, the node's watermark before and after each piece (the next stage runs piece by piece)."""
     cols = args[1:args.index("offsets")]
     rest = args[args.index("offsets"):]
     # a string dictionary's (offsets, bytes) are not per row: every piece reads them whole
@@ -390,9 +394,15 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     assert sorted(returns) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
     # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
     trim = "".join(f"    t{k} = {returns[k]}\n" for k in range(len(gen.returns)))
+    # each boundary node's watermark before and after every piece (the next stage runs piece by piece)
+    marks = "".join(f"    wb{j} = empty(cuts.size - 1, np.int64)\n    wa{j} = empty(cuts.size - 1, np.int64)\n"
+                    for j in range(len(gen.boundaries)))
+    before = "".join(f"        wb{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
+    after = "".join(f"        wa{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
+    names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
     return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a != SHARD_ROWS]), call=call,
-                             start="".join(start), append="".join(append), trim=trim,
-                             returns=", ".join(f"t{k}" for k in range(len(gen.returns))))
+                             start="".join(start), append="".join(append), trim=trim, marks=marks, before=before,
+                             after=after, returns=", ".join(names))
 
 
 def _unread_row_watermarks(text: str) -> str:

@@ -61,8 +61,9 @@ class ShardPlan:
         names of the columns they are merged by, window end, then key (None for
         composite keys: the shard), then rank (None but for a TopN);
         ``("arrivals",)`` for a join's pairs (by the position of the row whose
-        arrival emitted them) and ``("changes",)`` for a changelog (shard by
-        shard).
+        arrival emitted them), ``("changes",)`` for a changelog (shard by
+        shard) and ``("one",)`` for the rows of a stage of operators without a
+        key, which shard 0 runs alone (as they come).
     """
 
     keys: dict
@@ -85,8 +86,9 @@ def shard_plan(dag) -> ShardPlan | str:
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
     boundaries = boundary_nodes(dag, sharded=True)
-    for nid in sorted(boundaries):
-        if getattr(nodes[nid].op, "ports", None) is None and not isinstance(nodes[nid].bound.spec, KeyedSpec):
+    exchanges = boundaries - boundary_nodes(dag)  # (a keyed kernel's, or a window's fed to another key)
+    for nid in sorted(boundaries - exchanges):
+        if getattr(nodes[nid].op, "ports", None) is None:
             return (f"the rows of operator {nodes[nid].name!r} leave the compiled step as a batch (for an ArrowMap "
                     "or an OverAggregate) and run through a step of their own, which key shards do not run yet")
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
@@ -103,7 +105,8 @@ def shard_plan(dag) -> ShardPlan | str:
         elif not isinstance(spec, (WindowSpec, KeyedSpec, *UPDATING)):
             return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
                     "keyed kernel")
-        if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys):
+        if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys) and not any(
+                n.id in stages[nodes[x].name] for x in exchanges):
             return f"operator {n.name!r} ({n.op.label()}) has no key"
         if isinstance(spec, UPDATING):
             fed = next((m for m in stateful if n.id in upstream[m.id]), None)
@@ -127,6 +130,11 @@ def shard_plan(dag) -> ShardPlan | str:
         if not fed:
             keys[root] = ()
             continue
+        if not all(by for by, _ in fed.values()):  # operators without a key: their stage runs in shard 0
+            if any(by for by, _ in fed.values()):
+                return f"the stateful operators of {_what(dag, root)} group by a key and by none"
+            keys[root] = ()
+            continue
         first = next(iter(fed.values()))[0]
         common = [k for k in first if all(k in by for by, _ in fed.values())]
         if not common:
@@ -146,12 +154,15 @@ def shard_plan(dag) -> ShardPlan | str:
                 seen.add(tuple(by.index(k) for k in keys[root]))
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
-    # a join's or keyed kernel's rows, exchanged between stages
-    merge = {nodes[nid].name: ("arrivals",) for nid in boundaries}
+    # a join's or keyed kernel's rows, exchanged between stages (a window's results: as a sink reading them)
+    merge = {nodes[nid].name: _window_merge(nodes[nid].bound.spec) if isinstance(nodes[nid].bound.spec, WindowSpec)
+             else ("arrivals",) for nid in boundaries}
     for t in nodes:
         if t.kind != "sink":
             continue
-        how = {_sink_merge(dag, t, dag.node(root).id, stages[root], upstream) for root in roots if t.id in stages[root]}
+        how = {("one",) if not keys[root] and dag.node(root).kind != "source"  # a stage run by shard 0 alone
+               else _sink_merge(dag, t, dag.node(root).id, stages[root], upstream)
+               for root in roots if t.id in stages[root]}
         reason = next((h for h in how if isinstance(h, str)), None)
         if reason is not None:
             return reason
@@ -177,7 +188,7 @@ def _sink_merge(dag, t, rid: int, stage: set, upstream: dict) -> tuple | str:
     if isinstance(spec, (JoinSpec, KeyedSpec)) and port is None:  # where the row that emitted each arrived
         return ("arrivals",)
     if spec is not None and port is None and spec.kind != "dedup":
-        order = ["window_end", spec.keys[0] if len(spec.keys) == 1 else None, "rank" if spec.kind == "topn" else None]
+        order = list(_window_merge(spec)[1:])
         for node in reversed(chain):  # the names the ordering columns have at the sink
             order = [None if name is None else _renamed(node, name) or "" for name in order]
         if "" in order:
@@ -192,6 +203,12 @@ def _sink_merge(dag, t, rid: int, stage: set, upstream: dict) -> tuple | str:
     if _paths(dag, rid, t.id) > 1:
         return f"sink {t.name!r} receives some input rows along more than one path"
     return ("rows",)
+
+
+def _window_merge(spec) -> tuple:
+    """``("window", end, key, rank)``: the columns a window's or TopN's results merge by (see :class:`ShardPlan`)."""
+    return ("window", "window_end", spec.keys[0] if len(spec.keys) == 1 else None,
+            "rank" if spec.kind == "topn" else None)
 
 
 def _what(dag, root: str) -> str:

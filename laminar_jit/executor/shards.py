@@ -30,8 +30,11 @@ where the plain step reads all of them. Per batch it
    interleaved by shard.
 
 A join whose rows feed stateful operators ends its stage, as in one
-executor (whose next step reads them), and so does, in key shards only, a
-keyed kernel whose rows do: its rows are merged into one batch in one
+executor (whose next step reads them), and so do, in key shards only, a
+keyed kernel whose rows do and a window whose results feed an operator of
+another key or none (which runs in shard 0, all of its stage's rows dealt
+there; a stage cut into pieces passes each piece's rows on with the node's
+watermark before and after it): its rows are merged into one batch in one
 executor's order, and that batch runs through the shards as a stage of its
 own, dealt out again by the key of the operators it feeds (an exchange, as
 between keyed operators of a Flink job), with the join's or kernel's
@@ -44,7 +47,8 @@ which a restore deals out by key group (:meth:`KeyShards.distribute`); both
 copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
-A DAG can be sharded when every stateful operator has a key and is a
+A DAG can be sharded when every stateful operator has a key (or is in a
+stage of operators without one after an exchange) and is a
 window, Dedup, TopN, GroupAggregate, keyed kernel or join (not a left
 as-of join on a composite key), fed from its stage's root (a source, or a
 join whose rows feed stateful operators) through stateless operators (and
@@ -120,13 +124,9 @@ class KeyShards:
         self.stage_of = {nid: root for root, plan_ in self.plans.items() for nid in plan_.stateful_ids}
         for root, plan_ in self.plans.items():
             if root not in executor._plans and root not in executor._derived and any(e for *_, e in plan_.args):
-                raise ValueError(f"the stage after keyed kernel {root!r} reads its string column "
+                raise ValueError(f"the stage after {root!r} reads its string column "
                                  f"{next(a for a, *_, e in plan_.args if e)!r} as codes of a dictionary one "
                                  "executor does not keep, so its checkpoints would not restore at parallelism 1")
-            if plan_.boundaries and (plan_.window_pieces or plan_.due_grids):
-                raise ValueError(f"the step of {root!r} cuts its batches into pieces (for a window) and emits the "
-                                 f"rows of join {plan_.boundaries[0].sink!r} as a batch, which key shards would "
-                                 "pass on after the last piece")
             for layout in [*plan_.sinks, *plan_.boundaries]:
                 if plan.merge[layout.sink][0] != "rows" and any(c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
@@ -182,7 +182,6 @@ class KeyShards:
                 self._balance()
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
             shard._state.set_time(st.watermarks, st.idle)
-        before = [int(st.watermarks[layout.node_id]) for layout in plan.boundaries]
         feed = (plan, columns, row_hash, cuts, n, wm_rows)
         if n >= THREAD_ROWS:
             results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
@@ -212,11 +211,19 @@ class KeyShards:
         for layout in plan.sinks if commit else ():  # as a step's result: small outputs are coalesced later
             if layout.sink in merged:
                 st.outputs[layout.sink].add(b, merged[layout.sink].result(), layout)
-        for layout, wm in zip(plan.boundaries, before):
+        # the rows of a boundary node (a join or keyed kernel feeding stateful operators, a window feeding one
+        # of another key) run through the next stage piece by piece, as one executor's next step or the rest of
+        # its step would: with the node's watermark before the piece, the node's own after it
+        for j, layout in enumerate(plan.boundaries):
             merge = merged.get(layout.sink)
             rows = (SinkBuffer(layout, st.dictionaries).materialize(b, merge.result()) if merge is not None
                     else pa.RecordBatch.from_arrays([pa.array([], f.type) for f in layout.schema], schema=layout.schema))
-            self._run(layout.sink, rows, commit, wm)
+            k = plan.n_returns + 2 * j  # (a join's watermark is the least over the shards, as above)
+            before, after = (np.min([r[k + x] for r in per_shard], axis=0) for x in (0, 1))
+            pieces = np.sum([r[layout.offset + 1] for r in per_shard], axis=0)  # where each piece's rows start
+            for p in range(before.size):
+                st.watermarks[layout.node_id] = after[p]
+                self._run(layout.sink, rows.slice(pieces[p], pieces[p + 1] - pieces[p]), commit, int(before[p]))
 
     # ------------------------------------------------------------ rescaling
     def _balance(self) -> None:
@@ -289,7 +296,10 @@ class KeyShards:
         for nid in self._stateful_ids:
             node, state = dag.nodes[nid], states[nid]
             slots = state.table.live_slots().astype(np.int64)
-            owner = self.group_shard[self.key_groups(nid, state.key_columns(state.table.keys[slots, 0]))]
+            if self.plan.keys[self.stage_of[nid]]:
+                owner = self.group_shard[self.key_groups(nid, state.key_columns(state.table.keys[slots, 0]))]
+            else:  # an operator without a key runs in shard 0, where its stage's rows go
+                owner = np.zeros(slots.size, np.int64)
             for s in range(self.n):
                 part = parts[s][nid] = node.op.new_state(node.bound)
                 # a join's rows without a key never match: which shard settles them does not change the output
@@ -374,7 +384,8 @@ class KeyShards:
         bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
         if how[0] == "rows":  # input rows passed on: by their position in the batch
             rows, dest = merge_positions(np.concatenate([result[off] for result in results]), offsets, b.num_rows)
-        elif how[0] == "changes":  # a changelog: piece by piece, each shard's changes in its own order
+        elif how[0] in ("changes", "one"):  # a changelog: piece by piece, each shard's changes in its own order
+            # (a stage without a key: shard 0's rows, the others have none)
             same = np.zeros(offsets[-1], np.int64)
             dest = merge_shards(same, same, _NO_ROWS, bounds, False, False)
             rows = None
