@@ -183,13 +183,15 @@ class KeyShards:
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
             shard._state.set_time(st.watermarks, st.idle)
         feed = (plan, columns, row_hash, cuts, n, wm_rows)
-        if n >= THREAD_ROWS:
+        if not keys and wm_rows is not None:  # a stage of operators without a key: shard 0 holds all of it
+            results = [self._work(0, feed)]
+        elif n >= THREAD_ROWS:
             results = self._in_parallel(lambda s: self._work(s, feed), list(range(self.n)))
         else:  # waking a thread costs more than a small batch's share of the work: one after the other
             results = [self._work(s, feed) for s in range(self.n)]
         # a join holds its output watermark back to the oldest row it may still emit, which each shard knows of
         # its own rows: the least over the shards is one executor's (every shard started from the executor's)
-        st.watermarks[:] = np.min([shard._state.watermarks for shard in self.shards], axis=0)
+        st.watermarks[:] = np.min([shard._state.watermarks for shard in self.shards[:len(results)]], axis=0)
         st.idle[:] = self.shards[0]._state.idle
         if commit:
             st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
@@ -222,6 +224,10 @@ class KeyShards:
             before, after = (np.min([r[k + x] for r in per_shard], axis=0) for x in (0, 1))
             pieces = np.sum([r[layout.offset + 1] for r in per_shard], axis=0)  # where each piece's rows start
             for p in range(before.size):
+                if pieces[p + 1] == pieces[p] and p + 1 < before.size:
+                    # a piece without rows only moves the watermark, and the next piece's does that further:
+                    # what it would fire before the next piece's rows, those rows are late for anyway
+                    continue
                 st.watermarks[layout.node_id] = after[p]
                 self._run(layout.sink, rows.slice(pieces[p], pieces[p + 1] - pieces[p]), commit, int(before[p]))
 
@@ -379,7 +385,7 @@ class KeyShards:
         off = layout.offset
         if not any(result[off].size for result in results):
             return None
-        offsets = np.zeros(self.n + 1, np.int64)
+        offsets = np.zeros(len(results) + 1, np.int64)
         offsets[1:] = np.cumsum([result[off].size for result in results])
         bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
         if how[0] == "rows":  # input rows passed on: by their position in the batch
@@ -401,7 +407,7 @@ class KeyShards:
             major, middle, minor = (np.concatenate(k) for k in zip(*order))
             dest = merge_shards(major, middle, minor, bounds, True, how[3] is not None)
             rows = None
-        return _Merge(layout, results, dest, offsets, rows, columns, self.n)
+        return _Merge(layout, results, dest, offsets, rows, columns, len(results))
 
     @staticmethod
     def _window_order(layout, result, how, shard: int) -> tuple:
