@@ -98,11 +98,7 @@ def shard_plan(dag) -> ShardPlan | str:
               for root in roots}
     for n in stateful:
         spec = n.bound.spec
-        if isinstance(spec, JoinSpec):
-            if spec.kind == "asof" and spec.how == "left" and len(spec.left.keys) > 1:
-                return (f"operator {n.name!r} ({n.op.label()}) keeps left rows with a null composite key, which "
-                        "key shards cannot assign to a key group yet")
-        elif not isinstance(spec, (WindowSpec, KeyedSpec, *UPDATING)):
+        if not isinstance(spec, (JoinSpec, WindowSpec, KeyedSpec, *UPDATING)):
             return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
                     "keyed kernel")
         if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys) and not any(

@@ -49,8 +49,8 @@ back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`
 
 A DAG can be sharded when every stateful operator has a key (or is in a
 stage of operators without one after an exchange) and is a
-window, Dedup, TopN, GroupAggregate, keyed kernel or join (not a left
-as-of join on a composite key), fed from its stage's root (a source, or a
+window, Dedup, TopN, GroupAggregate, keyed kernel or join, fed from its
+stage's root (a source, or a
 join whose rows feed stateful operators) through stateless operators (and
 maybe windows and Dedups), and every root partitions by key columns all the
 stateful operators of its stage share that nothing on the way renames or
@@ -286,7 +286,7 @@ class KeyShards:
             state = merged[nid] = node.op.new_state(node.bound)
             for shard in self.shards:
                 part = shard._state.operator_states[nid]
-                state.absorb(part, part.table.live_slots(), **_unkeyed(state, True))
+                state.absorb(part, _keyed_slots(part), **_unkeyed(state, True))
         return merged
 
     def distribute(self, states: dict, watermarks: np.ndarray, idle: np.ndarray) -> None:
@@ -301,7 +301,7 @@ class KeyShards:
         parts = [{} for _ in range(self.n)]
         for nid in self._stateful_ids:
             node, state = dag.nodes[nid], states[nid]
-            slots = state.table.live_slots().astype(np.int64)
+            slots = _keyed_slots(state).astype(np.int64)
             if self.plan.keys[self.stage_of[nid]]:
                 owner = self.group_shard[self.key_groups(nid, state.key_columns(state.table.keys[slots, 0]))]
             else:  # an operator without a key runs in shard 0, where its stage's rows go
@@ -484,6 +484,12 @@ class _Merge:
 def _unkeyed(state, take: bool) -> dict:
     """``absorb``'s keyword for a join state's rows without a key (other states have none)."""
     return {"unkeyed": take} if isinstance(state, JoinState) else {}
+
+
+def _keyed_slots(state) -> np.ndarray:
+    """A state's live slots of keys (not a left as-of join's slot of left rows without a key, which moves with
+    ``absorb(unkeyed=True)``)."""
+    return state.keyed_slots() if isinstance(state, JoinState) else state.table.live_slots()
 
 
 def _place_all(jobs: list) -> None:

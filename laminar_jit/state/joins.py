@@ -174,7 +174,9 @@ class JoinState(KeyedEntries):
             Live slots of ``src.table``, of keys absent from this state.
         unkeyed : bool, default False
             Also copy ``src``'s rows without a key (a null key: kept by outer
-            and anti joins until the watermark settles them, in no list).
+            and anti joins until the watermark settles them, in no list; a
+            left as-of join's, queued under a slot of their own, join the
+            queue here).
 
         Raises
         ------
@@ -188,6 +190,9 @@ class JoinState(KeyedEntries):
             aux[base + 3:base + 5] = np.minimum(aux[base + 3:base + 5], src_aux[base + 3:base + 5])
         if unkeyed:
             self._absorb_unkeyed(src)
+            if self.spec.kind == "asof":
+                self._absorb_null_queue(src)
+                self._rebuild_active()
         n = slots.size
         if n == 0:
             return
@@ -229,11 +234,57 @@ class JoinState(KeyedEntries):
                 prv[first] = -1
                 store["prv"][dst] = prv
                 self.heads[slot[last], head + 1] = dst[last]
-        if asof:  # the keys with queued left rows, which the resolution pass walks
-            live = self.table.live_slots().astype(np.int64)
-            queued = live[self.heads[live, 0] != -1]
-            self.active[0] = queued.size
-            self.active[1:queued.size + 1] = queued
+        if asof:
+            self._rebuild_active()
+
+    def _rebuild_active(self) -> None:
+        """An as-of join's queue of keys with queued left rows, which the resolution pass walks."""
+        live = self.table.live_slots().astype(np.int64)
+        queued = live[self.heads[live, 0] != -1]
+        self.active[0] = queued.size
+        self.active[1:queued.size + 1] = queued
+
+    def null_slot(self) -> int:
+        """The slot under which a left as-of join queues its left rows without a key (-1: none, or another kind).
+
+        Its key is no key value (``(int64 min, 1)``: keys sit in bucket 0),
+        single or composite, so key shards keep it apart from the keyed slots
+        (:meth:`keyed_slots`) and move its rows with ``absorb(unkeyed=True)``.
+        """
+        return self.table.find(_WM_MIN, 1) if self.spec.kind == "asof" else -1
+
+    def keyed_slots(self) -> np.ndarray:
+        """Live slots of keys: all but :meth:`null_slot`."""
+        live = self.table.live_slots()
+        null = self.null_slot()
+        return live[live != null] if null >= 0 else live
+
+    def _absorb_null_queue(self, src: "JoinState") -> None:
+        """Add ``src``'s queued left rows without a key to this state's own queue of them, oldest first."""
+        null = src.null_slot()
+        if null < 0:
+            return
+        base = SIDE_BASE["left"]
+        fields = {name: arr for name, arr, _ in src.rows["left"]}
+        live = int(src.aux[base])
+        rows = np.flatnonzero((fields["flag"][:live] != 0) & (fields["slot"][:live] == null))
+        if rows.size == 0:
+            return
+        here = self.null_slot()
+        if here < 0:
+            self.reserve(1)
+            here = int(self.table.upsert_many(np.array([_WM_MIN], np.int64), np.array([1], np.int64))[0])
+            self.heads[here] = -1
+        self._append_rows("left", fields, rows)
+        store = {name: arr for name, arr, _ in self.rows["left"]}
+        live = int(self.aux[base])
+        store["slot"][live - rows.size:live] = here
+        queue = np.flatnonzero((store["flag"][:live] != 0) & (store["slot"][:live] == here))
+        queue = queue[np.lexsort((store["seq"][queue], store["ts"][queue]))]  # by (time, arrival), linked both ways
+        nxt, prv = np.roll(queue, -1), np.roll(queue, 1)
+        nxt[-1], prv[0] = -1, -1
+        store["nxt"][queue], store["prv"][queue] = nxt, prv
+        self.heads[here, 0], self.heads[here, 1] = queue[0], queue[-1]
 
     def _absorb_unkeyed(self, src: "JoinState") -> None:
         """Copy ``src``'s live rows without a key (slot -1), on both sides, as rows of no list here."""
