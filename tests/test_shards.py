@@ -96,6 +96,21 @@ def _drive(dag, parallelism, steps):
     return outputs, (m.events_processed, m.late_events, m.per_node), ex
 
 
+def _restored_run(dag, steps, half: int, first_at: int, then_at: int) -> dict:
+    """Every sink's rows of a run checkpointed after ``steps[:half]`` at ``first_at`` shards, restored at
+    ``then_at`` and fed the rest (outputs read at the checkpoint, which runs the batches queued before it)."""
+    first = lj.DagExecutor(dag, parallelism=first_at)
+    _feed(first, steps[:half])
+    taken = first.take_all_sink_outputs()
+    restored = lj.DagExecutor(dag, parallelism=then_at)
+    restored.restore(first.checkpoint())
+    assert restored.shards == then_at, restored.shards_note
+    _feed(restored, steps[half:])
+    restored.finish()
+    got = restored.take_all_sink_outputs()
+    return {sink: pa.concat_tables([taken[sink], got[sink]]) for sink in got}
+
+
 def _same(got: pa.Table, want: pa.Table) -> bool:
     """Equal schemas and rows in the same order (NaN equals NaN, unlike ``pa.Table.equals``)."""
     return got.schema.equals(want.schema) and pl.from_arrow(got).equals(pl.from_arrow(want), null_equal=True)
@@ -519,6 +534,15 @@ def _same_changes(got: pa.Table, want: pa.Table, keys) -> bool:
     return got.schema.equals(want.schema) and g.equals(w, null_equal=True)
 
 
+def _assert_same_outputs(got: dict, want: dict, plan, keys) -> None:
+    """Every sink's rows as one executor's: row for row, or a changelog per key (``keys(sink)``) and call."""
+    for sink in want:
+        if plan.merge[sink] == ("changes",):  # keys interleave by shard within a call
+            assert _same_changes(got[sink], want[sink], keys(sink)), sink
+        else:
+            assert _same(got[sink], want[sink]), sink
+
+
 _KEYS = {"out": ["auction", "ch"], "top": ["auction"], "last": ["auction"], "strings": ["auction"]}
 
 
@@ -767,40 +791,20 @@ def test_join_rows_feeding_stateful_operators_are_dealt_to_the_shards_again(seed
     steps = _join_steps(seed)
     want, want_metrics = _drive_calls(dag, 1, steps)
     got, got_metrics = _drive_calls(dag, shards, steps)
-    for sink in want:
-        assert want[sink].num_rows > 20, sink
-        if plan.merge[sink] == ("changes",):  # keys interleave by shard within a call
-            assert _same_changes(got[sink], want[sink], ["k_right" if sink == "unmatched" else "k"]), sink
-        else:
-            assert _same(got[sink], want[sink]), sink
+    assert all(t.num_rows > 20 for t in want.values())
+    _assert_same_outputs(got, want, plan, lambda sink: ["k_right" if sink == "unmatched" else "k"])
     assert got_metrics == want_metrics
 
 
 @pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
-def test_state_fed_by_join_rows_restores_at_any_parallelism(before, after, tmp_path):
+def test_state_fed_by_join_rows_restores_at_any_parallelism(before, after):
     dag = _BUILT.setdefault("stages", _stages())
     steps = _join_steps(7 * before + after)
     half = len(steps) // 2
-    first = lj.DagExecutor(dag, parallelism=before)
-    one = lj.DagExecutor(dag)
-    for ex in (first, one):
-        for source, b in steps[:half]:
-            ex.process_batch(source, b)
-    first.checkpoint().save(tmp_path / "cp")
-    restored = lj.DagExecutor(dag, parallelism=after)
-    assert restored.shards == after, restored.shards_note
-    restored.restore(lj.Checkpoint.load(tmp_path / "cp"))
-    outputs = []
-    for ex in (one, restored):
-        ex.take_all_sink_outputs()
-        for source, b in steps[half:]:
-            ex.process_batch(source, b)
-        ex.finish()
-        outputs.append(ex.take_all_sink_outputs())
-    want, got = outputs
+    want, got = _restored_run(dag, steps, half, 1, 1), _restored_run(dag, steps, half, before, after)
     for sink in want:
         assert want[sink].num_rows > 0, sink
-        if sink in ("best", "groups", "unmatched"):
+        if sink in ("best", "groups", "unmatched"):  # changelogs: keys interleave by shard
             assert _sorted(got[sink]).equals(_sorted(want[sink])), sink
         else:
             assert _same(got[sink], want[sink]), sink
@@ -850,20 +854,7 @@ def test_queued_rows_without_a_key_restore_at_any_parallelism(before, after):
             half = i + 1
             break
     assert half is not None
-    outputs = []
-    for first_at, then_at in ((1, 1), (before, after)):
-        first = lj.DagExecutor(dag, parallelism=first_at)
-        for source, b in steps[:half]:
-            first.process_batch(source, b)
-        taken = first.take_sink_outputs("out")
-        restored = lj.DagExecutor(dag, parallelism=then_at)
-        restored.restore(first.checkpoint())
-        assert restored.shards == then_at, restored.shards_note
-        for source, b in steps[half:]:
-            restored.process_batch(source, b)
-        restored.finish()
-        outputs.append(pa.concat_tables([taken, restored.take_sink_outputs("out")]))
-    assert _same(outputs[1], outputs[0])
+    assert _same(_restored_run(dag, steps, half, before, after)["out"], _restored_run(dag, steps, half, 1, 1)["out"])
 
 
 def test_merged_queues_of_rows_without_a_key_are_one_list_oldest_first():
@@ -1020,12 +1011,8 @@ def test_keyed_kernel_rows_are_dealt_out_again_by_the_key_they_feed(seed, shards
     steps = _steps(dag, bursts(1500, seed), seed)
     want, want_metrics = _drive_calls(dag, 1, steps)
     got, got_metrics = _drive_calls(dag, shards, steps)
-    for sink in want:
-        assert want[sink].num_rows > 100, sink
-        if plan.merge[sink] == ("changes",):
-            assert _same_changes(got[sink], want[sink], ["n"]), sink
-        else:
-            assert _same(got[sink], want[sink]), sink
+    assert all(t.num_rows > 100 for t in want.values())
+    _assert_same_outputs(got, want, plan, lambda sink: ["n"])
     assert got_metrics == want_metrics
 
 
@@ -1033,21 +1020,10 @@ def test_keyed_kernel_rows_are_dealt_out_again_by_the_key_they_feed(seed, shards
 def test_keyed_state_restores_at_any_parallelism(before, after):
     dag = _BUILT.setdefault("keyed", _keyed())
     steps = _steps(dag, bursts(1500, before + 5 * after), 3)
-    want, _, _ = _drive(dag, 1, steps)
-    half = len(steps) // 2
-    first = lj.DagExecutor(dag, parallelism=before)
-    _feed(first, steps[:half])
-    taken = first.take_all_sink_outputs()
-    restored = lj.DagExecutor(dag, parallelism=after)
-    restored.restore(first.checkpoint())
-    assert restored.shards == after, restored.shards_note
-    for ex in (first, restored):
-        _feed(ex, steps[half:])
-        ex.finish()
-        got = ex.take_all_sink_outputs()
-        for sink in want:
-            both = pa.concat_tables([taken[sink], got[sink]])
-            assert _same(both, want[sink]), sink
+    want, _, _ = _drive(dag, 1, steps)  # an uninterrupted run
+    got = _restored_run(dag, steps, len(steps) // 2, before, after)
+    for sink in want:
+        assert _same(got[sink], want[sink]), sink
 
 
 def _rekeyed_windows():
@@ -1098,19 +1074,7 @@ def test_state_fed_by_window_results_restores_at_any_parallelism(before, after):
     dag = _BUILT.setdefault("rekeyed_windows", _rekeyed_windows())
     steps = _steps(dag, bursts(3000, before + 7 * after), 5)
     half = len(steps) // 2
-    outputs = []
-    for first_at, then_at in ((1, 1), (before, after)):
-        first = lj.DagExecutor(dag, parallelism=first_at)
-        _feed(first, steps[:half])
-        taken = first.take_all_sink_outputs()
-        restored = lj.DagExecutor(dag, parallelism=then_at)
-        restored.restore(first.checkpoint())
-        assert restored.shards == then_at, restored.shards_note
-        _feed(restored, steps[half:])
-        restored.finish()
-        got = restored.take_all_sink_outputs()
-        outputs.append({sink: pa.concat_tables([taken[sink], got[sink]]) for sink in got})
-    want, got = outputs
+    want, got = _restored_run(dag, steps, half, 1, 1), _restored_run(dag, steps, half, before, after)
     for sink in want:
         assert sink == "late" or want[sink].num_rows > 0, sink
         assert _same(got[sink], want[sink]), sink

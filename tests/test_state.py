@@ -682,16 +682,17 @@ def test_radix_argsort_pairs_matches_lexsort(pairs):
 
 @settings(max_examples=100, deadline=None)
 @given(entries=st.lists(st.tuples(st.integers(-1000, 1000), st.integers(0, 50)), max_size=200),
-       pops=st.integers(0, 200))
-def test_timer_heap_pops_in_time_then_slot_order(entries, pops):
+       pops=st.integers(0, 200), seed=st.integers(0, 2**16))
+def test_timer_heap_pops_in_time_then_first_arrival_order(entries, pops, seed):
+    rank = np.random.default_rng(seed).permutation(51).astype(np.int64)  # each slot's key's first arrival
     times = np.empty(len(entries), np.int64)
     slots = np.empty(len(entries), np.int64)
     count = 0
     for t, s in entries:
-        count = heap_push(times, slots, count, t, s)
+        count = heap_push(times, slots, count, t, s, rank)
     got = []
     for _ in range(min(pops, count)):
         got.append((int(times[0]), int(slots[0])))
-        count = heap_pop(times, slots, count)
-    assert got == sorted(entries)[: len(got)]
+        count = heap_pop(times, slots, count, rank)
+    assert got == sorted(entries, key=lambda e: (e[0], rank[e[1]]))[: len(got)]
     assert count == len(entries) - len(got)

@@ -506,11 +506,11 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels"
 OWN_STAMP_MODULES = frozenset({"arrivals.py", "changelog.py", "distinct.py"})
 
 
-_ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching, heap_pop_ranked, heap_push_ranked, settled_labels\n"
+_ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching, settled_labels\n"
 
 
 def link_arrivals(gen: Gen) -> None:
-    """Import :mod:`laminar_jit.kernels.arrivals` into a plan (once), its source stamped into the plan's name."""
+    """Import :mod:`laminar_jit.kernels.arrivals` into a key shard's plan (once), its source stamped into the plan's name."""
     if _ARRIVALS not in gen.funcs:
         gen.funcs.append(_ARRIVALS)
         gen.fingerprints.append(kernel_module_stamp("arrivals.py"))

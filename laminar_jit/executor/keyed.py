@@ -54,7 +54,6 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     gen.fingerprints.append(f"{fn}={op.fingerprint()}@{origin}")
     timers = op.on_timer is not None
     if timers:
-        link_arrivals(gen)  # the ranked timer heap
         gen.kernels[f"keyed_{nid}_timer"] = op.on_timer.dispatcher
         gen.fingerprints.append(f"keyed_{nid}_timer@{op.on_timer.fn.__module__}.{op.on_timer.fn.__qualname__}")
 
@@ -88,6 +87,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         arrays.append("opos")
         if ties:
             arrays += ["otie", "ofirst"]
+            link_arrivals(gen)
 
     def store(result: str, indent: int) -> str:
         pad = " " * indent
@@ -101,7 +101,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         body = f'''while hc > 0 and {htimes}[0] <= {bound} and fired < fire_cap:
     tt = {htimes}[0]
     st = {hslots}[0]
-    hc = heap_pop_ranked({htimes}, {hslots}, hc, {first})
+    hc = heap_pop({htimes}, {hslots}, hc, {first})
     if {values}[st].timer == tt:  # else a stale entry: the key's timer moved
         {values}[st].timer = WM_MIN
         rt = keyed_{nid}_timer({values}[st], tt)
@@ -114,7 +114,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         fired += 1
         nt = {values}[st].timer
         if nt > tt and {bound} != WM_MAX:
-            hc = heap_push_ranked({htimes}, {hslots}, hc, nt, st, {first})
+            hc = heap_push({htimes}, {hslots}, hc, nt, st, {first})
         else:  # re-armed at or before its firing time, or after the end of input: dropped
             {values}[st].timer = WM_MIN'''
         return indent(body, spaces)
@@ -142,7 +142,7 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                        zip(arrays, ["np.int64", "np.int64"] + out_dtypes + ["np.int64"] * 3))
 
     arm_after = (f"after = {values}[s].timer\n        if after != before and after != WM_MIN:\n"
-                 f"            hc = heap_push_ranked({htimes}, {hslots}, hc, after, s, {first})") if timers else ""
+                 f"            hc = heap_push({htimes}, {hslots}, hc, after, s, {first})") if timers else ""
     # a new key's first arrival number: the rows of earlier calls, plus its row's position
     arm_before = (f"if {first}[s] < 0:\n            {first}[s] = {aux}[1] + i\n        before = {values}[s].timer"
                   if timers else "")

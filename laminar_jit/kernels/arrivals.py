@@ -6,13 +6,6 @@ own keys, so it fires the timer at its next row, which may come later; it
 labels the output with the position one executor would have fired it at,
 worked out from the batch's per-row watermarks (every shard has them all).
 
-Timers due at one time fire in the order their keys first arrived: each key
-records the arrival number of its first row (the stage's rows counted over
-every call, plus the row's position), the same in one executor and in every
-shard, and the timer heap orders (time, that number) with
-:func:`heap_push_ranked` and :func:`heap_pop_ranked`. So the order does not
-depend on slots, which differ between shards and after a restore.
-
 A join emits, per step, its pairs as rows arrive, then the rows the
 watermark settled (outer and anti joins' unmatched rows), each side's by
 event time, then arrival. Settled rows are labelled past the batch's
@@ -25,7 +18,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["first_reaching", "heap_pop_ranked", "heap_push_ranked", "settled_labels"]
+__all__ = ["first_reaching", "settled_labels"]
 
 
 @njit
@@ -93,49 +86,3 @@ def settled_labels(po, left_from, right_from, n_pairs, n, pl, pr, lts, lseq, rts
         arrival[e] = rseq[pr[e]]
     return position, time, arrival
 
-
-@njit(inline="always")
-def _before(times, slots, rank, i, j):
-    return times[i] < times[j] or (times[i] == times[j] and rank[slots[i]] < rank[slots[j]])
-
-
-@njit
-def heap_push_ranked(times, slots, count, t, s, rank):
-    """Insert ``(t, s)`` into the min-heap of (time, ``rank[slot]``) in ``times``/``slots``; returns the new count.
-
-    ``rank[slot]`` is the key's first arrival number, unique per key, so
-    entries of one time order as the keys first arrived.
-    """
-    i = count
-    times[i] = t
-    slots[i] = s
-    while i > 0:
-        parent = (i - 1) >> 1
-        if not _before(times, slots, rank, i, parent):
-            break
-        times[i], times[parent] = times[parent], times[i]
-        slots[i], slots[parent] = slots[parent], slots[i]
-        i = parent
-    return count + 1
-
-
-@njit
-def heap_pop_ranked(times, slots, count, rank):
-    """Remove the smallest entry of the heap (read it from index 0 first); returns the new count."""
-    count -= 1
-    times[0] = times[count]
-    slots[0] = slots[count]
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= count:
-            break
-        child = left
-        if left + 1 < count and _before(times, slots, rank, left + 1, left):
-            child = left + 1
-        if not _before(times, slots, rank, child, i):
-            break
-        times[i], times[child] = times[child], times[i]
-        slots[i], slots[child] = slots[child], slots[i]
-        i = child
-    return count

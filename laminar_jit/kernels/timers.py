@@ -1,9 +1,13 @@
 """Timer heap kernels: a binary min-heap of (time, slot) pairs in two int64 arrays.
 
-Entries order by time, ties by slot, so timers due at the same time fire in
-a fixed order (slot order is first-arrival order of keys) however the input
-was batched. The heap holds ``count`` entries in ``times[:count]`` /
-``slots[:count]``; the caller keeps ``count`` and guarantees capacity.
+Entries order by time, ties by ``rank[slot]``: the arrival number of the
+key's first row (the rows of every call so far, plus the row's position),
+unique per key and the same in one executor and in every key shard, so
+timers due at the same time fire in the order their keys first arrived
+however the input was batched, sharded or restored (slots differ between
+shards and after a restore). The heap holds ``count`` entries in
+``times[:count]`` / ``slots[:count]``; the caller keeps ``count`` and
+guarantees capacity.
 """
 
 from __future__ import annotations
@@ -16,19 +20,19 @@ __all__ = ["grow", "heap_pop", "heap_push"]
 
 
 @njit(inline="always")
-def _before(times, slots, i, j):
-    return times[i] < times[j] or (times[i] == times[j] and slots[i] < slots[j])
+def _before(times, slots, rank, i, j):
+    return times[i] < times[j] or (times[i] == times[j] and rank[slots[i]] < rank[slots[j]])
 
 
 @njit
-def heap_push(times, slots, count, t, s):
-    """Insert ``(t, s)``; returns the new count."""
+def heap_push(times, slots, count, t, s, rank):
+    """Insert ``(t, s)``, ordered by (time, ``rank[slot]``); returns the new count."""
     i = count
     times[i] = t
     slots[i] = s
     while i > 0:
         parent = (i - 1) >> 1
-        if not _before(times, slots, i, parent):
+        if not _before(times, slots, rank, i, parent):
             break
         times[i], times[parent] = times[parent], times[i]
         slots[i], slots[parent] = slots[parent], slots[i]
@@ -37,7 +41,7 @@ def heap_push(times, slots, count, t, s):
 
 
 @njit
-def heap_pop(times, slots, count):
+def heap_pop(times, slots, count, rank):
     """Remove the smallest entry (read it from index 0 first); returns the new count."""
     count -= 1
     times[0] = times[count]
@@ -48,9 +52,9 @@ def heap_pop(times, slots, count):
         if left >= count:
             break
         child = left
-        if left + 1 < count and _before(times, slots, left + 1, left):
+        if left + 1 < count and _before(times, slots, rank, left + 1, left):
             child = left + 1
-        if not _before(times, slots, child, i):
+        if not _before(times, slots, rank, child, i):
             break
         times[i], times[child] = times[child], times[i]
         slots[i], slots[child] = slots[child], slots[i]

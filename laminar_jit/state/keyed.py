@@ -48,7 +48,7 @@ class KeyedState(KeyedEntries):
     number of the key's first row (``aux[1]`` counts the rows of every call
     so far; a new key takes that count plus its row's position), so timers of
     one time fire in the order their keys first arrived, whatever the slots
-    (see :mod:`laminar_jit.kernels.arrivals`). Moving a key's timer leaves a
+    (see :mod:`laminar_jit.kernels.timers`). Moving a key's timer leaves a
     stale entry that is skipped when it surfaces, and :meth:`reserve`
     compacts the heap when stale entries outnumber live keys.
 

@@ -175,7 +175,7 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
     return n_late, n_out, sel.size
 
 
-from laminar_jit.kernels.arrivals import first_reaching, heap_pop_ranked, heap_push_ranked, settled_labels
+from laminar_jit.kernels.arrivals import first_reaching, settled_labels
 
 
 @njit

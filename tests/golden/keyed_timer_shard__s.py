@@ -24,7 +24,7 @@ WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
 
 
-from laminar_jit.kernels.arrivals import first_reaching, heap_pop_ranked, heap_push_ranked, settled_labels
+from laminar_jit.kernels.arrivals import first_reaching, settled_labels
 
 
 @njit
@@ -59,7 +59,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
         while hc > 0 and st1_htimes[0] <= rw and fired < fire_cap:
             tt = st1_htimes[0]
             st = st1_hslots[0]
-            hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
+            hc = heap_pop(st1_htimes, st1_hslots, hc, st1_first)
             if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
                 st1_values[st].timer = WM_MIN
                 rt = keyed_1_timer(st1_values[st], tt)
@@ -90,7 +90,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
                 fired += 1
                 nt = st1_values[st].timer
                 if nt > tt and rw != WM_MAX:
-                    hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
+                    hc = heap_push(st1_htimes, st1_hslots, hc, nt, st, st1_first)
                 else:  # re-armed at or before its firing time, or after the end of input: dropped
                     st1_values[st].timer = WM_MIN
         if not ((m0.size == 0 or m0[i]) and (m2.size == 0 or m2[i])):
@@ -151,11 +151,11 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
         m += 1
         after = st1_values[s].timer
         if after != before and after != WM_MIN:
-            hc = heap_push_ranked(st1_htimes, st1_hslots, hc, after, s, st1_first)
+            hc = heap_push(st1_htimes, st1_hslots, hc, after, s, st1_first)
     while hc > 0 and st1_htimes[0] <= wm_end and fired < fire_cap:
         tt = st1_htimes[0]
         st = st1_hslots[0]
-        hc = heap_pop_ranked(st1_htimes, st1_hslots, hc, st1_first)
+        hc = heap_pop(st1_htimes, st1_hslots, hc, st1_first)
         if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
             st1_values[st].timer = WM_MIN
             rt = keyed_1_timer(st1_values[st], tt)
@@ -186,7 +186,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
             fired += 1
             nt = st1_values[st].timer
             if nt > tt and wm_end != WM_MAX:
-                hc = heap_push_ranked(st1_htimes, st1_hslots, hc, nt, st, st1_first)
+                hc = heap_push(st1_htimes, st1_hslots, hc, nt, st, st1_first)
             else:  # re-armed at or before its firing time, or after the end of input: dropped
                 st1_values[st].timer = WM_MIN
     st1_aux[0] = hc
