@@ -300,6 +300,14 @@ class SinkBuffer:
             return self._materialize_gathered(batch, result, layout)
         return None
 
+    def add_made(self, batch: pa.RecordBatch, result: tuple, layout, made: pa.RecordBatch | None) -> None:
+        """:meth:`add` of a step's result whose rows a thread may have made into Arrow already (``made``, from
+        :meth:`ready`; None: not made)."""
+        if made is not None:
+            self.append(made)
+        else:
+            self.add(batch, result, layout)
+
     def append(self, batch: pa.RecordBatch) -> None:
         """Add rows already made into a RecordBatch of the sink's schema (after what is pending)."""
         self.flush()

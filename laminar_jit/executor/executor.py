@@ -265,11 +265,7 @@ class DagExecutor:
         outputs = self._state.outputs
         for ran, b, result, *ready in produced:  # (rows threads built side by side: ready)
             for layout in ran.sinks:
-                made = ready[0][layout.sink] if ready else None
-                if made is not None:
-                    outputs[layout.sink].append(made)
-                else:
-                    outputs[layout.sink].add(b, result, layout)
+                outputs[layout.sink].add_made(b, result, layout, ready[0][layout.sink] if ready else None)
 
     def _execute(self, source: str, batches: list[pa.RecordBatch]) -> tuple:
         """Run the compiled steps of ``source`` over ``batches``, updating state, watermarks and idle flags.

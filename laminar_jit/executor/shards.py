@@ -152,9 +152,10 @@ class KeyShards:
             self._run(source, b, commit)
 
     def _run(self, source: str, b: pa.RecordBatch, commit: bool = True, wm_rows: int | None = None) -> None:
-        """One batch of stage root ``source`` through the shards; then the rows of its joins that feed stateful
-        operators, merged into one batch, through their stages (``wm_rows``: the watermark those rows carry,
-        the join's from before the step, as in one executor)."""
+        """One batch of stage root ``source`` through the shards; then the rows of its stage's boundary nodes
+        (joins or keyed kernels feeding stateful operators, windows feeding another key), merged into one batch,
+        through their stages piece by piece (``wm_rows``: the watermark those rows carry, the node's from before
+        the piece, as in one executor)."""
         ex = self.executor
         st = ex._state
         plan = self.plans[source]
