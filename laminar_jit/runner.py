@@ -20,9 +20,6 @@ such a crash. A source whose data turns out damaged stops the run with a
 
 from __future__ import annotations
 
-import fcntl
-import re
-import shutil
 import signal
 import threading
 import time
@@ -32,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _fs
-from .checkpoint import Checkpoint
+from .checkpoint.store import CheckpointStore
 from .dag.builder import DagBuilder
 from .dag.graph import StreamingDag
 from .errors import CheckpointError, DataError, KernelError, UnknownNodeError
@@ -43,7 +40,6 @@ from .io.adapt import as_source
 
 __all__ = ["RunStats", "run"]
 
-_CHECKPOINT = re.compile(r"^chk-(\d{8})$")
 #: Outputs are handed to sinks at least this often (rows read), besides checkpoints.
 _DRAIN_ROWS = 1 << 20
 #: Default checkpoint interval (seconds) when a checkpoint directory is given.
@@ -275,7 +271,7 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         return _run_partitioned(dag, sources, sinks, checkpoint_dir, checkpoint_every, checkpoint_interval, keep,
                                 partitions, parallelism, cluster, address, max_restarts, t0)
     ex = DagExecutor(dag, parallelism=parallelism)
-    store = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    store = CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
         return _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0)
     finally:
@@ -295,7 +291,7 @@ def _run_partitioned(dag, sources, sinks, checkpoint_dir, every, interval, keep,
     from .distributed.coordinator import run_partitioned
 
     stats = RunStats(rows_out={name: 0 for name in sinks})
-    lock = _CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    lock = CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
         run_partitioned(dag, sources, sinks, stats, partitions, parallelism, address, checkpoint_dir, every,
                         interval, keep, max_restarts)
@@ -495,54 +491,6 @@ class _Loop:
             f"and committed with checkpoint {self.stats.epoch} "
             f"({str(self.store.root / f'chk-{self.stats.epoch:08d}')!r}). Repair or replace the data, then call "
             f"lj.run again with checkpoint_dir={str(self.store.root)!r}: it continues from row {at:,}") from error
-
-
-class _CheckpointStore:
-    """``chk-<epoch>`` directories under one root; the newest complete one wins."""
-
-    def __init__(self, root: Path, keep: int):
-        self.root, self.keep = root, keep
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            # One run per directory: an exclusive lock held until close() (released by the OS on a crash).
-            self._lock = open(root / ".lock", "a+")
-        except OSError as e:
-            raise CheckpointError(f"checkpoint_dir {str(root)!r} cannot be created or written: "
-                                  f"{_fs.explain_os_error(e)}") from e
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            raise CheckpointError(f"checkpoint_dir {str(root)!r} is in use by another run; wait for it to end "
-                                  "or give this run its own directory") from None
-        for p in root.glob(".chk-*"):  # a save a crash interrupted
-            shutil.rmtree(p, ignore_errors=True)
-
-    def close(self) -> None:
-        self._lock.close()
-
-    def epochs(self) -> list[int]:
-        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name)))
-
-    def latest(self) -> Checkpoint | None:
-        epochs = self.epochs()
-        if not epochs:
-            return None
-        path = self.root / f"chk-{epochs[-1]:08d}"
-        try:
-            cp = Checkpoint.load(path)
-        except CheckpointError as e:
-            raise CheckpointError(f"{e}. To resume from the previous checkpoint instead, delete {str(path)!r} "
-                                  "(exactly-once sinks roll back to it)") from e
-        if cp.epoch != epochs[-1]:
-            raise CheckpointError(f"checkpoint {str(path)!r} says it is epoch {cp.epoch}, its name says "
-                                  f"{epochs[-1]}; it was moved or renamed — restore the original name")
-        return cp
-
-    def save(self, cp: Checkpoint) -> None:
-        cp.save(self.root / f"chk-{cp.epoch:08d}")
-        for old in self.epochs()[:-self.keep]:
-            shutil.rmtree(self.root / f"chk-{old:08d}", ignore_errors=True)
 
 
 def _match(kind: str, given: dict, expected: list[str]) -> dict:

@@ -40,6 +40,12 @@ logging_collector = off
 """
 
 
+def _knows_setting(bindir: Path, name: str) -> bool:
+    """Whether this server version has configuration parameter ``name`` (an unknown one stops it starting)."""
+    out = subprocess.run([str(bindir / "postgres"), "--describe-config"], capture_output=True, text=True)
+    return any(line.split("\t", 1)[0] == name for line in out.stdout.splitlines())
+
+
 def _bindir() -> Path | None:
     env = os.environ.get("LJ_PG_BINDIR")
     if env:
@@ -110,6 +116,8 @@ class PgServer:
         pwfile.unlink()
         with open(server.data / "postgresql.conf", "a") as f:
             f.write(CONFIG.format(port=server.port, socket_dir=root))
+            if _knows_setting(bindir, "output_plugin_libraries"):  # 15.20 on: replication users name listed plugins
+                f.write("output_plugin_libraries = 'pgoutput, test_decoding, wal2json'\n")
         server.start_again()
         return server
 

@@ -807,3 +807,22 @@ def test_cdc_changes_decode_every_type_like_the_snapshot(pg):
     assert after.drop_columns(["i4"]).equals(old.slice(0, 3).drop_columns(["i4"]))
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_types_a")
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_types_b")
+
+
+def test_cdc_names_output_plugin_libraries_when_the_server_does_not_list_wal2json(pg):
+    """Servers with ``output_plugin_libraries`` (15.20 on) refuse plugins not listed; the error says where to list it."""
+    if not sql(pg, "SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'"):
+        pytest.skip("this server has no output_plugin_libraries setting")
+    make_cdc_table(pg, "cdc_plugins", 3)
+    sql(pg, "ALTER SYSTEM SET output_plugin_libraries = 'pgoutput'")
+    sql(pg, "SELECT pg_reload_conf()")
+    try:
+        src = lj.io.PostgresCdcSource(pg.dsn, "cdc_plugins", slot="cdc_plugins_slot", idle_timeout=0.1)
+        with pytest.raises(lj.DataError, match=r"add wal2json to the server's output_plugin_libraries"):
+            list(src.batches(0))
+    finally:
+        sql(pg, "ALTER SYSTEM RESET output_plugin_libraries")
+        sql(pg, "SELECT pg_reload_conf()")
+    src = lj.io.PostgresCdcSource(pg.dsn, "cdc_plugins", slot="cdc_plugins_slot", idle_timeout=0.1)
+    assert sum(b.num_rows for b in src.batches(0)) == 3  # listed again: the same slot is created
+    lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_plugins_slot")

@@ -332,7 +332,7 @@ class SinkBuffer:
     def materialize(self, batch: pa.RecordBatch, result: tuple) -> pa.RecordBatch:
         """This layout's rows of one step ``result`` as a RecordBatch, at once (possibly empty).
 
-        For the rows of a boundary node (see :func:`~laminar_jit.executor.codegen.boundary_nodes`): a join's,
+        For the rows of a boundary node (see :func:`~laminar_jit.executor.steps.boundary_nodes`): a join's,
         whose columns the step always gathers, or source rows, whose numeric columns a small batch's step
         leaves to Arrow.
         """

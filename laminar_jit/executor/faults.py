@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from ..errors import KernelError
 from ..ops.stateless import ArrowMap
-from .codegen import ancestors, boundary_nodes
+from .steps import ancestors, boundary_nodes
 
 __all__ = ["FaultGuard", "kernel_may_raise", "raising_kernels"]
 

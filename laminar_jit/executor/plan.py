@@ -52,7 +52,8 @@ from ..kernels import joins as _joins
 from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
 from .boundary import readonly
-from .codegen import ancestors, boundary_nodes, generate, plan_nodes
+from .codegen import generate
+from .steps import ancestors, boundary_nodes, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
 from .inlining import inline_calls
 from .shared import load_shared, split_shared

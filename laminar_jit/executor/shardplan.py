@@ -17,7 +17,7 @@ from ..ops.joins import JoinSpec
 from ..ops.keyed import KeyedSpec
 from ..ops.ranked import RankedSpec
 from ..ops.windows import WindowSpec
-from .codegen import ancestors, boundary_nodes, plan_nodes
+from .steps import ancestors, boundary_nodes, plan_nodes
 
 __all__ = ["KEY_GROUPS", "UPDATING", "ShardPlan", "resolve_parallelism", "shard_plan"]
 

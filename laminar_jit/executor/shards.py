@@ -73,7 +73,7 @@ from ..kernels.sliding import NULL_KEY
 from ..state.joins import JoinState
 from .boundary import SinkBuffer, _to_arrow, column_view, readonly
 from .keyhash import key_hash, mix_column
-from .codegen import ancestors
+from .steps import ancestors
 from .core import DICTIONARY_BYTES
 from .plan import compile_plan
 from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_parallelism, shard_plan

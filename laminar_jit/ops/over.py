@@ -23,7 +23,7 @@ Semantics (Flink's event-time OVER aggregation, where the design is silent):
 The operator runs between compiled steps: its input rows leave the step as
 an Arrow batch, it folds the ready ones with :func:`~laminar_jit.kernels.over.over_fold`,
 and the rows it emits run through a step of their own (see
-:func:`~laminar_jit.executor.codegen.boundary_nodes`). Its state: the
+:func:`~laminar_jit.executor.steps.boundary_nodes`). Its state: the
 waiting rows, and per key the running sums and counts, and for a bounded
 frame the rows in it.
 """
@@ -95,7 +95,7 @@ class OverAggregate(Operator):
     """
 
     kind = "stateful"
-    #: It runs on Arrow batches between compiled steps (see :func:`~laminar_jit.executor.codegen.boundary_nodes`).
+    #: It runs on Arrow batches between compiled steps (see :func:`~laminar_jit.executor.steps.boundary_nodes`).
     between_steps = True
 
     def __init__(self, aggs: Mapping[str, Agg], key=None, frame: str = "range",

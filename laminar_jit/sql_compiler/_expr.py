@@ -224,7 +224,7 @@ def compile_expr(node: exp.Expression, schema: pa.Schema, udfs: dict, where: str
 
     ``where`` names the clause for error messages. An Arrow function over the
     results of a window, aggregate or join runs on them as a batch, between
-    steps (see :func:`~laminar_jit.executor.codegen.boundary_nodes`).
+    steps (see :func:`~laminar_jit.executor.steps.boundary_nodes`).
     """
     node = _equalities_as_in(_negations(node))
     params = referenced(node)

@@ -20,7 +20,7 @@ from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by, redu
 from ._joins import JoinPlanning, subquery_test
 from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
 from ._over import OVER_FUNCTIONS, OverPlanning
-from ._windows import WindowPlanning
+from ._windows import WindowPlanning, window_offset
 from ._stream import Stream, conjuncts, did_you_mean, predicate, unique_name
 from ._text import SESSION_FUNCTION, WINDOW_FUNCTIONS
 
@@ -280,7 +280,7 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, OverPlanning, Windo
             if len(columns) < len(stream.schema.names):
                 stream = self._add(stream, Project(columns), "columns")
         if window is not None:
-            if window[0] != "TUMBLE" or _window_offset(window) or not {"window_start", "window_end"} <= set(keys) \
+            if window[0] != "TUMBLE" or window_offset(window) or not {"window_start", "window_end"} <= set(keys) \
                     or len(by) != 1:
                 raise SqlError("SQL: a window Top-N is over TUMBLE (no offset), partitioned by window_start, "
                                "window_end[, keys] and ordered by one column", construct="ROW_NUMBER")
@@ -453,7 +453,7 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, OverPlanning, Windo
         if window is None:
             op = GroupAggregate(key, aggs)
         elif window[0] == "TUMBLE":
-            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs, offset=_window_offset(window),
+            op = TumblingWindow(size=window[1][0], key=key or None, aggs=aggs, offset=window_offset(window),
                                 allowed_lateness=stream.lateness("a window"))
         elif window[0] == "SESSION":  # Flink's sessions: windows that touch merge
             if sorted(window[2]) != sorted(keys):
@@ -465,7 +465,7 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, OverPlanning, Windo
             stream, op = self._cumulate(stream, window[1], keys, aggs)
         else:
             slide, size = window[1]
-            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs, offset=_window_offset(window),
+            op = SlidingWindow(size=size, slide=slide, key=key or None, aggs=aggs, offset=window_offset(window),
                                allowed_lateness=stream.lateness("a window"))
         stream = self._add(stream, op, "group" if window is None else window[0].lower(), at_source=False)
         if window is not None and window[0] == "CUMULATE":
@@ -560,11 +560,6 @@ class Planner(ComposePlanning, JoinPlanning, LookupPlanning, OverPlanning, Windo
                            "COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX and the variances); group by a window table "
                            "function", construct=agg.sql())
         return stream, fn(arg.name)
-
-
-def _window_offset(window: tuple) -> int:
-    """The offset (ms) of a window table function's windows (``TUMBLE(..., size, offset)``); 0 by default."""
-    return window[3] if len(window) > 3 else 0
 
 
 def _constant_key(stream: Stream):

@@ -14,7 +14,7 @@ from ._expr import _define
 from ._stream import Stream
 from ._text import SESSION_FUNCTION, SUPPORTED_WINDOWS, interval_ms
 
-__all__ = ["WindowPlanning"]
+__all__ = ["WindowPlanning", "window_offset"]
 
 
 class WindowPlanning:
@@ -102,3 +102,8 @@ class WindowPlanning:
         stream = self._add(stream, Map(start, output={"window_start": stream.schema.field("window_start").type}),
                            "start")
         return replace(stream, times={}, grain=None)  # (window_end - window_start grows by step)
+
+
+def window_offset(window: tuple) -> int:
+    """The offset (ms) of a window table function's windows (``TUMBLE(..., size, offset)``); 0 by default."""
+    return window[3] if len(window) > 3 else 0

@@ -14,16 +14,13 @@ position in the first range is always one inside the snapshot.
 from __future__ import annotations
 
 import contextlib
-import io
 import re
 import select
 import threading
 import time
 from collections.abc import Iterator
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from ...errors import CheckpointError, DataError
 from ..sources import Source, _positive_int
@@ -35,6 +32,7 @@ from ._common import (
     redact,
     scrub,
 )
+from ._copy import copy_snapshot
 from ._wal2json import ROWS, Decoder, int_to_lsn, lsn_to_int, wal2json_name
 
 __all__ = ["PostgresCdcSource"]
@@ -42,37 +40,6 @@ __all__ = ["PostgresCdcSource"]
 _SLOT = re.compile(r"^[a-z0-9_]{1,50}$")
 _RESERVED = ("op", "commit_ts")
 _SESSION = "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1"
-
-
-class _CopyReader(io.RawIOBase):
-    """The output of a psycopg ``COPY ... TO STDOUT`` as a binary file, for pyarrow's streaming CSV reader."""
-
-    def __init__(self, copy):
-        self._chunks = iter(copy)
-        self._rest = b""
-
-    def at_end(self) -> bool:
-        """Whether the output is empty from here on (reads ahead one chunk)."""
-        while not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return True
-            self._rest = bytes(chunk)
-        return False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._rest = bytes(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
 
 
 class PostgresCdcSource(Source):
@@ -426,9 +393,14 @@ class PostgresCdcSource(Source):
                                        ).fetchone()
                 except Exception as exc:  # noqa: BLE001 - psycopg errors: name the likely causes
                     text = scrub(str(exc), self.dsn)
-                    hint = ("install the wal2json output plugin (Debian: apt-get install postgresql-<version>-wal2json)"
-                            if "wal2json" in text else "the server needs wal_level = logical and a free "
-                            "max_replication_slots, the user the REPLICATION attribute")
+                    if "output_plugin_libraries" in text:  # servers that list the plugins replication users may name
+                        hint = ("add wal2json to the server's output_plugin_libraries (postgresql.conf: "
+                                "output_plugin_libraries = 'pgoutput, test_decoding, wal2json') and reload it")
+                    elif "wal2json" in text:
+                        hint = "install the wal2json output plugin (Debian: apt-get install postgresql-<version>-wal2json)"
+                    else:
+                        hint = ("the server needs wal_level = logical and a free max_replication_slots, the user "
+                                "the REPLICATION attribute")
                     raise DataError(f"{self.describe()}: cannot create replication slot {self.slot!r}: "
                                     f"{text.strip()} — {hint}") from None
                 consistent = ROWS * lsn_to_int(res[1])
@@ -439,7 +411,7 @@ class PostgresCdcSource(Source):
                 repl.close()  # the snapshot is imported: it lives on in this transaction
             rows = 0
             pending = None
-            batches = self._copy_snapshot(conn, snapshot_ms)
+            batches = copy_snapshot(conn, self.table, self._columns, self.schema, snapshot_ms, self.batch_size)
             while True:
                 try:
                     batch = next(batches, None)
@@ -464,42 +436,6 @@ class PostgresCdcSource(Source):
             return consistent
         finally:
             conn.close()
-
-    def _copy_snapshot(self, conn, snapshot_ms: int) -> Iterator[pa.RecordBatch]:
-        from psycopg import sql
-
-        exprs = []
-        for name, typ in self._columns:
-            col = sql.Identifier(name)
-            if typ in ("timestamp", "timestamptz"):
-                exprs.append(sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint").format(col))
-            elif typ in PG_TYPES and typ != "bytea":
-                exprs.append(col)
-            else:
-                exprs.append(sql.SQL("{}::text").format(col))
-        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
-            sql.SQL(", ").join(exprs), self.table.sql())
-        fields = list(self.schema)[:-2]
-        read_types = {f.name: (pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in fields}
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            raw = _CopyReader(copy)
-            if raw.at_end():  # an empty table (pyarrow refuses an empty CSV file)
-                return
-            reader = pa_csv.open_csv(
-                io.BufferedReader(raw, 1 << 20),
-                read_options=pa_csv.ReadOptions(column_names=[f.name for f in fields], block_size=1 << 24,
-                                                use_threads=False),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=pa_csv.ConvertOptions(column_types=read_types, null_values=[""],
-                                                      strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                                      true_values=["t"], false_values=["f"]))
-            for block in reader:
-                n = block.num_rows
-                columns = [block.column(f.name).cast(f.type) for f in fields]
-                columns += [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, snapshot_ms, np.int64))]
-                whole = pa.RecordBatch.from_arrays(columns, schema=self.schema)
-                for start in range(0, n, self.batch_size):
-                    yield whole.slice(start, self.batch_size)
 
     # -- the stream --------------------------------------------------------------
     def _replication_dsn(self) -> str:
