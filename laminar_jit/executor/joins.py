@@ -374,7 +374,9 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
     """Emit the matches of row ``r`` among the other side's rows in the buckets its range touches.
 
     Interval joins look up the (at most two) buckets of ``[lo, hi]`` and test
-    each row's time; window joins take the whole bucket of the row's window.
+    each row's time; ``lo`` starts no earlier than the other side's oldest live
+    row (``aux``), so bounds far wider than the rows' span (a regular join's)
+    look up one bucket, not an empty one before it; window joins take the whole bucket of the row's window.
     The pairs are then ordered newest partner first (README, "Order of output
     rows").
     """
@@ -385,7 +387,11 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
     table = f"{n['tb']}, {n['tk']}"
     if x.kind == "interval":
         lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
-        head = (f"        lo = {lo}\n        hi = {hi}\n        bq = hi >> shift\n        blo = lo >> shift\n"
+        least = f"{n['aux']}[{SIDE_BASE[_OTHER[port]] + 4}]"  # the other side's oldest live row
+        head = (f"        lo = {lo}\n        hi = {hi}\n"
+                f"        if lo < {least}:  # buckets before the other side's oldest row hold none of its rows\n"
+                f"            lo = {least}\n"
+                f"        bq = hi >> shift\n        blo = lo >> shift\n"
                 f"        while bq >= blo and not done:\n"
                 f"            if bq == bn:  # the row's own bucket: its slot is known\n"
                 f"                ob = s\n"
@@ -409,6 +415,8 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
                f"                        {oflag}[o] = 2\n"
                f"                        if semi:\n"
                f"                            {_pair('left', 'o', 'np.int64(-1)', sharded)}")
+    elif how == "inner":  # (only outer joins read whether a row was matched: their expiry emits the others)
+        act = f"                    {_pair(port, 'r', 'o', sharded)}"
     else:
         act = (f"                    {_pair(port, 'r', 'o', sharded)}\n"
                f"                    {side['flag']}[r] = 2\n"

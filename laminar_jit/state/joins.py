@@ -68,7 +68,7 @@ class JoinState(KeyedEntries):
     ``heads[slot]`` holds each side's rows of that slot (see
     :mod:`laminar_jit.kernels.joins`). Each side stores, per buffered row, its
     event time, arrival number, links, slot, a flag (0 free, 1 live, 2 live
-    and matched) and every payload column (values and validity). Rows are
+    and matched; inner joins, which never ask, leave matched rows at 1) and every payload column (values and validity). Rows are
     freed when the watermark makes them useless and their slots when both
     sides hold none, so memory follows the rows the join still needs, not the
     history.

@@ -25,7 +25,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_flag, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2, late_out, n_late, out_l, out_r, n_out):
+def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2, late_out, n_late, out_l, out_r, n_out):
     """Join node 2, port 'right': buffer rows from ``start`` on, emit their matches; record late rows.
 
     Returns the late count, the pair count and where it stopped (the row count when done).
@@ -136,6 +136,8 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
         done = False
         lo = t - upper
         hi = t - lower
+        if lo < st2_aux[6]:  # buckets before the other side's oldest row hold none of its rows
+            lo = st2_aux[6]
         bq = hi >> shift
         blo = lo >> shift
         while bq >= blo and not done:
@@ -161,8 +163,6 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
             while o != -1:
                 if st2_l_ts[o] >= lo and st2_l_ts[o] <= hi:
                     out_l[n_out] = o; out_r[n_out] = r; n_out += 1
-                    st2_r_flag[r] = 2
-                    st2_l_flag[o] = 2
                 o = st2_l_nxt[o]
         if n_out - first > 1:
             order_partners(out_l, out_r, first, n_out, True, st2_l_ts, st2_l_seq)
@@ -275,7 +275,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     at_2 = np.int64(0)
     n_late_2 = np.int64(0)
     while True:
-        n_late_2, np_2, at_2 = join_2_right(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_1, wm_before_1, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_flag, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2, late_2_right, n_late_2, pl_2, pr_2, np_2)
+        n_late_2, np_2, at_2 = join_2_right(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_1, wm_before_1, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2, late_2_right, n_late_2, pl_2, pr_2, np_2)
         if at_2 >= n:
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[4] + 1)

@@ -25,7 +25,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_flag, late_out, n_late, out_l, out_r, out_p, n_out):
+def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_out, n_late, out_l, out_r, out_p, n_out):
     """Join node 2, port 'left': buffer rows from ``start`` on, emit their matches; record late rows.
 
     Returns the late count, the pair count and where it stopped (the row count when done).
@@ -141,6 +141,8 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
         done = False
         lo = t + lower
         hi = t + upper
+        if lo < st2_aux[11]:  # buckets before the other side's oldest row hold none of its rows
+            lo = st2_aux[11]
         bq = hi >> shift
         blo = lo >> shift
         while bq >= blo and not done:
@@ -166,8 +168,6 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
             while o != -1:
                 if st2_r_ts[o] >= lo and st2_r_ts[o] <= hi:
                     out_l[n_out] = r; out_r[n_out] = o; out_p[n_out] = i; n_out += 1
-                    st2_l_flag[r] = 2
-                    st2_r_flag[o] = 2
                 o = st2_r_nxt[o]
         if n_out - first > 1:
             order_partners(out_l, out_r, first, n_out, False, st2_r_ts, st2_r_seq)
@@ -284,7 +284,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     at_2 = np.int64(0)
     n_late_2 = np.int64(0)
     while True:
-        n_late_2, np_2, at_2 = join_2_left(at_2, shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_flag, late_2_left, n_late_2, pl_2, pr_2, po_2, np_2)
+        n_late_2, np_2, at_2 = join_2_left(at_2, shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_2_left, n_late_2, pl_2, pr_2, po_2, np_2)
         if at_2 >= shard_rows.size:
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[9] + 1)
