@@ -6,6 +6,9 @@ batch: it must end with the same outputs, metrics and watermarks.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -298,3 +301,31 @@ def test_run_stops_on_a_kernel_error_and_resumes_exactly_once_after_the_data_is_
 
 def _sorted_rows(table: pa.Table) -> list:
     return sorted(zip(*[table[c].to_pylist() for c in table.column_names]), key=repr)
+
+
+def _halved(price):
+    return price * 0.5
+
+
+@pytest.mark.parametrize("kind, kw", [("guarded", {}), ("guarded", {"parallelism": 2}), ("guarded", {"threads": 2}),
+                                      ("stateless", {"parallelism": 2})])
+def test_an_executor_and_its_state_go_when_the_last_reference_does(kind, kw):
+    # helpers (fault guard, key shards, threads) hold the executor weakly: no reference cycle keeps the state
+    # (and its arrays) alive until the garbage collector runs
+    dag = DAG if kind == "guarded" else (lj.DagBuilder().source("bids", BIDS, event_time="ts")
+                                         .operator("eur", lj.Map(_halved, output="eur")).connect("bids", "eur")
+                                         .sink_for("eur", "rows").build())
+    ex = lj.DagExecutor(dag, **kw)
+    for batch in split_table(make_bids(3_000, 1), [700, 701, 2_000]):
+        ex.process_batch("bids", batch)
+    ex.finish()
+    assert ex.take_sink_outputs("rows").num_rows == 3_000
+    executor, state = weakref.ref(ex), weakref.ref(ex.state)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del ex
+        assert executor() is None and state() is None
+    finally:
+        if was:
+            gc.enable()

@@ -107,13 +107,14 @@ class DagExecutor:
         )
         # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
         self._raising = raising_kernels(dag)
-        self._guard = FaultGuard(self._state, dag, self._execute, self._raising) if self._raising else None
+        self._guard = FaultGuard(self._state, dag, _weakly(self._execute), self._raising) if self._raising else None
         self._shards: KeyShards | None = None
         #: Why a DAG run with ``parallelism > 1`` runs as one shard (None when it is sharded or parallelism is 1).
         self.shards_note: str | None = None
         #: Threads for a DAG without state: slices of large batches (``threads``), whole batches (``parallelism``).
         whole = self.parallelism > 1 and not self._state.operator_states and not self._derived and not self._raising
-        self._side = SideBySide(self, self.parallelism if whole else 1)
+        # (helpers hold the executor weakly: without reference cycles its state goes as soon as the executor does)
+        self._side = SideBySide(weakref.proxy(self), self.parallelism if whole else 1)
         if whole:
             self.shards_note = (f"the DAG has no keyed state to shard: {self.parallelism} threads run whole batches "
                                 "side by side")
@@ -124,7 +125,7 @@ class DagExecutor:
                 log.warning("parallelism=%d has no effect: %s; the DAG runs in one executor", self.parallelism, plan)
             else:
                 try:
-                    self._shards = KeyShards(self, plan, self.parallelism)
+                    self._shards = KeyShards(weakref.proxy(self), plan, self.parallelism)
                 except ValueError as exc:
                     self.shards_note = str(exc)
                     log.warning("parallelism=%d has no effect: %s; the DAG runs in one executor", self.parallelism,
@@ -579,3 +580,10 @@ def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
                                 f"when the DAG was built and is {col.type} for this batch: {exc}") from exc
         b = b.append_column(name, col)
     return b
+
+
+def _weakly(method):
+    """Bound ``method`` as a function that does not keep its object alive (an executor's helpers call back into
+    it; a strong reference would make a cycle, and the executor's state would wait for the garbage collector)."""
+    ref = weakref.WeakMethod(method)
+    return lambda *args, **kw: ref()(*args, **kw)
