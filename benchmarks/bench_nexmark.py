@@ -26,6 +26,8 @@ the disk cache) in ``setup``, so timed runs never compile.
   unbounded state; q4: an interval join bounded on the bid side into keyed state; q5: sliding
   counts then top-1; q8: a window join), next to the peak of ``setup`` alone
   (the generated events and the compiled plan).
+* ``NexmarkFloor``: q4's essential work as one compiled loop on one thread
+  (``benchmarks/floors.py``; its answer checked against DuckDB's in ``setup``).
 * ``NexmarkGenerator``: generating 1 M events.
 * ``timeraw_nexmark_cold_start``: a new process imports laminar_jit,
   generates a first chunk, builds q5, loads its plans and gets a result.
@@ -47,7 +49,7 @@ import polars as pl
 
 import laminar_jit as lj
 
-from . import common
+from . import common, floors
 
 #: The generator's out-of-orderness bound (ms), and the queries' watermark delay.
 MAX_DELAY = 100
@@ -234,6 +236,29 @@ class NexmarkPolars:
         return self.run(self.bids).height
 
     track_result_rows.unit = "rows"
+
+
+class NexmarkFloor:
+    """q4's essential work on one thread (:func:`benchmarks.floors.q4_floor`): the yardstick between the engine's
+    q4 (``NexmarkQuery``) and DuckDB's (``NexmarkDuckDB``). ``setup`` checks its answer against DuckDB's."""
+
+    timeout = 600
+    number = 1
+    repeat = 3
+    warmup_time = 0
+
+    def setup(self):
+        self.chunks = nexmark_events().chunks
+        got = floors.q4_floor(self.chunks, MAX_DELAY)  # (compiles)
+        con = lj.nexmark.duckdb_connection(nexmark_events())
+        want = con.sql(lj.nexmark.SQL["q4"]).to_arrow_table().to_pydict()
+        con.close()
+        want = dict(zip(want["category"], want["avg_final"]))
+        assert got.keys() == want.keys() and all(abs(got[c] - want[c]) <= 1e-9 * abs(want[c]) for c in want), \
+            (got, want)
+
+    def time_q4_floor(self):
+        floors.q4_floor(self.chunks, MAX_DELAY)
 
 
 # ----------------------------------------------------------------------------- memory
