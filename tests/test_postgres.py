@@ -814,15 +814,24 @@ def test_cdc_names_output_plugin_libraries_when_the_server_does_not_list_wal2jso
     if not sql(pg, "SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'"):
         pytest.skip("this server has no output_plugin_libraries setting")
     make_cdc_table(pg, "cdc_plugins", 3)
-    sql(pg, "ALTER SYSTEM SET output_plugin_libraries = 'pgoutput'")
-    sql(pg, "SELECT pg_reload_conf()")
+    _set_and_reload(pg, "ALTER SYSTEM SET output_plugin_libraries = 'pgoutput'", "pgoutput")
     try:
         src = lj.io.PostgresCdcSource(pg.dsn, "cdc_plugins", slot="cdc_plugins_slot", idle_timeout=0.1)
         with pytest.raises(lj.DataError, match=r"add wal2json to the server's output_plugin_libraries"):
             list(src.batches(0))
     finally:
-        sql(pg, "ALTER SYSTEM RESET output_plugin_libraries")
-        sql(pg, "SELECT pg_reload_conf()")
+        _set_and_reload(pg, "ALTER SYSTEM RESET output_plugin_libraries", "pgoutput, test_decoding, wal2json")
     src = lj.io.PostgresCdcSource(pg.dsn, "cdc_plugins", slot="cdc_plugins_slot", idle_timeout=0.1)
     assert sum(b.num_rows for b in src.batches(0)) == 3  # listed again: the same slot is created
     lj.io.PostgresCdcSource.drop(pg.dsn, "cdc_plugins_slot")
+
+
+def _set_and_reload(pg, statement: str, value: str) -> None:
+    """Run an ``ALTER SYSTEM`` on ``output_plugin_libraries`` and wait until new sessions see ``value`` (a reload
+    reaches them asynchronously)."""
+    sql(pg, statement)
+    sql(pg, "SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while sql(pg, "SHOW output_plugin_libraries")[0][0] != value:
+        assert time.monotonic() < deadline, f"the server did not take output_plugin_libraries = {value!r}"
+        time.sleep(0.05)

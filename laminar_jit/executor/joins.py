@@ -376,7 +376,8 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
     Interval joins look up the (at most two) buckets of ``[lo, hi]`` and test
     each row's time; ``lo`` starts no earlier than the other side's oldest live
     row (``aux``), so bounds far wider than the rows' span (a regular join's)
-    look up one bucket, not an empty one before it; window joins take the whole bucket of the row's window.
+    look up one bucket, not an empty one before it. Window joins take the
+    whole bucket of the row's window.
     The pairs are then ordered newest partner first (README, "Order of output
     rows").
     """

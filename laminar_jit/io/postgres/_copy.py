@@ -82,8 +82,8 @@ def copy_snapshot(conn, table, columns, schema: pa.Schema, snapshot_ms: int,
                                                   true_values=["t"], false_values=["f"]))
         for block in reader:
             n = block.num_rows
-            columns = [block.column(f.name).cast(f.type) for f in fields]
-            columns += [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, snapshot_ms, np.int64))]
-            whole = pa.RecordBatch.from_arrays(columns, schema=schema)
+            arrays = [block.column(f.name).cast(f.type) for f in fields]
+            arrays += [pa.array(np.zeros(n, np.int8)), pa.array(np.full(n, snapshot_ms, np.int64))]
+            whole = pa.RecordBatch.from_arrays(arrays, schema=schema)
             for start in range(0, n, batch_size):
                 yield whole.slice(start, batch_size)
