@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pytest
 
 import laminar_jit as lj
+from laminar_jit.executor.handoff import StepRows
 
 from conftest import split_table
 from helpers import ASOF, DELAY, LEFT, RIGHT, interleaved, join_dag, join_sources, make_side
@@ -534,3 +535,64 @@ def test_order_partners_sorts_a_probe_newest_partner_first(m):
         want = sorted(zip(partners.tolist(), others.tolist()), key=lambda p: (ts[p[0]], seq[p[0]]), reverse=True)
         assert list(zip(mine[start:start + m].tolist(), theirs[start:start + m].tolist())) == want
         assert (out_l[:start] == -5).all() and (out_l[start + m:] == -5).all()
+
+
+def test_join_rows_reach_a_stateful_operator_as_numpy_arrays(monkeypatch):
+    # int32 keys, float32, int16 and bool values, nulls: the join holds some of them wider in its state, and the
+    # next step reads them at their own types without going through Arrow (every result as DuckDB's)
+    rng = np.random.default_rng(7)
+    left_schema = pa.schema([("ts", pa.int64()), ("k", pa.int32()), ("a", pa.float32()), ("tag", pa.string())])
+    right_schema = pa.schema([("ts", pa.int64()), ("k", pa.int32()), ("b", pa.int16()), ("ok", pa.bool_())])
+
+    def side(schema, n):
+        cols = {"ts": np.arange(n, dtype=np.int64) * 7 + rng.integers(-40, 41, n),
+                "k": pa.array(np.where(rng.random(n) < 0.3, 0, rng.integers(1, 20, n)).astype(np.int32),
+                              mask=rng.random(n) < 0.05)}
+        if "a" in schema.names:
+            cols["a"] = pa.array(rng.uniform(0, 100, n).astype(np.float32), mask=rng.random(n) < 0.05)
+            cols["tag"] = pa.array(rng.choice(["x", "yy", ""], n))
+        else:
+            cols["b"] = pa.array(rng.integers(-500, 500, n).astype(np.int16), mask=rng.random(n) < 0.05)
+            cols["ok"] = pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.05)
+        return pa.table(cols, schema=schema)
+
+    left, right = side(left_schema, 2_000), side(right_schema, 2_000)
+    aggs = {"n": lj.count(), "a": lj.sum("a"), "b_max": lj.max("b"), "b_min": lj.min("b"), "ok": lj.count("ok")}
+    dag = (lj.DagBuilder()
+           .source("L", left_schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=DELAY))
+           .source("R", right_schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=DELAY))
+           .operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+           .operator("w", lj.TumblingWindow(200, key="k", aggs=aggs))
+           .connect("L", "j", port="left").connect("R", "j", port="right").connect("j", "w")
+           .sink_for("w", "out").build())
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    want = pl.from_arrow(con.sql("""
+        SELECT l.ts // 200 * 200 AS window_start, l.k, count(*) AS n, sum(l.a) AS a, max(r.b) AS b_max,
+               min(r.b) AS b_min, count(r.ok) AS ok
+        FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35 GROUP BY ALL""").to_arrow_table())
+    made, viewed = [], set()
+    view = StepRows.view
+
+    def spy(self, name, dtype):
+        got = view(self, name, dtype)
+        assert got is not None and got[0].dtype == dtype
+        viewed.add(name)
+        return got
+
+    monkeypatch.setattr(StepRows, "view", spy)
+    monkeypatch.setattr(StepRows, "arrow", lambda self: made.append("batch"))
+    monkeypatch.setattr(StepRows, "column", lambda self, name: made.append(name))
+    for seed in (1, 2):
+        _, out = run(dag, interleaved(left, right, seed), ["out"])
+        got = pl.from_arrow(out["out"]).sort("window_start", "k")
+        assert got.height > 100
+        assert got.schema["b_max"] == pl.Int16 and got.schema["a"].is_float()
+        expected = want.sort("window_start", "k")
+        assert got.select("window_start", "k", "n", "b_max", "b_min", "ok").equals(
+            expected.select("window_start", "k", "n", "b_max", "b_min", "ok").cast(
+                {"n": pl.Int64, "b_max": pl.Int16, "b_min": pl.Int16, "ok": pl.Int64, "k": pl.Int32}))
+        assert np.allclose(got["a"].to_numpy(), expected["a"].to_numpy(), rtol=1e-5, equal_nan=True)
+    assert made == []  # no column of the join's rows was made into Arrow on the way to the window
+    assert {"ts", "k", "a", "b", "ok"} <= viewed

@@ -343,6 +343,8 @@ class SinkBuffer:
         off = layout.offset
         identity = r[off + 1]
         taken = None
+        if layout.take_columns or any(col.kind == "src" for col in layout.columns):
+            batch = _as_batch(batch)
         if layout.take_columns:
             base = batch.select(layout.take_columns)
             taken = base if identity else base.take(pa.array(r[off]))
@@ -367,8 +369,9 @@ class SinkBuffer:
         src, recipe, tail = self._recipe(layout)
         taken = None
         if src:  # a batch that holds exactly these columns needs no select
+            batches = [_as_batch(b) for b, _ in parts]
             taken = _take_rows([(b if b.schema.names == src else b.select(src), r[off], r[off + 1])
-                                for b, r in parts])
+                                for b, (_, r) in zip(batches, parts)])
         derived = {}
         for j, (kind, pos, arrow_type, target) in enumerate(recipe):
             if kind == "col":
@@ -419,6 +422,12 @@ class SinkBuffer:
             kind != "col" for kind, _, _, _ in recipe[len(src):]) else None
         self._recipes[id(layout)] = (layout, src, recipe, tail)
         return src, recipe, tail
+
+
+def _as_batch(b) -> pa.RecordBatch:
+    """``b`` as a RecordBatch: a step's input is one, or the rows of a boundary node the step before handed on
+    as numpy arrays (:class:`~laminar_jit.executor.handoff.StepRows`), made into Arrow here."""
+    return b if isinstance(b, pa.RecordBatch) else b.arrow()
 
 
 def _concat(values: list[np.ndarray], valid: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -495,12 +504,15 @@ def run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states
     recipe = plan.arg_recipe
     if recipe is None:
         recipe = plan.arg_recipe = _arg_recipe(plan, b)
+    handed = not isinstance(b, pa.RecordBatch)  # a boundary node's rows from the step before (StepRows)
     args = []
     for name, dtype, kernel_read, encoded, plain, empty in recipe:
         if encoded:
             args.extend(map(readonly, dicts[(plan.source, name)].encode(b.column(name))))
         elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
             args.extend(map(readonly, dicts[(plan.source, name[1:])].store()))
+        elif handed and (kernel_read or n >= EAGER_ROWS) and (arrays := b.view(name, dtype)) is not None:
+            args += arrays  # numbers the step before computed: no Arrow in between
         elif kernel_read or n >= EAGER_ROWS:
             col = b.column(name)
             if plain and not col.null_count:  # the common case: a zero-copy view, no mask

@@ -18,6 +18,7 @@ DAGs that differ only in settings share one compiled plan.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -147,6 +148,11 @@ class SinkLayout:
     #: With ``arrivals``: positions in the flat result of the rows' order among one arrival position's
     #: (:attr:`Binding.arrival_ties`, each values then an empty validity).
     ties: tuple = ()
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, tuple[pa.Field, SinkColumn]]:
+        """Each output column's field and :class:`SinkColumn`, by name."""
+        return {f.name: (f, col) for f, col in zip(self.schema, self.columns)}
 
 
 @dataclass(frozen=True)

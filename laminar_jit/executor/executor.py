@@ -18,6 +18,7 @@ from ..time.watermarks import WATERMARK_MIN, to_units
 from .core import MetricsLayout
 from .boundary import SinkBuffer, column_view, conform, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
+from .handoff import StepRows
 from .metrics import Metrics
 from .plan import boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
@@ -301,8 +302,10 @@ class DagExecutor:
         """Run ``plan``'s step on ``b``, then the rows of its boundary nodes through their own steps.
 
         A boundary node's rows carry its watermark from before the step that
-        emitted them (``wm_rows``), as they would inside one step. The columns
-        the next step's ArrowMaps compute are added to them first.
+        emitted them (``wm_rows``), as they would inside one step. Their numeric
+        columns reach the next step as the numpy arrays this step computed
+        (:class:`StepRows`); the columns the next step's ArrowMaps compute are
+        added to them first (in Arrow).
         """
         st = self._state
         offsets = self.dag.routing.offsets
@@ -310,13 +313,13 @@ class DagExecutor:
         result = run_step(plan, b, offsets, counters, (st.watermarks, st.idle), states, st.dictionaries, wm_rows)
         produced.append((plan, b, result))
         for layout, wm_rows in zip(plan.boundaries, before):
-            joined = SinkBuffer(layout, st.dictionaries).materialize(b, result)
+            joined = StepRows(layout, st.dictionaries, b, result)  # numeric columns stay numpy arrays
             node = self.dag.nodes[layout.node_id]
             if getattr(node.op, "between_steps", False):  # its input rows: it emits the rows its step takes
-                joined = self._between_steps(node, joined, wm_rows, counters)
+                joined = self._between_steps(node, joined.arrow(), wm_rows, counters)
             derived = self._derived[layout.sink]
             if derived.arrow_maps:
-                joined = _with_arrow_maps(derived, joined)
+                joined = _with_arrow_maps(derived, joined if isinstance(joined, pa.RecordBatch) else joined.arrow())
             self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
 
