@@ -59,7 +59,7 @@ def _names(nid: int, bound) -> dict:
     out = dict(zip(roles, names))
     pos = len(roles)
     for side in ("left", "right"):
-        fields = ("ts", "seq", "nxt", "prv", "slot", "flag", "free")
+        fields = ("ts", "seq", "nxt", "prv", "slot", "flag")
         out[side] = dict(zip(fields, names[pos:pos + len(fields)]))
         pos += len(fields)
         width = 2 * len(bound.spec.port(side).payload)
@@ -127,8 +127,8 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             gen.emit(f"settled_0_{nid} = np_{nid}")
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
                  f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
-                 f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['free']}, {lf['flag']}, "
-                 f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['free']}, {rt['flag']}, {pairs})")
+                 f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['flag']}, "
+                 f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['flag']}, {pairs})")
         if gen.sharded:
             gen.emit(f"settled_1_{nid} = np_{nid}")  # (its results are all left rows the watermark settled)
     else:
@@ -143,7 +143,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
                 kind, a, b = "np.int64(0)", (f"{prm}[{P_B}]" if port == "left" else f"-{prm}[{P_A}]"), "np.int64(0)"
             gen.emit(f"{pairs} = expire_buckets(W_{nid}, {kind}, {a}, {b}, {emits}, np.int64({j}), {table}, {aux}, "
                      f"np.int64({SIDE_BASE[port]}), {sd['ts']}, {sd['seq']}, {sd['slot']}, {sd['flag']}, {sd['nxt']}, "
-                     f"{sd['free']}, {pairs})")
+                     f"{pairs})")
     if gen.sharded:
         # a key shard's settled rows come after the step's pairs, each side's by (event time, arrival): their
         # position is past the batch (left n, right n + 1), their ties the row's time and arrival number
@@ -295,7 +295,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
             s = np.int64(-1)
         else:
             s = ht_find_or_insert({table}, k, {bucket})
-        r = row_alloc({aux(n)}, {base}, {side['free']})
+        r = row_alloc({aux(n)}, {base})
         {side['ts']}[r] = t
         {_arrival(side, gen.sharded)}
         {side['slot']}[r] = s
@@ -456,7 +456,7 @@ def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores
             s = ht_find_or_insert({table}, np.int64(WM_MIN), np.int64(1))
         else:
             s = ht_find_or_insert({table}, k, 0)
-        r = row_alloc({n['aux']}, {base}, {side['free']})
+        r = row_alloc({n['aux']}, {base})
         {side['ts']}[r] = t
         {_arrival(side, sharded)}
         {side['slot']}[r] = s
@@ -478,7 +478,7 @@ def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores
         q = {heads}[s, 0]
         if q != -1 and {n['left']['ts']}[q] < h:
             h = {n['left']['ts']}[q]
-        asof_prune(direction, tol, s, h, {table}, {heads}, {n['aux']}, {base}, {side['ts']}, {side['nxt']}, {side['prv']}, {side['free']}, {side['flag']})'''
+        asof_prune(direction, tol, s, h, {table}, {heads}, {n['aux']}, {base}, {side['ts']}, {side['nxt']}, {side['prv']}, {side['flag']})'''
 
 
 def _gather(gen, node, n: dict) -> Binding:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.joins import compact_links, compact_rows
 from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_slots, take_tables
 
 __all__ = ["JoinState", "join_params"]
@@ -11,7 +12,8 @@ __all__ = ["JoinState", "join_params"]
 _WM_MAX = np.iinfo(np.int64).max
 _WM_MIN = np.iinfo(np.int64).min
 #: ``aux``: arrival counter, input watermark, then per side (left at 2, right at 7)
-#: high water, free rows, live rows, least expiry time, least event time.
+#: high water (rows appended so far), the first row that may be live (every row before it is free; the
+#: expiry pass of interval and window joins starts there), live rows, least expiry time, least event time.
 _AUX = 12
 SIDE_BASE = {"left": 2, "right": 7}
 #: Positions in ``JoinState.params``, the operator's configuration as run-time values (so joins
@@ -96,7 +98,6 @@ class JoinState(KeyedEntries):
         self.rows: dict[str, list[tuple[str, np.ndarray, object]]] = {}
         for side in ("left", "right"):
             fields = [(name, np.full(capacity, fill, dtype), fill) for name, dtype, fill in _ROW_FIELDS]
-            fields.append(("free", np.zeros(capacity, np.int64), 0))
             for j, (_, dtype) in enumerate(self.spec.port(side).payload):
                 fields.append((f"c{j}", np.zeros(capacity, np.int64 if dtype is None else dtype), 0))
                 fields.append((f"v{j}", np.zeros(capacity, np.bool_), False))
@@ -111,11 +112,23 @@ class JoinState(KeyedEntries):
         """Join output reaches stateful nodes only through a step of its own (see ``boundary_nodes``): nothing to reserve."""
         return 0
 
+    @property
+    def row_capacity(self) -> int:
+        """Rows the larger side's arrays hold (live rows, freed rows not compacted yet and room)."""
+        return max(self._row_capacity(side) for side in SIDE_BASE)
+
     def _row_capacity(self, side: str) -> int:
         return int(self.rows[side][0][1].size)
 
     def reserve(self, extra: int) -> None:
-        """Guarantee room for ``extra`` new rows on each side, and as many new keys, before a compiled call."""
+        """Guarantee room for ``extra`` new rows on each side, and as many new keys, before a compiled call.
+
+        A call appends its rows after a side's high water. When they would not
+        fit, the side's live rows are moved to the front first (in order, so
+        the rows of a list keep their relative places), and the arrays double
+        unless that left at least half of them free: each row is moved about
+        once per doubling of the rows appended, in sequence.
+        """
         for table in self.key_tables:
             if table.headroom < extra:
                 table.reserve(extra)
@@ -127,10 +140,36 @@ class JoinState(KeyedEntries):
             self.active = active
         for side, base in SIDE_BASE.items():
             cap = self._row_capacity(side)
-            live = int(self.aux[base + 2])
-            if cap - live >= extra:
+            if cap - int(self.aux[base]) >= extra:
                 continue
-            self._grow_rows(side, live + extra)
+            self._compact_rows(side)
+            live = int(self.aux[base + 2])
+            if cap - live < max(extra, cap // 2):
+                self._grow_rows(side, 2 * (live + extra))
+
+    def _compact_rows(self, side: str) -> None:
+        """Move the live rows of ``side`` to the front of its arrays, in order, and relink them."""
+        base = SIDE_BASE[side]
+        hw = int(self.aux[base])
+        if hw == int(self.aux[base + 2]):
+            return
+        fields = self.rows[side]
+        flag = fields[[name for name, _, _ in fields].index("flag")][1]
+        keep = np.flatnonzero(flag[:hw])
+        new = np.full(hw + 1, -1, np.int64)  # row -> its new number; new[-1] (a head of -1) stays -1
+        new[keep] = np.arange(keep.size)
+        for name, arr, _ in fields:
+            if name in ("nxt", "prv"):  # (a link points at a live row or is -1)
+                compact_links(arr, keep, new)
+            else:
+                compact_rows(arr, keep)
+        # the lists' first rows (and an as-of join's last rows; an interval or window join's list length stays)
+        h = 0 if side == "left" else 2
+        heads = self.heads[: self.table.high_water]
+        for c in (h, h + 1) if self.spec.kind == "asof" else (h,):
+            heads[:, c] = new[heads[:, c]]
+        self.aux[base] = keep.size
+        self.aux[base + 1] = 0
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays in the order the generated step takes them (see :meth:`argument_names`)."""
@@ -148,7 +187,7 @@ class JoinState(KeyedEntries):
         names = [f"st{node_id}_{s}" for s in ("buckets", "keys", "meta", "free", "heads", "active", "aux", "params")]
         for side in ("left", "right"):
             p = f"st{node_id}_{side[0]}"
-            names += [f"{p}_{name}" for name, _, _ in _ROW_FIELDS] + [f"{p}_free"]
+            names += [f"{p}_{name}" for name, _, _ in _ROW_FIELDS]
             names += [f"{p}_{kind}{j}" for j in range(len(bound.spec.port(side).payload)) for kind in "cv"]
         for level in range(len(bound.spec.left.keys) - 1):
             names += [f"st{node_id}_k{level}_{s}" for s in ("buckets", "keys", "meta", "free")]
@@ -304,7 +343,7 @@ class JoinState(KeyedEntries):
         for name, arr, _ in self.rows[side]:
             if name in ("nxt", "prv"):
                 arr[dst] = -1
-            elif name != "free":
+            else:
                 arr[dst] = fields[name][rows]
         self.aux[base] += k
         self.aux[base + 2] += k
@@ -333,9 +372,9 @@ class JoinState(KeyedEntries):
         out["active"] = self.active.copy()[: self.table.high_water + 1]
         out["aux"] = self.aux.copy()
         for side, base in SIDE_BASE.items():
-            hw, n_free = int(self.aux[base]), int(self.aux[base + 1])
+            hw = int(self.aux[base])
             for name, arr, _ in self.rows[side]:
-                out[f"{side}.{name}"] = arr[: n_free if name == "free" else hw].copy()
+                out[f"{side}.{name}"] = arr[:hw].copy()
         return out
 
     def load_snapshot(self, arrays) -> None:
@@ -347,25 +386,34 @@ class JoinState(KeyedEntries):
             When names, dtypes or lengths do not fit this operator's state;
             the state is then unchanged.
         """
+        # checkpoints written while freed rows were reused hold each side's stack of them (and its size in
+        # aux[base + 1]): no longer needed
+        arrays = {name: arr for name, arr in arrays.items() if name not in ("left.free", "right.free")}
         check_names(arrays, self.snapshot())
         table, key_tables = take_tables(arrays, len(self.key_tables))
         heads = take_slots(arrays, "heads", self.heads, table, -1)
         active = np.zeros(table.slot_capacity + 1, np.int64)
         got = check_like("active", arrays["active"], self.active, table.high_water + 1)
         active[: got.size] = got
-        aux = check_like("aux", arrays["aux"], self.aux, _AUX)
+        aux = check_like("aux", arrays["aux"], self.aux, _AUX).copy()
         rows = {}
         for side, base in SIDE_BASE.items():
-            hw, n_free, live = int(aux[base]), int(aux[base + 1]), int(aux[base + 2])
-            if min(hw, n_free, live) < 0 or n_free + live != hw:
+            hw, first, live = int(aux[base]), int(aux[base + 1]), int(aux[base + 2])
+            if min(hw, first, live) < 0 or first + live > hw:
                 raise ValueError(f"{side} rows: counters {aux[base:base + 3].tolist()} are inconsistent")
             cap = max(16, hw)
             fields = []
             for name, arr, fill in self.rows[side]:
-                got = check_like(f"{side}.{name}", arrays[f"{side}.{name}"], arr, n_free if name == "free" else hw)
+                got = check_like(f"{side}.{name}", arrays[f"{side}.{name}"], arr, hw)
                 out = np.full(cap, fill, arr.dtype)
                 out[: got.size] = got
                 fields.append((name, out, fill))
+            flag = dict((name, out) for name, out, _ in fields)["flag"]
+            if np.count_nonzero(flag[:hw]) != live:
+                raise ValueError(f"{side} rows: {np.count_nonzero(flag[:hw])} are flagged live, the counters say "
+                                 f"{live}")
+            if np.count_nonzero(flag[:first]):  # (an old checkpoint's count of freed rows)
+                aux[base + 1] = 0
             rows[side] = fields
         self.table, self.heads, self.active, self.aux, self.rows, self.key_tables = (
             table, heads, active, aux, rows, key_tables)

@@ -25,7 +25,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_out, n_late, out_l, out_r, n_out):
+def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_out, n_late, out_l, out_r, n_out):
     """Join node 2, port 'left': buffer rows from ``start`` on, emit their matches; record late rows.
 
     Returns the late count, the pair count and where it stopped (the row count when done).
@@ -93,13 +93,8 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
                     st2_meta[0] += 1
                 _ht_find_or_insert0_slot = _ht_insert_at1_slot
             s = _ht_find_or_insert0_slot
-        _row_alloc3_nf = st2_aux[2 + 1]
-        if _row_alloc3_nf > 0:
-            st2_aux[2 + 1] = _row_alloc3_nf - 1
-            _row_alloc3_i = st2_l_free[_row_alloc3_nf - 1]
-        else:
-            _row_alloc3_i = st2_aux[2]
-            st2_aux[2] = _row_alloc3_i + 1
+        _row_alloc3_i = st2_aux[2]
+        st2_aux[2] = _row_alloc3_i + 1
         st2_aux[2 + 2] += 1
         r = _row_alloc3_i
         st2_l_ts[r] = t
@@ -252,7 +247,7 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
 
 
 @jit(no_cfunc_wrapper=True)
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
@@ -280,7 +275,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     at_2 = np.int64(0)
     n_late_2 = np.int64(0)
     while True:
-        n_late_2, np_2, at_2 = join_2_left(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_2_left, n_late_2, pl_2, pr_2, np_2)
+        n_late_2, np_2, at_2 = join_2_left(at_2, n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_2_left, n_late_2, pl_2, pr_2, np_2)
         if at_2 >= n:
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[9] + 1)
@@ -300,8 +295,8 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     if active and w > st2_aux[1]:
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
-    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
-    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, pl_2, pr_2, np_2)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
     emin = emitted_min(pl_2, np_2, st2_l_ts)
     if emin < w:

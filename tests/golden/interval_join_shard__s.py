@@ -25,7 +25,7 @@ WM_MAX = 9223372036854775807
 
 
 @njit
-def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_out, n_late, out_l, out_r, out_p, n_out):
+def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_out, n_late, out_l, out_r, out_p, n_out):
     """Join node 2, port 'left': buffer rows from ``start`` on, emit their matches; record late rows.
 
     Returns the late count, the pair count and where it stopped (the row count when done).
@@ -94,13 +94,8 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
                     st2_meta[0] += 1
                 _ht_find_or_insert0_slot = _ht_insert_at1_slot
             s = _ht_find_or_insert0_slot
-        _row_alloc3_nf = st2_aux[2 + 1]
-        if _row_alloc3_nf > 0:
-            st2_aux[2 + 1] = _row_alloc3_nf - 1
-            _row_alloc3_i = st2_l_free[_row_alloc3_nf - 1]
-        else:
-            _row_alloc3_i = st2_aux[2]
-            st2_aux[2] = _row_alloc3_i + 1
+        _row_alloc3_i = st2_aux[2]
+        st2_aux[2] = _row_alloc3_i + 1
         st2_aux[2 + 2] += 1
         r = _row_alloc3_i
         st2_l_ts[r] = t
@@ -255,7 +250,7 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
 
 
 @njit
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
@@ -284,7 +279,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     at_2 = np.int64(0)
     n_late_2 = np.int64(0)
     while True:
-        n_late_2, np_2, at_2 = join_2_left(at_2, shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_2_left, n_late_2, pl_2, pr_2, po_2, np_2)
+        n_late_2, np_2, at_2 = join_2_left(at_2, shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, wm_rows_0, wm_before_0, cap_2, st2_aux[1], st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, late_2_left, n_late_2, pl_2, pr_2, po_2, np_2)
         if at_2 >= shard_rows.size:
             break
         pl_2, pr_2 = reserve_pairs(pl_2, pr_2, np_2, st2_aux[9] + 1)
@@ -307,9 +302,9 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
     settled_0_2 = np_2
-    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, st2_l_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), st2_params[1], np.int64(0), st2_params[5] != 0, np.int64(0), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(2), st2_l_ts, st2_l_seq, st2_l_slot, st2_l_flag, st2_l_nxt, pl_2, pr_2, np_2)
     settled_1_2 = np_2
-    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, st2_r_free, pl_2, pr_2, np_2)
+    pl_2, pr_2, np_2 = expire_buckets(W_2, np.int64(0), -st2_params[0], np.int64(0), st2_params[6] != 0, np.int64(1), st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_aux, np.int64(7), st2_r_ts, st2_r_seq, st2_r_slot, st2_r_flag, st2_r_nxt, pl_2, pr_2, np_2)
     po_2, pt_2, ps_2 = settled_labels(po_2, settled_0_2, settled_1_2, np_2, n, pl_2, pr_2, st2_l_ts, st2_l_seq, st2_r_ts, st2_r_seq)
     w = W_2 if W_2 < st2_aux[6] else st2_aux[6]
     emin = emitted_min(pl_2, np_2, st2_l_ts)
@@ -342,7 +337,7 @@ from laminar_jit.kernels.merging import append_rows, append_valid, append_values
 
 
 @jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
 
     ``rows`` are the shard's rows (ascending positions in the batch) and
@@ -361,7 +356,7 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid
         lo = cuts[p]
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
-        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_free, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_free, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
+        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
             o0 = empty(r[0].size * (cuts.size - 1), np.int64)
             n0 = np.int64(0)
