@@ -100,7 +100,8 @@ RIGHT = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("b", pa.float64())])
 DELAY = 100  # more than the data's disorder (±40), so no row is late whatever the interleaving
 #: (direction, how, tolerance) of the as-of joins tested: every direction, both join types, with and
 #: without a tolerance (plus the temporal join: backward, left, none).
-ASOF = (("backward", "inner", None), ("forward", "left", 25), ("nearest", "inner", 25), ("nearest", "left", None))
+ASOF = (("backward", "inner", None), ("backward", "left", 25), ("forward", "left", 25), ("nearest", "inner", 25),
+        ("nearest", "left", None))
 
 
 def make_side(n: int, seed: int, schema: pa.Schema, keys: int = 30, unique_ts: bool = False) -> pa.Table:

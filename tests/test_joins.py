@@ -347,6 +347,29 @@ def test_asof_joins_match_a_brute_force_search(asof_dags, seed):
     same_rows(got[("backward", "inner", None)][1], want)
 
 
+def test_backward_asof_rows_out_of_order_take_the_version_at_their_own_time(asof_dags):
+    # left rows at exactly a version's time, and between, arriving newest first within each run of 40 rows:
+    # a row older than its key's row before it must find its version again (back along the key's versions)
+    rng = np.random.default_rng(5)
+    keys = 5
+    rt = np.concatenate([np.arange(300) * 10 + k for k in range(keys)]).astype(np.int64)
+    rk = np.concatenate([np.full(300, k) for k in range(keys)]).astype(np.int64)
+    order = np.argsort(rt, kind="stable")
+    right = pa.table({"ts": rt[order], "k": rk[order], "b": rng.uniform(0, 1, rt.size)}, schema=RIGHT)
+    n = 2_000
+    lt = np.sort(rng.choice(rt, n // 2)).astype(np.int64)  # at a version's time (of some key)
+    lt = np.sort(np.concatenate([lt, rng.integers(0, 3_000, n // 2)]))  # and anywhere
+    lt = np.concatenate([part[::-1] for part in np.array_split(lt, np.arange(40, n, 40))])  # newest first
+    left = pa.table({"ts": lt, "k": rng.integers(0, keys, n), "a": rng.uniform(0, 1, n),
+                     "tag": pa.array(["x"] * n)}, schema=LEFT)
+    feed = [("R", b) for b in right.to_batches(500)] + [("L", b) for b in left.to_batches(333)]
+    got = asof_dags.run(feed)
+    for config in (("backward", "inner", None), ("backward", "left", 25)):
+        ex, out = got[config]
+        assert ex.metrics.late_events == 0
+        same_rows(out, _asof_reference(left, right, *config))
+
+
 def test_asof_join_keeps_only_the_versions_still_needed(asof_dags):
     dag = asof_dags.dags[("backward", "inner", None)]
     ex = lj.DagExecutor(dag)

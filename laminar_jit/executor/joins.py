@@ -127,7 +127,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
             gen.emit(f"settled_0_{nid} = np_{nid}")
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
                  f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
-                 f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['flag']}, "
+                 f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['slot']}, {lf['flag']}, "
                  f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['flag']}, {pairs})")
         if gen.sharded:
             gen.emit(f"settled_1_{nid} = np_{nid}")  # (its results are all left rows the watermark settled)

@@ -394,7 +394,7 @@ def asof_prune(direction, tol, s, h, buckets, keys, meta, free, heads, aux, base
 
 @njit
 def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, heads, active, aux, lbase, rbase,
-              lts, lseq, lnxt, lprv, lflag, rts, rnxt, rprv, rflag, out_l, out_r, n_out):
+              lts, lseq, lnxt, lprv, lslot, lflag, rts, rnxt, rprv, rflag, out_l, out_r, n_out):
     """Emit the queued left rows whose as-of match the watermark ``W`` has settled; prune right rows.
 
     Walks the keys with queued rows (``active[1:active[0] + 1]``), merging each
@@ -403,9 +403,14 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
     backward always; forward once a row in ``[t, W)`` exists; nearest also
     when the backward candidate is at least as close as ``W`` is. At ``W`` =
     +inf every row is decided. ``tol`` < 0 means no tolerance. The rows come
-    out in (left event time, arrival) order.
+    out in (left event time, arrival) order. A backward join decides every
+    row before ``W``: :func:`_asof_backward` reads them in the order they
+    came instead of key by key.
     """
     out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[lbase + 2])
+    if direction == BACKWARD:
+        return _asof_backward(W, tol, emit_unmatched, buckets, keys, meta, free, heads, active, aux, lbase, rbase,
+                              lts, lseq, lnxt, lprv, lslot, lflag, rts, rnxt, rprv, rflag, out_l, out_r, n_out)
     first = n_out
     na = active[0]
     a = 1
@@ -473,6 +478,89 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
         else:
             a += 1
     active[0] = na
+    aux[lbase + 4] = low_ts
+    order_settled(out_l, out_r, first, n_out, np.int64(0), lts, lseq)
+    return out_l, out_r, n_out
+
+
+@njit
+def _asof_backward(W, tol, emit_unmatched, buckets, keys, meta, free, heads, active, aux, lbase, rbase,
+                   lts, lseq, lnxt, lprv, lslot, lflag, rts, rnxt, rprv, rflag, out_l, out_r, n_out):
+    """:func:`asof_fire` of a backward join: every queued left row before ``W`` is decided.
+
+    One pass over the left rows in the order they were appended (from the
+    first that may be live): each due row takes the last right row of its
+    key at or before its time, found from where the key's previous row left
+    off (forward along the key's right chain, or back for a row older than
+    that one). Reading the rows in sequence, rather than each key's chain in
+    turn, reads the store as it lies in memory. A key's due rows are the
+    oldest of its chain, so they are cut off at once afterwards, from the
+    latest of them; then the key's right rows no queued row needs are freed.
+    """
+    na = active[0]
+    cursor = np.empty(heads.shape[0], np.int64)  # per key: the right row its last due row took (-1: none yet)
+    last = np.empty(heads.shape[0], np.int64)  # per key: its due row latest by (time, arrival) (-1: none)
+    for a in range(1, na + 1):
+        cursor[active[a]] = -1
+        last[active[a]] = -1
+    first = n_out
+    start = aux[lbase]  # the first row left live
+    for li in range(aux[lbase + 1], aux[lbase]):
+        if lflag[li] == 0:
+            continue
+        t = lts[li]
+        if t >= W:
+            start = min(start, li)
+            continue
+        s = lslot[li]
+        c = cursor[s]
+        if c != -1 and rts[c] > t:  # older than the key's row before it: step back
+            while c != -1 and rts[c] > t:
+                c = rprv[c]
+        else:
+            nx = heads[s, 2] if c == -1 else rnxt[c]
+            while nx != -1 and rts[nx] <= t:
+                c = nx
+                nx = rnxt[nx]
+        cursor[s] = c
+        best = c
+        if best != -1 and tol >= 0 and t - rts[best] > tol:
+            best = np.int64(-1)
+        if best != -1 or emit_unmatched:
+            out_l[n_out] = li
+            out_r[n_out] = best
+            n_out += 1
+        b = last[s]
+        if b == -1 or t > lts[b] or (t == lts[b] and lseq[li] > lseq[b]):
+            last[s] = li
+        row_release(aux, lbase, lflag, li)
+    low_ts = _WM_MAX
+    a = 1
+    while a <= na:
+        s = active[a]
+        b = last[s]
+        if b != -1:  # the due rows were the oldest of the chain: cut them off at once
+            li = lnxt[b]
+            heads[s, 0] = li
+            if li == -1:
+                heads[s, 1] = -1
+            else:
+                lprv[li] = -1
+        li = heads[s, 0]
+        h = W
+        if li != -1:
+            h = min(h, lts[li])
+            low_ts = min(low_ts, lts[li])
+        asof_prune(BACKWARD, tol, s, h, buckets, keys, meta, free, heads, aux, rbase, rts, rnxt, rprv, rflag)
+        if heads[s, 0] == -1:
+            if heads[s, 2] == -1:
+                ht_delete(buckets, keys, meta, free, s)
+            active[a] = active[na]
+            na -= 1
+        else:
+            a += 1
+    active[0] = na
+    aux[lbase + 1] = start
     aux[lbase + 4] = low_ts
     order_settled(out_l, out_r, first, n_out, np.int64(0), lts, lseq)
     return out_l, out_r, n_out
