@@ -25,8 +25,8 @@ from ..errors import DataError
 from ..time.watermarks import WATERMARK_MIN
 from .core import DICTIONARY_BYTES
 
-__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "readonly", "run_step",
-           "to_batches"]
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "gathered_column", "readonly",
+           "run_step", "to_batches"]
 
 #: Empty validity mask meaning "this column has no nulls".
 NO_NULLS = np.empty(0, dtype=np.bool_)
@@ -348,18 +348,8 @@ class SinkBuffer:
         if layout.take_columns:
             base = batch.select(layout.take_columns)
             taken = base if identity else base.take(pa.array(r[off]))
-        arrays = []
-        for f, col in zip(layout.schema, layout.columns):
-            if col.kind == "take":
-                arrays.append(taken.column(col.pos))
-            elif col.kind == "src" and identity:
-                arrays.append(batch.column(col.column))
-            elif col.kind == "src" and len(r[col.pos]) != len(r[off]):  # a small batch's: the step left it to Arrow
-                arrays.append(batch.column(col.column).take(pa.array(r[off])))
-            elif col.kind == "code":
-                arrays.append(self.dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1])))
-            else:
-                arrays.append(_to_arrow(r[col.pos], r[col.pos + 1], f.type))
+        arrays = [gathered_column(self.dictionaries, batch, r, layout, f, col, taken)
+                  for f, col in zip(layout.schema, layout.columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 
     def _materialize(self, parts: list[tuple[pa.RecordBatch, tuple]], layout) -> pa.RecordBatch:
@@ -422,6 +412,27 @@ class SinkBuffer:
             kind != "col" for kind, _, _, _ in recipe[len(src):]) else None
         self._recipes[id(layout)] = (layout, src, recipe, tail)
         return src, recipe, tail
+
+
+def gathered_column(dictionaries, batch, r: tuple, layout, f: pa.Field, col, taken=None) -> pa.Array:
+    """Output column ``f`` (whose source is ``col``, a :class:`~.core.SinkColumn`) of ``layout``'s rows in the
+    step result ``r`` computed on ``batch``, as Arrow.
+
+    ``taken``: the layout's ``take_columns`` already taken for these rows (else this column is taken alone).
+    """
+    rows, identity = r[layout.offset], r[layout.offset + 1]
+    if col.kind == "take":
+        if taken is not None:
+            return taken.column(col.pos)
+        source = batch.column(layout.take_columns[col.pos])
+        return source if identity else source.take(pa.array(rows))
+    if col.kind == "src" and identity:
+        return batch.column(col.column)
+    if col.kind == "src" and len(r[col.pos]) != len(rows):  # a small batch's: the step left it to Arrow
+        return batch.column(col.column).take(pa.array(rows))
+    if col.kind == "code":
+        return dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1]))
+    return _to_arrow(r[col.pos], r[col.pos + 1], f.type)
 
 
 def _as_batch(b) -> pa.RecordBatch:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .boundary import NO_NULLS, SinkBuffer, _or_none, _to_arrow, readonly
+from .boundary import NO_NULLS, SinkBuffer, gathered_column, readonly
 
 __all__ = ["StepRows"]
 
@@ -74,7 +74,8 @@ class StepRows:
             return self._batch.column(name)
         got = self._columns.get(name)
         if got is None:
-            got = self._columns[name] = self._arrow_column(*self.layout.by_name[name])
+            got = self._columns[name] = gathered_column(self.dictionaries, self.batch, self.result, self.layout,
+                                                         *self.layout.by_name[name])
         return got
 
     def arrow(self) -> pa.RecordBatch:
@@ -92,15 +93,3 @@ class StepRows:
         gathered: not when its rows are the batch's own or a small batch's, which the boundary takes from it)."""
         return col.kind == "der" or (col.kind == "src" and not self.result[self.layout.offset + 1]
                                      and len(self.result[col.pos]) == self.num_rows)
-
-    def _arrow_column(self, f: pa.Field, col) -> pa.Array:
-        r, rows = self.result, self.result[self.layout.offset]
-        identity = r[self.layout.offset + 1]
-        if col.kind == "take":
-            name = self.layout.take_columns[col.pos]
-            return self.batch.column(name) if identity else self.batch.column(name).take(pa.array(rows))
-        if col.kind == "src" and not self._computed(col):
-            return self.batch.column(col.column) if identity else self.batch.column(col.column).take(pa.array(rows))
-        if col.kind == "code":
-            return self.dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1]))
-        return _to_arrow(r[col.pos], r[col.pos + 1], f.type)
