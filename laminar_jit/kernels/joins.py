@@ -460,19 +460,9 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
             row_release(aux, lbase, lflag, li)
             li = nl
         # the emitted rows were the oldest of the chain: cut them off at once
-        heads[s, 0] = li
+        low_ts = min(low_ts, _settle_key(W, direction, tol, s, li, buckets, keys, meta, free, heads, aux, rbase,
+                                         lts, lprv, rts, rnxt, rprv, rflag))
         if li == -1:
-            heads[s, 1] = -1
-        else:
-            lprv[li] = -1
-        h = W
-        if li != -1:
-            h = min(h, lts[li])
-            low_ts = min(low_ts, lts[li])
-        asof_prune(direction, tol, s, h, buckets, keys, meta, free, heads, aux, rbase, rts, rnxt, rprv, rflag)
-        if heads[s, 0] == -1:
-            if heads[s, 2] == -1:
-                ht_delete(buckets, keys, meta, free, s)
             active[a] = active[na]
             na -= 1
         else:
@@ -481,6 +471,23 @@ def asof_fire(W, direction, tol, emit_unmatched, buckets, keys, meta, free, head
     aux[lbase + 4] = low_ts
     order_settled(out_l, out_r, first, n_out, np.int64(0), lts, lseq)
     return out_l, out_r, n_out
+
+
+@njit(inline="always")
+def _settle_key(W, direction, tol, s, li, buckets, keys, meta, free, heads, aux, rbase, lts, lprv, rts, rnxt, rprv,
+                rflag):
+    """Start key ``s``'s chain of queued left rows at ``li`` (-1: none left), free the right rows no queued row
+    needs and, once the key holds no rows, its slot. Returns the event time of ``li`` (int64 max: none)."""
+    heads[s, 0] = li
+    if li == -1:
+        heads[s, 1] = -1
+    else:
+        lprv[li] = -1
+    t = _WM_MAX if li == -1 else lts[li]
+    asof_prune(direction, tol, s, min(W, t), buckets, keys, meta, free, heads, aux, rbase, rts, rnxt, rprv, rflag)
+    if li == -1 and heads[s, 2] == -1:
+        ht_delete(buckets, keys, meta, free, s)
+    return t
 
 
 @njit
@@ -539,22 +546,10 @@ def _asof_backward(W, tol, emit_unmatched, buckets, keys, meta, free, heads, act
     while a <= na:
         s = active[a]
         b = last[s]
-        if b != -1:  # the due rows were the oldest of the chain: cut them off at once
-            li = lnxt[b]
-            heads[s, 0] = li
-            if li == -1:
-                heads[s, 1] = -1
-            else:
-                lprv[li] = -1
-        li = heads[s, 0]
-        h = W
-        if li != -1:
-            h = min(h, lts[li])
-            low_ts = min(low_ts, lts[li])
-        asof_prune(BACKWARD, tol, s, h, buckets, keys, meta, free, heads, aux, rbase, rts, rnxt, rprv, rflag)
-        if heads[s, 0] == -1:
-            if heads[s, 2] == -1:
-                ht_delete(buckets, keys, meta, free, s)
+        li = heads[s, 0] if b == -1 else lnxt[b]  # the due rows were the oldest of the chain: cut them off at once
+        low_ts = min(low_ts, _settle_key(W, BACKWARD, tol, s, li, buckets, keys, meta, free, heads, aux, rbase,
+                                         lts, lprv, rts, rnxt, rprv, rflag))
+        if li == -1:
             active[a] = active[na]
             na -= 1
         else:
