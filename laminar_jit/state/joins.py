@@ -126,8 +126,9 @@ class JoinState(KeyedEntries):
         A call appends its rows after a side's high water. When they would not
         fit, the side's live rows are moved to the front first (in order, so
         the rows of a list keep their relative places), and the arrays double
-        unless that left at least half of them free: each row is moved about
-        once per doubling of the rows appended, in sequence.
+        unless that left at least half of them free and room for the call: a
+        compaction moves at most about two rows per row appended since the
+        one before, in sequence.
         """
         for table in self.key_tables:
             if table.headroom < extra:
