@@ -25,8 +25,8 @@ from ..errors import DataError
 from ..time.watermarks import WATERMARK_MIN
 from .core import DICTIONARY_BYTES
 
-__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "gathered_column", "readonly",
-           "run_step", "to_batches"]
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "as_batch", "gathered_column",
+           "readonly", "run_step", "to_batches"]
 
 #: Empty validity mask meaning "this column has no nulls".
 NO_NULLS = np.empty(0, dtype=np.bool_)
@@ -344,7 +344,7 @@ class SinkBuffer:
         identity = r[off + 1]
         taken = None
         if layout.take_columns or any(col.kind == "src" for col in layout.columns):
-            batch = _as_batch(batch)
+            batch = as_batch(batch)
         if layout.take_columns:
             base = batch.select(layout.take_columns)
             taken = base if identity else base.take(pa.array(r[off]))
@@ -359,7 +359,7 @@ class SinkBuffer:
         src, recipe, tail = self._recipe(layout)
         taken = None
         if src:  # a batch that holds exactly these columns needs no select
-            batches = [_as_batch(b) for b, _ in parts]
+            batches = [as_batch(b) for b, _ in parts]
             taken = _take_rows([(b if b.schema.names == src else b.select(src), r[off], r[off + 1])
                                 for b, (_, r) in zip(batches, parts)])
         derived = {}
@@ -435,7 +435,7 @@ def gathered_column(dictionaries, batch, r: tuple, layout, f: pa.Field, col, tak
     return _to_arrow(r[col.pos], r[col.pos + 1], f.type)
 
 
-def _as_batch(b) -> pa.RecordBatch:
+def as_batch(b) -> pa.RecordBatch:
     """``b`` as a RecordBatch: a step's input is one, or the rows of a boundary node the step before handed on
     as numpy arrays (:class:`~laminar_jit.executor.handoff.StepRows`), made into Arrow here."""
     return b if isinstance(b, pa.RecordBatch) else b.arrow()

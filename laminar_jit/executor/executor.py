@@ -16,7 +16,7 @@ from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import WATERMARK_MIN, to_units
 from .core import MetricsLayout
-from .boundary import SinkBuffer, column_view, conform, null_checked_columns, run_step, to_batches
+from .boundary import SinkBuffer, as_batch, column_view, conform, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .handoff import StepRows
 from .metrics import Metrics
@@ -319,7 +319,7 @@ class DagExecutor:
                 joined = self._between_steps(node, joined.arrow(), wm_rows, counters)
             derived = self._derived[layout.sink]
             if derived.arrow_maps:
-                joined = _with_arrow_maps(derived, joined if isinstance(joined, pa.RecordBatch) else joined.arrow())
+                joined = _with_arrow_maps(derived, as_batch(joined))
             self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
 

@@ -58,8 +58,8 @@ class StepRows:
     def view(self, name: str, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
         """Column ``name`` as read-only ``dtype`` values and validity (empty: no nulls), straight from the
         emitting step's arrays; None when the step did not compute it as numbers (strings, source columns)."""
-        f, col = self.layout.by_name[name]
-        if not self._computed(col) or pa.types.is_dictionary(f.type):
+        _, col = self.layout.by_name[name]
+        if not self._computed(col):
             return None
         values, valid = self.result[col.pos], self.result[col.pos + 1]
         if values.dtype != dtype:  # e.g. an int32 column held as int64 in the join's state
