@@ -12,13 +12,16 @@ Conventions (see STYLE.md, "Benchmarks are asv"):
 
 from __future__ import annotations
 
+import functools
 import time
 
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 import laminar_jit as lj
+from laminar_jit.state import StringDictionary
 
 from . import common
 
@@ -97,6 +100,52 @@ def _polars_filter_map(frame: pl.DataFrame) -> pl.DataFrame:
         .with_columns((pl.col("price") * 0.908).alias("price_eur"))
         .collect()
     )
+
+
+# ----------------------------------------------------------------------------- string interning
+
+@functools.lru_cache(maxsize=2)
+def _text_batches(n: int, kind: str) -> tuple:
+    """``n`` strings of 40-95 random letters, 65,536 a batch: all distinct, or (``repeats``) 4,096 of them
+    over and over (the dictionary's repeat path)."""
+    rng = np.random.default_rng(common.SEED)
+    m = n if kind == "distinct" else 4_096
+    lengths = rng.integers(40, 96, m)
+    offsets = np.zeros(m + 1, np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    data = rng.integers(ord("a"), ord("z") + 1, int(offsets[-1]), dtype=np.uint8)
+    words = pa.LargeStringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(data))
+    if kind == "repeats":
+        words = words.take(pa.array(rng.integers(0, m, n)))
+    return tuple(words.slice(i, 65_536) for i in range(0, n, 65_536))
+
+
+class StringInterning:
+    """A string column's batches into a fresh :class:`~laminar_jit.state.StringDictionary` (what a source
+    boundary does to a string column kept in state: join and TopN payloads, keys), 2 M strings of 40-95
+    bytes; the yardsticks hash the same strings: pyarrow's ``dictionary_encode`` per batch (no dictionary
+    kept between batches) and Polars' cast to ``Categorical`` (one string cache for the whole column)."""
+
+    params = ["distinct", "repeats"]
+    param_names = ["strings"]
+    timeout = 300
+
+    def setup(self, kind):
+        self.batches = _text_batches(2_000_000 if not common.small() else 20_000, kind)
+        self.series = pl.Series(pa.chunked_array(self.batches))
+        StringDictionary().encode(self.batches[0].slice(0, 10))  # compile / load the kernel
+
+    def time_laminar(self, kind):
+        dictionary = StringDictionary()
+        for batch in self.batches:
+            dictionary.encode(batch)
+
+    def time_pyarrow(self, kind):
+        for batch in self.batches:
+            batch.dictionary_encode()
+
+    def time_polars(self, kind):
+        self.series.cast(pl.Categorical)
 
 
 # ----------------------------------------------------------------------------- DAG shapes x batch size

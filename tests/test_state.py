@@ -21,7 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from laminar_jit._jit import njit
 from laminar_jit.kernels import hashtable as ht
+from laminar_jit.kernels import interning
+from laminar_jit.kernels.memory import load_u64
 from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import heap_pop, heap_push
 from laminar_jit.state import KeyTable, StringDictionary
@@ -607,12 +610,38 @@ def test_dictionary_snapshot_round_trip():
         StringDictionary.from_snapshot(pa.array(["a", None]))
 
 
+def test_interning_in_blocks_gives_codes_by_first_appearance():
+    # Strings of every length around the 8-byte words (0-40 bytes), repeated within a block of
+    # interning.BLOCK strings, across blocks and across batches: codes by first appearance, bytes kept.
+    # The first batch is mostly distinct, so the later ones are interned row by row (repeats included).
+    rng = np.random.default_rng(11)
+    pool = ["".join(chr(97 + c) for c in rng.integers(0, 3, n)) for n in rng.integers(0, 41, 3000)]
+    d = StringDictionary()
+    seen: dict[str, int] = {}
+    batches = [[pool[i] for i in rng.integers(0, len(pool), size)]
+               for size in (700, 1, interning.BLOCK - 1, interning.BLOCK + 1, 700, 5)]
+    batches.insert(2, pool[2990:] * 4)  # each string 4 times, within and across blocks, 10 of them new
+    for batch in batches:
+        codes, valid = d.encode(pa.array(batch, pa.large_string()))
+        assert valid.size == 0
+        assert codes.tolist() == [seen.setdefault(x, len(seen)) for x in batch]
+    assert d.values().to_pylist() == list(seen)
+    data = np.frombuffer(b"0123456789abcdefghij", np.uint8)
+    for p in range(12):  # unaligned words
+        assert int(_load_u64(data, p)) == int.from_bytes(bytes(data[p:p + 8]), "little")
+
+
+@njit
+def _load_u64(data, p):
+    return load_u64(data, p)
+
+
 def test_fingerprint_collision_is_resolved_by_comparing_bytes():
     # Forge a table in which "xyz" (code 0) sits under the fingerprint of
     # "abc": encoding "abc" must not return code 0.
     d = StringDictionary()
     data = np.frombuffer(b"abc", np.uint8)
-    k0, k1 = ht.fingerprint_bytes(data, 0, 3)
+    k0, k1 = interning.fingerprint_bytes(data, 0, 3)
     d._reserve(1, 3)
     table = d._table
     slot, inserted = ht.ht_upsert(table.buckets, table.keys, table.meta, table.free, k0, k1)

@@ -508,8 +508,8 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels"
 #: Kernel modules that only the plans of some operators import. Their sources are
 #: stamped into those plans' digests alone (:func:`kernel_module_stamp`, added to
 #: ``Gen.fingerprints`` by the operator's generator), so editing one recompiles
-#: just the plans that link it.
-OWN_STAMP_MODULES = frozenset({"arrivals.py", "changelog.py", "distinct.py"})
+#: just the plans that link it (``interning.py``: none, only string dictionaries call it).
+OWN_STAMP_MODULES = frozenset({"arrivals.py", "changelog.py", "distinct.py", "interning.py"})
 
 
 _ARRIVALS = "\nfrom laminar_jit.kernels.arrivals import first_reaching, settled_labels\n"

@@ -31,7 +31,7 @@ Kernels never allocate or grow state. The caller guarantees room first
 returns slot ``-1`` instead of writing out of bounds, and every probe loop is
 bounded by ``cap`` steps.
 
-:func:`intern_bytes` builds a byte-string dictionary on the same table: the
+:mod:`.interning` builds a byte-string dictionary on the same table: the
 key is a 128-bit fingerprint of the bytes and the slot is the string's code.
 """
 
@@ -40,12 +40,12 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from .memory import prefetch
 
 __all__ = [
     "CACHE_SIZE",
     "cache_line",
     "hash2",
-    "fingerprint_bytes",
     "ht_delete",
     "ht_delete_many",
     "ht_find",
@@ -55,7 +55,6 @@ __all__ = [
     "ht_lookup_many",
     "ht_rehash",
     "ht_upsert",
-    "intern_bytes",
     "mix64",
 ]
 
@@ -69,11 +68,6 @@ _S27 = np.uint64(27)
 _S30 = np.uint64(30)
 _S31 = np.uint64(31)
 _S32 = np.uint64(32)
-# Byte strings: two streams over 8-byte words, each a multiply-xorshift with its own seed and multiplier.
-_BYTES_SEED0 = np.uint64(0xCBF29CE484222325)
-_BYTES_SEED1 = np.uint64(0x84222325CBF29CE4)
-_S29 = np.uint64(29)
-_S8 = np.uint64(8)
 
 
 @njit(inline="always")
@@ -105,6 +99,9 @@ def hash2(k0, k1):
     h *= _GOLDEN
     return h ^ (h >> _S32)
 
+
+#: Entries :func:`ht_rehash` places after prefetching their home buckets.
+_REHASH_BLOCK = 16
 
 #: Entries of the direct-mapped lookup caches keyed loops keep in front of a
 #: table (see :func:`cache_line`).
@@ -371,114 +368,45 @@ def ht_lookup_many(buckets, keys, meta, free, k0_array, k1_array, sel, out_slots
 def ht_rehash(old_buckets, keys, high_water, new_buckets):
     """Re-insert every entry of ``old_buckets`` into ``new_buckets`` (any power-of-two size).
 
-    Slots and ``keys`` are unchanged: only the bucket layout moves. Walks the
-    old buckets rather than the slots, since freed slots below ``high_water``
-    hold no key. Returns the number of entries moved, or -1 if an entry is not
-    a slot below ``high_water`` or ``new_buckets`` has no room (a corrupt
-    table or a too-small target; ``new_buckets`` is then unusable).
+    Slots and ``keys`` are unchanged: only the bucket layout moves. The live
+    slots are found from the old buckets (freed slots below ``high_water``
+    hold no key), then inserted in slot order, which reads ``keys`` in
+    sequence, a block at a time after prefetching the block's home buckets
+    (a table that outgrew the caches otherwise waits on one miss per entry).
+    Returns the number of entries moved, or -1 if an entry is not a slot
+    below ``high_water`` or ``new_buckets`` has no room (a corrupt table or a
+    too-small target; ``new_buckets`` is then unusable).
     """
     new_buckets[:] = -1
-    mask = new_buckets.size - 1
+    live = np.zeros(high_water, np.bool_)
     moved = 0
     for b in range(old_buckets.size):
         s = old_buckets[b]
         if s == -1:
             continue
-        if s < 0 or s >= high_water:
+        if s < 0 or s >= high_water or live[s]:
             return -1
-        i = _home(keys[s, 0], keys[s, 1], mask)
-        placed = False
-        for _ in range(new_buckets.size):
-            if new_buckets[i] == -1:
-                new_buckets[i] = s
-                placed = True
-                break
-            i = (i + 1) & mask
-        if not placed:
-            return -1
+        live[s] = True
         moved += 1
-    return moved
-
-
-@njit(inline="always")
-def _word(data, p, n):
-    """``n`` (1-8) bytes of ``data`` from ``p`` as a little-endian uint64."""
-    w = np.uint64(0)
-    for i in range(n):
-        w |= np.uint64(data[p + i]) << (_S8 * np.uint64(i))
-    return w
-
-
-@njit
-def fingerprint_bytes(data, start, stop):
-    """Two independent 64-bit hashes of ``data[start:stop]`` (uint8), as int64 (a width-2 key).
-
-    Eight bytes a step (the last word padded with zeros, the length mixed in
-    at the end), each stream a multiply and xorshift per word, then the
-    splitmix64 output function. Strings of a dictionary are keyed by the pair;
-    a dictionary rebuilds its table from its values when a snapshot loads, so
-    the function may change between versions.
-    """
-    h0 = _BYTES_SEED0
-    h1 = _BYTES_SEED1
-    p = start
-    while p < stop:
-        w = _word(data, p, min(8, stop - p))
-        h0 = (h0 ^ w) * _MUL1
-        h0 ^= h0 >> _S29
-        h1 = (h1 ^ w) * _MUL2
-        h1 ^= h1 >> _S31
-        p += 8
-    n = np.uint64(stop - start)
-    return np.int64(_finalize(h0 ^ n)), np.int64(_finalize(h1 + n * _GOLDEN))
-
-
-@njit
-def _same_bytes(data, start, stop, store_data, store_start, store_stop):
-    if stop - start != store_stop - store_start:
-        return False
-    for p in range(stop - start):
-        if data[start + p] != store_data[store_start + p]:
-            return False
-    return True
-
-
-@njit
-def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_data, out_codes):
-    """Give each byte string a dense code, appending the strings not seen before.
-
-    The strings are ``data[offsets[i]:offsets[i + 1]]``. The table (width 2,
-    no deletes ever, so slots are handed out 0, 1, 2, … and a slot *is* a
-    code) is keyed by two independent 64-bit hashes of the bytes; the bytes of
-    code ``c`` are ``store_data[store_offsets[c]:store_offsets[c + 1]]``. A hit
-    is confirmed by comparing bytes, and on a fingerprint collision the second
-    hash is re-mixed and the probe continues, so codes are exact whatever the
-    hash quality. The caller guarantees ``len(offsets) - 1`` free slots,
-    ``store_offsets`` of length ``slot_cap + 1`` and room in ``store_data``
-    for every byte of the input. Returns the number of new strings, or -1
-    when the capacity contract was broken.
-    """
-    added = 0
-    for i in range(offsets.size - 1):
-        start = offsets[i]
-        stop = offsets[i + 1]
-        k0, h1 = fingerprint_bytes(data, start, stop)
-        code = np.int64(-1)
-        while code < 0:
-            slot, inserted = ht_upsert(buckets, keys, meta, free, k0, np.int64(h1))
-            if slot < 0:
+    mask = new_buckets.size - 1
+    home = np.empty(_REHASH_BLOCK, np.int64)
+    for first in range(0, high_water, _REHASH_BLOCK):
+        last = min(high_water, first + _REHASH_BLOCK)
+        for s in range(first, last):
+            if live[s]:
+                home[s - first] = _home(keys[s, 0], keys[s, 1], mask)
+                prefetch(new_buckets, home[s - first])
+        for s in range(first, last):
+            if not live[s]:
+                continue
+            i = home[s - first]
+            placed = False
+            for _ in range(new_buckets.size):
+                if new_buckets[i] == -1:
+                    new_buckets[i] = s
+                    placed = True
+                    break
+                i = (i + 1) & mask
+            if not placed:
                 return -1
-            if inserted:
-                end = store_offsets[slot]
-                for p in range(stop - start):
-                    store_data[end + p] = data[start + p]
-                store_offsets[slot + 1] = end + (stop - start)
-                added += 1
-                code = slot
-            elif _same_bytes(data, start, stop, store_data,
-                             store_offsets[slot], store_offsets[slot + 1]):
-                code = slot
-            else:
-                h1 = np.int64(mix64(h1))
-        out_codes[i] = code
-    return added
+    return moved

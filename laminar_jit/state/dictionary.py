@@ -13,7 +13,7 @@ How a batch is encoded, with no Python per row and none per known value:
    Arrow ``dictionary<…, string>``, each batch with a dictionary of its own)
    is reduced the same way through its integer indices: only the dictionary
    entries the rows use are looked at, and row strings are never built.
-2. :func:`laminar_jit.kernels.hashtable.intern_bytes` maps those distinct
+2. :func:`laminar_jit.kernels.interning.intern_bytes` maps those distinct
    values to codes in compiled code, through a :class:`KeyTable` keyed by a
    128-bit fingerprint of the bytes (every hit is confirmed by comparing
    bytes, so codes are exact), and appends the new ones to the store.
@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..kernels.hashtable import intern_bytes
+from ..kernels.interning import intern_bytes
 from .keytable import KeyTable
 
 __all__ = ["StringDictionary"]

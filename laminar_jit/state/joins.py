@@ -351,16 +351,24 @@ class JoinState(KeyedEntries):
         return dst
 
     def _grow_rows(self, side: str, capacity: int) -> None:
-        """Make the row arrays of ``side`` hold at least ``capacity`` rows."""
+        """Make the row arrays of ``side`` hold at least ``capacity`` rows.
+
+        Only the rows below the high water are copied; the rest is left
+        unwritten (an append writes every field of its row, and nothing reads
+        a row past the high water), so the memory of rows not yet appended is
+        not touched: a store that keeps every row (a regular join of
+        unbounded streams) pays for the rows it holds, not for its capacity.
+        """
         if self._row_capacity(side) >= capacity:
             return
         size = max(16, self._row_capacity(side))
         while size < capacity:
             size *= 2
+        hw = int(self.aux[SIDE_BASE[side]])
         grown = []
         for name, arr, fill in self.rows[side]:
-            out = np.full(size, fill, arr.dtype)
-            out[: arr.size] = arr
+            out = np.empty(size, arr.dtype)
+            out[:hw] = arr[:hw]
             grown.append((name, out, fill))
         self.rows[side] = grown
 
