@@ -1,4 +1,5 @@
-"""Key shards: the window, Dedup, TopN, updating, keyed-kernel and interval-join benchmarks and Nexmark at ``parallelism`` 1 and 2.
+"""Key shards: the window, Dedup, TopN, updating (a changelog into a GROUP BY among them), keyed-kernel and
+interval-join benchmarks and Nexmark at ``parallelism`` 1 and 2.
 
 The same DAGs and 65,536-row batches as ``bench_windows`` and
 ``bench_ranking``; ``parallelism=1`` is the unsharded executor, so the ratio
@@ -28,6 +29,8 @@ DAGS = {
     # updating results (changelogs): count, sum, max per auction; each bidder's latest bid
     "group": lambda: bench_changelog.group_dag("auction"),
     "dedup_last": lambda: bench_changelog.ranked_dag(lj.Dedup(key="bidder", keep="last")),
+    # a changelog into a GROUP BY of another key (exchanged between the shards): auctions per bid count
+    "group_of_groups": bench_changelog.group_of_groups_dag,
     # a keyed kernel: the running z-score per auction (lj.recipes.zscore)
     "zscore": bench_keyed.zscore_dag,
     # a keyed kernel with a timer: each auction's bids until it has been quiet for 1 s

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.changelog import MEAN as _MEAN, SUM as _SUM
 from ..ops.group import GroupSpec
 from ..ops.joins import JoinSpec
 from ..ops.keyed import KeyedSpec
@@ -54,8 +55,9 @@ class ShardPlan:
         Per stage root (a source, or a join whose rows feed stateful
         operators): the key columns whose hash picks a row's key group.
     merge : dict of str to tuple
-        Per sink, and per join whose rows feed stateful operators (they leave
-        their stage as a batch, merged as a sink's): ``("rows",)`` when its rows are input rows passed on (merged by
+        Per sink, and per boundary node (a join, keyed kernel, window or
+        changelog whose rows feed stateful operators: they leave their stage
+        as a batch, merged as a sink's): ``("rows",)`` when its rows are input rows passed on (merged by
         their position in the batch), ``("window", end, key, rank)`` for a
         window or TopN's results, maybe through stateless operators: the sink's
         names of the columns they are merged by, window end, then key (None for
@@ -76,17 +78,19 @@ def shard_plan(dag) -> ShardPlan | str:
     The DAG is cut into stages as one executor's steps are: one per source,
     and one per join whose rows feed stateful operators (a boundary node,
     whose step reads the join's rows as a batch); key shards also end a stage
-    at a keyed kernel whose rows feed stateful operators. Each stage's rows are
-    dealt to the shards by key columns every stateful operator of the stage
-    shares, so a join's or keyed kernel's rows are exchanged between the
-    shards by the key of the operators they feed.
+    at a keyed kernel whose rows feed stateful operators, at an updating
+    operator whose changelog feeds a GroupAggregate, and at a window whose
+    results feed an operator of another key. Each stage's rows are dealt to
+    the shards by key columns every stateful operator of the stage shares, so
+    those rows are exchanged between the shards by the key of the operators
+    they feed.
     """
     nodes = dag.nodes
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
     boundaries = boundary_nodes(dag, sharded=True)
-    exchanges = boundaries - boundary_nodes(dag)  # (a keyed kernel's, or a window's fed to another key)
+    exchanges = boundaries - boundary_nodes(dag)  # (a keyed kernel's, a changelog's, a window's to another key)
     for nid in sorted(boundaries - exchanges):
         if getattr(nodes[nid].op, "ports", None) is None:
             return (f"the rows of operator {nodes[nid].name!r} leave the compiled step as a batch (for an ArrowMap "
@@ -105,10 +109,12 @@ def shard_plan(dag) -> ShardPlan | str:
                 n.id in stages[nodes[x].name] for x in exchanges):
             return f"operator {n.name!r} ({n.op.label()}) has no key"
         if isinstance(spec, UPDATING):
-            fed = next((m for m in stateful if n.id in upstream[m.id]), None)
-            if fed is not None:
-                return (f"the changelog of {n.name!r} ({n.op.label()}) feeds operator {fed.name!r}; key shards "
-                        "cannot put its changes in one executor's order (keys interleave by shard)")
+            for fed in (m for m in stateful if n.id in upstream[m.id]):
+                reason = _order_free(fed)
+                if reason:
+                    return (f"the changelog of {n.name!r} ({n.op.label()}) feeds operator {fed.name!r}, which "
+                            f"{reason}; key shards deal a changelog's changes out again in another order than one "
+                            "executor's (keys interleave by shard)")
     # per stage root, per stateful operator of its stage: the columns that operator groups the root's rows by,
     # and those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
     # root; a stateful operator on the way keeps the key columns: windows and joins emit them)
@@ -151,8 +157,7 @@ def shard_plan(dag) -> ShardPlan | str:
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
     # a join's or keyed kernel's rows, exchanged between stages (a window's results: as a sink reading them)
-    merge = {nodes[nid].name: _window_merge(nodes[nid].bound.spec) if isinstance(nodes[nid].bound.spec, WindowSpec)
-             else ("arrivals",) for nid in boundaries}
+    merge = {nodes[nid].name: _boundary_merge(nodes[nid].bound.spec) for nid in boundaries}
     for t in nodes:
         if t.kind != "sink":
             continue
@@ -199,6 +204,33 @@ def _sink_merge(dag, t, rid: int, stage: set, upstream: dict) -> tuple | str:
     if _paths(dag, rid, t.id) > 1:
         return f"sink {t.name!r} receives some input rows along more than one path"
     return ("rows",)
+
+
+def _boundary_merge(spec) -> tuple:
+    """How the shards' rows of a boundary node merge: a window's results by window end, key and rank, a
+    changelog's shard by shard, a join's or keyed kernel's by where the row that emitted them arrived."""
+    if isinstance(spec, WindowSpec):
+        return _window_merge(spec)
+    return ("changes",) if isinstance(spec, UPDATING) else ("arrivals",)
+
+
+def _order_free(node) -> str:
+    """Why GroupAggregate ``node`` (the only operator the builder lets take a changelog) would not take the
+    changes of one call in any order to the same state and changes (empty when it would).
+
+    It folds each row into its key's counts, integer sums, value lists and distinct values, which any order
+    of one call's rows leaves the same (a retraction always follows the insert it takes back, in an earlier
+    call), and emits once per call; a float sum (rounding follows the order) or an idle-state TTL (a row may
+    forget the rows of its call before it) would show the order.
+    """
+    spec = node.bound.spec
+    if spec.ttl:
+        return "forgets idle keys (state_ttl)"
+    floats = [name for (name, _), kind, is_float in zip(spec.aggs, spec.kinds, spec.floats)
+              if is_float and kind in (_SUM, _MEAN)]
+    if floats:
+        return f"sums floats ({floats[0]!r}: rounding follows the order of the rows)"
+    return ""
 
 
 def _window_merge(spec) -> tuple:

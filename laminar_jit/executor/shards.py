@@ -31,7 +31,9 @@ where the plain step reads all of them. Per batch it
 
 A join whose rows feed stateful operators ends its stage, as in one
 executor (whose next step reads them), and so do, in key shards only, a
-keyed kernel whose rows do and a window whose results feed an operator of
+keyed kernel whose rows do, an updating operator whose changelog feeds a
+GroupAggregate (merged shard by shard: see :func:`.shardplan.shard_plan`)
+and a window whose results feed an operator of
 another key or none (which runs in shard 0, all of its stage's rows dealt
 there; a stage cut into pieces passes each piece's rows on with the node's
 watermark before and after it): its rows are merged into one batch in one
@@ -55,7 +57,8 @@ join whose rows feed stateful operators) through stateless operators (and
 maybe windows and Dedups), and every root partitions by key columns all the
 stateful operators of its stage share that nothing on the way renames or
 computes (a join's sources each by their side's key columns). An updating
-operator's changes go to sinks, not into other stateful operators.
+operator's changes go to sinks, or to GroupAggregates that cannot see the
+order of a call's changes (no float sum or mean, no ``state_ttl``).
 :func:`shard_plan` says why a DAG cannot; such a DAG runs in one executor
 (``ex.shards == 1``, ``ex.shards_note``).
 """

@@ -10,7 +10,9 @@ checks all ask here.
 from __future__ import annotations
 
 from .._types import is_kernel_type
+from ..ops.group import GroupSpec
 from ..ops.keyed import KeyedSpec
+from ..ops.ranked import RankedSpec
 from ..ops.stateless import ArrowMap
 from ..ops.windows import WindowSpec
 
@@ -37,8 +39,9 @@ def boundary_nodes(dag, sharded: bool = False) -> set[int]:
 
     The next step's input is the boundary node (it is that step's "source").
 
-    ``sharded`` adds the boundaries of key shards' plans: keyed kernels
-    whose rows reach a stateful operator, and windows (or windowed TopNs)
+    ``sharded`` adds the boundaries of key shards' plans: keyed kernels and
+    updating operators (a changelog's) whose rows reach a stateful operator,
+    and windows (or windowed TopNs)
     whose results reach one not grouped by all of the window's key columns
     (another key, or none). Their rows leave the step as a join's do, so the
     shards can deal them out again by the key of the operators they feed (an
@@ -47,7 +50,7 @@ def boundary_nodes(dag, sharded: bool = False) -> set[int]:
     """
     found = {node.id for node in dag.nodes if getattr(node.op, "between_steps", False)
              or (getattr(node.op, "ports", None) is not None
-                 or sharded and isinstance(getattr(node.bound, "spec", None), KeyedSpec))
+                 or sharded and isinstance(getattr(node.bound, "spec", None), (KeyedSpec, GroupSpec, RankedSpec)))
              and _feeds_stateful(dag, node.id)}
     if sharded:
         found |= {node.id for node in dag.nodes if _rekeyed(dag, node)}

@@ -257,18 +257,23 @@ class StringDictionary:
         return codes
 
     def _reserve(self, n_values: int, n_bytes: int) -> None:
+        # Grown arrays get only what is written so far (offsets of the codes handed out, their
+        # bytes): memory past it is first touched when a string is appended there, so a
+        # dictionary pays the page faults of what it holds, not of its capacity.
         slot_capacity = self._table.reserve(n_values)
+        count = len(self)
         if self._offsets.size < slot_capacity + 1:
-            grown = np.zeros(slot_capacity + 1, np.int64)
-            grown[: self._offsets.size] = self._offsets
+            grown = np.empty(slot_capacity + 1, np.int64)
+            grown[: count + 1] = self._offsets[: count + 1]
             self._offsets = grown
-        needed = int(self._offsets[len(self)]) + n_bytes
+        used = int(self._offsets[count])
+        needed = used + n_bytes
         if self._data.size < needed:
             # Doubling keeps appends amortized O(1) per byte. Arrays handed out
             # by values() keep the old buffer alive; bytes once written are
             # never overwritten, so such views stay valid.
             grown = np.empty(max(needed, 2 * self._data.size, 1024), np.uint8)
-            grown[: self._data.size] = self._data
+            grown[:used] = self._data[:used]
             self._data = grown
 
     # -- decode ------------------------------------------------------------------
