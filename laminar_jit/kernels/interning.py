@@ -35,6 +35,7 @@ _SEED1 = np.uint64(0x84222325CBF29CE4)
 _S29 = np.uint64(29)
 _S8 = np.uint64(8)
 
+
 @njit(inline="always")
 def _tail(data, p, n):
     """The last ``n`` (1-7) bytes of a string from ``p`` as a little-endian uint64, zero-padded."""
