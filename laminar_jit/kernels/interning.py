@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, hash2, ht_upsert, mix64
+from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _home, ht_upsert, mix64
 from .memory import load_u64, prefetch
 
 __all__ = ["BLOCK", "fingerprint_bytes", "intern_bytes"]
@@ -113,9 +113,9 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
             k0, k1 = fingerprint_bytes(data, offsets[i], offsets[i + 1])
             fp0[i - first] = k0
             fp1[i - first] = k1
-            prefetch(buckets, np.int64(hash2(k0, k1) & np.uint64(mask)))
+            prefetch(buckets, _home(k0, k1, mask))
         for i in range(first, last):  # the slots those buckets hold: their keys and store offsets
-            s = buckets[np.int64(hash2(fp0[i - first], fp1[i - first]) & np.uint64(mask))]
+            s = buckets[_home(fp0[i - first], fp1[i - first], mask)]
             if s >= 0:
                 prefetch(keys, 2 * np.int64(s))
                 prefetch(store_offsets, np.int64(s))
