@@ -150,6 +150,23 @@ def test_sharded_runs_equal_one_executor_row_for_row(name, seed, shards, bursty)
         assert got_metrics[2][node] == counts, node
 
 
+@pytest.mark.parametrize("name", ["tumbling", "sliding", "dedup+topn"])
+def test_a_batch_in_one_piece_or_many_gives_one_executors_rows(name, monkeypatch):
+    # a shard call of one piece returns the step's arrays as they are; of more, copies them one after the other
+    from laminar_jit.executor import shards
+
+    dag = _dag(name)
+    table = bursts(3000, 11)
+    steps = _steps(dag, table, 11) + [(dag.sources[0], table)]  # (the whole table: a call of many pieces)
+    want, want_metrics, _ = _drive(dag, 1, steps)
+    for piece_rows in (shards.WINDOW_PIECE_ROWS, 16):  # every batch in one piece; most in many
+        monkeypatch.setattr(shards, "WINDOW_PIECE_ROWS", piece_rows)
+        got, got_metrics, _ = _drive(dag, 2, steps)
+        for sink in want:
+            assert _same(got[sink], want[sink]), sink
+        assert got_metrics == want_metrics
+
+
 @st.composite
 def _random_dags(draw):
     """A random shardable DAG: a window-family operator by a random key, maybe behind and before stateless ones."""

@@ -105,7 +105,7 @@ def test_split_invariance_and_late_rows(seed, n, cuts, config):
 
 def test_batches_larger_than_a_piece_match_duckdb():
     """Window plans run big batches in pieces (``WINDOW_PIECE_ROWS``); results stay the reference's."""
-    from laminar_jit.executor.executor import WINDOW_PIECE_ROWS
+    from laminar_jit.executor.plan import WINDOW_PIECE_ROWS
 
     table = events(2 * WINDOW_PIECE_ROWS + 123, seed=12)
     for slide in (SIZE, 200):

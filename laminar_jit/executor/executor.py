@@ -20,7 +20,7 @@ from .boundary import SinkBuffer, as_batch, column_view, conform, null_checked_c
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .handoff import StepRows
 from .metrics import Metrics
-from .plan import boundary_nodes, compile_plan
+from .plan import WINDOW_PIECE_ROWS, boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
 from .sidebyside import PARALLEL_MIN_ROWS, SideBySide
 from .state import ExecutorState
@@ -289,12 +289,13 @@ class DagExecutor:
                 self._run_with_boundaries(plan, b, states, counters, produced)
         return counters, produced
 
-    def _cuts(self, source: str, plan, b: pa.RecordBatch) -> list[int]:
-        """Where the steps of ``plan`` cut ``b``: ``[0, ..., b.num_rows]`` (see :meth:`_cut_at_due_windows`)."""
+    def _cuts(self, source: str, plan, b: pa.RecordBatch, piece_rows: int = WINDOW_PIECE_ROWS) -> list[int]:
+        """Where the steps of ``plan`` cut ``b``: ``[0, ..., b.num_rows]`` (see :meth:`_cut_at_due_windows`),
+        in pieces of at most ``piece_rows``."""
         if plan.due_grids:
-            return self._cut_at_due_windows(source, plan, b)
+            return self._cut_at_due_windows(source, plan, b, piece_rows)
         if plan.window_pieces:
-            return [*range(0, b.num_rows, WINDOW_PIECE_ROWS), b.num_rows] if b.num_rows else [0, 0]
+            return [*range(0, b.num_rows, piece_rows), b.num_rows] if b.num_rows else [0, 0]
         return [0, b.num_rows]
 
     def _run_with_boundaries(self, plan, b: pa.RecordBatch, states, counters, produced: list,
@@ -359,7 +360,7 @@ class DagExecutor:
         """
         return self._state
 
-    def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch) -> list[int]:
+    def _cut_at_due_windows(self, source: str, plan, b: pa.RecordBatch, piece_rows: int) -> list[int]:
         """Split ``b`` where its running watermark makes a sliding window due and a later row may fall in it.
 
         Rows are folded into panes shared by several windows; a window that
@@ -369,7 +370,7 @@ class DagExecutor:
         does not depend on how the input was batched. No cut is needed where
         every later row of the batch is past the end of each window made due
         (the usual case when the watermark's delay covers the disorder), but
-        pieces are kept to ``WINDOW_PIECE_ROWS``.
+        pieces are kept to ``piece_rows``.
         """
         spec = self._specs[source]
         if spec.watermark is None or b.num_rows < 2:
@@ -378,7 +379,7 @@ class DagExecutor:
         delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
         grids = np.array([(slide, phase, lateness, column == spec.event_time)
                           for slide, phase, lateness, column in plan.due_grids], np.int64).reshape(-1, 4)
-        starts = due_cuts(ts, int(self._state.watermarks[self.dag.node(source).id]), delay, grids, WINDOW_PIECE_ROWS)
+        starts = due_cuts(ts, int(self._state.watermarks[self.dag.node(source).id]), delay, grids, piece_rows)
         return [0, *starts.tolist(), b.num_rows]
 
     def finish(self) -> None:
@@ -537,13 +538,6 @@ class DagExecutor:
 COALESCE_ROWS = 256
 #: The queue runs once it holds this many rows (or anything reads results).
 COALESCE_FLUSH_ROWS = 4096
-#: Batches feeding window operators run in pieces of at most this many rows.
-#: Firing between pieces keeps the open entries, and the table room reserved
-#: for a call's new ones, small enough to stay in cache: on 64 K-row batches,
-#: 10 s tumbling windows over ~1 M keys ran 1.6x faster (2.0-2.2 s to 1.2-1.3 s)
-#: and a 10 s / 2 s sliding window over 10 K keys 1.3-1.5x faster than whole
-#: batches, while 10 K-key tumbling windows did not change beyond noise.
-WINDOW_PIECE_ROWS = 16_384
 
 
 def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
