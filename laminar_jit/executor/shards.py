@@ -100,8 +100,9 @@ PARALLEL_PLACE_ROWS = 65_536
 #: (each shard's share of a piece: this many times one executor's piece). A shard call of one piece returns
 #: the step's arrays as they are, where more pieces are copied one after the other into arrays of the call:
 #: 64 K-row batches as one piece took 10 s tumbling windows over 10 K keys from 0.21-0.22 to 0.19-0.20 CPU
-#: seconds at two shards, a 10 s / 2 s sliding window from 0.44-0.50 to 0.41-0.45. Sessions open an entry
-#: per row, which larger pieces keep longer (12-20 % more CPU): their pieces stay one executor's per shard.
+#: seconds at two shards, a 10 s / 2 s sliding window from 0.44-0.50 to 0.41-0.45. Sessions per auction took
+#: 5-30 % more CPU in one piece than in two at two shards (one executor's took the same in 64 K pieces as in
+#: 16 K ones; why the shards' do not is not found yet), so a stage with sessions keeps WINDOW_PIECE_ROWS per shard.
 SHARD_PIECES = 4
 _INT64_MIN = np.iinfo(np.int64).min
 
