@@ -444,9 +444,30 @@ def test_a_bad_checkpoint_leaves_every_shard_unchanged():
     assert _same(got["out"], want["out"])
 
 
+def test_key_groups_are_the_top_byte_of_the_row_hash():
+    # one integer-like key column is hashed straight into groups; other keys go through the row hash
+    from laminar_jit.executor.keyhash import key_groups, key_hash
+
+    rng = np.random.default_rng(5)
+    n = 1000
+    ints = rng.integers(-2**40, 2**40, n)
+    nulls = rng.random(n) < 0.1
+    batch = pa.record_batch({
+        "i64": pa.array(ints, mask=nulls), "i32": pa.array(ints.astype(np.int32)),
+        "u8": pa.array(ints.astype(np.uint8)), "flag": pa.array(ints % 2 == 0, mask=nulls),
+        "ts": pa.array(ints, pa.timestamp("ms")), "day": pa.array(ints.astype(np.int32) % 20000, pa.date32()),
+        "s": pa.array([f"k{x % 50}" for x in ints]),
+    })
+    for keys in (["i64"], ["i32"], ["u8"], ["flag"], ["ts"], ["day"], ["s"], ["i64", "s"]):
+        want = (key_hash(batch, tuple(keys)) >> np.uint64(56)).astype(np.uint8)
+        assert key_groups(batch, tuple(keys), 8).tolist() == want.tolist(), keys
+
+
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**16), shards=st.integers(1, 4), pieces=st.integers(1, 3), ranked=st.booleans())
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([1, 2, 3, 4, 9, 25, 40]), pieces=st.integers(1, 3),
+       ranked=st.booleans())
 def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
+    # (more than HEAP_SHARDS = 24 shards merge through a heap, fewer by a scan of every head row)
     # each shard's rows of a piece are sorted by (major, middle, minor); the merge orders the
     # pieces one after the other and, within one, every shard's rows as a stable sort would
     rng = np.random.default_rng(seed)

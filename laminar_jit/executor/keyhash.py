@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..kernels.partitioning import HASH_SEED, hash_bytes, mix_gather, mix_int64
+from ..kernels.partitioning import HASH_SEED, hash_bytes, int64_key_groups, mix_gather, mix_int64
 
-__all__ = ["key_hash", "mix_column"]
+__all__ = ["key_groups", "key_hash", "mix_column"]
 
 
 _NO_NULLS = np.zeros(0, np.bool_)
@@ -58,15 +58,19 @@ def mix_column(acc: np.ndarray, arr: pa.Array) -> None:
     if _is_text(t):
         mix_gather(acc, _text_hash(arr), np.arange(len(arr)), _NO_NULLS)
         return
+    mix_int64(acc, *_integers(arr))
+
+
+def _integers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """An integer, boolean or temporal column as the integers its values hash as, and its validity."""
+    t = arr.type
     if pa.types.is_boolean(t):
         arr = arr.cast(pa.int8())
     elif pa.types.is_temporal(t):
         arr = arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
     if arr.null_count:
-        values = pc.fill_null(arr, 0).to_numpy()
-    else:
-        values = arr.to_numpy(zero_copy_only=False)
-    mix_int64(acc, values, _valid(arr))
+        return pc.fill_null(arr, 0).to_numpy(), _valid(arr)
+    return arr.to_numpy(zero_copy_only=False), _NO_NULLS
 
 
 def key_hash(batch: pa.RecordBatch, keys: tuple[str, ...]) -> np.ndarray:
@@ -75,3 +79,17 @@ def key_hash(batch: pa.RecordBatch, keys: tuple[str, ...]) -> np.ndarray:
     for k in keys:
         mix_column(acc, batch.column(k))
     return acc
+
+
+def key_groups(batch: pa.RecordBatch, keys: tuple[str, ...], bits: int) -> np.ndarray:
+    """The top ``bits`` (at most 8) of :func:`key_hash` per row, as uint8: each row's key group.
+
+    One integer key column (the usual shard key) is hashed straight into
+    groups; other keys through the row hash.
+    """
+    if len(keys) == 1:
+        arr = batch.column(keys[0])
+        t = arr.type
+        if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
+            return int64_key_groups(*_integers(arr), np.uint64(64 - bits))
+    return (key_hash(batch, keys) >> np.uint64(64 - bits)).astype(np.uint8)

@@ -22,7 +22,8 @@ from .steps import ancestors, boundary_nodes, plan_nodes
 
 __all__ = ["KEY_GROUPS", "UPDATING", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
-#: Keys hash into this many key groups; each shard owns some of them (ranges at first).
+#: Keys hash into this many key groups; each shard owns some of them (ranges at first). At most 256: a row's
+#: group is kept in a byte.
 KEY_GROUPS = 256
 #: Specs of operators whose output is a changelog of their keys' results (a GroupAggregate, an unbounded
 #: TopN, ``Dedup(keep="last")``): each key's changes come from the one shard owning it.

@@ -8,7 +8,8 @@ where the plain step reads all of them. Per batch it
 1. works out on the *whole* batch what depends on every row: the cut points
    of the steps (window pieces, sliding windows' due points), the codes of
    string columns in the shared dictionaries (codes by first appearance at
-   the source, as in one executor) and the hash of each row's key columns;
+   the source, as in one executor) and each row's key group (the top byte of
+   the hash of its key columns);
 2. runs the shards concurrently (compiled code, the GIL released): each
    picks its rows (those whose key group it owns, ascending) and runs every
    piece through the step with the piece's rows as the source's rows. The
@@ -75,7 +76,7 @@ from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
 from ..state.joins import JoinState
 from .boundary import SinkBuffer, _to_arrow, column_view, readonly
-from .keyhash import key_hash, mix_column
+from .keyhash import key_groups, mix_column
 from .steps import ancestors
 from .core import DICTIONARY_BYTES
 from .plan import WINDOW_PIECE_ROWS, compile_plan
@@ -83,7 +84,8 @@ from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_paralleli
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
-_GROUP_SHIFT = np.uint64(64 - (KEY_GROUPS.bit_length() - 1))  # a key group: the hash's top bits
+_GROUP_BITS = KEY_GROUPS.bit_length() - 1  # a key group: the hash's top bits (a byte: at most 256 groups)
+_GROUP_SHIFT = np.uint64(64 - _GROUP_BITS)
 #: The key groups' assignment to shards is looked at after this many batches, then after this factor more.
 BALANCE_FIRST, BALANCE_GROWTH = 2, 4
 #: Key groups are reassigned when that lowers the busiest shard's rows by more than this factor.
@@ -188,10 +190,10 @@ class KeyShards:
                              else column_view(b.column(name), dtype))
             columns[name] = (readonly(values), readonly(valid))
         keys = self.plan.keys[source]
-        row_hash = key_hash(b, keys) if keys and n else None
-        if row_hash is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)
-            sample = row_hash[::LOAD_SAMPLE]
-            self.group_rows += np.bincount((sample >> _GROUP_SHIFT).astype(np.int64), minlength=KEY_GROUPS)
+        # each row's key group, a byte a row: every shard scans those bytes for its own rows
+        row_group = key_groups(b, keys, _GROUP_BITS) if keys and n else None
+        if row_group is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)
+            self.group_rows += np.bincount(row_group[::LOAD_SAMPLE], minlength=KEY_GROUPS)
         if wm_rows is None:  # (a join's rows belong to the batch that emitted them)
             self._batches += 1
             if self._batches >= self._next_balance:
@@ -199,7 +201,7 @@ class KeyShards:
                 self._balance()
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
             shard._state.set_time(st.watermarks, st.idle)
-        feed = (plan, columns, row_hash, cuts, n, wm_rows)
+        feed = (plan, columns, row_group, cuts, n, wm_rows)
         if not keys and wm_rows is not None:  # a stage of operators without a key: shard 0 holds all of it
             results = [self._work(0, feed)]
         elif n >= THREAD_ROWS:
@@ -356,7 +358,7 @@ class KeyShards:
                 mix_column(acc, dictionary.decode(np.where(valid, values, 0), valid))
             else:
                 mix_column(acc, _to_arrow(values, valid, t))  # as the sinks rebuild state keys
-        return (acc >> _GROUP_SHIFT).astype(np.int64)  # = rows_of_shard's ((h >> 32) * KEY_GROUPS) >> 32
+        return (acc >> _GROUP_SHIFT).astype(np.int64)  # as key_groups gives the rows'
 
     def _in_parallel(self, fn, per_shard: list) -> list:
         """``fn(per_shard[s])`` for every shard, shard 0 in this thread; the first error is raised after all end."""
@@ -373,9 +375,9 @@ class KeyShards:
 
     def _work(self, s: int, feed: tuple) -> tuple:
         """Shard ``s``'s rows of the batch through its plan (runs in the shard's thread)."""
-        plan, columns, row_hash, cuts, n, wm_rows = feed
-        if row_hash is not None:
-            rows = rows_of_shard(row_hash, KEY_GROUPS, self.group_shard, s)
+        plan, columns, row_group, cuts, n, wm_rows = feed
+        if row_group is not None:
+            rows = rows_of_shard(row_group, self.group_shard, s)
         else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
             rows = np.arange(n if s == 0 else 0, dtype=np.int64)
         st = self.shards[s]._state

@@ -15,7 +15,8 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["hash_bytes", "mix_gather", "mix_int64", "rows_of_shard", "split_by_partition", "split_by_shard"]
+__all__ = ["hash_bytes", "int64_key_groups", "mix_gather", "mix_int64", "rows_of_shard", "split_by_partition",
+           "split_by_shard"]
 
 #: Seed of the row hash before the first key column.
 HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -123,13 +124,28 @@ def split_by_shard(row_hash, groups, group_shard, shards):
 
 
 @njit
-def rows_of_shard(row_hash, groups, group_shard, shard):
-    """Positions of the rows whose key group ``shard`` owns (ascending), with groups as in :func:`split_by_shard`."""
-    n = row_hash.shape[0]
+def int64_key_groups(values, valid, shift):
+    """The key group of each row of one integer key column: its row hash (as :func:`mix_int64` folds it into
+    a fresh hash) shifted right by ``shift``, one byte a row.
+
+    For key shards, which need only each row's group (at most 256): one pass
+    over the column, where the row hash would be written and read back.
+    """
+    has_nulls = valid.shape[0] > 0
+    out = np.empty(values.shape[0], np.uint8)
+    for i in range(values.shape[0]):
+        h = NULL_HASH if has_nulls and not valid[i] else _mix(np.uint64(values[i]))
+        out[i] = _mix(HASH_SEED * np.uint64(31) + h) >> shift
+    return out
+
+
+@njit
+def rows_of_shard(row_group, group_shard, shard):
+    """Positions of the rows (ascending) whose key group, ``row_group`` (one byte a row), ``shard`` owns."""
+    n = row_group.shape[0]
     out = np.empty(n, np.int64)
-    g = np.uint64(groups)
     m = 0
     for i in range(n):  # branch-free: always write, advance on a match
         out[m] = i
-        m += 1 if group_shard[np.int64(((row_hash[i] >> np.uint64(32)) * g) >> np.uint64(32))] == shard else 0
-    return out[:m].copy()
+        m += 1 if group_shard[row_group[i]] == shard else 0
+    return out[:m]
