@@ -36,6 +36,7 @@ from ..ops.stateless import ArrowMap, Filter, Map, Project
 from .core import (
     ALL_ROWS,
     SHARD_ROWS,
+    SOURCE_WMS,
     EMITTED,
     MAX_EXPR_CALLS,
     Binding,
@@ -179,7 +180,12 @@ def _source(gen: Gen, node) -> Binding:
 
     delay = to_units(spec.watermark.delay, node.schema.field(spec.event_time).type)
     ts, _ = gen.src_arrays(spec.event_time)
-    gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {gen.setting(delay)})")
+    delay_setting = gen.setting(delay)  # (kept by key shards too: their helpers read the settings one executor's do)
+    if gen.sharded:  # worked out once for all the shards (the same delay, from the same watermark)
+        gen.emit(f"wm_rows_{nid} = {SOURCE_WMS}[:n]")
+        gen.emit(f"wm_after = {SOURCE_WMS}[n]")
+    else:
+        gen.emit(f"wm_rows_{nid}, wm_after = running_watermark({ts}, n, wm[{nid}], {delay_setting})")
     gen.emit(f"if wm_after > wm[{nid}]:")
     gen.emit(f"wm[{nid}] = wm_after", 2)
     return replace(b, wm_array=f"wm_rows_{nid}", wm_scalar=f"wm_before_{nid}")

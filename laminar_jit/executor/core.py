@@ -32,7 +32,7 @@ from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
 __all__ = [
-    "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
+    "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "SOURCE_WMS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
     "MetricsLayout", "SinkColumn",
     "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
     "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "link_arrivals", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
@@ -56,6 +56,9 @@ DICTIONARY_BYTES = "%"
 ALL_ROWS = "sel_src"
 #: A key shard's source rows: a step argument (the positions in the batch of its keys' rows).
 SHARD_ROWS = "shard_rows"
+#: A key shard's source watermarks: a step argument, the watermark before each row of the piece and after
+#: its last (worked out once per batch for every shard: ``kernels.watermarks.batch_watermarks``).
+SOURCE_WMS = "source_wms"
 
 
 _NUMPY_NAMES = {"bool": "np.bool_"}

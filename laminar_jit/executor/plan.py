@@ -54,7 +54,7 @@ from ..ops.windows import WindowSpec
 from .boundary import readonly
 from .codegen import generate
 from .steps import ancestors, boundary_nodes, plan_nodes
-from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, Gen, SinkLayout
+from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, SOURCE_WMS, Gen, SinkLayout
 from .inlining import inline_calls
 from .shared import load_shared, split_shared
 
@@ -325,7 +325,7 @@ def _step_args(gen: Gen) -> list[str]:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    return args + ["offsets", "settings", "metrics", "wm", "idle"] + ([SHARD_ROWS] if gen.sharded else []) + \
+    return args + ["offsets", "settings", "metrics", "wm", "idle"] + ([SHARD_ROWS, SOURCE_WMS] if gen.sharded else []) + \
         gen.state_args + (["wm_rows"] if gen.derived else [])
 
 
@@ -354,14 +354,15 @@ from laminar_jit.kernels.merging import append_rows, append_valid, append_values
 
 
 @jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, {params}):
+def shard_run(rows, cuts, wms, {params}):
     """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
 
     ``rows`` are the shard's rows (ascending positions in the batch) and
     ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
-    whole (so every shard works out the same watermarks) with the shard's rows
-    of it as its source rows. Returns the step's result tuple with every
-    sink's arrays appended over the pieces: its ``rows`` as positions in the
+    whole (so every shard sees the same watermarks: ``wms``, the source's
+    watermark before each row of the batch and after its last, or empty for
+    a stage without one) with the shard's rows of it as its source rows.
+    Returns the step's result tuple with every sink's arrays appended over the pieces: its ``rows`` as positions in the
     batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
@@ -373,6 +374,7 @@ def shard_run(rows, cuts, {params}):
         lo = cuts[p]
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
+        source_wms = wms[lo:hi + 1]
 {before}        r = step({call})
 {after}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
 {start}        if cuts.size == 2:  # one piece: its arrays are the results, not copied
@@ -415,7 +417,7 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     before = "".join(f"        wb{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
     after = "".join(f"        wa{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
     names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
-    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a != SHARD_ROWS]), call=call,
+    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]), call=call,
                              start="".join(start), append="".join(append), direct="".join(direct), trim=trim, marks=marks, before=before,
                              after=after, returns=", ".join(names))
 
@@ -440,7 +442,7 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
     ro = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     int64s = numba.types.Array(numba.types.int64, 1, "C")
-    sig = [int64s, int64s] if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, ...) or step(n, ...)
+    sig = [int64s] * 3 if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, wms, ...) or step(n, ...)
     for name, dtype, _, _ in args:
         if name.startswith(DICTIONARY_BYTES):  # a string dictionary's (offsets, data)
             sig += [ro(np.dtype(np.int64)), ro(np.dtype(np.uint8))]

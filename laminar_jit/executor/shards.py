@@ -74,7 +74,9 @@ import pyarrow as pa
 from ..kernels.merging import merge_positions, merge_shards, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
+from ..kernels.watermarks import batch_watermarks
 from ..state.joins import JoinState
+from ..time.watermarks import to_units
 from .boundary import SinkBuffer, _to_arrow, column_view, readonly
 from .keyhash import key_groups, mix_column
 from .steps import ancestors
@@ -201,7 +203,7 @@ class KeyShards:
                 self._balance()
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
             shard._state.set_time(st.watermarks, st.idle)
-        feed = (plan, columns, row_group, cuts, n, wm_rows)
+        feed = (plan, columns, row_group, cuts, self._source_watermarks(source, b), n, wm_rows)
         if not keys and wm_rows is not None:  # a stage of operators without a key: shard 0 holds all of it
             results = [self._work(0, feed)]
         elif n >= THREAD_ROWS:
@@ -249,6 +251,18 @@ class KeyShards:
                     continue
                 st.watermarks[layout.node_id] = after[p]
                 self._run(layout.sink, rows.slice(pieces[p], pieces[p + 1] - pieces[p]), commit, int(before[p]))
+
+    def _source_watermarks(self, root: str, b: pa.RecordBatch) -> np.ndarray:
+        """The watermark of source ``root`` before each row of ``b`` and after its last, as one executor's step
+        works it out (every shard's step reads it; empty for a stage root without a watermark strategy)."""
+        ex = self.executor
+        node = ex.dag.node(root)
+        spec = node.op if node.kind == "source" else None
+        if spec is None or spec.watermark is None:
+            return _NO_ROWS
+        ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
+        delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
+        return batch_watermarks(ts, b.num_rows, int(ex._state.watermarks[node.id]), delay)
 
     # ------------------------------------------------------------ rescaling
     def _balance(self) -> None:
@@ -375,7 +389,7 @@ class KeyShards:
 
     def _work(self, s: int, feed: tuple) -> tuple:
         """Shard ``s``'s rows of the batch through its plan (runs in the shard's thread)."""
-        plan, columns, row_group, cuts, n, wm_rows = feed
+        plan, columns, row_group, cuts, wms, n, wm_rows = feed
         if row_group is not None:
             rows = rows_of_shard(row_group, self.group_shard, s)
         else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
@@ -394,7 +408,7 @@ class KeyShards:
         args = [array for name, *_ in plan.args for array in columns[name]]
         if plan.derived:  # a join's rows: the join's watermark from before the step that emitted them
             state_args.append(wm_rows)
-        result = plan.step(rows, cuts, *args, self.executor.dag.routing.offsets, plan.settings, counters,
+        result = plan.step(rows, cuts, wms, *args, self.executor.dag.routing.offsets, plan.settings, counters,
                            st.watermarks, st.idle, *state_args)
         return counters, result
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["due_cuts", "running_watermark", "source_watermark"]
+__all__ = ["batch_watermarks", "due_cuts", "running_watermark", "source_watermark"]
 
 
 @njit
@@ -30,6 +30,24 @@ def running_watermark(event_time, n, watermark, delay):
         if candidate > current:
             current = candidate
     return before, current
+
+
+@njit
+def batch_watermarks(event_time, n, watermark, delay):
+    """:func:`running_watermark` as one array: the watermark before each row, then the one after the last.
+
+    Key shards work it out once per batch and hand each piece's slice to
+    every shard, whose step would otherwise work out the whole piece's again.
+    """
+    out = np.empty(n + 1, np.int64)
+    current = watermark
+    for i in range(n):
+        out[i] = current
+        candidate = event_time[i] - delay
+        if candidate > current:
+            current = candidate
+    out[n] = current
+    return out
 
 
 @njit

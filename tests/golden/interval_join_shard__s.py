@@ -250,12 +250,13 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
 
 
 @njit
-def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, shard_rows, source_wms, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
     if n > 0:
         idle[0] = False
-    wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0])
+    wm_rows_0 = source_wms[:n]
+    wm_after = source_wms[n]
     if wm_after > wm[0]:
         wm[0] = wm_after
     metrics[0] += shard_rows.size
@@ -337,14 +338,15 @@ from laminar_jit.kernels.merging import append_rows, append_valid, append_values
 
 
 @jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
+def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
 
     ``rows`` are the shard's rows (ascending positions in the batch) and
     ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
-    whole (so every shard works out the same watermarks) with the shard's rows
-    of it as its source rows. Returns the step's result tuple with every
-    sink's arrays appended over the pieces: its ``rows`` as positions in the
+    whole (so every shard sees the same watermarks: ``wms``, the source's
+    watermark before each row of the batch and after its last, or empty for
+    a stage without one) with the shard's rows of it as its source rows.
+    Returns the step's result tuple with every sink's arrays appended over the pieces: its ``rows`` as positions in the
     batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
@@ -356,7 +358,8 @@ def shard_run(rows, cuts, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid
         lo = cuts[p]
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
-        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
+        source_wms = wms[lo:hi + 1]
+        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
             o0 = empty(r[0].size * (cuts.size - 1), np.int64)
             n0 = np.int64(0)
