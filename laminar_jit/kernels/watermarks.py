@@ -23,13 +23,7 @@ def running_watermark(event_time, n, watermark, delay):
     after : int64
     """
     before = np.empty(n, np.int64)
-    current = watermark
-    for i in range(n):
-        before[i] = current
-        candidate = event_time[i] - delay
-        if candidate > current:
-            current = candidate
-    return before, current
+    return before, _fill_watermarks(event_time, n, watermark, delay, before)
 
 
 @njit
@@ -40,14 +34,20 @@ def batch_watermarks(event_time, n, watermark, delay):
     every shard, whose step would otherwise work out the whole piece's again.
     """
     out = np.empty(n + 1, np.int64)
+    out[n] = _fill_watermarks(event_time, n, watermark, delay, out)
+    return out
+
+
+@njit(inline="always")
+def _fill_watermarks(event_time, n, watermark, delay, before):
+    """``before[i]``: the watermark before row ``i``, for the first ``n`` rows; returns the one after them."""
     current = watermark
     for i in range(n):
-        out[i] = current
+        before[i] = current
         candidate = event_time[i] - delay
         if candidate > current:
             current = candidate
-    out[n] = current
-    return out
+    return current
 
 
 @njit
