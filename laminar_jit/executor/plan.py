@@ -66,12 +66,12 @@ except ImportError:  # Windows: no cross-process compile lock
 __all__ = ["WINDOW_PIECE_ROWS", "SinkLayout", "SourcePlan", "boundary_nodes", "cache_dir", "compile_plan"]
 
 #: Batches feeding window operators run in pieces of at most this many rows
-#: (key shards: larger, see ``shards.SHARD_PIECES``). Firing between pieces keeps the open entries,
-#: and the table room reserved for a call's new ones, small enough to stay in
-#: cache: on 64 K-row batches, 10 s tumbling windows over ~1 M keys ran 1.6x
-#: faster (2.0-2.2 s to 1.2-1.3 s) and a 10 s / 2 s sliding window over 10 K
-#: keys 1.3-1.5x faster than whole batches, while 10 K-key tumbling windows did
-#: not change beyond noise.
+#: (key shards: larger, see ``shards.SHARD_PIECES``). Firing between pieces
+#: keeps the open entries, and the table room reserved for a call's new ones,
+#: small enough to stay in cache: on 64 K-row batches, 10 s tumbling windows
+#: over ~1 M keys ran 1.6x faster (2.0-2.2 s to 1.2-1.3 s) and a 10 s / 2 s
+#: sliding window over 10 K keys 1.3-1.5x faster than whole batches, while
+#: 10 K-key tumbling windows did not change beyond noise.
 WINDOW_PIECE_ROWS = 16_384
 
 _STEP_MEMO: dict[str, object] = {}
@@ -325,8 +325,9 @@ def _step_args(gen: Gen) -> list[str]:
     args = ["n"]
     for vals, valid in gen.src_args.values():
         args += [vals, valid]
-    return args + ["offsets", "settings", "metrics", "wm", "idle"] + ([SHARD_ROWS, SOURCE_WMS] if gen.sharded else []) + \
-        gen.state_args + (["wm_rows"] if gen.derived else [])
+    shard = [SHARD_ROWS, SOURCE_WMS] if gen.sharded else []
+    return args + ["offsets", "settings", "metrics", "wm", "idle"] + shard + gen.state_args + \
+        (["wm_rows"] if gen.derived else [])
 
 
 def _render(gen: Gen, source: str, cacheable: bool) -> str:
@@ -362,8 +363,9 @@ def shard_run(rows, cuts, wms, {params}):
     whole (so every shard sees the same watermarks: ``wms``, the source's
     watermark before each row of the batch and after its last, or empty for
     a stage without one) with the shard's rows of it as its source rows.
-    Returns the step's result tuple with every sink's arrays appended over the pieces: its ``rows`` as positions in the
-    batch, and in place of its ``ident`` flag where each piece's rows start.
+    Returns the step's result tuple with every sink's arrays appended over
+    the pieces (one piece: the step's own arrays): its ``rows`` as positions
+    in the batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
     with one call of the step in the text: typed lists of the results, or a
@@ -396,14 +398,16 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
         k = layout.offset
         start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = np.int64(0)\n"
                      f"            o{k + 1} = zeros(cuts.size, np.int64)\n")
-        append.append(f"            o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n            o{k + 1}[p + 1] = n{k}\n")
-        direct.append(f"            o{k} = r[{k}].astype(np.int64)\n            n{k} = o{k}.size\n            o{k + 1}[1] = n{k}\n")
+        append.append(f"            o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n"
+                      f"            o{k + 1}[p + 1] = n{k}\n")
+        direct.append(f"            o{k} = r[{k}].astype(np.int64)\n            n{k} = o{k}.size\n"
+                      f"            o{k + 1}[1] = n{k}\n")
         returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
         for k in [col.pos for col in layout.columns if col.kind != "take"] + list(layout.ties):
             start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = np.int64(0)\n"
                          f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = np.bool_(False)\n")
-            append.append(f"            o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, masked{k})\n"
-                          f"            o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
+            append.append(f"            o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, "
+                          f"masked{k})\n            o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
             direct.append(f"            o{k} = r[{k}]\n            n{k} = o{k}.size\n"
                           f"            o{k + 1} = r[{k + 1}]\n            masked{k} = o{k + 1}.size > 0\n")
             returns[k] = f"o{k}[:n{k}]"
@@ -417,9 +421,9 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     before = "".join(f"        wb{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
     after = "".join(f"        wa{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
     names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
-    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]), call=call,
-                             start="".join(start), append="".join(append), direct="".join(direct), trim=trim, marks=marks, before=before,
-                             after=after, returns=", ".join(names))
+    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]),
+                             call=call, start="".join(start), append="".join(append), direct="".join(direct),
+                             trim=trim, marks=marks, before=before, after=after, returns=", ".join(names))
 
 
 def _unread_row_watermarks(text: str) -> str:

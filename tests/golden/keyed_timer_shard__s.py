@@ -260,8 +260,9 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets
     whole (so every shard sees the same watermarks: ``wms``, the source's
     watermark before each row of the batch and after its last, or empty for
     a stage without one) with the shard's rows of it as its source rows.
-    Returns the step's result tuple with every sink's arrays appended over the pieces: its ``rows`` as positions in the
-    batch, and in place of its ``ident`` flag where each piece's rows start.
+    Returns the step's result tuple with every sink's arrays appended over
+    the pieces (one piece: the step's own arrays): its ``rows`` as positions
+    in the batch, and in place of its ``ident`` flag where each piece's rows start.
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
     with one call of the step in the text: typed lists of the results, or a
