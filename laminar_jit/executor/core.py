@@ -256,7 +256,7 @@ class Gen:
         # Numba's cached code records the module of every inlined function and
         # imports it on load, so equal bytecode from another module is another plan.
         fn = op.kernel.fn
-        self.fingerprints.append(f"{global_name}={op.fingerprint()}@{fn.__module__}.{fn.__qualname__}")
+        self.fingerprints.append(f"{global_name}={op.fingerprint()}@{fn.__module__}.{fn.__qualname__}:inline")
 
     def src_arrays(self, column: str, kernel_read: bool = True) -> tuple[str, str]:
         if column not in self.src_args:
