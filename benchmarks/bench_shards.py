@@ -22,6 +22,8 @@ from . import bench_changelog, bench_joins, bench_keyed, bench_nexmark, bench_ra
 
 DAGS = {
     "tumbling": lambda: bench_windows.tumbling_dag("auction"),
+    # without a key: every shard aggregates its share of each batch, the shards' results combined as windows fire
+    "keyless": lambda: bench_windows.tumbling_dag("none"),
     "sliding": bench_windows.sliding_dag,
     "session": bench_windows.session_dag,
     "dedup": bench_ranking.dedup_dag,
@@ -37,6 +39,9 @@ DAGS = {
     "quiet": bench_keyed.quiet_dag,
 }
 
+#: DAGs run with ``two_phase=True``: windows without a key in every shard (DuckDB: ``TumblingDuckDB("none")``).
+TWO_PHASE = {"keyless"}
+
 
 class Sharded:
     """One DAG over the standard events at ``parallelism`` 1 and 2."""
@@ -48,10 +53,11 @@ class Sharded:
     def setup(self, dag, parallelism):
         self.batches = common.event_batches(common.n_events(), 65_536)
         self.dag = DAGS[dag]()
+        self.two_phase = dag in TWO_PHASE
         self._run(parallelism)  # compile / load the plan (and its shard driver)
 
     def _run(self, parallelism):
-        ex = lj.DagExecutor(self.dag, parallelism=parallelism)
+        ex = lj.DagExecutor(self.dag, parallelism=parallelism, two_phase=getattr(self, "two_phase", False))
         assert ex.shards == parallelism, ex.shards_note
         for batch in self.batches:
             ex.process_batch(common.SOURCE, batch)

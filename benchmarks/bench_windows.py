@@ -36,7 +36,11 @@ def wide_key(bidder, auction):
 
 
 def tumbling_dag(keys: str, size: int = SIZE_MS) -> lj.StreamingDag:
-    """10 s (or ``size`` ms) tumbling windows per key: count, sum(price), max(price)."""
+    """10 s (or ``size`` ms) tumbling windows per key: count, sum(price), max(price).
+
+    ``keys="none"``: one window for all rows, with aggregates that key shards
+    run in two phases (count, min and max of the price, the sum of the auction ids).
+    """
     b = (lj.DagBuilder()
          .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
                  watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS)))
@@ -45,6 +49,9 @@ def tumbling_dag(keys: str, size: int = SIZE_MS) -> lj.StreamingDag:
         b = b.operator("wide", lj.Map(wide_key, output="key")).connect(common.SOURCE, "wide")
         upstream, key = "wide", "key"
     aggs = {"n": lj.count(), "total": lj.sum("price"), "top": lj.max("price")}
+    if keys == "none":
+        key, aggs = None, {"n": lj.count(), "low": lj.min("price"), "top": lj.max("price"),
+                           "auctions": lj.sum("auction")}
     return (b.operator("per_key", lj.TumblingWindow(size=size, key=key, aggs=aggs))
             .connect(upstream, "per_key").sink_for("per_key", "out").build())
 
@@ -54,17 +61,19 @@ _SQL = {
                    sum(price) AS total, max(price) AS top FROM events GROUP BY ALL""",
     "keys_1m": f"""SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, bidder * 10 + auction % 10 AS key,
                    count(*) AS n, sum(price) AS total, max(price) AS top FROM events GROUP BY ALL""",
+    "none": f"""SELECT ts // {SIZE_MS} * {SIZE_MS} AS window_start, count(*) AS n, min(price) AS low,
+                max(price) AS top, sum(auction) AS auctions FROM events GROUP BY ALL""",
 }
 
 
 class Tumbling:
-    """10 s tumbling windows per auction (10 K zipf keys) or per ~1 M keys (DuckDB: :class:`TumblingDuckDB`).
+    """10 s tumbling windows per auction (10 K zipf keys), per ~1 M keys or of all rows (DuckDB: :class:`TumblingDuckDB`).
 
     DuckDB runs in its own class (see ``bench_core.FilterMap``: its
     ``malloc_trim`` would tax laminar's allocations in a shared process).
     """
 
-    params = ["auction", "keys_1m"]
+    params = ["auction", "keys_1m", "none"]
     param_names = ["keys"]
     timeout = 300
 
@@ -93,7 +102,7 @@ class Tumbling:
 class TumblingDuckDB:
     """The :class:`Tumbling` aggregation as one DuckDB ``GROUP BY`` over the whole table."""
 
-    params = ["auction", "keys_1m"]
+    params = ["auction", "keys_1m", "none"]
     param_names = ["keys"]
     timeout = 300
 

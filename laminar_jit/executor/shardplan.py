@@ -18,7 +18,7 @@ from ..ops.joins import JoinSpec
 from ..ops.keyed import KeyedSpec
 from ..ops.ranked import RankedSpec
 from ..ops.windows import WindowSpec
-from .steps import ancestors, boundary_nodes, plan_nodes
+from .steps import ancestors, boundary_nodes, plan_nodes, two_phase as _two_phase, two_phase_reason
 
 __all__ = ["KEY_GROUPS", "UPDATING", "ShardPlan", "resolve_parallelism", "shard_plan"]
 
@@ -67,14 +67,27 @@ class ShardPlan:
         arrival emitted them), ``("changes",)`` for a changelog (shard by
         shard) and ``("one",)`` for the rows of a stage of operators without a
         key, which shard 0 runs alone (as they come).
+    split : frozenset of str
+        Stage roots (sources) whose rows are dealt to the shards by their
+        place in the batch, not by key: their stage's stateful operators are
+        windows without a key that run in two phases (their shards' results
+        are combined when they fire).
+    combined : frozenset of str
+        Those windows (boundary nodes): their merged rows are combined, a
+        row per window, before the next stage reads them.
     """
 
     keys: dict
     merge: dict
+    split: frozenset = frozenset()
+    combined: frozenset = frozenset()
 
 
-def shard_plan(dag) -> ShardPlan | str:
+def shard_plan(dag, two_phase: bool = False) -> ShardPlan | str:
     """A :class:`ShardPlan` for ``dag``, or the reason it runs in one executor.
+
+    ``two_phase``: windows without a key over a source's rows may run in
+    every shard, their results combined (:func:`.steps.two_phase`).
 
     The DAG is cut into stages as one executor's steps are: one per source,
     and one per join whose rows feed stateful operators (a boundary node,
@@ -87,6 +100,7 @@ def shard_plan(dag) -> ShardPlan | str:
     they feed.
     """
     nodes = dag.nodes
+    combines = (lambda n: _two_phase(dag, n)) if two_phase else (lambda n: False)
     stateful = [n for n in nodes if n.kind == "stateful"]
     if not stateful:
         return "the DAG has no keyed state to shard (threads=N splits large batches of stateless DAGs)"
@@ -99,7 +113,8 @@ def shard_plan(dag) -> ShardPlan | str:
     upstream = {n.id: ancestors(dag, n.id) for n in nodes}
     # stage roots: the sources, then the boundary joins in execution order; each stage's node ids
     roots = [*dag.sources, *(nodes[nid].name for nid in dag.execution_ids if nid in boundaries)]
-    stages = {root: set(plan_nodes(dag, root, sharded=True)) - ({dag.node(root).id} if dag.node(root).kind != "source" else set())
+    stages = {root: set(plan_nodes(dag, root, sharded=True)) - (_own_outputs(dag, dag.node(root).id)
+                                                                 if dag.node(root).kind != "source" else set())
               for root in roots}
     for n in stateful:
         spec = n.bound.spec
@@ -107,8 +122,11 @@ def shard_plan(dag) -> ShardPlan | str:
             return (f"operator {n.name!r} ({n.op.label()}) is not a window, join, Dedup, TopN, GroupAggregate or "
                     "keyed kernel")
         if not (spec.left.keys if isinstance(spec, JoinSpec) else spec.keys) and not any(
-                n.id in stages[nodes[x].name] for x in exchanges):
-            return f"operator {n.name!r} ({n.op.label()}) has no key"
+                n.id in stages[nodes[x].name] for x in exchanges) and not combines(n):
+            why = two_phase_reason(dag, n) if isinstance(spec, WindowSpec) else "it is not a window"
+            return f"operator {n.name!r} ({n.op.label()}) has no key" + (
+                f" and cannot run in two phases: {why}" if why else
+                " (two_phase=True runs it in every shard, its results combined)")
         if isinstance(spec, UPDATING):
             for fed in (m for m in stateful if n.id in upstream[m.id]):
                 reason = _order_free(fed)
@@ -119,7 +137,7 @@ def shard_plan(dag) -> ShardPlan | str:
     # per stage root, per stateful operator of its stage: the columns that operator groups the root's rows by,
     # and those of them a stateless operator on the way renames or computes (rows cannot be cut by those at the
     # root; a stateful operator on the way keeps the key columns: windows and joins emit them)
-    keys = {}
+    keys, split = {}, set()
     for root in roots:
         rid = dag.node(root).id
         fed = {}
@@ -137,6 +155,8 @@ def shard_plan(dag) -> ShardPlan | str:
             if any(by for by, _ in fed.values()):
                 return f"the stateful operators of {_what(dag, root)} group by a key and by none"
             keys[root] = ()
+            if all(combines(nodes[nid]) for nid in fed):  # or in every shard, in two phases
+                split.add(root)
             continue
         first = next(iter(fed.values()))[0]
         common = [k for k in first if all(k in by for by, _ in fed.values())]
@@ -171,7 +191,8 @@ def shard_plan(dag) -> ShardPlan | str:
         if len(how) > 1:
             return f"sink {t.name!r} receives rows of more than one stage, which are merged in different orders"
         merge[t.name], = how
-    return ShardPlan(keys, merge)
+    combined = frozenset(nodes[nid].name for nid in boundaries if combines(nodes[nid]))
+    return ShardPlan(keys, merge, frozenset(split), combined)
 
 
 def _sink_merge(dag, t, rid: int, stage: set, upstream: dict) -> tuple | str:
@@ -238,6 +259,12 @@ def _window_merge(spec) -> tuple:
     """``("window", end, key, rank)``: the columns a window's or TopN's results merge by (see :class:`ShardPlan`)."""
     return ("window", "window_end", spec.keys[0] if len(spec.keys) == 1 else None,
             "rank" if spec.kind == "topn" else None)
+
+
+def _own_outputs(dag, rid: int) -> set:
+    """A boundary node and its late sinks: the step before computes them (its late rows are that step's)."""
+    return {rid} | {t.id for t in dag.nodes if t.inputs and all(u == rid and (p or "").startswith("late")
+                                                                for u, p in t.inputs)}
 
 
 def _what(dag, root: str) -> str:

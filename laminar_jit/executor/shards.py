@@ -80,7 +80,8 @@ from ..time.watermarks import to_units
 from .boundary import SinkBuffer, _to_arrow, column_view, readonly
 from .keyhash import key_groups, mix_column
 from .steps import ancestors
-from .core import DICTIONARY_BYTES
+from .core import DICTIONARY_BYTES, MetricsLayout
+from .partials import combine_partials
 from .plan import WINDOW_PIECE_ROWS, compile_plan
 from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_parallelism, shard_plan
 
@@ -143,7 +144,8 @@ class KeyShards:
                                  f"{next(a for a, *_, e in plan_.args if e)!r} as codes of a dictionary one "
                                  "executor does not keep, so its checkpoints would not restore at parallelism 1")
             for layout in [*plan_.sinks, *plan_.boundaries]:
-                if plan.merge[layout.sink][0] != "rows" and any(c.kind not in ("der", "code") for c in layout.columns):
+                if plan.merge[layout.sink][0] not in ("rows", "one") and any(
+                        c.kind not in ("der", "code") for c in layout.columns):
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
                 if (plan.merge[layout.sink][0] == "arrivals") != layout.arrivals:
                     raise ValueError(f"sink {layout.sink!r}: the step does not say where its join rows arrived")
@@ -196,6 +198,8 @@ class KeyShards:
         row_group = key_groups(b, keys, _GROUP_BITS) if keys and n else None
         if row_group is not None:  # rows per key group, from a sample (counting every row cost 5 % of a run)
             self.group_rows += np.bincount(row_group[::LOAD_SAMPLE], minlength=KEY_GROUPS)
+        elif source in self.plan.split and n:  # windows without a key, in two phases: by place in the batch
+            row_group = (np.arange(n, dtype=np.int64) * KEY_GROUPS // n).astype(np.uint8)
         if wm_rows is None:  # (a join's rows belong to the batch that emitted them)
             self._batches += 1
             if self._batches >= self._next_balance:
@@ -244,6 +248,11 @@ class KeyShards:
             k = plan.n_returns + 2 * j  # (a join's watermark is the least over the shards, as above)
             before, after = (np.min([r[k + x] for r in per_shard], axis=0) for x in (0, 1))
             pieces = np.sum([r[layout.offset + 1] for r in per_shard], axis=0)  # where each piece's rows start
+            if layout.sink in self.plan.combined:  # a window without a key: each window's partial results in one
+                made = rows.num_rows
+                rows, pieces = combine_partials(rows, ex.dag.node(layout.sink).bound.spec, pieces)
+                if commit:  # (counted by the shards as they emitted them)
+                    self._uncount(layout.node_id, made - rows.num_rows)
             for p in range(before.size):
                 if pieces[p + 1] == pieces[p] and p + 1 < before.size:
                     # a piece without rows only moves the watermark, and the next piece's does that further:
@@ -251,6 +260,14 @@ class KeyShards:
                     continue
                 st.watermarks[layout.node_id] = after[p]
                 self._run(layout.sink, rows.slice(pieces[p], pieces[p + 1] - pieces[p]), commit, int(before[p]))
+
+    def _uncount(self, nid: int, rows: int) -> None:
+        """Take back ``rows`` output rows of node ``nid`` from the metrics (partial results combined away)."""
+        layout = MetricsLayout(len(self.executor.dag.nodes))
+        offsets = self.executor.dag.routing.offsets
+        counters = self.executor._state.metrics.counters
+        counters[layout.index("rows_out", nid)] -= rows
+        counters[layout.index("events_routed")] -= rows * int(offsets[nid + 1] - offsets[nid])
 
     def _source_watermarks(self, root: str, b: pa.RecordBatch) -> np.ndarray:
         """The watermark of source ``root`` before each row of ``b`` and after its last, as one executor's step
@@ -319,7 +336,10 @@ class KeyShards:
             state = merged[nid] = node.op.new_state(node.bound)
             for shard in self.shards:
                 part = shard._state.operator_states[nid]
-                state.absorb(part, _keyed_slots(part), **_unkeyed(state, True))
+                if node.name in self.plan.combined:  # a window without a key: each shard holds part of a window
+                    state.combine(part, tuple(agg.kind for _, agg in node.bound.spec.aggs))
+                else:
+                    state.absorb(part, _keyed_slots(part), **_unkeyed(state, True))
         return merged
 
     def distribute(self, states: dict, watermarks: np.ndarray, idle: np.ndarray) -> None:
@@ -423,8 +443,10 @@ class KeyShards:
         bounds = np.stack([r[off + 1] for r in results]) + offsets[:-1, None]
         if how[0] == "rows":  # input rows passed on: by their position in the batch
             rows, dest = merge_positions(np.concatenate([result[off] for result in results]), offsets, b.num_rows)
-        elif how[0] in ("changes", "one"):  # a changelog: piece by piece, each shard's changes in its own order
-            # (a stage without a key: shard 0's rows, the others have none)
+        elif how[0] == "one":  # a stage without a key after an exchange: shard 0's rows, the others have none
+            rows = np.concatenate([result[off] for result in results]).astype(np.int64, copy=False)
+            dest = np.arange(rows.size, dtype=np.int64)
+        elif how[0] == "changes":  # a changelog: piece by piece, each shard's changes in its own order
             same = np.zeros(offsets[-1], np.int64)
             dest = merge_shards(same, same, _NO_ROWS, bounds, False, False)
             rows = None

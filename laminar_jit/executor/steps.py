@@ -9,6 +9,8 @@ checks all ask here.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from .._types import is_kernel_type
 from ..ops.group import GroupSpec
 from ..ops.keyed import KeyedSpec
@@ -16,7 +18,11 @@ from ..ops.ranked import RankedSpec
 from ..ops.stateless import ArrowMap
 from ..ops.windows import WindowSpec
 
-__all__ = ["ancestors", "boundary_nodes", "plan_nodes"]
+__all__ = ["COMBINED_AGGREGATES", "ancestors", "boundary_nodes", "plan_nodes", "two_phase", "two_phase_reason"]
+
+#: Aggregates whose per-shard results combine into one executor's exactly: counts add, integer sums add,
+#: minima and maxima compare (a float sum is left out: its rounding follows the order of the rows).
+COMBINED_AGGREGATES = ("count", "sum", "min", "max")
 
 
 def boundary_nodes(dag, sharded: bool = False) -> set[int]:
@@ -53,13 +59,49 @@ def boundary_nodes(dag, sharded: bool = False) -> set[int]:
                  or sharded and isinstance(getattr(node.bound, "spec", None), (KeyedSpec, GroupSpec, RankedSpec)))
              and _feeds_stateful(dag, node.id)}
     if sharded:
-        found |= {node.id for node in dag.nodes if _rekeyed(dag, node)}
+        found |= {node.id for node in dag.nodes if _rekeyed(dag, node) or two_phase(dag, node)}
     for nid in dag.execution_ids:  # (upstream first: an ArrowMap may read the rows of a boundary before it)
         node = dag.nodes[nid]
         if isinstance(node.op, ArrowMap) and not _reads_batch_columns(dag, node, found):
             (u, _), = node.inputs
             found.add(u)
     return found
+
+
+def two_phase(dag, node) -> bool:
+    """Whether key shards run stateful ``node`` in two phases (see :func:`two_phase_reason`)."""
+    return node.kind == "stateful" and isinstance(getattr(node.bound, "spec", None), WindowSpec) \
+        and not node.bound.spec.keys and two_phase_reason(dag, node) == ""
+
+
+def two_phase_reason(dag, node) -> str:
+    """Why key shards cannot run window ``node`` (one without a key) in two phases; empty when they can.
+
+    Two phases (Flink's local-global aggregation): every shard aggregates
+    its share of each batch's rows (dealt by position, not by key) into
+    windows of its own, and when a window fires, the shards' results are
+    combined into the window's one row before anything downstream sees it.
+    That gives one executor's results when the window is tumbling or
+    sliding, its aggregates are counts, integer sums, minima or maxima
+    (:data:`COMBINED_AGGREGATES`), and its rows come from sources through
+    stateless operators only (so every shard sees every row's watermark).
+    """
+    spec = node.bound.spec
+    if spec.kind not in ("tumbling", "sliding"):
+        return f"it is a {'TopN' if spec.kind == 'topn' else spec.kind} without a key"
+    schema = node.bound.input_schema
+    for name, agg in spec.aggs:
+        if agg.kind not in COMBINED_AGGREGATES or getattr(agg, "user", None) is not None:
+            return f"its aggregate {name!r} ({agg!r}) does not combine from per-shard results"
+        t = schema.field(agg.column).type if agg.column is not None else None
+        if t is not None and agg.kind != "count" and not (
+                pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t)
+                or (agg.kind != "sum" and pa.types.is_floating(t))):
+            return (f"its aggregate {name!r} ({agg!r}) is over a {t} column"
+                    + (" (a float sum's rounding follows the order of the rows)" if pa.types.is_floating(t) else ""))
+    if any(dag.nodes[a].kind != "source" and dag.nodes[a].kind != "stateless" for a in ancestors(dag, node.id)):
+        return "its rows come from another stateful operator"
+    return ""
 
 
 def _rekeyed(dag, node) -> bool:

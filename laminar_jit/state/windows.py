@@ -274,6 +274,43 @@ class WindowState(KeyedEntries):
             aux[1] = min(aux[1], src_aux[1])
             aux[2] = max(aux[2], src_aux[2])
 
+    def combine(self, src: "WindowState", kinds: tuple[str, ...]) -> None:
+        """Add the entries of ``src`` (another shard's of a window without a key, run in two phases) to this state.
+
+        An entry of a (key, window or pane) this state holds too combines
+        with it as pane merging does: counts and sums add, a minimum or
+        maximum keeps the better value (NaN above every number); the others
+        are copied in (:meth:`absorb`).
+
+        Parameters
+        ----------
+        src : WindowState
+            A state of the same operator.
+        kinds : tuple of str
+            Each aggregate's kind: ``"count"``, ``"sum"``, ``"min"`` or ``"max"``.
+        """
+        slots = src.table.live_slots().astype(np.int64)
+        here = np.array([self.table.find(int(k0), int(k1)) for k0, k1 in src.table.keys[slots]], np.int64)
+        held = here >= 0
+        d, s = here[held], slots[held]  # (one entry per window or pane: a few per key, and these have one key)
+        fields = {name: arr for name, arr, _ in self.fields}
+        theirs = {name: arr for name, arr, _ in src.fields}
+        for j, kind in enumerate(kinds):
+            n, their_n = fields[f"a{j}_n"], theirs[f"a{j}_n"]
+            if kind in ("min", "max"):
+                v = fields[f"a{j}_v"]
+                new, cur = theirs[f"a{j}_v"][s], v[d]
+                better = ((new < cur) | ((cur != cur) & (new == new)) if kind == "min"
+                          else (new > cur) | ((new != new) & (cur == cur)))
+                take = (their_n[s] > 0) & ((n[d] == 0) | better)
+                v[d[take]] = new[take]
+            elif kind == "sum":
+                fields[f"a{j}_acc"][d] += theirs[f"a{j}_acc"][s]
+            elif kind != "count":
+                raise ValueError(f"aggregate kind {kind!r} does not combine from two states")
+            n[d] += their_n[s]
+        self.absorb(src, slots[~held])
+
     def _absorb_sets(self, src: "WindowState", remap: np.ndarray, new: np.ndarray) -> None:
         """Copy the distinct values of the moved entries (``remap``: src slot -> slot here) into this state's sets."""
         heads = {name: arr for name, arr, _ in self.fields}
