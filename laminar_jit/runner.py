@@ -140,7 +140,7 @@ class RunStats:
 def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: int | None = None,
         checkpoint_interval: float | None = None, keep: int = 3, progress: bool = True,
         parallelism: int | str = 1, partitions: int | None = None, cluster: str | None = None,
-        address: str | None = None, max_restarts: int = 3) -> RunStats:
+        address: str | None = None, max_restarts: int = 3, two_phase: bool = False) -> RunStats:
     """Run ``dag`` over ``sources`` into ``sinks`` until the sources are exhausted.
 
     With a ``checkpoint_dir`` the run is restartable and its exactly-once
@@ -179,6 +179,10 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         process may use. Output, late rows and checkpoints are those of
         ``parallelism=1``, so a run may resume at another parallelism. In a
         partitioned run: the key shards of each partition.
+    two_phase : bool, default False
+        With ``parallelism > 1``, run windows without a key in every shard,
+        their results combined as they fire (see
+        :class:`~laminar_jit.DagExecutor`); single-process runs only.
     partitions : int, optional
         Run on ``partitions`` Ray actors, each owning the state of one key
         range, fed by as many readers of source shards
@@ -268,9 +272,12 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     except ValueError as exc:
         raise ValueError(f"run: {exc}") from None
     if partitions is not None or cluster is not None or address is not None:
+        if two_phase:
+            raise ValueError("run: two_phase=True runs windows without a key in the key shards of one process; "
+                             "a partitioned run deals rows to partitions by key, so drop two_phase or partitions")
         return _run_partitioned(dag, sources, sinks, checkpoint_dir, checkpoint_every, checkpoint_interval, keep,
                                 partitions, parallelism, cluster, address, max_restarts, t0)
-    ex = DagExecutor(dag, parallelism=parallelism)
+    ex = DagExecutor(dag, parallelism=parallelism, two_phase=two_phase)
     store = CheckpointStore(Path(checkpoint_dir), keep) if checkpoint_dir is not None else None
     try:
         return _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, progress, t0)

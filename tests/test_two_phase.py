@@ -174,3 +174,19 @@ def test_what_does_not_combine_runs_in_one_executor_and_says_why():
     want, want_metrics = _run(chained, 1, steps)
     got, got_metrics = _run(chained, 2, steps)
     assert _same(got["out"], want["out"]) and got_metrics == want_metrics
+
+
+def test_run_takes_two_phase_in_one_process_only():
+    dag = _DAGS["tumbling"]
+    batches = events(2000, 9).to_batches(max_chunksize=300)
+    outputs = []
+    for opts in ({}, {"parallelism": 2, "two_phase": True}):
+        sinks = {name: lj.io.MemorySink() for name in ("all", "busy_windows", "late")}
+        stats = lj.run(dag, {"bids": batches}, sinks, progress=False, **opts)
+        assert stats.shards == opts.get("parallelism", 1)
+        outputs.append({name: sink.table() for name, sink in sinks.items()})
+    for name, want in outputs[0].items():
+        assert _same(outputs[1][name], want), name
+    with pytest.raises(ValueError, match="two_phase"):
+        lj.run(dag, {"bids": batches}, {name: lj.io.MemorySink() for name in ("all", "busy_windows", "late")},
+               partitions=2, two_phase=True, progress=False)

@@ -51,7 +51,10 @@ copy entries with ``WindowState.absorb``. A kernel that raises takes the call
 back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`).
 
 A DAG can be sharded when every stateful operator has a key (or is in a
-stage of operators without one after an exchange) and is a
+stage of operators without one after an exchange, or, with ``two_phase=True``,
+is a window without a key over a source's rows: every shard aggregates its
+share of each batch, dealt by place, and the shards' results of a window are
+combined as it fires, :mod:`.partials`) and is a
 window, Dedup, TopN, GroupAggregate, keyed kernel or join, fed from its
 stage's root (a source, or a
 join whose rows feed stateful operators) through stateless operators (and
