@@ -11,6 +11,8 @@ restore at another parallelism.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -147,6 +149,28 @@ def test_partial_results_combine_per_window_end_within_each_piece():
     assert np.isnan(high[0]) and high[1] is None  # a maximum keeps it; no shard's value: null
     got, pieces = combine_partials(rows, spec, np.array([0, 2, 4, 5], np.int64))
     assert pieces.tolist() == [0, 1, 2, 3] and got.to_pydict()["n"] == [5, 5, 5]
+
+
+def test_minima_and_maxima_of_dates_times_and_booleans_combine_in_their_types():
+    spec = SimpleNamespace(aggs=tuple((name, agg) for name, agg in [
+        ("d_lo", lj.min("d")), ("d_hi", lj.max("d")), ("t_lo", lj.min("t")), ("b_hi", lj.max("b")),
+        ("b_lo", lj.min("b")), ("at", lj.max("at"))]))
+    days = pa.array([3, None, 1, 9], pa.int32()).cast(pa.date32())
+    rows = pa.RecordBatch.from_pydict({
+        "window_end": pa.array([10, 10, 20, 20], pa.timestamp("ms")),
+        "d_lo": days, "d_hi": days,
+        "t_lo": pa.array([5, 4, None, None], pa.int32()).cast(pa.time32("s")),
+        "b_hi": pa.array([False, True, None, False]), "b_lo": pa.array([False, True, None, False]),
+        "at": pa.array([7, 2, 5, None], pa.int64()).cast(pa.timestamp("us")),
+    })
+    got, _ = combine_partials(rows, spec, np.array([0, 4], np.int64))
+    assert got.schema.equals(rows.schema)
+    want = rows.take(pa.array([0, 2])).to_pydict()
+    got = got.to_pydict()
+    assert got["d_lo"] == [want["d_lo"][0], want["d_lo"][1]] and got["d_hi"] == [want["d_hi"][0], rows.column("d_hi")[3].as_py()]
+    assert got["t_lo"] == [rows.column("t_lo")[1].as_py(), None]
+    assert got["b_hi"] == [True, False] and got["b_lo"] == [False, False]
+    assert got["at"] == [rows.column("at")[0].as_py(), rows.column("at")[2].as_py()]
 
 
 def test_what_does_not_combine_runs_in_one_executor_and_says_why():

@@ -58,7 +58,9 @@ def _combined(col: pa.Array, kind: str | None, starts: np.ndarray) -> pa.Array:
     if kind is None:
         return col.take(pa.array(starts))
     t = col.type
-    numbers = pa.int8() if pa.types.is_boolean(t) else pa.int64() if pa.types.is_temporal(t) else t
+    # (booleans as int8, times as the integers they are stored as: date32 and time32 in 32 bits)
+    numbers = (pa.int8() if pa.types.is_boolean(t) else (pa.int32() if t.bit_width == 32 else pa.int64())
+               if pa.types.is_temporal(t) else t)
     values = col.cast(numbers) if numbers != t else col
     data = np.frombuffer(values.buffers()[1], numbers.to_pandas_dtype(), len(values),
                          values.offset * np.dtype(numbers.to_pandas_dtype()).itemsize)
