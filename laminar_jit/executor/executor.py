@@ -66,11 +66,11 @@ class DagExecutor:
         anything downstream reads it. Its aggregates must be counts, integer
         sums, minima or maxima (they combine exactly; a float sum's rounding
         would follow the shards). Off by default: on the 2-vCPU machine it was
-        measured on, two shards took 1.8x longer than one executor on a
+        measured on, two shards took 1.7-2.9x as long as one executor on a
         window of four such aggregates (the exchange costs about 0.6 ms per
-        65,536-row batch, more than that window's step) and as long with a
-        heavy kernel before the window; without it, such a DAG runs in one
-        executor (see :attr:`shards_note`).
+        65,536-row batch, more than that window's step) and about as long
+        with a heavy kernel before the window; without it, such a DAG runs
+        in one executor (see :attr:`shards_note`).
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL); the calling thread runs
