@@ -236,6 +236,28 @@ def test_watermarks_and_late_rows_are_decided_on_the_whole_batch():
     assert got_metrics[1] == want_metrics[1] == 2
 
 
+def test_a_window_ending_its_stage_keeps_its_late_rows_and_its_rows_reach_sinks_of_the_next():
+    # counts per auction (late rows to a side output: rows of the source's stage) feed the top count of all
+    # (shard 0's stage), and a sink of that stage reads the counts' columns as they came
+    dag = (_source(lj.DagBuilder())
+           .operator("per", lj.TumblingWindow(SIZE, key="auction", aggs={"n": lj.count()}, allowed_lateness=20,
+                                              late="side_output", late_sink="late"))
+           .operator("busy", lj.Filter(lambda n: n > 1))
+           .operator("renamed", lj.Project({"starttime": "window_start", "endtime": "window_end",
+                                            "auction": "auction", "n": "n"}))
+           .operator("top", lj.TopN(1, by="n", window=SIZE, allowed_lateness=SIZE + 100, ties=True))
+           .connect("bids", "per").connect("per", "busy").connect("busy", "renamed").connect("renamed", "top")
+           .sink_for("top", "out").sink_for("busy", "busy_counts").build())
+    steps = _steps(dag, events(2000, 5), 5)  # disorder beyond the delay and lateness: late rows
+    want, want_metrics, _ = _drive(dag, 1, steps)
+    for shards in (2, 3):
+        got, got_metrics, _ = _drive(dag, shards, steps)
+        assert want["late"].num_rows > 0 and want["busy_counts"].num_rows > 0
+        for sink in want:
+            assert _same(got[sink], want[sink]), sink
+        assert got_metrics == want_metrics
+
+
 def test_what_cannot_be_sharded_runs_as_one_executor_and_says_why(caplog):
     b = _source(lj.DagBuilder())
     keyless = b.operator("w", lj.TumblingWindow(SIZE, aggs={"n": lj.count()})).connect("bids", "w") \
