@@ -358,6 +358,12 @@ class SinkBuffer:
         off = layout.offset
         src, recipe, tail = self._recipe(layout)
         taken = None
+        if src and not layout.take_columns and all(_gathered(r, layout) for _, r in parts):
+            # every step gathered the source columns (large batches, a few rows kept: a selective filter):
+            # their arrays, as the derived columns, instead of an Arrow take per batch (Nexmark q2: 3 of 21 ms)
+            src, tail = [], None
+            recipe = [("der", col.pos, f.type, _numeric_dtype(f.type)) if kind == "col" else (kind, pos, t, target)
+                      for f, col, (kind, pos, t, target) in zip(layout.schema, layout.columns, recipe)]
         if src:  # a batch that holds exactly these columns needs no select
             batches = [as_batch(b) for b, _ in parts]
             taken = _take_rows([(b if b.schema.names == src else b.select(src), r[off], r[off + 1])
@@ -462,6 +468,13 @@ def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.Recor
     starts = np.cumsum([0] + [b.num_rows for b, _, _ in parts[:-1]])
     rows = np.concatenate([r + s for (_, r, _), s in zip(parts, starts)]).astype(np.int64)
     return pa.concat_batches([b for b, _, _ in parts]).take(pa.array(rows))
+
+
+def _gathered(r: tuple, layout) -> bool:
+    """Whether the step result ``r`` holds the gathered rows of every source column of ``layout`` (not so when
+    the selection is the identity or the batch was small: those the boundary takes from the batch)."""
+    rows, identity = r[layout.offset], r[layout.offset + 1]
+    return not identity and all(len(r[c.pos]) == len(rows) for c in layout.columns if c.kind == "src")
 
 
 def _or_none(valid: np.ndarray):
