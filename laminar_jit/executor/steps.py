@@ -52,7 +52,9 @@ def boundary_nodes(dag, sharded: bool = False) -> set[int]:
     (another key, or none). Their rows leave the step as a join's do, so the
     shards can deal them out again by the key of the operators they feed (an
     exchange). They carry the node's watermark from before the step (or
-    piece), in the step and in the next alike.
+    piece), in the step and in the next alike. So does a window without a key
+    that key shards may run in two phases (:func:`two_phase`): its shards'
+    partial results are combined between the two steps.
     """
     found = {node.id for node in dag.nodes if getattr(node.op, "between_steps", False)
              or (getattr(node.op, "ports", None) is not None
