@@ -193,13 +193,14 @@ def test_corrupted_cache_entry_falls_back_to_a_fresh_compile(tmp_path):
 WINDOW_SCRIPT = textwrap.dedent("""
     import json, sys, numpy as np, pyarrow as pa, laminar_jit as lj
 
-    cut = float(sys.argv[1])
+    cut, filters = float(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
     schema = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("x", pa.float64())])
     keep = eval(f"lambda x: x > {cut}")  # a new kernel, so a new plan, in every run
-    dag = (lj.DagBuilder().source("s", schema, event_time="ts")
-           .operator("f", lj.Filter(keep))
-           .operator("w", lj.TumblingWindow(size=10, key="k", aggs={"n": lj.count(), "hi": lj.max("x")}))
-           .connect("s", "f").connect("f", "w").sink_for("w", "out").build())
+    b = lj.DagBuilder().source("s", schema, event_time="ts")
+    for i in range(filters):  # more filters: the window is another node id
+        b = b.operator(f"f{i}", lj.Filter(keep)).connect(f"f{i - 1}" if i else "s", f"f{i}")
+    dag = (b.operator("w", lj.TumblingWindow(size=10, key="k", aggs={"n": lj.count(), "hi": lj.max("x")}))
+           .connect(f"f{filters - 1}", "w").sink_for("w", "out").build())
     ex = lj.DagExecutor(dag)
     ex.process_batch("s", {"ts": np.array([1, 2, 12, 15]), "k": np.array([1, 1, 2, 1]),
                            "x": np.array([1.0, 5.0, 3.0, 4.0])})
@@ -221,8 +222,9 @@ def test_a_new_plan_loads_the_helpers_no_kernel_reaches_from_the_cache(tmp_path)
                LAMINAR_JIT_PROGRESS="0")
     import json
 
-    def run(cut):
-        done = subprocess.run([sys.executable, "-W", "always", "-c", WINDOW_SCRIPT, str(cut)], capture_output=True,
+    def run(cut, filters=1):
+        done = subprocess.run([sys.executable, "-W", "always", "-c", WINDOW_SCRIPT, str(cut), str(filters)],
+                              capture_output=True,
                               text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
@@ -237,6 +239,10 @@ def test_a_new_plan_loads_the_helpers_no_kernel_reaches_from_the_cache(tmp_path)
     assert [(r["window_start"], r["k"], r["n"]) for r in second["rows"]] == [(0, 1, 1), (10, 1, 1), (10, 2, 1)]
     shared = list((tmp_path / "plans").glob("s_*.py"))
     assert sorted("_fire(" in f.read_text() for f in shared) == [False, True]
+    # the same window behind two filters is node 3, not 2: its helpers' texts leave the id out, so they are shared
+    moved, _ = run(2.0, filters=2)
+    assert moved["shared_misses"] == 0 and moved["shared_hits"] == 2 and moved["rows"] == second["rows"]
+    assert len(list((tmp_path / "plans").glob("s_*.py"))) == 2
     for f in tmp_path.rglob("s_*.nb[ci]"):
         f.write_bytes(f.read_bytes()[:100])
     third, stderr = run(3.0)

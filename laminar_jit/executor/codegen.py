@@ -84,7 +84,7 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
         node = dag.nodes[nid]
         if node.kind == "source":
             b = _source(gen, node)
-            gen.emit(f"{gen.metric('rows_in', nid)} += {size_of(b.sel)}")
+            gen.count_in(nid, size_of(b.sel), processed=False, skipped=False)
             out[nid] = b
             _route(gen, nid, b.sel)
             continue
@@ -101,9 +101,7 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
                 port_ups = [out[u] for u, p in node.inputs if p == port and u in out]
                 if port_ups:
                     bports[port] = _fan_in(gen, node, port_ups)
-            rows_in = " + ".join(size_of(pb.sel) for pb in bports.values())
-            gen.emit(f"{gen.metric('rows_in', nid)} += {rows_in}")
-            gen.emit(f"{gen.metric('events_processed')} += {rows_in}")
+            gen.count_in(nid, " + ".join(size_of(pb.sel) for pb in bports.values()), skipped=False)
             joined, _ = generator_for(node.op)(gen, node, bports)
             for port, late_rows in gen.join_late.pop(nid, {}).items():
                 late[(nid, f"late_{port}")] = late_rows
@@ -120,17 +118,16 @@ def generate(dag, source: str, sharded: bool = False) -> Gen:
             continue
         gen.emit(f"# --- node {nid} ({node.kind})")
         b = _fan_in(gen, node, ups)
-        gen.emit(f"{gen.metric('rows_in', nid)} += {size_of(b.sel)}")
         if node.kind == "sink":
+            gen.emit(f"{gen.metric('rows_in', nid)} += {size_of(b.sel)}")
             gen.emit(f"{gen.metric('rows_out', nid)} += {size_of(b.sel)}")
             _sink(gen, node, b)
             continue
-        gen.emit(f"{gen.metric('events_processed')} += {size_of(b.sel)}")
-        if getattr(node.op, "between_steps", False):
+        between = getattr(node.op, "between_steps", False)
+        gen.count_in(nid, size_of(b.sel), skipped=not between)
+        if between:
             _leave_step(gen, node, b)
             continue
-        gen.emit(f"if {size_of(b.sel)} == 0:")
-        gen.emit(f"{gen.metric('nodes_skipped')} += 1", 2)
         nb, late_rows = generator_for(node.op)(gen, node, b)
         if late_rows is not None:
             late[(nid, "late")] = late_rows
@@ -193,11 +190,8 @@ def _source(gen: Gen, node) -> Binding:
 
 def _route(gen: Gen, nid: int, sel: str) -> None:
     # The step follows the routing table: per-edge counts come from ``offsets``.
-    gen.emit(f"{gen.metric('rows_out', nid)} += {size_of(sel)}")
-    gen.emit(f"deg = offsets[{nid + 1}] - offsets[{nid}]")
-    gen.emit(f"{gen.metric('events_routed')} += {size_of(sel)} * deg")
-    gen.emit(f"if deg > 1 and {size_of(sel)} > 0:")
-    gen.emit(f"{gen.metric('multicast_publishes')} += 1", 2)
+    gen.emit(f"count_out(metrics, offsets, np.int64({nid}), {size_of(sel)}, {gen.slot('rows_out', nid)}, "
+             f"{gen.slot('events_routed')}, {gen.slot('multicast_publishes')})")
 
 
 # ----------------------------------------------------------------------------- operators

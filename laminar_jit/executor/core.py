@@ -236,6 +236,17 @@ class Gen:
         """The step's expression of counter ``name`` (of node id ``node``, or global); see :class:`MetricsLayout`."""
         return f"metrics[{MetricsLayout(len(self.dag.nodes)).index(name, node)}]"
 
+    def slot(self, name: str, node: int | None = None) -> str:
+        """Counter ``name``'s position as an int64 argument of a kernel (``-1``: a counter the call skips)."""
+        k = -1 if name is None else MetricsLayout(len(self.dag.nodes)).index(name, node)
+        return f"np.int64({k})"
+
+    def count_in(self, nid: int, rows: str, processed: bool = True, skipped: bool = True) -> None:
+        """Count ``rows`` arriving at node ``nid`` (and in ``events_processed``; ``nodes_skipped`` if none)."""
+        self.emit(f"count_in(metrics, {rows}, {self.slot('rows_in', nid)}, "
+                  f"{self.slot('events_processed' if processed else None)}, "
+                  f"{self.slot('nodes_skipped' if skipped else None)})")
+
     def setting(self, value: int) -> str:
         """The step's expression reading ``value`` at run time (``settings[k]``)."""
         self.settings.append(int(value))
@@ -344,21 +355,16 @@ def propagate_watermark(gen: Gen, node, into: str | None = None) -> None:
 
     It goes to ``wm[node]`` and the node's idle flag, or only to ``into`` (a
     join keeps its input watermark in its state and holds its output back);
-    the step's ``active`` then says whether any input is active.
+    the step's ``active`` then says whether any input is active. The work is
+    a kernel call (``kernels/counters.py``), not generated lines.
     """
-    nid = node.id
-    target = into or f"wm[{nid}]"
-    gen.emit("w = WM_MAX")
-    gen.emit("active = False")
-    for u, _ in node.inputs:
-        gen.emit(f"if not idle[{u}]:")
-        gen.emit("active = True", 2)
-        gen.emit(f"if wm[{u}] < w:", 2)
-        gen.emit(f"w = wm[{u}]", 3)
-    gen.emit(f"if active and w > {target}:")
-    gen.emit(f"{target} = w", 2)
+    inputs = f"({''.join(f'np.int64({u}), ' for u, _ in node.inputs)})"
     if into is None:
-        gen.emit(f"idle[{nid}] = not active")
+        gen.emit(f"active = propagate_watermark(wm, idle, {inputs}, np.int64({node.id}))")
+        return
+    gen.emit(f"w, active = inputs_watermark(wm, idle, {inputs})")
+    gen.emit(f"if active and w > {into}:")
+    gen.emit(f"{into} = w", 2)
 
 
 def concat(parts: list[str]) -> str:

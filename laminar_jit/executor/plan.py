@@ -56,7 +56,7 @@ from .codegen import generate
 from .steps import ancestors, boundary_nodes, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, SOURCE_WMS, Gen, SinkLayout
 from .inlining import inline_calls
-from .shared import load_shared, split_shared
+from .shared import SCHEME as SHARED_SCHEME, load_shared, split_shared
 
 try:
     import fcntl
@@ -210,7 +210,8 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
 
     args = [(name, dtype(name), name in gen.kernel_reads or name in gen.encoded, name in gen.encoded)
             for name in gen.src_args]
-    digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, *gen.fingerprints]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, SHARED_SCHEME,
+                                      *gen.fingerprints]).encode()).hexdigest()[:32]
     signature = _signature(gen, dag, source, args)
     compile_seconds = 0.0
     with _MEMO_LOCK:
@@ -299,6 +300,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push

@@ -9,7 +9,9 @@ different lambdas and the same window write it identically.
 
 :func:`split_shared` moves each helper that reads no user kernel and no other
 helper of the plan into a module of its own, named by the digest of its text
-(``s_<digest>.py`` beside the plans), and leaves a comment in the plan. The
+(``s_<digest>.py`` beside the plans; the text with the node's id written as
+``N``, so the same operator at another node of another DAG shares it), and
+leaves a comment in the plan. The
 plan module is given the helper as a global before it runs, as it is given the
 user's kernels. A new DAG of operator kinds already compiled then compiles
 only what its kernels touch: its type inference and machine code for the
@@ -21,10 +23,17 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
+import re
 import threading
+import tokenize
 from dataclasses import dataclass
 
-__all__ = ["SharedHelper", "load_shared", "split_shared"]
+__all__ = ["SCHEME", "SharedHelper", "load_shared", "split_shared"]
+
+#: How helpers are cut out and named; part of every plan's digest, since a cached plan refers to its
+#: helpers' modules by name (a plan cached under another scheme would look for modules no longer written).
+SCHEME = "node ids as N"
 
 _SHARED_HEADER = '''"""A plan helper shared by every plan that writes it (see laminar_jit.executor.shared). Do not edit."""
 import numpy as np
@@ -37,12 +46,14 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 @dataclass(frozen=True)
 class SharedHelper:
-    """One helper moved out of a plan: the global ``name`` is ``module``'s function of that name."""
+    """One helper moved out of a plan: the plan's global ``name`` is ``module``'s function ``attr``."""
 
     name: str
     #: Module name in the plan cache, ``s_<digest>`` (the digest covers the text and what it links).
     module: str
     text: str
+    #: The function's name in ``module``: ``name`` with the node id left out (see :func:`_without_node_id`).
+    attr: str = ""
 
 
 _LOCK = threading.Lock()
@@ -84,15 +95,44 @@ def split_shared(text: str, local_names, stamps) -> tuple[str, list[SharedHelper
             continue
         first = node.decorator_list[0].lineno - 1
         needs = "".join(f"{bound[n]}\n" for n in sorted(names & bound.keys()))
-        body = "".join(lines[first:node.end_lineno])
+        body, attr = _without_node_id("".join(lines[first:node.end_lineno]), node.name, names & bound.keys())
         module_text = f"{_SHARED_HEADER}{needs}\n\n{body}"
         digest = hashlib.sha256("|".join([module_text, *stamps]).encode()).hexdigest()[:32]
-        helper = SharedHelper(node.name, f"s_{digest}", module_text)
+        helper = SharedHelper(node.name, f"s_{digest}", module_text, attr)
         helpers.append(helper)
         cut.append((first, node.end_lineno, f"# {node.name}: shared helper {helper.module}.py\n"))
     for first, end, note in reversed(cut):
         lines[first:end] = [note]
     return "".join(lines), helpers
+
+
+def _without_node_id(body: str, name: str, keep=frozenset()) -> tuple[str, str]:
+    """``body`` (one helper's text) and ``name`` with the id of the node it serves written as ``N``.
+
+    Generators name a node's helper and its state parameters by the node id
+    (``group_13_update(..., st13_keys, ...)``); the same operator at another place
+    in another DAG writes the same helper with another id. Without the id the two
+    texts are one, so its compiled code is shared. The names are local to the
+    helper (the plan binds its own name to the module's function) but for the
+    module-level names ``keep`` it reads, and the text is kept as it is if
+    leaving the id out would make two of its names one.
+    """
+    found = re.search(r"_(\d+)(?:_|$)", name)
+    if found is None:
+        return body, name
+    nid = found.group(1)
+    pattern = re.compile(rf"(?<![A-Za-z0-9])(st|[A-Za-z_]*_){nid}(?=_|$)")
+    tokens, seen = [], {}
+    for tok in tokenize.generate_tokens(io.StringIO(body).readline):
+        text = tok.string
+        if tok.type == tokenize.NAME and text not in keep:
+            text = pattern.sub(r"\1N", text)
+            if seen.setdefault(text, tok.string) != tok.string:
+                return body, name  # two names would become one
+        elif tok.type == tokenize.STRING:
+            text = text.replace(f"node {nid}", "node N")
+        tokens.append(tok._replace(string=text))
+    return tokenize.untokenize(tokens), pattern.sub(r"\1N", name)
 
 
 def load_shared(helpers: list[SharedHelper], write_and_import) -> tuple[dict[str, object], bool]:
@@ -105,6 +145,6 @@ def load_shared(helpers: list[SharedHelper], write_and_import) -> tuple[dict[str
             if entry is None:
                 entry = _LOADED[helper.module] = write_and_import(helper.text, helper.module)
         module, disk = entry
-        functions[helper.name] = getattr(module, helper.name)
+        functions[helper.name] = getattr(module, helper.attr or helper.name)
         cached &= disk
     return functions, cached

@@ -8,6 +8,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -263,77 +264,28 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0])
     if wm_after > wm[0]:
         wm[0] = wm_after
-    metrics[0] += n
-    metrics[1] += n
-    deg = offsets[1] - offsets[0]
-    metrics[22] += n * deg
-    if deg > 1 and n > 0:
-        metrics[23] += 1
+    count_in(metrics, n, np.int64(0), np.int64(-1), np.int64(-1))
+    count_out(metrics, offsets, np.int64(0), n, np.int64(1), np.int64(22), np.int64(23))
     # --- node 1 (stateless)
-    metrics[3] += n
-    metrics[21] += n
-    if n == 0:
-        metrics[24] += 1
+    count_in(metrics, n, np.int64(3), np.int64(21), np.int64(24))
     if n > 0:
         sel_1 = node_1(n, c1, c1_valid)
     else:
         sel_1 = empty(0, np.int32)
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if active and w > wm[1]:
-        wm[1] = w
-    idle[1] = not active
-    metrics[4] += sel_1.size
-    deg = offsets[2] - offsets[1]
-    metrics[22] += sel_1.size * deg
-    if deg > 1 and sel_1.size > 0:
-        metrics[23] += 1
+    active = propagate_watermark(wm, idle, (np.int64(0), ), np.int64(1))
+    count_out(metrics, offsets, np.int64(1), sel_1.size, np.int64(4), np.int64(22), np.int64(23))
     # --- node 2 (stateless)
-    metrics[6] += n
-    metrics[21] += n
-    if n == 0:
-        metrics[24] += 1
+    count_in(metrics, n, np.int64(6), np.int64(21), np.int64(24))
     if n > 0:
         sel_2 = node_2(n, c1, c1_valid)
     else:
         sel_2 = empty(0, np.int32)
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if active and w > wm[2]:
-        wm[2] = w
-    idle[2] = not active
-    metrics[7] += sel_2.size
-    deg = offsets[3] - offsets[2]
-    metrics[22] += sel_2.size * deg
-    if deg > 1 and sel_2.size > 0:
-        metrics[23] += 1
+    active = propagate_watermark(wm, idle, (np.int64(0), ), np.int64(2))
+    count_out(metrics, offsets, np.int64(2), sel_2.size, np.int64(7), np.int64(22), np.int64(23))
     # --- node 3 (stateless)
-    metrics[9] += sel_2.size
-    metrics[21] += sel_2.size
-    if sel_2.size == 0:
-        metrics[24] += 1
-    w = WM_MAX
-    active = False
-    if not idle[2]:
-        active = True
-        if wm[2] < w:
-            w = wm[2]
-    if active and w > wm[3]:
-        wm[3] = w
-    idle[3] = not active
-    metrics[10] += sel_2.size
-    deg = offsets[4] - offsets[3]
-    metrics[22] += sel_2.size * deg
-    if deg > 1 and sel_2.size > 0:
-        metrics[23] += 1
+    count_in(metrics, sel_2.size, np.int64(9), np.int64(21), np.int64(24))
+    active = propagate_watermark(wm, idle, (np.int64(2), ), np.int64(3))
+    count_out(metrics, offsets, np.int64(3), sel_2.size, np.int64(10), np.int64(22), np.int64(23))
     # --- node 4 (stateless)
     origin2 = concat(sel_1, sel_2)
     n_space1 = origin2.size
@@ -356,32 +308,13 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
         m23 = empty(0, np.bool_)
     sel_space3 = identity(n_space1)
     wm_rows24 = gather(wm_rows_0, origin2)
-    metrics[12] += sel_space3.size
-    metrics[21] += sel_space3.size
-    if sel_space3.size == 0:
-        metrics[24] += 1
+    count_in(metrics, sel_space3.size, np.int64(12), np.int64(21), np.int64(24))
     if sel_space3.size > 0:
         sel_4 = node_4(sel_space3, v22, m23, v20, m21)
     else:
         sel_4 = empty(0, np.int32)
-    w = WM_MAX
-    active = False
-    if not idle[1]:
-        active = True
-        if wm[1] < w:
-            w = wm[1]
-    if not idle[3]:
-        active = True
-        if wm[3] < w:
-            w = wm[3]
-    if active and w > wm[4]:
-        wm[4] = w
-    idle[4] = not active
-    metrics[13] += sel_4.size
-    deg = offsets[5] - offsets[4]
-    metrics[22] += sel_4.size * deg
-    if deg > 1 and sel_4.size > 0:
-        metrics[23] += 1
+    active = propagate_watermark(wm, idle, (np.int64(1), np.int64(3), ), np.int64(4))
+    count_out(metrics, offsets, np.int64(4), sel_4.size, np.int64(13), np.int64(22), np.int64(23))
     # --- node 5 (sink)
     metrics[15] += sel_4.size
     metrics[16] += sel_4.size

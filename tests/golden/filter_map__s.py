@@ -8,6 +8,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -99,54 +100,20 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     wm_after = source_watermark(c0, n, wm[0], settings[0])
     if wm_after > wm[0]:
         wm[0] = wm_after
-    metrics[0] += n
-    metrics[1] += n
-    deg = offsets[1] - offsets[0]
-    metrics[13] += n * deg
-    if deg > 1 and n > 0:
-        metrics[14] += 1
+    count_in(metrics, n, np.int64(0), np.int64(-1), np.int64(-1))
+    count_out(metrics, offsets, np.int64(0), n, np.int64(1), np.int64(13), np.int64(14))
     # --- node 1 (stateless)
-    metrics[3] += n
-    metrics[12] += n
-    if n == 0:
-        metrics[15] += 1
+    count_in(metrics, n, np.int64(3), np.int64(12), np.int64(15))
     if n > 0:
         sel_1 = node_1(n, c1, c1_valid)
     else:
         sel_1 = empty(0, np.int32)
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if active and w > wm[1]:
-        wm[1] = w
-    idle[1] = not active
-    metrics[4] += sel_1.size
-    deg = offsets[2] - offsets[1]
-    metrics[13] += sel_1.size * deg
-    if deg > 1 and sel_1.size > 0:
-        metrics[14] += 1
+    active = propagate_watermark(wm, idle, (np.int64(0), ), np.int64(1))
+    count_out(metrics, offsets, np.int64(1), sel_1.size, np.int64(4), np.int64(13), np.int64(14))
     # --- node 2 (stateless)
-    metrics[6] += sel_1.size
-    metrics[12] += sel_1.size
-    if sel_1.size == 0:
-        metrics[15] += 1
-    w = WM_MAX
-    active = False
-    if not idle[1]:
-        active = True
-        if wm[1] < w:
-            w = wm[1]
-    if active and w > wm[2]:
-        wm[2] = w
-    idle[2] = not active
-    metrics[7] += sel_1.size
-    deg = offsets[3] - offsets[2]
-    metrics[13] += sel_1.size * deg
-    if deg > 1 and sel_1.size > 0:
-        metrics[14] += 1
+    count_in(metrics, sel_1.size, np.int64(6), np.int64(12), np.int64(15))
+    active = propagate_watermark(wm, idle, (np.int64(1), ), np.int64(2))
+    count_out(metrics, offsets, np.int64(2), sel_1.size, np.int64(7), np.int64(13), np.int64(14))
     # --- node 3 (sink)
     metrics[9] += sel_1.size
     metrics[10] += sel_1.size

@@ -8,6 +8,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -204,38 +205,19 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     wm_after = source_wms[n]
     if wm_after > wm[0]:
         wm[0] = wm_after
-    metrics[0] += shard_rows.size
-    metrics[1] += shard_rows.size
-    deg = offsets[1] - offsets[0]
-    metrics[10] += shard_rows.size * deg
-    if deg > 1 and shard_rows.size > 0:
-        metrics[11] += 1
+    count_in(metrics, shard_rows.size, np.int64(0), np.int64(-1), np.int64(-1))
+    count_out(metrics, offsets, np.int64(0), shard_rows.size, np.int64(1), np.int64(10), np.int64(11))
     # --- node 1 (stateful)
-    metrics[3] += shard_rows.size
-    metrics[9] += shard_rows.size
-    if shard_rows.size == 0:
-        metrics[12] += 1
+    count_in(metrics, shard_rows.size, np.int64(3), np.int64(9), np.int64(12))
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if active and w > wm[1]:
-        wm[1] = w
-    idle[1] = not active
+    active = propagate_watermark(wm, idle, (np.int64(0), ), np.int64(1))
     okey_1, ots_1, o0_1, o1_1, opos_1, otie_1, ofirst_1 = keyed_1_update(shard_rows, c0, c0_valid, c1, c1_valid, c2, c2_valid, wm_rows_0, wm_before_0, cap_1, wm_before_1, wm[1], n, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
     m_1 = ots_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)
     okey_valid_1 = okey_1 != WM_MIN
-    metrics[4] += sel_1.size
-    deg = offsets[2] - offsets[1]
-    metrics[10] += sel_1.size * deg
-    if deg > 1 and sel_1.size > 0:
-        metrics[11] += 1
+    count_out(metrics, offsets, np.int64(1), sel_1.size, np.int64(4), np.int64(10), np.int64(11))
     # --- node 2 (sink)
     metrics[6] += sel_1.size
     metrics[7] += sel_1.size

@@ -8,6 +8,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -296,17 +297,10 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     wm_rows_0, wm_after = running_watermark(c0, n, wm[0], settings[0])
     if wm_after > wm[0]:
         wm[0] = wm_after
-    metrics[0] += n
-    metrics[1] += n
-    deg = offsets[1] - offsets[0]
-    metrics[13] += n * deg
-    if deg > 1 and n > 0:
-        metrics[14] += 1
+    count_in(metrics, n, np.int64(0), np.int64(-1), np.int64(-1))
+    count_out(metrics, offsets, np.int64(0), n, np.int64(1), np.int64(13), np.int64(14))
     # --- node 1 (stateful)
-    metrics[3] += n
-    metrics[12] += n
-    if n == 0:
-        metrics[15] += 1
+    count_in(metrics, n, np.int64(3), np.int64(12), np.int64(15))
     wm_before_1 = wm[1]
     cap_1 = WM_MAX
     late_1 = empty(n, np.int32)
@@ -314,24 +308,12 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     metrics[16] += n_late
     metrics[5] += n_late
     late_sel_1 = late_1[:n_late]
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if active and w > wm[1]:
-        wm[1] = w
-    idle[1] = not active
+    active = propagate_watermark(wm, idle, (np.int64(0), ), np.int64(1))
     ws_1, we_1, key_1, key_valid_1, r0_1, rv0_1, r1_1, rv1_1 = window_1_fire(wm[1], settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_start, st1_end, st1_next, st1_kbuckets, st1_kkeys, st1_kmeta, st1_kfree, st1_head, st1_a0_n, st1_a1_acc, st1_a1_n)
     m_1 = ws_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)
-    metrics[4] += sel_1.size
-    deg = offsets[2] - offsets[1]
-    metrics[13] += sel_1.size * deg
-    if deg > 1 and sel_1.size > 0:
-        metrics[14] += 1
+    count_out(metrics, offsets, np.int64(1), sel_1.size, np.int64(4), np.int64(13), np.int64(14))
     # --- node 2 (sink)
     metrics[6] += sel_1.size
     metrics[7] += sel_1.size

@@ -8,6 +8,7 @@ njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
 from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
+from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
 from laminar_jit.kernels.timers import grow, heap_pop, heap_push
@@ -237,15 +238,10 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     wm_rows_1, wm_after = running_watermark(c0, n, wm[1], settings[0])
     if wm_after > wm[1]:
         wm[1] = wm_after
-    metrics[3] += n
-    metrics[4] += n
-    deg = offsets[2] - offsets[1]
-    metrics[13] += n * deg
-    if deg > 1 and n > 0:
-        metrics[14] += 1
+    count_in(metrics, n, np.int64(3), np.int64(-1), np.int64(-1))
+    count_out(metrics, offsets, np.int64(1), n, np.int64(4), np.int64(13), np.int64(14))
     # --- node 2 (join)
-    metrics[6] += n
-    metrics[12] += n
+    count_in(metrics, n, np.int64(6), np.int64(12), np.int64(-1))
     wm_before_2 = wm[2]
     cap_2 = WM_MAX
     if not idle[0] and wm[0] < cap_2:
@@ -264,16 +260,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     metrics[16] += n_late_2
     metrics[8] += n_late_2
     late_sel_2_right = late_2_right[:n_late_2]
-    w = WM_MAX
-    active = False
-    if not idle[0]:
-        active = True
-        if wm[0] < w:
-            w = wm[0]
-    if not idle[1]:
-        active = True
-        if wm[1] < w:
-            w = wm[1]
+    w, active = inputs_watermark(wm, idle, (np.int64(0), np.int64(1), ))
     if active and w > st2_aux[1]:
         st2_aux[1] = w
     W_2 = (st2_aux[1] if (st2_aux[1] == WM_MAX or st2_aux[1] < WM_MIN + st2_params[2]) else st2_aux[1] - st2_params[2])
@@ -290,11 +277,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     m_2 = np_2
     sel_2 = identity(m_2)
     no_nulls_2 = empty(0, np.bool_)
-    metrics[7] += sel_2.size
-    deg = offsets[3] - offsets[2]
-    metrics[13] += sel_2.size * deg
-    if deg > 1 and sel_2.size > 0:
-        metrics[14] += 1
+    count_out(metrics, offsets, np.int64(2), sel_2.size, np.int64(7), np.int64(13), np.int64(14))
     # --- node 3 (sink)
     metrics[9] += sel_2.size
     metrics[10] += sel_2.size
