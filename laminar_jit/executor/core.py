@@ -236,8 +236,8 @@ class Gen:
         """The step's expression of counter ``name`` (of node id ``node``, or global); see :class:`MetricsLayout`."""
         return f"metrics[{MetricsLayout(len(self.dag.nodes)).index(name, node)}]"
 
-    def slot(self, name: str, node: int | None = None) -> str:
-        """Counter ``name``'s position as an int64 argument of a kernel (``-1``: a counter the call skips)."""
+    def slot(self, name: str | None, node: int | None = None) -> str:
+        """Counter ``name``'s position as an int64 argument of a kernel (``None``: -1, a counter the call skips)."""
         k = -1 if name is None else MetricsLayout(len(self.dag.nodes)).index(name, node)
         return f"np.int64({k})"
 
