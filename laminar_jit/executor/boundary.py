@@ -434,7 +434,7 @@ def gathered_column(dictionaries, batch, r: tuple, layout, f: pa.Field, col, tak
         return source if identity else source.take(pa.array(rows))
     if col.kind == "src" and identity:
         return batch.column(col.column)
-    if col.kind == "src" and len(r[col.pos]) != len(rows):  # a small batch's: the step left it to Arrow
+    if col.kind == "src" and not _step_gathered(r, layout, col):  # a small batch's: the step left it to Arrow
         return batch.column(col.column).take(pa.array(rows))
     if col.kind == "code":
         return dictionaries[col.dictionary].decode(r[col.pos], _or_none(r[col.pos + 1]))
@@ -471,10 +471,14 @@ def _take_rows(parts: list[tuple[pa.RecordBatch, np.ndarray, bool]]) -> pa.Recor
 
 
 def _gathered(r: tuple, layout) -> bool:
-    """Whether the step result ``r`` holds the gathered rows of every source column of ``layout`` (not so when
-    the selection is the identity or the batch was small: those the boundary takes from the batch)."""
-    rows, identity = r[layout.offset], r[layout.offset + 1]
-    return not identity and all(len(r[c.pos]) == len(rows) for c in layout.columns if c.kind == "src")
+    """Whether the step result ``r`` holds the gathered rows of every source column of ``layout``."""
+    return not r[layout.offset + 1] and all(_step_gathered(r, layout, c) for c in layout.columns if c.kind == "src")
+
+
+def _step_gathered(r: tuple, layout, col) -> bool:
+    """Whether the step gathered source column ``col``'s rows into ``r`` (not so when the selection is the
+    identity or the batch was small: those the boundary takes from the batch)."""
+    return not r[layout.offset + 1] and len(r[col.pos]) == len(r[layout.offset])
 
 
 def _or_none(valid: np.ndarray):
