@@ -223,6 +223,8 @@ class Gen:
     #: A key shard's step: its source rows are the selection ``SHARD_ROWS`` (a step
     #: argument) of the batch, not every row (see :mod:`.shards`).
     sharded: bool = False
+    #: ``(module, name)`` of library functions the generated functions call beyond the plan header's.
+    imports: set = field(default_factory=set)
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:

@@ -255,6 +255,10 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
         loop = f"for i in range(start, n):\n        p = i\n        {room}"
     else:
         loop = f"for j in range(start, sel.size):\n        i = sel[j]\n        p = j\n        {room}"
+    prefetching = kind != "asof" and len(key_cols) == 1  # (composite keys go through their level tables first)
+    if prefetching:
+        loop += _prefetch(gen, x, port, n, "iq = q" if dense else "iq = sel[q]", "n" if dense else "sel.size",
+                          value_code(key_cols[0], gen, b, names, "iq"), value_code(ts_col, gen, b, names, "iq"))
     params = ", ".join(["start"] + (["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "@STATE@", "late_out", "n_late", "out_l", "out_r",
                           *(["out_p"] if gen.sharded else []), "n_out"])
@@ -322,6 +326,7 @@ def join_{nid}_{port}({params}):
     """
     seq = {aux(n)}[0]
     {_locals(x, n, port)}
+    {f"pf = empty({PREFETCH_ROWS}, np.int64)" if prefetching else ""}
     {loop}
         t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
@@ -355,6 +360,48 @@ def join_{nid}_{port}({params}):
     gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid}_{port} = late_{nid}_{port}[:n_late_{nid}]")
     gen.join_late.setdefault(nid, {})[port] = replace(b, sel=f"late_sel_{nid}_{port}")
+
+
+#: Rows whose table entries and first partners a join update asks the memory for before it handles them.
+PREFETCH_ROWS = 16
+
+
+def _prefetch(gen, x: JoinSpec, port: str, n: dict, row: str, end: str, key: str, t: str) -> str:
+    """Lines at the top of a join update's row loop that, every :data:`PREFETCH_ROWS` rows, request what the
+    next rows will read: their buckets of the key table, then the slots those hold (key and list heads),
+    then the first row of the other side's list.
+
+    A key table and row store outgrow the caches (a regular join keeps every
+    row), and each row's lookups are a chain of dependent loads: asked for a
+    block at a time, the misses overlap instead of queueing (as
+    :func:`~laminar_jit.kernels.interning.intern_bytes` does for strings).
+    Only hints: what a row then does is unchanged.
+    """
+    gen.imports.update({("laminar_jit.kernels.memory", "prefetch"), ("laminar_jit.kernels.hashtable", "_home")})
+    other = n[_OTHER[port]]
+    heads, tb, tk = n["heads"], n["tb"], n["tk"]
+    bucket = "tq >> shift" if x.kind == "interval" else "((tq - offset) // size) * size + offset"
+    return f'''
+        if (p - start) % {PREFETCH_ROWS} == 0:
+            qe = min({end}, p + {PREFETCH_ROWS})
+            for q in range(p, qe):
+                {row}
+                tq = {t}
+                hq = _home(np.int64({key}), {bucket}, {tb}.size - 1)
+                pf[q - p] = hq
+                prefetch({tb}, hq)
+            for q in range(p, qe):
+                sq = {tb}[pf[q - p]]
+                pf[q - p] = sq
+                if sq >= 0:
+                    prefetch({tk}, 2 * sq)
+                    prefetch({heads}, 4 * sq)
+            for q in range(p, qe):
+                if pf[q - p] >= 0:
+                    oq = {heads}[pf[q - p], {_CHAIN[_OTHER[port]]}]
+                    if oq >= 0:
+                        prefetch({other['ts']}, oq)
+                        prefetch({other['nxt']}, oq)'''
 
 
 def aux(n: dict) -> str:

@@ -347,6 +347,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     if gen.sharded:
         parts.append(_shard_run(gen, args))
     text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
+    imports |= gen.imports
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
     head, sep, rest = text.partition("\nWM_MIN = ")
     return head + extra + sep + rest

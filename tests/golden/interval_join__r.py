@@ -20,6 +20,7 @@ from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitt
 from laminar_jit.kernels.hashtable import _home
 from laminar_jit.kernels.hashtable import _take_slot
 from laminar_jit.kernels.hashtable import ht_insert_at
+from laminar_jit.kernels.memory import prefetch
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -38,11 +39,32 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
     keep_null = st2_params[4] != 0
     semi = st2_params[9] != 0
     shift = st2_params[10]
+    pf = empty(16, np.int64)
     for i in range(start, n):
         p = i
         if n_out + st2_aux[4] + 1 > out_l.size:
             st2_aux[0] = seq
             return n_late, n_out, p
+        if (p - start) % 16 == 0:
+            qe = min(n, p + 16)
+            for q in range(p, qe):
+                iq = q
+                tq = v0[iq]
+                hq = _home(np.int64(v1[iq]), tq >> shift, st2_buckets.size - 1)
+                pf[q - p] = hq
+                prefetch(st2_buckets, hq)
+            for q in range(p, qe):
+                sq = st2_buckets[pf[q - p]]
+                pf[q - p] = sq
+                if sq >= 0:
+                    prefetch(st2_keys, 2 * sq)
+                    prefetch(st2_heads, 4 * sq)
+            for q in range(p, qe):
+                if pf[q - p] >= 0:
+                    oq = st2_heads[pf[q - p], 0]
+                    if oq >= 0:
+                        prefetch(st2_l_ts, oq)
+                        prefetch(st2_l_nxt, oq)
         t = v0[i]
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back

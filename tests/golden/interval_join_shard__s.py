@@ -20,6 +20,7 @@ from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitt
 from laminar_jit.kernels.hashtable import _home
 from laminar_jit.kernels.hashtable import _take_slot
 from laminar_jit.kernels.hashtable import ht_insert_at
+from laminar_jit.kernels.memory import prefetch
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -38,12 +39,33 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
     keep_null = st2_params[3] != 0
     semi = st2_params[9] != 0
     shift = st2_params[10]
+    pf = empty(16, np.int64)
     for j in range(start, sel.size):
         i = sel[j]
         p = j
         if n_out + st2_aux[9] + 1 > out_l.size:
             st2_aux[0] = seq
             return n_late, n_out, p
+        if (p - start) % 16 == 0:
+            qe = min(sel.size, p + 16)
+            for q in range(p, qe):
+                iq = sel[q]
+                tq = v0[iq]
+                hq = _home(np.int64(v1[iq]), tq >> shift, st2_buckets.size - 1)
+                pf[q - p] = hq
+                prefetch(st2_buckets, hq)
+            for q in range(p, qe):
+                sq = st2_buckets[pf[q - p]]
+                pf[q - p] = sq
+                if sq >= 0:
+                    prefetch(st2_keys, 2 * sq)
+                    prefetch(st2_heads, 4 * sq)
+            for q in range(p, qe):
+                if pf[q - p] >= 0:
+                    oq = st2_heads[pf[q - p], 2]
+                    if oq >= 0:
+                        prefetch(st2_r_ts, oq)
+                        prefetch(st2_r_nxt, oq)
         t = v0[i]
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back
