@@ -90,12 +90,12 @@ TOP_N = 3
 TOP_WINDOW_MS = 10_000
 
 
-def topn_dag() -> lj.StreamingDag:
-    """The three highest bids per auction per 10 s window."""
+def topn_dag(key: str | None = "auction") -> lj.StreamingDag:
+    """The three highest bids per auction (``key``; None: of all bids) per 10 s window."""
     return (lj.DagBuilder()
             .source(common.SOURCE, common.EVENT_SCHEMA, event_time="ts",
                     watermark=lj.BoundedOutOfOrderness(common.MAX_DISORDER_MS))
-            .operator("top", lj.TopN(TOP_N, by="price", key="auction", window=TOP_WINDOW_MS))
+            .operator("top", lj.TopN(TOP_N, by="price", key=key, window=TOP_WINDOW_MS))
             .connect(common.SOURCE, "top").sink_for("top", "out").build())
 
 

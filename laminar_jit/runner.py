@@ -180,8 +180,8 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
         ``parallelism=1``, so a run may resume at another parallelism. In a
         partitioned run: the key shards of each partition.
     two_phase : bool, default False
-        With ``parallelism > 1``, run windows without a key in every shard,
-        their results combined as they fire (see
+        With ``parallelism > 1``, run windows (and windowed TopNs) without a
+        key in every shard, their results combined as they fire (see
         :class:`~laminar_jit.DagExecutor`); single-process runs only.
     partitions : int, optional
         Run on ``partitions`` Ray actors, each owning the state of one key

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import laminar_jit as lj
 from conftest import split_table
 from helpers import SCHEMA, SIZE, bursts, events
-from laminar_jit.executor.partials import combine_partials
+from laminar_jit.executor.partials import combine_partials, combine_topn
 from laminar_jit.executor.shards import shard_plan
 
 #: Aggregates that combine exactly: counts, an integer sum (with nulls), minima and maxima of a float column
@@ -32,7 +32,19 @@ AGGS = {"n": lj.count(), "priced": lj.count("price"), "auctions": lj.sum("auctio
 
 
 def _dag(kind: str):
-    """A window of all rows (late rows to a side output), its results to one sink and, filtered, to another."""
+    """A window of all rows (late rows to a side output), its results to one sink and, filtered, to another.
+
+    ``topn``: the best three prices of each window with their ties (late rows to a side output), and the two
+    lowest auctions (nulls never ranked), their rows to two sinks.
+    """
+    if kind == "topn":
+        return (lj.DagBuilder()
+                .source("bids", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(max_delay=50))
+                .operator("cheap", lj.Filter(lambda price: price < 80.0)).connect("bids", "cheap")
+                .operator("best", lj.TopN(3, by="price", window=SIZE, ties=True, allowed_lateness=20,
+                                          late="side_output", late_sink="late")).connect("cheap", "best")
+                .operator("first", lj.TopN(2, by="auction", window=SIZE // 2, descending=False)).connect("cheap", "first")
+                .sink_for("best", "all").sink_for("first", "lowest").build())
     op = (lj.TumblingWindow(SIZE, aggs=AGGS, allowed_lateness=20, late="side_output", late_sink="late")
           if kind == "tumbling" else lj.SlidingWindow(SIZE, SIZE // 4, aggs=AGGS))
     return (lj.DagBuilder()
@@ -43,11 +55,15 @@ def _dag(kind: str):
             .sink_for("w", "all").sink_for("busy", "busy_windows").build())
 
 
-_DAGS = {kind: _dag(kind) for kind in ("tumbling", "sliding")}
+_DAGS = {kind: _dag(kind) for kind in ("tumbling", "sliding", "topn")}
 
 
 def _steps(table: pa.Table, seed: int) -> list:
     rng = np.random.default_rng(seed)
+    if seed % 3 == 0:  # prices in four values: many rows tie a window's best
+        price = table.column("price")
+        coarse = np.floor(price.to_numpy(zero_copy_only=False) / 25.0)  # (NaN stays NaN: never ranked)
+        table = table.set_column(2, "price", pa.array(coarse, mask=price.is_null().to_numpy(zero_copy_only=False)))
     steps = []
     for b in split_table(table, list(rng.integers(0, table.num_rows + 1, 14)) + [5, 5, 6]):
         steps.append(("bids", b))
@@ -151,6 +167,28 @@ def test_partial_results_combine_per_window_end_within_each_piece():
     assert pieces.tolist() == [0, 1, 2, 3] and got.to_pydict()["n"] == [5, 5, 5]
 
 
+@pytest.mark.parametrize("ties", [True, False])
+def test_the_shards_best_rows_of_a_window_are_ranked_again_by_value_then_arrival(ties):
+    spec = SimpleNamespace(by="price", topn=2, ties=ties, descending=True)
+    # two window ends; the shards' rows of each one after the other, arrival numbers in "rank"
+    rows = pa.RecordBatch.from_pydict({
+        "window_end": pa.array([10, 10, 10, 10, 10, 20, 20, 20], pa.timestamp("ms")),
+        "rank": pa.array([4, 9, 2, 7, 8, 5, 3, 6], pa.int64()),
+        "price": pa.array([5.0, 3.0, 5.0, 3.0, 1.0, 2.0, 2.0, 9.0]),
+        "ch": ["a", "b", "c", "d", "e", "f", "g", "h"]})
+    got, pieces = combine_topn(rows, spec, np.array([0, 8], np.int64))
+    got = got.to_pydict()
+    if ties:  # window 10: the two fives (arrivals 2, 4), no further row ties the second; window 20: 9, then both twos
+        assert got["ch"] == ["c", "a", "h", "g", "f"] and got["rank"] == [1, 1, 1, 2, 2]
+    else:
+        assert got["ch"] == ["c", "a", "h", "g"] and got["rank"] == [1, 2, 1, 2]
+    assert pieces.tolist() == [0, len(got["ch"])]
+    # rows of one window end in two pieces are ranked within each piece
+    got, pieces = combine_topn(rows, spec, np.array([0, 2, 8], np.int64))
+    assert got.to_pydict()["ch"][:2] == ["a", "b"] and pieces.tolist()[:2] == [0, 2]
+    assert got.column("rank").type == pa.int64() and got.schema.equals(rows.schema)
+
+
 def test_minima_and_maxima_of_dates_times_and_booleans_combine_in_their_types():
     spec = SimpleNamespace(aggs=tuple((name, agg) for name, agg in [
         ("d_lo", lj.min("d")), ("d_hi", lj.max("d")), ("t_lo", lj.min("t")), ("b_hi", lj.max("b")),
@@ -185,7 +223,7 @@ def test_what_does_not_combine_runs_in_one_executor_and_says_why():
     for op, why in [(lj.TumblingWindow(SIZE, aggs={"s": lj.sum("price")}), "rounding follows the order"),
                     (lj.TumblingWindow(SIZE, aggs={"m": lj.mean("auction")}), "does not combine"),
                     (lj.SessionWindow(100, aggs={"n": lj.count()}), "session without a key"),
-                    (lj.TopN(1, by="price", window=SIZE), "TopN without a key")]:
+                    (lj.TopN(1, by="price", window=None), "it is not a window")]:
         ex = lj.DagExecutor(keyless(op), parallelism=2, two_phase=True)
         assert ex.shards == 1 and why in ex.shards_note, ex.shards_note
     # a window without a key behind another stateful operator: its stage runs in shard 0 (an exchange)

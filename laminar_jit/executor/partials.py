@@ -1,5 +1,7 @@
 """Two-phase windows without a key: the shards' results of one window combined into its one row.
 
+(A TopN without a key: the shards' best rows of a window ranked again, :func:`combine_topn`.)
+
 Key shards run a tumbling or sliding window without a key in every shard,
 each over its share of the batch's rows (:func:`.steps.two_phase`). When a
 window fires, every shard that saw rows of it emits a row of partial
@@ -16,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["combine_partials"]
+__all__ = ["combine_partials", "combine_topn"]
 
 
 def combine_partials(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
@@ -50,6 +52,73 @@ def combine_partials(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa
     columns = [_combined(col, kinds.get(field.name), starts) for field, col in zip(rows.schema, rows.columns)]
     return (pa.RecordBatch.from_arrays(columns, schema=rows.schema),
             np.searchsorted(starts, pieces, side="left").astype(np.int64))
+
+
+def combine_topn(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """A TopN's rows of each window ranked over all shards: the shards' best rows of a window end combined.
+
+    Each shard ranked its share of a window's rows and emitted its best
+    ``n`` (and, with ``ties``, every row equal to its n-th best value), each
+    with its arrival number (its place in the input, as every shard numbers
+    rows) in the ``rank`` column. A row among the best ``n`` of all rows is
+    among the best of its shard's, so ranking the shards' rows of a window
+    again by ``by`` then arrival and keeping the best ``n`` (with ``ties``:
+    every row with fewer than ``n`` strictly better, SQL ``rank() <= n``)
+    gives one executor's rows, ranks and order (rank, then arrival).
+
+    Parameters
+    ----------
+    rows : pyarrow.RecordBatch
+        The TopN's merged rows: by piece, then window end, then shard.
+    spec : WindowSpec
+        The TopN's settings (``by``, ``topn``, ``ties``, ``descending``).
+    pieces : numpy.ndarray
+        int64, where each piece's rows start in ``rows`` (and their end):
+        rows of one window end are ranked within a piece only.
+
+    Returns
+    -------
+    combined : pyarrow.RecordBatch
+    pieces : numpy.ndarray
+        Where each piece's rows start in ``combined``.
+    """
+    n = rows.num_rows
+    if n == 0:
+        return rows, pieces
+    end = rows.column("window_end").cast(pa.int64()).to_numpy()
+    starts = np.union1d(np.flatnonzero(end[1:] != end[:-1]) + 1, pieces[(pieces > 0) & (pieces < n)])
+    starts = np.concatenate([[0], starts]).astype(np.int64)
+    run = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n)))
+    by = _numbers(rows.column(spec.by))  # (rows whose ``by`` is null or NaN are never ranked: none here)
+    arrival = rows.column("rank").to_numpy()
+    better = np.unique(by, return_inverse=True)[1].reshape(-1)  # the value's place among the values
+    if spec.descending:
+        better = -better
+    order = np.lexsort((arrival, better, run))  # runs keep their places: only rows within a run move
+    place = np.arange(n, dtype=np.int64)
+    if spec.ties:  # 1 + the rows strictly better: where the run's rows of this value begin
+        first = np.ones(n, np.bool_)
+        first[1:] = (better[order][1:] != better[order][:-1]) | (run[1:] != run[:-1])
+        rank = np.maximum.accumulate(np.where(first, place, 0)) - starts[run] + 1
+    else:
+        rank = place - starts[run] + 1
+    keep = rank <= spec.topn
+    kept = order[keep]
+    out = rows.take(pa.array(kept))
+    out = out.set_column(out.schema.get_field_index("rank"), out.schema.field("rank"),
+                         pa.array(rank[keep], out.schema.field("rank").type))
+    before = np.concatenate([[0], np.cumsum(keep)])
+    return out, before[pieces].astype(np.int64)
+
+
+def _numbers(col: pa.Array) -> np.ndarray:
+    """A numeric, boolean or temporal column's values as numbers that order as they do (nulls: zero)."""
+    t = col.type
+    if pa.types.is_boolean(t):
+        col = col.cast(pa.int8())
+    elif pa.types.is_temporal(t):
+        col = col.cast(pa.int32() if t.bit_width == 32 else pa.int64())
+    return col.fill_null(0).to_numpy()
 
 
 def _combined(col: pa.Array, kind: str | None, starts: np.ndarray) -> pa.Array:

@@ -38,6 +38,7 @@ from .core import (
 )
 from .ranked import generate_ranked
 from .slots import due_entries
+from .steps import two_phase
 
 __all__ = ["generate_ranking"]
 
@@ -174,6 +175,10 @@ def _topn(gen, node, b):
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
     by = next(j for j, (name, _) in enumerate(payload) if name == spec.by)
+    # a key shard's share of a TopN without a key (two phases): rows are numbered by their place in the
+    # input, as every shard sees it, and a fire emits each row's number in place of its rank: the shards'
+    # rows of a window are ranked again when they are combined (partials.combine_topn)
+    partial = gen.sharded and two_phase(gen.dag, node)
     state_names, ts_col, _, leaves, names, dense, loop, key_expr, params = _prelude(gen, node, b, cols)
     table = ", ".join(state_names[:4])
     keys_arr, aux = state_names[1], state_names[4]
@@ -269,8 +274,7 @@ def topn_{nid}_update({params}):
             low = ws
         if ws > high:
             high = ws
-        q = seq
-        seq += 1
+        {"q = seq + i" if partial else "q = seq" + chr(10) + "        seq += 1"}
         {place}
         {seq}[s, c] = q
 {stores(vals, valids, "s, c")}
@@ -290,6 +294,10 @@ def topn_{nid}_update({params}):
 
     rows = f"topn_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending})"
     copy = copies(vals, valids, "s, c")
+    arrival = ""
+    if partial:  # (a negative column is a tie row)
+        arrival = (f"        rank[w] = {seq}[s, c] if c >= 0 else {tie_seq}[-1 - c]\n" if spec.ties
+                   else f"        rank[w] = {seq}[s, c]\n")
     free = ""
     if spec.ties:  # a negative column is a tie row
         rows = (f"topn_tie_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending}, {tie_head}, {tie_next}, "
@@ -313,7 +321,7 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
         c = row_col[w]
         win_start[w] = {keys_arr}[s, 1]
         win_end[w] = win_start[w] + size
-{copy}
+{arrival}{copy}
     for o in range(cnt):
         {count}[fired[o]] = 0{free}
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
@@ -325,6 +333,8 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     args = ", ".join(([b.n] if dense else [b.sel]) + [p for leaf in leaves for p in leaf]
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", "settings"] + state_names + [f"late_{nid}"])
     gen.emit(f"n_late_{nid} = topn_{nid}_update({args})")
+    if partial:
+        gen.emit(f"{aux}[0] += {b.n}")  # past the piece's numbers
     gen.emit(f"{gen.metric('late_events')} += n_late_{nid}")
     gen.emit(f"{gen.metric('late_events', nid)} += n_late_{nid}")
     gen.emit(f"late_sel_{nid} = late_{nid}[:n_late_{nid}]")

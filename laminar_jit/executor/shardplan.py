@@ -178,7 +178,10 @@ def shard_plan(dag, two_phase: bool = False) -> ShardPlan | str:
         if len(seen) > 1:
             return f"the sources of operator {n.name!r} share no key column to shard by"
     # a join's or keyed kernel's rows, exchanged between stages (a window's results: as a sink reading them)
-    merge = {nodes[nid].name: _boundary_merge(nodes[nid].bound.spec) for nid in boundaries}
+    # (a TopN without a key in two phases: its shards' rows carry arrival numbers where the rank goes, so they
+    # merge by window end, shard after shard, and are ranked again as they are combined)
+    merge = {nodes[nid].name: ("window", "window_end", None, None) if _two_phase(dag, nodes[nid])
+             else _boundary_merge(nodes[nid].bound.spec) for nid in boundaries}
     for t in nodes:
         if t.kind != "sink":
             continue

@@ -52,7 +52,7 @@ back in every shard (the executor's fault guard, with :meth:`KeyShards.snapshot`
 
 A DAG can be sharded when every stateful operator has a key (or is in a
 stage of operators without one after an exchange, or, with ``two_phase=True``,
-is a window without a key over a source's rows: every shard aggregates its
+is a window or TopN without a key over a source's rows: every shard aggregates its
 share of each batch, dealt by place, and the shards' results of a window are
 combined as it fires, :mod:`.partials`) and is a
 window, Dedup, TopN, GroupAggregate, keyed kernel or join, fed from its
@@ -84,7 +84,7 @@ from .boundary import SinkBuffer, _to_arrow, column_view, readonly
 from .keyhash import key_groups, mix_column
 from .steps import ancestors
 from .core import DICTIONARY_BYTES, MetricsLayout
-from .partials import combine_partials
+from .partials import combine_partials, combine_topn
 from .plan import WINDOW_PIECE_ROWS, compile_plan
 from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_parallelism, shard_plan
 
@@ -253,7 +253,8 @@ class KeyShards:
             pieces = np.sum([r[layout.offset + 1] for r in per_shard], axis=0)  # where each piece's rows start
             if layout.sink in self.plan.combined:  # a window without a key: each window's partial results in one
                 made = rows.num_rows
-                rows, pieces = combine_partials(rows, ex.dag.node(layout.sink).bound.spec, pieces)
+                spec = ex.dag.node(layout.sink).bound.spec
+                rows, pieces = (combine_topn if spec.kind == "topn" else combine_partials)(rows, spec, pieces)
                 if commit:  # (counted by the shards as they emitted them)
                     self._uncount(layout.node_id, made - rows.num_rows)
             for p in range(before.size):

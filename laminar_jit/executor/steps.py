@@ -87,10 +87,14 @@ def two_phase_reason(dag, node) -> str:
     sliding, its aggregates are counts, integer sums, minima or maxima
     (:data:`COMBINED_AGGREGATES`), and its rows come from sources through
     stateless operators only (so every shard sees every row's watermark).
+    A windowed TopN combines too: each shard keeps its share's best rows of
+    a window (a row among the best of all is among the best of its share),
+    numbered by their place in the input, and the shards' rows of a window
+    are ranked again as it fires (:func:`.partials.combine_topn`).
     """
     spec = node.bound.spec
-    if spec.kind not in ("tumbling", "sliding"):
-        return f"it is a {'TopN' if spec.kind == 'topn' else spec.kind} without a key"
+    if spec.kind not in ("tumbling", "sliding", "topn"):
+        return f"it is a {spec.kind} without a key"
     schema = node.bound.input_schema
     for name, agg in spec.aggs:
         if agg.kind not in COMBINED_AGGREGATES or getattr(agg, "user", None) is not None:

@@ -87,6 +87,10 @@ class WindowState(KeyedEntries):
         self.ties = TieRows([dtype for _, dtype in spec.payload], self.table.slot_capacity) \
             if spec.kind == "topn" and spec.ties else None
         self.topn = spec.topn
+        #: A TopN's ranking: its ``by`` column's place among the kept columns, whether larger is better, and
+        #: the number of kept columns.
+        self.ranking = ([name for name, _ in spec.payload].index(spec.by), spec.descending, len(spec.payload)) \
+            if spec.kind == "topn" else None
         #: ``count_distinct`` aggregates' value sets: (aggregate index, a table keyed by (slot, value),
         #: the next entry of each entry's slot list); see :mod:`laminar_jit.kernels.distinct`.
         self.sets = [(j, KeyTable(width=2, capacity=capacity), np.full(capacity, -1, np.int64))
@@ -295,6 +299,8 @@ class WindowState(KeyedEntries):
         d, s = here[held], slots[held]  # (one entry per window or pane: a few per key, and these have one key)
         fields = {name: arr for name, arr, _ in self.fields}
         theirs = {name: arr for name, arr, _ in src.fields}
+        if self.ranking is not None:  # a TopN: each window keeps the best of both states' rows
+            self._combine_topn(src, d, s)
         for j, kind in enumerate(kinds):
             n, their_n = fields[f"a{j}_n"], theirs[f"a{j}_n"]
             if kind in ("min", "max"):
@@ -310,6 +316,58 @@ class WindowState(KeyedEntries):
                 raise ValueError(f"aggregate kind {kind!r} does not combine from two states")
             n[d] += their_n[s]
         self.absorb(src, slots[~held])
+
+    def _combine_topn(self, src: "WindowState", here: np.ndarray, there: np.ndarray) -> None:
+        """Keep in each entry ``here[i]`` the best rows of its own and of ``src``'s entry ``there[i]``.
+
+        The best ``n`` by ``by``, then arrival number (the shards of a TopN in
+        two phases number rows by their place in the input), and with ties
+        every other row equal to the n-th best value: what one executor keeps
+        after seeing both states' rows in the order of their numbers.
+        """
+        fields = {name: arr for name, arr, _ in self.fields}
+        theirs = {name: arr for name, arr, _ in src.fields}
+        by, descending, width = self.ranking
+        ties_kept = []  # (slot, rows of the pool) of this state's entries that keep tie rows
+        for d, s in zip(here.tolist(), there.tolist()):
+            rows = self._topn_rows(fields, d) + src._topn_rows(theirs, s)
+            rows.sort(key=lambda r: (-r[1][by].item() if descending else r[1][by].item(), r[0]))
+            kept, rest = rows[:self.topn], rows[self.topn:]
+            fields["t_count"][d] = len(kept)
+            for c, (q, values, valid) in enumerate(kept):
+                fields["t_seq"][d, c] = q
+                for j in range(width):
+                    fields[f"t_c{j}"][d, c] = values[j]
+                    fields[f"t_v{j}"][d, c] = valid[j]
+            if self.ties is not None and len(kept) == self.topn:
+                ties_kept.append((d, [r for r in rest if r[1][by] == kept[-1][1][by]]))
+        if self.ties is not None:  # the pool again: the other entries' tie rows, then the combined entries'
+            old, combined = self.ties, {d for d, _ in ties_kept}
+            live = old.live_rows()
+            live = live[~np.isin(old.rows[0][live], np.fromiter(combined, np.int64, len(combined)))]
+            self.ties = TieRows(old.dtypes, self.table.slot_capacity)
+            self.ties._append(old.rows[0][live], old.rows[2][live], [col[live] for col in old.rows[3:]])
+            add = [(d, r) for d, rs in ties_kept for r in rs]
+            if add:
+                cols = []
+                for j in range(width):
+                    cols += [np.array([r[1][j] for _, r in add], old.dtypes[j]),
+                             np.array([r[2][j] for _, r in add], np.bool_)]
+                self.ties._append(np.array([d for d, _ in add], np.int64),
+                                  np.array([r[0] for _, r in add], np.int64), cols)
+
+    def _topn_rows(self, fields: dict, slot: int) -> list:
+        """``(arrival, values, validity)`` of every row a TopN entry keeps: its best ``n`` and its tie rows."""
+        width = self.ranking[2]
+        rows = [(int(fields["t_seq"][slot, c]), [fields[f"t_c{j}"][slot, c] for j in range(width)],
+                 [bool(fields[f"t_v{j}"][slot, c]) for j in range(width)]) for c in range(fields["t_count"][slot])]
+        if self.ties is not None:
+            pool, t = self.ties.rows, int(self.ties.head[slot])
+            while t >= 0:
+                rows.append((int(pool[2][t]), [pool[3 + 2 * j][t] for j in range(width)],
+                             [bool(pool[4 + 2 * j][t]) for j in range(width)]))
+                t = int(pool[1][t])
+        return rows
 
     def _absorb_sets(self, src: "WindowState", remap: np.ndarray, new: np.ndarray) -> None:
         """Copy the distinct values of the moved entries (``remap``: src slot -> slot here) into this state's sets."""
