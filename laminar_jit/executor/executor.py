@@ -58,19 +58,19 @@ class DagExecutor:
         results in input order; reading outputs, metrics or watermarks waits
         for the batches in flight.
     two_phase : bool, default False
-        With ``parallelism > 1``: run a tumbling or sliding window without a
-        key, fed from sources through stateless operators, in every shard
-        (Flink's local-global aggregation): each shard aggregates its share of
-        every batch (rows dealt by their place in the batch) and the shards'
-        results of a window are combined into its one row as it fires, before
-        anything downstream reads it. Its aggregates must be counts, integer
-        sums, minima or maxima (they combine exactly; a float sum's rounding
-        would follow the shards). So does a windowed TopN without a key (its shards' best rows ranked again). Off by default: on the 2-vCPU machine it was
-        measured on, two shards took 1.7-2.9x as long as one executor on a
-        window of four such aggregates (the exchange costs about 0.6 ms per
-        65,536-row batch, more than that window's step) and about as long
-        with a heavy kernel before the window; without it, such a DAG runs
-        in one executor (see :attr:`shards_note`).
+        With ``parallelism > 1``: run a tumbling or sliding window (or a
+        windowed TopN) without a key, fed from sources through stateless
+        operators, in every shard (Flink's local-global aggregation): each
+        shard aggregates its share of every batch (rows dealt by their place)
+        and the shards' results of a window are combined into its one row (a
+        TopN's best rows: ranked again) as it fires, before anything
+        downstream reads it. Aggregates must be counts, integer sums, minima
+        or maxima (a float sum's rounding would follow the shards). Off by
+        default: on the 2-vCPU machine it was measured on, two shards took
+        1.7-2.9x as long as one executor on a window of four such aggregates
+        (the exchange costs about 0.6 ms per 65,536-row batch, more than that
+        window's step) and about as long with a heavy kernel before the
+        window; without it, such a DAG runs in one executor (:attr:`shards_note`).
     threads : int, optional
         Threads a large batch may be split across when every node it reaches is
         stateless (the compiled steps release the GIL); the calling thread runs

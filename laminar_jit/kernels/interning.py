@@ -99,8 +99,9 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
     first appearance), a block at a time after prefetching what the block's
     probes will read. The caller guarantees ``len(offsets) - 1`` free slots,
     ``store_offsets`` of length ``slot_cap + 1`` and room in ``store_data``
-    for every byte of the input. Returns the number of new strings, or -1
-    when the capacity contract was broken.
+    for every byte of the input (and the table's load of at most one half,
+    so a probe always meets an empty bucket). Returns the number of new
+    strings, or -1 when no slot was free (the caller did not reserve).
     """
     added = 0
     m = offsets.size - 1
