@@ -161,8 +161,11 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     sinks : dict of str to Sink
         One entry per sink of the DAG.
     checkpoint_dir : str or os.PathLike, optional
-        Directory of this run's checkpoints (``chk-<epoch>/``). Without it
-        nothing is checkpointed and sinks commit when the run ends.
+        Directory of this run's checkpoints (``chk-<epoch>/``; a partitioned
+        run's: ``job-<epoch>/``). Without it nothing is checkpointed and sinks
+        commit when the run ends. A partitioned run continues a one-process
+        run's newer checkpoint here, its keyed state split by partition;
+        the other way round raises :class:`~laminar_jit.CheckpointError`.
     checkpoint_every : int, optional
         Take a checkpoint every this many batches.
     checkpoint_interval : float, optional
@@ -313,6 +316,8 @@ def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, 
     stats = RunStats(rows_out={name: 0 for name in sinks}, compile_seconds=ex.compile_seconds, shards=ex.shards)
     positions = {name: 0 for name in sources}
     cp = store.latest() if store is not None else None
+    if store is not None:
+        _refuse_newer_job(store.root, cp)
     if cp is not None:
         ex.restore(cp)
         positions.update({k: v for k, v in cp.positions.items() if k in positions})
@@ -344,6 +349,22 @@ def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, 
         stats.elapsed = time.perf_counter() - t0
     stats.metrics = ex.metrics
     return stats
+
+
+def _refuse_newer_job(root, cp) -> None:
+    """A partitioned run's checkpoint newer than ``cp`` stops a run in one process with a CheckpointError.
+
+    Its states are split over partitions, each with its own string dictionaries; one process cannot take
+    them back yet. Starting from ``cp`` instead would roll exactly-once sinks back behind the job's output.
+    """
+    from .distributed.coordinator import complete_job_epochs
+
+    jobs = complete_job_epochs(root)
+    if jobs and jobs[-1] > (cp.epoch if cp is not None else -1):
+        raise CheckpointError(
+            f"lj.run: {str(root)!r} holds the checkpoint of a partitioned run (job-{jobs[-1]:08d}), newer than any "
+            "checkpoint of a run in one process; a partitioned job's state resumes only partitioned: call lj.run "
+            "with the partitions= it ran with (a run in one process can move to partitions, not back)")
 
 
 class _Loop:

@@ -16,6 +16,7 @@ import pytest
 import ray
 
 import laminar_jit as lj
+from helpers import Crashing, latest_epoch
 from laminar_jit.distributed import coordinator
 
 DELAY = 200
@@ -194,6 +195,68 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
     with pytest.raises(lj.CheckpointError, match="state-"):
         lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
                partitions=2, checkpoint_dir=tmp_path / "chk")
+
+
+def _moving_dag():
+    """String keys and string payloads in every kind of state a job moves: a window, a Dedup, a windowed
+    TopN (its kept rows), an interval join (its buffered rows), a session."""
+    syms = pa.schema([("ts", pa.int64()), ("sym", pa.string()), ("v", pa.int64()), ("tag", pa.string())])
+    quotes = pa.schema([("ts", pa.int64()), ("id", pa.string()), ("x", pa.int64()), ("venue", pa.large_string())])
+    return (lj.DagBuilder()
+            .source("s", syms, event_time="ts", watermark=lj.BoundedOutOfOrderness(DELAY))
+            .source("q", quotes, event_time="ts", watermark=lj.BoundedOutOfOrderness(DELAY))
+            .operator("f", lj.Filter(lambda v: v > 0))
+            .operator("named", lj.Project({"ts": "ts", "symbol": "sym", "v": "v", "tag": "tag"}))
+            .operator("w", lj.TumblingWindow(1_000, key="symbol", aggs={"n": lj.count(), "s": lj.sum("v"),
+                                                                        "tags": lj.count_distinct("tag")}))
+            .operator("first", lj.Dedup(key="symbol", within=2_000))
+            .operator("top", lj.TopN(2, by="v", key="symbol", window=1_000))
+            .operator("j", lj.IntervalJoin("sym", "id", lower=-30, upper=30))
+            .operator("sess", lj.SessionWindow(gap=200, key="id", aggs={"n": lj.count(), "hi": lj.max("x")}))
+            .connect("s", "f").connect("f", "named").connect("named", "w").connect("named", "first")
+            .connect("named", "top").connect("s", "j", port="left").connect("q", "j", port="right")
+            .connect("q", "sess")
+            .sink_for("w", "windows").sink_for("first", "firsts").sink_for("top", "tops").sink_for("j", "pairs")
+            .sink_for("sess", "sessions").sink_for("f", "kept")
+            .build())
+
+
+def _moving_events(n, seed):
+    rng = np.random.default_rng(seed)
+    names = np.array([f"sym{i}" for i in range(120)])
+    ts = np.arange(n, dtype=np.int64) * 3 + rng.integers(0, DELAY, n)
+    s = pa.table({"ts": ts, "sym": pa.array(names[rng.zipf(1.4, n) % 120], mask=rng.random(n) < 0.02),
+                  "v": rng.integers(-50, 1_000, n), "tag": names[rng.integers(0, 9, n)]})
+    q = pa.table({"ts": ts, "id": names[rng.integers(0, 120, n)],
+                  "x": rng.integers(0, 500, n), "venue": pa.array(names[rng.integers(0, 4, n)], pa.large_string())})
+    return s, q
+
+
+def test_a_run_in_one_process_moves_to_partitions_with_its_state(tmp_path):
+    dag = _moving_dag()
+    s, q = _moving_events(30_000, 21)
+    s_batches, q_batches = s.to_batches(max_chunksize=700), q.to_batches(max_chunksize=700)
+    ref = _single(dag, {"s": s_batches, "q": q_batches})
+    assert all(ref[name].num_rows > 100 for name in dag.sinks), {k: v.num_rows for k, v in ref.items()}
+    sinks = {name: lj.io.MemorySink() for name in dag.sinks}
+    opts = dict(checkpoint_dir=tmp_path / "chk", checkpoint_every=5)
+    # one process checkpoints, then crashes mid-run with its windows, rows and sessions open
+    with pytest.raises(RuntimeError, match="crash"):
+        lj.run(dag, {"s": Crashing(s_batches, after=23), "q": q_batches}, sinks, progress=False, **opts)
+    epoch = latest_epoch(tmp_path / "chk")
+    read = sum(lj.Checkpoint.load(tmp_path / "chk" / f"chk-{epoch:08d}").positions.values())
+    assert epoch >= 3 and 0 < read < s.num_rows + q.num_rows
+    stats = lj.run(dag, {"s": s_batches, "q": q_batches}, sinks, partitions=2, keep=10, **opts)
+    assert stats.resumed_from == epoch and stats.finished and stats.events == s.num_rows + q.num_rows - read
+    for name in dag.sinks:
+        _same_multiset(sinks[name].table(), ref[name])
+    jobs = sorted(p.parent.name for p in (tmp_path / "chk").glob("job-*/job.json"))
+    assert jobs[0] == f"job-{epoch:08d}" and len(jobs) > 1  # the adopted checkpoint, then the job's own
+
+    # the job's checkpoints resume partitioned; one process refuses them, naming the way on
+    with pytest.raises(lj.CheckpointError, match="partitions= it ran with"):
+        lj.run(dag, {"s": s_batches, "q": q_batches}, {name: lj.io.MemorySink() for name in dag.sinks},
+               progress=False, **opts)
 
 
 def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):

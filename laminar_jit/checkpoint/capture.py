@@ -17,7 +17,7 @@ from ..errors import CheckpointError
 from ..state.dictionary import StringDictionary
 from .snapshot import Checkpoint
 
-__all__ = ["capture", "restore"]
+__all__ = ["capture", "check_same_dag", "restore"]
 
 
 def capture(dag, state, operator_states: dict | None = None) -> Checkpoint:
@@ -83,7 +83,7 @@ def restore(dag, state, cp: Checkpoint) -> None:
     if not isinstance(cp, Checkpoint):
         raise TypeError(f"restore() takes a laminar_jit.Checkpoint, got {type(cp).__name__}; "
                         "read one from disk with lj.Checkpoint.load(path)")
-    _check_same_dag(dag, cp)
+    check_same_dag(dag, cp)
     operator_states = {}
     for node in dag.nodes:
         if node.kind != "stateful":
@@ -143,7 +143,8 @@ def restore(dag, state, cp: Checkpoint) -> None:
     state.broken = None  # the state is whole again
 
 
-def _check_same_dag(dag, cp: Checkpoint) -> None:
+def check_same_dag(dag, cp: Checkpoint) -> None:
+    """Raise :class:`CheckpointError` naming the nodes that differ when ``cp`` was not taken from ``dag``."""
     current = node_fingerprints(dag.nodes, dag._order_ids)
     saved = cp.node_fingerprints
     new = [n for n in current if n not in saved]

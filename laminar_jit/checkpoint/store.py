@@ -11,7 +11,7 @@ from .. import _fs
 from ..errors import CheckpointError
 from .snapshot import Checkpoint
 
-__all__ = ["CheckpointStore"]
+__all__ = ["CheckpointStore", "chk_epochs"]
 
 _CHECKPOINT = re.compile(r"^chk-(\d{8})$")
 
@@ -46,13 +46,24 @@ class CheckpointStore:
         self._lock.close()
 
     def epochs(self) -> list[int]:
-        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name)))
+        return chk_epochs(self.root)
 
     def latest(self) -> Checkpoint | None:
-        epochs = self.epochs()
+        return self.read_latest(self.root)
+
+    @staticmethod
+    def read_latest(root: Path) -> Checkpoint | None:
+        """The newest ``chk-<epoch>`` checkpoint under ``root`` (None when there is none), without the lock.
+
+        Raises
+        ------
+        CheckpointError
+            It is damaged, or was renamed (the message says how to roll back).
+        """
+        epochs = chk_epochs(root)
         if not epochs:
             return None
-        path = self.root / f"chk-{epochs[-1]:08d}"
+        path = root / f"chk-{epochs[-1]:08d}"
         try:
             cp = Checkpoint.load(path)
         except CheckpointError as e:
@@ -67,3 +78,8 @@ class CheckpointStore:
         cp.save(self.root / f"chk-{cp.epoch:08d}")
         for old in self.epochs()[:-self.keep]:
             shutil.rmtree(self.root / f"chk-{old:08d}", ignore_errors=True)
+
+
+def chk_epochs(root: Path) -> list[int]:
+    """Epochs of the ``chk-<epoch>`` checkpoints under ``root`` (of one-process runs), oldest first."""
+    return sorted(int(m.group(1)) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name))) if root.is_dir() else []

@@ -32,11 +32,14 @@ import time
 from pathlib import Path
 
 from .._fs import fsync_dir
+from ..checkpoint.store import CheckpointStore, chk_epochs
 from ..errors import CheckpointError, ClusterError
-from .actors import Worker
+from ..io.sources import EmptySource
+from .actors import Worker, part_dir, reader_dir
 from .plan import split_dag
+from .rescale import partition_checkpoint
 
-__all__ = ["run_partitioned"]
+__all__ = ["complete_job_epochs", "run_partitioned"]
 
 _CHECKPOINT = re.compile(r"^job-(\d{8})$")
 _JOB = "job.json"
@@ -53,12 +56,17 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, partitions: int, par
                     max_restarts: int = 3, batches_per_step: int = 4):
     """Run ``dag`` partitioned by key on Ray; see :func:`laminar_jit.run` (``partitions=``)."""
     plan = split_dag(dag, partitions)  # PartitioningError before any cluster work
-    ray = _connect(address)
-    shards = {name: src.split(partitions) for name, src in sources.items()}
     # workers have other working directories: they get the checkpoint directory as an absolute path
     store = _JobStore(Path(checkpoint_dir).absolute(), keep, dag, partitions) if checkpoint_dir is not None else None
+    if store is not None:
+        store.adopt_single()  # a newer checkpoint of a run in one process becomes this job's
+    ray = _connect(address)
     try:
         latest = store.latest() if store is not None else None
+        # sources a one-process checkpoint continues from its position are read whole by worker 0
+        whole = set(latest[1].get("whole_sources", ())) if latest else set()
+        shards = {name: [src] + [EmptySource(src.schema) for _ in range(partitions - 1)] if name in whole
+                  else src.split(partitions) for name, src in sources.items()}
         stats.resumed_from = stats.epoch = latest[0] if latest else None
         stats.epoch = stats.epoch or 0
         for name, sink in sinks.items():
@@ -70,6 +78,7 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, partitions: int, par
         driver = _Driver(ray, dag, plan, shards, sinks, stats, store, partitions, parallelism, batches_per_step,
                          checkpoint_every, checkpoint_interval, durable=checkpoint_dir is not None,
                          start_rows=start_rows)
+        driver.whole_sources = sorted(whole)
         restarts = 0
         while True:
             try:
@@ -103,6 +112,7 @@ class _Driver:
         self.every, self.interval, self.durable, self.start_rows = every, interval, durable, start_rows
         self.workers: list = []
         self._dag_ref = None
+        self.whole_sources: list = []  # sources worker 0 reads whole (see _JobStore.adopt_single)
 
     def start(self, latest) -> None:
         """New workers, restored from ``latest`` = (epoch, manifest) or fresh."""
@@ -206,7 +216,8 @@ class _Driver:
             for name, n in positions.items():
                 totals[name] = totals.get(name, 0) + n
         if root is not None:
-            self.store.complete(epoch, {"positions": totals, "finished": finished})
+            self.store.complete(epoch, {"positions": totals, "finished": finished,
+                                        "whole_sources": self.whole_sources})
         for sink in self.sinks.values():
             sink.commit(epoch)
         self.stats.positions = totals
@@ -253,6 +264,31 @@ class _JobStore:
             return epoch, manifest
         return None
 
+    def adopt_single(self) -> None:
+        """Make the newest checkpoint of a one-process run here (``chk-<epoch>``) this job's, if it is newer.
+
+        Each partition's reader and partition part get their share of it
+        (:func:`.rescale.partition_checkpoint`) as ``job-<epoch>``, so the
+        job continues where that run stopped; worker 0 reads its sources on
+        from their positions (listed as ``whole_sources`` in the manifest).
+        """
+        singles, jobs = chk_epochs(self.root), self._epochs()
+        if not singles or (jobs and jobs[-1] >= singles[-1]):
+            return
+        single = CheckpointStore.read_latest(self.root)
+        readers, parts, whole = partition_checkpoint(self.dag, single, self.partitions)
+        path = self.path(single.epoch)
+        shutil.rmtree(path, ignore_errors=True)
+        for i, (reader, part) in enumerate(zip(readers, parts)):
+            reader.save(reader_dir(path, i))
+            part.save(part_dir(path, i))
+        self.complete(single.epoch, {"positions": dict(single.positions), "finished": single.finished,
+                                     "whole_sources": whole})
+
+    def _epochs(self) -> list[int]:
+        """Epochs of the complete job checkpoints here, oldest first."""
+        return complete_job_epochs(self.root)
+
     def complete(self, epoch: int, facts: dict) -> None:
         """Write the job manifest, which marks ``job-<epoch>`` complete, then prune old checkpoints."""
         path = self.path(epoch)
@@ -267,10 +303,16 @@ class _JobStore:
             os.fsync(f.fileno())
         os.replace(tmp, path / _JOB)
         fsync_dir(path)
-        done = sorted(int(m.group(1)) for p in self.root.iterdir()
-                      if (m := _CHECKPOINT.match(p.name)) and (p / _JOB).exists())
-        for old in done[:-self.keep]:
+        for old in self._epochs()[:-self.keep]:
             shutil.rmtree(self.path(old), ignore_errors=True)
+
+
+def complete_job_epochs(root) -> list[int]:
+    """Epochs of the complete partitioned-job checkpoints (``job-<epoch>/job.json``) under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / _JOB).exists())
 
 
 def _connect(address):

@@ -72,6 +72,9 @@ class SplitPlan:
     #: Sinks of the original DAG filled by the reader part / the partition part.
     reader_sinks: tuple[str, ...]
     partition_sinks: tuple[str, ...]
+    #: Per stateful operator of the partition part (with ``partitions > 1``): the columns of its input (a
+    #: join's left input) that pick the partition of its rows, in the order the exchange hashes them.
+    node_keys: dict
 
 
 def port_keys(op, port: str | None) -> tuple[str, ...]:
@@ -124,8 +127,9 @@ def split_dag(dag: StreamingDag, partitions: int) -> SplitPlan:
             pruned[u] = keep
             shipped[u], schema = COLUMNS_NODE.format(nodes[u].name), pa.schema([schema.field(c) for c in keep])
         exchanges.append(Exchange(shipped[u], EXCHANGE_SINK.format(shipped[u]), keys, schema, nodes[u].event_time))
+    node_keys: dict[str, tuple[str, ...]] = {}
     if partitions > 1:
-        _check_lineage(dag, part_ids, part_keys)
+        _check_lineage(dag, part_ids, part_keys, node_keys)
 
     reader = DagBuilder()
     part = DagBuilder()
@@ -164,7 +168,7 @@ def split_dag(dag: StreamingDag, partitions: int) -> SplitPlan:
             part.sink_for(nodes[u].name, n.name)
             partition_sinks.append(n.name)
     return SplitPlan(dag, reader.build(), part.build(), tuple(exchanges), tuple(reader_sinks),
-                     tuple(partition_sinks))
+                     tuple(partition_sinks), node_keys)
 
 
 def _columns_read(consumers: list, schema: pa.Schema) -> list[str] | None:
@@ -213,8 +217,11 @@ def _exchange_keys(stream: str, consumers: list, partitions: int) -> tuple[str, 
     return keys
 
 
-def _check_lineage(dag: StreamingDag, part_ids: list[int], part_keys: dict) -> None:
-    """Every stateful operator after the exchange must group by the columns rows were partitioned by."""
+def _check_lineage(dag: StreamingDag, part_ids: list[int], part_keys: dict, node_keys: dict) -> None:
+    """Every stateful operator after the exchange must group by the columns rows were partitioned by.
+
+    Fills ``node_keys``: each stateful operator's partitioning columns (see :attr:`SplitPlan.node_keys`).
+    """
     nodes = dag.nodes
     for i in part_ids:
         n = nodes[i]
@@ -234,6 +241,7 @@ def _check_lineage(dag: StreamingDag, part_ids: list[int], part_keys: dict) -> N
                         "by those columns or run with partitions=1")
             main = by_port.get("left", by_port.get(None))
             (have,) = main if main is not None and len(main) == 1 else (None,)
+            node_keys[n.name] = have
         else:
             (have,) = by_port[None] if len(by_port[None]) == 1 else (None,)
             if have is not None:

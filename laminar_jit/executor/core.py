@@ -204,6 +204,9 @@ class Gen:
     encoded: set = field(default_factory=set)
     #: Groups of (source, column) string dictionaries that must be one dictionary (join keys).
     shared_dictionaries: list = field(default_factory=list)
+    #: Per keyed node id (a join: per ``(id, port)``): the (source, column) dictionary each key column holds
+    #: codes of, None for a column that is not a string (what moving state between partitions decodes).
+    key_dictionaries: dict = field(default_factory=dict)
     #: Step arguments computed from the batch by an ArrowMap: name -> (node, source columns, output index, type).
     arrow_args: dict = field(default_factory=dict)
     #: The step's input is a boundary node's output (it then takes ``wm_rows``, the watermark of its rows).
@@ -421,11 +424,16 @@ def watermark_bounds(gen, node) -> None:
 def key_columns(gen, node, b: Binding, keys: tuple) -> list:
     """The key columns of a keyed node; string keys are read as source dictionary codes."""
     key_cols = [b.cols[k] for k in keys]
+    origins = []
     for k, kc in zip(keys, key_cols):
         if kc.kind == "src" and arrow_to_numpy_dtype(kc.arrow_type) is None:
             if b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string key {k!r} must come from a source column")
             gen.encoded.add(kc.name)
+            origins.append((gen.source, kc.name))
+        else:  # a number, or already codes of a dictionary (a keyed node's output)
+            origins.append(kc.dictionary if kc.kind == "der" else None)
+    gen.key_dictionaries[node.id] = origins
     return key_cols
 
 

@@ -230,6 +230,8 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
                          f"and the rows of port {port!r} come through a fan-in")
     ts_col = b.cols[spec.event_time]
     key_cols = [b.cols[k] for k in spec.keys]
+    gen.key_dictionaries[(nid, port)] = [(gen.source, kc.name) if arrow_to_numpy_dtype(kc.arrow_type) is None
+                                         else None for kc in key_cols]
     for j, (kname, kc) in enumerate(zip(spec.keys, key_cols)):
         if arrow_to_numpy_dtype(kc.arrow_type) is None:  # string, large_string or a dictionary of them
             # string keys compare as codes of one dictionary shared by both sides' columns

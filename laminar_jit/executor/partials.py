@@ -111,14 +111,20 @@ def combine_topn(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa.Rec
     return out, before[pieces].astype(np.int64)
 
 
+def _number_type(t: pa.DataType) -> pa.DataType:
+    """The numeric type a column's values are kept as: booleans as int8, times as the integers they are stored
+    as (date32 and time32 in 32 bits), numbers as themselves."""
+    if pa.types.is_boolean(t):
+        return pa.int8()
+    if pa.types.is_temporal(t):
+        return pa.int32() if t.bit_width == 32 else pa.int64()
+    return t
+
+
 def _numbers(col: pa.Array) -> np.ndarray:
     """A numeric, boolean or temporal column's values as numbers that order as they do (nulls: zero)."""
-    t = col.type
-    if pa.types.is_boolean(t):
-        col = col.cast(pa.int8())
-    elif pa.types.is_temporal(t):
-        col = col.cast(pa.int32() if t.bit_width == 32 else pa.int64())
-    return col.fill_null(0).to_numpy()
+    numbers = _number_type(col.type)
+    return (col.cast(numbers) if numbers != col.type else col).fill_null(0).to_numpy()
 
 
 def _combined(col: pa.Array, kind: str | None, starts: np.ndarray) -> pa.Array:
@@ -127,9 +133,7 @@ def _combined(col: pa.Array, kind: str | None, starts: np.ndarray) -> pa.Array:
     if kind is None:
         return col.take(pa.array(starts))
     t = col.type
-    # (booleans as int8, times as the integers they are stored as: date32 and time32 in 32 bits)
-    numbers = (pa.int8() if pa.types.is_boolean(t) else (pa.int32() if t.bit_width == 32 else pa.int64())
-               if pa.types.is_temporal(t) else t)
+    numbers = _number_type(t)
     values = col.cast(numbers) if numbers != t else col
     data = np.frombuffer(values.buffers()[1], numbers.to_pandas_dtype(), len(values),
                          values.offset * np.dtype(numbers.to_pandas_dtype()).itemsize)
