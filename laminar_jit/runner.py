@@ -37,6 +37,7 @@ from .executor import DagExecutor, Metrics
 from .executor.shards import resolve_parallelism
 from .io.sinks import Sink
 from .io.adapt import as_source
+from .io.sources import resume_shards
 
 __all__ = ["RunStats", "run"]
 
@@ -163,9 +164,11 @@ def run(dag, sources: dict, sinks: dict, checkpoint_dir=None, checkpoint_every: 
     checkpoint_dir : str or os.PathLike, optional
         Directory of this run's checkpoints (``chk-<epoch>/``; a partitioned
         run's: ``job-<epoch>/``). Without it nothing is checkpointed and sinks
-        commit when the run ends. A partitioned run continues a one-process
-        run's newer checkpoint here, its keyed state split by partition;
-        the other way round raises :class:`~laminar_jit.CheckpointError`.
+        commit when the run ends. The newest checkpoint here is continued
+        whatever wrote it: a one-process run's by a partitioned run (its
+        keyed state split by partition), a partitioned run's by a run in one
+        process or at another number of partitions (the partitions' states
+        merged, string codes rewritten to merged dictionaries).
     checkpoint_every : int, optional
         Take a checkpoint every this many batches.
     checkpoint_interval : float, optional
@@ -317,11 +320,13 @@ def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, 
     positions = {name: 0 for name in sources}
     cp = store.latest() if store is not None else None
     if store is not None:
-        _refuse_newer_job(store.root, cp)
+        cp = _newer_job(store, dag, cp)
     if cp is not None:
         ex.restore(cp)
         positions.update({k: v for k, v in cp.positions.items() if k in positions})
         stats.resumed_from = stats.epoch = cp.epoch
+        sources = {name: resume_shards(src, name, cp.positions, dag.node(name).op.event_time)
+                   for name, src in sources.items()}
     restored_epoch = None if store is None else stats.epoch
     for name, sink in sinks.items():
         try:
@@ -351,20 +356,20 @@ def _run(ex, dag, sources, sinks, store, checkpoint_every, checkpoint_interval, 
     return stats
 
 
-def _refuse_newer_job(root, cp) -> None:
-    """A partitioned run's checkpoint newer than ``cp`` stops a run in one process with a CheckpointError.
+def _newer_job(store, dag, cp):
+    """A partitioned run's checkpoint here newer than ``cp``, as one executor's (saved as ``chk-<epoch>``), or ``cp``.
 
-    Its states are split over partitions, each with its own string dictionaries; one process cannot take
-    them back yet. Starting from ``cp`` instead would roll exactly-once sinks back behind the job's output.
+    Its partitions' states merge into one (see :func:`laminar_jit.distributed.rescale.merge_job`); the
+    sources its workers read as shards continue shard by shard.
     """
-    from .distributed.coordinator import complete_job_epochs
+    from .distributed.coordinator import complete_job_epochs, job_as_one
 
-    jobs = complete_job_epochs(root)
-    if jobs and jobs[-1] > (cp.epoch if cp is not None else -1):
-        raise CheckpointError(
-            f"lj.run: {str(root)!r} holds the checkpoint of a partitioned run (job-{jobs[-1]:08d}), newer than any "
-            "checkpoint of a run in one process; a partitioned job's state resumes only partitioned: call lj.run "
-            "with the partitions= it ran with (a run in one process can move to partitions, not back)")
+    jobs = complete_job_epochs(store.root)
+    if not jobs or jobs[-1] <= (cp.epoch if cp is not None else -1):
+        return cp
+    merged = job_as_one(store.root, dag, jobs[-1])
+    store.save(merged)
+    return merged
 
 
 class _Loop:
@@ -455,6 +460,8 @@ class _Loop:
         self.pre_commit(epoch)
         cp = self.ex.checkpoint()
         cp.positions, cp.epoch = dict(self.positions), epoch
+        for name, source in self.sources.items():  # a source continued as shards: where each shard is
+            cp.positions.update(getattr(source, "shard_positions", lambda _: {})(name))
         try:
             self.store.save(cp)
         except CheckpointError as e:

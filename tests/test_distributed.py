@@ -18,6 +18,7 @@ import ray
 import laminar_jit as lj
 from helpers import Crashing, latest_epoch
 from laminar_jit.distributed import coordinator
+from laminar_jit.distributed.rescale import partition_checkpoint
 
 DELAY = 200
 
@@ -183,9 +184,11 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
                    partitions=2, checkpoint_dir=tmp_path / "chk")
     assert again.finished and again.events == 0
     _same_multiset(lj.io.ParquetSink(out_dir).read(), ref["out"])
-    with pytest.raises(lj.CheckpointError, match="partitions=2"):
-        lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
-               partitions=3, checkpoint_dir=tmp_path / "chk")
+    # another number of partitions takes the job's checkpoint over (its state split again by key)
+    again = lj.run(dag, {"s": batches}, {"out": lj.io.MemorySink(), "kept": lj.io.MemorySink()},
+                   partitions=3, checkpoint_dir=tmp_path / "chk")
+    assert again.finished and again.events == 0
+    assert (sorted((tmp_path / "chk").glob("job-*"))[-1] / "part-0002" / "manifest.json").exists()
 
     # a damaged partition checkpoint stops the resumed run with the engine's error, not a retry loop
     *earlier, last = sorted((tmp_path / "chk").glob("job-*"))
@@ -198,8 +201,10 @@ def test_killed_partition_recovers_from_the_last_checkpoint_with_identical_outpu
 
 
 def _moving_dag():
-    """String keys and string payloads in every kind of state a job moves: a window, a Dedup, a windowed
-    TopN (its kept rows), an interval join (its buffered rows), a session."""
+    """String keys and string payloads in every kind of state a job moves: a window (a count of distinct
+    strings, a least string), a Dedup (a composite key), a windowed TopN (its kept rows), an interval join
+    (its buffered rows), a session, an updating GROUP BY (a greatest string, distinct strings) and an
+    unbounded TopN (its rows, as kept and as last emitted)."""
     syms = pa.schema([("ts", pa.int64()), ("sym", pa.string()), ("v", pa.int64()), ("tag", pa.string())])
     quotes = pa.schema([("ts", pa.int64()), ("id", pa.string()), ("x", pa.int64()), ("venue", pa.large_string())])
     return (lj.DagBuilder()
@@ -208,27 +213,38 @@ def _moving_dag():
             .operator("f", lj.Filter(lambda v: v > 0))
             .operator("named", lj.Project({"ts": "ts", "symbol": "sym", "v": "v", "tag": "tag"}))
             .operator("w", lj.TumblingWindow(1_000, key="symbol", aggs={"n": lj.count(), "s": lj.sum("v"),
-                                                                        "tags": lj.count_distinct("tag")}))
-            .operator("first", lj.Dedup(key="symbol", within=2_000))
+                                                                        "tags": lj.count_distinct("tag"),
+                                                                        "lo": lj.min("tag")}))
+            .operator("g", lj.GroupAggregate(key="symbol", aggs={"n": lj.count(), "hi": lj.max("tag"),
+                                                                 "tags": lj.count_distinct("tag")}))
+            .operator("best", lj.TopN(1, by="v", key="symbol", window=None))
+            .operator("first", lj.Dedup(key=["symbol", "v"], within=2_000))
             .operator("top", lj.TopN(2, by="v", key="symbol", window=1_000))
             .operator("j", lj.IntervalJoin("sym", "id", lower=-30, upper=30))
             .operator("sess", lj.SessionWindow(gap=200, key="id", aggs={"n": lj.count(), "hi": lj.max("x")}))
             .connect("s", "f").connect("f", "named").connect("named", "w").connect("named", "first")
-            .connect("named", "top").connect("s", "j", port="left").connect("q", "j", port="right")
+            .connect("named", "top").connect("named", "g").connect("named", "best")
+            .connect("s", "j", port="left").connect("q", "j", port="right")
             .connect("q", "sess")
             .sink_for("w", "windows").sink_for("first", "firsts").sink_for("top", "tops").sink_for("j", "pairs")
-            .sink_for("sess", "sessions").sink_for("f", "kept")
+            .sink_for("sess", "sessions").sink_for("f", "kept").sink_for("g", "groups").sink_for("best", "bests")
             .build())
 
 
 def _moving_events(n, seed):
+    """Events whose results do not depend on how readers interleave: unique values (no TopN ties), and rows
+    repeated a few rows later (a Dedup of (symbol, value) keeps one of two equal rows, whichever comes first)."""
     rng = np.random.default_rng(seed)
     names = np.array([f"sym{i}" for i in range(120)])
-    ts = np.arange(n, dtype=np.int64) * 3 + rng.integers(0, DELAY, n)
+    ts = np.arange(n, dtype=np.int64) * 3 + rng.integers(0, DELAY // 2, n)
     s = pa.table({"ts": ts, "sym": pa.array(names[rng.zipf(1.4, n) % 120], mask=rng.random(n) < 0.02),
-                  "v": rng.integers(-50, 1_000, n), "tag": names[rng.integers(0, 9, n)]})
-    q = pa.table({"ts": ts, "id": names[rng.integers(0, 120, n)],
-                  "x": rng.integers(0, 500, n), "venue": pa.array(names[rng.integers(0, 4, n)], pa.large_string())})
+                  "v": rng.permutation(n).astype(np.int64), "tag": names[rng.integers(0, 9, n)]})
+    again = np.flatnonzero(rng.random(n) < 0.1)
+    place = np.concatenate([np.arange(n), again + rng.integers(1, 10, again.size)]).astype(np.float64)
+    place[n:] += 0.5  # a repeat comes after the rows before its place
+    s = pa.concat_tables([s, s.take(again)]).take(np.argsort(place, kind="stable"))
+    q = pa.table({"ts": ts, "id": names[rng.integers(0, 120, n)], "x": rng.integers(0, 500, n),
+                  "venue": pa.array(names[rng.integers(0, 4, n)], pa.large_string())})
     return s, q
 
 
@@ -253,10 +269,59 @@ def test_a_run_in_one_process_moves_to_partitions_with_its_state(tmp_path):
     jobs = sorted(p.parent.name for p in (tmp_path / "chk").glob("job-*/job.json"))
     assert jobs[0] == f"job-{epoch:08d}" and len(jobs) > 1  # the adopted checkpoint, then the job's own
 
-    # the job's checkpoints resume partitioned; one process refuses them, naming the way on
-    with pytest.raises(lj.CheckpointError, match="partitions= it ran with"):
-        lj.run(dag, {"s": s_batches, "q": q_batches}, {name: lj.io.MemorySink() for name in dag.sinks},
-               progress=False, **opts)
+
+
+def test_a_partitioned_job_rescales_and_moves_back_to_one_process_with_its_state(tmp_path, monkeypatch):
+    dag = _moving_dag()
+    s, q = _moving_events(30_000, 22)
+    s_batches, q_batches = s.to_batches(max_chunksize=700), q.to_batches(max_chunksize=700)
+    sources = {"s": s_batches, "q": q_batches}
+    ref = _single(dag, sources)
+    sinks = {name: lj.io.MemorySink() for name in dag.sinks}
+    opts = dict(checkpoint_dir=tmp_path / "chk", checkpoint_every=4, keep=100)
+    epochs = []
+
+    def stop(driver, steps):  # the driver goes away mid-run, after two more checkpoints
+        if driver.stats.checkpoints >= 2:
+            epochs.append(driver.stats.epoch)
+            raise RuntimeError("driver stopped")
+
+    monkeypatch.setattr(coordinator, "_round_hook", stop)
+    with pytest.raises(RuntimeError, match="driver stopped"):
+        lj.run(dag, sources, sinks, partitions=2, **opts)
+    # three partitions take the two's checkpoint over: worker 0 continues both shards of each source
+    with pytest.raises(RuntimeError, match="driver stopped"):
+        lj.run(dag, sources, sinks, partitions=3, **opts)
+    monkeypatch.setattr(coordinator, "_round_hook", None)
+    first, second = epochs
+    assert second > first
+    for epoch in epochs:  # both runs stopped with rows of both sources left to read
+        read = lj.Checkpoint.load(tmp_path / "chk" / f"job-{epoch:08d}" / "reader-0000").positions
+        assert 0 < read["s"] < s.num_rows // 2 and 0 < read["q"] < q.num_rows // 2, read
+    readers = sorted(p.name for p in (tmp_path / "chk" / f"job-{first:08d}").glob("reader-*"))
+    assert readers == ["reader-0000", "reader-0001", "reader-0002"]  # rewritten for three
+    # one process continues the three's checkpoint: every shard where worker 0 had read it
+    stats = lj.run(dag, sources, sinks, progress=False, **opts)
+    assert stats.resumed_from == second and stats.finished
+    for name in dag.sinks:
+        _same_multiset(sinks[name].table(), ref[name])
+    merged = lj.Checkpoint.load(tmp_path / "chk" / f"chk-{second:08d}")
+    assert merged.positions["s"] == merged.positions["s@shard0/2"] + merged.positions["s@shard1/2"] > 0
+    assert stats.events == s.num_rows + q.num_rows - merged.positions["s"] - merged.positions["q"]
+
+
+def test_a_checkpoint_that_cannot_move_to_partitions_says_why():
+    dag = (lj.DagBuilder()
+           .source("s", _schema(), event_time="ts", watermark=lj.BoundedOutOfOrderness(DELAY))
+           .operator("running", lj.OverAggregate({"s": lj.sum("v")}, key="k"))
+           .connect("s", "running").sink_for("running", "out").build())
+    ex = lj.DagExecutor(dag)
+    ex.process_batch("s", _events(2_000, 3))
+    cp = ex.checkpoint()
+    with pytest.raises(lj.CheckpointError, match="'running'.*cannot be split by key"):
+        partition_checkpoint(dag, cp, 2)
+    with pytest.raises(lj.CheckpointError, match="different DAG"):
+        partition_checkpoint(tumbling_dag(), cp, 2)
 
 
 def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):

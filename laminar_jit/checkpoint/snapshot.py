@@ -76,7 +76,9 @@ class Checkpoint:
     finished : bool
         Whether :meth:`DagExecutor.finish` had been called.
     positions : dict of str to int
-        Rows consumed per source, set by the runner (``{}`` otherwise).
+        Rows consumed per source, set by the runner (``{}`` otherwise); for
+        a source a partitioned run read as ``n`` shards, also each shard's
+        (``"<source>@shard<i>/<n>"``).
     epoch : int or None
         Checkpoint number within a run, set by the runner.
     created : str

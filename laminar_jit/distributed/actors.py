@@ -41,6 +41,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..executor import DagExecutor
+from ..io.sources import resume_shards
 from .exchange import Outbox, partition_batch
 from .plan import split_dag
 
@@ -112,6 +113,9 @@ class Worker:
         cp = Checkpoint.load(reader_dir(restore, self.index))
         self.reader.restore(cp)
         self.positions.update({k: v for k, v in cp.positions.items() if k in self.positions})
+        # a source an earlier run read as other shards: continued shard by shard (worker 0 reads it all)
+        self.sources = {name: resume_shards(src, name, cp.positions, self.plan.dag.node(name).op.event_time)
+                        for name, src in self.sources.items()}
         self.part.restore(Checkpoint.load(part_dir(restore, self.index)))
         # a restored partition waits for every reader to report its watermark again
         self.current = {s: int(self.part.watermark(s)) for s in self.current}
@@ -207,6 +211,8 @@ class Worker:
         if root is not None:
             cp = self.reader.checkpoint()
             cp.positions, cp.epoch = dict(self.positions), epoch
+            for name, source in self.sources.items():  # a source continued as shards: where each shard is
+                cp.positions.update(getattr(source, "shard_positions", lambda _: {})(name))
             cp.save(reader_dir(root, self.index))
         self.take_barrier(epoch, self.index, root)
         refs = self._refs + [h.take_barrier.remote(epoch, self.index, root)

@@ -37,9 +37,9 @@ from ..errors import CheckpointError, ClusterError
 from ..io.sources import EmptySource
 from .actors import Worker, part_dir, reader_dir
 from .plan import split_dag
-from .rescale import partition_checkpoint
+from .rescale import merge_job, partition_checkpoint
 
-__all__ = ["complete_job_epochs", "run_partitioned"]
+__all__ = ["complete_job_epochs", "job_as_one", "read_job_manifest", "run_partitioned"]
 
 _CHECKPOINT = re.compile(r"^job-(\d{8})$")
 _JOB = "job.json"
@@ -245,24 +245,35 @@ class _JobStore:
             if not job.exists():
                 shutil.rmtree(self.path(epoch), ignore_errors=True)  # a checkpoint cut short
                 continue
-            try:
-                manifest = json.loads(job.read_text())
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"job checkpoint {job} is unreadable ({exc}); delete the directory "
-                                      "to start over from the previous checkpoint") from exc
-            if manifest.get("format") != _JOB_FORMAT or manifest.get("version") != _JOB_VERSION:
-                raise CheckpointError(f"{job} is not a laminar_jit job manifest of version {_JOB_VERSION}")
-            if manifest["dag_fingerprint"] != self.dag.fingerprint:
-                raise CheckpointError(f"{job} was written by a different DAG; use a new checkpoint directory "
-                                      "for a changed job")
-            written = len(manifest["partitions"])
-            if written != self.partitions:
-                raise CheckpointError(
-                    f"{job} was written with partitions={written}, this run has "
-                    f"partitions={self.partitions}; state is partitioned by key, so resume with "
-                    f"partitions={written}")
+            manifest = read_job_manifest(self.path(epoch), self.dag)
+            if len(manifest["partitions"]) != self.partitions:
+                manifest = self._rescale(epoch)
             return epoch, manifest
         return None
+
+    def _rescale(self, epoch: int) -> dict:
+        """Rewrite ``job-<epoch>`` (of another number of partitions) for this run's partitions.
+
+        Its partitions' states merge into one executor's (:func:`.rescale.merge_job`) and split again by
+        key (:func:`.rescale.partition_checkpoint`). The new checkpoint is written beside the old one and
+        takes its name only when complete.
+        """
+        path = self.path(epoch)
+        readers, parts, whole = partition_checkpoint(self.dag, job_as_one(self.root, self.dag, epoch),
+                                                     self.partitions)
+        fresh, old = self.root / f".job-{epoch:08d}.rescaled", self.root / f".job-{epoch:08d}.old"
+        shutil.rmtree(fresh, ignore_errors=True)
+        for i, (reader, part) in enumerate(zip(readers, parts)):
+            reader.save(reader_dir(fresh, i))
+            part.save(part_dir(fresh, i))
+        manifest = read_job_manifest(path, self.dag)
+        self._write_manifest(fresh, epoch, {"positions": manifest["positions"], "finished": manifest["finished"],
+                                            "whole_sources": whole})
+        os.replace(path, old)
+        os.replace(fresh, path)
+        shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(self.root)
+        return read_job_manifest(path, self.dag)
 
     def adopt_single(self) -> None:
         """Make the newest checkpoint of a one-process run here (``chk-<epoch>``) this job's, if it is newer.
@@ -291,7 +302,11 @@ class _JobStore:
 
     def complete(self, epoch: int, facts: dict) -> None:
         """Write the job manifest, which marks ``job-<epoch>`` complete, then prune old checkpoints."""
-        path = self.path(epoch)
+        self._write_manifest(self.path(epoch), epoch, facts)
+        for old in self._epochs()[:-self.keep]:
+            shutil.rmtree(self.path(old), ignore_errors=True)
+
+    def _write_manifest(self, path: Path, epoch: int, facts: dict) -> None:
         manifest = {"format": _JOB_FORMAT, "version": _JOB_VERSION, "epoch": epoch,
                     "dag_fingerprint": self.dag.fingerprint,
                     "readers": [f"reader-{i:04d}" for i in range(self.partitions)],
@@ -303,8 +318,38 @@ class _JobStore:
             os.fsync(f.fileno())
         os.replace(tmp, path / _JOB)
         fsync_dir(path)
-        for old in self._epochs()[:-self.keep]:
-            shutil.rmtree(self.path(old), ignore_errors=True)
+
+
+def read_job_manifest(path, dag) -> dict:
+    """The manifest (``job.json``) of the complete job checkpoint ``path`` of ``dag``.
+
+    Raises
+    ------
+    CheckpointError
+        It is unreadable, of another format or version, or of another DAG.
+    """
+    job = Path(path) / _JOB
+    try:
+        manifest = json.loads(job.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"job checkpoint {job} is unreadable ({exc}); delete the directory "
+                              "to start over from the previous checkpoint") from exc
+    if manifest.get("format") != _JOB_FORMAT or manifest.get("version") != _JOB_VERSION:
+        raise CheckpointError(f"{job} is not a laminar_jit job manifest of version {_JOB_VERSION}")
+    if manifest["dag_fingerprint"] != dag.fingerprint:
+        raise CheckpointError(f"{job} was written by a different DAG; use a new checkpoint directory "
+                              "for a changed job")
+    return manifest
+
+
+def job_as_one(root, dag, epoch: int):
+    """The job checkpoint ``job-<epoch>`` under ``root`` as one executor's checkpoint (see :func:`.rescale.merge_job`)."""
+    path = Path(root) / f"job-{epoch:08d}"
+    manifest = read_job_manifest(path, dag)
+    cp = merge_job(dag, path, len(manifest["partitions"]), manifest.get("whole_sources", ()), epoch)
+    if manifest.get("finished"):
+        cp.finished = True
+    return cp
 
 
 def complete_job_epochs(root) -> list[int]:

@@ -1,4 +1,4 @@
-"""A one-process checkpoint as a partitioned job's: each partition gets the keys it owns.
+"""Checkpoints moved between one process and partitions: states split by key, or merged.
 
 :func:`partition_checkpoint` takes what :func:`laminar_jit.run` saved (one
 executor's :class:`~laminar_jit.Checkpoint` of the whole DAG, with source
@@ -18,17 +18,26 @@ checkpoint of its reader part and of its partition part (see
   sink rows go to worker 0, so the job's totals are the checkpoint's;
 * the reader of worker 0 continues every source from the checkpoint's
   position, reading it whole (``whole_sources``): positions count the rows
-  of the source, not of a shard, so the other readers read nothing of it.
+  of the source, not of a shard, so the other readers read nothing of it
+  (a source an earlier run read as ``P`` shards: worker ``i`` continues
+  shard ``i``, or worker 0 all of them when the number differs).
 
-Only this direction is built: a partitioned job's checkpoint holds one
-string dictionary per partition, and the codes inside its states would have
-to be rewritten to merge them.
+:func:`merge_job` goes the other way, a job's checkpoint as one executor's:
+each partition's string dictionaries are merged into one per column (their
+values, in order, partition after partition) and every code its states hold
+is rewritten through an old -> new map before the states merge as key
+shards' do (``absorb``). Where codes are is what the code generator
+recorded: each key column's dictionary, and each kept or aggregated string
+column's (``Gen.key_dictionaries``, ``Gen.value_dictionaries``). A source
+the workers read as shards is continued shard by shard from the readers'
+positions (``<source>@shard<i>/<n>`` entries next to the source's total).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..checkpoint import Checkpoint
 from ..checkpoint.capture import check_same_dag
@@ -39,15 +48,18 @@ from ..executor.codegen import generate
 from ..executor.core import MetricsLayout
 from ..executor.keyhash import mix_column
 from ..executor.steps import boundary_nodes
+from ..io.sources import SHARD_POSITION, shard_positions
 from ..kernels.partitioning import HASH_SEED
 from ..ops.joins import JoinOperator
 from ..state.dictionary import StringDictionary
 from ..state.joins import JoinState
+from .actors import part_dir, reader_dir
 from .plan import COLUMNS_NODE, SplitPlan, split_dag
 
-__all__ = ["partition_checkpoint"]
+__all__ = ["merge_job", "partition_checkpoint"]
 
 _WM_MIN = int(np.iinfo(np.int64).min)
+_WM_MAX = int(np.iinfo(np.int64).max)
 _NULL_KEY = _WM_MIN  # a null key column's value in state
 _COLUMNS_SUFFIX = COLUMNS_NODE.format("")
 
@@ -81,13 +93,21 @@ def partition_checkpoint(dag, cp: Checkpoint, partitions: int) -> tuple[list[Che
     plan = split_dag(dag, partitions)
     whole_keys = _key_dictionaries(dag)
     states = _split_states(dag, plan, cp, partitions, whole_keys)
+    # a source read as this many shards before: worker i continues shard i; any other: worker 0 reads it all
+    sharded = {name: shards for name in dag.sources
+               if (shards := shard_positions(cp.positions, name)) is not None and len(shards) == partitions}
+    whole = sorted(name for name in dag.sources if name in cp.positions and name not in sharded)
+    first = {name: cp.positions[name] for name in whole}
+    first.update({key: at for key, at in cp.positions.items()
+                  if "@shard" in key and key.split("@shard", 1)[0] in whole})  # (their shards', if any)
     readers = [_sub_checkpoint(plan, plan.reader, cp, {}, first=i == 0, sinks=plan.reader_sinks,
-                               positions=cp.positions if i == 0 else {name: 0 for name in cp.positions})
+                               positions={**(first if i == 0 else {name: 0 for name in whole}),
+                                          **{name: shards[i] for name, shards in sharded.items()}})
                for i in range(partitions)]
     parts = [_sub_checkpoint(plan, plan.partition, cp, states[p], first=p == 0, sinks=plan.partition_sinks,
                              positions={})
              for p in range(partitions)]
-    return readers, parts, sorted(cp.positions)
+    return readers, parts, whole
 
 
 # ----------------------------------------------------------------------------- states
@@ -270,3 +290,189 @@ def _metrics(plan: SplitPlan, sub, cp: Checkpoint, first: bool) -> dict:
     own = first and reader
     return {"counters": counters.tolist(), "events_in": int(cp.metrics.get("events_in", 0)) if own else 0,
             "batches": int(cp.metrics.get("batches", 0)) if own else 0}
+
+
+# ----------------------------------------------------------------------------- a job's checkpoint as one
+
+def merge_job(dag, root, partitions: int, whole_sources=(), epoch: int | None = None) -> Checkpoint:
+    """One executor's checkpoint of ``dag`` from the job checkpoint in directory ``root``.
+
+    Parameters
+    ----------
+    dag : StreamingDag
+    root : path
+        A complete ``job-<epoch>`` directory (``reader-<i>/`` and ``part-<i>/``).
+    partitions : int
+        The job's partitions.
+    whole_sources : sequence of str
+        Sources worker 0 read whole (its positions are theirs); the others
+        were read as ``partitions`` shards.
+    epoch : int, optional
+        The checkpoint's epoch.
+
+    Returns
+    -------
+    Checkpoint
+        States merged (string codes rewritten to merged dictionaries),
+        watermarks the lowest of the workers' (a reader that finished does
+        not count), counters and pending rows summed, positions per source
+        (and per shard, ``SHARD_POSITION``).
+
+    Raises
+    ------
+    CheckpointError
+        A part is missing, damaged or from another DAG.
+    """
+    plan = split_dag(dag, partitions)
+    readers = [Checkpoint.load(reader_dir(root, i)) for i in range(partitions)]
+    parts = [Checkpoint.load(part_dir(root, i)) for i in range(partitions)]
+    for cp in readers:
+        check_same_dag(plan.reader, cp)
+    for cp in parts:
+        check_same_dag(plan.partition, cp)
+    dictionaries, code_maps = _merged_dictionaries(dag, plan, parts)
+    states = _merged_states(dag, plan, parts, code_maps)
+    live = [cp for cp in readers if not cp.finished] or readers
+    watermarks: dict[str, int] = {}
+    for i in dag.execution_ids:
+        n = dag.nodes[i]
+        held = [cp.watermarks[n.name] for cp in live if n.name in cp.watermarks]
+        held += [cp.watermarks[n.name] for cp in parts if n.name in cp.watermarks]
+        watermarks[n.name] = min(held) if held else min(
+            (watermarks[dag.nodes[u].name] for u, _ in n.inputs), default=_WM_MIN)
+    positions: dict[str, int] = {}
+    for name in dag.sources:
+        if name in whole_sources:  # (worker 0 read it all, maybe as the shards of an earlier run)
+            positions.update({key: int(at) for key, at in readers[0].positions.items()
+                              if key == name or key.startswith(f"{name}@shard")})
+            continue
+        shards = [int(cp.positions.get(name, 0)) for cp in readers]
+        positions[name] = sum(shards)
+        positions.update({SHARD_POSITION.format(name, i, partitions): p for i, p in enumerate(shards)})
+    pending = {}
+    for sink in dag.sinks:
+        tables = [cp.pending[sink] for cp in [*readers, *parts] if sink in cp.pending]
+        if tables:
+            pending[sink] = pa.concat_tables(tables)
+    return Checkpoint(
+        dag_fingerprint=dag.fingerprint,
+        node_fingerprints=node_fingerprints(dag.nodes, dag._order_ids),
+        states=states,
+        dictionaries=dictionaries,
+        pending=pending,
+        watermarks=watermarks,
+        idle=[n for n in dag.sources if all(n in cp.idle for cp in live)],
+        metrics=_summed_metrics(plan, readers, parts),
+        finished=all(cp.finished for cp in readers) and all(cp.finished for cp in parts),
+        positions=positions,
+        epoch=epoch,
+    )
+
+
+def _value_dictionaries(dag) -> dict:
+    """Per stateful node id: where its state holds string codes besides its keys, and of which dictionary."""
+    out: dict = {}
+    for root in _roots(dag):
+        for nid, places in generate(dag, root).value_dictionaries.items():
+            out.setdefault(nid, {}).update(places)
+    return out
+
+
+def _merged_dictionaries(dag, plan: SplitPlan, parts: list[Checkpoint]) -> tuple[dict, list[dict]]:
+    """The whole DAG's dictionaries merged from the partitions', and per partition its old -> new code maps.
+
+    Dictionaries one executor links (both sides of a string join key) merge as one.
+    """
+    groups: dict[str, str] = {}  # whole dictionary -> its link group's first
+    for root in _roots(dag):
+        for group in generate(dag, root).shared_dictionaries:
+            names = ["/".join(key) for key in group]
+            first = groups.get(names[0], names[0])
+            for name in names:
+                groups.setdefault(name, first)
+    wanted = ["/".join(key) for key in _encoded(dag)]
+    sources: dict[str, list] = {}  # group -> [(partition, its dictionary's name)]
+    for p, cp in enumerate(parts):
+        for key in cp.dictionaries:
+            step, column = key.rsplit("/", 1)
+            whole = _whole_dictionary(dag, plan, step, column)
+            if whole is not None:
+                sources.setdefault(groups.get(whole, whole), []).append((p, key))
+    merged: dict[str, pa.Array] = {}
+    maps: list[dict] = [{} for _ in parts]
+    for group, held in sources.items():
+        arrays = [parts[p].dictionaries[key] for p, key in held]
+        value_type = arrays[0].type
+        values = pc.unique(pa.concat_arrays([a.cast(value_type) for a in arrays])) if arrays else pa.array([])
+        merged[group] = values
+        for (p, key), a in zip(held, arrays):
+            maps[p][key] = pc.index_in(a.cast(value_type), value_set=values).to_numpy(zero_copy_only=False).astype(
+                np.int64)
+    out = {}
+    for name in wanted:
+        values = merged.get(groups.get(name, name))
+        if values is None:  # no partition reads it (a reader-part column): empty
+            values = next(iter(merged.values()), pa.array([], pa.string()))[:0]
+        out[name] = values
+    return out, maps
+
+
+def _merged_states(dag, plan: SplitPlan, parts: list[Checkpoint], code_maps: list[dict]) -> dict:
+    """Every stateful node's entries of all partitions, their string codes those of the merged dictionaries."""
+    part_dag = plan.partition
+    key_dicts, value_dicts = _key_dictionaries(part_dag), _value_dictionaries(part_dag)
+    states = {}
+    for node in dag.nodes:
+        if node.kind != "stateful":
+            continue
+        pnode = part_dag.node(node.name)
+        joined = isinstance(node.op, JoinOperator)
+        origins = key_dicts.get((pnode.id, "left") if joined else pnode.id, [])
+        merged = node.op.new_state(node.bound)
+        for p, cp in enumerate(parts):
+            state = pnode.op.new_state(pnode.bound)
+            try:
+                state.load_snapshot(cp.states[node.name])
+            except (KeyError, ValueError) as e:
+                raise CheckpointError(f"partition {p}'s checkpoint does not fit node {node.name!r}: {e}") from e
+            maps = code_maps[p]
+
+            def code_map(origin):
+                if origin is None:
+                    return None
+                key = "/".join(origin)
+                if key not in maps:
+                    raise CheckpointError(f"node {node.name!r} holds codes of the string dictionary {key!r}, which "
+                                          f"partition {p}'s checkpoint lacks or the DAG cannot place")
+                return maps[key]
+
+            state.recode([code_map(o) for o in origins],
+                         {place: code_map(o) for place, o in value_dicts.get(pnode.id, {}).items()})
+            slots = (state.keyed_slots() if joined else state.table.live_slots()).astype(np.int64)
+            merged.absorb(state, slots, **({"unkeyed": True} if joined else {}))
+        states[node.name] = merged.snapshot()
+    return states
+
+
+def _summed_metrics(plan: SplitPlan, readers: list[Checkpoint], parts: list[Checkpoint]) -> dict:
+    """The whole DAG's counters: per node the sum over the workers running it, global ones summed."""
+    dag = plan.dag
+    layout = MetricsLayout(len(dag.nodes))
+    counters = np.zeros(layout.size, np.int64)
+    exchanged = {x.node for x in plan.exchanges}
+    per_node = len(MetricsLayout.PER_NODE)
+    for sub, cps in ((plan.reader, readers), (plan.partition, parts)):
+        sub_layout = MetricsLayout(len(sub.nodes))
+        for cp in cps:
+            have = np.asarray(cp.metrics.get("counters", []), np.int64)
+            if have.size != sub_layout.size:
+                raise CheckpointError(f"a worker's checkpoint holds {have.size} counters, expected {sub_layout.size}")
+            for n in sub.nodes:
+                if n.name not in dag.execution_order or (sub is plan.partition and n.name in exchanged):
+                    continue
+                w = dag.node(n.name)
+                for k in MetricsLayout.PER_NODE:
+                    counters[layout.index(k, w.id)] += have[sub_layout.index(k, n.id)]
+            counters[per_node * len(dag.nodes):] += have[per_node * len(sub.nodes):]
+    return {"counters": counters.tolist(), "events_in": sum(int(cp.metrics.get("events_in", 0)) for cp in readers),
+            "batches": sum(int(cp.metrics.get("batches", 0)) for cp in readers)}

@@ -207,6 +207,10 @@ class Gen:
     #: Per keyed node id (a join: per ``(id, port)``): the (source, column) dictionary each key column holds
     #: codes of, None for a column that is not a string (what moving state between partitions decodes).
     key_dictionaries: dict = field(default_factory=dict)
+    #: Per stateful node id: where its state holds other string codes, ``("payload", port, j)`` (kept column
+    #: ``j`` of a join port or a TopN) or ``("agg", None, j)`` (aggregate ``j``), and the (source, column)
+    #: dictionary they are codes of (what merging partitions' states rewrites).
+    value_dictionaries: dict = field(default_factory=dict)
     #: Step arguments computed from the batch by an ArrowMap: name -> (node, source columns, output index, type).
     arrow_args: dict = field(default_factory=dict)
     #: The step's input is a boundary node's output (it then takes ``wm_rows``, the watermark of its rows).

@@ -71,9 +71,10 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     # string columns: the source column whose dictionary their codes belong to, and for min/max that
     # dictionary's (offsets, data) step arguments (to compare codes by their bytes)
     origins, stores = {}, {}
-    for kind, c, col in zip(spec.kinds, spec.columns, agg_cols):
+    for j, (kind, c, col) in enumerate(zip(spec.kinds, spec.columns, agg_cols)):
         if c in spec.strings:
             origin = origins[c] = string_origin(gen, node, b, col, c)
+            gen.value_dictionaries.setdefault(node.id, {})[("agg", None, j)] = (gen.source, origin)
             if kind in (MIN, MAX) and origin not in stores:
                 stores[origin] = gen.dictionary_store(origin)
     leaves: list = []

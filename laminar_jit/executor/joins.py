@@ -217,7 +217,7 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
     base = SIDE_BASE[port]
     kind = x.kind
     payload_cols = [b.cols[name] for name, _ in spec.payload]
-    for (name, dtype), col in zip(spec.payload, payload_cols):
+    for j, ((name, dtype), col) in enumerate(zip(spec.payload, payload_cols)):
         if dtype is None and col.kind == "src":
             if b.origin is not None:
                 raise SchemaError(f"operator {node.name!r}: string column {name!r} of port {port!r} must come "
@@ -225,6 +225,9 @@ def _update(gen, node, port: str, b: Binding, n: dict) -> None:
             gen.encoded.add(col.name)
         elif dtype is None and col.dictionary is None:
             raise SchemaError(f"operator {node.name!r}: string column {name!r} has no dictionary to keep it by")
+        if dtype is None:
+            gen.value_dictionaries.setdefault(nid, {})[("payload", port, j)] = \
+                (gen.source, col.name) if col.kind == "src" else col.dictionary
     if gen.sharded and b.origin is not None:
         raise ValueError(f"operator {node.name!r}: key shards merge a join's output by where its rows arrived, "
                          f"and the rows of port {port!r} come through a fan-in")

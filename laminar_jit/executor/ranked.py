@@ -158,6 +158,7 @@ def ranked_{nid}_update({params}):
         dictionary = None
         if dtype is None:
             dictionary = (gen.source, col.name) if col.kind == "src" else col.dictionary
+            gen.value_dictionaries.setdefault(nid, {})[("payload", None, j)] = dictionary
         out[name] = Col("der", name, schema.field(name).type, vals, valid, dictionary=dictionary)
         owned += [vals, valid]
     out["op"] = Col("der", "op", schema.field("op").type, f"rop_{nid}", f"no_nulls_{nid}")

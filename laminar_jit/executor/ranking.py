@@ -352,6 +352,7 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
         dictionary = None
         if dtype is None:
             dictionary = (gen.source, col.name) if col.kind == "src" else col.dictionary
+            gen.value_dictionaries.setdefault(nid, {})[("payload", None, j)] = dictionary
         out[name] = Col("der", name, schema.field(name).type, f"r{j}_{nid}", f"rv{j}_{nid}", dictionary=dictionary)
     owned = (f"sel_{nid}", *out_vars, f"no_nulls_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)

@@ -198,10 +198,12 @@ def _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg) -> tuple[lis
     whose dictionary its codes belong to. ``fields_by_agg`` gains ``d_off``/``d_data``.
     """
     stores, dictionaries = [], {}
-    for (name, agg), col, fnames in zip(aggs, agg_cols, fields_by_agg):
+    for j, ((name, agg), col, fnames) in enumerate(zip(aggs, agg_cols, fields_by_agg)):
         if col is None or agg.user is not None or string_type(col.arrow_type) is None:
             continue
         origin = string_origin(gen, node, b, col, agg.column)
+        if agg.kind != "count":
+            gen.value_dictionaries.setdefault(node.id, {})[("agg", None, j)] = (gen.source, origin)
         if agg.kind in ("min", "max"):
             if _STR_LESS not in gen.funcs:
                 gen.funcs.append(_STR_LESS)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.changelog import rec_columns
-from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table,
+from ..kernels.changelog import COUNT_DISTINCT, MAX, MIN, rec_columns
+from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table, remap_codes,
                        put_tables, take_slots, take_table, take_tables)
 
 __all__ = ["GroupState"]
@@ -106,6 +106,23 @@ class GroupState(KeyedEntries):
         return names
 
     # -- rescaling ---------------------------------------------------------------
+    def recode(self, key_maps: list, value_maps: dict) -> None:
+        """Rewrite the string codes of the keys and of aggregates of strings (``("agg", None, a)``): a min's or
+        max's value and the value last emitted, and the distinct values kept for min/max and count_distinct."""
+        self.recode_keys(key_maps)
+        ival, _, _, _, oi, _, _ = rec_columns(self.n_aggs)
+        held = self.values.live_slots().astype(np.int64)
+        agg_of = self.values.keys[held, 0] % max(self.n_aggs, 1)
+        for (_, _, a), m in value_maps.items():
+            if self.kinds[a] in (MIN, MAX):
+                remap_codes(self.rec[:, ival + a], m)
+                remap_codes(self.rec[:, oi + a], m)
+            if self.kinds[a] in (MIN, MAX, COUNT_DISTINCT) and held.size:
+                rows = held[agg_of == a]
+                values = self.values.keys[rows, 1]
+                remap_codes(values, m)
+                self.values.keys[rows, 1] = values
+
     def absorb(self, src: "GroupState", slots) -> None:
         """Copy the keys ``slots`` of ``src``, which this state does not hold, into this state.
 

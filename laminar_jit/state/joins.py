@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.joins import compact_links, compact_rows
-from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_slots, take_tables
+from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_tables, remap_codes, take_slots,
+                       take_tables)
 
 __all__ = ["JoinState", "join_params"]
 
@@ -195,6 +196,13 @@ class JoinState(KeyedEntries):
         return names
 
     # -- rescaling ---------------------------------------------------------------
+    def recode(self, key_maps: list, value_maps: dict) -> None:
+        """Rewrite the string codes of the keys and of the rows' kept columns (``("payload", side, j)``)."""
+        self.recode_keys(key_maps)
+        for (_, side, j), m in value_maps.items():
+            arrays = dict((name, arr) for name, arr, _ in self.rows[side])
+            remap_codes(arrays[f"c{j}"], m)
+
     def absorb(self, src: "JoinState", slots, unkeyed: bool = False) -> None:
         """Copy the entries ``slots`` of ``src`` (a key and time bucket each), whose keys this state does not hold.
 

@@ -129,6 +129,10 @@ class KeyedState(KeyedEntries):
         self.heap_slots[: len(pairs)] = pairs[:, 2]
         self.aux[0] = len(pairs)
 
+    def recode(self, key_maps: list, value_maps: dict) -> None:
+        """Rewrite the string codes of the keys (records hold numbers only: ``value_maps`` is empty)."""
+        self.recode_keys(key_maps)
+
     def absorb(self, src: "KeyedState", slots) -> None:
         """Copy the keys ``slots`` of ``src``, which this state does not hold, with their state records and timers.
 

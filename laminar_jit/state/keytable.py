@@ -344,6 +344,23 @@ class KeyedEntries:
         cols.append(k)
         return cols[::-1]
 
+    def recode_keys(self, maps: list) -> None:
+        """Rewrite the string key columns' codes through ``maps`` (per key column: old code -> new code, or None).
+
+        The tables are not rehashed: a state recoded so is only read, by
+        :meth:`absorb` into another state, which inserts its keys afresh
+        (how partitions' states, each with its own dictionaries, merge).
+        """
+        if not self.key_tables:
+            if maps and maps[0] is not None:
+                remap_codes(self.table.keys[:, 0], maps[0])
+            return
+        if maps[0] is not None:
+            remap_codes(self.key_tables[0].keys[:, 0], maps[0])
+        for table, m in zip(self.key_tables, maps[1:]):
+            if m is not None:
+                remap_codes(table.keys[:, 1], m)
+
     def _compose(self, cols: list[np.ndarray]) -> np.ndarray:
         """Entry keys of key-column values: composite keys get this state's ids (new combinations are added)."""
         k = cols[0]
@@ -373,6 +390,16 @@ class KeyedEntries:
             raise ValueError(f"{type(self).__name__}.absorb: {live + n - len(self.table)} of the {n} entries have "
                              "keys this state already holds")
         return new
+
+
+def remap_codes(values: np.ndarray, new_code: np.ndarray) -> None:
+    """Replace, in place, each string code of ``values`` (a view is fine) by ``new_code[code]``.
+
+    Values outside the codes (the null key, a null's placeholder in a free or
+    invalid row) stay as they are.
+    """
+    ok = (values >= 0) & (values < new_code.size)
+    values[ok] = new_code[values[ok]]
 
 
 def put_table(out: dict[str, np.ndarray], prefix: str, table: KeyTable) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.changelog import R_CNT, R_CUR, R_ECNT
-from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, take_tables
+from .keytable import KeyedEntries, KeyTable, check_like, check_names, put_tables, remap_codes, take_tables
 
 __all__ = ["RankedState"]
 
@@ -72,6 +72,14 @@ class RankedState(KeyedEntries):
         return names
 
     # -- rescaling ---------------------------------------------------------------
+    def recode(self, key_maps: list, value_maps: dict) -> None:
+        """Rewrite the string codes of the keys and of the kept rows' columns (current and last emitted)."""
+        self.recode_keys(key_maps)
+        width = (self.cols - R_CUR) // 2
+        for (_, _, j), m in value_maps.items():
+            remap_codes(self.rows[:, R_CUR + j], m)
+            remap_codes(self.rows[:, R_CUR + width + j], m)
+
     def absorb(self, src: "RankedState", slots) -> None:
         """Copy the keys ``slots`` of ``src``, which this state does not hold, into this state.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table,
+from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_table, remap_codes,
                        put_tables, take_slots, take_table, take_tables)
 from .ties import TieRows
 
@@ -220,6 +220,29 @@ class WindowState(KeyedEntries):
             self.ties = ties
 
     # ------------------------------------------------------------ rescaling
+    def recode(self, key_maps: list, value_maps: dict) -> None:
+        """Rewrite every string code this state holds through old -> new code maps (see ``recode_keys``).
+
+        ``key_maps`` per key column; ``value_maps`` by place: ``("agg", None, j)``
+        (aggregate ``j``'s value, or its distinct values) and ``("payload", None, j)``
+        (a TopN's kept column ``j``, tie rows too).
+        """
+        self.recode_keys(key_maps)
+        if self.session and not self.key_tables and key_maps and key_maps[0] is not None:
+            remap_codes(self.heads.keys[:, 0], key_maps[0])  # each key's list of open sessions
+        fields = {name: arr for name, arr, _ in self.fields}
+        for (kind, _, j), m in value_maps.items():
+            if kind == "agg":
+                if f"a{j}_v" in fields:  # min, max, first, last
+                    remap_codes(fields[f"a{j}_v"], m)
+                for i, table, _ in self.sets:  # count_distinct: the (entry, value) table
+                    if i == j:
+                        remap_codes(table.keys[:, 1], m)
+            else:
+                remap_codes(fields[f"t_c{j}"], m)
+                if self.ties is not None:
+                    remap_codes(self.ties.rows[3 + 2 * j], m)
+
     def absorb(self, src: "WindowState", slots) -> None:
         """Copy the entries ``slots`` of ``src``, whose keys this state does not hold, into this state.
 
