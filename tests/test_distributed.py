@@ -324,6 +324,18 @@ def test_a_checkpoint_that_cannot_move_to_partitions_says_why():
         partition_checkpoint(tumbling_dag(), cp, 2)
 
 
+def test_a_rescale_cut_short_keeps_the_checkpoint_it_was_rewriting(tmp_path):
+    store = coordinator._JobStore(tmp_path, 3, tumbling_dag(), 2)
+    (tmp_path / ".job-00000003.old").mkdir()  # renamed aside, the new one not in its place yet
+    (tmp_path / ".job-00000003.old" / "job.json").write_text("old")
+    (tmp_path / ".job-00000003.rescaled").mkdir()
+    (tmp_path / ".job-00000002.old").mkdir()  # the new one in place, the old one not removed yet
+    (tmp_path / "job-00000002").mkdir()
+    store._finish_rescale()
+    assert (tmp_path / "job-00000003" / "job.json").read_text() == "old"
+    assert (tmp_path / "job-00000002").is_dir() and not list(tmp_path.glob(".job-*"))
+
+
 def test_an_actor_dying_every_time_gives_up_with_a_cluster_error(monkeypatch):
     dag = tumbling_dag()
     batches = _events(20_000, 3).to_batches(max_chunksize=500)

@@ -6,12 +6,14 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
 from laminar_jit.errors import CheckpointError
 from laminar_jit.io import CsvSource, IpcSource, MemorySource, ParquetSource, Source, StreamSource, as_source
+from laminar_jit.io.sources import ShardsRest, resume_shards
 
 N = 10_000
 SCHEMA = pa.schema([
@@ -90,6 +92,29 @@ def test_memory_replay(table):
     assert MemorySource(table).total_rows == N
     assert collect(MemorySource(batches[3]), 0).equals(pa.Table.from_batches([batches[3]]))
     assert collect(MemorySource(tuple(batches)), 4_321).equals(table.slice(4_321))
+
+
+def test_a_source_continued_as_shards_reads_what_each_shard_has_left(table):
+    # positions a partitioned run's two readers reached in their shards (MemorySource deals batches)
+    batches = table.to_batches(max_chunksize=1_000)
+    src = MemorySource(batches)
+    shards = src.split(2)
+    at = [3_000, 1_500]  # shard 0 three batches in, shard 1 one and a half
+    rest = resume_shards(src, "bids", {"bids": 4_500, "bids@shard0/2": 3_000, "bids@shard1/2": 1_500}, "ts")
+    assert isinstance(rest, ShardsRest) and rest.total_rows == N
+    assert resume_shards(src, "bids", {"bids": 4_500}, "ts") is src  # read whole: itself
+    position, got, last_ts = 4_500, [], []
+    for batch in rest.batches(position):
+        position = rest.position_after(position, batch)
+        got.append(batch)
+        last_ts.append((rest._taken, pc.max(batch.column("ts")).as_py()))
+    want = pa.concat_tables([collect(shard, a) for shard, a in zip(shards, at)])
+    assert pa.Table.from_batches(got).sort_by("ts").equals(want.sort_by("ts"))  # each shard's rest, once
+    assert position == N and rest.shard_positions("bids") == {"bids@shard0/2": shards[0].total_rows,
+                                                              "bids@shard1/2": shards[1].total_rows}
+    # each shard once (neither read yet), then the one furthest behind in event time: shard 1, whose next
+    # three batches end before shard 0's first
+    assert [i for i, _ in last_ts[:5]] == [0, 1, 1, 1, 0]
 
 
 def test_memory_errors(table):

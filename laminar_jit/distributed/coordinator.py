@@ -238,6 +238,7 @@ class _JobStore:
 
     def latest(self):
         """(epoch, manifest) of the newest complete checkpoint, or None; incomplete ones are removed."""
+        self._finish_rescale()
         epochs = sorted((int(m.group(1)) for p in self.root.iterdir() if (m := _CHECKPOINT.match(p.name))),
                         reverse=True)
         for epoch in epochs:
@@ -250,6 +251,17 @@ class _JobStore:
                 manifest = self._rescale(epoch)
             return epoch, manifest
         return None
+
+    def _finish_rescale(self) -> None:
+        """Settle a rescale a crash interrupted: the old checkpoint back if the new one did not take its name."""
+        for old in self.root.glob(".job-*.old"):
+            path = self.root / old.name[1:-len(".old")]
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, path)
+        for fresh in self.root.glob(".job-*.rescaled"):
+            shutil.rmtree(fresh, ignore_errors=True)
 
     def _rescale(self, epoch: int) -> dict:
         """Rewrite ``job-<epoch>`` (of another number of partitions) for this run's partitions.
@@ -343,7 +355,7 @@ def read_job_manifest(path, dag) -> dict:
 
 
 def job_as_one(root, dag, epoch: int):
-    """The job checkpoint ``job-<epoch>`` under ``root`` as one executor's checkpoint (see :func:`.rescale.merge_job`)."""
+    """The job checkpoint ``job-<epoch>`` under ``root`` as one executor's (see :func:`.rescale.merge_job`)."""
     path = Path(root) / f"job-{epoch:08d}"
     manifest = read_job_manifest(path, dag)
     cp = merge_job(dag, path, len(manifest["partitions"]), manifest.get("whole_sources", ()), epoch)

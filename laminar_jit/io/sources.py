@@ -560,6 +560,11 @@ class ShardsRest(Source):
     def describe(self) -> str:
         return f"{self.source.describe()} continued as {len(self.shards)} shards"
 
+    @property
+    def total_rows(self) -> int | None:
+        """The source's rows (the run's positions are totals over its shards)."""
+        return self.source.total_rows
+
     def batches(self, start_row: int = 0) -> Iterator[pa.RecordBatch]:
         """The shards' remaining batches, the shard furthest behind in event time first (``start_row``: unused)."""
         import pyarrow.compute as pc
