@@ -37,7 +37,7 @@ from .executor import DagExecutor, Metrics
 from .executor.shards import resolve_parallelism
 from .io.sinks import Sink
 from .io.adapt import as_source
-from .io.sources import resume_shards
+from .io.shards import resume_shards
 
 __all__ = ["RunStats", "run"]
 

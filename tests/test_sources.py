@@ -13,7 +13,7 @@ import pytest
 
 from laminar_jit.errors import CheckpointError
 from laminar_jit.io import CsvSource, IpcSource, MemorySource, ParquetSource, Source, StreamSource, as_source
-from laminar_jit.io.sources import ShardsRest, resume_shards
+from laminar_jit.io.shards import ShardsRest, resume_shards
 
 N = 10_000
 SCHEMA = pa.schema([

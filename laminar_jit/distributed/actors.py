@@ -41,7 +41,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..executor import DagExecutor
-from ..io.sources import resume_shards
+from ..io.shards import resume_shards
 from .exchange import Outbox, partition_batch
 from .plan import split_dag
 

@@ -48,7 +48,7 @@ from ..executor.codegen import generate
 from ..executor.core import MetricsLayout
 from ..executor.keyhash import mix_column
 from ..executor.steps import boundary_nodes
-from ..io.sources import SHARD_POSITION, shard_positions
+from ..io.shards import SHARD_POSITION, shard_positions
 from ..kernels.partitioning import HASH_SEED
 from ..ops.joins import JoinOperator
 from ..state.dictionary import StringDictionary
