@@ -17,7 +17,7 @@ from ..errors import CheckpointError
 from ..state.dictionary import StringDictionary
 from .snapshot import Checkpoint
 
-__all__ = ["capture", "check_same_dag", "restore"]
+__all__ = ["capture", "check_same_dag", "load_state", "restore"]
 
 
 def capture(dag, state, operator_states: dict | None = None) -> Checkpoint:
@@ -84,18 +84,7 @@ def restore(dag, state, cp: Checkpoint) -> None:
         raise TypeError(f"restore() takes a laminar_jit.Checkpoint, got {type(cp).__name__}; "
                         "read one from disk with lj.Checkpoint.load(path)")
     check_same_dag(dag, cp)
-    operator_states = {}
-    for node in dag.nodes:
-        if node.kind != "stateful":
-            continue
-        fresh = node.op.new_state(node.bound)
-        try:
-            fresh.load_snapshot(cp.states[node.name])
-        except (KeyError, ValueError) as e:
-            detail = "no state saved for it" if isinstance(e, KeyError) else str(e)
-            raise CheckpointError(f"checkpoint does not fit node {node.name!r}: {detail}; restore onto the DAG "
-                                  "the checkpoint was taken from") from e
-        operator_states[node.id] = fresh
+    operator_states = {node.id: load_state(node, cp) for node in dag.nodes if node.kind == "stateful"}
     dicts = {}
     for (source, column), current in state.dictionaries.items():
         key = f"{source}/{column}"
@@ -141,6 +130,25 @@ def restore(dag, state, cp: Checkpoint) -> None:
     now = time.monotonic()
     state.last_input = {name: now for name in state.last_input}
     state.broken = None  # the state is whole again
+
+
+def load_state(node, cp: Checkpoint, whose: str = "checkpoint"):
+    """A fresh state of stateful ``node`` holding what ``cp`` saved of it.
+
+    Raises
+    ------
+    CheckpointError
+        ``cp`` holds no state of the node, or one that does not fit it (``whose``
+        names the checkpoint in the message).
+    """
+    fresh = node.op.new_state(node.bound)
+    try:
+        fresh.load_snapshot(cp.states[node.name])
+    except (KeyError, ValueError) as e:
+        detail = "no state saved for it" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{whose} does not fit node {node.name!r}: {detail}; restore onto the DAG "
+                              "the checkpoint was taken from") from e
+    return fresh
 
 
 def check_same_dag(dag, cp: Checkpoint) -> None:

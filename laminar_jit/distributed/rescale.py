@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..checkpoint import Checkpoint
-from ..checkpoint.capture import check_same_dag
+from ..checkpoint.capture import check_same_dag, load_state
 from ..dag.builder import node_fingerprints
 from ..errors import CheckpointError
 from ..executor.boundary import _to_arrow
@@ -118,11 +118,7 @@ def _split_states(dag, plan: SplitPlan, cp: Checkpoint, partitions: int, key_dic
     for node in dag.nodes:
         if node.kind != "stateful":
             continue
-        state = node.op.new_state(node.bound)
-        try:
-            state.load_snapshot(cp.states[node.name])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint does not fit node {node.name!r}: {e}") from e
+        state = load_state(node, cp)
         if not hasattr(state, "absorb"):
             raise CheckpointError(f"node {node.name!r} ({node.op.label()}): its state cannot be split by key, so "
                                   "a checkpoint holding it resumes only in one process (without partitions=)")
@@ -430,11 +426,7 @@ def _merged_states(dag, plan: SplitPlan, parts: list[Checkpoint], code_maps: lis
         origins = key_dicts.get((pnode.id, "left") if joined else pnode.id, [])
         merged = node.op.new_state(node.bound)
         for p, cp in enumerate(parts):
-            state = pnode.op.new_state(pnode.bound)
-            try:
-                state.load_snapshot(cp.states[node.name])
-            except (KeyError, ValueError) as e:
-                raise CheckpointError(f"partition {p}'s checkpoint does not fit node {node.name!r}: {e}") from e
+            state = load_state(pnode, cp, f"partition {p}'s checkpoint")
             maps = code_maps[p]
 
             def code_map(origin):
