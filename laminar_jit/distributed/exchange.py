@@ -3,7 +3,9 @@
 Rows are hashed by :func:`laminar_jit.executor.keyhash.key_hash` and the
 rows of each partition are gathered with one Arrow ``take``. Rows keep their
 arrival order within a partition, so order-sensitive operators (``first``/``last``, Dedup,
-TopN ties) see the same sequence of their keys' rows as a single process.
+TopN ties) see the sequence of their keys' rows a single process would, as long as
+each source is read by one reader; rows from readers of several shards of one
+source meet in the order they arrive.
 """
 
 from __future__ import annotations
