@@ -10,6 +10,7 @@ Aggregates are integers so sums do not depend on addition order.
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -268,6 +269,12 @@ def test_a_run_in_one_process_moves_to_partitions_with_its_state(tmp_path):
         _same_multiset(sinks[name].table(), ref[name])
     jobs = sorted(p.parent.name for p in (tmp_path / "chk").glob("job-*/job.json"))
     assert jobs[0] == f"job-{epoch:08d}" and len(jobs) > 1  # the adopted checkpoint, then the job's own
+    # the sources deal their batches to the shards: each worker goes on from its shard's part of what was read
+    adopted = tmp_path / "chk" / jobs[0]
+    assert json.loads((adopted / "job.json").read_text())["whole_sources"] == []
+    shard_rows = [lj.Checkpoint.load(adopted / f"reader-{i:04d}").positions["s"] for i in range(2)]
+    assert sum(shard_rows) == lj.Checkpoint.load(tmp_path / "chk" / f"chk-{epoch:08d}").positions["s"]
+    assert min(shard_rows) > 0
 
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from laminar_jit.errors import CheckpointError
 from laminar_jit.io import CsvSource, IpcSource, MemorySource, ParquetSource, Source, StreamSource, as_source
-from laminar_jit.io.shards import ShardsRest, resume_shards
+from laminar_jit.io.shards import ShardsRest, resume_shards, split_position
 
 N = 10_000
 SCHEMA = pa.schema([
@@ -115,6 +115,20 @@ def test_a_source_continued_as_shards_reads_what_each_shard_has_left(table):
     # each shard once (neither read yet), then the one furthest behind in event time: shard 1, whose next
     # three batches end before shard 0's first
     assert [i for i, _ in last_ts[:5]] == [0, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 7])
+def test_a_position_of_the_whole_source_tells_each_shards(tmp_path, table, shards):
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=777)
+    for src in (MemorySource(uneven_batches(table)), ParquetSource(tmp_path / "t.parquet"),
+                as_source([MemorySource(table.slice(0, 4_000)), MemorySource(table.slice(4_000))])):
+        for position in (0, 1, 2_345, 5_000, N - 1, N):
+            at = split_position(src, position, shards)
+            assert sum(at) == position
+            read = pa.concat_tables([collect(shard, 0).slice(0, a) for shard, a in zip(src.split(shards), at)])
+            order = [(c, "ascending") for c in table.column_names]
+            assert read.sort_by(order).equals(table.slice(0, position).sort_by(order))  # the prefix, by shards
+    assert split_position(StreamSource(table), 10, 2) is None  # deals no parts
 
 
 def test_memory_errors(table):

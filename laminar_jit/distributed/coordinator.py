@@ -59,7 +59,7 @@ def run_partitioned(dag, sources: dict, sinks: dict, stats, partitions: int, par
     # workers have other working directories: they get the checkpoint directory as an absolute path
     store = _JobStore(Path(checkpoint_dir).absolute(), keep, dag, partitions) if checkpoint_dir is not None else None
     if store is not None:
-        store.adopt_single()  # a newer checkpoint of a run in one process becomes this job's
+        store.adopt_single(sources)  # a newer checkpoint of a run in one process becomes this job's
     ray = _connect(address)
     try:
         latest = store.latest() if store is not None else None
@@ -287,19 +287,20 @@ class _JobStore:
         fsync_dir(self.root)
         return read_job_manifest(path, self.dag)
 
-    def adopt_single(self) -> None:
+    def adopt_single(self, sources: dict) -> None:
         """Make the newest checkpoint of a one-process run here (``chk-<epoch>``) this job's, if it is newer.
 
         Each partition's reader and partition part get their share of it
         (:func:`.rescale.partition_checkpoint`) as ``job-<epoch>``, so the
-        job continues where that run stopped; worker 0 reads its sources on
-        from their positions (listed as ``whole_sources`` in the manifest).
+        job continues where that run stopped: each of ``sources`` that deals
+        parts round robin is read by every worker from its shard's position,
+        the others by worker 0 (``whole_sources`` in the manifest).
         """
         singles, jobs = chk_epochs(self.root), self._epochs()
         if not singles or (jobs and jobs[-1] >= singles[-1]):
             return
         single = CheckpointStore.read_latest(self.root)
-        readers, parts, whole = partition_checkpoint(self.dag, single, self.partitions)
+        readers, parts, whole = partition_checkpoint(self.dag, single, self.partitions, sources)
         path = self.path(single.epoch)
         shutil.rmtree(path, ignore_errors=True)
         for i, (reader, part) in enumerate(zip(readers, parts)):

@@ -16,11 +16,12 @@ checkpoint of its reader part and of its partition part (see
 * watermarks are the checkpoint's (a node the whole DAG lacks, such as an
   exchange's projection or sink, takes its input's); counters and pending
   sink rows go to worker 0, so the job's totals are the checkpoint's;
-* the reader of worker 0 continues every source from the checkpoint's
-  position, reading it whole (``whole_sources``): positions count the rows
-  of the source, not of a shard, so the other readers read nothing of it
-  (a source an earlier run read as ``P`` shards: worker ``i`` continues
-  shard ``i``, or worker 0 all of them when the number differs).
+* a source that deals parts round robin (:meth:`Source.part_rows`) is
+  read as shards again, worker ``i`` from where the checkpoint's position
+  falls in shard ``i``; any other source worker 0 reads on whole
+  (``whole_sources``), and a source an earlier run read as ``P`` shards is
+  continued shard by shard (by worker ``i``, or by worker 0 when the
+  number of partitions differs).
 
 :func:`merge_job` goes the other way, a job's checkpoint as one executor's:
 each partition's string dictionaries are merged into one per column (their
@@ -48,7 +49,7 @@ from ..executor.codegen import generate
 from ..executor.core import MetricsLayout
 from ..executor.keyhash import mix_column
 from ..executor.steps import boundary_nodes
-from ..io.shards import SHARD_POSITION, shard_positions
+from ..io.shards import SHARD_POSITION, shard_positions, split_position
 from ..kernels.partitioning import HASH_SEED
 from ..ops.joins import JoinOperator
 from ..state.dictionary import StringDictionary
@@ -64,7 +65,8 @@ _NULL_KEY = _WM_MIN  # a null key column's value in state
 _COLUMNS_SUFFIX = COLUMNS_NODE.format("")
 
 
-def partition_checkpoint(dag, cp: Checkpoint, partitions: int) -> tuple[list[Checkpoint], list[Checkpoint], list[str]]:
+def partition_checkpoint(dag, cp: Checkpoint, partitions: int,
+                         sources: dict | None = None) -> tuple[list[Checkpoint], list[Checkpoint], list[str]]:
     """Split one executor's checkpoint of ``dag`` into a ``partitions``-way job's.
 
     Parameters
@@ -74,6 +76,9 @@ def partition_checkpoint(dag, cp: Checkpoint, partitions: int) -> tuple[list[Che
     cp : Checkpoint
         One executor's checkpoint (``lj.run`` without ``partitions=``, at any ``parallelism``).
     partitions : int
+    sources : dict of str to Source, optional
+        The run's sources: one that deals parts (:meth:`Source.part_rows`)
+        is continued by every worker from its shard's position.
 
     Returns
     -------
@@ -81,7 +86,8 @@ def partition_checkpoint(dag, cp: Checkpoint, partitions: int) -> tuple[list[Che
         Per worker: its reader part's checkpoint (worker 0's holds the
         source positions) and its partition part's.
     whole_sources : list of str
-        The sources worker 0 reads whole from here on.
+        The sources worker 0 reads whole from here on (the others are read
+        as ``partitions`` shards).
 
     Raises
     ------
@@ -96,6 +102,11 @@ def partition_checkpoint(dag, cp: Checkpoint, partitions: int) -> tuple[list[Che
     # a source read as this many shards before: worker i continues shard i; any other: worker 0 reads it all
     sharded = {name: shards for name in dag.sources
                if (shards := shard_positions(cp.positions, name)) is not None and len(shards) == partitions}
+    for name, source in (sources or {}).items():  # read whole so far: each shard's part of the rows read
+        if name in cp.positions and shard_positions(cp.positions, name) is None and partitions > 1:
+            shards = split_position(source, int(cp.positions[name]), partitions)
+            if shards is not None:
+                sharded[name] = shards
     whole = sorted(name for name in dag.sources if name in cp.positions and name not in sharded)
     first = {name: cp.positions[name] for name in whole}
     first.update({key: at for key, at in cp.positions.items()

@@ -72,6 +72,11 @@ class ConcatSource(Source):
         if skip:
             self._beyond_end(skip, 0)
 
+    def part_rows(self) -> list[int] | None:
+        """Rows of each part (the parts :meth:`split` deals), when every part knows its count."""
+        counts = [p.total_rows for p in self.parts]
+        return None if None in counts else counts
+
     def split(self, shards: int) -> list[Source]:
         """Deal the parts round robin into ``shards`` sources (see :meth:`Source.split`)."""
         shards = _positive_int(shards, "shards", self.describe())

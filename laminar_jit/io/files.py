@@ -93,6 +93,10 @@ class ParquetSource(Source):
         """Number of rows in the file (or its row groups), from its metadata."""
         return int(self._ends[-1]) if len(self._ends) else 0
 
+    def part_rows(self) -> list[int]:
+        """Rows of each row group (the parts :meth:`split` deals)."""
+        return np.diff(self._ends, prepend=0).tolist()
+
     def split(self, shards: int) -> list[Source]:
         """Deal the row groups round robin into ``shards`` sources (see :meth:`Source.split`)."""
         shards = _positive_int(shards, "shards", self.describe())

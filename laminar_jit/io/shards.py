@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from .sources import Source
 
-__all__ = ["SHARD_POSITION", "ShardsRest", "resume_shards", "shard_positions"]
+__all__ = ["SHARD_POSITION", "ShardsRest", "resume_shards", "shard_positions", "split_position"]
 
 
 #: Checkpoint position key of shard ``i`` of ``n`` of a source read as shards (next to the source's total).
@@ -33,6 +33,23 @@ def shard_positions(positions: dict, source: str) -> list[int] | None:
     if n is None:
         return None
     return [int(positions[SHARD_POSITION.format(source, i, n)]) for i in range(n)]
+
+
+def split_position(source: Source, position: int, shards: int) -> list[int] | None:
+    """Each shard's position (of ``source.split(shards)``) where the whole source is at ``position``, or None.
+
+    The shards deal the source's parts round robin, in order, so the rows
+    before ``position`` are, in every shard, the rows before some point:
+    shard ``i`` has read the parts ``i, i + shards, ...`` that end before
+    ``position`` and the part that holds it up to it. None when the source
+    deals no parts (:meth:`Source.part_rows`).
+    """
+    rows = source.part_rows()
+    if rows is None:
+        return None
+    ends = np.cumsum(np.asarray(rows, np.int64))
+    read = np.clip(position - (ends - np.asarray(rows, np.int64)), 0, rows)  # of each part
+    return [int(read[i::shards].sum()) for i in range(shards)]
 
 
 def resume_shards(source: Source, name: str, positions: dict, event_time: str | None) -> Source:

@@ -102,6 +102,15 @@ class Source(abc.ABC):
     def __repr__(self) -> str:
         return self.describe()
 
+    def part_rows(self) -> list[int] | None:
+        """Rows of each part :meth:`split` deals round robin, in order; None when it deals none (the default).
+
+        With them, a position of the whole source tells each shard's
+        (:func:`laminar_jit.io.shards.split_position`), so a run that moves to
+        partitions keeps reading the source in parallel.
+        """
+        return None
+
     def position_after(self, position: int, batch: pa.RecordBatch) -> int:
         """The position to store once ``batch``, yielded by this source at ``position``, is consumed.
 
@@ -324,6 +333,10 @@ class MemorySource(Source):
     def _iter(self, index: int, skip: int) -> Iterator[pa.RecordBatch]:
         for i in range(index, len(self._batches)):
             yield self._batches[i].slice(skip) if i == index and skip else self._batches[i]
+
+    def part_rows(self) -> list[int]:
+        """Rows of each batch (the parts :meth:`split` deals)."""
+        return np.diff(self._ends, prepend=0).tolist()
 
     def split(self, shards: int) -> list[Source]:
         """Deal the batches round robin into ``shards`` sources (see :meth:`Source.split`)."""

@@ -220,6 +220,10 @@ class NexmarkSource(Source):
             if batch.num_rows:
                 yield batch
 
+    def part_rows(self) -> list[int]:
+        """This stream's rows of each chunk (the parts :meth:`split` deals)."""
+        return np.diff(self._ends, prepend=0).tolist()
+
     def split(self, shards: int) -> list:
         """Deal the chunks round robin into ``shards`` sources (see :meth:`Source.split`)."""
         return [NexmarkSource(self.stream, self.events, self.seed, self.rate, self.max_delay, self.chunk_size,
