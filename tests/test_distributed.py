@@ -278,13 +278,13 @@ def test_a_run_in_one_process_moves_to_partitions_with_its_state(tmp_path):
 
 
 
-def test_a_partitioned_job_rescales_and_moves_back_to_one_process_with_its_state(tmp_path, monkeypatch):
+def test_a_partitioned_job_rescales_moves_to_one_process_and_back_with_its_state(tmp_path, monkeypatch):
     dag = _moving_dag()
     s, q = _moving_events(30_000, 22)
     s_batches, q_batches = s.to_batches(max_chunksize=700), q.to_batches(max_chunksize=700)
     sources = {"s": s_batches, "q": q_batches}
     ref = _single(dag, sources)
-    sinks = {name: lj.io.MemorySink() for name in dag.sinks}
+    sinks = {name: _StoppingSink() if name == "windows" else lj.io.MemorySink() for name in dag.sinks}
     opts = dict(checkpoint_dir=tmp_path / "chk", checkpoint_every=4, keep=100)
     epochs = []
 
@@ -307,14 +307,33 @@ def test_a_partitioned_job_rescales_and_moves_back_to_one_process_with_its_state
         assert 0 < read["s"] < s.num_rows // 2 and 0 < read["q"] < q.num_rows // 2, read
     readers = sorted(p.name for p in (tmp_path / "chk" / f"job-{first:08d}").glob("reader-*"))
     assert readers == ["reader-0000", "reader-0001", "reader-0002"]  # rewritten for three
-    # one process continues the three's checkpoint: every shard where worker 0 had read it
-    stats = lj.run(dag, sources, sinks, progress=False, **opts)
-    assert stats.resumed_from == second and stats.finished
-    for name in dag.sinks:
-        _same_multiset(sinks[name].table(), ref[name])
+    # one process continues the three's checkpoint, every shard where worker 0 had read it, and stops
+    sinks["windows"].stop_at = second + 2
+    with pytest.raises(RuntimeError, match="sink stopped"):
+        lj.run(dag, sources, sinks, progress=False, **opts)
     merged = lj.Checkpoint.load(tmp_path / "chk" / f"chk-{second:08d}")
     assert merged.positions["s"] == merged.positions["s@shard0/2"] + merged.positions["s@shard1/2"] > 0
-    assert stats.events == s.num_rows + q.num_rows - merged.positions["s"] - merged.positions["q"]
+    third = latest_epoch(tmp_path / "chk")
+    assert third == second + 1
+    # two partitions finish it: worker i continues shard i where the one process left it
+    stats = lj.run(dag, sources, sinks, partitions=2, **opts)
+    assert stats.resumed_from == third and stats.finished
+    for name in dag.sinks:
+        _same_multiset(sinks[name].table(), ref[name])
+    read = lj.Checkpoint.load(tmp_path / "chk" / f"chk-{third:08d}").positions
+    assert 0 < read["s"] < s.num_rows and stats.events == s.num_rows + q.num_rows - read["s"] - read["q"]
+
+
+class _StoppingSink(lj.io.MemorySink):
+    """A memory sink that raises (once) when asked to stage epoch ``stop_at``: a run stopped mid-way."""
+
+    stop_at = None
+
+    def pre_commit(self, epoch):
+        if self.stop_at is not None and epoch >= self.stop_at:
+            self.stop_at = None
+            raise RuntimeError("sink stopped")
+        super().pre_commit(epoch)
 
 
 def test_a_checkpoint_that_cannot_move_to_partitions_says_why():

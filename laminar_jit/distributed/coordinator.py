@@ -306,8 +306,8 @@ class _JobStore:
         for i, (reader, part) in enumerate(zip(readers, parts)):
             reader.save(reader_dir(path, i))
             part.save(part_dir(path, i))
-        self.complete(single.epoch, {"positions": dict(single.positions), "finished": single.finished,
-                                     "whole_sources": whole})
+        totals = {name: int(single.positions[name]) for name in self.dag.sources if name in single.positions}
+        self.complete(single.epoch, {"positions": totals, "finished": single.finished, "whole_sources": whole})
 
     def _epochs(self) -> list[int]:
         """Epochs of the complete job checkpoints here, oldest first."""
