@@ -60,7 +60,6 @@ from .plan import COLUMNS_NODE, SplitPlan, split_dag
 __all__ = ["merge_job", "partition_checkpoint"]
 
 _WM_MIN = int(np.iinfo(np.int64).min)
-_WM_MAX = int(np.iinfo(np.int64).max)
 _NULL_KEY = _WM_MIN  # a null key column's value in state
 _COLUMNS_SUFFIX = COLUMNS_NODE.format("")
 
