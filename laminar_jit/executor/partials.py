@@ -43,9 +43,7 @@ def combine_partials(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa
     n = rows.num_rows
     if n < 2:
         return rows, pieces
-    end = rows.column("window_end").cast(pa.int64()).to_numpy()
-    starts = np.union1d(np.flatnonzero(end[1:] != end[:-1]) + 1, pieces[(pieces > 0) & (pieces < n)])
-    starts = np.concatenate([[0], starts]).astype(np.int64)
+    starts = _window_runs(rows, pieces)
     if starts.size == n:  # one row per window already
         return rows, pieces
     kinds = {name: agg.kind for name, agg in spec.aggs}
@@ -85,9 +83,7 @@ def combine_topn(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa.Rec
     n = rows.num_rows
     if n == 0:
         return rows, pieces
-    end = rows.column("window_end").cast(pa.int64()).to_numpy()
-    starts = np.union1d(np.flatnonzero(end[1:] != end[:-1]) + 1, pieces[(pieces > 0) & (pieces < n)])
-    starts = np.concatenate([[0], starts]).astype(np.int64)
+    starts = _window_runs(rows, pieces)
     run = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n)))
     by = _numbers(rows.column(spec.by))  # (rows whose ``by`` is null or NaN are never ranked: none here)
     arrival = rows.column("rank").to_numpy()
@@ -109,6 +105,14 @@ def combine_topn(rows: pa.RecordBatch, spec, pieces: np.ndarray) -> tuple[pa.Rec
                          pa.array(rank[keep], out.schema.field("rank").type))
     before = np.concatenate([[0], np.cumsum(keep)])
     return out, before[pieces].astype(np.int64)
+
+
+def _window_runs(rows: pa.RecordBatch, pieces: np.ndarray) -> np.ndarray:
+    """Where each run of rows of one window end starts (a run never crosses a piece's start), from 0."""
+    n = rows.num_rows
+    end = rows.column("window_end").cast(pa.int64()).to_numpy()
+    starts = np.union1d(np.flatnonzero(end[1:] != end[:-1]) + 1, pieces[(pieces > 0) & (pieces < n)])
+    return np.concatenate([[0], starts]).astype(np.int64)
 
 
 def _number_type(t: pa.DataType) -> pa.DataType:
