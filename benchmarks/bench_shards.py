@@ -6,6 +6,8 @@ The same DAGs and 65,536-row batches as ``bench_windows`` and
 of the two timings in one run is the speed-up. ``track_cpu_seconds`` is the
 process CPU time of one run: compare it across parallelism to see what
 sharding costs in total work, whatever the machine's neighbours do.
+``ShardFloor`` (two independent executors on pre-split halves) and
+``MemoryBandwidth`` say what two cores can give at all on the machine.
 """
 
 from __future__ import annotations
@@ -190,3 +192,61 @@ class MemoryBandwidth:
         return best
 
     track_gigabytes_per_second.unit = "GB/s"
+
+
+#: ``ShardFloor``'s DAGs and the key column each is keyed by.
+FLOOR_DAGS = {"tumbling": "auction", "sliding": "auction", "session": "auction", "dedup": "bidder"}
+
+
+class ShardFloor:
+    """What two cores give with no coordination at all: the ceiling of ``Sharded``'s speed-up on this machine.
+
+    The standard events are split by key (even and odd ``key``) into two halves
+    before timing, and two independent one-thread executors of the same DAG
+    each run one half: ``mode="one_thread"`` runs them one after the other,
+    ``mode="two_threads"`` side by side. Nothing is shared, hashed, merged or
+    exchanged, so ``time_run`` one thread ÷ two threads is the most any
+    partitioning can gain here (``Sharded``'s target is 1.7x), and
+    ``track_cpu_seconds`` two threads ÷ one thread the least extra CPU time
+    two cores cost for this work (the target is 1.15x). Compare with
+    ``MemoryBandwidth`` measured in the same run.
+    """
+
+    params = (list(FLOOR_DAGS), ["one_thread", "two_threads"])
+    param_names = ["dag", "mode"]
+    timeout = 300
+
+    def setup(self, dag, mode):
+        key = FLOOR_DAGS[dag]
+        self.halves = ([], [])
+        for batch in common.event_batches(common.n_events(), 65_536):
+            odd = np.asarray(batch.column(key)) % 2 == 1
+            self.halves[0].append(batch.filter(~odd))
+            self.halves[1].append(batch.filter(odd))
+        self.dag = DAGS[dag]()
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self._half(self.halves[0][:1])  # compile / load the plan
+
+    def teardown(self, dag, mode):
+        self.pool.shutdown()
+
+    def _half(self, batches):
+        ex = lj.DagExecutor(self.dag)
+        for batch in batches:
+            ex.process_batch(common.SOURCE, batch)
+        ex.finish()
+        return ex.take_all_sink_outputs()
+
+    def time_run(self, dag, mode):
+        if mode == "one_thread":
+            for half in self.halves:
+                self._half(half)
+        else:
+            list(self.pool.map(self._half, self.halves))
+
+    def track_cpu_seconds(self, dag, mode):
+        cpu = time.process_time()
+        self.time_run(dag, mode)
+        return time.process_time() - cpu
+
+    track_cpu_seconds.unit = "seconds"

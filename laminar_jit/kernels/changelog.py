@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import JIT_DISABLED, njit
+from .._jit import JIT_DISABLED, njit, njit_borrowing
 from .strings import str_less
 from .hashtable import ht_delete, ht_find, ht_find_or_insert
 
@@ -104,7 +104,7 @@ def _better(x, cur, is_max):
     return x < cur or (cur != cur and x == x)
 
 
-@njit(inline="always")
+@njit_borrowing
 def _float_sum(frec, odd, s, a):
     """A float sum: its finite part plus, over a changelog, counts of NaN, +inf and -inf (retractable)."""
     if odd.shape[0] == 0:
@@ -171,7 +171,7 @@ def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     return gone  # single exit: plans write it out in their row loops (executor/inlining.py)
 
 
-@njit(inline="always")
+@njit_borrowing
 def _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e):
     nxt, prv = mlist[e, 1], mlist[e, 2]
     if prv >= 0:
@@ -415,7 +415,7 @@ def float_bits(x):
     return _f2i(np.float64(x))
 
 
-@njit(inline="always")
+@njit_borrowing
 def ranked_insert(R, s, n, key, key2, q, later_wins):
     """Put a row (rank keys ``key`` then ``key2``, arrival ``q``) into slot ``s``'s best-first list of at most
     ``n`` rows.

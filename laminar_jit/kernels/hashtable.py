@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 from .memory import prefetch
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "ht_delete",
     "ht_delete_many",
     "ht_find",
-    "ht_find_inlined",
     "ht_find_or_insert",
     "ht_insert_at",
     "ht_lookup_many",
@@ -128,7 +127,7 @@ def _home(k0, k1, mask):
     return np.int64(hash2(k0, k1) & np.uint64(mask))
 
 
-@njit
+@njit_borrowing
 def ht_find(buckets, keys, k0, k1):
     """The slot of key ``(k0, k1)``, or -1 when it is absent."""
     mask = buckets.size - 1
@@ -145,13 +144,7 @@ def ht_find(buckets, keys, k0, k1):
     return slot
 
 
-#: :func:`ht_find` inlined into the calling kernel (Numba IR inlining), for kernels that probe once
-#: per entry: a call per probe pays reference counting on its array arguments (plans get the
-#: same effect by having ``ht_find`` written out in their text, see ``executor/inlining.py``).
-ht_find_inlined = njit(inline="always")(getattr(ht_find, "py_func", ht_find))  # plain under NUMBA_DISABLE_JIT
-
-
-@njit(inline="always")
+@njit_borrowing
 def _take_slot(meta, free, slot_cap):
     """Pop the free stack, else hand out ``high_water``; -1 when every slot is in use.
 
@@ -168,7 +161,7 @@ def _take_slot(meta, free, slot_cap):
     return slot
 
 
-@njit(inline="always")
+@njit_borrowing
 def ht_insert_at(buckets, keys, meta, free, bucket, k0, k1):
     """Insert ``(k0, k1)`` into the empty ``bucket`` a probe stopped at; its slot, or -1 if none is free.
 
@@ -185,12 +178,11 @@ def ht_insert_at(buckets, keys, meta, free, bucket, k0, k1):
     return slot
 
 
-# inline="always": inlined at Numba's IR level into the caller. A plain call
-# passes four arrays by value (dozens of words) and measured ~110 ns/row in a
-# windowing loop against ~25 ns inlined. Inlined, the arrays are still
-# reference-counted per call, so plans write the hot probes out in their own
-# source instead (laminar_jit.executor.inlining).
-@njit(inline="always")
+# Compiled without reference counting (njit_borrowing): a plain call with it
+# counted a reference per array and call (~110 ns/row in a windowing loop
+# against ~25 ns inlined in Numba's IR, which still counted them). Plans write
+# the hot probes out in their own source anyway (laminar_jit.executor.inlining).
+@njit_borrowing
 def ht_upsert(buckets, keys, meta, free, k0, k1):
     """Find key ``(k0, k1)`` or insert it; returns ``(slot, inserted)``.
 
@@ -216,7 +208,7 @@ def ht_upsert(buckets, keys, meta, free, k0, k1):
     return np.int64(-1), False
 
 
-@njit(inline="always")
+@njit_borrowing
 def ht_find_or_insert(buckets, keys, meta, free, k0, k1):
     """The slot of key ``(k0, k1)``, inserting it when absent; -1 if no slot is free.
 
@@ -242,7 +234,7 @@ def ht_find_or_insert(buckets, keys, meta, free, k0, k1):
     return slot
 
 
-@njit(inline="always")
+@njit_borrowing
 def ht_delete(buckets, keys, meta, free, slot):
     """Remove the key held by ``slot`` and push the slot on the free stack.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _home, _take_slot, mix64
 from .memory import load_u64, prefetch
 
@@ -36,7 +36,7 @@ _S29 = np.uint64(29)
 _S8 = np.uint64(8)
 
 
-@njit(inline="always")
+@njit_borrowing
 def _tail(data, p, n):
     """The last ``n`` (1-7) bytes of a string from ``p`` as a little-endian uint64, zero-padded."""
     w = np.uint64(0)
@@ -45,7 +45,7 @@ def _tail(data, p, n):
     return w
 
 
-@njit(inline="always")
+@njit_borrowing
 def fingerprint_bytes(data, start, stop):
     """Two independent 64-bit hashes of ``data[start:stop]`` (uint8), as int64 (a width-2 key).
 
@@ -75,7 +75,7 @@ def fingerprint_bytes(data, start, stop):
     return np.int64(_finalize(h0 ^ n)), np.int64(_finalize(h1 + n * _GOLDEN))
 
 
-@njit(inline="always")
+@njit_borrowing
 def _same_bytes(data, start, stop, store_data, store_start, store_stop):
     if stop - start != store_stop - store_start:
         return False

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 from .hashtable import ht_delete, ht_delete_many
 from .sorting import argsort_pairs
 
@@ -54,7 +54,7 @@ def row_alloc(aux, base):
     return i
 
 
-@njit
+@njit_borrowing
 def row_release(aux, base, flag, i):
     """Free row ``i`` (after :func:`chain_unlink`): flagged 0, it stays in place until the store is compacted."""
     flag[i] = 0
@@ -101,7 +101,7 @@ def chain_insert(heads, h, s, ts, seq, nxt, prv, i):
         prv[nx] = i
 
 
-@njit
+@njit_borrowing
 def chain_unlink(heads, h, s, nxt, prv, i):
     """Remove row ``i`` from the chain of slot ``s``."""
     p = prv[i]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 
 __all__ = ["append_rows", "append_valid", "append_values", "merge_positions", "merge_shards", "piece_rows", "place", "take_range"]
 
@@ -27,7 +27,7 @@ def place(out, dest, values):
         out[dest[i]] = values[i]
 
 
-@njit(inline="always")
+@njit_borrowing
 def _before_flat(major, middle, minor, i, j, by_middle, by_minor):
     """1 when row ``i`` sorts strictly before row ``j``, else 0; no branches on the data (merged runs interleave
     at random)."""
@@ -133,7 +133,7 @@ def _merge_heads(dest, major, middle, minor, i, i_end, j, j_end, o, by_middle, b
         o += 1
 
 
-@njit(inline="always")
+@njit_borrowing
 def _heads_before(major, middle, minor, head, a, b, by_middle, by_minor):
     """True when shard ``a``'s head row goes before shard ``b``'s (ties: the lower shard first)."""
     i, j = head[a], head[b]

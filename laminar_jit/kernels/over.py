@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 from .changelog import COUNT, COUNT_ROWS, MAX, MEAN, MIN, SUM, _f2i, _i2f
 
 __all__ = ["over_fold", "state_width", "entry_width"]
@@ -61,7 +61,7 @@ def _beats(x, y, is_float, is_max):
     return x > y if is_max else x < y
 
 
-@njit(inline="always")
+@njit_borrowing(fastmath=False)  # (as over_fold: reassociation would fold Neumaier's correction to zero)
 def _take(rec, s, c, is_float, x, sign):
     """Add (``sign`` 1) or take away (-1) one non-null value ``x`` of the aggregate at column ``c``."""
     rec[s, c] += sign
@@ -86,7 +86,7 @@ def _take(rec, s, c, is_float, x, sign):
         rec[s, c + 1] = _f2i(t)
 
 
-@njit(inline="always")
+@njit_borrowing(fastmath=False)
 def _float_sum(rec, s, c):
     if rec[s, c + 3] > 0 or (rec[s, c + 4] > 0 and rec[s, c + 5] > 0):
         return np.nan

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .hashtable import ht_delete, ht_find_inlined
+from .hashtable import ht_delete, ht_find
 
 __all__ = ["unlink_sessions"]
 
@@ -35,7 +35,7 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
     """
     for o in range(fired.size):
         s = fired[o]
-        ks = ht_find_inlined(kb, kk, keys[s, 0], np.int64(0))
+        ks = ht_find(kb, kk, keys[s, 0], np.int64(0))
         prev = np.int64(-1)
         cur = head[ks]
         while cur != s:

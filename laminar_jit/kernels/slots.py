@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from .hashtable import ht_find_inlined
+from .hashtable import ht_find
 from .sorting import argsort_pairs
 
 __all__ = ["due_slots"]
@@ -70,7 +70,7 @@ def due_slots(buckets, keys, meta, aux, bound, offset, wm_now):
         if by_slot:
             s = np.int64(bkt)
             if keys[s, 0] == 0 and keys[s, 1] == 0:  # freed, or the live key (0, 0)
-                if ht_find_inlined(buckets, keys, np.int64(0), np.int64(0)) != s:
+                if ht_find(buckets, keys, np.int64(0), np.int64(0)) != s:
                     s = -1
         else:
             s = np.int64(buckets[bkt])

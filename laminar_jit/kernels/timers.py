@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 
 __all__ = ["grow", "heap_pop", "heap_push"]
 
@@ -24,7 +24,7 @@ def _before(times, slots, rank, i, j):
     return times[i] < times[j] or (times[i] == times[j] and rank[slots[i]] < rank[slots[j]])
 
 
-@njit
+@njit_borrowing
 def heap_push(times, slots, count, t, s, rank):
     """Insert ``(t, s)``, ordered by (time, ``rank[slot]``); returns the new count."""
     i = count
@@ -40,7 +40,7 @@ def heap_push(times, slots, count, t, s, rank):
     return count + 1
 
 
-@njit
+@njit_borrowing
 def heap_pop(times, slots, count, rank):
     """Remove the smallest entry (read it from index 0 first); returns the new count."""
     count -= 1

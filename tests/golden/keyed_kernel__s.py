@@ -29,12 +29,12 @@ WM_MAX = 9223372036854775807
 def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Keyed kernel node 1: call the kernel per row with its key's state; fire due timers."""
     hc = st1_aux[0]
-    size = n + hc + 16
     # Firings per call are capped at the heap entries it can see (those present
     # plus one push per row), which bounds what downstream state must reserve;
     # timers re-armed by on_timer beyond that fire in the next call.
     fire_cap = hc + n
     fired = 0
+    size = n + fire_cap + 16  # a row per input row and per firing: never grown
     okey = empty(size, np.int64)
     ots = empty(size, np.int64)
     o0 = empty(size, np.float64)
@@ -82,10 +82,6 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
         s = _ht_find_or_insert0_slot
         
         r = keyed_1_fn(st1_values[s], v2[i])
-        if m == okey.size:
-            okey = grow(okey)
-            ots = grow(ots)
-            o0 = grow(o0)
         okey[m] = k
         ots[m] = t
         o0[m] = r

@@ -29,12 +29,12 @@ WM_MAX = 9223372036854775807
 def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, wm_end, n_rows, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Keyed kernel node 1: call the kernel per row with its key's state; fire due timers."""
     hc = st1_aux[0]
-    size = n + hc + 16
     # Firings per call are capped at the heap entries it can see (those present
     # plus one push per row), which bounds what downstream state must reserve;
     # timers re-armed by on_timer beyond that fire in the next call.
     fire_cap = hc + n
     fired = 0
+    size = n + fire_cap + 16  # a row per input row and per firing: never grown
     okey = empty(size, np.int64)
     ots = empty(size, np.int64)
     o0 = empty(size, np.int64)
@@ -54,11 +54,6 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
             if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
                 st1_values[st].timer = WM_MIN
                 rt = keyed_1_timer(st1_values[st], tt)
-                if m == okey.size:
-                    okey = grow(okey)
-                    ots = grow(ots)
-                    o0 = grow(o0)
-                    o1 = grow(o1)
                 okey[m] = st1_keys[st, 0]
                 ots[m] = tt
                 o0[m] = rt[0]
@@ -107,11 +102,6 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
             st1_first[s] = st1_aux[1] + i
         before = st1_values[s].timer
         r = keyed_1_fn(st1_values[s], v0[i], v2[i])
-        if m == okey.size:
-            okey = grow(okey)
-            ots = grow(ots)
-            o0 = grow(o0)
-            o1 = grow(o1)
         okey[m] = k
         ots[m] = t
         o0[m] = r[0]
@@ -127,11 +117,6 @@ def keyed_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor, 
         if st1_values[st].timer == tt:  # else a stale entry: the key's timer moved
             st1_values[st].timer = WM_MIN
             rt = keyed_1_timer(st1_values[st], tt)
-            if m == okey.size:
-                okey = grow(okey)
-                ots = grow(ots)
-                o0 = grow(o0)
-                o1 = grow(o1)
             okey[m] = st1_keys[st, 0]
             ots[m] = tt
             o0[m] = rt[0]
