@@ -1,7 +1,8 @@
 """The one place where Numba options are decided.
 
 Every kernel in the package is compiled with :func:`njit` (or
-:func:`njit_nocache` for code that cannot be cached), so the policy is
+:func:`njit_nocache` for code that cannot be cached, :func:`njit_borrowing`
+for per-row helpers that must not count references), so the policy is
 visible and changeable in one spot:
 
 * ``nogil=True`` so executors in threads do not serialize on the GIL;
