@@ -22,7 +22,7 @@ from helpers import (AGGS, DELAY, GAP, LEFT, RIGHT, SCHEMA, SIZE, arm_quiet_time
                      join_sources, make_side, on_quiet)
 from laminar_jit.executor.shards import shard_plan
 from laminar_jit.kernels.arrivals import first_reaching
-from laminar_jit.kernels.merging import merge_positions, merge_shards
+from laminar_jit.kernels.merging import merge_cuts, merge_positions, merge_shards, merge_span
 
 
 def _source(b, name="bids", delay=50):
@@ -148,6 +148,29 @@ def test_sharded_runs_equal_one_executor_row_for_row(name, seed, shards, bursty)
     assert got_metrics[1] == want_metrics[1]
     for node, counts in want_metrics[2].items():
         assert got_metrics[2][node] == counts, node
+
+
+@pytest.mark.parametrize("name", ["tumbling", "dedup+topn", "joins"])
+@pytest.mark.parametrize("shards, part_copy", [(2, 8), (3, 1)])
+def test_merges_cut_into_a_part_per_thread_give_one_executors_rows(name, shards, part_copy, monkeypatch):
+    # every merge is cut into a part per thread; each part's thread copies its rows of every shard (up to
+    # PART_COPY_SHARDS shards), or every shard's thread its own rows once all the parts are worked out
+    from laminar_jit.executor import shards as module
+
+    if name == "joins":  # a join's pairs, merged by where their rows arrived
+        dag = _BUILT.setdefault(name, JOIN_DAGS[name]())
+        steps = _join_steps(17)
+        want = _drive_join(dag, 1, steps)
+    else:
+        dag = _dag(name)
+        steps = _steps(dag, bursts(3000, 17), 17)
+        want = _drive(dag, 1, steps)[:2]
+    monkeypatch.setattr(module, "PARALLEL_PLACE_ROWS", 1)
+    monkeypatch.setattr(module, "PART_COPY_SHARDS", part_copy)
+    got = _drive_join(dag, shards, steps) if name == "joins" else _drive(dag, shards, steps)[:2]
+    for sink in want[0]:
+        assert _same(got[0][sink], want[0][sink]), sink
+    assert got[1] == want[1]
 
 
 @pytest.mark.parametrize("name", ["tumbling", "sliding", "dedup+topn"])
@@ -513,6 +536,15 @@ def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
     want = np.empty_like(order)
     want[order] = np.arange(order.size)
     assert dest.tolist() == want.tolist()
+    for parts in (2, 3, 7):  # threads, each working out a part of the merge
+        cuts = merge_cuts(flat[0], middle, minor, bounds, True, ranked, parts)
+        split = np.full(dest.size, -1, np.int64)
+        for t in range(parts):
+            merge_span(split, flat[0], middle, minor, bounds, True, ranked, cuts[t], cuts[t + 1])
+            mine = np.concatenate([split[cuts[t, s]:cuts[t + 1, s]] for s in range(shards)])
+            before = int((cuts[t] - bounds[:, 0]).sum())  # a part's rows follow every earlier part's
+            assert sorted(mine.tolist()) == list(range(before, before + mine.size))
+        assert split.tolist() == want.tolist()
     # rows passed on: disjoint ascending positions per shard, merged by position
     n = 40
     owner = rng.integers(0, shards + 1, n)  # shards + 1: no shard passed the row on

@@ -28,7 +28,9 @@ where the plain step reads all of them. Per batch it
    input). An updating
    operator's changes (a changelog) come piece by piece, each shard's in
    its own order: every key's changes in one executor's order, keys
-   interleaved by shard.
+   interleaved by shard. A merge of many rows is cut into a part per
+   thread (:func:`~laminar_jit.kernels.merging.merge_cuts`), so the shards'
+   threads work out the destinations as well as copying the rows.
 
 A join whose rows feed stateful operators ends its stage, as in one
 executor (whose next step reads them), and so do, in key shards only, a
@@ -74,7 +76,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from ..kernels.merging import merge_positions, merge_shards, place, take_range
+from ..kernels.merging import merge_cuts, merge_positions, merge_shards, merge_span, place, take_range
 from ..kernels.partitioning import HASH_SEED, rows_of_shard
 from ..kernels.sliding import NULL_KEY
 from ..kernels.watermarks import batch_watermarks
@@ -102,8 +104,13 @@ LOAD_SAMPLE = 8
 #: sleeping thread takes about 0.1 ms on a VM, more than a few thousand rows' step (Nexmark q3's 1,300
 #: persons and 3,900 auctions per chunk ran 2x slower in two threads than in one executor).
 THREAD_ROWS = 16_384
-#: Merged outputs of a batch with at least this many rows are copied into place by the shards' threads.
+#: Merged outputs of a batch with at least this many rows are merged and copied into place by the shards'
+#: threads: a merge is cut into a part per thread, each thread works out its part's destinations, then every
+#: shard's thread copies its rows there (two hand-overs to the threads: below this, one thread does it all).
 PARALLEL_PLACE_ROWS = 65_536
+#: Up to this many shards, the thread that works out a part of a merge also copies the part's rows of every
+#: shard (shards x shards copy calls per column); more shards copy their own rows after every part is done.
+PART_COPY_SHARDS = 8
 #: Key shards cut a batch feeding windows into pieces of ``WINDOW_PIECE_ROWS`` times the shards times this
 #: (each shard's share of a piece: this many times one executor's piece). A shard call of one piece returns
 #: the step's arrays as they are, where more pieces are copied one after the other into arrays of the call:
@@ -228,15 +235,19 @@ class KeyShards:
         layouts = [*(plan.sinks if commit else ()), *plan.boundaries]
         merges = [m for m in (self._plan_merge(layout, b, per_shard, columns) for layout in layouts) if m]
         if merges:
+            # a merge of many shards cut into parts: every thread works out a part's destinations, then the
+            # copies (of fewer shards, a part's thread copies the part's rows right after: in its jobs)
+            first = [[merge.first[t] for merge in merges if merge.first] for t in range(self.n)]
             jobs = [[] for _ in range(self.n)]
             for merge in merges:
                 for s, job in merge.jobs:
                     jobs[s].append(job)
-            if sum(merge.size for merge in merges) >= PARALLEL_PLACE_ROWS:
-                self._in_parallel(_place_all, jobs)
-            else:  # waking the shards' threads costs more than copying a few rows here
-                for job in jobs:
-                    _place_all(job)
+            for phase in ([first] if any(first) else []) + [jobs]:
+                if sum(merge.size for merge in merges) >= PARALLEL_PLACE_ROWS:
+                    self._in_parallel(_place_all, phase)
+                else:  # waking the shards' threads costs more than copying a few rows here
+                    for job in phase:
+                        _place_all(job)
         merged = {merge.layout.sink: merge for merge in merges}
         for layout in plan.sinks if commit else ():  # as a step's result: small outputs are coalesced later
             if layout.sink in merged:
@@ -414,7 +425,7 @@ class KeyShards:
     def _work(self, s: int, feed: tuple) -> tuple:
         """Shard ``s``'s rows of the batch through its plan (runs in the shard's thread)."""
         plan, columns, row_group, cuts, wms, n, wm_rows = feed
-        if row_group is not None:
+        if row_group is not None:  # (a pass per shard in its thread: 1.35 ns a row; dealing all in one, 3.4)
             rows = rows_of_shard(row_group, self.group_shard, s)
         else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
             rows = np.arange(n if s == 0 else 0, dtype=np.int64)
@@ -459,14 +470,33 @@ class KeyShards:
             # rows of one position: a keyed kernel's timers by time, a join's settled rows by time and arrival
             ties = [np.concatenate([result[pos] for result in results]) for pos in layout.ties]
             middle, minor = (ties + [arrived, _NO_ROWS])[:2]
-            dest = merge_shards(arrived, middle, minor, bounds, len(ties) > 0, len(ties) > 1)
-            rows = None
+            return self._sorted_merge(layout, results, (arrived, middle, minor, bounds, len(ties) > 0, len(ties) > 1),
+                                      offsets, columns)
         else:
             order = [self._window_order(layout, result, how, s) for s, result in enumerate(results)]
             major, middle, minor = (np.concatenate(k) for k in zip(*order))
-            dest = merge_shards(major, middle, minor, bounds, True, how[3] is not None)
-            rows = None
+            return self._sorted_merge(layout, results, (major, middle, minor, bounds, True, how[3] is not None),
+                                      offsets, columns)
         return _Merge(layout, results, dest, offsets, rows, columns, len(results))
+
+    @staticmethod
+    def _sorted_merge(layout, results: list, by: tuple, offsets: np.ndarray, columns: dict):
+        """A merge of the shards' sorted rows (:func:`~laminar_jit.kernels.merging.merge_shards`'s arguments
+        ``by``). A merge of many rows is cut into a part per thread (:data:`PARALLEL_PLACE_ROWS`), each of
+        whose rows' destinations a thread works out before the shards' threads copy their rows there."""
+        total = int(offsets[-1])
+        if total < PARALLEL_PLACE_ROWS:
+            return _Merge(layout, results, merge_shards(*by), offsets, None, columns, len(results))
+        k = len(results)
+        cuts = merge_cuts(*by, k)
+        dest = np.empty(total, np.int64)
+        first = [[(merge_span, dest, *by, cuts[t], cuts[t + 1])] for t in range(k)]
+        if k > PART_COPY_SHARDS:  # the copies wait for every part: each shard's thread copies its rows
+            return _Merge(layout, results, dest, offsets, None, columns, k, first=first)
+        # each part's thread goes on to copy the part's rows of every shard (no second hand-over)
+        spans = [[(s, int(cuts[t, s] - offsets[s]), int(cuts[t + 1, s] - offsets[s])) for s in range(k)]
+                 for t in range(k)]
+        return _Merge(layout, results, dest, offsets, None, columns, k, first=first, spans=spans)
 
     @staticmethod
     def _window_order(layout, result, how, shard: int) -> tuple:
@@ -489,12 +519,17 @@ class _Merge:
     """One sink's merged output of a batch: arrays to fill, and what each shard's thread copies where."""
 
     def __init__(self, layout, results: list, dest: np.ndarray, offsets: np.ndarray, rows, columns: dict,
-                 shards: int):
+                 shards: int, first: list | None = None, spans: list | None = None):
         self.layout = layout
         self.rows = rows  # rows passed on: their positions in the batch, in output order
         m = self.size = dest.size
         self.arrays: dict[int, tuple] = {}  # layout column index -> (values, validity or empty)
-        jobs = [[] for _ in range(shards)]
+        #: Per thread: what it runs before any thread copies rows (working out a part of ``dest``), or None;
+        #: with ``spans`` (per thread, the (shard, lo, hi) rows it copies), the thread's own copies follow it.
+        self.first = None if spans else first
+        jobs = [list(first[t]) if spans else [] for t in range(shards)]
+        if spans is None:  # every shard's thread copies its rows
+            spans = [[(s, 0, int(offsets[s + 1] - offsets[s]))] for s in range(shards)]
         dests = [dest[offsets[s]:offsets[s + 1]] for s in range(shards)]
         chunks = np.linspace(0, m, shards + 1).astype(np.int64)  # rows taken from the batch: a range per thread
         for j, col in enumerate(layout.columns):
@@ -503,11 +538,14 @@ class _Merge:
                 masked = any(r[col.pos + 1].size for r in results)
                 valid = np.empty(m, np.bool_) if masked else _NO_NULLS
                 self.arrays[j] = (values, valid)
-                for s, r in enumerate(results):
-                    jobs[s].append((place, values, dests[s], r[col.pos]))
-                    if masked:
-                        v = r[col.pos + 1]
-                        jobs[s].append((place, valid, dests[s], v if v.size else np.ones(dests[s].size, np.bool_)))
+                for t, span in enumerate(spans):
+                    for s, lo, hi in span:
+                        if hi > lo:
+                            jobs[t].append((place, values, dests[s][lo:hi], results[s][col.pos][lo:hi]))
+                            if masked:
+                                v = results[s][col.pos + 1]
+                                jobs[t].append((place, valid, dests[s][lo:hi],
+                                                v[lo:hi] if v.size else np.ones(hi - lo, np.bool_)))
             elif col.kind == "src" and col.column in columns:
                 src_values, src_valid = columns[col.column]
                 values = np.empty(m, src_values.dtype)

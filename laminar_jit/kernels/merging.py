@@ -11,7 +11,7 @@ import numpy as np
 
 from .._jit import njit, njit_borrowing
 
-__all__ = ["append_rows", "append_valid", "append_values", "merge_positions", "merge_shards", "piece_rows", "place", "take_range"]
+__all__ = ["append_rows", "append_valid", "append_values", "merge_positions", "merge_cuts", "merge_shards", "merge_span", "piece_rows", "place", "take_range"]
 
 
 #: Merges of more shards than this keep their head rows in a heap, whose branches cost more than looking at
@@ -84,24 +84,94 @@ def merge_shards(major, middle, minor, bounds, by_middle, by_minor):
     ties going to the lower shard. Two shards merge in one linear pass, a
     few by looking at every shard's head row for each row, more than
     :data:`HEAP_SHARDS` through a heap of the head rows (O(rows x log shards)).
+    Threads can share the work: :func:`merge_cuts`, then :func:`merge_span` per part.
 
     Returns
     -------
     dest : int64[rows]
         The merged position of each row.
     """
-    if bounds.shape[0] == 2:
-        return _merge_two(major, middle, minor, bounds, by_middle, by_minor)
-    if bounds.shape[0] <= HEAP_SHARDS:
-        return _merge_scan(major, middle, minor, bounds, by_middle, by_minor)
-    return _merge_heap(major, middle, minor, bounds, by_middle, by_minor)
+    dest = np.empty(major.size, np.int64)
+    merge_span(dest, major, middle, minor, bounds, by_middle, by_minor, bounds[:, 0].copy(), bounds[:, -1].copy())
+    return dest
 
 
 @njit
-def _merge_two(major, middle, minor, bounds, by_middle, by_minor):
-    """:func:`merge_shards` of two shards: one linear, branch-free pass per piece."""
-    dest = np.full(major.size, -1, np.int64)
-    o = np.int64(0)  # not a literal 0: _merge_heads would compile for Literal[int](0) and again for int64
+def merge_cuts(major, middle, minor, bounds, by_middle, by_minor, parts):
+    """Cut the shards' merge (as :func:`merge_shards`) into ``parts`` runs of merged rows, for as many threads.
+
+    Part ``t`` is shard ``s``'s rows ``cuts[t, s]:cuts[t + 1, s]`` of every
+    shard, the merged rows before it those of parts ``0..t-1``, so a thread
+    per part works out its rows' destinations (:func:`merge_span`) without
+    looking at another part's. The cuts fall before rows of the shard with
+    the most rows at even steps (the other shards' rows before such a row are
+    found by a binary search in its piece): O(parts x shards x log rows),
+    parts of about equal size when the shards' rows are alike (keys dealt
+    by hash).
+
+    Returns
+    -------
+    cuts : int64[parts + 1, shards]
+    """
+    shards, pieces = bounds.shape[0], bounds.shape[1] - 1
+    cuts = np.empty((parts + 1, shards), np.int64)
+    big = 0
+    for s in range(shards):
+        cuts[0, s] = bounds[s, 0]
+        cuts[parts, s] = bounds[s, pieces]
+        if bounds[s, pieces] - bounds[s, 0] > bounds[big, pieces] - bounds[big, 0]:
+            big = s
+    size = bounds[big, pieces] - bounds[big, 0]
+    p = 0
+    for t in range(1, parts):
+        e = bounds[big, 0] + t * size // parts  # the first row of part t in the biggest shard
+        if e == bounds[big, pieces]:
+            for s in range(shards):
+                cuts[t, s] = bounds[s, pieces]
+            continue
+        while bounds[big, p + 1] <= e:  # e's piece
+            p += 1
+        for s in range(shards):
+            if s == big:
+                cuts[t, s] = e
+                continue
+            lo, hi = bounds[s, p], bounds[s, p + 1]
+            while lo < hi:  # the rows of shard s's piece p merged before e (ties: the lower shard first)
+                mid = (lo + hi) // 2
+                if _before_flat(major, middle, minor, mid, e, by_middle, by_minor) or (
+                        s < big and not _before_flat(major, middle, minor, e, mid, by_middle, by_minor)):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            cuts[t, s] = lo
+    return cuts
+
+
+@njit
+def merge_span(dest, major, middle, minor, bounds, by_middle, by_minor, lo, hi):
+    """Destinations in the shards' merge (as :func:`merge_shards`) of shard ``s``'s rows ``lo[s]:hi[s]``,
+    written to ``dest``: a part of :func:`merge_cuts` (or, from ``bounds[:, 0]`` to ``bounds[:, -1]``, all)."""
+    shards, pieces = bounds.shape[0], bounds.shape[1] - 1
+    part = np.empty_like(bounds)  # the part's rows of each shard's pieces
+    o = 0  # merged rows before the part's
+    for s in range(shards):
+        o += lo[s] - bounds[s, 0]
+        for p in range(pieces + 1):
+            part[s, p] = min(max(bounds[s, p], lo[s]), hi[s])
+    if shards == 2:
+        _merge_two(dest, major, middle, minor, part, o, by_middle, by_minor)
+    elif shards <= HEAP_SHARDS:
+        _merge_scan(dest, major, middle, minor, part, o, by_middle, by_minor)
+    else:
+        _merge_heap(dest, major, middle, minor, part, o, by_middle, by_minor)
+
+
+@njit
+def _merge_two(dest, major, middle, minor, bounds, o, by_middle, by_minor):
+    """:func:`merge_span` of two shards: one linear, branch-free pass per piece."""
+    for s in range(2):
+        for r in range(bounds[s, 0], bounds[s, -1]):
+            dest[r] = -1  # not placed yet
     for p in range(bounds.shape[1] - 1):
         i, i_end = bounds[0, p], bounds[0, p + 1]
         j, j_end = bounds[1, p], bounds[1, p + 1]
@@ -115,7 +185,6 @@ def _merge_two(major, middle, minor, bounds, by_middle, by_minor):
             for q in range(r, hi):
                 dest[q] = o_end - (hi - q)
         o = o_end
-    return dest
 
 
 @njit
@@ -143,12 +212,10 @@ def _heads_before(major, middle, minor, head, a, b, by_middle, by_minor):
 
 
 @njit
-def _merge_scan(major, middle, minor, bounds, by_middle, by_minor):
-    """:func:`merge_shards` of a few shards: the least head row, found by looking at every shard's."""
+def _merge_scan(dest, major, middle, minor, bounds, o, by_middle, by_minor):
+    """:func:`merge_span` of a few shards: the least head row, found by looking at every shard's."""
     shards, pieces = bounds.shape[0], bounds.shape[1] - 1
-    dest = np.empty(major.size, np.int64)
     head = np.empty(shards, np.int64)
-    o = 0
     for p in range(pieces):
         for s in range(shards):
             head[s] = bounds[s, p]
@@ -164,17 +231,14 @@ def _merge_scan(major, middle, minor, bounds, by_middle, by_minor):
             dest[head[best]] = o
             head[best] += 1
             o += 1
-    return dest
 
 
 @njit
-def _merge_heap(major, middle, minor, bounds, by_middle, by_minor):
-    """:func:`merge_shards` of many shards: a binary heap of the shards' head rows, O(rows x log shards)."""
+def _merge_heap(dest, major, middle, minor, bounds, o, by_middle, by_minor):
+    """:func:`merge_span` of many shards: a binary heap of the shards' head rows, O(rows x log shards)."""
     shards, pieces = bounds.shape[0], bounds.shape[1] - 1
-    dest = np.empty(major.size, np.int64)
     head = np.empty(shards, np.int64)
     heap = np.empty(shards, np.int64)  # shards with rows left in the piece, least head first
-    o = 0
     for p in range(pieces):
         size = 0
         for s in range(shards):
@@ -211,7 +275,6 @@ def _merge_heap(major, middle, minor, bounds, by_middle, by_minor):
                 c = child
             if size > 0:
                 heap[c] = s
-    return dest
 
 
 @njit

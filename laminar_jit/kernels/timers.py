@@ -16,7 +16,7 @@ import numpy as np
 
 from .._jit import njit, njit_borrowing
 
-__all__ = ["grow", "heap_pop", "heap_push"]
+__all__ = ["heap_pop", "heap_push"]
 
 
 @njit(inline="always")
@@ -60,12 +60,3 @@ def heap_pop(times, slots, count, rank):
         slots[i], slots[child] = slots[child], slots[i]
         i = child
     return count
-
-
-@njit
-def grow(a):
-    """``a`` copied into an array twice as long (output buffers of unknown final size)."""
-    out = np.empty(max(2 * a.size, 16), a.dtype)
-    for i in range(a.size):  # a loop, not a slice assignment: see ``selection.concat``
-        out[i] = a[i]
-    return out

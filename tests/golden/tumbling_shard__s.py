@@ -11,7 +11,7 @@ from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
 from laminar_jit.kernels.sorting import argsort_pairs, sort_list
-from laminar_jit.kernels.timers import grow, heap_pop, heap_push
+from laminar_jit.kernels.timers import heap_pop, heap_push
 from laminar_jit.kernels.slots import due_slots
 from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
