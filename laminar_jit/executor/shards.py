@@ -105,8 +105,8 @@ LOAD_SAMPLE = 8
 #: persons and 3,900 auctions per chunk ran 2x slower in two threads than in one executor).
 THREAD_ROWS = 16_384
 #: Merged outputs of a batch with at least this many rows are merged and copied into place by the shards'
-#: threads: a merge is cut into a part per thread, each thread works out its part's destinations, then every
-#: shard's thread copies its rows there (two hand-overs to the threads: below this, one thread does it all).
+#: threads: a merge is cut into a part per thread and each thread works out its part's destinations (and
+#: copies the part's rows, up to PART_COPY_SHARDS shards); below this, the calling thread does it all.
 PARALLEL_PLACE_ROWS = 65_536
 #: Up to this many shards, the thread that works out a part of a merge also copies the part's rows of every
 #: shard (shards x shards copy calls per column); more shards copy their own rows after every part is done.
@@ -237,7 +237,7 @@ class KeyShards:
         if merges:
             # a merge of many shards cut into parts: every thread works out a part's destinations, then the
             # copies (of fewer shards, a part's thread copies the part's rows right after: in its jobs)
-            first = [[merge.first[t] for merge in merges if merge.first] for t in range(self.n)]
+            first = [[m.first[t] for m in merges if m.first and t < len(m.first)] for t in range(self.n)]
             jobs = [[] for _ in range(self.n)]
             for merge in merges:
                 for s, job in merge.jobs:
