@@ -7,8 +7,14 @@ import pytest
 
 from laminar_jit.executor import plan as plan_module
 from laminar_jit.executor.inlining import inline_calls
+from laminar_jit.kernels import hashtable
 from laminar_jit.kernels.hashtable import ht_delete, ht_find, ht_find_or_insert
 from laminar_jit.state.keytable import KeyTable
+
+#: The hash table's per-row kernels: single-exit, so the inliner can write them out (plans call them instead:
+#: they are compiled without reference counting, see test_plans_call_kernels_compiled_without_reference_counting).
+TABLE_KERNELS = {name: getattr(hashtable, name) for name in ("ht_find", "ht_find_or_insert", "ht_insert_at",
+                                                              "_take_slot", "ht_delete")}
 
 LOOP = '''
 import numpy as np
@@ -36,7 +42,7 @@ def run(ops, k0s, k1s, buckets, keys, meta, free, out):
 def _compile(source: str, inline: bool):
     namespace = {"ht_find": ht_find, "ht_find_or_insert": ht_find_or_insert, "ht_delete": ht_delete}
     if inline:
-        source, imports = inline_calls(source, plan_module._INLINED)
+        source, imports = inline_calls(source, TABLE_KERNELS)
         for module, name in imports:
             namespace[name] = getattr(__import__(module, fromlist=[name]), name)
     exec(compile(source, "<plan>", "exec"), namespace)  # noqa: S102 - generated test source
@@ -73,7 +79,7 @@ def test_inlined_table_calls_behave_like_the_kernels():
 def test_other_calls_are_left_alone():
     source = ("x = ht_find(b, k, k0=1, k1=2)\ny = 1 + ht_find(b, k, 1, 2)\nz = other(1)\n"
               "w = ht_find(b, k, 1, 2) + ht_find(b, k, 3, 4)\n")
-    text, imports = inline_calls(source, plan_module._INLINED)
+    text, imports = inline_calls(source, TABLE_KERNELS)
     assert text == source and not imports
 
 
@@ -85,3 +91,11 @@ def test_a_kernel_with_an_early_return_is_refused():
 
     with pytest.raises(ValueError, match="only a final return"):
         inline_calls("y = early(3)", {"early": early})
+
+
+def test_plans_call_kernels_compiled_without_reference_counting():
+    # such a call costs no reference counting (LLVM inlines it), so writing the kernel out only costs compile time
+    for name, kernel in plan_module._INLINED.items():
+        assert kernel.targetoptions.get("_nrt", True), f"{name} is compiled without reference counting: call it"
+    assert set(plan_module._INLINED) == {"row_alloc", "chain_insert", "asof_prune"}
+    assert all(not kernel.targetoptions.get("_nrt", True) for kernel in TABLE_KERNELS.values())

@@ -116,11 +116,11 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
         x = value_code(col, gen, b, names, "i")
         lines.append(f"if {ok}:")
         if kind == COUNT_DISTINCT:  # the key's distinct values, counted as they come and go
-            ms = f"{mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}"
+            ms = f"{mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, np.int64({a}), np.int64({n_aggs})"
             bits = f"f64_bits(np.float64({x}) if {x} != 0 else 0.0) if {x} == {x} else f64_bits(np.nan)" \
                 if spec.in_floats[a] else f"np.int64({x})"  # (-0.0 is 0.0; every NaN is one value)
             lines += [f"    bits = {bits}",
-                      "    if sign > 0:", f"        added = ms_add({ms}, bits)",  # (statements: written out)
+                      "    if sign > 0:", f"        added = ms_add({ms}, bits)",
                       "        if added:", f"            {rec}[s, {a}] += 1",
                       "    else:", f"        gone = ms_remove({ms}, bits)",
                       "        if gone:", f"            {rec}[s, {a}] -= 1"]
@@ -153,14 +153,14 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             cur_bits = f"f64_bits({acc})" if is_float else acc
             lines += [f"    bits = {bits}",
                       "    if sign > 0:",
-                      f"        ms_add({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}, bits)",
+                      f"        ms_add({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, np.int64({a}), np.int64({n_aggs}), bits)",
                       f"        if {cnt} <= 0:",
                       f"            {acc} = x",
                       f"            {rec}[s, {flags}] &= {~(1 << (32 + a))}",
                       f"        elif not ({stale}) and ({better}):",
                       f"            {acc} = x",
                       "    else:",
-                      f"        gone = ms_remove({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, {a}, {n_aggs}, bits)",
+                      f"        gone = ms_remove({mb}, {mk}, {mm}, {mf}, {mlist}, {mhead}, s, np.int64({a}), np.int64({n_aggs}), bits)",
                       f"        if gone and bits == {cur_bits}:",
                       f"            {rec}[s, {flags}] |= {1 << (32 + a)}",
                       f"    {cnt} += sign"]

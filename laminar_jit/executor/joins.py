@@ -126,7 +126,7 @@ def generate_join(gen, node, bports: dict[str, Binding]) -> tuple[Binding, None]
         if gen.sharded:
             gen.emit(f"settled_0_{nid} = np_{nid}")
         gen.emit(f"{pairs} = asof_fire(W_{nid}, {prm}[{P_DIRECTION}], {prm}[{P_TOLERANCE}], "
-                 f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, {SIDE_BASE['left']}, {SIDE_BASE['right']}, "
+                 f"{prm}[{P_EMIT_LEFT}] != 0, {table}, {n['active']}, {aux}, np.int64({SIDE_BASE['left']}), np.int64({SIDE_BASE['right']}), "
                  f"{lf['ts']}, {lf['seq']}, {lf['nxt']}, {lf['prv']}, {lf['slot']}, {lf['flag']}, "
                  f"{rt['ts']}, {rt['nxt']}, {rt['prv']}, {rt['flag']}, {pairs})")
         if gen.sharded:
@@ -483,7 +483,7 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
             f"                if {test}:\n{act}\n"
             f"                o = {onxt}[o]\n"
             f"        if n_out - first > 1:\n"
-            f"            order_partners(out_l, out_r, first, n_out, {partner_left}, "
+            f"            order_partners(out_l, out_r, first, n_out, np.bool_({partner_left}), "
             f"{other['ts']}, {other['seq']})")
 
 
@@ -507,7 +507,7 @@ def _asof_insert(x: JoinSpec, port: str, n: dict, table: str, heads: str, stores
                 continue
             s = ht_find_or_insert({table}, np.int64(WM_MIN), np.int64(1))
         else:
-            s = ht_find_or_insert({table}, k, 0)
+            s = ht_find_or_insert({table}, k, np.int64(0))
         r = row_alloc({n['aux']}, {base})
         {side['ts']}[r] = t
         {_arrival(side, sharded)}

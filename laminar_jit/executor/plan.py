@@ -46,10 +46,7 @@ import numpy as np
 from .._jit import JIT_DISABLED
 from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
-from ..kernels import changelog as _changelog
-from ..kernels import hashtable as _ht
 from ..kernels import joins as _joins
-from ..kernels import ranking as _ranking
 from ..ops.windows import WindowSpec
 from .boundary import readonly
 from .codegen import generate
@@ -315,12 +312,13 @@ WM_MAX = 9223372036854775807
 '''
 
 
-#: Per-row kernels whose statement-level calls plans write out in place (see :mod:`.inlining`).
-_INLINED = {name: getattr(module, name) for module, names in (
-    (_ht, ("ht_find", "ht_find_or_insert", "ht_insert_at", "_take_slot", "ht_delete")),
-    (_joins, ("row_alloc", "chain_insert", "asof_prune")),
-    (_ranking, ("topn_tie_offer", "_tie_alloc", "_tie_release")),
-    (_changelog, ("ranked_insert", "ms_add", "ms_remove", "_unlink"))) for name in names}
+#: Per-row kernels whose statement-level calls plans write out in place (see :mod:`.inlining`): the join
+#: chains' (Numba-inlined kernels, which count references on every array argument). The per-row kernels
+#: compiled without reference counting (``njit_borrowing``: hash table probes, inserts and deletes, the
+#: changelog's value counts and ranked inserts, TopN's tie rows) are called like any kernel: LLVM inlines
+#: such a plain call, and Numba compiles one call at each site instead of the kernel's whole body (a group
+#: aggregate of Nexmark q16's many distinct counts: 943 lines and 12.9 s to compile written out, 2.2 s called).
+_INLINED = {name: getattr(_joins, name) for name in ("row_alloc", "chain_insert", "asof_prune")}
 
 
 def _step_args(gen: Gen) -> list[str]:
@@ -345,7 +343,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
     if gen.sharded:
-        parts.append(_shard_run(gen, args))
+        parts.append(_shard_run(gen, args, runs_in_pieces(gen.dag, source)))
     text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
     imports |= gen.imports
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
@@ -372,7 +370,9 @@ def shard_run(rows, cuts, wms, {params}):
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
     with one call of the step in the text: typed lists of the results, or a
-    second call, cost seconds of compile time each.)
+    second call, cost seconds of compile time each. The result tuple is unpacked
+    into one name per result at once: indexing it where each result is used
+    took LLVM twice as long to optimize.)
     """
     a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
 {marks}    for p in range(cuts.size - 1):
@@ -380,17 +380,48 @@ def shard_run(rows, cuts, wms, {params}):
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
         source_wms = wms[lo:hi + 1]
-{before}        r = step({call})
-{after}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
-{start}        if cuts.size == 2:  # one piece: its arrays are the results, not copied
-{direct}        else:
-{append}{trim}    return ({returns},)
+{before8}        {results} = step({call})
+{after8}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
+{start12}        if cuts.size == 2:  # one piece: its arrays are the results, not copied
+{direct12}        else:
+{append12}{trim4}    return ({returns},)
+'''
+
+#: ``shard_run`` of a source whose batches always run in one piece (no window-family node in its plan):
+#: no loop, so no result is carried from piece to piece (LLVM took 30-50 s to optimize that loop in the
+#: ``shard_run`` of a step with a hundred results).
+_SHARD_RUN_WHOLE = '''
+from laminar_jit.kernels.merging import piece_rows
+
+
+@jit(no_cfunc_wrapper=True)
+def shard_run(rows, cuts, wms, {params}):
+    """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
+
+    As the ``shard_run`` of a source whose batches run in pieces, for one piece: the step's result
+    tuple with every sink's ``rows`` as positions in the batch and in place of its ``ident`` flag
+    ``[0, rows]``, and per boundary node its watermark before and after the step.
+    """
+    if cuts.size != 2:
+        raise ValueError("laminar_jit: a key shard of a source without windows ran a batch in pieces")
+    p = 0
+    lo = cuts[0]
+    hi = cuts[1]
+    shard_rows, a = piece_rows(rows, np.int64(0), lo, hi)
+    source_wms = wms[lo:hi + 1]
+{marks}{before}    {results} = step({call})
+{after}{direct}{trim}    return ({returns},)
 '''
 
 
-def _shard_run(gen: Gen, args: list[str]) -> str:
-    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`); after the step's result it returns, per
-    boundary node, the node's watermark before and after each piece (the next stage runs piece by piece)."""
+def _indented(lines: list[str], depth: int) -> str:
+    return "".join(" " * depth + line + "\n" for line in lines)
+
+
+def _shard_run(gen: Gen, args: list[str], pieces: bool) -> str:
+    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`; ``pieces=False``: :data:`_SHARD_RUN_WHOLE`);
+    after the step's result it returns, per boundary node, the node's watermark before and after each piece
+    (the next stage runs piece by piece)."""
     cols = args[1:args.index("offsets")]
     rest = args[args.index("offsets"):]
     # a string dictionary's (offsets, bytes) are not per row: every piece reads them whole
@@ -399,34 +430,46 @@ def _shard_run(gen: Gen, args: list[str]) -> str:
     start, append, direct, returns = [], [], [], {}
     for layout in [*gen.sinks, *gen.boundaries]:  # (a join's rows that feed stateful operators: as a sink's)
         k = layout.offset
-        start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), np.int64)\n            n{k} = np.int64(0)\n"
-                     f"            o{k + 1} = zeros(cuts.size, np.int64)\n")
-        append.append(f"            o{k}, n{k} = append_rows(o{k}, n{k}, r[{k}], lo)\n"
-                      f"            o{k + 1}[p + 1] = n{k}\n")
-        direct.append(f"            o{k} = r[{k}].astype(np.int64)\n            n{k} = o{k}.size\n"
-                      f"            o{k + 1}[1] = n{k}\n")
+        start += [f"o{k} = empty(r{k}.size * (cuts.size - 1), np.int64)", f"n{k} = np.int64(0)",
+                  f"o{k + 1} = zeros(cuts.size, np.int64)"]
+        append += [f"o{k}, n{k} = append_rows(o{k}, n{k}, r{k}, lo)", f"o{k + 1}[p + 1] = n{k}"]
+        direct += [f"o{k} = r{k}.astype(np.int64)", f"n{k} = o{k}.size", f"o{k + 1} = zeros(cuts.size, np.int64)",
+                   f"o{k + 1}[1] = n{k}"]
         returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
         for k in [col.pos for col in layout.columns if col.kind != "take"] + list(layout.ties):
-            start.append(f"            o{k} = empty(r[{k}].size * (cuts.size - 1), r[{k}].dtype)\n            n{k} = np.int64(0)\n"
-                         f"            o{k + 1} = empty(0, np.bool_)\n            masked{k} = np.bool_(False)\n")
-            append.append(f"            o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r[{k + 1}], r[{k}].size, "
-                          f"masked{k})\n            o{k}, n{k} = append_values(o{k}, n{k}, r[{k}])\n")
-            direct.append(f"            o{k} = r[{k}]\n            n{k} = o{k}.size\n"
-                          f"            o{k + 1} = r[{k + 1}]\n            masked{k} = o{k + 1}.size > 0\n")
+            start += [f"o{k} = empty(r{k}.size * (cuts.size - 1), r{k}.dtype)", f"n{k} = np.int64(0)",
+                      f"o{k + 1} = empty(0, np.bool_)", f"masked{k} = np.bool_(False)"]
+            append += [f"o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r{k + 1}, r{k}.size, masked{k})",
+                       f"o{k}, n{k} = append_values(o{k}, n{k}, r{k})"]
+            direct += [f"o{k} = r{k}", f"n{k} = o{k}.size", f"o{k + 1} = r{k + 1}", f"masked{k} = o{k + 1}.size > 0"]
             returns[k] = f"o{k}[:n{k}]"
             returns[k + 1] = f"o{k + 1}[:n{k} if masked{k} else 0]"
     assert sorted(returns) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
     # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
-    trim = "".join(f"    t{k} = {returns[k]}\n" for k in range(len(gen.returns)))
     # each boundary node's watermark before and after every piece (the next stage runs piece by piece)
-    marks = "".join(f"    wb{j} = empty(cuts.size - 1, np.int64)\n    wa{j} = empty(cuts.size - 1, np.int64)\n"
-                    for j in range(len(gen.boundaries)))
-    before = "".join(f"        wb{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
-    after = "".join(f"        wa{j}[p] = wm[{layout.node_id}]\n" for j, layout in enumerate(gen.boundaries))
+    marks = _indented([f"{x}{j} = empty(cuts.size - 1, np.int64)"
+                       for j in range(len(gen.boundaries)) for x in ("wb", "wa")], 4)
     names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
-    return _SHARD_RUN.format(params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]),
-                             call=call, start="".join(start), append="".join(append), direct="".join(direct),
-                             trim=trim, marks=marks, before=before, after=after, returns=", ".join(names))
+    before = [f"wb{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
+    after = [f"wa{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
+    trim = [f"t{k} = {returns[k]}" for k in range(len(gen.returns))]
+    common = dict(results="".join(f"r{k}, " for k in range(len(gen.returns))), call=call, marks=marks,
+                  params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]),
+                  returns=", ".join(names))
+    if not pieces:
+        return _SHARD_RUN_WHOLE.format(**common, before=_indented(before, 4), after=_indented(after, 4),
+                                       direct=_indented(direct, 4), trim=_indented(trim, 4))
+    return _SHARD_RUN.format(**common, before8=_indented(before, 8), after8=_indented(after, 8),
+                             start12=_indented(start, 12), direct12=_indented(direct, 12),
+                             append12=_indented(append, 12), trim4=_indented(trim, 4))
+
+
+def runs_in_pieces(dag, root: str) -> bool:
+    """Whether a batch of ``root`` may run in more than one piece (``DagExecutor._cuts``): ``root`` is a source
+    whose plan has a window-family node (a key shard's stage of a boundary node's rows runs in one piece)."""
+    if dag.node(root).kind != "source":
+        return False
+    return any(isinstance(getattr(dag.nodes[nid].bound, "spec", None), WindowSpec) for nid in plan_nodes(dag, root))
 
 
 def _unread_row_watermarks(text: str) -> str:

@@ -88,7 +88,7 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
                   f"    {first}{R_LAST}] = t"]
     lines += ["q = seq",
               "seq += 1",
-              f"pos = ranked_insert({rows}, s, {spec.n}, rkey, rkey2, q, {spec.later_wins})",
+              f"pos = ranked_insert({rows}, s, np.int64({spec.n}), rkey, rkey2, q, np.bool_({spec.later_wins}))",
               "if pos < 0:",
               "    continue",
               f"row = s * {spec.n} + pos",

@@ -207,8 +207,7 @@ def _topn(gen, node, b):
     if spec.ties:
         moves = "\n".join(f"            {tie_vals[j]}[o] = {vals[j]}[s, c]\n            {tie_valids[j]}[o] = {valids[j]}[s, c]"
                           for j in range(len(payload)))
-        # (one line: plans write the kernel out in place, see _INLINED in plan.py)
-        place = f"""c = topn_tie_offer(s, xb, q, {count}, {by_vals}, {seq}, {spec.descending}, {tie_head}, {tie_pool}, {tie_slot}, {tie_next}, {tie_seq})
+        place = f"""c = topn_tie_offer(s, xb, q, {count}, {by_vals}, {seq}, np.bool_({spec.descending}), {tie_head}, {tie_pool}, {tie_slot}, {tie_next}, {tie_seq})
         o = {tie_pool}[{TIE_TAKEN}]
         if o >= 0:
             if c < 0:  # it ties the n-th best value: a tie row
@@ -231,7 +230,7 @@ def _topn(gen, node, b):
             if not (xb {better} {by_vals}[s, c]):
                 continue"""
     top = "" if spec.ties else f"\n    top = {spec.topn}  # a shape of the state (slots x top), compiled in: the replace scan unrolls"
-    imports = "\nfrom laminar_jit.kernels.ranking import topn_tie_free, topn_tie_rows\n" if spec.ties else ""
+    imports = "\nfrom laminar_jit.kernels.ranking import topn_tie_free, topn_tie_offer, topn_tie_rows\n" if spec.ties else ""
     gen.funcs.append(f'''{imports}
 @njit
 def topn_{nid}_update({params}):
@@ -292,7 +291,7 @@ def topn_{nid}_update({params}):
         return "\n".join(f"{indent}r{j}[w] = {values[j]}[{at}]\n{indent}rv{j}[w] = {valid[j]}[{at}]"
                          for j in range(len(payload)))
 
-    rows = f"topn_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending})"
+    rows = f"topn_rows(fired, order, {count}, {by_vals}, {seq}, np.bool_({spec.descending}))"
     copy = copies(vals, valids, "s, c")
     arrival = ""
     if partial:  # (a negative column is a tie row)
@@ -300,7 +299,7 @@ def topn_{nid}_update({params}):
                    else f"        rank[w] = {seq}[s, c]\n")
     free = ""
     if spec.ties:  # a negative column is a tie row
-        rows = (f"topn_tie_rows(fired, order, {count}, {by_vals}, {seq}, {spec.descending}, {tie_head}, {tie_next}, "
+        rows = (f"topn_tie_rows(fired, order, {count}, {by_vals}, {seq}, np.bool_({spec.descending}), {tie_head}, {tie_next}, "
                 f"{tie_seq})")
         copy = (f"        if c >= 0:\n{copies(vals, valids, 's, c', ' ' * 12)}\n        else:\n            t = -1 - c\n"
                 f"{copies(tie_vals, tie_valids, 't', ' ' * 12)}")

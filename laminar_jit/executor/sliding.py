@@ -32,7 +32,7 @@ def sliding_link(nid: int, meta: str) -> str:
     return f"""if {meta}[0] != live:  # a new (key, pane) entry
                 if pslot < 0 or ws != pane_ws:
                     pane_ws = ws
-                    pslot = ht_find_or_insert({n['pbuckets']}, {n['pkeys']}, {n['pmeta']}, {n['pfree']}, ws, 0)
+                    pslot = ht_find_or_insert({n['pbuckets']}, {n['pkeys']}, {n['pmeta']}, {n['pfree']}, ws, np.int64(0))
                 {n['pnext']}[s] = {n['phead']}[pslot]
                 {n['phead']}[pslot] = s
                 {n['pcount']}[pslot] += 1"""

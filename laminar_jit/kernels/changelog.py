@@ -141,7 +141,7 @@ def slot_order(dirty, high_water):
     return out[:m]
 
 
-@njit
+@njit_borrowing
 def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     """Count one more value ``bits`` of aggregate ``a`` of slot ``s``; True when it is new to the key (it joins
     the key's list)."""
@@ -158,7 +158,7 @@ def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     return new
 
 
-@njit
+@njit_borrowing
 def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     """Count one value ``bits`` of aggregate ``a`` of slot ``s`` less; True when its last copy went."""
     e = ht_find(mb, mk, s * n_aggs + a, bits)
@@ -168,7 +168,7 @@ def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
         if mlist[e, 0] <= 0:
             _unlink(mb, mk, mm, mf, mlist, mhead, s, a, e)
             gone = True
-    return gone  # single exit: plans write it out in their row loops (executor/inlining.py)
+    return gone
 
 
 @njit_borrowing
@@ -451,7 +451,7 @@ def ranked_insert(R, s, n, key, key2, q, later_wins):
         R[base + pos, R_SEQ] = q
         if m < n:
             R[base, R_CNT] = m + 1
-    return pos  # single exit: plans write it out in their row loops (executor/inlining.py)
+    return pos
 
 
 @njit

@@ -146,10 +146,7 @@ def ht_find(buckets, keys, k0, k1):
 
 @njit_borrowing
 def _take_slot(meta, free, slot_cap):
-    """Pop the free stack, else hand out ``high_water``; -1 when every slot is in use.
-
-    Single exit, so plans can write it out in place.
-    """
+    """Pop the free stack, else hand out ``high_water``; -1 when every slot is in use."""
     slot = np.int64(-1)
     n_free = meta[2]
     if n_free > 0:
@@ -241,8 +238,7 @@ def ht_delete(buckets, keys, meta, free, slot):
     The rest of the probe run is shifted back over the hole (an entry moves
     when the hole lies cyclically between its home bucket and its position),
     so lookups never need tombstones. Returns False, changing nothing, when
-    ``slot`` is not live (out of range or already deleted). Single exit, so
-    plans can write it out in place (see :mod:`laminar_jit.executor.inlining`).
+    ``slot`` is not live (out of range or already deleted).
     """
     mask = buckets.size - 1
     found = False

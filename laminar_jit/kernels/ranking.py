@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import njit
+from .._jit import njit, njit_borrowing
 
 __all__ = ["topn_rows", "topn_tie_free", "topn_tie_offer", "topn_tie_rows"]
 
@@ -92,7 +92,7 @@ def topn_rows(fired, order, count, by, seq, descending):
     return row_slot, row_col, rank
 
 
-@njit
+@njit_borrowing
 def _tie_alloc(s, tie_head, tie_pool, tie_slot, tie_next):
     """A free pool row, linked at the head of slot ``s``'s tie rows (-1 if the pool is full: a reserve bug)."""
     o = tie_pool[TIE_FREE]
@@ -109,7 +109,7 @@ def _tie_alloc(s, tie_head, tie_pool, tie_slot, tie_next):
     return o
 
 
-@njit
+@njit_borrowing
 def _tie_release(s, tie_head, tie_pool, tie_slot, tie_next):
     """Put slot ``s``'s tie rows back on the free list."""
     first = tie_head[s]
@@ -126,7 +126,7 @@ def _tie_release(s, tie_head, tie_pool, tie_slot, tie_next):
         tie_head[s] = -1
 
 
-@njit
+@njit_borrowing
 def topn_tie_offer(s, x, q, count, by, seq, descending, tie_head, tie_pool, tie_slot, tie_next, tie_seq):
     """Where a row with ranking value ``x`` (arrival ``q``) goes in slot ``s`` of a TopN keeping ties.
 
@@ -137,8 +137,9 @@ def topn_tie_offer(s, x, q, count, by, seq, descending, tie_head, tie_pool, tie_
     with it (they all rank below ``n`` now). ``count``, the tie pool and
     ``tie_seq`` are updated here; the caller stores the row's values.
 
-    Plans write this kernel out in place (see :mod:`laminar_jit.executor.inlining`),
-    hence one final return and the second result in ``tie_pool[TIE_TAKEN]``.
+    Compiled without reference counting (``njit_borrowing``), so a plan's row loop
+    calls it as a plain call LLVM inlines; it returns one number, so the second
+    result is left in ``tie_pool[TIE_TAKEN]``.
 
     Returns
     -------

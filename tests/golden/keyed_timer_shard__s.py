@@ -17,9 +17,6 @@ from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
-from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -89,36 +86,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
         if not ((m0.size == 0 or m0[i]) and (m2.size == 0 or m2[i])):
             continue
         k = np.int64(v1[i]) if (m1.size == 0 or m1[i]) else WM_MIN
-        _ht_find_or_insert0_k1 = np.int64(0)
-        _ht_find_or_insert0_mask = st1_buckets.size - 1
-        _ht_find_or_insert0_i = _home(k, _ht_find_or_insert0_k1, _ht_find_or_insert0_mask)
-        _ht_find_or_insert0_slot = np.int64(-1)
-        while True:
-            _ht_find_or_insert0_s = st1_buckets[_ht_find_or_insert0_i]
-            if _ht_find_or_insert0_s == -1:
-                break
-            if st1_keys[_ht_find_or_insert0_s, 0] == k and st1_keys[_ht_find_or_insert0_s, 1] == _ht_find_or_insert0_k1:
-                _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
-                break
-            _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
-        if _ht_find_or_insert0_slot < 0:
-            _take_slot2_slot_cap = st1_keys.shape[0]
-            _take_slot2_slot = np.int64(-1)
-            _take_slot2_n_free = st1_meta[2]
-            if _take_slot2_n_free > 0:
-                st1_meta[2] = _take_slot2_n_free - 1
-                _take_slot2_slot = np.int64(st1_free[_take_slot2_n_free - 1])
-            elif st1_meta[1] < _take_slot2_slot_cap:
-                _take_slot2_slot = st1_meta[1]
-                st1_meta[1] = _take_slot2_slot + 1
-            _ht_insert_at1_slot = _take_slot2_slot
-            if _ht_insert_at1_slot >= 0:
-                st1_keys[_ht_insert_at1_slot, 0] = k
-                st1_keys[_ht_insert_at1_slot, 1] = _ht_find_or_insert0_k1
-                st1_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
-                st1_meta[0] += 1
-            _ht_find_or_insert0_slot = _ht_insert_at1_slot
-        s = _ht_find_or_insert0_slot
+        s = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, np.int64(0))
         if st1_first[s] < 0:
             st1_first[s] = st1_aux[1] + i
         before = st1_values[s].timer
@@ -206,104 +174,53 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2, ties1_2, ties1_valid_2,)
 
 
-from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
+from laminar_jit.kernels.merging import piece_rows
 
 
 @jit(no_cfunc_wrapper=True)
 def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
-    """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
+    """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
 
-    ``rows`` are the shard's rows (ascending positions in the batch) and
-    ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
-    whole (so every shard sees the same watermarks: ``wms``, the source's
-    watermark before each row of the batch and after its last, or empty for
-    a stage without one) with the shard's rows of it as its source rows.
-    Returns the step's result tuple with every sink's arrays appended over
-    the pieces (one piece: the step's own arrays): its ``rows`` as positions
-    in the batch, and in place of its ``ident`` flag where each piece's rows start.
-    One compiled call per batch: calling the step piece by piece from Python
-    would take the GIL between pieces. (The results are appended as they come,
-    with one call of the step in the text: typed lists of the results, or a
-    second call, cost seconds of compile time each.)
+    As the ``shard_run`` of a source whose batches run in pieces, for one piece: the step's result
+    tuple with every sink's ``rows`` as positions in the batch and in place of its ``ident`` flag
+    ``[0, rows]``, and per boundary node its watermark before and after the step.
     """
-    a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
-    for p in range(cuts.size - 1):
-        lo = cuts[p]
-        hi = cuts[p + 1]
-        shard_rows, a = piece_rows(rows, a, lo, hi)
-        source_wms = wms[lo:hi + 1]
-        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
-        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
-            o0 = empty(r[0].size * (cuts.size - 1), np.int64)
-            n0 = np.int64(0)
-            o1 = zeros(cuts.size, np.int64)
-            o2 = empty(r[2].size * (cuts.size - 1), r[2].dtype)
-            n2 = np.int64(0)
-            o3 = empty(0, np.bool_)
-            masked2 = np.bool_(False)
-            o4 = empty(r[4].size * (cuts.size - 1), r[4].dtype)
-            n4 = np.int64(0)
-            o5 = empty(0, np.bool_)
-            masked4 = np.bool_(False)
-            o6 = empty(r[6].size * (cuts.size - 1), r[6].dtype)
-            n6 = np.int64(0)
-            o7 = empty(0, np.bool_)
-            masked6 = np.bool_(False)
-            o8 = empty(r[8].size * (cuts.size - 1), r[8].dtype)
-            n8 = np.int64(0)
-            o9 = empty(0, np.bool_)
-            masked8 = np.bool_(False)
-            o10 = empty(r[10].size * (cuts.size - 1), r[10].dtype)
-            n10 = np.int64(0)
-            o11 = empty(0, np.bool_)
-            masked10 = np.bool_(False)
-            o12 = empty(r[12].size * (cuts.size - 1), r[12].dtype)
-            n12 = np.int64(0)
-            o13 = empty(0, np.bool_)
-            masked12 = np.bool_(False)
-        if cuts.size == 2:  # one piece: its arrays are the results, not copied
-            o0 = r[0].astype(np.int64)
-            n0 = o0.size
-            o1[1] = n0
-            o2 = r[2]
-            n2 = o2.size
-            o3 = r[3]
-            masked2 = o3.size > 0
-            o4 = r[4]
-            n4 = o4.size
-            o5 = r[5]
-            masked4 = o5.size > 0
-            o6 = r[6]
-            n6 = o6.size
-            o7 = r[7]
-            masked6 = o7.size > 0
-            o8 = r[8]
-            n8 = o8.size
-            o9 = r[9]
-            masked8 = o9.size > 0
-            o10 = r[10]
-            n10 = o10.size
-            o11 = r[11]
-            masked10 = o11.size > 0
-            o12 = r[12]
-            n12 = o12.size
-            o13 = r[13]
-            masked12 = o13.size > 0
-        else:
-            o0, n0 = append_rows(o0, n0, r[0], lo)
-            o1[p + 1] = n0
-            o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
-            o2, n2 = append_values(o2, n2, r[2])
-            o5, masked4 = append_valid(o5, n4, r[5], r[4].size, masked4)
-            o4, n4 = append_values(o4, n4, r[4])
-            o7, masked6 = append_valid(o7, n6, r[7], r[6].size, masked6)
-            o6, n6 = append_values(o6, n6, r[6])
-            o9, masked8 = append_valid(o9, n8, r[9], r[8].size, masked8)
-            o8, n8 = append_values(o8, n8, r[8])
-            o11, masked10 = append_valid(o11, n10, r[11], r[10].size, masked10)
-            o10, n10 = append_values(o10, n10, r[10])
-            o13, masked12 = append_valid(o13, n12, r[13], r[12].size, masked12)
-            o12, n12 = append_values(o12, n12, r[12])
+    if cuts.size != 2:
+        raise ValueError("laminar_jit: a key shard of a source without windows ran a batch in pieces")
+    p = 0
+    lo = cuts[0]
+    hi = cuts[1]
+    shard_rows, a = piece_rows(rows, np.int64(0), lo, hi)
+    source_wms = wms[lo:hi + 1]
+    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
+    o0 = r0.astype(np.int64)
+    n0 = o0.size
+    o1 = zeros(cuts.size, np.int64)
+    o1[1] = n0
+    o2 = r2
+    n2 = o2.size
+    o3 = r3
+    masked2 = o3.size > 0
+    o4 = r4
+    n4 = o4.size
+    o5 = r5
+    masked4 = o5.size > 0
+    o6 = r6
+    n6 = o6.size
+    o7 = r7
+    masked6 = o7.size > 0
+    o8 = r8
+    n8 = o8.size
+    o9 = r9
+    masked8 = o9.size > 0
+    o10 = r10
+    n10 = o10.size
+    o11 = r11
+    masked10 = o11.size > 0
+    o12 = r12
+    n12 = o12.size
+    o13 = r13
+    masked12 = o13.size > 0
     t0 = o0[:n0]
     t1 = o1
     t2 = o2[:n2]

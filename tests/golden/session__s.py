@@ -17,9 +17,6 @@ from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
-from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -43,19 +40,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
         if rw < rw_floor:
             rw = rw_floor
         k = np.int64(v1[i]) if (m1.size == 0 or m1[i]) else WM_MIN
-        _ht_find0_k1 = np.int64(0)
-        _ht_find0_mask = st1_kbuckets.size - 1
-        _ht_find0_i = _home(k, _ht_find0_k1, _ht_find0_mask)
-        _ht_find0_slot = np.int64(-1)
-        for _ht_find0__ in range(st1_kbuckets.size):
-            _ht_find0_s = st1_kbuckets[_ht_find0_i]
-            if _ht_find0_s == -1:
-                break
-            if st1_kkeys[_ht_find0_s, 0] == k and st1_kkeys[_ht_find0_s, 1] == _ht_find0_k1:
-                _ht_find0_slot = np.int64(_ht_find0_s)
-                break
-            _ht_find0_i = _ht_find0_i + 1 & _ht_find0_mask
-        ks = _ht_find0_slot
+        ks = ht_find(st1_kbuckets, st1_kkeys, k, np.int64(0))
         hit = np.int64(-1)
         if ks >= 0:
             # every open session the row is closer than the gap to joins it (or touches, with touch = 1)
@@ -85,36 +70,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
                         else:
                             st1_next[prev] = nxt
                         st1_next[a] = -1
-                        _ht_delete1_mask = st1_buckets.size - 1
-                        _ht_delete1_found = False
-                        _ht_delete1_hole = np.int64(0)
-                        if a >= 0 and a < st1_meta[1]:
-                            _ht_delete1_hole = _home(st1_keys[a, 0], st1_keys[a, 1], _ht_delete1_mask)
-                            for _ht_delete1__ in range(st1_buckets.size):
-                                _ht_delete1_s = st1_buckets[_ht_delete1_hole]
-                                if _ht_delete1_s == -1:
-                                    break
-                                if _ht_delete1_s == a:
-                                    _ht_delete1_found = True
-                                    break
-                                _ht_delete1_hole = _ht_delete1_hole + 1 & _ht_delete1_mask
-                        if _ht_delete1_found:
-                            _ht_delete1_j = _ht_delete1_hole
-                            for _ht_delete1__ in range(st1_buckets.size):
-                                _ht_delete1_j = _ht_delete1_j + 1 & _ht_delete1_mask
-                                _ht_delete1_s = st1_buckets[_ht_delete1_j]
-                                if _ht_delete1_s == -1:
-                                    break
-                                _ht_delete1_home = _home(st1_keys[_ht_delete1_s, 0], st1_keys[_ht_delete1_s, 1], _ht_delete1_mask)
-                                if _ht_delete1_j - _ht_delete1_home & _ht_delete1_mask >= _ht_delete1_j - _ht_delete1_hole & _ht_delete1_mask:
-                                    st1_buckets[_ht_delete1_hole] = _ht_delete1_s
-                                    _ht_delete1_hole = _ht_delete1_j
-                            st1_buckets[_ht_delete1_hole] = -1
-                            st1_keys[a, 0] = 0
-                            st1_keys[a, 1] = 0
-                            st1_free[st1_meta[2]] = a
-                            st1_meta[2] += 1
-                            st1_meta[0] -= 1
+                        ht_delete(st1_buckets, st1_keys, st1_meta, st1_free, a)
                 else:
                     prev = cur
                 cur = nxt
@@ -124,65 +80,8 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
                 n_late += 1
                 continue
             if ks < 0:
-                _ht_find_or_insert2_k1 = np.int64(0)
-                _ht_find_or_insert2_mask = st1_kbuckets.size - 1
-                _ht_find_or_insert2_i = _home(k, _ht_find_or_insert2_k1, _ht_find_or_insert2_mask)
-                _ht_find_or_insert2_slot = np.int64(-1)
-                while True:
-                    _ht_find_or_insert2_s = st1_kbuckets[_ht_find_or_insert2_i]
-                    if _ht_find_or_insert2_s == -1:
-                        break
-                    if st1_kkeys[_ht_find_or_insert2_s, 0] == k and st1_kkeys[_ht_find_or_insert2_s, 1] == _ht_find_or_insert2_k1:
-                        _ht_find_or_insert2_slot = np.int64(_ht_find_or_insert2_s)
-                        break
-                    _ht_find_or_insert2_i = _ht_find_or_insert2_i + 1 & _ht_find_or_insert2_mask
-                if _ht_find_or_insert2_slot < 0:
-                    _take_slot4_slot_cap = st1_kkeys.shape[0]
-                    _take_slot4_slot = np.int64(-1)
-                    _take_slot4_n_free = st1_kmeta[2]
-                    if _take_slot4_n_free > 0:
-                        st1_kmeta[2] = _take_slot4_n_free - 1
-                        _take_slot4_slot = np.int64(st1_kfree[_take_slot4_n_free - 1])
-                    elif st1_kmeta[1] < _take_slot4_slot_cap:
-                        _take_slot4_slot = st1_kmeta[1]
-                        st1_kmeta[1] = _take_slot4_slot + 1
-                    _ht_insert_at3_slot = _take_slot4_slot
-                    if _ht_insert_at3_slot >= 0:
-                        st1_kkeys[_ht_insert_at3_slot, 0] = k
-                        st1_kkeys[_ht_insert_at3_slot, 1] = _ht_find_or_insert2_k1
-                        st1_kbuckets[_ht_find_or_insert2_i] = _ht_insert_at3_slot
-                        st1_kmeta[0] += 1
-                    _ht_find_or_insert2_slot = _ht_insert_at3_slot
-                ks = _ht_find_or_insert2_slot
-            _ht_find_or_insert5_mask = st1_buckets.size - 1
-            _ht_find_or_insert5_i = _home(k, serial, _ht_find_or_insert5_mask)
-            _ht_find_or_insert5_slot = np.int64(-1)
-            while True:
-                _ht_find_or_insert5_s = st1_buckets[_ht_find_or_insert5_i]
-                if _ht_find_or_insert5_s == -1:
-                    break
-                if st1_keys[_ht_find_or_insert5_s, 0] == k and st1_keys[_ht_find_or_insert5_s, 1] == serial:
-                    _ht_find_or_insert5_slot = np.int64(_ht_find_or_insert5_s)
-                    break
-                _ht_find_or_insert5_i = _ht_find_or_insert5_i + 1 & _ht_find_or_insert5_mask
-            if _ht_find_or_insert5_slot < 0:
-                _take_slot7_slot_cap = st1_keys.shape[0]
-                _take_slot7_slot = np.int64(-1)
-                _take_slot7_n_free = st1_meta[2]
-                if _take_slot7_n_free > 0:
-                    st1_meta[2] = _take_slot7_n_free - 1
-                    _take_slot7_slot = np.int64(st1_free[_take_slot7_n_free - 1])
-                elif st1_meta[1] < _take_slot7_slot_cap:
-                    _take_slot7_slot = st1_meta[1]
-                    st1_meta[1] = _take_slot7_slot + 1
-                _ht_insert_at6_slot = _take_slot7_slot
-                if _ht_insert_at6_slot >= 0:
-                    st1_keys[_ht_insert_at6_slot, 0] = k
-                    st1_keys[_ht_insert_at6_slot, 1] = serial
-                    st1_buckets[_ht_find_or_insert5_i] = _ht_insert_at6_slot
-                    st1_meta[0] += 1
-                _ht_find_or_insert5_slot = _ht_insert_at6_slot
-            hit = _ht_find_or_insert5_slot
+                ks = ht_find_or_insert(st1_kbuckets, st1_kkeys, st1_kmeta, st1_kfree, k, np.int64(0))
+            hit = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, serial)
             serial += 1
             st1_start[hit] = t
             st1_end[hit] = t + gap

@@ -17,17 +17,12 @@ from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
-from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
-from laminar_jit.kernels.ranking import _tie_alloc
-from laminar_jit.kernels.ranking import _tie_release
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
 
 
-from laminar_jit.kernels.ranking import topn_tie_free, topn_tie_rows
+from laminar_jit.kernels.ranking import topn_tie_free, topn_tie_offer, topn_tie_rows
 
 @njit
 def topn_1_update(n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_floor, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_t_count, st1_t_seq, st1_t_c0, st1_t_v0, st1_t_c1, st1_t_v1, st1_t_c2, st1_t_v2, st1_t_c3, st1_t_v3, st1_tie_head, st1_tie_pool, st1_tie_slot, st1_tie_next, st1_tie_seq, st1_tie_c0, st1_tie_v0, st1_tie_c1, st1_tie_v1, st1_tie_c2, st1_tie_v2, st1_tie_c3, st1_tie_v3, late_out):
@@ -70,35 +65,7 @@ def topn_1_update(n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_
         if prev_s >= 0 and k == prev_k and ws == prev_ws:  # skewed input repeats (key, window)
             s = prev_s
         else:
-            _ht_find_or_insert0_mask = st1_buckets.size - 1
-            _ht_find_or_insert0_i = _home(k, ws, _ht_find_or_insert0_mask)
-            _ht_find_or_insert0_slot = np.int64(-1)
-            while True:
-                _ht_find_or_insert0_s = st1_buckets[_ht_find_or_insert0_i]
-                if _ht_find_or_insert0_s == -1:
-                    break
-                if st1_keys[_ht_find_or_insert0_s, 0] == k and st1_keys[_ht_find_or_insert0_s, 1] == ws:
-                    _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
-                    break
-                _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
-            if _ht_find_or_insert0_slot < 0:
-                _take_slot2_slot_cap = st1_keys.shape[0]
-                _take_slot2_slot = np.int64(-1)
-                _take_slot2_n_free = st1_meta[2]
-                if _take_slot2_n_free > 0:
-                    st1_meta[2] = _take_slot2_n_free - 1
-                    _take_slot2_slot = np.int64(st1_free[_take_slot2_n_free - 1])
-                elif st1_meta[1] < _take_slot2_slot_cap:
-                    _take_slot2_slot = st1_meta[1]
-                    st1_meta[1] = _take_slot2_slot + 1
-                _ht_insert_at1_slot = _take_slot2_slot
-                if _ht_insert_at1_slot >= 0:
-                    st1_keys[_ht_insert_at1_slot, 0] = k
-                    st1_keys[_ht_insert_at1_slot, 1] = ws
-                    st1_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
-                    st1_meta[0] += 1
-                _ht_find_or_insert0_slot = _ht_insert_at1_slot
-            s = _ht_find_or_insert0_slot
+            s = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, ws)
             prev_k, prev_ws, prev_s = k, ws, s
         if ws < low:
             low = ws
@@ -106,72 +73,7 @@ def topn_1_update(n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap, rw_
             high = ws
         q = seq
         seq += 1
-        _topn_tie_offer3_top = st1_t_c2.shape[1]
-        _topn_tie_offer3_m = st1_t_count[s]
-        _topn_tie_offer3_c = np.int64(-1)
-        _topn_tie_offer3_o = np.int64(-1)
-        if _topn_tie_offer3_m < _topn_tie_offer3_top:
-            st1_t_count[s] = _topn_tie_offer3_m + 1
-            _topn_tie_offer3_c = _topn_tie_offer3_m
-        else:
-            _topn_tie_offer3_worst = 0
-            for _topn_tie_offer3_d in range(1, _topn_tie_offer3_top):
-                _topn_tie_offer3_worse = st1_t_c2[s, _topn_tie_offer3_d] < st1_t_c2[s, _topn_tie_offer3_worst] if True else st1_t_c2[s, _topn_tie_offer3_d] > st1_t_c2[s, _topn_tie_offer3_worst]
-                if _topn_tie_offer3_worse or (st1_t_c2[s, _topn_tie_offer3_d] == st1_t_c2[s, _topn_tie_offer3_worst] and st1_t_seq[s, _topn_tie_offer3_d] > st1_t_seq[s, _topn_tie_offer3_worst]):
-                    _topn_tie_offer3_worst = _topn_tie_offer3_d
-            _topn_tie_offer3_w = st1_t_c2[s, _topn_tie_offer3_worst]
-            if xb > _topn_tie_offer3_w if True else xb < _topn_tie_offer3_w:
-                _topn_tie_offer3_c = _topn_tie_offer3_worst
-                _topn_tie_offer3_tied = False
-                for _topn_tie_offer3_d in range(_topn_tie_offer3_top):
-                    if _topn_tie_offer3_d != _topn_tie_offer3_worst and st1_t_c2[s, _topn_tie_offer3_d] == _topn_tie_offer3_w:
-                        _topn_tie_offer3_tied = True
-                        break
-                if _topn_tie_offer3_tied:
-                    _tie_alloc4_o = st1_tie_pool[0]
-                    if _tie_alloc4_o >= 0:
-                        st1_tie_pool[0] = st1_tie_next[_tie_alloc4_o]
-                    elif st1_tie_pool[1] < st1_tie_slot.size:
-                        _tie_alloc4_o = st1_tie_pool[1]
-                        st1_tie_pool[1] = _tie_alloc4_o + 1
-                    if _tie_alloc4_o >= 0:
-                        st1_tie_pool[2] += 1
-                        st1_tie_slot[_tie_alloc4_o] = s
-                        st1_tie_next[_tie_alloc4_o] = st1_tie_head[s]
-                        st1_tie_head[s] = _tie_alloc4_o
-                    _topn_tie_offer3_o = _tie_alloc4_o
-                    if _topn_tie_offer3_o >= 0:
-                        st1_tie_seq[_topn_tie_offer3_o] = st1_t_seq[s, _topn_tie_offer3_worst]
-                else:
-                    _tie_release5_first = st1_tie_head[s]
-                    _tie_release5_o = _tie_release5_first
-                    _tie_release5_last = _tie_release5_first
-                    while _tie_release5_o >= 0:
-                        st1_tie_slot[_tie_release5_o] = -1
-                        st1_tie_pool[2] -= 1
-                        _tie_release5_last = _tie_release5_o
-                        _tie_release5_o = st1_tie_next[_tie_release5_o]
-                    if _tie_release5_first >= 0:
-                        st1_tie_next[_tie_release5_last] = st1_tie_pool[0]
-                        st1_tie_pool[0] = _tie_release5_first
-                        st1_tie_head[s] = -1
-            elif xb == _topn_tie_offer3_w:
-                _tie_alloc6_o = st1_tie_pool[0]
-                if _tie_alloc6_o >= 0:
-                    st1_tie_pool[0] = st1_tie_next[_tie_alloc6_o]
-                elif st1_tie_pool[1] < st1_tie_slot.size:
-                    _tie_alloc6_o = st1_tie_pool[1]
-                    st1_tie_pool[1] = _tie_alloc6_o + 1
-                if _tie_alloc6_o >= 0:
-                    st1_tie_pool[2] += 1
-                    st1_tie_slot[_tie_alloc6_o] = s
-                    st1_tie_next[_tie_alloc6_o] = st1_tie_head[s]
-                    st1_tie_head[s] = _tie_alloc6_o
-                _topn_tie_offer3_o = _tie_alloc6_o
-                if _topn_tie_offer3_o >= 0:
-                    st1_tie_seq[_topn_tie_offer3_o] = q
-        st1_tie_pool[3] = _topn_tie_offer3_o
-        c = _topn_tie_offer3_c
+        c = topn_tie_offer(s, xb, q, st1_t_count, st1_t_c2, st1_t_seq, np.bool_(True), st1_tie_head, st1_tie_pool, st1_tie_slot, st1_tie_next, st1_tie_seq)
         o = st1_tie_pool[3]
         if o >= 0:
             if c < 0:  # it ties the n-th best value: a tie row
@@ -243,7 +145,7 @@ def topn_1_fire(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, st1
     fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_keys[:, 1], size + lateness, wm_now)
     cnt = fired.size
     n_kept = kept.size
-    row_slot, row_col, rank = topn_tie_rows(fired, order, st1_t_count, st1_t_c2, st1_t_seq, True, st1_tie_head, st1_tie_next, st1_tie_seq)
+    row_slot, row_col, rank = topn_tie_rows(fired, order, st1_t_count, st1_t_c2, st1_t_seq, np.bool_(True), st1_tie_head, st1_tie_next, st1_tie_seq)
     total = row_slot.size
     win_start = empty(total, np.int64)
     win_end = empty(total, np.int64)

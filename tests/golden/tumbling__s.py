@@ -17,9 +17,6 @@ from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
-from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -74,35 +71,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
             s = c_s[cl]
         else:
             
-            _ht_find_or_insert0_mask = st1_buckets.size - 1
-            _ht_find_or_insert0_i = _home(k, ws, _ht_find_or_insert0_mask)
-            _ht_find_or_insert0_slot = np.int64(-1)
-            while True:
-                _ht_find_or_insert0_s = st1_buckets[_ht_find_or_insert0_i]
-                if _ht_find_or_insert0_s == -1:
-                    break
-                if st1_keys[_ht_find_or_insert0_s, 0] == k and st1_keys[_ht_find_or_insert0_s, 1] == ws:
-                    _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
-                    break
-                _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
-            if _ht_find_or_insert0_slot < 0:
-                _take_slot2_slot_cap = st1_keys.shape[0]
-                _take_slot2_slot = np.int64(-1)
-                _take_slot2_n_free = st1_meta[2]
-                if _take_slot2_n_free > 0:
-                    st1_meta[2] = _take_slot2_n_free - 1
-                    _take_slot2_slot = np.int64(st1_free[_take_slot2_n_free - 1])
-                elif st1_meta[1] < _take_slot2_slot_cap:
-                    _take_slot2_slot = st1_meta[1]
-                    st1_meta[1] = _take_slot2_slot + 1
-                _ht_insert_at1_slot = _take_slot2_slot
-                if _ht_insert_at1_slot >= 0:
-                    st1_keys[_ht_insert_at1_slot, 0] = k
-                    st1_keys[_ht_insert_at1_slot, 1] = ws
-                    st1_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
-                    st1_meta[0] += 1
-                _ht_find_or_insert0_slot = _ht_insert_at1_slot
-            s = _ht_find_or_insert0_slot
+            s = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, ws)
             
             c_k[cl] = k
             c_ws[cl] = ws

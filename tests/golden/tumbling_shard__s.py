@@ -17,9 +17,6 @@ from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
-from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -75,35 +72,7 @@ def window_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floo
             s = c_s[cl]
         else:
             
-            _ht_find_or_insert0_mask = st1_buckets.size - 1
-            _ht_find_or_insert0_i = _home(k, ws, _ht_find_or_insert0_mask)
-            _ht_find_or_insert0_slot = np.int64(-1)
-            while True:
-                _ht_find_or_insert0_s = st1_buckets[_ht_find_or_insert0_i]
-                if _ht_find_or_insert0_s == -1:
-                    break
-                if st1_keys[_ht_find_or_insert0_s, 0] == k and st1_keys[_ht_find_or_insert0_s, 1] == ws:
-                    _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
-                    break
-                _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
-            if _ht_find_or_insert0_slot < 0:
-                _take_slot2_slot_cap = st1_keys.shape[0]
-                _take_slot2_slot = np.int64(-1)
-                _take_slot2_n_free = st1_meta[2]
-                if _take_slot2_n_free > 0:
-                    st1_meta[2] = _take_slot2_n_free - 1
-                    _take_slot2_slot = np.int64(st1_free[_take_slot2_n_free - 1])
-                elif st1_meta[1] < _take_slot2_slot_cap:
-                    _take_slot2_slot = st1_meta[1]
-                    st1_meta[1] = _take_slot2_slot + 1
-                _ht_insert_at1_slot = _take_slot2_slot
-                if _ht_insert_at1_slot >= 0:
-                    st1_keys[_ht_insert_at1_slot, 0] = k
-                    st1_keys[_ht_insert_at1_slot, 1] = ws
-                    st1_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
-                    st1_meta[0] += 1
-                _ht_find_or_insert0_slot = _ht_insert_at1_slot
-            s = _ht_find_or_insert0_slot
+            s = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, ws)
             
             c_k[cl] = k
             c_ws[cl] = ws
@@ -217,7 +186,9 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets
     One compiled call per batch: calling the step piece by piece from Python
     would take the GIL between pieces. (The results are appended as they come,
     with one call of the step in the text: typed lists of the results, or a
-    second call, cost seconds of compile time each.)
+    second call, cost seconds of compile time each. The result tuple is unpacked
+    into one name per result at once: indexing it where each result is used
+    took LLVM twice as long to optimize.)
     """
     a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
     for p in range(cuts.size - 1):
@@ -225,68 +196,69 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets
         hi = cuts[p + 1]
         shard_rows, a = piece_rows(rows, a, lo, hi)
         source_wms = wms[lo:hi + 1]
-        r = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
+        r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
-            o0 = empty(r[0].size * (cuts.size - 1), np.int64)
+            o0 = empty(r0.size * (cuts.size - 1), np.int64)
             n0 = np.int64(0)
             o1 = zeros(cuts.size, np.int64)
-            o2 = empty(r[2].size * (cuts.size - 1), r[2].dtype)
+            o2 = empty(r2.size * (cuts.size - 1), r2.dtype)
             n2 = np.int64(0)
             o3 = empty(0, np.bool_)
             masked2 = np.bool_(False)
-            o4 = empty(r[4].size * (cuts.size - 1), r[4].dtype)
+            o4 = empty(r4.size * (cuts.size - 1), r4.dtype)
             n4 = np.int64(0)
             o5 = empty(0, np.bool_)
             masked4 = np.bool_(False)
-            o6 = empty(r[6].size * (cuts.size - 1), r[6].dtype)
+            o6 = empty(r6.size * (cuts.size - 1), r6.dtype)
             n6 = np.int64(0)
             o7 = empty(0, np.bool_)
             masked6 = np.bool_(False)
-            o8 = empty(r[8].size * (cuts.size - 1), r[8].dtype)
+            o8 = empty(r8.size * (cuts.size - 1), r8.dtype)
             n8 = np.int64(0)
             o9 = empty(0, np.bool_)
             masked8 = np.bool_(False)
-            o10 = empty(r[10].size * (cuts.size - 1), r[10].dtype)
+            o10 = empty(r10.size * (cuts.size - 1), r10.dtype)
             n10 = np.int64(0)
             o11 = empty(0, np.bool_)
             masked10 = np.bool_(False)
         if cuts.size == 2:  # one piece: its arrays are the results, not copied
-            o0 = r[0].astype(np.int64)
+            o0 = r0.astype(np.int64)
             n0 = o0.size
+            o1 = zeros(cuts.size, np.int64)
             o1[1] = n0
-            o2 = r[2]
+            o2 = r2
             n2 = o2.size
-            o3 = r[3]
+            o3 = r3
             masked2 = o3.size > 0
-            o4 = r[4]
+            o4 = r4
             n4 = o4.size
-            o5 = r[5]
+            o5 = r5
             masked4 = o5.size > 0
-            o6 = r[6]
+            o6 = r6
             n6 = o6.size
-            o7 = r[7]
+            o7 = r7
             masked6 = o7.size > 0
-            o8 = r[8]
+            o8 = r8
             n8 = o8.size
-            o9 = r[9]
+            o9 = r9
             masked8 = o9.size > 0
-            o10 = r[10]
+            o10 = r10
             n10 = o10.size
-            o11 = r[11]
+            o11 = r11
             masked10 = o11.size > 0
         else:
-            o0, n0 = append_rows(o0, n0, r[0], lo)
+            o0, n0 = append_rows(o0, n0, r0, lo)
             o1[p + 1] = n0
-            o3, masked2 = append_valid(o3, n2, r[3], r[2].size, masked2)
-            o2, n2 = append_values(o2, n2, r[2])
-            o5, masked4 = append_valid(o5, n4, r[5], r[4].size, masked4)
-            o4, n4 = append_values(o4, n4, r[4])
-            o7, masked6 = append_valid(o7, n6, r[7], r[6].size, masked6)
-            o6, n6 = append_values(o6, n6, r[6])
-            o9, masked8 = append_valid(o9, n8, r[9], r[8].size, masked8)
-            o8, n8 = append_values(o8, n8, r[8])
-            o11, masked10 = append_valid(o11, n10, r[11], r[10].size, masked10)
-            o10, n10 = append_values(o10, n10, r[10])
+            o3, masked2 = append_valid(o3, n2, r3, r2.size, masked2)
+            o2, n2 = append_values(o2, n2, r2)
+            o5, masked4 = append_valid(o5, n4, r5, r4.size, masked4)
+            o4, n4 = append_values(o4, n4, r4)
+            o7, masked6 = append_valid(o7, n6, r7, r6.size, masked6)
+            o6, n6 = append_values(o6, n6, r6)
+            o9, masked8 = append_valid(o9, n8, r9, r8.size, masked8)
+            o8, n8 = append_values(o8, n8, r8)
+            o11, masked10 = append_valid(o11, n10, r11, r10.size, masked10)
+            o10, n10 = append_values(o10, n10, r10)
     t0 = o0[:n0]
     t1 = o1
     t2 = o2[:n2]

@@ -18,8 +18,6 @@ from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
 from laminar_jit.kernels.hashtable import _home
-from laminar_jit.kernels.hashtable import _take_slot
-from laminar_jit.kernels.hashtable import ht_insert_at
 from laminar_jit.kernels.memory import prefetch
 
 WM_MIN = -9223372036854775808
@@ -87,39 +85,11 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
                 continue
             s = np.int64(-1)
         else:
-            _ht_find_or_insert0_mask = st2_buckets.size - 1
-            _ht_find_or_insert0_i = _home(k, ws, _ht_find_or_insert0_mask)
-            _ht_find_or_insert0_slot = np.int64(-1)
-            while True:
-                _ht_find_or_insert0_s = st2_buckets[_ht_find_or_insert0_i]
-                if _ht_find_or_insert0_s == -1:
-                    break
-                if st2_keys[_ht_find_or_insert0_s, 0] == k and st2_keys[_ht_find_or_insert0_s, 1] == ws:
-                    _ht_find_or_insert0_slot = np.int64(_ht_find_or_insert0_s)
-                    break
-                _ht_find_or_insert0_i = _ht_find_or_insert0_i + 1 & _ht_find_or_insert0_mask
-            if _ht_find_or_insert0_slot < 0:
-                _take_slot2_slot_cap = st2_keys.shape[0]
-                _take_slot2_slot = np.int64(-1)
-                _take_slot2_n_free = st2_meta[2]
-                if _take_slot2_n_free > 0:
-                    st2_meta[2] = _take_slot2_n_free - 1
-                    _take_slot2_slot = np.int64(st2_free[_take_slot2_n_free - 1])
-                elif st2_meta[1] < _take_slot2_slot_cap:
-                    _take_slot2_slot = st2_meta[1]
-                    st2_meta[1] = _take_slot2_slot + 1
-                _ht_insert_at1_slot = _take_slot2_slot
-                if _ht_insert_at1_slot >= 0:
-                    st2_keys[_ht_insert_at1_slot, 0] = k
-                    st2_keys[_ht_insert_at1_slot, 1] = ws
-                    st2_buckets[_ht_find_or_insert0_i] = _ht_insert_at1_slot
-                    st2_meta[0] += 1
-                _ht_find_or_insert0_slot = _ht_insert_at1_slot
-            s = _ht_find_or_insert0_slot
-        _row_alloc3_i = st2_aux[2]
-        st2_aux[2] = _row_alloc3_i + 1
+            s = ht_find_or_insert(st2_buckets, st2_keys, st2_meta, st2_free, k, ws)
+        _row_alloc0_i = st2_aux[2]
+        st2_aux[2] = _row_alloc0_i + 1
         st2_aux[2 + 2] += 1
-        r = _row_alloc3_i
+        r = _row_alloc0_i
         st2_l_ts[r] = t
         st2_l_seq[r] = seq
         seq += 1
@@ -167,7 +137,7 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
                     out_l[n_out] = r; out_r[n_out] = o; n_out += 1
                 o = st2_r_nxt[o]
         if n_out - first > 1:
-            order_partners(out_l, out_r, first, n_out, False, st2_r_ts, st2_r_seq)
+            order_partners(out_l, out_r, first, n_out, np.bool_(False), st2_r_ts, st2_r_seq)
     st2_aux[0] = seq
     return n_late, n_out, n
 
