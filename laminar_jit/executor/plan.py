@@ -317,7 +317,7 @@ WM_MAX = 9223372036854775807
 #: compiled without reference counting (``njit_borrowing``: hash table probes, inserts and deletes, the
 #: changelog's value counts and ranked inserts, TopN's tie rows) are called like any kernel: LLVM inlines
 #: such a plain call, and Numba compiles one call at each site instead of the kernel's whole body (a group
-#: aggregate of Nexmark q16's many distinct counts: 943 lines and 12.9 s to compile written out, 2.2 s called).
+#: aggregate of Nexmark q16's many distinct counts: 943 lines and 12.9 s to compile written out, 1.2 s called).
 _INLINED = {name: getattr(_joins, name) for name in ("row_alloc", "chain_insert", "asof_prune")}
 
 
@@ -343,7 +343,7 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
     if gen.sharded:
-        parts.append(_shard_run(gen, args, runs_in_pieces(gen.dag, source)))
+        parts.append(_shard_run(gen, args, _runs_in_pieces(gen.dag, source)))
     text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
     imports |= gen.imports
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
@@ -415,6 +415,7 @@ def shard_run(rows, cuts, wms, {params}):
 
 
 def _indented(lines: list[str], depth: int) -> str:
+    """``lines`` of generated code, each indented by ``depth`` spaces and ended."""
     return "".join(" " * depth + line + "\n" for line in lines)
 
 
@@ -445,13 +446,13 @@ def _shard_run(gen: Gen, args: list[str], pieces: bool) -> str:
             returns[k] = f"o{k}[:n{k}]"
             returns[k + 1] = f"o{k + 1}[:n{k} if masked{k} else 0]"
     assert sorted(returns) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
-    # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
     # each boundary node's watermark before and after every piece (the next stage runs piece by piece)
     marks = _indented([f"{x}{j} = empty(cuts.size - 1, np.int64)"
                        for j in range(len(gen.boundaries)) for x in ("wb", "wa")], 4)
     names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
     before = [f"wb{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
     after = [f"wa{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
+    # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
     trim = [f"t{k} = {returns[k]}" for k in range(len(gen.returns))]
     common = dict(results="".join(f"r{k}, " for k in range(len(gen.returns))), call=call, marks=marks,
                   params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]),
@@ -464,7 +465,7 @@ def _shard_run(gen: Gen, args: list[str], pieces: bool) -> str:
                              append12=_indented(append, 12), trim4=_indented(trim, 4))
 
 
-def runs_in_pieces(dag, root: str) -> bool:
+def _runs_in_pieces(dag, root: str) -> bool:
     """Whether a batch of ``root`` may run in more than one piece (``DagExecutor._cuts``): ``root`` is a source
     whose plan has a window-family node (a key shard's stage of a boundary node's rows runs in one piece)."""
     if dag.node(root).kind != "source":
