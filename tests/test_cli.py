@@ -225,6 +225,27 @@ def test_executor_says_what_it_compiles(caplog):
     assert re.search(r"(compiling|loading) plan for source 'sensor'.*done in \d+\.\d\d s", messages), messages
 
 
+def test_a_sharded_executor_compiles_only_its_shards_steps(caplog):
+    import pyarrow as pa
+
+    caplog.set_level(logging.INFO, logger="laminar_jit")
+    schema = pa.schema([("ts", pa.int64()), ("sensor", pa.int64()), ("reading", pa.float64())])
+    dag = (lj.DagBuilder().source("sensor", schema, event_time="ts")
+           .operator("hot", lj.Filter(lambda reading: reading > 43.25)).connect("sensor", "hot")
+           .operator("w", lj.TumblingWindow(1_000, key="sensor", aggs={"n": lj.count()})).connect("hot", "w")
+           .sink_for("w", "out").build())
+    ex = lj.DagExecutor(dag, parallelism=2)
+    assert ex.shards == 2, ex.shards_note
+    messages = " ".join(r.getMessage() for r in caplog.records if r.name == "laminar_jit")
+    assert re.search(r"(compiling|loading) key-shard plan for source 'sensor'", messages), messages
+    # the unsharded step, which the shards never run, is not compiled
+    assert not re.search(r"(compiling|loading) plan for source", messages), messages
+    assert ex.compile_seconds > 0
+    ex.process_batch("sensor", {"ts": [0, 10, 1_500], "sensor": [1, 2, 1], "reading": [50.0, 44.0, 10.0]})
+    ex.finish()
+    assert sorted(ex.take_sink_outputs("out").column("n").to_pylist()) == [1, 1]
+
+
 def test_sql_runs_over_files_prints_writes_and_explains(tmp_path, capsys):
     import duckdb
     import numpy as np

@@ -14,7 +14,7 @@ from ..checkpoint.capture import capture as capture_checkpoint, restore as resto
 from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
-from ..time.watermarks import WATERMARK_MIN, to_units
+from ..time.watermarks import to_units
 from .core import MetricsLayout
 from .boundary import SinkBuffer, as_batch, column_view, conform, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
@@ -106,20 +106,15 @@ class DagExecutor:
         all_plans = [*self._plans.values(), *self._derived.values()]
         self._specs = {name: dag.node(name).op for name in dag.sources}
         self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
-        self._state = ExecutorState(
-            # Keyed state of stateful nodes, and string dictionaries of encoded key columns.
-            operator_states={n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"},
+        self._state = ExecutorState.new(
+            dag,
+            # String dictionaries of encoded key columns.
             dictionaries={(plan.source, name): _new_dictionary(dag, plan, name)
                           for plan in all_plans for name, _, _, encoded in plan.args if encoded},
             # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
             dictionary_links=[group for plan in all_plans for group in plan.shared_dictionaries],
-            # Event time: per-node watermarks and idle flags, updated by the compiled steps.
-            watermarks=np.full(len(dag.nodes), WATERMARK_MIN, np.int64),
-            idle=np.zeros(len(dag.nodes), np.bool_),
-            metrics=Metrics([n.name for n in dag.nodes]),
-            outputs={layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks},
-            last_input={name: time.monotonic() for name in dag.sources},
-        )
+            outputs={layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks})
+        self._state.last_input = {name: time.monotonic() for name in dag.sources}
         # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
         self._raising = raising_kernels(dag)
         self._guard = FaultGuard(self._state, dag, _weakly(self._execute), self._raising) if self._raising else None
@@ -152,6 +147,9 @@ class DagExecutor:
                         shards = self._shards
                         self._guard = FaultGuard(self._state, dag, lambda source, batches: shards.run(
                             source, batches, commit=False), self._raising, operators=shards)
+        if self._shards is None:  # compiled now rather than at the first batch (key shards run their own)
+            for plan in all_plans:
+                plan.load()
 
     @property
     def shards(self) -> int:
@@ -355,7 +353,8 @@ class DagExecutor:
 
         Near zero when the plans were already in this process's memo.
         """
-        return sum(p.compile_seconds for p in [*self._plans.values(), *self._derived.values()])
+        shards = self._shards.plans.values() if self._shards is not None else ()
+        return sum(p.compile_seconds for p in [*self._plans.values(), *self._derived.values(), *shards])
 
     @property
     def metrics(self) -> Metrics:

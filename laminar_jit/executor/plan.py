@@ -27,18 +27,15 @@ in-process (memoized by the text's digest) and on disk.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.util
 import os
 import pickle
 import re
-import sys
-import tempfile
 import threading
 import warnings
 import weakref
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numba
 import numpy as np
@@ -53,12 +50,8 @@ from .codegen import generate
 from .steps import ancestors, boundary_nodes, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, SOURCE_WMS, Gen, SinkLayout
 from .inlining import inline_calls
+from .plancache import cache_dir, compile_lock, write_and_import
 from .shared import SCHEME as SHARED_SCHEME, load_shared, split_shared
-
-try:
-    import fcntl
-except ImportError:  # Windows: no cross-process compile lock
-    fcntl = None
 
 __all__ = ["WINDOW_PIECE_ROWS", "SinkLayout", "SourcePlan", "boundary_nodes", "cache_dir", "compile_plan"]
 
@@ -75,25 +68,18 @@ _STEP_MEMO: dict[str, object] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def cache_dir() -> str:
-    """Directory of generated plans (and, beside them, Numba's cache).
-
-    ``LAMINAR_JIT_CACHE_DIR`` overrides; otherwise ``$XDG_CACHE_HOME/laminar_jit``
-    or ``~/.cache/laminar_jit``.
-    """
-    env = os.environ.get("LAMINAR_JIT_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "laminar_jit")
-
-
 @dataclass
 class SourcePlan:
-    """The compiled step of one source and how to read its result."""
+    """The compiled step of one source and how to read its result.
+
+    The step is compiled (or loaded from the disk cache) by :meth:`load`, or when :attr:`step`
+    is first read: a key-sharded executor reads the layouts of the unsharded plans but runs
+    only its shards' steps, so it never compiles theirs.
+    """
 
     source: str
-    step: object
+    #: Compiles the step: returns (step, seconds spent, whether it is disk-cached).
+    loader: object
     #: Source columns passed to the step, (name, numpy dtype, read by a kernel,
     #: dictionary-encoded), in order. Columns only sinks need may be passed
     #: empty for small batches; encoded string columns are passed as int64 codes.
@@ -148,8 +134,21 @@ class SourcePlan:
     #: Values of the settings the step reads at run time (see ``Gen.setting``), as int64.
     settings: np.ndarray = None
     #: Seconds this process spent compiling the step (or loading it from the disk cache);
-    #: 0.0 when it came from the in-process memo.
+    #: 0.0 when it came from the in-process memo, or before it is loaded.
     compile_seconds: float = 0.0
+    _step: object = None
+
+    @property
+    def step(self):
+        """The compiled step (``shard_run`` for a key shard's plan), compiled on first use."""
+        return self.load()._step
+
+    def load(self) -> SourcePlan:
+        """Compile the step now, if it is not yet (or load it from the disk cache); this plan."""
+        if self._step is None:
+            self._step, seconds, self.cacheable = self.loader()
+            self.compile_seconds += seconds
+        return self
 
 
 def _kernels_stamp() -> str:
@@ -175,9 +174,10 @@ _PLAN_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
-    """Compile the step of ``source`` (or reuse it from the in-process memo / on-disk cache).
+    """The plan of ``source``: its step's text and layouts (or the in-process memo's).
 
-    ``sharded``: the plan of a key shard, whose ``step`` is ``shard_run(rows, cuts, ...)``: the
+    The step itself is compiled, or loaded from the on-disk cache, by :meth:`SourcePlan.load`
+    or when first called. ``sharded``: the plan of a key shard, whose ``step`` is ``shard_run(rows, cuts, ...)``: the
     shard's rows ``rows`` (positions in the batch) of each piece ``cuts[p]:cuts[p + 1]`` of a
     batch through the step, in one compiled call (see :mod:`.shards`).
     """
@@ -209,27 +209,9 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
             for name in gen.src_args]
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, SHARED_SCHEME,
                                       *gen.fingerprints]).encode()).hexdigest()[:32]
-    signature = _signature(gen, dag, source, args)
-    compile_seconds = 0.0
-    with _MEMO_LOCK:
-        step = _STEP_MEMO.get(digest) if cacheable else None
-        if step is None:
-            with _compile_lock(digest, source, cacheable):
-                cached = cacheable and os.path.exists(os.path.join(cache_dir(), "plans", f"p_{digest}.py"))
-                which = f"{'key-shard ' if sharded else ''}plan for source {source!r}"
-                what = (f"loading {which} from the disk cache" if cached else
-                        f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
-                # helpers no user kernel reaches are compiled once for every plan that writes them
-                # (parsed only here: a memoized step skips it, so a new executor of a known DAG is cheap)
-                shared = split_shared(text, gen.kernels, [numba.__version__, _KERNELS_STAMP,
-                                                          *(f for f in gen.fingerprints
-                                                            if f.startswith("kernels/"))]) \
-                    if cacheable else (text, [])
-                with compiling(what) as took:
-                    step, cacheable = _load(gen, text, shared, digest, cacheable, signature)
-            compile_seconds = took["seconds"]
-            if cacheable:
-                _STEP_MEMO[digest] = step
+    # (the loader holds what compiling needs, not ``gen``: a memoized plan must not keep its DAG alive)
+    loader = partial(_load_step, source, sharded, text, digest, _signature(gen, dag, source, args), cacheable,
+                     gen.kernels, [f for f in gen.fingerprints if f.startswith("kernels/")])
     parallel_safe = not gen.stateful_ids and not gen.boundaries  # (slices run no boundary steps)
     grids = []
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
@@ -241,7 +223,7 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
     reach = set(plan_nodes(dag, source, sharded)) - boundary_nodes(dag, sharded)
     upstream = {nid: [u for u in gen.stateful_ids if u != nid and u in ancestors(dag, nid) and u in reach]
                 for nid in gen.stateful_ids}
-    return SourcePlan(source, step, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
+    return SourcePlan(source, loader, args, gen.sinks, text, cacheable=cacheable, parallel_safe=parallel_safe,
                       stateful_ids=list(gen.stateful_ids), max_paths=_max_paths(dag, source),
                       due_grids=sorted(set(grids)), upstream_stateful=upstream,
                       window_pieces=not gen.derived and any(isinstance(dag.nodes[nid].bound.spec, WindowSpec)
@@ -249,42 +231,34 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
                       shared_dictionaries=gen.shared_dictionaries,
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
-                      boundaries=gen.boundaries, derived=gen.derived, compile_seconds=compile_seconds,
+                      boundaries=gen.boundaries, derived=gen.derived,
                       step_args=_step_args(gen), sharded=sharded, n_returns=len(gen.returns),
                       settings=readonly(np.array(gen.settings, np.int64)))
 
 
 # ----------------------------------------------------------------------------- loading
 
-@contextlib.contextmanager
-def _compile_lock(digest: str, source: str, cacheable: bool):
-    """Hold an exclusive lock on the plan ``digest`` across processes while it is compiled.
-
-    Processes that start one DAG together (the partitions of a run, test workers) would each
-    compile the same plan at once, sharing the cores; with the lock the first compiles and
-    the others wait, then load its machine code from the disk cache. The lock is advisory
-    (``flock``) and dropped by the operating system if its holder dies; without ``fcntl``
-    (Windows) or a writable cache directory there is no lock.
-    """
-    if not cacheable or fcntl is None:
-        yield
-        return
-    try:
-        directory = os.path.join(cache_dir(), "plans")
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(os.path.join(directory, f"p_{digest}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # another process is compiling it: wait, then load what it cached
-            with compiling(f"waiting for another process compiling the plan for source {source!r}"):
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+def _load_step(source: str, sharded: bool, text: str, digest: str, signature: tuple, cacheable: bool,
+               kernels: dict, kernel_fingerprints: list) -> tuple:
+    """The plan's step (from the in-process memo, the disk cache, or compiled); seconds spent; whether cached."""
+    with _MEMO_LOCK:
+        step = _STEP_MEMO.get(digest) if cacheable else None
+        if step is not None:
+            return step, 0.0, cacheable
+        with compile_lock(digest, source, cacheable):
+            cached = cacheable and os.path.exists(os.path.join(cache_dir(), "plans", f"p_{digest}.py"))
+            which = f"{'key-shard ' if sharded else ''}plan for source {source!r}"
+            what = (f"loading {which} from the disk cache" if cached else
+                    f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
+            # helpers no user kernel reaches are compiled once for every plan that writes them
+            # (parsed only here: a memoized step skips it, so a new executor of a known DAG is cheap)
+            shared = split_shared(text, kernels, [numba.__version__, _KERNELS_STAMP, *kernel_fingerprints]) \
+                if cacheable else (text, [])
+            with compiling(what) as took:
+                step, cacheable = _load(kernels, sharded, text, shared, digest, cacheable, signature)
+        if cacheable:
+            _STEP_MEMO[digest] = step
+    return step, took["seconds"], cacheable
 
 
 _HEADER = '''"""Generated by the laminar_jit plan compiler for source node {source_id}. Do not edit."""
@@ -509,7 +483,7 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     return tuple(sig)
 
 
-def _load(gen: Gen, text: str, shared: tuple, digest: str, cacheable: bool, signature: tuple):
+def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, cacheable: bool, signature: tuple):
     """Write the plan to the plan cache (once, atomically), import it, and compile the step.
 
     ``shared`` is ``text`` split by :func:`.shared.split_shared`: the plan's own text and
@@ -520,8 +494,8 @@ def _load(gen: Gen, text: str, shared: tuple, digest: str, cacheable: bool, sign
     """
     try:
         own, helpers = shared
-        functions, disk = load_shared(helpers, lambda t, name: _write_and_import(t, name, cacheable, {}))
-        step, cacheable = _import(gen, own, digest, cacheable and disk, functions)
+        functions, disk = load_shared(helpers, lambda t, name: write_and_import(t, name, cacheable, {}))
+        step, cacheable = _import(kernels, sharded, own, digest, cacheable and disk, functions)
         if not JIT_DISABLED:
             step.compile(signature)
         return step, cacheable
@@ -531,48 +505,19 @@ def _load(gen: Gen, text: str, shared: tuple, digest: str, cacheable: bool, sign
             raise
         warnings.warn(f"laminar_jit: compiled plan p_{digest} could not be loaded from the cache ({exc}); "
                       "compiling it again without the disk cache", RuntimeWarning, stacklevel=3)
-        step, _ = _import(gen, text.replace("import njit as jit", "import njit_nocache as jit"),
+        step, _ = _import(kernels, sharded, text.replace("import njit as jit", "import njit_nocache as jit"),
                           digest + "_nocache", False, {})
         if not JIT_DISABLED:
             step.compile(signature)
         return step, False
 
 
-def _import(gen: Gen, text: str, digest: str, cacheable: bool, shared: dict):
+def _import(kernels: dict, sharded: bool, text: str, digest: str, cacheable: bool, shared: dict):
     """Write ``text`` to the plan cache (once, atomically) and import it as a module.
 
     Returns the module's entry (``step``, or a key shard's ``shard_run``) and whether it is
     disk-cached (False when the cache directory is not writable and a private temporary file
     was used). ``shared`` are the helpers moved out of ``text``, bound like the user's kernels.
     """
-    module, cacheable = _write_and_import(text, f"p_{digest}", cacheable, {**gen.kernels, **shared})
-    return (module.shard_run if gen.sharded else module.step), cacheable
-
-
-def _write_and_import(text: str, name: str, cacheable: bool, kernels: dict):
-    """Write ``text`` to the plan cache as ``<name>.py`` (once, atomically) and import it; the module and
-    whether it is disk-cached."""
-    module_name = f"laminar_jit_plans.{name}"
-    directory = os.path.join(cache_dir(), "plans")
-    path = os.path.join(directory, f"{name}.py")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        if not os.path.exists(path):
-            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)  # atomic: a concurrent process never sees half a file
-    except OSError:
-        # Read-only cache location: a private temporary file, compiled without disk caching.
-        directory = tempfile.mkdtemp(prefix="laminar_jit_plan_")
-        path = os.path.join(directory, f"{name}.py")
-        with open(path, "w") as fh:
-            fh.write(text.replace("import njit as jit", "import njit_nocache as jit"))
-        cacheable = False
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__.update(kernels)
-    # Numba rebuilds cached functions' environments by importing their module by name.
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module, cacheable
+    module, cacheable = write_and_import(text, f"p_{digest}", cacheable, {**kernels, **shared})
+    return (module.shard_run if sharded else module.step), cacheable

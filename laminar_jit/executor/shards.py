@@ -88,6 +88,7 @@ from .steps import ancestors
 from .core import DICTIONARY_BYTES, MetricsLayout
 from .partials import combine_partials, combine_topn
 from .plan import WINDOW_PIECE_ROWS, compile_plan
+from .state import ExecutorState
 from .shardplan import KEY_GROUPS, ShardPlan, source_grouping, resolve_parallelism, shard_plan
 
 __all__ = ["KEY_GROUPS", "KeyShards", "ShardPlan", "resolve_parallelism", "shard_plan"]
@@ -135,14 +136,12 @@ class KeyShards:
     """
 
     def __init__(self, executor, plan: ShardPlan, shards: int):
-        from .executor import DagExecutor
-
         self.executor = executor
         self.plan = plan
         self.n = shards
-        self.shards = [DagExecutor(executor.dag) for _ in range(shards)]
-        for shard in self.shards:  # one set of dictionaries: codes are the same in every shard
-            shard._state.dictionaries = executor._state.dictionaries
+        #: Per shard: the operator states of its key groups, its watermarks and idle flags (one set of string
+        #: dictionaries, the executor's: codes are the same in every shard).
+        self.shards = [ExecutorState.new(executor.dag, executor._state.dictionaries) for _ in range(shards)]
         #: Per stage root (a source, or a join whose rows feed stateful operators): the shards' plan (the same
         #: DAG, reading the shard's rows of each batch).
         self.plans = {root: compile_plan(executor.dag, root, sharded=True) for root in plan.keys}
@@ -172,6 +171,8 @@ class KeyShards:
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
         dag = executor.dag
         self._stateful_ids = [n.id for n in dag.nodes if n.kind == "stateful"]
+        for plan_ in self.plans.values():  # compiled now rather than at the first batch
+            plan_.load()
 
     def run(self, source: str, batches: list[pa.RecordBatch], commit: bool = True) -> None:
         """Run ``batches`` of ``source`` through the shards and add the merged outputs to the sinks.
@@ -216,7 +217,7 @@ class KeyShards:
                 self._next_balance *= BALANCE_GROWTH
                 self._balance()
         for shard in self.shards:  # every node's watermark and idle flag are the executor's
-            shard._state.set_time(st.watermarks, st.idle)
+            shard.set_time(st.watermarks, st.idle)
         feed = (plan, columns, row_group, cuts, self._source_watermarks(source, b), n, wm_rows)
         if not keys and wm_rows is not None:  # a stage of operators without a key: shard 0 holds all of it
             results = [self._work(0, feed)]
@@ -226,8 +227,8 @@ class KeyShards:
             results = [self._work(s, feed) for s in range(self.n)]
         # a join holds its output watermark back to the oldest row it may still emit, which each shard knows of
         # its own rows: the least over the shards is one executor's (every shard started from the executor's)
-        st.watermarks[:] = np.min([shard._state.watermarks for shard in self.shards[:len(results)]], axis=0)
-        st.idle[:] = self.shards[0]._state.idle
+        st.watermarks[:] = np.min([shard.watermarks for shard in self.shards[:len(results)]], axis=0)
+        st.idle[:] = self.shards[0].idle
         if commit:
             st.metrics.counters = st.metrics.counters + sum(counters for counters, _ in results)
         per_shard = [result for _, result in results]
@@ -327,16 +328,16 @@ class KeyShards:
 
     def snapshot(self) -> tuple:
         """Copies of every shard's operator states and time, and of the key groups' assignment (see :meth:`load`)."""
-        return ([shard._state.snapshot_operators() for shard in self.shards],
-                [shard._state.copy_time() for shard in self.shards],
+        return ([shard.snapshot_operators() for shard in self.shards],
+                [shard.copy_time() for shard in self.shards],
                 self.group_shard.copy(), self.group_rows.copy(), self._batches, self._next_balance)
 
     def load(self, snapshot: tuple) -> None:
         """Put the shards back as :meth:`snapshot` found them (the fault guard's take-back of a raising call)."""
         states, times, group_shard, group_rows, batches, next_balance = snapshot
         for shard, arrays, (wm, idle) in zip(self.shards, states, times):
-            shard._state.load_operators(self.executor.dag, arrays)  # copies: the snapshot stays reusable
-            shard._state.set_time(wm, idle)
+            shard.load_operators(self.executor.dag, arrays)  # copies: the snapshot stays reusable
+            shard.set_time(wm, idle)
         self.group_shard, self.group_rows = group_shard.copy(), group_rows.copy()
         self._batches, self._next_balance = batches, next_balance
 
@@ -350,7 +351,7 @@ class KeyShards:
             node = self.executor.dag.nodes[nid]
             state = merged[nid] = node.op.new_state(node.bound)
             for shard in self.shards:
-                part = shard._state.operator_states[nid]
+                part = shard.operator_states[nid]
                 if node.name in self.plan.combined:  # a window without a key: each shard holds part of a window
                     state.combine(part, tuple(agg.kind for _, agg in node.bound.spec.aggs))
                 else:
@@ -379,8 +380,8 @@ class KeyShards:
                 # a join's rows without a key never match: which shard settles them does not change the output
                 part.absorb(state, slots[owner == s], **_unkeyed(state, s == 0))
         for shard, operator_states in zip(self.shards, parts):
-            shard._state.operator_states = operator_states
-            shard._state.set_time(watermarks, idle)
+            shard.operator_states = operator_states
+            shard.set_time(watermarks, idle)
 
     def key_groups(self, nid: int, key_columns: list[np.ndarray]) -> np.ndarray:
         """Key group of each entry of node ``nid`` from its key columns' int64 values (as state keeps them).
@@ -429,7 +430,7 @@ class KeyShards:
             rows = rows_of_shard(row_group, self.group_shard, s)
         else:  # no keyed state behind this source: its rows go to shard 0 (the others see the watermark)
             rows = np.arange(n if s == 0 else 0, dtype=np.int64)
-        st = self.shards[s]._state
+        st = self.shards[s]
         counters = np.zeros_like(self.executor._state.metrics.counters)
         state_args = []
         new_entries = rows.size * plan.max_paths  # at most, per operator, over all the pieces of this call

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from ..time.watermarks import WATERMARK_MIN
+from .metrics import Metrics
+
 if TYPE_CHECKING:
     from ..state.dictionary import StringDictionary
     from .boundary import SinkBuffer
-    from .metrics import Metrics
 
 __all__ = ["ExecutorState"]
 
@@ -97,6 +99,23 @@ class ExecutorState:
     last_input: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     broken: str | None = None
+
+    @classmethod
+    def new(cls, dag, dictionaries: dict | None = None, dictionary_links: list | None = None,
+            outputs: dict | None = None) -> ExecutorState:
+        """The state of ``dag`` before any input.
+
+        A new state object per stateful node, every watermark at ``WATERMARK_MIN``, no source
+        idle, zero counters; ``dictionaries``, ``dictionary_links`` and ``outputs`` as given
+        (empty by default: a key shard's state shares its executor's dictionaries and has no sinks).
+        """
+        return cls(operator_states={n.id: n.op.new_state(n.bound) for n in dag.nodes if n.kind == "stateful"},
+                   dictionaries={} if dictionaries is None else dictionaries,
+                   dictionary_links=dictionary_links or [],
+                   watermarks=np.full(len(dag.nodes), WATERMARK_MIN, np.int64),
+                   idle=np.zeros(len(dag.nodes), np.bool_),
+                   metrics=Metrics([n.name for n in dag.nodes]),
+                   outputs={} if outputs is None else outputs)
 
     def __post_init__(self) -> None:
         # Shared dictionaries are linked, and sink buffers decode through this mapping, from the start.
