@@ -437,7 +437,7 @@ def test_state_ttl_forgets_idle_keys_in_event_time():
     # the watermark passes 149 + 100: key 1 is forgotten, so its next row inserts afresh (no retraction)
     # (a call's changes come in slot order: key 1 was seen first)
     assert feed([260, 261], [2, 1], [1, 10]) == [(1, 1, 10, 0), (2, 1, 5, 1), (2, 2, 6, 2)]
-    state = ex._state.operator_states[dag.node("g").id]
+    state = ex.state.operator_states[dag.node("g").id]
     assert len(state) == 2
     feed([1_000], [3], [0])  # everything but key 3 is idle: purged from the table
     assert len(state) == 1
@@ -695,7 +695,7 @@ def test_ranked_state_ttl_forgets_idle_keys():
     assert feed([149], [1]) == [(1, 50, 1), (1, 149, 2)]  # 50 + 100 > 149: still alive
     # key 1 (latest 149) is 100 behind the watermark (260) when its next row comes: forgotten, so +I
     assert feed([260, 261], [2, 1]) == [(1, 261, 0), (2, 120, 1), (2, 260, 2)]
-    state = ex._state.operator_states[dag.node("last").id]
+    state = ex.state.operator_states[dag.node("last").id]
     assert len(state) == 2
     feed([1_000], [3])  # keys 1 and 2 idle: purged
     assert len(state) == 1

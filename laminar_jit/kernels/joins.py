@@ -40,7 +40,7 @@ from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
            "emitted_min",
-           "chain_unlink", "compact_links", "compact_rows", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "reserve_positions",
+           "chain_unlink", "compact_heads", "compact_links", "compact_rows", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "reserve_positions",
            "row_alloc", "row_release"]
 
 
@@ -77,6 +77,17 @@ def compact_links(arr, keep, new):
     for j in range(keep.size):
         q = arr[keep[j]]
         arr[j] = new[q] if 0 <= q < new.size else -1
+
+
+@njit
+def compact_heads(heads, c, keep, slot):
+    """After :func:`compact_rows` moved the rows ``keep`` to the front (``slot`` among them): the lists' rows in
+    column ``c`` of ``heads`` renumbered. A list's first (or last) row is a live row or -1, so only the moved
+    rows can be one: this costs the live rows, where renumbering the column costs every slot."""
+    for j in range(keep.size):
+        s = slot[j]
+        if s >= 0 and heads[s, c] == keep[j]:
+            heads[s, c] = j
 
 
 @njit(inline="always")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.joins import compact_links, compact_rows
+from ..kernels.joins import compact_heads, compact_links, compact_rows
 from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_tables, remap_codes, take_slots,
                        take_tables)
 
@@ -155,21 +155,19 @@ class JoinState(KeyedEntries):
         hw = int(self.aux[base])
         if hw == int(self.aux[base + 2]):
             return
-        fields = self.rows[side]
-        flag = fields[[name for name, _, _ in fields].index("flag")][1]
-        keep = np.flatnonzero(flag[:hw])
+        fields = dict((name, arr) for name, arr, _ in self.rows[side])
+        keep = np.flatnonzero(fields["flag"][:hw])
         new = np.full(hw + 1, -1, np.int64)  # row -> its new number; new[-1] (a head of -1) stays -1
         new[keep] = np.arange(keep.size)
-        for name, arr, _ in fields:
+        for name, arr in fields.items():
             if name in ("nxt", "prv"):  # (a link points at a live row or is -1)
                 compact_links(arr, keep, new)
             else:
                 compact_rows(arr, keep)
         # the lists' first rows (and an as-of join's last rows; an interval or window join's list length stays)
         h = 0 if side == "left" else 2
-        heads = self.heads[: self.table.high_water]
         for c in (h, h + 1) if self.spec.kind == "asof" else (h,):
-            heads[:, c] = new[heads[:, c]]
+            compact_heads(self.heads, c, keep, fields["slot"])
         self.aux[base] = keep.size
         self.aux[base + 1] = 0
 
