@@ -139,8 +139,7 @@ class KeyShards:
         self.executor = executor
         self.plan = plan
         self.n = shards
-        #: Per shard: the operator states of its key groups, its watermarks and idle flags (one set of string
-        #: dictionaries, the executor's: codes are the same in every shard).
+        #: Per shard: its key groups' operator states, watermarks, idle flags (the executor's string dictionaries)
         self.shards = [ExecutorState.new(executor.dag, executor._state.dictionaries) for _ in range(shards)]
         #: Per stage root (a source, or a join whose rows feed stateful operators): the shards' plan (the same
         #: DAG, reading the shard's rows of each batch).
@@ -169,8 +168,7 @@ class KeyShards:
         self._batches = 0
         self._next_balance = BALANCE_FIRST
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
-        dag = executor.dag
-        self._stateful_ids = [n.id for n in dag.nodes if n.kind == "stateful"]
+        self._stateful_ids = [n.id for n in executor.dag.nodes if n.kind == "stateful"]
         for plan_ in self.plans.values():  # compiled now rather than at the first batch
             plan_.load()
 
@@ -243,8 +241,9 @@ class KeyShards:
             for merge in merges:
                 for s, job in merge.jobs:
                     jobs[s].append(job)
+            parallel = sum(merge.size for merge in merges) >= PARALLEL_PLACE_ROWS
             for phase in ([first] if any(first) else []) + [jobs]:
-                if sum(merge.size for merge in merges) >= PARALLEL_PLACE_ROWS:
+                if parallel:
                     self._in_parallel(_place_all, phase)
                 else:  # waking the shards' threads costs more than copying a few rows here
                     for job in phase:
