@@ -36,7 +36,7 @@ from ..errors import SchemaError, SqlError
 from ._stream import did_you_mean
 from ._text import interval_ms
 
-__all__ = ["Compiled", "compile_expr", "referenced"]
+__all__ = ["Compiled", "compile_expr", "predicate", "referenced"]
 
 _CMP = {exp.EQ: "==", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 _ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*"}
@@ -269,6 +269,11 @@ def arrow_type(compiled: Compiled, schema: pa.Schema) -> pa.DataType:
     if isinstance(out, pa.Scalar):
         return out.type
     return out.type
+
+
+def predicate(column: str):
+    """A filter kernel reading the boolean column ``column``."""
+    return _define(f"def sql_keep({column}):\n    return {column}\n", "sql_keep", {}, kernel=True)
 
 
 def _define(src: str, name: str, env: dict, arrow_env: dict | None = None, kernel: bool = False):

@@ -11,9 +11,9 @@ from sqlglot import exp
 
 from ..errors import SchemaError, SqlError
 from ..ops import ArrowMap, Filter
-from ._expr import _Arrow, _define, referenced
+from ._expr import _Arrow, _define, predicate, referenced
 from ._joins import _unqualified
-from ._stream import Stream, conjuncts, did_you_mean, predicate, unique_name
+from ._stream import Stream, conjuncts, did_you_mean, unique_name
 
 __all__ = ["LookupPlanning", "PROCTIME_COLUMN", "is_proctime", "proctime_tables"]
 

@@ -15,13 +15,13 @@ from ..ops.over import OverAggregate
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import BoundedOutOfOrderness, ProcessingTime
-from ._expr import Compiled, _define, arrow_type, compile_expr
+from ._expr import Compiled, _define, arrow_type, compile_expr, predicate
 from ._compose import NOT_STREAMING, ComposePlanning, distinct_as_group_by, reduce_variances
 from ._joins import JoinPlanning, subquery_test
 from ._lookup import PROCTIME_COLUMN, LookupPlanning, is_proctime
 from ._over import OVER_FUNCTIONS, OverPlanning
 from ._windows import WindowPlanning, window_offset
-from ._stream import Stream, conjuncts, did_you_mean, predicate, unique_name
+from ._stream import Stream, conjuncts, did_you_mean, unique_name
 from ._text import SESSION_FUNCTION, WINDOW_FUNCTIONS
 
 __all__ = ["Planner"]

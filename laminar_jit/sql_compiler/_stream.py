@@ -10,7 +10,7 @@ from sqlglot import exp
 
 from ..errors import SqlError
 
-__all__ = ["Stream", "conjuncts", "did_you_mean", "predicate", "unique_name"]
+__all__ = ["Stream", "conjuncts", "did_you_mean", "unique_name"]
 
 
 @dataclass
@@ -70,10 +70,3 @@ def unique_name(name: str, taken) -> str:
     while unique in taken:
         unique, k = f"{name}{k}", k + 1
     return unique
-
-
-def predicate(column: str):
-    """A filter kernel reading the boolean column ``column``."""
-    from ._expr import _define
-
-    return _define(f"def sql_keep({column}):\n    return {column}\n", "sql_keep", {}, kernel=True)
