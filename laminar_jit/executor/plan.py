@@ -177,9 +177,10 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
     """The plan of ``source``: its step's text and layouts (or the in-process memo's).
 
     The step itself is compiled, or loaded from the on-disk cache, by :meth:`SourcePlan.load`
-    or when first called. ``sharded``: the plan of a key shard, whose ``step`` is ``shard_run(rows, cuts, ...)``: the
-    shard's rows ``rows`` (positions in the batch) of each piece ``cuts[p]:cuts[p + 1]`` of a
-    batch through the step, in one compiled call (see :mod:`.shards`).
+    or when :attr:`SourcePlan.step` is first read. ``sharded``: the plan of a key shard, whose
+    ``step`` is ``shard_run(rows, cuts, ...)``: the shard's rows ``rows`` (positions in the batch)
+    of each piece ``cuts[p]:cuts[p + 1]`` of a batch through the step, in one compiled call (see
+    :mod:`.shards`).
     """
     with _MEMO_LOCK:
         plan = _PLAN_MEMO.get(dag, {}).get((source, sharded))
