@@ -155,7 +155,7 @@ class JoinState(KeyedEntries):
         hw = int(self.aux[base])
         if hw == int(self.aux[base + 2]):
             return
-        fields = dict((name, arr) for name, arr, _ in self.rows[side])
+        fields = {name: arr for name, arr, _ in self.rows[side]}
         keep = np.flatnonzero(fields["flag"][:hw])
         new = np.full(hw + 1, -1, np.int64)  # row -> its new number; new[-1] (a head of -1) stays -1
         new[keep] = np.arange(keep.size)
