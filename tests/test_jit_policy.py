@@ -51,3 +51,38 @@ def test_a_borrowing_helper_that_would_return_an_array_is_refused_when_compiled(
                                     timers.heap_pop])
 def test_per_row_helpers_count_no_references(helper):
     assert helper.targetoptions.get("_nrt") is False, helper
+
+
+def _defined(name: str, body: str):
+    """A function compiled without the disk cache, of module-level qualname ``name`` (as a plan's step is)."""
+    namespace = {"helper": _glue_helper}
+    exec(f"def {name}(a):\n    {body}\n", namespace)  # noqa: S102 - a fixed test function
+    from laminar_jit._jit import njit_nocache
+
+    return njit_nocache(namespace[name])
+
+
+@njit
+def _glue_helper(a):
+    total = 0
+    for x in a:
+        total += x
+    return total
+
+
+def _module_passes(dispatcher) -> int:
+    return getattr(dispatcher.overloads[dispatcher.signatures[0]].library, "laminar_jit_passes", 2)
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="nothing is compiled")
+def test_a_plans_glue_gets_one_module_pass_and_what_it_calls_two():
+    from laminar_jit._jit import compiling_glue
+
+    step, shard_run, other = (_defined(name, "return helper(a) + 1") for name in ("step", "shard_run", "other"))
+    late_step = _defined("step", "return helper(a) + 2")
+    a = np.arange(10, dtype=np.int64)
+    with compiling_glue():
+        assert step(a) == shard_run(a) == other(a) == 46
+    assert late_step(a) == 47  # a function named step outside the block
+    assert _module_passes(step) == _module_passes(shard_run) == 1
+    assert _module_passes(other) == _module_passes(late_step) == _module_passes(_glue_helper) == 2

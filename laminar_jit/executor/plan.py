@@ -40,7 +40,7 @@ from functools import partial
 import numba
 import numpy as np
 
-from .._jit import JIT_DISABLED
+from .._jit import JIT_DISABLED, compiling_glue
 from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..kernels import joins as _joins
@@ -498,7 +498,8 @@ def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, c
         functions, disk = load_shared(helpers, lambda t, name: write_and_import(t, name, cacheable, {}))
         step, cacheable = _import(kernels, sharded, own, digest, cacheable and disk, functions)
         if not JIT_DISABLED:
-            step.compile(signature)
+            with compiling_glue():
+                step.compile(signature)
         return step, cacheable
     except (ImportError, OSError, EOFError, AttributeError, ValueError, pickle.UnpicklingError) as exc:
         # an unloadable cache entry: truncated, corrupted, or referring to a module that is gone
@@ -509,7 +510,8 @@ def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, c
         step, _ = _import(kernels, sharded, text.replace("import njit as jit", "import njit_nocache as jit"),
                           digest + "_nocache", False, {})
         if not JIT_DISABLED:
-            step.compile(signature)
+            with compiling_glue():
+                step.compile(signature)
         return step, False
 
 
