@@ -274,10 +274,10 @@ def test_tumbling_settings_are_the_step_values():
 def test_executors_of_dags_differing_in_settings_share_one_compiled_step():
     first = lj.DagExecutor(tumbling(size=1_000, lateness=0, delay=5))
     second = lj.DagExecutor(tumbling(size=5_000, lateness=200, delay=900))
-    assert second._plans["s"].step is first._plans["s"].step
+    assert second.plan("s").step is first.plan("s").step
     assert second.compile_seconds == 0.0  # from the in-process memo, not loaded again
-    assert not np.array_equal(first._plans["s"].settings, second._plans["s"].settings)
-    assert sum(step is first._plans["s"].step for step in _STEP_MEMO.values()) == 1
+    assert not np.array_equal(first.plan("s").settings, second.plan("s").settings)
+    assert sum(step is first.plan("s").step for step in _STEP_MEMO.values()) == 1
     # and each runs with its own settings
     batch = {"ts": [100, 1_200, 4_000, 6_000], "k": [1, 1, 1, 1], "x": [1.0, 2.0, 3.0, 4.0],
              "tag": ["a", "b", "a", "b"]}

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
            .connect("s", "f").connect("f", "m").sink_for("m", "out").build())
     ex = lj.DagExecutor(dag)
     ex.process_batch("s", {"x": np.array([-1.0, 2.0, 3.0])})
-    step = ex._plans["s"].step
+    step = ex.plan("s").step
     print(json.dumps({"y": ex.take_sink_outputs("out").column("y").to_pylist(),
                       "hits": len(step.stats.cache_hits), "misses": len(step.stats.cache_misses)}))
 """)
@@ -107,7 +107,7 @@ def test_a_second_executor_of_a_dag_reuses_its_plans_without_generating_them(mon
     monkeypatch.setattr(plan_module, "_compile_plan", generate_again)
     second = lj.DagExecutor(dag)  # (the memo is per DAG object: another DAG would be generated)
     assert second.compile_seconds == 0.0
-    assert second._plans["s"] is not first._plans["s"] and second._plans["s"].step is first._plans["s"].step
+    assert second.plan("s") is not first.plan("s") and second.plan("s").step is first.plan("s").step
     second.process_batch("s", {"x": np.array([-1.0, 2.0])})
     assert second.take_sink_outputs("out").equals(first.take_sink_outputs("out"))
     with pytest.raises(AssertionError, match="generated again"):
@@ -205,7 +205,7 @@ WINDOW_SCRIPT = textwrap.dedent("""
     ex.process_batch("s", {"ts": np.array([1, 2, 12, 15]), "k": np.array([1, 1, 2, 1]),
                            "x": np.array([1.0, 5.0, 3.0, 4.0])})
     ex.finish()
-    step = ex._plans["s"].step
+    step = ex.plan("s").step
     shared = [v for v in step.py_func.__globals__.values()
               if getattr(getattr(v, "py_func", None), "__module__", "").startswith("laminar_jit_plans.s_")]
     print(json.dumps({"rows": ex.take_sink_outputs("out").to_pylist(),

@@ -528,3 +528,15 @@ def test_long_map_chains_are_materialized_and_stay_correct():
     assert got.is_null().equals(want.is_null())
     # reassociation (the fastmath set allows it) may fold the +1.0s: compare to rounding
     assert np.allclose(got.fill_null(0).to_numpy(), want.fill_null(0).to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_an_executor_shows_the_plan_it_runs_per_source_and_its_key_shards():
+    dag = (lj.DagBuilder().source("bids", BIDS, event_time="ts")
+           .operator("w", lj.TumblingWindow(size=1_000, key="auction", aggs={"n": lj.count()}))
+           .connect("bids", "w").sink_for("w", "out").build())
+    one, two = lj.DagExecutor(dag), lj.DagExecutor(dag, parallelism=2)
+    assert one.key_shards is None and two.key_shards is not None and len(two.key_shards.shards) == 2
+    assert not one.plan("bids").sharded and two.plan("bids").sharded
+    assert one.plan("bids").source == "bids" and callable(one.plan("bids").step)  # (a Numba dispatcher)
+    with pytest.raises(lj.UnknownNodeError, match=r"no source 'bid'; this DAG's sources are bids"):
+        one.plan("bid")

@@ -115,7 +115,7 @@ def test_the_shards_share_the_rows_and_the_late_rows_are_one_executors():
     ex.process_batch("bids", one_window)
     assert ex.metrics.events_in == 40  # (reading the metrics runs the queued small batch)
     # rows are dealt by place, not key: both shards hold a part of the one open window
-    assert [len(shard.operator_states[dag.node("w").id]) for shard in ex._shards.shards] == [1, 1]
+    assert [len(shard.operator_states[dag.node("w").id]) for shard in ex.key_shards.shards] == [1, 1]
     ex.finish()
     assert ex.take_sink_outputs("all").to_pydict()["n"] == [40]
     steps = _steps(events(3000, 4), 4)  # disorder beyond the watermark delay and lateness: late rows

@@ -20,7 +20,7 @@ from .boundary import SinkBuffer, as_batch, column_view, conform, null_checked_c
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .handoff import StepRows
 from .metrics import Metrics
-from .plan import WINDOW_PIECE_ROWS, boundary_nodes, compile_plan
+from .plan import WINDOW_PIECE_ROWS, SourcePlan, boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
 from .sidebyside import PARALLEL_MIN_ROWS, SideBySide
 from .state import ExecutorState
@@ -151,6 +151,34 @@ class DagExecutor:
             for plan in all_plans:
                 plan.load()
 
+    def plan(self, source: str) -> SourcePlan:
+        """The compiled plan this executor runs for ``source`` (a key shard's plan when it shards), for inspection.
+
+        Returns
+        -------
+        SourcePlan
+            Its ``step`` is the compiled Numba dispatcher (``step.stats.cache_hits`` and ``cache_misses``
+            say whether it came from the disk cache); ``compile_seconds``, what building it cost this process.
+
+        Raises
+        ------
+        UnknownNodeError
+            When the DAG has no source ``source``.
+        """
+        if source not in self._plans:
+            raise UnknownNodeError(f"no source {source!r}; this DAG's sources are {', '.join(self._plans)}")
+        return self._shards.plans[source] if self._shards is not None else self._plans[source]
+
+    @property
+    def key_shards(self) -> KeyShards | None:
+        """The executor's :class:`KeyShards` (None when it runs as one executor, see :attr:`shards`).
+
+        For inspection: ``key_shards.shards`` holds each shard's :class:`ExecutorState`,
+        ``key_shards.group_shard`` the shard owning each of the 256 key groups and
+        ``key_shards.group_rows`` the rows seen per key group (one in eight counted).
+        """
+        return self._shards
+
     @property
     def shards(self) -> int:
         """Key shards this executor runs: ``parallelism``, or 1 when the DAG cannot be sharded (see :attr:`shards_note`)."""
@@ -185,7 +213,7 @@ class DagExecutor:
         checked = self._null_checked[source]
         batches = [conform(source, spec, b, checked) for b in to_batches(source, batch)]
         if plan.arrow_maps:
-            batches = [_with_arrow_maps(plan, b) for b in batches]
+            batches = [plan.with_arrow_maps(b) for b in batches]
         rows = batches[0].num_rows if len(batches) == 1 else sum(b.num_rows for b in batches)
         self._guarded(self._apply, source, batches, rows, source=source, what="batch", batches=batches)
         self._state.metrics.events_in += rows
@@ -292,8 +320,8 @@ class DagExecutor:
         operator_states = self._state.operator_states
         states = [operator_states[nid] for nid in plan.stateful_ids] if plan.stateful_ids else []
         if plan.due_grids or plan.window_pieces:
-            batches = [b.slice(lo, hi - lo) if hi - lo < b.num_rows else b
-                       for b in batches for lo, hi in _pairs(self._cuts(source, plan, b))]
+            batches = [b.slice(lo, hi - lo) if hi - lo < b.num_rows else b for b in batches
+                       for cuts in [self._cuts(source, plan, b)] for lo, hi in zip(cuts[:-1], cuts[1:])]
         for b in batches:
             if self.threads > 1 and plan.parallel_safe and b.num_rows >= PARALLEL_MIN_ROWS:
                 produced += self._side.slices(plan, b, counters)
@@ -332,7 +360,7 @@ class DagExecutor:
                 joined = self._between_steps(node, joined.arrow(), wm_rows, counters)
             derived = self._derived[layout.sink]
             if derived.arrow_maps:
-                joined = _with_arrow_maps(derived, as_batch(joined))
+                joined = derived.with_arrow_maps(as_batch(joined))
             self._run_with_boundaries(derived, joined, [st.operator_states[nid] for nid in derived.stateful_ids],
                                       counters, produced, wm_rows)
 
@@ -553,10 +581,6 @@ COALESCE_ROWS = 256
 COALESCE_FLUSH_ROWS = 4096
 
 
-def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
 def _new_dictionary(dag, plan, column: str) -> StringDictionary:
     """An empty dictionary for the string key ``column`` of ``plan``'s source (a categorical's value type).
 
@@ -565,31 +589,6 @@ def _new_dictionary(dag, plan, column: str) -> StringDictionary:
     computed = plan.arrow_maps.get(column)
     t = computed[4] if computed is not None else dag.node(plan.source).schema.field(column).type
     return StringDictionary(t.value_type if pa.types.is_dictionary(t) else t)
-
-
-def _with_arrow_maps(plan, b: pa.RecordBatch) -> pa.RecordBatch:
-    """``b`` plus the columns ArrowMaps compute from it (named like the step's arguments).
-
-    Computed while the batch is validated, so a function that fails rejects
-    the batch before any state changes.
-    """
-    computed = {}
-    for name, (node, op, columns, j, arrow_type) in plan.arrow_maps.items():
-        if node not in computed:
-            try:
-                computed[node] = op.evaluate(node, [b.column(c) for c in columns])
-            except KernelError as exc:
-                exc.source = plan.source
-                raise
-        col = computed[node][j]
-        if col.type != arrow_type:
-            try:
-                col = col.cast(arrow_type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise DataError(f"operator {node!r} (ArrowMap): output {op.outputs[j][0]!r} was {arrow_type} "
-                                f"when the DAG was built and is {col.type} for this batch: {exc}") from exc
-        b = b.append_column(name, col)
-    return b
 
 
 def _weakly(method):

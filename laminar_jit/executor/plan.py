@@ -39,10 +39,12 @@ from functools import partial
 
 import numba
 import numpy as np
+import pyarrow as pa
 
 from .._jit import JIT_DISABLED, compiling_glue
 from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
+from ..errors import DataError, KernelError
 from ..kernels import joins as _joins
 from ..ops.windows import WindowSpec
 from .boundary import readonly
@@ -149,6 +151,30 @@ class SourcePlan:
             self._step, seconds, self.cacheable = self.loader()
             self.compile_seconds += seconds
         return self
+
+    def with_arrow_maps(self, b: pa.RecordBatch) -> pa.RecordBatch:
+        """``b`` plus the columns ArrowMaps compute from it (named like the step's arguments).
+
+        Computed while the batch is validated, so a function that fails rejects
+        the batch before any state changes.
+        """
+        computed = {}
+        for name, (node, op, columns, j, arrow_type) in self.arrow_maps.items():
+            if node not in computed:
+                try:
+                    computed[node] = op.evaluate(node, [b.column(c) for c in columns])
+                except KernelError as exc:
+                    exc.source = self.source
+                    raise
+            col = computed[node][j]
+            if col.type != arrow_type:
+                try:
+                    col = col.cast(arrow_type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise DataError(f"operator {node!r} (ArrowMap): output {op.outputs[j][0]!r} was {arrow_type} "
+                                    f"when the DAG was built and is {col.type} for this batch: {exc}") from exc
+            b = b.append_column(name, col)
+        return b
 
 
 def _kernels_stamp() -> str:
@@ -353,7 +379,10 @@ def shard_run(rows, cuts, wms, {params}):
 {marks}    for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
-        shard_rows, a = piece_rows(rows, a, lo, hi)
+        if cuts.size == 2:  # one piece: the shard's rows as they are
+            shard_rows = rows
+        else:
+            shard_rows, a = piece_rows(rows, a, lo, hi)
         source_wms = wms[lo:hi + 1]
 {before8}        {results} = step({call})
 {after8}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
@@ -366,9 +395,6 @@ def shard_run(rows, cuts, wms, {params}):
 #: no loop, so no result is carried from piece to piece (LLVM took 30-50 s to optimize that loop in the
 #: ``shard_run`` of a step with a hundred results).
 _SHARD_RUN_WHOLE = '''
-from laminar_jit.kernels.merging import piece_rows
-
-
 @jit(no_cfunc_wrapper=True)
 def shard_run(rows, cuts, wms, {params}):
     """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
@@ -382,7 +408,7 @@ def shard_run(rows, cuts, wms, {params}):
     p = 0
     lo = cuts[0]
     hi = cuts[1]
-    shard_rows, a = piece_rows(rows, np.int64(0), lo, hi)
+    shard_rows = rows
     source_wms = wms[lo:hi + 1]
 {marks}{before}    {results} = step({call})
 {after}{direct}{trim}    return ({returns},)
@@ -468,7 +494,8 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
     ro = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     int64s = numba.types.Array(numba.types.int64, 1, "C")
-    sig = [int64s] * 3 if gen.sharded else [numba.types.int64]  # shard_run(rows, cuts, wms, ...) or step(n, ...)
+    # shard_run(rows, cuts, wms, ...) or step(n, ...)
+    sig = [numba.types.Array(numba.types.int32, 1, "C"), int64s, int64s] if gen.sharded else [numba.types.int64]
     for name, dtype, _, _ in args:
         if name.startswith(DICTIONARY_BYTES):  # a string dictionary's (offsets, data)
             sig += [ro(np.dtype(np.int64)), ro(np.dtype(np.uint8))]

@@ -288,9 +288,13 @@ def take_range(out, values, rows, lo, hi):
 def piece_rows(rows, a, lo, hi):
     """A shard's rows of the piece ``lo:hi`` as positions in the piece, from ``rows[a:]`` (ascending); and
     where the next piece's rows start in ``rows``."""
-    b = a
-    while b < rows.size and rows[b] < hi:
-        b += 1
+    b, end = a, rows.size
+    while b < end:  # the first row at or after hi: a binary search
+        mid = (b + end) // 2
+        if rows[mid] < hi:
+            b = mid + 1
+        else:
+            end = mid
     out = np.empty(b - a, np.int32)
     for j in range(b - a):
         out[j] = rows[a + j] - lo

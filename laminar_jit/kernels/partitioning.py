@@ -141,9 +141,10 @@ def int64_key_groups(values, valid, shift):
 
 @njit
 def rows_of_shard(row_group, group_shard, shard):
-    """Positions of the rows (ascending) whose key group, ``row_group`` (one byte a row), ``shard`` owns."""
+    """Positions of the rows (ascending, int32: a step's selection) whose key group, ``row_group`` (one byte a
+    row), ``shard`` owns."""
     n = row_group.shape[0]
-    out = np.empty(n, np.int64)
+    out = np.empty(n, np.int32)
     m = 0
     for i in range(n):  # branch-free: always write, advance on a match
         out[m] = i

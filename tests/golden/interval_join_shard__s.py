@@ -298,9 +298,6 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     return (rows1, ident2, o0_2, q0_2, o1_2, q1_2, o2_2, q2_2, o3_2, q3_2, o4_2, q4_2, o5_2, q5_2, o6_2, q6_2, ties0_3, ties0_valid_3, ties1_3, ties1_valid_3,)
 
 
-from laminar_jit.kernels.merging import piece_rows
-
-
 @jit(no_cfunc_wrapper=True)
 def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
@@ -314,7 +311,7 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_
     p = 0
     lo = cuts[0]
     hi = cuts[1]
-    shard_rows, a = piece_rows(rows, np.int64(0), lo, hi)
+    shard_rows = rows
     source_wms = wms[lo:hi + 1]
     r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15, r16, r17, r18, r19,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
     o0 = r0.astype(np.int64)

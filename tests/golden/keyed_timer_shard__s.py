@@ -174,9 +174,6 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2, ties1_2, ties1_valid_2,)
 
 
-from laminar_jit.kernels.merging import piece_rows
-
-
 @jit(no_cfunc_wrapper=True)
 def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
@@ -190,7 +187,7 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets
     p = 0
     lo = cuts[0]
     hi = cuts[1]
-    shard_rows, a = piece_rows(rows, np.int64(0), lo, hi)
+    shard_rows = rows
     source_wms = wms[lo:hi + 1]
     r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
     o0 = r0.astype(np.int64)

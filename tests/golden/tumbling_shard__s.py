@@ -194,7 +194,10 @@ def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets
     for p in range(cuts.size - 1):
         lo = cuts[p]
         hi = cuts[p + 1]
-        shard_rows, a = piece_rows(rows, a, lo, hi)
+        if cuts.size == 2:  # one piece: the shard's rows as they are
+            shard_rows = rows
+        else:
+            shard_rows, a = piece_rows(rows, a, lo, hi)
         source_wms = wms[lo:hi + 1]
         r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_a0_n, st1_a1_v, st1_a1_n)
         if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
