@@ -521,7 +521,7 @@ def key_decoder(gen, nid: int, state_names: list[str], n_keys: int) -> None:
         lines.append(f"        c{level + 1}[o] = {keys}[k, 1]")
         lines.append(f"        k = {keys}[k, 0]")
     lines.append("        c0[o] = k")
-    rets = ", ".join(f"c{c}, c{c} != {NULL_KEY}" for c in range(n_keys))
+    rets = ", ".join(f"c{c}, keys_valid(c{c})" for c in range(n_keys))
     lines.append(f"    return {rets}")
     gen.funcs.append("\n".join(lines) + "\n")
 

@@ -14,7 +14,6 @@ from ..ops.group import GroupAggregate
 from .core import (
     ALL_ROWS,
     EMITTED,
-    NULL_KEY,
     ROW_WATERMARK,
     Binding,
     Col,
@@ -202,7 +201,7 @@ def group_{nid}_update({params}):
     gen.emit(f"m_{nid} = gk_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
-    gen.emit(f"gkv_{nid} = gk_{nid} != {NULL_KEY}")
+    gen.emit(f"gkv_{nid} = keys_valid(gk_{nid})")
     cols = emitted_key_cols(gen, node, spec.keys, key_cols, names_, f"gk_{nid}", f"gkv_{nid}")
     owned = [f"sel_{nid}", f"gk_{nid}", f"gop_{nid}", f"gkv_{nid}", f"no_nulls_{nid}"]
     for a, ((name, _), kind, is_float, out_type) in enumerate(zip(spec.aggs, spec.kinds, spec.floats,
@@ -215,7 +214,7 @@ def group_{nid}_update({params}):
             valid = f"no_nulls_{nid}"
         else:
             valid = f"gv{a}_{nid}"
-            gen.emit(f"{valid} = ~gn_{nid}[{a}]")
+            gen.emit(f"{valid} = negated(gn_{nid}[{a}])")
             owned.append(valid)
         owned.append(vals)
         column = spec.columns[a]

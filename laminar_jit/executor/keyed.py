@@ -13,7 +13,6 @@ from ..ops.keyed import KeyedKernel
 from .core import (
     ALL_ROWS,
     EMITTED,
-    NULL_KEY,
     ROW_WATERMARK,
     Binding,
     Col,
@@ -190,7 +189,7 @@ def keyed_{nid}_update({params}):
     gen.emit(f"m_{nid} = ots_{nid}.size")
     gen.emit(f"sel_{nid} = identity(m_{nid})")
     gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
-    gen.emit(f"okey_valid_{nid} = okey_{nid} != {NULL_KEY}")
+    gen.emit(f"okey_valid_{nid} = keys_valid(okey_{nid})")
     cols = emitted_key_cols(gen, node, spec.keys, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
     et = spec.event_time
     cols[et] = Col("der", et, node.schema.field(et).type, f"ots_{nid}", f"no_nulls_{nid}")

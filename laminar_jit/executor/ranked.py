@@ -150,11 +150,11 @@ def ranked_{nid}_update({params}):
         if dtype is not None and dtype.kind == "f":
             read = f"{raw}.view(np.float64)" + ("" if want == "np.float64" else f".astype({want})")
         elif want == "np.bool_":
-            read = f"{raw} != 0"
+            read = f"nonzero({raw})"
         else:
             read = raw if want == "np.int64" else f"{raw}.astype({want})"
         gen.emit(f"{vals} = {read}")
-        gen.emit(f"{valid} = ((rcols_{nid}[{len(cols)}] >> {j}) & 1) == 1")
+        gen.emit(f"{valid} = bits_set(rcols_{nid}[{len(cols)}], np.int64({j}))")
         dictionary = None
         if dtype is None:
             dictionary = (gen.source, col.name) if col.kind == "src" else col.dictionary

@@ -169,6 +169,7 @@ class KeyShards:
         self._next_balance = BALANCE_FIRST
         self.pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="laminar-shard")
         self._stateful_ids = [n.id for n in executor.dag.nodes if n.kind == "stateful"]
+        self._strategies: dict[str, tuple] = {}  # per stage root: how its source's watermark is worked out
         for plan_ in self.plans.values():  # compiled now rather than at the first batch
             plan_.load()
 
@@ -287,14 +288,16 @@ class KeyShards:
     def _source_watermarks(self, root: str, b: pa.RecordBatch) -> np.ndarray:
         """The watermark of source ``root`` before each row of ``b`` and after its last, as one executor's step
         works it out (every shard's step reads it; empty for a stage root without a watermark strategy)."""
-        ex = self.executor
-        node = ex.dag.node(root)
-        spec = node.op if node.kind == "source" else None
-        if spec is None or spec.watermark is None:
+        if root not in self._strategies:  # (node id, event-time column, delay in its units), or () without one
+            node = self.executor.dag.node(root)
+            spec = node.op if node.kind == "source" else None
+            self._strategies[root] = () if spec is None or spec.watermark is None else (
+                node.id, spec.event_time, to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type))
+        if not self._strategies[root]:
             return _NO_ROWS
-        ts, _ = column_view(b.column(spec.event_time), np.dtype(np.int64))
-        delay = to_units(spec.watermark.delay, spec.schema.field(spec.event_time).type)
-        return batch_watermarks(ts, b.num_rows, int(ex._state.watermarks[node.id]), delay)
+        nid, event_time, delay = self._strategies[root]
+        ts, _ = column_view(b.column(event_time), np.dtype(np.int64))
+        return batch_watermarks(ts, b.num_rows, int(self.executor._state.watermarks[nid]), delay)
 
     # ------------------------------------------------------------ rescaling
     def _balance(self) -> None:
@@ -358,13 +361,9 @@ class KeyShards:
         return merged
 
     def distribute(self, states: dict, watermarks: np.ndarray, idle: np.ndarray) -> None:
-        """Give every shard the entries of its key groups of one executor's ``states``.
-
-        ``states`` are a restored checkpoint's, or the shards' own merged
-        (:meth:`merged_states`) when key groups change owners.
-
-        The shards' watermarks and idle flags become ``watermarks`` and ``idle``.
-        """
+        """Give every shard the entries of its key groups of one executor's ``states`` (a restored checkpoint's,
+        or the shards' own, :meth:`merged_states`, when key groups change owners); the shards' watermarks and
+        idle flags become ``watermarks`` and ``idle``."""
         dag = self.executor.dag
         parts = [{} for _ in range(self.n)]
         for nid in self._stateful_ids:
@@ -531,7 +530,7 @@ class _Merge:
         if spans is None:  # every shard's thread copies its rows
             spans = [[(s, 0, int(offsets[s + 1] - offsets[s]))] for s in range(shards)]
         dests = [dest[offsets[s]:offsets[s + 1]] for s in range(shards)]
-        chunks = np.linspace(0, m, shards + 1).astype(np.int64)  # rows taken from the batch: a range per thread
+        chunks = np.arange(shards + 1, dtype=np.int64) * m // shards  # rows taken from the batch: a range per thread
         for j, col in enumerate(layout.columns):
             if col.kind in ("der", "code"):
                 values = np.empty(m, results[0][col.pos].dtype)

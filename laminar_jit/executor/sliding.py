@@ -10,7 +10,7 @@ writes around it.
 
 from __future__ import annotations
 
-from .core import NULL_KEY, indent, literal
+from .core import indent, literal
 from .slots import finalizers, merge_into_scratch, reset_lines
 
 __all__ = ["sliding_fire", "sliding_link", "sliding_names"]
@@ -102,7 +102,7 @@ def window_{nid}_fire(wm_now, settings, {", ".join([*state_names, *stores])}):
     for g in range(gone.size):
         s = gone[g]
 {indent(chr(10).join(reset_lines(aggs, fields_by_agg)), 8)}
-    win_end = win_start + size
-    key_valid = key != {NULL_KEY}
+    win_end = shifted(win_start, size)
+    key_valid = keys_valid(key)
     return win_start, win_end, key, key_valid, {rets}
 ''')

@@ -14,7 +14,10 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["concat", "gather", "identity", "is_identity", "scatter", "valid_or_ones"]
+__all__ = ["bits_set", "concat", "gather", "identity", "is_identity", "keys_valid", "negated", "nonzero", "scatter",
+           "shifted", "valid_or_ones"]
+
+_NULL_KEY = np.iinfo(np.int64).min  # the int64 a null key is held as
 
 
 @njit
@@ -77,4 +80,54 @@ def scatter(compact, sel, n):
     out = np.empty(n, compact.dtype)
     for j in range(sel.size):
         out[sel[j]] = compact[j]
+    return out
+
+
+@njit
+def keys_valid(keys):
+    """Which of the int64 ``keys`` are not the null key (the int64 minimum).
+
+    A loop in a cached kernel: written in a plan as an array expression
+    (``keys != WM_MIN``), Numba compiles a ufunc-like loop for it anew in
+    every plan (some 30 ms of compile time each).
+    """
+    out = np.empty(keys.size, np.bool_)
+    for i in range(keys.size):
+        out[i] = keys[i] != _NULL_KEY
+    return out
+
+
+@njit
+def negated(flags):
+    """``~flags`` for a bool array, as a cached kernel (see :func:`keys_valid`)."""
+    out = np.empty(flags.size, np.bool_)
+    for i in range(flags.size):
+        out[i] = not flags[i]
+    return out
+
+
+@njit
+def bits_set(words, bit):
+    """Whether bit ``bit`` of each int64 of ``words`` is set (see :func:`keys_valid`)."""
+    out = np.empty(words.size, np.bool_)
+    for i in range(words.size):
+        out[i] = (words[i] >> bit) & 1 == 1
+    return out
+
+
+@njit
+def shifted(values, by):
+    """``values + by`` for an int64 array and a scalar (see :func:`keys_valid`)."""
+    out = np.empty(values.size, np.int64)
+    for i in range(values.size):
+        out[i] = values[i] + by
+    return out
+
+
+@njit
+def nonzero(values):
+    """``values != 0`` for an int64 array (see :func:`keys_valid`)."""
+    out = np.empty(values.size, np.bool_)
+    for i in range(values.size):
+        out[i] = values[i] != 0
     return out

@@ -12,8 +12,6 @@ guarantees capacity.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .._jit import njit, njit_borrowing
 
 __all__ = ["heap_pop", "heap_push"]

@@ -6,7 +6,7 @@ from laminar_jit._jit import njit as jit
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
-from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
+from laminar_jit.kernels.selection import bits_set, concat, gather, identity, is_identity, keys_valid, negated, nonzero, scatter, shifted, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert

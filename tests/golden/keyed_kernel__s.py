@@ -6,7 +6,7 @@ from laminar_jit._jit import njit as jit
 # the step's helpers are called only from the step: no Python or C entry points to build
 njit = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 from laminar_jit.kernels.alloc import empty, full, zeros
-from laminar_jit.kernels.selection import concat, gather, identity, is_identity, scatter, valid_or_ones
+from laminar_jit.kernels.selection import bits_set, concat, gather, identity, is_identity, keys_valid, negated, nonzero, scatter, shifted, valid_or_ones
 from laminar_jit.kernels.watermarks import running_watermark, source_watermark
 from laminar_jit.kernels.counters import count_in, count_out, inputs_watermark, propagate_watermark
 from laminar_jit.kernels.hashtable import cache_line, ht_delete, ht_delete_many, ht_find, ht_find_or_insert
@@ -80,7 +80,7 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     m_1 = ots_1.size
     sel_1 = identity(m_1)
     no_nulls_1 = empty(0, np.bool_)
-    okey_valid_1 = okey_1 != WM_MIN
+    okey_valid_1 = keys_valid(okey_1)
     count_out(metrics, offsets, np.int64(1), sel_1.size, np.int64(4), np.int64(10), np.int64(11))
     # --- node 2 (sink)
     metrics[6] += sel_1.size
