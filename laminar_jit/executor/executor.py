@@ -167,7 +167,7 @@ class DagExecutor:
         """
         if source not in self._plans:
             raise UnknownNodeError(f"no source {source!r}; this DAG's sources are {', '.join(self._plans)}")
-        return self._shards.plans[source] if self._shards is not None else self._plans[source]
+        return self._plans[source] if self._shards is None else self._shards.plans.get(source, self._plans[source])
 
     @property
     def key_shards(self) -> KeyShards | None:
