@@ -26,7 +26,7 @@ newest row, so in-order input costs O(1).
 
 ``aux[base:base + 5]`` of a side holds ``high_water, first, live,
 min_expiry, min_ts``, where every row before ``first`` is free (interval and
-window joins; 0 for as-of joins); the owner guarantees room after the high
+window joins, and the queued side of as-of joins; 0 otherwise); the owner guarantees room after the high
 water before a call (see :class:`laminar_jit.state.joins.JoinState`).
 """
 
@@ -39,9 +39,9 @@ from .hashtable import ht_delete, ht_delete_many
 from .sorting import argsort_pairs
 
 __all__ = ["BACKWARD", "FORWARD", "INTERVAL", "NEAREST", "WINDOW", "asof_fire", "asof_prune", "chain_insert",
-           "emitted_min",
-           "chain_unlink", "compact_heads", "compact_links", "compact_rows", "expire_buckets", "order_partners", "order_settled", "reserve_pairs", "reserve_positions",
-           "row_alloc", "row_release"]
+           "chain_unlink", "compact_heads", "compact_links", "compact_rows", "emitted_min", "expire_buckets",
+           "live_rows", "order_partners", "order_settled", "reserve_pairs", "reserve_positions", "row_alloc",
+           "row_release"]
 
 
 
@@ -62,6 +62,27 @@ def row_release(aux, base, flag, i):
 
 
 @njit
+def live_rows(flag, lo, hw):
+    """The live rows of a side among rows ``lo`` to ``hw - 1`` (every row before ``lo`` is free), in order.
+
+    Returns ``keep``, their numbers ascending, and ``new``: row ``lo + i``'s
+    number once :func:`compact_rows` has moved ``keep`` to the front (-1 for
+    a free row). One pass over the flags of the rows that may be live.
+    """
+    keep = np.empty(hw - lo, np.int64)
+    new = np.empty(hw - lo, np.int64)
+    j = 0
+    for i in range(lo, hw):
+        if flag[i] != 0:
+            keep[j] = i
+            new[i - lo] = j
+            j += 1
+        else:
+            new[i - lo] = -1
+    return keep[:j], new
+
+
+@njit
 def compact_rows(arr, keep):
     """Move the rows ``keep`` (ascending) of one row array to its front, in order (in place: row ``keep[j]``
     is never before ``j``). The rows after them are left as they are: a new row's fields are all written when
@@ -71,11 +92,12 @@ def compact_rows(arr, keep):
 
 
 @njit
-def compact_links(arr, keep, new):
-    """:func:`compact_rows` of a link array: each moved link is renumbered by ``new`` (-1 stays -1; so does
-    the stale link of a row in no list, such as a row without a key, which nothing reads)."""
+def compact_links(arr, keep, new, lo):
+    """:func:`compact_rows` of a link array: each moved link is renumbered by ``new`` of :func:`live_rows`
+    (``lo`` its first row; a link to a free row, or -1, becomes -1 — such as the stale link of a row in no
+    list, a row without a key, which nothing reads)."""
     for j in range(keep.size):
-        q = arr[keep[j]]
+        q = arr[keep[j]] - lo
         arr[j] = new[q] if 0 <= q < new.size else -1
 
 

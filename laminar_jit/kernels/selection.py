@@ -14,10 +14,11 @@ import numpy as np
 
 from .._jit import njit
 
-__all__ = ["bits_set", "concat", "gather", "identity", "is_identity", "keys_valid", "negated", "nonzero", "scatter",
-           "shifted", "valid_or_ones"]
+__all__ = ["NULL_KEY", "bits_set", "concat", "gather", "identity", "is_identity", "keys_valid", "negated", "nonzero",
+           "scatter", "shifted", "valid_or_ones"]
 
-_NULL_KEY = np.iinfo(np.int64).min  # the int64 a null key is held as
+#: The int64 a null key is held as: the key of the group of null keys (sorts first).
+NULL_KEY = np.iinfo(np.int64).min
 
 
 @njit
@@ -93,7 +94,7 @@ def keys_valid(keys):
     """
     out = np.empty(keys.size, np.bool_)
     for i in range(keys.size):
-        out[i] = keys[i] != _NULL_KEY
+        out[i] = keys[i] != NULL_KEY
     return out
 
 

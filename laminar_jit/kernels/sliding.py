@@ -19,14 +19,13 @@ import numpy as np
 
 from .._jit import njit
 from .hashtable import ht_delete, ht_delete_many
+from .selection import NULL_KEY
 from .sorting import argsort_pairs, sort_list
 
 __all__ = ["sliding_due"]
 
 WM_MIN = np.iinfo(np.int64).min
 WM_MAX = np.iinfo(np.int64).max
-#: The key of the group of null keys (sorts first).
-NULL_KEY = WM_MIN
 
 
 @njit(inline="always")

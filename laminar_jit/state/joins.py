@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.joins import compact_heads, compact_links, compact_rows
+from ..kernels.joins import compact_heads, compact_links, compact_rows, live_rows
 from .keytable import (KeyedEntries, KeyTable, check_like, check_names, put_tables, remap_codes, take_slots,
                        take_tables)
 
@@ -156,12 +156,14 @@ class JoinState(KeyedEntries):
         if hw == int(self.aux[base + 2]):
             return
         fields = {name: arr for name, arr, _ in self.rows[side]}
-        keep = np.flatnonzero(fields["flag"][:hw])
-        new = np.full(hw + 1, -1, np.int64)  # row -> its new number; new[-1] (a head of -1) stays -1
-        new[keep] = np.arange(keep.size)
+        lo = int(self.aux[base + 1])  # every row before it is free
+        keep, new = live_rows(fields["flag"], lo, hw)
+        if keep.size != int(self.aux[base + 2]):  # (never seen: were a row before ``first`` live, scan them all)
+            lo = 0
+            keep, new = live_rows(fields["flag"], lo, hw)
         for name, arr in fields.items():
             if name in ("nxt", "prv"):  # (a link points at a live row or is -1)
-                compact_links(arr, keep, new)
+                compact_links(arr, keep, new, lo)
             else:
                 compact_rows(arr, keep)
         # the lists' first rows (and an as-of join's last rows; an interval or window join's list length stays)
