@@ -140,6 +140,13 @@ class StringInterning:
         for batch in self.batches:
             dictionary.encode(batch)
 
+    def time_laminar_carried(self, kind):
+        """A carried dictionary (a column only a join keeps for its output): distinct strings are appended
+        without a lookup after the first batch; repeated ones are looked up as by ``time_laminar``."""
+        dictionary = StringDictionary(carried=True)
+        for batch in self.batches:
+            dictionary.encode(batch)
+
     def time_pyarrow(self, kind):
         for batch in self.batches:
             batch.dictionary_encode()

@@ -686,3 +686,83 @@ def test_join_rows_reach_a_stateful_operator_as_numpy_arrays(monkeypatch):
         assert np.allclose(got["a"].to_numpy(), expected["a"].to_numpy(), rtol=1e-5, equal_nan=True)
     assert made == []  # no column of the join's rows was made into Arrow on the way to the window
     assert {"ts", "k", "a", "b", "ok"} <= viewed
+
+
+# ----------------------------------------------------------------------------- strings a join only carries
+
+NOTES = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("note", pa.string())])
+TAGS = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("tag", pa.string())])
+WITHIN = 1_000_000_000
+
+
+def _text_side(n: int, seed: int, schema: pa.Schema, distinct: bool) -> pa.Table:
+    """Out-of-order rows whose string column is mostly distinct (a fifth repeat an earlier value, some empty)
+    or takes four values; 5 % null strings and keys, a hot key."""
+    rng = np.random.default_rng(seed)
+    if distinct:
+        values = np.array([f"{schema.names[2]}-{i}-{rng.integers(1 << 40)}" for i in range(n)], dtype=object)
+        again = rng.random(n) < 0.2
+        values[again] = values[rng.integers(0, n, again.sum())]
+        values[rng.random(n) < 0.02] = ""
+    else:
+        values = rng.choice(["x", "yy", "", "zzz"], n)
+    return pa.table({"ts": np.arange(n, dtype=np.int64) * 7 + rng.integers(-40, 41, n),
+                     "k": pa.array(np.where(rng.random(n) < 0.3, 0, rng.integers(1, 30, n)), mask=rng.random(n) < 0.05),
+                     schema.names[2]: pa.array(values, pa.string(), mask=rng.random(n) < 0.05)}, schema=schema)
+
+
+def _notes_and_tags(builder):
+    wm = lj.BoundedOutOfOrderness(max_delay=DELAY)
+    return builder.source("L", NOTES, event_time="ts", watermark=wm).source("R", TAGS, event_time="ts", watermark=wm)
+
+
+@pytest.mark.parametrize("how", ["inner", "full"])
+def test_strings_only_a_join_keeps_are_appended_without_lookups_and_match_duckdb(how, tmp_path):
+    left, right = _text_side(3_000, 1, NOTES, True), _text_side(2_000, 2, TAGS, False)
+    dag = (_notes_and_tags(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35, how=how))
+           .connect("L", "j", port="left").connect("R", "j", port="right").sink_for("j", "out").build())
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    want = con.sql(f"SELECT l.*, r.ts AS ts_right, r.k AS k_right, r.tag FROM l {SQL_JOIN[how]} r ON l.k = r.k "
+                   "AND r.ts BETWEEN l.ts - 20 AND l.ts + 35").to_arrow_table()
+    for seed in (3, 4):
+        feed = interleaved(left, right, seed)
+        ex, got = run(dag, feed, ["out"])
+        same_rows(got["out"], want)
+        notes, tags = ex.state.dictionaries[("L", "note")], ex.state.dictionaries[("R", "tag")]
+        assert notes.carried and tags.carried
+        # repeated notes got codes of their own once the notes proved mostly distinct; four tags stayed four
+        assert len(notes) > len(pc.unique(left["note"].drop_null()))
+        assert len(tags) == 4
+        same_rows(checkpointed(dag, feed, len(feed) // 2, tmp_path / f"cp{seed}"), want)
+
+
+def test_a_string_a_join_keeps_is_looked_up_when_anything_compares_it():
+    left, right = _text_side(3_000, 5, NOTES, True), _text_side(2_000, 6, TAGS, False)
+    # the note is also a window's key (after the join: a step of its own, which encodes it again)
+    after = (_notes_and_tags(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+             .operator("w", lj.TumblingWindow(500, key="note", aggs={"n": lj.count()}))
+             .connect("L", "j", port="left").connect("R", "j", port="right").connect("j", "w")
+             .sink_for("w", "out").build())
+    # ... or, beside the join, a Dedup's key in the step that encodes it for the join
+    beside = (_notes_and_tags(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+              .operator("d", lj.Dedup("note", within=WITHIN))
+              .connect("L", "j", port="left").connect("R", "j", port="right").connect("L", "d")
+              .sink_for("j", "out").sink_for("d", "firsts").build())
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    want = pl.from_arrow(con.sql(
+        "SELECT CAST(floor(l.ts / 500) * 500 AS BIGINT) AS window_start, l.note, count(*) AS n FROM l JOIN r "
+        "ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35 GROUP BY ALL").to_arrow_table())
+    feed = interleaved(left, right, 5)
+    ex, got = run(after, feed, ["out"])
+    assert ex.state.dictionaries[("L", "note")].carried and not ex.state.dictionaries[("j", "note")].carried
+    out = pl.from_arrow(got["out"]).select("window_start", "note", "n")
+    assert out.height > 500 and out.sort(out.columns, nulls_last=True).equals(
+        want.sort(want.columns, nulls_last=True).cast(out.schema))
+    ex, got = run(beside, feed, ["out", "firsts"])
+    assert not ex.state.dictionaries[("L", "note")].carried
+    # one first row per note and interval, the null note included
+    assert got["firsts"].num_rows == pl.from_arrow(left).select("note", pl.col("ts") // WITHIN).unique().height

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from laminar_jit.kernels.memory import load_u64
 from laminar_jit.kernels.sorting import argsort_pairs
 from laminar_jit.kernels.timers import heap_pop, heap_push
 from laminar_jit.state import KeyTable, StringDictionary
+from laminar_jit.state.dictionary import CHECK_EVERY
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
@@ -534,6 +536,67 @@ def test_mostly_distinct_batches_are_interned_row_by_row_with_the_same_codes(mon
             assert [None if c == -1 else int(c) for c in codes] == expected, (input_type, j)
         assert 2 <= len(passes) < len(batches)  # both ways were taken
         assert d.values().to_pylist() == list(dict.fromkeys(v for b in batches for v in b if v is not None))
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.one_of(st.none(), text), max_size=400), max_size=6),
+       st.sampled_from([pa.string(), pa.large_string(), pa.string_view()]), st.booleans())
+def test_a_carried_dictionary_decodes_every_row_as_it_came(batches, input_type, as_categorical):
+    """A carried dictionary (codes only carried to outputs) may give a value repeated in a later batch a new
+    code once a batch of 256 rows or more was mostly distinct; codes stay dense and every row decodes to its
+    value, and its snapshot restores only as a carried dictionary when it repeats a value."""
+    batches = [b + [f"row{j}-{i}" for i in range(300)] if j % 2 == 0 else b for j, b in enumerate(batches)]
+    d = StringDictionary(carried=True)
+    seen = []
+    for batch in batches:
+        array = pa.array(batch, input_type)
+        if as_categorical and input_type != pa.string_view():
+            array = array.dictionary_encode()
+        codes, valid = encode_checked(d, array)
+        assert d.decode(codes, valid).to_pylist() == batch
+        seen += [c for c in codes.tolist() if c >= 0]
+    assert sorted(set(seen)) == list(range(len(d)))  # dense: every code a row got
+    snap = d.snapshot()
+    repeats = len(pc.unique(snap)) < len(snap) if len(snap) else False
+    again = StringDictionary.from_snapshot(snap, carried=True)
+    assert again.values().equals(d.values())
+    if repeats:
+        with pytest.raises(ValueError, match="distinct"):
+            StringDictionary.from_snapshot(snap)
+
+
+def test_a_carried_dictionary_appends_only_after_a_mostly_distinct_batch():
+    few = pa.array(["web", "app", None, "web"] * 100)
+    d = StringDictionary(carried=True)
+    for _ in range(3):  # few values: looked up, never appended again
+        codes, valid = d.encode(few)
+    assert len(d) == 2 and codes[:4].tolist() == [0, 1, -1, 0]
+    ids = pa.array([f"id{i}" for i in range(300)])
+    codes, _ = d.encode(ids)  # mostly distinct: looked up (first appearance), and the next batch appends
+    assert codes.tolist() == list(range(2, 302))
+    codes, valid = d.encode(pa.chunked_array([["id5", None, "web"], ["new"]]))
+    assert codes.tolist() == [302, -1, 303, 304] and valid.tolist() == [True, False, True, True]
+    assert d.decode(codes, valid).to_pylist() == ["id5", None, "web", "new"]
+    codes, _ = d.encode(pa.array(["q", "q", "id5"] * 100))  # expected to be mostly distinct: rows appended
+    assert codes[:4].tolist() == [305, 306, 307, 308] and len(d) == 605
+    for _ in range(CHECK_EVERY - 3):  # (the third to the seventh batch since it stopped looking values up)
+        d.encode(pa.array(["q"] * 300))
+    n = len(d)
+    assert n == 605 + 300 * (CHECK_EVERY - 3)
+    d.encode(pa.array(["q"] * 300))  # checked: appends its one distinct value and proves repetitive ...
+    codes, _ = d.encode(pa.array(["q", "r"] * 150))  # ... so the next batch appends only its distinct values
+    assert len(d) == n + 3 and codes[:4].tolist() == [n + 1, n + 2, n + 1, n + 2]
+    assert d.decode(codes[:2]).to_pylist() == ["q", "r"]
+    plain = StringDictionary()  # not carried: looked up always
+    plain.encode(ids), plain.encode(ids)
+    assert plain.encode(pa.array(["id5"]))[0].tolist() == [5] and len(plain) == 300
+    # a batch taken back: truncation keeps the carried way and the codes before it
+    n = len(d)
+    d.encode(pa.array(["x", "y"] * 10))
+    assert len(d) == n + 2
+    d.truncate(n)
+    assert len(d) == n and d.carried and d.decode(np.array([302, 304])).to_pylist() == ["id5", "new"]
+    assert d.encode(pa.array(["x"]))[0].tolist() == [n]
 
 
 def test_dictionary_edge_inputs():

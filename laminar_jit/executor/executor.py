@@ -582,13 +582,15 @@ COALESCE_FLUSH_ROWS = 4096
 
 
 def _new_dictionary(dag, plan, column: str) -> StringDictionary:
-    """An empty dictionary for the string key ``column`` of ``plan``'s source (a categorical's value type).
+    """An empty dictionary for the encoded string ``column`` of ``plan``'s source (a categorical's value type),
+    ``carried`` when only joins keep its codes (``plan.carried_strings``).
 
     ``column`` is a source column or a string an ``ArrowMap`` computes from it (named like its argument).
     """
     computed = plan.arrow_maps.get(column)
     t = computed[4] if computed is not None else dag.node(plan.source).schema.field(column).type
-    return StringDictionary(t.value_type if pa.types.is_dictionary(t) else t)
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return StringDictionary(t, carried=column in plan.carried_strings)
 
 
 def _weakly(method):

@@ -46,6 +46,7 @@ from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..errors import DataError, KernelError
 from ..kernels import joins as _joins
+from ..ops.joins import JoinOperator
 from ..ops.windows import WindowSpec
 from .boundary import readonly
 from .codegen import generate
@@ -116,6 +117,9 @@ class SourcePlan:
     #: Groups of (source, column) whose string dictionaries must be one object
     #: (the two sides of a string join key).
     shared_dictionaries: list = None
+    #: Encoded string columns whose codes only joins keep for their output (see
+    #: :func:`carried_strings`): their dictionaries are made ``carried``.
+    carried_strings: frozenset = frozenset()
     #: Step arguments an ArrowMap computes from the batch: name -> (node name, op, source columns,
     #: output index, Arrow type).
     arrow_maps: dict = None
@@ -255,12 +259,34 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
                       due_grids=sorted(set(grids)), upstream_stateful=upstream,
                       window_pieces=not gen.derived and any(isinstance(dag.nodes[nid].bound.spec, WindowSpec)
                                                             for nid in gen.stateful_ids),
-                      shared_dictionaries=gen.shared_dictionaries,
+                      shared_dictionaries=gen.shared_dictionaries, carried_strings=carried_strings(gen, dag),
                       arrow_maps={name: (dag.nodes[nid].name, dag.nodes[nid].op, cols, j, t)
                                   for name, (nid, cols, j, t) in gen.arrow_args.items()},
                       boundaries=gen.boundaries, derived=gen.derived,
                       step_args=_step_args(gen), sharded=sharded, n_returns=len(gen.returns),
                       settings=readonly(np.array(gen.settings, np.int64)))
+
+
+def carried_strings(gen: Gen, dag) -> frozenset:
+    """The encoded string columns of ``gen``'s step whose codes nothing compares: joins keep them for their
+    output, and no key, join key, aggregate, TopN or kernel of the step reads them.
+
+    Their dictionaries may give a repeated value a new code
+    (:class:`~laminar_jit.state.dictionary.StringDictionary` ``carried``): a join's rows keep codes only to
+    decode them, and the steps after a boundary encode strings with dictionaries of their own.
+    """
+    carried, compared = set(), set()
+    for nid, places in gen.value_dictionaries.items():
+        join = isinstance(dag.nodes[nid].op, JoinOperator)
+        for (what, port, _), origin in places.items():
+            if origin is not None and origin[0] == gen.source:
+                (carried if join and what == "payload" and port is not None else compared).add(origin[1])
+    for origins in gen.key_dictionaries.values():
+        compared.update(o[1] for o in origins if o is not None and o[0] == gen.source)
+    for group in gen.shared_dictionaries:
+        compared.update(column for source, column in group if source == gen.source)
+    compared.update(name[len(DICTIONARY_BYTES):] for name in gen.src_args if name.startswith(DICTIONARY_BYTES))
+    return frozenset((carried & gen.encoded) - compared)
 
 
 # ----------------------------------------------------------------------------- loading

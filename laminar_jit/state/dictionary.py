@@ -25,6 +25,19 @@ all known values, which rebuilds a hash set of the whole dictionary per batch
 — about 0.4 s per batch at a million known values — and a Python ``dict``
 over the distinct values, which is Python work per distinct value.)
 
+A *carried* dictionary (``carried=True``) holds a column whose codes nothing
+compares: no key, join key, aggregate or kernel reads them, a join only keeps
+them for its output (the executor decides; see
+``SourcePlan.carried_strings``). Once a batch of at least ``DIRECT_ROWS`` rows
+was mostly distinct (ids, urls, free text), it stops looking values up and
+appends each row's bytes with numpy slice copies. Codes stay dense and decode
+exactly, but a repeated value gets another code. Looking up a mostly distinct
+value in a table that outgrows the caches costs a cache miss or two per row;
+appending costs its bytes. Every ``CHECK_EVERY``-th batch appends only its
+distinct values (step 1, which keeps nothing between batches) and measures
+them: while batches are not mostly distinct, each appends only its distinct
+values, so repeated values cost a dictionary what its batches' distinct ones do.
+
 Values are stored as one growing byte buffer plus int64 offsets (the
 ``large_binary`` layout), so :meth:`StringDictionary.decode` is an Arrow
 ``take`` over a zero-copy view. Null model: a null row gets code -1 and
@@ -63,6 +76,8 @@ def _family(t: pa.DataType) -> str | None:
 #: ``DIRECT_ROWS`` rows were distinct (a smaller batch tells too little).
 DIRECT_SHARE = 0.5
 DIRECT_ROWS = 256
+#: A carried dictionary that appends rows checks every this many batches that they are still mostly distinct.
+CHECK_EVERY = 8
 
 
 class StringDictionary:
@@ -74,6 +89,11 @@ class StringDictionary:
         Type of the decoded values: ``string``, ``large_string`` or
         ``string_view`` for text (any of them is accepted by :meth:`encode`),
         ``binary``, ``large_binary`` or ``binary_view`` for bytes.
+    carried : bool, default False
+        The codes are only carried to outputs, never compared: once a batch
+        of at least ``DIRECT_ROWS`` rows was mostly distinct, values are
+        appended without a lookup, so equal values may get different codes
+        (each decodes to its value; see the module docstring).
 
     Examples
     --------
@@ -85,7 +105,7 @@ class StringDictionary:
     ['web', 'app', 'web']
     """
 
-    def __init__(self, value_type: pa.DataType = pa.string()):
+    def __init__(self, value_type: pa.DataType = pa.string(), carried: bool = False):
         family = _family(value_type)
         if family is None or pa.types.is_dictionary(value_type):
             raise TypeError(
@@ -101,6 +121,12 @@ class StringDictionary:
         #: Share of the last plain batch's rows that were distinct (or new): above ``DIRECT_SHARE``,
         #: the next batch without nulls is interned row by row, without a distinct pass first.
         self._distinct_share = 0.0
+        #: Whether the codes are only carried (see the module docstring).
+        self.carried = bool(carried)
+        #: Values appended after the table's (a carried dictionary that stopped looking values up), and
+        #: the batches it encoded since.
+        self._appended = 0
+        self._batches = 0
 
     @property
     def value_type(self) -> pa.DataType:
@@ -108,8 +134,9 @@ class StringDictionary:
         return self._value_type
 
     def __len__(self) -> int:
-        """Number of distinct values seen (the next new value gets this code)."""
-        return self._table.high_water
+        """Number of codes handed out (the next new value gets this code): the distinct values seen, but
+        for a carried dictionary's repeated values, which may have several."""
+        return self._table.high_water + self._appended
 
     def store(self) -> tuple[np.ndarray, np.ndarray]:
         """The values as compiled code reads them: ``(offsets, data)``, value ``c`` being the bytes
@@ -152,7 +179,23 @@ class StringDictionary:
                 f"StringDictionary.encode: values are {array.type}, expected {self._family} values "
                 f"for a dictionary of {self._value_type} — cast them with pyarrow.compute.cast")
         # Everything that can fail (casts) happens before the dictionary is touched.
-        if pa.types.is_dictionary(array.type):
+        add = self._intern
+        if self._appended or (self.carried and self._distinct_share > DIRECT_SHARE and len(array)):
+            # a carried dictionary no longer looks values up: a batch expected to be mostly distinct appends
+            # its rows; every CHECK_EVERY-th batch, and each batch after one that was not, appends its
+            # distinct values only and measures how distinct it was
+            self._batches += 1
+            if self._distinct_share > DIRECT_SHARE and self._batches % CHECK_EVERY:
+                return self._append_rows(array)
+            add = self._append_values
+            if pa.types.is_dictionary(array.type):
+                chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+                parts = [self._distinct_of_dictionary(chunk) for chunk in chunks]
+            else:
+                parts = [self._distinct_of_values(array)]
+            if len(array) >= DIRECT_ROWS:
+                self._distinct_share = sum(len(d) for d, _ in parts) / len(array)
+        elif pa.types.is_dictionary(array.type):
             chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
             parts = [self._distinct_of_dictionary(chunk) for chunk in chunks]
         elif not array.null_count and self._distinct_share > DIRECT_SHARE and len(array):
@@ -169,7 +212,7 @@ class StringDictionary:
             parts = [self._distinct_of_values(array)]
             if len(array) >= DIRECT_ROWS:
                 self._distinct_share = len(parts[0][0]) / len(array)
-        out = [self._codes(distinct, rows) for distinct, rows in parts]
+        out = [self._codes(distinct, rows, add) for distinct, rows in parts]
         if len(out) == 1:
             return out[0]
         if not out:
@@ -207,16 +250,18 @@ class StringDictionary:
         used = pc.dictionary_encode(chunk.indices)  # distinct indices in order of first use
         return self._readable(chunk.dictionary.take(used.dictionary)), used.indices
 
-    def _codes(self, distinct: pa.Array, rows: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    def _codes(self, distinct: pa.Array, rows: pa.Array, add) -> tuple[np.ndarray, np.ndarray]:
         """Codes per row from the batch's distinct values and the rows' indices into them.
 
-        A null index or a null distinct value is a null row (code -1).
+        ``add`` gives the distinct values codes (:meth:`_intern`, or :meth:`_append_values` for a
+        carried dictionary that stopped looking values up). A null index or a null distinct value is a
+        null row (code -1).
         """
         if distinct.null_count:  # only from a dictionary with null entries
             valid_distinct = distinct.is_valid().to_numpy(zero_copy_only=False)
-            interned = self._intern(distinct.filter(distinct.is_valid()))
+            interned = add(distinct.filter(distinct.is_valid()))
         else:
-            valid_distinct, interned = None, self._intern(distinct)
+            valid_distinct, interned = None, add(distinct)
         if valid_distinct is None and not rows.null_count:  # the common case: no nulls at all
             return interned[rows.to_numpy(zero_copy_only=False)], np.empty(0, np.bool_)
         # Null rows index one past the distinct values, where the code is -1.
@@ -256,12 +301,59 @@ class StringDictionary:
             raise RuntimeError("StringDictionary: ran out of room after reserve (a bug)")
         return codes
 
-    def _reserve(self, n_values: int, n_bytes: int) -> None:
+    def _append_rows(self, array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` of a carried dictionary that no longer looks values up, for a batch expected to be
+        mostly distinct: every non-null row's bytes are appended as the next code (numpy slice copies)."""
+        chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+        plain = []
+        for chunk in chunks:  # (casts first: failing changes nothing)
+            if pa.types.is_dictionary(chunk.type):
+                chunk = chunk.dictionary.take(chunk.indices)
+            plain.append(self._readable(chunk))
+        parts, nulls = [], False
+        for chunk in plain:
+            if not chunk.null_count:
+                parts.append(self._append_values(chunk))
+                continue
+            nulls = True
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+            codes = np.full(len(chunk), -1, np.int64)
+            codes[valid] = self._append_values(chunk.filter(valid))
+            parts.append(codes)
+        codes = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.empty(0, np.int64))
+        return codes, (codes >= 0 if nulls else np.empty(0, np.bool_))
+
+    def _append_values(self, values: pa.Array) -> np.ndarray:
+        """Append ``values`` (non-null, a type of ``_OFFSET_TYPES``) as new codes, without looking them up (numpy
+        slice copies of their offsets and bytes); return those codes."""
+        m = len(values)
+        count = len(self)
+        if m == 0:
+            return np.empty(0, np.int64)
+        _validity, offsets_buf, data_buf = values.buffers()
+        width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
+        offsets = np.frombuffer(offsets_buf, width, count=m + 1, offset=values.offset * width.itemsize)
+        start, stop = int(offsets[0]), int(offsets[-1])
+        self._reserve(m, stop - start, appending=True)
+        used = int(self._offsets[count])
+        self._offsets[count + 1: count + m + 1] = offsets[1:]
+        self._offsets[count + 1: count + m + 1] += used - start
+        if stop > start:
+            self._data[used: used + stop - start] = np.frombuffer(data_buf, np.uint8)[start:stop]
+        self._appended += m
+        return np.arange(count, count + m, dtype=np.int64)
+
+    def _reserve(self, n_values: int, n_bytes: int, appending: bool = False) -> None:
         # Grown arrays get only what is written so far (offsets of the codes handed out, their
         # bytes): memory past it is first touched when a string is appended there, so a
         # dictionary pays the page faults of what it holds, not of its capacity.
-        slot_capacity = self._table.reserve(n_values)
         count = len(self)
+        if appending:  # (the table no longer grows: the codes past its values are appended ones)
+            slot_capacity = count + n_values
+            if self._offsets.size < slot_capacity + 1:  # doubling: appends stay amortized O(1)
+                slot_capacity = max(slot_capacity, 2 * (self._offsets.size - 1))
+        else:
+            slot_capacity = self._table.reserve(n_values)
         if self._offsets.size < slot_capacity + 1:
             grown = np.empty(slot_capacity + 1, np.int64)
             grown[: count + 1] = self._offsets[: count + 1]
@@ -345,31 +437,41 @@ class StringDictionary:
         """
         if n >= len(self):
             return
-        rebuilt = StringDictionary.from_snapshot(self._store().slice(0, n), self._value_type)
+        rebuilt = StringDictionary.from_snapshot(self._store().slice(0, n), self._value_type, self.carried)
         self.__dict__.update(rebuilt.__dict__)
 
     @classmethod
     def from_snapshot(cls, values: pa.Array | pa.ChunkedArray,
-                      value_type: pa.DataType | None = None) -> "StringDictionary":
+                      value_type: pa.DataType | None = None, carried: bool = False) -> "StringDictionary":
         """Rebuild a dictionary whose codes are the positions in ``values``.
 
         Parameters
         ----------
         values : pyarrow.Array or pyarrow.ChunkedArray
-            Output of :meth:`snapshot`: distinct, non-null values.
+            Output of :meth:`snapshot`: distinct, non-null values (a carried
+            dictionary's may repeat a value).
         value_type : pyarrow.DataType, optional
             Type for :meth:`decode`; defaults to ``values.type``.
+        carried : bool, default False
+            Rebuild a carried dictionary (see the class).
 
         Raises
         ------
         ValueError
-            When ``values`` holds a null or a duplicate.
+            When ``values`` holds a null, or a duplicate and ``carried`` is False.
         """
-        dictionary = cls(values.type if value_type is None else value_type)
+        value_type = values.type if value_type is None else value_type
+        dictionary = cls(value_type, carried)
         if values.null_count:
             raise ValueError(f"StringDictionary snapshot: {values.null_count} null value(s); "
                              "a snapshot holds distinct non-null values")
         codes, _valid = dictionary.encode(values)
+        if len(dictionary) != len(values) and carried:  # it had appended repeated values: append them all
+            dictionary = cls(value_type, carried)
+            flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            if pa.types.is_dictionary(flat.type):
+                flat = flat.dictionary.take(flat.indices)
+            codes = dictionary._append_values(dictionary._readable(flat))
         if len(dictionary) != len(values):
             raise ValueError(f"StringDictionary snapshot: {len(values)} values but only "
                              f"{len(dictionary)} distinct")
