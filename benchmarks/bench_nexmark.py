@@ -239,8 +239,9 @@ class NexmarkPolars:
 
 
 class NexmarkFloor:
-    """q4's essential work on one thread (:func:`benchmarks.floors.q4_floor`): the yardstick between the engine's
-    q4 (``NexmarkQuery``) and DuckDB's (``NexmarkDuckDB``). ``setup`` checks its answer against DuckDB's."""
+    """q3's and q4's essential work on one thread (:func:`benchmarks.floors.q3_floor`, :func:`~benchmarks.floors.
+    q4_floor`): the yardsticks between the engine's queries (``NexmarkQuery``) and DuckDB's (``NexmarkDuckDB``).
+    ``setup`` checks their answers against DuckDB's."""
 
     timeout = 600
     number = 1
@@ -252,13 +253,19 @@ class NexmarkFloor:
         got = floors.q4_floor(self.chunks, MAX_DELAY)  # (compiles)
         con = lj.nexmark.duckdb_connection(nexmark_events())
         want = con.sql(lj.nexmark.SQL["q4"]).to_arrow_table().to_pydict()
+        self._q3 = con.sql(lj.nexmark.SQL["q3"]).to_arrow_table()
         con.close()
         want = dict(zip(want["category"], want["avg_final"]))
         assert got.keys() == want.keys() and all(abs(got[c] - want[c]) <= 1e-9 * abs(want[c]) for c in want), \
             (got, want)
+        got, want = pl.from_arrow(floors.q3_floor(self.chunks)), pl.from_arrow(self._q3)
+        assert got.sort(got.columns).equals(want.sort(want.columns)), (got, want)
 
     def time_q4_floor(self):
         floors.q4_floor(self.chunks, MAX_DELAY)
+
+    def time_q3_floor(self):
+        floors.q3_floor(self.chunks)
 
 
 # ----------------------------------------------------------------------------- memory
