@@ -92,7 +92,8 @@ def restore(dag, state, cp: Checkpoint) -> None:
             raise CheckpointError(f"checkpoint has no string dictionary for column {column!r} of source "
                                   f"{source!r}; restore onto the DAG the checkpoint was taken from")
         try:
-            dicts[(source, column)] = StringDictionary.from_snapshot(cp.dictionaries[key], current.value_type, current.carried)
+            dicts[(source, column)] = StringDictionary.from_snapshot(cp.dictionaries[key], current.value_type,
+                                                                     current.carried)
         except (ValueError, TypeError, pa.ArrowException) as e:
             raise CheckpointError(f"string dictionary of {key!r} in the checkpoint is invalid: {e}") from e
     missing = sorted(n.name for n in dag.nodes if n.name not in cp.watermarks)

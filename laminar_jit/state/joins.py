@@ -158,9 +158,6 @@ class JoinState(KeyedEntries):
         fields = {name: arr for name, arr, _ in self.rows[side]}
         lo = int(self.aux[base + 1])  # every row before it is free
         keep, new = live_rows(fields["flag"], lo, hw)
-        if keep.size != int(self.aux[base + 2]):  # (never seen: were a row before ``first`` live, scan them all)
-            lo = 0
-            keep, new = live_rows(fields["flag"], lo, hw)
         for name, arr in fields.items():
             if name in ("nxt", "prv"):  # (a link points at a live row or is -1)
                 compact_links(arr, keep, new, lo)
