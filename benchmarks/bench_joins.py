@@ -3,7 +3,8 @@
 * ``Asof``: 5 M trades joined with the prevailing quote among 5 M quotes over
   1,000 symbols (backward, inner) — DuckDB's ``ASOF JOIN``.
 * ``Interval``: 2 M rows per side over 10,000 keys, ``right.ts - left.ts``
-  within ±1 s — DuckDB's ``BETWEEN`` join.
+  within ±1 s — DuckDB's ``BETWEEN`` join. ``IntervalFloor``: its essential work
+  as one compiled loop over the same batches (``benchmarks/floors.py``).
 * ``SkewedInterval``: 1 M rows per side over 10,000 keys, one of which has
   ``hot_share`` of the rows, every row up to 100 ms late (the watermark's
   bound), within ±10 ms; with ``lead`` the right side runs 100 s of event
@@ -29,7 +30,7 @@ import pyarrow as pa
 
 import laminar_jit as lj
 
-from . import common
+from . import common, floors
 
 BATCH = 65_536
 TRADES = pa.schema([("ts", pa.int64()), ("symbol", pa.int64()), ("price", pa.float64()), ("size", pa.int64())])
@@ -194,6 +195,29 @@ class IntervalDuckDB(_DuckDB):
 
     make_tables = staticmethod(interval_tables)
     sql = "SELECT * FROM l JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 1000 AND l.ts + 1000"
+
+
+class IntervalFloor:
+    """The :class:`Interval` workload's essential work on one thread (:func:`benchmarks.floors.interval_floor`,
+    the same batches in the same order): the yardstick for its input rows per second. ``setup`` checks its
+    answer against :class:`IntervalDuckDB`'s query."""
+
+    timeout = 600
+
+    def setup(self):
+        left, right = interval_tables()
+        self.feed = _feed(left, right)
+        got = floors.interval_floor(self.feed, -1_000, 1_000)  # (compiles)
+        con = duckdb.connect()
+        con.register("l", left)
+        con.register("r", right)
+        want = con.sql(IntervalDuckDB.sql).to_arrow_table().rename_columns(got.column_names)
+        con.close()
+        order = [(c, "ascending") for c in got.column_names]
+        assert got.sort_by(order).equals(want.sort_by(order)), (got.num_rows, want.num_rows)
+
+    def time_floor(self):
+        floors.interval_floor(self.feed, -1_000, 1_000)
 
 
 class SkewedInterval(_Join):

@@ -26,8 +26,8 @@ the disk cache) in ``setup``, so timed runs never compile.
   unbounded state; q4: an interval join bounded on the bid side into keyed state; q5: sliding
   counts then top-1; q8: a window join), next to the peak of ``setup`` alone
   (the generated events and the compiled plan).
-* ``NexmarkFloor``: q4's essential work as one compiled loop on one thread
-  (``benchmarks/floors.py``; its answer checked against DuckDB's in ``setup``).
+* ``NexmarkFloor``: q3's, q4's and q8's essential work, each as one compiled loop on one
+  thread (``benchmarks/floors.py``; their answers checked against DuckDB's in ``setup``).
 * ``NexmarkGenerator``: generating 1 M events.
 * ``timeraw_nexmark_cold_start``: a new process imports laminar_jit,
   generates a first chunk, builds q5, loads its plans and gets a result.
@@ -239,9 +239,10 @@ class NexmarkPolars:
 
 
 class NexmarkFloor:
-    """q3's and q4's essential work on one thread (:func:`benchmarks.floors.q3_floor`, :func:`~benchmarks.floors.
-    q4_floor`): the yardsticks between the engine's queries (``NexmarkQuery``) and DuckDB's (``NexmarkDuckDB``).
-    ``setup`` checks their answers against DuckDB's."""
+    """q3's, q4's and q8's essential work on one thread (:func:`benchmarks.floors.q3_floor`,
+    :func:`~benchmarks.floors.q4_floor`, :func:`~benchmarks.floors.q8_floor`): the yardsticks between the
+    engine's queries (``NexmarkQuery``) and DuckDB's (``NexmarkDuckDB``). ``setup`` checks their answers
+    against DuckDB's."""
 
     timeout = 600
     number = 1
@@ -254,18 +255,25 @@ class NexmarkFloor:
         con = lj.nexmark.duckdb_connection(nexmark_events())
         want = con.sql(lj.nexmark.SQL["q4"]).to_arrow_table().to_pydict()
         self._q3 = con.sql(lj.nexmark.SQL["q3"]).to_arrow_table()
+        q8 = pl.from_arrow(con.sql(lj.nexmark.SQL["q8"]).to_arrow_table())
         con.close()
         want = dict(zip(want["category"], want["avg_final"]))
         assert got.keys() == want.keys() and all(abs(got[c] - want[c]) <= 1e-9 * abs(want[c]) for c in want), \
             (got, want)
         got, want = pl.from_arrow(floors.q3_floor(self.chunks)), pl.from_arrow(self._q3)
         assert got.sort(got.columns).equals(want.sort(want.columns)), (got, want)
+        got = pl.from_arrow(floors.q8_floor(self.chunks))
+        q8 = q8.select(got.columns).cast(dict(got.schema))
+        assert got.sort(got.columns).equals(q8.sort(got.columns)), (got, q8)
 
     def time_q4_floor(self):
         floors.q4_floor(self.chunks, MAX_DELAY)
 
     def time_q3_floor(self):
         floors.q3_floor(self.chunks)
+
+    def time_q8_floor(self):
+        floors.q8_floor(self.chunks)
 
 
 # ----------------------------------------------------------------------------- memory
