@@ -53,6 +53,14 @@ def _tail(data, p, n):
 
 
 @njit_borrowing
+def _last_word(data, p, n):
+    """:func:`_tail` as one load and a mask, where the buffer has 8 bytes from ``p``."""
+    if p + 8 <= data.size:
+        return load_u64(data, p) & ((np.uint64(1) << (_S8 * np.uint64(n))) - np.uint64(1))
+    return _tail(data, p, n)
+
+
+@njit_borrowing
 def fingerprint_bytes(data, start, stop):
     """Two independent 64-bit hashes of ``data[start:stop]`` (uint8), as int64 (a width-2 key).
 
@@ -73,7 +81,7 @@ def fingerprint_bytes(data, start, stop):
         h1 ^= h1 >> _S31
         p += 8
     if p < stop:
-        w = _tail(data, p, stop - p)
+        w = _last_word(data, p, stop - p)
         h0 = (h0 ^ w) * _MUL1
         h0 ^= h0 >> _S29
         h1 = (h1 ^ w) * _MUL2
@@ -83,12 +91,18 @@ def fingerprint_bytes(data, start, stop):
 
 
 @njit_borrowing
-def _same_bytes(data, start, stop, store_data, store_start, store_stop):
-    if stop - start != store_stop - store_start:
+def _equal_bytes(data, start, stop, store_data, store_start, store_stop):
+    """Whether two byte strings are equal, compared eight bytes at a time."""
+    n = stop - start
+    if n != store_stop - store_start:
         return False
-    for p in range(stop - start):
-        if data[start + p] != store_data[store_start + p]:
+    p = 0
+    while p + 8 <= n:
+        if load_u64(data, start + p) != load_u64(store_data, store_start + p):
             return False
+        p += 8
+    if p < n:
+        return _last_word(data, start + p, n - p) == _last_word(store_data, store_start + p, n - p)
     return True
 
 
@@ -163,20 +177,12 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
                     store_offsets[slot + 1] = end + (stop - start)
                     added += 1
                     code = slot
-                elif _same_bytes(data, start, stop, store_data, store_offsets[slot], store_offsets[slot + 1]):
+                elif _equal_bytes(data, start, stop, store_data, store_offsets[slot], store_offsets[slot + 1]):
                     code = slot
                 else:
                     k1 = np.int64(mix64(k1))
             out_codes[i] = code
     return added
-
-
-@njit_borrowing
-def _last_word(data, p, n):
-    """:func:`_tail` as one load and a mask, where the buffer has 8 bytes from ``p``."""
-    if p + 8 <= data.size:
-        return load_u64(data, p) & ((np.uint64(1) << (_S8 * np.uint64(n))) - np.uint64(1))
-    return _tail(data, p, n)
 
 
 @njit_borrowing
@@ -192,22 +198,6 @@ def quick_hash(data, start, stop, shift):
     if p < stop:
         h = (h ^ _last_word(data, p, stop - p)) * _MUL1
     return np.int64((h >> np.uint64(shift - 1)) >> np.uint64(1))  # (two shifts: 64 bits is one too many for one)
-
-
-@njit_borrowing
-def _equal_bytes(data, start, stop, store_data, store_start, store_stop):
-    """Whether two byte strings are equal, compared eight bytes at a time."""
-    n = stop - start
-    if n != store_stop - store_start:
-        return False
-    p = 0
-    while p + 8 <= n:
-        if load_u64(data, start + p) != load_u64(store_data, store_start + p):
-            return False
-        p += 8
-    if p < n:
-        return _last_word(data, start + p, n - p) == _last_word(store_data, store_start + p, n - p)
-    return True
 
 
 @njit
