@@ -85,6 +85,15 @@ def _family(t: pa.DataType) -> str | None:
     return None
 
 
+def _offsets_and_bytes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-copy views of a non-empty array of a type of ``_OFFSET_TYPES``: its ``len + 1`` offsets (int32 or
+    int64, as stored) and its whole data buffer (uint8)."""
+    _validity, offsets_buf, data_buf = values.buffers()
+    width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
+    offsets = np.frombuffer(offsets_buf, width, count=len(values) + 1, offset=values.offset * width.itemsize)
+    return offsets, (np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8))
+
+
 #: A plain batch is interned row by row when more than this share of the rows of the last batch of at least
 #: ``DIRECT_ROWS`` rows were distinct (a smaller batch tells too little).
 DIRECT_SHARE = 0.5
@@ -311,11 +320,8 @@ class StringDictionary:
         codes = np.empty(m, np.int64)
         if m == 0:
             return codes
-        _validity, offsets_buf, data_buf = distinct.buffers()
-        width = np.dtype(np.int64 if distinct.type in _LARGE_TYPES else np.int32)
-        offsets = np.frombuffer(offsets_buf, width, count=m + 1, offset=distinct.offset * width.itemsize)
+        offsets, data = _offsets_and_bytes(distinct)
         offsets = offsets.astype(np.int64, copy=False)
-        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
         self._reserve(m, int(offsets[-1] - offsets[0]))
         table = self._table
         added = intern_bytes(table.buckets, table.keys, table.meta, table.free,
@@ -336,10 +342,7 @@ class StringDictionary:
         if m == 0:
             return codes, 0
         valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else np.empty(0, np.bool_)
-        _validity, offsets_buf, data_buf = values.buffers()
-        width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
-        offsets = np.frombuffer(offsets_buf, width, count=m + 1, offset=values.offset * width.itemsize)
-        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+        offsets, data = _offsets_and_bytes(values)
         wanted = min(CACHE_MAX, max(CACHE_MIN, 1 << max(4 * len(self), m).bit_length()))
         if self._cache.size < wanted:  # (codes cached so far are found again in the table)
             self._cache = np.full(wanted, -1, np.int64)
@@ -385,16 +388,14 @@ class StringDictionary:
         count = len(self)
         if m == 0:
             return np.empty(0, np.int64)
-        _validity, offsets_buf, data_buf = values.buffers()
-        width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
-        offsets = np.frombuffer(offsets_buf, width, count=m + 1, offset=values.offset * width.itemsize)
+        offsets, data = _offsets_and_bytes(values)
         start, stop = int(offsets[0]), int(offsets[-1])
         self._reserve(m, stop - start, appending=True)
         used = int(self._offsets[count])
         self._offsets[count + 1: count + m + 1] = offsets[1:]
         self._offsets[count + 1: count + m + 1] += used - start
         if stop > start:
-            self._data[used: used + stop - start] = np.frombuffer(data_buf, np.uint8)[start:stop]
+            self._data[used: used + stop - start] = data[start:stop]
         self._appended += m
         return np.arange(count, count + m, dtype=np.int64)
 
