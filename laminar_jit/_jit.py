@@ -12,8 +12,8 @@ visible and changeable in one spot:
   Arrow and Polars, instead of raising inside a compiled loop;
 * an explicit fastmath flag set *without* ``nnan``/``ninf``: null handling and
   NaN-aware aggregates compare against NaN and must keep doing so;
-* a plan's generated glue (its ``step``, a key shard's ``shard_run``) is
-  optimized by one module pass instead of Numba's two (:func:`compiling_glue`).
+* a plan's generated glue (its ``step``) is optimized by one module pass
+  instead of Numba's two (:func:`compiling_glue`).
 """
 
 from __future__ import annotations
@@ -99,9 +99,8 @@ def plain_njit(fn):
     return numba.njit(nogil=True, cache=False, fastmath=FASTMATH, error_model="numpy", inline="always")(fn)
 
 
-#: The functions of a plan that are glue (see :func:`compiling_glue`): the generated ``step`` and a key
-#: shard's ``shard_run``.
-GLUE_FUNCTIONS = frozenset({"step", "shard_run"})
+#: The functions of a plan that are glue (see :func:`compiling_glue`): the generated ``step``.
+GLUE_FUNCTIONS = frozenset({"step"})
 _glue = threading.local()
 
 

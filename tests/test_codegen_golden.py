@@ -197,8 +197,8 @@ def test_generated_step_matches_golden(case):
 
 
 def test_key_shard_step_matches_golden():
-    # a key shard's plan: the step reads the shard's rows (``shard_rows``) of each piece, and
-    # ``shard_run`` runs the pieces and concatenates the sinks' rows (see executor/shards.py)
+    # a key shard's plan: the step reads the shard's rows (``shard_rows``) of each piece; a ShardStep
+    # runs the pieces and concatenates the sinks' rows (see executor/pieces.py)
     _compare(GOLDEN / "tumbling_shard__s.py", render_plan(tumbling(), "s", cacheable=True, sharded=True))
 
 

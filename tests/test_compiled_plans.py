@@ -294,6 +294,34 @@ def test_split_shared_moves_helpers_that_read_no_kernel_and_no_other_helper():
     assert split_shared(text, {"kernel_1"}, ["numba-version"])[1][0].module == helpers[0].module
 
 
+def test_a_kernel_module_stamp_enters_only_the_helpers_that_reach_it():
+    # changelog.py is stamped into the plans that link it; over.py imports it, alloc.py does not
+    from laminar_jit.executor.shared import kernels_reached, split_shared
+
+    assert {"over.py", "changelog.py", "hashtable.py"} <= kernels_reached(["over"])
+    assert "changelog.py" not in kernels_reached(["alloc", "joins"])
+    text = textwrap.dedent('''
+        import numpy as np
+        from laminar_jit.kernels.alloc import empty
+        from laminar_jit.kernels.over import over_update
+
+
+        @njit
+        def fire_2(cnt):
+            return empty(cnt, np.int64)
+
+
+        @njit
+        def over_3(cnt):
+            return over_update(cnt)
+        ''')
+    plain = {h.name: h.module for h in split_shared(text, set(), ["numba-version"])[1]}
+    stamped = {h.name: h.module for h in split_shared(text, set(), ["numba-version"], ["kernels/changelog.py=1"])[1]}
+    edited = {h.name: h.module for h in split_shared(text, set(), ["numba-version"], ["kernels/changelog.py=2"])[1]}
+    assert stamped["fire_2"] == plain["fire_2"] == edited["fire_2"]
+    assert len({plain["over_3"], stamped["over_3"], edited["over_3"]}) == 3
+
+
 ONE_SIGNATURE = textwrap.dedent("""
     import json, sys
     import pyarrow as pa

@@ -83,6 +83,16 @@ def test_other_calls_are_left_alone():
     assert text == source and not imports
 
 
+def test_expansions_are_numbered_per_function():
+    # a helper's text must not depend on what the plan inlined before it: plans share helpers by their text
+    one = "def a(b, k):\n    x = ht_find(b, k, 1, 2)\n    return x\n"
+    two = "def c(b, k):\n    y = ht_find(b, k, 3, 4)\n    z = ht_find(b, k, 5, 6)\n    return z\n"
+    alone, _ = inline_calls(one, TABLE_KERNELS)
+    after, _ = inline_calls(two + one, TABLE_KERNELS)
+    assert after.endswith(alone)
+    assert alone != one
+
+
 def test_a_kernel_with_an_early_return_is_refused():
     def early(x):
         if x > 0:

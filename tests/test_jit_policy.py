@@ -78,11 +78,11 @@ def _module_passes(dispatcher) -> int:
 def test_a_plans_glue_gets_one_module_pass_and_what_it_calls_two():
     from laminar_jit._jit import compiling_glue
 
-    step, shard_run, other = (_defined(name, "return helper(a) + 1") for name in ("step", "shard_run", "other"))
+    step, other = (_defined(name, "return helper(a) + 1") for name in ("step", "other"))
     late_step = _defined("step", "return helper(a) + 2")
     a = np.arange(10, dtype=np.int64)
     with compiling_glue():
-        assert step(a) == shard_run(a) == other(a) == 46
+        assert step(a) == other(a) == 46
     assert late_step(a) == 47  # a function named step outside the block
-    assert _module_passes(step) == _module_passes(shard_run) == 1
+    assert _module_passes(step) == 1
     assert _module_passes(other) == _module_passes(late_step) == _module_passes(_glue_helper) == 2

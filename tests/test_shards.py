@@ -173,6 +173,51 @@ def test_merges_cut_into_a_part_per_thread_give_one_executors_rows(name, shards,
     assert got[1] == want[1]
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), cut_at=st.lists(st.integers(0, 40), max_size=4), seed=st.integers(0, 2**16))
+def test_a_shard_step_runs_the_pieces_and_appends_their_results(n, cut_at, seed):
+    # ShardStep against the step called once on the whole batch: a step that passes on its rows, a column
+    # of their values (with nulls where the value is odd, or none), and a boundary node's watermark
+    from laminar_jit.executor.pieces import PieceLayout, ShardStep
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, rng.integers(0, n + 1), replace=False)).astype(np.int32) if n else \
+        np.empty(0, np.int32)
+    values = rng.integers(0, 9, n)
+    cuts = np.array([0, *sorted({c for c in cut_at if 0 < c < n}), n], np.int64)  # as DagExecutor._cuts
+    wms = np.cumsum(rng.integers(0, 3, n + 1))
+    nulls_in = rng.integers(0, 3)  # 0: no piece has nulls, 1: every piece, 2: pieces from row n // 2 on
+
+    def step(m, col, col_valid, bytes_, offsets, settings_, metrics, wm, idle, shard_rows, source_wms, state):
+        assert col.size == m and bytes_.size == 3 and source_wms.size == m + 1
+        vals = col[shard_rows]
+        odd = vals % 2 == 0
+        first = int(source_wms[0])
+        valid = odd if nulls_in == 1 or (nulls_in == 2 and first >= wms[n // 2]) else np.empty(0, np.bool_)
+        wm[7] = source_wms[-1]
+        state[0] += 1
+        return shard_rows, False, vals, valid
+
+    layout = PieceLayout(columns=3, whole=frozenset({2}), rows=(0,), values=(2,), boundaries=(7,), returns=4)
+    wm, state = np.zeros(8, np.int64), np.zeros(1, np.int64)
+    got = ShardStep(step, layout)(rows, cuts, wms, values, np.ones(n, bool), np.arange(3), None, None, None,
+                                  wm, None, state)
+    assert state[0] == cuts.size - 1
+    assert got[0].dtype == np.int64 and got[0].tolist() == rows.tolist()
+    pieces = np.searchsorted(rows, cuts)
+    assert got[1].tolist() == (pieces - pieces[0]).tolist()  # where each piece's rows start
+    assert got[2].tolist() == values[rows].tolist()
+    want_valid, masked = [], False
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        piece = values[rows[(rows >= lo) & (rows < hi)]]
+        nulls = nulls_in == 1 or (nulls_in == 2 and wms[lo] >= wms[n // 2])
+        masked |= bool(nulls and piece.size)
+        want_valid += (piece % 2 == 0).tolist() if nulls else [True] * piece.size
+    assert got[3].tolist() == (want_valid if masked else [])  # a flag per row once some piece has nulls
+    assert got[4].tolist() == [0] + [int(wms[c]) for c in cuts[1:-1]]  # the boundary's watermark before each
+    assert got[5].tolist() == [int(wms[c]) for c in cuts[1:]]
+
+
 @pytest.mark.parametrize("name", ["tumbling", "sliding", "dedup+topn"])
 def test_a_batch_in_one_piece_or_many_gives_one_executors_rows(name, monkeypatch):
     # a shard call of one piece returns the step's arrays as they are; of more, copies them one after the other

@@ -146,6 +146,10 @@ _MAX_DEPTH = 4  # kernels inlined into kernels (a probe, its insert, the insert'
 def _inline_lines(source_lines, kernels, serial, imports, depth) -> list[str]:
     lines = []
     for line in source_lines:
+        if depth == 0 and line.startswith("def "):
+            # expansions are numbered per function (their names are its locals): a helper's text
+            # then does not depend on what the plan inlined before it, so plans share it
+            serial = itertools.count()
         m = _CALL.match(line)
         kernel = _kernel(kernels[m["fn"]]) if m and m["fn"] in kernels and depth < _MAX_DEPTH else None
         call = ast.parse(m["call"], mode="eval").body if kernel else None

@@ -54,6 +54,7 @@ from .steps import ancestors, boundary_nodes, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, SOURCE_WMS, Gen, SinkLayout
 from .inlining import inline_calls
 from .plancache import cache_dir, compile_lock, write_and_import
+from .pieces import PieceLayout, ShardStep
 from .shared import SCHEME as SHARED_SCHEME, load_shared, split_shared
 
 __all__ = ["WINDOW_PIECE_ROWS", "SinkLayout", "SourcePlan", "boundary_nodes", "cache_dir", "compile_plan"]
@@ -132,9 +133,9 @@ class SourcePlan:
     arg_recipe: tuple = None
     #: Parameter names of the step, in order.
     step_args: list = None
-    #: A key shard's plan: ``step`` is its ``shard_run`` (see :data:`_SHARD_RUN`).
+    #: A key shard's plan: ``step`` is a :class:`~.pieces.ShardStep` running the compiled step piece by piece.
     sharded: bool = False
-    #: Arrays of the step's result before, in a key shard's ``shard_run``, each boundary node's watermark
+    #: Arrays of the step's result before, in a key shard's :class:`~.pieces.ShardStep`'s, each boundary node's watermark
     #: before and after every piece (two arrays per entry of ``boundaries``).
     n_returns: int = 0
     #: Values of the settings the step reads at run time (see ``Gen.setting``), as int64.
@@ -146,7 +147,7 @@ class SourcePlan:
 
     @property
     def step(self):
-        """The compiled step (``shard_run`` for a key shard's plan), compiled on first use."""
+        """The compiled step (a key shard's: its :class:`~.pieces.ShardStep`), compiled on first use."""
         return self.load()._step
 
     def load(self) -> SourcePlan:
@@ -208,9 +209,9 @@ def compile_plan(dag, source: str, sharded: bool = False) -> SourcePlan:
 
     The step itself is compiled, or loaded from the on-disk cache, by :meth:`SourcePlan.load`
     or when :attr:`SourcePlan.step` is first read. ``sharded``: the plan of a key shard, whose
-    ``step`` is ``shard_run(rows, cuts, ...)``: the shard's rows ``rows`` (positions in the batch)
-    of each piece ``cuts[p]:cuts[p + 1]`` of a batch through the step, in one compiled call (see
-    :mod:`.shards`).
+    ``step`` is ``step(rows, cuts, ...)``: the shard's rows ``rows`` (positions in the batch)
+    of each piece ``cuts[p]:cuts[p + 1]`` of a batch through the compiled step (see
+    :class:`.pieces.ShardStep` and :mod:`.shards`).
     """
     with _MEMO_LOCK:
         plan = _PLAN_MEMO.get(dag, {}).get((source, sharded))
@@ -241,8 +242,9 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
     digest = hashlib.sha256("|".join([text, numba.__version__, _KERNELS_STAMP, SHARED_SCHEME,
                                       *gen.fingerprints]).encode()).hexdigest()[:32]
     # (the loader holds what compiling needs, not ``gen``: a memoized plan must not keep its DAG alive)
-    loader = partial(_load_step, source, sharded, text, digest, _signature(gen, dag, source, args), cacheable,
-                     gen.kernels, [f for f in gen.fingerprints if f.startswith("kernels/")])
+    loader = partial(_load_step, source, _piece_layout(gen) if sharded else None, text, digest,
+                     _signature(gen, dag, source, args), cacheable, gen.kernels,
+                     [f for f in gen.fingerprints if f.startswith("kernels/")])
     parallel_safe = not gen.stateful_ids and not gen.boundaries  # (slices run no boundary steps)
     grids = []
     for nid in gen.stateful_ids if not gen.derived else ():  # a derived plan's rows share one watermark
@@ -291,24 +293,27 @@ def carried_strings(gen: Gen, dag) -> frozenset:
 
 # ----------------------------------------------------------------------------- loading
 
-def _load_step(source: str, sharded: bool, text: str, digest: str, signature: tuple, cacheable: bool,
+def _load_step(source: str, pieces: PieceLayout | None, text: str, digest: str, signature: tuple, cacheable: bool,
                kernels: dict, kernel_fingerprints: list) -> tuple:
-    """The plan's step (from the in-process memo, the disk cache, or compiled); seconds spent; whether cached."""
+    """The plan's step (from the in-process memo, the disk cache, or compiled); seconds spent; whether cached.
+    ``pieces``: a key shard's plan, whose step is called through a :class:`.pieces.ShardStep`."""
     with _MEMO_LOCK:
         step = _STEP_MEMO.get(digest) if cacheable else None
         if step is not None:
             return step, 0.0, cacheable
         with compile_lock(digest, source, cacheable):
             cached = cacheable and os.path.exists(os.path.join(cache_dir(), "plans", f"p_{digest}.py"))
-            which = f"{'key-shard ' if sharded else ''}plan for source {source!r}"
+            which = f"{'key-shard ' if pieces else ''}plan for source {source!r}"
             what = (f"loading {which} from the disk cache" if cached else
                     f"compiling {which}" + (" (first run; cached afterwards)" if cacheable else ""))
             # helpers no user kernel reaches are compiled once for every plan that writes them
             # (parsed only here: a memoized step skips it, so a new executor of a known DAG is cheap)
-            shared = split_shared(text, kernels, [numba.__version__, _KERNELS_STAMP, *kernel_fingerprints]) \
+            shared = split_shared(text, kernels, [numba.__version__, _KERNELS_STAMP], kernel_fingerprints) \
                 if cacheable else (text, [])
             with compiling(what) as took:
-                step, cacheable = _load(kernels, sharded, text, shared, digest, cacheable, signature)
+                step, cacheable = _load(kernels, text, shared, digest, cacheable, signature)
+            if pieces is not None:
+                step = ShardStep(step, pieces)
         if cacheable:
             _STEP_MEMO[digest] = step
     return step, took["seconds"], cacheable
@@ -362,15 +367,12 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     parts = [_HEADER.format(source_id=gen.dag.node(source).id,
                             decorator="njit" if cacheable else "njit_nocache")]
     parts += gen.funcs
-    # a key shard's step is called only from its shard_run
-    parts.append(f"\n@{'njit' if gen.sharded else 'jit(no_cfunc_wrapper=True)'}\ndef step({', '.join(args)}):")
+    parts.append(f"\n@jit(no_cfunc_wrapper=True)\ndef step({', '.join(args)}):")
     parts.append('    """Process one batch of the source through every node it reaches."""')
     if any(ALL_ROWS in line for line in gen.body + gen.returns):
         parts.append(f"    {ALL_ROWS} = identity(n)")
     parts += gen.body
     parts.append("    return (" + ", ".join(gen.returns) + ",)\n")
-    if gen.sharded:
-        parts.append(_shard_run(gen, args, _runs_in_pieces(gen.dag, source)))
     text, imports = inline_calls(_unread_row_watermarks("\n".join(parts)), _INLINED)
     imports |= gen.imports
     extra = "".join(f"from {module} import {name}\n" for module, name in sorted(imports))
@@ -378,126 +380,19 @@ def _render(gen: Gen, source: str, cacheable: bool) -> str:
     return head + extra + sep + rest
 
 
-_SHARD_RUN = '''
-from laminar_jit.kernels.merging import append_rows, append_valid, append_values, piece_rows
 
-
-@jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, wms, {params}):
-    """A key shard's rows of a batch through the step, piece by piece; the sinks' rows of all pieces.
-
-    ``rows`` are the shard's rows (ascending positions in the batch) and
-    ``cuts`` the batch's pieces: the step runs on each piece ``cuts[p]:cuts[p + 1]``
-    whole (so every shard sees the same watermarks: ``wms``, the source's
-    watermark before each row of the batch and after its last, or empty for
-    a stage without one) with the shard's rows of it as its source rows.
-    Returns the step's result tuple with every sink's arrays appended over
-    the pieces (one piece: the step's own arrays): its ``rows`` as positions
-    in the batch, and in place of its ``ident`` flag where each piece's rows start.
-    One compiled call per batch: calling the step piece by piece from Python
-    would take the GIL between pieces. (The results are appended as they come,
-    with one call of the step in the text: typed lists of the results, or a
-    second call, cost seconds of compile time each. The result tuple is unpacked
-    into one name per result at once: indexing it where each result is used
-    took LLVM twice as long to optimize.)
-    """
-    a = np.int64(0)  # int64 zeros and a bool_, not literals: a literal argument compiles a helper twice
-{marks}    for p in range(cuts.size - 1):
-        lo = cuts[p]
-        hi = cuts[p + 1]
-        if cuts.size == 2:  # one piece: the shard's rows as they are
-            shard_rows = rows
-        else:
-            shard_rows, a = piece_rows(rows, a, lo, hi)
-        source_wms = wms[lo:hi + 1]
-{before8}        {results} = step({call})
-{after8}        if p == 0:  # the first piece's results give the arrays' types (and sizes: about this many per piece)
-{start12}        if cuts.size == 2:  # one piece: its arrays are the results, not copied
-{direct12}        else:
-{append12}{trim4}    return ({returns},)
-'''
-
-#: ``shard_run`` of a source whose batches always run in one piece (no window-family node in its plan):
-#: no loop, so no result is carried from piece to piece (LLVM took 30-50 s to optimize that loop in the
-#: ``shard_run`` of a step with a hundred results).
-_SHARD_RUN_WHOLE = '''
-@jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, wms, {params}):
-    """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
-
-    As the ``shard_run`` of a source whose batches run in pieces, for one piece: the step's result
-    tuple with every sink's ``rows`` as positions in the batch and in place of its ``ident`` flag
-    ``[0, rows]``, and per boundary node its watermark before and after the step.
-    """
-    if cuts.size != 2:
-        raise ValueError("laminar_jit: a key shard of a source without windows ran a batch in pieces")
-    p = 0
-    lo = cuts[0]
-    hi = cuts[1]
-    shard_rows = rows
-    source_wms = wms[lo:hi + 1]
-{marks}{before}    {results} = step({call})
-{after}{direct}{trim}    return ({returns},)
-'''
-
-
-def _indented(lines: list[str], depth: int) -> str:
-    """``lines`` of generated code, each indented by ``depth`` spaces and ended."""
-    return "".join(" " * depth + line + "\n" for line in lines)
-
-
-def _shard_run(gen: Gen, args: list[str], pieces: bool) -> str:
-    """Text of a key shard's ``shard_run`` (see :data:`_SHARD_RUN`; ``pieces=False``: :data:`_SHARD_RUN_WHOLE`);
-    after the step's result it returns, per boundary node, the node's watermark before and after each piece
-    (the next stage runs piece by piece)."""
-    cols = args[1:args.index("offsets")]
-    rest = args[args.index("offsets"):]
-    # a string dictionary's (offsets, bytes) are not per row: every piece reads them whole
+def _piece_layout(gen: Gen) -> PieceLayout:
+    """Where a key shard's step has its column arguments and its results (see :class:`.pieces.ShardStep`)."""
     whole = {name for column, pair in gen.src_args.items() if column.startswith(DICTIONARY_BYTES) for name in pair}
-    call = ", ".join(["hi - lo", *(c if c in whole else f"{c}[lo:hi]" for c in cols), *rest])
-    start, append, direct, returns = [], [], [], {}
+    columns = [name for pair in gen.src_args.values() for name in pair]
+    rows, values = [], []
     for layout in [*gen.sinks, *gen.boundaries]:  # (a join's rows that feed stateful operators: as a sink's)
-        k = layout.offset
-        start += [f"o{k} = empty(r{k}.size * (cuts.size - 1), np.int64)", f"n{k} = np.int64(0)",
-                  f"o{k + 1} = zeros(cuts.size, np.int64)"]
-        append += [f"o{k}, n{k} = append_rows(o{k}, n{k}, r{k}, lo)", f"o{k + 1}[p + 1] = n{k}"]
-        direct += [f"o{k} = r{k}.astype(np.int64)", f"n{k} = o{k}.size", f"o{k + 1} = zeros(cuts.size, np.int64)",
-                   f"o{k + 1}[1] = n{k}"]
-        returns[k], returns[k + 1] = f"o{k}[:n{k}]", f"o{k + 1}"
-        for k in [col.pos for col in layout.columns if col.kind != "take"] + list(layout.ties):
-            start += [f"o{k} = empty(r{k}.size * (cuts.size - 1), r{k}.dtype)", f"n{k} = np.int64(0)",
-                      f"o{k + 1} = empty(0, np.bool_)", f"masked{k} = np.bool_(False)"]
-            append += [f"o{k + 1}, masked{k} = append_valid(o{k + 1}, n{k}, r{k + 1}, r{k}.size, masked{k})",
-                       f"o{k}, n{k} = append_values(o{k}, n{k}, r{k})"]
-            direct += [f"o{k} = r{k}", f"n{k} = o{k}.size", f"o{k + 1} = r{k + 1}", f"masked{k} = o{k + 1}.size > 0"]
-            returns[k] = f"o{k}[:n{k}]"
-            returns[k + 1] = f"o{k + 1}[:n{k} if masked{k} else 0]"
-    assert sorted(returns) == list(range(len(gen.returns))), "a key shard's step returns only its sinks' rows"
-    # each boundary node's watermark before and after every piece (the next stage runs piece by piece)
-    marks = _indented([f"{x}{j} = empty(cuts.size - 1, np.int64)"
-                       for j in range(len(gen.boundaries)) for x in ("wb", "wa")], 4)
-    names = [f"t{k}" for k in range(len(gen.returns))] + [f"w{x}{j}" for j in range(len(gen.boundaries)) for x in "ba"]
-    before = [f"wb{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
-    after = [f"wa{j}[p] = wm[{layout.node_id}]" for j, layout in enumerate(gen.boundaries)]
-    # named before the return: a tuple display of many slices compiles to an op-code Numba lacks
-    trim = [f"t{k} = {returns[k]}" for k in range(len(gen.returns))]
-    common = dict(results="".join(f"r{k}, " for k in range(len(gen.returns))), call=call, marks=marks,
-                  params=", ".join(cols + [a for a in rest if a not in (SHARD_ROWS, SOURCE_WMS)]),
-                  returns=", ".join(names))
-    if not pieces:
-        return _SHARD_RUN_WHOLE.format(**common, before=_indented(before, 4), after=_indented(after, 4),
-                                       direct=_indented(direct, 4), trim=_indented(trim, 4))
-    return _SHARD_RUN.format(**common, before8=_indented(before, 8), after8=_indented(after, 8),
-                             start12=_indented(start, 12), direct12=_indented(direct, 12),
-                             append12=_indented(append, 12), trim4=_indented(trim, 4))
-
-
-def _runs_in_pieces(dag, root: str) -> bool:
-    """Whether a batch of ``root`` may run in more than one piece (``DagExecutor._cuts``): ``root`` is a source
-    whose plan has a window-family node (a key shard's stage of a boundary node's rows runs in one piece)."""
-    if dag.node(root).kind != "source":
-        return False
-    return any(isinstance(getattr(dag.nodes[nid].bound, "spec", None), WindowSpec) for nid in plan_nodes(dag, root))
+        rows.append(layout.offset)
+        values += [col.pos for col in layout.columns if col.kind != "take"] + list(layout.ties)
+    assert sorted([*rows, *(k + 1 for k in rows), *values, *(k + 1 for k in values)]) == list(range(len(gen.returns))), \
+        "a key shard's step returns only its sinks' rows"
+    return PieceLayout(len(columns), frozenset(i for i, name in enumerate(columns) if name in whole), tuple(rows),
+                       tuple(values), tuple(layout.node_id for layout in gen.boundaries), len(gen.returns))
 
 
 def _unread_row_watermarks(text: str) -> str:
@@ -520,15 +415,15 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     """Numba argument types of the step, as the executor calls it (read-only column views)."""
     ro = lambda dtype: numba.types.Array(numba.from_dtype(dtype), 1, "C", readonly=True)  # noqa: E731
     int64s = numba.types.Array(numba.types.int64, 1, "C")
-    # shard_run(rows, cuts, wms, ...) or step(n, ...)
-    sig = [numba.types.Array(numba.types.int32, 1, "C"), int64s, int64s] if gen.sharded else [numba.types.int64]
+    sig = [numba.types.int64]
     for name, dtype, _, _ in args:
         if name.startswith(DICTIONARY_BYTES):  # a string dictionary's (offsets, data)
             sig += [ro(np.dtype(np.int64)), ro(np.dtype(np.uint8))]
         else:
             sig += [ro(np.dtype(dtype)), ro(np.dtype(np.bool_))]
-    sig += [ro(np.dtype(np.int32)), ro(np.dtype(np.int64)), numba.types.Array(numba.types.int64, 1, "C"),
-            numba.types.Array(numba.types.int64, 1, "C"), numba.types.Array(numba.types.bool_, 1, "C")]
+    sig += [ro(np.dtype(np.int32)), ro(np.dtype(np.int64)), int64s, int64s, numba.types.Array(numba.types.bool_, 1, "C")]
+    if gen.sharded:  # (shard_rows, source_wms)
+        sig += [numba.types.Array(numba.types.int32, 1, "C"), int64s]
     for nid in gen.stateful_ids:
         node = dag.nodes[nid]
         sig += [numba.typeof(a) for a in node.op.new_state(node.bound, capacity=1).arrays()]
@@ -537,7 +432,7 @@ def _signature(gen: Gen, dag, source: str, args) -> tuple:
     return tuple(sig)
 
 
-def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, cacheable: bool, signature: tuple):
+def _load(kernels: dict, text: str, shared: tuple, digest: str, cacheable: bool, signature: tuple):
     """Write the plan to the plan cache (once, atomically), import it, and compile the step.
 
     ``shared`` is ``text`` split by :func:`.shared.split_shared`: the plan's own text and
@@ -549,7 +444,7 @@ def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, c
     try:
         own, helpers = shared
         functions, disk = load_shared(helpers, lambda t, name: write_and_import(t, name, cacheable, {}))
-        step, cacheable = _import(kernels, sharded, own, digest, cacheable and disk, functions)
+        step, cacheable = _import(kernels, own, digest, cacheable and disk, functions)
         if not JIT_DISABLED:
             with compiling_glue():
                 step.compile(signature)
@@ -560,7 +455,7 @@ def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, c
             raise
         warnings.warn(f"laminar_jit: compiled plan p_{digest} could not be loaded from the cache ({exc}); "
                       "compiling it again without the disk cache", RuntimeWarning, stacklevel=3)
-        step, _ = _import(kernels, sharded, text.replace("import njit as jit", "import njit_nocache as jit"),
+        step, _ = _import(kernels, text.replace("import njit as jit", "import njit_nocache as jit"),
                           digest + "_nocache", False, {})
         if not JIT_DISABLED:
             with compiling_glue():
@@ -568,12 +463,12 @@ def _load(kernels: dict, sharded: bool, text: str, shared: tuple, digest: str, c
         return step, False
 
 
-def _import(kernels: dict, sharded: bool, text: str, digest: str, cacheable: bool, shared: dict):
+def _import(kernels: dict, text: str, digest: str, cacheable: bool, shared: dict):
     """Write ``text`` to the plan cache (once, atomically) and import it as a module.
 
-    Returns the module's entry (``step``, or a key shard's ``shard_run``) and whether it is
+    Returns the module's ``step`` and whether it is
     disk-cached (False when the cache directory is not writable and a private temporary file
     was used). ``shared`` are the helpers moved out of ``text``, bound like the user's kernels.
     """
     module, cacheable = write_and_import(text, f"p_{digest}", cacheable, {**kernels, **shared})
-    return (module.shard_run if sharded else module.step), cacheable
+    return module.step, cacheable

@@ -38,7 +38,7 @@ def render(dag, source: str, cacheable: bool | None = None, sharded: bool = Fals
     ``njit_nocache``); by default it is what :func:`compile_plan` would choose
     (cached unless a kernel cannot be fingerprinted or the JIT is disabled).
     ``sharded`` renders a key shard's plan (the step reading a selection of
-    the batch's rows, and its ``shard_run``).
+    the batch's rows: see :class:`.pieces.ShardStep`).
     """
     gen = generate(dag, source, sharded)
     if cacheable is None:

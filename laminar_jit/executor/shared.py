@@ -22,18 +22,20 @@ LLVM still sees and inlines them).
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
+import os
 import re
 import threading
 import tokenize
 from dataclasses import dataclass
 
-__all__ = ["SCHEME", "SharedHelper", "load_shared", "split_shared"]
+__all__ = ["SCHEME", "SharedHelper", "kernels_reached", "load_shared", "split_shared"]
 
 #: How helpers are cut out and named; part of every plan's digest, since a cached plan refers to its
 #: helpers' modules by name (a plan cached under another scheme would look for modules no longer written).
-SCHEME = "node ids as N"
+SCHEME = "node ids as N; kernel stamps per helper"
 
 _SHARED_HEADER = '''"""A plan helper shared by every plan that writes it (see laminar_jit.executor.shared). Do not edit."""
 import numpy as np
@@ -56,16 +58,22 @@ class SharedHelper:
     attr: str = ""
 
 
+_IMPORTED = re.compile(r"^from laminar_jit\.kernels\.(\w+) import ", re.M)
+_KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
 _LOCK = threading.Lock()
 _LOADED: dict[str, object] = {}
 
 
-def split_shared(text: str, local_names, stamps) -> tuple[str, list[SharedHelper]]:
+def split_shared(text: str, local_names, stamps, kernel_stamps=()) -> tuple[str, list[SharedHelper]]:
     """``text`` without its shareable helpers, and the helpers.
 
     ``local_names`` are the globals only this plan defines (its user kernels, bound
     to the module before it runs); ``stamps`` identify what a helper may link besides
     its text (Numba's version, the library kernels' sources) and enter its digest.
+    ``kernel_stamps`` (``"kernels/<file>=<hash>"``) stamp kernel modules that only some
+    plans link; each enters the digest of only the helpers whose imports reach that
+    module (:func:`kernels_reached`), so a helper that two plans write the same is
+    compiled once even when only one of the plans links such a module elsewhere.
     A helper is shareable when it is decorated ``@njit`` and names no local global
     and no other function of the plan.
     """
@@ -97,13 +105,39 @@ def split_shared(text: str, local_names, stamps) -> tuple[str, list[SharedHelper
         needs = "".join(f"{bound[n]}\n" for n in sorted(names & bound.keys()))
         body, attr = _without_node_id("".join(lines[first:node.end_lineno]), node.name, names & bound.keys())
         module_text = f"{_SHARED_HEADER}{needs}\n\n{body}"
-        digest = hashlib.sha256("|".join([module_text, *stamps]).encode()).hexdigest()[:32]
+        reached = kernels_reached(_IMPORTED.findall(needs))
+        linked = [stamp for stamp in kernel_stamps if stamp.partition("=")[0].removeprefix("kernels/") in reached]
+        digest = hashlib.sha256("|".join([module_text, *stamps, *linked]).encode()).hexdigest()[:32]
         helper = SharedHelper(node.name, f"s_{digest}", module_text, attr)
         helpers.append(helper)
         cut.append((first, node.end_lineno, f"# {node.name}: shared helper {helper.module}.py\n"))
     for first, end, note in reversed(cut):
         lines[first:end] = [note]
     return "".join(lines), helpers
+
+
+def kernels_reached(modules) -> frozenset[str]:
+    """The files of ``laminar_jit/kernels`` that importing ``modules`` (names in it, e.g. ``"joins"``) loads."""
+    reached: set[str] = set()
+    for module in modules:
+        reached |= _kernel_closure(f"{module}.py")
+    return frozenset(reached)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_closure(name: str) -> frozenset[str]:
+    """``name`` and the kernel files it imports (``from .x import``), transitively."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        file = todo.pop()
+        path = os.path.join(_KERNELS_DIR, file)
+        if file in seen or not os.path.exists(path):
+            continue
+        seen.add(file)
+        with open(path, encoding="utf-8") as fh:
+            todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(\w+) import", fh.read(), re.M)]
+    return frozenset(seen)
 
 
 def _without_node_id(body: str, name: str, keep=frozenset()) -> tuple[str, str]:

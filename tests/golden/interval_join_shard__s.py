@@ -231,7 +231,7 @@ def join_2_gather(pl, pr, m, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, s
     return (o0, q0, o1, q1, o2, q2, o3, q3, o4, q4, o5, q5, o6, q6,)
 
 
-@njit
+@jit(no_cfunc_wrapper=True)
 def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, shard_rows, source_wms, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
@@ -296,82 +296,3 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, set
     ties1_3 = gather(ps_2, sel_2)
     ties1_valid_3 = empty(0, np.bool_)
     return (rows1, ident2, o0_2, q0_2, o1_2, q1_2, o2_2, q2_2, o3_2, q3_2, o4_2, q4_2, o5_2, q5_2, o6_2, q6_2, ties0_3, ties0_valid_3, ties1_3, ties1_valid_3,)
-
-
-@jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, c3, c3_valid, offsets, settings, metrics, wm, idle, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2):
-    """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
-
-    As the ``shard_run`` of a source whose batches run in pieces, for one piece: the step's result
-    tuple with every sink's ``rows`` as positions in the batch and in place of its ``ident`` flag
-    ``[0, rows]``, and per boundary node its watermark before and after the step.
-    """
-    if cuts.size != 2:
-        raise ValueError("laminar_jit: a key shard of a source without windows ran a batch in pieces")
-    p = 0
-    lo = cuts[0]
-    hi = cuts[1]
-    shard_rows = rows
-    source_wms = wms[lo:hi + 1]
-    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15, r16, r17, r18, r19,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], c3[lo:hi], c3_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st2_buckets, st2_keys, st2_meta, st2_free, st2_heads, st2_active, st2_aux, st2_params, st2_l_ts, st2_l_seq, st2_l_nxt, st2_l_prv, st2_l_slot, st2_l_flag, st2_l_c0, st2_l_v0, st2_l_c1, st2_l_v1, st2_l_c2, st2_l_v2, st2_l_c3, st2_l_v3, st2_r_ts, st2_r_seq, st2_r_nxt, st2_r_prv, st2_r_slot, st2_r_flag, st2_r_c0, st2_r_v0, st2_r_c1, st2_r_v1, st2_r_c2, st2_r_v2)
-    o0 = r0.astype(np.int64)
-    n0 = o0.size
-    o1 = zeros(cuts.size, np.int64)
-    o1[1] = n0
-    o2 = r2
-    n2 = o2.size
-    o3 = r3
-    masked2 = o3.size > 0
-    o4 = r4
-    n4 = o4.size
-    o5 = r5
-    masked4 = o5.size > 0
-    o6 = r6
-    n6 = o6.size
-    o7 = r7
-    masked6 = o7.size > 0
-    o8 = r8
-    n8 = o8.size
-    o9 = r9
-    masked8 = o9.size > 0
-    o10 = r10
-    n10 = o10.size
-    o11 = r11
-    masked10 = o11.size > 0
-    o12 = r12
-    n12 = o12.size
-    o13 = r13
-    masked12 = o13.size > 0
-    o14 = r14
-    n14 = o14.size
-    o15 = r15
-    masked14 = o15.size > 0
-    o16 = r16
-    n16 = o16.size
-    o17 = r17
-    masked16 = o17.size > 0
-    o18 = r18
-    n18 = o18.size
-    o19 = r19
-    masked18 = o19.size > 0
-    t0 = o0[:n0]
-    t1 = o1
-    t2 = o2[:n2]
-    t3 = o3[:n2 if masked2 else 0]
-    t4 = o4[:n4]
-    t5 = o5[:n4 if masked4 else 0]
-    t6 = o6[:n6]
-    t7 = o7[:n6 if masked6 else 0]
-    t8 = o8[:n8]
-    t9 = o9[:n8 if masked8 else 0]
-    t10 = o10[:n10]
-    t11 = o11[:n10 if masked10 else 0]
-    t12 = o12[:n12]
-    t13 = o13[:n12 if masked12 else 0]
-    t14 = o14[:n14]
-    t15 = o15[:n14 if masked14 else 0]
-    t16 = o16[:n16]
-    t17 = o17[:n16 if masked16 else 0]
-    t18 = o18[:n18]
-    t19 = o19[:n18 if masked18 else 0]
-    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17, t18, t19,)

@@ -139,7 +139,7 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
     return okey[:m], ots[:m], o0[:m], o1[:m], opos[:m], otie[:m], ofirst[:m]
 
 
-@njit
+@jit(no_cfunc_wrapper=True)
 def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
     """Process one batch of the source through every node it reaches."""
     wm_before_0 = wm[0]
@@ -172,64 +172,3 @@ def step(n, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics
     ties1_2 = gather(ofirst_1, sel_1)
     ties1_valid_2 = empty(0, np.bool_)
     return (rows1, ident2, okey_1, okey_valid_1, ots_1, no_nulls_1, o0_1, no_nulls_1, o1_1, no_nulls_1, ties0_2, ties0_valid_2, ties1_2, ties1_valid_2,)
-
-
-@jit(no_cfunc_wrapper=True)
-def shard_run(rows, cuts, wms, c0, c0_valid, c1, c1_valid, c2, c2_valid, offsets, settings, metrics, wm, idle, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first):
-    """A key shard's rows of a batch through the step, in one piece (``cuts`` is ``[0, n]``); the sinks' rows.
-
-    As the ``shard_run`` of a source whose batches run in pieces, for one piece: the step's result
-    tuple with every sink's ``rows`` as positions in the batch and in place of its ``ident`` flag
-    ``[0, rows]``, and per boundary node its watermark before and after the step.
-    """
-    if cuts.size != 2:
-        raise ValueError("laminar_jit: a key shard of a source without windows ran a batch in pieces")
-    p = 0
-    lo = cuts[0]
-    hi = cuts[1]
-    shard_rows = rows
-    source_wms = wms[lo:hi + 1]
-    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13,  = step(hi - lo, c0[lo:hi], c0_valid[lo:hi], c1[lo:hi], c1_valid[lo:hi], c2[lo:hi], c2_valid[lo:hi], offsets, settings, metrics, wm, idle, shard_rows, source_wms, st1_buckets, st1_keys, st1_meta, st1_free, st1_aux, st1_values, st1_htimes, st1_hslots, st1_first)
-    o0 = r0.astype(np.int64)
-    n0 = o0.size
-    o1 = zeros(cuts.size, np.int64)
-    o1[1] = n0
-    o2 = r2
-    n2 = o2.size
-    o3 = r3
-    masked2 = o3.size > 0
-    o4 = r4
-    n4 = o4.size
-    o5 = r5
-    masked4 = o5.size > 0
-    o6 = r6
-    n6 = o6.size
-    o7 = r7
-    masked6 = o7.size > 0
-    o8 = r8
-    n8 = o8.size
-    o9 = r9
-    masked8 = o9.size > 0
-    o10 = r10
-    n10 = o10.size
-    o11 = r11
-    masked10 = o11.size > 0
-    o12 = r12
-    n12 = o12.size
-    o13 = r13
-    masked12 = o13.size > 0
-    t0 = o0[:n0]
-    t1 = o1
-    t2 = o2[:n2]
-    t3 = o3[:n2 if masked2 else 0]
-    t4 = o4[:n4]
-    t5 = o5[:n4 if masked4 else 0]
-    t6 = o6[:n6]
-    t7 = o7[:n6 if masked6 else 0]
-    t8 = o8[:n8]
-    t9 = o9[:n8 if masked8 else 0]
-    t10 = o10[:n10]
-    t11 = o11[:n10 if masked10 else 0]
-    t12 = o12[:n12]
-    t13 = o13[:n12 if masked12 else 0]
-    return (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13,)
