@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.merging import piece_rows
+
 __all__ = ["PieceLayout", "ShardStep"]
 
 _EMPTY_VALID = np.empty(0, np.bool_)
@@ -58,45 +60,50 @@ class ShardStep:
     def __init__(self, step, layout: PieceLayout):
         self.step = step
         self.layout = layout
+        self._ids = np.array(layout.boundaries, np.int64)
 
     def __call__(self, rows, cuts, wms, *args):
         lay = self.layout
         columns, rest = args[:lay.columns], args[lay.columns:lay.columns + 5]
         state = args[lay.columns + 5:]
         wm = rest[3]
+        if cuts.size == 2:  # one piece, the usual case: the step's arrays as they are
+            lo, hi = int(cuts[0]), int(cuts[1])
+            before = wm[self._ids]
+            out = list(self.step(hi - lo, *columns, *rest, rows, wms[lo:hi + 1], *state))
+            for k in lay.rows:
+                out[k] = np.add(out[k], lo, dtype=np.int64)
+                out[k + 1] = np.array((0, out[k].size), np.int64)
+            after = wm[self._ids]
+            for j in range(self._ids.size):
+                out += [before[j:j + 1], after[j:j + 1]]
+            return tuple(out)
         pieces = cuts.size - 1
-        before = np.empty((len(lay.boundaries), pieces), np.int64)
+        before = np.empty((self._ids.size, pieces), np.int64)
         after = np.empty_like(before)
-        ids = list(lay.boundaries)
         results = []
         a = 0
         for p in range(pieces):
             lo, hi = int(cuts[p]), int(cuts[p + 1])
-            if pieces == 1:
-                shard_rows = rows
-            else:  # the shard's rows of this piece, as positions in it
-                b = a + int(np.searchsorted(rows[a:], hi))
-                shard_rows = (rows[a:b] - lo).astype(np.int32)
-                a = b
-            cols = columns if pieces == 1 else [c if i in lay.whole else c[lo:hi] for i, c in enumerate(columns)]
-            before[:, p] = wm[ids]
+            shard_rows, a = piece_rows(rows, a, lo, hi)  # the shard's rows of this piece, as positions in it
+            cols = [c if i in lay.whole else c[lo:hi] for i, c in enumerate(columns)]
+            before[:, p] = wm[self._ids]
             results.append((lo, self.step(hi - lo, *cols, *rest, shard_rows, wms[lo:hi + 1], *state)))
-            after[:, p] = wm[ids]
-        out = list(results[0][1]) if pieces == 1 else [None] * lay.returns
+            after[:, p] = wm[self._ids]
+        out = [None] * lay.returns
         for k in lay.rows:
-            parts = [r[k].astype(np.int64) + lo if lo else r[k].astype(np.int64) for lo, r in results]
-            out[k] = parts[0] if pieces == 1 else np.concatenate(parts)
+            parts = [np.add(r[k], lo, dtype=np.int64) for lo, r in results]
+            out[k] = np.concatenate(parts)
             starts = np.zeros(cuts.size, np.int64)
             starts[1:] = np.cumsum([part.size for part in parts])
             out[k + 1] = starts
-        if pieces > 1:
-            for k in lay.values:
-                out[k] = np.concatenate([r[k] for _, r in results])
-                if any(r[k + 1].size for _, r in results):  # some piece has nulls: every row gets a flag
-                    out[k + 1] = np.concatenate([r[k + 1] if r[k + 1].size else np.ones(r[k].size, np.bool_)
-                                                 for _, r in results])
-                else:
-                    out[k + 1] = _EMPTY_VALID
-        for j in range(len(ids)):
+        for k in lay.values:
+            out[k] = np.concatenate([r[k] for _, r in results])
+            if any(r[k + 1].size for _, r in results):  # some piece has nulls: every row gets a flag
+                out[k + 1] = np.concatenate([r[k + 1] if r[k + 1].size else np.ones(r[k].size, np.bool_)
+                                             for _, r in results])
+            else:
+                out[k + 1] = _EMPTY_VALID
+        for j in range(self._ids.size):
             out += [before[j], after[j]]
         return tuple(out)
