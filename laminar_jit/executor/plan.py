@@ -53,8 +53,8 @@ from .codegen import generate
 from .steps import ancestors, boundary_nodes, plan_nodes
 from .core import ALL_ROWS, DICTIONARY_BYTES, KERNELS_DIR, OWN_STAMP_MODULES, SHARD_ROWS, SOURCE_WMS, Gen, SinkLayout
 from .inlining import inline_calls
-from .plancache import cache_dir, compile_lock, write_and_import
 from .pieces import PieceLayout, ShardStep
+from .plancache import cache_dir, compile_lock, write_and_import
 from .shared import SCHEME as SHARED_SCHEME, load_shared, split_shared
 
 __all__ = ["WINDOW_PIECE_ROWS", "SinkLayout", "SourcePlan", "boundary_nodes", "cache_dir", "compile_plan"]

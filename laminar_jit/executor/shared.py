@@ -58,7 +58,7 @@ class SharedHelper:
     attr: str = ""
 
 
-_IMPORTED = re.compile(r"^from laminar_jit\.kernels\.(\w+) import ", re.M)
+_IMPORTED = re.compile(r"^from laminar_jit\.kernels\.(\w+) import ", re.MULTILINE)
 _KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
 _LOCK = threading.Lock()
 _LOADED: dict[str, object] = {}
@@ -124,7 +124,7 @@ def kernels_reached(modules) -> frozenset[str]:
     return frozenset(reached)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_closure(name: str) -> frozenset[str]:
     """``name`` and the kernel files it imports (``from .x import``), transitively."""
     seen: set[str] = set()
@@ -136,7 +136,7 @@ def _kernel_closure(name: str) -> frozenset[str]:
             continue
         seen.add(file)
         with open(path, encoding="utf-8") as fh:
-            todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(\w+) import", fh.read(), re.M)]
+            todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(\w+) import", fh.read(), re.MULTILINE)]
     return frozenset(seen)
 
 
