@@ -11,7 +11,7 @@ import numpy as np
 
 from .._jit import njit, njit_borrowing
 
-__all__ = ["append_rows", "append_valid", "append_values", "merge_positions", "merge_cuts", "merge_shards", "merge_span", "piece_rows", "place", "take_range"]
+__all__ = ["merge_positions", "merge_cuts", "merge_shards", "merge_span", "piece_rows", "place", "take_range"]
 
 
 #: Merges of more shards than this keep their head rows in a heap, whose branches cost more than looking at
@@ -299,56 +299,3 @@ def piece_rows(rows, a, lo, hi):
     for j in range(b - a):
         out[j] = rows[a + j] - lo
     return out, b
-
-
-@njit
-def _room(buf, n, m):
-    """``buf``, or a copy of it at least twice as large when ``m`` items do not fit (its first ``n`` kept)."""
-    if m <= buf.size:
-        return buf
-    bigger = np.empty(max(m, 2 * buf.size), buf.dtype)
-    for j in range(n):  # a loop: slice assignment costs more to compile
-        bigger[j] = buf[j]
-    return bigger
-
-
-@njit
-def append_rows(buf, n, x, lo):
-    """``buf[:n]`` followed by the positions ``x + lo``: the (possibly new) array and its length."""
-    m = n + x.size
-    buf = _room(buf, n, m)
-    for j in range(x.size):
-        buf[n + j] = x[j] + lo
-    return buf, m
-
-
-@njit
-def append_values(buf, n, x):
-    """``buf[:n]`` followed by ``x``: the (possibly new) array and its length."""
-    m = n + x.size
-    buf = _room(buf, n, m)
-    for j in range(x.size):
-        buf[n + j] = x[j]
-    return buf, m
-
-
-@njit
-def append_valid(buf, n, valid, size, masked):
-    """Validity of ``size`` more values after ``n`` (``valid``, or all true when it is empty).
-
-    Nothing is written until some part has nulls (``masked`` False): then the
-    rows before it are filled in as valid. Returns the (possibly new) array
-    and whether any part so far had nulls.
-    """
-    if valid.size == 0 and not masked:
-        return buf, False
-    m = n + size
-    if not masked:  # the first nulls: every row before them was valid
-        buf = np.empty(max(m, 2 * n), np.bool_)
-        for j in range(n):
-            buf[j] = True
-    else:
-        buf = _room(buf, n, m)
-    for j in range(size):
-        buf[n + j] = valid[j] if valid.size else True
-    return buf, True
