@@ -64,6 +64,7 @@ class ShardStep:
 
     def __call__(self, rows, cuts, wms, *args):
         lay = self.layout
+        # (rest: offsets, settings, metrics, wm, idle; the state arrays follow)
         columns, rest = args[:lay.columns], args[lay.columns:lay.columns + 5]
         state = args[lay.columns + 5:]
         wm = rest[3]
