@@ -32,12 +32,12 @@ from .._types import arrow_to_numpy_dtype
 from ..errors import SchemaError
 
 __all__ = [
-    "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "SOURCE_WMS", "MAX_EXPR_CALLS", "METRIC_SLOTS", "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen",
-    "MetricsLayout", "SinkColumn",
-    "SinkLayout", "all_empty", "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature",
-    "generator_for", "indent", "kernel_module_stamp", "KERNELS_DIR", "link_arrivals", "OWN_STAMP_MODULES", "key_code", "key_columns", "key_decoder", "key_table_names", "leaf_names", "literal",
-    "np_dtype", "propagate_watermark", "register", "row_ok", "size_of", "string_origin", "value_code",
-    "watermark_bounds",
+    "ALL_ROWS", "DICTIONARY_BYTES", "EMITTED", "SHARD_ROWS", "SOURCE_WMS", "MAX_EXPR_CALLS", "METRIC_SLOTS",
+    "NULL_KEY", "ROW_WATERMARK", "Binding", "Col", "Gen", "MetricsLayout", "SinkColumn", "SinkLayout", "all_empty",
+    "call_args", "concat", "dtype_name", "emitted_key_cols", "fn_signature", "generator_for", "indent",
+    "kernel_module_stamp", "KERNELS_DIR", "link_arrivals", "OWN_STAMP_MODULES", "key_code", "key_columns",
+    "key_decoder", "key_table_names", "leaf_names", "literal", "np_dtype", "propagate_watermark", "register",
+    "row_loop", "row_ok", "size_of", "string_origin", "value_code", "watermark_bounds",
 ]
 
 #: Global counters kept after the per-node (rows_in, rows_out, late_events) triples.
@@ -241,6 +241,13 @@ class Gen:
     def emit(self, line: str, indent: int = 1) -> None:
         self.body.append("    " * indent + line)
 
+    def emit_rows(self, nid: int, count: str, no_nulls: bool = True) -> None:
+        """Bind a node's emitted rows: ``m_<nid>`` (``count``), ``sel_<nid>`` (all), ``no_nulls_<nid>``."""
+        self.emit(f"m_{nid} = {count}")
+        self.emit(f"sel_{nid} = identity(m_{nid})")
+        if no_nulls:
+            self.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+
     def metric(self, name: str, node: int | None = None) -> str:
         """The step's expression of counter ``name`` (of node id ``node``, or global); see :class:`MetricsLayout`."""
         return f"metrics[{MetricsLayout(len(self.dag.nodes)).index(name, node)}]"
@@ -312,6 +319,19 @@ class Gen:
         if leaf not in out:
             out.append(leaf)
         return out
+
+
+def row_loop(gen: Gen, b: Binding, cols: list) -> tuple[list, dict, bool, str]:
+    """What an update function over a binding's rows reads: the leaves of ``cols`` (None skipped), their
+    parameter names, whether the rows are every row (``n``) or a selection (``sel``), and the loop's head
+    (binding the row ``i``)."""
+    leaves: list = []
+    for c in cols:
+        if c is not None:
+            gen.leaves(b, c, leaves)
+    dense = b.sel == ALL_ROWS
+    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    return leaves, leaf_names(leaves), dense, loop
 
 
 def leaf_names(leaves: list) -> dict:

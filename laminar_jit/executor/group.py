@@ -9,10 +9,18 @@ keys into changelog rows, and ``group_purge`` drops keys whose TTL passed.
 
 from __future__ import annotations
 
-from ..kernels.changelog import COUNT, COUNT_DISTINCT, COUNT_ROWS, MAX, MEAN, MIN, SUM, rec_columns
+from ..kernels.changelog import (
+    COUNT,
+    COUNT_DISTINCT,
+    COUNT_ROWS,
+    MAX,
+    MEAN,
+    MIN,
+    SUM,
+    rec_columns,
+)
 from ..ops.group import GroupAggregate
 from .core import (
-    ALL_ROWS,
     EMITTED,
     ROW_WATERMARK,
     Binding,
@@ -23,10 +31,10 @@ from .core import (
     kernel_module_stamp,
     key_code,
     key_columns,
-    leaf_names,
     np_dtype,
     propagate_watermark,
     register,
+    row_loop,
     row_ok,
     string_origin,
     value_code,
@@ -76,13 +84,7 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             gen.value_dictionaries.setdefault(node.id, {})[("agg", None, j)] = (gen.source, origin)
             if kind in (MIN, MAX) and origin not in stores:
                 stores[origin] = gen.dictionary_store(origin)
-    leaves: list = []
-    for c in [ts_col, op_col, *key_cols, *agg_cols]:
-        if c is not None:
-            gen.leaves(b, c, leaves)
-    names = leaf_names(leaves)
-    dense = b.sel == ALL_ROWS
-    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    leaves, names, dense, loop = row_loop(gen, b, [ts_col, op_col, *key_cols, *agg_cols])
     key_expr = key_code(gen, b, names, key_cols, names_)
 
     lines = []
@@ -198,9 +200,7 @@ def group_{nid}_update({params}):
         gen.emit(f"if wm[{nid}] != WM_MIN and wm[{nid}] >= {aux}[1]:")
         gen.emit(f"group_purge(wm[{nid}], {ttl_value}, {table})", 2)
         gen.emit(f"{aux}[1] = wm[{nid}] + {ttl_value}", 2)
-    gen.emit(f"m_{nid} = gk_{nid}.size")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+    gen.emit_rows(nid, f"gk_{nid}.size")
     gen.emit(f"gkv_{nid} = keys_valid(gk_{nid})")
     cols = emitted_key_cols(gen, node, spec.keys, key_cols, names_, f"gk_{nid}", f"gkv_{nid}")
     owned = [f"sel_{nid}", f"gk_{nid}", f"gop_{nid}", f"gkv_{nid}", f"no_nulls_{nid}"]

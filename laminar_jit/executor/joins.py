@@ -568,8 +568,7 @@ def join_{nid}_gather(pl, pr, m, @STATE@):
 ''')
     out_vars = [f"{v}_{nid}" for v in outs]
     gen.emit(f"{', '.join(out_vars)}, = join_{nid}_gather(pl_{nid}, pr_{nid}, np_{nid}, {', '.join(used)})")
-    gen.emit(f"m_{nid} = np_{nid}")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
+    gen.emit_rows(nid, f"np_{nid}", no_nulls=False)
     out = {}
     for c, (field, port, name, dtype) in enumerate(cols):
         dictionary = None

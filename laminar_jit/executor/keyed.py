@@ -11,7 +11,6 @@ from __future__ import annotations
 from .._types import arrow_to_numpy_dtype
 from ..ops.keyed import KeyedKernel
 from .core import (
-    ALL_ROWS,
     EMITTED,
     ROW_WATERMARK,
     Binding,
@@ -22,10 +21,10 @@ from .core import (
     indent,
     key_code,
     key_columns,
-    leaf_names,
     link_arrivals,
     propagate_watermark,
     register,
+    row_loop,
     row_ok,
     value_code,
     watermark_bounds,
@@ -59,15 +58,10 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     ts_col = b.cols[spec.event_time]
     key_cols = key_columns(gen, node, b, spec.keys)
     arg_cols = [b.cols[c] for c in node.bound.reads]
-    leaves: list = []
-    for c in [ts_col, *key_cols, *arg_cols]:
-        gen.leaves(b, c, leaves)
+    leaves, names, dense, loop = row_loop(gen, b, [ts_col, *key_cols, *arg_cols])
     arg_leaves: list = []
     for c in arg_cols:
         gen.leaves(b, c, arg_leaves)
-    names = leaf_names(leaves)
-    dense = b.sel == ALL_ROWS
-    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
     key_expr = key_code(gen, b, names, key_cols, state_names)
     n_out = spec.n_outputs
     out_names = [name for name, _ in op.outputs]
@@ -186,9 +180,7 @@ def keyed_{nid}_update({params}):
                      + [rwm, b.wm_scalar, f"cap_{nid}", f"wm_before_{nid}", f"wm[{nid}]"] + ([b.n] if timers else [])
                      + state_names)
     gen.emit(f"{', '.join(outs)} = keyed_{nid}_update({args})")
-    gen.emit(f"m_{nid} = ots_{nid}.size")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+    gen.emit_rows(nid, f"ots_{nid}.size")
     gen.emit(f"okey_valid_{nid} = keys_valid(okey_{nid})")
     cols = emitted_key_cols(gen, node, spec.keys, key_cols, state_names, f"okey_{nid}", f"okey_valid_{nid}")
     et = spec.event_time

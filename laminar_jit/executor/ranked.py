@@ -12,7 +12,6 @@ from ..errors import SchemaError
 from ..kernels.changelog import R_CUR, R_LAST, R_MARK
 from ..state.ranked import RankedState
 from .core import (
-    ALL_ROWS,
     EMITTED,
     ROW_WATERMARK,
     Binding,
@@ -21,9 +20,9 @@ from .core import (
     indent,
     key_code,
     key_columns,
-    leaf_names,
     np_dtype,
     propagate_watermark,
+    row_loop,
     row_ok,
     value_code,
     watermark_bounds,
@@ -56,12 +55,7 @@ def generate_ranked(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     by_col = b.cols[spec.by]
     ttl = spec.ttl > 0
     ts_col = b.cols[spec.event_time] if ttl else None
-    leaves: list = []
-    for c in [*key_cols, *cols] + ([ts_col] if ttl else []):
-        gen.leaves(b, c, leaves)
-    names = leaf_names(leaves)
-    dense = b.sel == ALL_ROWS
-    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    leaves, names, dense, loop = row_loop(gen, b, [*key_cols, *cols] + ([ts_col] if ttl else []))
 
     is_float = spec.by_dtype.kind == "f"
     lines = [f"if not ({row_ok(names, gen.leaves(b, by_col, []), 'i')}):", "    continue  # a null never ranks",
@@ -135,9 +129,7 @@ def ranked_{nid}_update({params}):
         gen.emit(f"if wm[{nid}] != WM_MIN and wm[{nid}] >= {aux}[2]:")
         gen.emit(f"ranked_purge(wm[{nid}], {ttl_value}, np.int64({spec.n}), {rows}, {tb}, {tk}, {tm}, {tf})", 2)
         gen.emit(f"{aux}[2] = wm[{nid}] + {ttl_value}", 2)
-    gen.emit(f"m_{nid} = rank_{nid}.size")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+    gen.emit_rows(nid, f"rank_{nid}.size")
     schema = node.schema
     out = {}
     owned = [f"sel_{nid}", f"rop_{nid}", f"no_nulls_{nid}"]

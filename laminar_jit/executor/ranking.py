@@ -21,16 +21,15 @@ from ..ops.ranked import RankedSpec
 from ..ops.topn import TopN
 from ..state.windows import WindowState
 from .core import (
-    ALL_ROWS,
     EMITTED,
     ROW_WATERMARK,
     Binding,
     Col,
     key_code,
     key_columns,
-    leaf_names,
     propagate_watermark,
     register,
+    row_loop,
     row_ok,
     size_of,
     value_code,
@@ -59,12 +58,7 @@ def _prelude(gen, node, b: Binding, cols: list):
     gen.stateful_ids.append(node.id)
     ts_col = b.cols[spec.event_time]
     key_cols = key_columns(gen, node, b, spec.keys)
-    leaves: list = []
-    for c in [ts_col, *key_cols, *cols]:
-        gen.leaves(b, c, leaves)
-    names = leaf_names(leaves)
-    dense = b.sel == ALL_ROWS
-    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    leaves, names, dense, loop = row_loop(gen, b, [ts_col, *key_cols, *cols])
     key_expr = key_code(gen, b, names, key_cols, state_names)
     params = ", ".join((["n"] if dense else ["sel"]) + [p for leaf in leaves for p in names[leaf]]
                        + ["rwm", "rw_scalar", "rw_cap", "rw_floor", "settings"] + state_names + ["late_out"])
@@ -101,18 +95,7 @@ def dedup_{nid}_update({params}, keep_out):
     prev_k = np.int64(0)
     prev_ws = np.int64(0)
     {loop}
-        t = {ts_expr}
-        if t >= win_lo and t < win_hi:  # the previous row's window: no division
-            ws = win_lo
-        else:
-            ws = ((t - offset) // size) * size + offset
-            win_lo = ws
-            win_hi = ws + size
-        {ROW_WATERMARK}
-        if ws + size + lateness <= rw:  # the interval was already forgotten
-            late_out[n_late] = i
-            n_late += 1
-            continue
+{_row_window(ts_expr, "the interval was already forgotten")}
         {key_expr}
         if seen and k == prev_k and ws == prev_ws:
             continue
@@ -246,18 +229,7 @@ def topn_{nid}_update({params}):
     win_lo = np.int64(1)  # the previous row's window [win_lo, win_hi)
     win_hi = np.int64(0)
     {loop}
-        t = {value_code(ts_col, gen, b, names, "i")}
-        if t >= win_lo and t < win_hi:  # the previous row's window: no division
-            ws = win_lo
-        else:
-            ws = ((t - offset) // size) * size + offset
-            win_lo = ws
-            win_hi = ws + size
-        {ROW_WATERMARK}
-        if ws + size + lateness <= rw:  # the window was already emitted
-            late_out[n_late] = i
-            n_late += 1
-            continue
+{_row_window(value_code(ts_col, gen, b, names, "i"), "the window was already emitted")}
         if not ({by_ok}):
             continue
         xb = {value_code(cols[by], gen, b, names, "i")}
@@ -341,9 +313,7 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     out_vars = [f"ws_{nid}", f"we_{nid}", f"rank_{nid}"] + [f"{p}{j}_{nid}" for j in range(len(payload))
                                                             for p in ("r", "rv")]
     gen.emit(f"{', '.join(out_vars)} = topn_{nid}_fire(wm[{nid}], settings, {', '.join(state_names)})")
-    gen.emit(f"m_{nid} = ws_{nid}.size")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+    gen.emit_rows(nid, f"ws_{nid}.size")
     schema = node.schema
     out = {name: Col("der", name, schema.field(name).type, f"{var}_{nid}", f"no_nulls_{nid}")
            for name, var in (("window_start", "ws"), ("window_end", "we"), ("rank", "rank"))}
@@ -356,3 +326,20 @@ def topn_{nid}_fire(wm_now, settings, {", ".join(state_names)}):
     owned = (f"sel_{nid}", *out_vars, f"no_nulls_{nid}")
     emitted = Binding(EMITTED, f"m_{nid}", out, f"sel_{nid}", None, f"wm_before_{nid}", owned)
     return emitted, replace(b, sel=f"late_sel_{nid}")
+
+
+def _row_window(ts_expr: str, late: str) -> str:
+    """Loop-body lines: the row's event time ``t``, its window start ``ws`` (the previous row's window
+    reused without a division) and its watermark ``rw``; a row whose window ``late`` is recorded late."""
+    return f"""        t = {ts_expr}
+        if t >= win_lo and t < win_hi:  # the previous row's window: no division
+            ws = win_lo
+        else:
+            ws = ((t - offset) // size) * size + offset
+            win_lo = ws
+            win_hi = ws + size
+        {ROW_WATERMARK}
+        if ws + size + lateness <= rw:  # {late}
+            late_out[n_late] = i
+            n_late += 1
+            continue"""

@@ -25,7 +25,6 @@ from ..ops.base import string_type
 from ..ops.windows import WindowOperator
 from ..state.windows import WindowState
 from .core import (
-    ALL_ROWS,
     EMITTED,
     NULL_KEY,
     ROW_WATERMARK,
@@ -34,12 +33,12 @@ from .core import (
     Gen,
     emitted_key_cols,
     indent,
-    key_code,
     kernel_module_stamp,
+    key_code,
     key_columns,
-    leaf_names,
     propagate_watermark,
     register,
+    row_loop,
     row_ok,
     size_of,
     string_origin,
@@ -86,12 +85,7 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
     stores, dictionaries = _string_aggregates(gen, node, b, aggs, agg_cols, fields_by_agg)
     _value_sets(gen, nid, aggs, agg_cols, fields_by_agg)
 
-    leaves: list = []
-    for c in [ts_col, *key_cols, *[c for c in agg_cols if c is not None]]:
-        gen.leaves(b, c, leaves)
-    names = leaf_names(leaves)
-    dense = b.sel == ALL_ROWS
-    loop = "for i in range(n):" if dense else "for j in range(sel.size):\n        i = sel[j]"
+    leaves, names, dense, loop = row_loop(gen, b, [ts_col, *key_cols, *agg_cols])
 
     # --- update -------------------------------------------------------------
     key_expr = key_code(gen, b, names, key_cols, state_names)
@@ -287,9 +281,7 @@ def _step_code(gen, node, b, dense, leaves, state_names, key_cols, aggs, stores,
     outs = [f"{o}_{nid}" for o in outs]
     fire_args = state_names + (stores if spec.sliding else [])  # (a sliding window merges panes when it fires)
     gen.emit(f"{', '.join(outs)} = window_{nid}_fire(wm[{nid}], settings, {', '.join(fire_args)})")
-    gen.emit(f"m_{nid} = ws_{nid}.size")
-    gen.emit(f"sel_{nid} = identity(m_{nid})")
-    gen.emit(f"no_nulls_{nid} = empty(0, np.bool_)")
+    gen.emit_rows(nid, f"ws_{nid}.size")
 
     schema = node.schema
     cols = {
