@@ -181,6 +181,44 @@ def test_interval_join_frees_rows_as_the_watermark_passes(interval_dags):
     assert ex.metrics.late_events == 0
 
 
+@pytest.mark.parametrize("keys_carry_on", [True, False])
+def test_a_window_join_frees_exactly_the_rows_of_windows_its_watermark_closed(keys_carry_on):
+    # rows on and next to window boundaries (times below 0 too), fed window by window; a closing window's
+    # keys also hold rows of the next windows (few of the join's slots go) or not (most go): after each
+    # batch the join keeps exactly the rows whose window its input watermark has not closed, every kept
+    # row still meets the rows that arrive later, and the pairs are DuckDB's
+    size = 100
+    dag = join_dag(lj.WindowJoin(size, "k", "k"))
+    ex = lj.DagExecutor(dag)
+    rng = np.random.default_rng(7)
+    edges = np.array([0, 1, size // 2, size - 2, size - 1])
+    feed, sides = [], {"L": [], "R": []}
+    for w in range(-3, 12):
+        for source in ("L", "R"):
+            ts = w * size + rng.choice(edges, 40)
+            k = rng.integers(0, 6, 40) if keys_carry_on else rng.integers(0, 6, 40) + 6 * (w + 3)
+            batch = {"ts": ts, "k": k, ("a" if source == "L" else "b"): rng.uniform(0, 1, 40)}
+            if source == "L":
+                batch["tag"] = ["x"] * 40
+            feed.append((source, batch))
+            sides[source].append(pa.table(batch, schema=LEFT if source == "L" else RIGHT))
+            ex.process_batch(source, batch)
+            arrays = ex.checkpoint().states["j"]
+            W = int(arrays["aux"][1])  # the join's input watermark (no allowed lateness)
+            open_slots = set()
+            for side, fed in (("left", sides["L"]), ("right", sides["R"])):
+                times = np.concatenate([t.column("ts").to_numpy() for t in fed] or [np.zeros(0, np.int64)])
+                keys = np.concatenate([t.column("k").to_numpy() for t in fed] or [np.zeros(0, np.int64)])
+                open_ = (times // size) * size + size - 1 >= W
+                live = arrays[f"{side}.flag"] != 0
+                assert np.array_equal(np.sort(arrays[f"{side}.ts"][live]), np.sort(times[open_])), (side, W)
+                open_slots |= set(zip(keys[open_].tolist(), (times[open_] // size).tolist()))
+            assert arrays["table.meta"][0] == len(open_slots)  # a (key, window) slot goes with its last row
+    ex.finish()
+    left, right = pa.concat_tables(sides["L"]), pa.concat_tables(sides["R"])
+    same_rows(ex.take_sink_outputs("out"), _interval_reference(left, right)["win_out"])
+
+
 def test_join_snapshots_with_a_stack_of_freed_rows_still_restore():
     # snapshots written while a join reused its freed rows hold each side's stack of them; they restore, and
     # the join continues exactly as from a snapshot of today's row store

@@ -25,8 +25,8 @@ from ..errors import DataError
 from ..time.watermarks import WATERMARK_MIN
 from .core import DICTIONARY_BYTES
 
-__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "as_batch", "gathered_column",
-           "readonly", "run_step", "to_batches"]
+__all__ = ["EAGER_ROWS", "NO_NULLS", "SinkBuffer", "call_step", "column_view", "conform", "as_batch", "dictionary_columns",
+           "gathered_column", "readonly", "run_step", "to_batches"]
 
 #: Empty validity mask meaning "this column has no nulls".
 NO_NULLS = np.empty(0, dtype=np.bool_)
@@ -103,18 +103,25 @@ def _as_array(values):
     return pa.array(np.asarray(values) if not isinstance(values, list) else values)
 
 
+def dictionary_columns(spec) -> list[int]:
+    """Positions of a source's dictionary-encoded columns (a batch's dictionary may hold nulls)."""
+    return [i for i, f in enumerate(spec.schema) if pa.types.is_dictionary(f.type)]
+
+
 def null_checked_columns(spec) -> list[tuple[int, str]]:
     """Columns of a source that must not hold nulls: the event time and non-nullable fields."""
     return [(i, "event-time column" if f.name == spec.event_time else "non-nullable column")
             for i, f in enumerate(spec.schema) if not f.nullable or f.name == spec.event_time]
 
 
-def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, str]]) -> pa.RecordBatch:
+def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, str]],
+            dictionaries: list[int] | None = None) -> pa.RecordBatch:
     """Check ``batch`` against the source spec and return it in schema order and types.
 
     Extra columns are dropped; numeric columns of another numeric type are cast
     when the cast is safe for every value. ``checked`` comes from
-    :func:`null_checked_columns`.
+    :func:`null_checked_columns`, ``dictionaries`` (the schema's dictionary
+    columns; None: found here) from :func:`dictionary_columns`.
     """
     schema: pa.Schema = spec.schema
     if getattr(spec.watermark, "processing_time", False):  # the wall clock, stamped on arrival
@@ -138,9 +145,9 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
                 )
             arrays.append(_cast(source, f, batch.column(idx)))
         out = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    for i, f in enumerate(schema):
-        if pa.types.is_dictionary(f.type) and out.column(i).dictionary.null_count:
-            out = out.set_column(i, f, _without_null_entries(out.column(i)))
+    for i in dictionary_columns(spec) if dictionaries is None else dictionaries:
+        if out.column(i).dictionary.null_count:
+            out = out.set_column(i, schema.field(i), _without_null_entries(out.column(i)))
     for i, what in checked:
         nulls = out.column(i).null_count
         if nulls:

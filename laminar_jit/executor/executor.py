@@ -16,7 +16,7 @@ from ..kernels.watermarks import due_cuts
 from ..state.dictionary import StringDictionary
 from ..time.watermarks import to_units
 from .core import MetricsLayout
-from .boundary import SinkBuffer, as_batch, column_view, conform, null_checked_columns, run_step, to_batches
+from .boundary import SinkBuffer, as_batch, column_view, conform, dictionary_columns, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
 from .handoff import StepRows
 from .metrics import Metrics
@@ -105,7 +105,7 @@ class DagExecutor:
                          for nid in sorted(boundary_nodes(dag), key=dag.execution_ids.index)}
         all_plans = [*self._plans.values(), *self._derived.values()]
         self._specs = {name: dag.node(name).op for name in dag.sources}
-        self._null_checked = {name: null_checked_columns(spec) for name, spec in self._specs.items()}
+        self._checked = {name: (null_checked_columns(spec), dictionary_columns(spec)) for name, spec in self._specs.items()}
         self._state = ExecutorState.new(
             dag,
             # String dictionaries of encoded key columns.
@@ -210,8 +210,8 @@ class DagExecutor:
             raise DataError(f"source {source!r}: the executor has finished (finish() was called); "
                             "create a new DagExecutor to process more input")
         spec = self._specs[source]
-        checked = self._null_checked[source]
-        batches = [conform(source, spec, b, checked) for b in to_batches(source, batch)]
+        checked, dictionaries = self._checked[source]
+        batches = [conform(source, spec, b, checked, dictionaries) for b in to_batches(source, batch)]
         if plan.arrow_maps:
             batches = [plan.with_arrow_maps(b) for b in batches]
         rows = batches[0].num_rows if len(batches) == 1 else sum(b.num_rows for b in batches)

@@ -221,9 +221,12 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
     """
     if aux[base + 3] >= W:
         return out_l, out_r, n_out
-    out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[base + 2])
+    if emit:  # (an inner join emits nothing here)
+        out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[base + 2])
     h = 2 * side
-    low_exp = _WM_MAX
+    # a window join's row is live while its window holds W: its time is at least that window's start (one
+    # division per pass instead of one per row); an interval join's while t + a >= W
+    live_from = ((W - b) // a) * a + b if kind == WINDOW else _WM_MIN
     low_ts = _WM_MAX
     cut = np.empty(aux[base + 2], np.int64)
     n_cut = 0
@@ -233,9 +236,7 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
         if flag[i] == 0:
             continue
         t = ts[i]
-        exp = _expiry(kind, t, a, b)
-        if exp >= W:
-            low_exp = min(low_exp, exp)
+        if t >= live_from if kind == WINDOW else t + a >= W:
             low_ts = min(low_ts, t)
             start = min(start, i)
             continue
@@ -277,9 +278,9 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
         if heads[s, h] == -1 and heads[s, 2 - h] == -1:  # both lists empty: the slot goes
             cut[n_dead] = s
             n_dead += 1
-    if n_dead > 0:
-        # many slots go at once (a bucket expires for all its keys together): rebuilding the
-        # table around the slots that stay can beat one backward-shift delete each
+    if n_dead > meta[0] - n_dead:
+        # most slots go at once (a bucket expires for all its keys together): rebuilding the
+        # table around the slots that stay beats one backward-shift delete each
         kept = np.empty(meta[0] - n_dead, np.int64)
         m = 0
         for s in range(meta[1]):
@@ -287,8 +288,11 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
                 kept[m] = s
                 m += 1
         ht_delete_many(buckets, keys, meta, free, cut[:n_dead], kept[:m])
+    else:  # (what ht_delete_many does with fewer deletions than survivors, without finding the survivors)
+        for j in range(n_dead):
+            ht_delete(buckets, keys, meta, free, cut[j])
     aux[base + 1] = start
-    aux[base + 3] = low_exp
+    aux[base + 3] = _WM_MAX if low_ts == _WM_MAX else _expiry(kind, low_ts, a, b)  # (monotone in t)
     aux[base + 4] = low_ts
     return out_l, out_r, n_out
 
