@@ -45,7 +45,7 @@ from .._jit import JIT_DISABLED, compiling_glue
 from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..errors import DataError, KernelError
-from ..kernels import joins as _joins
+from ..kernels import asof as _asof, joins as _joins
 from ..ops.joins import JoinOperator
 from ..ops.windows import WindowSpec
 from .boundary import readonly
@@ -337,7 +337,8 @@ from laminar_jit.kernels.slots import due_slots
 from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
-from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
+from laminar_jit.kernels.joins import chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
+from laminar_jit.kernels.asof import asof_fire, asof_prune
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -350,7 +351,7 @@ WM_MAX = 9223372036854775807
 #: changelog's value counts and ranked inserts, TopN's tie rows) are called like any kernel: LLVM inlines
 #: such a plain call, and Numba compiles one call at each site instead of the kernel's whole body (a group
 #: aggregate of Nexmark q16's many distinct counts: 943 lines and 12.9 s to compile written out, 1.2 s called).
-_INLINED = {name: getattr(_joins, name) for name in ("row_alloc", "chain_insert", "asof_prune")}
+_INLINED = {"row_alloc": _joins.row_alloc, "chain_insert": _joins.chain_insert, "asof_prune": _asof.asof_prune}
 
 
 def _step_args(gen: Gen) -> list[str]:

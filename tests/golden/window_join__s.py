@@ -16,7 +16,8 @@ from laminar_jit.kernels.slots import due_slots
 from laminar_jit.kernels.sliding import sliding_due
 from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
-from laminar_jit.kernels.joins import asof_fire, asof_prune, chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
+from laminar_jit.kernels.joins import chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
+from laminar_jit.kernels.asof import asof_fire, asof_prune
 from laminar_jit.kernels.hashtable import _home
 from laminar_jit.kernels.memory import prefetch
 
