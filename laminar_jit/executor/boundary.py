@@ -115,13 +115,13 @@ def null_checked_columns(spec) -> list[tuple[int, str]]:
 
 
 def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, str]],
-            dictionaries: list[int] | None = None) -> pa.RecordBatch:
+            dictionaries: list[int]) -> pa.RecordBatch:
     """Check ``batch`` against the source spec and return it in schema order and types.
 
     Extra columns are dropped; numeric columns of another numeric type are cast
     when the cast is safe for every value. ``checked`` comes from
     :func:`null_checked_columns`, ``dictionaries`` (the schema's dictionary
-    columns; None: found here) from :func:`dictionary_columns`.
+    columns) from :func:`dictionary_columns`: both once per source.
     """
     schema: pa.Schema = spec.schema
     if getattr(spec.watermark, "processing_time", False):  # the wall clock, stamped on arrival
@@ -145,7 +145,7 @@ def conform(source: str, spec, batch: pa.RecordBatch, checked: list[tuple[int, s
                 )
             arrays.append(_cast(source, f, batch.column(idx)))
         out = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    for i in dictionary_columns(spec) if dictionaries is None else dictionaries:
+    for i in dictionaries:
         if out.column(i).dictionary.null_count:
             out = out.set_column(i, schema.field(i), _without_null_entries(out.column(i)))
     for i, what in checked:
