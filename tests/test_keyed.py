@@ -148,6 +148,40 @@ def test_state_lives_in_numpy_and_grows_with_keys():
     assert len(state) == 3 and state.values["n"][:3].sum() == got.height
 
 
+def _count_and_sum(st, unit):
+    st.n += 1
+    st.total += unit
+    return st.n, st.total
+
+
+def test_many_keys_each_see_only_their_own_state_whatever_the_batching():
+    """200 K integer keys (zipf-skewed, a null key among them), many more than a call's cache of recent keys'
+    slots holds, so keys share its lines; the state grows from 1,024 slots with non-zero initial values."""
+    rng = np.random.default_rng(11)
+    n = 300_000
+    sensor = np.where(rng.random(n) < 0.5, rng.zipf(1.3, n) % 200_000, rng.integers(0, 200_000, n))
+    table = pa.table({"ts": np.arange(n, dtype=np.int64) * 3 + rng.integers(0, 60, n),
+                      "sensor": pa.array(sensor, mask=rng.random(n) < 0.01), "unit": rng.integers(1, 5, n)})
+    op = lj.KeyedKernel(_count_and_sum, key="sensor", state={"n": (np.int64, 10), "total": np.int64},
+                        output={"n": pa.int64(), "total": pa.int64()})
+    cuts = sorted(rng.integers(0, n, 12).tolist() + [0, 1, 1, n // 2, n // 2 + 1])
+    outputs = []
+    for batches in (split_table(table, cuts), table.to_batches(max_chunksize=65_536)):
+        dag = (lj.DagBuilder().source("s", table.schema, event_time="ts", watermark=lj.BoundedOutOfOrderness(100))
+               .operator("k", op).connect("s", "k").sink_for("k", "out").build())
+        ex = lj.DagExecutor(dag)
+        for b in batches:
+            ex.process_batch("s", b)
+        ex.finish()
+        outputs.append(pl.from_arrow(ex.take_sink_outputs("out")))
+    want = pl.from_arrow(table).with_columns(
+        n=pl.int_range(1, pl.len() + 1).over("sensor") + 10, total=pl.col("unit").cum_sum().over("sensor"))
+    for got in outputs:
+        assert got.height == n
+        assert got["sensor"].to_list() == want["sensor"].to_list()
+        assert got["n"].to_list() == want["n"].to_list() and got["total"].to_list() == want["total"].to_list()
+
+
 def test_keyed_kernel_errors_name_the_operator():
     def build(op, event_time="ts"):
         return (lj.DagBuilder().source("s", SCHEMA, event_time=event_time)

