@@ -152,6 +152,22 @@ def test_late_row_merges_two_open_sessions():
                     "hi": 10.0, "avg": 4.0, "f": 1.0, "l": 4.0}]
 
 
+def test_a_row_walks_past_a_closed_session_to_an_open_one_behind_it():
+    """A key's sessions, newest first: [1200, 1260) open, [100, 160) closed by the watermark before the last row,
+    [1000, 1060) open. The row at 1055 extends the oldest one, and so does the next (1110); the closed one, which
+    the first row's update takes off the list before the fire emits it, stays as it was. Fed as one batch (the
+    close and the rows in one call) and row by row."""
+    row = lambda ts: {"ts": ts, "auction": [7] * len(ts), "price": [1.0] * len(ts), "ch": ["x"] * len(ts)}  # noqa: E731
+    ts = [1000, 100, 1200, 1055, 1110]
+    for batches in ([ts], [[t] for t in ts]):
+        ex = lj.DagExecutor(session_dag(delay=1000))
+        for b in batches:
+            ex.process_batch("bids", row(b))
+        ex.finish()
+        got = [(r["window_start"], r["window_end"], r["n"]) for r in ex.take_sink_outputs("out").to_pylist()]
+        assert got == [(100, 160, 1), (1000, 1170, 3), (1200, 1260, 1)], (batches, got)
+
+
 def test_closed_sessions_never_change_and_late_rows_go_to_the_side_output():
     table = bursts(6_000, seed=3, disorder=300)
     ex, out = run_bids(session_dag(delay=20, late="side_output"), table.to_batches(max_chunksize=400))

@@ -33,7 +33,16 @@ def window_{nid}_update({params}):
             cur = {head}[ks]
             while cur >= 0:
                 nxt = {snext}[cur]
-                if {send}[cur] + lateness > rw and {sstart}[cur] - gap < t + touch and t < {send}[cur] + touch:
+                if {send}[cur] + lateness <= rw:
+                    # closed for good (watermarks only grow): off the list, so later rows of the key do not walk
+                    # it again; the fire pass after these rows emits it (rows of a key with many closed sessions
+                    # waiting for the fire walked them all: sessions per auction, a fire every 16 K rows)
+                    if prev < 0:
+                        {head}[ks] = nxt
+                    else:
+                        {snext}[prev] = nxt
+                    {snext}[cur] = -1
+                elif {sstart}[cur] - gap < t + touch and t < {send}[cur] + touch:
                     if hit < 0:
                         hit = cur
                         prev = cur

@@ -21,6 +21,10 @@ __all__ = ["unlink_sessions"]
 def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
     """Take the sessions in slots ``fired`` off their keys' lists; free keys left with none.
 
+    A session may be off its list already: a row's update takes the closed
+    sessions it walks past off (they are never extended again, and a fire
+    emits them next), leaving a key with an empty list until then.
+
     Parameters
     ----------
     fired : numpy.ndarray
@@ -36,15 +40,18 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
     for o in range(fired.size):
         s = fired[o]
         ks = ht_find(kb, kk, keys[s, 0], np.int64(0))
+        if ks < 0:  # its key went with an earlier session of this call (``s`` was off the list)
+            continue
         prev = np.int64(-1)
         cur = head[ks]
-        while cur != s:
+        while cur >= 0 and cur != s:
             prev = cur
             cur = snext[cur]
-        if prev < 0:
-            head[ks] = snext[s]
-        else:
-            snext[prev] = snext[s]
-        snext[s] = -1
+        if cur == s:  # (else a row's update already took it off, seeing it closed)
+            if prev < 0:
+                head[ks] = snext[s]
+            else:
+                snext[prev] = snext[s]
+            snext[s] = -1
         if head[ks] < 0:
             ht_delete(kb, kk, km, kf, ks)

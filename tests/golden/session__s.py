@@ -49,7 +49,16 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
             cur = st1_head[ks]
             while cur >= 0:
                 nxt = st1_next[cur]
-                if st1_end[cur] + lateness > rw and st1_start[cur] - gap < t + touch and t < st1_end[cur] + touch:
+                if st1_end[cur] + lateness <= rw:
+                    # closed for good (watermarks only grow): off the list, so later rows of the key do not walk
+                    # it again; the fire pass after these rows emits it (rows of a key with many closed sessions
+                    # waiting for the fire walked them all: sessions per auction, a fire every 16 K rows)
+                    if prev < 0:
+                        st1_head[ks] = nxt
+                    else:
+                        st1_next[prev] = nxt
+                    st1_next[cur] = -1
+                elif st1_start[cur] - gap < t + touch and t < st1_end[cur] + touch:
                     if hit < 0:
                         hit = cur
                         prev = cur
