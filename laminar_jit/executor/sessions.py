@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..kernels.sessions import OFF_LIST
 from .core import NULL_KEY, ROW_WATERMARK, indent
 from .slots import due_entries, finalizers, reset_lines
 
@@ -41,7 +42,7 @@ def window_{nid}_update({params}):
                         {head}[ks] = nxt
                     else:
                         {snext}[prev] = nxt
-                    {snext}[cur] = -1
+                    {snext}[cur] = {OFF_LIST}  # (kernels.sessions.OFF_LIST)
                 elif {sstart}[cur] - gap < t + touch and t < {send}[cur] + touch:
                     if hit < 0:
                         hit = cur

@@ -14,7 +14,11 @@ import numpy as np
 from .._jit import njit
 from .hashtable import ht_delete, ht_find
 
-__all__ = ["unlink_sessions"]
+__all__ = ["OFF_LIST", "unlink_sessions"]
+
+#: ``snext`` of a session a row's update took off its key's list (closed, waiting for the fire). A session off
+#: its list may also say -1 (as after a checkpoint's copy): :func:`unlink_sessions` then walks the list to see.
+OFF_LIST = -2
 
 
 @njit
@@ -23,7 +27,8 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
 
     A session may be off its list already: a row's update takes the closed
     sessions it walks past off (they are never extended again, and a fire
-    emits them next), leaving a key with an empty list until then.
+    emits them next), marking them :data:`OFF_LIST` and leaving a key with an
+    empty list until then.
 
     Parameters
     ----------
@@ -43,7 +48,7 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
         if ks < 0:  # its key went with an earlier session of this call (``s`` was off the list)
             continue
         prev = np.int64(-1)
-        cur = head[ks]
+        cur = head[ks] if snext[s] != OFF_LIST else -1
         while cur >= 0 and cur != s:
             prev = cur
             cur = snext[cur]
@@ -52,6 +57,6 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
                 head[ks] = snext[s]
             else:
                 snext[prev] = snext[s]
-            snext[s] = -1
+        snext[s] = -1
         if head[ks] < 0:
             ht_delete(kb, kk, km, kf, ks)

@@ -57,7 +57,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
                         st1_head[ks] = nxt
                     else:
                         st1_next[prev] = nxt
-                    st1_next[cur] = -1
+                    st1_next[cur] = -2  # (kernels.sessions.OFF_LIST)
                 elif st1_start[cur] - gap < t + touch and t < st1_end[cur] + touch:
                     if hit < 0:
                         hit = cur
