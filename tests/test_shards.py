@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import laminar_jit as lj
 from conftest import split_table
@@ -1187,14 +1187,15 @@ def test_keyed_kernels_in_key_shards_give_one_executors_rows_in_its_order(seed, 
     table = bursts(1500, seed)
     steps = _steps(dag, table, seed)
     want, want_metrics, _ = _drive(dag, 1, steps)
+    # timers of different keys due at one time and batch position fire in the order the keys first came: an
+    # example is kept when some are (most seeds; seed 9837's timers all fall at different times)
+    alarms = pl.from_arrow(want["alarms"]).filter(pl.col("alarm"))
+    assume(alarms.group_by("ts").len()["len"].max() > 1)
     got, got_metrics, _ = _drive(dag, shards, steps)
     for sink in want:
         assert want[sink].num_rows > 500 and _same(got[sink], want[sink]), sink
     assert got_metrics == want_metrics
     assert pc.sum(want["alarms"]["alarm"]).as_py() > 100  # timers fired (before rows and at the batches' ends)
-    # timers of different keys due at one time and batch position: they fire in the order the keys first came
-    alarms = pl.from_arrow(want["alarms"]).filter(pl.col("alarm"))
-    assert alarms.group_by("ts").len()["len"].max() > 1
 
 
 def _quiet_then_by_channel():

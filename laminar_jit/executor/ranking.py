@@ -118,7 +118,7 @@ def dedup_{nid}_update({params}, keep_out):
 def dedup_{nid}_forget(wm_now, settings, {", ".join(state_names)}):
     """Dedup node {nid}: free the slots of intervals with end + lateness <= watermark."""
 {gen.setting_lines[nid]}
-{due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness")}
+{due_entries(state_names, state_names[1] + "[:, 1]", "size + lateness", ordered=False)}
     ht_delete_many({table}, fired[:cnt], kept[:n_kept])
     return cnt
 ''')

@@ -60,15 +60,16 @@ def merge_into_scratch(aggs, fields_by_agg, dst: str = "0", src: str | None = No
     return lines
 
 
-def due_entries(state_names: list[str], bound: str, offset: str) -> str:
+def due_entries(state_names: list[str], bound: str, offset: str, ordered: bool = True) -> str:
     """Fire-function code collecting the due entries (see :func:`laminar_jit.kernels.slots.due_slots`).
 
-    Sets ``fired`` (their slots, ``cnt`` of them), ``order`` (into ``fired``, by (bound, key))
-    and ``kept`` (``n_kept`` slots that stay). ``bound`` is generated code for the int64 array of
-    each slot's bound (a window start ``keys[:, 1]``, a session end); ``offset`` is
-    generated code such as ``size + lateness``.
+    Sets ``fired`` (their slots, ``cnt`` of them), ``order`` (into ``fired``, by (bound, key);
+    empty when not ``ordered``) and ``kept`` (``n_kept`` slots that stay). ``bound`` is generated
+    code for the int64 array of each slot's bound (a window start ``keys[:, 1]``, a session end);
+    ``offset`` is generated code such as ``size + lateness``.
     """
     buckets, keys, meta, aux = state_names[0], state_names[1], state_names[2], state_names[4]
-    return f"""    fired, order, kept = due_slots({buckets}, {keys}, {meta}, {aux}, {bound}, {offset}, wm_now)
+    unordered = "" if ordered else ", False"
+    return f"""    fired, order, kept = due_slots({buckets}, {keys}, {meta}, {aux}, {bound}, {offset}, wm_now{unordered})
     cnt = fired.size
     n_kept = kept.size"""

@@ -22,7 +22,7 @@ WM_MAX = np.iinfo(np.int64).max
 
 
 @njit
-def due_slots(buckets, keys, meta, aux, bound, offset, wm_now):
+def due_slots(buckets, keys, meta, aux, bound, offset, wm_now, ordered=True):
     """The entries with ``bound[s] + offset <= wm_now``, and the others.
 
     Parameters
@@ -40,13 +40,16 @@ def due_slots(buckets, keys, meta, aux, bound, offset, wm_now):
         Added to the bound before the comparison.
     wm_now : int
         The operator's watermark.
+    ordered : bool
+        Work out ``order`` (False: an empty one, for operators that emit
+        nothing as entries go, such as Dedup: the sort was a quarter of its time).
 
     Returns
     -------
     fired : numpy.ndarray
         int32 slots of the due entries, in scan order.
     order : numpy.ndarray
-        Positions into ``fired`` ordering the due entries by (bound, key).
+        Positions into ``fired`` ordering the due entries by (bound, key) (empty unless ``ordered``).
     kept : numpy.ndarray
         int32 slots of the entries that stay (for :func:`.ht_delete_many`).
 
@@ -86,6 +89,8 @@ def due_slots(buckets, keys, meta, aux, bound, offset, wm_now):
                     low = v
     if do_fire:
         aux[1] = low
+    if not ordered:
+        return fired[:cnt], np.empty(0, np.int64), kept[:n_kept]
     kk = np.empty(cnt, np.int64)
     vv = np.empty(cnt, np.int64)
     for j in range(cnt):

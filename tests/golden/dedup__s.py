@@ -79,7 +79,7 @@ def dedup_1_forget(wm_now, settings, st1_buckets, st1_keys, st1_meta, st1_free, 
     size = settings[1]
     offset = settings[2]
     lateness = settings[3]
-    fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_keys[:, 1], size + lateness, wm_now)
+    fired, order, kept = due_slots(st1_buckets, st1_keys, st1_meta, st1_aux, st1_keys[:, 1], size + lateness, wm_now, False)
     cnt = fired.size
     n_kept = kept.size
     ht_delete_many(st1_buckets, st1_keys, st1_meta, st1_free, fired[:cnt], kept[:n_kept])
