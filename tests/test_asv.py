@@ -321,3 +321,23 @@ def test_filter_map_peers_compute_the_same_result():
     assert expected.height > 0 and expected.columns == keys + ["price_eur"]
     for got in (results[0], results[2]):
         assert_frame_equal(got.sort(keys), expected)
+
+
+def test_perf_map_names_the_compiled_steps_and_kernels(tmp_path):
+    """``benchmarks.perf_map`` (a profiling aid) names a loaded plan's step and a library kernel at their
+    addresses, each address once and in order."""
+    from benchmarks import bench_core, common
+    from benchmarks.perf_map import write_perf_map
+
+    bench = bench_core.FilterMap()
+    bench.setup()
+    common.run_dag(bench.dag, bench.batches[:1])
+    path = tmp_path / "perf.map"
+    count = write_perf_map(str(path))
+    rows = [line.split(" ", 2) for line in path.read_text().splitlines()]
+    assert count == len(rows) > 0
+    starts = [int(start, 16) for start, _, _ in rows]
+    assert starts == sorted(set(starts)) and all(int(size, 16) > 0 for _, size, _ in rows)
+    names = [name for *_, name in rows]
+    assert any("laminar_jit_plans" in n and "step" in n for n in names)
+    assert any("laminar_jit7kernels" in n for n in names)
