@@ -217,6 +217,28 @@ def test_string_and_composite_keys(key):
     assert_same(lj.apply_changelog(ex.take_sink_outputs("out")), want, key)
 
 
+@pytest.mark.parametrize("key", [["a"], ["a", "b"]])
+def test_many_keys_each_fold_only_their_own_rows(key):
+    """About 95 K keys of one integer column or 150 K of two (skewed, nulls among them), far more than a call's cache of recent
+    keys' slots holds, so keys share its lines (pairs with the same ``a`` too); final state against DuckDB."""
+    rng = np.random.default_rng(5)
+    n = 300_000
+    hot = rng.random(n) < 0.5
+    a = np.where(hot, rng.zipf(1.3, n) % 1_000, rng.integers(0, 150_000, n))
+    b = np.where(hot, rng.integers(0, 6_000, n), rng.integers(0, 150, n))  # a hot ``a`` has thousands of pairs
+    table = pa.table({"ts": np.arange(n, dtype=np.int64), "a": pa.array(a, mask=rng.random(n) < 0.01),
+                      "b": pa.array(b, mask=rng.random(n) < 0.01), "price": rng.integers(1, 100, n).astype(np.float64)})
+    dag = group_dag(table.schema, key, aggs={"n": lj.count(), "s": lj.sum("price")})
+    ex = lj.DagExecutor(dag)
+    for batch in split_table(table, random_cuts(rng, n, 8)):
+        ex.process_batch("bids", batch)
+    ex.finish()
+    keys = ", ".join(key)
+    want = duck(f"SELECT {keys}, count(*) AS n, sum(price) AS s FROM t GROUP BY {keys}", t=table)
+    assert want.num_rows > 90_000
+    assert_same(lj.apply_changelog(ex.take_sink_outputs("out")), want, key)
+
+
 # ----------------------------------------------------------------------------- changelog input
 
 CHANGES = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("v", pa.float64()), ("q", pa.int32()),

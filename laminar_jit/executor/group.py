@@ -19,6 +19,7 @@ from ..kernels.changelog import (
     SUM,
     rec_columns,
 )
+from ..kernels.hashtable import CACHE_SIZE
 from ..ops.group import GroupAggregate
 from .core import (
     EMITTED,
@@ -31,6 +32,7 @@ from .core import (
     kernel_module_stamp,
     key_code,
     key_columns,
+    key_parts,
     np_dtype,
     propagate_watermark,
     register,
@@ -53,6 +55,35 @@ def link_changelog_kernels(gen: Gen) -> None:
     if _IMPORT not in gen.funcs:
         gen.funcs.append(_IMPORT)
         gen.fingerprints.append(kernel_module_stamp("changelog.py"))
+
+
+#: Slots of recent keys, direct-mapped by the key columns' values (one or two columns): no key leaves the table
+#: during the update loop (expired and emptied keys go after it), so a hit is current and skips the probes of the
+#: composite-key table and of the key table. Nexmark q17, keyed by (auction, day): the update 458 -> 256 ms a run.
+_LOOKUP_CACHE = f"""
+    c_k0 = empty({CACHE_SIZE}, np.int64)
+    c_k1 = empty({CACHE_SIZE}, np.int64)
+    c_s = full({CACHE_SIZE}, -1, np.int64)"""
+
+
+def _slot_lookup(gen, b, names: dict, key_cols: list, state_names: list[str], find: str) -> list[str]:
+    """Row-loop lines setting ``s``, the row's key slot (``find`` looks it up from ``k``), through the cache of
+    recent keys (:data:`_LOOKUP_CACHE`) when the key has one or two columns."""
+    if not 1 <= len(key_cols) <= 2:
+        return [*key_code(gen, b, names, key_cols, state_names).split("\n        "), find]
+    parts = key_parts(gen, b, names, key_cols)
+    c1 = "c1" if len(parts) == 2 else "np.int64(0)"
+    lookup = key_code(gen, b, names, key_cols, state_names, comp=["c0", "c1"][:len(parts)])
+    return [f"c0 = {parts[0]}", *([f"c1 = {parts[1]}"] if len(parts) == 2 else []),
+            f"cl = cache_line(c0, {c1})",
+            f"if c_s[cl] >= 0 and c_k0[cl] == c0 and c_k1[cl] == {c1}:",
+            "    s = c_s[cl]",
+            "else:",
+            *(f"    {line}" for line in lookup.split("\n        ")),
+            f"    {find}",
+            "    c_k0[cl] = c0",
+            f"    c_k1[cl] = {c1}",
+            "    c_s[cl] = s"]
 
 
 @register(GroupAggregate)
@@ -85,13 +116,12 @@ def generate_group(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
             if kind in (MIN, MAX) and origin not in stores:
                 stores[origin] = gen.dictionary_store(origin)
     leaves, names, dense, loop = row_loop(gen, b, [ts_col, op_col, *key_cols, *agg_cols])
-    key_expr = key_code(gen, b, names, key_cols, names_)
 
     lines = []
     if ttl:
         lines += [f"t = {value_code(ts_col, gen, b, names, 'i')}", *ROW_WATERMARK.split("\n        ")]
-    lines += [*key_expr.split("\n        "), f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))",
-              f"if {rec}[s, {mark}] != stamp:",
+    lines += _slot_lookup(gen, b, names, key_cols, names_, f"s = ht_find_or_insert({tb}, {tk}, {tm}, {tf}, k, np.int64(0))")
+    lines += [f"if {rec}[s, {mark}] != stamp:",
               f"    {rec}[s, {mark}] = stamp",
               "    dirty[nd] = s",
               "    nd += 1"]
@@ -175,7 +205,7 @@ def group_{nid}_update({params}):
     {aux}[0] += 1
     stamp = {aux}[0]
     dirty = empty({"n" if dense else "sel.size"}, np.int64)
-    nd = 0
+    nd = 0{_LOOKUP_CACHE if 1 <= len(key_cols) <= 2 else ""}
     {loop}
 {indent(chr(10).join(lines), 8)}
     return dirty[:nd]
