@@ -77,6 +77,29 @@ def test_integer_keys_are_emitted_in_window_key_rank_order():
     assert got.equals(got.sort(["window_end", "auction", "rank"], nulls_last=False))
 
 
+def test_many_keys_and_windows_keep_their_rows_apart():
+    """1,000 keys (scattered: dense ones spread evenly over the lines) over 300 windows, one after the other
+    (most keys in most windows), so (key, window) entries share lines of a call's cache of recent slots; and two
+    windows of one key that share a line, both open in one call."""
+    rng = np.random.default_rng(8)
+    n = 300_000
+    table = pa.table({"ts": np.arange(n, dtype=np.int64) + rng.integers(0, 50, n),
+                      "auction": rng.integers(0, 10**12, 1_000)[rng.integers(0, 1_000, n)], "price": rng.random(n),
+                      "ch": pa.array(["c"] * n)}, schema=SCHEMA)
+    _, out = run_bids(topn_dag(2), table.to_batches(max_chunksize=65_536))
+    want = reference(table, 2)
+    assert want.num_rows > 250_000
+    same(out["out"], want)
+
+    from laminar_jit.kernels.hashtable import cache_line
+    line = cache_line(np.int64(7), np.int64(0))
+    far = next(w for w in range(WINDOW, 10**9, WINDOW) if cache_line(np.int64(7), np.int64(w)) == line)
+    pair = pa.table({"ts": [10, far + 10], "auction": [7, 7], "price": [1.0, 2.0], "ch": ["c", "c"]}, schema=SCHEMA)
+    _, out = run_bids(topn_dag(2, delay=2 * far), [pair.to_batches()[0]])
+    same(out["out"], reference(pair, 2, delay=2 * far))
+    assert out["out"].column("window_start").to_pylist() == [0, far]
+
+
 #: (n, delay, allowed lateness, offset, late) of the split-invariance test: a fixed few operator
 #: configurations (each compiles its own plan, seconds cold), the first shared with
 #: test_topn_matches_duckdb_row_number: late rows; late rows with lateness and an offset;
