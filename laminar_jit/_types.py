@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["arrow_to_numpy_dtype", "is_kernel_type", "numpy_to_arrow_type", "type_label"]
+__all__ = ["OFFSET_TYPES", "arrow_to_numpy_dtype", "is_kernel_type", "numpy_to_arrow_type", "offsets_and_bytes",
+           "type_label"]
 
 
 def arrow_to_numpy_dtype(arrow_type: pa.DataType) -> np.dtype | None:
@@ -47,3 +48,17 @@ def numpy_to_arrow_type(dtype: np.dtype) -> pa.DataType:
 def type_label(arrow_type: pa.DataType) -> str:
     """Short human name of an Arrow type for error messages."""
     return str(arrow_type)
+
+
+#: Types laid out as offsets + bytes, which kernels read as they are (others are cast first).
+OFFSET_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
+_LARGE_TYPES = (pa.large_string(), pa.large_binary())
+
+
+def offsets_and_bytes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-copy views of a non-empty array of a type of :data:`OFFSET_TYPES`: its ``len + 1`` offsets (int32 or
+    int64, as stored) and its whole data buffer (uint8)."""
+    _validity, offsets_buf, data_buf = values.buffers()
+    width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
+    offsets = np.frombuffer(offsets_buf, width, count=len(values) + 1, offset=values.offset * width.itemsize)
+    return offsets, (np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8))

@@ -12,9 +12,9 @@ others are not compiled from SQL yet.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..dag import StreamingDag
+from ..ops.arrow_functions import count_char as arrow_count_char
 from .generator import SCHEMAS, side_input
 
 __all__ = ["FLINK_SQL", "NOT_COMPILED", "SOURCE_VIEWS", "count_char", "sql_query"]
@@ -303,7 +303,8 @@ NOT_COMPILED = {
 
 
 def count_char(text: pa.Array, char: pa.Scalar) -> pa.Array:
-    """Nexmark's ``count_char`` UDF (q14): how often ``char`` occurs in each string, by Arrow.
+    """Nexmark's ``count_char`` UDF (q14): how often ``char`` occurs in each string
+    (:func:`laminar_jit.ops.arrow_functions.count_char`).
 
     Parameters
     ----------
@@ -317,7 +318,7 @@ def count_char(text: pa.Array, char: pa.Scalar) -> pa.Array:
     pyarrow.Array
         int64 counts (null where ``text`` is null).
     """
-    return pc.cast(pc.count_substring(text, pattern=char.as_py()), pa.int64())
+    return arrow_count_char(text, char.as_py())
 
 
 def sql_query(name: str, max_delay: int = 100) -> StreamingDag:

@@ -24,7 +24,7 @@ from ..executor import DagExecutor
 from ..ops import ArrowMap, Filter, Map, Project
 from ..ops.aggregates import count
 from ..ops.dedup import Dedup
-from ..ops.arrow_functions import split_index
+from ..ops.arrow_functions import count_char, split_index
 from ..ops.topn import TopN
 from ..ops.windows import SessionWindow, SlidingWindow, TumblingWindow
 from ..time import ProcessingTime
@@ -281,7 +281,7 @@ def _bid_time_type_and_c_counts(date_time, extra):
     hour = (pc.cast(date_time, pa.int64()).to_numpy(zero_copy_only=False) // 3_600_000) % 24
     kind = np.where((hour >= 8) & (hour <= 18), 0, np.where((hour <= 6) | (hour >= 20), 1, 2)).astype(np.int32)
     return (pa.DictionaryArray.from_arrays(pa.array(kind), _TIME_TYPES),
-            pc.cast(pc.count_substring(extra, "c"), pa.int64()))
+            count_char(extra, "c"))
 
 
 def _euro_price_in_range(price):

@@ -63,6 +63,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._types import OFFSET_TYPES, offsets_and_bytes
 from ..kernels.interning import intern_bytes, intern_rows
 from .keytable import KeyTable
 
@@ -70,9 +71,6 @@ __all__ = ["StringDictionary"]
 
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 _BINARY_TYPES = (pa.binary(), pa.large_binary(), pa.binary_view())
-#: Types laid out as offsets + bytes, which the interning kernel reads as they are (others are cast first).
-_OFFSET_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
-_LARGE_TYPES = (pa.large_string(), pa.large_binary())
 
 
 def _family(t: pa.DataType) -> str | None:
@@ -83,15 +81,6 @@ def _family(t: pa.DataType) -> str | None:
     if t in _BINARY_TYPES:
         return "binary"
     return None
-
-
-def _offsets_and_bytes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-copy views of a non-empty array of a type of ``_OFFSET_TYPES``: its ``len + 1`` offsets (int32 or
-    int64, as stored) and its whole data buffer (uint8)."""
-    _validity, offsets_buf, data_buf = values.buffers()
-    width = np.dtype(np.int64 if values.type in _LARGE_TYPES else np.int32)
-    offsets = np.frombuffer(offsets_buf, width, count=len(values) + 1, offset=values.offset * width.itemsize)
-    return offsets, (np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8))
 
 
 #: A plain batch is interned row by row when more than this share of the rows of the last batch of at least
@@ -267,7 +256,7 @@ class StringDictionary:
 
     def _readable(self, values: pa.Array) -> pa.Array:
         """``values`` as offsets + bytes for the interning kernel (a view type is cast; others as they are)."""
-        return values if values.type in _OFFSET_TYPES else values.cast(self._store_type)
+        return values if values.type in OFFSET_TYPES else values.cast(self._store_type)
 
     def _distinct_of_dictionary(self, chunk: pa.DictionaryArray) -> tuple[pa.Array, pa.Array]:
         """The same for a dictionary-encoded array, working on its indices and its own dictionary.
@@ -309,7 +298,7 @@ class StringDictionary:
         return codes, np.empty(0, np.bool_)
 
     def _intern(self, distinct: pa.Array) -> np.ndarray:
-        """Codes of ``distinct`` (non-null values of a type in ``_OFFSET_TYPES``), appending new ones.
+        """Codes of ``distinct`` (non-null values of a type in ``OFFSET_TYPES``), appending new ones.
 
         The only place the dictionary changes; runs once per batch, with the
         batch's distinct values (or all its rows, when most are distinct: a
@@ -320,7 +309,7 @@ class StringDictionary:
         codes = np.empty(m, np.int64)
         if m == 0:
             return codes
-        offsets, data = _offsets_and_bytes(distinct)
+        offsets, data = offsets_and_bytes(distinct)
         offsets = offsets.astype(np.int64, copy=False)
         self._reserve(m, int(offsets[-1] - offsets[0]))
         table = self._table
@@ -331,7 +320,7 @@ class StringDictionary:
         return codes
 
     def _intern_rows(self, values: pa.Array) -> tuple[np.ndarray, int]:
-        """Codes of every row of ``values`` (a type of ``_OFFSET_TYPES``; -1 for a null row), appending new values,
+        """Codes of every row of ``values`` (a type of ``OFFSET_TYPES``; -1 for a null row), appending new values,
         through :func:`~laminar_jit.kernels.interning.intern_rows`; and how many rows missed its cache.
 
         The kernel stops before a new value that does not fit; the table and the store then grow (doubling)
@@ -342,7 +331,7 @@ class StringDictionary:
         if m == 0:
             return codes, 0
         valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else np.empty(0, np.bool_)
-        offsets, data = _offsets_and_bytes(values)
+        offsets, data = offsets_and_bytes(values)
         wanted = min(CACHE_MAX, max(CACHE_MIN, 1 << max(4 * len(self), m).bit_length()))
         if self._cache.size < wanted:  # (codes cached so far are found again in the table)
             self._cache = np.full(wanted, -1, np.int64)
@@ -382,13 +371,13 @@ class StringDictionary:
         return codes, (codes >= 0 if nulls else np.empty(0, np.bool_))
 
     def _append_values(self, values: pa.Array) -> np.ndarray:
-        """Append ``values`` (non-null, a type of ``_OFFSET_TYPES``) as new codes, without looking them up (numpy
+        """Append ``values`` (non-null, a type of ``OFFSET_TYPES``) as new codes, without looking them up (numpy
         slice copies of their offsets and bytes); return those codes."""
         m = len(values)
         count = len(self)
         if m == 0:
             return np.empty(0, np.int64)
-        offsets, data = _offsets_and_bytes(values)
+        offsets, data = offsets_and_bytes(values)
         start, stop = int(offsets[0]), int(offsets[-1])
         self._reserve(m, stop - start, appending=True)
         used = int(self._offsets[count])
