@@ -480,21 +480,13 @@ def string_origin(gen, node, b: Binding, col: Col, column: str) -> str:
 
 def key_parts(gen, b: Binding, names: dict, key_cols: list) -> list[str]:
     """Expressions of a row's int64 value of each key column (dictionary code for strings; null -> the null group)."""
-    comp = []
-    for kc in key_cols:
-        key_leaves = gen.leaves(b, kc, [])
-        comp.append(f"np.int64({value_code(kc, gen, b, names, 'i')}) if {row_ok(names, key_leaves, 'i')} "
-                    f"else {NULL_KEY}")
-    return comp
+    return [f"np.int64({value_code(kc, gen, b, names, 'i')}) if {row_ok(names, gen.leaves(b, kc, []), 'i')} "
+            f"else {NULL_KEY}" for kc in key_cols]
 
 
 def key_code(gen, b: Binding, names: dict, key_cols: list, state_names: list[str], comp=None) -> str:
-    """Statements setting ``k``, the row's int64 key.
-
-    One int64 per key column (:func:`key_parts`, or ``comp``: expressions
-    of them); composite keys are chained through per-level (id, next code) -> id
-    tables, the last state arguments.
-    """
+    """Statements setting ``k``, the row's int64 key: one int64 per key column (:func:`key_parts`, or ``comp``),
+    composite keys chained through per-level (id, next code) -> id tables, the last state arguments."""
     comp = key_parts(gen, b, names, key_cols) if comp is None else comp
     key_lines = [f"k = {comp[0]}" if comp else "k = np.int64(0)"]
     level_tables = key_table_names(state_names, len(key_cols))

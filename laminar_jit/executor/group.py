@@ -19,7 +19,6 @@ from ..kernels.changelog import (
     SUM,
     rec_columns,
 )
-from ..kernels.hashtable import CACHE_SIZE
 from ..ops.group import GroupAggregate
 from .core import (
     EMITTED,
@@ -42,6 +41,7 @@ from .core import (
     value_code,
     watermark_bounds,
 )
+from .slots import cached_slot, slot_cache
 
 __all__ = ["generate_group", "link_changelog_kernels"]
 
@@ -57,33 +57,17 @@ def link_changelog_kernels(gen: Gen) -> None:
         gen.fingerprints.append(kernel_module_stamp("changelog.py"))
 
 
-#: Slots of recent keys, direct-mapped by the key columns' values (one or two columns): no key leaves the table
-#: during the update loop (expired and emptied keys go after it), so a hit is current and skips the probes of the
-#: composite-key table and of the key table. Nexmark q17, keyed by (auction, day): the update 458 -> 256 ms a run.
-_LOOKUP_CACHE = f"""
-    c_k0 = empty({CACHE_SIZE}, np.int64)
-    c_k1 = empty({CACHE_SIZE}, np.int64)
-    c_s = full({CACHE_SIZE}, -1, np.int64)"""
-
-
 def _slot_lookup(gen, b, names: dict, key_cols: list, state_names: list[str], find: str) -> list[str]:
-    """Row-loop lines setting ``s``, the row's key slot (``find`` looks it up from ``k``), through the cache of
-    recent keys (:data:`_LOOKUP_CACHE`) when the key has one or two columns."""
+    """Row-loop lines setting ``s``, the row's key slot (``find`` looks it up from ``k``): through the cache of
+    recent keys' slots by the key columns' values (:func:`.slots.cached_slot`, skipping the composite-key table
+    too) when the key has one or two columns."""
     if not 1 <= len(key_cols) <= 2:
         return [*key_code(gen, b, names, key_cols, state_names).split("\n        "), find]
     parts = key_parts(gen, b, names, key_cols)
-    c1 = "c1" if len(parts) == 2 else "np.int64(0)"
-    lookup = key_code(gen, b, names, key_cols, state_names, comp=["c0", "c1"][:len(parts)])
-    return [f"c0 = {parts[0]}", *([f"c1 = {parts[1]}"] if len(parts) == 2 else []),
-            f"cl = cache_line(c0, {c1})",
-            f"if c_s[cl] >= 0 and c_k0[cl] == c0 and c_k1[cl] == {c1}:",
-            "    s = c_s[cl]",
-            "else:",
-            *(f"    {line}" for line in lookup.split("\n        ")),
-            f"    {find}",
-            "    c_k0[cl] = c0",
-            f"    c_k1[cl] = {c1}",
-            "    c_s[cl] = s"]
+    names_ = ["c0", "c1"][:len(parts)]
+    lookup = key_code(gen, b, names, key_cols, state_names, comp=names_)
+    return [*(f"{n} = {part}" for n, part in zip(names_, parts)),
+            *cached_slot([*lookup.split("\n        "), find], *names_)]
 
 
 @register(GroupAggregate)
@@ -205,7 +189,7 @@ def group_{nid}_update({params}):
     {aux}[0] += 1
     stamp = {aux}[0]
     dirty = empty({"n" if dense else "sel.size"}, np.int64)
-    nd = 0{_LOOKUP_CACHE if 1 <= len(key_cols) <= 2 else ""}
+    nd = 0{chr(10) + slot_cache(len(key_cols)) if 1 <= len(key_cols) <= 2 else ""}
     {loop}
 {indent(chr(10).join(lines), 8)}
     return dirty[:nd]

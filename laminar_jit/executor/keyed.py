@@ -9,7 +9,6 @@ timers fire in (time, first arrival of the key) order as the watermark passes th
 from __future__ import annotations
 
 from .._types import arrow_to_numpy_dtype
-from ..kernels.hashtable import CACHE_SIZE
 from ..ops.keyed import KeyedKernel
 from .core import (
     EMITTED,
@@ -30,6 +29,7 @@ from .core import (
     value_code,
     watermark_bounds,
 )
+from .slots import cached_slot, slot_cache
 
 __all__ = ["generate_keyed"]
 
@@ -152,10 +152,8 @@ def keyed_{nid}_update({params}):
     fired = 0
     size = {"n" if dense else "sel.size"} + fire_cap + 16  # a row per input row and per firing: never grown
 {allocs}
-    # slots of recent keys, direct-mapped: no key is deleted during the loop, so a hit is current and skips the
-    # hash probe (Nexmark q4's bids, most on a few open auctions: 1.39 -> 1.15 ms a 60 K-row call)
-    c_k = empty({CACHE_SIZE}, np.int64)
-    c_s = full({CACHE_SIZE}, -1, np.int64)
+    # slots of recent keys (no key is deleted during the loop)
+{slot_cache(1)}
     m = 0{chr(10) + "    lp = np.int64(0)" + chr(10) + "    lt = WM_MIN" + chr(10) + "    lf = np.int64(0)" if ties else ""}
     {loop}
         t = {value_code(ts_col, gen, b, names, "i")}
@@ -164,13 +162,7 @@ def keyed_{nid}_update({params}):
         if not ({ok}):
             continue
         {key_expr}
-        cl = cache_line(k, np.int64(0))
-        if c_s[cl] >= 0 and c_k[cl] == k:
-            s = c_s[cl]
-        else:
-            s = ht_find_or_insert({buckets}, {keys}, {meta}, {free}, k, np.int64(0))
-            c_k[cl] = k
-            c_s[cl] = s
+        {indent(chr(10).join(cached_slot([f"s = ht_find_or_insert({buckets}, {keys}, {meta}, {free}, k, np.int64(0))"], "k")), 8).lstrip()}
         {arm_before}
         r = {call}
         okey[m] = k

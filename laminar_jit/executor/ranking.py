@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import SchemaError
-from ..kernels.hashtable import CACHE_SIZE
 from ..kernels.ranking import TIE_TAKEN
 from ..ops.dedup import Dedup
 from ..ops.ranked import RankedSpec
@@ -26,6 +25,7 @@ from .core import (
     ROW_WATERMARK,
     Binding,
     Col,
+    indent,
     key_code,
     key_columns,
     propagate_watermark,
@@ -37,7 +37,7 @@ from .core import (
     watermark_bounds,
 )
 from .ranked import generate_ranked
-from .slots import due_entries
+from .slots import cached_slot, due_entries, slot_cache
 from .steps import two_phase
 
 __all__ = ["generate_ranking"]
@@ -224,11 +224,8 @@ def topn_{nid}_update({params}):
     seq = {aux}[0]
     low = {aux}[1]
     high = {aux}[2]
-    # slots of recent (key, window)s, direct-mapped: no slot is freed in the loop, so a hit is current and
-    # skips the probe (bench_ranking.TopN, 10 K zipf keys: the update 145 -> 137 ms a run)
-    c_k = empty({CACHE_SIZE}, np.int64)
-    c_ws = empty({CACHE_SIZE}, np.int64)
-    c_s = full({CACHE_SIZE}, -1, np.int64)
+    # slots of recent (key, window)s (no slot is freed in the loop; bench_ranking.TopN's update 145 -> 137 ms)
+{slot_cache()}
     win_lo = np.int64(1)  # the previous row's window [win_lo, win_hi)
     win_hi = np.int64(0)
     {loop}
@@ -239,14 +236,7 @@ def topn_{nid}_update({params}):
         if xb != xb:  # NaN never ranks
             continue
         {key_expr}
-        cl = cache_line(k, ws)
-        if c_s[cl] >= 0 and c_k[cl] == k and c_ws[cl] == ws:
-            s = c_s[cl]
-        else:
-            s = ht_find_or_insert({table}, k, ws)
-            c_k[cl] = k
-            c_ws[cl] = ws
-            c_s[cl] = s
+        {indent(chr(10).join(cached_slot([f"s = ht_find_or_insert({table}, k, ws)"], "k", "ws")), 8).lstrip()}
         if ws < low:
             low = ws
         if ws > high:

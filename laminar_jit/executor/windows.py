@@ -20,7 +20,6 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from ..kernels.hashtable import CACHE_SIZE
 from ..ops.base import string_type
 from ..ops.windows import WindowOperator
 from ..state.windows import WindowState
@@ -47,7 +46,7 @@ from .core import (
 )
 from .sessions import session_fire, session_update
 from .sliding import sliding_fire, sliding_link
-from .slots import due_entries, finalizers, reset_lines
+from .slots import cached_slot, due_entries, finalizers, reset_lines, slot_cache
 
 __all__ = ["generate_window"]
 
@@ -113,7 +112,10 @@ def generate_window(gen: Gen, node, b: Binding) -> tuple[Binding, Binding]:
     if sliding:
         gen.sliding_times[nid] = ts_col.name if ts_col.kind == "src" else None
     live = f"live = {state_names[2]}[0]" if sliding else ""
-    link = sliding_link(nid, state_names[2]) if sliding else ""
+    # (the link's lines after its first are written for the 12 spaces of an else branch of the row loop)
+    link = [line[12:] if j else line for j, line in enumerate(sliding_link(nid, state_names[2]).split("\n"))] \
+        if sliding else []
+    find = f"s = ht_find_or_insert({', '.join(state_names[:4])}, k, ws)"
     gen.funcs.append(f'''
 @njit
 def window_{nid}_update({params}):
@@ -123,11 +125,8 @@ def window_{nid}_update({params}):
     seq = {state_names[4]}[0]  # kept in registers in the loop, written back at the end
     low = {state_names[4]}[1]
     high = {state_names[4]}[2]
-    # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
-    # loop, so a hit is current and skips the hash probe
-    c_k = empty({CACHE_SIZE}, np.int64)
-    c_ws = empty({CACHE_SIZE}, np.int64)
-    c_s = full({CACHE_SIZE}, -1, np.int64)
+    # slots of recent (key, pane)s (no slot is freed during the loop)
+{slot_cache()}
     {"pslot = np.int64(-1)" if sliding else ""}
     {"pane_ws = np.int64(0)" if sliding else ""}
     # the pane (and last window) of the previous row: rows mostly share it, and then
@@ -151,16 +150,7 @@ def window_{nid}_update({params}):
             n_late += 1
             continue
         {key_expr}
-        cl = cache_line(k, ws)
-        if c_s[cl] >= 0 and c_k[cl] == k and c_ws[cl] == ws:
-            s = c_s[cl]
-        else:
-            {live}
-            s = ht_find_or_insert({state_names[0]}, {state_names[1]}, {state_names[2]}, {state_names[3]}, k, ws)
-            {link}
-            c_k[cl] = k
-            c_ws[cl] = ws
-            c_s[cl] = s
+        {indent(chr(10).join(cached_slot([live, find, *link], "k", "ws")), 8).lstrip()}
         if ws < low:
             low = ws
         if ws > high:

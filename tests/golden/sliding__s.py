@@ -35,10 +35,9 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
     seq = st1_aux[0]  # kept in registers in the loop, written back at the end
     low = st1_aux[1]
     high = st1_aux[2]
-    # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
-    # loop, so a hit is current and skips the hash probe
-    c_k = empty(4096, np.int64)
-    c_ws = empty(4096, np.int64)
+    # slots of recent (key, pane)s (no slot is freed during the loop)
+    c_k0 = empty(4096, np.int64)
+    c_k1 = empty(4096, np.int64)
     c_s = full(4096, -1, np.int64)
     pslot = np.int64(-1)
     pane_ws = np.int64(0)
@@ -73,7 +72,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
             continue
         k = np.int64(v1[i]) if (m1.size == 0 or m1[i]) else WM_MIN
         cl = cache_line(k, ws)
-        if c_s[cl] >= 0 and c_k[cl] == k and c_ws[cl] == ws:
+        if c_s[cl] >= 0 and c_k0[cl] == k and c_k1[cl] == ws:
             s = c_s[cl]
         else:
             live = st1_meta[0]
@@ -85,8 +84,8 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
                 st1_pnext[s] = st1_phead[pslot]
                 st1_phead[pslot] = s
                 st1_pcount[pslot] += 1
-            c_k[cl] = k
-            c_ws[cl] = ws
+            c_k0[cl] = k
+            c_k1[cl] = ws
             c_s[cl] = s
         if ws < low:
             low = ws

@@ -35,10 +35,9 @@ def window_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floo
     seq = st1_aux[0]  # kept in registers in the loop, written back at the end
     low = st1_aux[1]
     high = st1_aux[2]
-    # slots of recent (key, pane)s, direct-mapped: no slot is freed during the
-    # loop, so a hit is current and skips the hash probe
-    c_k = empty(4096, np.int64)
-    c_ws = empty(4096, np.int64)
+    # slots of recent (key, pane)s (no slot is freed during the loop)
+    c_k0 = empty(4096, np.int64)
+    c_k1 = empty(4096, np.int64)
     c_s = full(4096, -1, np.int64)
     
     
@@ -69,14 +68,12 @@ def window_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floo
             continue
         k = np.int64(v1[i]) if (m1.size == 0 or m1[i]) else WM_MIN
         cl = cache_line(k, ws)
-        if c_s[cl] >= 0 and c_k[cl] == k and c_ws[cl] == ws:
+        if c_s[cl] >= 0 and c_k0[cl] == k and c_k1[cl] == ws:
             s = c_s[cl]
         else:
-            
             s = ht_find_or_insert(st1_buckets, st1_keys, st1_meta, st1_free, k, ws)
-            
-            c_k[cl] = k
-            c_ws[cl] = ws
+            c_k0[cl] = k
+            c_k1[cl] = ws
             c_s[cl] = s
         if ws < low:
             low = ws
