@@ -29,10 +29,10 @@ def run(ops, k0s, k1s, buckets, keys, meta, free, out):
             s = ht_find_or_insert(buckets, keys, meta, free, k0, k1)
             out[j] = s
         elif ops[j] == 1:
-            s = ht_find(buckets, keys, k0, np.int64(k1))
+            s = ht_find(buckets, keys, meta, k0, np.int64(k1))
             out[j] = s
         else:
-            s = ht_find(buckets, keys, k0, k1)
+            s = ht_find(buckets, keys, meta, k0, k1)
             if s >= 0:
                 ht_delete(buckets, keys, meta, free, s)
             out[j] = s
@@ -73,20 +73,20 @@ def test_inlined_table_calls_behave_like_the_kernels():
     live = buckets[buckets >= 0]
     assert live.size == meta[0]
     for s in live[:200]:
-        assert ht_find(buckets, keys, keys[s, 0], keys[s, 1]) == s
+        assert ht_find(buckets, keys, meta, keys[s, 0], keys[s, 1]) == s
 
 
 def test_other_calls_are_left_alone():
-    source = ("x = ht_find(b, k, k0=1, k1=2)\ny = 1 + ht_find(b, k, 1, 2)\nz = other(1)\n"
-              "w = ht_find(b, k, 1, 2) + ht_find(b, k, 3, 4)\n")
+    source = ("x = ht_find(b, k, m, k0=1, k1=2)\ny = 1 + ht_find(b, k, m, 1, 2)\nz = other(1)\n"
+              "w = ht_find(b, k, m, 1, 2) + ht_find(b, k, m, 3, 4)\n")
     text, imports = inline_calls(source, TABLE_KERNELS)
     assert text == source and not imports
 
 
 def test_expansions_are_numbered_per_function():
     # a helper's text must not depend on what the plan inlined before it: plans share helpers by their text
-    one = "def a(b, k):\n    x = ht_find(b, k, 1, 2)\n    return x\n"
-    two = "def c(b, k):\n    y = ht_find(b, k, 3, 4)\n    z = ht_find(b, k, 5, 6)\n    return z\n"
+    one = "def a(b, k, m):\n    x = ht_find(b, k, m, 1, 2)\n    return x\n"
+    two = "def c(b, k, m):\n    y = ht_find(b, k, m, 3, 4)\n    z = ht_find(b, k, m, 5, 6)\n    return z\n"
     alone, _ = inline_calls(one, TABLE_KERNELS)
     after, _ = inline_calls(two + one, TABLE_KERNELS)
     assert after.endswith(alone)

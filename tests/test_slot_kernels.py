@@ -35,7 +35,7 @@ def _live(table: KeyTable) -> dict[tuple[int, int], int]:
     out = {}
     for s in range(int(table.meta[1])):
         k = (int(table.keys[s, 0]), int(table.keys[s, 1]))
-        if ht_find(table.buckets, table.keys, np.int64(k[0]), np.int64(k[1])) == s:
+        if ht_find(table.buckets, table.keys, table.meta, np.int64(k[0]), np.int64(k[1])) == s:
             out[k] = s
     return out
 
@@ -189,7 +189,7 @@ def test_unlink_sessions_keeps_the_other_sessions_listed(sessions, data):
     unlink_sessions(fired, table.keys, heads.buckets, heads.keys, heads.meta, heads.free, head, snext)
     for key, slots in by_key.items():
         left = [s for s in slots if s not in set(fired.tolist())]
-        ks = ht_find(heads.buckets, heads.keys, np.int64(key), np.int64(0))
+        ks = ht_find(heads.buckets, heads.keys, heads.meta, np.int64(key), np.int64(0))
         if not left:
             assert ks < 0  # a key with no open session leaves the table of keys
             continue

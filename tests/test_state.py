@@ -82,8 +82,10 @@ def home(table: KeyTable, slot: int) -> int:
 
 
 def check_structure(table: KeyTable):
-    n_live, high_water, n_free, width = (int(v) for v in table.meta)
+    n_live, high_water, n_free, width, active = (int(v) for v in table.meta)
     assert width == table.width
+    assert active == table.bucket_capacity <= table.bucket_room
+    assert np.all(table.buckets[active:] == -1), "a bucket past the active ones is in use"
     assert n_live + n_free == high_water <= table.slot_capacity
     assert table.free.size == table.keys.shape[0] == table.slot_capacity
     cap = table.bucket_capacity
@@ -102,7 +104,7 @@ def check_structure(table: KeyTable):
         # Linear probing: every bucket from the home to the entry is occupied.
         run = (b - h) & (cap - 1)
         assert all(table.buckets[(h + d) & (cap - 1)] >= 0 for d in range(run)), (s, h, b)
-        assert ht.ht_find(table.buckets, table.keys, table.keys[s, 0], table.keys[s, 1]) == s
+        assert ht.ht_find(table.buckets, table.keys, table.meta, table.keys[s, 0], table.keys[s, 1]) == s
     if width == 1:
         assert np.all(table.keys[slots, 1] == 0)
     assert np.array_equal(table.live_slots(), np.sort(slots))
@@ -221,9 +223,12 @@ def test_keytable_matches_dict_reference(case):
 def test_forced_collisions_with_wraparound_and_deletes():
     # 48 keys sharing four home buckets, two of them at the end of the bucket
     # array so that probe runs wrap around to bucket 0; a fixed capacity
-    # (64 keys → 128 buckets) keeps homes fixed.
+    # (64 keys → 128 buckets, all of them active: 48 keys neither double nor
+    # quarter them) keeps homes fixed.
     table, ref = KeyTable(width=1, capacity=64), RefTable()
+    assert ht.ht_resize(table.buckets, table.keys, table.meta, table.free, table.bucket_room)
     cap = table.bucket_capacity
+    assert cap == 128
     keys = keys_with_home(cap, {cap - 1, cap - 2, 0, 5}, 48)
     rng = np.random.default_rng(1)
     for round_ in range(6):
@@ -334,7 +339,10 @@ def test_free_slot_reuse_bounds_high_water_with_rotating_keys():
             assert ht.ht_delete(b, keys, meta, free, slot_of[k - window])
     assert len(table) == window
     assert table.high_water <= window + 1
-    assert table.bucket_capacity == buckets_before and table.slot_capacity == window + 1
+    # the active buckets follow the live keys (65 at most, a quarter of 260), not the 100 k keys seen: the whole
+    # array of 256 the capacity of 65 keys has
+    assert buckets_before == 8 and table.bucket_capacity == table.bucket_room == 256
+    assert table.slot_capacity == window + 1
     for k in range(n - window, n):
         assert table.find(k * 7919) == slot_of[k]
     assert table.find((n - window - 1) * 7919) == -1
@@ -358,16 +366,64 @@ def test_lookup_many_selection_and_room_guard():
     check_structure(table)
 
 
-def test_rehash_reports_moved_and_rejects_too_small_target():
+def test_resize_keeps_slots_and_rejects_sizes_without_room():
     table = KeyTable(width=1, capacity=10)
-    table.upsert_many(np.arange(10))
+    slots = table.upsert_many(np.arange(10) * 977)
     table.delete(3)
-    big = np.empty(64, np.int32)
-    assert ht.ht_rehash(table.buckets, table.keys, table.meta[1], big) == 9
-    assert sorted(big[big >= 0].tolist()) == sorted(table.buckets[table.buckets >= 0].tolist())
-    small = np.empty(8, np.int32)
-    assert ht.ht_rehash(table.buckets, table.keys, table.meta[1], small) == -1
-    assert ht.ht_rehash(table.buckets, table.keys, np.int64(2), big) == -1   # slot above high_water
+    table.reserve(100)  # room for 128 active buckets and more
+    before = table.snapshot()
+    for bad in (0, 24, 16, table.bucket_room * 2):  # not a power of two; 9 keys over half of 16; no room
+        assert not ht.ht_resize(table.buckets, table.keys, table.meta, table.free, np.int64(bad))
+    after = table.snapshot()
+    for name, arr in before.items():
+        assert np.array_equal(after[name], arr), name
+    for size in (128, 32, 256, 32):
+        assert ht.ht_resize(table.buckets, table.keys, table.meta, table.free, np.int64(size))
+        assert table.bucket_capacity == size
+        check_structure(table)
+        assert [table.find(k * 977) for k in range(10)] == [-1 if k == 3 else int(slots[k]) for k in range(10)]
+
+
+def test_active_buckets_follow_the_live_keys_not_the_room_reserved():
+    # a call may insert a key per row, so reserve makes room for that; probes touch only the active buckets,
+    # which the kernels double as keys arrive (700 live keys probed over 131,072 buckets missed the caches on
+    # every row)
+    table = KeyTable(width=2, capacity=0)
+    table.reserve(1 << 16)
+    assert table.bucket_room >= 1 << 17 and table.bucket_capacity == 8
+    rng = np.random.default_rng(5)
+    k0 = rng.integers(I64_MIN, I64_MAX, 1000, dtype=np.int64, endpoint=True)
+    k1 = rng.integers(-3, 3, 1000)
+    slots = np.array([ht.ht_find_or_insert(table.buckets, table.keys, table.meta, table.free, a, b)
+                      for a, b in zip(k0, k1)])
+    assert len(table) == 1000 and table.bucket_capacity == 4096  # the fewest with 1,000 keys at most a quarter full
+    check_structure(table)
+    for j in range(990):
+        assert ht.ht_delete(table.buckets, table.keys, table.meta, table.free, np.int64(slots[j]))
+        if j % 97 == 0:
+            check_structure(table)
+    assert table.bucket_capacity == 4096  # (they do not shrink: the next rows would grow them again)
+    table.reserve(1 << 18)
+    assert table.bucket_capacity == 4096 and table.bucket_room >= 1 << 19
+    check_structure(table)
+    assert [table.find(a, b) for a, b in zip(k0[990:], k1[990:])] == slots[990:].tolist()
+    assert all(table.find(a, b) == -1 for a, b in zip(k0[:990], k1[:990]))
+
+
+def test_a_snapshot_written_before_active_buckets_restores_with_all_of_them_active():
+    table = KeyTable(width=2, capacity=64)
+    table.upsert_many(np.arange(40), np.arange(40) % 3)
+    assert table.bucket_capacity == table.bucket_room == 128
+    snap = table.snapshot()
+    old = dict(snap, meta=snap["meta"][:4].copy())  # then: meta without the active count, every bucket probed
+    restored = KeyTable.from_snapshot(old)
+    assert restored.bucket_capacity == 128 and restored.meta.size == 5
+    check_structure(restored)
+    assert [restored.find(k, k % 3) for k in range(40)] == [table.find(k, k % 3) for k in range(40)]
+    for active in (4 * snap["buckets"].size, 24, 8):  # beyond the array, not a power of two, keys past it
+        bad = dict(snap, meta=np.append(snap["meta"][:4], np.int64(active)))
+        with pytest.raises(ValueError, match="active buckets"):
+            KeyTable.from_snapshot(bad)
 
 
 def test_keytable_validation_and_helpers():

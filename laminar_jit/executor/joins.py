@@ -384,7 +384,7 @@ def _prefetch(gen, x: JoinSpec, port: str, n: dict, row: str, end: str, key: str
     """
     gen.imports.update({("laminar_jit.kernels.memory", "prefetch"), ("laminar_jit.kernels.hashtable", "_home")})
     other = n[_OTHER[port]]
-    heads, tb, tk = n["heads"], n["tb"], n["tk"]
+    heads, tb, tk, tm = n["heads"], n["tb"], n["tk"], n["tm"]
     bucket = "tq >> shift" if x.kind == "interval" else "((tq - offset) // size) * size + offset"
     return f'''
         if (p - start) % {PREFETCH_ROWS} == 0:
@@ -392,7 +392,7 @@ def _prefetch(gen, x: JoinSpec, port: str, n: dict, row: str, end: str, key: str
             for q in range(p, qe):
                 {row}
                 tq = {t}
-                hq = _home(np.int64({key}), {bucket}, {tb}.size - 1)
+                hq = _home(np.int64({key}), {bucket}, {tm}[4] - 1)
                 pf[q - p] = hq
                 prefetch({tb}, hq)
             for q in range(p, qe):
@@ -437,7 +437,7 @@ def _probe(x: JoinSpec, port: str, n: dict, heads: str, h_other: str, sharded: b
     side = n[port]
     how = x.how
     oflag, onxt = other["flag"], other["nxt"]
-    table = f"{n['tb']}, {n['tk']}"
+    table = f"{n['tb']}, {n['tk']}, {n['tm']}"
     if x.kind == "interval":
         lo, hi = ("t + lower", "t + upper") if port == "left" else ("t - upper", "t - lower")
         least = f"{n['aux']}[{SIDE_BASE[_OTHER[port]] + 4}]"  # the other side's oldest live row

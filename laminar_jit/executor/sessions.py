@@ -26,7 +26,7 @@ def window_{nid}_update({params}):
         t = {ts_expr}
         {ROW_WATERMARK}
         {key_expr}
-        ks = ht_find({kb}, {kk}, k, np.int64(0))
+        ks = ht_find({kb}, {kk}, {km}, k, np.int64(0))
         hit = np.int64(-1)
         if ks >= 0:
             # every open session the row is closer than the gap to joins it (or touches, with touch = 1)

@@ -161,7 +161,7 @@ def ms_add(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
 @njit_borrowing
 def ms_remove(mb, mk, mm, mf, mlist, mhead, s, a, n_aggs, bits):
     """Count one value ``bits`` of aggregate ``a`` of slot ``s`` less; True when its last copy went."""
-    e = ht_find(mb, mk, s * n_aggs + a, bits)
+    e = ht_find(mb, mk, mm, s * n_aggs + a, bits)
     gone = False
     if e >= 0:  # (a retraction of a value never added: nothing to take away)
         mlist[e, 0] -= 1

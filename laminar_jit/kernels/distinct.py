@@ -105,7 +105,8 @@ def scratch_set(n):
         cap *= 2
     buckets = np.full(cap, -1, np.int32)
     keys = np.zeros((max(n, 1), 2), np.int64)
-    meta = np.zeros(4, np.int64)
+    meta = np.zeros(5, np.int64)
     meta[3] = 2
+    meta[4] = cap  # every bucket active: it lives for one fire
     free = np.zeros(max(n, 1), np.int32)
     return buckets, keys, meta, free

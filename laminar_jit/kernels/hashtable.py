@@ -6,15 +6,17 @@ index into those arrays. All state is numpy arrays owned by the caller
 (:class:`laminar_jit.state.KeyTable` manages growth and snapshots):
 
 ``buckets`` int32[cap]
-    ``cap`` is a power of two; ``-1`` is an empty bucket, anything else a slot.
+    ``-1`` is an empty bucket, anything else a slot. Only the first
+    ``meta[4]`` buckets (a power of two, the *active* buckets) are probed;
+    the rest are empty room to grow into (see "Sizes" below).
 ``keys`` int64[slot_cap, 2]
     The key of each slot. Width-1 tables use column 0 and keep 0 in column 1,
     so one hash function (:func:`hash2`) serves both widths and
-    :func:`ht_rehash` needs no width. A freed slot's key is reset to (0, 0),
+    :func:`ht_resize` needs no width. A freed slot's key is reset to (0, 0),
     which lets a scan by slot skip the probe for every other key.
-``meta`` int64[4]
-    ``[n_live, high_water, n_free, width]``: live keys, slots ever handed out,
-    depth of the free stack, key width (1 or 2).
+``meta`` int64[5]
+    ``[n_live, high_water, n_free, width, n_buckets]``: live keys, slots ever
+    handed out, depth of the free stack, key width (1 or 2), active buckets.
 ``free`` int32[slot_cap]
     A stack of freed slots (``free[:n_free]``); inserts pop it before taking
     ``high_water``, so memory stays bounded by the number of *live* keys when
@@ -25,11 +27,23 @@ probe run backwards, so there are no tombstones and probe runs never
 lengthen with churn. (Tombstones were rejected: with rotating keys they fill
 the table and force periodic rebuilds.)
 
-Kernels never allocate or grow state. The caller guarantees room first
-(``KeyTable.reserve``: a free slot per insert and a load factor of at most
-0.5). As a guard against a caller that did not, an insert that finds no room
-returns slot ``-1`` instead of writing out of bounds, and every probe loop is
-bounded by ``cap`` steps.
+Sizes. Kernels never allocate. The caller guarantees room first
+(``KeyTable.reserve``: a free slot per insert, and ``cap`` at least twice
+the live keys plus the inserts to come). That bound is for the worst case
+(every row of a call a new key), and a table probed over all of it was
+mostly empty: 700 live sessions in 131,072 buckets, so every probe missed
+the caches. The kernels therefore probe only the active buckets, which
+start at :data:`MIN_BUCKETS` and double in place (:func:`ht_resize`) when
+an insert takes them over a quarter full (so probes stay as short as in a
+table sized for the worst case, which was rarely half full): they are at
+most eight times the most keys the table has held, whatever was reserved,
+and at most the whole array, whose load :meth:`KeyTable.reserve` keeps
+under one half. They do not shrink when
+keys go (a fire of sessions or windows deletes most of a table, and the
+next rows insert as many again: resizing both ways cost more than it
+saved). As a guard against a caller that did not reserve, an insert that
+finds no room returns slot ``-1`` instead of writing out of bounds, and
+every probe loop is bounded by the active buckets.
 
 :mod:`.interning` builds a byte-string dictionary on the same table: the
 key is a 128-bit fingerprint of the bytes and the slot is the string's code.
@@ -44,6 +58,7 @@ from .memory import prefetch
 
 __all__ = [
     "CACHE_SIZE",
+    "MIN_BUCKETS",
     "cache_line",
     "hash2",
     "ht_delete",
@@ -52,7 +67,7 @@ __all__ = [
     "ht_find_or_insert",
     "ht_insert_at",
     "ht_lookup_many",
-    "ht_rehash",
+    "ht_resize",
     "ht_upsert",
     "mix64",
 ]
@@ -99,9 +114,6 @@ def hash2(k0, k1):
     return h ^ (h >> _S32)
 
 
-#: Entries :func:`ht_rehash` places after prefetching their home buckets.
-_REHASH_BLOCK = 16
-
 #: Entries of the direct-mapped lookup caches keyed loops keep in front of a
 #: table (see :func:`cache_line`).
 CACHE_SIZE = 1 << 12
@@ -127,13 +139,68 @@ def _home(k0, k1, mask):
     return np.int64(hash2(k0, k1) & np.uint64(mask))
 
 
-@njit_borrowing
-def ht_find(buckets, keys, k0, k1):
+#: Active buckets of a new table.
+MIN_BUCKETS = 8
+
+#: Keys :func:`ht_resize` places after prefetching their home buckets.
+_RESIZE_BLOCK = 16
+
+
+# ``forceinline``: the probes (ht_find, ht_find_or_insert and its insert) always go into the row loops that call
+# them, and the resize never does (once an insert could resize, LLVM stopped inlining the probe into a window's
+# row loop at all: a call per row). A flag left unset is inherited from the caller being compiled, so it is set
+# on each of them.
+@njit_borrowing(forceinline=False)
+def ht_resize(buckets, keys, meta, free, n_buckets):
+    """Re-place every live key in the first ``n_buckets`` buckets (a power of two, at most ``buckets.size``).
+
+    Slots and keys stay where they are; only the bucket layout changes, in
+    place: the buckets the table used or will use are emptied (so buckets
+    past the active ones stay empty), then the live slots are inserted again
+    in slot order, which reads ``keys`` in sequence, a block at a time after
+    prefetching the block's home buckets (a table that outgrew the caches
+    otherwise waits on a miss per key). A slot below ``high_water`` is live
+    unless its key is (0, 0), which freed slots hold; the one live key (0, 0),
+    if any, is found by a probe first. Returns False, changing nothing, when
+    ``n_buckets`` is not a power of two that fits in ``buckets`` and holds
+    the live keys at most half full.
+    """
+    n_live = meta[0]
+    if n_buckets <= 0 or n_buckets & (n_buckets - 1) or n_buckets > buckets.size or 2 * n_live > n_buckets:
+        return False
+    zero = ht_find(buckets, keys, meta, np.int64(0), np.int64(0))
+    buckets[:max(meta[4], n_buckets)] = -1
+    meta[4] = n_buckets
+    mask = n_buckets - 1
+    high_water = meta[1]
+    for first in range(0, high_water, _RESIZE_BLOCK):
+        last = min(high_water, first + _RESIZE_BLOCK)
+        for s in range(first, last):
+            if keys[s, 0] != 0 or keys[s, 1] != 0 or s == zero:
+                prefetch(buckets, _home(keys[s, 0], keys[s, 1], mask))
+        for s in range(first, last):
+            if keys[s, 0] != 0 or keys[s, 1] != 0 or s == zero:
+                i = _home(keys[s, 0], keys[s, 1], mask)
+                while buckets[i] != -1:
+                    i = (i + 1) & mask
+                buckets[i] = s
+    return True
+
+
+@njit_borrowing(forceinline=False)
+def _grow_if_full(buckets, keys, meta, free):
+    """Double the active buckets after an insert took them over a quarter full (when ``buckets`` has the room)."""
+    if 4 * meta[0] > meta[4] and 2 * meta[4] <= buckets.size:
+        ht_resize(buckets, keys, meta, free, 2 * meta[4])
+
+
+@njit_borrowing(forceinline=True)
+def ht_find(buckets, keys, meta, k0, k1):
     """The slot of key ``(k0, k1)``, or -1 when it is absent."""
-    mask = buckets.size - 1
+    mask = meta[4] - 1
     i = _home(k0, k1, mask)
     slot = np.int64(-1)
-    for _ in range(buckets.size):
+    for _ in range(meta[4]):
         s = buckets[i]
         if s == -1:
             break
@@ -158,7 +225,7 @@ def _take_slot(meta, free, slot_cap):
     return slot
 
 
-@njit_borrowing
+@njit_borrowing(forceinline=True)
 def ht_insert_at(buckets, keys, meta, free, bucket, k0, k1):
     """Insert ``(k0, k1)`` into the empty ``bucket`` a probe stopped at; its slot, or -1 if none is free.
 
@@ -172,6 +239,8 @@ def ht_insert_at(buckets, keys, meta, free, bucket, k0, k1):
         keys[slot, 1] = k1
         buckets[bucket] = slot
         meta[0] += 1
+        if 4 * meta[0] > meta[4]:
+            _grow_if_full(buckets, keys, meta, free)
     return slot
 
 
@@ -186,36 +255,31 @@ def ht_upsert(buckets, keys, meta, free, k0, k1):
     Width-1 tables must be given ``k1 = 0``. Returns ``(-1, False)`` only when
     the caller broke the capacity contract (no free slot or no empty bucket).
     """
-    mask = buckets.size - 1
+    mask = meta[4] - 1
     i = _home(k0, k1, mask)
-    for _ in range(buckets.size):
+    for _ in range(meta[4]):
         s = buckets[i]
         if s == -1:
-            slot = _take_slot(meta, free, keys.shape[0])
-            if slot < 0:
-                return np.int64(-1), False
-            keys[slot, 0] = k0
-            keys[slot, 1] = k1
-            buckets[i] = slot
-            meta[0] += 1
-            return slot, True
+            slot = ht_insert_at(buckets, keys, meta, free, i, k0, k1)
+            return slot, slot >= 0
         if keys[s, 0] == k0 and keys[s, 1] == k1:
             return np.int64(s), False
         i = (i + 1) & mask
     return np.int64(-1), False
 
 
-@njit_borrowing
+@njit_borrowing(forceinline=True)
 def ht_find_or_insert(buckets, keys, meta, free, k0, k1):
     """The slot of key ``(k0, k1)``, inserting it when absent; -1 if no slot is free.
 
     The hot path of every keyed loop, so it is :func:`ht_upsert` without the
-    ``inserted`` flag and without a probe bound: the capacity contract (load
-    at most 0.5, kept by :meth:`KeyTable.reserve`) guarantees an empty bucket.
+    ``inserted`` flag and without a probe bound: the active buckets are at
+    most half full after every insert (see the module docstring), so a probe
+    always meets an empty one.
     Plans write its body out in their row loops (see
     :mod:`laminar_jit.executor.inlining`), hence the single exit.
     """
-    mask = buckets.size - 1
+    mask = meta[4] - 1
     i = _home(k0, k1, mask)
     slot = np.int64(-1)
     while True:
@@ -240,12 +304,12 @@ def ht_delete(buckets, keys, meta, free, slot):
     so lookups never need tombstones. Returns False, changing nothing, when
     ``slot`` is not live (out of range or already deleted).
     """
-    mask = buckets.size - 1
+    mask = meta[4] - 1
     found = False
     hole = np.int64(0)
     if slot >= 0 and slot < meta[1]:
         hole = _home(keys[slot, 0], keys[slot, 1], mask)
-        for _ in range(buckets.size):
+        for _ in range(meta[4]):
             s = buckets[hole]
             if s == -1:
                 break
@@ -255,7 +319,7 @@ def ht_delete(buckets, keys, meta, free, slot):
             hole = (hole + 1) & mask
     if found:
         j = hole
-        for _ in range(buckets.size):
+        for _ in range(meta[4]):
             j = (j + 1) & mask
             s = buckets[j]
             if s == -1:
@@ -289,8 +353,8 @@ def ht_delete_many(buckets, keys, meta, free, slots, kept):
         for j in range(slots.size):
             ht_delete(buckets, keys, meta, free, slots[j])
         return
-    buckets[:] = -1
-    mask = buckets.size - 1
+    buckets[:meta[4]] = -1
+    mask = meta[4] - 1
     for j in range(kept.size):
         s = kept[j]
         i = _home(keys[s, 0], keys[s, 1], mask)
@@ -315,30 +379,23 @@ def ht_lookup_many(buckets, keys, meta, free, k0_array, k1_array, sel, out_slots
     caller did not reserve), in which case ``out_slots[j:]`` is set to -1 from
     the first row that did not fit.
     """
-    # The probe of ht_upsert is written out here on purpose: Numba compiles
-    # ht_upsert as a separate function that LLVM does not inline (it takes
-    # four arrays by value), and a call per row made this loop 3-4x slower
-    # (52 ms instead of 15 ms for 1M rows over 10k keys). inline="always"
-    # recovered only part of it.
+    # The probe of ht_upsert is written out here on purpose: a call per row
+    # made this loop 3-4x slower (52 ms instead of 15 ms for 1M rows over
+    # 10k keys); the insert (ht_insert_at) is always inlined.
     width = meta[3]
-    mask = buckets.size - 1
-    slot_cap = keys.shape[0]
     inserted_count = 0
     for j in range(sel.size):
         row = sel[j]
         k0 = k0_array[row]
         k1 = k1_array[row] if width == 2 else np.int64(0)
+        mask = meta[4] - 1
         i = _home(k0, k1, mask)
         slot = np.int64(-1)
-        for _ in range(buckets.size):
+        for _ in range(meta[4]):
             s = buckets[i]
             if s == -1:
-                slot = _take_slot(meta, free, slot_cap)
+                slot = ht_insert_at(buckets, keys, meta, free, i, k0, k1)
                 if slot >= 0:
-                    keys[slot, 0] = k0
-                    keys[slot, 1] = k1
-                    buckets[i] = slot
-                    meta[0] += 1
                     inserted_count += 1
                 break
             if keys[s, 0] == k0 and keys[s, 1] == k1:
@@ -350,51 +407,3 @@ def ht_lookup_many(buckets, keys, meta, free, k0_array, k1_array, sel, out_slots
             return -1
         out_slots[j] = slot
     return inserted_count
-
-
-@njit
-def ht_rehash(old_buckets, keys, high_water, new_buckets):
-    """Re-insert every entry of ``old_buckets`` into ``new_buckets`` (any power-of-two size).
-
-    Slots and ``keys`` are unchanged: only the bucket layout moves. The live
-    slots are found from the old buckets (freed slots below ``high_water``
-    hold no key), then inserted in slot order, which reads ``keys`` in
-    sequence, a block at a time after prefetching the block's home buckets
-    (a table that outgrew the caches otherwise waits on one miss per entry).
-    Returns the number of entries moved, or -1 if an entry is not a slot
-    below ``high_water`` or ``new_buckets`` has no room (a corrupt table or a
-    too-small target; ``new_buckets`` is then unusable).
-    """
-    new_buckets[:] = -1
-    live = np.zeros(high_water, np.bool_)
-    moved = 0
-    for b in range(old_buckets.size):
-        s = old_buckets[b]
-        if s == -1:
-            continue
-        if s < 0 or s >= high_water or live[s]:
-            return -1
-        live[s] = True
-        moved += 1
-    mask = new_buckets.size - 1
-    home = np.empty(_REHASH_BLOCK, np.int64)
-    for first in range(0, high_water, _REHASH_BLOCK):
-        last = min(high_water, first + _REHASH_BLOCK)
-        for s in range(first, last):
-            if live[s]:
-                home[s - first] = _home(keys[s, 0], keys[s, 1], mask)
-                prefetch(new_buckets, home[s - first])
-        for s in range(first, last):
-            if not live[s]:
-                continue
-            i = home[s - first]
-            placed = False
-            for _ in range(new_buckets.size):
-                if new_buckets[i] == -1:
-                    new_buckets[i] = s
-                    placed = True
-                    break
-                i = (i + 1) & mask
-            if not placed:
-                return -1
-    return moved

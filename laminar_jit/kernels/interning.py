@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit, njit_borrowing
-from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _home, _take_slot, mix64
+from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _grow_if_full, _home, _take_slot, mix64
 from .memory import load_u64, prefetch
 
 __all__ = ["BLOCK", "fingerprint_bytes", "intern_bytes", "intern_rows", "quick_hash"]
@@ -120,18 +120,19 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
     first appearance), a block at a time after prefetching what the block's
     probes will read. The caller guarantees ``len(offsets) - 1`` free slots,
     ``store_offsets`` of length ``slot_cap + 1`` and room in ``store_data``
-    for every byte of the input (and the table's load of at most one half,
-    so a probe always meets an empty bucket). Returns the number of new
+    for every byte of the input (and a bucket array at least twice the
+    strings it will then hold: the active buckets double within it as
+    strings are added, so a probe always meets an empty bucket). Returns the number of new
     strings, or -1 when no slot was free (the caller did not reserve).
     """
     added = 0
     m = offsets.size - 1
-    mask = buckets.size - 1
     slot_cap = keys.shape[0]
     fp0 = np.empty(BLOCK, np.int64)
     fp1 = np.empty(BLOCK, np.int64)
     for first in range(0, m, BLOCK):
         last = min(m, first + BLOCK)
+        mask = meta[4] - 1  # (inserts may double the active buckets)
         for i in range(first, last):  # fingerprints, and a request for each home bucket
             k0, k1 = fingerprint_bytes(data, offsets[i], offsets[i + 1])
             fp0[i - first] = k0
@@ -151,6 +152,7 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
             while code < 0:
                 # ht_upsert's probe, written out: as a call per string (Numba does not inline it:
                 # it takes four arrays) it cost a third of the time of short repeated strings
+                mask = meta[4] - 1
                 b = _home(k0, k1, mask)
                 slot = np.int64(-1)
                 inserted = False
@@ -163,6 +165,7 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
                             keys[slot, 1] = k1
                             buckets[b] = slot
                             meta[0] += 1
+                            _grow_if_full(buckets, keys, meta, free)
                             inserted = True
                         break
                     if keys[s, 0] == k0 and keys[s, 1] == k1:
@@ -210,13 +213,12 @@ def intern_rows(at, offsets, data, valid, cache, buckets, keys, meta, free, stor
     as :func:`intern_bytes` does (appending a new string), then takes the
     cache slot. Rows where ``valid`` (empty: every row) is False get code
     -1. Rows are taken in order, so codes follow first appearance. The call
-    stops before a new string that finds no free slot, half the buckets used,
+    stops before a new string that finds no free slot, half the bucket array used,
     or too few bytes left in ``store_data``, so the caller reserves as it
     goes. Returns the row it stopped at (``len(offsets) - 1`` when done), the
     new strings and the cache misses.
     """
     m = offsets.size - 1
-    mask = buckets.size - 1
     shift = 64  # 64 - log2 of the cache's length (a power of two)
     c = cache.size
     while c > 1:
@@ -240,6 +242,7 @@ def intern_rows(at, offsets, data, valid, cache, buckets, keys, meta, free, stor
         k0, k1 = fingerprint_bytes(data, start, stop)
         code = np.int64(-1)
         while code < 0:
+            mask = meta[4] - 1  # (inserts may double the active buckets)
             b = _home(k0, k1, mask)
             while True:
                 s = buckets[b]
@@ -256,6 +259,7 @@ def intern_rows(at, offsets, data, valid, cache, buckets, keys, meta, free, stor
                 keys[slot, 1] = k1
                 buckets[b] = slot
                 meta[0] += 1
+                _grow_if_full(buckets, keys, meta, free)
                 end = store_offsets[slot]
                 store_data[end:end + (stop - start)] = data[start:stop]
                 store_offsets[slot + 1] = end + (stop - start)

@@ -44,7 +44,7 @@ def unlink_sessions(fired, keys, kb, kk, km, kf, head, snext):
     """
     for o in range(fired.size):
         s = fired[o]
-        ks = ht_find(kb, kk, keys[s, 0], np.int64(0))
+        ks = ht_find(kb, kk, km, keys[s, 0], np.int64(0))
         if ks < 0:  # its key went with an earlier session of this call (``s`` was off the list)
             continue
         prev = np.int64(-1)

@@ -10,20 +10,26 @@ per-slot array the operator keeps (accumulators, timers, …) is passed through
 ``table.grow_slots(array, fill)`` so it stays as long as ``table.keys``. Then
 the compiled kernels may insert ``n`` keys without checks. Slots are stable:
 growth moves buckets, never slots, so per-slot arrays are only extended.
+
+``reserve`` sizes the bucket array for the worst case (every insert a new
+key); the kernels probe only its *active* buckets, which they double and
+quarter in place as the live keys come and go (see
+:mod:`laminar_jit.kernels.hashtable`), so lookups touch memory in proportion
+to the live keys, not to the room reserved.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.hashtable import ht_delete, ht_find, ht_lookup_many, ht_rehash
+from ..kernels.hashtable import MIN_BUCKETS, ht_delete, ht_find, ht_lookup_many, ht_resize
 
 __all__ = ["KeyTable", "KeyedEntries"]
 
-_N_LIVE, _HIGH_WATER, _N_FREE, _WIDTH = range(4)
+_N_LIVE, _HIGH_WATER, _N_FREE, _WIDTH, _BUCKETS = range(5)
 #: Buckets per live key at most; 0.5 keeps linear-probing runs short.
 _MAX_LOAD = 0.5
-_MIN_BUCKETS = 8
+_MIN_BUCKETS = MIN_BUCKETS
 
 
 def _next_pow2(n: int) -> int:
@@ -70,7 +76,7 @@ class KeyTable:
         capacity = int(capacity)
         self.buckets = np.full(_buckets_for(capacity), -1, np.int32)
         self.keys = np.zeros((capacity, 2), np.int64)
-        self.meta = np.array([0, 0, 0, width], np.int64)
+        self.meta = np.array([0, 0, 0, width, _MIN_BUCKETS], np.int64)
         self.free = np.zeros(capacity, np.int32)
 
     # -- sizes ---------------------------------------------------------------
@@ -87,7 +93,12 @@ class KeyTable:
 
     @property
     def bucket_capacity(self) -> int:
-        """Number of buckets (a power of two)."""
+        """Number of active buckets, the ones probed (a power of two; the kernels resize them in place)."""
+        return int(self.meta[_BUCKETS])
+
+    @property
+    def bucket_room(self) -> int:
+        """Length of the bucket array: what the active buckets may grow to before :meth:`reserve`."""
         return int(self.buckets.size)
 
     @property
@@ -100,7 +111,7 @@ class KeyTable:
         """Inserts that fit without :meth:`reserve` (free slots, load factor ≤ 0.5)."""
         n_live = int(self.meta[_N_LIVE])
         free_slots = int(self.meta[_N_FREE]) + self.slot_capacity - self.high_water
-        free_buckets = int(self.bucket_capacity * _MAX_LOAD) - n_live
+        free_buckets = int(self.bucket_room * _MAX_LOAD) - n_live
         return max(0, min(free_slots, free_buckets))
 
     def __len__(self) -> int:
@@ -109,16 +120,18 @@ class KeyTable:
 
     def __repr__(self) -> str:
         return (f"KeyTable(width={self.width}, live={len(self)}, high_water={self.high_water}, "
-                f"slot_capacity={self.slot_capacity}, buckets={self.bucket_capacity})")
+                f"slot_capacity={self.slot_capacity}, buckets={self.bucket_capacity} of {self.bucket_room})")
 
     # -- growth --------------------------------------------------------------
 
     def reserve(self, extra_keys: int) -> int:
         """Make room for ``extra_keys`` more inserts, growing the arrays if needed.
 
-        Buckets are rehashed into the smallest power of two that keeps the
-        load factor at most 0.5; the slot arrays (``keys``, ``free``) grow by
-        doubling. Existing slots never move.
+        The bucket array grows to the smallest power of two that keeps the
+        load factor at most 0.5 were every insert a new key (the active
+        buckets are copied over as they are: the kernels grow them within
+        it); the slot arrays (``keys``, ``free``) grow by doubling. Existing
+        slots never move.
 
         Parameters
         ----------
@@ -143,12 +156,10 @@ class KeyTable:
                 new_cap *= 2
             self.keys = self.grow_slots(self.keys, 0, new_cap)
             self.free = self.grow_slots(self.free, 0, new_cap)
-        if needed > self.bucket_capacity * _MAX_LOAD:
-            new_buckets = np.empty(_buckets_for(needed), np.int32)
-            moved = ht_rehash(self.buckets, self.keys, self.meta[_HIGH_WATER], new_buckets)
-            if moved != len(self):
-                raise RuntimeError(f"KeyTable.reserve: rehash moved {moved} of {len(self)} keys "
-                                   "(the table state is corrupt)")
+        if needed > self.bucket_room * _MAX_LOAD:
+            new_buckets = np.full(_buckets_for(needed), -1, np.int32)
+            active = self.bucket_capacity
+            new_buckets[:active] = self.buckets[:active]
             self.buckets = new_buckets
         return self.slot_capacity
 
@@ -188,7 +199,7 @@ class KeyTable:
     def find(self, k0: int, k1: int = 0) -> int:
         """The slot of key ``(k0, k1)`` (``k0`` alone for width 1), or -1 when absent."""
         k0, k1 = self._key(k0, k1)
-        return int(ht_find(self.buckets, self.keys, k0, k1))
+        return int(ht_find(self.buckets, self.keys, self.meta, k0, k1))
 
     def upsert_many(self, k0, k1=None) -> np.ndarray:
         """Slots of the given keys, inserting the absent ones (growing as needed).
@@ -250,7 +261,8 @@ class KeyTable:
 
     def live_slots(self) -> np.ndarray:
         """The slots holding live keys, ascending, as int32."""
-        return np.sort(self.buckets[self.buckets >= 0])
+        active = self.buckets[:self.bucket_capacity]
+        return np.sort(active[active >= 0])
 
     # -- snapshots -------------------------------------------------------------
 
@@ -291,11 +303,16 @@ class KeyTable:
             if arr.dtype != dtype or arr.ndim != ndim:
                 raise ValueError(f"KeyTable snapshot: {name} is {arr.dtype}{list(arr.shape)}, "
                                  f"expected a {ndim}-d {np.dtype(dtype)} array")
-        n_live, high_water, n_free, width = (int(v) for v in meta) if meta.size == 4 else (-1,) * 4
+        if meta.size == 4:  # (written before the active buckets were kept: all of them were active)
+            meta = np.append(meta, np.int64(buckets.size))
+        n_live, high_water, n_free, width, active = (int(v) for v in meta) if meta.size == 5 else (-1,) * 5
         cap = buckets.size
         problems = []
-        if meta.size != 4:
-            problems.append(f"meta has {meta.size} values, expected 4")
+        if meta.size != 5:
+            problems.append(f"meta has {meta.size} values, expected 5")
+        elif active <= 0 or active & (active - 1) or active > cap or (buckets[active:] != -1).any():
+            problems.append(f"meta says {active} active buckets: not a power of two up to the {cap} buckets, "
+                            "or a bucket past them is in use")
         if cap == 0 or cap & (cap - 1):
             problems.append(f"buckets has {cap} entries, expected a power of two")
         if keys.shape[1:] != (2,) or free.size != keys.shape[0]:
@@ -428,7 +445,7 @@ def take_table(arrays, prefix: str) -> KeyTable:
     if capacity.shape != (1,) or capacity.dtype != np.int64 or not 0 <= capacity[0] < 2**31:
         raise ValueError(f"{prefix}.capacity is not one int64 slot count")
     cap, meta = int(capacity[0]), parts["meta"]
-    if meta.shape != (4,) or parts["keys"].ndim != 2 or parts["free"].ndim != 1:
+    if meta.shape not in ((4,), (5,)) or parts["keys"].ndim != 2 or parts["free"].ndim != 1:
         raise ValueError(f"{prefix}: meta, keys or free has the wrong shape")
     for name, rows in (("keys", int(meta[_HIGH_WATER])), ("free", int(meta[_N_FREE]))):
         arr = parts[name]

@@ -49,7 +49,7 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
             for q in range(p, qe):
                 iq = q
                 tq = v0[iq]
-                hq = _home(np.int64(v1[iq]), tq >> shift, st2_buckets.size - 1)
+                hq = _home(np.int64(v1[iq]), tq >> shift, st2_meta[4] - 1)
                 pf[q - p] = hq
                 prefetch(st2_buckets, hq)
             for q in range(p, qe):
@@ -133,7 +133,7 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
             if bq == bn:  # the row's own bucket: its slot is known
                 ob = s
             else:
-                ob = ht_find(st2_buckets, st2_keys, k, bq)
+                ob = ht_find(st2_buckets, st2_keys, st2_meta, k, bq)
             bq -= 1
             if ob < 0:
                 continue

@@ -50,7 +50,7 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
             for q in range(p, qe):
                 iq = sel[q]
                 tq = v0[iq]
-                hq = _home(np.int64(v1[iq]), tq >> shift, st2_buckets.size - 1)
+                hq = _home(np.int64(v1[iq]), tq >> shift, st2_meta[4] - 1)
                 pf[q - p] = hq
                 prefetch(st2_buckets, hq)
             for q in range(p, qe):
@@ -138,7 +138,7 @@ def join_2_left(start, sel, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_c
             if bq == bn:  # the row's own bucket: its slot is known
                 ob = s
             else:
-                ob = ht_find(st2_buckets, st2_keys, k, bq)
+                ob = ht_find(st2_buckets, st2_keys, st2_meta, k, bq)
             bq -= 1
             if ob < 0:
                 continue

@@ -41,7 +41,7 @@ def window_1_update(n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor,
         if rw < rw_floor:
             rw = rw_floor
         k = np.int64(v1[i]) if (m1.size == 0 or m1[i]) else WM_MIN
-        ks = ht_find(st1_kbuckets, st1_kkeys, k, np.int64(0))
+        ks = ht_find(st1_kbuckets, st1_kkeys, st1_kmeta, k, np.int64(0))
         hit = np.int64(-1)
         if ks >= 0:
             # every open session the row is closer than the gap to joins it (or touches, with touch = 1)

@@ -48,7 +48,7 @@ def join_2_right(start, n, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_fl
             for q in range(p, qe):
                 iq = q
                 tq = v0[iq]
-                hq = _home(np.int64(v1[iq]), ((tq - offset) // size) * size + offset, st2_buckets.size - 1)
+                hq = _home(np.int64(v1[iq]), ((tq - offset) // size) * size + offset, st2_meta[4] - 1)
                 pf[q - p] = hq
                 prefetch(st2_buckets, hq)
             for q in range(p, qe):

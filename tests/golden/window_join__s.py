@@ -48,7 +48,7 @@ def join_2_left(start, n, v0, m0, v1, m1, v2, m2, v3, m3, rwm, rw_scalar, rw_cap
             for q in range(p, qe):
                 iq = q
                 tq = v0[iq]
-                hq = _home(np.int64(v1[iq]), ((tq - offset) // size) * size + offset, st2_buckets.size - 1)
+                hq = _home(np.int64(v1[iq]), ((tq - offset) // size) * size + offset, st2_meta[4] - 1)
                 pf[q - p] = hq
                 prefetch(st2_buckets, hq)
             for q in range(p, qe):
