@@ -12,24 +12,23 @@ the compiled kernels may insert ``n`` keys without checks. Slots are stable:
 growth moves buckets, never slots, so per-slot arrays are only extended.
 
 ``reserve`` sizes the bucket array for the worst case (every insert a new
-key); the kernels probe only its *active* buckets, which they double and
-quarter in place as the live keys come and go (see
-:mod:`laminar_jit.kernels.hashtable`), so lookups touch memory in proportion
-to the live keys, not to the room reserved.
+key); the kernels probe only its *active* buckets, which they double in
+place as keys arrive (see :mod:`laminar_jit.kernels.hashtable`), so lookups
+touch memory in proportion to the most keys the table has held, not to the
+room reserved.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.hashtable import MIN_BUCKETS, ht_delete, ht_find, ht_lookup_many, ht_resize
+from ..kernels.hashtable import MIN_BUCKETS, ht_delete, ht_find, ht_lookup_many
 
 __all__ = ["KeyTable", "KeyedEntries"]
 
 _N_LIVE, _HIGH_WATER, _N_FREE, _WIDTH, _BUCKETS = range(5)
 #: Buckets per live key at most; 0.5 keeps linear-probing runs short.
 _MAX_LOAD = 0.5
-_MIN_BUCKETS = MIN_BUCKETS
 
 
 def _next_pow2(n: int) -> int:
@@ -37,7 +36,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _buckets_for(n_keys: int) -> int:
-    return max(_MIN_BUCKETS, _next_pow2(int(np.ceil(n_keys / _MAX_LOAD))))
+    return max(MIN_BUCKETS, _next_pow2(int(np.ceil(n_keys / _MAX_LOAD))))
 
 
 class KeyTable:
@@ -76,7 +75,7 @@ class KeyTable:
         capacity = int(capacity)
         self.buckets = np.full(_buckets_for(capacity), -1, np.int32)
         self.keys = np.zeros((capacity, 2), np.int64)
-        self.meta = np.array([0, 0, 0, width, _MIN_BUCKETS], np.int64)
+        self.meta = np.array([0, 0, 0, width, MIN_BUCKETS], np.int64)
         self.free = np.zeros(capacity, np.int32)
 
     # -- sizes ---------------------------------------------------------------
