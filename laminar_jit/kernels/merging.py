@@ -41,36 +41,37 @@ def _before_flat(major, middle, minor, i, j, by_middle, by_minor):
 
 
 @njit
-def merge_positions(positions, offsets, n):
+def merge_positions(positions, n):
     """Merge the shards' rows passed on from a batch of ``n`` rows by their position in it.
 
-    ``positions`` holds the shards' rows back to back, shard ``s``'s at
-    ``offsets[s]:offsets[s + 1]``, each ascending (no row in two shards).
+    ``positions`` holds the shards' rows back to back, each shard's
+    ascending (no row in two shards).
     Returns ``(rows, dest)``: the positions in order, and where each shard
     row goes among them.
+
+    Every row passed on is marked in a byte per batch row; one pass over the
+    marks numbers them (a row's number is its place in the output) and lists
+    them; a shard row's destination is then the number at its position, a
+    gather of independent loads. (Moving every row to its shard's next free
+    destination in the pass instead kept the pass waiting on the store of the
+    shard's counter: 2.2 ns a batch row against 1.1-1.6 here, 65 K rows
+    dealt by hash, 20-100 % passed on.)
     """
-    shards = offsets.size - 1
     total = positions.size
-    owner = np.zeros(n, np.int64)  # 1 + the shard that passed the row on, 0 for none
-    for s in range(shards):
-        for i in range(offsets[s], offsets[s + 1]):
-            owner[positions[i]] = s + 1
-    fill = np.empty(shards + 1, np.int64)
-    fill[0] = total  # rows no shard passed on write to a spare slot
-    for s in range(shards):
-        fill[s + 1] = offsets[s]
-    dest = np.empty(total + 1, np.int64)
-    rows = np.empty(total + 1, np.int64)
+    mark = np.zeros(n, np.uint8)
+    for k in range(total):
+        mark[positions[k]] = 1
+    number = np.empty(n, np.int32)  # rows passed on before each batch row
+    rows = np.empty(total + 1, np.int64)  # (branch-free: a row not passed on writes past the last one)
     o = 0
-    for i in range(n):  # branch-free
-        s = owner[i]
-        k = fill[s]
-        dest[k] = o
+    for i in range(n):
+        number[i] = o
         rows[o] = i
-        taken = np.int64(s != 0)
-        fill[s] = k + taken
-        o += taken
-    return rows[:total], dest[:total]
+        o += np.int64(mark[i])
+    dest = np.empty(total, np.int64)
+    for k in range(total):
+        dest[k] = number[positions[k]]
+    return rows[:total], dest
 
 
 @njit
