@@ -105,14 +105,6 @@ LOAD_SAMPLE = 8
 #: sleeping thread takes about 0.1 ms on a VM, more than a few thousand rows' step (Nexmark q3's 1,300
 #: persons and 3,900 auctions per chunk ran 2x slower in two threads than in one executor).
 THREAD_ROWS = 16_384
-#: Key shards cut a batch feeding windows into pieces of ``WINDOW_PIECE_ROWS`` times the shards times this
-#: (each shard's share of a piece: this many times one executor's piece). A shard call of one piece returns
-#: the step's arrays as they are, where more pieces are copied one after the other into arrays of the call:
-#: 64 K-row batches as one piece took 10 s tumbling windows over 10 K keys from 0.21-0.22 to 0.19-0.20 CPU
-#: seconds at two shards, a 10 s / 2 s sliding window from 0.44-0.50 to 0.41-0.45, sessions per auction (since
-#: hash tables probe only their active buckets; before, they took 5-30 % more CPU in one piece) 306-320 to
-#: 298-310 ms.
-SHARD_PIECES = 4
 
 
 class KeyShards:
@@ -149,8 +141,9 @@ class KeyShards:
                     raise ValueError(f"sink {layout.sink!r} takes columns of a window's input rows")
                 if (plan.merge[layout.sink][0] == "arrivals") != layout.arrivals:
                     raise ValueError(f"sink {layout.sink!r}: the step does not say where its join rows arrived")
-        #: Per stage root: the most rows of a piece of a batch (see :data:`SHARD_PIECES`).
-        self.piece_rows = {root: WINDOW_PIECE_ROWS * shards * SHARD_PIECES for root in self.plans}
+        #: Per stage root: the most rows of a piece of a batch, each shard's share of it one executor's piece (a
+        #: shard's call of one piece returns the step's arrays as they are; more are appended one after another).
+        self.piece_rows = {root: WINDOW_PIECE_ROWS * shards for root in self.plans}
         #: The shard owning each key group: ranges at first, then balanced by the rows seen (:meth:`_balance`).
         self.group_shard = np.arange(KEY_GROUPS, dtype=np.int64) * shards // KEY_GROUPS
         #: Rows seen per key group (one in LOAD_SAMPLE counted), and the batch count of the next balance.
