@@ -181,6 +181,41 @@ def test_interval_join_frees_rows_as_the_watermark_passes(interval_dags):
     assert ex.metrics.late_events == 0
 
 
+def test_a_side_that_keeps_every_row_grows_fourfold_once_large(monkeypatch):
+    # a regular join frees nothing: past WIDE_GROWTH_ROWS its store grows to four times its rows (each growth
+    # copies them into fresh memory); the pairs do not depend on it
+    from laminar_jit.state import joins as state_joins
+
+    forever = 10 ** 12
+    dag = join_dag(lj.IntervalJoin("k", "k", lower=-forever, upper=forever))
+    feed = []
+    for i in range(6):
+        ts = np.arange(1000) + i * 1000
+        feed.append(("L", pa.table({"ts": ts, "k": ts % 50, "a": np.ones(1000), "tag": ["x"] * 1000}, schema=LEFT)))
+        if i % 2:
+            feed.append(("R", pa.table({"ts": ts[:10], "k": ts[:10] % 50, "b": np.ones(10)}, schema=RIGHT)))
+    capacity = {}
+    outputs = {}
+    for wide in (10 ** 9, 2000):
+        monkeypatch.setattr(state_joins, "WIDE_GROWTH_ROWS", wide)
+        ex = lj.DagExecutor(dag)
+        state = ex.state.operator_states[dag.node("j").id]
+        for source, batch in feed[:3]:  # 2,000 left rows, then a third batch of 1,000 that needs room
+            ex.process_batch(source, batch)
+        capacity[wide] = state.row_capacity
+        for source, batch in feed[3:]:
+            ex.process_batch(source, batch)
+        ex.finish()
+        outputs[wide] = ex.take_sink_outputs("out")
+    assert capacity == {10 ** 9: 4096, 2000: 8192}
+    con = duckdb.connect()
+    for name in ("L", "R"):
+        con.register(name, pa.concat_tables([b for s, b in feed if s == name]))
+    want = con.sql("SELECT l.*, r.ts AS ts_right, r.k AS k_right, r.b FROM L l JOIN R r ON l.k = r.k").to_arrow_table()
+    for out in outputs.values():
+        same_rows(out, want)
+
+
 @pytest.mark.parametrize("keys_carry_on", [True, False])
 def test_a_window_join_frees_exactly_the_rows_of_windows_its_watermark_closed(keys_carry_on):
     # rows on and next to window boundaries (times below 0 too), fed window by window; a closing window's

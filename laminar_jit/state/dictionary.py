@@ -396,7 +396,7 @@ class StringDictionary:
         if appending:  # (the table no longer grows: the codes past its values are appended ones)
             slot_capacity = count + n_values
             if self._offsets.size < slot_capacity + 1:  # doubling: appends stay amortized O(1)
-                slot_capacity = max(slot_capacity, 2 * (self._offsets.size - 1))
+                slot_capacity = max(slot_capacity, 4 * (self._offsets.size - 1))
         else:
             slot_capacity = self._table.reserve(n_values)
         if self._offsets.size < slot_capacity + 1:
@@ -409,7 +409,7 @@ class StringDictionary:
             # Doubling keeps appends amortized O(1) per byte. Arrays handed out
             # by values() keep the old buffer alive; bytes once written are
             # never overwritten, so such views stay valid.
-            grown = np.empty(max(needed, 2 * self._data.size, 1024), np.uint8)
+            grown = np.empty(max(needed, 4 * self._data.size, 1024), np.uint8)
             grown[:used] = self._data[:used]
             self._data = grown
 
