@@ -135,7 +135,8 @@ class JoinState(KeyedEntries):
         the rows of a list keep their relative places), and the arrays double
         unless that left at least half of them free and room for the call: a
         compaction moves at most about two rows per row appended since the
-        one before, in sequence.
+        one before, in sequence. A side that freed no row since its last
+        compaction grows fourfold once it holds :data:`WIDE_GROWTH_ROWS`.
         """
         for table in self.key_tables:
             if table.headroom < extra:
