@@ -269,3 +269,23 @@ def test_cli_runs_a_query_and_rejects_bad_arguments(tmp_path, capsys):
             main(["nexmark", *bad])
         assert exit_info.value.code == 2
     assert "unknown query 'q99'" in capsys.readouterr().err
+
+
+def test_q21_and_q22_strings_follow_their_dictionaries_when_they_change():
+    # the strings are worked out once per distinct url and kept while the dictionaries stay the same; a batch
+    # with other dictionaries gets its own, equal to the same work done row by row on plain strings
+    from laminar_jit.nexmark.queries import _channel_id, _url_dirs
+
+    idx = pa.array([0, 1, 1, 0, 2], pa.int32())
+    cases = [(["Apple", "foo", "bar"], ["https://x/a/b/c?channel_id=5", "https://y/?a=1", "https://z/d/e/f"]),
+             (["foo", "bar", "Baidu"], ["https://x/?channel_id=7", "https://y/p/q/r?channel_id=8", "https://w/s/t"])]
+    for _ in range(2):  # each case twice in a row, then the other: kept, then changed
+        for channels, urls in cases:
+            ch, url = pa.array(channels), pa.array(urls)
+            ids, keep = _channel_id(pa.DictionaryArray.from_arrays(idx, ch), pa.DictionaryArray.from_arrays(idx, url))
+            want_ids, want_keep = _channel_id(ch.take(idx), url.take(idx))
+            assert ids.cast(pa.string()).to_pylist() == want_ids.cast(pa.string()).to_pylist()
+            assert keep.to_pylist() == want_keep.to_pylist()
+            dirs = _url_dirs(pa.DictionaryArray.from_arrays(idx, url))
+            assert [d.cast(pa.string()).to_pylist() for d in dirs] == \
+                [d.cast(pa.string()).to_pylist() for d in _url_dirs(url.take(idx))]

@@ -189,16 +189,35 @@ def q19(max_delay: int = 100) -> StreamingDag:
 _CHANNEL_IDS = {"apple": "0", "google": "1", "facebook": "2", "baidu": "3"}
 
 
+class _OfLastDictionaries:
+    """``fn`` of whole dictionaries (its outputs at index ``i`` a function of the inputs at ``i`` alone), worked
+    out again only when they change: the generator's chunks share their dictionaries, so q21's regular
+    expression and q22's splits run once per distinct url in a run instead of once per chunk."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.last = None  # (dictionaries, result), replaced as one (executors in threads may share it)
+
+    def __call__(self, *dictionaries):
+        last = self.last
+        if last is not None and all(a.equals(b) for a, b in zip(last[0], dictionaries)):
+            return last[1]
+        result = self.fn(*dictionaries)
+        self.last = (dictionaries, result)
+        return result
+
+
 def _channel_id(channel, url):
     """q21's ``CASE``: a hot channel's fixed id, else ``REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)``;
     and whether the row is kept (the id was found or the channel is a hot one).
 
     The generator's ``channel`` and ``url`` are dictionaries over the same indices: then the strings are
-    worked out once per distinct channel (10 K) and taken back to the rows by index, as a dictionary.
+    worked out once per distinct channel (10 K; again only when the dictionaries change) and taken back to
+    the rows by index, as a dictionary.
     """
     if pa.types.is_dictionary(channel.type) and pa.types.is_dictionary(url.type) and \
             channel.indices.equals(url.indices):
-        ids, keep = _channel_id_of(channel.dictionary, url.dictionary)
+        ids, keep = _channel_id_per_url(channel.dictionary, url.dictionary)
         return pa.DictionaryArray.from_arrays(channel.indices, ids), pc.take(keep, channel.indices)
     ids, keep = _channel_id_of(channel.cast(pa.string()), url.cast(pa.string()))
     return ids.dictionary_encode(), keep
@@ -212,10 +231,14 @@ def _channel_id_of(channel, url):
     return pc.if_else(hot, fixed, found), pc.or_kleene(pc.is_valid(found), hot)
 
 
+_channel_id_per_url = _OfLastDictionaries(_channel_id_of)
+_dirs_per_url = _OfLastDictionaries(lambda urls: split_index(urls, "/", (3, 4, 5)))
+
+
 def _url_dirs(url):
     """q22's three ``SPLIT_INDEX`` columns, worked out per distinct url when ``url`` is a dictionary."""
     if pa.types.is_dictionary(url.type):
-        return tuple(pa.DictionaryArray.from_arrays(url.indices, d) for d in split_index(url.dictionary, "/", (3, 4, 5)))
+        return tuple(pa.DictionaryArray.from_arrays(url.indices, d) for d in _dirs_per_url(url.dictionary))
     return tuple(d.dictionary_encode() for d in split_index(url.cast(pa.string()), "/", (3, 4, 5)))
 
 
