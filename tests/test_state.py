@@ -26,7 +26,8 @@ from laminar_jit._jit import njit
 from laminar_jit.kernels import hashtable as ht
 from laminar_jit.kernels import interning, memory
 from laminar_jit.kernels.memory import load_u64
-from laminar_jit.kernels.sorting import argsort_pairs
+from laminar_jit.kernels.changelog import slot_order
+from laminar_jit.kernels.sorting import argsort_pairs, sorted_values
 from laminar_jit.kernels.timers import heap_pop, heap_push
 from laminar_jit.state import KeyTable, StringDictionary
 from laminar_jit.state import dictionary as dictionary_module
@@ -851,6 +852,20 @@ def test_radix_argsort_pairs_matches_lexsort(pairs):
     major = np.array([p[0] for p in pairs], np.int64)
     minor = np.array([p[1] for p in pairs], np.int64)
     assert np.array_equal(argsort_pairs(major, minor), np.lexsort((minor, major)))  # lexsort is stable too
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(0, 70_000), _INT64), max_size=300))
+def test_radix_sorted_values_match_numpy(values):
+    array = np.array(values, np.int64)
+    assert np.array_equal(sorted_values(array), np.sort(array))
+
+
+def test_touched_slots_come_in_slot_order_by_sort_or_bitmap():
+    rng = np.random.default_rng(3)
+    for high_water, touched in ((1_000_000, 5_000), (10_000, 5_000), (1, 1), (100, 0)):
+        dirty = rng.choice(high_water, touched, replace=False).astype(np.int64)
+        assert np.array_equal(slot_order(dirty, high_water), np.sort(dirty))
 
 
 @settings(max_examples=100, deadline=None)

@@ -40,6 +40,7 @@ import numpy as np
 from .._jit import JIT_DISABLED, njit, njit_borrowing
 from .strings import str_less
 from .hashtable import ht_delete, ht_find, ht_find_or_insert
+from .sorting import sorted_values
 
 __all__ = [
     "COUNT_ROWS", "COUNT", "COUNT_DISTINCT", "MAX", "MEAN", "MIN", "SUM",
@@ -128,7 +129,7 @@ def slot_order(dirty, high_water):
     ``[0, high_water)`` scanned once; few: a sort.
     """
     if dirty.size * 8 < high_water:
-        return np.sort(dirty)
+        return sorted_values(dirty)
     seen = np.zeros(high_water, np.bool_)
     for j in range(dirty.size):
         seen[dirty[j]] = True
