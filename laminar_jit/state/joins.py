@@ -34,8 +34,8 @@ BUCKET_SPANS = 16
 #: A side that has freed no row since it last grew, and would hold at least this many rows, grows to
 #: four times its rows instead of twice (see :meth:`JoinState.reserve`). Its arrays' capacity costs
 #: address space, not memory: rows past the high water are not written until appended. Nexmark q20
-#: (every bid kept) ran 3.7-4.6 s on average against 2.7-3.9 s this way, most of the difference the
-#: kernel's time clearing the pages the copies of a doubling touch.
+#: (every bid kept, its strings in dictionaries that grow fourfold too) ran 4.0-4.7 s on average against
+#: 2.5-3.2 s this way, most of the difference the kernel's time clearing the pages a doubling's copies touch.
 WIDE_GROWTH_ROWS = 1 << 20
 _DIRECTIONS = ("backward", "forward", "nearest")
 
