@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from laminar_jit._jit import njit
 from laminar_jit.kernels import hashtable as ht
 from laminar_jit.kernels import interning, memory
-from laminar_jit.kernels.memory import load_u64
+from laminar_jit.kernels.memory import load_u64, store_u64
 from laminar_jit.kernels.changelog import slot_order
 from laminar_jit.kernels.sorting import argsort_pairs, sorted_values
 from laminar_jit.kernels.timers import heap_pop, heap_push
@@ -773,11 +773,19 @@ def test_interning_in_blocks_gives_codes_by_first_appearance():
     data = np.frombuffer(b"0123456789abcdefghij", np.uint8)
     for p in range(12):  # unaligned words
         assert int(_load_u64(data, p)) == int.from_bytes(bytes(data[p:p + 8]), "little")
+        out = np.zeros(24, np.uint8)
+        _store_u64(out, p + 3, _load_u64(data, p))
+        assert bytes(out[p + 3:p + 11]) == bytes(data[p:p + 8]) and not out[:p + 3].any() and not out[p + 11:].any()
 
 
 @njit
 def _load_u64(data, p):
     return load_u64(data, p)
+
+
+@njit
+def _store_u64(data, p, value):
+    store_u64(data, p, value)
 
 
 def test_fingerprint_collision_is_resolved_by_comparing_bytes():

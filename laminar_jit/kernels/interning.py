@@ -29,7 +29,7 @@ import numpy as np
 
 from .._jit import njit, njit_borrowing
 from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _grow_if_full, _home, _take_slot, mix64
-from .memory import load_u64, prefetch
+from .memory import load_u64, prefetch, store_u64
 
 __all__ = ["BLOCK", "fingerprint_bytes", "intern_bytes", "intern_rows", "quick_hash"]
 
@@ -106,6 +106,23 @@ def _equal_bytes(data, start, stop, store_data, store_start, store_stop):
     return True
 
 
+@njit_borrowing
+def _append_bytes(data, start, stop, store_data, at):
+    """Copy ``data[start:stop]`` to ``store_data[at:]``, eight bytes at a time.
+
+    A slice assignment per new string took a reference to each slice (two
+    atomic operations each) and went through the broadcasting checks.
+    """
+    n = stop - start
+    p = 0
+    while p + 8 <= n:
+        store_u64(store_data, at + p, load_u64(data, start + p))
+        p += 8
+    while p < n:
+        store_data[at + p] = data[start + p]
+        p += 1
+
+
 @njit
 def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_data, out_codes):
     """Give each byte string a dense code, appending the strings not seen before.
@@ -176,7 +193,7 @@ def intern_bytes(buckets, keys, meta, free, offsets, data, store_offsets, store_
                     return -1
                 if inserted:
                     end = store_offsets[slot]
-                    store_data[end:end + (stop - start)] = data[start:stop]
+                    _append_bytes(data, start, stop, store_data, end)
                     store_offsets[slot + 1] = end + (stop - start)
                     added += 1
                     code = slot
@@ -261,7 +278,7 @@ def intern_rows(at, offsets, data, valid, cache, buckets, keys, meta, free, stor
                 meta[0] += 1
                 _grow_if_full(buckets, keys, meta, free)
                 end = store_offsets[slot]
-                store_data[end:end + (stop - start)] = data[start:stop]
+                _append_bytes(data, start, stop, store_data, end)
                 store_offsets[slot + 1] = end + (stop - start)
                 added += 1
                 code = slot

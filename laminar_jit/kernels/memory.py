@@ -1,4 +1,4 @@
-"""Two memory operations Numba does not spell: an unaligned 8-byte load and a prefetch.
+"""Memory operations Numba does not spell: unaligned 8-byte loads and stores, and a prefetch.
 
 Kernels bound by memory latency (string interning, rehashing a table that
 outgrew the caches) ask for the cache lines of a block of random positions
@@ -12,12 +12,16 @@ import numpy as np
 
 from .._jit import JIT_DISABLED
 
-__all__ = ["load_u64", "prefetch"]
+__all__ = ["load_u64", "prefetch", "store_u64"]
 
 if JIT_DISABLED:
     def load_u64(data, p):
         """The 8 bytes ``data[p:p + 8]`` as a little-endian uint64 (any alignment)."""
         return np.uint64(int.from_bytes(bytes(data[p:p + 8]), "little"))
+
+    def store_u64(data, p, value):
+        """Write ``value`` (a uint64) to ``data[p:p + 8]`` little-endian (any alignment)."""
+        data[p:p + 8] = np.frombuffer(int(value).to_bytes(8, "little"), np.uint8)
 
     def prefetch(array, i):
         """Ask the memory for ``array[i]``'s cache line (a hint: nothing to do without the compiler)."""
@@ -35,6 +39,17 @@ else:
             word = builder.bitcast(address, context.get_value_type(types.uint64).as_pointer())
             return builder.load(word, align=1)
         return types.uint64(data, p), codegen
+
+    @intrinsic
+    def store_u64(typingctx, data, p, value):
+        """Write ``value`` (a uint64) to ``data[p:p + 8]`` (a uint8 array), one unaligned store."""
+        def codegen(context, builder, signature, args):
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            address = builder.gep(array.data, [args[1]])
+            word = builder.bitcast(address, context.get_value_type(types.uint64).as_pointer())
+            builder.store(args[2], word, align=1)
+            return context.get_dummy_value()
+        return types.void(data, p, types.uint64), codegen
 
     @intrinsic
     def prefetch(typingctx, array, i):
