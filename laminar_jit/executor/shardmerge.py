@@ -116,7 +116,9 @@ class Merge:
         for j, col in enumerate(layout.columns):
             if col.kind in ("der", "code"):
                 values = np.empty(m, results[0][col.pos].dtype)
-                masked = any(r[col.pos + 1].size for r in results)
+                # validity only where a shard has a null (aggregates carry it even when every row is valid;
+                # the sink drops an all-valid one anyway): a tumbling window's sum and max, 40 % of the copies
+                masked = any(r[col.pos + 1].size and not r[col.pos + 1].all() for r in results)
                 valid = np.empty(m, np.bool_) if masked else _NO_NULLS
                 self.arrays[j] = (values, valid)
                 for t, span in enumerate(spans):
