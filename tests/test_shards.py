@@ -553,20 +553,22 @@ def test_key_groups_are_the_top_byte_of_the_row_hash():
         assert key_groups(batch, tuple(keys), 8).tolist() == want.tolist(), keys
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**16), shards=st.sampled_from([1, 2, 3, 4, 9, 25, 40]), pieces=st.integers(1, 3),
-       ranked=st.booleans())
-def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
-    # (more than HEAP_SHARDS = 24 shards merge through a heap, fewer by a scan of every head row)
-    # each shard's rows of a piece are sorted by (major, middle, minor); the merge orders the
-    # pieces one after the other and, within one, every shard's rows as a stable sort would
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), shards=st.sampled_from([1, 2, 2, 3, 4, 9, 25, 40]), pieces=st.integers(1, 3),
+       by=st.sampled_from(["major", "middle", "minor"]), long=st.booleans())
+def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, by, long):
+    # (more than HEAP_SHARDS = 24 shards merge through a heap, fewer by a scan of every head row, two
+    # from both ends at once) each shard's rows of a piece are sorted by (major, middle, minor), or a
+    # prefix of those (``by``); the merge orders the pieces one after the other and, within one, every
+    # shard's rows as a stable sort would
     rng = np.random.default_rng(seed)
+    ranked, by_middle = by == "minor", by != "major"
     runs, bounds = [], np.zeros((shards, pieces + 1), np.int64)
     for s in range(shards):
         for p in range(pieces):
-            m = int(rng.integers(0, 6))
-            keys = np.stack([rng.integers(0, 3, m), rng.integers(0, 4, m), rng.integers(0, 2, m) if ranked
-                             else np.zeros(m, np.int64)])
+            m = int(rng.integers(0, 40 if long else 6))
+            keys = np.stack([rng.integers(0, 3, m), rng.integers(0, 4, m) if by_middle else np.zeros(m, np.int64),
+                             rng.integers(0, 2, m) if ranked else np.zeros(m, np.int64)])
             keys = keys[:, np.lexsort(keys[::-1])]
             runs.append((p, s, keys))
             bounds[s, p + 1] = bounds[s, p] + m
@@ -576,16 +578,18 @@ def test_merge_kernels_match_a_stable_sort(seed, shards, pieces, ranked):
     piece = np.concatenate([np.full(bounds[s, p + 1] - bounds[s, p], p) for s in range(shards) for p in range(pieces)])
     shard = np.concatenate([np.full(bounds[s, -1] - bounds[s, 0], s) for s in range(shards)])
     middle, minor = flat[1], flat[2]
-    dest = merge_shards(flat[0].copy(), middle.copy(), minor.copy(), bounds, True, ranked)
-    order = np.lexsort((shard, *((minor,) if ranked else ()), middle, flat[0], piece))
+    if not by_middle:  # (what the merge must not look at)
+        middle = rng.integers(0, 4, middle.size)
+    dest = merge_shards(flat[0].copy(), middle.copy(), minor.copy(), bounds, by_middle, ranked)
+    order = np.lexsort((shard, *((minor,) if ranked else ()), *((middle,) if by_middle else ()), flat[0], piece))
     want = np.empty_like(order)
     want[order] = np.arange(order.size)
     assert dest.tolist() == want.tolist()
     for parts in (2, 3, 7):  # threads, each working out a part of the merge
-        cuts = merge_cuts(flat[0], middle, minor, bounds, True, ranked, parts)
+        cuts = merge_cuts(flat[0], middle, minor, bounds, by_middle, ranked, parts)
         split = np.full(dest.size, -1, np.int64)
         for t in range(parts):
-            merge_span(split, flat[0], middle, minor, bounds, True, ranked, cuts[t], cuts[t + 1])
+            merge_span(split, flat[0], middle, minor, bounds, by_middle, ranked, cuts[t], cuts[t + 1])
             mine = np.concatenate([split[cuts[t, s]:cuts[t + 1, s]] for s in range(shards)])
             before = int((cuts[t] - bounds[:, 0]).sum())  # a part's rows follow every earlier part's
             assert sorted(mine.tolist()) == list(range(before, before + mine.size))

@@ -169,38 +169,49 @@ def merge_span(dest, major, middle, minor, bounds, by_middle, by_minor, lo, hi):
 
 @njit
 def _merge_two(dest, major, middle, minor, bounds, o, by_middle, by_minor):
-    """:func:`merge_span` of two shards: one linear, branch-free pass per piece."""
-    for s in range(2):
-        for r in range(bounds[s, 0], bounds[s, -1]):
-            dest[r] = -1  # not placed yet
+    """:func:`merge_span` of two shards: one branch-free pass per piece, from both ends at once."""
     for p in range(bounds.shape[1] - 1):
         i, i_end = bounds[0, p], bounds[0, p + 1]
         j, j_end = bounds[1, p], bounds[1, p + 1]
-        _merge_heads(dest, major, middle, minor, i, i_end, j, j_end, o, by_middle, by_minor)
-        o_end = o + (i_end - i) + (j_end - j)
-        # the run left over when the other ran out: its unplaced rows end the piece
-        for lo, hi in ((i, i_end), (j, j_end)):
-            r = hi
-            while r > lo and dest[r - 1] < 0:
-                r -= 1
-            for q in range(r, hi):
-                dest[q] = o_end - (hi - q)
-        o = o_end
+        _merge_ends(dest, major, middle, minor, i, i_end, j, j_end, o, by_middle, by_minor)
+        o += (i_end - i) + (j_end - j)
 
 
 @njit
-def _merge_heads(dest, major, middle, minor, i, i_end, j, j_end, o, by_middle, by_minor):
-    """Place rows of runs ``i:i_end`` and ``j:j_end`` from ``o`` on until one of them runs out.
+def _merge_ends(dest, major, middle, minor, i0, i_end, j0, j_end, o, by_middle, by_minor):
+    """Place the rows of runs ``i0:i_end`` (shard 0) and ``j0:j_end`` (shard 1) from ``o`` on.
 
-    A function of its own that returns nothing: with the heads used after the
-    loop (to place the rest), LLVM compiled this loop 4x slower.
+    The front takes the lesser head row (ties: shard 0's), the back the
+    greater last row (ties: shard 1's), half of the rows each, in one loop:
+    each step waits on its own comparison, and the two chains of loads and
+    comparisons overlap (4.1 ns a row against 5.8 ns from the front only,
+    14,000 rows interleaved at random). Indices past a run's end are clamped
+    so that no load leaves it; the flags make such a run never chosen.
     """
-    while i < i_end and j < j_end:
-        t = _before_flat(major, middle, minor, j, i, by_middle, by_minor)
-        dest[j if t else i] = o
-        j += t
-        i += 1 - t
-        o += 1
+    m = (i_end - i0) + (j_end - j0)
+    if i_end == i0 or j_end == j0:  # one run: its rows in place
+        lo = j0 if i_end == i0 else i0
+        for q in range(m):
+            dest[lo + q] = o + q
+        return
+    front = m // 2
+    i, j = i0, j0
+    ib, jb, ob = i_end - 1, j_end - 1, o + m - 1
+    for step in range(m - front):
+        # the back: shard 1's last row unless it sorts strictly before shard 0's (or shard 1 ran out)
+        ii, jj = max(ib, i0), max(jb, j0)
+        t = (ib < i0) | ((jb >= j0) & (1 - _before_flat(major, middle, minor, jj, ii, by_middle, by_minor)))
+        dest[jb if t else ib] = ob
+        jb -= t
+        ib -= 1 - t
+        ob -= 1
+        if step < front:  # the front: shard 1's head only when it sorts strictly before shard 0's
+            ic, jc = min(i, i_end - 1), min(j, j_end - 1)
+            t = (i >= i_end) | ((j < j_end) & _before_flat(major, middle, minor, jc, ic, by_middle, by_minor))
+            dest[j if t else i] = o
+            j += t
+            i += 1 - t
+            o += 1
 
 
 @njit_borrowing
