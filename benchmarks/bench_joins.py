@@ -4,7 +4,8 @@
   1,000 symbols (backward, inner) — DuckDB's ``ASOF JOIN``.
 * ``Interval``: 2 M rows per side over 10,000 keys, ``right.ts - left.ts``
   within ±1 s — DuckDB's ``BETWEEN`` join. ``IntervalFloor``: its essential work
-  as one compiled loop over the same batches (``benchmarks/floors.py``).
+  as one compiled loop over the same batches (``benchmarks/floors.py``);
+  ``IntervalBucketFloor``: the same with probes bounded as the engine's are.
 * ``SkewedInterval``: 1 M rows per side over 10,000 keys, one of which has
   ``hot_share`` of the rows, every row up to 100 ms late (the watermark's
   bound), within ±10 ms; with ``lead`` the right side runs 100 s of event
@@ -203,11 +204,12 @@ class IntervalFloor:
     answer against :class:`IntervalDuckDB`'s query."""
 
     timeout = 600
+    floor = staticmethod(floors.interval_floor)
 
     def setup(self):
         left, right = interval_tables()
         self.feed = _feed(left, right)
-        got = floors.interval_floor(self.feed, -1_000, 1_000)  # (compiles)
+        got = self.floor(self.feed, -1_000, 1_000)  # (compiles)
         con = duckdb.connect()
         con.register("l", left)
         con.register("r", right)
@@ -217,7 +219,15 @@ class IntervalFloor:
         assert got.sort_by(order).equals(want.sort_by(order)), (got.num_rows, want.num_rows)
 
     def time_floor(self):
-        floors.interval_floor(self.feed, -1_000, 1_000)
+        self.floor(self.feed, -1_000, 1_000)
+
+
+class IntervalBucketFloor(IntervalFloor):
+    """:class:`IntervalFloor` with the rows listed per key and time bucket
+    (:func:`benchmarks.floors.interval_bucket_floor`): the floor of a join whose probes stay bounded when one
+    side runs far ahead, as the engine's do (``IntervalFloor`` walks every newer row of a key)."""
+
+    floor = staticmethod(floors.interval_bucket_floor)
 
 
 class SkewedInterval(_Join):
