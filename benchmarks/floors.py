@@ -335,6 +335,20 @@ def q8_floor(chunks, delay: int = 100, size: int = 10_000, slots: int = 4, table
 
 
 
+@njit(inline="always")
+def _drop_dead_rows(lo, hi, regs, ring_ts):
+    """After a batch: each side's oldest rows that no future row can match leave its ring (``regs`` as in
+    :func:`_interval_batch`; the watermark is the lower of the two sides' largest time less the delay)."""
+    mask = ring_ts.shape[1] - 1
+    watermark = min(regs[3], regs[4]) - regs[5]
+    for s in range(2):  # a left row is dead once no right row can reach it, and the other way round
+        dead = watermark - (hi if s == 0 else -lo)
+        j = regs[6 + s]
+        while j < regs[1 + s] and ring_ts[s, j & mask] < dead:
+            j += 1
+        regs[6 + s] = j
+
+
 @njit(nogil=True)
 def _interval_batch(side, ts, k, v, lo, hi, regs, keys, heads, ring_ts, ring_v, ring_nxt, out):
     """One batch of ``side`` (0: left, 1: right): each row probes the other side's rows of its key, newest
@@ -380,13 +394,7 @@ def _interval_batch(side, ts, k, v, lo, hi, regs, keys, heads, ring_ts, ring_v, 
         heads[h, side] = j
         regs[1 + side] = j + 1
         regs[3 + side] = max(regs[3 + side], ts[i])
-    watermark = min(regs[3], regs[4]) - delay
-    for s in range(2):  # a left row is dead once no right row can reach it, and the other way round
-        dead = watermark - (hi if s == 0 else -lo)
-        j = regs[6 + s]
-        while j < regs[1 + s] and ring_ts[s, j & mask] < dead:
-            j += 1
-        regs[6 + s] = j
+    _drop_dead_rows(lo, hi, regs, ring_ts)
     return 0
 
 
@@ -484,13 +492,7 @@ def _bucket_batch(side, ts, k, v, lo, hi, shift, regs, tkeys, tbucket, theads, r
         theads[r, h, side] = j
         regs[1 + side] = j + 1
         regs[3 + side] = max(regs[3 + side], t)
-    watermark = min(regs[3], regs[4]) - delay
-    for s in range(2):
-        dead = watermark - (hi if s == 0 else -lo)
-        j = regs[6 + s]
-        while j < regs[1 + s] and ring_ts[s, j & mask] < dead:
-            j += 1
-        regs[6 + s] = j
+    _drop_dead_rows(lo, hi, regs, ring_ts)
     return 0
 
 
