@@ -336,6 +336,28 @@ def q8_floor(chunks, delay: int = 100, size: int = 10_000, slots: int = 4, table
 
 
 @njit(inline="always")
+def _emit_pair(out, regs, side, t, value, other_t, other_value, key):
+    """Write a pair's six values (left ts, key, a, right ts, key, b) as ``out``'s next column; False when full."""
+    m = regs[0]
+    if m == out.shape[1]:
+        return False
+    if side == 0:
+        out[0, m], out[2, m], out[3, m], out[5, m] = t, value, other_t, other_value
+    else:
+        out[0, m], out[2, m], out[3, m], out[5, m] = other_t, other_value, t, value
+    out[1, m] = out[4, m] = key
+    regs[0] = m + 1
+    return True
+
+
+def _pairs_table(out, regs) -> pa.Table:
+    """The pairs written so far as the engine's columns for ``bench_joins.Interval``."""
+    m = int(regs[0])
+    names, types = ["ts", "k", "a", "ts_right", "k_right", "b"], [np.int64, np.int64, None] * 2
+    return pa.table({name: out[j, :m].astype(t) if t else out[j, :m] for j, (name, t) in enumerate(zip(names, types))})
+
+
+@njit(inline="always")
 def _drop_dead_rows(lo, hi, regs, ring_ts):
     """After a batch: each side's oldest rows that no future row can match leave its ring (``regs`` as in
     :func:`_interval_batch`; the watermark is the lower of the two sides' largest time less the delay)."""
@@ -375,16 +397,9 @@ def _interval_batch(side, ts, k, v, lo, hi, regs, keys, heads, ring_ts, ring_v, 
             dt = ring_ts[other, x] - ts[i]
             if dt < d_lo - delay:
                 break
-            if d_lo <= dt <= d_hi:
-                m = regs[0]
-                if m == out.shape[1]:
-                    return 1
-                if side == 0:
-                    out[0, m], out[2, m], out[3, m], out[5, m] = ts[i], v[i], ring_ts[other, x], ring_v[other, x]
-                else:
-                    out[0, m], out[2, m], out[3, m], out[5, m] = ring_ts[other, x], ring_v[other, x], ts[i], v[i]
-                out[1, m] = out[4, m] = k[i]
-                regs[0] = m + 1
+            if d_lo <= dt <= d_hi and not _emit_pair(out, regs, side, ts[i], v[i], ring_ts[other, x],
+                                                     ring_v[other, x], k[i]):
+                return 1
             j = ring_nxt[other, x]
         j = regs[1 + side]
         if j - regs[6 + side] > mask:
@@ -417,9 +432,7 @@ def interval_floor(feed, lower: int, upper: int, delay: int = 100, ring_rows: in
                            batch.column(2).to_numpy(), lower, upper, regs, keys, heads, ring_ts, ring_v, ring_nxt,
                            out):
             raise RuntimeError("interval_floor: a ring or the pairs are full; give larger ring_rows, max_pairs")
-    m = int(regs[0])
-    names, types = ["ts", "k", "a", "ts_right", "k_right", "b"], [np.int64, np.int64, None] * 2
-    return pa.table({name: out[j, :m].astype(t) if t else out[j, :m] for j, (name, t) in enumerate(zip(names, types))})
+    return _pairs_table(out, regs)
 
 
 @njit(inline="always")
@@ -461,22 +474,17 @@ def _bucket_batch(side, ts, k, v, lo, hi, shift, regs, tkeys, tbucket, theads, r
                     while j >= regs[6 + other]:  # (rows before the first live one are gone)
                         x = j & mask
                         dt = ring_ts[other, x] - t
-                        if d_lo <= dt <= d_hi:
-                            m = regs[0]
-                            if m == out.shape[1]:
-                                return 1
-                            if side == 0:
-                                out[0, m], out[2, m], out[3, m], out[5, m] = t, v[i], ring_ts[other, x], ring_v[other, x]
-                            else:
-                                out[0, m], out[2, m], out[3, m], out[5, m] = ring_ts[other, x], ring_v[other, x], t, v[i]
-                            out[1, m] = out[4, m] = key
-                            regs[0] = m + 1
+                        if d_lo <= dt <= d_hi and not _emit_pair(out, regs, side, t, v[i], ring_ts[other, x],
+                                                                 ring_v[other, x], key):
+                            return 1
                         j = ring_nxt[other, x]
             b -= 1
         b = t >> shift
         r = b % tables
         if tbucket[r] != b:  # a new bucket takes the table of one nothing can reach any more
-            if tbucket[r] >= 0 and ((tbucket[r] + 1) << shift) + max(hi, -lo) + delay > min(regs[3], regs[4]) - delay:
+            # (a row that is not late is at least the lower side's largest time less the delay, and reaches back
+            # at most the wider bound)
+            if tbucket[r] >= 0 and ((tbucket[r] + 1) << shift) + max(hi, -lo) > min(regs[3], regs[4]) - delay:
                 return 2
             for e in range(tkeys.shape[1]):
                 tkeys[r, e] = -1
@@ -520,6 +528,4 @@ def interval_bucket_floor(feed, lower: int, upper: int, delay: int = 100, ring_r
         if status:
             raise RuntimeError("interval_bucket_floor: " + ("a ring or the pairs are full; give larger ring_rows, "
                                "max_pairs" if status == 1 else "more buckets in use than tables; give more tables"))
-    m = int(regs[0])
-    names, types = ["ts", "k", "a", "ts_right", "k_right", "b"], [np.int64, np.int64, None] * 2
-    return pa.table({name: out[j, :m].astype(t) if t else out[j, :m] for j, (name, t) in enumerate(zip(names, types))})
+    return _pairs_table(out, regs)
