@@ -181,6 +181,45 @@ def test_interval_join_frees_rows_as_the_watermark_passes(interval_dags):
     assert ex.metrics.late_events == 0
 
 
+
+@pytest.mark.parametrize("dag_name", ["inner", "win"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_end_of_input_frees_a_side_as_the_general_pass_would(interval_dags, dag_name, side):
+    # at the end of input an inner join frees a side in one pass over its rows and one over the slots; the
+    # state it leaves is the one the general pass leaves when every row expires (the slots that go may take
+    # other places on the free stack, so the table is compared by its keys)
+    import copy
+
+    from laminar_jit.kernels.joins import expire_buckets
+    from laminar_jit.state.joins import SIDE_BASE
+    from laminar_jit.state.keytable import KeyTable
+
+    dag = interval_dags.dags[dag_name]
+    ex = lj.DagExecutor(dag)
+    for source, batch in interleaved(make_side(1500, 11, LEFT), make_side(1200, 12, RIGHT), 11):
+        ex.process_batch(source, batch)
+    state = ex.state.operator_states[dag.node("j").id]
+    base, h = SIDE_BASE[side], 0 if side == "left" else 2
+    assert state.aux[SIDE_BASE["left"] + 2] > 0 and state.aux[SIDE_BASE["right"] + 2] > 0  # rows on both sides
+    kind, a, b = (1, state.params[0], state.params[1]) if dag_name == "win" else (
+        0, state.params[1] if side == "left" else -state.params[0], 0)
+    after = {}
+    for W in (np.iinfo(np.int64).max, np.iinfo(np.int64).max - 1):  # the end of input; the general pass
+        st = copy.deepcopy(state)
+        rows = {name: arr for name, arr, _ in st.rows[side]}
+        t = st.table
+        expire_buckets(W, np.int64(kind), a, b, False, np.int64(h // 2), t.buckets, t.keys, t.meta, t.free,
+                       st.heads, st.aux, np.int64(base), rows["ts"], rows["seq"], rows["slot"], rows["flag"],
+                       rows["nxt"], np.empty(0, np.int64), np.empty(0, np.int64), 0)
+        KeyTable.from_snapshot(t.snapshot())  # (raises when the table is inconsistent)
+        live = t.live_slots()
+        after[W] = (st.aux.copy(), rows["flag"].copy(), len(t), st.heads[:, h:h + 2].copy(),
+                    {tuple(t.keys[s]): tuple(st.heads[s, 2 - h:4 - h]) for s in live})
+    fast, general = after.values()
+    assert np.array_equal(fast[0], general[0]) and np.array_equal(fast[1], general[1])
+    assert fast[2] == general[2] and (fast[3] == -1).all() and (general[3] == -1).all()
+    assert fast[4] == general[4] and len(fast[4]) > 0  # the other side's lists, by key
+
 def test_a_side_that_keeps_every_row_grows_fourfold_once_large(monkeypatch):
     # a regular join frees nothing: past WIDE_GROWTH_ROWS its store grows to four times its rows (each growth
     # copies them into fresh memory); the pairs do not depend on it

@@ -203,6 +203,49 @@ def _expiry(kind, t, a, b):
 
 
 @njit
+def _delete_slots(buckets, keys, meta, free, heads, dead):
+    """Delete the key slots ``dead``, whose lists are all empty, from the table of an interval or window join."""
+    if dead.size > meta[0] - dead.size:
+        # most slots go at once (a bucket expires for all its keys together): rebuilding the
+        # table around the slots that stay beats one backward-shift delete each
+        kept = np.empty(meta[0] - dead.size, np.int64)
+        m = 0
+        for s in range(meta[1]):
+            if (heads[s, 0] != -1 or heads[s, 2] != -1) and m < kept.size:
+                kept[m] = s
+                m += 1
+        ht_delete_many(buckets, keys, meta, free, dead, kept[:m])
+    else:  # (what ht_delete_many does with fewer deletions than survivors, without finding the survivors)
+        for j in range(dead.size):
+            ht_delete(buckets, keys, meta, free, dead[j])
+
+
+@njit
+def _release_side(side, buckets, keys, meta, free, heads, aux, base, flag):
+    """:func:`expire_buckets` when every row of the side goes and none is emitted (an inner join's end of
+    input): each row is released and each list of the side emptied in one sequential pass over the rows and
+    one over the slots, instead of a random access per row to its slot. A slot whose other list is empty
+    goes too, in slot order (the general pass frees slots in the order their first row went)."""
+    h = 2 * side
+    for i in range(aux[base + 1], aux[base]):
+        flag[i] = 0
+    aux[base + 2] = 0
+    aux[base + 1] = aux[base]
+    dead = np.empty(meta[0], np.int64)
+    n_dead = 0
+    for s in range(meta[1]):
+        if heads[s, h] != -1:
+            heads[s, h] = -1
+            heads[s, h + 1] = -1
+            if heads[s, 2 - h] == -1:
+                dead[n_dead] = s
+                n_dead += 1
+    _delete_slots(buckets, keys, meta, free, heads, dead[:n_dead])
+    aux[base + 3] = _WM_MAX
+    aux[base + 4] = _WM_MAX
+
+
+@njit
 def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, aux, base,
                    ts, seq, slot, flag, nxt, out_l, out_r, n_out):
     """Free the rows of one side whose expiry the watermark ``W`` passed (interval and window joins).
@@ -218,9 +261,14 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
     the side's least expiry has passed, starts at the side's first row that
     may be live (``aux[base + 1]``: rows expire about in the order they were
     appended, so the pass reads little more than the live rows), and leaves
-    that row, the side's least expiry and event time in ``aux``.
+    that row, the side's least expiry and event time in ``aux``. When the
+    watermark is +inf and nothing is emitted (an inner join's end of input),
+    :func:`_release_side` frees the side without visiting a slot per row.
     """
     if aux[base + 3] >= W:
+        return out_l, out_r, n_out
+    if W == _WM_MAX and not emit:  # the end of input of an inner join: every row goes, nothing is emitted
+        _release_side(side, buckets, keys, meta, free, heads, aux, base, flag)
         return out_l, out_r, n_out
     if emit:  # (an inner join emits nothing here)
         out_l, out_r = reserve_pairs(out_l, out_r, n_out, aux[base + 2])
@@ -279,19 +327,7 @@ def expire_buckets(W, kind, a, b, emit, side, buckets, keys, meta, free, heads, 
         if heads[s, h] == -1 and heads[s, 2 - h] == -1:  # both lists empty: the slot goes
             cut[n_dead] = s
             n_dead += 1
-    if n_dead > meta[0] - n_dead:
-        # most slots go at once (a bucket expires for all its keys together): rebuilding the
-        # table around the slots that stay beats one backward-shift delete each
-        kept = np.empty(meta[0] - n_dead, np.int64)
-        m = 0
-        for s in range(meta[1]):
-            if (heads[s, 0] != -1 or heads[s, 2] != -1) and m < kept.size:
-                kept[m] = s
-                m += 1
-        ht_delete_many(buckets, keys, meta, free, cut[:n_dead], kept[:m])
-    else:  # (what ht_delete_many does with fewer deletions than survivors, without finding the survivors)
-        for j in range(n_dead):
-            ht_delete(buckets, keys, meta, free, cut[j])
+    _delete_slots(buckets, keys, meta, free, heads, cut[:n_dead])
     aux[base + 1] = start
     aux[base + 3] = _WM_MAX if low_ts == _WM_MAX else _expiry(kind, low_ts, a, b)  # (monotone in t)
     aux[base + 4] = low_ts
