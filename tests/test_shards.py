@@ -1229,7 +1229,7 @@ def test_keyed_kernel_rows_are_dealt_out_again_by_the_key_they_feed(seed, shards
     steps = _steps(dag, bursts(1500, seed), seed)
     want, want_metrics = _drive_calls(dag, 1, steps)
     got, got_metrics = _drive_calls(dag, shards, steps)
-    assert all(t.num_rows > 100 for t in want.values())
+    assert all(t.num_rows > 50 for t in want.values())  # (the smallest sink has 92-163 rows in 13 seeds drawn)
     _assert_same_outputs(got, want, plan, lambda sink: ["n"])
     assert got_metrics == want_metrics
 
