@@ -126,6 +126,39 @@ def test_timers_fire_in_time_order_whatever_the_batching(seed, n, cuts, delay):
     assert ex.state.operator_states[ex.dag.node("k").id].pending_timers == 0
 
 
+
+def _is_warm(temp):
+    return temp > 18.0
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_keys_looked_up_ahead_give_the_same_rows(monkeypatch, filtered):
+    """Row loops look keys up ahead once a table holds ``AHEAD_KEYS`` live keys; with the lookahead on from the
+    first key, a loop over every row gives the timers' reference answer and a loop over a filter's selection
+    the rows it gives off (random batch splits, empty and one-row batches among them)."""
+    from laminar_jit.executor import slots
+
+    table = readings(3_000, seed=5, disorder=30)
+    batches = split_table(table, [0, 1, 1, 700, 701, 2_000, 2_999])
+    outputs = []
+    for ahead_keys in (slots.AHEAD_KEYS, 0):
+        monkeypatch.setattr(slots, "AHEAD_KEYS", ahead_keys)
+        builder = lj.DagBuilder().source("s", SCHEMA, event_time="ts", watermark=lj.BoundedOutOfOrderness(40))
+        if filtered:
+            builder = builder.operator("warm", lj.Filter(_is_warm)).connect("s", "warm")
+        dag = (builder.operator("k", lj.KeyedKernel(arm_quiet_timer, **IDLE)).connect("warm" if filtered else "s", "k")
+               .sink_for("k", "out").build())
+        ex = lj.DagExecutor(dag)
+        for b in batches:
+            ex.process_batch("s", b)
+        ex.finish()
+        outputs.append(pl.from_arrow(ex.take_sink_outputs("out")))
+    assert outputs[1].height > 1_000 and outputs[1].equals(outputs[0])
+    if not filtered:
+        want = python_timers(table, 40)
+        rows = list(zip(*[outputs[1][c].to_list() for c in outputs[1].columns]))
+        assert [r[:3] + (r[4],) for r in rows] == [w[:3] + (w[4],) for w in want]
+
 def test_timer_moved_or_cancelled_fires_once_or_never():
     def arm(st, ts, unit):
         st.timer = ts + 100 if unit == 0 else lj.NO_TIMER  # unit 1 cancels the key's timer

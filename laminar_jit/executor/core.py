@@ -478,9 +478,10 @@ def string_origin(gen, node, b: Binding, col: Col, column: str) -> str:
                       "source column (through Filters, Maps, ArrowMaps, Projects and aggregates)")
 
 
-def key_parts(gen, b: Binding, names: dict, key_cols: list) -> list[str]:
-    """Expressions of a row's int64 value of each key column (dictionary code for strings; null -> the null group)."""
-    return [f"np.int64({value_code(kc, gen, b, names, 'i')}) if {row_ok(names, gen.leaves(b, kc, []), 'i')} "
+def key_parts(gen, b: Binding, names: dict, key_cols: list, row: str = "i") -> list[str]:
+    """Expressions of the int64 value of each key column at row ``row`` (dictionary code for strings; null -> the
+    null group)."""
+    return [f"np.int64({value_code(kc, gen, b, names, row)}) if {row_ok(names, gen.leaves(b, kc, []), row)} "
             f"else {NULL_KEY}" for kc in key_cols]
 
 

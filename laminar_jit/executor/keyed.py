@@ -21,6 +21,7 @@ from .core import (
     indent,
     key_code,
     key_columns,
+    key_parts,
     link_arrivals,
     propagate_watermark,
     register,
@@ -29,7 +30,7 @@ from .core import (
     value_code,
     watermark_bounds,
 )
-from .slots import cached_slot, slot_cache
+from .slots import cached_slot, slot_cache, slot_lookahead
 
 __all__ = ["generate_keyed"]
 
@@ -64,6 +65,14 @@ def generate_keyed(gen: Gen, node, b: Binding) -> tuple[Binding, None]:
     for c in arg_cols:
         gen.leaves(b, c, arg_leaves)
     key_expr = key_code(gen, b, names, key_cols, state_names)
+    # keys of one column, read as they are, are looked up ahead of the row that needs them (a composite key's
+    # levels insert, a computed key would be computed twice)
+    ahead_setup = ahead = ""
+    if len(key_cols) == 1 and key_cols[0].kind != "expr":
+        ahead_setup, ahead = slot_lookahead(gen, "i" if dense else "j", "n" if dense else "sel.size",
+                                            "q" if dense else "sel[q]", key_parts(gen, b, names, key_cols, row="iq")[0],
+                                            (buckets, keys, meta), [values, first] if timers else [values])
+        ahead_setup, ahead = "\n    " + ahead_setup, "\n        " + ahead
     n_out = spec.n_outputs
     out_names = [name for name, _ in op.outputs]
     out_dtypes = [dtype_name(arrow_to_numpy_dtype(node.schema.field(name).type)) for name in out_names]
@@ -153,9 +162,9 @@ def keyed_{nid}_update({params}):
     size = {"n" if dense else "sel.size"} + fire_cap + 16  # a row per input row and per firing: never grown
 {allocs}
     # slots of recent keys (no key is deleted during the loop)
-{slot_cache(1)}
+{slot_cache(1)}{ahead_setup}
     m = 0{chr(10) + "    lp = np.int64(0)" + chr(10) + "    lt = WM_MIN" + chr(10) + "    lf = np.int64(0)" if ties else ""}
-    {loop}
+    {loop}{ahead}
         t = {value_code(ts_col, gen, b, names, "i")}
         {ROW_WATERMARK}
 {fire("rw", 8) if timers else ""}

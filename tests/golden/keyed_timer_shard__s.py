@@ -18,6 +18,8 @@ from laminar_jit.kernels.sessions import unlink_sessions
 from laminar_jit.kernels.ranking import topn_rows
 from laminar_jit.kernels.joins import chain_insert, emitted_min, expire_buckets, order_partners, reserve_pairs, reserve_positions, row_alloc
 from laminar_jit.kernels.asof import asof_fire, asof_prune
+from laminar_jit.kernels.hashtable import _home
+from laminar_jit.kernels.memory import prefetch
 
 WM_MIN = -9223372036854775808
 WM_MAX = 9223372036854775807
@@ -46,12 +48,33 @@ def keyed_1_update(sel, v0, m0, v1, m1, v2, m2, rwm, rw_scalar, rw_cap, rw_floor
     # slots of recent keys (no key is deleted during the loop)
     c_k0 = empty(4096, np.int64)
     c_s = full(4096, -1, np.int64)
+    ahead = st1_meta[0] >= 65536
+    pfb = full(64, -1, np.int64)
     m = 0
     lp = np.int64(0)
     lt = WM_MIN
     lf = np.int64(0)
     for j in range(sel.size):
         i = sel[j]
+        if ahead:
+            q = j + 32
+            if q < sel.size:
+                iq = sel[q]
+                kq = np.int64(v1[iq]) if (m1.size == 0 or m1[iq]) else WM_MIN
+                cq = cache_line(kq, np.int64(0))
+                if c_s[cq] < 0 or c_k0[cq] != kq:
+                    hq = _home(kq, np.int64(0), st1_meta[4] - 1)
+                    pfb[q & 63] = hq
+                    prefetch(st1_buckets, hq)
+                else:
+                    pfb[q & 63] = -1
+            q = j + 16
+            if q < sel.size and pfb[q & 63] >= 0:
+                sq = np.int64(st1_buckets[pfb[q & 63]])
+                if sq >= 0:
+                    prefetch(st1_keys, 2 * sq)
+                    prefetch(st1_values, sq)
+                    prefetch(st1_first, sq)
         t = v0[i]
         rw = rwm[i] if rwm.size else rw_scalar
         if rw > rw_cap:  # inputs from other sources hold the node's watermark back
