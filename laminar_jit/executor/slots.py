@@ -132,9 +132,9 @@ def slot_lookahead(gen, at: str, n: str, row_of: str, key: str, table: tuple[str
     """
     gen.imports.update({("laminar_jit.kernels.memory", "prefetch"), ("laminar_jit.kernels.hashtable", "_home")})
     buckets, keys, meta = table
-    half = LOOKAHEAD // 2
+    half, ring = LOOKAHEAD // 2, 2 * LOOKAHEAD  # (a row's bucket is read ``half`` rows after it was written)
     fetch = "".join(f"\n                    prefetch({e}, sq)" for e in entries)
-    setup = f"ahead = {meta}[0] >= {AHEAD_KEYS}\n    pfb = full(64, -1, np.int64)"
+    setup = f"ahead = {meta}[0] >= {AHEAD_KEYS}\n    pfb = full({ring}, -1, np.int64)"
     return setup, f"""if ahead:
             q = {at} + {LOOKAHEAD}
             if q < {n}:
@@ -143,12 +143,12 @@ def slot_lookahead(gen, at: str, n: str, row_of: str, key: str, table: tuple[str
                 cq = cache_line(kq, np.int64(0))
                 if c_s[cq] < 0 or c_k0[cq] != kq:
                     hq = _home(kq, np.int64(0), {meta}[4] - 1)
-                    pfb[q & 63] = hq
+                    pfb[q & {ring - 1}] = hq
                     prefetch({buckets}, hq)
                 else:
-                    pfb[q & 63] = -1
+                    pfb[q & {ring - 1}] = -1
             q = {at} + {half}
-            if q < {n} and pfb[q & 63] >= 0:
-                sq = np.int64({buckets}[pfb[q & 63]])
+            if q < {n} and pfb[q & {ring - 1}] >= 0:
+                sq = np.int64({buckets}[pfb[q & {ring - 1}]])
                 if sq >= 0:
                     prefetch({keys}, 2 * sq){fetch}"""
