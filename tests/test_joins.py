@@ -870,7 +870,10 @@ def test_a_string_a_join_keeps_is_looked_up_when_anything_compares_it():
         "ON l.k = r.k AND r.ts BETWEEN l.ts - 20 AND l.ts + 35 GROUP BY ALL").to_arrow_table())
     feed = interleaved(left, right, 5)
     ex, got = run(after, feed, ["out"])
-    assert ex.state.dictionaries[("L", "note")].carried and not ex.state.dictionaries[("j", "note")].carried
+    # the window's step reads the join's codes of the note: one dictionary, which the window compares
+    notes = ex.state.dictionaries[("L", "note")]
+    assert ex.state.dictionaries[("j", "note")] is notes and not notes.carried
+    assert len(notes) == len(pc.unique(left["note"].drop_null()))
     out = pl.from_arrow(got["out"]).select("window_start", "note", "n")
     assert out.height > 500 and out.sort(out.columns, nulls_last=True).equals(
         want.sort(want.columns, nulls_last=True).cast(out.schema))
@@ -878,3 +881,61 @@ def test_a_string_a_join_keeps_is_looked_up_when_anything_compares_it():
     assert not ex.state.dictionaries[("L", "note")].carried
     # one first row per note and interval, the null note included
     assert got["firsts"].num_rows == pl.from_arrow(left).select("note", pl.col("ts") // WITHIN).unique().height
+
+
+def test_a_joins_strings_reach_the_next_step_as_its_codes(monkeypatch, tmp_path):
+    """A join's string columns reach the step after it (an unbounded TopN per left row that keeps them) as the
+    codes the join holds: one dictionary per column, carried (nothing compares them), no column decoded on the
+    way; the rows of a run that decodes and encodes them again, also through a checkpoint, and in the end
+    DuckDB's best partner per left row. A checkpoint of a run with two dictionaries where this executor shares
+    one is refused and leaves the executor as it was."""
+    from laminar_jit.executor import executor as executor_module
+
+    # times out of order but distinct on each side, so each left row's best partner is one row
+    left, right = (side.set_column(0, "ts", pa.array(np.arange(n) * 7 + np.random.default_rng(n).integers(-3, 4, n)))
+                   for side, n in ((_text_side(3_000, 7, NOTES, True), 3_000),
+                                   (_text_side(2_000, 8, TAGS, False), 2_000)))
+    dag = (_notes_and_tags(lj.DagBuilder()).operator("j", lj.IntervalJoin("k", "k", lower=-20, upper=35))
+           .operator("top", lj.TopN(1, by=["ts_right", "k_right"], key="ts", window=None))
+           .connect("L", "j", port="left").connect("R", "j", port="right").connect("j", "top")
+           .sink_for("top", "out").build())
+    con = duckdb.connect()
+    con.register("l", left)
+    con.register("r", right)
+    best = pl.from_arrow(con.sql(
+        "SELECT l.ts, l.k, l.note, r.ts AS ts_right, r.k AS k_right, r.tag FROM l JOIN r ON l.k = r.k "
+        "AND r.ts BETWEEN l.ts - 20 AND l.ts + 35 QUALIFY row_number() OVER (PARTITION BY l.ts "
+        "ORDER BY r.ts DESC, r.k DESC) = 1").to_arrow_table())
+    feeds = [interleaved(left, right, seed) for seed in (7, 8)]
+    with monkeypatch.context() as m:  # the run that decodes the join's strings and encodes them again
+        m.setattr(executor_module, "codes_passed_on", lambda dag, plans: [])
+        before = [run(dag, feed, ["out"]) for feed in feeds]
+        old = lj.DagExecutor(dag)
+        for source, batch in feeds[0][:len(feeds[0]) // 2]:
+            old.process_batch(source, batch)
+        old_checkpoint = old.checkpoint()
+    made = []
+    monkeypatch.setattr(StepRows, "column", lambda self, name: made.append(name))
+    for i, (feed, (old_ex, want)) in enumerate(zip(feeds, before)):
+        ex, got = run(dag, feed, ["out"])
+        assert got["out"].num_rows > 500 and got["out"].equals(want["out"])
+        final = pl.from_arrow(lj.apply_changelog(got["out"])).drop("rank")
+        assert final.sort("ts").equals(best.sort("ts").cast(final.schema)) and final["ts"].is_unique().all()
+        for column, source in (("note", "L"), ("tag", "R")):
+            shared = ex.state.dictionaries[("j", column)]
+            assert shared is ex.state.dictionaries[(source, column)] and shared.carried
+            assert old_ex.state.dictionaries[("j", column)] is not old_ex.state.dictionaries[(source, column)]
+        # repeated notes got codes of their own: they were appended, not looked up
+        assert len(ex.state.dictionaries[("L", "note")]) > len(pc.unique(left["note"].drop_null()))
+        assert checkpointed(dag, feed, len(feed) // 3, tmp_path / f"cp{i}").equals(want["out"])
+    assert made == []
+    ex = lj.DagExecutor(dag)
+    for source, batch in feeds[0][:5]:
+        ex.process_batch(source, batch)
+    first = ex.take_sink_outputs("out")
+    with pytest.raises(lj.CheckpointError, match=r"different string dictionaries for columns \('j', 'note'\)"):
+        ex.restore(old_checkpoint)
+    for source, batch in feeds[0][5:]:
+        ex.process_batch(source, batch)
+    ex.finish()
+    assert pa.concat_tables([first, ex.take_sink_outputs("out")]).equals(before[0][1]["out"])

@@ -96,6 +96,15 @@ def restore(dag, state, cp: Checkpoint) -> None:
                                                                      current.carried)
         except (ValueError, TypeError, pa.ArrowException) as e:
             raise CheckpointError(f"string dictionary of {key!r} in the checkpoint is invalid: {e}") from e
+    for key, first in state.linked_dictionaries().items():
+        # linked columns share one dictionary: a checkpoint that holds two different ones for them was taken
+        # by an executor that did not share it, and the codes in its states would not read the same here
+        mine, theirs = cp.dictionaries[f"{key[0]}/{key[1]}"], cp.dictionaries[f"{first[0]}/{first[1]}"]
+        if mine is not theirs and not mine.equals(theirs):
+            raise CheckpointError(f"checkpoint holds different string dictionaries for columns {key!r} and "
+                                  f"{first!r}, which this executor shares (it passes codes of one to the other or "
+                                  "compares them); the checkpoint was written by another laminar_jit version: "
+                                  "restore it with that version")
     missing = sorted(n.name for n in dag.nodes if n.name not in cp.watermarks)
     if missing:
         raise CheckpointError(f"checkpoint has no watermark for nodes {missing}")

@@ -542,8 +542,10 @@ def run_step(plan, b: pa.RecordBatch, offsets, counters, time_state=None, states
     handed = not isinstance(b, pa.RecordBatch)  # a boundary node's rows from the step before (StepRows)
     args = []
     for name, dtype, kernel_read, encoded, plain, empty in recipe:
-        if encoded:
-            args.extend(map(readonly, dicts[(plan.source, name)].encode(b.column(name))))
+        if encoded:  # (a boundary node's codes of this column's own dictionary pass as they are)
+            dictionary = dicts[(plan.source, name)]
+            codes = b.codes(name, dictionary) if handed else None
+            args.extend(codes if codes is not None else map(readonly, dictionary.encode(b.column(name))))
         elif name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
             args.extend(map(readonly, dicts[(plan.source, name[1:])].store()))
         elif handed and (kernel_read or n >= EAGER_ROWS) and (arrays := b.view(name, dtype)) is not None:

@@ -13,12 +13,11 @@ from .._memory import tune_allocator
 from ..checkpoint.capture import capture as capture_checkpoint, restore as restore_checkpoint
 from ..errors import DataError, KernelError, UnknownNodeError
 from ..kernels.watermarks import due_cuts
-from ..state.dictionary import StringDictionary
 from ..time.watermarks import to_units
 from .core import MetricsLayout
 from .boundary import SinkBuffer, as_batch, column_view, conform, dictionary_columns, null_checked_columns, run_step, to_batches
 from .faults import FaultGuard, kernel_error, raising_kernels
-from .handoff import StepRows
+from .handoff import StepRows, codes_passed_on, new_dictionaries
 from .metrics import Metrics
 from .plan import WINDOW_PIECE_ROWS, SourcePlan, boundary_nodes, compile_plan
 from .shards import KeyShards, resolve_parallelism, shard_plan
@@ -106,13 +105,14 @@ class DagExecutor:
         all_plans = [*self._plans.values(), *self._derived.values()]
         self._specs = {name: dag.node(name).op for name in dag.sources}
         self._checked = {name: (null_checked_columns(spec), dictionary_columns(spec)) for name, spec in self._specs.items()}
+        # String join keys: both sides' columns are encoded by one dictionary, so codes compare; a boundary
+        # node's string columns reach the next step as codes of the dictionary of the columns they came from.
+        links = [group for plan in all_plans for group in plan.shared_dictionaries] + codes_passed_on(dag, all_plans)
         self._state = ExecutorState.new(
             dag,
-            # String dictionaries of encoded key columns.
-            dictionaries={(plan.source, name): _new_dictionary(dag, plan, name)
-                          for plan in all_plans for name, _, _, encoded in plan.args if encoded},
-            # String join keys: both sides' columns are encoded by one dictionary, so codes compare.
-            dictionary_links=[group for plan in all_plans for group in plan.shared_dictionaries],
+            # String dictionaries of encoded columns.
+            dictionaries=new_dictionaries(dag, all_plans, links),
+            dictionary_links=links,
             outputs={layout.sink: SinkBuffer(layout) for plan in all_plans for layout in plan.sinks})
         self._state.last_input = {name: time.monotonic() for name in dag.sources}
         # Kernels that can raise make every call take-back-able (see faults.py); others cost nothing.
@@ -579,18 +579,6 @@ class DagExecutor:
 COALESCE_ROWS = 256
 #: The queue runs once it holds this many rows (or anything reads results).
 COALESCE_FLUSH_ROWS = 4096
-
-
-def _new_dictionary(dag, plan, column: str) -> StringDictionary:
-    """An empty dictionary for the encoded string ``column`` of ``plan``'s source (a categorical's value type),
-    ``carried`` when only joins keep its codes (``plan.carried_strings``).
-
-    ``column`` is a source column or a string an ``ArrowMap`` computes from it (named like its argument).
-    """
-    computed = plan.arrow_maps.get(column)
-    t = computed[4] if computed is not None else dag.node(plan.source).schema.field(column).type
-    t = t.value_type if pa.types.is_dictionary(t) else t
-    return StringDictionary(t, carried=column in plan.carried_strings)
 
 
 def _weakly(method):

@@ -46,7 +46,6 @@ from .._progress import compiling
 from .._types import arrow_to_numpy_dtype
 from ..errors import DataError, KernelError
 from ..kernels import asof as _asof, joins as _joins
-from ..ops.joins import JoinOperator
 from ..ops.windows import WindowSpec
 from .boundary import readonly
 from .codegen import generate
@@ -272,19 +271,20 @@ def _compile_plan(dag, source: str, sharded: bool) -> SourcePlan:
 
 
 def carried_strings(gen: Gen, dag) -> frozenset:
-    """The encoded string columns of ``gen``'s step whose codes nothing compares: joins keep them for their
-    output, and no key, join key, aggregate, TopN or kernel of the step reads them.
+    """The encoded string columns of ``gen``'s step whose codes nothing compares: joins and rankings (TopN,
+    ``Dedup(keep="last")``) keep them for their output, and no key, join key, aggregate or kernel of the step
+    reads them.
 
     Their dictionaries may give a repeated value a new code
-    (:class:`~laminar_jit.state.dictionary.StringDictionary` ``carried``): a join's rows keep codes only to
-    decode them, and the steps after a boundary encode strings with dictionaries of their own.
+    (:class:`~laminar_jit.state.dictionary.StringDictionary` ``carried``): a join's or ranking's rows keep
+    codes only to decode them. A column whose codes the next step reads shares one dictionary with it, which
+    is carried only if the next step's use is too (see ``DagExecutor``).
     """
     carried, compared = set(), set()
-    for nid, places in gen.value_dictionaries.items():
-        join = isinstance(dag.nodes[nid].op, JoinOperator)
-        for (what, port, _), origin in places.items():
+    for places in gen.value_dictionaries.values():
+        for (what, _, _), origin in places.items():
             if origin is not None and origin[0] == gen.source:
-                (carried if join and what == "payload" and port is not None else compared).add(origin[1])
+                (carried if what == "payload" else compared).add(origin[1])
     for origins in gen.key_dictionaries.values():
         compared.update(o[1] for o in origins if o is not None and o[0] == gen.source)
     for group in gen.shared_dictionaries:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..state.dictionary import StringDictionary
     from .boundary import SinkBuffer
 
-__all__ = ["ExecutorState"]
+__all__ = ["ExecutorState", "linked_to"]
 
 #: (source, column) of a string key column encoded by a dictionary.
 DictionaryKey = tuple[str, str]
@@ -58,8 +58,11 @@ class ExecutorState:
         encodes it as int64 codes. Sink buffers hold this same mapping, so it
         is updated in place, never replaced.
     dictionary_links : list of sequence of (str, str)
-        Groups of ``(source, column)`` that share the group's first
-        dictionary (both sides of a string join key), so codes compare.
+        Groups of ``(source, column)`` that share one dictionary, so codes
+        compare and pass from step to step: both sides of a string join key,
+        and a boundary node's string column with the column its next step
+        reads (see :func:`~laminar_jit.executor.handoff.codes_passed_on`).
+        Groups that share a key share one dictionary.
     watermarks : numpy.ndarray
         int64 per node id: its event-time watermark (``WATERMARK_MIN``
         before any event, the int64 maximum after ``finish()``).
@@ -132,13 +135,14 @@ class ExecutorState:
 
     # ------------------------------------------------------------ dictionaries
     def link_dictionaries(self) -> None:
-        """Make every ``(source, column)`` of each of :attr:`dictionary_links` use its group's first dictionary."""
+        """Make every ``(source, column)`` of :attr:`dictionary_links` use the dictionary of its groups' first."""
         dicts = self.dictionaries
-        for group in self.dictionary_links:
-            first = tuple(group[0])
-            for member in group[1:]:
-                if tuple(member) in dicts and first in dicts:
-                    dicts[tuple(member)] = dicts[first]
+        for key, first in self.linked_dictionaries().items():
+            dicts[key] = dicts[first]
+
+    def linked_dictionaries(self) -> dict[DictionaryKey, DictionaryKey]:
+        """Per ``(source, column)`` that :attr:`dictionary_links` link to another: the one whose dictionary it uses."""
+        return linked_to(self.dictionaries, self.dictionary_links)
 
     def replace_dictionaries(self, dictionaries: dict[DictionaryKey, StringDictionary]) -> None:
         """Install ``dictionaries`` (one per key of :attr:`dictionaries`) in place, then re-link shared ones."""
@@ -188,3 +192,23 @@ class ExecutorState:
             fresh[nid] = node.op.new_state(node.bound)
             fresh[nid].load_snapshot(arrays[nid])  # copies
         self.operator_states = fresh
+
+
+def linked_to(keys, links: list) -> dict[DictionaryKey, DictionaryKey]:
+    """Per key of ``keys`` that a group of ``links`` (lists of keys) links to another: the key whose dictionary
+    it uses. Groups that share a key are one set with one dictionary, so a chain of links (a join's string
+    column read by the next step as a join key) ends in one place."""
+    parent: dict = {}
+
+    def root(key):
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    for group in links:
+        members = [tuple(k) for k in group if tuple(k) in keys]
+        for member in members[1:]:
+            a, b = root(members[0]), root(member)
+            if a != b:
+                parent[b] = a
+    return {key: root(key) for key in parent}
