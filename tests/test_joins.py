@@ -890,6 +890,7 @@ def test_a_joins_strings_reach_the_next_step_as_its_codes(monkeypatch, tmp_path)
     DuckDB's best partner per left row. A checkpoint of a run with two dictionaries where this executor shares
     one is refused and leaves the executor as it was."""
     from laminar_jit.executor import executor as executor_module
+    from laminar_jit.state.dictionary import StringDictionary
 
     # times out of order but distinct on each side, so each left row's best partner is one row
     left, right = (side.set_column(0, "ts", pa.array(np.arange(n) * 7 + np.random.default_rng(n).integers(-3, 4, n)))
@@ -929,6 +930,20 @@ def test_a_joins_strings_reach_the_next_step_as_its_codes(monkeypatch, tmp_path)
         assert len(ex.state.dictionaries[("L", "note")]) > len(pc.unique(left["note"].drop_null()))
         assert checkpointed(dag, feed, len(feed) // 3, tmp_path / f"cp{i}").equals(want["out"])
     assert made == []
+    # key shards (the join's rows dealt out again by the TopN's key): each note is encoded once, at its source
+    encoded = []
+    encode = StringDictionary.encode
+    monkeypatch.setattr(StringDictionary, "encode", lambda self, a: encoded.append((self, len(a))) or encode(self, a))
+    for shards in (2, 3):
+        ex = lj.DagExecutor(dag, parallelism=shards)
+        encoded[:] = []
+        for source, batch in feeds[0]:
+            ex.process_batch(source, batch)
+        ex.finish()
+        assert ex.shards == shards  # (the same changes; keys interleave shard by shard)
+        same_rows(ex.take_sink_outputs("out"), before[0][1]["out"])
+        notes = ex.state.dictionaries[("j", "note")]
+        assert sum(n for d, n in encoded if d is notes) == left.num_rows
     ex = lj.DagExecutor(dag)
     for source, batch in feeds[0][:5]:
         ex.process_batch(source, batch)

@@ -336,16 +336,16 @@ class SinkBuffer:
         out, self.batches = self.batches, []
         return pa.Table.from_batches(out, schema=self.layout.schema)
 
-    def materialize(self, batch: pa.RecordBatch, result: tuple) -> pa.RecordBatch:
+    def materialize(self, batch: pa.RecordBatch, result: tuple, skip=()) -> pa.RecordBatch:
         """This layout's rows of one step ``result`` as a RecordBatch, at once (possibly empty).
 
         For the rows of a boundary node (see :func:`~laminar_jit.executor.steps.boundary_nodes`): a join's,
         whose columns the step always gathers, or source rows, whose numeric columns a small batch's step
-        leaves to Arrow.
+        leaves to Arrow. Columns named in ``skip`` are all nulls (the next step reads them otherwise).
         """
-        return self._materialize_gathered(batch, result, self.layout)
+        return self._materialize_gathered(batch, result, self.layout, skip)
 
-    def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple, layout) -> pa.RecordBatch:
+    def _materialize_gathered(self, batch: pa.RecordBatch, r: tuple, layout, skip=()) -> pa.RecordBatch:
         # one large batch: the compiled step gathered every numeric column
         off = layout.offset
         identity = r[off + 1]
@@ -355,7 +355,8 @@ class SinkBuffer:
         if layout.take_columns:
             base = batch.select(layout.take_columns)
             taken = base if identity else base.take(pa.array(r[off]))
-        arrays = [gathered_column(self.dictionaries, batch, r, layout, f, col, taken)
+        arrays = [pa.nulls(len(r[off]), f.type) if f.name in skip else
+                  gathered_column(self.dictionaries, batch, r, layout, f, col, taken)
                   for f, col in zip(layout.schema, layout.columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 

@@ -82,6 +82,7 @@ from ..kernels.watermarks import batch_watermarks
 from ..state.joins import JoinState
 from ..time.watermarks import to_units
 from .boundary import SinkBuffer, _to_arrow, column_view, readonly
+from .handoff import StepRows
 from .keyhash import key_groups, mix_column
 from .steps import ancestors
 from .core import DICTIONARY_BYTES, MetricsLayout
@@ -165,11 +166,13 @@ class KeyShards:
         for b in batches:
             self._run(source, b, commit)
 
-    def _run(self, source: str, b: pa.RecordBatch, commit: bool = True, wm_rows: int | None = None) -> None:
+    def _run(self, source: str, b: pa.RecordBatch, commit: bool = True, wm_rows: int | None = None,
+             codes: dict | None = None) -> None:
         """One batch of stage root ``source`` through the shards; then the rows of its stage's boundary nodes
         (joins or keyed kernels feeding stateful operators, windows feeding another key), merged into one batch,
         through their stages piece by piece (``wm_rows``: the watermark those rows carry, the node's from before
-        the piece, as in one executor)."""
+        the piece, as in one executor; ``codes``: string columns of ``b`` as the codes the stage encodes them to,
+        which ``b`` then holds as nulls)."""
         ex = self.executor
         st = ex._state
         plan = self.plans[source]
@@ -183,8 +186,11 @@ class KeyShards:
             if name.startswith(DICTIONARY_BYTES):  # a dictionary's bytes, after its column was encoded
                 columns[name] = tuple(map(readonly, st.dictionaries[(source, name[1:])].store()))
                 continue
-            values, valid = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
-                             else column_view(b.column(name), dtype))
+            if codes and name in codes:  # a boundary node's codes of this column's dictionary
+                values, valid = codes[name]
+            else:
+                values, valid = (st.dictionaries[(source, name)].encode(b.column(name)) if encoded
+                                 else column_view(b.column(name), dtype))
             columns[name] = (readonly(values), readonly(valid))
         keys = self.plan.keys[source]
         # each row's key group, a byte a row: every shard scans those bytes for its own rows
@@ -228,7 +234,9 @@ class KeyShards:
         # its step would: with the node's watermark before the piece, the node's own after it
         for j, layout in enumerate(plan.boundaries):
             merge = merged.get(layout.sink)
-            rows = (SinkBuffer(layout, st.dictionaries).materialize(b, merge.result()) if merge is not None
+            # string columns the next stage encodes with the dictionary they are codes of pass as codes
+            passed = self._passed_codes(layout, b, merge.result()) if merge is not None else {}
+            rows = (SinkBuffer(layout, st.dictionaries).materialize(b, merge.result(), skip=passed) if merge is not None
                     else pa.RecordBatch.from_arrays([pa.array([], f.type) for f in layout.schema], schema=layout.schema))
             k = plan.n_returns + 2 * j  # (a join's watermark is the least over the shards, as above)
             before, after = (np.min([r[k + x] for r in per_shard], axis=0) for x in (0, 1))
@@ -245,7 +253,29 @@ class KeyShards:
                     # what it would fire before the next piece's rows, those rows are late for anyway
                     continue
                 st.watermarks[layout.node_id] = after[p]
-                self._run(layout.sink, rows.slice(pieces[p], pieces[p + 1] - pieces[p]), commit, int(before[p]))
+                lo, hi = pieces[p], pieces[p + 1]
+                self._run(layout.sink, rows.slice(lo, hi - lo), commit, int(before[p]),
+                          {name: (v[lo:hi], m[lo:hi] if m.size else m) for name, (v, m) in passed.items()})
+
+    def _passed_codes(self, layout, b, result) -> dict:
+        """The string columns of a boundary node's merged rows that reach its stage as codes (see
+        :func:`~.handoff.codes_passed_on`): not a key of the stage (the rows' key groups hash its strings) nor
+        rows combined from partial results. By name: the codes and validity, as an encode gives them."""
+        source = layout.sink
+        if source in self.plan.combined or source not in self.plans:
+            return {}
+        rows = StepRows(layout, self.executor._state.dictionaries, b, result)
+        plan = self.plans[source]
+        read = {name for out in [*plan.sinks, *plan.boundaries] for name in out.take_columns}  # (by Arrow)
+        read.update(col.column for out in [*plan.sinks, *plan.boundaries] for col in out.columns if col.kind == "src")
+        read.update(c for _, _, cols, _, _ in (plan.arrow_maps or {}).values() for c in cols)
+        out = {}
+        for name, _, _, encoded in plan.args:
+            if encoded and name not in self.plan.keys[source] and name in layout.by_name and name not in read:
+                got = rows.codes(name, self.executor._state.dictionaries.get((source, name)))
+                if got is not None:
+                    out[name] = got
+        return out
 
     def _uncount(self, nid: int, rows: int) -> None:
         """Take back ``rows`` output rows of node ``nid`` from the metrics (partial results combined away)."""
