@@ -470,12 +470,14 @@ class StringDictionary:
         part = np.searchsorted(starts, codes, side="right")  # 0: the store, p: kept array p - 1
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(len(self._kept) + 2))
+        sources = [(self._offsets, self._data, 0)] + [(*offsets_and_bytes(a), start)
+                                                      for a, start in zip(self._kept, self._kept_starts)]
         lengths = np.empty(codes.size + 1, np.int64)
         pieces = []
-        for p in np.flatnonzero(np.diff(bounds)):  # (only the arrays some row reads)
+        for p in np.flatnonzero(np.diff(bounds)):
             rows = order[bounds[p]:bounds[p + 1]]
-            offsets, data = (self._offsets, self._data) if p == 0 else offsets_and_bytes(self._kept[p - 1])
-            pieces.append((rows, codes[rows] - (self._kept_starts[p - 1] if p else 0), offsets, data))
+            offsets, data, start = sources[p]
+            pieces.append((rows, codes[rows] - start, offsets, data))
             string_lengths(rows, pieces[-1][1], offsets, lengths)
         out_offsets = np.zeros(codes.size + 1, np.int64)
         np.cumsum(lengths[:-1], out=out_offsets[1:])
