@@ -680,49 +680,6 @@ def test_a_carried_dictionary_appends_only_after_a_mostly_distinct_batch():
     assert d.encode(pa.array(["x"]))[0].tolist() == [n]
 
 
-def test_a_carried_dictionary_keeps_the_arrays_it_appends():
-    """Appended values stay in the arrays they came in (no copy of their bytes); small arrays are joined. Rows
-    decode from any mix of those arrays and the looked-up values, in any order, with nulls; a truncation inside
-    an array or at its edges, ``store()`` (which copies them in) and a snapshot keep every code's value."""
-    from laminar_jit.state.dictionary import KEEP_ROWS
-
-    rng = np.random.default_rng(11)
-    d = StringDictionary(carried=True)
-    codes, values = [], []
-    for i, n in enumerate([300, KEEP_ROWS + 5, 0, 1, 40, 300, 2 * KEEP_ROWS, 7, KEEP_ROWS, 300]):
-        batch = [f"b{i}-{j}-{rng.integers(1 << 40)}" for j in range(n)]
-        if n > 2 and i % 2:
-            batch[1] = None
-        array = pa.array(batch, pa.string())
-        got, valid = encode_checked(d, array)
-        if n == 2 * KEEP_ROWS:  # (nulls: the non-null rows are a new array; here the array itself is kept)
-            assert d._kept[-1].buffers()[2].address == array.buffers()[2].address
-        codes.append(got)
-        values += batch
-    sizes = [len(a) for a in d._kept]
-    assert len(sizes) >= 3 and not any(a < KEEP_ROWS and b < KEEP_ROWS for a, b in zip(sizes, sizes[1:]))
-    codes = np.concatenate(codes)
-    valid = np.array([v is not None for v in values])
-    order = rng.permutation(codes.size)
-    assert d.decode(codes[order], valid[order]).to_pylist() == [values[i] for i in order]
-    last = codes[valid][-5:]  # rows of one kept array
-    assert d.decode(last).to_pylist() == [v for v in values if v is not None][-5:]
-    snap = d.snapshot()
-    assert StringDictionary.from_snapshot(snap, carried=True).values().equals(snap)
-    for cut in (len(d) - 3, d._kept_starts[-1], d._kept_starts[-1] - 1, d._kept_starts[0] + 2):
-        d.truncate(int(cut))
-        assert len(d) == cut and d.values().equals(snap.slice(0, cut))
-    offsets, data = d.store()  # the kept rows copied in: the same codes
-    n = len(d)
-    assert not d._kept and bytes(data[offsets[n - 1]:offsets[n]]).decode() == snap[n - 1].as_py()
-    again = [f"again{j}" for j in range(KEEP_ROWS)]
-    assert d.encode(pa.array(again))[0].tolist() == list(range(n, n + KEEP_ROWS)) and d._kept  # kept again
-    both = np.array([n - 1, n + 3, 0, n + 1])
-    assert d.decode(both).to_pylist() == [snap[n - 1].as_py(), "again3", snap[0].as_py(), "again1"]
-    d.truncate(250)  # into the looked-up values: rebuilt
-    assert len(d) == 250 and d.values().equals(snap.slice(0, 250)) and not d._kept
-
-
 def test_dictionary_edge_inputs():
     d = StringDictionary()
     for empty in (pa.array([], pa.string()), pa.chunked_array([], pa.string()),

@@ -31,7 +31,7 @@ from .._jit import njit, njit_borrowing
 from .hashtable import _GOLDEN, _MUL1, _MUL2, _S31, _finalize, _grow_if_full, _home, _take_slot, mix64
 from .memory import load_u64, prefetch, store_u64
 
-__all__ = ["BLOCK", "copy_strings", "fingerprint_bytes", "intern_bytes", "intern_rows", "quick_hash", "string_lengths"]
+__all__ = ["BLOCK", "fingerprint_bytes", "intern_bytes", "intern_rows", "quick_hash"]
 
 #: Strings fingerprinted, and their buckets and slots requested from memory, before any is probed.
 BLOCK = 16
@@ -289,20 +289,3 @@ def intern_rows(at, offsets, data, valid, cache, buckets, keys, meta, free, stor
         cache[h] = code
         out_codes[i] = code
     return m, added, misses
-
-
-@njit
-def string_lengths(rows, local, offsets, out_lengths):
-    """``out_lengths[rows[i]]``: the length of string ``local[i]`` of an array's ``offsets`` (int32 or int64)."""
-    for i in range(rows.size):
-        c = local[i]
-        out_lengths[rows[i]] = offsets[c + 1] - offsets[c]
-
-
-@njit
-def copy_strings(rows, local, offsets, data, out_offsets, out_data):
-    """Copy string ``local[i]`` of an array (``offsets``, ``data``) to ``out_data`` at ``out_offsets[rows[i]]``:
-    one of the arrays a decode gathers from (a dictionary's store, or an array a carried one keeps)."""
-    for i in range(rows.size):
-        c = local[i]
-        _append_bytes(data, offsets[c], offsets[c + 1], out_data, out_offsets[rows[i]])

@@ -42,14 +42,10 @@ compares: no key, join key, aggregate or kernel reads them, a join only keeps
 them for its output (the executor decides; see
 ``SourcePlan.carried_strings``). Once a batch of at least ``DIRECT_ROWS`` rows
 was mostly distinct (ids, urls, free text), it stops looking values up and
-appends each batch's rows as the next codes, keeping the Arrow array they came
-in (arrays are immutable; arrays under ``KEEP_ROWS`` rows are joined with a
-small one before them). Codes stay dense and decode exactly, but a repeated
-value gets another code. Looking up a mostly distinct value in a table that
-outgrows the caches costs a cache miss or two per row; copying its bytes into
-a growing store costs them and the fresh pages they land in (Nexmark q20 keeps
-every bid's ``extra``, 0.62 GB); keeping the array costs nothing, and a decode
-takes each row from the array that holds it. Every ``CHECK_EVERY``-th batch appends only its
+appends each row's bytes with numpy slice copies. Codes stay dense and decode
+exactly, but a repeated value gets another code. Looking up a mostly distinct
+value in a table that outgrows the caches costs a cache miss or two per row;
+appending costs its bytes. Every ``CHECK_EVERY``-th batch appends only its
 distinct values (found by Arrow's ``dictionary_encode``, which keeps nothing
 between batches) and measures them: while batches are not mostly distinct,
 each appends only its distinct values, so repeated values cost a dictionary
@@ -68,7 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._types import OFFSET_TYPES, offsets_and_bytes
-from ..kernels.interning import copy_strings, intern_bytes, intern_rows, string_lengths
+from ..kernels.interning import intern_bytes, intern_rows
 from .keytable import KeyTable
 
 __all__ = ["StringDictionary"]
@@ -93,9 +89,6 @@ DIRECT_SHARE = 0.5
 DIRECT_ROWS = 256
 #: A carried dictionary that appends rows checks every this many batches that they are still mostly distinct.
 CHECK_EVERY = 8
-#: A carried dictionary keeps appended values as the Arrow arrays they came in; arrays of fewer rows than this
-#: are joined with the small one before them, so a decode reads a few arrays, not one per batch.
-KEEP_ROWS = 4096
 #: Entries of the cache of recent codes that repeated values are looked up in (a power of two): four per value
 #: known or one per row of the batch, whichever is more, within these bounds.
 CACHE_MIN, CACHE_MAX = 4096, 1 << 16
@@ -113,9 +106,8 @@ class StringDictionary:
     carried : bool, default False
         The codes are only carried to outputs, never compared: once a batch
         of at least ``DIRECT_ROWS`` rows was mostly distinct, values are
-        appended without a lookup (the arrays they came in are kept), so
-        equal values may get different codes (each decodes to its value; see
-        the module docstring).
+        appended without a lookup, so equal values may get different codes
+        (each decodes to its value; see the module docstring).
 
     Examples
     --------
@@ -149,9 +141,6 @@ class StringDictionary:
         #: the batches it encoded since.
         self._appended = 0
         self._batches = 0
-        #: The appended values, as the arrays they came in (no copy), and the code of each one's first value.
-        self._kept: list[pa.Array] = []
-        self._kept_starts: list[int] = []
         #: Recent codes by a quick hash of their value (see ``_intern_rows``), -1 where none.
         self._cache = np.empty(0, np.int64)
 
@@ -167,14 +156,7 @@ class StringDictionary:
 
     def store(self) -> tuple[np.ndarray, np.ndarray]:
         """The values as compiled code reads them: ``(offsets, data)``, value ``c`` being the bytes
-        ``data[offsets[c]:offsets[c + 1]]`` (views of the growing store; bytes once written never change).
-        A carried dictionary's appended values are copied into it first (compiled code reads only the values of
-        dictionaries it compares, which are never carried)."""
-        if self._kept:
-            kept, self._kept, self._kept_starts = self._kept, [], []
-            self._appended -= sum(len(a) for a in kept)
-            for values in kept:
-                self._copy_values(values)
+        ``data[offsets[c]:offsets[c + 1]]`` (views of the growing store; bytes once written never change)."""
         return self._offsets, self._data
 
     def __repr__(self) -> str:
@@ -389,26 +371,8 @@ class StringDictionary:
         return codes, (codes >= 0 if nulls else np.empty(0, np.bool_))
 
     def _append_values(self, values: pa.Array) -> np.ndarray:
-        """Append ``values`` (non-null, a type of ``OFFSET_TYPES``) as new codes, without looking them up; return
-        those codes.
-
-        The array itself is kept (Arrow arrays do not change): a column of mostly distinct text is neither
-        copied nor hashed. A small array is joined with a small one kept before it (a copy of both).
-        """
-        m = len(values)
-        count = len(self)
-        if m == 0:
-            return np.empty(0, np.int64)
-        if self._kept and m < KEEP_ROWS and len(self._kept[-1]) < KEEP_ROWS:
-            values = pa.concat_arrays([self._kept.pop().cast(self._store_type), values.cast(self._store_type)])
-        else:
-            self._kept_starts.append(count)
-        self._kept.append(values)
-        self._appended += m
-        return np.arange(count, count + m, dtype=np.int64)
-
-    def _copy_values(self, values: pa.Array) -> np.ndarray:
-        """:meth:`_append_values` as numpy slice copies of the values' offsets and bytes into the store."""
+        """Append ``values`` (non-null, a type of ``OFFSET_TYPES``) as new codes, without looking them up (numpy
+        slice copies of their offsets and bytes); return those codes."""
         m = len(values)
         count = len(self)
         if m == 0:
@@ -454,40 +418,12 @@ class StringDictionary:
     # -- decode ------------------------------------------------------------------
 
     def _store(self) -> pa.Array:
-        """``large_string``/``large_binary`` array of all values, by code (zero-copy without kept arrays)."""
-        n = self._kept_starts[0] if self._kept else len(self)  # (the kept arrays hold the codes from there)
-        stored = pa.Array.from_buffers(self._store_type, n, [None, pa.py_buffer(self._offsets[: n + 1]),
-                                                             pa.py_buffer(self._data[: int(self._offsets[n])])])
-        return pa.concat_arrays([stored, *(a.cast(self._store_type) for a in self._kept)]) if self._kept else stored
-
-    def _take(self, codes: np.ndarray, mask: np.ndarray | None) -> pa.Array:
-        """The values of valid ``codes`` (nulls where ``mask``), as the store type."""
-        if not self._kept:
-            return self._store().take(pa.array(codes, pa.int64(), mask=mask))
-        # the rows of each array (the store's, then the kept ones) gathered by a kernel into their places
+        """Zero-copy ``large_string``/``large_binary`` view of all values, by code."""
         n = len(self)
-        starts = np.array([*self._kept_starts, n], np.int64)
-        part = np.searchsorted(starts, codes, side="right")  # 0: the store, p: kept array p - 1
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(len(self._kept) + 2))
-        sources = [(self._offsets, self._data, 0)] + [(*offsets_and_bytes(a), start)
-                                                      for a, start in zip(self._kept, self._kept_starts)]
-        lengths = np.empty(codes.size + 1, np.int64)
-        pieces = []
-        for p in np.flatnonzero(np.diff(bounds)):
-            rows = order[bounds[p]:bounds[p + 1]]
-            offsets, data, start = sources[p]
-            pieces.append((rows, codes[rows] - start, offsets, data))
-            string_lengths(rows, pieces[-1][1], offsets, lengths)
-        out_offsets = np.zeros(codes.size + 1, np.int64)
-        np.cumsum(lengths[:-1], out=out_offsets[1:])
-        out_data = np.empty(int(out_offsets[-1]), np.uint8)
-        for rows, local, offsets, data in pieces:
-            copy_strings(rows, local, offsets, data, out_offsets, out_data)
-        validity = None if mask is None else pa.py_buffer(np.packbits(~mask, bitorder="little"))
-        return pa.Array.from_buffers(self._store_type, codes.size, [validity, pa.py_buffer(out_offsets),
-                                                                    pa.py_buffer(out_data)],
-                                     null_count=-1 if mask is None else int(mask.sum()))
+        return pa.Array.from_buffers(
+            self._store_type, n,
+            [None, pa.py_buffer(self._offsets[: n + 1]),
+             pa.py_buffer(self._data[: int(self._offsets[n])])])
 
     def decode(self, codes: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
         """The values of ``codes``, as an Arrow array of :attr:`value_type`.
@@ -527,7 +463,8 @@ class StringDictionary:
                              "pass the validity mask from encode() for null rows")
         if mask is not None:
             codes = np.where(mask, 0, codes)
-        return self._take(codes, mask).cast(self._value_type)
+        taken = self._store().take(pa.array(codes, pa.int64(), mask=mask))
+        return taken.cast(self._value_type)
 
     def values(self) -> pa.Array:
         """All values, ``values()[c]`` being the value of code ``c``."""
@@ -546,15 +483,6 @@ class StringDictionary:
         first ``n`` values, in place so everything holding it sees the change.
         """
         if n >= len(self):
-            return
-        if self._kept and n >= self._kept_starts[0]:  # only kept values go: keep the arrays (and rows) before n
-            while self._kept and self._kept_starts[-1] >= n:
-                self._appended -= len(self._kept.pop())
-                self._kept_starts.pop()
-            if self._kept:
-                last = self._kept.pop()
-                self._appended -= len(last) - (n - self._kept_starts[-1])
-                self._kept.append(last.slice(0, n - self._kept_starts[-1]))
             return
         rebuilt = StringDictionary.from_snapshot(self._store().slice(0, n), self._value_type, self.carried)
         self.__dict__.update(rebuilt.__dict__)
