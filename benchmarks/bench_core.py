@@ -134,6 +134,12 @@ class StringInterning:
         self.batches = _text_batches(2_000_000 if not common.small() else 20_000, kind)
         self.series = pl.Series(pa.chunked_array(self.batches))
         StringDictionary().encode(self.batches[0].slice(0, 10))  # compile / load the kernel
+        # a carried dictionary of every batch, and a batch's worth of its codes at random (a join's output rows)
+        self.carried = StringDictionary(carried=True)
+        codes = np.concatenate([self.carried.encode(batch)[0] for batch in self.batches])
+        self.wanted = np.random.default_rng(common.SEED).choice(codes, min(65_536, codes.size))
+        self.carried.decode(self.wanted[:10])
+        self.values = self.carried.values()  # every code's value, as one array
 
     def time_laminar(self, kind):
         dictionary = StringDictionary()
@@ -147,9 +153,18 @@ class StringInterning:
         for batch in self.batches:
             dictionary.encode(batch)
 
+    def time_laminar_carried_decode(self, kind):
+        """65,536 rows of a carried dictionary at random, decoded (the strings of a join's output rows: with
+        ``distinct``, gathered from the arrays the dictionary kept); the yardstick is ``time_pyarrow_take``."""
+        self.carried.decode(self.wanted)
+
     def time_pyarrow(self, kind):
         for batch in self.batches:
             batch.dictionary_encode()
+
+    def time_pyarrow_take(self, kind):
+        """The same codes' values taken by Arrow from one array of them all."""
+        self.values.take(pa.array(self.wanted))
 
     def time_polars(self, kind):
         self.series.cast(pl.Categorical)
