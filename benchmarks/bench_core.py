@@ -154,8 +154,8 @@ class StringInterning:
             dictionary.encode(batch)
 
     def time_laminar_carried_decode(self, kind):
-        """65,536 rows of a carried dictionary at random, decoded (the strings of a join's output rows: with
-        ``distinct``, gathered from the arrays the dictionary kept); the yardstick is ``time_pyarrow_take``."""
+        """65,536 rows of a carried dictionary at random, decoded (the strings of a join's output rows); the
+        yardstick is ``time_pyarrow_take``."""
         self.carried.decode(self.wanted)
 
     def time_pyarrow(self, kind):
